@@ -1,0 +1,1 @@
+"""Crucible: live runtime for validated champions."""

@@ -1,0 +1,1 @@
+"""Core utilities: errors, configuration, random streams, artifacts."""

@@ -1,0 +1,1 @@
+"""Market data: Binance kline loading, validation, gap reports, embedded sample."""

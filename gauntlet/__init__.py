@@ -1,0 +1,1 @@
+"""Gauntlet: causal and statistical validation of evolved strategies."""
