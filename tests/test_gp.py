@@ -234,3 +234,19 @@ def test_buffer_pool_reuse_gives_same_results(pset, population):
     again = [run_program(p, X, pool) for p in reversed(progs)][::-1]
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_subtree_cache_identical_results_and_hits(pset, population):
+    from forge.gp.cache import SubtreeCache
+
+    X = _features(900, seed=9)
+    cache = SubtreeCache(X, NAMES)
+    tiny = SubtreeCache(X, NAMES, max_bytes=3 * 900 * 8)  # forces constant eviction
+    for tree in population[:150] + population[:50]:
+        g = genome_from_individual(tree, pset)
+        plain = run_program(compile_program(g, NAMES), X)
+        np.testing.assert_array_equal(cache.run(g), plain)
+        np.testing.assert_array_equal(tiny.run(g), plain)
+    assert cache.hit_rate > 0.2  # the second pass over 50 trees is all hits
+    assert tiny.bytes <= 3 * 900 * 8
+    assert SubtreeCache.lookback(g, {"f0": 3}) == compile_program(g, NAMES, {"f0": 3}).lookback

@@ -129,6 +129,123 @@ def _corr_nb(x, y, w, out):
 
 
 @njit(cache=True)
+def apply_nb(o, xa, xb, xc, w, k, y):
+    """Apply one opcode: y[:] = op(xa, xb, xc; window w, constant k).
+
+    xa, xb, xc, y: (n,) float64 (unused operands may alias xa); y must not
+    alias an input of a windowed or lagged op.
+    """
+    n = y.shape[0]
+    if o == 1:
+        for t in range(n):
+            y[t] = xa[t] + xb[t]
+    elif o == 2:
+        for t in range(n):
+            y[t] = xa[t] - xb[t]
+    elif o == 3:
+        for t in range(n):
+            y[t] = xa[t] * xb[t]
+    elif o == 4:
+        for t in range(n):
+            if abs(xb[t]) < DIV_EPS:
+                y[t] = 0.0
+            else:
+                y[t] = xa[t] / xb[t]
+    elif o == 5:
+        for t in range(n):
+            y[t] = -xa[t]
+    elif o == 6:
+        for t in range(n):
+            y[t] = abs(xa[t])
+    elif o == 7:
+        for t in range(n):
+            v = xa[t]
+            if v >= 0.0:
+                y[t] = np.log1p(v)
+            else:
+                y[t] = -np.log1p(-v)
+    elif o == 8:
+        for t in range(n):
+            y[t] = xa[t] + k
+    elif o == 9:
+        for t in range(n):
+            y[t] = xa[t] * k
+    elif o == 10 or o == 11:
+        for t in range(n):
+            if t < w:
+                y[t] = np.nan
+            elif o == 10:
+                y[t] = xa[t - w]
+            else:
+                y[t] = xa[t] - xa[t - w]
+    elif o >= 12 and o <= 17:
+        _rolling_nb(xa, w, o - 12, y)
+    elif o == 18:
+        _corr_nb(xa, xb, w, y)
+    elif o == 19:
+        _rolling_nb(xa, w, _EMA, y)
+    elif o == 20:
+        for t in range(n):
+            y[t] = xb[t] if xa[t] > 0.5 else xc[t]
+    elif o == 21:
+        for t in range(n):
+            y[t] = 1.0 if xa[t] > xb[t] else 0.0
+    elif o == 22:
+        for t in range(n):
+            y[t] = 1.0 if xa[t] < xb[t] else 0.0
+    elif o == 23:
+        for t in range(n):
+            y[t] = 1.0 if xa[t] > k else 0.0
+    elif o == 24:
+        for t in range(n):
+            y[t] = 1.0 if xa[t] < k else 0.0
+    elif o == 25:
+        for t in range(n):
+            y[t] = 1.0 if (xa[t] > 0.5 and xb[t] > 0.5) else 0.0
+    elif o == 26:
+        for t in range(n):
+            y[t] = 1.0 if (xa[t] > 0.5 or xb[t] > 0.5) else 0.0
+    elif o == 27:
+        for t in range(n):
+            y[t] = 1.0 - xa[t]
+    elif o == 28:
+        if n > 0:
+            y[0] = 0.0
+        for t in range(1, n):
+            y[t] = 1.0 if (xa[t] > xb[t] and xa[t - 1] <= xb[t - 1]) else 0.0
+    elif o == 29:
+        for t in range(n):
+            y[t] = xa[t] - xb[t]
+    elif o == 30:
+        for t in range(n):
+            y[t] = xa[t]
+    elif o == 31:
+        for t in range(n):
+            y[t] = -xa[t]
+    elif o == 32:
+        for t in range(n):
+            v = xa[t]
+            y[t] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
+
+
+@njit(cache=True)
+def finish_root_nb(root, out, clip_root):
+    """out[:] = root as a position (NaN -> 0, clipped to [-1, 1]) or raw."""
+    for t in range(root.shape[0]):
+        v = root[t]
+        if not clip_root:
+            out[t] = v
+        elif np.isnan(v):
+            out[t] = 0.0
+        elif v > 1.0:
+            out[t] = 1.0
+        elif v < -1.0:
+            out[t] = -1.0
+        else:
+            out[t] = v
+
+
+@njit(cache=True)
 def run_program_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
     """Run a compiled program over all bars.
 
@@ -137,123 +254,8 @@ def run_program_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
     out: (n,) float64, receives the root: a position (NaN -> 0, clipped
     to [-1, 1]) when clip_root, else the raw float series.
     """
-    n = X.shape[1]
     m = op.shape[0]
     for i in range(m):
-        o = op[i]
-        y = buf[dst[i]]
-        xa = _operand(X, buf, a[i])
-        if o == 1 or o == 2 or o == 3 or o == 4 or o == 21 or o == 22 or o == 25 or o == 26 or o == 28 or o == 29:
-            xb = _operand(X, buf, b[i])
-            if o == 1:
-                for t in range(n):
-                    y[t] = xa[t] + xb[t]
-            elif o == 2:
-                for t in range(n):
-                    y[t] = xa[t] - xb[t]
-            elif o == 3:
-                for t in range(n):
-                    y[t] = xa[t] * xb[t]
-            elif o == 4:
-                for t in range(n):
-                    if abs(xb[t]) < DIV_EPS:
-                        y[t] = 0.0
-                    else:
-                        y[t] = xa[t] / xb[t]
-            elif o == 21:
-                for t in range(n):
-                    y[t] = 1.0 if xa[t] > xb[t] else 0.0
-            elif o == 22:
-                for t in range(n):
-                    y[t] = 1.0 if xa[t] < xb[t] else 0.0
-            elif o == 25:
-                for t in range(n):
-                    y[t] = 1.0 if (xa[t] > 0.5 and xb[t] > 0.5) else 0.0
-            elif o == 26:
-                for t in range(n):
-                    y[t] = 1.0 if (xa[t] > 0.5 or xb[t] > 0.5) else 0.0
-            elif o == 28:
-                if n > 0:
-                    y[0] = 0.0
-                for t in range(1, n):
-                    y[t] = 1.0 if (xa[t] > xb[t] and xa[t - 1] <= xb[t - 1]) else 0.0
-            else:  # 29 long_short
-                for t in range(n):
-                    y[t] = xa[t] - xb[t]
-        elif o == 5:
-            for t in range(n):
-                y[t] = -xa[t]
-        elif o == 6:
-            for t in range(n):
-                y[t] = abs(xa[t])
-        elif o == 7:
-            for t in range(n):
-                v = xa[t]
-                if v >= 0.0:
-                    y[t] = np.log1p(v)
-                else:
-                    y[t] = -np.log1p(-v)
-        elif o == 8:
-            kk = k[i]
-            for t in range(n):
-                y[t] = xa[t] + kk
-        elif o == 9:
-            kk = k[i]
-            for t in range(n):
-                y[t] = xa[t] * kk
-        elif o == 10 or o == 11:
-            ww = w[i]
-            for t in range(n):
-                if t < ww:
-                    y[t] = np.nan
-                elif o == 10:
-                    y[t] = xa[t - ww]
-                else:
-                    y[t] = xa[t] - xa[t - ww]
-        elif o >= 12 and o <= 17:
-            _rolling_nb(xa, w[i], o - 12, y)
-        elif o == 18:
-            _corr_nb(xa, _operand(X, buf, b[i]), w[i], y)
-        elif o == 19:
-            _rolling_nb(xa, w[i], _EMA, y)
-        elif o == 20:
-            xb = _operand(X, buf, b[i])
-            xc = _operand(X, buf, c[i])
-            for t in range(n):
-                y[t] = xb[t] if xa[t] > 0.5 else xc[t]
-        elif o == 23:
-            kk = k[i]
-            for t in range(n):
-                y[t] = 1.0 if xa[t] > kk else 0.0
-        elif o == 24:
-            kk = k[i]
-            for t in range(n):
-                y[t] = 1.0 if xa[t] < kk else 0.0
-        elif o == 27:
-            for t in range(n):
-                y[t] = 1.0 - xa[t]
-        elif o == 30:
-            for t in range(n):
-                y[t] = xa[t]
-        elif o == 31:
-            for t in range(n):
-                y[t] = -xa[t]
-        elif o == 32:
-            for t in range(n):
-                v = xa[t]
-                y[t] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
-    root = buf[dst[m - 1]]
-    if not clip_root:
-        for t in range(n):
-            out[t] = root[t]
-        return
-    for t in range(n):
-        v = root[t]
-        if np.isnan(v):
-            out[t] = 0.0
-        elif v > 1.0:
-            out[t] = 1.0
-        elif v < -1.0:
-            out[t] = -1.0
-        else:
-            out[t] = v
+        apply_nb(op[i], _operand(X, buf, a[i]), _operand(X, buf, b[i]), _operand(X, buf, c[i]), w[i], k[i],
+                 buf[dst[i]])
+    finish_root_nb(buf[dst[m - 1]], out, clip_root)

@@ -1,0 +1,323 @@
+"""Command-line edge: three Typer apps (``forge``, ``gauntlet``, ``crucible``).
+
+Thin by design: parse, load config, call one library function, render with
+rich.  Library errors (``ForgeError`` subclasses) become a one-line message
+and the class's exit code here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from forge.core.errors import ForgeError
+
+console = Console()
+err_console = Console(stderr=True)
+
+forge_app = typer.Typer(
+    help="Forge: evolve trading strategies by typed genetic programming on 1-minute crypto bars.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect Binance kline data: coverage, gaps, duplicates.", no_args_is_help=True)
+forge_app.add_typer(data_app, name="data")
+gauntlet_app = typer.Typer(
+    help="Gauntlet: validate evolved strategies on data evolution never touched.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+crucible_app = typer.Typer(
+    help="Crucible: run validated champions live (testnet or replay).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@gauntlet_app.callback()
+def _gauntlet_main() -> None:
+    """Gauntlet: validate evolved strategies on data evolution never touched."""
+
+
+@crucible_app.callback()
+def _crucible_main() -> None:
+    """Crucible: run validated champions live (testnet or replay)."""
+
+
+def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ForgeError into a red one-line message and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ForgeError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and not math.isfinite(v):
+        return "never" if v > 0 else "—"
+    if pct:
+        return f"{100 * v:+.2f}%"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------- forge evolve
+
+
+@forge_app.command()
+@edge
+def evolve(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: configs/default.toml).")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders (repeatable); default: embedded BTCUSDT sample.")] = None,
+    gens: Annotated[Optional[int], typer.Option("--gens", help="Generations.")] = None,
+    pop: Annotated[Optional[int], typer.Option("--pop", help="Population size (mu).")] = None,
+    offspring: Annotated[Optional[int], typer.Option("--offspring", help="Children per generation (lambda).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Master seed.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel fitness workers (joblib).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Parent folder of run directories.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Exact run directory to write.")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature names (terminals).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint.")] = None,
+    seed_genome: Annotated[Optional[list[Path]], typer.Option("--seed-genome", help="Genome file seeding part of the initial population (repeatable).")] = None,
+    causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="PCMCI feature filter: on|off.")] = None,
+    surrogate: Annotated[Optional[str], typer.Option("--surrogate", help="LightGBM offspring screening: on|off.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Fitness workers: loky (local processes) or dask (a cluster).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
+    symbols: Annotated[Optional[str], typer.Option("--symbols", help="Comma-separated symbols evaluated together, e.g. BTCUSDT,ETHUSDT (files <SYMBOL>-1m-* under --data).")] = None,
+) -> None:
+    """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
+    from forge.evolve import evolve as run_evolve
+    from forge.evolve import resume_run
+    from forge.settings import load_run_config, with_overrides
+
+    cfg = load_run_config(config)
+    cfg = with_overrides(cfg, "causal", enabled=_on_off(causal_filter, "--causal-filter"))
+    cfg = with_overrides(cfg, "surrogate", enabled=_on_off(surrogate, "--surrogate"))
+    cfg = with_overrides(
+        cfg,
+        "evolve",
+        generations=gens,
+        population=pop,
+        offspring=offspring,
+        seed=seed,
+        jobs=jobs,
+        output_dir=str(out) if out else None,
+        data=tuple(str(p) for p in data) if data else None,
+        features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
+        seed_genomes=tuple(str(p) for p in seed_genome) if seed_genome else None,
+        backend=backend,
+        scheduler=scheduler,
+        symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
+    )
+    progress = Progress(
+        TextColumn("[bold]gen[/] {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task = None
+
+    def on_event(e: dict[str, Any]) -> None:
+        nonlocal task
+        if e["event"] == "causal":
+            table = Table(title=f"PCMCI causal filter: kept {len(e['kept'])} of {len(e['candidates'])} features")
+            rows = e["rows"]
+            if rows:
+                for col in rows[0]:
+                    table.add_column(str(col), justify="right")
+                for r in rows[1:]:
+                    table.add_row(*[str(v) for v in r])
+            console.print(table)
+        elif e["event"] == "start":
+            s = e["split"]
+            console.print(
+                f"[bold]run[/] {e['run_id']}  bars {e['n_bars']:,}  in-sample {s['in_sample']['first'][:16]} → "
+                f"{s['in_sample']['last'][:16]}  out-of-sample {s['out_of_sample']['first'][:16]} → "
+                f"{s['out_of_sample']['last'][:16]}"
+            )
+            console.print(f"μ={e['population']} λ={e['offspring']} jobs={e['jobs']} features: {', '.join(e['features'])}")
+            progress.start()
+            task = progress.add_task("evolve", total=e["generations"] + 1, info="")
+        elif e["event"] == "generation":
+            info = (f"best {e['best']:+.3f}  median {e['median']:+.3f}  "
+                    f"{e['evals_per_s']:.0f} evals/s  evaluated {e['evaluated_total']:,}")
+            if e.get("surrogate_spearman") is not None:
+                info += f"  surrogate rho {e['surrogate_spearman']:+.2f}  saved {e['evals_saved']:,}"
+            progress.update(task, completed=e["gen"] + 1, info=info)
+        elif e["event"] == "done":
+            progress.stop()
+
+    try:
+        if resume is not None:
+            result = resume_run(resume, progress=on_event)
+        else:
+            result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
+    finally:
+        progress.stop()
+    _print_hall(result.hall_of_fame[:5])
+    console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+
+def _on_off(value: Optional[str], flag: str) -> Optional[bool]:
+    if value is None:
+        return None
+    if value.lower() not in ("on", "off"):
+        raise typer.BadParameter(f"{flag} takes 'on' or 'off', got {value!r}")
+    return value.lower() == "on"
+
+
+def _print_hall(members: list[dict[str, Any]]) -> None:
+    table = Table(title="Hall of fame (in-sample fitness; out-of-sample vs buy-and-hold)")
+    for col in ("#", "fitness", "IS Sharpe", "OOS return", "OOS Sharpe", "OOS max DD", "OOS trades", "B&H return", "B&H Sharpe", "size"):
+        table.add_column(col, justify="right")
+    table.add_column("expression", overflow="fold", max_width=60)
+    for m in members:
+        isd, oos, bh = m["in_sample"], m["out_of_sample"], m["out_of_sample_buy_and_hold"]
+        table.add_row(
+            str(m["rank"]), _fmt(m["fitness"]), _fmt(isd["sharpe"]), _fmt(oos["total_return"], pct=True),
+            _fmt(oos["sharpe"]), _fmt(oos["max_drawdown"], pct=True), _fmt(oos["n_trades"]),
+            _fmt(bh["total_return"], pct=True), _fmt(bh["sharpe"]), str(m["size"]), m["expression"],
+        )
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- forge data inspect
+
+
+@data_app.command("inspect")
+@edge
+def data_inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Kline CSV/zip files or folders.")],
+    max_gaps: Annotated[int, typer.Option(help="Gaps to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the coverage report as JSON.")] = False,
+) -> None:
+    """Coverage and gap table of Binance kline files."""
+    from forge.data.loader import load_klines
+
+    _bars, cov = load_klines(paths)
+    if as_json:
+        print(json.dumps(cov.to_dict(), indent=2))
+        return
+    summary = Table(title=f"Coverage of {cov.source}")
+    for col in ("files", "bars", "first", "last", "expected", "missing", "coverage", "gaps", "duplicates", "non-monotonic"):
+        summary.add_column(col, justify="right")
+    summary.add_row(
+        str(len(cov.files)), f"{cov.n_bars:,}", _ms(cov.first_ms), _ms(cov.last_ms), f"{cov.expected_bars:,}",
+        f"{cov.missing_bars:,}", f"{100 * cov.coverage_ratio:.2f}%", str(len(cov.gaps)), str(cov.duplicates),
+        str(cov.non_monotonic),
+    )
+    console.print(summary)
+    units = {}
+    for f in cov.files:
+        units[f.time_unit] = units.get(f.time_unit, 0) + 1
+    console.print("timestamp units per file: " + ", ".join(f"{u}: {n}" for u, n in sorted(units.items())))
+    if cov.gaps:
+        gaps = Table(title=f"Gaps ({len(cov.gaps)}; largest first, {min(max_gaps, len(cov.gaps))} shown)")
+        for col in ("last bar before", "first bar after", "missing bars"):
+            gaps.add_column(col, justify="right")
+        for g in sorted(cov.gaps, key=lambda g: -g.missing_bars)[:max_gaps]:
+            gaps.add_row(_ms(g.start_ms), _ms(g.end_ms), f"{g.missing_bars:,}")
+        console.print(gaps)
+
+
+# --------------------------------------------------------------------------- forge bench
+
+
+@forge_app.command()
+@edge
+def bench(
+    bars: Annotated[int, typer.Option(help="Bars per series (tiled from the embedded sample's features).")] = 400_000,
+    trees: Annotated[int, typer.Option(help="Random trees in the benchmark population.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the tree population.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Emit results as JSON.")] = False,
+    write: Annotated[Optional[Path], typer.Option(help="Also write a Markdown results file (e.g. benchmarks/RESULTS.md).")] = None,
+) -> None:
+    """Speed, side by side in one run: VM vs DEAP gp.compile+numpy on identical trees; backtest bars/s."""
+    from forge.bench import render_markdown, run_bench
+
+    results = run_bench(n_bars=bars, n_trees=trees, seed=seed)
+    if write is not None:
+        from forge.core.artifacts import atomic_write_text
+
+        atomic_write_text(write, render_markdown(results, " ".join(["forge"] + sys.argv[1:])))
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=f"forge bench — {results['machine']}")
+    for col in ("benchmark", "measured", "baseline", "baseline measured", "ratio", "goal"):
+        table.add_column(col, justify="right")
+    for row in results["rows"]:
+        table.add_row(row["name"], row["measured"], row["baseline"], row["baseline_measured"], row["ratio"], row["goal"])
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- gauntlet
+
+
+@gauntlet_app.command("show")
+@edge
+def gauntlet_show(run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")]) -> None:
+    """Hall of fame of a run: in-sample vs out-of-sample metrics next to buy-and-hold."""
+    from forge.core.errors import RunDirError
+
+    path = run_dir / "hall_of_fame.json"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no hall_of_fame.json (is this a forge evolve run directory?)")
+    try:
+        hall = json.loads(path.read_text())
+        members = hall["members"]
+    except (ValueError, KeyError) as exc:
+        raise RunDirError(f"{path}: unreadable hall of fame ({exc})") from None
+    _print_hall(members)
+
+
+# --------------------------------------------------------------------------- crucible
+
+
+@crucible_app.command("verify")
+@edge
+def crucible_verify(files: Annotated[list[Path], typer.Argument(help="Genome JSON files (e.g. champion.json).")]) -> None:
+    """Check genome files as the Crucible will before trading them: schema, versions, checksum, primitives."""
+    from forge.gp import Genome
+
+    table = Table(title="Genome verification")
+    for col in ("file", "sha256", "features", "lookback", "nodes"):
+        table.add_column(col)
+    for f in files:
+        g = Genome.load(f)
+        table.add_row(str(f), g.sha256[:16], ", ".join(g.features), str(g.lookback), str(len(g.tokens)))
+    console.print(table)
+    console.print(f"[green]{len(files)} genome file(s) valid[/]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    forge_app()

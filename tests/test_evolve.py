@@ -1,0 +1,179 @@
+"""End-to-end evolution on the embedded sample: run directory, determinism, config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import forge_app, gauntlet_app, crucible_app
+from forge.core.errors import ConfigError, DataError
+from forge.evolve import evolve, walk_forward_split
+from forge.gp import Genome
+from forge.settings import load_run_config, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.toml"
+
+
+def _cfg(tmp_path: Path, **changes):
+    cfg = load_run_config(SMOKE)
+    return with_overrides(cfg, "evolve", output_dir=str(tmp_path), **changes)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = _cfg(out, generations=2, population=16)
+    events = []
+    result = evolve(cfg, run_dir=out / "run-j1", progress=events.append)
+    return cfg, result, events
+
+
+def test_run_directory_contents(smoke_run):
+    cfg, result, events = smoke_run
+    d = result.run_dir
+    for name in ("manifest.json", "generations.jsonl", "hall_of_fame.json", "champion.json"):
+        assert (d / name).is_file(), name
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["seed"] == cfg.evolve.seed
+    assert manifest["candidates_evaluated"] >= 1
+    assert manifest["data"]["coverage"]["n_bars"] == 20160
+    split = manifest["split"]
+    # out-of-sample strictly after in-sample, never overlapping
+    assert split["in_sample"]["last_open_ms"] < split["out_of_sample"]["first_open_ms"]
+    assert split["in_sample"]["rows"][1] == split["out_of_sample"]["rows"][0]
+    assert "numba" in manifest["packages"] and "deap" in manifest["packages"]
+    lines = (d / "generations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["gen"] for x in lines] == [0, 1, 2]
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    hall = json.loads((d / "hall_of_fame.json").read_text())["members"]
+    assert 1 <= len(hall) <= cfg.evolve.hall_of_fame_size
+    fits = [m["fitness"] for m in hall]
+    assert fits == sorted(fits, reverse=True)
+    for m in hall:
+        assert set(m) >= {"genome", "in_sample", "out_of_sample", "out_of_sample_buy_and_hold"}
+        assert m["out_of_sample"]["n_bars"] == split["out_of_sample"]["rows"][1] - split["out_of_sample"]["rows"][0]
+    champ = Genome.load(d / "champion.json")
+    assert champ.sha256 == Genome.from_dict(hall[0]["genome"]).sha256
+
+
+def test_hall_of_fame_is_best_seen(smoke_run):
+    _cfg_, result, _ = smoke_run
+    best_logged = max(json.loads(x)["best"] for x in (result.run_dir / "generations.jsonl").read_text().splitlines())
+    assert math.isclose(result.hall_of_fame[0]["fitness"], best_logged)
+
+
+def test_same_seed_same_hall_of_fame_across_jobs(tmp_path):
+    texts = []
+    for jobs in (1, 2):
+        cfg = _cfg(tmp_path, generations=2, population=16, jobs=jobs)
+        res = evolve(cfg, run_dir=tmp_path / f"run-j{jobs}")
+        texts.append((res.run_dir / "hall_of_fame.json").read_text().replace(res.run_id, "RUN"))
+    assert texts[0] == texts[1]
+
+
+def test_different_seed_differs(tmp_path):
+    hofs = []
+    for seed in (1, 2):
+        res = evolve(_cfg(tmp_path, generations=1, population=16, seed=seed), run_dir=tmp_path / f"s{seed}")
+        hofs.append([m["expression"] for m in res.hall_of_fame])
+    assert hofs[0] != hofs[1]
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[evolve]\npopulaton = 10\n")
+    with pytest.raises(ConfigError, match="populaton"):
+        load_run_config(bad)
+    bad.write_text("[evolve]\npopulation = 'ten'\n")
+    with pytest.raises(ConfigError, match="population"):
+        load_run_config(bad)
+    bad.write_text("[evolve]\ncxpb = 0.8\nmutpb = 0.5\n")
+    with pytest.raises(ConfigError, match="cxpb"):
+        load_run_config(bad)
+    bad.write_text("[evolve\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_run_config(bad)
+    with pytest.raises(ConfigError, match="features"):
+        evolve(_cfg(tmp_path, features=("no_such_feature",)), run_dir=tmp_path / "x")
+
+
+def test_split_refuses_tiny_data():
+    import numpy as np
+
+    with pytest.raises(DataError, match="walk-forward"):
+        walk_forward_split(np.arange(150, dtype=np.int64) * 60_000, 0.7)
+
+
+def test_cli_smoke_evolve_and_show(tmp_path):
+    runner = CliRunner()
+    run_dir = tmp_path / "cli-run"
+    r = runner.invoke(forge_app, ["evolve", "--config", str(SMOKE), "--gens", "1", "--pop", "12",
+                                  "--run-dir", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    assert "Hall of fame" in r.output and (run_dir / "champion.json").is_file()
+    r = runner.invoke(gauntlet_app, ["show", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(crucible_app, ["verify", str(run_dir / "champion.json")])
+    assert r.exit_code == 0 and "valid" in r.output
+    tampered = tmp_path / "tampered.json"
+    g = json.loads((run_dir / "champion.json").read_text())
+    g["constants"] = [c + 1.0 for c in g["constants"]] or g["constants"]
+    g["tokens"] = list(reversed(g["tokens"]))
+    tampered.write_text(json.dumps(g))
+    r = runner.invoke(crucible_app, ["verify", str(tampered)])
+    assert r.exit_code == 4, r.output
+
+
+def test_cli_bad_config_exit_code(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[evolve]\nseed = -1\n")
+    r = CliRunner().invoke(forge_app, ["evolve", "--config", str(bad)])
+    assert r.exit_code == 2
+    assert "seed" in r.output
+
+
+def test_kill_and_resume_gives_the_uninterrupted_hall_of_fame(tmp_path):
+    """A run stopped after generation 1 (as after kill -9 between checkpoints)
+    and resumed equals the uninterrupted run with the same seed."""
+    from forge.evolve import resume_run
+
+    cfg = _cfg(tmp_path, generations=3, population=16)
+    full = evolve(cfg, run_dir=tmp_path / "full")
+    part_dir = tmp_path / "killed"
+    evolve(cfg, run_dir=part_dir, stop_after=1)
+    assert not (part_dir / "hall_of_fame.json").exists()
+    # debris a kill leaves behind: a half-written generation line and evaluations past the checkpoint
+    with (part_dir / "generations.jsonl").open("a") as fh:
+        fh.write('{"gen": 2, "trunc')
+    with (part_dir / "evaluated.jsonl").open("a") as fh:
+        fh.write('{"sha256": "dead"}\n')
+    resumed = resume_run(part_dir)
+    a = (full.run_dir / "hall_of_fame.json").read_text().replace(full.run_id, "RUN")
+    b = (resumed.run_dir / "hall_of_fame.json").read_text().replace(resumed.run_id, "RUN")
+    assert a == b
+    assert full.manifest["candidates_evaluated"] == resumed.manifest["candidates_evaluated"]
+    gens = [json.loads(x)["gen"] for x in (part_dir / "generations.jsonl").read_text().splitlines()]
+    assert gens == [0, 1, 2, 3]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from forge.core.errors import RunDirError
+    from forge.evolve import resume_run
+
+    with pytest.raises(RunDirError, match="not a run directory"):
+        resume_run(tmp_path)
+
+
+def test_seed_genome_enters_initial_population(tmp_path):
+    cfg = _cfg(tmp_path, generations=1, population=16)
+    first = evolve(cfg, run_dir=tmp_path / "a")
+    seed_file = first.run_dir / "champion.json"
+    cfg2 = _cfg(tmp_path, generations=0, population=16, seed=9, seed_genomes=(str(seed_file),))
+    second = evolve(cfg2, run_dir=tmp_path / "b")
+    gen0 = [json.loads(x) for x in (second.run_dir / "evaluated.jsonl").read_text().splitlines()]
+    assert Genome.load(seed_file).sha256 in {e["sha256"] for e in gen0}
