@@ -22,8 +22,9 @@ from rich.table import Table
 
 from forge.core.errors import ForgeError
 
-console = Console()
-err_console = Console(stderr=True)
+# piped output (logs, CI) gets a wide fixed width instead of 80 columns
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 forge_app = typer.Typer(
     help="Forge: evolve trading strategies by typed genetic programming on 1-minute crypto bars.",
@@ -165,7 +166,8 @@ def evolve(
                 f"{s['out_of_sample']['last'][:16]}"
             )
             console.print(f"μ={e['population']} λ={e['offspring']} jobs={e['jobs']} features: {', '.join(e['features'])}")
-            progress.start()
+            if console.is_terminal:
+                progress.start()
             task = progress.add_task("evolve", total=e["generations"] + 1, info="")
         elif e["event"] == "generation":
             info = (f"best {e['best']:+.3f}  median {e['median']:+.3f}  "
@@ -173,6 +175,8 @@ def evolve(
             if e.get("surrogate_spearman") is not None:
                 info += f"  surrogate rho {e['surrogate_spearman']:+.2f}  saved {e['evals_saved']:,}"
             progress.update(task, completed=e["gen"] + 1, info=info)
+            if not console.is_terminal:  # logs and CI: one line per generation
+                console.print(f"gen {e['gen']}/{e['generations']}  {info}  ({e['seconds']:.1f} s)", highlight=False)
         elif e["event"] == "done":
             progress.stop()
 
