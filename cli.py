@@ -264,11 +264,15 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed of the tree population.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Emit results as JSON.")] = False,
     write: Annotated[Optional[Path], typer.Option(help="Also write a Markdown results file (e.g. benchmarks/RESULTS.md).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="All rows: evolved population + subtree cache, simulator, surrogate, 1->2 workers, end-to-end on one year, peak memory (minutes).")] = False,
 ) -> None:
     """Speed, side by side in one run: VM vs DEAP gp.compile+numpy on identical trees; backtest bars/s."""
-    from forge.bench import render_markdown, run_bench
+    from forge.bench import render_markdown, run_bench, run_bench_full
 
-    results = run_bench(n_bars=bars, n_trees=trees, seed=seed)
+    if full:
+        results = run_bench_full(n_bars=bars, seed=seed, progress=lambda m: err_console.print(f"[dim]bench: {m}[/]"))
+    else:
+        results = run_bench(n_bars=bars, n_trees=trees, seed=seed)
     if write is not None:
         from forge.core.artifacts import atomic_write_text
 

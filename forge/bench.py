@@ -144,3 +144,272 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- forge bench --full
+
+
+def evolved_genomes(generations: int = 10, population: int = 100, seed: int = 0) -> list[Any]:
+    """The final population of a real evolution (embedded sample, smoke
+    settings, ``generations`` generations), read from its checkpoint."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from forge.evolve import evolve
+    from forge.gp import Genome
+    from forge.settings import RunConfig, with_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = with_overrides(RunConfig(), "evolve", generations=generations, population=population, seed=seed,
+                             output_dir=tmp)
+        cfg = with_overrides(cfg, "causal", enabled=False)
+        cfg = with_overrides(cfg, "surrogate", candidates_factor=10, top_fraction=0.1, min_train=32)
+        res = evolve(cfg, run_dir=Path(tmp) / "run")
+        ck = json.loads((res.run_dir / "checkpoint.json").read_text())
+    return [Genome.from_dict(e["genome"]) for e in ck["population"]]
+
+
+def vm_cache_vs_deap(genomes: list[Any], n_bars: int = 400_000, repeats: int = 2) -> dict[str, Any]:
+    """VM (subtree cache on, and off) vs DEAP gp.compile+numpy on an identical evolved population."""
+    from forge.gp import build_pset, compile_program, deap_compile_function, individual_from_genome, run_program
+    from forge.gp.cache import SubtreeCache
+
+    names, X = _tiled_features(n_bars)
+    pset = build_pset(names)
+    trees = [individual_from_genome(g, pset) for g in genomes]
+    rows = [X[i] for i in range(X.shape[0])]
+    nodes = sum(len(g.tokens) for g in genomes)
+
+    def run_cached() -> None:
+        cache = SubtreeCache(X, names, max_bytes=2 * 2**30)
+        for g in genomes:
+            cache.run(g)
+        run_cached.hit_rate = cache.hit_rate  # type: ignore[attr-defined]
+
+    def run_plain() -> None:
+        for g in genomes:
+            run_program(compile_program(g, names), X)
+
+    def run_deap() -> None:
+        for t in trees:
+            np.asarray(deap_compile_function(t, pset)(*rows), dtype=np.float64)
+
+    small = np.ascontiguousarray(X[:, :5000])
+    cache = SubtreeCache(small, names)
+    for g in genomes:  # JIT warm-up + agreement
+        assert np.array_equal(cache.run(g), run_program(compile_program(g, names), small))
+    cached_s = _best_time(run_cached, repeats)
+    plain_s = _best_time(run_plain, repeats)
+    deap_s = _best_time(run_deap, 1)
+    work = nodes * n_bars
+    return {"n_trees": len(genomes), "nodes": nodes, "n_bars": n_bars, "cached_seconds": cached_s,
+            "vm_seconds": plain_s, "deap_seconds": deap_s, "cache_hit_rate": run_cached.hit_rate,  # type: ignore[attr-defined]
+            "cached_node_evals_per_s": work / cached_s, "vm_node_evals_per_s": work / plain_s,
+            "deap_node_evals_per_s": work / deap_s, "ratio_cached": deap_s / cached_s, "ratio_plain": deap_s / plain_s}
+
+
+def _market(n_bars: int):
+    from forge.data.gaps import bars_since_gap
+    from forge.evolve import MarketArrays
+    from forge.features import FeatureMatrix
+
+    names, X = _tiled_features(n_bars)
+    from forge.data.loader import load_sample
+
+    bars, _ = load_sample()
+    reps = -(-n_bars // bars.height)
+    o = np.tile(bars["open"].to_numpy(), reps)[:n_bars]
+    c = np.tile(bars["close"].to_numpy(), reps)[:n_bars]
+    t = (np.arange(n_bars, dtype=np.int64) * 60_000) + int(bars["open_time"][0])
+    fm = FeatureMatrix(names=names, values=X, lookbacks=(0,) * len(names))
+    import polars as pl
+
+    frame = pl.DataFrame({"open_time": t, "open": o, "close": c})
+    return MarketArrays(feature_names=names, feature_lookbacks=fm.lookbacks, X=X, open_=o, close=c, open_time=t,
+                        bars_since_gap=bars_since_gap(t), token=f"bench-{n_bars}"), frame
+
+
+def worker_scaling(genomes: list[Any], n_bars: int = 400_000) -> dict[str, Any]:
+    """Fitness evaluations/s of the same genomes with 1 and 2 joblib workers (cache off)."""
+    from forge.backtest import BacktestConfig
+    from forge.evolve import Evaluator
+    from forge.settings import FitnessSection
+
+    data, _ = _market(n_bars)
+    out = {}
+    for jobs in (1, 2):
+        with Evaluator(data, BacktestConfig(), FitnessSection(), 40, jobs) as ev:
+            ev.evaluate(genomes[:4])  # warm-up (workers start, JIT load)
+            ev.memo.clear()
+            t0 = time.perf_counter()
+            ev.evaluate(genomes)
+            out[jobs] = time.perf_counter() - t0
+    return {"n_genomes": len(genomes), "n_bars": n_bars, "seconds_1": out[1], "seconds_2": out[2],
+            "speedup": out[1] / out[2]}
+
+
+def surrogate_screens(n_candidates: int = 5000, seed: int = 0) -> dict[str, Any]:
+    """Candidates screened per second: descriptors incl. the proxy backtest on 2,000 bars, plus the LightGBM ranking."""
+    from forge.backtest import BacktestConfig
+    from forge.evolve import Evaluator
+    from forge.gp import Operators, build_pset, genome_from_individual
+    from forge.settings import FitnessSection
+    from forge.surrogate import Surrogate, SurrogateSection, describe
+
+    data, _ = _market(2000)
+    pset = build_pset(data.feature_names)
+    random.seed(rng.int_seed(seed, "bench", "surrogate"))
+    trees = Operators(pset, 8, 40).init_population(n_candidates + 300, 2, 6)
+    genomes = [genome_from_individual(t, pset) for t in trees]
+    sur = Surrogate(SurrogateSection(), seed=seed)
+    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 1) as ev:
+        warm = genomes[:300]
+        fits = [f for f, _ in ev.evaluate(warm)]
+        sur.observe(np.vstack([describe(g, data.feature_names, f) for g, f in zip(warm, fits)]), fits)
+        t0 = time.perf_counter()
+        cand = genomes[300:]
+        proxies = [f for f, _ in ev.evaluate(cand)]
+        X = np.vstack([describe(g, data.feature_names, p) for g, p in zip(cand, proxies)])
+        sur.select(X, rng.generator(seed, "bench", "select"))
+        s = time.perf_counter() - t0
+    return {"n_candidates": n_candidates, "seconds": s, "screens_per_s": n_candidates / s}
+
+
+def end_to_end(n_bars: int = 525_600, generations: int = 3) -> dict[str, Any]:
+    """Generations per minute of the default config (causal filter on) on
+    one year of BTCUSDT 1m bars (the shared data's last year when present,
+    else the sample tiled in time)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import polars as pl
+
+    from forge.data.loader import load_klines, load_sample
+    from forge.evolve import evolve
+    from forge.settings import load_run_config, with_overrides
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance" / "spot" / "BTCUSDT" / "1m"
+    if shared.is_dir():
+        bars, _ = load_klines([shared])
+        bars = bars.tail(n_bars)
+        source = f"shared BTCUSDT, last {bars.height:,} bars"
+    else:
+        sample, _ = load_sample()
+        reps = -(-n_bars // sample.height)
+        span = sample.height * 60_000
+        bars = pl.concat([sample.with_columns(pl.col("open_time") + k * span, pl.col("close_time") + k * span)
+                          for k in range(reps)]).head(n_bars)
+        source = f"embedded sample tiled to {bars.height:,} bars"
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = with_overrides(load_run_config(None), "evolve", generations=generations, output_dir=tmp)
+        t0 = time.perf_counter()
+        res = evolve(cfg, bars=bars, run_dir=Path(tmp) / "run")
+        total = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (res.run_dir / "generations.jsonl").read_text().splitlines()]
+    per_gen = float(np.mean([r["seconds"] for r in rows if r["gen"] >= 1]))
+    return {"source": source, "n_bars": bars.height, "generations": generations, "total_seconds": total,
+            "seconds_per_generation": per_gen, "generations_per_minute": 60.0 / per_gen,
+            "population": cfg.evolve.population, "candidates_per_generation": rows[-1].get("candidates")}
+
+
+def peak_memory_symbols(n_symbols: int = 5, n_bars: int = 525_600) -> dict[str, Any]:
+    """Peak RSS of ``forge evolve`` over ``n_symbols`` symbols x one year of 1m bars (1 generation),
+    in a child process; symbols are copies of BTCUSDT at other price levels."""
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import polars as pl
+
+    from forge.data.loader import load_sample
+
+    sample, _ = load_sample()
+    reps = -(-n_bars // sample.height)
+    span = sample.height * 60_000
+    year = pl.concat([sample.with_columns(pl.col("open_time") + k * span, pl.col("close_time") + k * span)
+                      for k in range(reps)]).head(n_bars).with_columns(pl.lit(0).alias("ignore"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        syms = [f"SYM{i}USDT" for i in range(n_symbols)]
+        for i, s in enumerate(syms):
+            scaled = year.with_columns([pl.col(c) * (1.0 + 0.5 * i) for c in ("open", "high", "low", "close")])
+            scaled.write_csv(root / f"{s}-1m-2024-01.csv", include_header=False)
+        cmd = [str(Path(sys.executable).parent / "forge"), "evolve", "--data", str(root), "--symbols", ",".join(syms),
+               "--gens", "1", "--pop", "50", "--causal-filter", "off", "--out", str(root / "runs")]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              env={**__import__("os").environ, "FORGE_CACHE_DIR": str(root / "cache")})
+        secs = time.perf_counter() - t0
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory benchmark run failed: {proc.stderr[-2000:]}")
+    return {"n_symbols": n_symbols, "n_bars_per_symbol": n_bars, "peak_rss_gib": max(peak_kib, before) / 2**20,
+            "seconds": secs}
+
+
+def run_bench_full(n_bars: int = 400_000, seed: int = 0, progress=None) -> dict[str, Any]:
+    """Every ``forge bench --full`` row, measured in one run on this machine."""
+    say = progress or (lambda _m: None)
+    say("short rows (VM vs DEAP on random trees, backtest)")
+    base = run_bench(n_bars=n_bars, seed=seed)
+    rows, raw = list(base["rows"]), dict(base["raw"])
+    say("evolving a population for 10 generations (embedded sample)")
+    genomes = evolved_genomes(seed=seed)
+    say("VM with subtree cache vs DEAP on the evolved population")
+    vc = vm_cache_vs_deap(genomes, n_bars=n_bars)
+    raw["vm_cache_vs_deap"] = vc
+    rows.append({"name": f"VM + subtree cache node-evals/s (evolved population, gen 10, {vc['n_trees']} trees, "
+                         f"{vc['nodes']} nodes; hit rate {vc['cache_hit_rate']:.0%})",
+                 "measured": f"{vc['cached_node_evals_per_s'] / 1e6:,.1f} M/s",
+                 "baseline": "DEAP gp.compile + numpy (same trees, same run)",
+                 "baseline_measured": f"{vc['deap_node_evals_per_s'] / 1e6:,.1f} M/s",
+                 "ratio": f"{vc['ratio_cached']:.2f}x (no cache: {vc['ratio_plain']:.2f}x)", "goal": ">= 3x"})
+    try:
+        from forge.sim.market import sim_throughput
+
+        say("simulator events/s")
+        st = sim_throughput(seed)
+        raw["simulator"] = st
+        rows.append({"name": f"simulator book events/s incl. agents (1 day = {st['day_minutes']} bars in "
+                             f"{st['seconds_per_day']:.2f} s)",
+                     "measured": f"{st['events_per_s'] / 1e6:,.2f} M/s",
+                     "baseline": "ABIDES (quoted); pure-Python book in the same run",
+                     "baseline_measured": f"0.014 M/s; {st['python_book_msgs_per_s'] / 1e6:,.3f} M/s",
+                     "ratio": f"{st['sim_vs_abides_ratio']:.0f}x; {st['sim_vs_python_book_ratio']:.0f}x",
+                     "goal": ">= 2 M/s, day <= 1 s"})
+    except ImportError:
+        pass
+    say("surrogate screens/s")
+    ss = surrogate_screens(seed=seed)
+    raw["surrogate"] = ss
+    rows.append({"name": f"surrogate screens/s ({ss['n_candidates']:,} candidates: descriptors + 2,000-bar proxy "
+                         "backtest + LightGBM rank)",
+                 "measured": f"{ss['screens_per_s']:,.0f} /s", "baseline": "full fitness evaluations/s (below)",
+                 "baseline_measured": "see scaling row", "ratio": "—", "goal": "—"})
+    say("worker scaling 1 -> 2")
+    ws = worker_scaling(genomes, n_bars=n_bars)
+    raw["scaling"] = ws
+    rows.append({"name": f"fitness evaluation, 1 -> 2 joblib workers ({ws['n_genomes']} genomes x {n_bars:,} bars)",
+                 "measured": f"{ws['n_genomes'] / ws['seconds_2']:,.1f} evals/s on 2",
+                 "baseline": "1 worker (same run)", "baseline_measured": f"{ws['n_genomes'] / ws['seconds_1']:,.1f} evals/s",
+                 "ratio": f"{ws['speedup']:.2f}x", "goal": ">= 1.8x"})
+    say("end-to-end default config on one year")
+    e2e = end_to_end()
+    raw["end_to_end"] = e2e
+    rows.append({"name": f"end-to-end `forge evolve` default config ({e2e['source']}; pop {e2e['population']}, "
+                         f"{e2e['candidates_per_generation']:,} candidates/gen)",
+                 "measured": f"{e2e['generations_per_minute']:.2f} gen/min",
+                 "baseline": "PySR (anchor named; no comparable figure run here)", "baseline_measured": "—",
+                 "ratio": "—", "goal": "—"})
+    say("peak memory 5 symbols x 1 year")
+    mem = peak_memory_symbols()
+    raw["memory"] = mem
+    rows.append({"name": "peak memory, `forge evolve` 5 symbols x 1 year of 1m bars (1 gen, pop 50)",
+                 "measured": f"{mem['peak_rss_gib']:.2f} GiB", "baseline": "goal", "baseline_measured": "4 GiB",
+                 "ratio": f"{mem['peak_rss_gib'] / 4:.2f}", "goal": "<= 4 GiB"})
+    return {"machine": base["machine"], "rows": rows, "raw": raw}
