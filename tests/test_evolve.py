@@ -49,7 +49,11 @@ def test_run_directory_contents(smoke_run):
     assert "numba" in manifest["packages"] and "deap" in manifest["packages"]
     lines = (d / "generations.jsonl").read_text().splitlines()
     assert [json.loads(x)["gen"] for x in lines] == [0, 1, 2]
-    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["causal", "start"] and kinds[-1] == "done"
+    causal = json.loads((d / "causal.json").read_text())
+    assert set(causal["kept"]) <= set(manifest["features"])
+    assert manifest["causal_filter"]["kept"] == causal["kept"]
     hall = json.loads((d / "hall_of_fame.json").read_text())["members"]
     assert 1 <= len(hall) <= cfg.evolve.hall_of_fame_size
     fits = [m["fitness"] for m in hall]

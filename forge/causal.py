@@ -1,0 +1,278 @@
+"""PCMCI causal feature filter (tigramite) and the shared link test.
+
+Before evolution, every candidate feature is tested for a lagged causal link
+into the next-bar log return on the in-sample segment only; features without
+a significant link do not become GP terminals.
+
+Method (Runge et al. 2019, "Detecting and quantifying causal associations in
+large nonlinear time series datasets", Sci. Adv. 5, eaau4996), with the
+settings measured in ``ARCHITECTURE.md`` ("Measured pitfalls"):
+
+- variables are stationary transforms only (returns, z-scores, oscillators);
+  the return column is the realised return of bar t, so a link
+  ``feature(t-tau) -> return(t)`` with ``tau >= 1`` (``tau_min=1``) is a claim
+  about the *future* return as seen from the feature's bar;
+- link assumptions restrict the graph to links into the return column from
+  the features' lags (plus each feature's own lags so its autocorrelation is
+  conditioned on); the return's own lags are not separate candidates because
+  ``ret_1`` already is that series (a duplicate column would make ParCorr's
+  regressions singular);
+- tigramite runs with ``fdr_method='none'``; Benjamini-Hochberg is applied
+  here to the p-values of the links into the return column only (tigramite's
+  own BH also counts the features' highly significant own-lag links and is
+  too loose: a pure-noise feature survived in 3/20 seeds);
+- missing values (warm-up, data gaps) are passed as tigramite's
+  ``missing_flag``; a sample is used only when every variable at every lag of
+  the test is present, so no test bridges a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from forge.core.errors import ConfigError, DataError
+
+__all__ = ["LinkTest", "CausalReport", "pcmci_links_into", "causal_filter", "benjamini_hochberg"]
+
+_MISSING = -9.87654321e20  # tigramite missing_flag; never a real value of a stationary feature
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values).
+
+    p: (m,) float64 p-values in [0, 1] (NaN allowed, kept NaN).
+    returns: (m,) float64 q-values; reject at level a where q <= a.
+    Source: Benjamini & Hochberg (1995), JRSS B 57(1); the step-up form of
+    statsmodels' ``multipletests(method='fdr_bh')``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    pv = p[ok]
+    order = np.argsort(pv, kind="stable")
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    q[ok] = out
+    return q
+
+
+@dataclass(frozen=True)
+class LinkTest:
+    """One tested link ``source(t - lag) -> target(t)``.
+
+    value: partial correlation (ParCorr's MCI statistic), p: MCI p-value,
+    q: Benjamini-Hochberg q-value over all links into the target.
+    """
+
+    source: str
+    lag: int
+    value: float
+    p: float
+    q: float
+
+
+def _cond_test(name: str, seed: int):
+    from tigramite.independence_tests.parcorr import ParCorr
+
+    if name == "parcorr":
+        return ParCorr(significance="analytic")
+    if name == "robust_parcorr":
+        from tigramite.independence_tests.robust_parcorr import RobustParCorr
+
+        return RobustParCorr(significance="analytic")
+    raise ConfigError(f"cond_ind_test must be 'parcorr' or 'robust_parcorr', got {name!r}")
+
+
+def pcmci_links_into(
+    data: np.ndarray,
+    names: Sequence[str],
+    target: int,
+    *,
+    sources: Sequence[int] | None = None,
+    tau_min: int = 1,
+    tau_max: int = 5,
+    pc_alpha: float = 0.05,
+    cond_ind_test: str = "parcorr",
+    autoregressive_sources: bool = True,
+    seed: int = 0,
+) -> list[LinkTest]:
+    """PCMCI over ``data`` with links restricted to those into ``target``.
+
+    data: (T, N) float64, stationary variables in columns, rows in time order
+    (one row per bar); NaN marks missing values (never bridged).
+    names: N column names. target: column index of the effect (e.g. the
+    realised return of bar t). sources: columns allowed to cause the target
+    (default: every other column). tau_min >= 1 (lag-0 links are undirected
+    and leak same-bar information).
+    autoregressive_sources: also allow each source's own lags into itself, so
+    the MCI test conditions on the source's past (the measured setting).
+    returns: one LinkTest per (source, lag) with BH q-values over all of them,
+    sorted by p-value. raises DataError if fewer than 50 complete rows remain.
+    """
+    from tigramite import data_processing as pp
+    from tigramite.pcmci import PCMCI
+
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise DataError(f"data must be (T, {len(names)}), got {x.shape}")
+    if not 1 <= tau_min <= tau_max:
+        raise ConfigError(f"need 1 <= tau_min <= tau_max, got {tau_min}, {tau_max}")
+    n_vars = x.shape[1]
+    src = [i for i in (range(n_vars) if sources is None else sources) if i != target]
+    complete = np.isfinite(x).all(axis=1)
+    if int(complete.sum()) < 50 + tau_max:
+        raise DataError(f"PCMCI needs at least {50 + tau_max} complete rows, got {int(complete.sum())}")
+    x = np.where(np.isfinite(x), x, _MISSING)
+    df = pp.DataFrame(x, var_names=list(names), missing_flag=_MISSING)
+    links: dict[int, dict[tuple[int, int], str]] = {j: {} for j in range(n_vars)}
+    links[target] = {(i, -tau): "-?>" for i in src for tau in range(tau_min, tau_max + 1)}
+    if autoregressive_sources:
+        for i in src:
+            links[i] = {(i, -tau): "-?>" for tau in range(tau_min, tau_max + 1)}
+    pcmci = PCMCI(dataframe=df, cond_ind_test=_cond_test(cond_ind_test, seed), verbosity=0)
+    res = pcmci.run_pcmci(link_assumptions=links, tau_min=tau_min, tau_max=tau_max,
+                          pc_alpha=pc_alpha, fdr_method="none")
+    pm, vm = res["p_matrix"], res["val_matrix"]
+    rows = [(i, tau, float(vm[i, target, tau]), float(pm[i, target, tau]))
+            for i in src for tau in range(tau_min, tau_max + 1)]
+    q = benjamini_hochberg(np.array([r[3] for r in rows]))
+    out = [LinkTest(names[i], tau, v, p, float(qq)) for (i, tau, v, p), qq in zip(rows, q)]
+    return sorted(out, key=lambda t: (t.p, t.source, t.lag))
+
+
+@dataclass
+class CausalReport:
+    """Result of the feature filter; saved as ``causal.json`` in the run directory.
+
+    kept: feature names that become GP terminals, in candidate order.
+    links: every tested (feature, lag) link into the return.
+    reasons: per candidate feature, why it was kept or dropped.
+    """
+
+    candidates: tuple[str, ...]
+    kept: tuple[str, ...]
+    links: list[LinkTest]
+    reasons: dict[str, str]
+    settings: dict[str, Any]
+    n_samples: int
+    seconds: float = 0.0
+    dropped_constant: tuple[str, ...] = field(default_factory=tuple)
+
+    def best_link(self, name: str) -> LinkTest | None:
+        ls = [t for t in self.links if t.source == name]
+        return min(ls, key=lambda t: t.p) if ls else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "PCMCI (tigramite), links into the next-bar log return only, tau_min=1, "
+                      "fdr_method='none' + Benjamini-Hochberg over links into the return",
+            "settings": self.settings,
+            "n_samples": self.n_samples,
+            "seconds": round(self.seconds, 3),
+            "candidates": list(self.candidates),
+            "kept": list(self.kept),
+            "reasons": self.reasons,
+            "parents_of_return": [
+                {"feature": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p, "q": t.q}
+                for t in self.links if t.q <= self.settings["alpha_level"]
+            ],
+            "links": [{"feature": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p, "q": t.q}
+                      for t in self.links],
+        }
+
+    def render_rows(self) -> list[list[str]]:
+        """Header row then one row per candidate: feature, best lag, MCI value, p, q, decision."""
+        rows = [["feature", "lag", "partial corr", "p", "q (BH)", "decision"]]
+        for name in self.candidates:
+            t = self.best_link(name)
+            if t is None:
+                rows.append([name, "-", "-", "-", "-", self.reasons.get(name, "dropped")])
+            else:
+                rows.append([name, str(t.lag), f"{t.value:+.4f}", f"{t.p:.2e}", f"{t.q:.2e}",
+                             "kept" if name in self.kept else "dropped"])
+        return rows
+
+
+def _aggregate(values: np.ndarray, ret: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample features at the last bar of each k-bar block and sum the returns over the block."""
+    n = (ret.shape[0] // k) * k
+    if n == 0:
+        return values[:, :0], ret[:0]
+    v = values[:, k - 1:n:k]
+    r = ret[:n].reshape(-1, k).sum(axis=1)  # NaN anywhere in the block -> NaN
+    return v, r
+
+
+def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int = 0) -> CausalReport:
+    """Keep the features with a significant PCMCI link into the next-bar return.
+
+    features: forge.features.FeatureMatrix restricted to the in-sample bars
+    (values (k, n) float64). fwd_return: (n,) float64 log return from the close
+    of bar t to the close of bar t+1 (NaN across gaps and at the end).
+    cfg: forge.settings.CausalSection (tau_max, pc_alpha, alpha_level,
+    max_samples, aggregate_minutes, cond_ind_test, keep_at_least).
+    returns: CausalReport. A feature is kept when any of its lags 1..tau_max
+    has BH q-value <= alpha_level; if fewer than ``keep_at_least`` pass, the
+    smallest-p features fill up to that number and are marked as such (the
+    GP needs terminals; the report says which were not significant).
+    raises DataError when too few complete rows remain.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    names = tuple(features.names)
+    vals = np.asarray(features.values, dtype=np.float64)
+    fwd = np.asarray(fwd_return, dtype=np.float64)
+    if vals.shape[1] != fwd.shape[0]:
+        raise DataError(f"features have {vals.shape[1]} bars but fwd_return has {fwd.shape[0]}")
+    # realised return of bar t (close t-1 -> close t); a link feature(t-1) -> r(t) predicts fwd(t-1)
+    r = np.full_like(fwd, np.nan)
+    r[1:] = fwd[:-1]
+    if cfg.aggregate_minutes > 1:
+        vals, r = _aggregate(vals, r, cfg.aggregate_minutes)
+    if r.shape[0] > cfg.max_samples:
+        vals, r = vals[:, -cfg.max_samples:], r[-cfg.max_samples:]
+    reasons: dict[str, str] = {}
+    usable = []
+    for i, n in enumerate(names):
+        v = vals[i][np.isfinite(vals[i])]
+        if v.size < 50 or float(np.std(v)) == 0.0:
+            reasons[n] = "dropped: constant or almost all missing"
+        else:
+            usable.append(i)
+    cols = [vals[i] for i in usable] + [r]
+    data = np.column_stack(cols) if usable else r[:, None]
+    col_names = [names[i] for i in usable] + ["__return__"]
+    target = len(col_names) - 1
+    links = pcmci_links_into(data, col_names, target, tau_min=1, tau_max=cfg.tau_max, pc_alpha=cfg.pc_alpha,
+                             cond_ind_test=cfg.cond_ind_test, seed=seed) if usable else []
+    significant = {t.source for t in links if t.q <= cfg.alpha_level}
+    kept = [n for n in names if n in significant]
+    for n in kept:
+        t = min((t for t in links if t.source == n), key=lambda t: t.p)
+        reasons[n] = f"kept: lag {t.lag}, partial corr {t.value:+.4f}, q {t.q:.2e}"
+    if len(kept) < cfg.keep_at_least:
+        best: dict[str, float] = {}
+        for t in links:
+            best[t.source] = min(best.get(t.source, 1.0), t.p)
+        for n in sorted((n for n in best if n not in significant), key=lambda n: (best[n], n)):
+            if len(kept) >= cfg.keep_at_least:
+                break
+            kept.append(n)
+            reasons[n] = f"kept to reach keep_at_least={cfg.keep_at_least}: not significant (min p {best[n]:.2e})"
+        kept = [n for n in names if n in set(kept)]
+    for n in names:
+        reasons.setdefault(n, "dropped: no link with q <= alpha_level")
+    settings = {k: getattr(cfg, k) for k in ("tau_max", "pc_alpha", "alpha_level", "max_samples",
+                                             "aggregate_minutes", "cond_ind_test", "keep_at_least")}
+    return CausalReport(candidates=names, kept=tuple(kept), links=links, reasons=reasons, settings=settings,
+                        n_samples=int(r.shape[0]), seconds=time.perf_counter() - t0,
+                        dropped_constant=tuple(n for n in names if reasons[n].startswith("dropped: constant")))
