@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from forge.core.errors import ForgeError
+from forge.core.errors import ConfigError, ForgeError
 
 # piped output (logs, CI) gets a wide fixed width instead of 80 columns
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -102,7 +102,7 @@ def evolve(
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel fitness workers (joblib).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Parent folder of run directories.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Exact run directory to write.")] = None,
-    features: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature names (terminals).")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature names (terminals), or a feature library LIB.json from `forge synthesize` whose features are added.")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint.")] = None,
     seed_genome: Annotated[Optional[list[Path]], typer.Option("--seed-genome", help="Genome file seeding part of the initial population (repeatable).")] = None,
     causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="PCMCI feature filter: on|off.")] = None,
@@ -117,6 +117,9 @@ def evolve(
     from forge.settings import load_run_config, with_overrides
 
     cfg = load_run_config(config)
+    lib_path = features if features and features.lower().endswith(".json") else None
+    if lib_path and not Path(lib_path).is_file():
+        raise ConfigError(f"--features {lib_path}: no such feature library file")
     cfg = with_overrides(cfg, "causal", enabled=_on_off(causal_filter, "--causal-filter"))
     cfg = with_overrides(cfg, "surrogate", enabled=_on_off(surrogate, "--surrogate"))
     cfg = with_overrides(
@@ -129,7 +132,8 @@ def evolve(
         jobs=jobs,
         output_dir=str(out) if out else None,
         data=tuple(str(p) for p in data) if data else None,
-        features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
+        features=tuple(f.strip() for f in features.split(",") if f.strip()) if features and not lib_path else None,
+        feature_library=lib_path,
         seed_genomes=tuple(str(p) for p in seed_genome) if seed_genome else None,
         backend=backend,
         scheduler=scheduler,
@@ -254,6 +258,47 @@ def data_inspect(
 
 
 # --------------------------------------------------------------------------- forge bench
+
+
+@forge_app.command()
+@edge
+def synthesize(
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders (repeatable); default: embedded BTCUSDT sample.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature library JSON to write.")] = Path("artifacts/features/library.json"),
+    n_features: Annotated[int, typer.Option("--n-features", help="Features to accept.")] = 5,
+    gens: Annotated[int, typer.Option("--gens", help="Generations per accepted feature.")] = 8,
+    pop: Annotated[int, typer.Option("--pop", help="Feature trees per generation.")] = 60,
+    horizon: Annotated[int, typer.Option("--horizon", help="Forward-return horizon, bars.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Master seed.")] = 0,
+) -> None:
+    """Evolve feature trees by mutual information with the forward return; writes a feature library
+    for `forge evolve --features LIB.json`."""
+    from forge.data.loader import load_bars
+    from forge.synthesize import SynthesisConfig, synthesize as run_synthesize, write_feature_library
+
+    bars, _ = load_bars([str(p) for p in data] if data else None)
+    cfg = SynthesisConfig(seed=seed, population=pop, generations=gens, n_features=n_features, horizon=horizon).validate()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["event"] == "accepted":
+            console.print(f"[green]accepted[/] {e['name']}: MI in-sample {e['mi_in_sample']:.4f} nats, "
+                          f"out-of-sample {e['mi_out_of_sample']:.4f} (null {e['mi_out_of_sample_null']:.4f}, "
+                          f"p {e['p_value_out_of_sample']:.3f})  {e['expression']}", highlight=False)
+        elif e["event"] == "generation" and not console.is_terminal:
+            console.print(f"round {e['round']} gen {e['generation']}  best fitness {e['best_fitness']:+.5f}  "
+                          f"MI {e['best_mi']:.5f}", highlight=False)
+        elif e["event"] == "no_candidate":
+            console.print(f"round {e['round']}: no candidate qualifies; stopping early")
+
+    library = run_synthesize(bars, cfg, progress=on_event)
+    write_feature_library(library, out)
+    table = Table(title=f"Feature library ({len(library.features)} features) → {out}")
+    for col in ("name", "MI IS", "MI OOS", "MI OOS null", "p OOS", "redundancy", "lookback", "expression"):
+        table.add_column(col, justify="right" if col != "expression" else "left")
+    for f in library.features:
+        table.add_row(f.name, f"{f.mi_in_sample:.4f}", f"{f.mi_out_of_sample:.4f}", f"{f.mi_out_of_sample_null:.4f}",
+                      f"{f.p_value_out_of_sample:.3f}", f"{f.redundancy:.2f}", str(f.lookback), f.genome.expression())
+    console.print(table)
 
 
 @forge_app.command()

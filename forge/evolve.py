@@ -45,7 +45,7 @@ from forge.core.errors import ConfigError, DataError, GenomeError, RunDirError
 from forge.data.gaps import bars_since_gap
 from forge.data.loader import Coverage, coverage_of, load_bars, load_klines
 from forge.data.schema import BAR_MS
-from forge.features import DEFAULT_FEATURES, FeatureMatrix, compute_features
+from forge.features import DEFAULT_FEATURES, FeatureMatrix
 from forge.gp import (
     BufferPool,
     Genome,
@@ -58,7 +58,7 @@ from forge.gp import (
 from forge.gp import pset as gp_ops
 from forge.gp.cache import SubtreeCache
 from forge.settings import FitnessSection, RunConfig, config_from_dict, config_to_dict
-from forge.strategy import genome_positions, mask_warmup
+from forge.strategy import genome_positions, mask_warmup, strategy_features
 from forge.surrogate import Surrogate, describe, rank_correlation
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,9 @@ class Market:
 
     @classmethod
     def build(cls, symbol: str, bars: pl.DataFrame, coverage: Coverage | None, names: tuple[str, ...],
-              in_sample_fraction: float) -> Market:
+              in_sample_fraction: float, library: Any = None) -> Market:
         split = walk_forward_split(bars["open_time"].to_numpy(), in_sample_fraction)
-        return cls(symbol, bars, coverage, compute_features(bars, names), split)
+        return cls(symbol, bars, coverage, strategy_features(bars, names, library), split)
 
     def select(self, names: tuple[str, ...]) -> Market:
         """The same market restricted to feature ``names`` (in that order)."""
@@ -421,6 +421,7 @@ def make_run_id(cfg: RunConfig) -> str:
 CHECKPOINT = "checkpoint.json"
 SURROGATE_DATA = "surrogate.npz"
 RUN_CONFIG = "run_config.json"
+FEATURE_LIBRARY = "feature_library.json"
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -489,7 +490,13 @@ def evolve(
             coverage = coverage_of(bars)
         loaded = [(ec.symbols[0] if ec.symbols else "", bars, coverage)]
     feature_names = tuple(ec.features) or DEFAULT_FEATURES
-    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction) for sym, b, cov in loaded]
+    library = None
+    if ec.feature_library:
+        from forge.synthesize import load_feature_library
+
+        library = load_feature_library(ec.feature_library)
+        feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
+    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library) for sym, b, cov in loaded]
     primary = markets[0]
     bars, coverage, features, split = primary.bars, primary.coverage, primary.features, primary.split
     open_time = bars["open_time"].to_numpy()
@@ -499,6 +506,8 @@ def evolve(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(run_dir / RUN_CONFIG, {"config": config_to_dict(cfg), "source": cfg.source})
+    if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
+        atomic_write_json(run_dir / FEATURE_LIBRARY, library.to_dict())
 
     causal_report = None
     if cfg.causal.enabled:
@@ -718,7 +727,8 @@ def evolve(
         "packages": _package_versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
         "files": {"generations": "generations.jsonl", "hall_of_fame": "hall_of_fame.json", "champion": "champion.json",
-                  "evaluated": "evaluated.jsonl", "checkpoint": CHECKPOINT if ec.checkpoint else None},
+                  "evaluated": "evaluated.jsonl", "checkpoint": CHECKPOINT if ec.checkpoint else None,
+                  "feature_library": FEATURE_LIBRARY if library is not None else None},
     }
     atomic_write_json(run_dir / "hall_of_fame.json", {"run_id": run_id, "members": hall})
     atomic_write_text(run_dir / "champion.json", champion.to_json())

@@ -54,6 +54,7 @@ class EvolveSection:
     in_sample_fraction: float = 0.7
     data: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
+    feature_library: str = ""
     output_dir: str = "artifacts/runs"
     checkpoint: bool = True
     seed_genomes: tuple[str, ...] = ()

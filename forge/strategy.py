@@ -8,10 +8,61 @@ first bars of the data and the first bars after every gap are flat).
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from forge.features import FeatureMatrix
+import numpy as np
+import polars as pl
+
+from forge.features import FEATURES, FeatureMatrix, compute_features
 from forge.gp import BufferPool, Genome, compile_program, run_program
+
+
+if TYPE_CHECKING:
+    from forge.synthesize import FeatureLibrary
+
+
+def strategy_features(
+    bars: pl.DataFrame,
+    names: tuple[str, ...] | list[str],
+    library: "FeatureLibrary | str | Path | None" = None,
+) -> FeatureMatrix:
+    """Terminal features for ``names`` on ``bars``: registry features plus
+    synthesized ones from a feature library (``forge synthesize``).
+
+    bars: bar frame (``forge.data.schema``), oldest first; names: feature
+    names in the wanted row order; library: FeatureLibrary or path of its JSON.
+    returns: FeatureMatrix with values (len(names), n) float64.
+    raises ConfigError for an unknown name, DataError for a bad library file.
+    """
+    from forge.core.errors import ConfigError
+
+    names = tuple(names)
+    lib_vals: dict[str, tuple[np.ndarray, int]] = {}
+    if library is not None:
+        from forge.synthesize import FeatureLibrary, library_features, load_feature_library
+
+        lib = library if isinstance(library, FeatureLibrary) else load_feature_library(library)
+        wanted = [f for f in lib.features if f.name in names]
+        if wanted:
+            sub = FeatureLibrary(lib.raw_inputs, tuple(wanted), lib.meta)
+            lnames, vals, lbs = library_features(sub, bars)
+            lib_vals = {n: (vals[i], lbs[i]) for i, n in enumerate(lnames)}
+    base = [n for n in names if n not in lib_vals]
+    unknown = [n for n in base if n not in FEATURES]
+    if unknown:
+        raise ConfigError(f"features {unknown} are not in the registry"
+                        + (" nor in the feature library" if library is not None else " (pass the feature library?)"))
+    fm = compute_features(bars, base) if base else None
+    rows, lbs = [], []
+    for n in names:
+        if n in lib_vals:
+            rows.append(lib_vals[n][0]); lbs.append(lib_vals[n][1])
+        else:
+            i = fm.names.index(n)
+            rows.append(fm.values[i]); lbs.append(fm.lookbacks[i])
+    values = np.ascontiguousarray(np.vstack(rows)) if rows else np.empty((0, bars.height))
+    return FeatureMatrix(names=names, values=values, lookbacks=tuple(int(x) for x in lbs))
 
 
 def mask_warmup(position: np.ndarray, bars_since_gap: np.ndarray, lookback: int) -> np.ndarray:
