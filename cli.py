@@ -336,6 +336,66 @@ def bench(
 # --------------------------------------------------------------------------- gauntlet
 
 
+@gauntlet_app.command("validate")
+def gauntlet_validate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Bars to validate on (default: the run's own out-of-sample range).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gauntlet TOML (default: configs/gauntlet.toml if present).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON instead of the table.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
+    allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Accept --data that overlaps the in-sample range.")] = False,
+    fail_on_reject: Annotated[bool, typer.Option("--fail-on-reject", help="Exit 3 when no candidate survives.")] = False,
+    publish_dir: Annotated[Path, typer.Option("--publish-dir", help="Survivors are published here.")] = Path("artifacts/champions"),
+    no_publish: Annotated[bool, typer.Option("--no-publish", help="Do not publish survivors.")] = False,
+    max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
+) -> None:
+    """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
+
+    Exit 0 when validation ran; 3 with --fail-on-reject when nothing survives; 2 on bad input."""
+    from gauntlet.config import load_gauntlet_config
+    from gauntlet.validate import validate_run
+
+    try:
+        default_cfg = Path("configs/gauntlet.toml")
+        cfg = load_gauntlet_config(config if config is not None else (default_cfg if default_cfg.is_file() else None))
+        result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
+                              publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
+                              progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
+    except ForgeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    d = result.to_dict()
+    if report is not None:
+        from gauntlet.report import write_html_report
+
+        write_html_report(result, report)
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        sh = d["shared"]
+        table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
+                            f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
+                            f"SPA p {sh['spa_p'] if sh['spa_p'] is None else format(sh['spa_p'], '.3f')})")
+        table.add_column("#", justify="right")
+        table.add_column("verdict")
+        names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
+        for n in names:
+            table.add_column(n, justify="right")
+        for c in d["candidates"]:
+            cells = [result.verdicts[i]["stages"][n].cell() for i in [d["candidates"].index(c)] for n in names]
+            table.add_row(str(c["rank"]), "[green]SURVIVED[/]" if c["survived"] else "[red]rejected[/]",
+                          *[f"[green]{x}[/]" if x.startswith("✓") else f"[red]{x}[/]" for x in cells])
+        console.print(table)
+        for c in d["candidates"][:3]:
+            console.print(f"[bold]#{c['rank']}[/] {c['expression']}", highlight=False)
+            for n, s in c["stages"].items():
+                console.print(f"   {'✓' if s['passed'] else '✗'} {n}: {s['reason']}", highlight=False)
+        console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}" + (f", {report}" if report else "")
+                      + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
+    if fail_on_reject and not d["survivors"]:
+        raise typer.Exit(3)
+
+
 @gauntlet_app.command("show")
 @edge
 def gauntlet_show(run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")]) -> None:

@@ -102,6 +102,7 @@ def pcmci_links_into(
     pc_alpha: float = 0.05,
     cond_ind_test: str = "parcorr",
     autoregressive_sources: bool = True,
+    target_autoregressive: bool = False,
     seed: int = 0,
 ) -> list[LinkTest]:
     """PCMCI over ``data`` with links restricted to those into ``target``.
@@ -114,6 +115,8 @@ def pcmci_links_into(
     and leak same-bar information).
     autoregressive_sources: also allow each source's own lags into itself, so
     the MCI test conditions on the source's past (the measured setting).
+    target_autoregressive: also test the target's own lags (the market's own
+    lags when the target is the return); they are reported and BH-counted.
     returns: one LinkTest per (source, lag) with BH q-values over all of them,
     sorted by p-value. raises DataError if fewer than 50 complete rows remain.
     """
@@ -133,7 +136,8 @@ def pcmci_links_into(
     x = np.where(np.isfinite(x), x, _MISSING)
     df = pp.DataFrame(x, var_names=list(names), missing_flag=_MISSING)
     links: dict[int, dict[tuple[int, int], str]] = {j: {} for j in range(n_vars)}
-    links[target] = {(i, -tau): "-?>" for i in src for tau in range(tau_min, tau_max + 1)}
+    parents = src + ([target] if target_autoregressive else [])
+    links[target] = {(i, -tau): "-?>" for i in parents for tau in range(tau_min, tau_max + 1)}
     if autoregressive_sources:
         for i in src:
             links[i] = {(i, -tau): "-?>" for tau in range(tau_min, tau_max + 1)}
@@ -142,7 +146,7 @@ def pcmci_links_into(
                           pc_alpha=pc_alpha, fdr_method="none")
     pm, vm = res["p_matrix"], res["val_matrix"]
     rows = [(i, tau, float(vm[i, target, tau]), float(pm[i, target, tau]))
-            for i in src for tau in range(tau_min, tau_max + 1)]
+            for i in parents for tau in range(tau_min, tau_max + 1)]
     q = benjamini_hochberg(np.array([r[3] for r in rows]))
     out = [LinkTest(names[i], tau, v, p, float(qq)) for (i, tau, v, p), qq in zip(rows, q)]
     return sorted(out, key=lambda t: (t.p, t.source, t.lag))

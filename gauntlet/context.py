@@ -1,0 +1,223 @@
+"""Everything the stages read about one run: bars, features, candidates, returns.
+
+Loaded once per ``gauntlet validate``: the run manifest and hall of fame from
+``forge evolve``, the bars (the run's own data by default, or ``--data``),
+the terminal features (synthesized ones from the run's feature library), and
+for each hall-of-fame candidate its positions on every bar and its backtest
+returns on the in-sample and evaluation (out-of-sample) ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from forge.backtest import BacktestConfig, BacktestResult, buy_and_hold, run_backtest
+from forge.core.errors import DataError, RunDirError
+from forge.data.gaps import bars_since_gap
+from forge.data.loader import load_bars
+from forge.features import FeatureMatrix
+from forge.gp import BufferPool, Genome
+from forge.settings import config_from_dict
+from forge.strategy import genome_positions, strategy_features
+
+__all__ = ["Candidate", "RunContext", "PositionFn", "genome_position_fn"]
+
+PositionFn = Callable[[pl.DataFrame], np.ndarray]
+"""bars (oldest first) -> (n,) float64 target positions decided at each bar's close."""
+
+
+def genome_position_fn(genome: Genome, feature_names: Sequence[str], library: Path | None) -> PositionFn:
+    """The candidate's full signal path from raw bars (features recomputed), as the Crucible runs it."""
+    names = tuple(dict.fromkeys(list(genome.features)))
+
+    def fn(bars: pl.DataFrame) -> np.ndarray:
+        fm = strategy_features(bars, names, library)
+        return genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()))
+
+    return fn
+
+
+@dataclass
+class Candidate:
+    """One hall-of-fame member.
+
+    position: (n,) float64 target positions on all bars; is_result / oos_result:
+    BacktestResult on the in-sample and evaluation rows (backtest restarted at
+    each range's first bar, as ``forge evolve`` reports it).
+    """
+
+    rank: int
+    genome: Genome
+    position: np.ndarray
+    is_result: BacktestResult | None
+    oos_result: BacktestResult
+    position_fn: PositionFn
+
+    @property
+    def name(self) -> str:
+        return f"#{self.rank} {self.genome.sha256[:10]}"
+
+
+@dataclass
+class RunContext:
+    """A run directory made ready for validation.
+
+    bars: the bar frame (oldest first); features: terminal FeatureMatrix on all
+    bars; in_sample / evaluation: (start, stop) row ranges; overlap: True when
+    the evaluation rows overlap the in-sample range (only with allow_overlap).
+    """
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    backtest: BacktestConfig
+    bars: pl.DataFrame
+    features: FeatureMatrix
+    in_sample: tuple[int, int]
+    evaluation: tuple[int, int]
+    candidates: list[Candidate]
+    library: Path | None
+    data_source: str
+    overlap: bool = False
+    buy_and_hold: BacktestResult | None = None
+    trial_genomes: list[Genome] = field(default_factory=list)
+    n_evaluated: int = 0
+
+    @property
+    def open_time(self) -> np.ndarray:
+        return self.bars["open_time"].to_numpy()
+
+    def arrays(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b = rows
+        return (self.bars["open"].to_numpy()[a:b].astype(np.float64),
+                self.bars["close"].to_numpy()[a:b].astype(np.float64),
+                self.open_time[a:b].astype(np.int64))
+
+    def backtest_rows(self, position: np.ndarray, rows: tuple[int, int]) -> BacktestResult:
+        o, c, t = self.arrays(rows)
+        return run_backtest(o, c, t, position[rows[0]:rows[1]], self.backtest)
+
+    def trial_returns(self, max_trials: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Evaluation-range per-bar returns of up to ``max_trials`` evaluated candidates (seeded sample):
+        the trials the candidates' own evaluation Sharpe must be deflated against.
+        Gross of costs (taker fee and slippage 0): the spread of luck across trials is what
+        deflation needs; fees are a deterministic drag that would make fee-burning trials
+        (flipping every bar) dominate the cross-sectional variance.
+
+        returns: (hourly (N, H) float64 sums of per-bar returns, sharpe (N,) per-bar Sharpe, n_total).
+        """
+        from gauntlet.stats import sharpe_per_bar
+
+        genomes = self.trial_genomes
+        if len(genomes) > max_trials:
+            idx = np.sort(np.random.default_rng(seed).choice(len(genomes), size=max_trials, replace=False))
+            genomes = [genomes[i] for i in idx]
+        a, b = self.evaluation
+        bsg = bars_since_gap(self.open_time)
+        hours = (self.open_time[a:b] - self.open_time[a]) // 3_600_000
+        n_h = int(hours[-1]) + 1
+        pool = BufferPool()
+        rows, srs = [], []
+        gross = dataclasses.replace(self.backtest, taker_fee_bps=0.0, slippage_bps=0.0)
+        o, c, t = self.arrays((a, b))
+        for g in genomes:
+            pos = genome_positions(g, self.features, bsg, pool)
+            r = run_backtest(o, c, t, pos[a:b], gross).returns
+            srs.append(sharpe_per_bar(r))
+            rows.append(np.bincount(hours, weights=np.nan_to_num(r), minlength=n_h))
+        return np.array(rows), np.array(srs), max(self.n_evaluated, len(self.trial_genomes))
+
+    @classmethod
+    def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,
+             allow_overlap: bool = False, max_candidates: int | None = None) -> RunContext:
+        """Load a run directory; raises RunDirError (missing/corrupt files) or DataError
+        (bars that do not match the run, or overlap its in-sample range without allow_overlap)."""
+        run_dir = Path(run_dir)
+        manifest = _read_json(run_dir / "manifest.json")
+        hall = _read_json(run_dir / "hall_of_fame.json").get("members", [])
+        if not hall:
+            raise RunDirError(f"{run_dir / 'hall_of_fame.json'}: no members")
+        cfg = config_from_dict(manifest["config"])
+        library = run_dir / "feature_library.json"
+        library = library if library.is_file() else None
+        split = manifest["split"]
+        is_first, is_last = split["in_sample"]["first_open_ms"], split["in_sample"]["last_open_ms"]
+        overlap = False
+        if data:
+            bars, cov = load_bars([str(p) for p in data])
+            t = bars["open_time"].to_numpy()
+            inside = (t >= is_first) & (t <= is_last)
+            if inside.any():
+                if not allow_overlap:
+                    first = int(np.flatnonzero(inside)[0])
+                    raise DataError(
+                        f"--data overlaps the run's in-sample range {split['in_sample']['first']} → "
+                        f"{split['in_sample']['last']} ({int(inside.sum()):,} bars, first at row {first}); "
+                        "evolution saw those bars. Pass data after the in-sample range, or --allow-overlap")
+                overlap = True
+            # history before the evaluation start only warms features up; metrics use bars after the in-sample end
+            after = t > is_last
+            ev = (int(np.flatnonzero(after)[0]), len(t)) if after.any() and not overlap else (0, len(t))
+            in_sample = (int(np.searchsorted(t, is_first)), int(np.searchsorted(t, is_last, side="right")))
+            source = cov.source
+        else:
+            paths = list(manifest["config"]["evolve"].get("data") or [])
+            symbol = (manifest.get("data") or {}).get("symbol")
+            if symbol and paths:
+                from forge.evolve import load_symbol_bars
+
+                bars, cov = load_symbol_bars(tuple(paths), symbol)
+            else:
+                bars, cov = load_bars(paths or None)
+            in_sample, ev = tuple(split["in_sample"]["rows"]), tuple(split["out_of_sample"]["rows"])
+            t = bars["open_time"].to_numpy()
+            if (len(t) < ev[1] or int(t[in_sample[0]]) != is_first or int(t[ev[0]]) != split["out_of_sample"]["first_open_ms"]
+                    or int(t[ev[1] - 1]) != split["out_of_sample"]["last_open_ms"]):
+                raise DataError(f"{cov.source}: the bars no longer match the run's split (files changed since "
+                                f"{manifest.get('created_utc')}); pass --data explicitly")
+            source = cov.source
+        if ev[1] - ev[0] < 100:
+            raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least 100")
+        features = strategy_features(bars, manifest["features"], library)
+        bsg = bars_since_gap(bars["open_time"].to_numpy())
+        ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
+                  in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
+                  overlap=overlap)
+        o, c, tt = ctx.arrays(ev)
+        ctx.buy_and_hold = run_backtest(o, c, tt, np.ones(len(o)), ctx.backtest)
+        pool = BufferPool()
+        for m in hall[: max_candidates or len(hall)]:
+            g = Genome.from_dict(m["genome"])
+            pos = genome_positions(g, features, bsg, pool)
+            ctx.candidates.append(Candidate(
+                rank=int(m["rank"]), genome=g, position=pos,
+                is_result=ctx.backtest_rows(pos, in_sample) if in_sample[1] - in_sample[0] > 1 else None,
+                oos_result=ctx.backtest_rows(pos, ev),
+                position_fn=genome_position_fn(g, manifest["features"], library)))
+        evaluated = run_dir / "evaluated.jsonl"
+        if evaluated.is_file():
+            for i, line in enumerate(evaluated.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        ctx.trial_genomes.append(Genome.from_dict(json.loads(line)["genome"]))
+                    except Exception as exc:  # a torn last line after a kill
+                        raise RunDirError(f"{evaluated}:{i}: not a genome record ({exc})") from None
+        ctx.n_evaluated = int(manifest.get("candidates_evaluated") or len(ctx.trial_genomes))
+        if not ctx.trial_genomes:
+            ctx.trial_genomes = [cd.genome for cd in ctx.candidates]
+        return ctx
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (is this a forge evolve run directory?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None

@@ -1,0 +1,221 @@
+"""Selection-bias statistics the gauntlet needs and no maintained package implements.
+
+- Probabilistic Sharpe Ratio (PSR) and Deflated Sharpe Ratio (DSR):
+  Bailey & López de Prado (2012) "The Sharpe Ratio Efficient Frontier",
+  J. of Risk 15(2); Bailey & López de Prado (2014) "The Deflated Sharpe
+  Ratio: Correcting for Selection Bias, Backtest Overfitting and
+  Non-Normality", J. of Portfolio Management 40(5).
+- Effective number of independent trials: hierarchical clustering of the
+  trials' return series on the correlation distance sqrt((1 - rho) / 2)
+  (López de Prado 2019, "A Data Science Solution to the Multiple-Testing
+  Crisis in Financial Research", J. of Financial Data Science 1(1)).
+- Probability of Backtest Overfitting by Combinatorially Symmetric Cross-
+  Validation (CSCV): Bailey, Borwein, López de Prado & Zhu (2017), J. of
+  Computational Finance 20(4).
+
+All Sharpe ratios here are per bar (mean / std of per-bar simple returns,
+ddof=1) so they are consistent with the number of observations T.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+EULER_GAMMA = 0.5772156649015329
+
+__all__ = ["sharpe_per_bar", "probabilistic_sharpe_ratio", "expected_max_sharpe", "deflated_sharpe_ratio",
+           "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult"]
+
+
+def sharpe_per_bar(returns: np.ndarray) -> float:
+    """Per-bar Sharpe ratio: mean / std (ddof=1) of (T,) float64 returns; 0.0 if std is 0 or T < 2."""
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 2:
+        return 0.0
+    sd = float(np.std(r, ddof=1))
+    return float(np.mean(r)) / sd if sd > 0 else 0.0
+
+
+def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew: float, kurtosis: float) -> float:
+    """PSR = Phi( (SR - SR*) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2) ).
+
+    sr, sr_benchmark: per-observation Sharpe ratios; n_obs: T (> 1);
+    skew: g3; kurtosis: g4, Pearson (not excess; 3 for a normal).
+    returns: probability in [0, 1] that the true Sharpe exceeds sr_benchmark.
+    Bailey & López de Prado 2012, eq. 8 / 2014, eq. 2.
+    """
+    if n_obs < 2:
+        raise ValueError(f"PSR needs n_obs >= 2, got {n_obs}")
+    var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if not var > 0:
+        var = 1e-12  # extreme skew/kurtosis; the statistic is then essentially a step
+    return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(n_obs - 1) / math.sqrt(var)))
+
+
+def expected_max_sharpe(n_trials: float, var_sharpe: float) -> float:
+    """Expected maximum Sharpe among N independent trials with true Sharpe 0.
+
+    SR0 = sqrt(V[SR]) ((1 - gamma) Z^-1(1 - 1/N) + gamma Z^-1(1 - 1/(N e))), gamma = Euler-Mascheroni.
+    n_trials: effective N (>= 1; N = 1 gives 0); var_sharpe: variance of the trials' Sharpe ratios
+    (same units as the Sharpe tested). Bailey & López de Prado 2014, eq. 1 / Appendix.
+    """
+    if n_trials <= 1 or var_sharpe <= 0:
+        return 0.0
+    z = stats.norm.ppf
+    return math.sqrt(var_sharpe) * ((1 - EULER_GAMMA) * z(1 - 1 / n_trials) + EULER_GAMMA * z(1 - 1 / (n_trials * math.e)))
+
+
+def deflated_sharpe_ratio(returns: np.ndarray, n_trials: float, var_sharpe: float) -> dict[str, float]:
+    """DSR: PSR of the selected strategy against SR0 = expected max Sharpe of ``n_trials`` null trials.
+
+    returns: (T,) float64 per-bar simple returns of the selected strategy;
+    n_trials: effective number of independent trials; var_sharpe: variance
+    of the per-bar Sharpe ratios across trials.
+    returns: dict with sharpe, sr0, skew, kurtosis (Pearson), n_obs, psr0 (PSR against 0) and dsr.
+    Bailey & López de Prado 2014.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    sr = sharpe_per_bar(r)
+    if r.size > 2 and np.std(r) > 0:
+        g3, g4 = float(stats.skew(r)), float(stats.kurtosis(r, fisher=False))
+    else:
+        g3, g4 = 0.0, 3.0
+    sr0 = expected_max_sharpe(n_trials, var_sharpe)
+    n = int(r.size)
+    return {"sharpe": sr, "sr0": sr0, "skew": g3, "kurtosis": g4, "n_obs": n,
+            "psr0": probabilistic_sharpe_ratio(sr, 0.0, n, g3, g4) if n > 1 else 0.0,
+            "dsr": probabilistic_sharpe_ratio(sr, sr0, n, g3, g4) if n > 1 else 0.0}
+
+
+def upper_semivariance(x: np.ndarray) -> float:
+    """Mean squared deviation above the median: mean((x - med)^2 | x >= med).
+
+    The deflation benchmark SR0 is the expected maximum, so the spread that
+    matters is the upper tail's. GP trials include degenerate strategies (e.g.
+    flipping every bar and paying the taker fee each time: per-bar Sharpe near
+    -1) whose Sharpe ratios sit far below the rest; a plain variance would
+    inflate SR0 with them and reject everything.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    med = float(np.median(x))
+    up = x[x >= med]
+    return float(np.mean((up - med) ** 2)) if up.size else 0.0
+
+
+@dataclass(frozen=True)
+class EffectiveTrials:
+    """n_raw: trials given; n_effective: clusters (constant series count as one);
+    var_sharpe: variance of the cluster representatives' per-bar Sharpe ratios
+    (upper semivariance about the median, see ``upper_semivariance``; each cluster represented by its mean return series); labels: (n_raw,) int cluster ids (-1 = constant)."""
+
+    n_raw: int
+    n_effective: int
+    var_sharpe: float
+    labels: np.ndarray
+
+
+def effective_trials(returns: np.ndarray, max_correlation: float = 0.5,
+                     sharpe: np.ndarray | None = None) -> EffectiveTrials:
+    """Cluster trials' return series; clusters are the effectively independent trials.
+
+    returns: (N, T) float64, one row of per-period returns per trial (NaN -> 0).
+    max_correlation: series correlated above this end up in one cluster
+    (average linkage on d = sqrt((1 - rho) / 2), cut at d = sqrt((1 - max_correlation) / 2)).
+    sharpe: optional (N,) per-trial Sharpe ratios at the resolution of the
+    tested Sharpe (e.g. per 1-minute bar while clustering on hourly sums);
+    then var_sharpe is the variance of the clusters' mean Sharpe.
+    returns: EffectiveTrials. Source: López de Prado 2019 (clustered trials).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    x = np.nan_to_num(np.asarray(returns, dtype=np.float64))
+    n = x.shape[0]
+    sd = x.std(axis=1)
+    live = np.flatnonzero(sd > 0)
+    labels = np.full(n, -1, dtype=np.int64)
+    reps: list[np.ndarray] = []
+    if live.size == 1:
+        labels[live] = 0
+        reps = [x[live[0]]]
+    elif live.size > 1:
+        rho = np.clip(np.corrcoef(x[live]), -1.0, 1.0)
+        d = np.sqrt(np.clip((1.0 - rho) / 2.0, 0.0, 1.0))
+        np.fill_diagonal(d, 0.0)
+        z = linkage(squareform(d, checks=False), method="average")
+        lab = fcluster(z, t=math.sqrt((1.0 - max_correlation) / 2.0), criterion="distance") - 1
+        labels[live] = lab
+        reps = [x[live[lab == k]].mean(axis=0) for k in range(int(lab.max()) + 1)]
+    n_eff = len(reps) + (1 if (labels == -1).any() else 0)
+    if sharpe is not None:
+        sh = np.asarray(sharpe, dtype=np.float64)
+        srs = [float(sh[labels == k].mean()) for k in range(len(reps))]
+    else:
+        srs = [sharpe_per_bar(r) for r in reps]
+    srs += [0.0] if (labels == -1).any() else []
+    var = upper_semivariance(np.array(srs)) if len(srs) > 1 else 0.0
+    return EffectiveTrials(n_raw=n, n_effective=max(n_eff, 1), var_sharpe=var, labels=labels)
+
+
+@dataclass(frozen=True)
+class PBOResult:
+    """pbo: share of CSCV splits whose in-sample best is below the out-of-sample
+    median (logit <= 0); logits: (C(S, S/2),) float64 lambda per split;
+    n_splits, n_blocks, n_strategies."""
+
+    pbo: float
+    logits: np.ndarray
+    n_splits: int
+    n_blocks: int
+    n_strategies: int
+
+
+def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
+    """Probability of Backtest Overfitting by CSCV.
+
+    returns: (T, N) float64 per-period returns of N strategies (N >= 2,
+    T >= n_blocks); n_blocks: S, even. Each of the C(S, S/2) splits ranks the
+    strategies by Sharpe on the training half, takes the best, and records
+    lambda = logit(relative rank of that strategy on the test half).
+    Per-block sums and sums of squares are precomputed, so each split costs O(S N).
+    raises ValueError for an odd S or too few rows/strategies.
+    Bailey, Borwein, López de Prado & Zhu 2017.
+    """
+    m = np.nan_to_num(np.asarray(returns, dtype=np.float64))
+    t, n = m.shape
+    if n_blocks % 2 or n_blocks < 2:
+        raise ValueError(f"n_blocks must be even and >= 2, got {n_blocks}")
+    if n < 2 or t < n_blocks:
+        raise ValueError(f"PBO needs >= 2 strategies and >= n_blocks rows, got T={t}, N={n}")
+    edges = np.linspace(0, t, n_blocks + 1).astype(np.int64)
+    s1 = np.stack([m[a:b].sum(axis=0) for a, b in zip(edges[:-1], edges[1:])])  # (S, N)
+    s2 = np.stack([(m[a:b] ** 2).sum(axis=0) for a, b in zip(edges[:-1], edges[1:])])
+    cnt = np.diff(edges).astype(np.float64)
+
+    def sharpe(idx: np.ndarray) -> np.ndarray:
+        k = cnt[idx].sum()
+        mu = s1[idx].sum(axis=0) / k
+        var = np.maximum(s2[idx].sum(axis=0) / k - mu * mu, 0.0) * k / max(k - 1, 1)
+        sd = np.sqrt(var)
+        return np.where(sd > 0, mu / np.where(sd > 0, sd, 1.0), 0.0)
+
+    all_idx = np.arange(n_blocks)
+    logits = []
+    for train in itertools.combinations(range(n_blocks), n_blocks // 2):
+        tr = np.array(train)
+        te = np.setdiff1d(all_idx, tr)
+        sr_tr, sr_te = sharpe(tr), sharpe(te)
+        best = int(np.argmax(sr_tr))
+        # relative rank in (0, 1) of the in-sample best on the test half (average ranks for ties)
+        rank = stats.rankdata(sr_te)[best]
+        w = rank / (n + 1.0)
+        logits.append(math.log(w / (1.0 - w)))
+    lg = np.array(logits)
+    return PBOResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=lg.size, n_blocks=n_blocks, n_strategies=n)

@@ -1,0 +1,160 @@
+"""``gauntlet validate``: run every stage on every hall-of-fame candidate, decide, report, publish.
+
+A candidate survives when every stage listed in ``GauntletConfig.gating``
+passes. Set-level quantities (effective number of trials, PBO over the hall
+of fame, Hansen's SPA) are computed once per run and shared by the stages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from forge.core.artifacts import atomic_write_json
+from gauntlet.config import GauntletConfig
+from gauntlet.context import RunContext
+from gauntlet.stages import STAGE_ORDER, StageResult
+
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA"]
+
+REPORT_SCHEMA = "gauntlet-report/1"
+_MODULES = {"oos": "oos", "lookahead": "lookahead", "dsr": "dsr", "pbo": "pbo", "permutation": "permutation",
+            "pcmci": "pcmci", "dowhy": "dowhy_refute"}
+
+
+@dataclass
+class GauntletReport:
+    """verdicts: per candidate {"rank", "sha256", "expression", "survived", "stages": {name: StageResult}};
+    shared: set-level numbers; published: meta paths of the survivors written to artifacts/champions/."""
+
+    run_dir: Path
+    config: GauntletConfig
+    verdicts: list[dict[str, Any]]
+    shared: dict[str, Any]
+    published: list[str]
+    seconds: float
+    context: RunContext
+
+    @property
+    def survivors(self) -> list[dict[str, Any]]:
+        return [v for v in self.verdicts if v["survived"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        ctx = self.context
+        return {
+            "schema": REPORT_SCHEMA,
+            "run_id": ctx.manifest.get("run_id"),
+            "created_utc": datetime.now(timezone.utc).isoformat(),
+            "data_source": ctx.data_source,
+            "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
+                           "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
+            "shared": self.shared,
+            "candidates": [{**{k: v for k, v in c.items() if k != "stages"},
+                            "stages": {n: s.to_dict() for n, s in c["stages"].items()}} for c in self.verdicts],
+            "survivors": [c["sha256"] for c in self.survivors],
+            "published": self.published,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat()
+
+
+def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
+    from gauntlet.stages.permutation import spa_pvalue
+    from gauntlet.stats import effective_trials, pbo_cscv
+
+    t0 = time.perf_counter()
+    shared: dict[str, Any] = {}
+    hourly, srs, n_total = ctx.trial_returns(cfg.max_trials, cfg.seed)
+    trials = effective_trials(hourly, cfg.trial_max_correlation, sharpe=srs)
+    shared["trials"] = trials
+    shared["n_trials_total"] = n_total
+    a, b = ctx.evaluation
+    # distinct strategies of the hall of fame (identical positions are one strategy)
+    seen, mats = set(), []
+    for c in ctx.candidates:
+        key = c.oos_result.returns.tobytes()
+        if key not in seen:
+            seen.add(key)
+            mats.append(c.oos_result.returns)
+    if len(mats) >= 2 and b - a >= cfg.pbo_blocks * 10:
+        shared["pbo"] = pbo_cscv(np.column_stack(mats), cfg.pbo_blocks)
+    else:
+        shared["pbo_skip"] = f"{len(mats)} distinct strategies in the hall of fame" if len(mats) < 2 else "too few bars"
+    hours = (ctx.open_time[a:b] - ctx.open_time[a]) // 3_600_000
+    n_h = int(hours[-1]) + 1
+    pnl = np.column_stack([np.bincount(hours, weights=np.nan_to_num(r), minlength=n_h) for r in mats])
+    shared["spa_p"] = spa_pvalue(pnl, cfg.spa_block, cfg.spa_reps, cfg.seed) if n_h >= 2 * cfg.spa_block else None
+    shared["hourly_points"] = n_h
+    shared["seconds"] = time.perf_counter() - t0
+    return shared
+
+
+def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
+    t = shared["trials"]
+    p = shared.get("pbo")
+    return {"trials": {"n_total": shared["n_trials_total"], "n_sampled": t.n_raw, "n_effective": t.n_effective,
+                       "var_sharpe_per_bar": t.var_sharpe},
+            "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
+                                           "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
+            "pbo_skip": shared.get("pbo_skip"), "spa_p": shared.get("spa_p"),
+            "hourly_points": shared.get("hourly_points"), "seconds": round(shared["seconds"], 2)}
+
+
+def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
+                 allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
+                 max_candidates: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> GauntletReport:
+    """Validate a ``forge evolve`` run directory.
+
+    data: bars to evaluate on (default: the run's own out-of-sample range);
+    allow_overlap: permit ``data`` that overlaps the in-sample range;
+    publish_dir: survivors are published there (None: not published).
+    Writes ``gauntlet_report.json`` into the run directory.
+    returns GauntletReport. raises RunDirError, DataError, ConfigError.
+    """
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates)
+    say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars")
+    shared = _shared(ctx, cfg)
+    say(f"shared: {shared['trials'].n_effective} effective trials of {shared['trials'].n_raw} sampled")
+    modules = {n: importlib.import_module(f"gauntlet.stages.{_MODULES[n]}") for n in STAGE_ORDER}
+    verdicts = []
+    for cand in ctx.candidates:
+        stages: dict[str, StageResult] = {}
+        for name in STAGE_ORDER:
+            s0 = time.perf_counter()
+            res = modules[name].run(ctx, cand, cfg, shared)
+            res.seconds = time.perf_counter() - s0
+            stages[name] = res
+        survived = all(stages[n].passed for n in cfg.gating)
+        failed = [n for n in cfg.gating if not stages[n].passed]
+        verdicts.append({"rank": cand.rank, "sha256": cand.genome.sha256, "expression": cand.genome.expression(),
+                         "features": list(cand.genome.features), "survived": survived, "failed": failed,
+                         "stages": stages})
+        say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'}")
+    published: list[str] = []
+    if publish_dir is not None:
+        from gauntlet.publish import publish_champion
+
+        for v, cand in zip(verdicts, ctx.candidates):
+            if v["survived"]:
+                meta = publish_champion(
+                    cand.genome, publish_dir, run_id=str(ctx.manifest.get("run_id")),
+                    symbol=(ctx.manifest.get("data") or {}).get("symbol"), features=list(cand.genome.features),
+                    verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library)
+                published.append(str(meta))
+    report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
+                            time.perf_counter() - t0, ctx)
+    atomic_write_json(Path(run_dir) / "gauntlet_report.json", report.to_dict())
+    return report
