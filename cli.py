@@ -303,6 +303,40 @@ def synthesize(
 
 @forge_app.command()
 @edge
+def calibrate(
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Real kline files or folders (default: embedded BTCUSDT sample).")] = None,
+    budget: Annotated[int, typer.Option("--budget", help="CMA-ES evaluations (each averages --seeds simulations).")] = 60,
+    minutes: Annotated[int, typer.Option("--minutes", help="Simulated minutes per evaluation and seed.")] = 720,
+    seeds: Annotated[int, typer.Option("--seeds", help="Simulation seeds per evaluation (common random numbers).")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="CMA-ES seed.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Calibration JSON.")] = Path("artifacts/sim/calibration.json"),
+) -> None:
+    """Calibrate the LOB simulator's DSG to real 1m bars with CMA-ES (stylized-facts distance); writes calibration.json."""
+    from forge.data.loader import load_bars
+    from forge.sim.calibrate import calibrate as run_calibrate
+    from forge.sim.calibrate import write_calibration
+
+    bars, _ = load_bars([str(p) for p in data] if data else None)
+
+    def on_gen(e: dict[str, Any]) -> None:
+        console.print(f"gen {e['generation']}  evals {e['evals']}/{e['budget']}  best loss {e['best_loss']:.3f}  "
+                      f"(default {e['loss_default']:.3f})  {e['seconds']:.1f} s", highlight=False)
+
+    result = run_calibrate(bars, budget_evals=budget, n_minutes=minutes, seeds=tuple(range(seeds)), seed=seed,
+                           progress=on_gen)
+    write_calibration(result, out)
+    table = Table(title=f"Stylized facts: real vs simulated (loss {result.loss_default:.3f} → {result.loss:.3f})")
+    for col in ("fact", "real", "simulated", "sim/real", "default DSG", "weight"):
+        table.add_column(col, justify="right")
+    for r in result.facts_rows():
+        table.add_row(str(r["fact"]), f"{r['real']:.4g}", f"{r['sim']:.4g}", f"{r['ratio']:.2f}", f"{r['default']:.4g}",
+                      f"{r['weight']:.3g}")
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+@forge_app.command()
+@edge
 def bench(
     bars: Annotated[int, typer.Option(help="Bars per series (tiled from the embedded sample's features).")] = 400_000,
     trees: Annotated[int, typer.Option(help="Random trees in the benchmark population.")] = 100,

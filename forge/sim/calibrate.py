@@ -1,0 +1,423 @@
+"""``forge calibrate``: CMA-ES over the DSG so simulated bars match real stylized facts.
+
+Search space: every DSG entry except ``lot_quote`` (a pure volume unit that
+changes no dynamics; it is fitted in closed form at the end so the mean
+simulated volume equals the real one), in normalised [0, 1] coordinates
+(``ParamSpec.to_unit``: linear or log scale per entry), box-bounded by CMA-ES
+itself.  The start point is ``default_dsg()`` (or ``start``).
+
+Loss of a candidate: ``realism_distance`` (group-balanced, inverse-variance
+weighted squared distance, see ``forge.sim.facts``) between the facts of
+the simulated bars and the real facts, averaged over ``seeds`` — the same
+seeds for every candidate (common random numbers), so loss differences
+between candidates are not seed noise.  Weights are 1 / variance of each
+real moment under a moving-block bootstrap of the real bars.
+
+Determinism: the bootstrap, CMA-ES and every simulation are seeded from
+``seed``/``seeds``; the same arguments give the same result (bit for bit on
+one machine).  The library never prints; ``progress`` receives one dict per
+CMA-ES generation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from forge.core import rng
+from forge.core.artifacts import atomic_write_json
+from forge.core.errors import ConfigError, DataError
+from forge.sim import agents_nb as K
+from forge.sim.facts import (
+    FACT_NAMES,
+    block_bootstrap_facts,
+    facts_from_vector,
+    facts_table,
+    facts_vector,
+    moment_weights,
+    realism_distance,
+    stylized_facts,
+)
+from forge.sim.market import SimConfig, simulate_bars
+from forge.sim.params import DSG_SPECS, default_dsg, from_dict, to_dict, validate_dsg
+
+DEFAULT_CALIBRATION_PATH = Path("artifacts/sim/calibration.json")
+"""Where ``forge calibrate`` writes and ``load_calibration`` reads by default."""
+SCHEMA_VERSION = 1
+FAILED_LOSS = 1e6
+"""Loss of a candidate whose simulation raised (e.g. an order-pool overflow)."""
+
+SEARCH_IDX: tuple[int, ...] = tuple(i for i, s in enumerate(DSG_SPECS) if s.name != "lot_quote")
+"""DSG indices CMA-ES moves (all but lot_quote)."""
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class CalibrationResult:
+    """Outcome of :func:`calibrate`.
+
+    dsg: (N_P,) float64 best DSG (natural units, lot_quote fitted);
+    loss / loss_default: mean-over-seeds loss of the best / the start DSG;
+    loss_history: (n_evals,) best-so-far loss after each evaluation
+    (non-increasing; entry 0 is the start DSG); eval_losses: (n_evals,) loss
+    of each evaluated candidate in order; facts_real / facts_sim /
+    facts_default: fact name -> value (simulated facts are the mean over
+    seeds of the best / start DSG); weights: fact name -> inverse bootstrap
+    variance; boot_sd: fact name -> bootstrap sd; settings: the arguments;
+    seconds: wall time.
+    """
+
+    dsg: np.ndarray
+    loss: float
+    loss_default: float
+    loss_history: list[float]
+    eval_losses: list[float]
+    facts_real: dict[str, float]
+    facts_sim: dict[str, float]
+    facts_default: dict[str, float]
+    weights: dict[str, float]
+    boot_sd: dict[str, float]
+    settings: dict[str, Any]
+    seconds: float
+    generations: int = 0
+    stop_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, float]:
+        """DSG parameter name -> value."""
+        return to_dict(self.dsg)
+
+    def facts_rows(self) -> list[dict[str, Any]]:
+        """Rows {fact, real, sim, ratio, default, weight} for the CLI table."""
+        rows = facts_table(self.facts_real, self.facts_sim)
+        for r in rows:
+            r["default"] = self.facts_default.get(r["fact"], math.nan)
+            r["weight"] = self.weights.get(r["fact"], math.nan)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (schema_version 1): parameters by name, facts real vs
+        simulated, loss history, weights, settings."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "forge.sim.calibration",
+            "parameters": self.params,
+            "searched": [DSG_SPECS[i].name for i in SEARCH_IDX],
+            "loss": self.loss,
+            "loss_default": self.loss_default,
+            "n_evals": len(self.eval_losses),
+            "generations": self.generations,
+            "stop_reason": self.stop_reason,
+            "seconds": self.seconds,
+            "facts": self.facts_rows(),
+            "facts_real": self.facts_real,
+            "facts_sim": self.facts_sim,
+            "facts_default": self.facts_default,
+            "weights": self.weights,
+            "boot_sd": self.boot_sd,
+            "loss_history": self.loss_history,
+            "eval_losses": self.eval_losses,
+            "settings": self.settings,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationResult:
+        """Inverse of :meth:`to_dict`. raises ConfigError on a malformed dict."""
+        try:
+            if d.get("kind") != "forge.sim.calibration":
+                raise ConfigError(f"not a calibration file (kind={d.get('kind')!r})")
+
+            def fl(x: Any) -> float:
+                if x is None:
+                    return math.nan
+                if isinstance(x, str):
+                    return float(x)  # "inf" / "-inf" from atomic_write_json
+                return float(x)
+
+            def fd(x: dict[str, Any]) -> dict[str, float]:
+                return {k: fl(v) for k, v in x.items()}
+
+            return cls(
+                dsg=from_dict(d["parameters"]),
+                loss=fl(d["loss"]),
+                loss_default=fl(d["loss_default"]),
+                loss_history=[fl(v) for v in d["loss_history"]],
+                eval_losses=[fl(v) for v in d["eval_losses"]],
+                facts_real=fd(d["facts_real"]),
+                facts_sim=fd(d["facts_sim"]),
+                facts_default=fd(d["facts_default"]),
+                weights=fd(d["weights"]),
+                boot_sd=fd(d["boot_sd"]),
+                settings=dict(d["settings"]),
+                seconds=fl(d["seconds"]),
+                generations=int(d.get("generations", 0)),
+                stop_reason=str(d.get("stop_reason", "")),
+                extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"malformed calibration dict: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------- coordinates
+def dsg_to_unit(dsg: np.ndarray) -> np.ndarray:
+    """(N_P,) natural DSG -> (len(SEARCH_IDX),) search coordinates in [0, 1]."""
+    x = validate_dsg(dsg)
+    return np.array([DSG_SPECS[i].to_unit(x[i]) for i in SEARCH_IDX], dtype=np.float64)
+
+
+def unit_to_dsg(u: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Search coordinates (clipped to [0, 1]) -> natural DSG; entries not searched
+    (lot_quote) are taken from ``base`` ((N_P,) float64)."""
+    out = np.array(base, dtype=np.float64, copy=True)
+    for j, i in enumerate(SEARCH_IDX):
+        out[i] = DSG_SPECS[i].from_unit(float(u[j]))
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class _Setup:
+    n_minutes: int
+    seeds: tuple[int, ...]
+    start_ms: int
+    start_price: float
+    config: SimConfig | None
+
+
+def _simulate_facts(dsg: np.ndarray, setup: _Setup) -> tuple[np.ndarray, np.ndarray] | None:
+    """(n_seeds, n_facts) fact vectors and (n_seeds,) mean bar volumes, or None on failure."""
+    fv = np.empty((len(setup.seeds), len(FACT_NAMES)))
+    vols = np.empty(len(setup.seeds))
+    for k, s in enumerate(setup.seeds):
+        try:
+            bars = simulate_bars(dsg, setup.n_minutes, s, setup.start_ms, start_price=setup.start_price,
+                                 config=setup.config)
+            fv[k] = facts_vector(stylized_facts(bars))
+        except (ConfigError, ValueError, FloatingPointError, ZeroDivisionError, OverflowError):
+            return None
+        vols[k] = float(bars["volume"].mean() or 0.0)
+    return fv, vols
+
+
+def _loss(fv: np.ndarray | None, real: dict[str, float], weights: dict[str, float]) -> float:
+    if fv is None:
+        return FAILED_LOSS
+    return float(np.mean([realism_distance(facts_from_vector(row), real, weights) for row in fv]))
+
+
+def _mean_facts(fv: np.ndarray | None) -> dict[str, float]:
+    if fv is None:
+        return {n: math.nan for n in FACT_NAMES}
+    ok = np.isfinite(fv)
+    cnt = ok.sum(axis=0)
+    mean = np.where(ok, fv, 0.0).sum(axis=0) / np.maximum(cnt, 1)
+    return facts_from_vector(np.where(cnt > 0, mean, np.nan))
+
+
+def _fit_lot_quote(dsg: np.ndarray, real_mean_vol: float, sim_mean_vol: float) -> np.ndarray:
+    out = dsg.copy()
+    spec = DSG_SPECS[K.P_LOT_QUOTE]
+    if math.isfinite(real_mean_vol) and real_mean_vol > 0 and math.isfinite(sim_mean_vol) and sim_mean_vol > 0:
+        out[K.P_LOT_QUOTE] = min(max(dsg[K.P_LOT_QUOTE] * real_mean_vol / sim_mean_vol, spec.lo), spec.hi)
+    return out
+
+
+def calibrate(
+    real_bars: pl.DataFrame,
+    *,
+    budget_evals: int = 200,
+    n_minutes: int = 1440,
+    seeds: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+    sigma0: float = 0.2,
+    popsize: int | None = None,
+    n_boot: int = 100,
+    block_minutes: int = 240,
+    start: np.ndarray | None = None,
+    config: SimConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> CalibrationResult:
+    """Fit the DSG by CMA-ES so simulated stylized facts match ``real_bars``.
+
+    real_bars: bar frame (BAR_SCHEMA; gaps allowed), >= 2 * block_minutes
+    rows; budget_evals: candidate DSGs to evaluate incl. the start point
+    (>= 5; each costs len(seeds) simulations of n_minutes bars, ~0.5 s per
+    simulated day on one core); n_minutes: bars per simulation (>= 30);
+    seeds: simulation seeds shared by every candidate (common random
+    numbers); seed: seeds the bootstrap and CMA-ES; sigma0: initial CMA-ES
+    step in [0, 1] coordinates; popsize: CMA-ES population (default
+    4 + 3 ln(dim), capped so at least one generation fits the budget);
+    n_boot / block_minutes: moving-block bootstrap of the real moments;
+    start: initial DSG (default ``default_dsg()``); config: SimConfig of
+    the simulated market; progress: called after each generation with
+    {generation, evals, budget, best_loss, gen_best_loss, loss_default,
+    seconds}.
+    returns CalibrationResult (best DSG never worse than the start DSG: the
+    start is evaluation 0).
+    raises ConfigError on invalid arguments, DataError if real_bars is too
+    short or its facts are undefined.
+    """
+    import cma
+
+    t0 = time.perf_counter()
+    if not isinstance(budget_evals, (int, np.integer)) or budget_evals < 5:
+        raise ConfigError(f"budget_evals must be an int >= 5, got {budget_evals!r}")
+    if not isinstance(n_minutes, (int, np.integer)) or n_minutes < 30:
+        raise ConfigError(f"n_minutes must be an int >= 30, got {n_minutes!r}")
+    seeds_t = tuple(int(s) for s in seeds)
+    if not seeds_t or any(s < 0 for s in seeds_t):
+        raise ConfigError(f"seeds must be a non-empty list of ints >= 0, got {list(seeds)!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+    if not (0.0 < sigma0 <= 1.0):
+        raise ConfigError(f"sigma0 must be in (0, 1], got {sigma0!r}")
+    if n_boot < 10:
+        raise ConfigError(f"n_boot must be >= 10, got {n_boot!r}")
+    if not isinstance(real_bars, pl.DataFrame) or real_bars.height < 2 * block_minutes:
+        h = getattr(real_bars, "height", None)
+        raise DataError(f"calibration needs a bar frame of >= {2 * block_minutes} bars, got {h}")
+    x0_dsg = default_dsg() if start is None else validate_dsg(start)
+
+    facts_real = stylized_facts(real_bars)
+    bad = [n for n in ("ret_std_1m", "kurt_1m", "acf_absr_1") if not math.isfinite(facts_real[n])]
+    if bad:
+        raise DataError(f"real bars give undefined facts {bad} (constant prices?)")
+    boot = block_bootstrap_facts(real_bars, n_boot=n_boot, block_minutes=block_minutes, seed=seed)
+    weights = moment_weights(boot)
+    boot_sd = {}
+    for j, n in enumerate(FACT_NAMES):
+        col = boot[:, j][np.isfinite(boot[:, j])]
+        boot_sd[n] = float(np.std(col, ddof=1)) if col.size >= 2 else math.nan
+    real_mean_vol = float(real_bars["volume"].mean() or 0.0)
+    setup = _Setup(
+        n_minutes=int(n_minutes), seeds=seeds_t, start_ms=int(real_bars["open_time"][0]),
+        start_price=float(real_bars["open"][0]), config=config,
+    )
+
+    eval_losses: list[float] = []
+    history: list[float] = []
+    best: dict[str, Any] = {}
+
+    def evaluate(dsg: np.ndarray) -> float:
+        res = _simulate_facts(dsg, setup)
+        fv = None if res is None else res[0]
+        loss = _loss(fv, facts_real, weights)
+        eval_losses.append(loss)
+        if not best or loss < best["loss"]:
+            best.update(loss=loss, dsg=dsg.copy(), fv=fv, vol=None if res is None else float(np.mean(res[1])))
+        history.append(float(best["loss"]))
+        return loss
+
+    loss_default = evaluate(x0_dsg)
+    facts_default = _mean_facts(best["fv"])
+
+    dim = len(SEARCH_IDX)
+    pop = int(popsize) if popsize is not None else 4 + int(3 * math.log(dim))
+    pop = max(2, min(pop, budget_evals - 1))
+    opts = cma.CMAOptions()
+    opts.set({
+        "bounds": [0.0, 1.0],
+        "popsize": pop,
+        "seed": int(rng.int_seed(seed, "sim", "calibrate", "cma") % (2**31 - 2)) + 1,
+        "maxfevals": budget_evals - 1,
+        "verbose": -9,
+        "verb_disp": 0,
+        "verb_log": 0,
+        "verb_filenameprefix": "",
+        "tolfun": 1e-12,
+        "tolx": 1e-9,
+    })
+    es = cma.CMAEvolutionStrategy(dsg_to_unit(x0_dsg).tolist(), float(sigma0), opts)
+    gen = 0
+    stop_reason = "budget"
+    while len(eval_losses) + pop <= budget_evals:
+        stop = es.stop()
+        if stop:
+            stop_reason = ",".join(sorted(str(k) for k in stop))
+            break
+        xs = es.ask()
+        fs = [evaluate(unit_to_dsg(np.clip(np.asarray(x), 0.0, 1.0), x0_dsg)) for x in xs]
+        es.tell(xs, fs)
+        gen += 1
+        if progress is not None:
+            progress({"generation": gen, "evals": len(eval_losses), "budget": int(budget_evals),
+                      "best_loss": float(best["loss"]), "gen_best_loss": float(min(fs)),
+                      "loss_default": float(loss_default), "seconds": time.perf_counter() - t0})
+
+    best_dsg = _fit_lot_quote(best["dsg"], real_mean_vol, best["vol"] if best["vol"] is not None else math.nan)
+    return CalibrationResult(
+        dsg=validate_dsg(best_dsg),
+        loss=float(best["loss"]),
+        loss_default=float(loss_default),
+        loss_history=history,
+        eval_losses=eval_losses,
+        facts_real=facts_real,
+        facts_sim=_mean_facts(best["fv"]),
+        facts_default=facts_default,
+        weights=weights,
+        boot_sd=boot_sd,
+        settings={
+            "budget_evals": int(budget_evals), "n_minutes": int(n_minutes), "seeds": list(seeds_t),
+            "seed": int(seed), "sigma0": float(sigma0), "popsize": pop, "n_boot": int(n_boot),
+            "block_minutes": int(block_minutes), "start_price": setup.start_price, "start_ms": setup.start_ms,
+            "real_bars": int(real_bars.height), "real_mean_volume": real_mean_vol,
+            "start_dsg": to_dict(x0_dsg),
+        },
+        seconds=time.perf_counter() - t0,
+        generations=gen,
+        stop_reason=stop_reason,
+    )
+
+
+# --------------------------------------------------------------------------- files
+def write_calibration(result: CalibrationResult, path: str | Path = DEFAULT_CALIBRATION_PATH) -> Path:
+    """Atomically write ``result.to_dict()`` as JSON (parents created). returns the Path."""
+    return atomic_write_json(path, result.to_dict())
+
+
+def read_calibration(path: str | Path = DEFAULT_CALIBRATION_PATH) -> CalibrationResult:
+    """The CalibrationResult stored at ``path``.
+
+    raises DataError if the file is missing, ConfigError if it is not valid
+    calibration JSON (out-of-bounds or unknown parameters included).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("calibration file not found (run `forge calibrate`)", file=p)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a JSON object")
+    return CalibrationResult.from_dict(d)
+
+
+def load_calibration(path: str | Path = DEFAULT_CALIBRATION_PATH) -> np.ndarray:
+    """(N_P,) float64 calibrated DSG from ``path``; ``default_dsg()`` if the file
+    does not exist.  raises ConfigError if the file exists but is malformed."""
+    p = Path(path)
+    if not p.is_file():
+        return default_dsg()
+    return read_calibration(p).dsg
+
+
+def load_calibrated_facts(path: str | Path = DEFAULT_CALIBRATION_PATH) -> tuple[dict[str, float], dict[str, float]] | None:
+    """(facts of the calibrated simulator, weights) for ``realism_distance``, or
+    None if no calibration file exists.  raises ConfigError if malformed."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    r = read_calibration(p)
+    return r.facts_sim, r.weights
