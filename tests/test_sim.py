@@ -468,7 +468,7 @@ def test_cli_calibrate_writes_calibration_json(tmp_path):
     from cli import forge_app
 
     out = tmp_path / "calibration.json"
-    r = CliRunner().invoke(forge_app, ["calibrate", "--budget", "4", "--minutes", "60", "--seeds", "1", "-o", str(out)])
+    r = CliRunner().invoke(forge_app, ["calibrate", "--budget", "5", "--minutes", "60", "--seeds", "1", "-o", str(out)])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     assert "Stylized facts" in r.output and d
