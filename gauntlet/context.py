@@ -135,8 +135,10 @@ class RunContext:
 
     @classmethod
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,
-             allow_overlap: bool = False, max_candidates: int | None = None) -> RunContext:
-        """Load a run directory; raises RunDirError (missing/corrupt files) or DataError
+             allow_overlap: bool = False, max_candidates: int | None = None,
+             bars: pl.DataFrame | None = None) -> RunContext:
+        """Load a run directory. bars: the run's own bars in memory (e.g. a synthetic market the run
+        was evolved on; the manifest's split applies), instead of reloading its data. Raises RunDirError (missing/corrupt files) or DataError
         (bars that do not match the run, or overlap its in-sample range without allow_overlap)."""
         run_dir = Path(run_dir)
         manifest = _read_json(run_dir / "manifest.json")
@@ -169,7 +171,11 @@ class RunContext:
         else:
             paths = list(manifest["config"]["evolve"].get("data") or [])
             symbol = (manifest.get("data") or {}).get("symbol")
-            if symbol and paths:
+            if bars is not None:
+                from forge.data.loader import coverage_of
+
+                cov = coverage_of(bars, source="in-memory bars")
+            elif symbol and paths:
                 from forge.evolve import load_symbol_bars
 
                 bars, cov = load_symbol_bars(tuple(paths), symbol)

@@ -112,19 +112,21 @@ def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
 
 def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
-                 max_candidates: int | None = None,
+                 max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
     allow_overlap: permit ``data`` that overlaps the in-sample range;
-    publish_dir: survivors are published there (None: not published).
+    publish_dir: survivors are published there (None: not published);
+    bars: the run's own bars in memory (polars frame), instead of reloading its data.
     Writes ``gauntlet_report.json`` into the run directory.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
-    ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates)
+    ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates,
+                          bars=bars)
     say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars")
     shared = _shared(ctx, cfg)
     say(f"shared: {shared['trials'].n_effective} effective trials of {shared['trials'].n_raw} sampled")

@@ -218,3 +218,19 @@ def test_publish_verify_tamper_and_hmac(tmp_path, monkeypatch):
     gfile.write_text(gfile.read_text().replace("ret_1", "ret_5", 1))
     with pytest.raises(GenomeError, match="sha256"):
         verify_champion(meta)
+
+
+def test_honesty_study_small_version(tmp_path):
+    """Tiny FDR/power/calibration study: the machinery the benchmark runs at scale."""
+    from gauntlet.honesty import run_study, synthetic_bars
+
+    bars, sharpe0 = synthetic_bars(5, 0.0)
+    _, sharpe1 = synthetic_bars(5, 0.5)
+    assert bars.height == 20160 and abs(sharpe0) < 0.03 and sharpe1 > sharpe0 + 0.05
+    runs, summary = run_study(2, 1, (0.5,), tmp_path, population=8, generations=1)
+    assert [r.kind for r in runs] == ["null", "null", "planted"]
+    fd = summary["false_discovery"]
+    assert fd["runs"] == 2 and 0 <= fd["clopper_pearson_95"][0] <= fd["rate"] <= fd["clopper_pearson_95"][1] <= 1
+    assert summary["power"]["0.5"]["runs"] == 1
+    for r in runs:
+        assert all(p is None or 0 <= p <= 1 for p in r.stage_p.values())
