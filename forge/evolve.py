@@ -538,6 +538,12 @@ def evolve(
     pset = build_pset(feature_names)
     ops = gp_ops.Operators(pset, max_depth=ec.max_depth, max_size=ec.max_size)
     sc = cfg.surrogate
+    coev = None
+    if cfg.coevolution.enabled:
+        from forge.coevolution import Arena, Coevolution
+
+        coev = Coevolution(cfg.coevolution, Arena(cfg.coevolution, feature_names, library, seed=ec.seed),
+                           rng.generator(ec.seed, "coevolution"))
     use_surrogate = sc.enabled and ec.generations > 0
     surrogate = Surrogate(sc, seed=rng.int_seed(ec.seed, "surrogate")) if use_surrogate else None
     proxy_len = max(100, min(sc.proxy_bars, data_is.X.shape[1] // 10))
@@ -589,6 +595,31 @@ def evolve(
             proxies = [f for f, _m in proxy_eval.evaluate(genomes)]
             return np.vstack([describe(g, feature_names, p) for g, p in zip(genomes, proxies)])
 
+        def adversarial(individuals: list[Any], select: bool = True) -> dict[str, Any]:
+            """Dual fitness: causal (backtest) and adversarial (inside the simulator against predators)."""
+            if coev is None:
+                return {}
+            coev.begin_generation()
+            genomes = [genome_from_individual(ind, pset) for ind in individuals]
+            scores = coev.score(genomes)
+            for ind, adv in zip(individuals, scores):
+                causal = ind.metrics.get("causal_fitness", ind.fitness.values[0]) if isinstance(ind.metrics, dict) \
+                    else ind.fitness.values[0]
+                ind.metrics = {**(ind.metrics or {}), "causal_fitness": causal, "adversarial_bp": adv}
+                if cfg.coevolution.mode == "weighted":
+                    from forge.coevolution import combine
+
+                    ind.fitness.values = (combine(causal, adv, cfg.coevolution),)
+            out = {"adversarial_mean_bp": float(np.mean(scores))}
+            if select:  # generation 0: predators move once the first prey exist
+                out.update(predator_step(individuals))
+            return out
+
+        def predator_step(population: list[Any]) -> dict[str, Any]:
+            ranked = sorted(population, key=lambda ind: -ind.metrics["causal_fitness"])
+            row = coev.step([genome_from_individual(ind, pset) for ind in ranked])
+            return {"predator_best": row["predator_best"], "predator_realism": row["realism_of_best"]}
+
         def checkpoint(gen: int, population: list[Any]) -> None:
             if not ec.checkpoint:
                 return
@@ -606,6 +637,7 @@ def evolve(
                 "n_evaluated": evaluator.n_evaluated,
                 "evaluated_lines": len(evaluator.memo),
                 "surrogate_rows": surrogate.n_train if surrogate is not None else 0,
+                "coevolution": coev.state() if coev is not None else None,
             })
 
         def record(gen: int, population: list[Any], nevals: int, seconds: float, extra: dict[str, Any]) -> None:
@@ -643,6 +675,8 @@ def evolve(
             population = [restore(e) for e in ck["population"]]
             hof.items = [restore(e) for e in ck["hall_of_fame"]]
             hof.keys = [ind.fitness for ind in reversed(hof.items)]
+            if coev is not None:
+                coev.load_state(ck["coevolution"])
             if surrogate is not None and ck["surrogate_rows"]:
                 data = np.load(run_dir / SURROGATE_DATA, allow_pickle=False)
                 surrogate.observe(data["X"][: ck["surrogate_rows"]], data["y"][: ck["surrogate_rows"]])
@@ -660,10 +694,12 @@ def evolve(
             init += ops.init_population(ec.population - len(init), ec.init_min_depth, ec.init_max_depth)
             population = [new_individual(t) for t in init[: ec.population]]
             nevals, genomes = assign(population)
+            coev_extra = adversarial(population)
             if surrogate is not None:
                 surrogate.observe(descriptors(genomes), [ind.fitness.values[0] for ind in population])
             record(0, population, nevals, time.perf_counter() - t0, {"candidates": len(population),
-                                                                     "evals_saved": 0, "surrogate_spearman": None})
+                                                                     "evals_saved": 0, "surrogate_spearman": None,
+                                                                     **coev_extra})
             start_gen = 1
 
         for gen in range(start_gen, ec.generations + 1):
@@ -697,7 +733,19 @@ def evolve(
             else:
                 offspring = candidates
                 nevals, _g = assign(offspring)
-            population = survivors(population + offspring, ec.population)
+            pool = population + offspring
+            if coev is not None:
+                extra.update(adversarial(pool, select=False))
+                if cfg.coevolution.mode == "pareto":
+                    from forge.coevolution import pareto_order
+
+                    objectives = np.array([[ind.metrics["causal_fitness"], ind.metrics["adversarial_bp"]] for ind in pool])
+                    population = [pool[i] for i in pareto_order(objectives, ec.population)]
+                else:
+                    population = survivors(pool, ec.population)
+                extra.update(predator_step(population))
+            else:
+                population = survivors(pool, ec.population)
             record(gen, population, nevals, time.perf_counter() - t0, extra)
 
     evolve_seconds = time.perf_counter() - t_start
@@ -719,6 +767,8 @@ def evolve(
         "split": split.to_dict(),
         "features": list(feature_names),
         "causal_filter": causal_report.to_dict() if causal_report is not None else None,
+        "coevolution": {"mode": cfg.coevolution.mode, "predator_hall_of_fame": coev.hall_of_fame(),
+                        "history": coev.history} if coev is not None else None,
         "pset_version": champion.pset_version,
         "candidates_evaluated": evaluator.n_evaluated,
         "generations_run": ec.generations,

@@ -14,6 +14,7 @@ from pathlib import Path
 from forge.backtest import BacktestConfig
 from forge.core.config import CONFIG_DIR, build_section, read_toml
 from forge.core.errors import ConfigError
+from forge.coevolution import CoevolutionSection
 from forge.surrogate import SurrogateSection
 
 
@@ -189,11 +190,12 @@ class RunConfig:
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     surrogate: SurrogateSection = field(default_factory=SurrogateSection)
     causal: CausalSection = field(default_factory=CausalSection)
+    coevolution: CoevolutionSection = field(default_factory=CoevolutionSection)
     source: str = "<defaults>"
 
 
 SECTIONS = {"evolve": EvolveSection, "fitness": FitnessSection, "backtest": BacktestConfig,
-            "surrogate": SurrogateSection, "causal": CausalSection}
+            "surrogate": SurrogateSection, "causal": CausalSection, "coevolution": CoevolutionSection}
 
 
 def config_to_dict(cfg: RunConfig) -> dict:

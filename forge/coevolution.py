@@ -1,0 +1,305 @@
+"""Predator/prey co-evolution: scenario genomes (predators) against evolved strategies (prey).
+
+Prey are the GP strategies of ``forge evolve``; predators are scenario vectors
+of the limit-order-book simulator (``forge.sim.params.SCENARIO_SPECS``: stop
+hunts, liquidity vacuums, spoofing/layering, volatility shocks, all reacting
+to the strategy's position), searched in [0, 1] coordinates.
+
+Adversarial fitness of a strategy: its mean per-bar return (after taker fees
+and the impact of walking the simulated book) inside the calibrated simulator,
+averaged over a sample of the current predators plus the predator hall of fame
+(which guards against cycling and disengagement). Each encounter is two-pass:
+the predator's market is simulated once without the strategy, the strategy's
+positions are computed on those bars by the same feature pipeline and VM as
+on real data, and then the market is re-simulated with the strategy trading
+those positions (its orders walk the book; predators react to its position).
+The positions therefore do not react to the strategy's own impact -- an
+open-loop approximation that keeps an encounter one vectorised VM call.
+
+Predator fitness: minus the mean return of the strategies it met, minus
+``realism_penalty * max(0, D - realism_bound)`` where D is the weighted
+stylized-facts distance of its quiet market (no strategy) to the calibrated
+simulator's facts (``forge.sim.facts.realism_distance``), so predators cannot
+win by making the market unrecognisable.
+
+Predators evolve by tournament selection, blend crossover and Gaussian
+mutation in the unit cube (DEAP's ``cxBlend``/``mutGaussian`` semantics,
+written against a numpy Generator so the state can be checkpointed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from forge.core.errors import ConfigError
+from forge.data.gaps import bars_since_gap
+from forge.gp import BufferPool, Genome
+
+__all__ = ["CoevolutionSection", "Arena", "PredatorPopulation", "Coevolution"]
+
+
+@dataclass(frozen=True)
+class CoevolutionSection:
+    """``[coevolution]``: enabled; mode "weighted" (fitness = causal + weight * adversarial score,
+    adversarial score = mean per-bar return * 10,000, i.e. bp per bar) or "pareto" (NSGA-II over
+    causal fitness and adversarial score); predators: predator population size; predators_met:
+    current predators each strategy meets (plus the whole predator hall of fame); predator_hof:
+    size of the predator hall of fame; sim_minutes: simulated bars per encounter (the first
+    ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
+    realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
+    of ``forge calibrate``'s output (default DSG if missing); fee_bps: taker fee inside the book."""
+
+    enabled: bool = False
+    mode: str = "weighted"
+    weight: float = 1.0
+    predators: int = 6
+    predators_met: int = 2
+    predator_hof: int = 2
+    sim_minutes: int = 480
+    warmup_minutes: int = 240
+    realism_bound: float = 50.0
+    realism_penalty: float = 0.01
+    mutation_sigma: float = 0.15
+    calibration: str = "artifacts/sim/calibration.json"
+    fee_bps: float = 10.0
+
+    def validate(self) -> None:
+        if self.mode not in ("weighted", "pareto"):
+            raise ConfigError(f"coevolution.mode must be 'weighted' or 'pareto', got {self.mode!r}")
+        if self.predators < 2 or self.predators_met < 1 or self.predators_met > self.predators:
+            raise ConfigError("coevolution: need predators >= 2 and 1 <= predators_met <= predators")
+        if self.predator_hof < 0:
+            raise ConfigError(f"coevolution.predator_hof must be >= 0, got {self.predator_hof}")
+        if self.sim_minutes < self.warmup_minutes + 60:
+            raise ConfigError("coevolution.sim_minutes must exceed warmup_minutes by at least 60")
+        if not 0 < self.mutation_sigma <= 1:
+            raise ConfigError(f"coevolution.mutation_sigma must be in (0, 1], got {self.mutation_sigma}")
+
+
+def _scenario_from_unit(u: np.ndarray) -> np.ndarray:
+    from forge.sim.params import SCENARIO_SPECS
+
+    return np.array([s.from_unit(float(x)) for s, x in zip(SCENARIO_SPECS, u)], dtype=np.float64)
+
+
+class Arena:
+    """The calibrated simulator in which strategies meet predators.
+
+    dsg: (N_P,) float64 calibrated DSG; feature_names / library: the run's terminals, recomputed on
+    simulated bars exactly as on real bars; seed: simulation seed (common random numbers: every
+    encounter in a generation uses the same seed).
+    """
+
+    def __init__(self, cfg: CoevolutionSection, feature_names: Sequence[str], library: Any = None, seed: int = 0):
+        from forge.sim.calibrate import load_calibration
+
+        self.cfg = cfg
+        self.dsg = load_calibration(Path(cfg.calibration))
+        self.feature_names = tuple(feature_names)
+        self.library = library
+        self.seed = seed
+        self._bars: dict[tuple[bytes, int], pl.DataFrame] = {}
+        self._ref: tuple[dict[str, float], dict[str, float]] | None = None
+        self.pool = BufferPool()
+
+    def quiet_bars(self, scenario: np.ndarray, seed: int) -> pl.DataFrame:
+        """Bars of the predator's market without the strategy (cached per scenario and seed)."""
+        from forge.sim.market import simulate_bars
+
+        key = (scenario.tobytes(), seed)
+        if key not in self._bars:
+            if len(self._bars) > 64:
+                self._bars.clear()
+            self._bars[key] = simulate_bars(self.dsg, self.cfg.sim_minutes, seed, scenario=scenario)
+        return self._bars[key]
+
+    def realism(self, scenario: np.ndarray, seed: int) -> float:
+        """Weighted stylized-facts distance of the predator's quiet market to the reference market."""
+        from forge.sim.calibrate import load_calibrated_facts
+        from forge.sim.facts import realism_distance, stylized_facts
+        from forge.sim.params import no_scenario
+
+        if self._ref is None:
+            cal = load_calibrated_facts(Path(self.cfg.calibration))
+            if cal is None:  # no calibration file: the default simulator is the reference, unit weights
+                f = stylized_facts(self.quiet_bars(no_scenario(), seed))
+                cal = (f, {k: 1.0 for k in f})
+            self._ref = cal
+        return float(realism_distance(stylized_facts(self.quiet_bars(scenario, seed)), *self._ref))
+
+    def encounter(self, genome: Genome, scenario: np.ndarray, seed: int) -> float:
+        """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market,
+        measured after the warm-up. Two-pass open loop (module docstring)."""
+        from forge.sim.strategy_sim import simulate_with_strategy
+        from forge.strategy import genome_positions, strategy_features
+
+        bars = self.quiet_bars(scenario, seed)
+        names = tuple(dict.fromkeys(genome.features))
+        fm = strategy_features(bars, names, self.library)
+        pos = genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()), self.pool)
+        pos = np.nan_to_num(pos)
+        pos[: self.cfg.warmup_minutes] = 0.0
+        res = simulate_with_strategy(self.dsg, scenario, pos, self.cfg.sim_minutes, seed, self.cfg.fee_bps)
+        r = res.returns[self.cfg.warmup_minutes:]
+        return float(np.mean(r)) if r.size else 0.0
+
+
+@dataclass
+class PredatorPopulation:
+    """Scenario genomes in unit coordinates: genomes (P, N_SC) float64 in [0, 1]; fitness (P,);
+    hof: best predators so far (unit vectors) with their fitness; rng: numpy Generator."""
+
+    genomes: np.ndarray
+    fitness: np.ndarray
+    hof: list[tuple[float, list[float]]] = field(default_factory=list)
+
+    @classmethod
+    def initial(cls, n: int, rng: np.random.Generator) -> PredatorPopulation:
+        from forge.sim.params import SCENARIO_SPECS, no_scenario
+
+        base = np.array([s.to_unit(v) for s, v in zip(SCENARIO_SPECS, no_scenario())])
+        g = rng.uniform(0.0, 1.0, (n, len(SCENARIO_SPECS)))
+        g[0] = base  # the quiet market is always a member of the first generation
+        return cls(genomes=g, fitness=np.full(n, -np.inf))
+
+    def scenarios(self) -> list[np.ndarray]:
+        return [_scenario_from_unit(u) for u in self.genomes]
+
+    def hof_scenarios(self) -> list[np.ndarray]:
+        return [_scenario_from_unit(np.array(u)) for _f, u in self.hof]
+
+    def update_hof(self, size: int) -> None:
+        items = self.hof + [(float(f), list(map(float, u))) for f, u in zip(self.fitness, self.genomes)]
+        best: dict[tuple[float, ...], tuple[float, list[float]]] = {}
+        for f, u in items:
+            k = tuple(round(x, 12) for x in u)
+            if k not in best or f > best[k][0]:
+                best[k] = (f, u)
+        self.hof = sorted(best.values(), key=lambda t: -t[0])[:size]
+
+    def breed(self, rng: np.random.Generator, sigma: float, tournament: int = 3) -> None:
+        """Next generation: elitism of 1, tournament selection, blend crossover (alpha 0.5), Gaussian mutation."""
+        n, d = self.genomes.shape
+        out = [self.genomes[int(np.argmax(self.fitness))].copy()]
+        while len(out) < n:
+            parents = []
+            for _ in range(2):
+                idx = rng.integers(0, n, tournament)
+                parents.append(self.genomes[idx[int(np.argmax(self.fitness[idx]))]])
+            gamma = (1.0 + 2 * 0.5) * rng.uniform(size=d) - 0.5
+            child = (1.0 - gamma) * parents[0] + gamma * parents[1]
+            mask = rng.uniform(size=d) < 1.0 / d + 0.2
+            child = child + mask * rng.normal(0.0, sigma, d)
+            out.append(np.clip(child, 0.0, 1.0))
+        self.genomes = np.array(out)
+        self.fitness = np.full(n, -np.inf)
+
+
+class Coevolution:
+    """Drives the predator side inside ``forge evolve`` (see ``forge.evolve``).
+
+    Per generation: ``score(genomes)`` gives each strategy's adversarial score against a seeded sample
+    of ``predators_met`` current predators plus the predator hall of fame; ``step(prey)`` evaluates the
+    predators against the best strategies, updates the predator hall of fame and breeds the next
+    predators. ``state()``/``from_state`` checkpoint everything, including the numpy RNG.
+    """
+
+    def __init__(self, cfg: CoevolutionSection, arena: Arena, rng: np.random.Generator):
+        self.cfg, self.arena, self.rng = cfg, arena, rng
+        self.pop = PredatorPopulation.initial(cfg.predators, rng)
+        self.generation = 0
+        self.history: list[dict[str, Any]] = []
+        self._met: list[int] = []
+
+    def _sim_seed(self) -> int:
+        return int(self.arena.seed * 1000 + self.generation)
+
+    def begin_generation(self) -> None:
+        """Choose the predators strategies meet this generation."""
+        self._met = sorted(int(i) for i in self.rng.choice(self.cfg.predators, self.cfg.predators_met, replace=False))
+
+    def opponents(self) -> list[np.ndarray]:
+        sc = self.pop.scenarios()
+        return [sc[i] for i in self._met] + self.pop.hof_scenarios()
+
+    def score(self, genomes: Sequence[Genome]) -> list[float]:
+        """Adversarial score of each genome: mean per-bar return in bp against this generation's opponents."""
+        if not self._met:
+            self.begin_generation()
+        opp = self.opponents()
+        seed = self._sim_seed()
+        return [1e4 * float(np.mean([self.arena.encounter(g, s, seed) for s in opp])) for g in genomes]
+
+    def step(self, prey: Sequence[Genome], n_prey: int = 3) -> dict[str, Any]:
+        """Evaluate predators against the top ``n_prey`` strategies, keep the hall of fame, breed."""
+        seed = self._sim_seed()
+        prey = list(prey)[:n_prey]
+        fits, real = [], []
+        for s in self.pop.scenarios():
+            pnl = float(np.mean([self.arena.encounter(g, s, seed) for g in prey])) * 1e4 if prey else 0.0
+            d = self.arena.realism(s, seed)
+            real.append(d)
+            fits.append(-pnl - self.cfg.realism_penalty * max(0.0, d - self.cfg.realism_bound))
+        self.pop.fitness = np.array(fits)
+        self.pop.update_hof(self.cfg.predator_hof)
+        row = {"generation": self.generation, "predator_best": float(np.max(fits)),
+               "predator_mean": float(np.mean(fits)), "realism_mean": float(np.mean(real)),
+               "realism_of_best": float(real[int(np.argmax(fits))]),
+               "hof_best": self.pop.hof[0][0] if self.pop.hof else None}
+        self.history.append(row)
+        self.pop.breed(self.rng, self.cfg.mutation_sigma)
+        self.generation += 1
+        self._met = []
+        return row
+
+    def hall_of_fame(self) -> list[dict[str, Any]]:
+        from forge.sim.params import SCENARIO_SPECS
+
+        return [{"fitness": f, "scenario": {s.name: v for s, v in zip(SCENARIO_SPECS, _scenario_from_unit(np.array(u)))}}
+                for f, u in self.pop.hof]
+
+    def state(self) -> dict[str, Any]:
+        return {"generation": self.generation, "genomes": self.pop.genomes.tolist(),
+                "fitness": [None if not math.isfinite(f) else float(f) for f in self.pop.fitness],
+                "hof": self.pop.hof, "rng": self.rng.bit_generator.state, "history": self.history, "met": self._met}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.generation = int(st["generation"])
+        self.pop.genomes = np.array(st["genomes"], dtype=np.float64)
+        self.pop.fitness = np.array([-np.inf if f is None else f for f in st["fitness"]], dtype=np.float64)
+        self.pop.hof = [(float(f), list(u)) for f, u in st["hof"]]
+        self.rng.bit_generator.state = st["rng"]
+        self.history = list(st["history"])
+        self._met = list(st["met"])
+
+
+def combine(causal: float, adversarial: float, cfg: CoevolutionSection) -> float:
+    """Weighted dual fitness (mode "weighted")."""
+    return float(causal + cfg.weight * adversarial)
+
+
+def pareto_order(objectives: np.ndarray, k: int) -> list[int]:
+    """Indices of the k survivors by NSGA-II (DEAP's ``selNSGA2``) over (n, m) objectives, all maximised."""
+    from deap import base, creator, tools
+
+    if not hasattr(creator, "FitnessCoev"):
+        creator.create("FitnessCoev", base.Fitness, weights=(1.0,) * objectives.shape[1])
+
+    class _P:
+        __slots__ = ("fitness", "i")
+
+    items = []
+    for i, row in enumerate(objectives):
+        p = _P()
+        p.i = i
+        p.fitness = creator.FitnessCoev()
+        p.fitness.values = tuple(float(x) if math.isfinite(x) else -1e18 for x in row)
+        items.append(p)
+    return [p.i for p in tools.selNSGA2(items, k)]
+
