@@ -64,7 +64,6 @@ def _dsr_plot(verdicts: list[dict[str, Any]], shared: dict[str, Any]) -> str:
 
     from gauntlet.stats import expected_max_sharpe, probabilistic_sharpe_ratio
 
-    v = shared["trials"]["var_sharpe_per_bar"]
     n_eff = shared["trials"]["n_effective"]
     ns = np.unique(np.geomspace(1, max(10 * n_eff, 100), 60).astype(int))
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -72,6 +71,7 @@ def _dsr_plot(verdicts: list[dict[str, Any]], shared: dict[str, Any]) -> str:
         d = vd["stages"]["dsr"].details
         if not d:
             continue
+        v = d["var_sharpe_used"]  # the variance the stage used (trials' spread, floored at 1/T)
         ys = [probabilistic_sharpe_ratio(d["sharpe"], expected_max_sharpe(n, v), d["n_obs"], d["skew"], d["kurtosis"])
               for n in ns]
         ax.plot(ns, ys, label=f"#{vd['rank']}")
