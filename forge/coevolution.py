@@ -50,7 +50,10 @@ class CoevolutionSection:
     adversarial score = mean per-bar return * 10,000, i.e. bp per bar) or "pareto" (NSGA-II over
     causal fitness and adversarial score); predators: predator population size; predators_met:
     current predators each strategy meets (plus the whole predator hall of fame); predator_hof:
-    size of the predator hall of fame; sim_minutes: simulated bars per encounter (the first
+    size of the predator hall of fame; adversarial_top: only the best this-many strategies of each
+    generation's pool (by causal fitness) meet predators, the rest get the worst adversarial score
+    measured in that generation (a conservative stand-in that keeps a generation's cost bounded);
+    sim_minutes: simulated bars per encounter (the first
     ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
     realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
     of ``forge calibrate``'s output (default DSG if missing); fee_bps: taker fee inside the book."""
@@ -61,6 +64,7 @@ class CoevolutionSection:
     predators: int = 6
     predators_met: int = 2
     predator_hof: int = 2
+    adversarial_top: int = 16
     sim_minutes: int = 480
     warmup_minutes: int = 240
     realism_bound: float = 50.0
@@ -74,6 +78,8 @@ class CoevolutionSection:
             raise ConfigError(f"coevolution.mode must be 'weighted' or 'pareto', got {self.mode!r}")
         if self.predators < 2 or self.predators_met < 1 or self.predators_met > self.predators:
             raise ConfigError("coevolution: need predators >= 2 and 1 <= predators_met <= predators")
+        if self.adversarial_top < 1:
+            raise ConfigError(f"coevolution.adversarial_top must be >= 1, got {self.adversarial_top}")
         if self.predator_hof < 0:
             raise ConfigError(f"coevolution.predator_hof must be >= 0, got {self.predator_hof}")
         if self.sim_minutes < self.warmup_minutes + 60:

@@ -600,17 +600,21 @@ def evolve(
             if coev is None:
                 return {}
             coev.begin_generation()
-            genomes = [genome_from_individual(ind, pset) for ind in individuals]
-            scores = coev.score(genomes)
-            for ind, adv in zip(individuals, scores):
-                causal = ind.metrics.get("causal_fitness", ind.fitness.values[0]) if isinstance(ind.metrics, dict) \
-                    else ind.fitness.values[0]
-                ind.metrics = {**(ind.metrics or {}), "causal_fitness": causal, "adversarial_bp": adv}
+            causal = [ind.metrics.get("causal_fitness", ind.fitness.values[0]) if isinstance(ind.metrics, dict)
+                      else ind.fitness.values[0] for ind in individuals]
+            order = sorted(range(len(individuals)), key=lambda i: (-causal[i], i))
+            top = order[: cfg.coevolution.adversarial_top]
+            measured = coev.score([genome_from_individual(individuals[i], pset) for i in top])
+            scores = [min(measured)] * len(individuals)
+            for i, adv in zip(top, measured):
+                scores[i] = adv
+            for ind, c, adv in zip(individuals, causal, scores):
+                ind.metrics = {**(ind.metrics or {}), "causal_fitness": c, "adversarial_bp": adv}
                 if cfg.coevolution.mode == "weighted":
                     from forge.coevolution import combine
 
-                    ind.fitness.values = (combine(causal, adv, cfg.coevolution),)
-            out = {"adversarial_mean_bp": float(np.mean(scores))}
+                    ind.fitness.values = (combine(c, adv, cfg.coevolution),)
+            out = {"adversarial_mean_bp": float(np.mean(measured)), "adversarial_evaluated": len(top)}
             if select:  # generation 0: predators move once the first prey exist
                 out.update(predator_step(individuals))
             return out
