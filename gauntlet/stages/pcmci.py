@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forge.causal import pcmci_links_into
+from forge.causal import pcmci_links_into, vol_standardized
 from forge.features import compute_features
 from gauntlet.stages import StageResult
 
@@ -37,6 +37,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     ret = np.full(close.shape, np.nan)
     ret[1:] = np.diff(np.log(close))
     ret[1:][np.diff(t) != 60_000] = np.nan
+    ret = vol_standardized(ret)  # z-scores (homoscedastic noise for ParCorr's analytic p-values)
     pos = cand.position[a:b]
     if np.nanstd(pos) == 0:
         return StageResult(NAME, "q-value", None, None, cfg.alpha, False,
