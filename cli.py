@@ -355,7 +355,12 @@ def bench(
     if write is not None:
         from forge.core.artifacts import atomic_write_text
 
-        atomic_write_text(write, render_markdown(results, " ".join(["forge"] + sys.argv[1:])))
+        # sections below the marker (other benchmarks' results, each with its command) are kept
+        marker = "<!-- end of forge bench -->"
+        tail = ""
+        if write.is_file() and marker in write.read_text():
+            tail = write.read_text().split(marker, 1)[1]
+        atomic_write_text(write, render_markdown(results, " ".join(["forge"] + sys.argv[1:])) + "\n" + marker + tail)
     if as_json:
         print(json.dumps(results, indent=2))
         return
@@ -448,6 +453,64 @@ def gauntlet_show(run_dir: Annotated[Path, typer.Argument(help="A run directory 
 
 
 # --------------------------------------------------------------------------- crucible
+
+
+@crucible_app.command("live")
+@edge
+def crucible_live(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Crucible TOML (default: configs/crucible.toml).")] = None,
+    venue: Annotated[str, typer.Option("--venue", help="replay (offline, default) | bybit-testnet | binance-demo (keys from env vars).")] = "replay",
+    speed: Annotated[Optional[float], typer.Option("--speed", help="Replay speed as a multiple of real time (0 = as fast as possible).")] = None,
+    max_bars: Annotated[Optional[int], typer.Option("--max-bars", help="Stop after this many bars.")] = None,
+    journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
+) -> None:
+    """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
+    the $200 kill rule, capital reweighting and a durable journal."""
+    from crucible.runtime import run_live
+
+    quiet = not console.is_terminal
+
+    def on_event(e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "stale", "challenger"):
+            console.print(f"[bold]{kind}[/] " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event"),
+                          highlight=False)
+        elif kind == "start":
+            slots = e.get("slots")
+            n = len(slots) if isinstance(slots, (list, tuple)) else slots
+            console.print(f"crucible: venue {e.get('venue')}, {n} slots", highlight=False)
+        elif kind == "reweight" and not quiet:
+            console.print(f"reweight {e.get('weights')}", highlight=False)
+
+    summary = run_live(config, venue=venue, speed=speed, max_bars=max_bars, journal_path=journal, progress=on_event)
+    table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
+                        f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
+                        f"{summary['bars_per_s']:.0f} bars/s)")
+    for col in ("slot", "symbol", "status", "equity", "realised", "unrealised", "fees", "weight", "fills", "genome"):
+        table.add_column(col, justify="right")
+    for sl in summary["slots"]:
+        table.add_row(str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), f"{sl['equity']:.2f}",
+                      f"{sl['realised']:.2f}", f"{sl['unrealised']:.2f}", f"{sl['fees']:.2f}", f"{sl['weight']:.3f}",
+                      str(sl["fills"]), str(sl["genome"])[:24])
+    console.print(table)
+    console.print(f"total equity {summary['total_equity']:.2f} USDT; journal {summary['journal']}"
+                  + (f"; replacement requests: {', '.join(map(str, summary['requests']))}" if summary["requests"] else ""))
+
+
+@crucible_app.command("status")
+@edge
+def crucible_status(
+    journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
+) -> None:
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps (read-only)."""
+    from crucible.status import status, status_table
+
+    rep = status(journal)
+    if as_json:
+        print(json.dumps(rep, indent=2, default=str))
+        return
+    console.print(status_table(rep))
 
 
 @crucible_app.command("verify")

@@ -1,0 +1,196 @@
+"""Crucible configuration (``configs/crucible.toml``), parsed with tomllib and
+validated up front (unknown keys, wrong types and bad values raise
+ConfigError naming the file, table and key).
+
+Tables: ``[crucible]`` (paths, order id prefix, history window), ``[replay]``,
+``[costs]``, ``[hotswap]``, ``[watchtower]``, ``[cwo]`` and one ``[[slots]]``
+table per slot.  A slot's ``genome`` is a genome JSON path (relative paths
+resolve against the current directory) or ``builtin:NAME``
+(:mod:`crucible.builtin`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from forge.core.config import build_section, read_toml
+from forge.core.errors import ConfigError
+
+__all__ = ["CrucibleConfig", "GeneralConfig", "ReplayConfig", "CostsConfig", "HotswapConfig", "WatchtowerConfig",
+           "CwoConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH"]
+
+DEFAULT_CONFIG_PATH = Path("configs/crucible.toml")
+_ID = re.compile(r"^[A-Za-z0-9]{1,8}$")
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    """journal: SQLite path; champions_dir / requests_dir: folders; kill_file: its existence flattens
+    everything and stops; order_prefix: client order id namespace (1-6 alphanumerics); history_bars:
+    rolling window of closed bars the signals are computed on (>= 2); min_order_notional: USDT below which
+    a rebalance is skipped; snapshot_every: bars between equity snapshots in the journal."""
+
+    journal: str = "artifacts/crucible/journal.sqlite"
+    champions_dir: str = "artifacts/champions"
+    requests_dir: str = "artifacts/requests"
+    kill_file: str = "artifacts/KILL"
+    order_prefix: str = "cr"
+    history_bars: int = 2000
+    min_order_notional: float = 1.0
+    snapshot_every: int = 15
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9]{1,6}", self.order_prefix):
+            raise ConfigError(f"order_prefix must be 1-6 letters/digits, got {self.order_prefix!r}")
+        if self.history_bars < 2:
+            raise ConfigError(f"history_bars must be >= 2, got {self.history_bars}")
+        if self.min_order_notional < 0 or self.snapshot_every < 1:
+            raise ConfigError("min_order_notional must be >= 0 and snapshot_every >= 1")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """data: kline/parquet files per symbol as "SYMBOL=path" strings (empty: the embedded BTCUSDT sample);
+    warmup_bars: bars of history before the first traded bar; max_bars: bars to replay (0 = all);
+    speed: multiple of real time (0 = as fast as possible); balance: starting account cash, USDT."""
+
+    data: tuple[str, ...] = ()
+    warmup_bars: int = 2000
+    max_bars: int = 0
+    speed: float = 0.0
+    balance: float = 10_000.0
+
+    def validate(self) -> None:
+        if self.warmup_bars < 1 or self.max_bars < 0 or self.speed < 0 or self.balance <= 0:
+            raise ConfigError("need warmup_bars >= 1, max_bars >= 0, speed >= 0, balance > 0")
+
+
+@dataclass(frozen=True)
+class CostsConfig:
+    """taker_fee_bps, slippage_bps: as ``forge.backtest.BacktestConfig`` (replay venue and shadow ledgers)."""
+
+    taker_fee_bps: float = 10.0
+    slippage_bps: float = 1.0
+
+    def validate(self) -> None:
+        if not (0 <= self.taker_fee_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
+            raise ConfigError("taker_fee_bps and slippage_bps must be in [0, 10000)")
+
+
+@dataclass(frozen=True)
+class HotswapConfig:
+    """enabled; poll_bars: bars between scans of champions_dir; shadow_bars: bars a challenger paper-trades
+    before it may be promoted; margin: per-bar Sharpe by which the challenger must beat the champion over
+    the shadow period; require_signature: reject unsigned files even without FORGE_SIGNING_KEY."""
+
+    enabled: bool = True
+    poll_bars: int = 5
+    shadow_bars: int = 240
+    margin: float = 0.0
+    require_signature: bool = False
+
+    def validate(self) -> None:
+        if self.poll_bars < 1 or self.shadow_bars < 2:
+            raise ConfigError("poll_bars must be >= 1 and shadow_bars >= 2")
+
+
+@dataclass(frozen=True)
+class WatchtowerConfig:
+    """kill_floor: USDT; a slot whose equity (realised + unrealised, after fees) is <= this is flattened
+    and terminated; stale_feed_seconds: no bar for this long (live venues) stands the bench down."""
+
+    kill_floor: float = 0.0
+    stale_feed_seconds: float = 180.0
+
+    def validate(self) -> None:
+        if self.stale_feed_seconds <= 0:
+            raise ConfigError("stale_feed_seconds must be > 0")
+
+
+@dataclass(frozen=True)
+class CwoConfig:
+    """interval_seconds: venue-time seconds between reweights; lookback_bars: per-bar returns used;
+    eta: exponentiated-gradient learning rate; drawdown_penalty: weight of the current drawdown
+    (fraction) in the score; min_weight / max_weight: per-slot bounds; max_turnover: cap of
+    sum |w_new - w_old| per reweight."""
+
+    interval_seconds: float = 60.0
+    lookback_bars: int = 240
+    eta: float = 0.5
+    drawdown_penalty: float = 1.0
+    min_weight: float = 0.02
+    max_weight: float = 0.5
+    max_turnover: float = 0.2
+
+    def validate(self) -> None:
+        if not (0 <= self.min_weight <= self.max_weight <= 1):
+            raise ConfigError("need 0 <= min_weight <= max_weight <= 1")
+        if self.interval_seconds <= 0 or self.lookback_bars < 2 or self.eta < 0 or not 0 < self.max_turnover <= 2:
+            raise ConfigError("need interval_seconds > 0, lookback_bars >= 2, eta >= 0, 0 < max_turnover <= 2")
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """id: 1-8 letters/digits (part of every client order id); symbol: e.g. BTCUSDT; genome: path or
+    builtin:NAME; capital: the slot's virtual capital, USDT."""
+
+    id: str
+    symbol: str
+    genome: str
+    capital: float = 200.0
+
+    def validate(self) -> None:
+        if not _ID.fullmatch(self.id):
+            raise ConfigError(f"slot id must be 1-8 letters/digits, got {self.id!r}")
+        if self.capital <= 0:
+            raise ConfigError(f"slot {self.id}: capital must be > 0")
+
+
+@dataclass(frozen=True)
+class CrucibleConfig:
+    """The whole configuration; ``source`` is the file it came from (or "defaults")."""
+
+    slots: tuple[SlotConfig, ...]
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
+    hotswap: HotswapConfig = field(default_factory=HotswapConfig)
+    watchtower: WatchtowerConfig = field(default_factory=WatchtowerConfig)
+    cwo: CwoConfig = field(default_factory=CwoConfig)
+    source: str = "defaults"
+
+    def with_(self, section: str, **changes: Any) -> "CrucibleConfig":
+        """Copy with fields of one section replaced (e.g. ``cfg.with_("general", journal="x.sqlite")``)."""
+        return replace(self, **{section: replace(getattr(self, section), **changes)})
+
+
+_SECTIONS = {"crucible": ("general", GeneralConfig), "replay": ("replay", ReplayConfig),
+             "costs": ("costs", CostsConfig), "hotswap": ("hotswap", HotswapConfig),
+             "watchtower": ("watchtower", WatchtowerConfig), "cwo": ("cwo", CwoConfig)}
+
+
+def config_from_dict(d: dict[str, Any], source: str = "dict") -> CrucibleConfig:
+    """Build and validate a CrucibleConfig from a parsed TOML dict; raises ConfigError."""
+    unknown = sorted(set(d) - set(_SECTIONS) - {"slots"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s) {unknown}; valid: {sorted(_SECTIONS) + ['slots']}")
+    kw: dict[str, Any] = {}
+    for table, (attr, cls) in _SECTIONS.items():
+        kw[attr] = build_section(cls, dict(d.get(table, {})), f"{source} [{table}]")
+    raw_slots = d.get("slots")
+    if not isinstance(raw_slots, list) or not raw_slots:
+        raise ConfigError(f"{source}: at least one [[slots]] table is required")
+    slots = tuple(build_section(SlotConfig, dict(s), f"{source} [[slots]] #{i}") for i, s in enumerate(raw_slots))
+    ids = [s.id for s in slots]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{source}: duplicate slot ids {ids}")
+    return CrucibleConfig(slots=slots, source=source, **kw)
+
+
+def load_crucible_config(path: str | Path | None = None) -> CrucibleConfig:
+    """Load ``path`` (default ``configs/crucible.toml``); raises ConfigError (file, table, key)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    return config_from_dict(read_toml(p), str(p))

@@ -1,0 +1,186 @@
+"""The Crucible's journal: SQLite in WAL mode with ``synchronous=FULL``.
+
+Every state change the runtime cannot recompute is written here before it
+matters: an order *intent* is committed before the order is sent, then its
+acknowledgement (or "unknown" after a network error); fills are keyed by
+the venue's trade id, so booking the same fill twice is impossible; swaps,
+kills, reweights, requests and equity snapshots are events.  On restart the
+ledger is replayed from this file and reconciled with the venue.
+
+Order statuses: ``intent`` (saved, not yet sent) → ``acked`` (venue accepted)
+→ ``filled``; or ``unknown`` (send outcome not known: resolve by client
+order id), ``rejected``, ``canceled``, ``abandoned`` (never reached the
+venue and no longer wanted).  Times are ms UTC; quantities signed base
+units; money USDT.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from crucible.venues.base import Fill
+
+__all__ = ["Journal", "OPEN_STATUSES"]
+
+OPEN_STATUSES = ("intent", "acked", "unknown")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY, slot TEXT NOT NULL, symbol TEXT NOT NULL, qty REAL NOT NULL,
+    target REAL NOT NULL, bar_time INTEGER NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL,
+    status TEXT NOT NULL, venue_order_id TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    error TEXT);
+CREATE TABLE IF NOT EXISTS fills (
+    trade_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, order_id TEXT, slot TEXT, symbol TEXT NOT NULL,
+    qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL, time_ms INTEGER NOT NULL, booked_seq INTEGER);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, kind TEXT NOT NULL, slot TEXT,
+    data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS equity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, slot TEXT NOT NULL, equity REAL NOT NULL,
+    cash REAL NOT NULL, units REAL NOT NULL, mark REAL NOT NULL, weight REAL NOT NULL, status TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+"""
+
+
+class Journal:
+    """SQLite journal at ``path`` (parents created).  Not thread-safe; one writer.
+
+    raises sqlite3.DatabaseError for a file that is not a journal.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit BEGIN for batches
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        self.db.row_factory = sqlite3.Row
+        self._batch = 0
+
+    # ------------------------------------------------------------------ transactions
+
+    def __enter__(self) -> "Journal":
+        """``with journal:`` groups writes into one durable transaction (nestable)."""
+        if self._batch == 0:
+            self.db.execute("BEGIN IMMEDIATE")
+        self._batch += 1
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._batch -= 1
+        if self._batch == 0:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+    def close(self) -> None:
+        if self._batch:
+            self.db.execute("ROLLBACK")
+            self._batch = 0
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, json.dumps(value)))
+
+    # ------------------------------------------------------------------ orders
+
+    def add_intent(self, *, client_order_id: str, slot: str, symbol: str, qty: float, target: float,
+                   bar_time: int, seq: int, reason: str, now_ms: int) -> None:
+        """Record an order intent (committed before the order is sent). Idempotent by client order id."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO orders(client_order_id, slot, symbol, qty, target, bar_time, seq, reason, status,"
+            " created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?, 'intent', ?, ?)",
+            (client_order_id, slot, symbol, float(qty), float(target), int(bar_time), int(seq), reason, now_ms, now_ms))
+
+    def set_order_status(self, client_order_id: str, status: str, now_ms: int, *, venue_order_id: str | None = None,
+                         error: str | None = None) -> None:
+        self.db.execute(
+            "UPDATE orders SET status=?, updated_ms=?, venue_order_id=COALESCE(?, venue_order_id),"
+            " error=COALESCE(?, error) WHERE client_order_id=?",
+            (status, now_ms, venue_order_id, error, client_order_id))
+
+    def order(self, client_order_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def orders(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Orders (oldest first), optionally only those with a status in ``statuses``."""
+        if statuses is None:
+            rows = self.db.execute("SELECT * FROM orders ORDER BY created_ms, rowid").fetchall()
+        else:
+            st = tuple(statuses)
+            rows = self.db.execute(f"SELECT * FROM orders WHERE status IN ({','.join('?' * len(st))})"
+                                   " ORDER BY created_ms, rowid", st).fetchall()
+        return [dict(r) for r in rows]
+
+    def next_seq(self, slot: str, bar_time: int) -> int:
+        """Next order sequence number of ``slot`` at ``bar_time`` (0 for the first)."""
+        row = self.db.execute("SELECT MAX(seq) FROM orders WHERE slot=? AND bar_time=?", (slot, bar_time)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    # ------------------------------------------------------------------ fills
+
+    def add_fill(self, fill: Fill, slot: str | None) -> bool:
+        """Book a fill; returns False (and changes nothing) if its trade id is already booked."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO fills(trade_id, client_order_id, order_id, slot, symbol, qty, price, fee, time_ms)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (fill.trade_id, fill.client_order_id, fill.order_id, slot, fill.symbol, fill.qty, fill.price, fill.fee,
+             fill.time_ms))
+        return cur.rowcount == 1
+
+    def has_fill(self, trade_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM fills WHERE trade_id=?", (trade_id,)).fetchone() is not None
+
+    def fills(self, slot: str | None = None) -> list[dict[str, Any]]:
+        """Booked fills in booking order."""
+        if slot is None:
+            rows = self.db.execute("SELECT * FROM fills ORDER BY rowid").fetchall()
+        else:
+            rows = self.db.execute("SELECT * FROM fills WHERE slot=? ORDER BY rowid", (slot,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def filled_qty(self, client_order_id: str) -> float:
+        row = self.db.execute("SELECT COALESCE(SUM(qty), 0) FROM fills WHERE client_order_id=?",
+                              (client_order_id,)).fetchone()
+        return float(row[0])
+
+    # ------------------------------------------------------------------ events & equity
+
+    def event(self, kind: str, time_ms: int, slot: str | None = None, **data: Any) -> None:
+        """Append an event (swap, kill, reweight, request, killswitch, reject, reconcile, stale, ...)."""
+        self.db.execute("INSERT INTO events(time_ms, kind, slot, data) VALUES (?,?,?,?)",
+                        (int(time_ms), kind, slot, json.dumps(data, default=str)))
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+        rows = self.db.execute(q, (kind,) if kind else ()).fetchall()
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
+    def equity_snapshot(self, time_ms: int, rows: Iterable[tuple[str, float, float, float, float, float, str]]) -> None:
+        """rows: (slot, equity, cash, units, mark, weight, status)."""
+        self.db.executemany(
+            "INSERT INTO equity(time_ms, slot, equity, cash, units, mark, weight, status) VALUES (?,?,?,?,?,?,?,?)",
+            [(int(time_ms), *r) for r in rows])
+
+    def last_equity(self) -> dict[str, dict[str, Any]]:
+        """Latest equity snapshot per slot."""
+        rows = self.db.execute(
+            "SELECT e.* FROM equity e JOIN (SELECT slot, MAX(id) AS id FROM equity GROUP BY slot) m ON e.id = m.id"
+        ).fetchall()
+        return {r["slot"]: dict(r) for r in rows}

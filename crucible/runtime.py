@@ -1,0 +1,671 @@
+"""The Crucible live runtime: one loop shared by the replay venue and ccxt exchanges.
+
+Per closed 1-minute bar (venue clock), in this order:
+
+1. sync fills of open orders (de-duplicated by trade id) into the journal and the slot ledgers;
+2. mark every slot at the bar's close; global kill switch (file / SIGTERM) → flatten all, stop;
+3. Watchtower: a slot at or below the kill floor is flattened and terminated, a replacement
+   request is written;
+4. Pit Crew: promote challengers whose shadow period is over (bar boundary), scan for new ones;
+5. signals (same VM as the backtester, rolling window) → market orders for changed targets:
+   intent committed to the journal *before* the order is sent, deterministic client order id;
+6. CWO reweight every ``cwo.interval_seconds`` of venue time (bookkeeping only);
+7. equity snapshot, bar cursor committed.
+
+On start the journal is replayed (ledgers, swaps, kills, weights), then reconciled with the
+venue: orders in an unknown state are resolved by client order id (an intent never sent is
+sent now under the same id if its bar is still the latest closed bar, otherwise abandoned),
+missed fills are booked, positions and balance are compared; only then does trading resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crucible.allocator import reweight
+from crucible.bench import Ledger, Slot, client_order_id, parse_client_order_id, risk_adjusted
+from crucible.builtin import resolve_genome
+from crucible.config import CrucibleConfig, load_crucible_config
+from crucible.hotswap import Challenger, PitCrew
+from crucible.journal import OPEN_STATUSES, Journal
+from crucible.signals import SignalEngine
+from crucible.venues.base import BAR_FIELDS, Bar, Fill, Venue, VenueNetworkError, VenueRejected
+from crucible.watchtower import breaches_floor, kill_switch_engaged, write_replacement_request
+from forge.core.errors import ConfigError
+from forge.gp import Genome
+
+__all__ = ["Runtime", "run_live", "make_venue", "VENUES"]
+
+log = logging.getLogger("crucible")
+
+VENUES = ("replay", "bybit-testnet", "binance-demo")
+Progress = Callable[[dict[str, Any]], None]
+FaultHook = Callable[[str, dict[str, Any]], None]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _replay_bars(cfg: CrucibleConfig) -> dict[str, Any]:
+    from forge.data.loader import load_bars, load_sample
+
+    symbols = sorted({s.symbol for s in cfg.slots})
+    paths: dict[str, list[str]] = {}
+    for item in cfg.replay.data:
+        sym, sep, path = item.partition("=")
+        if not sep or not sym or not path:
+            raise ConfigError(f"{cfg.source} [replay] data: {item!r} must look like 'SYMBOL=path'")
+        paths.setdefault(sym.strip().upper(), []).append(path.strip())
+    out = {}
+    for sym in symbols:
+        if sym in paths:
+            out[sym] = load_bars(paths[sym])[0]
+        elif sym == "BTCUSDT":
+            out[sym] = load_sample()[0]
+        else:
+            raise ConfigError(f"{cfg.source}: no replay data for {sym} (add 'SYMBOL=path' to [replay] data; "
+                              "only BTCUSDT is embedded)")
+    return out
+
+
+def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | None = None,
+               max_bars: int | None = None, stop_event: threading.Event | None = None) -> Venue:
+    """Build the venue named ``venue`` (one of ``VENUES``) from the config.
+
+    replay: the configured bars (default: embedded BTCUSDT sample) from ``replay.warmup_bars``;
+    speed overrides ``replay.speed``; max_bars limits the replay.  bybit-testnet / binance-demo:
+    :class:`crucible.venues.ccxt_venue.CcxtVenue` with keys from environment variables.
+    raises ConfigError for an unknown venue or missing data.
+    """
+    if venue == "replay":
+        from crucible.venues.replay import ReplayVenue
+
+        bars = _replay_bars(cfg)
+        n = min(df.height for df in bars.values())
+        start = min(cfg.replay.warmup_bars, n - 1)
+        mb = max_bars if max_bars is not None else (cfg.replay.max_bars or None)
+        sp = cfg.replay.speed if speed is None else speed
+        return ReplayVenue(bars, start=start, end=None if mb is None else start + mb, balance=cfg.replay.balance,
+                           taker_fee_bps=cfg.costs.taker_fee_bps, slippage_bps=cfg.costs.slippage_bps,
+                           speed=sp or None, stop_event=stop_event)
+    if venue in ("bybit-testnet", "binance-demo"):
+        from crucible.venues.ccxt_venue import CcxtVenue
+
+        exchange = "bybit" if venue == "bybit-testnet" else "binanceusdm"
+        return CcxtVenue(exchange, sorted({s.symbol for s in cfg.slots}), sandbox=True, stop_event=stop_event)
+    raise ConfigError(f"unknown venue {venue!r}; choose one of {', '.join(VENUES)}")
+
+
+class Runtime:
+    """The bench running on one venue with one journal (see module docstring).
+
+    cfg: CrucibleConfig; venue: a Venue; journal: an open Journal; progress: callback receiving event
+    dicts ({"event": "bar" | "order" | "fill" | "swap" | "kill" | "reject" | "reweight" | "reconcile" |
+    "killswitch" | "stale" | "challenger" | "done", ...}); stop_event: set to stop after the current bar
+    (positions are kept); fault: test hook called at named points ("intent_saved", "sent_not_acked",
+    "fills_fetched", "bar_done") with a context dict — raising from it simulates a crash there.
+    """
+
+    def __init__(self, cfg: CrucibleConfig, venue: Venue, journal: Journal, *, progress: Progress | None = None,
+                 stop_event: threading.Event | None = None, fault: FaultHook | None = None) -> None:
+        self.cfg = cfg
+        self.venue = venue
+        self.journal = journal
+        self.progress = progress or (lambda e: None)
+        self.stop_event = stop_event or threading.Event()
+        self.fault = fault or (lambda point, ctx: None)
+        self.prefix = cfg.general.order_prefix
+        self.engine = SignalEngine()
+        self.slots: dict[str, Slot] = {}
+        for sc in cfg.slots:
+            g = resolve_genome(sc.genome)
+            self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital)
+        self.pit = PitCrew(cfg.general.champions_dir, require_signature=cfg.hotswap.require_signature)
+        self.challengers: dict[str, Challenger] = {}
+        self.genome_book: dict[str, tuple[Genome, str, float | None]] = {}  # sha -> (genome, symbol, score)
+        for s in self.slots.values():
+            self.genome_book[s.genome.sha256] = (s.genome, s.symbol, None)
+        self.kill_requested = False
+        self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
+                         "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0}
+        self.requests: list[str] = []
+        self.last_bar_ms: int | None = None
+        self.last_cwo_ms: int | None = None
+        self.bar_no = 0
+        self.stopped_by = "end"
+        self.reconcile_report: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, event: str, **data: Any) -> None:
+        try:
+            self.progress({"event": event, **data})
+        except Exception:  # a broken dashboard never stops trading
+            log.exception("progress callback failed")
+
+    def _slot_of(self, cid: str) -> Slot | None:
+        sid = parse_client_order_id(cid, self.prefix)
+        return self.slots.get(sid) if sid else None
+
+    def _revert_target(self, slot_id: str) -> None:
+        """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
+        rows = [o for o in self.journal.orders() if o["slot"] == slot_id
+                and o["status"] not in ("abandoned", "rejected", "canceled")]
+        s = self.slots[slot_id]
+        s.target = float(rows[-1]["target"]) if rows else 0.0
+
+    # ------------------------------------------------------------------ restore & reconcile
+
+    def restore(self) -> None:
+        """Replay the journal into slot state (genomes, kills, ledgers, targets, weights, cursor)."""
+        j = self.journal
+        if j.get_meta("started_ms") is None:
+            j.set_meta("started_ms", self.venue.now_ms())
+            j.set_meta("venue", self.venue.name)
+            j.set_meta("slots", {s.id: {"symbol": s.symbol, "capital": s.capital, "genome": s.genome_ref}
+                                 for s in self.slots.values()})
+            j.set_meta("order_prefix", self.prefix)
+            try:
+                j.set_meta("baseline_positions", self.venue.fetch_positions())
+                j.set_meta("baseline_balance", self.venue.fetch_balance())
+            except (VenueNetworkError, VenueRejected) as exc:  # pragma: no cover - live only
+                log.warning("baseline account state unavailable: %s", exc)
+            return
+        for ev in j.events():
+            s = self.slots.get(ev["slot"]) if ev["slot"] else None
+            d = ev["data"]
+            if ev["kind"] in ("swap", "rollback") and s is not None:
+                g = Genome.from_dict(d["genome"], source="journal")
+                if ev["kind"] == "swap":
+                    s.previous.append(s.genome)
+                elif s.previous:
+                    s.previous.pop()
+                s.genome = g
+                self.genome_book.setdefault(g.sha256, (g, s.symbol, None))
+                self.counters["swaps"] += ev["kind"] == "swap"
+            elif ev["kind"] == "kill" and s is not None:
+                s.status = "killed"
+                self.counters["kills"] += 1
+            elif ev["kind"] == "reweight":
+                for k, w in d["weights"].items():
+                    if k in self.slots:
+                        self.slots[k].weight = float(w)
+                self.last_cwo_ms = ev["time_ms"]
+            elif ev["kind"] == "killswitch":
+                for x in self.slots.values():
+                    if x.status == "live":
+                        x.status = "stopped"
+            elif ev["kind"] == "request":
+                self.requests.append(d.get("path", ""))
+        for f in j.fills():
+            s = self.slots.get(f["slot"]) if f["slot"] else None
+            if s is not None:
+                s.ledger.apply(f["qty"], f["price"], f["fee"])
+        for sid in self.slots:
+            self._revert_target(sid)
+        self.last_bar_ms = j.get_meta("last_bar_ms")
+
+    def reconcile(self) -> dict[str, Any]:
+        """Resolve unknown orders by client order id, book missed fills, compare positions and balance.
+
+        returns {"resolved": [...], "resent": [...], "abandoned": [...], "new_fills": int,
+        "position_diff": {symbol: venue - journal}, "balance_diff": float | None}.
+        """
+        j, v = self.journal, self.venue
+        now = v.now_ms()
+        latest_bar = now - 60_000
+        rep: dict[str, Any] = {"resolved": [], "resent": [], "abandoned": [], "new_fills": 0}
+        for o in j.orders(OPEN_STATUSES):
+            st = v.fetch_order(o["symbol"], o["client_order_id"])
+            if st is not None:
+                j.set_order_status(o["client_order_id"], "filled" if st.status == "filled" else "acked", now,
+                                   venue_order_id=st.order_id)
+                rep["resolved"].append(o["client_order_id"])
+            elif o["bar_time"] >= latest_bar and o["status"] in ("intent", "unknown"):
+                rep["resent"].append(o["client_order_id"])
+                self.counters["resent"] += 1
+                self._send(o)
+            else:
+                j.set_order_status(o["client_order_id"], "abandoned", now, error="unknown to the venue at restart")
+                rep["abandoned"].append(o["client_order_id"])
+                self.counters["abandoned"] += 1
+                self._revert_target(o["slot"])
+        since = j.get_meta("started_ms", 0) - 60_000
+        rep["new_fills"] = self._sync_fills(sorted({s.symbol for s in self.slots.values()}), since)
+        base = j.get_meta("baseline_positions", {}) or {}
+        vpos = v.fetch_positions()
+        diff = {}
+        for sym in sorted({s.symbol for s in self.slots.values()}):
+            ours = sum(s.ledger.units for s in self.slots.values() if s.symbol == sym)
+            d = vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours
+            if abs(d) > 1e-9:
+                diff[sym] = d
+        rep["position_diff"] = diff
+        bb = j.get_meta("baseline_balance")
+        if bb is not None:
+            spent = sum(s.capital - s.ledger.cash for s in self.slots.values())
+            rep["balance_diff"] = v.fetch_balance() - (bb - spent)
+        else:
+            rep["balance_diff"] = None
+        j.event("reconcile", now, **rep)
+        self.reconcile_report = rep
+        self._emit("reconcile", **rep)
+        return rep
+
+    # ------------------------------------------------------------------ orders & fills
+
+    def _sync_fills(self, symbols: list[str], since_ms: int) -> int:
+        """Fetch fills of ``symbols`` since ``since_ms`` and book the new ones of this bench; returns count."""
+        n = 0
+        fetched: list[Fill] = []
+        for sym in symbols:
+            fetched.extend(self.venue.fetch_fills(sym, since_ms))
+        self.fault("fills_fetched", {"fills": fetched})
+        with self.journal:
+            for f in fetched:
+                slot = self._slot_of(f.client_order_id)
+                if slot is None:
+                    continue
+                if not self.journal.add_fill(f, slot.id):
+                    self.counters["duplicates_ignored"] += 1
+                    continue
+                slot.ledger.apply_fill(f)
+                n += 1
+                self.counters["fills"] += 1
+                self._emit("fill", slot=slot.id, **f.to_dict())
+        return n
+
+    def _sync_open_orders(self, now: int) -> None:
+        open_orders = self.journal.orders(OPEN_STATUSES)
+        if not open_orders:
+            return
+        since = min(o["created_ms"] for o in open_orders) - 60_000
+        self._sync_fills(sorted({o["symbol"] for o in open_orders}), since)
+        with self.journal:
+            for o in open_orders:
+                cid = o["client_order_id"]
+                st = self.venue.fetch_order(o["symbol"], cid)
+                if st is None:
+                    if o["status"] == "unknown":
+                        self.journal.set_order_status(cid, "abandoned", now, error="never reached the venue")
+                        self.counters["abandoned"] += 1
+                        self._revert_target(o["slot"])
+                    continue
+                if st.status in ("filled", "canceled", "rejected") and abs(self.journal.filled_qty(cid) - st.filled) < 1e-12:
+                    self.journal.set_order_status(cid, st.status, now, venue_order_id=st.order_id)
+                    if st.status != "filled":
+                        self._revert_target(o["slot"])
+                elif o["status"] == "unknown":
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+
+    def _send(self, o: dict[str, Any]) -> None:
+        """Send a journaled intent; on a network error resolve by client order id, resend under the same id."""
+        cid, sym, now = o["client_order_id"], o["symbol"], self.venue.now_ms()
+        for attempt in range(3):
+            try:
+                st = self.venue.create_market_order(sym, o["qty"], cid)
+                self.fault("sent_not_acked", {"order": o})
+                self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                return
+            except VenueNetworkError as exc:
+                self.journal.set_order_status(cid, "unknown", now, error=str(exc)[:200])
+                try:
+                    st = self.venue.fetch_order(sym, cid)
+                except VenueNetworkError:
+                    continue
+                if st is not None:
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                    return
+            except VenueRejected as exc:
+                st = self.venue.fetch_order(sym, cid) if "duplicate" in str(exc).lower() else None
+                if st is not None:
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                else:
+                    self.journal.set_order_status(cid, "rejected", now, error=str(exc)[:200])
+                    self._revert_target(o["slot"])
+                return
+
+    def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int) -> str:
+        """Journal an intent (committed) then send a market order; returns the client order id."""
+        seq = self.journal.next_seq(slot.id, bar_time)
+        cid = client_order_id(self.prefix, slot.id, bar_time, seq)
+        now = self.venue.now_ms()
+        self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty, target=target,
+                                bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
+        slot.target = target
+        o = self.journal.order(cid)
+        self.fault("intent_saved", {"order": o})
+        self.counters["orders"] += 1
+        self._send(o)
+        self._emit("order", slot=slot.id, client_order_id=cid, qty=qty, target=target, reason=reason)
+        return cid
+
+    def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
+        """Market order closing the slot's units (skipped when a closing order is already in flight)."""
+        pending = [o for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == slot.id]
+        if any(o["target"] == 0.0 for o in pending):
+            slot.target = 0.0
+            return
+        if slot.ledger.units != 0.0:
+            self.place(slot, -slot.ledger.units, 0.0, reason, bar_time)
+        slot.target = 0.0
+
+    # ------------------------------------------------------------------ the bar
+
+    def process_bar(self, bars: dict[str, Bar]) -> None:
+        """Run one bar boundary (see module docstring)."""
+        now = self.venue.now_ms()
+        bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
+        cfg = self.cfg
+        self._sync_open_orders(now)
+        for s in self.slots.values():
+            b = bars.get(s.symbol)
+            if b is not None:
+                s.mark = b.close
+            s.equity_curve.append(s.equity())
+            if len(s.equity_curve) > 4 * max(cfg.cwo.lookback_bars, cfg.hotswap.shadow_bars):
+                del s.equity_curve[: len(s.equity_curve) // 2]
+        open_slots = {o["slot"] for o in self.journal.orders(OPEN_STATUSES)}
+        for s in self.slots.values():  # terminated slots left with units (an order was in flight): close them
+            if s.status != "live" and s.ledger.units != 0.0 and s.id not in open_slots and s.mark > 0:
+                self.flatten(s, "cleanup", bar_time)
+        trading = not self.kill_requested
+        if kill_switch_engaged(cfg.general.kill_file) or self.kill_requested:
+            self._kill_switch(bar_time)
+            trading = False
+        if trading:
+            self._watchtower(bar_time, now)
+            if cfg.hotswap.enabled:
+                self._pit_crew(bars, bar_time, now)
+            self._signals(bars, bar_time)
+        with self.journal:
+            if trading and (self.last_cwo_ms is None or now - self.last_cwo_ms >= cfg.cwo.interval_seconds * 1000):
+                self._cwo(now)
+            if self.bar_no % cfg.general.snapshot_every == 0:
+                self.journal.equity_snapshot(now, [(s.id, s.equity(), s.ledger.cash, s.ledger.units, s.mark,
+                                                    s.weight, s.status) for s in self.slots.values()])
+            self.journal.set_meta("last_bar_ms", bar_time)
+        self.last_bar_ms = bar_time
+        self.bar_no += 1
+        self.counters["bars"] += 1
+        self.fault("bar_done", {"bar_time": bar_time, "bar_no": self.bar_no})
+        self._emit("bar", time_ms=bar_time, bars=self.counters["bars"],
+                   slots=[s.summary() for s in self.slots.values()])
+
+    def _kill_switch(self, bar_time: int) -> None:
+        if self.stopped_by != "kill_switch":
+            with self.journal:
+                self.journal.event("killswitch", self.venue.now_ms(), None,
+                                   reason="signal" if self.kill_requested else f"file {self.cfg.general.kill_file}")
+            self._emit("killswitch")
+            self.stopped_by = "kill_switch"
+        for s in self.slots.values():
+            if s.status == "live" or s.ledger.units != 0.0:
+                if s.ledger.units != 0.0 and not any(o["slot"] == s.id for o in self.journal.orders(OPEN_STATUSES)):
+                    self.flatten(s, "killswitch", bar_time)
+                if s.status == "live":
+                    s.status = "stopped"
+
+    def _watchtower(self, bar_time: int, now: int) -> None:
+        floor = self.cfg.watchtower.kill_floor
+        for s in self.slots.values():
+            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor):
+                continue
+            eq = s.equity()
+            s.status = "killed"
+            s.weight = 0.0
+            self.counters["kills"] += 1
+            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)  # committed first
+            self.flatten(s, "kill", bar_time)
+            self._remember(s.genome, s.symbol, risk_adjusted(s.equity_curve))
+            seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256)
+            path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
+                                             time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
+            self.requests.append(str(path))
+            self.journal.event("request", now, s.id, path=str(path), seed=seed.sha256)
+            self._emit("kill", slot=s.id, equity=eq, request=str(path))
+
+    def _remember(self, g: Genome, symbol: str, score: float | None) -> None:
+        old = self.genome_book.get(g.sha256)
+        self.genome_book[g.sha256] = (g, symbol, score if score is not None else (old[2] if old else None))
+
+    def _best_genome(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
+        for s in self.slots.values():  # current champions' live scores
+            if s.symbol == symbol and s.status == "live":
+                self._remember(s.genome, s.symbol, risk_adjusted(s.equity_curve))
+        cands = [(sc if sc is not None else -np.inf, g) for g, sym, sc in self.genome_book.values()
+                 if sym == symbol and g.sha256 != exclude]
+        if not cands:
+            g, _sym, sc = self.genome_book[exclude]
+            return g, sc
+        sc, g = max(cands, key=lambda x: (x[0], x[1].sha256))
+        return g, (None if not np.isfinite(sc) else float(sc))
+
+    def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
+        hs = self.cfg.hotswap
+        for key, ch in list(self.challengers.items()):
+            if len(ch.equity_curve) < hs.shadow_bars:
+                continue
+            del self.challengers[key]
+            score = ch.score()
+            self._remember(ch.genome, ch.symbol, score)
+            best = None
+            for s in self.slots.values():
+                if s.status != "live" or s.symbol != ch.symbol:
+                    continue
+                champ = risk_adjusted(s.equity_curve[-len(ch.equity_curve):])
+                if score > champ + hs.margin and (best is None or champ < best[1]):
+                    best = (s, champ)
+            if best is None:
+                self._emit("challenger", result="not promoted", genome=ch.genome.sha256[:16], score=score)
+                with self.journal:
+                    self.journal.event("shadow_end", now, None, genome=ch.genome.sha256, score=score, promoted=False)
+                continue
+            s, champ = best
+            self._remember(s.genome, s.symbol, champ)
+            s.previous.append(s.genome)
+            s.genome = ch.genome
+            s.genome_since = self.bar_no
+            self.counters["swaps"] += 1
+            with self.journal:
+                self.journal.event("swap", now, s.id, genome=ch.genome.to_dict(), old=s.previous[-1].sha256,
+                                   new=ch.genome.sha256, challenger_score=score, champion_score=champ,
+                                   source=ch.source)
+            self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
+                       challenger_score=score, champion_score=champ)
+        if self.bar_no % hs.poll_bars == 0:
+            known = {s.genome.sha256 for s in self.slots.values()} | {c.genome.sha256 for c in self.challengers.values()}
+            known |= set(self.genome_book)
+            accepted, rejected = self.pit.scan(known)
+            for path, reason in rejected:
+                self.counters["rejected_files"] += 1
+                with self.journal:
+                    self.journal.event("reject", now, None, file=path, reason=reason)
+                self._emit("reject", file=path, reason=reason)
+            symbols = {s.symbol for s in self.slots.values() if s.status == "live"}
+            for g, meta, path in accepted:
+                sym = (meta.get("symbol") or "").upper() or None
+                targets = [sym] if sym in symbols else (sorted(symbols) if sym is None else [])
+                if not targets:
+                    continue
+                cap = min(s.capital for s in self.slots.values())
+                ch = Challenger(g, meta, targets[0], bar_time, Ledger(cap), path)
+                self.challengers[ch.key] = ch
+                self.genome_book.setdefault(g.sha256, (g, ch.symbol, None))
+                with self.journal:
+                    self.journal.event("shadow_start", now, None, genome=g.sha256, file=path, symbol=ch.symbol)
+                self._emit("challenger", result="shadow", genome=g.sha256[:16], file=path)
+
+    def _rollback(self, slot_id: str) -> bool:
+        s = self.slots[slot_id]
+        if not s.previous:
+            return False
+        cur = s.genome
+        s.genome = s.previous.pop()
+        with self.journal:
+            self.journal.event("rollback", self.venue.now_ms(), s.id, genome=s.genome.to_dict(), old=cur.sha256,
+                               new=s.genome.sha256)
+        return True
+
+    def _signals(self, bars: dict[str, Bar], bar_time: int) -> None:
+        g = self.cfg.general
+        for sym, bar in bars.items():
+            live = [s for s in self.slots.values() if s.symbol == sym and s.status == "live"]
+            chs = [c for c in self.challengers.values() if c.symbol == sym]
+            if not live and not chs:
+                continue
+            genomes = {s.id: s.genome for s in live}
+            genomes.update({c.key: c.genome for c in chs})
+            targets = self.engine.latest(genomes, self.venue.history(sym, g.history_bars))
+            for c in chs:
+                c.on_bar(bar.open, bar.close, targets[c.key], self.cfg.costs.taker_fee_bps,
+                         self.cfg.costs.slippage_bps, g.min_order_notional)
+            for s in live:
+                t = targets[s.id]
+                if t == s.target:
+                    continue
+                if any(o["slot"] == s.id for o in self.journal.orders(OPEN_STATUSES)):
+                    continue  # one order in flight per slot; retry at the next bar
+                eq = s.equity()
+                if eq <= 0:
+                    continue
+                qty = t * eq / bar.close - s.ledger.units
+                if t == 0.0:
+                    qty = -s.ledger.units
+                if qty == 0.0 or (abs(qty) * bar.close < g.min_order_notional and t != 0.0):
+                    s.target = t
+                    continue
+                self.place(s, qty, t, "signal", bar_time)
+
+    def _cwo(self, now: int) -> None:
+        live = {s.id for s in self.slots.values() if s.status == "live"}
+        w = reweight({s.id: s.weight for s in self.slots.values()},
+                     {s.id: np.asarray(s.equity_curve) for s in self.slots.values()}, live, self.cfg.cwo)
+        for k, x in w.items():
+            self.slots[k].weight = x
+        self.last_cwo_ms = now
+        self.counters["reweights"] += 1
+        with self.journal:
+            self.journal.event("reweight", now, None, weights=w)
+        self._emit("reweight", weights=w)
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self, max_bars: int | None = None) -> dict[str, Any]:
+        """Restore, reconcile, catch up on an unprocessed closed bar, then trade bar by bar.
+
+        max_bars: stop after this many bars in this call (None: until the feed ends, the kill switch,
+        or stop_event).  returns the summary dict (see :func:`run_live`).
+        """
+        t0 = time.perf_counter()
+        self.restore()
+        self.reconcile()
+        self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
+        hist_t = {sym: self.venue.history(sym, 1)["open_time"] for sym in {s.symbol for s in self.slots.values()}}
+        latest = max((int(t[-1]) for t in hist_t.values() if len(t)), default=None)
+        if self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms:
+            bars = {}
+            for sym in hist_t:
+                h = self.venue.history(sym, 1)
+                if len(h["open_time"]) and int(h["open_time"][-1]) == latest:
+                    bars[sym] = Bar(sym, latest, *(float(h[c][-1]) if c != "count" else int(h[c][-1])
+                                                   for c in BAR_FIELDS[1:]))
+            self.process_bar(bars)
+        stale_s = self.cfg.watchtower.stale_feed_seconds
+        stale = False
+        while True:
+            if max_bars is not None and self.counters["bars"] >= max_bars:
+                self.stopped_by = "max_bars"
+                break
+            if self.stopped_by == "kill_switch" and not self.journal.orders(OPEN_STATUSES):
+                break
+            if self.stop_event.is_set() and not self.kill_requested:
+                self.stopped_by = "stop_event"
+                break
+            bars = self.venue.next_bars(timeout_s=stale_s)
+            if bars is None:
+                if getattr(self.venue, "live", False) and not self.stop_event.is_set():
+                    if not stale:
+                        with self.journal:
+                            self.journal.event("stale", self.venue.now_ms(), None, seconds=stale_s)
+                        self._emit("stale", seconds=stale_s)
+                        stale = True
+                    continue
+                if self.kill_requested and self.stopped_by != "kill_switch":
+                    self.process_bar({})
+                break
+            stale = False
+            self.process_bar(bars)
+        dt = time.perf_counter() - t0
+        summary = self.summary(dt)
+        self._emit("done", **summary)
+        return summary
+
+    def summary(self, seconds: float = 0.0) -> dict[str, Any]:
+        return {"venue": self.venue.name, "journal": str(self.journal.path), "stopped_by": self.stopped_by,
+                "last_bar_ms": self.last_bar_ms, **self.counters, "seconds": seconds,
+                "bars_per_s": self.counters["bars"] / seconds if seconds > 0 else None,
+                "requests": list(self.requests), "reconcile": self.reconcile_report,
+                "slots": [s.summary() for s in self.slots.values()],
+                "total_equity": float(sum(s.equity() for s in self.slots.values()))}
+
+
+def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | Venue = "replay",
+             speed: float | None = None, max_bars: int | None = None, journal_path: str | Path | None = None,
+             stop_event: threading.Event | None = None, progress: Progress | None = None,
+             fault: FaultHook | None = None, fresh: bool | None = None) -> dict[str, Any]:
+    """Run the bench until the feed ends, ``max_bars`` bars, the kill switch or ``stop_event``.
+
+    config: TOML path, CrucibleConfig, or None (``configs/crucible.toml``); venue: "replay",
+    "bybit-testnet", "binance-demo" or a Venue instance; speed: replay speed as a multiple of real time
+    (0/None = as fast as possible; overrides the config); max_bars: bars to process in this call;
+    journal_path: SQLite journal (default ``[crucible] journal``); stop_event: set it to stop after the
+    current bar (positions kept); progress: callback receiving event dicts (see :class:`Runtime`);
+    fresh: archive an existing journal to ``<journal>.prev`` first (default: True when the runtime
+    builds its own replay venue — a new replay cannot resume an old replay's exchange — else False).
+    SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
+
+    returns {"venue", "journal", "stopped_by": "end" | "max_bars" | "kill_switch" | "stop_event",
+    "last_bar_ms", "bars", "orders", "fills", "swaps", "kills", "reweights", "rejected_files",
+    "duplicates_ignored", "abandoned", "resent", "seconds", "bars_per_s", "requests": [paths],
+    "reconcile": {...}, "slots": [per-slot dicts: slot, symbol, status, genome, equity, cash, units,
+    realised, unrealised, fees, weight, target, fills, previous], "total_equity"}.
+    raises ConfigError for a bad config/venue, GenomeError for a bad slot genome.
+    """
+    cfg = config if isinstance(config, CrucibleConfig) else load_crucible_config(config)
+    stop_event = stop_event or threading.Event()
+    own_venue = not isinstance(venue, Venue)
+    v = make_venue(cfg, venue, speed=speed, stop_event=stop_event) if own_venue else venue
+    jpath = Path(journal_path or cfg.general.journal)
+    if fresh is None:
+        fresh = own_venue and v.name == "replay"
+    if fresh and jpath.exists():
+        for suffix in ("-wal", "-shm"):
+            Path(str(jpath) + suffix).unlink(missing_ok=True)
+        jpath.replace(str(jpath) + ".prev")
+    journal = Journal(jpath)
+    rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault)
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_term(signum: int, frame: Any) -> None:
+            rt.kill_requested = True
+            stop_event.set()
+
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return rt.run(max_bars=max_bars)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        journal.close()
+        if own_venue:
+            v.close()

@@ -1,0 +1,81 @@
+"""``crucible status``: the bench as recorded in a journal (read-only).
+
+:func:`status` returns plain data; :func:`status_table` renders it with rich.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crucible.journal import OPEN_STATUSES, Journal
+from forge.core.errors import ConfigError
+
+__all__ = ["status", "status_table"]
+
+
+def status(journal_path: str | Path) -> dict[str, Any]:
+    """Read a journal.
+
+    returns {"journal", "venue", "started_ms", "last_bar_ms", "slots": [{"slot", "symbol", "status",
+    "genome", "equity", "cash", "units", "mark", "weight", "time_ms", "swaps", "kills", "fills",
+    "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "rejects", "open_orders"},
+    "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
+    raises ConfigError if the file does not exist.
+    """
+    p = Path(journal_path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no journal (run `crucible live` first)")
+    j = Journal(p, readonly=True)
+    try:
+        eq = j.last_equity()
+        meta_slots = j.get_meta("slots", {}) or {}
+        events = j.events()
+        fills = j.fills()
+        genome_now: dict[str, str] = {}
+        for e in events:
+            if e["kind"] in ("swap", "rollback") and e["slot"]:
+                genome_now[e["slot"]] = e["data"]["new"][:16]
+        rows = []
+        for sid in sorted(set(meta_slots) | set(eq)):
+            m, r = meta_slots.get(sid, {}), eq.get(sid, {})
+            sf = [f for f in fills if f["slot"] == sid]
+            rows.append({
+                "slot": sid, "symbol": m.get("symbol"), "status": r.get("status", "?"),
+                "genome": genome_now.get(sid, m.get("genome")), "equity": r.get("equity"), "cash": r.get("cash"),
+                "units": r.get("units"), "mark": r.get("mark"), "weight": r.get("weight"),
+                "time_ms": r.get("time_ms"),
+                "swaps": sum(1 for e in events if e["kind"] == "swap" and e["slot"] == sid),
+                "kills": sum(1 for e in events if e["kind"] == "kill" and e["slot"] == sid),
+                "fills": len(sf), "fees": sum(f["fee"] for f in sf)})
+        counts = {"orders": len(j.orders()), "fills": len(fills),
+                  "swaps": sum(e["kind"] == "swap" for e in events), "kills": sum(e["kind"] == "kill" for e in events),
+                  "reweights": sum(e["kind"] == "reweight" for e in events),
+                  "rejects": sum(e["kind"] == "reject" for e in events), "open_orders": len(j.orders(OPEN_STATUSES))}
+        recent = [e for e in events if e["kind"] != "reweight"][-10:]
+        return {"journal": str(p), "venue": j.get_meta("venue"), "started_ms": j.get_meta("started_ms"),
+                "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent}
+    finally:
+        j.close()
+
+
+def status_table(report: dict[str, Any]):
+    """A rich Table of the slots in ``report`` (from :func:`status`)."""
+    from rich.table import Table
+
+    c = report["counts"]
+    t = Table(title=f"Crucible bench — {report['journal']} ({report['venue']}): {c['fills']} fills, "
+                    f"{c['swaps']} swaps, {c['kills']} kills, {c['reweights']} reweights, {c['rejects']} rejected files")
+    for col in ("slot", "symbol", "status", "genome", "equity", "units", "weight", "fills", "fees", "swaps", "kills"):
+        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "genome") else "right")
+
+    def f(x: Any, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    for r in report["slots"]:
+        st = r["status"]
+        color = {"live": "green", "killed": "red", "stopped": "yellow"}.get(st, "white")
+        t.add_row(r["slot"], str(r["symbol"]), f"[{color}]{st}[/]", str(r["genome"])[:24], f(r["equity"], ".2f"),
+                  f(r["units"], ".6f"), f(r["weight"], ".3f"), str(r["fills"]), f(r["fees"], ".2f"),
+                  str(r["swaps"]), str(r["kills"]))
+    return t

@@ -1,0 +1,212 @@
+"""ReplayVenue: historical 1-minute bars replayed as a live feed, with a
+simulated exchange that fills market orders exactly like the backtester.
+
+Fill model (identical to :mod:`forge.backtest`): a market order submitted
+while bar t is the last closed bar fills at the **open of bar t+1** at
+``open * (1 + s)`` for a buy and ``open * (1 - s)`` for a sell,
+``s = slippage_bps / 1e4``; the taker fee is ``taker_fee_bps / 1e4 *
+|qty| * price`` (USDT).  Trade ids (``R<symbol>-<n>``) and order ids are
+deterministic, so two replays of the same bars and orders are identical.
+
+Speed: ``speed`` = replay speed as a multiple of real time (1 = one bar per
+60 s, 60 = one bar per second); ``None``, ``0`` or ``inf`` = as fast as
+possible.  ``faults`` lets tests inject exchange failures (see
+:meth:`ReplayVenue.inject`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from crucible.venues.base import BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueNetworkError, VenueRejected
+from forge.data.schema import BAR_MS
+
+__all__ = ["ReplayVenue"]
+
+
+class ReplayVenue(Venue):
+    """Replay of bar frames (one per symbol) from bar index ``start``.
+
+    bars: {symbol: polars bar frame (``forge.data.schema``)}; start: number
+    of bars (of the merged timeline) that are history before the replay's
+    first bar; end: timeline index to stop at (exclusive; None = all);
+    balance: starting cash, USDT; taker_fee_bps, slippage_bps: cost model
+    (defaults match ``BacktestConfig``); speed: see module docstring;
+    stop_event: a threading.Event that interrupts pacing sleeps.
+    raises ValueError for empty frames or start outside the data.
+    """
+
+    name = "replay"
+
+    def __init__(self, bars: dict[str, pl.DataFrame], *, start: int = 0, end: int | None = None,
+                 balance: float = 10_000.0, taker_fee_bps: float = 10.0, slippage_bps: float = 1.0,
+                 speed: float | None = None, stop_event: threading.Event | None = None) -> None:
+        if not bars:
+            raise ValueError("ReplayVenue needs at least one symbol's bars")
+        self.taker_fee_bps = float(taker_fee_bps)
+        self.slippage_bps = float(slippage_bps)
+        self.speed = speed
+        self._stop = stop_event or threading.Event()
+        self._cols: dict[str, dict[str, np.ndarray]] = {}
+        times = []
+        for sym, df in bars.items():
+            if df.height == 0:
+                raise ValueError(f"{sym}: no bars")
+            cols = {}
+            for c in BAR_FIELDS:
+                if c in df.columns:
+                    dtype = np.int64 if c in ("open_time", "count") else np.float64
+                    cols[c] = np.ascontiguousarray(df[c].to_numpy(), dtype=dtype)
+                else:
+                    cols[c] = np.zeros(df.height, dtype=np.int64 if c == "count" else np.float64)
+            self._cols[sym] = cols
+            times.append(cols["open_time"])
+        self.symbols = tuple(bars)
+        self._timeline = np.unique(np.concatenate(times))
+        self._end = len(self._timeline) if end is None else min(int(end), len(self._timeline))
+        if not 0 <= start < self._end:
+            raise ValueError(f"start {start} outside the replay's {self._end} bars")
+        self._cursor = start - 1  # index of the last closed bar on the timeline (-1: none)
+        # account
+        self._cash = float(balance)
+        self._pos: dict[str, float] = {s: 0.0 for s in self.symbols}
+        self._orders: dict[str, OrderState] = {}  # by client order id
+        self._pending: list[str] = []  # client order ids waiting for the next open
+        self._fills: dict[str, list[Fill]] = {s: [] for s in self.symbols}
+        self._n_orders = 0
+        self._n_trades = 0
+        self._faults: deque[str] = deque()
+        self.submits = 0  # create_market_order calls that reached the venue (tests)
+
+    # ------------------------------------------------------------------ faults (tests)
+
+    def inject(self, *faults: str) -> None:
+        """Queue faults for the next ``create_market_order`` calls, one per call:
+
+        "drop_after_accept" (order accepted, response lost -> VenueNetworkError),
+        "network_before" (request lost before the venue -> VenueNetworkError),
+        "http_5xx" / "rate_limit" (refused with an error, nothing created -> VenueNetworkError).
+        """
+        self._faults.extend(faults)
+
+    # ------------------------------------------------------------------ clock & feed
+
+    @property
+    def cursor(self) -> int:
+        """Timeline index of the last closed bar (-1 before the first)."""
+        return self._cursor
+
+    def now_ms(self) -> int:
+        if self._cursor < 0:
+            return int(self._timeline[0])
+        return int(self._timeline[self._cursor]) + BAR_MS
+
+    def _idx(self, sym: str) -> int:
+        """Rows of ``sym`` closed so far."""
+        if self._cursor < 0:
+            return 0
+        t = self._timeline[self._cursor]
+        return int(np.searchsorted(self._cols[sym]["open_time"], t, side="right"))
+
+    def history(self, symbol: str, n: int) -> dict[str, np.ndarray]:
+        cols = self._cols[symbol]
+        hi = self._idx(symbol)
+        lo = max(0, hi - int(n))
+        return {c: v[lo:hi] for c, v in cols.items()}
+
+    def remaining(self) -> int:
+        """Bars left to replay."""
+        return self._end - 1 - self._cursor
+
+    def next_bars(self, timeout_s: float | None = None) -> dict[str, Bar] | None:
+        if self._cursor + 1 >= self._end:
+            return None
+        if self.speed and math.isfinite(self.speed) and self.speed > 0:
+            if self._stop.wait(60.0 / self.speed):
+                return None
+        self._cursor += 1
+        t = int(self._timeline[self._cursor])
+        out: dict[str, Bar] = {}
+        for sym, cols in self._cols.items():
+            i = self._idx(sym) - 1
+            if i >= 0 and cols["open_time"][i] == t:
+                out[sym] = Bar(sym, t, *(float(cols[c][i]) if c != "count" else int(cols[c][i])
+                                        for c in BAR_FIELDS[1:]))
+        self._fill_pending(out)
+        return out
+
+    def _fill_pending(self, bars: dict[str, Bar]) -> None:
+        s = self.slippage_bps / 1e4
+        fee_rate = self.taker_fee_bps / 1e4
+        still: list[str] = []
+        for cid in self._pending:
+            o = self._orders[cid]
+            bar = bars.get(o.symbol)
+            if bar is None:  # no bar for this symbol (gap): wait for its next open
+                still.append(cid)
+                continue
+            price = bar.open * (1.0 + s) if o.qty > 0 else bar.open * (1.0 - s)
+            fee = fee_rate * abs(o.qty) * price
+            self._n_trades += 1
+            fill = Fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, o.qty, price, fee, bar.open_time)
+            self._fills[o.symbol].append(fill)
+            self._cash -= o.qty * price + fee
+            self._pos[o.symbol] += o.qty
+            self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.qty, "filled", o.time_ms)
+        self._pending = still
+
+    # ------------------------------------------------------------------ orders
+
+    def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
+        fault = self._faults.popleft() if self._faults else None
+        if fault in ("network_before", "http_5xx", "rate_limit"):
+            raise VenueNetworkError(f"replay fault {fault} on {client_order_id}")
+        if symbol not in self._cols:
+            raise VenueRejected(f"unknown symbol {symbol!r}")
+        if not (math.isfinite(qty) and qty != 0.0):
+            raise VenueRejected(f"order qty must be finite and non-zero, got {qty!r}")
+        if client_order_id in self._orders:
+            raise VenueRejected(f"duplicate client order id {client_order_id}")
+        self.submits += 1
+        self._n_orders += 1
+        o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
+        self._orders[client_order_id] = o
+        self._pending.append(client_order_id)
+        if fault == "drop_after_accept":
+            raise VenueNetworkError(f"replay fault: response to {client_order_id} lost after accept")
+        return o
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
+        return self._orders.get(client_order_id)
+
+    def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        return [self._orders[c] for c in self._pending if symbol is None or self._orders[c].symbol == symbol]
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        if client_order_id in self._pending:
+            self._pending.remove(client_order_id)
+            o = self._orders[client_order_id]
+            self._orders[client_order_id] = OrderState(o.order_id, o.client_order_id, o.symbol, o.qty, 0.0,
+                                                       "canceled", o.time_ms)
+
+    def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
+        fills = self._fills.get(symbol, [])
+        return [f for f in fills if since_ms is None or f.time_ms >= since_ms]
+
+    def fetch_positions(self) -> dict[str, float]:
+        return {s: q for s, q in self._pos.items() if q != 0.0}
+
+    def fetch_balance(self) -> float:
+        return self._cash
+
+    def state(self) -> dict[str, Any]:
+        """Exchange-side truth for tests: cash, positions, fills per trade id."""
+        return {"cash": self._cash, "positions": dict(self._pos),
+                "fills": {f.trade_id: f for fs in self._fills.values() for f in fs},
+                "orders": dict(self._orders)}

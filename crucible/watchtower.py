@@ -1,0 +1,52 @@
+"""Watchtower: the $200 rule, the global kill switch and DNA-recycling requests.
+
+* A slot whose equity (realised + unrealised, after fees; USDT) is at or
+  below the kill floor (default 0) is flattened with a market order at that
+  bar's close — it fills at the next bar's open, so within one bar — and
+  terminated for good.
+* A replacement request is written atomically to ``requests_dir``:
+  ``<slot>-<minute>.json`` (schema ``crucible-request/1``) and next to it
+  ``<slot>-<minute>.genome.json``, the best historical genome, a plain genome
+  file usable as ``forge evolve --seed-genome <that file>``.
+* The global kill switch is a file (``kill_file``) or SIGTERM/SIGINT: every
+  slot is flattened and the runtime stops.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from forge.core.artifacts import atomic_write_json, atomic_write_text
+from forge.gp import Genome
+
+__all__ = ["breaches_floor", "kill_switch_engaged", "write_replacement_request"]
+
+
+def breaches_floor(equity: float, kill_floor: float) -> bool:
+    """True when a slot's equity (USDT) has reached the kill floor (USDT)."""
+    return equity <= kill_floor
+
+
+def kill_switch_engaged(kill_file: str | Path | None) -> bool:
+    """True when the kill file exists."""
+    return kill_file is not None and Path(kill_file).exists()
+
+
+def write_replacement_request(requests_dir: str | Path, *, slot: str, symbol: str, time_ms: int, equity: float,
+                              killed: Genome, seed: Genome, seed_score: float | None,
+                              reason: str = "kill floor") -> Path:
+    """Write a replacement request (JSON) and its seed genome file; returns the request path."""
+    d = Path(requests_dir)
+    stem = f"{slot}-{time_ms // 60_000}"
+    gfile = d / f"{stem}.genome.json"
+    atomic_write_text(gfile, seed.to_json())
+    req: dict[str, Any] = {
+        "schema": "crucible-request/1", "kind": "replacement", "slot": slot, "symbol": symbol, "reason": reason,
+        "time_ms": int(time_ms), "time_utc": datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc).isoformat(),
+        "equity_at_kill": float(equity), "killed_genome_sha256": killed.sha256,
+        "seed_genome_sha256": seed.sha256, "seed_genome_score": seed_score, "seed_genome_file": gfile.name,
+        "seed_genome": seed.to_dict(), "command": f"forge evolve --seed-genome {gfile}",
+    }
+    return atomic_write_json(d / f"{stem}.json", req)
