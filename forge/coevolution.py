@@ -62,9 +62,9 @@ class CoevolutionSection:
     mode: str = "weighted"
     weight: float = 1.0
     predators: int = 6
-    predators_met: int = 2
-    predator_hof: int = 2
-    adversarial_top: int = 16
+    predators_met: int = 1
+    predator_hof: int = 1
+    adversarial_top: int = 8
     sim_minutes: int = 480
     warmup_minutes: int = 240
     realism_bound: float = 50.0
