@@ -181,3 +181,19 @@ def test_seed_genome_enters_initial_population(tmp_path):
     second = evolve(cfg2, run_dir=tmp_path / "b")
     gen0 = [json.loads(x) for x in (second.run_dir / "evaluated.jsonl").read_text().splitlines()]
     assert Genome.load(seed_file).sha256 in {e["sha256"] for e in gen0}
+
+
+def test_same_seed_same_hall_of_fame_across_processes(tmp_path):
+    """Two separate processes, one seed: identical hall of fame (DEAP's cxOnePoint picks node types
+    from a set of classes hashed by address, which differed between processes)."""
+    import subprocess
+    import sys
+
+    halls = []
+    for i in range(2):
+        d = tmp_path / f"p{i}"
+        subprocess.run([sys.executable, "-c", "from cli import forge_app; forge_app()", "evolve", "-c", str(SMOKE),
+                        "--run-dir", str(d), "--gens", "3", "--causal-filter", "off"],
+                       check=True, cwd=REPO, capture_output=True)
+        halls.append(json.loads((d / "hall_of_fame.json").read_text())["members"])
+    assert [m["genome"] for m in halls[0]] == [m["genome"] for m in halls[1]]

@@ -66,6 +66,33 @@ def _min_heights(pset: gp.PrimitiveSetTyped) -> dict[type, int]:
     return h
 
 
+def cx_one_point_typed(ind1: gp.PrimitiveTree, ind2: gp.PrimitiveTree) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
+    """Strongly typed one-point crossover (in place), reproducible across processes.
+
+    Same random calls as DEAP's ``gp.cxOnePoint``, but DEAP picks the node type from
+    ``list(set(types))``, and types are classes hashed by memory address: the order, and so the
+    child, changes from process to process even with the same seed (measured: two ``forge evolve``
+    runs with one seed diverged at generation 1). Here the common types are sorted by name.
+    """
+    if len(ind1) < 2 or len(ind2) < 2:
+        return ind1, ind2
+    types1: dict[type, list[int]] = {}
+    types2: dict[type, list[int]] = {}
+    for idx, node in enumerate(ind1[1:], 1):
+        types1.setdefault(node.ret, []).append(idx)
+    for idx, node in enumerate(ind2[1:], 1):
+        types2.setdefault(node.ret, []).append(idx)
+    common = sorted((t for t in types1 if t in types2), key=lambda t: t.__name__)
+    if common:
+        type_ = random.choice(common)
+        index1 = random.choice(types1[type_])
+        index2 = random.choice(types2[type_])
+        slice1 = ind1.searchSubtree(index1)
+        slice2 = ind2.searchSubtree(index2)
+        ind1[slice1], ind2[slice2] = ind2[slice2], ind1[slice1]
+    return ind1, ind2
+
+
 def _prim_height(p: gp.Primitive, heights: dict[type, int]) -> int:
     return 1 + max(heights[a] for a in p.args)
 
@@ -203,7 +230,7 @@ class Operators:
 
     def crossover(self, a: gp.PrimitiveTree, b: gp.PrimitiveTree) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
         for _ in range(self.retries):
-            c1, c2 = gp.cxOnePoint(self.clone(a), self.clone(b))
+            c1, c2 = cx_one_point_typed(self.clone(a), self.clone(b))
             if self.ok(c1) and self.ok(c2):
                 return c1, c2
         return self.clone(a), self.clone(b)
