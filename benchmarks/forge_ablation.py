@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--pop", type=int, default=200)
     ap.add_argument("--gens", type=int, default=10)
     ap.add_argument("--out", default="benchmarks/forge_ablation.json")
+    ap.add_argument("--runs", default="no_surrogate,surrogate,no_causal,no_causal_adversarial,all_on",
+                    help="subset of the runs (the adversarial ones cost minutes per generation)")
     a = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} not found")
@@ -70,10 +72,14 @@ def main() -> None:
                          ("no_causal", dict(surrogate=True, causal=False, adversarial=False)),
                          ("no_causal_adversarial", dict(surrogate=True, causal=False, adversarial=True)),
                          ("all_on", dict(surrogate=True, causal=True, adversarial=True))]:
+            if name not in a.runs.split(","):
+                continue
             runs[name] = _run(bars, work, name, pop=a.pop, gens=a.gens, jobs=2, **kw)
             r = runs[name]
             print(f"{name}: {r['seconds']:.1f} s, champion OOS {r['champion']['out_of_sample']}")
     # (a) evaluations to reach the no-surrogate final best
+    if "no_surrogate" not in runs or "surrogate" not in runs:
+        sys.exit("the surrogate ablation needs the no_surrogate and surrogate runs")
     ns, su = runs["no_surrogate"]["generations"], runs["surrogate"]["generations"]
     target = ns[-1]["hof_best"]
     ns_evals = next(g["evaluated_total"] for g in ns if g["hof_best"] >= target)
@@ -88,7 +94,8 @@ def main() -> None:
             "ratio": ns_evals / su_hit["evaluated_total"] if su_hit else None,
             "surrogate_final_best": su[-1]["hof_best"],
             "spearman_mean": sum(rho) / len(rho) if rho else None, "spearman_per_generation": rho},
-        "all_on_seconds_2_workers": runs["all_on"]["seconds"],
+        "all_on_seconds_2_workers": runs["all_on"]["seconds"] if "all_on" in runs else None,
+        "all_on_seconds_per_generation": [g["seconds"] for g in runs["all_on"]["generations"]] if "all_on" in runs else None,
         "champions": {k: {"causal": v["causal"], "adversarial": v["adversarial"], "surrogate": v["surrogate"],
                           "seconds": v["seconds"], **v["champion"]} for k, v in runs.items()},
         "command": "python " + " ".join(sys.argv),
