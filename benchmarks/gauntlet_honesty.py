@@ -25,12 +25,14 @@ def main() -> None:
     ap.add_argument("--strengths", default="0.05,0.1,0.2")
     ap.add_argument("--population", type=int, default=24)
     ap.add_argument("--generations", type=int, default=3)
+    ap.add_argument("--days", type=int, default=None, help="synthetic market length (default: the sample's 14 days)")
     ap.add_argument("--out", default="benchmarks/gauntlet_honesty.json")
     a = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         runs, summary = run_study(a.null_seeds, a.planted_seeds, tuple(float(x) for x in a.strengths.split(",")),
-                                  Path(work), progress=print, population=a.population, generations=a.generations)
+                                  Path(work), progress=print, population=a.population, generations=a.generations,
+                                  days=a.days)
     summary["seconds"] = time.perf_counter() - t0
     summary["command"] = "python " + " ".join(sys.argv)
     Path(a.out).write_text(json.dumps({"summary": summary, "runs": [r.to_dict() for r in runs]}, indent=2))

@@ -28,14 +28,25 @@ from forge.data.loader import load_sample
 __all__ = ["synthetic_bars", "HonestyRun", "run_one", "summarize"]
 
 
-def synthetic_bars(seed: int, strength: float = 0.0) -> tuple[pl.DataFrame, float]:
+def synthetic_bars(seed: int, strength: float = 0.0, days: int | None = None) -> tuple[pl.DataFrame, float]:
     """Bars on the embedded sample's clock and volumes with simulated prices.
+
+    days: length of the market; None = the sample's 14 days, more tiles the sample's volume profile
+    on a contiguous clock from its first bar (a longer out-of-sample tail gives the tests more power).
 
     strength: coefficient of the planted taker-imbalance effect on the next bar's return, in units of
     that bar's volatility (0 = null market). returns: (bar frame, per-bar Sharpe of sign(s_t) trading
     before costs, measured on the generated path).
     """
     sample, _ = load_sample()
+    if days is not None and days * 1440 != sample.height:
+        n_new = days * 1440
+        reps = -(-n_new // sample.height)
+        t0 = int(sample["open_time"][0])
+        idx = np.arange(n_new)
+        sample = pl.concat([sample] * reps).head(n_new).with_columns(
+            pl.Series("open_time", t0 + idx * 60_000, dtype=sample.schema["open_time"]),
+            pl.Series("close_time", t0 + idx * 60_000 + 59_999, dtype=sample.schema["close_time"]))
     rng = np.random.default_rng(seed)
     n = sample.height
     vol = sample["volume"].to_numpy().astype(np.float64)
@@ -95,7 +106,7 @@ class HonestyRun:
 
 
 def run_one(seed: int, strength: float, work: Path, *, population: int = 24, generations: int = 3,
-            gauntlet_overrides: dict[str, Any] | None = None) -> HonestyRun:
+            days: int | None = None, gauntlet_overrides: dict[str, Any] | None = None) -> HonestyRun:
     """Evolve (smoke config, given size) on a synthetic market and validate the hall of fame."""
     import dataclasses
 
@@ -105,7 +116,7 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     from gauntlet.validate import validate_run
 
     repo = Path(__file__).resolve().parents[1]
-    bars, planted_sharpe = synthetic_bars(seed, strength)
+    bars, planted_sharpe = synthetic_bars(seed, strength, days)
     cfg = with_overrides(load_run_config(repo / "configs" / "smoke.toml"), "evolve", seed=seed,
                          population=population, generations=generations, output_dir=str(work))
     run_dir = work / f"{'null' if strength == 0 else 'planted'}-{strength:g}-{seed}"
