@@ -17,7 +17,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from forge.core.errors import ConfigError, ForgeError
@@ -63,7 +64,7 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ForgeError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -401,7 +402,7 @@ def gauntlet_validate(
                               publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
                               progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
     except ForgeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     d = result.to_dict()
     if report is not None:
@@ -420,8 +421,8 @@ def gauntlet_validate(
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
         for n in names:
             table.add_column(n, justify="right")
-        for c in d["candidates"]:
-            cells = [result.verdicts[i]["stages"][n].cell() for i in [d["candidates"].index(c)] for n in names]
+        for c, v in zip(d["candidates"], result.verdicts):
+            cells = [v["stages"][n].cell() for n in names]
             table.add_row(str(c["rank"]), "[green]SURVIVED[/]" if c["survived"] else "[red]rejected[/]",
                           *[f"[green]{x}[/]" if x.startswith("✓") else f"[red]{x}[/]" for x in cells])
         console.print(table)

@@ -42,9 +42,8 @@ from forge.core import rng
 from forge.core.artifacts import atomic_write_json, atomic_write_text
 from forge.core.config import to_dict
 from forge.core.errors import ConfigError, DataError, GenomeError, RunDirError
-from forge.data.gaps import bars_since_gap
+from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.loader import Coverage, coverage_of, load_bars, load_klines
-from forge.data.schema import BAR_MS
 from forge.features import DEFAULT_FEATURES, FeatureMatrix
 from forge.gp import (
     BufferPool,
@@ -514,10 +513,7 @@ def evolve(
         from forge.causal import causal_filter
 
         a, b = split.in_sample
-        close = bars["close"].to_numpy().astype(np.float64)
-        fwd = np.full(close.shape[0], np.nan)
-        fwd[:-1] = np.diff(np.log(close))
-        fwd[:-1][np.diff(open_time) != BAR_MS] = np.nan  # never across a gap
+        fwd = forward_returns(bars["close"].to_numpy().astype(np.float64), open_time)  # never across a gap
         sub = FeatureMatrix(names=features.names, values=np.ascontiguousarray(features.values[:, a:b]),
                             lookbacks=features.lookbacks)
         causal_report = causal_filter(sub, fwd[a:b], cfg.causal, seed=rng.int_seed(ec.seed, "causal"))
@@ -599,6 +595,8 @@ def evolve(
             """Dual fitness: causal (backtest) and adversarial (inside the simulator against predators)."""
             if coev is None:
                 return {}
+            from forge.coevolution import combine
+
             coev.begin_generation()
             causal = [ind.metrics.get("causal_fitness", ind.fitness.values[0]) if isinstance(ind.metrics, dict)
                       else ind.fitness.values[0] for ind in individuals]
@@ -611,8 +609,6 @@ def evolve(
             for ind, c, adv in zip(individuals, causal, scores):
                 ind.metrics = {**(ind.metrics or {}), "causal_fitness": c, "adversarial_bp": adv}
                 if cfg.coevolution.mode == "weighted":
-                    from forge.coevolution import combine
-
                     ind.fitness.values = (combine(c, adv, cfg.coevolution),)
             out = {"adversarial_mean_bp": float(np.mean(measured)), "adversarial_evaluated": len(top)}
             if select:  # generation 0: predators move once the first prey exist

@@ -65,7 +65,7 @@ from sklearn.feature_selection import mutual_info_regression
 from forge.core import rng
 from forge.core.artifacts import atomic_write_json
 from forge.core.errors import ConfigError, DataError, GenomeError
-from forge.data.gaps import bars_since_gap, segment_ids
+from forge.data.gaps import bars_since_gap, forward_returns
 from forge.gp import BufferPool, Genome, build_pset, compile_program, genome_from_individual, run_program
 from forge.gp.pset import Operators, generate
 from forge.gp.primitives import FSeries
@@ -167,30 +167,6 @@ def raw_inputs(bars: pl.DataFrame) -> RawInputs:
             np.log1p(cols["count"]),
         ])
     return RawInputs(names=RAW_INPUTS, values=np.ascontiguousarray(values), bars_since_gap=bsg, open_time=t)
-
-
-def forward_returns(close: np.ndarray, open_time: np.ndarray, horizon: int = 1) -> np.ndarray:
-    """Forward log return over ``horizon`` bars.
-
-    close: (n,) float64 > 0; open_time: (n,) int64 ms.  returns: (n,)
-    float64, y[t] = log(close[t + horizon] / close[t]); NaN where t +
-    horizon is past the end or a gap lies between t and t + horizon.
-    raises ValueError if horizon < 1 or the shapes differ.
-    """
-    close = np.asarray(close, dtype=np.float64)
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1 bar, got {horizon}")
-    if close.shape != np.shape(open_time) or close.ndim != 1:
-        raise ValueError(f"close and open_time must be (n,) arrays of equal length, got {close.shape} "
-                         f"and {np.shape(open_time)}")
-    n = close.shape[0]
-    out = np.full(n, np.nan)
-    if n > horizon:
-        seg = segment_ids(np.asarray(open_time, dtype=np.int64))
-        same = seg[horizon:] == seg[:-horizon]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:-horizon] = np.where(same, np.log(close[horizon:] / close[:-horizon]), np.nan)
-    return out
 
 
 # --------------------------------------------------------------------------- config and library

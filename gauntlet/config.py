@@ -1,13 +1,11 @@
-"""``configs/gauntlet.toml``: thresholds and sizes of every stage (parsed with tomllib)."""
+"""``configs/gauntlet.toml``: thresholds and sizes of every stage (``forge.core.config`` parsing: unknown keys and wrong types are errors)."""
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from forge.core.config import build_section, read_toml
 from forge.core.errors import ConfigError
 
 __all__ = ["GauntletConfig", "load_gauntlet_config"]
@@ -76,17 +74,8 @@ def load_gauntlet_config(path: str | Path | None) -> GauntletConfig:
     """Read ``[gauntlet]`` from a TOML file (None: defaults). raises ConfigError naming file and key."""
     if path is None:
         return GauntletConfig().validate()
-    path = Path(path)
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text()).get("gauntlet", {})
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    fields = {f.name for f in dataclasses.fields(GauntletConfig)}
-    unknown = set(raw) - fields
+    raw = read_toml(path)
+    unknown = sorted(set(raw) - {"gauntlet"})
     if unknown:
-        raise ConfigError(f"{path}: unknown [gauntlet] keys {sorted(unknown)}")
-    if "gating" in raw:
-        raw["gating"] = tuple(raw["gating"])
-    return GauntletConfig(**raw).validate()
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; expected [gauntlet]")
+    return build_section(GauntletConfig, raw.get("gauntlet", {}), f"{path} [gauntlet]")

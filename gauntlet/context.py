@@ -10,6 +10,7 @@ returns on the in-sample and evaluation (out-of-sample) ranges.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
-from forge.backtest import BacktestConfig, BacktestResult, buy_and_hold, run_backtest
+from forge.backtest import BacktestConfig, BacktestResult, run_backtest
 from forge.core.errors import DataError, RunDirError
-from forge.data.gaps import bars_since_gap
+from forge.data.gaps import bars_since_gap, realised_returns
 from forge.data.loader import load_bars
 from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
@@ -92,6 +93,11 @@ class RunContext:
     @property
     def open_time(self) -> np.ndarray:
         return self.bars["open_time"].to_numpy()
+
+    @functools.cached_property
+    def log_returns(self) -> np.ndarray:
+        """(n,) float64 log return realised during each bar; NaN at the start and after every gap."""
+        return realised_returns(self.bars["close"].to_numpy().astype(np.float64), self.open_time)
 
     def arrays(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, b = rows

@@ -70,11 +70,8 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if "dowhy_state" not in shared:
         shared["dowhy_state"] = compute_features(ctx.bars, STATE_CANDIDATES)
     fm = shared["dowhy_state"]
-    close = ctx.bars["close"].to_numpy().astype(np.float64)
-    ret = np.full(close.shape, np.nan)
-    ret[1:] = close[1:] / close[:-1] - 1.0
-    ret[1:][np.diff(ctx.open_time) != 60_000] = np.nan
-    held = np.zeros_like(close)
+    ret = np.expm1(ctx.log_returns)  # simple return of bar t, NaN after gaps
+    held = np.zeros_like(ret)
     held[1:] = np.nan_to_num(cand.position[:-1])  # decided at close t-1, in force during bar t
     ctrl = np.vstack([np.roll(fm.row(n), 1) for n in common]).T  # state known at the decision (close t-1)
     rows = np.arange(a, b)

@@ -32,12 +32,9 @@ def position_link(position: np.ndarray, ret: np.ndarray, market: np.ndarray, mar
 def run(ctx, cand, cfg, shared) -> StageResult:
     a, b = ctx.evaluation
     a = max(a, b - cfg.pcmci_max_samples)
-    close = ctx.bars["close"].to_numpy().astype(np.float64)
-    t = ctx.open_time
-    ret = np.full(close.shape, np.nan)
-    ret[1:] = np.diff(np.log(close))
-    ret[1:][np.diff(t) != 60_000] = np.nan
-    ret = vol_standardized(ret)  # z-scores (homoscedastic noise for ParCorr's analytic p-values)
+    if "return_z" not in shared:  # z-scores: homoscedastic noise for ParCorr's analytic p-values
+        shared["return_z"] = vol_standardized(ctx.log_returns)
+    ret = shared["return_z"]
     pos = cand.position[a:b]
     if np.nanstd(pos) == 0:
         return StageResult(NAME, "q-value", None, None, cfg.alpha, False,
