@@ -17,11 +17,62 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
 
-from crucible.bench import max_drawdown, risk_adjusted
+from crucible.bench import _max_drawdown_nb, _risk_adjusted_nb
 from crucible.config import CwoConfig
 
-__all__ = ["project_bounded_simplex", "reweight", "slot_score"]
+__all__ = ["eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score"]
+
+
+@njit(cache=True)
+def _project_nb(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    n = v.shape[0]
+    if n * hi <= 1.0:
+        return np.full(n, hi)
+    if n * lo >= 1.0:
+        return np.full(n, 1.0 / n)
+    a, b = lo - v.max() - 1.0, hi - v.min() + 1.0
+    for _ in range(60):  # bisection on the shift tau (the clipped sum is monotone in tau)
+        m = 0.5 * (a + b)
+        tot = 0.0
+        for i in range(n):
+            tot += min(max(v[i] + m, lo), hi)
+        if tot > 1.0:
+            b = m
+        else:
+            a = m
+    w = np.empty(n)
+    tau = 0.5 * (a + b)
+    tot = 0.0
+    for i in range(n):
+        w[i] = min(max(v[i] + tau, lo), hi)
+        tot += w[i]
+    if abs(tot - 1.0) < 1e-9:
+        w /= tot
+    return w
+
+
+@njit(cache=True)
+def _eg_step_nb(old: np.ndarray, g: np.ndarray, lo: float, hi: float, eta: float,
+                max_turnover: float) -> np.ndarray:
+    n = old.shape[0]
+    if old.sum() <= 0:
+        old = np.full(n, 1.0 / n)
+    # forced part: the old weights restricted to the live slots, projected onto the constraints
+    base = _project_nb(old / old.sum(), lo, hi)
+    gg = np.empty(n)
+    for i in range(n):
+        x = 0.0 if np.isnan(g[i]) else g[i]
+        gg[i] = min(max(x, -50.0), 50.0)
+    m = base * np.exp(eta * (gg - gg.max()))
+    tot = m.sum()
+    m = m / tot if tot > 0 else np.full(n, 1.0 / n)
+    target = _project_nb(m, lo, hi)
+    turnover = np.abs(target - base).sum()
+    if turnover > max_turnover:
+        target = base + (target - base) * (max_turnover / turnover)
+    return target
 
 
 def project_bounded_simplex(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -30,29 +81,37 @@ def project_bounded_simplex(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     v: (n,) float64; 0 <= lo <= hi <= 1.  If ``n * hi <= 1`` every weight is hi; if ``n * lo >= 1``
     every weight is 1/n.  returns (n,) float64.
     """
-    v = np.asarray(v, dtype=np.float64)
-    n = v.shape[0]
-    if n == 0:
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    if v.shape[0] == 0:
         return v.copy()
-    if n * hi <= 1.0:
-        return np.full(n, hi)
-    if n * lo >= 1.0:
-        return np.full(n, 1.0 / n)
-    a, b = lo - float(v.max()) - 1.0, hi - float(v.min()) + 1.0
-    for _ in range(60):
-        m = 0.5 * (a + b)
-        if np.minimum(np.maximum(v + m, lo), hi).sum() > 1.0:
-            b = m
-        else:
-            a = m
-    w = np.minimum(np.maximum(v + 0.5 * (a + b), lo), hi)
-    return w * (1.0 / w.sum()) if abs(w.sum() - 1.0) < 1e-9 else w
+    return _project_nb(v, float(lo), float(hi))
 
 
 def slot_score(equity_curve: np.ndarray, drawdown_penalty: float) -> float:
     """Risk-adjusted score: per-bar Sharpe minus ``drawdown_penalty`` x current drawdown (fraction)."""
     e = np.asarray(equity_curve, dtype=np.float64)
-    return risk_adjusted(e) - drawdown_penalty * max_drawdown(e)
+    return float(_risk_adjusted_nb(e) - drawdown_penalty * _max_drawdown_nb(e))
+
+
+@njit(cache=True)
+def scores_nb(marks: np.ndarray, drawdown_penalty: float) -> np.ndarray:
+    """Per-row :func:`slot_score` of a (n, m) float64 array of equity marks (newest last)."""
+    out = np.empty(marks.shape[0])
+    for i in range(marks.shape[0]):
+        e = np.ascontiguousarray(marks[i])
+        out[i] = _risk_adjusted_nb(e) - drawdown_penalty * _max_drawdown_nb(e)
+    return out
+
+
+def eg_weights(old: np.ndarray, scores: np.ndarray, cfg: CwoConfig) -> np.ndarray:
+    """One exponentiated-gradient step for the live slots (see module docstring).
+
+    old: (n,) current weights (all zero: start from 1/n); scores: (n,) risk-adjusted scores (NaN = 0).
+    returns (n,) float64 within [min(min_weight, 1/n), max_weight], summing to <= 1.
+    """
+    n = old.shape[0]
+    return _eg_step_nb(np.ascontiguousarray(old, dtype=np.float64), np.ascontiguousarray(scores, dtype=np.float64),
+                       min(cfg.min_weight, 1.0 / n), cfg.max_weight, cfg.eta, cfg.max_turnover)
 
 
 def reweight(weights: Mapping[str, float], curves: Mapping[str, np.ndarray], live: set[str],
@@ -69,22 +128,11 @@ def reweight(weights: Mapping[str, float], curves: Mapping[str, np.ndarray], liv
     out = {k: 0.0 for k in keys}
     if not alive:
         return out
-    n = len(alive)
-    lo, hi = min(cfg.min_weight, 1.0 / n), cfg.max_weight
     old = np.array([weights.get(k, 0.0) for k in alive], dtype=np.float64)
-    if old.sum() <= 0:
-        old = np.full(n, 1.0 / n)
-    # forced part: the old weights restricted to the live slots, projected onto the constraints
-    base = project_bounded_simplex(old / old.sum() if old.sum() > 0 else old, lo, hi)
-    g = np.array([slot_score(curves.get(k, np.zeros(0))[-cfg.lookback_bars - 1:], cfg.drawdown_penalty)
+    empty = np.zeros(0)
+    g = np.array([slot_score(curves.get(k, empty)[-cfg.lookback_bars - 1:], cfg.drawdown_penalty)
                   for k in alive])
-    g = np.clip(np.nan_to_num(g, nan=0.0), -50.0, 50.0)
-    m = base * np.exp(cfg.eta * (g - g.max()))
-    m = m / m.sum() if m.sum() > 0 else np.full(n, 1.0 / n)
-    target = project_bounded_simplex(m, lo, hi)
-    turnover = float(np.abs(target - base).sum())
-    if turnover > cfg.max_turnover:
-        target = base + (target - base) * (cfg.max_turnover / turnover)
+    target = eg_weights(old, g, cfg)
     for k, w in zip(alive, target):
         out[k] = float(w)
     return out

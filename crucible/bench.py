@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from crucible.venues.base import Fill
 from forge.gp import Genome
 
-__all__ = ["Ledger", "Slot", "client_order_id", "parse_client_order_id", "risk_adjusted", "max_drawdown"]
+__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "risk_adjusted", "max_drawdown"]
 
 
 def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int) -> str:
@@ -91,23 +92,78 @@ class Ledger:
         return self.units * (mark - self.avg_price) if self.units else 0.0
 
 
-def risk_adjusted(equity: np.ndarray) -> float:
-    """Per-bar Sharpe of an equity curve: mean / std (ddof=1) of simple per-bar returns; 0 if flat or short."""
-    e = np.asarray(equity, dtype=np.float64)
-    if e.shape[0] < 3 or np.any(e[:-1] <= 0):
+@njit(cache=True)
+def _risk_adjusted_nb(e: np.ndarray) -> float:
+    n = e.shape[0]
+    if n < 3:
         return 0.0
-    r = e[1:] / e[:-1] - 1.0
-    sd = r.std(ddof=1)
-    return float(r.mean() / sd) if sd > 0 else 0.0
+    for i in range(n - 1):
+        if e[i] <= 0.0:
+            return 0.0
+    m = 0.0
+    for i in range(1, n):
+        m += e[i] / e[i - 1] - 1.0
+    m /= n - 1
+    ss = 0.0
+    for i in range(1, n):
+        d = e[i] / e[i - 1] - 1.0 - m
+        ss += d * d
+    sd = np.sqrt(ss / (n - 2))
+    return m / sd if sd > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _max_drawdown_nb(e: np.ndarray) -> float:
+    n = e.shape[0]
+    if n == 0:
+        return 0.0
+    peak = e[0]
+    for i in range(1, n):
+        if e[i] > peak:
+            peak = e[i]
+    return 1.0 - e[n - 1] / peak if peak > 0.0 else 1.0
+
+
+def risk_adjusted(equity: np.ndarray) -> float:
+    """Per-bar Sharpe of an equity curve: mean / std (ddof=1) of simple per-bar returns; 0 if flat, short
+    (< 3 marks) or if any mark but the last is <= 0.  equity: (n,) USDT marks, oldest first."""
+    return float(_risk_adjusted_nb(np.asarray(equity, dtype=np.float64)))
 
 
 def max_drawdown(equity: np.ndarray) -> float:
-    """Current drawdown from the running peak, fraction in [0, 1] (0 for an empty curve)."""
-    e = np.asarray(equity, dtype=np.float64)
-    if e.shape[0] == 0:
-        return 0.0
-    peak = e.max()
-    return float(1.0 - e[-1] / peak) if peak > 0 else 1.0
+    """Current drawdown from the running peak, fraction in [0, 1] (0 for an empty curve); equity: (n,) USDT."""
+    return float(_max_drawdown_nb(np.asarray(equity, dtype=np.float64)))
+
+
+class MarkBook:
+    """Recent equity marks (USDT) of every slot, one column per bar, newest last.
+
+    slot_ids: row order; keep: marks guaranteed to be kept (the buffer holds 2 x keep and slides the
+    newest ``keep`` to the front when full, so windows are contiguous views, never copies).
+    """
+
+    def __init__(self, slot_ids: list[str], keep: int) -> None:
+        self.row = {sid: i for i, sid in enumerate(slot_ids)}
+        self.keep = max(int(keep), 1)
+        self._buf = np.zeros((len(slot_ids), 2 * self.keep))
+        self.n = 0
+
+    def push(self, marks: list[float]) -> None:
+        """Append one bar's marks, in slot_ids order."""
+        if self.n == self._buf.shape[1]:
+            self._buf[:, : self.keep] = self._buf[:, self.n - self.keep: self.n]
+            self.n = self.keep
+        self._buf[:, self.n] = marks
+        self.n += 1
+
+    def window(self, last: int) -> np.ndarray:
+        """(n_slots, m) view of the last ``m = min(last, available)`` marks."""
+        return self._buf[:, max(0, self.n - int(last)): self.n]
+
+    def curve(self, slot_id: str, last: int | None = None) -> np.ndarray:
+        """(m,) view of one slot's last ``last`` marks (all kept marks when None)."""
+        lo = 0 if last is None else max(0, self.n - int(last))
+        return self._buf[self.row[slot_id], lo: self.n]
 
 
 @dataclass
@@ -116,8 +172,8 @@ class Slot:
 
     id, symbol; genome: the champion being traded; genome_ref: where it came from; capital: USDT;
     status: "live" | "killed" | "stopped"; target: last target exposure ordered in [-1, 1];
-    weight: CWO capital weight; previous: earlier champions, newest last (rollback);
-    equity_curve: recent equity marks (USDT), newest last.
+    weight: CWO capital weight; previous: earlier champions, newest last (rollback).
+    Recent equity marks live in the runtime's :class:`MarkBook`.
     """
 
     id: str
@@ -131,7 +187,6 @@ class Slot:
     weight: float = 0.0
     mark: float = 0.0
     previous: list[Genome] = field(default_factory=list)
-    equity_curve: list[float] = field(default_factory=list)
     genome_since: int = 0
 
     def __post_init__(self) -> None:

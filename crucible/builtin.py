@@ -27,8 +27,9 @@ BUILTIN: dict[str, tuple[list[str], list[float]]] = {
              [0.1, -0.1]),
     # RSI extremes (Wilder RSI: infinite memory)
     "rsi": (["long_short", "lt_c", "feature:rsi_14", "const:0", "gt_c", "feature:rsi_14", "const:1"], [30.0, 70.0]),
-    # 60-bar breakout of the 1h return
-    "breakout": (["long_only", "gt", "feature:ret_60", "ts_max", "feature:ret_60", "window:60"], []),
+    # 1h return above its 60-bar high as of 5 bars ago (ts_max includes the current bar, hence the lag)
+    "breakout": (["long_only", "gt", "feature:ret_60", "lag", "ts_max", "feature:ret_60", "window:60", "window:5"],
+                 []),
 }
 
 

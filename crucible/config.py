@@ -31,7 +31,11 @@ class GeneralConfig:
     """journal: SQLite path; champions_dir / requests_dir: folders; kill_file: its existence flattens
     everything and stops; order_prefix: client order id namespace (1-6 alphanumerics); history_bars:
     rolling window of closed bars the signals are computed on (>= 2); min_order_notional: USDT below which
-    a rebalance is skipped; snapshot_every: bars between equity snapshots in the journal."""
+    a rebalance is skipped; snapshot_every: bars between equity snapshots in the journal; journal_sync:
+    SQLite ``synchronous`` level — "FULL" (every commit fsynced), "NORMAL" (WAL: a committed transaction
+    survives a crash of the process, only an OS crash or power loss may roll back the last ones) or
+    "auto" (FULL on exchange venues, NORMAL on the replay venue, whose exchange state lives in the
+    process anyway)."""
 
     journal: str = "artifacts/crucible/journal.sqlite"
     champions_dir: str = "artifacts/champions"
@@ -41,8 +45,11 @@ class GeneralConfig:
     history_bars: int = 2000
     min_order_notional: float = 1.0
     snapshot_every: int = 15
+    journal_sync: str = "auto"
 
     def validate(self) -> None:
+        if self.journal_sync not in ("auto", "FULL", "NORMAL"):
+            raise ConfigError(f"journal_sync must be auto, FULL or NORMAL, got {self.journal_sync!r}")
         if not re.fullmatch(r"[A-Za-z0-9]{1,6}", self.order_prefix):
             raise ConfigError(f"order_prefix must be 1-6 letters/digits, got {self.order_prefix!r}")
         if self.history_bars < 2:
@@ -55,17 +62,24 @@ class GeneralConfig:
 class ReplayConfig:
     """data: kline/parquet files per symbol as "SYMBOL=path" strings (empty: the embedded BTCUSDT sample);
     warmup_bars: bars of history before the first traded bar; max_bars: bars to replay (0 = all);
-    speed: multiple of real time (0 = as fast as possible); balance: starting account cash, USDT."""
+    speed: multiple of real time (0 = as fast as possible); balance: starting account cash, USDT;
+    prefetch_bars: chunked signal pipeline — the replay venue hands the signal engine the next
+    ``prefetch_bars`` bars so features and programs run once per chunk instead of once per bar (values at
+    bar t still read bars <= t only: features and programs are causal, see ``crucible.signals``); 0 = the
+    per-bar rolling window the exchange venues use."""
 
     data: tuple[str, ...] = ()
     warmup_bars: int = 2000
     max_bars: int = 0
     speed: float = 0.0
     balance: float = 10_000.0
+    prefetch_bars: int = 4096
 
     def validate(self) -> None:
         if self.warmup_bars < 1 or self.max_bars < 0 or self.speed < 0 or self.balance <= 0:
             raise ConfigError("need warmup_bars >= 1, max_bars >= 0, speed >= 0, balance > 0")
+        if self.prefetch_bars < 0:
+            raise ConfigError(f"prefetch_bars must be >= 0, got {self.prefetch_bars}")
 
 
 @dataclass(frozen=True)

@@ -43,29 +43,53 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS equity (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, slot TEXT NOT NULL, equity REAL NOT NULL,
     cash REAL NOT NULL, units REAL NOT NULL, mark REAL NOT NULL, weight REAL NOT NULL, status TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 """
 
 
 class Journal:
     """SQLite journal at ``path`` (parents created).  Not thread-safe; one writer.
 
-    raises sqlite3.DatabaseError for a file that is not a journal.
+    synchronous: "FULL" (default: every commit is fsynced) or "NORMAL" (WAL mode: a commit survives a
+    crash of the process, an OS crash or power loss may roll back the last commits).  Orders in an open
+    status are mirrored in memory (the runtime asks for them several times per bar); the mirror is
+    rebuilt from the file after a rolled-back transaction.
+    raises sqlite3.DatabaseError for a file that is not a journal; ValueError for another synchronous.
     """
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
+        self.synchronous = synchronous
         if readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit BEGIN for batches
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.executescript(_SCHEMA)
         self.db.row_factory = sqlite3.Row
         self._batch = 0
+        self._open: dict[str, dict[str, Any]] = {}
+        self._load_open()
+
+    def _load_open(self) -> None:
+        """(Re)build the in-memory state from the file: open orders, their filled quantities, and the
+        order sequence numbers of the latest bar (orders are only ever placed at the latest bar)."""
+        st = OPEN_STATUSES
+        rows = self.db.execute(f"SELECT * FROM orders WHERE status IN ({','.join('?' * len(st))})"
+                               " ORDER BY created_ms, rowid", st).fetchall()
+        self._open = {r["client_order_id"]: dict(r) for r in rows}
+        self._booked: dict[str, None] = {}  # the last booked trade ids, oldest first (a subset of the file)
+        self._filled = {cid: 0.0 for cid in self._open}
+        for cid, q in self.db.execute("SELECT client_order_id, SUM(qty) FROM fills GROUP BY client_order_id"):
+            if cid in self._filled:
+                self._filled[cid] = float(q)
+        top = self.db.execute("SELECT MAX(bar_time) FROM orders").fetchone()[0]
+        self._seq_bar = -1 if top is None else int(top)
+        self._seq = {(slot, int(bt)): int(m) for slot, bt, m in self.db.execute(
+            "SELECT slot, bar_time, MAX(seq) FROM orders WHERE bar_time=? GROUP BY slot, bar_time", (self._seq_bar,))}
 
     # ------------------------------------------------------------------ transactions
 
@@ -80,12 +104,25 @@ class Journal:
         self._batch -= 1
         if self._batch == 0:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is not None:
+                self._load_open()
+
+    def commit(self) -> None:
+        """Make everything written so far durable now; inside ``with journal:`` the batch goes on in a new
+        transaction (a commit point, e.g. order intents before the orders are sent)."""
+        if self._batch:
+            self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
 
     def close(self) -> None:
         if self._batch:
             self.db.execute("ROLLBACK")
             self._batch = 0
         self.db.close()
+
+    def has_open_order(self, slot: str) -> bool:
+        """True if ``slot`` has an order in an open status (intent / acked / unknown)."""
+        return any(o["slot"] == slot for o in self._open.values())
 
     # ------------------------------------------------------------------ meta
 
@@ -102,10 +139,18 @@ class Journal:
     def add_intent(self, *, client_order_id: str, slot: str, symbol: str, qty: float, target: float,
                    bar_time: int, seq: int, reason: str, now_ms: int) -> None:
         """Record an order intent (committed before the order is sent). Idempotent by client order id."""
-        self.db.execute(
+        cur = self.db.execute(
             "INSERT OR IGNORE INTO orders(client_order_id, slot, symbol, qty, target, bar_time, seq, reason, status,"
             " created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?, 'intent', ?, ?)",
             (client_order_id, slot, symbol, float(qty), float(target), int(bar_time), int(seq), reason, now_ms, now_ms))
+        if cur.rowcount == 1:
+            key = (slot, int(bar_time))
+            self._seq[key] = max(self._seq.get(key, -1), int(seq))
+            self._filled[client_order_id] = 0.0
+            self._open[client_order_id] = {
+                "client_order_id": client_order_id, "slot": slot, "symbol": symbol, "qty": float(qty),
+                "target": float(target), "bar_time": int(bar_time), "seq": int(seq), "reason": reason,
+                "status": "intent", "venue_order_id": None, "created_ms": now_ms, "updated_ms": now_ms, "error": None}
 
     def set_order_status(self, client_order_id: str, status: str, now_ms: int, *, venue_order_id: str | None = None,
                          error: str | None = None) -> None:
@@ -113,13 +158,35 @@ class Journal:
             "UPDATE orders SET status=?, updated_ms=?, venue_order_id=COALESCE(?, venue_order_id),"
             " error=COALESCE(?, error) WHERE client_order_id=?",
             (status, now_ms, venue_order_id, error, client_order_id))
+        if status in OPEN_STATUSES:
+            row = self._open.get(client_order_id)
+            if row is None:
+                row = self.order(client_order_id)
+                if row is not None:
+                    self._open[client_order_id] = row
+            else:
+                row.update(status=status, updated_ms=now_ms)
+                if venue_order_id is not None:
+                    row["venue_order_id"] = venue_order_id
+                if error is not None:
+                    row["error"] = error
+        else:
+            self._open.pop(client_order_id, None)
+            self._filled.pop(client_order_id, None)
 
     def order(self, client_order_id: str) -> dict[str, Any] | None:
+        """The order row (a copy) or None."""
+        if client_order_id in self._open:
+            return dict(self._open[client_order_id])
         row = self.db.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
         return None if row is None else dict(row)
 
     def orders(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Orders (oldest first), optionally only those with a status in ``statuses``."""
+        if statuses is not None:
+            st = set(statuses)
+            if st <= set(OPEN_STATUSES):  # served from the in-memory mirror
+                return [dict(o) for o in self._open.values() if o["status"] in st]
         if statuses is None:
             rows = self.db.execute("SELECT * FROM orders ORDER BY created_ms, rowid").fetchall()
         else:
@@ -130,6 +197,8 @@ class Journal:
 
     def next_seq(self, slot: str, bar_time: int) -> int:
         """Next order sequence number of ``slot`` at ``bar_time`` (0 for the first)."""
+        if bar_time >= self._seq_bar:  # served from memory: every order at or after that bar went through here
+            return self._seq.get((slot, bar_time), -1) + 1
         row = self.db.execute("SELECT MAX(seq) FROM orders WHERE slot=? AND bar_time=?", (slot, bar_time)).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
@@ -137,12 +206,21 @@ class Journal:
 
     def add_fill(self, fill: Fill, slot: str | None) -> bool:
         """Book a fill; returns False (and changes nothing) if its trade id is already booked."""
+        if fill.trade_id in self._booked:  # recently booked (venues return overlapping fill windows)
+            return False
         cur = self.db.execute(
             "INSERT OR IGNORE INTO fills(trade_id, client_order_id, order_id, slot, symbol, qty, price, fee, time_ms)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
             (fill.trade_id, fill.client_order_id, fill.order_id, slot, fill.symbol, fill.qty, fill.price, fill.fee,
              fill.time_ms))
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self._booked[fill.trade_id] = None
+        if len(self._booked) > 4096:
+            del self._booked[next(iter(self._booked))]
+        if fill.client_order_id in self._filled:
+            self._filled[fill.client_order_id] += fill.qty
+        return True
 
     def has_fill(self, trade_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM fills WHERE trade_id=?", (trade_id,)).fetchone() is not None
@@ -156,6 +234,9 @@ class Journal:
         return [dict(r) for r in rows]
 
     def filled_qty(self, client_order_id: str) -> float:
+        """Signed base units booked for the order (sum of its fills)."""
+        if client_order_id in self._filled:
+            return self._filled[client_order_id]
         row = self.db.execute("SELECT COALESCE(SUM(qty), 0) FROM fills WHERE client_order_id=?",
                               (client_order_id,)).fetchone()
         return float(row[0])

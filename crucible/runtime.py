@@ -7,10 +7,15 @@ Per closed 1-minute bar (venue clock), in this order:
 3. Watchtower: a slot at or below the kill floor is flattened and terminated, a replacement
    request is written;
 4. Pit Crew: promote challengers whose shadow period is over (bar boundary), scan for new ones;
-5. signals (same VM as the backtester, rolling window) → market orders for changed targets:
-   intent committed to the journal *before* the order is sent, deterministic client order id;
+5. signals (same VM as the backtester: a rolling window on exchanges, chunks of the replay on the
+   replay venue, see ``crucible.signals``) → market orders for changed targets: intents committed to
+   the journal *before* any order is sent (a commit point), deterministic client order ids;
 6. CWO reweight every ``cwo.interval_seconds`` of venue time (bookkeeping only);
 7. equity snapshot, bar cursor committed.
+
+A bar is one journal transaction.  With ``synchronous=FULL`` (exchange venues) every bar is
+committed and fsynced; on the replay venue (NORMAL) bars are group-committed every
+``GROUP_COMMIT_S`` wall seconds, commit points still coming before every send, kill and swap.
 
 On start the journal is replayed (ledgers, swaps, kills, weights), then reconciled with the
 venue: orders in an unknown state are resolved by client order id (an intent never sent is
@@ -30,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from crucible.allocator import reweight
-from crucible.bench import Ledger, Slot, client_order_id, parse_client_order_id, risk_adjusted
+from crucible.allocator import eg_weights, scores_nb
+from crucible.bench import Ledger, MarkBook, Slot, client_order_id, parse_client_order_id, risk_adjusted
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.hotswap import Challenger, PitCrew
 from crucible.journal import OPEN_STATUSES, Journal
-from crucible.signals import SignalEngine
+from crucible.signals import ChunkedSignals, SignalEngine
 from crucible.venues.base import BAR_FIELDS, Bar, Fill, Venue, VenueNetworkError, VenueRejected
 from crucible.watchtower import breaches_floor, kill_switch_engaged, write_replacement_request
 from forge.core.errors import ConfigError
@@ -48,6 +53,7 @@ log = logging.getLogger("crucible")
 
 VENUES = ("replay", "bybit-testnet", "binance-demo")
 Progress = Callable[[dict[str, Any]], None]
+GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) between commit points
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -125,6 +131,9 @@ class Runtime:
         self.fault = fault or (lambda point, ctx: None)
         self.prefix = cfg.general.order_prefix
         self.engine = SignalEngine()
+        pf = cfg.replay.prefetch_bars if hasattr(venue, "prefetch") else 0
+        self.chunked = ChunkedSignals(self.engine, cfg.general.history_bars, pf) if pf > 0 else None
+        self._progress_on = progress is not None
         self.slots: dict[str, Slot] = {}
         for sc in cfg.slots:
             g = resolve_genome(sc.genome)
@@ -134,6 +143,8 @@ class Runtime:
         self.genome_book: dict[str, tuple[Genome, str, float | None]] = {}  # sha -> (genome, symbol, score)
         for s in self.slots.values():
             self.genome_book[s.genome.sha256] = (s.genome, s.symbol, None)
+        self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
+        self._alive_ids: tuple[str, ...] = ()
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0}
@@ -281,7 +292,8 @@ class Runtime:
                 slot.ledger.apply_fill(f)
                 n += 1
                 self.counters["fills"] += 1
-                self._emit("fill", slot=slot.id, **f.to_dict())
+                if self._progress_on:
+                    self._emit("fill", slot=slot.id, **f.to_dict())
         return n
 
     def _sync_open_orders(self, now: int) -> None:
@@ -336,18 +348,31 @@ class Runtime:
 
     def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int) -> str:
         """Journal an intent (committed) then send a market order; returns the client order id."""
-        seq = self.journal.next_seq(slot.id, bar_time)
-        cid = client_order_id(self.prefix, slot.id, bar_time, seq)
+        return self.place_many([(slot, qty, target, reason)], bar_time)[0]
+
+    def place_many(self, orders: list[tuple[Slot, float, float, str]], bar_time: int) -> list[str]:
+        """Journal the intents of several orders (slot, qty, target, reason) in one committed transaction,
+        then send them one by one; returns their client order ids.  An acknowledgement lost in a crash
+        is recovered at restart by client order id (the intent is already durable)."""
         now = self.venue.now_ms()
-        self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty, target=target,
-                                bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
-        slot.target = target
-        o = self.journal.order(cid)
-        self.fault("intent_saved", {"order": o})
-        self.counters["orders"] += 1
-        self._send(o)
-        self._emit("order", slot=slot.id, client_order_id=cid, qty=qty, target=target, reason=reason)
-        return cid
+        cids = []
+        with self.journal:
+            for slot, qty, target, reason in orders:
+                seq = self.journal.next_seq(slot.id, bar_time)
+                cid = client_order_id(self.prefix, slot.id, bar_time, seq)
+                self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty,
+                                        target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
+                slot.target = target
+                cids.append(cid)
+            self.journal.commit()  # the intents (and the bar's writes so far) are durable before any send
+            for cid, (slot, qty, target, reason) in zip(cids, orders):
+                o = self.journal.order(cid)
+                self.fault("intent_saved", {"order": o})
+                self.counters["orders"] += 1
+                self._send(o)
+                if self._progress_on:
+                    self._emit("order", slot=slot.id, client_order_id=cid, qty=qty, target=target, reason=reason)
+        return cids
 
     def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
         """Market order closing the slot's units (skipped when a closing order is already in flight)."""
@@ -362,32 +387,31 @@ class Runtime:
     # ------------------------------------------------------------------ the bar
 
     def process_bar(self, bars: dict[str, Bar]) -> None:
-        """Run one bar boundary (see module docstring)."""
+        """Run one bar boundary (see module docstring) in one journal transaction, with a commit point
+        before any order is sent."""
         now = self.venue.now_ms()
         bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
         cfg = self.cfg
-        self._sync_open_orders(now)
-        for s in self.slots.values():
-            b = bars.get(s.symbol)
-            if b is not None:
-                s.mark = b.close
-            s.equity_curve.append(s.equity())
-            if len(s.equity_curve) > 4 * max(cfg.cwo.lookback_bars, cfg.hotswap.shadow_bars):
-                del s.equity_curve[: len(s.equity_curve) // 2]
-        open_slots = {o["slot"] for o in self.journal.orders(OPEN_STATUSES)}
-        for s in self.slots.values():  # terminated slots left with units (an order was in flight): close them
-            if s.status != "live" and s.ledger.units != 0.0 and s.id not in open_slots and s.mark > 0:
-                self.flatten(s, "cleanup", bar_time)
-        trading = not self.kill_requested
-        if kill_switch_engaged(cfg.general.kill_file) or self.kill_requested:
-            self._kill_switch(bar_time)
-            trading = False
-        if trading:
-            self._watchtower(bar_time, now)
-            if cfg.hotswap.enabled:
-                self._pit_crew(bars, bar_time, now)
-            self._signals(bars, bar_time)
         with self.journal:
+            self._sync_open_orders(now)
+            for s in self.slots.values():
+                b = bars.get(s.symbol)
+                if b is not None:
+                    s.mark = b.close
+            self.marks.push([s.equity() for s in self.slots.values()])
+            for s in self.slots.values():  # terminated slots left with units (an order was in flight): close them
+                if s.status != "live" and s.ledger.units != 0.0 and not self.journal.has_open_order(s.id) \
+                        and s.mark > 0:
+                    self.flatten(s, "cleanup", bar_time)
+            trading = not self.kill_requested
+            if kill_switch_engaged(cfg.general.kill_file) or self.kill_requested:
+                self._kill_switch(bar_time)
+                trading = False
+            if trading:
+                self._watchtower(bar_time, now)
+                if cfg.hotswap.enabled:
+                    self._pit_crew(bars, bar_time, now)
+                self._signals(bars, bar_time)
             if trading and (self.last_cwo_ms is None or now - self.last_cwo_ms >= cfg.cwo.interval_seconds * 1000):
                 self._cwo(now)
             if self.bar_no % cfg.general.snapshot_every == 0:
@@ -398,19 +422,21 @@ class Runtime:
         self.bar_no += 1
         self.counters["bars"] += 1
         self.fault("bar_done", {"bar_time": bar_time, "bar_no": self.bar_no})
-        self._emit("bar", time_ms=bar_time, bars=self.counters["bars"],
-                   slots=[s.summary() for s in self.slots.values()])
+        if self._progress_on:
+            self._emit("bar", time_ms=bar_time, bars=self.counters["bars"],
+                       slots=[s.summary() for s in self.slots.values()])
 
     def _kill_switch(self, bar_time: int) -> None:
         if self.stopped_by != "kill_switch":
             with self.journal:
                 self.journal.event("killswitch", self.venue.now_ms(), None,
                                    reason="signal" if self.kill_requested else f"file {self.cfg.general.kill_file}")
+                self.journal.commit()
             self._emit("killswitch")
             self.stopped_by = "kill_switch"
         for s in self.slots.values():
             if s.status == "live" or s.ledger.units != 0.0:
-                if s.ledger.units != 0.0 and not any(o["slot"] == s.id for o in self.journal.orders(OPEN_STATUSES)):
+                if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
                     self.flatten(s, "killswitch", bar_time)
                 if s.status == "live":
                     s.status = "stopped"
@@ -424,9 +450,10 @@ class Runtime:
             s.status = "killed"
             s.weight = 0.0
             self.counters["kills"] += 1
-            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)  # committed first
+            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)
+            self.journal.commit()  # the kill is durable before its flattening order
             self.flatten(s, "kill", bar_time)
-            self._remember(s.genome, s.symbol, risk_adjusted(s.equity_curve))
+            self._remember(s.genome, s.symbol, risk_adjusted(self.marks.curve(s.id)))
             seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256)
             path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
                                              time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
@@ -441,7 +468,7 @@ class Runtime:
     def _best_genome(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
         for s in self.slots.values():  # current champions' live scores
             if s.symbol == symbol and s.status == "live":
-                self._remember(s.genome, s.symbol, risk_adjusted(s.equity_curve))
+                self._remember(s.genome, s.symbol, risk_adjusted(self.marks.curve(s.id)))
         cands = [(sc if sc is not None else -np.inf, g) for g, sym, sc in self.genome_book.values()
                  if sym == symbol and g.sha256 != exclude]
         if not cands:
@@ -462,7 +489,7 @@ class Runtime:
             for s in self.slots.values():
                 if s.status != "live" or s.symbol != ch.symbol:
                     continue
-                champ = risk_adjusted(s.equity_curve[-len(ch.equity_curve):])
+                champ = risk_adjusted(self.marks.curve(s.id, len(ch.equity_curve)))
                 if score > champ + hs.margin and (best is None or champ < best[1]):
                     best = (s, champ)
             if best is None:
@@ -480,6 +507,7 @@ class Runtime:
                 self.journal.event("swap", now, s.id, genome=ch.genome.to_dict(), old=s.previous[-1].sha256,
                                    new=ch.genome.sha256, challenger_score=score, champion_score=champ,
                                    source=ch.source)
+                self.journal.commit()
             self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
                        challenger_score=score, champion_score=champ)
         if self.bar_no % hs.poll_bars == 0:
@@ -525,15 +553,20 @@ class Runtime:
                 continue
             genomes = {s.id: s.genome for s in live}
             genomes.update({c.key: c.genome for c in chs})
-            targets = self.engine.latest(genomes, self.venue.history(sym, g.history_bars))
+            if self.chunked is not None:
+                targets = self.chunked.latest(sym, genomes, bar.open_time, self.venue.history,
+                                              self.venue.prefetch)  # type: ignore[attr-defined]
+            else:
+                targets = self.engine.latest(genomes, self.venue.history(sym, g.history_bars))
             for c in chs:
                 c.on_bar(bar.open, bar.close, targets[c.key], self.cfg.costs.taker_fee_bps,
                          self.cfg.costs.slippage_bps, g.min_order_notional)
+            batch: list[tuple[Slot, float, float, str]] = []
             for s in live:
                 t = targets[s.id]
                 if t == s.target:
                     continue
-                if any(o["slot"] == s.id for o in self.journal.orders(OPEN_STATUSES)):
+                if self.journal.has_open_order(s.id):
                     continue  # one order in flight per slot; retry at the next bar
                 eq = s.equity()
                 if eq <= 0:
@@ -544,19 +577,30 @@ class Runtime:
                 if qty == 0.0 or (abs(qty) * bar.close < g.min_order_notional and t != 0.0):
                     s.target = t
                     continue
-                self.place(s, qty, t, "signal", bar_time)
+                batch.append((s, qty, t, "signal"))
+            if batch:
+                self.place_many(batch, bar_time)
 
     def _cwo(self, now: int) -> None:
-        live = {s.id for s in self.slots.values() if s.status == "live"}
-        w = reweight({s.id: s.weight for s in self.slots.values()},
-                     {s.id: np.asarray(s.equity_curve) for s in self.slots.values()}, live, self.cfg.cwo)
-        for k, x in w.items():
-            self.slots[k].weight = x
+        cwo = self.cfg.cwo
+        slots = list(self.slots.values())
+        alive = [i for i, s in enumerate(slots) if s.status == "live"]
+        for s in slots:
+            s.weight = 0.0 if s.status != "live" else s.weight
+        if alive:
+            marks = self.marks.window(cwo.lookback_bars + 1)
+            if len(alive) < len(slots):
+                marks = marks[alive]
+            new = eg_weights(np.array([slots[i].weight for i in alive]), scores_nb(marks, cwo.drawdown_penalty), cwo)
+            for i, x in zip(alive, new.tolist()):
+                slots[i].weight = x
+        w = {s.id: s.weight for s in slots}
         self.last_cwo_ms = now
         self.counters["reweights"] += 1
         with self.journal:
             self.journal.event("reweight", now, None, weights=w)
-        self._emit("reweight", weights=w)
+        if self._progress_on:
+            self._emit("reweight", weights=w)
 
     # ------------------------------------------------------------------ main loop
 
@@ -581,7 +625,18 @@ class Runtime:
                                                    for c in BAR_FIELDS[1:]))
             self.process_bar(bars)
         stale_s = self.cfg.watchtower.stale_feed_seconds
+        if getattr(self.venue, "live", False) or self.journal.synchronous == "FULL":
+            return self._loop(max_bars, stale_s, t0)  # every bar committed
+        # replay with a NORMAL/OFF journal: group commit — bars are committed together at most GROUP_COMMIT_S
+        # apart; intents, kills, swaps and the kill switch are still committed before they act (commit
+        # points).  A crash loses only bookkeeping the restart recomputes (fills are re-fetched from the
+        # venue and de-duplicated by trade id).
+        with self.journal:
+            return self._loop(max_bars, stale_s, t0, group_commit_s=GROUP_COMMIT_S)
+
+    def _loop(self, max_bars: int | None, stale_s: float, t0: float, group_commit_s: float = 0.0) -> dict[str, Any]:
         stale = False
+        last_commit = time.monotonic()
         while True:
             if max_bars is not None and self.counters["bars"] >= max_bars:
                 self.stopped_by = "max_bars"
@@ -605,13 +660,17 @@ class Runtime:
                 break
             stale = False
             self.process_bar(bars)
+            if group_commit_s and time.monotonic() - last_commit >= group_commit_s:
+                self.journal.commit()
+                last_commit = time.monotonic()
         dt = time.perf_counter() - t0
         summary = self.summary(dt)
         self._emit("done", **summary)
         return summary
 
     def summary(self, seconds: float = 0.0) -> dict[str, Any]:
-        return {"venue": self.venue.name, "journal": str(self.journal.path), "stopped_by": self.stopped_by,
+        return {"venue": self.venue.name, "journal": str(self.journal.path), "journal_sync": self.journal.synchronous,
+                "stopped_by": self.stopped_by,
                 "last_bar_ms": self.last_bar_ms, **self.counters, "seconds": seconds,
                 "bars_per_s": self.counters["bars"] / seconds if seconds > 0 else None,
                 "requests": list(self.requests), "reconcile": self.reconcile_report,
@@ -634,7 +693,7 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     builds its own replay venue — a new replay cannot resume an old replay's exchange — else False).
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
 
-    returns {"venue", "journal", "stopped_by": "end" | "max_bars" | "kill_switch" | "stop_event",
+    returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "kill_switch" | "stop_event",
     "last_bar_ms", "bars", "orders", "fills", "swaps", "kills", "reweights", "rejected_files",
     "duplicates_ignored", "abandoned", "resent", "seconds", "bars_per_s", "requests": [paths],
     "reconcile": {...}, "slots": [per-slot dicts: slot, symbol, status, genome, equity, cash, units,
@@ -652,7 +711,10 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
         for suffix in ("-wal", "-shm"):
             Path(str(jpath) + suffix).unlink(missing_ok=True)
         jpath.replace(str(jpath) + ".prev")
-    journal = Journal(jpath)
+    sync = cfg.general.journal_sync
+    if sync == "auto":
+        sync = "FULL" if getattr(v, "live", False) else "NORMAL"
+    journal = Journal(jpath, synchronous=sync)
     rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault)
     old_handler = None
     if threading.current_thread() is threading.main_thread():

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def breaches_floor(equity: float, kill_floor: float) -> bool:
 
 
 def kill_switch_engaged(kill_file: str | Path | None) -> bool:
-    """True when the kill file exists."""
-    return kill_file is not None and Path(kill_file).exists()
+    """True when the kill file exists (checked every bar: one stat call)."""
+    return kill_file is not None and os.path.exists(kill_file)
 
 
 def write_replacement_request(requests_dir: str | Path, *, slot: str, symbol: str, time_ms: int, equity: float,

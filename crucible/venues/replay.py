@@ -16,6 +16,7 @@ possible.  ``faults`` lets tests inject exchange failures (see
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
@@ -54,6 +55,7 @@ class ReplayVenue(Venue):
         self.speed = speed
         self._stop = stop_event or threading.Event()
         self._cols: dict[str, dict[str, np.ndarray]] = {}
+        self._rec: dict[str, np.ndarray] = {}
         times = []
         for sym, df in bars.items():
             if df.height == 0:
@@ -66,6 +68,10 @@ class ReplayVenue(Venue):
                 else:
                     cols[c] = np.zeros(df.height, dtype=np.int64 if c == "count" else np.float64)
             self._cols[sym] = cols
+            rec = np.empty(df.height, dtype=[(c, cols[c].dtype) for c in BAR_FIELDS])
+            for c in BAR_FIELDS:
+                rec[c] = cols[c]
+            self._rec[sym] = rec  # one record per bar: Bar(symbol, *rec[i].item()) in one call
             times.append(cols["open_time"])
         self.symbols = tuple(bars)
         self._timeline = np.unique(np.concatenate(times))
@@ -120,6 +126,20 @@ class ReplayVenue(Venue):
         lo = max(0, hi - int(n))
         return {c: v[lo:hi] for c, v in cols.items()}
 
+    def prefetch(self, symbol: str, n: int) -> dict[str, np.ndarray]:
+        """The next ``n`` bars of ``symbol`` after the last closed bar (not yet delivered), oldest first,
+        as ``history`` columns; fewer at the end of the replay.
+
+        Only the replay venue can do this: it feeds the chunked signal pipeline
+        (``[replay] prefetch_bars``), which evaluates causal features and programs once per chunk; a
+        value at bar t never depends on these later bars (tested in tests/test_crucible.py).
+        """
+        cols = self._cols[symbol]
+        lo = self._idx(symbol)
+        end_t = self._timeline[self._end - 1]
+        hi = min(lo + int(n), int(np.searchsorted(cols["open_time"], end_t, side="right")))
+        return {c: v[lo:max(lo, hi)] for c, v in cols.items()}
+
     def remaining(self) -> int:
         """Bars left to replay."""
         return self._end - 1 - self._cursor
@@ -133,11 +153,12 @@ class ReplayVenue(Venue):
         self._cursor += 1
         t = int(self._timeline[self._cursor])
         out: dict[str, Bar] = {}
-        for sym, cols in self._cols.items():
+        for sym, rec in self._rec.items():
             i = self._idx(sym) - 1
-            if i >= 0 and cols["open_time"][i] == t:
-                out[sym] = Bar(sym, t, *(float(cols[c][i]) if c != "count" else int(cols[c][i])
-                                        for c in BAR_FIELDS[1:]))
+            if i >= 0:
+                row = rec[i].item()
+                if row[0] == t:
+                    out[sym] = Bar(sym, *row)
         self._fill_pending(out)
         return out
 
@@ -196,8 +217,10 @@ class ReplayVenue(Venue):
                                                        "canceled", o.time_ms)
 
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
-        fills = self._fills.get(symbol, [])
-        return [f for f in fills if since_ms is None or f.time_ms >= since_ms]
+        fills = self._fills.get(symbol, [])  # appended in time order
+        if since_ms is None:
+            return list(fills)
+        return fills[bisect.bisect_left(fills, since_ms, key=lambda f: f.time_ms):]
 
     def fetch_positions(self) -> dict[str, float]:
         return {s: q for s, q in self._pos.items() if q != 0.0}
