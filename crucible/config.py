@@ -113,8 +113,8 @@ class HotswapConfig:
 
 @dataclass(frozen=True)
 class WatchtowerConfig:
-    """kill_floor: USDT; a slot whose equity (realised + unrealised, after fees) is <= this is flattened
-    and terminated; stale_feed_seconds: no bar for this long (live venues) stands the bench down."""
+    """kill_floor: USDT; a slot whose equity (realised + unrealised, after fees) is <= this (or below
+    ``min_order_notional``) is flattened and terminated; stale_feed_seconds: no bar for this long (live venues) stands the bench down."""
 
     kill_floor: float = 0.0
     stale_feed_seconds: float = 180.0

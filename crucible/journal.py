@@ -71,6 +71,7 @@ class Journal:
             self.db.executescript(_SCHEMA)
         self.db.row_factory = sqlite3.Row
         self._batch = 0
+        self._deferred: dict[str, Any] = {}
         self._open: dict[str, dict[str, Any]] = {}
         self._load_open()
 
@@ -103,6 +104,10 @@ class Journal:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._batch -= 1
         if self._batch == 0:
+            if exc_type is None:
+                self._flush_deferred()
+            else:
+                self._deferred.clear()
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
             if exc_type is not None:
                 self._load_open()
@@ -111,8 +116,22 @@ class Journal:
         """Make everything written so far durable now; inside ``with journal:`` the batch goes on in a new
         transaction (a commit point, e.g. order intents before the orders are sent)."""
         if self._batch:
+            self._flush_deferred()
             self.db.execute("COMMIT")
             self.db.execute("BEGIN IMMEDIATE")
+
+    def set_meta_at_commit(self, key: str, value: Any) -> None:
+        """Like :meth:`set_meta`, written once just before the transaction commits (a cursor updated every
+        bar costs one write per commit, not one per bar); outside a transaction it is written now."""
+        if self._batch:
+            self._deferred[key] = value
+        else:
+            self.set_meta(key, value)
+
+    def _flush_deferred(self) -> None:
+        for k, v in self._deferred.items():
+            self.set_meta(k, v)
+        self._deferred.clear()
 
     def close(self) -> None:
         if self._batch:

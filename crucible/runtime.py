@@ -10,7 +10,8 @@ Per closed 1-minute bar (venue clock), in this order:
 5. signals (same VM as the backtester: a rolling window on exchanges, chunks of the replay on the
    replay venue, see ``crucible.signals``) → market orders for changed targets: intents committed to
    the journal *before* any order is sent (a commit point), deterministic client order ids;
-6. CWO reweight every ``cwo.interval_seconds`` of venue time (bookkeeping only);
+6. CWO reweight every ``cwo.interval_seconds`` of venue time (bookkeeping only; journaled when a
+   weight moved by more than ``WEIGHT_TOL``);
 7. equity snapshot, bar cursor committed.
 
 A bar is one journal transaction.  With ``synchronous=FULL`` (exchange venues) every bar is
@@ -54,6 +55,7 @@ log = logging.getLogger("crucible")
 VENUES = ("replay", "bybit-testnet", "binance-demo")
 Progress = Callable[[dict[str, Any]], None]
 GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) between commit points
+WEIGHT_TOL = 1e-6  # a reweight is journaled when some weight moved by more than this (fraction of capital)
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -143,6 +145,7 @@ class Runtime:
         self.genome_book: dict[str, tuple[Genome, str, float | None]] = {}  # sha -> (genome, symbol, score)
         for s in self.slots.values():
             self.genome_book[s.genome.sha256] = (s.genome, s.symbol, None)
+        self._journaled_weights: dict[str, float] | None = None
         self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
         self._alive_ids: tuple[str, ...] = ()
         self.kill_requested = False
@@ -211,6 +214,7 @@ class Runtime:
                     if k in self.slots:
                         self.slots[k].weight = float(w)
                 self.last_cwo_ms = ev["time_ms"]
+                self._journaled_weights = {k: float(x) for k, x in d["weights"].items()}
             elif ev["kind"] == "killswitch":
                 for x in self.slots.values():
                     if x.status == "live":
@@ -233,7 +237,7 @@ class Runtime:
         """
         j, v = self.journal, self.venue
         now = v.now_ms()
-        latest_bar = now - 60_000
+        latest_bar = (now // 60_000 - 1) * 60_000  # open time of the latest closed 1m bar
         rep: dict[str, Any] = {"resolved": [], "resent": [], "abandoned": [], "new_fills": 0}
         for o in j.orders(OPEN_STATUSES):
             st = v.fetch_order(o["symbol"], o["client_order_id"])
@@ -417,7 +421,7 @@ class Runtime:
             if self.bar_no % cfg.general.snapshot_every == 0:
                 self.journal.equity_snapshot(now, [(s.id, s.equity(), s.ledger.cash, s.ledger.units, s.mark,
                                                     s.weight, s.status) for s in self.slots.values()])
-            self.journal.set_meta("last_bar_ms", bar_time)
+            self.journal.set_meta_at_commit("last_bar_ms", bar_time)
         self.last_bar_ms = bar_time
         self.bar_no += 1
         self.counters["bars"] += 1
@@ -442,9 +446,9 @@ class Runtime:
                     s.status = "stopped"
 
     def _watchtower(self, bar_time: int, now: int) -> None:
-        floor = self.cfg.watchtower.kill_floor
+        floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
         for s in self.slots.values():
-            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor):
+            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional):
                 continue
             eq = s.equity()
             s.status = "killed"
@@ -597,8 +601,11 @@ class Runtime:
         w = {s.id: s.weight for s in slots}
         self.last_cwo_ms = now
         self.counters["reweights"] += 1
-        with self.journal:
-            self.journal.event("reweight", now, None, weights=w)
+        prev = self._journaled_weights
+        if prev is None or prev.keys() != w.keys() or any(abs(x - prev[k]) > WEIGHT_TOL for k, x in w.items()):
+            with self.journal:
+                self.journal.event("reweight", now, None, weights=w)
+            self._journaled_weights = w
         if self._progress_on:
             self._emit("reweight", weights=w)
 

@@ -1,0 +1,496 @@
+"""A fake Bybit v5 exchange on 127.0.0.1 for testing the real ``CcxtVenue`` (no mocks of the adapter).
+
+It runs an ``aiohttp.web`` server in its own thread with its own event loop and serves
+
+* the REST routes ccxt 4.5 calls for linear USDT perpetuals (markets, klines, server time, account
+  info, wallet balance, positions, order create / realtime / history, executions), and
+* the public WebSocket ``/v5/public/linear``: ``{"op": "subscribe", "args": ["kline.1.BTCUSDT"]}``
+  subscribes to 1-minute klines, ``{"op": "ping"}`` is answered with a pong; pushes are Bybit v5
+  kline messages ``{"topic", "type": "snapshot", "ts", "data": [{"start", "end", "interval", "open",
+  "close", "high", "low", "volume", "turnover", "confirm", "timestamp"}]}``.
+
+State is real: orders by ``orderLinkId`` (a second create with a known id is refused with Bybit's
+duplicate error 110072), one execution per market order (fee ``fee_rate`` × notional, USDT), the net
+position per symbol (``/v5/position/list``) and a wallet (starting balance + realised P&L − fees,
+average-cost method).  Market orders fill at the close of the last closed bar (the current price).
+
+Bar clock: the bars are historical 1-minute bars ``(open_time ms, open, high, low, close, volume)``;
+the first ``history`` of them are closed at start, :meth:`FakeBybit.step` closes the next one (driven
+by the test, or by :meth:`FakeBybit.run_clock` on a timer).  Each step pushes the closing bar with
+``confirm: true`` followed by the next (forming) bar with ``confirm: false``; on subscribe the
+forming bar is pushed at once.  REST klines return closed bars only: the bars are historical, so a
+client deciding "closed" by the wall clock would take a forming bar for a closed one.
+
+Faults: :meth:`FakeBybit.inject_rest` ("drop": the request is processed, then the connection is
+dropped without a response; "5xx": HTTP 503, nothing done; "429": HTTP 429 rate limit, nothing done)
+and :meth:`FakeBybit.inject_ws` ("disconnect": the server closes every WebSocket before the next
+step's pushes; "duplicate": the next step's messages are each sent twice and the previous step's
+messages are replayed after them; "skip": the next step's messages are not sent at all, as if lost
+on the way, with the connection kept).
+
+Times are ms UTC; quantities base units (signed where noted); money USDT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["FakeBybit", "sample_bars"]
+
+LOT = 0.001
+
+
+def sample_bars(n: int, *, end_ms: int | None = None, offset: int = 0) -> list[tuple[int, float, float, float, float, float]]:
+    """``n`` consecutive 1-minute bars from the embedded BTCUSDT sample (rows ``offset..offset+n``),
+    re-timed so the last one opens at ``end_ms`` (default: the start of the minute 5 minutes before now,
+    so every bar lies in the past of the wall clock).  returns [(open_time, open, high, low, close, volume)]."""
+    from forge.data.loader import load_sample
+
+    df = load_sample()[0].slice(offset, n)
+    if df.height != n:
+        raise ValueError(f"the sample has only {df.height} bars from {offset}")
+    if end_ms is None:
+        end_ms = (int(time.time() * 1000) // 60_000 - 5) * 60_000
+    t0 = end_ms - (n - 1) * 60_000
+    cols = [df[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    return [(t0 + 60_000 * i, *(float(c[i]) for c in cols)) for i in range(n)]
+
+
+class FakeBybit:
+    """The fake exchange (see module docstring).
+
+    bars: [(open_time ms, open, high, low, close, volume)] oldest first, 60_000 ms apart; history: bars
+    closed at start (>= 1); symbol: the one linear market served; balance: starting wallet, USDT;
+    fee_rate: taker fee as a fraction of notional.  Use :meth:`start` / :meth:`stop` (or ``with``).
+    """
+
+    def __init__(self, bars: list[tuple], *, history: int = 400, symbol: str = "BTCUSDT",
+                 balance: float = 10_000.0, fee_rate: float = 0.00055) -> None:
+        if not 1 <= history <= len(bars):
+            raise ValueError(f"history must be in 1..{len(bars)}, got {history}")
+        self.bars = [tuple(b) for b in bars]
+        self.symbol = symbol
+        self.fee_rate = fee_rate
+        self.balance0 = balance
+        self.n_closed = history
+        self.lock = threading.RLock()
+        self.paths: list[tuple[str, str]] = []
+        self.orders: dict[str, dict[str, Any]] = {}  # orderLinkId -> order
+        self.executions: list[dict[str, Any]] = []  # oldest first
+        self.position = 0.0  # net, signed base units
+        self.avg_price = 0.0
+        self.realised = 0.0
+        self.fees = 0.0
+        self.rest_faults: dict[str, deque[str]] = {}
+        self.ws_faults: deque[str] = deque()
+        self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
+        self.ws_sent: list[dict[str, Any]] = []  # every kline message sent (copies included)
+        self.ws_subscribes = 0
+        self.ws_disconnects = 0
+        self._conns: set[Any] = set()
+        self._subs: dict[Any, set[str]] = {}
+        self._last_step_msgs: list[dict[str, Any]] = []
+        self._n = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._clock: asyncio.Future | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> int:
+        """Serve on 127.0.0.1 (a free port) in a daemon thread; returns the port."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        err: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                app = web.Application()
+                app.router.add_get("/v5/public/linear", self._ws)
+                app.router.add_route("*", "/{tail:.*}", self._rest)
+                self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.2)
+                loop.run_until_complete(self._runner.setup())
+                site = web.TCPSite(self._runner, "127.0.0.1", 0)
+                loop.run_until_complete(site.start())
+                self.port = site._server.sockets[0].getsockname()[1]
+            except BaseException as exc:  # pragma: no cover - surfaced to the caller
+                err.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="fake-bybit", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if err or self.port is None:
+            raise RuntimeError(f"fake Bybit did not start: {err}")
+        return self.port
+
+    def stop(self) -> None:
+        """Stop the clock, close WebSockets and the server, join the thread."""
+        if self._loop is None:
+            return
+        self.stop_clock()
+        self._run(self._close_all())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> "FakeBybit":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v5/public/linear"
+
+    def _run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def released(self) -> list[tuple]:
+        """The closed bars, oldest first."""
+        with self.lock:
+            return self.bars[: self.n_closed]
+
+    @property
+    def remaining(self) -> int:
+        """Bars not yet closed."""
+        return len(self.bars) - self.n_closed
+
+    def step(self, n: int = 1) -> int:
+        """Close the next ``n`` bars (pushing them to subscribers); returns how many were closed."""
+        done = 0
+        for _ in range(n):
+            if not self._run(self._step()):
+                break
+            done += 1
+        return done
+
+    def run_clock(self, interval_s: float, *, only_subscribed: bool = True) -> None:
+        """Close one bar every ``interval_s`` seconds until the bars run out or :meth:`stop_clock`;
+        with ``only_subscribed`` the clock pauses while no WebSocket client is subscribed."""
+        async def tick() -> None:
+            while self.remaining > 0:
+                await asyncio.sleep(interval_s)
+                if only_subscribed and not any(self._subs.values()):
+                    continue
+                await self._step()
+
+        self._clock = asyncio.run_coroutine_threadsafe(tick(), self._loop)
+
+    def stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    def _kline(self, i: int, confirm: bool) -> dict[str, Any]:
+        t, o, h, lo, c, v = self.bars[i]
+        if not confirm:  # the forming bar right after its open
+            h, lo, c, v = o, o, o, 0.0
+        now = int(time.time() * 1000)
+        return {"topic": f"kline.1.{self.symbol}", "type": "snapshot", "ts": now,
+                "data": [{"start": t, "end": t + 59_999, "interval": "1", "open": str(o), "close": str(c),
+                          "high": str(h), "low": str(lo), "volume": str(v), "turnover": str(v * c),
+                          "confirm": confirm, "timestamp": now}]}
+
+    async def _step(self) -> bool:
+        with self.lock:
+            if self.n_closed >= len(self.bars):
+                return False
+            self.n_closed += 1
+            i = self.n_closed - 1
+            msgs = [self._kline(i, True)]
+            if self.n_closed < len(self.bars):
+                msgs.append(self._kline(self.n_closed, False))
+            fault = self.ws_faults.popleft() if self.ws_faults else None
+            prev = self._last_step_msgs
+            self._last_step_msgs = msgs
+        if fault == "disconnect":
+            self.ws_disconnects += 1
+            await self._close_all()
+            return True
+        if fault == "skip":
+            return True
+        out = [m for m in msgs for _ in range(2)] + prev if fault == "duplicate" else msgs
+        for m in out:
+            await self._broadcast(m)
+        return True
+
+    # ------------------------------------------------------------------ faults & state
+
+    def inject_rest(self, kind: str, path: str = "/v5/order/create", n: int = 1) -> None:
+        """Queue ``n`` faults ("drop" | "5xx" | "429") for the next requests to ``path``."""
+        if kind not in ("drop", "5xx", "429"):
+            raise ValueError(kind)
+        with self.lock:
+            self.rest_faults.setdefault(path, deque()).extend([kind] * n)
+
+    def inject_ws(self, kind: str, n: int = 1) -> None:
+        """Queue ``n`` WebSocket faults ("disconnect" | "duplicate" | "skip"), one per following step."""
+        if kind not in ("disconnect", "duplicate", "skip"):
+            raise ValueError(kind)
+        with self.lock:
+            self.ws_faults.extend([kind] * n)
+
+    def state(self) -> dict[str, Any]:
+        """Exchange-side truth: {"orders": {orderLinkId: order}, "executions": {execId: execution},
+        "position": net signed base units, "wallet": USDT, "fees": USDT}."""
+        with self.lock:
+            return {"orders": {k: dict(v) for k, v in self.orders.items()},
+                    "executions": {e["execId"]: dict(e) for e in self.executions},
+                    "position": self.position, "wallet": self.balance0 + self.realised - self.fees,
+                    "fees": self.fees}
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        conn_id = f"conn-{id(ws):x}"
+        self._conns.add(ws)
+        self._subs[ws] = set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    req = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_json({"success": False, "ret_msg": "error:invalid json", "conn_id": conn_id})
+                    continue
+                op = req.get("op")
+                if op == "ping":
+                    await ws.send_json({"success": True, "ret_msg": "pong", "conn_id": conn_id,
+                                        "req_id": req.get("req_id", ""), "op": "ping"})
+                elif op == "subscribe":
+                    args = [a for a in req.get("args") or [] if isinstance(a, str)]
+                    bad = [a for a in args if a != f"kline.1.{self.symbol}"]
+                    if bad:
+                        await ws.send_json({"success": False, "ret_msg": f"error:handler not found,topic:{bad[0]}",
+                                            "conn_id": conn_id, "req_id": req.get("req_id", ""), "op": "subscribe"})
+                        continue
+                    self._subs[ws].update(args)
+                    self.ws_subscribes += 1
+                    await ws.send_json({"success": True, "ret_msg": "", "conn_id": conn_id,
+                                        "req_id": req.get("req_id", ""), "op": "subscribe"})
+                    with self.lock:
+                        cur = self.n_closed if self.n_closed < len(self.bars) else None
+                        first = self._kline(cur, False) if cur is not None else None
+                    if first is not None:
+                        await self._send(ws, first)
+                elif op == "unsubscribe":
+                    self._subs[ws].difference_update(req.get("args") or [])
+                    await ws.send_json({"success": True, "ret_msg": "", "conn_id": conn_id,
+                                        "req_id": req.get("req_id", ""), "op": "unsubscribe"})
+                else:
+                    await ws.send_json({"success": False, "ret_msg": "error:invalid op", "conn_id": conn_id,
+                                        "request": req})
+        finally:
+            self._conns.discard(ws)
+            self._subs.pop(ws, None)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+        try:
+            await ws.send_json(msg)
+            self.ws_sent.append(msg)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def _broadcast(self, msg: dict[str, Any]) -> None:
+        for ws in list(self._conns):
+            if msg["topic"] in self._subs.get(ws, ()):
+                await self._send(ws, msg)
+
+    async def _close_all(self) -> None:
+        for ws in list(self._conns):
+            await ws.close(code=1001, message=b"fake: server going away")
+
+    # ------------------------------------------------------------------ REST
+
+    def _ok(self, result: Any) -> tuple[int, Any]:
+        return 200, {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {},
+                     "time": int(time.time() * 1000)}
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        q = dict(request.query)
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            raw = await request.read()
+            body = json.loads(raw) if raw else {}
+        path = request.path
+        with self.lock:
+            self.paths.append((request.method, path))
+            faults = self.rest_faults.get(path)
+            fault = faults.popleft() if faults else None
+            if fault:
+                self.faults_hit.append((path, fault))
+        if fault == "5xx":
+            return web.Response(status=503, text="<html>503 Service Temporarily Unavailable</html>",
+                                content_type="text/html")
+        if fault == "429":
+            return web.json_response({"retCode": 10006, "retMsg": "Too many visits!"}, status=429)
+        with self.lock:
+            code, payload = self._handle(path, {**q, **body})
+        if fault == "drop":  # processed, then the connection goes away without a response
+            request.transport.abort()
+            return web.Response(status=204)  # never reaches the client: the transport is gone
+        return web.json_response(payload, status=code)
+
+    def _handle(self, path: str, q: dict[str, Any]) -> tuple[int, Any]:
+        sym = self.symbol
+        if path == "/v5/market/instruments-info":
+            return self._ok({"category": "linear", "nextPageCursor": "", "list": [{
+                "symbol": sym, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": "BTC",
+                "quoteCoin": "USDT", "settleCoin": "USDT", "launchTime": "1585526400000", "deliveryTime": "0",
+                "priceScale": "2", "leverageFilter": {"minLeverage": "1", "maxLeverage": "100", "leverageStep": "0.01"},
+                "priceFilter": {"minPrice": "0.10", "maxPrice": "199999.80", "tickSize": "0.10"},
+                "lotSizeFilter": {"maxOrderQty": "100", "minOrderQty": "0.001", "qtyStep": "0.001"},
+                "unifiedMarginTrade": True, "fundingInterval": 480, "copyTrading": "both"}]})
+        if path == "/v5/asset/coin/query-info":
+            return self._ok({"rows": [{"name": "USDT", "coin": "USDT", "remainAmount": "1000000", "chains": []}]})
+        if path == "/v5/user/query-api":
+            return self._ok({"unified": 1, "uta": 1, "readOnly": 0, "permissions": {}})
+        if path == "/v5/account/info":
+            return self._ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
+        if path == "/v5/market/time":
+            t = int(time.time() * 1000)
+            return self._ok({"timeSecond": str(t // 1000), "timeNano": str(t * 1_000_000)})
+        if path == "/v5/market/kline":
+            return self._klines(q)
+        if path == "/v5/position/list":
+            return self._positions(q)
+        if path == "/v5/account/wallet-balance":
+            mark = self.bars[self.n_closed - 1][4]
+            wallet = self.balance0 + self.realised - self.fees
+            upl = self.position * (mark - self.avg_price)
+            return self._ok({"list": [{"accountType": "UNIFIED", "totalEquity": f"{wallet + upl:.8f}", "coin": [
+                {"coin": "USDT", "equity": f"{wallet + upl:.8f}", "walletBalance": f"{wallet:.8f}", "locked": "0",
+                 "unrealisedPnl": f"{upl:.8f}", "totalOrderIM": "0", "totalPositionIM": "0",
+                 "availableToWithdraw": f"{wallet:.8f}"}]}]})
+        if path == "/v5/order/create":
+            return self._create(q)
+        if path in ("/v5/order/realtime", "/v5/order/history"):
+            link = q.get("orderLinkId")
+            if link:
+                o = self.orders.get(link)
+                rows = [self._order_row(o)] if o and (not q.get("symbol") or q["symbol"] == sym) else []
+            else:
+                rows = [] if path == "/v5/order/realtime" else [self._order_row(o) for o in
+                                                                 reversed(list(self.orders.values()))][:50]
+            return self._ok({"category": "linear", "list": rows, "nextPageCursor": ""})
+        if path == "/v5/execution/list":
+            return self._execution_list(q)
+        return 404, {"retCode": 10001, "retMsg": f"fake: unknown path {path}"}
+
+    def _klines(self, q: dict[str, Any]) -> tuple[int, Any]:
+        if q.get("symbol") != self.symbol or str(q.get("interval")) != "1":
+            return 200, {"retCode": 10001, "retMsg": "params error: symbol/interval", "result": {}, "time": 0}
+        limit = max(1, min(1000, int(q.get("limit", 200))))
+        start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
+        rows = [b for b in self.bars[: self.n_closed] if start <= b[0] <= end][-limit:]
+        out = [[str(b[0]), *(str(x) for x in b[1:6]), str(b[5] * b[4])] for b in reversed(rows)]
+        return self._ok({"category": "linear", "symbol": self.symbol, "list": out})
+
+    def _positions(self, q: dict[str, Any]) -> tuple[int, Any]:
+        if q.get("symbol") not in (None, self.symbol) and q.get("settleCoin") != "USDT":
+            return self._ok({"category": "linear", "list": [], "nextPageCursor": ""})
+        mark = self.bars[self.n_closed - 1][4]
+        size = abs(self.position)
+        side = "Buy" if self.position > 0 else ("Sell" if self.position < 0 else "")
+        row = {"positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": self.symbol, "side": side,
+               "size": f"{size:.3f}", "avgPrice": f"{self.avg_price:.8f}", "positionValue": f"{size * self.avg_price:.8f}",
+               "tradeMode": 0, "autoAddMargin": 0, "positionStatus": "Normal", "leverage": "10",
+               "markPrice": str(mark), "liqPrice": "", "bustPrice": "", "positionIM": "0", "positionMM": "0",
+               "takeProfit": "0", "stopLoss": "0", "trailingStop": "0",
+               "unrealisedPnl": f"{self.position * (mark - self.avg_price):.8f}",
+               "cumRealisedPnl": f"{self.realised - self.fees:.8f}", "createdTime": "1700000000000",
+               "updatedTime": str(int(time.time() * 1000)), "seq": self._n, "isReduceOnly": False}
+        return self._ok({"category": "linear", "list": [row], "nextPageCursor": ""})
+
+    def _create(self, b: dict[str, Any]) -> tuple[int, Any]:
+        link = b.get("orderLinkId") or ""
+        if b.get("symbol") != self.symbol or b.get("orderType") != "Market" or b.get("side") not in ("Buy", "Sell"):
+            return 200, {"retCode": 10001, "retMsg": "fake: only market orders on the served symbol",
+                         "result": {}, "time": 0}
+        if link and link in self.orders:
+            return 200, {"retCode": 110072, "retMsg": "OrderLinkedID is duplicate", "result": {}, "time": 0}
+        qty = float(b.get("qty") or 0)
+        steps = round(qty / LOT)
+        if steps < 1 or abs(steps * LOT - qty) > 1e-9:
+            return 200, {"retCode": 10001, "retMsg": f"fake: qty {b.get('qty')} is not a multiple of {LOT}",
+                         "result": {}, "time": 0}
+        self._n += 1
+        t = int(time.time() * 1000)
+        price = self.bars[self.n_closed - 1][4]
+        signed = qty if b["side"] == "Buy" else -qty
+        fee = round(qty * price * self.fee_rate, 8)
+        self._book(signed, price, fee)
+        o = {"orderId": f"oid-{self._n}", "orderLinkId": link, "side": b["side"], "qty": b["qty"], "price": price,
+             "fee": fee, "t": t}
+        self.orders[link] = o
+        self.executions.append({
+            "symbol": self.symbol, "orderId": o["orderId"], "orderLinkId": link, "side": b["side"],
+            "orderPrice": "0", "orderQty": b["qty"], "leavesQty": "0", "orderType": "Market", "execFee": f"{fee:.8f}",
+            "execId": f"exec-{self._n:06d}", "execPrice": str(price), "execQty": b["qty"], "execType": "Trade",
+            "execValue": f"{qty * price:.8f}", "execTime": str(t), "isMaker": False, "feeRate": str(self.fee_rate),
+            "markPrice": str(price), "closedSize": "0", "seq": self._n, "createType": "CreateByUser"})
+        return self._ok({"orderId": o["orderId"], "orderLinkId": link})
+
+    def _book(self, qty: float, price: float, fee: float) -> None:
+        self.fees += fee
+        pos = self.position
+        if pos == 0 or (pos > 0) == (qty > 0):
+            new = pos + qty
+            self.avg_price = (self.avg_price * abs(pos) + price * abs(qty)) / abs(new)
+        else:
+            closed = min(abs(qty), abs(pos))
+            self.realised += closed * (price - self.avg_price) * (1 if pos > 0 else -1)
+            new = pos + qty
+            if abs(new) < 1e-12:
+                new, self.avg_price = 0.0, 0.0
+            elif (new > 0) != (pos > 0):
+                self.avg_price = price
+        self.position = round(new, 9)
+
+    def _order_row(self, o: dict[str, Any]) -> dict[str, Any]:
+        qty = float(o["qty"])
+        return {"orderId": o["orderId"], "orderLinkId": o["orderLinkId"], "symbol": self.symbol, "price": "0",
+                "qty": o["qty"], "side": o["side"], "orderStatus": "Filled", "avgPrice": str(o["price"]),
+                "cumExecQty": o["qty"], "cumExecValue": f"{qty * o['price']:.8f}", "cumExecFee": f"{o['fee']:.8f}",
+                "leavesQty": "0", "orderType": "Market", "timeInForce": "IOC", "createdTime": str(o["t"]),
+                "updatedTime": str(o["t"]), "positionIdx": 0, "reduceOnly": False}
+
+    def _execution_list(self, q: dict[str, Any]) -> tuple[int, Any]:
+        start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
+        limit = max(1, min(100, int(q.get("limit", 50))))
+        rows = [e for e in reversed(self.executions)  # newest first, like Bybit
+                if start <= int(e["execTime"]) <= end and q.get("symbol") in (None, e["symbol"])
+                and q.get("orderLinkId") in (None, e["orderLinkId"])]
+        off = int(q.get("cursor") or 0)
+        page = rows[off: off + limit]
+        nxt = str(off + limit) if off + limit < len(rows) else ""
+        return self._ok({"category": "linear", "list": page, "nextPageCursor": nxt})
