@@ -39,6 +39,7 @@ from joblib import Parallel, delayed
 from forge import __version__
 from forge.backtest import BacktestConfig, backtest_metrics, buy_and_hold, run_backtest
 from forge.core import rng
+from forge.core.rng import shielded_global_random
 from forge.core.artifacts import atomic_write_json, atomic_write_text
 from forge.core.config import to_dict
 from forge.core.errors import ConfigError, DataError, GenomeError, RunDirError
@@ -364,9 +365,8 @@ class Evaluator:
         if keys:
             # client libraries (dask.distributed) may draw from the global ``random``
             # that DEAP's operators use: shield the run's stream from them
-            state = random.getstate()
-            parts = self._run_chunks([todo[k] for k in keys])
-            random.setstate(state)
+            with shielded_global_random():
+                parts = self._run_chunks([todo[k] for k in keys])
             results = [r for part, _h, _m in parts for r in part]
             self.cache_hits += sum(h for _p, h, _m in parts)
             self.cache_misses += sum(m for _p, _h, m in parts)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
+from forge.core.rng import shielded_global_random
 from forge.gp.genome import Genome
 from forge.gp.primitives import PRIMITIVES
 
@@ -122,8 +123,12 @@ class Surrogate:
             self._fit()
 
     def _fit(self) -> None:
-        import lightgbm as lgb
+        with shielded_global_random():  # the first import of lightgbm draws from ``random``
+            import lightgbm as lgb
 
+            self._fit_with(lgb)
+
+    def _fit_with(self, lgb) -> None:
         self.model = lgb.LGBMRegressor(
             n_estimators=self.cfg.n_estimators, num_leaves=self.cfg.num_leaves,
             learning_rate=self.cfg.learning_rate, min_child_samples=5, subsample=1.0,

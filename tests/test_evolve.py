@@ -197,3 +197,28 @@ def test_same_seed_same_hall_of_fame_across_processes(tmp_path):
                        check=True, cwd=REPO, capture_output=True)
         halls.append(json.loads((d / "hall_of_fame.json").read_text())["members"])
     assert [m["genome"] for m in halls[0]] == [m["genome"] for m in halls[1]]
+
+
+def test_two_runs_in_one_fresh_process_are_identical(tmp_path):
+    """The first run in a process imports lightgbm lazily, whose import chain (scikit-learn -> rich) draws
+    from Python's global ``random``; the run's DEAP stream must not see it (it did: the second run of a
+    process diverged from the first at generation 1)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from forge.evolve import evolve\n"
+        "from forge.settings import load_run_config, with_overrides\n"
+        "t = Path(sys.argv[1])\n"
+        "cfg = with_overrides(load_run_config(sys.argv[2]), 'evolve', output_dir=str(t), generations=3, population=16)\n"
+        "h = [json.loads((evolve(cfg, run_dir=t / f'r{i}').run_dir / 'hall_of_fame.json').read_text())['members']\n"
+        "     for i in range(2)]\n"
+        "assert 'lightgbm' in sys.modules\n"
+        "print(json.dumps([[m['genome'] for m in x] for x in h]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(SMOKE)], check=True, cwd=REPO,
+                         capture_output=True, text=True).stdout
+    first, second = json.loads(out.strip().splitlines()[-1])
+    assert first == second and len(first) > 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -47,3 +49,17 @@ def python_random(seed: int, *key: object) -> random.Random:
 def int_seed(seed: int, *key: object) -> int:
     """A 63-bit integer seed for numba kernels / LightGBM, from the key path."""
     return int(seed_sequence(seed, *key).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+@contextmanager
+def shielded_global_random() -> Iterator[None]:
+    """Run library code that must not move Python's global ``random`` stream (DEAP's operators draw from
+    it): the state is restored on exit.  Needed because imports draw from it too — e.g. the first
+    ``import lightgbm`` imports scikit-learn, which imports rich, whose ``style`` module calls
+    ``random.getrandbits`` at import time (found when two runs in one process diverged at generation 1).
+    """
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
