@@ -1,11 +1,17 @@
-"""Population-wide subtree cache: each distinct subtree is evaluated once per data segment.
+"""Population-wide subtree cache: each distinct windowed subtree is evaluated once per data segment.
 
 Evolved populations share many subtrees (crossover copies them, survivors
-breed repeatedly).  ``SubtreeCache.run`` walks a genome's tree in
-post-order; a subtree's canonical form (primitive name, children's
-canonical forms, window, constant) keys an LRU of (n,) result
-arrays bounded by ``max_bytes``.  Each node is computed by the same numba
-kernel as the VM (``forge.gp.vm_nb.apply_nb``), so results are bitwise
+breed repeatedly).  What costs time are the windowed operators (``ts_*``,
+``ema``: O(n·w) or a pass with state); element-wise nodes are one cheap pass
+each.  ``SubtreeCache.run`` therefore caches the results of subtrees rooted
+at a windowed operator, keyed by their canonical form (primitive name,
+children's canonical forms, window, constant), in the rows of one
+preallocated matrix ``[features; cached subtrees]`` bounded by
+``max_bytes`` (LRU eviction of rows).  A genome is then run as *one* VM
+program in which every cached subtree is read like a feature row; a missing
+subtree is computed the same way (its own inner windowed subtrees read from
+the cache) into a free row first.  Every node is computed by the same numba
+kernel (``forge.gp.vm_nb``) on the same inputs, so results are bitwise
 identical with the cache on or off.
 """
 
@@ -18,70 +24,106 @@ import numpy as np
 
 from forge.core.errors import GenomeError
 from forge.gp.genome import Genome, Node, parse_tokens, tree_lookback
-from forge.gp.primitives import BY_NAME
-from forge.gp.vm_nb import apply_nb, finish_root_nb
+from forge.gp.vm import BufferPool, compile_tree, run_compiled
+
+__all__ = ["SubtreeCache", "WINDOWED"]
+
+WINDOWED = frozenset({"ts_mean", "ts_std", "ts_min", "ts_max", "ts_rank", "ts_zscore", "ts_corr", "ema"})
+"""Primitives whose subtrees are cached (their cost grows with the window or carries state)."""
 
 
 class SubtreeCache:
-    """Evaluate genomes on one feature matrix, sharing subtree results.
+    """Evaluate genomes on one feature matrix, sharing windowed-subtree results.
 
-    X: (f, n) float64 features whose rows are ``feature_names``;
-    max_bytes: memory bound of cached arrays (LRU eviction).
-    Attributes hits / misses count subtree lookups (feature leaves excluded).
+    X: (f, n) float64 features whose rows are ``feature_names``; max_bytes: memory bound of the cached
+    rows (n float64 each; at least one row is kept).  Attributes hits / misses count lookups of
+    windowed subtrees; bytes: memory held by cached rows.
     """
 
     def __init__(self, X: np.ndarray, feature_names: Sequence[str], max_bytes: int = 512 * 2**20):
-        self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.index = {name: i for i, name in enumerate(feature_names)}
+        X = np.asarray(X, dtype=np.float64)
+        self.n_features, self.n = X.shape
+        self.capacity = max(1, int(max_bytes) // max(8 * self.n, 1))
+        self.M = np.empty((self.n_features + self.capacity, self.n))
+        self.M[: self.n_features] = X
+        self.X = self.M[: self.n_features]
+        self.names = list(feature_names) + [f"\x00slot{k}" for k in range(self.capacity)]
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.max_bytes = max_bytes
-        self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.bytes = 0
+        self._lru: OrderedDict[str, int] = OrderedDict()  # canonical key -> row of M
+        self._free = list(range(self.n_features + self.capacity - 1, self.n_features - 1, -1))
+        self._pool = BufferPool()
         self.hits = 0
         self.misses = 0
 
     @property
+    def bytes(self) -> int:
+        return len(self._lru) * self.n * 8
+
+    @property
     def hit_rate(self) -> float:
-        """Share of subtree lookups answered from the cache (0 when none yet)."""
+        """Share of windowed-subtree lookups answered from the cache (0 when none yet)."""
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
-    def _eval(self, node: Node) -> tuple[str, np.ndarray]:
-        if node.kind == "feature":
-            return node.value, self.X[self.index[node.value]]
-        parts = [self._eval(ch) for ch in node.children if ch.type in ("F", "B")]
-        window = next((ch.value for ch in node.children if ch.kind == "window"), 0)
-        const = next((ch.value for ch in node.children if ch.kind == "const"), 0.0)
-        key = f"{node.value}({','.join(k for k, _ in parts)};{window};{const!r})"
-        hit = self._lru.get(key)
-        if hit is not None:
+    def _row(self, pinned: set[int]) -> int | None:
+        """A free row of M (evicting the least recently used unpinned subtree), or None."""
+        if self._free:
+            return self._free.pop()
+        for key, row in self._lru.items():
+            if row not in pinned:
+                del self._lru[key]
+                return row
+        return None
+
+    def _substitute(self, node: Node, pinned: set[int]) -> tuple[str, Node] | None:
+        """(canonical key, node with every windowed subtree replaced by its cached row); None when the
+        cache is too small to hold the rows this tree needs at once."""
+        if node.kind in ("feature", "window", "const"):
+            return (node.value if node.kind == "feature" else repr(node.value)), node
+        kids = []
+        keys = []
+        for ch in node.children:
+            sub = self._substitute(ch, pinned)
+            if sub is None:
+                return None
+            keys.append(sub[0])
+            kids.append(sub[1])
+        key = f"{node.value}({','.join(keys)})"
+        new = Node(node.kind, node.value, node.type, tuple(kids))
+        if node.value not in WINDOWED:
+            return key, new
+        row = self._lru.get(key)
+        if row is not None:
             self._lru.move_to_end(key)
             self.hits += 1
-            return key, hit
-        self.misses += 1
-        arrays = [a for _, a in parts]
-        xa = arrays[0]
-        xb = arrays[1] if len(arrays) > 1 else xa
-        xc = arrays[2] if len(arrays) > 2 else xa
-        y = np.empty(self.X.shape[1])
-        apply_nb(BY_NAME[node.value].opcode, xa, xb, xc, window, const, y)
-        self._lru[key] = y
-        self.bytes += y.nbytes
-        while self.bytes > self.max_bytes and len(self._lru) > 1:
-            _k, old = self._lru.popitem(last=False)
-            self.bytes -= old.nbytes
-        return key, y
+        else:
+            self.misses += 1
+            row = self._row(pinned)
+            if row is None:
+                return None
+            # compute the subtree (its inner windowed subtrees already substituted) into its row
+            prog = compile_tree(new, self.index, len(self.names))
+            run_compiled(prog, self.M, self._pool, out=self.M[row])
+            self._lru[key] = row
+        pinned.add(row)
+        return key, Node("feature", self.names[row], "F")
 
     def run(self, genome: Genome) -> np.ndarray:
         """(n,) float64 output of ``genome`` (position, or raw series for a
         feature genome), equal to ``run_program(compile_program(genome, ...), X)``.
         raises GenomeError if the genome reads a missing feature."""
-        missing = [f for f in genome.features if f not in self.index]
+        missing = [f for f in genome.features if f not in self.index or f.startswith("\x00")]
         if missing:
             raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} that are not available")
         root = parse_tokens(genome.tokens, genome.constants, genome.root)
-        _key, arr = self._eval(root)
-        out = np.empty(self.X.shape[1])
-        finish_root_nb(arr, out, genome.root == "P")
+        sub = self._substitute(root, set())
+        tree = root if sub is None else sub[1]  # too small a cache for this tree: plain evaluation
+        if tree.kind == "feature":
+            tree = Node("prim", "add_c", "F", (tree, Node("const", 0.0, "C")))
+        prog = compile_tree(tree, self.index, len(self.names), is_position=genome.root == "P")
+        out = np.empty(self.n)
+        run_compiled(prog, self.M, self._pool, out=out)
         return out
 
     @staticmethod

@@ -82,6 +82,14 @@ def compile_program(
     root = parse_tokens(genome.tokens, genome.constants, genome.root)
     if root.kind == "feature":  # a bare feature tree: copy through add_c(f, 0)
         root = Node("prim", "add_c", "F", (root, Node("const", 0.0, "C")))
+    return compile_tree(root, index, len(feature_names), is_position=genome.root == "P",
+                        feature_lookbacks=feature_lookbacks, n_nodes=len(genome.tokens), sha256=genome.sha256)
+
+
+def compile_tree(root: Node, index: Mapping[str, int], n_features: int, *, is_position: bool = False,
+                 feature_lookbacks: Mapping[str, int] | None = None, n_nodes: int = 0, sha256: str = "") -> Program:
+    """Compile a parsed tree whose root is a primitive; features are rows ``index[name]`` of an
+    (n_features, n) matrix.  Used by :func:`compile_program` and the subtree cache."""
     rows: list[tuple[int, int, int, int, int, int, float]] = []
     free: list[int] = []
     n_regs = 0
@@ -115,10 +123,10 @@ def compile_program(
         k=np.array([r[6] for r in rows], dtype=np.float64),
         n_registers=n_regs,
         lookback=tree_lookback(root, dict(feature_lookbacks) if feature_lookbacks is not None else None),
-        n_features=len(feature_names),
-        n_nodes=len(genome.tokens),
-        sha256=genome.sha256,
-        is_position=genome.root == "P",
+        n_features=n_features,
+        n_nodes=n_nodes,
+        sha256=sha256,
+        is_position=is_position,
     )
 
 
@@ -133,9 +141,17 @@ def run_program(program: Program, X: np.ndarray, pool: BufferPool | None = None)
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] != program.n_features:
         raise ValueError(f"feature matrix must be ({program.n_features}, n) float64, got shape {X.shape}")
+    return run_compiled(program, X, pool)
+
+
+def run_compiled(program: Program, X: np.ndarray, pool: BufferPool | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`run_program` without the shape check: X must be a C-contiguous (program.n_features, n)
+    float64 matrix; ``out`` ((n,) float64, may be a row of another matrix) receives the root."""
     n = X.shape[1]
     buf = (pool or BufferPool()).get(program.n_registers, n)
-    out = np.empty(n, dtype=np.float64)
+    if out is None:
+        out = np.empty(n, dtype=np.float64)
     run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, buf, out,
                    program.is_position)
     return out

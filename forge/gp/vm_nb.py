@@ -28,104 +28,273 @@ def _operand(X, buf, j):
     return buf[-1 - j]
 
 
+# Rolling statistics in O(n) (O(n·w) for ts_rank): running sums of values shifted by the window mean
+# at the last exact recompute, recomputed exactly every w bars and whenever cancellation would cost
+# precision (variance below CANCEL x the shifted second moment); EMA by the truncated-EMA recursion;
+# min/max by a monotonic deque.  The naive per-bar formulas (``_exact_at``) are the reference: every
+# value agrees with them to ~1e-12 relative (tests: 1e-9), windows are causal (a prefix of the input
+# gives a prefix of the output, bit for bit), and a window with a NaN is NaN.
+CANCEL = 1e-4
+SMALL_W = 10  # windows up to this length use the naive formula (O(n·w) is cheaper than the bookkeeping)
+
+
+@njit(cache=True, inline="always")
+def _exact_at(x, t, w, kind, wts):
+    """The statistic of window x[t-w+1 .. t] by the naive formula (the reference)."""
+    s = t - w + 1
+    if kind == _RANK:
+        cnt = 0
+        xt = x[t]
+        for i in range(s, t + 1):
+            if x[i] < xt:
+                cnt += 1
+        return cnt / (w - 1.0)
+    if kind == _EMA:
+        acc = 0.0
+        for i in range(w):
+            acc += x[s + i] * wts[i]
+        return acc
+    if kind == _MIN or kind == _MAX:
+        v = x[s]
+        for i in range(s + 1, t + 1):
+            if (kind == _MIN and x[i] < v) or (kind == _MAX and x[i] > v):
+                v = x[i]
+        return v
+    acc = 0.0
+    for i in range(s, t + 1):
+        acc += x[i]
+    m = acc / w
+    if kind == _MEAN:
+        return m
+    ss = 0.0
+    for i in range(s, t + 1):
+        d = x[i] - m
+        ss += d * d
+    sd = np.sqrt(ss / w)
+    if kind == _STD:
+        return sd
+    if sd <= STD_REL_EPS * abs(m):
+        return 0.0
+    return (x[t] - m) / sd
+
+
+@njit(cache=True)
+def _ema_weights(w):
+    wts = np.empty(w)
+    alpha = 2.0 / (w + 1.0)
+    total = 0.0
+    for i in range(w):
+        wts[i] = (1.0 - alpha) ** (w - 1 - i)
+        total += wts[i]
+    for i in range(w):
+        wts[i] /= total
+    return wts, 1.0 - alpha, total
+
+
 @njit(cache=True)
 def _rolling_nb(x, w, kind, out):
     n = x.shape[0]
+    wts, beta, total = _ema_weights(w)
+    beta_w = beta ** w
     last_nan = -1
-    wts = np.empty(w)
-    if kind == _EMA:
-        alpha = 2.0 / (w + 1.0)
-        total = 0.0
-        for i in range(w):
-            wts[i] = (1.0 - alpha) ** (w - 1 - i)
-            total += wts[i]
-        for i in range(w):
-            wts[i] /= total
+    since = 0  # bars since the last exact recompute
+    shift = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    u = 0.0  # EMA: sum_k beta^k x[t-k] over the window
+    dq = np.empty(n, dtype=np.int64)  # min/max: indices with monotone values
+    head = 0
+    tail = 0
+    run = 0  # consecutive bars equal to x[t]
+    last_inf = -w - 1  # an infinity poisons running sums (inf - inf): exact values while one is in the window
     for t in range(n):
-        if np.isnan(x[t]):
+        xt = x[t]
+        run = run + 1 if t > 0 and xt == x[t - 1] else 1
+        if np.isinf(xt):
+            last_inf = t
+        if np.isnan(xt):
             last_nan = t
+            head = 0
+            tail = 0
+        elif (kind == _MIN or kind == _MAX) and w > SMALL_W:
+            while tail > head and ((kind == _MAX and x[dq[tail - 1]] <= xt) or (kind == _MIN and x[dq[tail - 1]] >= xt)):
+                tail -= 1
+            dq[tail] = t
+            tail += 1
         if t - last_nan < w:
             out[t] = np.nan
             continue
         s = t - w + 1
-        if kind == _MIN:
-            v = x[s]
-            for i in range(s + 1, t + 1):
-                if x[i] < v:
-                    v = x[i]
-            out[t] = v
-        elif kind == _MAX:
-            v = x[s]
-            for i in range(s + 1, t + 1):
-                if x[i] > v:
-                    v = x[i]
-            out[t] = v
-        elif kind == _RANK:
+        if kind == _RANK:
             cnt = 0
-            xt = x[t]
             for i in range(s, t + 1):
                 if x[i] < xt:
                     cnt += 1
             out[t] = cnt / (w - 1.0)
-        elif kind == _EMA:
-            acc = 0.0
-            for i in range(w):
-                acc += x[s + i] * wts[i]
-            out[t] = acc
-        else:
+            continue
+        if w <= SMALL_W:  # short windows: the naive formula is as fast
+            out[t] = _exact_at(x, t, w, kind, wts)
+            continue
+        if kind == _MIN or kind == _MAX:
+            while dq[head] < s:
+                head += 1
+            out[t] = x[dq[head]]
+            continue
+        if run >= w or t - last_inf < w:  # flat window (the reference value, the same for every bar of
+            # the stretch) or an infinity inside: exact values, then a fresh recompute once it has moved on
+            out[t] = out[t - 1] if run > w and t - last_inf >= w else _exact_at(x, t, w, kind, wts)
+            since = w
+            continue
+        fresh = t - last_nan == w or since >= w
+        if kind == _EMA:
+            if fresh:
+                u = 0.0
+                for i in range(w):
+                    u += x[s + i] * (wts[i] * total)
+                since = 0
+            else:
+                u = beta * u + xt - beta_w * x[s - 1]
+                since += 1
+            out[t] = u / total
+            continue
+        if not fresh:
+            d_in = xt - shift
+            d_out = x[s - 1] - shift
+            s1 += d_in - d_out
+            s2 += d_in * d_in - d_out * d_out
+            since += 1
+            if kind != _MEAN:
+                var = s2 / w - (s1 / w) * (s1 / w)
+                fresh = var <= CANCEL * (s2 / w)  # cancellation: recompute exactly
+        if fresh:
             acc = 0.0
             for i in range(s, t + 1):
                 acc += x[i]
-            m = acc / w
-            if kind == _MEAN:
-                out[t] = m
-                continue
-            ss = 0.0
+            shift = acc / w
+            s1 = 0.0
+            s2 = 0.0
             for i in range(s, t + 1):
-                d = x[i] - m
-                ss += d * d
-            sd = np.sqrt(ss / w)
-            if kind == _STD:
-                out[t] = sd
-            elif sd <= STD_REL_EPS * abs(m):
-                out[t] = 0.0
-            else:
-                out[t] = (x[t] - m) / sd
+                d = x[i] - shift
+                s1 += d
+                s2 += d * d
+            since = 0
+            if kind != _MEAN:  # exact values where the window was just recomputed
+                out[t] = _exact_at(x, t, w, kind, wts)
+                continue
+        m = shift + s1 / w
+        if kind == _MEAN:
+            out[t] = m
+            continue
+        var = s2 / w - (s1 / w) * (s1 / w)
+        sd = np.sqrt(var) if var > 0.0 else 0.0
+        if kind == _STD:
+            out[t] = sd
+        elif sd <= STD_REL_EPS * abs(m):
+            out[t] = 0.0
+        else:
+            out[t] = (xt - m) / sd
+
+
+@njit(cache=True, inline="always")
+def _corr_exact_at(x, y, t, w):
+    """Pearson correlation of windows x, y [t-w+1 .. t] by the naive two-pass formula (the reference)."""
+    s = t - w + 1
+    ax = 0.0
+    ay = 0.0
+    for i in range(s, t + 1):
+        ax += x[i]
+        ay += y[i]
+    mx = ax / w
+    my = ay / w
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for i in range(s, t + 1):
+        dx = x[i] - mx
+        dy = y[i] - my
+        sxx += dx * dx
+        syy += dy * dy
+        sxy += dx * dy
+    sx = np.sqrt(sxx / w)
+    sy = np.sqrt(syy / w)
+    if sx <= STD_REL_EPS * abs(mx) or sy <= STD_REL_EPS * abs(my):
+        return 0.0
+    return (sxy / w) / (sx * sy)
 
 
 @njit(cache=True)
 def _corr_nb(x, y, w, out):
+    """Rolling Pearson correlation in O(n): shifted running sums, recomputed exactly every w bars and on
+    cancellation (see ``_rolling_nb``); 0.0 when either window is flat (as the reference)."""
     n = x.shape[0]
     last_nan = -1
+    since = 0
+    runx = 0
+    runy = 0
+    cx = cy = sx1 = sy1 = sxx = syy = sxy = 0.0
+    last_inf = -w - 1
     for t in range(n):
-        if np.isnan(x[t]) or np.isnan(y[t]):
+        xt = x[t]
+        yt = y[t]
+        if np.isinf(xt) or np.isinf(yt):
+            last_inf = t
+        runx = runx + 1 if t > 0 and xt == x[t - 1] else 1
+        runy = runy + 1 if t > 0 and yt == y[t - 1] else 1
+        if np.isnan(xt) or np.isnan(yt):
             last_nan = t
         if t - last_nan < w:
             out[t] = np.nan
             continue
         s = t - w + 1
-        ax = 0.0
-        ay = 0.0
-        for i in range(s, t + 1):
-            ax += x[i]
-            ay += y[i]
-        mx = ax / w
-        my = ay / w
-        sxx = 0.0
-        syy = 0.0
-        sxy = 0.0
-        for i in range(s, t + 1):
-            dx = x[i] - mx
-            dy = y[i] - my
-            sxx += dx * dx
-            syy += dy * dy
-            sxy += dx * dy
-        sx = np.sqrt(sxx / w)
-        sy = np.sqrt(syy / w)
-        if sx <= STD_REL_EPS * abs(mx) or sy <= STD_REL_EPS * abs(my):
+        if w <= SMALL_W or runx >= w or runy >= w or t - last_inf < w:  # flat window (the reference's 0.0) or an infinity
+            out[t] = _corr_exact_at(x, y, t, w)
+            since = w
+            continue
+        fresh = t - last_nan == w or since >= w
+        if not fresh:
+            dxi = xt - cx
+            dyi = yt - cy
+            dxo = x[s - 1] - cx
+            dyo = y[s - 1] - cy
+            sx1 += dxi - dxo
+            sy1 += dyi - dyo
+            sxx += dxi * dxi - dxo * dxo
+            syy += dyi * dyi - dyo * dyo
+            sxy += dxi * dyi - dxo * dyo
+            since += 1
+            vx = sxx / w - (sx1 / w) * (sx1 / w)
+            vy = syy / w - (sy1 / w) * (sy1 / w)
+            fresh = vx <= CANCEL * (sxx / w) or vy <= CANCEL * (syy / w)
+        if fresh:
+            ax = 0.0
+            ay = 0.0
+            for i in range(s, t + 1):
+                ax += x[i]
+                ay += y[i]
+            cx = ax / w
+            cy = ay / w
+            sx1 = sy1 = sxx = syy = sxy = 0.0
+            for i in range(s, t + 1):
+                dx = x[i] - cx
+                dy = y[i] - cy
+                sx1 += dx
+                sy1 += dy
+                sxx += dx * dx
+                syy += dy * dy
+                sxy += dx * dy
+            since = 0
+            out[t] = _corr_exact_at(x, y, t, w)
+            continue
+        mx = cx + sx1 / w
+        my = cy + sy1 / w
+        vx = sxx / w - (sx1 / w) * (sx1 / w)
+        vy = syy / w - (sy1 / w) * (sy1 / w)
+        sdx = np.sqrt(vx)
+        sdy = np.sqrt(vy)
+        if sdx <= STD_REL_EPS * abs(mx) or sdy <= STD_REL_EPS * abs(my):
             out[t] = 0.0
         else:
-            out[t] = (sxy / w) / (sx * sy)
+            out[t] = (sxy / w - (sx1 / w) * (sy1 / w)) / (sdx * sdy)
 
 
 @njit(cache=True)
