@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import sys
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -178,7 +179,10 @@ def evolve(
             info = (f"best {e['best']:+.3f}  median {e['median']:+.3f}  "
                     f"{e['evals_per_s']:.0f} evals/s  evaluated {e['evaluated_total']:,}")
             if e.get("surrogate_spearman") is not None:
-                info += f"  surrogate rho {e['surrogate_spearman']:+.2f}  saved {e['evals_saved']:,}"
+                info += f"  surrogate rho {e['surrogate_spearman']:+.2f}"
+                if e.get("surrogate_spearman_holdout") is not None:
+                    info += f" (hold-out {e['surrogate_spearman_holdout']:+.2f})"
+                info += f"  saved {e['evals_saved']:,}"
             progress.update(task, completed=e["gen"] + 1, info=info)
             if not console.is_terminal:  # logs and CI: one line per generation
                 console.print(f"gen {e['gen']}/{e['generations']}  {info}  ({e['seconds']:.1f} s)", highlight=False)
@@ -463,27 +467,64 @@ def crucible_live(
     venue: Annotated[str, typer.Option("--venue", help="replay (offline, default) | bybit-testnet | binance-demo (keys from env vars).")] = "replay",
     speed: Annotated[Optional[float], typer.Option("--speed", help="Replay speed as a multiple of real time (0 = as fast as possible).")] = None,
     max_bars: Annotated[Optional[int], typer.Option("--max-bars", help="Stop after this many bars.")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
     journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
     the $200 kill rule, capital reweighting and a durable journal."""
+    import time as _time
+    from collections import deque
+
+    from rich.live import Live
+
     from crucible.runtime import run_live
 
-    quiet = not console.is_terminal
+    until_ms = None
+    if until is not None:
+        try:
+            dt = datetime.fromisoformat(until)
+        except ValueError:
+            raise ForgeError(f"--until {until!r}: expected an ISO 8601 time such as 2024-06-01T12:00") from None
+        until_ms = int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    live_view = console.is_terminal
+    events: deque[str] = deque(maxlen=8)
+    state: dict[str, Any] = {"slots": [], "time": None, "bars": 0, "venue": venue, "shown": 0.0}
+
+    def dashboard() -> Table:
+        when = datetime.fromtimestamp(state["time"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") \
+            if state["time"] else "—"
+        t = Table(title=f"Crucible — {state['venue']}  {when} UTC  {state['bars']:,} bars",
+                  caption="\n".join(events) or None, caption_justify="left")
+        for col in ("slot", "symbol", "status", "champion", "equity", "weight", "target", "fills"):
+            t.add_column(col, justify="right")
+        for sl in state["slots"]:
+            t.add_row(str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), str(sl["genome"])[:12],
+                      f"{sl['equity']:.2f}", f"{sl['weight']:.3f}", f"{sl['target']:+.2f}", str(sl["fills"]))
+        return t
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
         if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "stale", "challenger"):
-            console.print(f"[bold]{kind}[/] " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event"),
-                          highlight=False)
+            line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
+            if live_view:
+                events.append(escape(line[:160]))
+            else:
+                console.print(escape(line), highlight=False)
         elif kind == "start":
             slots = e.get("slots")
-            n = len(slots) if isinstance(slots, (list, tuple)) else slots
-            console.print(f"crucible: venue {e.get('venue')}, {n} slots", highlight=False)
-        elif kind == "reweight" and not quiet:
-            console.print(f"reweight {e.get('weights')}", highlight=False)
+            state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [])
+            if not live_view:
+                console.print(f"crucible: venue {e.get('venue')}, {len(state['slots'])} slots", highlight=False)
+        elif kind == "bar":
+            state.update(slots=e["slots"], time=e["time_ms"], bars=e["bars"])
+            now = _time.monotonic()
+            if live_view and now - state["shown"] >= 0.25:  # a few refreshes per second, however fast the replay
+                state["shown"] = now
+                live.update(dashboard())
 
-    summary = run_live(config, venue=venue, speed=speed, max_bars=max_bars, journal_path=journal, progress=on_event)
+    with Live(dashboard(), console=console, auto_refresh=False, transient=True) if live_view else nullcontext() as live:
+        summary = run_live(config, venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
+                           journal_path=journal, progress=on_event)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
                         f"{summary['bars_per_s']:.0f} bars/s)")

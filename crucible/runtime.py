@@ -156,6 +156,7 @@ class Runtime:
         self.last_cwo_ms: int | None = None
         self.bar_no = 0
         self.stopped_by = "end"
+        self.until_ms: int | None = None
         self.reconcile_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -611,9 +612,10 @@ class Runtime:
 
     # ------------------------------------------------------------------ main loop
 
-    def run(self, max_bars: int | None = None) -> dict[str, Any]:
+    def run(self, max_bars: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """Restore, reconcile, catch up on an unprocessed closed bar, then trade bar by bar.
 
+        until_ms: stop once a bar closing at or after this venue time (ms UTC) has been processed;
         max_bars: stop after this many bars in this call (None: until the feed ends, the kill switch,
         or stop_event).  returns the summary dict (see :func:`run_live`).
         """
@@ -632,6 +634,7 @@ class Runtime:
                                                    for c in BAR_FIELDS[1:]))
             self.process_bar(bars)
         stale_s = self.cfg.watchtower.stale_feed_seconds
+        self.until_ms = until_ms
         if getattr(self.venue, "live", False) or self.journal.synchronous == "FULL":
             return self._loop(max_bars, stale_s, t0)  # every bar committed
         # replay with a NORMAL/OFF journal: group commit — bars are committed together at most GROUP_COMMIT_S
@@ -647,6 +650,9 @@ class Runtime:
         while True:
             if max_bars is not None and self.counters["bars"] >= max_bars:
                 self.stopped_by = "max_bars"
+                break
+            if self.until_ms is not None and self.last_bar_ms is not None and self.last_bar_ms + 60_000 >= self.until_ms:
+                self.stopped_by = "until"
                 break
             if self.stopped_by == "kill_switch" and not self.journal.orders(OPEN_STATUSES):
                 break
@@ -686,7 +692,8 @@ class Runtime:
 
 
 def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | Venue = "replay",
-             speed: float | None = None, max_bars: int | None = None, journal_path: str | Path | None = None,
+             speed: float | None = None, max_bars: int | None = None, until_ms: int | None = None,
+             journal_path: str | Path | None = None,
              stop_event: threading.Event | None = None, progress: Progress | None = None,
              fault: FaultHook | None = None, fresh: bool | None = None) -> dict[str, Any]:
     """Run the bench until the feed ends, ``max_bars`` bars, the kill switch or ``stop_event``.
@@ -694,13 +701,15 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     config: TOML path, CrucibleConfig, or None (``configs/crucible.toml``); venue: "replay",
     "bybit-testnet", "binance-demo" or a Venue instance; speed: replay speed as a multiple of real time
     (0/None = as fast as possible; overrides the config); max_bars: bars to process in this call;
+    until_ms: stop once the bar closing at this venue time (ms UTC) has been processed;
     journal_path: SQLite journal (default ``[crucible] journal``); stop_event: set it to stop after the
     current bar (positions kept); progress: callback receiving event dicts (see :class:`Runtime`);
     fresh: archive an existing journal to ``<journal>.prev`` first (default: True when the runtime
     builds its own replay venue — a new replay cannot resume an old replay's exchange — else False).
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
 
-    returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "kill_switch" | "stop_event",
+    returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
+    "kill_switch" | "stop_event",
     "last_bar_ms", "bars", "orders", "fills", "swaps", "kills", "reweights", "rejected_files",
     "duplicates_ignored", "abandoned", "resent", "seconds", "bars_per_s", "requests": [paths],
     "reconcile": {...}, "slots": [per-slot dicts: slot, symbol, status, genome, equity, cash, units,
@@ -731,7 +740,7 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
 
         old_handler = signal.signal(signal.SIGTERM, _on_term)
     try:
-        return rt.run(max_bars=max_bars)
+        return rt.run(max_bars=max_bars, until_ms=until_ms)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)

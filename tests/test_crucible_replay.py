@@ -223,3 +223,20 @@ def test_kill_rule_counts_a_slot_that_cannot_place_the_smallest_order():
     assert breaches_floor(0.0, 0.0) and breaches_floor(-1.0, 0.0)
     assert breaches_floor(0.9, 0.0, min_notional=1.0)  # decayed towards $0: can no longer trade
     assert not breaches_floor(1.0, 0.0, min_notional=1.0) and not breaches_floor(150.0, 100.0, 1.0)
+
+
+def test_until_stops_at_venue_time(tmp_path, sample):
+    cfg = make_cfg(tmp_path)
+    v = ReplayVenue({SYM: sample.head(900)}, start=600)
+    first = int(sample["open_time"][600])
+    s = run_live(cfg, venue=v, until_ms=first + 50 * 60_000)
+    assert s["stopped_by"] == "until" and s["bars"] == 50 and s["last_bar_ms"] + 60_000 == first + 50 * 60_000
+
+
+def test_cli_until_rejects_a_bad_time():
+    from typer.testing import CliRunner
+
+    from cli import crucible_app
+
+    r = CliRunner().invoke(crucible_app, ["live", "--until", "yesterday"])
+    assert r.exit_code != 0 and "ISO 8601" in r.output
