@@ -30,11 +30,13 @@ DATA = REPO.parent / "shared" / "data" / "binance" / "spot" / "BTCUSDT" / "1m"
 
 
 def _run(bars, work: Path, name: str, *, pop: int, gens: int, surrogate: bool, causal: bool, adversarial: bool,
-         jobs: int) -> dict:
+         jobs: int, proxy_windows: int | None = None) -> dict:
     cfg = load_run_config(REPO / "configs" / "default.toml")
     cfg = with_overrides(cfg, "evolve", population=pop, offspring=pop, generations=gens, jobs=jobs,
                          output_dir=str(work), seed=0)
     cfg = with_overrides(cfg, "surrogate", enabled=surrogate)
+    if proxy_windows is not None:
+        cfg = with_overrides(cfg, "surrogate", proxy_windows=proxy_windows)
     cfg = with_overrides(cfg, "causal", enabled=causal)
     cfg = with_overrides(cfg, "coevolution", enabled=adversarial)
     t0 = time.perf_counter()
@@ -55,6 +57,7 @@ def main() -> None:
     ap.add_argument("--pop", type=int, default=200)
     ap.add_argument("--gens", type=int, default=10)
     ap.add_argument("--out", default="benchmarks/forge_ablation.json")
+    ap.add_argument("--proxy-windows", type=int, default=None, help="override [surrogate] proxy_windows")
     ap.add_argument("--runs", default="no_surrogate,surrogate,no_causal,no_causal_adversarial,all_on",
                     help="subset of the runs (the adversarial ones cost minutes per generation)")
     a = ap.parse_args()
@@ -74,7 +77,7 @@ def main() -> None:
                          ("all_on", dict(surrogate=True, causal=True, adversarial=True))]:
             if name not in a.runs.split(","):
                 continue
-            runs[name] = _run(bars, work, name, pop=a.pop, gens=a.gens, jobs=2, **kw)
+            runs[name] = _run(bars, work, name, pop=a.pop, gens=a.gens, jobs=2, proxy_windows=a.proxy_windows, **kw)
             r = runs[name]
             print(f"{name}: {r['seconds']:.1f} s, champion OOS {r['champion']['out_of_sample']}")
     # (a) evaluations to reach the no-surrogate final best
@@ -85,6 +88,7 @@ def main() -> None:
     ns_evals = next(g["evaluated_total"] for g in ns if g["hof_best"] >= target)
     su_hit = next((g for g in su if g["hof_best"] >= target), None)
     rho = [g["surrogate_spearman"] for g in su if g.get("surrogate_spearman") is not None]
+    rho_h = [g["surrogate_spearman_holdout"] for g in su if g.get("surrogate_spearman_holdout") is not None]
     summary = {
         "data": {"files": len(files), "bars": bars.height, "first": first, "last": last},
         "surrogate_ablation": {
@@ -93,7 +97,9 @@ def main() -> None:
             "reached": su_hit is not None,
             "ratio": ns_evals / su_hit["evaluated_total"] if su_hit else None,
             "surrogate_final_best": su[-1]["hof_best"],
-            "spearman_mean": sum(rho) / len(rho) if rho else None, "spearman_per_generation": rho},
+            "spearman_mean": sum(rho) / len(rho) if rho else None, "spearman_per_generation": rho,
+            "spearman_holdout_mean": sum(rho_h) / len(rho_h) if rho_h else None,
+            "spearman_holdout_per_generation": rho_h},
         "all_on_seconds_2_workers": runs["all_on"]["seconds"] if "all_on" in runs else None,
         "all_on_seconds_per_generation": [g["seconds"] for g in runs["all_on"]["generations"]] if "all_on" in runs else None,
         "champions": {k: {"causal": v["causal"], "adversarial": v["adversarial"], "surrogate": v["surrogate"],

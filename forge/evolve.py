@@ -59,7 +59,7 @@ from forge.gp import pset as gp_ops
 from forge.gp.cache import SubtreeCache
 from forge.settings import FitnessSection, RunConfig, config_from_dict, config_to_dict
 from forge.strategy import genome_positions, mask_warmup, strategy_features
-from forge.surrogate import Surrogate, describe, rank_correlation
+from forge.surrogate import Surrogate, describe, proxy_stats, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,23 @@ class MarketArrays:
             symbol=symbol,
         )
 
+    def windows(self, bounds: list[tuple[int, int]]) -> MarketArrays:
+        """Bar ranges [a, b) joined into one segment (the surrogate's proxy data).  Each join is a gap:
+        ``bars_since_gap`` restarts there, so look-backs never read across it."""
+        idx = np.concatenate([np.arange(a, b) for a, b in bounds])
+        starts = np.zeros(idx.shape[0], dtype=bool)
+        starts[np.cumsum([0] + [b - a for a, b in bounds[:-1]])] = True
+        bsg = self.bars_since_gap[idx].copy()
+        run = np.arange(idx.shape[0]) - np.maximum.accumulate(np.where(starts, np.arange(idx.shape[0]), 0))
+        bsg = np.minimum(bsg, run)  # a join restarts the count like a gap
+        return dataclasses.replace(
+            self, X=np.ascontiguousarray(self.X[:, idx]), open_=self.open_[idx], close=self.close[idx],
+            open_time=self.open_time[idx], bars_since_gap=bsg,
+            token=Genome.canonical_hash(f"{self.token}|windows{bounds}"),
+        )
+
     def tail(self, n: int) -> MarketArrays:
-        """The last ``n`` bars (the surrogate's proxy data)."""
+        """The last ``n`` bars."""
         return dataclasses.replace(
             self, X=np.ascontiguousarray(self.X[:, -n:]), open_=self.open_[-n:].copy(), close=self.close[-n:].copy(),
             open_time=self.open_time[-n:].copy(), bars_since_gap=self.bars_since_gap[-n:].copy(),
@@ -464,8 +479,8 @@ def evolve(
     None -> ``<output_dir>/<run_id>``.  progress: called with a dict after
     data loading (``{"event": "start", ...}``), after the causal filter
     (``"causal"``) and after each generation (``{"event": "generation",
-    "gen", "best", "median", "evals_per_s", "surrogate_spearman",
-    "evals_saved", ...}``).  resume: continue the run in ``run_dir`` from its
+    "gen", "best", "median", "evals_per_s", "surrogate_spearman" (evaluated set),
+    "surrogate_spearman_holdout" (the random exploration picks), "evals_saved", ...}``).  resume: continue the run in ``run_dir`` from its
     last checkpoint (the config saved in the run directory is used; the
     result equals an uninterrupted run with the same seed).  stop_after:
     return after this generation without writing the final reports (tests
@@ -542,8 +557,10 @@ def evolve(
                            rng.generator(ec.seed, "coevolution"))
     use_surrogate = sc.enabled and ec.generations > 0
     surrogate = Surrogate(sc, seed=rng.int_seed(ec.seed, "surrogate")) if use_surrogate else None
-    proxy_len = max(100, min(sc.proxy_bars, data_is.X.shape[1] // 10))
-    data_proxy = data_is.tail(proxy_len)
+    n_is = data_is.X.shape[1]
+    proxy_len = max(100, min(sc.proxy_bars, n_is // (10 * sc.proxy_windows)))
+    ends = np.unique(np.linspace(proxy_len, n_is, sc.proxy_windows).astype(int))
+    data_proxy = data_is.windows([(int(e) - proxy_len, int(e)) for e in ends])
 
     stats = tools.Statistics(lambda ind: ind.fitness.values[0])
     stats.register("best", np.max)
@@ -588,8 +605,8 @@ def evolve(
             return evaluator.n_evaluated - before, genomes
 
         def descriptors(genomes: list[Genome]) -> np.ndarray:
-            proxies = [f for f, _m in proxy_eval.evaluate(genomes)]
-            return np.vstack([describe(g, feature_names, p) for g, p in zip(genomes, proxies)])
+            stats = [proxy_stats(f, m) for f, m in proxy_eval.evaluate(genomes)]
+            return np.vstack([describe(g, feature_names, p) for g, p in zip(genomes, stats)])
 
         def adversarial(individuals: list[Any], select: bool = True) -> dict[str, Any]:
             """Dual fitness: causal (backtest) and adversarial (inside the simulator against predators)."""
@@ -697,9 +714,9 @@ def evolve(
             coev_extra = adversarial(population)
             if surrogate is not None:
                 surrogate.observe(descriptors(genomes), [ind.fitness.values[0] for ind in population])
-            record(0, population, nevals, time.perf_counter() - t0, {"candidates": len(population),
-                                                                     "evals_saved": 0, "surrogate_spearman": None,
-                                                                     **coev_extra})
+            record(0, population, nevals, time.perf_counter() - t0,
+                   {"candidates": len(population), "evals_saved": 0, "surrogate_spearman": None,
+                    "surrogate_spearman_holdout": None, **coev_extra})
             start_gen = 1
 
         for gen in range(start_gen, ec.generations + 1):
@@ -709,7 +726,8 @@ def evolve(
             t0 = time.perf_counter()
             n_cand = ec.n_offspring * (sc.candidates_factor if surrogate is not None else 1)
             candidates = [new_individual(breed(population, ops, ec)) for _ in range(n_cand)]
-            extra: dict[str, Any] = {"candidates": n_cand, "evals_saved": 0, "surrogate_spearman": None}
+            extra: dict[str, Any] = {"candidates": n_cand, "evals_saved": 0, "surrogate_spearman": None,
+                                     "surrogate_spearman_holdout": None}
             if surrogate is not None:
                 genomes = [genome_from_individual(c, pset) for c in candidates]
                 first: dict[str, int] = {}
@@ -725,6 +743,9 @@ def evolve(
                     nevals, _g = assign(chosen + offspring)
                     true = [c.fitness.values[0] for c in chosen]
                     extra["surrogate_spearman"] = rank_correlation(pred[picked], true)
+                    held = np.isin(picked, surrogate.last_explore)  # the random picks: an unbiased sample
+                    extra["surrogate_spearman_holdout"] = rank_correlation(pred[picked][held],
+                                                                           np.asarray(true)[held])
                     surrogate.observe(X[picked], true)
                     offspring = chosen + offspring
                 else:

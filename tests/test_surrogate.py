@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from forge.gp import Operators, build_pset, genome_from_individual
-from forge.surrogate import Surrogate, SurrogateSection, describe, rank_correlation
+from forge.surrogate import N_HEAD, PROXY_COL, Surrogate, SurrogateSection, describe, proxy_stats, rank_correlation
 
 NAMES = ("a", "b", "c")
 
@@ -65,4 +65,24 @@ def test_descriptor_layout():
     random.seed(0)
     g = genome_from_individual(Operators(pset, 6, 20).init_population(1, 2, 4)[0], pset)
     d = describe(g, NAMES, proxy=1.25)
-    assert d[0] == len(g.tokens) and d[9] == 1.25 and d.shape == (10 + 32 + len(NAMES),)
+    assert d[0] == len(g.tokens) and d[PROXY_COL] == 1.25 and d.shape == (N_HEAD + 32 + len(NAMES),)
+    assert np.isnan(d[PROXY_COL + 1:N_HEAD]).all()  # a bare proxy fitness: the other proxy statistics unknown
+    stats = proxy_stats(0.5, {"sharpe": float("inf"), "n_trades": 4, "exposure": 0.5})
+    np.testing.assert_allclose(stats, [0.5, np.nan, 4.0, 0.5])
+    d = describe(g, NAMES, stats)
+    np.testing.assert_allclose(d[PROXY_COL:N_HEAD], stats)
+
+
+def test_proxy_windows_join_as_gaps():
+    """Proxy windows spread over the in-sample data are joined with a restart of bars_since_gap at each join."""
+    import numpy as np
+
+    from forge.evolve import MarketArrays
+
+    n = 100
+    t = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
+    m = MarketArrays(("f",), (0,), np.arange(n, dtype=np.float64)[None, :], np.ones(n), np.ones(n), t,
+                     np.arange(n, dtype=np.int64), "tok")
+    w = m.windows([(10, 20), (50, 55), (90, 100)])
+    assert w.X.shape == (1, 25) and w.X[0, 10] == 50.0 and w.token != m.token
+    assert w.bars_since_gap.tolist() == list(range(10)) + list(range(5)) + list(range(10))
