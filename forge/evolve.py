@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import platform
 import random
 import time
@@ -263,7 +264,7 @@ def _worker_cache(data: MarketArrays, cache_mb: int, n_segments: int = 1) -> Sub
 
 def _evaluate_chunk(
     genomes: list[dict[str, Any]],
-    segments: tuple[MarketArrays, ...],
+    segments: tuple[MarketArrays, ...] | SharedSegments,
     bt: BacktestConfig,
     fit: FitnessSection,
     max_size: int,
@@ -277,6 +278,8 @@ def _evaluate_chunk(
     segment's, plus ``per_symbol`` when there are several.
     returns (results, subtree-cache hits, misses) for this chunk.
     """
+    if isinstance(segments, SharedSegments):
+        segments = segments.load()
     pool = BufferPool()
     caches = [_worker_cache(d, cache_mb, len(segments)) for d in segments]
     before = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
@@ -301,6 +304,38 @@ def _evaluate_chunk(
         out.append((float(min(fits)) if aggregate == "worst" else float(np.mean(fits)), metrics))
     after = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
     return out, after[0] - before[0], after[1] - before[1]
+
+
+_ARRAYS = ("X", "open_", "close", "open_time", "bars_since_gap")
+_SHARED: dict[str, tuple[MarketArrays, ...]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedSegments:
+    """A picklable handle on segments written once to ``folder`` as .npy files: workers map them
+    read-only (``np.load(mmap_mode="r")``, the OS page cache shared by every process) instead of
+    receiving the arrays with each task."""
+
+    folder: str
+    meta: tuple[tuple[tuple[str, ...], tuple[int, ...], str, str], ...]  # (names, lookbacks, token, symbol)
+
+    @classmethod
+    def write(cls, segments: tuple[MarketArrays, ...], folder: str) -> SharedSegments:
+        for i, seg in enumerate(segments):
+            for name in _ARRAYS:
+                np.save(os.path.join(folder, f"{i}_{name}.npy"), getattr(seg, name))
+        return cls(folder, tuple((s.feature_names, s.feature_lookbacks, s.token, s.symbol) for s in segments))
+
+    def load(self) -> tuple[MarketArrays, ...]:
+        """The segments (cached per process)."""
+        got = _SHARED.get(self.folder)
+        if got is None:
+            _SHARED.clear()  # one run's segments at a time per worker
+            got = _SHARED[self.folder] = tuple(
+                MarketArrays(names, lookbacks, token=token, symbol=symbol,
+                             **{n: np.load(os.path.join(self.folder, f"{i}_{n}.npy"), mmap_mode="r") for n in _ARRAYS})
+                for i, (names, lookbacks, token, symbol) in enumerate(self.meta))
+        return got
 
 
 class Evaluator:
@@ -328,6 +363,8 @@ class Evaluator:
         self._client = None
         self._data_future = None
         self._parallel = Parallel(n_jobs=jobs, backend="loky") if backend == "loky" and jobs > 1 else None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._shared: SharedSegments | None = None
 
     def __enter__(self) -> Evaluator:
         if self.backend == "dask":
@@ -346,6 +383,9 @@ class Evaluator:
             self.jobs = max(1, len(self._client.scheduler_info()["workers"]))
         elif self._parallel is not None:
             self._parallel.__enter__()
+            # the segments go to the workers once, as memory-mapped files; tasks carry a small handle
+            self._tmp = tempfile.TemporaryDirectory(prefix="forge-segments-")
+            self._shared = SharedSegments.write(self.data, self._tmp.name)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -353,6 +393,9 @@ class Evaluator:
             self._client.close()
         if self._parallel is not None:
             self._parallel.__exit__(*exc)
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
     def _run_chunks(self, dicts: list[dict[str, Any]]) -> list[tuple[list[tuple[float, dict[str, Any]]], int, int]]:
         args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
@@ -364,7 +407,7 @@ class Evaluator:
         if self._client is not None:
             futures = [self._client.submit(_evaluate_chunk, ch, self._data_future, *args, pure=False) for ch in chunks]
             return self._client.gather(futures)
-        return self._parallel(delayed(_evaluate_chunk)(ch, self.data, *args) for ch in chunks)
+        return self._parallel(delayed(_evaluate_chunk)(ch, self._shared, *args) for ch in chunks)
 
     @property
     def cache_hit_rate(self) -> float:

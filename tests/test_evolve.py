@@ -222,3 +222,28 @@ def test_two_runs_in_one_fresh_process_are_identical(tmp_path):
                          capture_output=True, text=True).stdout
     first, second = json.loads(out.strip().splitlines()[-1])
     assert first == second and len(first) > 0
+
+
+def test_workers_get_the_segments_once_as_memory_maps():
+    """With joblib workers the segments are written once as .npy files; tasks carry only a handle, the
+    workers map the files read-only, results equal in-process evaluation, and the files go at exit."""
+    import os
+
+    from forge.backtest import BacktestConfig
+    from forge.bench import _market
+    from forge.evolve import Evaluator, SharedSegments
+    from forge.gp import Genome
+    from forge.settings import FitnessSection
+
+    data, _ = _market(5_000)
+    genomes = [Genome.from_tokens(["long_short", "gt_c", f"feature:{f}", "const:0", "lt_c", f"feature:{f}", "const:1"],
+                                  [0.1, -0.1]) for f in data.feature_names[:6]]
+    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 1) as ev1:
+        serial = ev1.evaluate(genomes)
+    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 2) as ev2:
+        folder = ev2._shared.folder
+        assert isinstance(ev2._shared, SharedSegments) and len(os.listdir(folder)) == 5
+        assert len(__import__("pickle").dumps(ev2._shared)) < 2_000  # a handle, not the arrays
+        parallel = ev2.evaluate(genomes)
+    assert not os.path.exists(folder)
+    assert [f for f, _m in serial] == [f for f, _m in parallel]
