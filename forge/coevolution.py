@@ -29,6 +29,7 @@ written against a numpy Generator so the state can be checkpointed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ from forge.gp import BufferPool, Genome
 
 __all__ = ["CoevolutionSection", "Arena", "PredatorPopulation", "Coevolution"]
 
+OVER_BUDGET_PENALTY = 1e6
+"""Predator fitness penalty (bp per bar) of a scenario whose market exceeds the event budget."""
+
 
 @dataclass(frozen=True)
 class CoevolutionSection:
@@ -56,7 +60,11 @@ class CoevolutionSection:
     sim_minutes: simulated bars per encounter (the first
     ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
     realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
-    of ``forge calibrate``'s output (default DSG if missing); fee_bps: taker fee inside the book."""
+    of ``forge calibrate``'s output (default DSG if missing); fee_bps: taker fee inside the book;
+    max_events_per_minute: event budget of one encounter's simulation (book messages and agent wakes
+    per simulated minute, burn-in included, ~3x a calibrated quiet market): a predator whose market
+    exceeds it is cut short and counts as unrealistic (realism distance = infinity, so it is
+    penalised like any scenario beyond the bound), which keeps every encounter's cost bounded."""
 
     enabled: bool = False
     mode: str = "weighted"
@@ -72,8 +80,11 @@ class CoevolutionSection:
     mutation_sigma: float = 0.15
     calibration: str = "artifacts/sim/calibration.json"
     fee_bps: float = 10.0
+    max_events_per_minute: int = 3_000
 
     def validate(self) -> None:
+        if self.max_events_per_minute < 100:
+            raise ConfigError(f"coevolution.max_events_per_minute must be >= 100, got {self.max_events_per_minute}")
         if self.mode not in ("weighted", "pareto"):
             raise ConfigError(f"coevolution.mode must be 'weighted' or 'pareto', got {self.mode!r}")
         if self.predators < 2 or self.predators_met < 1 or self.predators_met > self.predators:
@@ -110,20 +121,34 @@ class Arena:
         self.feature_names = tuple(feature_names)
         self.library = library
         self.seed = seed
-        self._bars: dict[tuple[bytes, int], pl.DataFrame] = {}
+        self._bars: dict[tuple[bytes, int], tuple[pl.DataFrame, bool]] = {}
+        self.truncated = 0  # simulations cut short by the event budget
         self._ref: tuple[dict[str, float], dict[str, float]] | None = None
         self.pool = BufferPool()
 
-    def quiet_bars(self, scenario: np.ndarray, seed: int) -> pl.DataFrame:
-        """Bars of the predator's market without the strategy (cached per scenario and seed)."""
-        from forge.sim.market import simulate_bars
+    def sim_config(self):
+        """The simulator config of an encounter: default agents, the event budget of ``max_events_per_minute``."""
+        from forge.sim.market import SimConfig
+
+        base = SimConfig()
+        return dataclasses.replace(
+            base, max_events=self.cfg.max_events_per_minute * (base.burn_in_minutes + self.cfg.sim_minutes))
+
+    def _quiet(self, scenario: np.ndarray, seed: int) -> tuple[pl.DataFrame, bool]:
+        from forge.sim.market import simulate
 
         key = (scenario.tobytes(), seed)
         if key not in self._bars:
             if len(self._bars) > 64:
                 self._bars.clear()
-            self._bars[key] = simulate_bars(self.dsg, self.cfg.sim_minutes, seed, scenario=scenario)
+            res = simulate(self.dsg, self.cfg.sim_minutes, seed, scenario=scenario, config=self.sim_config())
+            self.truncated += res.truncated
+            self._bars[key] = (res.bars, res.truncated)
         return self._bars[key]
+
+    def quiet_bars(self, scenario: np.ndarray, seed: int) -> pl.DataFrame:
+        """Bars of the predator's market without the strategy (cached per scenario and seed)."""
+        return self._quiet(scenario, seed)[0]
 
     def realism(self, scenario: np.ndarray, seed: int) -> float:
         """Weighted stylized-facts distance of the predator's quiet market to the reference market."""
@@ -137,7 +162,10 @@ class Arena:
                 f = stylized_facts(self.quiet_bars(no_scenario(), seed))
                 cal = (f, {k: 1.0 for k in f})
             self._ref = cal
-        return float(realism_distance(stylized_facts(self.quiet_bars(scenario, seed)), *self._ref))
+        bars, truncated = self._quiet(scenario, seed)
+        if truncated:  # beyond the event budget: as unrealistic as it gets
+            return math.inf
+        return float(realism_distance(stylized_facts(bars), *self._ref))
 
     def encounter(self, genome: Genome, scenario: np.ndarray, seed: int) -> float:
         """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market,
@@ -151,7 +179,9 @@ class Arena:
         pos = genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()), self.pool)
         pos = np.nan_to_num(pos)
         pos[: self.cfg.warmup_minutes] = 0.0
-        res = simulate_with_strategy(self.dsg, scenario, pos, self.cfg.sim_minutes, seed, self.cfg.fee_bps)
+        res = simulate_with_strategy(self.dsg, scenario, pos, self.cfg.sim_minutes, seed, self.cfg.fee_bps,
+                                     config=self.sim_config())
+        self.truncated += res.truncated
         r = res.returns[self.cfg.warmup_minutes:]
         return float(np.mean(r)) if r.size else 0.0
 
@@ -251,12 +281,19 @@ class Coevolution:
             pnl = float(np.mean([self.arena.encounter(g, s, seed) for g in prey])) * 1e4 if prey else 0.0
             d = self.arena.realism(s, seed)
             real.append(d)
-            fits.append(-pnl - self.cfg.realism_penalty * max(0.0, d - self.cfg.realism_bound))
+            if math.isfinite(d):
+                fits.append(-pnl - self.cfg.realism_penalty * max(0.0, d - self.cfg.realism_bound))
+            else:  # over the event budget: below every scenario that stays within it
+                fits.append(-pnl - OVER_BUDGET_PENALTY)
         self.pop.fitness = np.array(fits)
         self.pop.update_hof(self.cfg.predator_hof)
         row = {"generation": self.generation, "predator_best": float(np.max(fits)),
-               "predator_mean": float(np.mean(fits)), "realism_mean": float(np.mean(real)),
-               "realism_of_best": float(real[int(np.argmax(fits))]),
+               "predator_mean": float(np.mean(fits)),
+               "realism_mean": (float(np.mean([d for d in real if math.isfinite(d)]))
+                                if any(math.isfinite(d) for d in real) else None),
+               "over_budget": int(sum(not math.isfinite(d) for d in real)),
+               "realism_of_best": (float(real[int(np.argmax(fits))]) if math.isfinite(real[int(np.argmax(fits))])
+                                   else None),
                "hof_best": self.pop.hof[0][0] if self.pop.hof else None}
         self.history.append(row)
         self.pop.breed(self.rng, self.cfg.mutation_sigma)

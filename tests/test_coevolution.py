@@ -74,3 +74,25 @@ def test_pareto_mode_smoke(tmp_path):
     assert res.manifest["coevolution"]["mode"] == "pareto"
     for m in res.hall_of_fame:  # Pareto mode keeps the causal fitness as the hall-of-fame key
         assert m["fitness"] == pytest.approx(m["in_sample"]["causal_fitness"])
+
+
+def test_event_budget_caps_encounters_and_marks_the_predator_unrealistic(tmp_path):
+    """A market that needs more book events than the budget is cut short, never raises, and its predator
+    is penalised below every scenario within budget."""
+    from forge.coevolution import OVER_BUDGET_PENALTY, Arena, Coevolution
+    from forge.gp import Genome
+    from forge.sim.params import no_scenario
+
+    g = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
+    roomy = Arena(CoevolutionSection(sim_minutes=360, warmup_minutes=240, calibration=str(tmp_path / "none.json")),
+                  ("ret_1",))
+    tight = Arena(CoevolutionSection(sim_minutes=360, warmup_minutes=240, max_events_per_minute=100,
+                                     calibration=str(tmp_path / "none.json")), ("ret_1",))
+    assert np.isfinite(roomy.realism(no_scenario(), 7)) and roomy.truncated == 0
+    assert tight.realism(no_scenario(), 7) == float("inf") and tight.truncated == 1
+    assert np.isfinite(tight.encounter(g, no_scenario(), 7)) and tight.truncated == 2
+    co = Coevolution(CoevolutionSection(predators=2, max_events_per_minute=100, sim_minutes=360, warmup_minutes=240,
+                                        calibration=str(tmp_path / "none.json")), tight, np.random.default_rng(0))
+    row = co.step([g], n_prey=1)
+    assert row["over_budget"] == 2 and row["predator_best"] <= -OVER_BUDGET_PENALTY + 1e3
+    json.dumps(row, allow_nan=False)  # the logbook row stays strict JSON

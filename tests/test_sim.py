@@ -444,10 +444,37 @@ def test_realism_distance_properties() -> None:
     w = {n: 1.0 for n in F.FACT_NAMES}
     assert F.realism_distance(f, f, w) == 0.0
     g = dict(f)
-    g["kurt_1m"] += 2.0
-    assert F.realism_distance(g, f, w) == pytest.approx(4.0 / 3.0)  # group of 3 kurtosis facts
+    g["kurt_1m"] += 2.0  # kurtoses are compared as log-ratios of m4/m2^2 = excess + 3
+    d_k = np.log((f["kurt_1m"] + 5.0) / (f["kurt_1m"] + 3.0)) ** 2 / 3.0  # group of 3 kurtosis facts
+    assert F.realism_distance(g, f, w) == pytest.approx(d_k)
     g["ret_std_1m"] = float("nan")
-    assert F.realism_distance(g, f, w) == pytest.approx(4.0 / 3.0 + F.NAN_PENALTY)
+    assert F.realism_distance(g, f, w) == pytest.approx(d_k + F.NAN_PENALTY)
+    h = dict(f)
+    h["ret_std_1m"] *= 2.0  # scale-free: doubling or halving the std costs the same
+    h2 = dict(f)
+    h2["ret_std_1m"] /= 2.0
+    assert F.realism_distance(h, f, w) == pytest.approx(F.realism_distance(h2, f, w)) == pytest.approx(np.log(2.0) ** 2)
+    g = dict(f)
+    g["acf_absr_3"] += 0.1  # correlations stay plain differences, group of 30 lags
+    assert F.realism_distance(g, f, w) == pytest.approx(0.01 / 30)
+    # distance space round trip
+    v = F.facts_vector(f)
+    np.testing.assert_allclose(F.from_distance_space(F.to_distance_space(v)), v, rtol=1e-12)
+
+
+def test_window_facts_and_matched_length_weights() -> None:
+    from forge.data.loader import load_sample
+
+    real, _ = load_sample()
+    w = F.window_facts(real, 240)
+    assert w.shape == (real.height // 240, len(F.FACT_NAMES))
+    np.testing.assert_array_equal(w[1], F.facts_vector(F.stylized_facts(real.slice(240, 240))))
+    wt = F.moment_weights(w)
+    j = F.FACT_NAMES.index("kurt_1m")
+    t = np.log(w[:, j] + 3.0)
+    assert wt["kurt_1m"] == pytest.approx(1.0 / np.var(t[np.isfinite(t)], ddof=1))
+    with pytest.raises(ValueError):
+        F.window_facts(real.head(300), 240)
 
 
 def test_sim_throughput_reports_messages() -> None:
@@ -472,3 +499,172 @@ def test_cli_calibrate_writes_calibration_json(tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     assert "Stylized facts" in r.output and d
+
+
+# --------------------------------------------------------------------------- slow volatility component
+def test_slow_volatility_component_per_minute_and_bounds() -> None:
+    from forge.core.errors import ConfigError
+    from forge.sim import agents_nb as K
+    from forge.sim.params import DSG_SPECS, from_dict
+
+    names = [s.name for s in DSG_SPECS]
+    assert {"slow_vol_std", "slow_vol_halflife_min", "slow_rate_share"} <= set(names)
+    off = default_dsg()
+    off[K.P_SLOW_STD] = 0.0
+    sim = Simulator(off, 1, 5)
+    for _ in range(5):
+        sim.run(1)
+        assert sim.sf[K.S_VSLOW] == 1.0 and sim.sf[K.S_RSLOW] == 1.0
+    on = default_dsg()
+    on[K.P_SLOW_STD] = 2.0
+    on[K.P_SLOW_HALFLIFE_MIN] = 30.0
+    on[K.P_SLOW_RATE_SHARE] = 0.5
+    sim = Simulator(on, 1, 40)
+    hs = []
+    for _ in range(40):
+        sim.run(1)
+        hs.append(sim.sf[K.S_HS])
+        # multipliers are the documented functions of the slow log-variance
+        assert sim.sf[K.S_VSLOW] == pytest.approx(np.exp(hs[-1] - 0.5 * 2.0 ** 2))
+        assert sim.sf[K.S_RSLOW] == pytest.approx(np.exp(0.5 * hs[-1] - 0.5 * 0.25 * 2.0 ** 2))
+    assert np.std(hs) > 0.1 and len(set(hs)) == 40  # one update per simulated minute
+    a = simulate_bars(on, 30, 2)
+    assert a.equals(simulate_bars(on, 30, 2))  # same seed => identical
+    with pytest.raises(ConfigError, match="slow_vol_std"):
+        from_dict({"slow_vol_std": -0.1})
+    with pytest.raises(ConfigError, match="slow_vol_halflife_min"):
+        from_dict({"slow_vol_halflife_min": 5.0})
+
+
+# --------------------------------------------------------------------------- event budget
+def _scenario(**kw: float) -> np.ndarray:
+    from forge.sim.agents_nb import SCENARIO_NAMES
+
+    sc = no_scenario()
+    for k, v in kw.items():
+        sc[SCENARIO_NAMES.index(k)] = v
+    return sc
+
+
+def test_event_budget_stops_cleanly_and_flags_truncation() -> None:
+    from forge.core.errors import ConfigError
+    from forge.sim.market import SimConfig, simulate
+    from forge.sim.strategy_sim import simulate_with_strategy
+
+    cfg = SimConfig(max_events=40_000)  # the 30-minute burn-in alone sends ~30k
+    full = simulate(default_dsg(), 20, 4)
+    assert not full.truncated and full.stats["max_events"] == SimConfig().event_budget(20)
+    r = simulate(default_dsg(), 20, 4, config=cfg)
+    assert r.truncated and r.stats["truncated"] == 1
+    # stopped between two events: at most one wake's messages past the cap
+    assert r.stats["events"] <= 40_000 + 200 and r.stats["wakes"] <= 40_000
+    b = r.bars
+    assert b.schema == pl.Schema(BAR_SCHEMA) and b.height == 20
+    vol = b["volume"].to_numpy()
+    last = int(np.flatnonzero(vol > 0)[-1])
+    assert last < 19  # later bars are flat, zero volume, repeating the last close
+    assert np.all(vol[last + 1:] == 0) and np.all(b["close"].to_numpy()[last:] == b["close"][last])
+    # the first bars are identical to the untruncated run (same seed, same events)
+    assert b.head(last).equals(full.bars.head(last))
+    # determinism under the budget
+    assert simulate(default_dsg(), 20, 4, config=cfg).bars.equals(b)
+    # an adversarial predator scenario cannot blow up the run time
+    wild = _scenario(reactivity=1.0, hunt_rate_per_hour=6.0, hunt_clip=30.0, hunt_max_clips=200.0,
+                     spoof_rate_per_hour=12.0, spoof_layers=8.0, spoof_lifetime_s=600.0,
+                     shock_rate_per_hour=6.0, shock_size_bp=300.0, shock_activity=3.0)
+    w = simulate_with_strategy(default_dsg(), wild, np.ones(30), 30, 1, config=SimConfig(max_events=40_000))
+    assert w.truncated and w.summary()["truncated"] is True and w.trades.shape[0] >= 1
+    assert w.bars.height == 30 and np.all(np.isfinite(w.equity))
+    assert not simulate_with_strategy(default_dsg(), None, np.ones(10), 10, 1).truncated
+    with pytest.raises(ConfigError, match="max_events"):
+        SimConfig(max_events=0).validate()
+
+
+def test_calibration_scores_a_truncated_candidate_as_failed() -> None:
+    from forge.data.loader import load_sample
+    from forge.sim.calibrate import FAILED_LOSS, _loss, _Setup, _simulate_facts
+    from forge.sim.market import SimConfig
+
+    real, _ = load_sample()
+    setup = _Setup(n_minutes=30, seeds=(0,), start_ms=int(real["open_time"][0]), start_price=float(real["open"][0]),
+                   config=SimConfig(max_events=5_000))
+    assert _simulate_facts(default_dsg(), setup) is None
+    assert _loss(None, {}, {}) == FAILED_LOSS
+
+
+# --------------------------------------------------------------------------- predator directions (common random numbers)
+def _stop_strategy(stop_bp: float = 20.0):
+    """Long from the first close until a close falls stop_bp below it, then flat for good."""
+    st: dict[str, float] = {}
+
+    def fn(t: int, bars: pl.DataFrame) -> float:
+        c = float(bars["close"][-1])
+        st.setdefault("ref", c)
+        if st.get("out") or c < st["ref"] * (1.0 - stop_bp * 1e-4):
+            st["out"] = 1.0
+            return 0.0
+        return 1.0
+
+    return fn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_stop_hunt_lowers_a_long_strategys_pnl(seed: int) -> None:
+    from forge.sim.strategy_sim import simulate_with_strategy
+
+    hunt = _scenario(reactivity=1.0, hunt_rate_per_hour=6.0, hunt_overshoot_bp=30.0, hunt_clip=5.0,
+                     hunt_max_clips=40.0)
+    quiet = simulate_with_strategy(default_dsg(), None, _stop_strategy(), 60, seed, initial_capital=1e4)
+    hunted = simulate_with_strategy(default_dsg(), hunt, _stop_strategy(), 60, seed, initial_capital=1e4)
+    assert quiet.trades["side"][0] == 1 and hunted.trades["side"][0] == 1  # both went long
+    assert hunted.pnl < quiet.pnl
+
+
+def _liquidity(scenario: np.ndarray | None, seed: int, n: int = 60) -> tuple[float, float]:
+    sim = Simulator(default_dsg(), seed, n, scenario=scenario)
+    spread, depth = [], []
+    for _ in range(n):
+        sim.run(1)
+        q = sim.book_snapshot(10)
+        spread.append(q["spread_ticks"])
+        depth.append(q["bid_lots"] + q["ask_lots"])
+    return float(np.nanmean(spread)), float(np.mean(depth))
+
+
+def test_liquidity_vacuum_widens_spread_and_thins_depth() -> None:
+    vac = _scenario(reactivity=0.0, vacuum_rate_per_hour=6.0, vacuum_duration_s=900.0, vacuum_fraction=1.0)
+    seeds = (0, 1, 2)
+    quiet = np.array([_liquidity(None, s) for s in seeds])
+    vacuum = np.array([_liquidity(vac, s) for s in seeds])
+    assert np.all(vacuum[:, 1] < quiet[:, 1])  # less depth within 10 ticks of the mid, every seed
+    assert vacuum[:, 0].mean() > quiet[:, 0].mean()  # wider average quoted spread
+
+
+def test_volatility_shock_raises_realised_volatility() -> None:
+    shock = _scenario(reactivity=0.0, shock_rate_per_hour=6.0, shock_size_bp=100.0, shock_activity=1.0)
+    for seed in (0, 1):
+        q = np.diff(np.log(simulate_bars(default_dsg(), 60, seed)["close"].to_numpy())).std()
+        s = np.diff(np.log(simulate_bars(default_dsg(), 60, seed, scenario=shock)["close"].to_numpy())).std()
+        assert s > 2.0 * q
+
+
+def test_spoof_orders_are_cancelled_not_filled() -> None:
+    from forge.sim import agents_nb as K
+
+    sc = _scenario(spoof_rate_per_hour=12.0, spoof_lifetime_s=120.0, reactivity=0.0)
+    sim = Simulator(default_dsg(), 2, 30, scenario=sc, record_messages=True, record_trades=True)
+    sim.run(30)
+    spoofer = sim.agent_keys.index(("spoofer",))
+    msgs, trades = sim.messages(), sim.trades()
+    lim = msgs[(msgs["owner"] == spoofer) & (msgs["kind"] == MSG_LIMIT)]
+    can = msgs[(msgs["owner"] == spoofer) & (msgs["kind"] == MSG_CANCEL)]
+    assert lim.size >= 3 and can.size >= 1
+    filled = {int(u) for u in trades["maker_uid"][trades["maker_owner"] == spoofer]}
+    alive = {int(sim.o[i, K.O_UID]) for i in range(sim.o.shape[0]) if sim.o[i, K.O_ALIVE] == 1
+             and sim.o[i, K.O_OWNER] == spoofer}
+    cancelled = {int(u) for u in can["uid"]}
+    for u in lim["uid"]:
+        assert int(u) in cancelled | filled | alive
+    # the spoofer never takes liquidity, and most layers are pulled rather than hit
+    assert not np.any(trades["taker_owner"] == spoofer)
+    assert len(cancelled & {int(u) for u in lim["uid"]}) > len(filled)

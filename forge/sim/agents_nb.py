@@ -7,8 +7,11 @@ arrays; an indexed binary min-heap of next-wake times (``hp_t``/``hp_a``/
 owns a SplitMix64 stream (``forge.sim.rng_nb``), so a seed fixes every draw.
 
 Agents (class per ``ag_type``)
-- CLOCK (one, every 1 s): latent log value (random walk scaled by activity,
-  plus Laplace jumps), log-activity OU process and trade-excitation, the
+- CLOCK (one, every 1 s): latent log value (random walk scaled by activity
+  and the slow variance factor, plus Laplace jumps), log-activity OU process,
+  a slow log-variance OU updated once per simulated minute (hours of
+  persistence; scales the latent value's variance and, with elasticity
+  ``slow_rate_share``, every agent rate) and trade-excitation, the
   momentum EMA of the mid, and recentering of the book's price window.
 - NOISE (zero intelligence, Farmer et al. 2005 / Santa Fe model): limit
   orders at a random distance behind the opposite best, market orders,
@@ -103,6 +106,9 @@ DSG_NAMES = (
     "value_threshold_bp",
     "value_size",
     "lot_quote",
+    "slow_vol_std",
+    "slow_vol_halflife_min",
+    "slow_rate_share",
 )
 P_VALUE_VOL_BP = 0
 P_JUMP_RATE_H = 1
@@ -135,7 +141,10 @@ P_VAL_RATE = 27
 P_VAL_THRESHOLD_BP = 28
 P_VAL_SIZE = 29
 P_LOT_QUOTE = 30
-N_P = 31
+P_SLOW_STD = 31
+P_SLOW_HALFLIFE_MIN = 32
+P_SLOW_RATE_SHARE = 33
+N_P = 34
 
 # --------------------------------------------------------------------------- scenario indices
 SCENARIO_NAMES = (
@@ -218,7 +227,11 @@ S_STRAT_FILL_NOTIONAL = 8  # ticks*lots of that fill
 S_STRAT_MID_BEFORE = 9  # ticks
 S_STRAT_MID_AFTER = 10  # ticks
 S_STRAT_ENTRY = 11  # ticks, VWAP of the last position-increasing fill
-N_SF = 12
+S_HS = 12  # slow log-variance (OU, updated once per simulated minute)
+S_VSLOW = 13  # slow variance multiplier of the latent value, exp(hs - ss^2/2) (mean 1)
+S_RSLOW = 14  # slow multiplier of the agents' rates, exp(e hs - e^2 ss^2/2) (mean 1)
+S_SLOW_NEXT = 15  # seconds: time of the next slow update
+N_SF = 16
 
 I_N_MSG = 0
 I_N_FILL = 1
@@ -247,7 +260,9 @@ I_N_FINAL = 23  # bars finalised (empty bars filled)
 I_PX_BEFORE_BAR0 = 24
 I_BAR0_SEEN = 25
 I_HEADROOM = 26  # free log rows required before each event while recording
-N_SI = 27
+I_MAX_EVENTS = 27  # event budget: stop once book messages or agent wakes reach this (<= 0: none)
+I_TRUNCATED = 28  # 1 once the event budget stopped the run
+N_SI = 29
 
 # bar fields (ticks / lots)
 BAR_OPEN = 0
@@ -263,6 +278,9 @@ N_BAR = 9
 
 STATUS_DONE = 0
 STATUS_LOG_FULL = 1
+STATUS_BUDGET = 2
+SLOW_DT = 60.0  # seconds between updates of the slow volatility component
+SLOW_CLAMP = 6.0  # |slow log-variance| is clamped here (numerical safety, > 4 sd at the upper bound)
 
 
 # --------------------------------------------------------------------------- heap
@@ -508,6 +526,25 @@ def _wait(rs, a, rate):
 
 # --------------------------------------------------------------------------- agents
 @njit(cache=True)
+def _slow_set(p, sf):
+    """Slow multipliers from the slow log-variance ``sf[S_HS]`` (both have mean 1 at stationarity)."""
+    ss = p[P_SLOW_STD]
+    e = p[P_SLOW_RATE_SHARE]
+    hs = min(max(sf[S_HS], -SLOW_CLAMP), SLOW_CLAMP)
+    sf[S_VSLOW] = math.exp(hs - 0.5 * ss * ss)
+    sf[S_RSLOW] = math.exp(e * hs - 0.5 * e * e * ss * ss)
+
+
+@njit(cache=True)
+def _slow_update(p, sf, rs, a):
+    """One SLOW_DT step of the slow log-variance OU (stationary std slow_vol_std)."""
+    tau = max(p[P_SLOW_HALFLIFE_MIN], 1e-6) * 60.0 / LN2
+    phi = math.exp(-SLOW_DT / tau)
+    sf[S_HS] = sf[S_HS] * phi + p[P_SLOW_STD] * math.sqrt(max(1.0 - phi * phi, 0.0)) * normal_nb(rs, a)
+    _slow_set(p, sf)
+
+
+@njit(cache=True)
 def _clock(p, bookt, st, rs, a, t, shift_out):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -521,14 +558,21 @@ def _clock(p, bookt, st, rs, a, t, shift_out):
     d = math.exp(-LN2 * CLOCK_DT / max(p[P_EXCITE_HALFLIFE_S], 1e-6))
     x = sf[S_X] * d + p[P_EXCITE_GAIN] * (1.0 - d) * r_bp
     sf[S_X] = min(x, 50.0)
+    # slow log-variance: OU updated once per simulated minute (persistence of hours)
+    if t >= sf[S_SLOW_NEXT]:
+        sf[S_SLOW_NEXT] += SLOW_DT
+        _slow_update(p, sf, rs, a)
     hh = sf[S_H]
     if hh > 5.0:
         hh = 5.0
-    act = math.exp(hh - 0.5 * s * s) * (1.0 + sf[S_X])
+    fast = math.exp(hh - 0.5 * s * s) * (1.0 + sf[S_X])
+    act = fast * sf[S_RSLOW]
     sf[S_ACT] = act
-    # latent value: random walk (variance per minute value_vol_bp^2 * activity) + jumps
-    sf[S_LOGV] += p[P_VALUE_VOL_BP] * 1e-4 * math.sqrt(act * CLOCK_DT / 60.0) * normal_nb(rs, a)
-    if uniform_nb(rs, a) < p[P_JUMP_RATE_H] * act * CLOCK_DT / 3600.0:
+    # latent value: random walk (variance per minute value_vol_bp^2 * fast activity * slow
+    # variance factor) + jumps (rate scaled the same way)
+    act_v = fast * sf[S_VSLOW]
+    sf[S_LOGV] += p[P_VALUE_VOL_BP] * 1e-4 * math.sqrt(act_v * CLOCK_DT / 60.0) * normal_nb(rs, a)
+    if uniform_nb(rs, a) < p[P_JUMP_RATE_H] * act_v * CLOCK_DT / 3600.0:
         sf[S_LOGV] += p[P_JUMP_BP] * 1e-4 * laplace_nb(rs, a)
     # momentum EMA
     k = 1.0 - math.exp(-CLOCK_DT / max(p[P_MOM_HORIZON_S], 1e-6))
@@ -816,7 +860,10 @@ def init_nb(p, sc, o, lv, bk, free, tracked, ag_type, ag_f, qs, rs, hp_t, hp_a, 
         if typ == T_CLOCK:
             sf[S_H] = p[P_ACT_STD] * normal_nb(rs, a)
             hh = min(sf[S_H], 5.0)
-            sf[S_ACT] = math.exp(hh - 0.5 * p[P_ACT_STD] ** 2)
+            sf[S_HS] = p[P_SLOW_STD] * normal_nb(rs, a)
+            _slow_set(p, sf)
+            sf[S_SLOW_NEXT] = SLOW_DT
+            sf[S_ACT] = math.exp(hh - 0.5 * p[P_ACT_STD] ** 2) * sf[S_RSLOW]
             wake[a] = 0.0
         elif typ == T_STRATEGY:
             wake[a] = INF
@@ -888,7 +935,11 @@ def run_nb(t_end, p, sc, o, lv, bk, free, tracked, fb, shift_out, ag_type, ag_f,
     first, at the current time.  Bars whose minute has fully elapsed are
     finalised.  returns STATUS_DONE, or STATUS_LOG_FULL if recording is on and
     a log lacks ``si[I_HEADROOM]`` free rows (the caller grows it and calls
-    again; no event was lost).
+    again; no event was lost), or STATUS_BUDGET (and ``si[I_TRUNCATED] = 1``)
+    when ``si[I_MAX_EVENTS] > 0`` and the book messages or the agent wakes so
+    far reach it: checked before every wake, so the run stops between two
+    events (the last wake may overshoot the cap by the messages it sent);
+    bars are then *not* finalised (the caller does it).
     """
     bookt = (o, lv, bk, free, tracked, fb)
     st = (ag_f, sf, si, bars, msg_log, trade_log)
@@ -902,7 +953,11 @@ def run_nb(t_end, p, sc, o, lv, bk, free, tracked, fb, shift_out, ag_type, ag_f,
     else:
         sf[S_STRAT_FILL_QTY] = 0.0
         sf[S_STRAT_FILL_NOTIONAL] = 0.0
+    cap = si[I_MAX_EVENTS]
     while hp_t[0] < t_end:
+        if cap > 0 and (si[I_N_MSG] >= cap or si[I_N_WAKE] >= cap):
+            si[I_TRUNCATED] = 1
+            return STATUS_BUDGET
         if (si[I_RECORD_MSG] != 0 and si[I_N_MSG_REC] + head > msg_log.shape[0]) or (
             si[I_RECORD_TRADE] != 0 and si[I_N_TRADE_REC] + head > trade_log.shape[0]
         ):

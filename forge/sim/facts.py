@@ -316,6 +316,89 @@ def facts_table(real: dict[str, float], sim: dict[str, float]) -> list[dict[str,
     return rows
 
 
+LOG_FACTS: dict[str, float] = {"ret_std_1m": 0.0, "hill_tail": 0.0, **{f"kurt_{k}m": 3.0 for k in KURT_SCALES}}
+"""Scale-free positive facts compared as log-ratios: name -> shift c, distance coordinate
+log(value + c) (c = 3 turns excess kurtosis into kurtosis m4/m2^2 >= 1).  A kurtosis of 73 vs
+34 is then as far apart as 34 vs 16 — a squared difference of raw kurtoses would let one
+heavy-tailed window dominate the variance and make CMA-ES blind to kurtosis."""
+
+
+def to_distance_space(vec: np.ndarray) -> np.ndarray:
+    """(..., len(FACT_NAMES)) fact vectors -> the coordinates ``realism_distance`` compares:
+    log(value + c) for ``LOG_FACTS`` (NaN if value + c <= 0), the value itself otherwise."""
+    v = np.array(vec, dtype=np.float64, copy=True)
+    for j, n in enumerate(FACT_NAMES):
+        if n in LOG_FACTS:
+            x = v[..., j] + LOG_FACTS[n]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v[..., j] = np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
+    return v
+
+
+def from_distance_space(vec: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_distance_space` (natural units)."""
+    v = np.array(vec, dtype=np.float64, copy=True)
+    for j, n in enumerate(FACT_NAMES):
+        if n in LOG_FACTS:
+            v[..., j] = np.exp(v[..., j]) - LOG_FACTS[n]
+    return v
+
+
+def window_facts(bars: pl.DataFrame, window_minutes: int) -> np.ndarray:
+    """Facts of ``bars`` cut into consecutive non-overlapping windows of ``window_minutes`` rows
+    (the remainder is dropped; gaps inside a window still split returns, as everywhere).
+
+    Gives the distribution of every fact *at the length of one simulation*, so a simulated
+    market is compared like with like (sample kurtosis and autocorrelations depend on the
+    sample length).  returns (n_windows, len(FACT_NAMES)) float64 in natural units.
+    raises ValueError if fewer than 2 windows fit.
+    """
+    close, volume, open_time = _bars_arrays(bars)
+    L = int(window_minutes)
+    n_win = close.shape[0] // L if L > 0 else 0
+    if L < 30 or n_win < 2:
+        raise ValueError(f"window_facts needs >= 2 windows of >= 30 bars, got {close.shape[0]} bars / {L}")
+    out = np.empty((n_win, len(FACT_NAMES)), dtype=np.float64)
+    for w in range(n_win):
+        sl = slice(w * L, (w + 1) * L)
+        out[w] = facts_vector(stylized_facts(close=close[sl], volume=volume[sl], open_time=open_time[sl]))
+    return out
+
+
+def pooled_window_facts(bars: pl.DataFrame, window_minutes: int, n_windows: int, *, n_draws: int = 200,
+                        seed: int = 0) -> np.ndarray:
+    """Facts of ``n_windows`` distinct random real windows of ``window_minutes`` rows pooled
+    into one sample (each window its own segment), repeated ``n_draws`` times.
+
+    The real counterpart of ``forge.sim.calibrate.pooled_facts`` on ``n_windows`` independent
+    simulations of ``window_minutes`` bars: same estimator, same sample structure, so pooled
+    kurtosis and |r| autocorrelation include the between-window volatility dispersion in both.
+    returns (n_draws, len(FACT_NAMES)) float64 in natural units.
+    raises ValueError if fewer than n_windows + 1 windows fit.
+    """
+    from forge.core import rng
+
+    close, volume, open_time = _bars_arrays(bars)
+    L = int(window_minutes)
+    n_win = close.shape[0] // L if L > 0 else 0
+    k = int(n_windows)
+    if L < 30 or k < 1 or n_win < k + 1:
+        raise ValueError(f"pooled_window_facts needs > {k} windows of >= 30 bars, got {close.shape[0]} bars / {L}")
+    seg0 = segment_ids(open_time[: n_win * L], BAR_MS)
+    g = rng.generator(seed, "sim", "facts", "pooled_windows")
+    offs = np.arange(L, dtype=np.int64)
+    out = np.empty((int(n_draws), len(FACT_NAMES)), dtype=np.float64)
+    for b in range(int(n_draws)):
+        w = g.choice(n_win, size=k, replace=False)
+        idx = (w[:, None] * L + offs[None, :]).reshape(-1)
+        blk = np.repeat(np.arange(k, dtype=np.int64), L)
+        s0 = seg0[idx]
+        change = np.ones(idx.size, dtype=bool)
+        change[1:] = (blk[1:] != blk[:-1]) | (s0[1:] != s0[:-1])
+        out[b] = facts_vector(stylized_facts(close=close[idx], volume=volume[idx], segment=np.cumsum(change) - 1))
+    return out
+
+
 NAN_PENALTY = 25.0
 """Loss contribution (standardised units squared, i.e. 5 bootstrap sd) of a
 simulated fact that is NaN while the reference is finite."""
@@ -326,34 +409,42 @@ def realism_distance(facts_sim: dict[str, float], facts_ref: dict[str, float], w
     and the realism term bounding a scenario).
 
     D = sum over groups g (``FACT_GROUPS``) of (1 / |g|) * sum_{i in g}
-    w_i * (sim_i - ref_i)^2, with w_i = 1 / bootstrap variance of the real
-    moment (``moment_weights``), so each group (std, kurtosis, Hill, return
-    ACF, |return| ACF, volume correlation, leverage) counts equally however
-    many lags it has.  Facts whose reference or weight is missing / NaN are
-    skipped; a NaN simulated fact with a finite reference adds
-    ``NAN_PENALTY`` * (1 / |g|).  returns float >= 0 (dimensionless; ~ number
-    of groups when every fact is one bootstrap sd off).
+    w_i * (T(sim_i) - T(ref_i))^2 in *distance space* T (``to_distance_space``:
+    log-ratios for the scale-free facts ``LOG_FACTS`` — 1-minute std,
+    kurtoses, Hill index —, plain differences for correlations), with w_i =
+    1 / variance of T(fact) (``moment_weights``: over bootstrap replicates or
+    real windows of the simulation's length), so each group (std, kurtosis,
+    Hill, return ACF, |return| ACF, volume correlation, leverage) counts
+    equally however many lags it has.  Facts whose reference or weight is
+    missing / NaN are skipped; a NaN simulated fact (or one outside the log's
+    domain) with a finite reference adds ``NAN_PENALTY`` * (1 / |g|).
+    returns float >= 0 (dimensionless; ~ number of groups when every fact is
+    one sd off).
     """
     sizes: dict[str, int] = {}
     for n in FACT_NAMES:
         sizes[FACT_GROUPS[n]] = sizes.get(FACT_GROUPS[n], 0) + 1
+    ts = to_distance_space(np.array([float(facts_sim.get(n, math.nan)) for n in FACT_NAMES]))
+    tr = to_distance_space(np.array([float(facts_ref.get(n, math.nan)) for n in FACT_NAMES]))
     d = 0.0
-    for n in FACT_NAMES:
-        ref = float(facts_ref.get(n, math.nan))
+    for j, n in enumerate(FACT_NAMES):
+        ref = float(tr[j])
         w = float(weights.get(n, math.nan))
         if not (math.isfinite(ref) and math.isfinite(w)) or w <= 0:
             continue
-        s = float(facts_sim.get(n, math.nan))
+        s = float(ts[j])
         g = 1.0 / sizes[FACT_GROUPS[n]]
         d += g * (NAN_PENALTY if not math.isfinite(s) else w * (s - ref) ** 2)
     return d
 
 
 def moment_weights(boot: np.ndarray, *, rel_floor: float = 1e-3) -> dict[str, float]:
-    """Inverse-variance weights of the fact moments from bootstrap replicates.
+    """Inverse-variance weights of the fact moments from replicates, in distance space.
 
-    boot: (n_boot, len(FACT_NAMES)) float64 from ``block_bootstrap_facts``
-    (NaN replicates ignored).  The variance of each fact is floored at
+    boot: (n_boot, len(FACT_NAMES)) float64 natural-unit replicates
+    (``block_bootstrap_facts`` or ``window_facts``; NaN replicates ignored);
+    variances are of ``to_distance_space`` of the replicates, the space
+    ``realism_distance`` compares in.  The variance of each fact is floored at
     (rel_floor * median |replicate|)^2 + 1e-24 so a degenerate moment cannot
     get an infinite weight.  returns fact name -> weight (1 / variance;
     NaN when fewer than 2 finite replicates).
@@ -361,6 +452,7 @@ def moment_weights(boot: np.ndarray, *, rel_floor: float = 1e-3) -> dict[str, fl
     b = np.asarray(boot, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != len(FACT_NAMES):
         raise ValueError(f"boot must have shape (n_boot, {len(FACT_NAMES)}), got {b.shape}")
+    b = to_distance_space(b)
     out: dict[str, float] = {}
     for j, n in enumerate(FACT_NAMES):
         col = b[:, j][np.isfinite(b[:, j])]

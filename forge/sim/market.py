@@ -30,7 +30,7 @@ from forge.core import rng
 from forge.core.errors import ConfigError, ForgeError
 from forge.data.schema import BAR_MS, BAR_SCHEMA
 from forge.sim import agents_nb as K
-from forge.sim.book_nb import B_BEST_ASK, B_BEST_BID, MSG_DTYPE, TRADE_DTYPE, new_book
+from forge.sim.book_nb import B_BASE, B_BEST_ASK, B_BEST_BID, L_QTY, MSG_DTYPE, TRADE_DTYPE, new_book
 from forge.sim.params import default_dsg, no_scenario, validate_dsg, validate_scenario
 
 DEFAULT_START_MS = 1718582400000
@@ -39,6 +39,10 @@ DEFAULT_START_PRICE = 66_676.86
 """USDT per BTC, the embedded sample's first open."""
 ABIDES_MSG_PER_S = 14_000.0
 """ABIDES (Byrd et al. 2019) order-book messages per second (quoted anchor, not run here)."""
+DEFAULT_EVENTS_PER_MINUTE = 30_000
+"""Default event budget per simulated minute (incl. burn-in) when ``SimConfig.max_events`` is None:
+~30x the default DSG's ~950 book messages per minute; at ~2 M events/s a 1,440-bar day then
+costs at most ~22 s of one core."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,15 @@ class SimConfig:
     totals split evenly, so counts change only the streams); tick_bp: tick
     size in bp of the start price; n_levels: width of the dense price window
     (ticks); order_capacity: order-pool slots; mean_order_lots: mean
-    background order size (lots); burn_in_minutes: simulated before bar 0.
+    background order size (lots); burn_in_minutes: simulated before bar 0;
+    max_events: per-simulation event budget — the run stops cleanly once the
+    book messages (limit/market/cancel) *or* the agent wakes processed reach
+    it (checked before every wake; the last wake may overshoot by the
+    messages it sends), every later bar repeats the last close with zero
+    volume and ``Simulator.truncated`` / ``SimResult.truncated`` /
+    ``StrategySimResult.truncated`` say so.  None (default) =
+    ``DEFAULT_EVENTS_PER_MINUTE`` x (burn_in_minutes + n_minutes); an int >= 1
+    is the absolute cap.
     """
 
     n_noise: int = 4
@@ -61,6 +73,7 @@ class SimConfig:
     order_capacity: int = 16384
     mean_order_lots: int = 100_000
     burn_in_minutes: int = 30
+    max_events: int | None = None
 
     def validate(self) -> None:
         """raises ConfigError naming the bad field."""
@@ -78,6 +91,17 @@ class SimConfig:
             raise ConfigError(f"SimConfig.mean_order_lots must be in [1, 1e9], got {self.mean_order_lots!r}")
         if not (0 <= self.burn_in_minutes <= 1440):
             raise ConfigError(f"SimConfig.burn_in_minutes must be in [0, 1440], got {self.burn_in_minutes!r}")
+        if self.max_events is not None and (
+            not isinstance(self.max_events, (int, np.integer)) or isinstance(self.max_events, bool)
+            or not (1 <= self.max_events <= 2**62)
+        ):
+            raise ConfigError(f"SimConfig.max_events must be None or an int in [1, 2^62], got {self.max_events!r}")
+
+    def event_budget(self, n_minutes: int) -> int:
+        """Book events / agent wakes one simulation of ``n_minutes`` bars may process."""
+        if self.max_events is not None:
+            return int(self.max_events)
+        return DEFAULT_EVENTS_PER_MINUTE * (self.burn_in_minutes + int(n_minutes))
 
 
 def tick_size_for(start_price: float, tick_bp: float) -> float:
@@ -182,6 +206,8 @@ class Simulator:
         si[K.I_N_MOM] = cfg.n_momentum
         si[K.I_N_VAL] = cfg.n_value
         si[K.I_HEADROOM] = cfg.order_capacity + 4 * K.MAXQ + 16
+        self.max_events = cfg.event_budget(self.n_minutes)
+        si[K.I_MAX_EVENTS] = self.max_events
         self.si = si
         cap0 = si[K.I_HEADROOM] * 2
         self.msg_log = np.zeros(cap0 if record_messages else 1, dtype=MSG_DTYPE)
@@ -194,7 +220,24 @@ class Simulator:
         self._run_to(cfg.burn_in_minutes * 60.0)
 
     # ---------------------------------------------------------------- running
+    @property
+    def truncated(self) -> bool:
+        """True once the event budget (``SimConfig.max_events``) stopped the simulation."""
+        return bool(self.si[K.I_TRUNCATED])
+
+    def _finalize_truncated(self, t_end: float) -> None:
+        n_done = min(int(t_end / 60.0 + 1e-9) - self.config.burn_in_minutes, self.n_minutes)
+        if n_done > 0:
+            K._finalize_bars(self.bars_raw, self.si, n_done)
+
     def _run_to(self, t_end: float) -> None:
+        if self.si[K.I_TRUNCATED]:
+            # budget already exhausted: no more events; an order queued now never executes
+            self.si[K.I_STRAT_PENDING] = 0
+            self.sf[K.S_STRAT_FILL_QTY] = 0.0
+            self.sf[K.S_STRAT_FILL_NOTIONAL] = 0.0
+            self._finalize_truncated(t_end)
+            return
         while True:
             status = K.run_nb(
                 t_end, self.p, self.sc, self.o, self.lv, self.bk, self.free, self.tracked, self.fb,
@@ -202,6 +245,9 @@ class Simulator:
                 self.sf, self.si, self.bars_raw, self.msg_log, self.trade_log,
             )
             if status == K.STATUS_DONE:
+                return
+            if status == K.STATUS_BUDGET:  # stopped cleanly between two events
+                self._finalize_truncated(t_end)
                 return
             if self.si[K.I_RECORD_MSG]:
                 self.msg_log = np.concatenate([self.msg_log, np.zeros_like(self.msg_log)])
@@ -244,6 +290,18 @@ class Simulator:
             return ba * self.tick_size
         return int(self.si[K.I_LAST_PX]) * self.tick_size
 
+    def book_snapshot(self, ticks: int = 10) -> dict[str, float]:
+        """Current top of book: spread (ticks; NaN if a side is empty) and the resting lots
+        on each side within ``ticks`` ticks of the mid (``mid()``), for liquidity checks."""
+        bb, ba = int(self.bk[B_BEST_BID]), int(self.bk[B_BEST_ASK])
+        spread = float(ba - bb) if bb >= 0 and ba >= 0 else math.nan
+        m = self.mid() / self.tick_size
+        base = int(self.bk[B_BASE])
+        px = base + np.arange(self.lv.shape[2])
+        near = np.abs(px - m) <= ticks
+        return {"spread_ticks": spread, "bid_lots": float(self.lv[0, L_QTY][near].sum()),
+                "ask_lots": float(self.lv[1, L_QTY][near].sum())}
+
     # ---------------------------------------------------------------- output
     def bar_columns(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """Completed bars [start, stop) as BAR_SCHEMA-typed numpy columns."""
@@ -280,18 +338,48 @@ class Simulator:
         return self.trade_log[: int(self.si[K.I_N_TRADE_REC])].copy()
 
     def stats(self) -> dict[str, int]:
-        """Counters: events (book messages), fills, wakes, rejected limit orders, recenters."""
+        """Counters: events (book messages), fills, wakes, rejected limit orders, recenters,
+        the event budget (max_events) and truncated (0/1)."""
         return {
             "events": int(self.si[K.I_N_MSG]),
             "fills": int(self.si[K.I_N_FILL]),
             "wakes": int(self.si[K.I_N_WAKE]),
             "rejected": int(self.si[K.I_N_REJECT]),
             "recenters": int(self.si[K.I_N_RECENTER]),
+            "max_events": int(self.max_events),
+            "truncated": int(self.si[K.I_TRUNCATED]),
         }
 
     def agent_positions(self) -> dict[str, float]:
         """Net position (base units) of each agent, keyed 'class[i]'."""
         return {"/".join(str(x) for x in k): float(self.ag_f[i, K.AF_INV]) * self.lot_base for i, k in enumerate(self.agent_keys)}
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Output of :func:`simulate`: bars (bar frame, BAR_SCHEMA); truncated: the event budget
+    stopped the run (bars after that point repeat the last close with zero volume); stats:
+    ``Simulator.stats()``."""
+
+    bars: pl.DataFrame
+    truncated: bool
+    stats: dict[str, int]
+
+
+def simulate(
+    dsg: np.ndarray,
+    n_minutes: int,
+    seed: int,
+    start_ms: int = DEFAULT_START_MS,
+    scenario: np.ndarray | None = None,
+    *,
+    start_price: float = DEFAULT_START_PRICE,
+    config: SimConfig | None = None,
+) -> SimResult:
+    """Like :func:`simulate_bars` but also reports whether the event budget truncated the run."""
+    sim = Simulator(dsg, seed, n_minutes, scenario=scenario, start_ms=start_ms, start_price=start_price, config=config)
+    sim.run(n_minutes)
+    return SimResult(bars=sim.bars(), truncated=sim.truncated, stats=sim.stats())
 
 
 def simulate_bars(
@@ -311,12 +399,12 @@ def simulate_bars(
     bar (int ms UTC); scenario: optional (N_SC,) predator genome.
     returns: bar frame with exactly BAR_SCHEMA, n_minutes rows, open_time
     strictly increasing by 60,000 ms; bars without trades repeat the previous
-    close with zero volume (as Binance does).
+    close with zero volume (as Binance does) — so do all bars after the event
+    budget (``SimConfig.max_events``) stopped the run; use :func:`simulate`
+    to learn whether it did.
     raises ConfigError on invalid parameters.
     """
-    sim = Simulator(dsg, seed, n_minutes, scenario=scenario, start_ms=start_ms, start_price=start_price, config=config)
-    sim.run(n_minutes)
-    return sim.bars()
+    return simulate(dsg, n_minutes, seed, start_ms, scenario, start_price=start_price, config=config).bars
 
 
 def sim_throughput(seed: int = 0, *, day_minutes: int = 1440, replay_minutes: int = 60) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Both are flat float64 vectors in *natural units*; each entry has a name,
 default, bounds, unit, search scale (``lin``/``log``: how CMA-ES and the
 mutation operators move it) and meaning.  Rates marked "at activity 1" are
 multiplied by the latent activity level A(t) (mean ~1; ``activity_std``,
-``activity_halflife_min``, ``excite_*``).  One *tick* is ``SimConfig.tick_bp``
+``activity_halflife_min``, ``excite_*``, and ``slow_rate_share`` of the
+slow volatility component ``slow_vol_*``).  One *tick* is ``SimConfig.tick_bp``
 basis points of the start price (1 bp by default); one *mean order size* is
 ``SimConfig.mean_order_lots`` lots; one lot is ``lot_quote`` quote currency
 at the start price.
@@ -119,6 +120,15 @@ DSG_SPECS: tuple[ParamSpec, ...] = (
               "fundamental market-order size"),
     ParamSpec("lot_quote", 0.1, 1e-6, 1e4, "quote currency per lot", "log",
               "value of one lot at the start price (volume scale; fitted in closed form)"),
+    ParamSpec("slow_vol_std", 0.8, 0.0, 3.0, "log-variance units", "lin",
+              "stationary std of the slow log-variance OU (updated once per simulated minute): the "
+              "latent value's innovation variance and jump rate are multiplied by exp(h - std^2/2), mean 1; "
+              "gives aggregated-scale kurtosis and long-lag volatility clustering"),
+    ParamSpec("slow_vol_halflife_min", 240.0, 10.0, 10080.0, "min", "log",
+              "half-life of slow log-variance shocks (10 min to one week)"),
+    ParamSpec("slow_rate_share", 0.25, 0.0, 1.0, "elasticity", "lin",
+              "every agent rate is multiplied by exp(e h - e^2 std^2/2) (mean 1): 0 = the slow "
+              "component moves only the latent value, 1 = rates scale with the slow variance factor"),
 )
 
 SCENARIO_SPECS: tuple[ParamSpec, ...] = (

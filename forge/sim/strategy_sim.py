@@ -71,7 +71,9 @@ class StrategySimResult:
     base units held at each close; trades: (k,) SIM_TRADE_DTYPE; pnl: final
     equity - initial capital; fees: total fee paid; impact_cost: sum over
     fills of |units| * |price - mid_before| (quote currency: half spread +
-    walking the book); initial_capital: quote currency.
+    walking the book); initial_capital: quote currency; truncated: the
+    simulation's event budget (``SimConfig.max_events``) stopped the market
+    early — later bars are flat and later strategy orders never executed.
     """
 
     bars: pl.DataFrame
@@ -85,6 +87,7 @@ class StrategySimResult:
     impact_cost: float
     initial_capital: float
     ruined: bool
+    truncated: bool = False
 
     @property
     def total_return(self) -> float:
@@ -92,9 +95,11 @@ class StrategySimResult:
         return float(self.equity[-1] / self.initial_capital - 1.0) if self.equity.size else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready scalars: pnl, total_return, fees, impact_cost, n_trades, ruined, final_equity."""
+        """JSON-ready scalars: pnl, total_return, fees, impact_cost, n_trades, ruined, truncated,
+        final_equity."""
         return {"pnl": self.pnl, "total_return": self.total_return, "fees": self.fees,
                 "impact_cost": self.impact_cost, "n_trades": int(self.trades.shape[0]), "ruined": self.ruined,
+                "truncated": self.truncated,
                 "final_equity": float(self.equity[-1]) if self.equity.size else self.initial_capital}
 
 
@@ -206,7 +211,7 @@ def simulate_with_strategy(
     return StrategySimResult(
         bars=sim.bars(), position=position, equity=equity, returns=rets, units=units_at, trades=rec,
         pnl=float(equity[-1] - initial_capital), fees=float(fees), impact_cost=float(impact),
-        initial_capital=float(initial_capital), ruined=ruined,
+        initial_capital=float(initial_capital), ruined=ruined, truncated=sim.truncated,
     )
 
 
