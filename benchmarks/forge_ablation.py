@@ -51,6 +51,27 @@ def _run(bars, work: Path, name: str, *, pop: int, gens: int, surrogate: bool, c
                          "buy_and_hold": champ["out_of_sample_buy_and_hold"]}}
 
 
+def _surrogate_ablation(runs: dict) -> dict | None:
+    """(a): full evaluations each run needed to reach the no-surrogate run's final best; None without both runs."""
+    if "no_surrogate" not in runs or "surrogate" not in runs:
+        return None
+    ns, su = runs["no_surrogate"]["generations"], runs["surrogate"]["generations"]
+    target = ns[-1]["hof_best"]
+    ns_evals = next(g["evaluated_total"] for g in ns if g["hof_best"] >= target)
+    su_hit = next((g for g in su if g["hof_best"] >= target), None)
+    rho = [g["surrogate_spearman"] for g in su if g.get("surrogate_spearman") is not None]
+    rho_h = [g["surrogate_spearman_holdout"] for g in su if g.get("surrogate_spearman_holdout") is not None]
+    return {
+        "target_best_fitness": target, "evaluations_without_surrogate": ns_evals,
+        "evaluations_with_surrogate": su_hit["evaluated_total"] if su_hit else None,
+        "reached": su_hit is not None,
+        "ratio": ns_evals / su_hit["evaluated_total"] if su_hit else None,
+        "surrogate_final_best": su[-1]["hof_best"],
+        "spearman_mean": sum(rho) / len(rho) if rho else None, "spearman_per_generation": rho,
+        "spearman_holdout_mean": sum(rho_h) / len(rho_h) if rho_h else None,
+        "spearman_holdout_per_generation": rho_h}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--days", type=int, default=90)
@@ -81,25 +102,9 @@ def main() -> None:
             r = runs[name]
             print(f"{name}: {r['seconds']:.1f} s, champion OOS {r['champion']['out_of_sample']}")
     # (a) evaluations to reach the no-surrogate final best
-    if "no_surrogate" not in runs or "surrogate" not in runs:
-        sys.exit("the surrogate ablation needs the no_surrogate and surrogate runs")
-    ns, su = runs["no_surrogate"]["generations"], runs["surrogate"]["generations"]
-    target = ns[-1]["hof_best"]
-    ns_evals = next(g["evaluated_total"] for g in ns if g["hof_best"] >= target)
-    su_hit = next((g for g in su if g["hof_best"] >= target), None)
-    rho = [g["surrogate_spearman"] for g in su if g.get("surrogate_spearman") is not None]
-    rho_h = [g["surrogate_spearman_holdout"] for g in su if g.get("surrogate_spearman_holdout") is not None]
     summary = {
         "data": {"files": len(files), "bars": bars.height, "first": first, "last": last},
-        "surrogate_ablation": {
-            "target_best_fitness": target, "evaluations_without_surrogate": ns_evals,
-            "evaluations_with_surrogate": su_hit["evaluated_total"] if su_hit else None,
-            "reached": su_hit is not None,
-            "ratio": ns_evals / su_hit["evaluated_total"] if su_hit else None,
-            "surrogate_final_best": su[-1]["hof_best"],
-            "spearman_mean": sum(rho) / len(rho) if rho else None, "spearman_per_generation": rho,
-            "spearman_holdout_mean": sum(rho_h) / len(rho_h) if rho_h else None,
-            "spearman_holdout_per_generation": rho_h},
+        "surrogate_ablation": _surrogate_ablation(runs),
         "all_on_seconds_2_workers": runs["all_on"]["seconds"] if "all_on" in runs else None,
         "all_on_seconds_per_generation": [g["seconds"] for g in runs["all_on"]["generations"]] if "all_on" in runs else None,
         "champions": {k: {"causal": v["causal"], "adversarial": v["adversarial"], "surrogate": v["surrogate"],

@@ -397,17 +397,26 @@ class Evaluator:
                 self._tmp.cleanup()
                 self._tmp = None
 
-    def _run_chunks(self, dicts: list[dict[str, Any]]) -> list[tuple[list[tuple[float, dict[str, Any]]], int, int]]:
+    def _run_chunks(self, dicts: list[dict[str, Any]]) -> tuple[list[tuple[float, dict[str, Any]]], int, int]:
+        """(results in the order of ``dicts``, cache hits, cache misses)."""
         args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
         if self._client is None and self._parallel is None:
-            return [_evaluate_chunk(dicts, self.data, *args)]
+            return _evaluate_chunk(dicts, self.data, *args)
+        # strided chunks (genome i goes to chunk i mod n): neighbours in the population tend to have
+        # similar cost, so contiguous chunks leave one worker idle at the end of a generation
         n_chunks = min(len(dicts), self.jobs * 4)
-        bounds = np.linspace(0, len(dicts), n_chunks + 1).astype(int)
-        chunks = [dicts[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        index = [list(range(c, len(dicts), n_chunks)) for c in range(n_chunks)]
+        chunks = [[dicts[i] for i in ix] for ix in index]
         if self._client is not None:
             futures = [self._client.submit(_evaluate_chunk, ch, self._data_future, *args, pure=False) for ch in chunks]
-            return self._client.gather(futures)
-        return self._parallel(delayed(_evaluate_chunk)(ch, self._shared, *args) for ch in chunks)
+            parts = self._client.gather(futures)
+        else:
+            parts = self._parallel(delayed(_evaluate_chunk)(ch, self._shared, *args) for ch in chunks)
+        results: list[Any] = [None] * len(dicts)
+        for ix, (part, _h, _m) in zip(index, parts):
+            for i, r in zip(ix, part):
+                results[i] = r
+        return results, sum(h for _p, h, _m in parts), sum(m for _p, _h, m in parts)
 
     @property
     def cache_hit_rate(self) -> float:
@@ -424,10 +433,9 @@ class Evaluator:
             # client libraries (dask.distributed) may draw from the global ``random``
             # that DEAP's operators use: shield the run's stream from them
             with shielded_global_random():
-                parts = self._run_chunks([todo[k] for k in keys])
-            results = [r for part, _h, _m in parts for r in part]
-            self.cache_hits += sum(h for _p, h, _m in parts)
-            self.cache_misses += sum(m for _p, _h, m in parts)
+                results, hits, misses = self._run_chunks([todo[k] for k in keys])
+            self.cache_hits += hits
+            self.cache_misses += misses
             for g in genomes:
                 self.genomes.setdefault(g.sha256, g)
             for k, r in zip(keys, results):
