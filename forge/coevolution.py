@@ -30,7 +30,9 @@ written against a numpy Generator so the state can be checkpointed).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +46,7 @@ from forge.gp import BufferPool, Genome
 
 __all__ = ["CoevolutionSection", "Arena", "PredatorPopulation", "Coevolution"]
 
+_ARENA_IDS = itertools.count()
 OVER_BUDGET_PENALTY = 1e6
 """Predator fitness penalty (bp per bar) of a scenario whose market exceeds the event budget."""
 
@@ -125,6 +128,16 @@ class Arena:
         self.truncated = 0  # simulations cut short by the event budget
         self._ref: tuple[dict[str, float], dict[str, float]] | None = None
         self.pool = BufferPool()
+        self.task_key = f"{os.getpid()}-{next(_ARENA_IDS)}"  # names this arena in the workers' caches
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for the workers without its caches (each process rebuilds them deterministically)."""
+        return {"cfg": self.cfg, "dsg": self.dsg, "feature_names": self.feature_names, "library": self.library,
+                "seed": self.seed, "task_key": self.task_key}
+
+    def __setstate__(self, st: dict[str, Any]) -> None:
+        self.__dict__.update(st)
+        self._bars, self.truncated, self._ref, self.pool = {}, 0, None, BufferPool()
 
     def sim_config(self):
         """The simulator config of an encounter: default agents, the event budget of ``max_events_per_minute``."""
@@ -159,7 +172,8 @@ class Arena:
         if self._ref is None:
             cal = load_calibrated_facts(Path(self.cfg.calibration))
             if cal is None:  # no calibration file: the default simulator is the reference, unit weights
-                f = stylized_facts(self.quiet_bars(no_scenario(), seed))
+                # (simulated with the arena's own seed, so the reference never depends on which call came first)
+                f = stylized_facts(self.quiet_bars(no_scenario(), self.seed))
                 cal = (f, {k: 1.0 for k in f})
             self._ref = cal
         bars, truncated = self._quiet(scenario, seed)
@@ -184,6 +198,31 @@ class Arena:
         self.truncated += res.truncated
         r = res.returns[self.cfg.warmup_minutes:]
         return float(np.mean(r)) if r.size else 0.0
+
+
+_WORKER_ARENAS: dict[str, Arena] = {}
+
+
+def _arena_task(arena: Arena, genomes: list[dict[str, Any]], scenario: np.ndarray, seed: int,
+                with_realism: bool) -> tuple[list[float], float | None, int]:
+    """One unit of co-evolution work (runs in a worker or in-process): the encounters of ``genomes``
+    with ``scenario`` and optionally the scenario's realism distance.  The arena is kept per process
+    (keyed by the id the caller gave it) so its quiet-market cache survives between tasks.
+    returns (per-bar mean returns, realism or None, simulations truncated by the event budget)."""
+    key = arena.task_key
+    local = _WORKER_ARENAS.get(key)
+    if local is None:
+        _WORKER_ARENAS.clear()
+        local = _WORKER_ARENAS[key] = arena
+    before = local.truncated
+    pnls = [local.encounter(Genome.from_dict(g), scenario, seed) for g in genomes]
+    real = local.realism(scenario, seed) if with_realism else None
+    n_truncated, local.truncated = local.truncated - before, before  # the caller adds it (also in-process)
+    return pnls, real, n_truncated
+
+
+def _serial_map(fn: Any, tasks: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*t) for t in tasks]
 
 
 @dataclass
@@ -246,8 +285,12 @@ class Coevolution:
     predators. ``state()``/``from_state`` checkpoint everything, including the numpy RNG.
     """
 
-    def __init__(self, cfg: CoevolutionSection, arena: Arena, rng: np.random.Generator):
+    def __init__(self, cfg: CoevolutionSection, arena: Arena, rng: np.random.Generator, map_tasks: Any = None):
+        """map_tasks(fn, [args, ...]) -> [fn(*args), ...] in order (e.g. ``forge.evolve.Evaluator.map``
+        runs the encounters on the fitness workers); default: in this process.  Results do not depend
+        on it: every encounter is a pure function of (DSG, genome, scenario, seed)."""
         self.cfg, self.arena, self.rng = cfg, arena, rng
+        self.map_tasks = map_tasks or _serial_map
         self.pop = PredatorPopulation.initial(cfg.predators, rng)
         self.generation = 0
         self.history: list[dict[str, Any]] = []
@@ -270,16 +313,21 @@ class Coevolution:
             self.begin_generation()
         opp = self.opponents()
         seed = self._sim_seed()
-        return [1e4 * float(np.mean([self.arena.encounter(g, s, seed) for s in opp])) for g in genomes]
+        dicts = [g.to_dict() for g in genomes]
+        out = self.map_tasks(_arena_task, [(self.arena, [d], s, seed, False) for s in opp for d in dicts])
+        self.arena.truncated += sum(t for _p, _r, t in out)
+        pnl = np.array([p[0] for p, _r, _t in out]).reshape(len(opp), len(dicts))
+        return [1e4 * float(np.mean(pnl[:, j])) for j in range(len(dicts))]
 
     def step(self, prey: Sequence[Genome], n_prey: int = 3) -> dict[str, Any]:
         """Evaluate predators against the top ``n_prey`` strategies, keep the hall of fame, breed."""
         seed = self._sim_seed()
-        prey = list(prey)[:n_prey]
+        prey = [g.to_dict() for g in list(prey)[:n_prey]]
         fits, real = [], []
-        for s in self.pop.scenarios():
-            pnl = float(np.mean([self.arena.encounter(g, s, seed) for g in prey])) * 1e4 if prey else 0.0
-            d = self.arena.realism(s, seed)
+        out = self.map_tasks(_arena_task, [(self.arena, prey, s, seed, True) for s in self.pop.scenarios()])
+        self.arena.truncated += sum(t for _p, _r, t in out)
+        for pnls, d, _t in out:
+            pnl = float(np.mean(pnls)) * 1e4 if pnls else 0.0
             real.append(d)
             if math.isfinite(d):
                 fits.append(-pnl - self.cfg.realism_penalty * max(0.0, d - self.cfg.realism_bound))

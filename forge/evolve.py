@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -418,6 +418,15 @@ class Evaluator:
                 results[i] = r
         return results, sum(h for _p, h, _m in parts), sum(m for _p, _h, m in parts)
 
+    def map(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> list[Any]:
+        """[fn(*args) for args in tasks], in order, on this evaluator's workers (loky or Dask) or in-process."""
+        with shielded_global_random():
+            if self._client is not None:
+                return self._client.gather([self._client.submit(fn, *t, pure=False) for t in tasks])
+            if self._parallel is not None:
+                return self._parallel(delayed(fn)(*t) for t in tasks)
+            return [fn(*t) for t in tasks]
+
     @property
     def cache_hit_rate(self) -> float:
         total = self.cache_hits + self.cache_misses
@@ -640,6 +649,8 @@ def evolve(
                    backend=ec.backend, scheduler=ec.scheduler, aggregate=ec.symbol_aggregate) as evaluator, \
             Evaluator(data_proxy, cfg.backtest, cfg.fitness, ec.max_size, ec.jobs, backend=ec.backend,
                       scheduler=ec.scheduler) as proxy_eval:
+        if coev is not None:  # encounters run on the fitness workers
+            coev.map_tasks = evaluator.map
 
         def assign(individuals: list[Any]) -> tuple[int, list[Genome]]:
             before = evaluator.n_evaluated
