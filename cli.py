@@ -315,13 +315,16 @@ def calibrate(
     seeds: Annotated[int, typer.Option("--seeds", help="Simulation seeds per evaluation (common random numbers).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="CMA-ES seed.")] = 0,
     target: Annotated[str, typer.Option("--target", help="Loss target: windows (real facts per window of --minutes bars), pooled (the seeds' runs pooled vs as many pooled random real windows) or bootstrap (whole-sample facts, block-bootstrap weights).")] = "windows",
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Real replicates for the weights (bootstrap / pooled draws).")] = 100,
+    start: Annotated[Optional[Path], typer.Option("--start", help="Warm start from the DSG of an earlier calibration JSON (default: the built-in DSG).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Calibration JSON.")] = Path("artifacts/sim/calibration.json"),
 ) -> None:
     """Calibrate the LOB simulator's DSG to real 1m bars with CMA-ES (stylized-facts distance); writes calibration.json."""
     from forge.data.loader import load_bars
     from forge.sim.calibrate import calibrate as run_calibrate
-    from forge.sim.calibrate import write_calibration
+    from forge.sim.calibrate import read_calibration, write_calibration
 
+    start_dsg = read_calibration(start).dsg if start is not None else None
     bars, _ = load_bars([str(p) for p in data] if data else None)
 
     def on_gen(e: dict[str, Any]) -> None:
@@ -329,7 +332,7 @@ def calibrate(
                       f"(default {e['loss_default']:.3f})  {e['seconds']:.1f} s", highlight=False)
 
     result = run_calibrate(bars, budget_evals=budget, n_minutes=minutes, seeds=tuple(range(seeds)), seed=seed,
-                           progress=on_gen, target=target)
+                           progress=on_gen, target=target, n_boot=n_boot, start=start_dsg)
     write_calibration(result, out)
     table = Table(title=f"Stylized facts: real vs simulated (loss {result.loss_default:.3f} → {result.loss:.3f})")
     for col in ("fact", "real (whole sample)", f"real target ({target})", "simulated", "sim/target", "default DSG",

@@ -63,7 +63,8 @@ class CoevolutionSection:
     sim_minutes: simulated bars per encounter (the first
     ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
     realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
-    of ``forge calibrate``'s output (default DSG if missing); fee_bps: taker fee inside the book;
+    of a ``forge calibrate`` output (relative paths are tried in the working directory, then in the
+    project checkout; the built-in default DSG if missing); fee_bps: taker fee inside the book;
     max_events_per_minute: event budget of one encounter's simulation (book messages and agent wakes
     per simulated minute, burn-in included, ~3x a calibrated quiet market): a predator whose market
     exceeds it is cut short and counts as unrealistic (realism distance = infinity, so it is
@@ -81,7 +82,7 @@ class CoevolutionSection:
     realism_bound: float = 50.0
     realism_penalty: float = 0.01
     mutation_sigma: float = 0.15
-    calibration: str = "artifacts/sim/calibration.json"
+    calibration: str = "configs/sim/calibration_btcusdt_1m.json"
     fee_bps: float = 10.0
     max_events_per_minute: int = 3_000
 
@@ -108,6 +109,16 @@ def _scenario_from_unit(u: np.ndarray) -> np.ndarray:
     return np.array([s.from_unit(float(x)) for s, x in zip(SCENARIO_SPECS, u)], dtype=np.float64)
 
 
+def _resolve(path: str) -> Path:
+    """``path`` if it exists or is absolute, else the same relative path in the project checkout if it
+    exists there (the shipped ``configs/sim`` calibration), else ``path`` (missing: default DSG)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    in_repo = Path(__file__).resolve().parents[1] / p
+    return in_repo if in_repo.exists() else p
+
+
 class Arena:
     """The calibrated simulator in which strategies meet predators.
 
@@ -120,7 +131,8 @@ class Arena:
         from forge.sim.calibrate import load_calibration
 
         self.cfg = cfg
-        self.dsg = load_calibration(Path(cfg.calibration))
+        self.calibration_path = _resolve(cfg.calibration)
+        self.dsg = load_calibration(self.calibration_path)
         self.feature_names = tuple(feature_names)
         self.library = library
         self.seed = seed
@@ -132,7 +144,7 @@ class Arena:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for the workers without its caches (each process rebuilds them deterministically)."""
-        return {"cfg": self.cfg, "dsg": self.dsg, "feature_names": self.feature_names, "library": self.library,
+        return {"cfg": self.cfg, "dsg": self.dsg, "calibration_path": self.calibration_path, "feature_names": self.feature_names, "library": self.library,
                 "seed": self.seed, "task_key": self.task_key}
 
     def __setstate__(self, st: dict[str, Any]) -> None:
@@ -170,7 +182,7 @@ class Arena:
         from forge.sim.params import no_scenario
 
         if self._ref is None:
-            cal = load_calibrated_facts(Path(self.cfg.calibration))
+            cal = load_calibrated_facts(self.calibration_path)
             if cal is None:  # no calibration file: the default simulator is the reference, unit weights
                 # (simulated with the arena's own seed, so the reference never depends on which call came first)
                 f = stylized_facts(self.quiet_bars(no_scenario(), self.seed))
