@@ -109,6 +109,7 @@ def evolve(
     seed_genome: Annotated[Optional[list[Path]], typer.Option("--seed-genome", help="Genome file seeding part of the initial population (repeatable).")] = None,
     causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="PCMCI feature filter: on|off.")] = None,
     surrogate: Annotated[Optional[str], typer.Option("--surrogate", help="LightGBM offspring screening: on|off.")] = None,
+    coevolution: Annotated[Optional[str], typer.Option("--coevolution", help="Predator/prey co-evolution in the calibrated simulator: on|off.")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Fitness workers: loky (local processes) or dask (a cluster).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
     symbols: Annotated[Optional[str], typer.Option("--symbols", help="Comma-separated symbols evaluated together, e.g. BTCUSDT,ETHUSDT (files <SYMBOL>-1m-* under --data).")] = None,
@@ -124,6 +125,7 @@ def evolve(
         raise ConfigError(f"--features {lib_path}: no such feature library file")
     cfg = with_overrides(cfg, "causal", enabled=_on_off(causal_filter, "--causal-filter"))
     cfg = with_overrides(cfg, "surrogate", enabled=_on_off(surrogate, "--surrogate"))
+    cfg = with_overrides(cfg, "coevolution", enabled=_on_off(coevolution, "--coevolution"))
     cfg = with_overrides(
         cfg,
         "evolve",
