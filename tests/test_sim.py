@@ -379,6 +379,18 @@ def test_calibrate_tiny_budget_history_json_and_determinism(tmp_path) -> None:
     np.testing.assert_array_equal(load_calibration(tmp_path / "missing.json"), default_dsg())
 
 
+def test_calibration_on_the_embedded_sample_lowers_the_loss_versus_the_default_dsg() -> None:
+    """CMA-ES must find parameters clearly better than the built-in DSG (measured: 15.6 -> 6.2 with
+    seed 0; 30.1 -> 8.5..14.0 over three seeds at 240 minutes), not merely keep the start point."""
+    from forge.data.loader import load_sample
+    from forge.sim.calibrate import calibrate
+
+    real, _ = load_sample()
+    res = calibrate(real.head(5 * 1440), budget_evals=20, n_minutes=120, seeds=(0, 1), seed=0, sigma0=0.3)
+    assert res.loss < 0.75 * res.loss_default
+    assert not np.array_equal(res.dsg, default_dsg())
+
+
 # --------------------------------------------------------------------------- strategy inside the book
 def test_flat_strategy_zero_pnl_and_untouched_market() -> None:
     from forge.sim.strategy_sim import simulate_with_strategy
