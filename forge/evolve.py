@@ -401,17 +401,13 @@ class Evaluator:
         """(results in the order of ``dicts``, cache hits, cache misses)."""
         args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
         if self._client is None and self._parallel is None:
-            return _evaluate_chunk(dicts, self.data, *args)
+            return self.map(_evaluate_chunk, [(dicts, self.data, *args)])[0]
         # strided chunks (genome i goes to chunk i mod n): neighbours in the population tend to have
         # similar cost, so contiguous chunks leave one worker idle at the end of a generation
         n_chunks = min(len(dicts), self.jobs * 4)
         index = [list(range(c, len(dicts), n_chunks)) for c in range(n_chunks)]
-        chunks = [[dicts[i] for i in ix] for ix in index]
-        if self._client is not None:
-            futures = [self._client.submit(_evaluate_chunk, ch, self._data_future, *args, pure=False) for ch in chunks]
-            parts = self._client.gather(futures)
-        else:
-            parts = self._parallel(delayed(_evaluate_chunk)(ch, self._shared, *args) for ch in chunks)
+        data = self._data_future if self._client is not None else self._shared
+        parts = self.map(_evaluate_chunk, [([dicts[i] for i in ix], data, *args) for ix in index])
         results: list[Any] = [None] * len(dicts)
         for ix, (part, _h, _m) in zip(index, parts):
             for i, r in zip(ix, part):
@@ -419,7 +415,9 @@ class Evaluator:
         return results, sum(h for _p, h, _m in parts), sum(m for _p, _h, m in parts)
 
     def map(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> list[Any]:
-        """[fn(*args) for args in tasks], in order, on this evaluator's workers (loky or Dask) or in-process."""
+        """[fn(*args) for args in tasks], in order, on this evaluator's workers (loky or Dask) or in-process.
+        Client libraries (dask.distributed) may draw from the global ``random`` that DEAP's operators
+        use: the run's stream is shielded from them."""
         with shielded_global_random():
             if self._client is not None:
                 return self._client.gather([self._client.submit(fn, *t, pure=False) for t in tasks])
@@ -439,10 +437,7 @@ class Evaluator:
                 todo[g.sha256] = g.to_dict()
         keys = list(todo)
         if keys:
-            # client libraries (dask.distributed) may draw from the global ``random``
-            # that DEAP's operators use: shield the run's stream from them
-            with shielded_global_random():
-                results, hits, misses = self._run_chunks([todo[k] for k in keys])
+            results, hits, misses = self._run_chunks([todo[k] for k in keys])
             self.cache_hits += hits
             self.cache_misses += misses
             for g in genomes:

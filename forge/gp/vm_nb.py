@@ -196,8 +196,9 @@ def _rolling_nb(x, w, kind, out):
 
 
 @njit(cache=True, inline="always")
-def _corr_exact_at(x, y, t, w):
-    """Pearson correlation of windows x, y [t-w+1 .. t] by the naive two-pass formula (the reference)."""
+def _centred_sums(x, y, t, w):
+    """Two-pass moments of windows x, y [t-w+1 .. t]: means mx, my and the sums of dx, dy, dx^2, dy^2,
+    dx*dy about them."""
     s = t - w + 1
     ax = 0.0
     ay = 0.0
@@ -206,20 +207,33 @@ def _corr_exact_at(x, y, t, w):
         ay += y[i]
     mx = ax / w
     my = ay / w
-    sxx = 0.0
-    syy = 0.0
-    sxy = 0.0
+    sx1 = sy1 = sxx = syy = sxy = 0.0
     for i in range(s, t + 1):
         dx = x[i] - mx
         dy = y[i] - my
+        sx1 += dx
+        sy1 += dy
         sxx += dx * dx
         syy += dy * dy
         sxy += dx * dy
+    return mx, my, sx1, sy1, sxx, syy, sxy
+
+
+@njit(cache=True, inline="always")
+def _corr_from_centred(mx, my, sxx, syy, sxy, w):
+    """The reference's Pearson correlation from two-pass moments; 0.0 when either window is flat."""
     sx = np.sqrt(sxx / w)
     sy = np.sqrt(syy / w)
     if sx <= STD_REL_EPS * abs(mx) or sy <= STD_REL_EPS * abs(my):
         return 0.0
     return (sxy / w) / (sx * sy)
+
+
+@njit(cache=True, inline="always")
+def _corr_exact_at(x, y, t, w):
+    """Pearson correlation of windows x, y [t-w+1 .. t] by the naive two-pass formula (the reference)."""
+    mx, my, _sx1, _sy1, sxx, syy, sxy = _centred_sums(x, y, t, w)
+    return _corr_from_centred(mx, my, sxx, syy, sxy, w)
 
 
 @njit(cache=True)
@@ -265,25 +279,10 @@ def _corr_nb(x, y, w, out):
             vx = sxx / w - (sx1 / w) * (sx1 / w)
             vy = syy / w - (sy1 / w) * (sy1 / w)
             fresh = vx <= CANCEL * (sxx / w) or vy <= CANCEL * (syy / w)
-        if fresh:
-            ax = 0.0
-            ay = 0.0
-            for i in range(s, t + 1):
-                ax += x[i]
-                ay += y[i]
-            cx = ax / w
-            cy = ay / w
-            sx1 = sy1 = sxx = syy = sxy = 0.0
-            for i in range(s, t + 1):
-                dx = x[i] - cx
-                dy = y[i] - cy
-                sx1 += dx
-                sy1 += dy
-                sxx += dx * dx
-                syy += dy * dy
-                sxy += dx * dy
+        if fresh:  # re-centre the running sums on this window; its value is the reference's
+            cx, cy, sx1, sy1, sxx, syy, sxy = _centred_sums(x, y, t, w)
             since = 0
-            out[t] = _corr_exact_at(x, y, t, w)
+            out[t] = _corr_from_centred(cx, cy, sxx, syy, sxy, w)
             continue
         mx = cx + sx1 / w
         my = cy + sy1 / w

@@ -247,12 +247,20 @@ class _Setup:
     pooled: bool = False
 
 
+def _pool(runs: list[pl.DataFrame]) -> dict[str, float]:
+    """Stylized facts of several simulated bar frames pooled into one sample, each run its own
+    segment (no return, aggregated return or ACF pair joins two runs)."""
+    return stylized_facts(close=np.concatenate([b["close"].to_numpy() for b in runs]),
+                          volume=np.concatenate([b["volume"].to_numpy() for b in runs]),
+                          segment=np.repeat(np.arange(len(runs), dtype=np.int64), [b.height for b in runs]))
+
+
 def _simulate_facts(dsg: np.ndarray, setup: _Setup) -> tuple[np.ndarray, np.ndarray] | None:
     """(n_seeds, n_facts) fact vectors and (n_seeds,) mean bar volumes, or None on failure
     (a simulation raised or was stopped by its event budget)."""
     fv = np.empty((len(setup.seeds), len(FACT_NAMES)))
     vols = np.empty(len(setup.seeds))
-    closes, volumes = [], []
+    runs = []
     for k, s in enumerate(setup.seeds):
         try:
             res = simulate(dsg, setup.n_minutes, s, setup.start_ms, start_price=setup.start_price,
@@ -261,18 +269,15 @@ def _simulate_facts(dsg: np.ndarray, setup: _Setup) -> tuple[np.ndarray, np.ndar
                 return None
             bars = res.bars
             if setup.pooled:
-                closes.append(bars["close"].to_numpy())
-                volumes.append(bars["volume"].to_numpy())
+                runs.append(bars)
             else:
                 fv[k] = facts_vector(stylized_facts(bars))
         except (ConfigError, ValueError, FloatingPointError, ZeroDivisionError, OverflowError):
             return None
         vols[k] = float(bars["volume"].mean() or 0.0)
     if setup.pooled:
-        seg = np.repeat(np.arange(len(closes), dtype=np.int64), setup.n_minutes)
         try:
-            fv = facts_vector(stylized_facts(close=np.concatenate(closes), volume=np.concatenate(volumes),
-                                             segment=seg))[None, :]
+            fv = facts_vector(_pool(runs))[None, :]
         except (ValueError, FloatingPointError, ZeroDivisionError, OverflowError):
             return None
     return fv, vols
@@ -324,20 +329,12 @@ def pooled_facts(
     analogue of the facts of one long real sample.  Runs stopped by the event budget are
     left out (their flat tails are no market).  returns (facts, runs truncated and left out).
     raises ValueError if every run was truncated."""
-    closes, vols, segs = [], [], []
-    n_trunc = 0
-    for k, s in enumerate(seeds):
-        res = simulate(dsg, n_minutes, int(s), start_ms, start_price=start_price, config=config)
-        if res.truncated:
-            n_trunc += 1
-            continue
-        closes.append(res.bars["close"].to_numpy())
-        vols.append(res.bars["volume"].to_numpy())
-        segs.append(np.full(res.bars.height, k, dtype=np.int64))
-    if not closes:
+    results = [simulate(dsg, n_minutes, int(s), start_ms, start_price=start_price, config=config) for s in seeds]
+    runs = [r.bars for r in results if not r.truncated]
+    n_trunc = len(results) - len(runs)
+    if not runs:
         raise ValueError(f"all {n_trunc} runs were stopped by the event budget")
-    return stylized_facts(close=np.concatenate(closes), volume=np.concatenate(vols),
-                          segment=np.concatenate(segs)), n_trunc
+    return _pool(runs), n_trunc
 
 
 def _fit_lot_quote(dsg: np.ndarray, real_mean_vol: float, sim_mean_vol: float) -> np.ndarray:
