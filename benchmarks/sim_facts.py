@@ -24,6 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from forge.core.errors import ForgeError  # noqa: E402
 from forge.data.loader import load_bars  # noqa: E402
 from forge.sim.calibrate import pooled_facts, read_calibration  # noqa: E402
 from forge.sim.facts import FACT_NAMES, pooled_window_facts  # noqa: E402
@@ -44,8 +45,11 @@ def main() -> None:
     a = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"skipped: {DATA} not found")
-    cal = read_calibration(a.calibration)
-    bars, _ = load_bars([str(DATA)])
+    try:
+        cal = read_calibration(a.calibration)
+        bars, _ = load_bars([str(DATA)])
+    except ForgeError as e:  # missing / malformed calibration or data: one line, no traceback
+        sys.exit(f"error: {e}")
     start_ms, start_price = int(bars["open_time"][0]), float(bars["open"][0])
     real_matched = pooled_window_facts(bars, 1440, a.days, n_draws=a.draws, seed=0)
     out = {"settings": vars(a), "real_bars": bars.height, "real_whole": cal.facts_real,
