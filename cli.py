@@ -480,35 +480,28 @@ def crucible_live(
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
     the $200 kill rule, capital reweighting and a durable journal."""
-    import time as _time
-    from collections import deque
-
     from rich.live import Live
 
     from crucible.runtime import run_live
+    from forge.ui import Throttle, crucible_dashboard, recent_events
 
     until_ms = None
     if until is not None:
         try:
             dt = datetime.fromisoformat(until)
         except ValueError:
-            raise ForgeError(f"--until {until!r}: expected an ISO 8601 time such as 2024-06-01T12:00") from None
+            raise ConfigError(f"--until {until!r}: expected an ISO 8601 time such as 2024-06-01T12:00") from None
         until_ms = int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
     live_view = console.is_terminal
-    events: deque[str] = deque(maxlen=8)
-    state: dict[str, Any] = {"slots": [], "time": None, "bars": 0, "venue": venue, "shown": 0.0}
+    events = recent_events(8)
+    state: dict[str, Any] = {"slots": [], "time": None, "bars": 0, "venue": venue}
+    live: Any = None
 
-    def dashboard() -> Table:
-        when = datetime.fromtimestamp(state["time"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") \
-            if state["time"] else "—"
-        t = Table(title=f"Crucible — {state['venue']}  {when} UTC  {state['bars']:,} bars",
-                  caption="\n".join(events) or None, caption_justify="left")
-        for col in ("slot", "symbol", "status", "champion", "equity", "weight", "target", "fills"):
-            t.add_column(col, justify="right")
-        for sl in state["slots"]:
-            t.add_row(str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), str(sl["genome"])[:12],
-                      f"{sl['equity']:.2f}", f"{sl['weight']:.3f}", f"{sl['target']:+.2f}", str(sl["fills"]))
-        return t
+    def redraw() -> None:
+        if live is not None:
+            live.update(crucible_dashboard(state, events), refresh=True)
+
+    throttle = Throttle(redraw, interval=0.25)  # a few redraws per second, however fast the replay
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
@@ -516,21 +509,23 @@ def crucible_live(
             line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
             if live_view:
                 events.append(escape(line[:160]))
+                throttle.flush()
             else:
                 console.print(escape(line), highlight=False)
         elif kind == "start":
             slots = e.get("slots")
             state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [])
-            if not live_view:
+            if live_view:
+                throttle.flush()
+            else:
                 console.print(f"crucible: venue {e.get('venue')}, {len(state['slots'])} slots", highlight=False)
         elif kind == "bar":
             state.update(slots=e["slots"], time=e["time_ms"], bars=e["bars"])
-            now = _time.monotonic()
-            if live_view and now - state["shown"] >= 0.25:  # a few refreshes per second, however fast the replay
-                state["shown"] = now
-                live.update(dashboard())
+            if live_view:
+                throttle()
 
-    with Live(dashboard(), console=console, auto_refresh=False, transient=True) if live_view else nullcontext() as live:
+    with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
+              transient=True) if live_view else nullcontext() as live:
         summary = run_live(config, venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
                            journal_path=journal, progress=on_event)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
