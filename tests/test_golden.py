@@ -1,0 +1,56 @@
+"""Golden run: the same seed on the embedded sample with ``configs/smoke.toml`` must give the same hall of
+fame, bit for bit, before and after any refactoring of ``forge evolve``.
+
+The hash covers what evolution decides -- every hall-of-fame member's genome (tokens, constants, meta),
+fitness, expression and in-/out-of-sample metrics next to buy-and-hold -- and the sequence of fully
+evaluated genomes with their fitness (``evaluated.jsonl``, which also pins the order of evaluation).
+Nothing time- or path-dependent is hashed: members hold no run id, timestamps or timings, and
+``evaluated.jsonl`` rows are reduced to (sha256, fitness).
+
+When a change is *meant* to alter the search (a new default objective, a new primitive in the default
+set), update the constants in a commit of their own that says why.  Recompute with
+``.venv/bin/python -m tests.test_golden`` (prints both hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.toml"
+
+HALL_OF_FAME_SHA256 = "efb5074ecd56cf9b98d3ed55fe698ca4f4667e909ef202e3cff848898da20897"
+EVALUATED_SHA256 = "9fe0ef3a8089bc02ace263545476c5a45aba80700af0abeec45b2099034417ea"
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+
+
+def golden_hashes(out: Path) -> tuple[str, str]:
+    """(sha256 of the hall-of-fame members, sha256 of the evaluated (sha256, fitness) sequence) of the
+    smoke run with seed 0 on the embedded BTCUSDT sample, written under ``out``."""
+    from forge.evolve import evolve
+    from forge.settings import load_run_config, with_overrides
+
+    cfg = with_overrides(load_run_config(SMOKE), "evolve", output_dir=str(out), seed=0, jobs=1)
+    res = evolve(cfg, run_dir=out / "golden")
+    members = json.loads((res.run_dir / "hall_of_fame.json").read_text())["members"]
+    rows = [json.loads(line) for line in (res.run_dir / "evaluated.jsonl").read_text().splitlines()]
+    evaluated = [(r["sha256"], r["fitness"]) for r in rows]
+    return hashlib.sha256(_canonical(members)).hexdigest(), hashlib.sha256(_canonical(evaluated)).hexdigest()
+
+
+def test_smoke_run_hall_of_fame_is_golden(tmp_path):
+    hof, evaluated = golden_hashes(tmp_path)
+    assert hof == HALL_OF_FAME_SHA256, "hall of fame changed: the search is not the same as when recorded"
+    assert evaluated == EVALUATED_SHA256, "evaluated.jsonl changed: genomes evaluated in another order or value"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        print(*golden_hashes(Path(d)), sep="\n")
