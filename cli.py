@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from forge.core.errors import ConfigError, ForgeError
+from forge.jsonsafe import dumps as json_dumps
 
 # piped output (logs, CI) gets a wide fixed width instead of 80 columns
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -113,6 +114,7 @@ def evolve(
     backend: Annotated[Optional[str], typer.Option("--backend", help="Fitness workers: loky (local processes) or dask (a cluster).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
     symbols: Annotated[Optional[str], typer.Option("--symbols", help="Comma-separated symbols evaluated together, e.g. BTCUSDT,ETHUSDT (files <SYMBOL>-1m-* under --data).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a final summary object as strict JSON on stdout (progress goes to stderr).")] = False,
 ) -> None:
     """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
     from forge.evolve import evolve as run_evolve
@@ -143,6 +145,7 @@ def evolve(
         scheduler=scheduler,
         symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
     )
+    out = err_console if as_json else console  # --json: stdout carries only the summary object
     progress = Progress(
         TextColumn("[bold]gen[/] {task.completed}/{task.total}"),
         BarColumn(),
@@ -150,7 +153,7 @@ def evolve(
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=console,
+        console=out,
         transient=False,
     )
     task = None
@@ -165,16 +168,16 @@ def evolve(
                     table.add_column(str(col), justify="right")
                 for r in rows[1:]:
                     table.add_row(*[str(v) for v in r])
-            console.print(table)
+            out.print(table)
         elif e["event"] == "start":
             s = e["split"]
-            console.print(
+            out.print(
                 f"[bold]run[/] {e['run_id']}  bars {e['n_bars']:,}  in-sample {s['in_sample']['first'][:16]} → "
                 f"{s['in_sample']['last'][:16]}  out-of-sample {s['out_of_sample']['first'][:16]} → "
                 f"{s['out_of_sample']['last'][:16]}"
             )
-            console.print(f"μ={e['population']} λ={e['offspring']} jobs={e['jobs']} features: {', '.join(e['features'])}")
-            if console.is_terminal:
+            out.print(f"μ={e['population']} λ={e['offspring']} jobs={e['jobs']} features: {', '.join(e['features'])}")
+            if out.is_terminal:
                 progress.start()
             task = progress.add_task("evolve", total=e["generations"] + 1, info="")
         elif e["event"] == "generation":
@@ -186,8 +189,8 @@ def evolve(
                     info += f" (hold-out {e['surrogate_spearman_holdout']:+.2f})"
                 info += f"  saved {e['evals_saved']:,}"
             progress.update(task, completed=e["gen"] + 1, info=info)
-            if not console.is_terminal:  # logs and CI: one line per generation
-                console.print(f"gen {e['gen']}/{e['generations']}  {info}  ({e['seconds']:.1f} s)", highlight=False)
+            if not out.is_terminal:  # logs and CI: one line per generation
+                out.print(f"gen {e['gen']}/{e['generations']}  {info}  ({e['seconds']:.1f} s)", highlight=False)
         elif e["event"] == "done":
             progress.stop()
 
@@ -198,8 +201,38 @@ def evolve(
             result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
     finally:
         progress.stop()
+    if as_json:
+        print(json_dumps(evolve_summary(result)))
+        return
     _print_hall(result.hall_of_fame[:5])
     console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+
+def evolve_summary(result: Any) -> dict[str, Any]:
+    """The ``forge evolve --json`` object: run id and directory, generations, evaluations, seconds,
+    the best-so-far fitness per generation, and the hall of fame (rank, sha256, expression, size,
+    fitness, in-sample / out-of-sample / buy-and-hold metrics), champion first."""
+    from forge.jsonsafe import revive_nonfinite
+
+    m = result.manifest
+    curve = []
+    gen_file = Path(result.run_dir) / "generations.jsonl"
+    if gen_file.is_file():
+        for line in gen_file.read_text().splitlines():
+            try:
+                g = json.loads(line)
+            except ValueError:
+                continue
+            curve.append({"gen": g.get("gen"), "best": g.get("best"), "best_so_far": g.get("hof_best"),
+                          "median": g.get("median")})
+    hall = [{"sha256": (h.get("genome") or {}).get("sha256"), **{k: v for k, v in h.items() if k != "genome"}}
+            for h in result.hall_of_fame]
+    return revive_nonfinite({
+        "schema": "forge-evolve-summary/1", "run_id": result.run_id, "run_dir": str(result.run_dir),
+        "generations_run": m.get("generations_run"), "candidates_evaluated": m.get("candidates_evaluated"),
+        "seconds": m.get("seconds"), "resumed": m.get("resumed"), "features": m.get("features"),
+        "split": m.get("split"), "champion": hall[0] if hall else None, "hall_of_fame": hall, "generations": curve,
+        "files": m.get("files")})
 
 
 def _on_off(value: Optional[str], flag: str) -> Optional[bool]:
@@ -240,7 +273,7 @@ def data_inspect(
 
     _bars, cov = load_klines(paths)
     if as_json:
-        print(json.dumps(cov.to_dict(), indent=2))
+        print(json_dumps(cov.to_dict()))
         return
     summary = Table(title=f"Coverage of {cov.source}")
     for col in ("files", "bars", "first", "last", "expected", "missing", "coverage", "gaps", "duplicates", "non-monotonic"):
@@ -375,7 +408,7 @@ def bench(
             tail = write.read_text().split(marker, 1)[1]
         atomic_write_text(write, render_markdown(results, " ".join(["forge"] + sys.argv[1:])) + "\n" + marker + tail)
     if as_json:
-        print(json.dumps(results, indent=2))
+        print(json_dumps(results))
         return
     table = Table(title=f"forge bench — {results['machine']}")
     for col in ("benchmark", "measured", "baseline", "baseline measured", "ratio", "goal"):
@@ -417,12 +450,17 @@ def gauntlet_validate(
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     d = result.to_dict()
+    # one strict-JSON text for the file and for --json (validate_run's own copy is replaced by it)
+    from forge.core.artifacts import atomic_write_text
+
+    text = json_dumps(d)
+    atomic_write_text(Path(run_dir) / "gauntlet_report.json", text + "\n")
     if report is not None:
         from gauntlet.report import write_html_report
 
         write_html_report(result, report)
     if as_json:
-        print(json.dumps(d, indent=2, default=str))
+        print(text)
     else:
         sh = d["shared"]
         table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
@@ -450,7 +488,10 @@ def gauntlet_validate(
 
 @gauntlet_app.command("show")
 @edge
-def gauntlet_show(run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")]) -> None:
+def gauntlet_show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hall of fame as strict JSON.")] = False,
+) -> None:
     """Hall of fame of a run: in-sample vs out-of-sample metrics next to buy-and-hold."""
     from forge.core.errors import RunDirError
 
@@ -462,6 +503,12 @@ def gauntlet_show(run_dir: Annotated[Path, typer.Argument(help="A run directory 
         members = hall["members"]
     except (ValueError, KeyError) as exc:
         raise RunDirError(f"{path}: unreadable hall of fame ({exc})") from None
+    if as_json:
+        from forge.jsonsafe import revive_nonfinite
+
+        print(json_dumps(revive_nonfinite({"run_id": hall.get("run_id"), "run_dir": str(run_dir),
+                                           "members": members})))
+        return
     _print_hall(members)
 
 
@@ -553,7 +600,7 @@ def crucible_status(
 
     rep = status(journal)
     if as_json:
-        print(json.dumps(rep, indent=2, default=str))
+        print(json_dumps(rep))
         return
     console.print(status_table(rep))
 

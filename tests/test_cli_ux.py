@@ -61,3 +61,93 @@ def test_crucible_live_dashboard_moves_on_a_terminal(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     frames = [int(m.replace(",", "")) for m in re.findall(r"UTC\s+([\d,]+) bars", out.getvalue())]
     assert frames and max(frames) > 0, out.getvalue()[-2000:]
+
+
+# ----------------------------------------------------------------------------- 2. strict JSON
+
+from forge.jsonsafe import dumps, loads_strict, revive_nonfinite, sanitize  # noqa: E402
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.toml"
+TINY = ["-c", str(SMOKE), "--gens", "1", "--pop", "8", "--causal-filter", "off", "--coevolution", "off",
+        "--surrogate", "off"]
+
+
+def test_strict_dumps_replaces_nonfinite_with_null_and_a_reason():
+    import numpy as np
+
+    obj = {"a": float("inf"), "b": [1.0, float("nan"), np.float64(-np.inf)], "c/d": {"e": np.int64(3)},
+           "ok": 1.5}
+    text = dumps(obj)
+    back = loads_strict(text)
+    assert back["a"] is None and back["b"] == [1.0, None, None] and back["c/d"] == {"e": 3} and back["ok"] == 1.5
+    assert back["nonfinite"] == {"/a": "+inf", "/b/1": "nan", "/b/2": "-inf"}
+    assert dumps({"x": 1.0}) == '{\n  "x": 1.0\n}'  # clean objects are unchanged
+    with pytest.raises(ValueError):
+        loads_strict('{"a": Infinity}')
+    assert revive_nonfinite({"t": "inf", "s": "info"})["s"] == "info"
+    assert sanitize(revive_nonfinite({"t": "-inf"})) == {"t": None, "nonfinite": {"/t": "-inf"}}
+    with pytest.raises(TypeError, match="/k"):
+        dumps({"k": object()})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny forge evolve run made through the CLI with --json; returns (run_dir, summary)."""
+    run_dir = tmp_path_factory.mktemp("ux") / "run"
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    return run_dir, loads_strict(r.stdout)
+
+
+def test_evolve_json_is_one_strict_summary_object(tiny_run):
+    run_dir, summary = tiny_run
+    assert summary["schema"] == "forge-evolve-summary/1" and summary["run_dir"] == str(run_dir)
+    assert summary["generations_run"] == 1 and [g["gen"] for g in summary["generations"]] == [0, 1]
+    champ = summary["champion"]
+    assert champ["rank"] == 0 and champ["sha256"] and set(champ["out_of_sample"]) >= {"total_return", "sharpe"}
+    # a best-so-far curve never falls
+    bsf = [g["best_so_far"] for g in summary["generations"]]
+    assert bsf == sorted(bsf)
+
+
+def test_champion_json_is_strict(tiny_run):
+    run_dir, _ = tiny_run
+    from forge.gp import Genome
+
+    text = (run_dir / "champion.json").read_text()
+    d = loads_strict(text)
+    assert "Infinity" not in text and "NaN" not in text
+    assert Genome.from_json(text).sha256 == d["sha256"]
+
+
+def test_gauntlet_show_json_is_strict(tiny_run):
+    run_dir, summary = tiny_run
+    r = CliRunner().invoke(cli.gauntlet_app, ["show", str(run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    d = loads_strict(r.stdout)
+    assert [m["genome"]["sha256"] for m in d["members"]] == [m["sha256"] for m in summary["hall_of_fame"]]
+
+
+def test_gauntlet_validate_json_equals_the_written_report(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    r = CliRunner().invoke(cli.gauntlet_app, ["validate", str(run_dir), "--json", "--no-publish",
+                                              "--max-candidates", "2", "--report", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    written = (run_dir / "gauntlet_report.json").read_text()
+    assert r.stdout == written
+    rep = loads_strict(written)
+    assert rep["candidates"] and all("stages" in c for c in rep["candidates"])
+    for ptr, why in rep.get("nonfinite", {}).items():
+        assert why in ("+inf", "-inf", "nan") and ptr.startswith("/")
+
+
+def test_data_inspect_and_status_json_are_strict(tmp_path):
+    r = CliRunner().invoke(cli.forge_app, ["data", "inspect", "--json"])
+    assert r.exit_code == 0, r.output
+    assert loads_strict(r.stdout)["n_bars"] > 0
+    j = tmp_path / "j.sqlite"
+    assert CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "30", "--journal", str(j)]).exit_code == 0
+    s = CliRunner().invoke(cli.crucible_app, ["status", "--journal", str(j), "--json"])
+    assert s.exit_code == 0, s.output
+    assert len(loads_strict(s.stdout)["slots"]) > 0

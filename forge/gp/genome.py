@@ -197,8 +197,11 @@ class Genome:
         }
 
     def to_json(self) -> str:
-        """Pretty JSON text; ``Genome.from_json(g.to_json()) == g``."""
-        return json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
+        """Pretty strict JSON text (a non-finite meta value -> null, see forge.jsonsafe);
+        ``Genome.from_json(g.to_json()) == g``."""
+        from forge.jsonsafe import dumps
+
+        return dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str = "genome") -> Genome:
