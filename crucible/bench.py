@@ -1,8 +1,12 @@
 """The bench: slots, their ledgers and client-order-id attribution.
 
 Every slot trades a champion genome with its own virtual capital (e.g.
-$200) inside one venue account.  Fills are attributed to slots by the
-client order id prefix ``<order_prefix>-<slot id>-`` (see :func:`client_order_id`).
+$200) inside one venue account, possibly shared with other benches and with
+orders placed by hand.  Every client order id carries the bench identity
+(``<order_prefix>-<bench id>-<slot id>-<bar minute>-<seq>``, see
+:func:`client_order_id`), but a fill is attributed to a slot only when its
+client order id is an intent this bench's journal recorded (the runtime looks
+it up); anything else at the exchange is reported, never booked.
 A slot's ledger is a cash + units account marked at the last close, the
 same accounting as the backtester: ``equity = cash + units * mark`` where
 ``cash = capital - sum(qty * price + fee)`` over the slot's fills.
@@ -10,6 +14,8 @@ same accounting as the backtester: ``equity = cash + units * mark`` where
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,21 +25,44 @@ from numba import njit
 from crucible.venues.base import Fill
 from forge.gp import Genome
 
-__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "risk_adjusted", "max_drawdown"]
+__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "risk_adjusted", "max_drawdown",
+           "new_bench_id", "BENCH_ID_RE"]
+
+BENCH_ID_RE = re.compile(r"[a-z0-9]{1,6}")
+"""A bench identity: 1-6 lowercase letters/digits (it travels inside every client order id)."""
+_B36 = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int) -> str:
-    """Deterministic, idempotent client order id ``<prefix>-<slot>-<bar minute>-<seq>`` (<= 36 chars).
+def new_bench_id() -> str:
+    """A fresh random bench identity (6 lowercase base-36 characters, ~31 bits from ``secrets``)."""
+    return "".join(secrets.choice(_B36) for _ in range(6))
+
+
+def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int, bench: str = "") -> str:
+    """Deterministic, idempotent client order id ``<prefix>-<bench>-<slot>-<bar minute>-<seq>`` (<= 36 chars).
 
     bar_time_ms: open time of the bar whose close decided the order (ms UTC); seq: 0, 1, ... per
-    (slot, bar).  The same inputs always give the same id, so a resend is recognised by the venue.
+    (slot, bar); bench: the bench identity ("" gives the bench-less ``<prefix>-<slot>-<minute>-<seq>`` of
+    journals written before bench ids existed).  The same inputs always give the same id, so a resend
+    is recognised by the venue.  With prefix <= 6, bench <= 6 and slot <= 8 characters the id is at most
+    36 characters (Bybit ``orderLinkId`` and Binance ``newClientOrderId`` limits) until the year 2160.
     """
+    if bench:
+        return f"{prefix}-{bench}-{slot}-{bar_time_ms // 60_000}-{seq}"
     return f"{prefix}-{slot}-{bar_time_ms // 60_000}-{seq}"
 
 
-def parse_client_order_id(cid: str, prefix: str) -> str | None:
-    """Slot id encoded in ``cid``, or None when the order is not this bench's (other prefix / format)."""
+def parse_client_order_id(cid: str, prefix: str, bench: str = "") -> str | None:
+    """Slot id encoded in ``cid`` when it has this bench's format (prefix and bench identity), else None.
+
+    The format alone proves nothing (anyone can type a look-alike id at the exchange): the runtime
+    books a fill only when the id is also an intent in its own journal.
+    """
     parts = cid.split("-")
+    if bench:
+        if len(parts) != 5 or parts[0] != prefix or parts[1] != bench:
+            return None
+        return parts[2]
     if len(parts) != 4 or parts[0] != prefix:
         return None
     return parts[1]

@@ -46,8 +46,24 @@ class GeneralConfig:
     min_order_notional: float = 1.0
     snapshot_every: int = 15
     journal_sync: str = "auto"
+    # part B of issue 18 (runtime safety): bench identity and outage policy
+    bench_id: str = ""  # 1-6 lowercase letters/digits in every client order id; "" = random, kept in the journal
+    retry_budget_minutes: float = 3.0  # venue calls retried (exponential backoff + jitter) for this long
+    retry_base_seconds: float = 0.5  # first backoff delay; doubles per attempt up to retry_max_seconds
+    retry_max_seconds: float = 30.0
+    order_lookup_timeout_seconds: float = 300.0  # an acked order the venue cannot find is marked lost after this
+    reject_backoff_bars: int = 5  # after a rejection a slot's next signal order waits 5, 10, 20, ... bars
+    on_mismatch: str = "halt"  # reconcile position mismatch at start: "halt" trading or "flatten" the bench
 
     def validate(self) -> None:
+        if self.bench_id and not re.fullmatch(r"[a-z0-9]{1,6}", self.bench_id):
+            raise ConfigError(f"bench_id must be 1-6 lowercase letters/digits (or empty), got {self.bench_id!r}")
+        if not (self.retry_budget_minutes >= 0 and 0 < self.retry_base_seconds <= self.retry_max_seconds
+                and self.order_lookup_timeout_seconds > 0 and self.reject_backoff_bars >= 1):
+            raise ConfigError("need retry_budget_minutes >= 0, 0 < retry_base_seconds <= retry_max_seconds, "
+                              "order_lookup_timeout_seconds > 0, reject_backoff_bars >= 1")
+        if self.on_mismatch not in ("halt", "flatten"):
+            raise ConfigError(f"on_mismatch must be halt or flatten, got {self.on_mismatch!r}")
         if self.journal_sync not in ("auto", "FULL", "NORMAL"):
             raise ConfigError(f"journal_sync must be auto, FULL or NORMAL, got {self.journal_sync!r}")
         if not re.fullmatch(r"[A-Za-z0-9]{1,6}", self.order_prefix):
@@ -88,6 +104,7 @@ class CostsConfig:
 
     taker_fee_bps: float = 10.0
     slippage_bps: float = 1.0
+    funding_rate_8h: float = 0.0  # perpetual funding per 8 h (fraction) booked on replay (exchanges: venue rates)
 
     def validate(self) -> None:
         if not (0 <= self.taker_fee_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
@@ -97,18 +114,37 @@ class CostsConfig:
 @dataclass(frozen=True)
 class HotswapConfig:
     """enabled; poll_bars: bars between scans of champions_dir; shadow_bars: bars a challenger paper-trades
-    before it may be promoted; margin: per-bar Sharpe by which the challenger must beat the champion over
-    the shadow period; require_signature: reject unsigned files even without FORGE_SIGNING_KEY."""
+    before it may be promoted; margin: per-bar return difference (fraction of equity per bar) by which the
+    challenger must beat the champion under the null of the promotion test; alpha: level of that one-sided
+    test (Diebold–Mariano with Newey–West variance, :func:`crucible.hotswap.promotion_test`), in (0, 1);
+    require_signature: "auto" (required on exchange venues, replay accepts unsigned champions with a
+    warning event), true or false — whenever FORGE_SIGNING_KEY is set every champion must carry a valid
+    HMAC anyway; max_file_bytes: size cap of each champion file (genome, meta), bytes; max_json_depth:
+    deepest JSON nesting accepted; max_genome_tokens: largest genome accepted (tokens)."""
 
     enabled: bool = True
     poll_bars: int = 5
     shadow_bars: int = 240
     margin: float = 0.0
-    require_signature: bool = False
+    alpha: float = 0.05
+    require_signature: bool | str = "auto"
+    max_file_bytes: int = 1 << 20
+    max_json_depth: int = 64
+    max_genome_tokens: int = 256
 
     def validate(self) -> None:
-        if self.poll_bars < 1 or self.shadow_bars < 2:
-            raise ConfigError("poll_bars must be >= 1 and shadow_bars >= 2")
+        if self.poll_bars < 1 or self.shadow_bars < 3:
+            raise ConfigError("poll_bars must be >= 1 and shadow_bars >= 3")
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}")
+        if isinstance(self.require_signature, str) and self.require_signature != "auto":
+            raise ConfigError(f"require_signature must be \"auto\", true or false, got {self.require_signature!r}")
+        if self.max_file_bytes < 1024 or self.max_json_depth < 4 or self.max_genome_tokens < 3:
+            raise ConfigError("need max_file_bytes >= 1024, max_json_depth >= 4, max_genome_tokens >= 3")
+
+    def signatures_required(self, exchange: bool) -> bool:
+        """Whether unsigned champions are refused: ``require_signature``, or with "auto" on exchange venues."""
+        return exchange if self.require_signature == "auto" else bool(self.require_signature)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from crucible.allocator import eg_weights, scores_nb
-from crucible.bench import Ledger, MarkBook, Slot, client_order_id, parse_client_order_id, risk_adjusted
+from crucible.bench import Ledger, MarkBook, Slot, client_order_id, new_bench_id, parse_client_order_id, risk_adjusted
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.hotswap import Challenger, PitCrew
@@ -132,6 +132,9 @@ class Runtime:
         self.stop_event = stop_event or threading.Event()
         self.fault = fault or (lambda point, ctx: None)
         self.prefix = cfg.general.order_prefix
+        self.bench_id = self._bench_identity()
+        self.foreign_trades: set[str] = set()  # trade ids at the venue that are not this bench's (reported once)
+        self.foreign_units: dict[str, float] = {}  # symbol -> signed units of those fills (reconcile explains them)
         self.engine = SignalEngine()
         pf = cfg.replay.prefetch_bars if hasattr(venue, "prefetch") else 0
         self.chunked = ChunkedSignals(self.engine, cfg.general.history_bars, pf) if pf > 0 else None
@@ -140,7 +143,11 @@ class Runtime:
         for sc in cfg.slots:
             g = resolve_genome(sc.genome)
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital)
-        self.pit = PitCrew(cfg.general.champions_dir, require_signature=cfg.hotswap.require_signature)
+        hs = cfg.hotswap
+        self.pit = PitCrew(cfg.general.champions_dir, require_signature=hs.signatures_required(venue.name != "replay"),
+                           max_file_bytes=hs.max_file_bytes, max_json_depth=hs.max_json_depth,
+                           max_genome_tokens=hs.max_genome_tokens, margin=hs.margin, alpha=hs.alpha,
+                           report=lambda kind, slot=None, **d: self.journal.event(kind, self.venue.now_ms(), slot, **d))
         self.challengers: dict[str, Challenger] = {}
         self.genome_book: dict[str, tuple[Genome, str, float | None]] = {}  # sha -> (genome, symbol, score)
         for s in self.slots.values():
@@ -150,7 +157,8 @@ class Runtime:
         self._alive_ids: tuple[str, ...] = ()
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
-                         "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0}
+                         "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
+                         "foreign_fills": 0}
         self.requests: list[str] = []
         self.last_bar_ms: int | None = None
         self.last_cwo_ms: int | None = None
@@ -167,9 +175,40 @@ class Runtime:
         except Exception:  # a broken dashboard never stops trading
             log.exception("progress callback failed")
 
+    def _bench_identity(self) -> str:
+        """The bench id of this journal: the configured ``bench_id``, else the one stored in the journal,
+        else a new random one (stored by :meth:`restore`).  raises ConfigError when the configured id
+        differs from the journal's (its orders carry the journal's id)."""
+        want = self.cfg.general.bench_id
+        have = self.journal.get_meta("bench_id")
+        if have and want and have != want:
+            raise ConfigError(f"{self.cfg.source} [crucible] bench_id {want!r} differs from the journal's bench id "
+                              f"{have!r} ({self.journal.path}); use the journal's id or a new journal")
+        return have or want or new_bench_id()
+
     def _slot_of(self, cid: str) -> Slot | None:
-        sid = parse_client_order_id(cid, self.prefix)
-        return self.slots.get(sid) if sid else None
+        """The slot that owns ``cid``: only an order this journal recorded as an intent belongs to a slot
+        (a look-alike id typed at the exchange, or another bench's order, does not)."""
+        if parse_client_order_id(cid, self.prefix, self.bench_id) is None and parse_client_order_id(cid, self.prefix) is None:
+            return None  # not even this bench's format: skip the journal lookup
+        o = self.journal.order(cid)
+        return self.slots.get(o["slot"]) if o is not None else None
+
+    def _count_foreign(self, trade_id: str, symbol: str, qty: float, time_ms: int) -> None:
+        self.foreign_trades.add(trade_id)
+        self.counters["foreign_fills"] += 1
+        if time_ms >= (self.journal.get_meta("started_ms") or 0):  # earlier ones are in the baseline positions
+            self.foreign_units[symbol] = self.foreign_units.get(symbol, 0.0) + qty
+
+    def _foreign_fill(self, f: Fill, now: int) -> None:
+        """Report (once per trade id, journaled) a fill at the venue that is not this bench's."""
+        if f.trade_id in self.foreign_trades:
+            return
+        self._count_foreign(f.trade_id, f.symbol, f.qty, f.time_ms)
+        self.journal.event("foreign_fill", now, None, fill=f.to_dict())
+        log.warning("fill %s of order %r at the venue is not this bench's (%s): reported, not booked",
+                    f.trade_id, f.client_order_id, self.bench_id)
+        self._emit("foreign_fill", fill=f.to_dict())
 
     def _revert_target(self, slot_id: str) -> None:
         """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
@@ -189,12 +228,15 @@ class Runtime:
             j.set_meta("slots", {s.id: {"symbol": s.symbol, "capital": s.capital, "genome": s.genome_ref}
                                  for s in self.slots.values()})
             j.set_meta("order_prefix", self.prefix)
+            j.set_meta("bench_id", self.bench_id)
             try:
                 j.set_meta("baseline_positions", self.venue.fetch_positions())
                 j.set_meta("baseline_balance", self.venue.fetch_balance())
             except (VenueNetworkError, VenueRejected) as exc:  # pragma: no cover - live only
                 log.warning("baseline account state unavailable: %s", exc)
             return
+        if j.get_meta("bench_id") is None:  # a journal from before bench ids: its old orders keep their ids
+            j.set_meta("bench_id", self.bench_id)
         for ev in j.events():
             s = self.slots.get(ev["slot"]) if ev["slot"] else None
             d = ev["data"]
@@ -222,6 +264,9 @@ class Runtime:
                         x.status = "stopped"
             elif ev["kind"] == "request":
                 self.requests.append(d.get("path", ""))
+            elif ev["kind"] == "foreign_fill":
+                ff = d["fill"]
+                self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
         for f in j.fills():
             s = self.slots.get(f["slot"]) if f["slot"] else None
             if s is not None:
@@ -262,7 +307,7 @@ class Runtime:
         diff = {}
         for sym in sorted({s.symbol for s in self.slots.values()}):
             ours = sum(s.ledger.units for s in self.slots.values() if s.symbol == sym)
-            d = vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours
+            d = vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours - self.foreign_units.get(sym, 0.0)
             if abs(d) > 1e-9:
                 diff[sym] = d
         rep["position_diff"] = diff
@@ -286,10 +331,12 @@ class Runtime:
         for sym in symbols:
             fetched.extend(self.venue.fetch_fills(sym, since_ms))
         self.fault("fills_fetched", {"fills": fetched})
+        now = self.venue.now_ms()
         with self.journal:
             for f in fetched:
                 slot = self._slot_of(f.client_order_id)
                 if slot is None:
+                    self._foreign_fill(f, now)
                     continue
                 if not self.journal.add_fill(f, slot.id):
                     self.counters["duplicates_ignored"] += 1
@@ -364,7 +411,7 @@ class Runtime:
         with self.journal:
             for slot, qty, target, reason in orders:
                 seq = self.journal.next_seq(slot.id, bar_time)
-                cid = client_order_id(self.prefix, slot.id, bar_time, seq)
+                cid = client_order_id(self.prefix, slot.id, bar_time, seq, self.bench_id)
                 self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty,
                                         target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
                 slot.target = target
@@ -495,7 +542,8 @@ class Runtime:
                 if s.status != "live" or s.symbol != ch.symbol:
                     continue
                 champ = risk_adjusted(self.marks.curve(s.id, len(ch.equity_curve)))
-                if score > champ + hs.margin and (best is None or champ < best[1]):
+                if self.pit.beats(ch, self.marks.curve(s.id, len(ch.equity_curve) + 1), s.id) \
+                        and (best is None or champ < best[1]):
                     best = (s, champ)
             if best is None:
                 self._emit("challenger", result="not promoted", genome=ch.genome.sha256[:16], score=score)

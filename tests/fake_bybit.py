@@ -22,7 +22,18 @@ forming bar is pushed at once.  REST klines return closed bars only: the bars ar
 client deciding "closed" by the wall clock would take a forming bar for a closed one.
 
 Faults: :meth:`FakeBybit.inject_rest` ("drop": the request is processed, then the connection is
-dropped without a response; "5xx": HTTP 503, nothing done; "429": HTTP 429 rate limit, nothing done)
+dropped without a response; "5xx": HTTP 503, nothing done; "429": HTTP 429 rate limit, nothing done;
+"auth": retCode 10003 invalid API key; "timestamp": retCode 10002 request expired (client clock off),
+nothing done; and on ``/v5/order/create`` only: "margin": retCode 110007 not enough available balance;
+"min_notional": retCode 110094 order value below the minimum; "partial": the market order fills half its
+quantity (rounded down to the lot, at least one lot) and the rest is cancelled, Bybit status
+``PartiallyFilledCanceled``; "ghost": the order is acknowledged but the exchange loses it — it never
+executes and order lookups by ``orderLinkId`` return nothing).  The path ``"*"`` matches every request,
+so ``inject_rest("5xx", "*", n)`` is an outage of the next n requests.  :meth:`FakeBybit.place_external`
+books an order placed outside the bench (by hand, or by another program on the same account).
+``rest_forming = True`` makes ``/v5/market/kline`` include the still-forming bar like the real Bybit
+(high = low = close = open, volume 0), with the response envelope's ``time`` set to the fake's own
+clock (the forming bar's open + 1 s) so a client can tell it from a closed one;
 and :meth:`FakeBybit.inject_ws` ("disconnect": the server closes every WebSocket before the next
 step's pushes; "duplicate": the next step's messages are each sent twice and the previous step's
 messages are replayed after them; "skip": the next step's messages are not sent at all, as if lost
@@ -91,6 +102,7 @@ class FakeBybit:
         self.rest_faults: dict[str, deque[str]] = {}
         self.ws_faults: deque[str] = deque()
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
+        self.rest_forming = False
         self.ws_sent: list[dict[str, Any]] = []  # every kline message sent (copies included)
         self.ws_subscribes = 0
         self.ws_disconnects = 0
@@ -241,10 +253,15 @@ class FakeBybit:
 
     # ------------------------------------------------------------------ faults & state
 
+    REST_FAULTS = ("drop", "5xx", "429", "auth", "timestamp", "margin", "min_notional", "partial", "ghost")
+
     def inject_rest(self, kind: str, path: str = "/v5/order/create", n: int = 1) -> None:
-        """Queue ``n`` faults ("drop" | "5xx" | "429") for the next requests to ``path``."""
-        if kind not in ("drop", "5xx", "429"):
+        """Queue ``n`` faults (one of ``REST_FAULTS``, see module docstring) for the next requests to
+        ``path`` (``"*"``: any path; checked after the path's own queue)."""
+        if kind not in self.REST_FAULTS:
             raise ValueError(kind)
+        if kind in ("margin", "min_notional", "partial", "ghost") and path != "/v5/order/create":
+            raise ValueError(f"{kind} applies to /v5/order/create only")
         with self.lock:
             self.rest_faults.setdefault(path, deque()).extend([kind] * n)
 
@@ -254,6 +271,17 @@ class FakeBybit:
             raise ValueError(kind)
         with self.lock:
             self.ws_faults.extend([kind] * n)
+
+    def place_external(self, qty: float, order_link_id: str = "") -> str:
+        """Book a market order placed outside the bench (signed base units, a multiple of the lot) under
+        ``order_link_id`` (any string, e.g. a look-alike of the bench's ids); returns its order id."""
+        with self.lock:
+            code, payload = self._create({"symbol": self.symbol, "orderType": "Market",
+                                          "side": "Buy" if qty > 0 else "Sell", "qty": f"{abs(qty):.3f}",
+                                          "orderLinkId": order_link_id})
+        if code != 200 or payload.get("retCode") != 0:
+            raise ValueError(f"external order refused: {payload}")
+        return payload["result"]["orderId"]
 
     def state(self) -> dict[str, Any]:
         """Exchange-side truth: {"orders": {orderLinkId: order}, "executions": {execId: execution},
@@ -346,6 +374,8 @@ class FakeBybit:
             self.paths.append((request.method, path))
             faults = self.rest_faults.get(path)
             fault = faults.popleft() if faults else None
+            if fault is None and self.rest_faults.get("*"):
+                fault = self.rest_faults["*"].popleft()
             if fault:
                 self.faults_hit.append((path, fault))
         if fault == "5xx":
@@ -353,8 +383,18 @@ class FakeBybit:
                                 content_type="text/html")
         if fault == "429":
             return web.json_response({"retCode": 10006, "retMsg": "Too many visits!"}, status=429)
+        err = {"auth": (10003, "API key is invalid."),
+               "timestamp": (10002, "invalid request, please check your server timestamp or recv_window param"),
+               "margin": (110007, "ab not enough for new order"),
+               "min_notional": (110094, "Order does not meet minimum order value")}.get(fault or "")
+        if err is not None:
+            return web.json_response({"retCode": err[0], "retMsg": err[1], "result": {}, "retExtInfo": {},
+                                      "time": int(time.time() * 1000)})
         with self.lock:
-            code, payload = self._handle(path, {**q, **body})
+            if fault in ("partial", "ghost"):
+                code, payload = self._create({**q, **body}, fault)
+            else:
+                code, payload = self._handle(path, {**q, **body})
         if fault == "drop":  # processed, then the connection goes away without a response
             request.transport.abort()
             return web.Response(status=204)  # never reaches the client: the transport is gone
@@ -411,9 +451,17 @@ class FakeBybit:
             return 200, {"retCode": 10001, "retMsg": "params error: symbol/interval", "result": {}, "time": 0}
         limit = max(1, min(1000, int(q.get("limit", 200))))
         start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
-        rows = [b for b in self.bars[: self.n_closed] if start <= b[0] <= end][-limit:]
+        shown = self.n_closed + (1 if self.rest_forming and self.n_closed < len(self.bars) else 0)
+        rows = [b for b in self.bars[:shown] if start <= b[0] <= end][-limit:]
+        if shown > self.n_closed and rows and rows[-1][0] == self.bars[self.n_closed][0]:
+            t, o = rows[-1][0], rows[-1][1]
+            rows[-1] = (t, o, o, o, o, 0.0)  # the forming bar right after its open
         out = [[str(b[0]), *(str(x) for x in b[1:6]), str(b[5] * b[4])] for b in reversed(rows)]
-        return self._ok({"category": "linear", "symbol": self.symbol, "list": out})
+        code, payload = self._ok({"category": "linear", "symbol": self.symbol, "list": out})
+        if self.rest_forming:
+            payload["time"] = (self.bars[self.n_closed][0] if self.n_closed < len(self.bars)
+                               else self.bars[-1][0] + 60_000) + 1_000
+        return code, payload
 
     def _positions(self, q: dict[str, Any]) -> tuple[int, Any]:
         if q.get("symbol") not in (None, self.symbol) and q.get("settleCoin") != "USDT":
@@ -431,7 +479,7 @@ class FakeBybit:
                "updatedTime": str(int(time.time() * 1000)), "seq": self._n, "isReduceOnly": False}
         return self._ok({"category": "linear", "list": [row], "nextPageCursor": ""})
 
-    def _create(self, b: dict[str, Any]) -> tuple[int, Any]:
+    def _create(self, b: dict[str, Any], fault: str | None = None) -> tuple[int, Any]:
         link = b.get("orderLinkId") or ""
         if b.get("symbol") != self.symbol or b.get("orderType") != "Market" or b.get("side") not in ("Buy", "Sell"):
             return 200, {"retCode": 10001, "retMsg": "fake: only market orders on the served symbol",
@@ -444,19 +492,27 @@ class FakeBybit:
             return 200, {"retCode": 10001, "retMsg": f"fake: qty {b.get('qty')} is not a multiple of {LOT}",
                          "result": {}, "time": 0}
         self._n += 1
+        if fault == "ghost":  # acknowledged, then lost by the exchange
+            return self._ok({"orderId": f"oid-{self._n}", "orderLinkId": link})
         t = int(time.time() * 1000)
         price = self.bars[self.n_closed - 1][4]
-        signed = qty if b["side"] == "Buy" else -qty
-        fee = round(qty * price * self.fee_rate, 8)
+        filled = qty
+        status = "Filled"
+        if fault == "partial":
+            filled = max(1, steps // 2) * LOT if steps > 1 else qty
+            filled = round(filled, 9)
+            status = "PartiallyFilledCanceled" if filled < qty else "Filled"
+        signed = filled if b["side"] == "Buy" else -filled
+        fee = round(filled * price * self.fee_rate, 8)
         self._book(signed, price, fee)
         o = {"orderId": f"oid-{self._n}", "orderLinkId": link, "side": b["side"], "qty": b["qty"], "price": price,
-             "fee": fee, "t": t}
+             "fee": fee, "t": t, "filled": f"{filled:.3f}", "status": status}
         self.orders[link] = o
         self.executions.append({
             "symbol": self.symbol, "orderId": o["orderId"], "orderLinkId": link, "side": b["side"],
             "orderPrice": "0", "orderQty": b["qty"], "leavesQty": "0", "orderType": "Market", "execFee": f"{fee:.8f}",
-            "execId": f"exec-{self._n:06d}", "execPrice": str(price), "execQty": b["qty"], "execType": "Trade",
-            "execValue": f"{qty * price:.8f}", "execTime": str(t), "isMaker": False, "feeRate": str(self.fee_rate),
+            "execId": f"exec-{self._n:06d}", "execPrice": str(price), "execQty": o["filled"], "execType": "Trade",
+            "execValue": f"{filled * price:.8f}", "execTime": str(t), "isMaker": False, "feeRate": str(self.fee_rate),
             "markPrice": str(price), "closedSize": "0", "seq": self._n, "createType": "CreateByUser"})
         return self._ok({"orderId": o["orderId"], "orderLinkId": link})
 
@@ -477,10 +533,11 @@ class FakeBybit:
         self.position = round(new, 9)
 
     def _order_row(self, o: dict[str, Any]) -> dict[str, Any]:
-        qty = float(o["qty"])
+        filled = float(o["filled"])
         return {"orderId": o["orderId"], "orderLinkId": o["orderLinkId"], "symbol": self.symbol, "price": "0",
-                "qty": o["qty"], "side": o["side"], "orderStatus": "Filled", "avgPrice": str(o["price"]),
-                "cumExecQty": o["qty"], "cumExecValue": f"{qty * o['price']:.8f}", "cumExecFee": f"{o['fee']:.8f}",
+                "qty": o["qty"], "side": o["side"], "orderStatus": o["status"], "avgPrice": str(o["price"]),
+                "cumExecQty": o["filled"], "cumExecValue": f"{filled * o['price']:.8f}",
+                "cumExecFee": f"{o['fee']:.8f}",
                 "leavesQty": "0", "orderType": "Market", "timeInForce": "IOC", "createdTime": str(o["t"]),
                 "updatedTime": str(o["t"]), "positionIdx": 0, "reduceOnly": False}
 
