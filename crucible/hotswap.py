@@ -1,36 +1,54 @@
 """Pit Crew: hot-swap of champions published to ``artifacts/champions/``.
 
-The folder is polled (every ``poll_bars`` bars, at a bar boundary).  Only
-``*.meta.json`` files written by ``gauntlet.publish`` are considered, and a
-champion is accepted only when it is complete, schema-valid and its file
-sha256 and genome checksum match — and, when ``FORGE_SIGNING_KEY`` is set (or
-``require_signature``), when its HMAC-SHA256 signature verifies
-(:func:`gauntlet.publish.verify_champion`).  A bad file is reported and
-skipped; it never stops trading.  Each file version (name, size, mtime) is
-examined once.
+Intake (a hostile folder cannot hurt the trader).  The folder is polled every ``poll_bars`` bars, at a
+bar boundary.  Only directory entries named ``*.meta.json`` are considered, and each is read through
+:func:`gauntlet.publish.verify_champion`: regular files only (``lstat`` before opening; symlinks,
+FIFOs, devices and directories refused, ``O_NOFOLLOW | O_NONBLOCK`` so nothing blocks), the genome
+named by the meta must be a plain file name in the same folder, every file at most ``max_file_bytes``,
+JSON nesting at most ``max_json_depth`` levels (checked by a linear scan *before* parsing), genomes at
+most ``max_genome_tokens`` tokens; then sha256, genome checksum, the gauntlet verdict (a champion whose
+verdict does not say it survived is refused) and the HMAC over genome *and* meta.  Any exception while
+examining one file — including ``RecursionError`` and ``MemoryError`` — becomes a rejection of that file
+(the runtime journals a ``reject`` event) and trading goes on.  Each file version (name, size, mtime of
+meta and genome) is examined once.
 
-An accepted champion becomes a *challenger*: it trades in shadow on a paper
-ledger fed by the live bars (same signals, same fill model as the venue:
-next open, taker fee, slippage) for ``shadow_bars`` bars, then is promoted
-at a bar boundary into the weakest live slot of its symbol whose champion it
-beats by ``margin`` in per-bar Sharpe over the same bars.  The replaced
-champion is kept in the slot's ``previous`` list for rollback.
+Signatures: required when ``require_signature`` is true (the default on exchange venues, see
+:class:`crucible.config.HotswapConfig`) or whenever ``FORGE_SIGNING_KEY`` is set; otherwise (replay) an
+unsigned champion is accepted and a ``warning`` event says so.
+
+Promotion.  An accepted champion becomes a *challenger*: it trades in shadow on a paper ledger fed by
+the live bars (same signals, same fill model as the venue: next open, taker fee, slippage) for
+``shadow_bars`` bars.  It then replaces a live champion of its symbol only if its per-bar returns beat
+that champion's over the same bars by a statistically significant margin (:func:`promotion_test`: a
+one-sided Diebold–Mariano test with Newey–West variance at level ``alpha``); among the champions it
+beats, the weakest (lowest per-bar Sharpe) is replaced.  The replaced champion is kept in the slot's
+``previous`` list for rollback.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy.stats import norm
 
 from crucible.bench import Ledger, risk_adjusted
 from crucible.signals import check_features
 from forge.core.errors import GenomeError
 from forge.gp import Genome
-from gauntlet.publish import SIGNING_KEY_ENV, verify_champion
+from gauntlet.publish import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
 
-__all__ = ["Challenger", "PitCrew"]
+__all__ = ["Challenger", "PitCrew", "promotion_test"]
+
+log = logging.getLogger("crucible")
+Report = Callable[..., None]
 
 
 @dataclass
@@ -77,56 +95,173 @@ class Challenger:
         return risk_adjusted(self.equity_curve)
 
 
-class PitCrew:
-    """Scans a champions folder for challengers.
+def _returns(equity: np.ndarray) -> np.ndarray:
+    e = np.asarray(equity, dtype=np.float64)
+    if e.size < 2:
+        return np.zeros(0)
+    prev = e[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(prev > 0, np.diff(e) / prev, 0.0)
+    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
 
-    champions_dir: folder; require_signature: reject unsigned files even without a key; key: HMAC key
-    (default: the FORGE_SIGNING_KEY environment variable).
+
+def promotion_test(challenger_equity: np.ndarray, champion_equity: np.ndarray, *, margin: float = 0.0,
+                   alpha: float = 0.05) -> dict[str, Any]:
+    """One-sided test that the challenger's per-bar returns beat the champion's by more than ``margin``.
+
+    challenger_equity, champion_equity: (n,) float64 equity marks (USDT) at the closes of the same n bars,
+    oldest first (n >= 3); per-bar simple returns r_t = e_t / e_{t-1} - 1 are taken of each and paired.
+    margin: per-bar return difference (fraction of equity per bar) required under the null; alpha: level.
+
+    The loss differential d_t = r_challenger,t - r_champion,t is tested with the Diebold–Mariano statistic
+    (Diebold & Mariano 1995, "Comparing predictive accuracy", J. Business & Economic Statistics 13(3)):
+    DM = (mean(d) - margin) / sqrt(LRV / T), where LRV is the Newey–West (1987) long-run variance of d with
+    Bartlett weights and lag L = floor(4 (T/100)^(2/9)) (Newey & West 1994), which keeps the test valid
+    for autocorrelated, non-normal per-minute returns.  H0: E[d] <= margin; the p-value is
+    1 - Phi(DM).  When d has zero variance (identical or deterministic paths) the challenger is promoted
+    only if mean(d) > margin.  A challenger identical in returns to the champion is never promoted.
+
+    returns {"promote": bool, "statistic": DM (float; ±inf when LRV = 0), "p_value": float, "mean_diff":
+    float, "se": float, "lag": int, "n": T, "alpha", "margin"}.  raises ValueError for mismatched lengths,
+    n < 3 or alpha outside (0, 1).
+    """
+    a, b = np.asarray(challenger_equity, dtype=np.float64), np.asarray(champion_equity, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 3:
+        raise ValueError(f"need two equity curves of the same length >= 3, got {a.shape} and {b.shape}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    d = _returns(a) - _returns(b)
+    t = d.size
+    mean = float(d.mean())
+    u = d - mean
+    lag = min(int(math.floor(4.0 * (t / 100.0) ** (2.0 / 9.0))), t - 1)
+    lrv = float(u @ u) / t
+    for k in range(1, lag + 1):
+        lrv += 2.0 * (1.0 - k / (lag + 1.0)) * float(u[k:] @ u[:-k]) / t
+    se = math.sqrt(max(lrv, 0.0) / t)
+    excess = mean - margin
+    if se > 1e-15 * max(1.0, abs(mean)):
+        stat_ = excess / se
+        p = float(norm.sf(stat_))
+        promote = p < alpha
+    else:
+        se = 0.0
+        stat_ = math.inf if excess > 0 else (-math.inf if excess < 0 else 0.0)
+        p = 0.0 if excess > 0 else 1.0
+        promote = excess > 0
+    return {"promote": bool(promote), "statistic": float(stat_), "p_value": p, "mean_diff": mean, "se": se,
+            "lag": lag, "n": t, "alpha": alpha, "margin": margin}
+
+
+class PitCrew:
+    """Scans a champions folder for challengers and decides promotions.
+
+    champions_dir: folder; require_signature: refuse champions that cannot be verified with a key (no key
+    is then an error for every file); key: HMAC key (default: the FORGE_SIGNING_KEY environment
+    variable, read at each scan); max_file_bytes, max_json_depth, max_genome_tokens: intake limits (see
+    :func:`gauntlet.publish.verify_champion`); margin, alpha: promotion test (:func:`promotion_test`);
+    report: optional callback ``report(kind, **data)`` for ``warning`` (unsigned champion accepted) and
+    ``promotion_test`` events — the runtime journals them.  A failing callback never stops a scan.
     """
 
     def __init__(self, champions_dir: str | Path, *, require_signature: bool = False,
-                 key: str | bytes | None = None) -> None:
+                 key: str | bytes | None = None, max_file_bytes: int = MAX_BYTES, max_json_depth: int = MAX_DEPTH,
+                 max_genome_tokens: int = MAX_TOKENS, margin: float = 0.0, alpha: float = 0.05,
+                 report: Report | None = None) -> None:
         self.dir = Path(champions_dir)
         self.require_signature = require_signature
         self.key = key
+        self.max_file_bytes, self.max_json_depth, self.max_genome_tokens = max_file_bytes, max_json_depth, \
+            max_genome_tokens
+        self.margin, self.alpha = margin, alpha
+        self._report = report
         self._seen: dict[str, tuple[int, ...]] = {}
         self.rejected: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
+        self.tests: list[dict[str, Any]] = []
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        if self._report is None:
+            return
+        try:
+            self._report(kind, **data)
+        except Exception:  # bookkeeping must not stop the scan
+            log.exception("pit crew report callback failed")
+
+    def _entries(self) -> list[tuple[str, Path]]:
+        try:
+            with os.scandir(self.dir) as it:
+                return sorted((e.name, Path(e.path)) for e in it if e.name.endswith(".meta.json"))
+        except OSError:
+            return []
 
     def scan(self, known_sha: set[str]) -> tuple[list[tuple[Genome, dict[str, Any], str]], list[tuple[str, str]]]:
         """Examine new or changed ``*.meta.json`` files.
 
         known_sha: genome checksums already on the bench or in shadow (skipped).
         returns (accepted [(genome, meta, meta path)], rejected [(file, reason)]).  Never raises for a
-        bad file.
+        bad file: every exception while examining one file is a rejection of that file.
         """
         accepted: list[tuple[Genome, dict[str, Any], str]] = []
         rejected: list[tuple[str, str]] = []
-        if not self.dir.is_dir():
-            return accepted, rejected
-        for p in sorted(self.dir.glob("*.meta.json")):
+        for name, p in self._entries():
             try:
-                st = p.stat()
-                gp = p.with_name(p.name[: -len(".meta.json")] + ".json")
-                gst = gp.stat() if gp.exists() else None
+                st = os.lstat(p)
+                gp = p.with_name(name[: -len(".meta.json")] + ".json")
+                try:
+                    gst = os.lstat(gp)
+                    gsig = (gst.st_size, gst.st_mtime_ns, gst.st_ino)
+                except OSError:
+                    gsig = (-1, -1, -1)
             except OSError:
                 continue
-            sig = (st.st_size, st.st_mtime_ns, gst.st_size if gst else -1, gst.st_mtime_ns if gst else -1)
-            if self._seen.get(p.name) == sig:
+            sig = (st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IFMT(st.st_mode), *gsig)
+            if self._seen.get(name) == sig:
                 continue
-            self._seen[p.name] = sig
+            self._seen[name] = sig
             try:
                 key = self.key if self.key is not None else os.environ.get(SIGNING_KEY_ENV)
-                if self.require_signature and not key:
-                    raise GenomeError(f"{p}: signatures are required but {SIGNING_KEY_ENV} is not set")
-                genome, meta = verify_champion(p, key=key)
+                genome, meta = verify_champion(p, key=key or None, require_signature=self.require_signature,
+                                               max_bytes=self.max_file_bytes, max_depth=self.max_json_depth,
+                                               max_tokens=self.max_genome_tokens)
                 if genome.root != "P":
                     raise GenomeError(f"{p}: not a strategy genome (root {genome.root!r})")
                 check_features(genome)
-            except (GenomeError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-                rejected.append((str(p), str(exc)))
+                sym = meta.get("symbol")
+                if sym is not None and not (isinstance(sym, str) and sym.isalnum() and len(sym) <= 32):
+                    raise GenomeError(f"{p}: field 'symbol' must be 1-32 letters/digits or null, got {sym!r}")
+            except Exception as exc:  # noqa: BLE001 - any failure on one file is that file's rejection
+                msg = str(exc) if isinstance(exc, GenomeError) else f"{p}: {type(exc).__name__}: {str(exc)[:200]}"
+                rejected.append((str(p), msg[:500]))
                 continue
             if genome.sha256 in known_sha:
                 continue
+            if not key:
+                msg = (f"{p}: unsigned champion accepted ({SIGNING_KEY_ENV} not set and signatures not required "
+                       "on this venue)")
+                self.warnings.append((str(p), msg))
+                log.warning(msg)
+                self._emit("warning", file=str(p), reason=msg)
             accepted.append((genome, meta, str(p)))
         self.rejected.extend(rejected)
         return accepted, rejected
+
+    def beats(self, challenger: Challenger, champion_marks: np.ndarray, slot: str | None = None) -> bool:
+        """True if ``challenger``'s shadow record beats a champion's over the same bars (:func:`promotion_test`
+        with this crew's margin and alpha); the test result is kept in ``tests`` and reported.
+
+        champion_marks: (m,) equity marks of the champion's slot, newest last, ending at the *current* bar
+        (m >= n + 1 for a challenger with n marks: its last mark is the previous bar's close, so the
+        champion's marks are aligned as ``champion_marks[-n-1:-1]``; with exactly n marks the last n are used).
+        """
+        ch = np.asarray(challenger.equity_curve, dtype=np.float64)
+        cm = np.asarray(champion_marks, dtype=np.float64)
+        n = ch.size
+        if n < 3 or cm.size < n:
+            return False
+        champ = cm[-n - 1:-1] if cm.size >= n + 1 else cm[-n:]
+        res = promotion_test(ch, champ, margin=self.margin, alpha=self.alpha)
+        rec = {"genome": challenger.genome.sha256, "slot": slot, **res}
+        self.tests.append(rec)
+        self._emit("promotion_test", **rec)
+        return bool(res["promote"])
