@@ -19,11 +19,11 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from forge.core.errors import ConfigError, ForgeError
 from forge.jsonsafe import dumps as json_dumps
+from forge.ui import fmt_drawdown
 
 # piped output (logs, CI) gets a wide fixed width instead of 80 columns
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -146,28 +146,25 @@ def evolve(
         symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
     )
     out = err_console if as_json else console  # --json: stdout carries only the summary object
-    progress = Progress(
-        TextColumn("[bold]gen[/] {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=out,
-        transient=False,
-    )
-    task = None
+    from forge.ui import EvolveProgress, causal_decision
+
+    view = EvolveProgress(out, live=out.is_terminal)
 
     def on_event(e: dict[str, Any]) -> None:
-        nonlocal task
         if e["event"] == "causal":
-            table = Table(title=f"PCMCI causal filter: kept {len(e['kept'])} of {len(e['candidates'])} features")
+            kept = set(e["kept"])
             rows = e["rows"]
+            decisions = [causal_decision(list(r), kept, cfg.causal.alpha_level) for r in rows[1:]]
+            n_floor = sum(d == "kept (floor)" for d in decisions)
+            title = f"PCMCI causal filter: kept {len(kept)} of {len(e['candidates'])} features"
+            if n_floor:
+                title += f" ({n_floor} only to reach keep_at_least={cfg.causal.keep_at_least})"
+            table = Table(title=title)
             if rows:
                 for col in rows[0]:
                     table.add_column(str(col), justify="right")
-                for r in rows[1:]:
-                    table.add_row(*[str(v) for v in r])
+                for r, dec in zip(rows[1:], decisions):
+                    table.add_row(*[str(v) for v in r[:-1]], dec)
             out.print(table)
         elif e["event"] == "start":
             s = e["split"]
@@ -176,31 +173,23 @@ def evolve(
                 f"{s['in_sample']['last'][:16]}  out-of-sample {s['out_of_sample']['first'][:16]} → "
                 f"{s['out_of_sample']['last'][:16]}"
             )
-            out.print(f"μ={e['population']} λ={e['offspring']} jobs={e['jobs']} features: {', '.join(e['features'])}")
-            if out.is_terminal:
-                progress.start()
-            task = progress.add_task("evolve", total=e["generations"] + 1, info="")
+            workers = f"jobs={e['jobs']}" if cfg.evolve.backend != "dask" else dask_banner
+            out.print(f"μ={e['population']} λ={e['offspring']} {workers} features: {', '.join(e['features'])}",
+                      highlight=False)
+            view.start(e["generations"])
         elif e["event"] == "generation":
-            info = (f"best {e['best']:+.3f}  median {e['median']:+.3f}  "
-                    f"{e['evals_per_s']:.0f} evals/s  evaluated {e['evaluated_total']:,}")
-            if e.get("surrogate_spearman") is not None:
-                info += f"  surrogate rho {e['surrogate_spearman']:+.2f}"
-                if e.get("surrogate_spearman_holdout") is not None:
-                    info += f" (hold-out {e['surrogate_spearman_holdout']:+.2f})"
-                info += f"  saved {e['evals_saved']:,}"
-            progress.update(task, completed=e["gen"] + 1, info=info)
-            if not out.is_terminal:  # logs and CI: one line per generation
-                out.print(f"gen {e['gen']}/{e['generations']}  {info}  ({e['seconds']:.1f} s)", highlight=False)
+            view.generation(e)
         elif e["event"] == "done":
-            progress.stop()
+            view.stop()
 
+    dask_banner = f"backend dask at {cfg.evolve.scheduler or '(no scheduler)'}"
     try:
         if resume is not None:
             result = resume_run(resume, progress=on_event)
         else:
             result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
     finally:
-        progress.stop()
+        view.stop()
     if as_json:
         print(json_dumps(evolve_summary(result)))
         return
@@ -244,18 +233,41 @@ def _on_off(value: Optional[str], flag: str) -> Optional[bool]:
 
 
 def _print_hall(members: list[dict[str, Any]]) -> None:
-    table = Table(title="Hall of fame (in-sample fitness; out-of-sample vs buy-and-hold)")
-    for col in ("#", "fitness", "IS Sharpe", "OOS return", "OOS Sharpe", "OOS max DD", "OOS trades", "B&H return", "B&H Sharpe", "size"):
-        table.add_column(col, justify="right")
-    table.add_column("expression", overflow="fold", max_width=60)
+    console.print(hall_table(members, console.width))
+    if console.width < 150:  # narrow terminal: expressions below the table, one line each
+        for m in members:
+            console.print(f"#{m['rank']} {m['expression']}", highlight=False, markup=False, soft_wrap=True)
+
+
+def hall_table(members: list[dict[str, Any]], width: int) -> Table:
+    """Hall-of-fame table (in-sample fitness; out-of-sample metrics next to buy-and-hold). Below 150
+    columns it is compact (short headers, 2 decimals, no expression column: the caller prints the
+    expressions below), so no number is cut at 80 columns."""
+    from rich import box
+
+    wide = width >= 150
+    digits = 3 if wide else 2
+    heads = (("#", "fitness", "IS Sharpe", "OOS return", "OOS Sharpe", "OOS max DD", "OOS trades", "B&H return",
+              "B&H Sharpe", "size") if wide else
+             ("#", "fit", "IS SR", "OOS ret", "OOS SR", "OOS DD", "trades", "B&H ret", "B&H SR", "size"))
+    table = Table(title="Hall of fame (in-sample fitness; out-of-sample vs buy-and-hold)",
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide, collapse_padding=not wide,
+                  show_edge=wide)
+    for col in heads:
+        table.add_column(col, justify="right", no_wrap=not wide)
+    if wide:
+        table.add_column("expression", overflow="fold", max_width=60)
+
+    def num(v: Any) -> str:
+        return f"{v:.{digits}f}" if isinstance(v, float) and math.isfinite(v) else _fmt(v)
+
     for m in members:
         isd, oos, bh = m["in_sample"], m["out_of_sample"], m["out_of_sample_buy_and_hold"]
-        table.add_row(
-            str(m["rank"]), _fmt(m["fitness"]), _fmt(isd["sharpe"]), _fmt(oos["total_return"], pct=True),
-            _fmt(oos["sharpe"]), _fmt(oos["max_drawdown"], pct=True), _fmt(oos["n_trades"]),
-            _fmt(bh["total_return"], pct=True), _fmt(bh["sharpe"]), str(m["size"]), m["expression"],
-        )
-    console.print(table)
+        cells = [str(m["rank"]), num(m["fitness"]), num(isd["sharpe"]), _fmt(oos["total_return"], pct=True),
+                 num(oos["sharpe"]), fmt_drawdown(oos["max_drawdown"]), _fmt(oos["n_trades"]),
+                 _fmt(bh["total_return"], pct=True), num(bh["sharpe"]), str(m["size"])]
+        table.add_row(*cells, *([m["expression"]] if wide else []))
+    return table
 
 
 # --------------------------------------------------------------------------- forge data inspect
@@ -264,14 +276,14 @@ def _print_hall(members: list[dict[str, Any]]) -> None:
 @data_app.command("inspect")
 @edge
 def data_inspect(
-    paths: Annotated[list[Path], typer.Argument(help="Kline CSV/zip files or folders.")],
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Kline CSV/zip files or folders (default: the embedded BTCUSDT sample).")] = None,
     max_gaps: Annotated[int, typer.Option(help="Gaps to list.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the coverage report as JSON.")] = False,
 ) -> None:
     """Coverage and gap table of Binance kline files."""
-    from forge.data.loader import load_klines
+    from forge.data.loader import load_bars
 
-    _bars, cov = load_klines(paths)
+    _bars, cov = load_bars([str(p) for p in paths] if paths else None)
     if as_json:
         print(json_dumps(cov.to_dict()))
         return
@@ -465,7 +477,7 @@ def gauntlet_validate(
         sh = d["shared"]
         table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
                             f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                            f"SPA p {sh['spa_p'] if sh['spa_p'] is None else format(sh['spa_p'], '.3f')})")
+                            f"SPA p {'n/a' if sh['spa']['p'] is None else format(sh['spa']['p'], '.3f')})")
         table.add_column("#", justify="right")
         table.add_column("verdict")
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []

@@ -151,3 +151,100 @@ def test_data_inspect_and_status_json_are_strict(tmp_path):
     s = CliRunner().invoke(cli.crucible_app, ["status", "--journal", str(j), "--json"])
     assert s.exit_code == 0, s.output
     assert len(loads_strict(s.stdout)["slots"]) > 0
+
+
+# ----------------------------------------------------------------------------- 3. forge evolve progress
+
+GEN = {"event": "generation", "gen": 3, "generations": 10, "best": 5.392, "hof_best": 6.447, "median": 4.1,
+       "evals_per_s": 56.0, "evaluated_total": 12345, "surrogate_spearman": 0.61,
+       "surrogate_spearman_holdout": 0.5, "evals_saved": 800, "seconds": 2.0}
+
+
+def test_generation_line_fits_80_columns_and_keeps_the_essentials():
+    line = ui.generation_line(GEN, width=80, elapsed=65.0, eta=140.0)
+    assert len(line) <= 80
+    assert line.startswith("gen 3/10") and "best so far +6.447" in line and "gen best +5.392" in line
+    assert "0:01:05" in line and "ETA 0:02:20" in line
+
+
+def test_generation_line_at_200_columns_has_every_field_and_a_bar():
+    line = ui.generation_line(GEN, width=200, elapsed=65.0, eta=140.0)
+    assert len(line) <= 200
+    for part in ("gen 3/10", "best so far +6.447", "gen best +5.392", "median +4.100", "56 evals/s",
+                 "evaluated 12,345", "hold-out +0.50", "saved 800", "ETA 0:02:20"):
+        assert part in line, part
+    assert "█" in line and "░" in line
+
+
+def test_generation_line_very_narrow_is_cut_not_wrapped():
+    assert len(ui.generation_line(GEN, width=20)) <= 20
+
+
+def _plain_console(width=200):
+    return Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+
+
+def test_piped_progress_is_one_plain_line_per_generation_with_the_right_counter():
+    con = _plain_console()
+    p = ui.EvolveProgress(con, live=False, cached_kernels=False)
+    p.start(2)
+    for g in range(3):
+        p.generation({**GEN, "gen": g, "generations": 2, "hof_best": 1.0 + g, "best": 0.5})
+    p.stop()
+    lines = con.file.getvalue().splitlines()
+    assert "compiling kernels (first run only" in lines[0]
+    assert [ln.split()[1] for ln in lines[1:]] == ["0/2", "1/2", "2/2"]
+    assert all("best so far" in ln and "gen best" in ln and "\x1b" not in ln for ln in lines[1:])
+    assert "compiling" not in ui.warmup_message(True)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_live_progress_redraws_within_the_terminal_width(width):
+    con = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    now = [100.0]
+    p = ui.EvolveProgress(con, live=True, clock=lambda: now[0], cached_kernels=True)
+    p.start(10)
+    now[0] += 30
+    p.generation({**GEN, "gen": 0, "seconds": 30.0})
+    now[0] += 2
+    p.generation({**GEN, "gen": 1, "seconds": 2.0})
+    p.stop()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", con.file.getvalue())
+    shown = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    assert any(ln.startswith("gen 1/10") for ln in shown), shown
+    assert max(len(ln) for ln in shown) <= width
+    assert p.eta() == pytest.approx(9 * 2.0)  # generation 0 (compilation) is left out of the ETA
+
+
+def test_causal_decision_names_the_keep_at_least_floor():
+    kept = {"a", "b", "c"}
+    assert ui.causal_decision(["a", "1", "+0.1", "1e-5", "1e-4", "kept"], kept, 0.05) == "kept"
+    assert ui.causal_decision(["b", "1", "+0.02", "0.1", "0.22", "kept"], kept, 0.05) == "kept (floor)"
+    assert ui.causal_decision(["c", "-", "-", "-", "-", "kept to reach keep_at_least=4: x"], kept, 0.05) == "kept (floor)"
+    assert ui.causal_decision(["d", "1", "+0.0", "0.5", "0.8", "dropped"], kept, 0.05) == "dropped"
+
+
+def test_drawdown_and_number_formats():
+    assert ui.fmt_drawdown(0.0151) == "-1.51%" and ui.fmt_drawdown(0.0) == "0.00%"
+    assert ui.fmt_pct(0.0324) == "+3.24%" and ui.fmt_num(float("inf")) == "never"
+    assert ui.fmt_p(0.011904761904761904) == "0.012" and ui.fmt_p(1e-6) == "<0.001"
+
+
+def test_cli_evolve_piped_shows_named_bests_and_correct_counter(tmp_path):
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    gens = [ln for ln in r.output.splitlines() if ln.startswith("gen ")]
+    assert [ln.split()[1] for ln in gens if re.match(r"gen \d+/\d+", ln)] == ["0/1", "1/1"]
+    assert "best so far" in gens[-1] and "gen best" in gens[-1]
+    assert "OOS max DD" in r.output and re.search(r"│\s+(-\d+\.\d\d%|0\.00%)\s+│", r.output)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_hall_table_numbers_are_not_cut_at_80_or_200_columns(tiny_run, width):
+    _run_dir, summary = tiny_run
+    members = json.loads((tiny_run[0] / "hall_of_fame.json").read_text())["members"]
+    text = _render(cli.hall_table(members, width), width)
+    assert max(len(ln) for ln in text.splitlines()) <= width
+    dd = ui.fmt_drawdown(members[0]["out_of_sample"]["max_drawdown"])
+    assert dd in text.replace("\n", "")
+    assert ("long_" in text) == (width >= 150)
