@@ -48,28 +48,103 @@ crucible_app = typer.Typer(
 )
 
 
+config_app = typer.Typer(help="Show the resolved configuration of forge evolve.", no_args_is_help=True)
+forge_app.add_typer(config_app, name="config")
+
+# --------------------------------------------------------------------------- exit codes: the one place
+
+EXIT_OK = 0
+EXIT_ERROR = 1          # ForgeError without a more specific class
+EXIT_USAGE = 2          # bad flag, bad config, unreadable journal (ConfigError, sqlite3.Error, typer usage errors)
+EXIT_DATA = 3           # DataError
+EXIT_GENOME = 4         # GenomeError
+EXIT_RUNDIR = 5         # RunDirError
+EXIT_REJECTED = 3       # gauntlet validate --fail-on-reject: no candidate survived
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """Exit status for an exception reaching the command line (the EXIT_* table above): a ForgeError
+    carries its class's code (ConfigError 2, DataError 3, GenomeError 4, RunDirError 5, crucible's
+    JournalError 2, others 1); sqlite3.Error (an unreadable journal) 2; Ctrl-C 130."""
+    import sqlite3
+
+    if isinstance(exc, ForgeError):
+        return int(getattr(exc, "exit_code", EXIT_ERROR))
+    if isinstance(exc, sqlite3.Error):
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _version_option(app: str) -> Any:
+    def show(value: bool) -> None:
+        if value:
+            console.print(f"{app} {package_version()}", highlight=False)
+            raise typer.Exit(EXIT_OK)
+
+    return typer.Option("--version", help="Print the version and exit.", callback=show, is_eager=True)
+
+
+def package_version() -> str:
+    """The installed distribution's version (``forge-gauntlet-crucible``), else forge.__version__."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("forge-gauntlet-crucible")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        import forge
+
+        return str(getattr(forge, "__version__", "unknown"))
+
+
+@forge_app.callback()
+def _forge_main(version: Annotated[Optional[bool], _version_option("forge")] = None) -> None:
+    """Forge: evolve trading strategies by typed genetic programming on 1-minute crypto bars."""
+
+
 @gauntlet_app.callback()
-def _gauntlet_main() -> None:
+def _gauntlet_main(version: Annotated[Optional[bool], _version_option("gauntlet")] = None) -> None:
     """Gauntlet: validate evolved strategies on data evolution never touched."""
 
 
 @crucible_app.callback()
-def _crucible_main() -> None:
+def _crucible_main(version: Annotated[Optional[bool], _version_option("crucible")] = None) -> None:
     """Crucible: run validated champions live (testnet or replay)."""
 
 
+def _error_line(exc: BaseException) -> str:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return f"unreadable SQLite file ({exc})"
+    return str(exc)
+
+
 def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ForgeError into a red one-line message and the error's exit code."""
+    """Turn ForgeError (and sqlite3.Error) into a red one-line message and its exit code."""
+    import sqlite3
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ForgeError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
-            raise typer.Exit(exc.exit_code) from None
+        except (ForgeError, sqlite3.Error) as exc:
+            err_console.print(f"[bold red]error:[/] {escape(_error_line(exc))}", highlight=False, markup=True,
+                              soft_wrap=True)  # one line, never wrapped
+            raise typer.Exit(exit_code_of(exc)) from None
 
     return wrapper
+
+
+def default_config(name: str) -> Optional[Path]:
+    """The packaged default config ``configs/<name>`` (None when not shipped). ./configs is read only
+    when passed explicitly with --config, so every app resolves its default the same way."""
+    from forge.core.config import CONFIG_DIR
+
+    p = CONFIG_DIR / name
+    return p if p.is_file() else None
 
 
 def _ms(ms: int) -> str:
@@ -119,18 +194,16 @@ def evolve(
     """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
     from forge.evolve import evolve as run_evolve
     from forge.evolve import resume_run
-    from forge.settings import load_run_config, with_overrides
 
-    cfg = load_run_config(config)
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
         raise ConfigError(f"--features {lib_path}: no such feature library file")
-    cfg = with_overrides(cfg, "causal", enabled=_on_off(causal_filter, "--causal-filter"))
-    cfg = with_overrides(cfg, "surrogate", enabled=_on_off(surrogate, "--surrogate"))
-    cfg = with_overrides(cfg, "coevolution", enabled=_on_off(coevolution, "--coevolution"))
-    cfg = with_overrides(
-        cfg,
-        "evolve",
+    cfg, _flags = resolve_run_config(
+        config,
+        causal={"enabled": _on_off(causal_filter, "--causal-filter")},
+        surrogate={"enabled": _on_off(surrogate, "--surrogate")},
+        coevolution={"enabled": _on_off(coevolution, "--coevolution")},
+        evolve=dict(
         generations=gens,
         population=pop,
         offspring=offspring,
@@ -144,9 +217,18 @@ def evolve(
         backend=backend,
         scheduler=scheduler,
         symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
+        ),
     )
     out = err_console if as_json else console  # --json: stdout carries only the summary object
+    from forge.preflight import check_dask, check_data_paths
     from forge.ui import EvolveProgress, causal_decision
+
+    dask_banner = ""
+    if resume is None:  # every input checked before any work starts
+        check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
+        if cfg.evolve.backend == "dask":
+            n_workers = check_dask(cfg.evolve.scheduler)
+            dask_banner = f"backend dask at {cfg.evolve.scheduler}: {n_workers} worker{'s' if n_workers != 1 else ''}"
 
     view = EvolveProgress(out, live=out.is_terminal)
 
@@ -173,7 +255,7 @@ def evolve(
                 f"{s['in_sample']['last'][:16]}  out-of-sample {s['out_of_sample']['first'][:16]} → "
                 f"{s['out_of_sample']['last'][:16]}"
             )
-            workers = f"jobs={e['jobs']}" if cfg.evolve.backend != "dask" else dask_banner
+            workers = f"jobs={e['jobs']}" if cfg.evolve.backend != "dask" else (dask_banner or "backend dask")
             out.print(f"μ={e['population']} λ={e['offspring']} {workers} features: {', '.join(e['features'])}",
                       highlight=False)
             view.start(e["generations"])
@@ -181,8 +263,6 @@ def evolve(
             view.generation(e)
         elif e["event"] == "done":
             view.stop()
-
-    dask_banner = f"backend dask at {cfg.evolve.scheduler or '(no scheduler)'}"
     try:
         if resume is not None:
             result = resume_run(resume, progress=on_event)
@@ -222,6 +302,77 @@ def evolve_summary(result: Any) -> dict[str, Any]:
         "seconds": m.get("seconds"), "resumed": m.get("resumed"), "features": m.get("features"),
         "split": m.get("split"), "champion": hall[0] if hall else None, "hall_of_fame": hall, "generations": curve,
         "files": m.get("files")})
+
+
+def resolve_run_config(config: Optional[Path], **flags: dict[str, Any]) -> tuple[Any, dict[str, set[str]]]:
+    """Load the run config (``config`` or the packaged default) and apply command-line overrides.
+
+    flags: {section: {key: value or None}}; None values are not overrides.
+    returns (RunConfig, {section: set of keys set by a flag}). raises ConfigError.
+    """
+    from forge.settings import load_run_config, with_overrides
+
+    cfg = load_run_config(config)
+    applied: dict[str, set[str]] = {}
+    for section, changes in flags.items():
+        real = {k: v for k, v in changes.items() if v is not None}
+        if real:
+            cfg = with_overrides(cfg, section, **real)
+            applied[section] = set(real)
+    return cfg, applied
+
+
+def config_provenance(cfg: Any, applied: dict[str, set[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{section: {key: {"value", "source"}}} where source is "flag", "file" (the key is in the TOML
+    file ``cfg.source``) or "default" (the dataclass default)."""
+    from forge.core.config import read_toml, to_dict
+    from forge.settings import SECTIONS
+
+    raw = read_toml(cfg.source) if Path(str(cfg.source)).is_file() else {}
+    outd: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in SECTIONS:
+        values = to_dict(getattr(cfg, name))
+        in_file = raw.get(name, {}) if isinstance(raw.get(name), dict) else {}
+        outd[name] = {k: {"value": v, "source": "flag" if k in applied.get(name, set())
+                          else "file" if k in in_file else "default"} for k, v in values.items()}
+    return outd
+
+
+@config_app.command("show")
+@edge
+def config_show(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: the packaged configs/default.toml).")] = None,
+    gens: Annotated[Optional[int], typer.Option("--gens", help="Generations.")] = None,
+    pop: Annotated[Optional[int], typer.Option("--pop", help="Population size (mu).")] = None,
+    offspring: Annotated[Optional[int], typer.Option("--offspring", help="Children per generation (lambda).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Master seed.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Parallel fitness workers.")] = None,
+    causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="on|off.")] = None,
+    surrogate: Annotated[Optional[str], typer.Option("--surrogate", help="on|off.")] = None,
+    coevolution: Annotated[Optional[str], typer.Option("--coevolution", help="on|off.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="loky or dask.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {section: {key: {value, source}}} as strict JSON.")] = False,
+) -> None:
+    """The configuration forge evolve would run with, each value with its source: default, file or flag."""
+    cfg, applied = resolve_run_config(
+        config, causal={"enabled": _on_off(causal_filter, "--causal-filter")},
+        surrogate={"enabled": _on_off(surrogate, "--surrogate")},
+        coevolution={"enabled": _on_off(coevolution, "--coevolution")},
+        evolve={"generations": gens, "population": pop, "offspring": offspring, "seed": seed, "jobs": jobs,
+                "backend": backend})
+    prov = config_provenance(cfg, applied)
+    if as_json:
+        print(json_dumps({"source": cfg.source, "sections": prov}))
+        return
+    table = Table(title=f"Resolved forge evolve config (file: {cfg.source})")
+    for col in ("section", "key", "value", "source"):
+        table.add_column(col, justify="left")
+    colors = {"flag": "cyan", "file": "yellow", "default": "dim"}
+    for section, keys in prov.items():
+        for k, item in keys.items():
+            table.add_row(section, k, escape(json.dumps(item["value"])),
+                          f"[{colors[item['source']]}]{item['source']}[/]")
+    console.print(table)
 
 
 def _on_off(value: Optional[str], flag: str) -> Optional[bool]:
@@ -282,7 +433,9 @@ def data_inspect(
 ) -> None:
     """Coverage and gap table of Binance kline files."""
     from forge.data.loader import load_bars
+    from forge.preflight import check_data_paths
 
+    check_data_paths(paths)
     _bars, cov = load_bars([str(p) for p in paths] if paths else None)
     if as_json:
         print(json_dumps(cov.to_dict()))
@@ -437,7 +590,7 @@ def bench(
 def gauntlet_validate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Bars to validate on (default: the run's own out-of-sample range).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gauntlet TOML (default: configs/gauntlet.toml if present).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gauntlet TOML (default: the packaged configs/gauntlet.toml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON instead of the table.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Accept --data that overlaps the in-sample range.")] = False,
@@ -453,14 +606,13 @@ def gauntlet_validate(
     from gauntlet.validate import validate_run
 
     try:
-        default_cfg = Path("configs/gauntlet.toml")
-        cfg = load_gauntlet_config(config if config is not None else (default_cfg if default_cfg.is_file() else None))
+        cfg = load_gauntlet_config(config if config is not None else default_config("gauntlet.toml"))
         result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
                               publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
                               progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
-    except ForgeError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+    except ForgeError as exc:  # documented: every bad input of validate exits 2
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
     d = result.to_dict()
     # one strict-JSON text for the file and for --json (validate_run's own copy is replaced by it)
     from forge.core.artifacts import atomic_write_text
@@ -495,7 +647,7 @@ def gauntlet_validate(
         console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}" + (f", {report}" if report else "")
                       + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
     if fail_on_reject and not d["survivors"]:
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @gauntlet_app.command("show")
@@ -530,10 +682,10 @@ def gauntlet_show(
 @crucible_app.command("live")
 @edge
 def crucible_live(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Crucible TOML (default: configs/crucible.toml).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Crucible TOML (default: the packaged configs/crucible.toml).")] = None,
     venue: Annotated[str, typer.Option("--venue", help="replay (offline, default) | bybit-testnet | binance-demo (keys from env vars).")] = "replay",
     speed: Annotated[Optional[float], typer.Option("--speed", help="Replay speed as a multiple of real time (0 = as fast as possible).")] = None,
-    max_bars: Annotated[Optional[int], typer.Option("--max-bars", help="Stop after this many bars.")] = None,
+    max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="Stop after this many bars (>= 1).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
     journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
 ) -> None:
@@ -585,7 +737,7 @@ def crucible_live(
 
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
-        summary = run_live(config, venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
+        summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
                            journal_path=journal, progress=on_event)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "

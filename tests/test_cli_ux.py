@@ -248,3 +248,106 @@ def test_hall_table_numbers_are_not_cut_at_80_or_200_columns(tiny_run, width):
     dd = ui.fmt_drawdown(members[0]["out_of_sample"]["max_drawdown"])
     assert dd in text.replace("\n", "")
     assert ("long_" in text) == (width >= 150)
+
+
+# ----------------------------------------------------------------------------- 4. version, config show, errors
+
+
+@pytest.mark.parametrize("app,name", [(cli.forge_app, "forge"), (cli.gauntlet_app, "gauntlet"),
+                                      (cli.crucible_app, "crucible")])
+def test_version_on_every_app(app, name):
+    from importlib.metadata import version
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"{name} {version('forge-gauntlet-crucible')}"
+
+
+def test_config_show_names_the_source_of_every_value():
+    r = CliRunner().invoke(cli.forge_app, ["config", "show", "-c", str(SMOKE), "--gens", "7", "--coevolution", "off",
+                                           "--json"])
+    assert r.exit_code == 0, r.output
+    d = loads_strict(r.stdout)
+    ev = d["sections"]["evolve"]
+    assert ev["generations"] == {"value": 7, "source": "flag"}
+    assert ev["population"] == {"value": 24, "source": "file"}      # smoke.toml sets it
+    assert ev["cxpb"]["source"] == "default"
+    assert d["sections"]["coevolution"]["enabled"] == {"value": False, "source": "flag"}
+    assert d["source"] == str(SMOKE)
+    t = CliRunner().invoke(cli.forge_app, ["config", "show", "-c", str(SMOKE)])
+    assert t.exit_code == 0 and "population" in t.stdout and "default" in t.stdout
+
+
+def test_default_configs_are_the_packaged_ones_whatever_the_cwd(tmp_path, monkeypatch):
+    from forge.core.config import CONFIG_DIR
+
+    for name in ("gauntlet.toml", "crucible.toml", "default.toml"):
+        assert cli.default_config(name) == CONFIG_DIR / name
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "crucible.toml").write_text("[nonsense]\nx = 1\n")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "5", "--journal", str(tmp_path / "j.sqlite")])
+    assert r.exit_code == 0, r.output  # ./configs/crucible.toml is not read unless passed
+    bad = CliRunner().invoke(cli.crucible_app, ["live", "-c", "configs/crucible.toml", "--max-bars", "5"])
+    assert bad.exit_code == 2 and "nonsense" in bad.output
+
+
+@pytest.mark.parametrize("content", [b"this is not a database, just text\n" * 40, b"SQLite format 3\x00" + b"\x07" * 400])
+def test_crucible_status_on_a_corrupt_journal_is_one_line_exit_2(tmp_path, content):
+    j = tmp_path / "journal.sqlite"
+    j.write_bytes(content)
+    r = CliRunner().invoke(cli.crucible_app, ["status", "--journal", str(j)])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1 and "error" in r.output
+
+
+def test_crucible_live_bad_until_and_negative_max_bars_exit_2():
+    r = CliRunner().invoke(cli.crucible_app, ["live", "--until", "yesterday"])
+    assert r.exit_code == 2 and "ISO 8601" in r.output
+    r = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "-5"])
+    assert r.exit_code == 2 and "max-bars" in r.output
+
+
+def _kline_folder(tmp_path, names):
+    d = tmp_path / "data"
+    d.mkdir()
+    for n in names:
+        (d / n).write_text("1718582400000,1,1,1,1,1,1718582459999,1,1,1,1,0\n")
+    return d
+
+
+def test_a_folder_of_two_symbols_asks_for_symbols(tmp_path):
+    d = _kline_folder(tmp_path, ["BTCUSDT-1m-2024-06-17.csv", "ETHUSDT-1m-2024-06-17.csv"])
+    for app, args in ((cli.forge_app, ["data", "inspect", str(d)]), (cli.forge_app, ["evolve", "--data", str(d)])):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert "2 symbols found" in r.output and "--symbols" in r.output and "Traceback" not in r.output
+
+
+def test_a_stray_csv_is_named(tmp_path):
+    d = _kline_folder(tmp_path, ["BTCUSDT-1m-2024-06-17.csv", "notes.csv"])
+    r = CliRunner().invoke(cli.forge_app, ["data", "inspect", str(d)])
+    assert r.exit_code == 3, r.output
+    assert "notes.csv" in r.output and "not a Binance kline file name" in r.output
+
+
+def test_dask_preflight_reports_workers_or_a_clear_error():
+    from forge.core.errors import ConfigError
+    from forge.preflight import check_dask
+
+    with pytest.raises(ConfigError, match="--scheduler"):
+        check_dask("")
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        assert check_dask(lc.scheduler_address) == 2
+
+
+def test_exit_codes_come_from_one_table():
+    import sqlite3
+
+    from forge.core.errors import DataError, GenomeError, RunDirError
+    from forge.core.errors import ConfigError
+
+    assert [cli.exit_code_of(e) for e in (ConfigError("x"), DataError("x"), GenomeError("x"), RunDirError("x"),
+                                          sqlite3.DatabaseError("x"), KeyboardInterrupt())] == [2, 3, 4, 5, 2, 130]
