@@ -181,7 +181,8 @@ def evolve(
     out: Annotated[Optional[Path], typer.Option("--out", help="Parent folder of run directories.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Exact run directory to write.")] = None,
     features: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature names (terminals), or a feature library LIB.json from `forge synthesize` whose features are added.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint (with the run's saved config).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory given with --run-dir (its old files are deleted).")] = False,
     seed_genome: Annotated[Optional[list[Path]], typer.Option("--seed-genome", help="Genome file seeding part of the initial population (repeatable).")] = None,
     causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="PCMCI feature filter: on|off.")] = None,
     surrogate: Annotated[Optional[str], typer.Option("--surrogate", help="LightGBM offspring screening: on|off.")] = None,
@@ -195,6 +196,17 @@ def evolve(
     from forge.evolve import evolve as run_evolve
     from forge.evolve import resume_run
 
+    if resume is not None:
+        given = [flag for flag, v in (("--config", config), ("--data", data), ("--gens", gens), ("--pop", pop),
+                                      ("--offspring", offspring), ("--seed", seed), ("--out", out),
+                                      ("--run-dir", run_dir), ("--features", features),
+                                      ("--seed-genome", seed_genome), ("--causal-filter", causal_filter),
+                                      ("--surrogate", surrogate), ("--coevolution", coevolution),
+                                      ("--symbols", symbols), ("--jobs", jobs), ("--backend", backend),
+                                      ("--scheduler", scheduler), ("--force", force or None)) if v is not None]
+        if given:
+            raise ConfigError(f"--resume {resume} continues the run with its saved config; {', '.join(given)} "
+                              "cannot be combined with it (extending a finished run is not supported)")
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
         raise ConfigError(f"--features {lib_path}: no such feature library file")
@@ -220,15 +232,19 @@ def evolve(
         ),
     )
     out = err_console if as_json else console  # --json: stdout carries only the summary object
-    from forge.preflight import check_dask, check_data_paths
+    from forge.preflight import check_dask, check_data_paths, check_seed_genomes, prepare_run_dir
     from forge.ui import EvolveProgress, causal_decision
 
     dask_banner = ""
-    if resume is None:  # every input checked before any work starts
+    if resume is None:  # every input checked before any work starts (nothing written yet)
         check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
+        check_seed_genomes(cfg.evolve.seed_genomes)
         if cfg.evolve.backend == "dask":
             n_workers = check_dask(cfg.evolve.scheduler)
             dask_banner = f"backend dask at {cfg.evolve.scheduler}: {n_workers} worker{'s' if n_workers != 1 else ''}"
+        if run_dir is not None:
+            prepare_run_dir(run_dir, force=force)
+    where: dict[str, Any] = {"run_dir": resume if resume is not None else run_dir, "gen": None}
 
     view = EvolveProgress(out, live=out.is_terminal)
 
@@ -249,6 +265,7 @@ def evolve(
                     table.add_row(*[str(v) for v in r[:-1]], dec)
             out.print(table)
         elif e["event"] == "start":
+            where["run_dir"] = e.get("run_dir", where["run_dir"])
             s = e["split"]
             out.print(
                 f"[bold]run[/] {e['run_id']}  bars {e['n_bars']:,}  in-sample {s['in_sample']['first'][:16]} → "
@@ -260,6 +277,7 @@ def evolve(
                       highlight=False)
             view.start(e["generations"])
         elif e["event"] == "generation":
+            where["gen"] = e.get("gen")
             view.generation(e)
         elif e["event"] == "done":
             view.stop()
@@ -268,6 +286,10 @@ def evolve(
             result = resume_run(resume, progress=on_event)
         else:
             result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
+    except KeyboardInterrupt:
+        view.stop()
+        err_console.print(interrupted_message(where["run_dir"], where["gen"]), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         view.stop()
     if as_json:
@@ -275,6 +297,18 @@ def evolve(
         return
     _print_hall(result.hall_of_fame[:5])
     console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+
+def interrupted_message(run_dir: Any, gen: Optional[int]) -> str:
+    """What Ctrl-C prints: the command that resumes from the last checkpoint (written after every
+    generation), or why there is nothing to resume."""
+    if run_dir is None:
+        return "interrupted before the run directory was created; nothing to resume"
+    if not (Path(run_dir) / "checkpoint.json").is_file():
+        return (f"interrupted before the first checkpoint of {run_dir}; nothing to resume "
+                f"(start again with --run-dir {run_dir} --force)")
+    done = f" after generation {gen}" if gen is not None else ""
+    return f"interrupted{done}; resume with: forge evolve --resume {run_dir}"
 
 
 def evolve_summary(result: Any) -> dict[str, Any]:

@@ -351,3 +351,66 @@ def test_exit_codes_come_from_one_table():
 
     assert [cli.exit_code_of(e) for e in (ConfigError("x"), DataError("x"), GenomeError("x"), RunDirError("x"),
                                           sqlite3.DatabaseError("x"), KeyboardInterrupt())] == [2, 3, 4, 5, 2, 130]
+
+
+# ----------------------------------------------------------------------------- 5. run hygiene
+
+
+def test_existing_run_dir_is_refused_unless_force_which_removes_stale_files(tmp_path):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    (run / "surrogate.npz").write_bytes(b"stale file of an older run")
+    again = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run)])
+    assert again.exit_code == 5 and "--force" in again.output and "finished run" in again.output
+    assert (run / "surrogate.npz").is_file()
+    forced = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not (run / "surrogate.npz").exists() and (run / "manifest.json").is_file()
+
+
+def test_a_non_run_folder_is_never_deleted(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("precious")
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(keep), "--force"])
+    assert r.exit_code == 5 and "not a run directory" in r.output
+    assert (keep / "thesis.tex").read_text() == "precious"
+
+
+def test_bad_seed_genome_and_missing_dask_fail_before_any_work(tmp_path, monkeypatch):
+    bad = tmp_path / "seed.json"
+    bad.write_text('{"schema_version": 1}')
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run), "--seed-genome", str(bad)])
+    assert r.exit_code == 4 and "seed.json" in r.output and not run.exists()
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # as if dask were not installed
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run), "--backend", "dask",
+                                           "--scheduler", "tcp://127.0.0.1:1"])
+    assert r.exit_code == 2 and "cluster" in r.output and not run.exists()
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch):
+    import forge.evolve
+
+    run = tmp_path / "run"
+
+    def interrupted(cfg, *, run_dir=None, progress=None, **_kw):
+        run_dir.mkdir(parents=True)
+        (run_dir / "checkpoint.json").write_text("{}")
+        progress({"event": "start", "run_id": "run", "run_dir": str(run_dir), "n_bars": 10, "jobs": 1,
+                  "split": {"in_sample": {"first": "a", "last": "b"}, "out_of_sample": {"first": "c", "last": "d"}},
+                  "features": ["x"], "generations": 5, "population": 4, "offspring": 4})
+        progress({"event": "generation", **GEN, "gen": 2, "generations": 5})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(forge.evolve, "evolve", interrupted)
+    r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run)])
+    assert r.exit_code == 130
+    assert f"resume with: forge evolve --resume {run}" in r.output and "after generation 2" in r.output
+    assert "nothing to resume" in cli.interrupted_message(tmp_path / "empty", None)
+
+
+def test_resume_refuses_flags_it_would_ignore(tmp_path):
+    r = CliRunner().invoke(cli.forge_app, ["evolve", "--resume", str(tmp_path), "--gens", "12"])
+    assert r.exit_code == 2 and "--gens" in r.output and "saved config" in r.output
