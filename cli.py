@@ -50,6 +50,8 @@ crucible_app = typer.Typer(
 
 config_app = typer.Typer(help="Show the resolved configuration of forge evolve.", no_args_is_help=True)
 forge_app.add_typer(config_app, name="config")
+runs_app = typer.Typer(help="List and compare forge evolve run directories.", no_args_is_help=True)
+forge_app.add_typer(runs_app, name="runs")
 
 # --------------------------------------------------------------------------- exit codes: the one place
 
@@ -615,6 +617,132 @@ def bench(
     for row in results["rows"]:
         table.add_row(row["name"], row["measured"], row["baseline"], row["baseline_measured"], row["ratio"], row["goal"])
     console.print(table)
+
+
+# --------------------------------------------------------------------------- forge runs / backtest
+
+
+@runs_app.command("list")
+@edge
+def runs_list(
+    root: Annotated[Optional[Path], typer.Argument(help="Folder of run directories (default: [evolve] output_dir of the packaged config).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as strict JSON.")] = False,
+) -> None:
+    """Run directories, newest first: status, generations, champion's out-of-sample return vs buy-and-hold."""
+    from forge.runs import list_runs
+    from forge.settings import load_run_config
+
+    folder = root if root is not None else Path(load_run_config(None).evolve.output_dir)
+    rows = list_runs(folder)
+    if as_json:
+        print(json_dumps({"root": str(folder), "runs": rows}))
+        return
+    table = Table(title=f"Runs in {folder} ({len(rows)})")
+    for col in ("run", "created (UTC)", "status", "gens", "evaluated", "best fit", "OOS ret", "B&H ret", "OOS SR",
+                "OOS DD", "gauntlet"):
+        table.add_column(col, justify="left" if col in ("run", "created (UTC)", "status") else "right",
+                         no_wrap=col != "run")
+    from forge.ui import fmt_num, fmt_pct
+
+    for r in rows:
+        o, b, g = r["oos"] or {}, r["buy_and_hold"] or {}, r["gauntlet"]
+        table.add_row(escape(str(r["run_id"])), str(r["created_utc"])[:16].replace("T", " "), r["status"],
+                      f"{r['generations_run']}/{r['generations']}", fmt_num(r["candidates_evaluated"]),
+                      fmt_num(r["best_fitness"]), fmt_pct(o.get("total_return")), fmt_pct(b.get("total_return")),
+                      fmt_num(o.get("sharpe"), 2), fmt_drawdown(o.get("max_drawdown")),
+                      "—" if g is None else f"{g['survivors']}/{g['candidates']}")
+    console.print(table)
+
+
+@runs_app.command("compare")
+@edge
+def runs_compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a comparison HTML (fitness curves, OOS metrics side by side).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison (with fitness curves) as strict JSON.")] = False,
+) -> None:
+    """Runs side by side: configuration, best fitness, champion's out-of-sample metrics vs buy-and-hold."""
+    from forge.runs import compare_runs, write_compare_html
+    from forge.ui import fmt_num, fmt_pct
+
+    comp = compare_runs(runs)
+    if html_out is not None:
+        write_compare_html(comp, html_out)
+    if as_json:
+        print(json_dumps(comp))
+        return
+    table = Table(title=f"{len(comp['runs'])} runs side by side")
+    table.add_column("", justify="left", no_wrap=True)
+    for r in comp["runs"]:
+        table.add_column(escape(str(r["run_id"])), justify="right")
+
+    def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
+        table.add_row(label, *[fn(r) for r in comp["runs"]])
+
+    row("status", lambda r: r["status"])
+    row("seed", lambda r: str(r["seed"]))
+    row("generations", lambda r: f"{r['generations_run']}/{r['generations']}")
+    row("population", lambda r: fmt_num(r["population"]))
+    row("evaluated", lambda r: fmt_num(r["candidates_evaluated"]))
+    row("best fitness (IS)", lambda r: fmt_num(r["best_fitness"]))
+    row("OOS return", lambda r: fmt_pct((r["oos"] or {}).get("total_return")))
+    row("B&H return", lambda r: fmt_pct((r["buy_and_hold"] or {}).get("total_return")))
+    row("OOS Sharpe", lambda r: fmt_num((r["oos"] or {}).get("sharpe"), 2))
+    row("OOS max DD", lambda r: fmt_drawdown((r["oos"] or {}).get("max_drawdown")))
+    row("OOS trades", lambda r: fmt_num((r["oos"] or {}).get("n_trades")))
+    row("gauntlet", lambda r: "—" if r["gauntlet"] is None else f"{r['gauntlet']['survivors']}/{r['gauntlet']['candidates']} survive")
+    console.print(table)
+    if html_out is not None:
+        console.print(f"wrote {html_out}")
+
+
+@forge_app.command("backtest")
+@edge
+def backtest_cmd(
+    genome: Annotated[Path, typer.Argument(help="Genome JSON (e.g. a run's champion.json).")],
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders, or bar Parquet (repeatable); default: embedded BTCUSDT sample.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config whose [backtest] costs apply (default: the packaged one).")] = None,
+    features_lib: Annotated[Optional[Path], typer.Option("--features", help="Feature library JSON for synthesized features (default: feature_library.json next to the genome).")] = None,
+    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the trade list: .csv or .parquet.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the equity and drawdown plot (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as strict JSON.")] = False,
+) -> None:
+    """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot."""
+    from forge.backtest_cmd import backtest_genome, plot_equity, write_trades
+    from forge.preflight import check_data_paths
+    from forge.ui import fmt_num, fmt_pct
+
+    if trades is not None and trades.suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--trades {trades}: expected a .csv or .parquet file name")
+    check_data_paths(data)
+    bt = backtest_genome(genome, data, config=config, library=features_lib)
+    files = {}
+    if trades is not None:
+        files["trades"] = str(write_trades(bt, trades))
+    if plot is not None:
+        files["plot"] = str(plot_equity(bt, plot))
+    summary = {**bt.summary(), "files": files}
+    if as_json:
+        print(json_dumps(summary))
+        return
+    d = summary["data"]
+    table = Table(title=f"Backtest {summary['genome']['sha256'][:16]} on {d['bars']:,} bars "
+                        f"{d['first'][:16]} → {d['last'][:16]}")
+    for col in ("", "strategy", "buy-and-hold"):
+        table.add_column(col, justify="right" if col else "left")
+    m, bh = summary["metrics"], summary["buy_and_hold"]
+    for label, key, kind in (("total return", "total_return", "pct"), ("Sharpe (annualised)", "sharpe", "num"),
+                             ("Sortino", "sortino", "num"), ("max drawdown", "max_drawdown", "dd"),
+                             ("trades (fills)", "n_trades", "int"), ("turnover", "turnover", "num"),
+                             ("exposure", "exposure", "pct0"), ("win rate", "win_rate", "pct0"),
+                             ("time to target, bars", "ttt_bars", "num"), ("final equity, USDT", "final_equity", "num")):
+        f = {"pct": fmt_pct, "dd": fmt_drawdown, "int": fmt_num, "num": lambda v: fmt_num(v, 2),
+             "pct0": lambda v: fmt_pct(v, signed=False)}[kind]
+        table.add_row(label, f(m.get(key)), f(bh.get(key)))
+    console.print(table)
+    console.print(f"{summary['genome']['expression']}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"excess return vs buy-and-hold {fmt_pct(summary['excess_return'])}"
+                  + "".join(f"; wrote {v}" for v in files.values()), highlight=False)
 
 
 # --------------------------------------------------------------------------- gauntlet

@@ -414,3 +414,77 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch):
 def test_resume_refuses_flags_it_would_ignore(tmp_path):
     r = CliRunner().invoke(cli.forge_app, ["evolve", "--resume", str(tmp_path), "--gens", "12"])
     assert r.exit_code == 2 and "--gens" in r.output and "saved config" in r.output
+
+
+# ----------------------------------------------------------------------------- 6. runs list / compare, backtest
+
+
+def test_runs_list_and_compare(tiny_run, tmp_path):
+    run_dir, summary = tiny_run
+    r = CliRunner().invoke(cli.forge_app, ["runs", "list", str(run_dir.parent), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = loads_strict(r.stdout)["runs"]
+    assert [x["run_id"] for x in rows] == [summary["run_id"]]
+    row = rows[0]
+    assert row["status"] == "finished" and row["generations_run"] == 1 and isinstance(row["oos"]["n_trades"], int)
+    assert row["champion"]["sha256"] == summary["champion"]["sha256"]
+    # an interrupted run (no manifest) is listed as unfinished; a stray folder is skipped
+    part = run_dir.parent / "part"
+    part.mkdir(exist_ok=True)
+    (part / "run_config.json").write_text(json.dumps({"config": {"evolve": {"generations": 9}}}))
+    (part / "generations.jsonl").write_text('{"gen": 0, "best": 1.0, "hof_best": 1.0}\n{"gen": 1, "be')
+    (run_dir.parent / "notes").mkdir(exist_ok=True)
+    t = CliRunner().invoke(cli.forge_app, ["runs", "list", str(run_dir.parent)])
+    assert t.exit_code == 0 and "unfinished" in t.stdout and "0/9" in t.stdout and "notes" not in t.stdout
+    html = tmp_path / "cmp.html"
+    c = CliRunner().invoke(cli.forge_app, ["runs", "compare", str(run_dir), str(part), "--html", str(html), "--json"])
+    assert c.exit_code == 0, c.output
+    comp = loads_strict(c.stdout)
+    assert [len(x["curve"]) for x in comp["runs"]] == [2, 1]
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == 2 and summary["run_id"] in text and "B&amp;H return" in text
+    bad = CliRunner().invoke(cli.forge_app, ["runs", "compare", str(tmp_path)])
+    assert bad.exit_code == 5 and "not a forge evolve run directory" in bad.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_backtest_a_genome_trades_plot_and_json(tiny_run, tmp_path, fmt):
+    import polars as pl
+
+    run_dir, _ = tiny_run
+    trades, png = tmp_path / f"trades.{fmt}", tmp_path / "eq.png"
+    plot = ["--plot", str(png)] if fmt == "csv" else []
+    r = CliRunner().invoke(cli.forge_app, ["backtest", str(run_dir / "champion.json"), "--trades", str(trades),
+                                           *plot, "--json"])
+    assert r.exit_code == 0, r.output
+    d = loads_strict(r.stdout)
+    df = pl.read_csv(trades) if fmt == "csv" else pl.read_parquet(trades)
+    assert df.height == d["trades"] == d["metrics"]["n_trades"]
+    assert d["buy_and_hold"]["n_trades"] == 1 and d["data"]["bars"] == 20160
+    assert d["excess_return"] == pytest.approx(d["metrics"]["total_return"] - d["buy_and_hold"]["total_return"])
+    if fmt != "csv":
+        return
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    # the same genome through the gauntlet's path on the same bars gives the same metrics
+    from forge.backtest import run_backtest
+    from forge.data.gaps import bars_since_gap
+    from forge.data.loader import load_bars
+    from forge.gp import Genome
+    from forge.settings import load_run_config
+    from forge.strategy import genome_positions, strategy_features
+
+    g = Genome.load(run_dir / "champion.json")
+    bars, _ = load_bars(None)
+    t = bars["open_time"].to_numpy()
+    pos = genome_positions(g, strategy_features(bars, g.features), bars_since_gap(t))
+    ref = run_backtest(bars["open"].to_numpy(), bars["close"].to_numpy(), t, pos, load_run_config(None).backtest)
+    assert d["metrics"]["total_return"] == pytest.approx(ref.metrics.total_return)
+    human = CliRunner().invoke(cli.forge_app, ["backtest", str(run_dir / "champion.json")])
+    assert human.exit_code == 0 and "buy-and-hold" in human.stdout and "max drawdown" in human.stdout
+
+
+def test_backtest_bad_inputs(tmp_path, tiny_run):
+    r = CliRunner().invoke(cli.forge_app, ["backtest", str(tmp_path / "none.json")])
+    assert r.exit_code == 4 and "none.json" in r.output
+    r = CliRunner().invoke(cli.forge_app, ["backtest", str(tiny_run[0] / "champion.json"), "--trades", "x.xlsx"])
+    assert r.exit_code == 2 and ".csv or .parquet" in r.output

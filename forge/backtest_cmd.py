@@ -1,0 +1,146 @@
+"""``forge backtest GENOME``: one genome on chosen bars, against buy-and-hold.
+
+Reuses the one genome -> positions path (:func:`forge.strategy.genome_positions`)
+and the one backtester (:func:`forge.backtest.run_backtest`): the numbers are
+the ones evolution and the gauntlet compute on the same bars.  Outputs: a
+summary dict, the trade list (CSV or Parquet via polars) and an equity /
+drawdown plot (PNG, matplotlib).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from forge.core.errors import ConfigError
+
+__all__ = ["GenomeBacktest", "backtest_genome", "write_trades", "plot_equity"]
+
+
+@dataclass
+class GenomeBacktest:
+    """genome: forge.gp.Genome; bars: the bar frame tested (oldest first); result: BacktestResult of
+    the genome; buy_and_hold: BacktestResult of a constant long on the same bars (same costs);
+    source: where the bars came from."""
+
+    genome: Any
+    genome_path: str
+    bars: pl.DataFrame
+    result: Any
+    buy_and_hold: Any
+    source: str
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-data summary: genome (sha256, expression, features, lookback), data (source, bars,
+        first/last bar open time ISO UTC), metrics and buy-and-hold metrics (forge.backtest.Metrics
+        fields: returns as fractions, max_drawdown a loss fraction >= 0, ttt_bars in bars),
+        excess_return (strategy minus buy-and-hold total return, fraction), trades (fills)."""
+        t = self.bars["open_time"]
+        m, bh = self.result.metrics.to_dict(), self.buy_and_hold.metrics.to_dict()
+        return {
+            "schema": "forge-backtest/1",
+            "genome": {"file": self.genome_path, "sha256": self.genome.sha256, "expression": self.genome.expression(),
+                       "features": list(self.genome.features), "lookback": self.genome.lookback},
+            "data": {"source": self.source, "bars": self.bars.height, "first": _iso(int(t[0])), "last": _iso(int(t[-1]))},
+            "metrics": m,
+            "buy_and_hold": bh,
+            "excess_return": float(m["total_return"]) - float(bh["total_return"]),
+            "trades": int(self.result.trades.shape[0]),
+        }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+
+
+def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
+                    config: str | Path | None = None, library: str | Path | None = None) -> GenomeBacktest:
+    """Backtest one genome file.
+
+    genome_path: genome JSON (e.g. a run's champion.json); data: kline files
+    or folders, or bar Parquet files (None: the embedded BTCUSDT sample);
+    config: forge run config whose ``[backtest]`` costs apply (None: the
+    packaged default); library: feature library JSON for synthesized
+    features (None: the ``feature_library.json`` next to the genome if any).
+    raises GenomeError, DataError, ConfigError.
+    """
+    from forge.backtest import run_backtest
+    from forge.data.gaps import bars_since_gap
+    from forge.data.loader import load_bars
+    from forge.gp import Genome
+    from forge.settings import load_run_config
+    from forge.strategy import genome_positions, strategy_features
+
+    genome = Genome.load(genome_path)
+    cfg = load_run_config(config)
+    if library is None:
+        near = Path(genome_path).with_name("feature_library.json")
+        library = near if near.is_file() else None
+    bars, cov = load_bars([str(p) for p in data] if data else None)
+    if bars.height < 2:
+        raise ConfigError(f"--data: {bars.height} bar(s); a backtest needs at least 2")
+    fm = strategy_features(bars, genome.features, library)
+    t = bars["open_time"].to_numpy()
+    o = bars["open"].to_numpy().astype(np.float64)
+    c = bars["close"].to_numpy().astype(np.float64)
+    pos = genome_positions(genome, fm, bars_since_gap(t))
+    res = run_backtest(o, c, t, pos, cfg.backtest)
+    bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
+    return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source)
+
+
+def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:
+    """The fills as a polars frame: time (UTC datetime), bar, side (+1 buy / -1 sell), units, price
+    (quote per unit, slippage included), notional and fee (quote), position_before/after (exposure)."""
+    tr = bt.result.trades
+    cols = {name: tr[name] for name in tr.dtype.names}
+    df = pl.DataFrame(cols)
+    return df.with_columns(pl.from_epoch(pl.col("open_time"), time_unit="ms").dt.replace_time_zone("UTC")
+                           .alias("time")).select(["time", *[n for n in tr.dtype.names]])
+
+
+def write_trades(bt: GenomeBacktest, path: str | Path) -> Path:
+    """Write the trade list: ``.csv`` or ``.parquet`` by suffix. raises ConfigError for another suffix."""
+    p = Path(path)
+    df = trades_frame(bt)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix == ".csv":
+        df.write_csv(p)
+    elif p.suffix == ".parquet":
+        df.write_parquet(p)
+    else:
+        raise ConfigError(f"--trades {p}: expected a .csv or .parquet file name")
+    return p
+
+
+def plot_equity(bt: GenomeBacktest, path: str | Path) -> Path:
+    """Equity of the genome and of buy-and-hold (USDT) above, the genome's drawdown (%) below; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = bt.bars["open_time"].to_numpy().astype("datetime64[ms]")
+    eq, bh = bt.result.equity, bt.buy_and_hold.equity
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax1.plot(t, eq, lw=1.2, label=f"strategy ({100 * bt.result.metrics.total_return:+.2f}%)")
+    ax1.plot(t, bh, lw=1.0, alpha=0.8, label=f"buy-and-hold ({100 * bt.buy_and_hold.metrics.total_return:+.2f}%)")
+    ax1.set_ylabel("equity, USDT")
+    ax1.set_title(f"{bt.genome.sha256[:16]}: {bt.genome.expression()[:110]}", fontsize=10)
+    ax1.legend(loc="upper left", fontsize=10)
+    ax1.grid(alpha=0.3)
+    dd = 100 * (eq / np.maximum.accumulate(eq) - 1)
+    ax2.fill_between(t, dd, 0, color="tab:red", alpha=0.5)
+    ax2.set_ylabel("drawdown, %")
+    ax2.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return p
