@@ -13,44 +13,50 @@ __all__ = ["GauntletConfig", "load_gauntlet_config"]
 
 @dataclass(frozen=True)
 class GauntletConfig:
-    """Every stage's settings.
+    """Every stage's settings (each stage's source is in its module docstring).
 
-    min_trades: fills required on the evaluation range; walk_forward_folds:
-    anchored folds reported by the OOS stage (0 = none); min_positive_folds:
-    share of folds with Sharpe > 0 required; lookahead_points: truncation
-    points; dsr_threshold: DSR needed; max_trials: evaluated candidates
-    sampled for the effective number of trials; trial_max_correlation: trials
-    correlated above this are one trial; pbo_blocks: CSCV blocks S (even);
-    pbo_threshold: PBO must be below; alpha: significance level of the
-    permutation, SPA, PCMCI and DoWhy stages; bootstrap_reps and
-    bootstrap_block (bars) for the circular block bootstrap; spa_reps and
-    spa_block (hours); pcmci_tau_max, pcmci_pc_alpha, pcmci_max_samples;
-    dowhy_max_samples, dowhy_placebo_shifts (circular-shift placebos of our own
-    gate), dowhy_simulations (per DoWhy refuter); gating: stages whose failure
-    rejects a candidate; seed: root of every random choice.
+    min_trades: fills required on the evaluation range (oos); subperiods: equal
+    out-of-sample sub-periods whose alpha is reported (sub-period stability, a
+    diagnostic); lookahead_points: truncation points; alpha: level of every
+    gating hypothesis test (psr with Holm over the hall of fame, permutation,
+    pcmci, dowhy); dsr_threshold: in-sample Deflated Sharpe needed; max_trials:
+    evaluated genomes (besides the hall of fame) sampled as the selection's
+    trials; trial_max_correlation: trials correlated above this are one trial;
+    pbo_blocks: CSCV blocks S (even); pbo_threshold: PBO must be below;
+    permutation_shifts: circular shifts of the position (timing test);
+    bootstrap_reps for the circular block bootstrap (diagnostic, block length by
+    Politis–White); spa_reps and spa_min_points (hourly points below which SPA
+    is reported as uninformative); pcmci_tau_max, pcmci_pc_alpha (PCMCI's
+    regularisation level selecting the market's confounders),
+    pcmci_max_samples; dowhy_max_samples, dowhy_placebo_shifts,
+    dowhy_simulations (per DoWhy refuter, diagnostic), dowhy_max_control_corr:
+    a common cause correlated above this with any input the genome reads or
+    with the position is excluded; gating: stages whose failure rejects a
+    candidate (the others are reported as diagnostics); seed: root of every
+    random choice.
     """
 
     min_trades: int = 10
-    walk_forward_folds: int = 4
-    min_positive_folds: float = 0.5
+    subperiods: int = 4
     lookahead_points: int = 12
+    alpha: float = 0.05
     dsr_threshold: float = 0.95
     max_trials: int = 300
     trial_max_correlation: float = 0.5
-    pbo_blocks: int = 10
+    pbo_blocks: int = 16
     pbo_threshold: float = 0.5
-    alpha: float = 0.05
+    permutation_shifts: int = 199
     bootstrap_reps: int = 999
-    bootstrap_block: int = 60
     spa_reps: int = 500
-    spa_block: int = 24
+    spa_min_points: int = 200
     pcmci_tau_max: int = 3
     pcmci_pc_alpha: float = 0.05
-    pcmci_max_samples: int = 20000
+    pcmci_max_samples: int = 100_000
     dowhy_max_samples: int = 20000
     dowhy_placebo_shifts: int = 199
     dowhy_simulations: int = 10
-    gating: tuple[str, ...] = ("oos", "lookahead", "dsr", "pbo", "permutation", "pcmci", "dowhy")
+    dowhy_max_control_corr: float = 0.5
+    gating: tuple[str, ...] = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
     seed: int = 0
 
     def validate(self) -> GauntletConfig:
@@ -58,16 +64,24 @@ class GauntletConfig:
 
         if self.pbo_blocks % 2 or self.pbo_blocks < 4:
             raise ConfigError(f"gauntlet.pbo_blocks must be even and >= 4, got {self.pbo_blocks}")
-        for name in ("alpha", "dsr_threshold", "pbo_threshold", "min_positive_folds", "trial_max_correlation"):
+        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "dowhy_max_control_corr"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"gauntlet.{name} must be in (0, 1], got {getattr(self, name)}")
         unknown = set(self.gating) - set(STAGE_ORDER)
         if unknown:
             raise ConfigError(f"gauntlet.gating: unknown stages {sorted(unknown)}; known: {list(STAGE_ORDER)}")
-        for name in ("lookahead_points", "max_trials", "bootstrap_reps", "spa_reps", "bootstrap_block", "spa_block"):
+        for name in ("lookahead_points", "max_trials", "bootstrap_reps", "spa_reps", "permutation_shifts",
+                     "dowhy_placebo_shifts", "subperiods", "pcmci_tau_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"gauntlet.{name} must be >= 1, got {getattr(self, name)}")
         return self
+
+    @property
+    def diagnostics(self) -> tuple[str, ...]:
+        """Stages run and reported but not gating."""
+        from gauntlet.stages import STAGE_ORDER
+
+        return tuple(n for n in STAGE_ORDER if n not in self.gating)
 
 
 def load_gauntlet_config(path: str | Path | None) -> GauntletConfig:

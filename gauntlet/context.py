@@ -27,8 +27,9 @@ from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
 from forge.settings import config_from_dict
 from forge.strategy import genome_positions, strategy_features
+from gauntlet.stats import Hedge, hourly_sums, market_hedged, sharpe_per_bar
 
-__all__ = ["Candidate", "RunContext", "PositionFn", "genome_position_fn"]
+__all__ = ["Candidate", "RunContext", "PositionFn", "Trials", "genome_position_fn"]
 
 PositionFn = Callable[[pl.DataFrame], np.ndarray]
 """bars (oldest first) -> (n,) float64 target positions decided at each bar's close."""
@@ -43,6 +44,16 @@ def genome_position_fn(genome: Genome, feature_names: Sequence[str], library: Pa
         return genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()))
 
     return fn
+
+
+@dataclass(frozen=True)
+class Trials:
+    """The in-sample trials of a run (see ``RunContext.in_sample_trials``)."""
+
+    hourly: np.ndarray
+    sharpe: np.ndarray
+    rank_row: dict[int, int]
+    n_total: int
 
 
 @dataclass
@@ -89,6 +100,7 @@ class RunContext:
     buy_and_hold: BacktestResult | None = None
     trial_genomes: list[Genome] = field(default_factory=list)
     n_evaluated: int = 0
+    _market: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def open_time(self) -> np.ndarray:
@@ -109,35 +121,59 @@ class RunContext:
         o, c, t = self.arrays(rows)
         return run_backtest(o, c, t, position[rows[0]:rows[1]], self.backtest)
 
-    def trial_returns(self, max_trials: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Evaluation-range per-bar returns of up to ``max_trials`` evaluated candidates (seeded sample):
-        the trials the candidates' own evaluation Sharpe must be deflated against.
-        Gross of costs (taker fee and slippage 0): the spread of luck across trials is what
-        deflation needs; fees are a deterministic drag that would make fee-burning trials
-        (flipping every bar) dominate the cross-sectional variance.
+    def market_returns(self, rows: tuple[int, int]) -> np.ndarray:
+        """(rows[1] - rows[0],) float64 per-bar gross return of buy-and-hold on ``rows`` (the market factor
+        every strategy's returns are hedged against; same timing as the backtester's returns)."""
+        key = tuple(rows)
+        if key not in self._market:
+            o, c, t = self.arrays(rows)
+            gross = dataclasses.replace(self.backtest, taker_fee_bps=0.0, slippage_bps=0.0, funding_rate_8h=0.0)
+            self._market[key] = run_backtest(o, c, t, np.ones(len(o)), gross).returns
+        return self._market[key]
 
-        returns: (hourly (N, H) float64 sums of per-bar returns, sharpe (N,) per-bar Sharpe, n_total).
+    def hedged(self, result: BacktestResult, rows: tuple[int, int]) -> Hedge:
+        """A backtest's per-bar returns on ``rows`` net of their market exposure (``gauntlet.stats.market_hedged``)."""
+        return market_hedged(result.returns, self.market_returns(rows))
+
+    def in_sample_trials(self, max_trials: int, seed: int) -> Trials:
+        """The trials of the run's selection: hall-of-fame members plus a seeded sample of the other evaluated
+        genomes (``evaluated.jsonl``), each backtested on the in-sample rows with the run's costs (taker fee,
+        slippage, funding) and hedged against the market — the matrix PBO's CSCV and the DSR's trial count and
+        Sharpe variance are defined on (Bailey et al. 2017; Bailey & López de Prado 2014). Trials with identical
+        in-sample positions are one trial.
+
+        returns: Trials (hourly (N, H) float64 hourly sums of hedged net per-bar returns, sharpe (N,) per-bar
+        Sharpe of the hedged net returns, rank_row: hall-of-fame rank -> row, n_total: genomes evaluated).
         """
-        from gauntlet.stats import sharpe_per_bar
-
-        genomes = self.trial_genomes
-        if len(genomes) > max_trials:
-            idx = np.sort(np.random.default_rng(seed).choice(len(genomes), size=max_trials, replace=False))
-            genomes = [genomes[i] for i in idx]
-        a, b = self.evaluation
+        a, b = self.in_sample
+        hof = {c.genome.sha256 for c in self.candidates}
+        others = [g for g in self.trial_genomes if g.sha256 not in hof]
+        if len(others) > max_trials:
+            idx = np.sort(np.random.default_rng(seed).choice(len(others), size=max_trials, replace=False))
+            others = [others[i] for i in idx]
         bsg = bars_since_gap(self.open_time)
-        hours = (self.open_time[a:b] - self.open_time[a]) // 3_600_000
-        n_h = int(hours[-1]) + 1
         pool = BufferPool()
-        rows, srs = [], []
-        gross = dataclasses.replace(self.backtest, taker_fee_bps=0.0, slippage_bps=0.0)
-        o, c, t = self.arrays((a, b))
-        for g in genomes:
-            pos = genome_positions(g, self.features, bsg, pool)
-            r = run_backtest(o, c, t, pos[a:b], gross).returns
-            srs.append(sharpe_per_bar(r))
-            rows.append(np.bincount(hours, weights=np.nan_to_num(r), minlength=n_h))
-        return np.array(rows), np.array(srs), max(self.n_evaluated, len(self.trial_genomes))
+        t_is = self.open_time[a:b]
+        rows: list[np.ndarray] = []
+        srs: list[float] = []
+        seen: dict[bytes, int] = {}
+        rank_row: dict[int, int] = {}
+        items = [(c.rank, c.position) for c in self.candidates] + [(None, g) for g in others]
+        for rank, item in items:
+            pos = item if isinstance(item, np.ndarray) else genome_positions(item, self.features, bsg, pool)
+            key = np.nan_to_num(pos[a:b]).tobytes()
+            if key in seen:
+                if rank is not None:
+                    rank_row[rank] = seen[key]
+                continue
+            h = self.hedged(self.backtest_rows(pos, (a, b)), (a, b)).hedged
+            seen[key] = len(rows)
+            if rank is not None:
+                rank_row[rank] = len(rows)
+            srs.append(sharpe_per_bar(h))
+            rows.append(hourly_sums(h, t_is))
+        return Trials(hourly=np.array(rows), sharpe=np.array(srs), rank_row=rank_row,
+                      n_total=max(self.n_evaluated, len(self.trial_genomes), len(rows)))
 
     @classmethod
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,

@@ -12,6 +12,13 @@
 - Probability of Backtest Overfitting by Combinatorially Symmetric Cross-
   Validation (CSCV): Bailey, Borwein, López de Prado & Zhu (2017), J. of
   Computational Finance 20(4).
+- Market hedging (Jensen's alpha, the "skill, not beta" part of every test):
+  r_s = alpha + beta r_m + e by least squares; the hedged series is
+  r_s - beta r_m (Jensen 1968, J. of Finance 23(2)).
+- Regression t-statistics with Newey–West HAC standard errors (Newey & West
+  1987, Econometrica 55(3); lag rule floor(4 (T/100)^(2/9)), Newey & West 1994)
+  and Holm's step-down adjustment (Holm 1979, Scand. J. Statistics 6(2)), both
+  from statsmodels.
 
 All Sharpe ratios here are per bar (mean / std of per-bar simple returns,
 ddof=1) so they are consistent with the number of observations T.
@@ -29,7 +36,8 @@ from scipy import stats
 EULER_GAMMA = 0.5772156649015329
 
 __all__ = ["sharpe_per_bar", "probabilistic_sharpe_ratio", "expected_max_sharpe", "deflated_sharpe_ratio",
-           "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult"]
+           "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult", "market_hedged", "Hedge",
+           "holm_adjust", "hac_ols", "HACResult", "newey_west_lags", "hourly_sums", "psr_pvalue"]
 
 
 def sharpe_per_bar(returns: np.ndarray) -> float:
@@ -219,3 +227,121 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
         logits.append(math.log(w / (1.0 - w)))
     lg = np.array(logits)
     return PBOResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=lg.size, n_blocks=n_blocks, n_strategies=n)
+
+
+@dataclass(frozen=True)
+class Hedge:
+    """alpha: per-bar intercept; beta: market exposure; hedged: (T,) float64 r_s - beta r_m (alpha + residual)."""
+
+    alpha: float
+    beta: float
+    hedged: np.ndarray
+
+
+def market_hedged(strategy: np.ndarray, market: np.ndarray) -> Hedge:
+    """Strategy returns net of their market exposure (Jensen 1968).
+
+    strategy, market: (T,) float64 per-bar simple returns on the same bars (NaN -> 0; the market
+    series is buy-and-hold's gross return). beta = cov(r_s, r_m) / var(r_m) (0 when the market is
+    flat); hedged = r_s - beta r_m, whose mean is Jensen's alpha. A constant position c has
+    hedged returns of zero (minus its costs): holding the market is beta, not skill.
+    raises ValueError when the shapes differ.
+    """
+    rs = np.nan_to_num(np.asarray(strategy, dtype=np.float64))
+    rm = np.nan_to_num(np.asarray(market, dtype=np.float64))
+    if rs.shape != rm.shape:
+        raise ValueError(f"strategy {rs.shape} and market {rm.shape} returns differ in shape")
+    dm = rm - rm.mean()
+    vm = float(dm @ dm)
+    beta = float((rs - rs.mean()) @ dm / vm) if vm > 0 else 0.0
+    hedged = rs - beta * rm
+    return Hedge(alpha=float(hedged.mean()), beta=beta, hedged=hedged)
+
+
+def psr_pvalue(returns: np.ndarray) -> tuple[float, dict[str, float]]:
+    """One-sided p-value 1 - PSR(SR* = 0) of (T,) float64 per-bar returns (Bailey & López de Prado 2012).
+
+    returns: (p, {"sharpe", "skew", "kurtosis", "n_obs", "psr0"}); p = 1.0 for fewer than 3 observations
+    or a constant series.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 3 or not np.std(r) > 0:
+        return 1.0, {"sharpe": 0.0, "skew": 0.0, "kurtosis": 3.0, "n_obs": int(r.size), "psr0": 0.0}
+    sr = sharpe_per_bar(r)
+    g3, g4 = float(stats.skew(r)), float(stats.kurtosis(r, fisher=False))
+    psr = probabilistic_sharpe_ratio(sr, 0.0, int(r.size), g3, g4)
+    return 1.0 - psr, {"sharpe": sr, "skew": g3, "kurtosis": g4, "n_obs": int(r.size), "psr0": psr}
+
+
+def holm_adjust(pvalues: np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values (statsmodels ``multipletests(method="holm")``).
+
+    pvalues: (m,) float64 in [0, 1]. returns: (m,) float64 adjusted p-values; rejecting where
+    adjusted <= alpha controls the family-wise error rate at alpha under any dependence.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0:
+        return p.copy()
+    return np.asarray(multipletests(p, method="holm")[1], dtype=np.float64)
+
+
+def newey_west_lags(n_obs: int) -> int:
+    """Newey–West (1994) automatic lag: floor(4 (T/100)^(2/9)), at least 1."""
+    return max(1, int(4.0 * (max(n_obs, 1) / 100.0) ** (2.0 / 9.0)))
+
+
+@dataclass(frozen=True)
+class HACResult:
+    """coef, se, t: of the tested regressor; p_one_sided: P(T >= t) under H0 coef = 0 (normal
+    approximation); lags: Newey–West lags used; n_obs: rows; controls: number of other regressors."""
+
+    coef: float
+    se: float
+    t: float
+    p_one_sided: float
+    lags: int
+    n_obs: int
+    controls: int
+
+
+def hac_ols(y: np.ndarray, x: np.ndarray, controls: np.ndarray | None = None, lags: int | None = None) -> HACResult:
+    """OLS y ~ 1 + x + controls; t-test of x's coefficient with Newey–West HAC standard errors.
+
+    y, x: (T,) float64; controls: (T, k) float64 or None. Rows with any non-finite value are dropped.
+    lags: Newey–West lags (default ``newey_west_lags(T)``). The HAC errors stay valid for a persistent
+    regressor (a position held for many bars) and heteroskedastic, autocorrelated errors.
+    raises ValueError with fewer than 30 usable rows or a constant x. Source: Newey & West 1987
+    (statsmodels ``OLS.fit(cov_type="HAC")``).
+    """
+    import statsmodels.api as sm
+
+    cols = [np.asarray(x, dtype=np.float64)]
+    if controls is not None and np.size(controls):
+        c = np.asarray(controls, dtype=np.float64)
+        cols += [c[:, j] for j in range(c.shape[1])] if c.ndim == 2 else [c]
+    xm = np.column_stack(cols)
+    yv = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(yv) & np.isfinite(xm).all(axis=1)
+    yv, xm = yv[ok], xm[ok]
+    if yv.size < 30:
+        raise ValueError(f"HAC regression needs >= 30 finite rows, got {yv.size}")
+    if not np.std(xm[:, 0]) > 0:
+        raise ValueError("the tested regressor is constant")
+    lag = newey_west_lags(yv.size) if lags is None else int(lags)
+    fit = sm.OLS(yv, sm.add_constant(xm, has_constant="add")).fit(cov_type="HAC", cov_kwds={"maxlags": lag})
+    coef, se = float(fit.params[1]), float(fit.bse[1])
+    t = coef / se if se > 0 else 0.0
+    return HACResult(coef=coef, se=se, t=t, p_one_sided=float(stats.norm.sf(t)), lags=lag, n_obs=int(yv.size),
+                     controls=xm.shape[1] - 1)
+
+
+def hourly_sums(returns: np.ndarray, open_time: np.ndarray) -> np.ndarray:
+    """Sum (T,) per-bar returns (NaN -> 0) into clock hours. open_time: (T,) int64 ms.
+    returns: (H,) float64, H = hours spanned (an hour with no bars sums to 0)."""
+    t = np.asarray(open_time, dtype=np.int64)
+    hours = (t - t[0]) // 3_600_000
+    return np.bincount(hours, weights=np.nan_to_num(np.asarray(returns, dtype=np.float64)),
+                       minlength=int(hours[-1]) + 1)

@@ -1,8 +1,10 @@
 """``gauntlet validate``: run every stage on every hall-of-fame candidate, decide, report, publish.
 
 A candidate survives when every stage listed in ``GauntletConfig.gating``
-passes. Set-level quantities (effective number of trials, PBO over the hall
-of fame, Hansen's SPA) are computed once per run and shared by the stages.
+passes (the policy and its false-pass bounds: ``gating_policy``). Run-level
+quantities (the in-sample trials, their effective number and PBO, the
+Holm-adjusted out-of-sample PSR over the hall of fame, Hansen's SPA) are
+computed once per run and shared by the stages.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
 
-__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA"]
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "gating_policy"]
 
-REPORT_SCHEMA = "gauntlet-report/1"
-_MODULES = {"oos": "oos", "lookahead": "lookahead", "dsr": "dsr", "pbo": "pbo", "permutation": "permutation",
-            "pcmci": "pcmci", "dowhy": "dowhy_refute"}
+REPORT_SCHEMA = "gauntlet-report/2"
+_MODULES = {"oos": "oos", "lookahead": "lookahead", "psr": "psr", "dsr": "dsr", "pbo": "pbo",
+            "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute"}
 
 
 @dataclass
@@ -55,6 +57,7 @@ class GauntletReport:
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
                            "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
+            "policy": gating_policy(self.config),
             "shared": self.shared,
             "candidates": [{**{k: v for k, v in c.items() if k != "stages"},
                             "stages": {n: s.to_dict() for n, s in c["stages"].items()}} for c in self.verdicts],
@@ -69,32 +72,40 @@ def _iso(ms: int) -> str:
 
 
 def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
-    from gauntlet.stages.permutation import spa_pvalue
-    from gauntlet.stats import effective_trials, pbo_cscv
+    """Run-level quantities every stage reads: the in-sample trials (effective number, Sharpe variance, PBO),
+    each candidate's market-hedged OOS returns and Holm-adjusted PSR p-value, and SPA over the hall of fame."""
+    from gauntlet.stages.permutation import spa_over
+    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
-    hourly, srs, n_total = ctx.trial_returns(cfg.max_trials, cfg.seed)
-    trials = effective_trials(hourly, cfg.trial_max_correlation, sharpe=srs)
-    shared["trials"] = trials
-    shared["n_trials_total"] = n_total
-    a, b = ctx.evaluation
-    # distinct strategies of the hall of fame (identical positions are one strategy)
-    seen, mats = set(), []
-    for c in ctx.candidates:
-        key = c.oos_result.returns.tobytes()
-        if key not in seen:
-            seen.add(key)
-            mats.append(c.oos_result.returns)
-    if len(mats) >= 2 and b - a >= cfg.pbo_blocks * 10:
-        shared["pbo"] = pbo_cscv(np.column_stack(mats), cfg.pbo_blocks)
+    trials = ctx.in_sample_trials(cfg.max_trials, cfg.seed)
+    shared["trial_set"] = trials
+    shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
+    shared["n_trials_total"] = trials.n_total
+    n_distinct, n_hours = trials.hourly.shape
+    if n_distinct < 2:
+        shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
+    elif n_hours < 2 * cfg.pbo_blocks:
+        shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
     else:
-        shared["pbo_skip"] = f"{len(mats)} distinct strategies in the hall of fame" if len(mats) < 2 else "too few bars"
-    hours = (ctx.open_time[a:b] - ctx.open_time[a]) // 3_600_000
-    n_h = int(hours[-1]) + 1
-    pnl = np.column_stack([np.bincount(hours, weights=np.nan_to_num(r), minlength=n_h) for r in mats])
-    shared["spa_p"] = spa_pvalue(pnl, cfg.spa_block, cfg.spa_reps, cfg.seed) if n_h >= 2 * cfg.spa_block else None
-    shared["hourly_points"] = n_h
+        shared["pbo"] = pbo_cscv(trials.hourly.T, cfg.pbo_blocks)
+    # out of sample: each distinct candidate's hedged net returns, PSR(0) p-values, Holm over the hall of fame
+    ev = ctx.evaluation
+    hedges, seen, p_distinct, group = {}, {}, [], {}
+    for c in ctx.candidates:
+        hedges[c.rank] = ctx.hedged(c.oos_result, ev)
+        key = np.nan_to_num(c.position[ev[0]:ev[1]]).tobytes()
+        if key not in seen:
+            seen[key] = len(p_distinct)
+            p_distinct.append(psr_pvalue(hedges[c.rank].hedged)[0])
+        group[c.rank] = seen[key]
+    holm = holm_adjust(np.array(p_distinct))
+    shared["oos_hedge"] = hedges
+    shared["psr_holm"] = {r: float(holm[g]) for r, g in group.items()}
+    shared["psr_family"] = len(p_distinct)
+    distinct = list({group[c.rank]: hedges[c.rank].hedged for c in ctx.candidates}.values())
+    shared["spa"] = spa_over(distinct, ctx.open_time[ev[0]:ev[1]], cfg)
     shared["seconds"] = time.perf_counter() - t0
     return shared
 
@@ -102,12 +113,29 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
 def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
     t = shared["trials"]
     p = shared.get("pbo")
-    return {"trials": {"n_total": shared["n_trials_total"], "n_sampled": t.n_raw, "n_effective": t.n_effective,
-                       "var_sharpe_per_bar": t.var_sharpe},
+    return {"trials": {"n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
+                       "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"},
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
                                            "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
-            "pbo_skip": shared.get("pbo_skip"), "spa_p": shared.get("spa_p"),
-            "hourly_points": shared.get("hourly_points"), "seconds": round(shared["seconds"], 2)}
+            "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
+            "seconds": round(shared["seconds"], 2)}
+
+
+def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
+    """The verdict rule written into every report: gating stages, diagnostics and the false-pass bounds."""
+    return {
+        "gating": list(cfg.gating), "diagnostics": list(cfg.diagnostics), "alpha": cfg.alpha,
+        "rule": "a candidate survives only when every gating stage passes",
+        "false_pass_per_candidate": (
+            f"<= {cfg.alpha}: each gating hypothesis test (psr, permutation, pcmci, dowhy) has level {cfg.alpha} "
+            "and a candidate must pass all of them (intersection-union test, Berger 1982), so correlation between "
+            "stages on the same returns cannot raise the level; the threshold stages (oos, lookahead, dsr, pbo) "
+            "only lower it"),
+        "false_pass_per_run": (
+            f"<= {cfg.alpha}: psr is Holm-adjusted over the hall of fame's distinct candidates, which controls the "
+            "family-wise error of the run"),
+        "skill_not_beta": "psr, permutation, pcmci and dowhy test the strategy net of its market exposure",
+    }
 
 
 def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
@@ -129,7 +157,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                           bars=bars)
     say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars")
     shared = _shared(ctx, cfg)
-    say(f"shared: {shared['trials'].n_effective} effective trials of {shared['trials'].n_raw} sampled")
+    say(f"shared: {shared['trials'].n_effective} effective in-sample trials of {shared['trials'].n_raw} distinct")
     modules = {n: importlib.import_module(f"gauntlet.stages.{_MODULES[n]}") for n in STAGE_ORDER}
     verdicts = []
     for cand in ctx.candidates:

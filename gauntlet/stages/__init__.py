@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["StageResult", "STAGE_ORDER"]
 
-STAGE_ORDER = ("oos", "lookahead", "dsr", "pbo", "permutation", "pcmci", "dowhy")
+STAGE_ORDER = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
 
 
 @dataclass

@@ -1,40 +1,49 @@
-"""Out-of-sample / walk-forward stage: metrics on bars evolution never read, next to buy-and-hold."""
+"""Out-of-sample stage: metrics on bars evolution never read, next to buy-and-hold of the same bars.
+
+Gate: at least ``min_trades`` fills on the evaluation range and a position that varies (a constant
+position is beta, never a discovery; the hypothesis tests of the other stages need variation).
+Reported (diagnostic): return, Sharpe, drawdown, trades, turnover and exposure beside buy-and-hold, the
+excess return over buy-and-hold, Jensen's alpha and beta against the market, and sub-period stability —
+the hedged mean return on ``subperiods`` consecutive equal slices of the one out-of-sample backtest (these
+are slices of a single backtest, not walk-forward folds: nothing is re-selected per slice).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from gauntlet.stages import StageResult
-from gauntlet.stats import sharpe_per_bar
 
 NAME = "oos"
 
 
-def fold_sharpes(returns: np.ndarray, folds: int, periods_per_year: float) -> list[float]:
-    """Annualised Sharpe of ``folds`` consecutive equal segments of (T,) per-bar returns."""
-    if folds <= 0:
-        return []
-    return [sharpe_per_bar(seg) * float(np.sqrt(periods_per_year)) for seg in np.array_split(returns, folds)]
+def subperiod_means(returns: np.ndarray, k: int) -> list[float]:
+    """Mean of (T,) per-bar returns (NaN -> 0) on ``k`` consecutive equal slices."""
+    r = np.nan_to_num(np.asarray(returns, dtype=np.float64))
+    return [float(seg.mean()) if seg.size else 0.0 for seg in np.array_split(r, max(k, 1))]
 
 
 def run(ctx, cand, cfg, shared) -> StageResult:
     m, bh = cand.oos_result.metrics, ctx.buy_and_hold.metrics
-    folds = fold_sharpes(cand.oos_result.returns, cfg.walk_forward_folds, ctx.backtest.periods_per_year)
-    pos_share = float(np.mean([f > 0 for f in folds])) if folds else 1.0
+    a, b = ctx.evaluation
+    hedge = shared["oos_hedge"][cand.rank]
+    subs = subperiod_means(hedge.hedged, cfg.subperiods)
+    pos = np.nan_to_num(cand.position[a:b])
+    varies = bool(np.ptp(pos) > 0)
     ok_trades = m.n_trades >= cfg.min_trades
-    ok_sharpe = m.sharpe > 0
-    ok_folds = pos_share >= cfg.min_positive_folds
-    passed = ok_trades and ok_sharpe and ok_folds
-    if not ok_trades:
-        reason = f"{m.n_trades} trades < {cfg.min_trades} required"
-    elif not ok_sharpe:
-        reason = f"out-of-sample Sharpe {m.sharpe:.2f} <= 0"
-    elif not ok_folds:
-        reason = f"only {pos_share:.0%} of {len(folds)} walk-forward folds have Sharpe > 0"
+    passed = ok_trades and varies
+    excess = m.total_return - bh.total_return
+    summary = (f"return {m.total_return:+.2%} vs buy-and-hold {bh.total_return:+.2%} (excess {excess:+.2%}), "
+               f"Sharpe {m.sharpe:.2f} (B&H {bh.sharpe:.2f}), beta {hedge.beta:+.2f}, {m.n_trades} trades")
+    if not varies:
+        reason = f"constant position: beta, not a strategy ({summary})"
+    elif not ok_trades:
+        reason = f"{m.n_trades} trades < {cfg.min_trades} required ({summary})"
     else:
-        reason = (f"Sharpe {m.sharpe:.2f} (B&H {bh.sharpe:.2f}), return {m.total_return:+.2%} "
-                  f"(B&H {bh.total_return:+.2%}), {m.n_trades} trades")
-    return StageResult(NAME, "annualised Sharpe", float(m.sharpe), None, 0.0, passed, reason, {
-        "metrics": m.to_dict(), "buy_and_hold": bh.to_dict(), "fold_sharpes": folds,
-        "positive_fold_share": pos_share, "rows": list(ctx.evaluation), "overlaps_in_sample": ctx.overlap,
-        "first": str(ctx.bars["open_time"][ctx.evaluation[0]]), "n_bars": ctx.evaluation[1] - ctx.evaluation[0]})
+        reason = summary
+    return StageResult(NAME, "annualised Sharpe", float(m.sharpe), None, None, passed, reason, {
+        "metrics": m.to_dict(), "buy_and_hold": bh.to_dict(), "excess_return": excess,
+        "alpha_per_bar": hedge.alpha, "beta": hedge.beta, "exposure_mean": float(np.mean(pos)),
+        "subperiod_alpha_per_bar": subs, "subperiod_positive_share": float(np.mean([x > 0 for x in subs])),
+        "rows": list(ctx.evaluation), "overlaps_in_sample": ctx.overlap,
+        "first": str(ctx.bars["open_time"][a]), "n_bars": b - a})

@@ -1,5 +1,13 @@
-"""Probability of Backtest Overfitting by CSCV over the hall of fame (Bailey, Borwein,
-López de Prado & Zhu 2017). A set-level statistic: every candidate of the run shares it."""
+"""Probability of Backtest Overfitting by Combinatorially Symmetric Cross-Validation (Bailey, Borwein,
+López de Prado & Zhu 2017, "The Probability of Backtest Overfitting", J. of Computational Finance 20(4)).
+
+Defined over the matrix of all trials on the data where the selection happened: the in-sample,
+net-of-cost, market-hedged returns of the run's evaluated genomes (hall of fame plus a seeded sample of
+``evaluated.jsonl``), summed per hour, split into S blocks; each of the C(S, S/2) splits picks the best
+trial by Sharpe on one half and records the logit of its relative rank on the other. PBO = share of
+splits with logit <= 0. A run-level statistic: every candidate of the run shares it. With one distinct
+trial no selection happened and the stage does not apply.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +20,10 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     res = shared.get("pbo")
     if res is None:
         return StageResult(NAME, "PBO", None, None, cfg.pbo_threshold, True,
-                           f"not applicable: {shared.get('pbo_skip', 'fewer than 2 distinct strategies')}", {})
+                           f"not applicable: {shared.get('pbo_skip', 'fewer than 2 distinct trials')}", {})
     passed = res.pbo < cfg.pbo_threshold
-    reason = (f"PBO {res.pbo:.2f} {'<' if passed else '>='} {cfg.pbo_threshold} over {res.n_strategies} strategies, "
-              f"{res.n_splits} CSCV splits of {res.n_blocks} blocks")
+    reason = (f"PBO {res.pbo:.2f} {'<' if passed else '>='} {cfg.pbo_threshold} over {res.n_strategies} in-sample "
+              f"trials, {res.n_splits:,} CSCV splits of {res.n_blocks} blocks")
     return StageResult(NAME, "PBO", res.pbo, None, cfg.pbo_threshold, passed, reason,
                        {"pbo": res.pbo, "n_splits": res.n_splits, "n_blocks": res.n_blocks,
                         "n_strategies": res.n_strategies, "logit_mean": float(res.logits.mean())})

@@ -1,52 +1,94 @@
-"""PCMCI link: does the strategy's position at t causally link to the next-bar return, given the
-market's own lags and volatility/trend features? tigramite ParCorr, tau_min=1, links into the
-return only, Benjamini-Hochberg over the return column's p-values (ARCHITECTURE.md pitfalls)."""
+"""Causal link position -> next return, with PCMCI supplying the market's confounders.
+
+Step 1 (once per run): tigramite PCMCI (Runge et al. 2019, "Detecting and quantifying causal associations
+in large nonlinear time series datasets", Science Advances 5(11)) with ParCorr, ``tau_min = 1``, links
+restricted to those into the vol-standardised return from the market's own state (volatility, 1-hour trend,
+the return's own lags): the links with MCI p <= ``pcmci_pc_alpha`` are the market's parents of the return.
+
+Step 2 (per candidate): the return realised in bar t regressed on the position held during bar t (decided
+at close t-1) and those parents at their lags, with Newey–West HAC standard errors (Newey & West 1987);
+one-sided p of a positive coefficient. The position's own lags are deliberately not conditioned on: a
+persistent position (the only kind that survives fees) is mostly explained by its own past, so MCI's
+conditioning would leave only its rare switches to carry information; the position is a function of past
+data, not a confounder of the return, and HAC errors take care of its persistence.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from forge.causal import pcmci_links_into, vol_standardized
 from forge.features import compute_features
 from gauntlet.stages import StageResult
+from gauntlet.stats import hac_ols
 
 NAME = "pcmci"
 MARKET_STATE = ("vol_60", "mtf_ret_1h")
 
 
-def position_link(position: np.ndarray, ret: np.ndarray, market: np.ndarray, market_names: tuple[str, ...],
-                  tau_max: int, pc_alpha: float, seed: int = 0) -> dict:
-    """position: (T,) target decided at each bar's close; ret: (T,) log return realised in bar t
-    (NaN across gaps); market: (k, T) state variables. returns: dict with the position's best
-    link (lag, partial corr, p, q) and every link into the return."""
-    data = np.column_stack([position, *market, ret])
-    names = ["position", *market_names, "return"]
-    links = pcmci_links_into(data, names, len(names) - 1, tau_max=tau_max, pc_alpha=pc_alpha,
+def market_parents(ret: np.ndarray, market: np.ndarray, names: tuple[str, ...], tau_max: int, pc_alpha: float,
+                   seed: int = 0) -> dict[str, Any]:
+    """PCMCI links into the return from the market state and the return's own lags.
+
+    ret: (T,) float64 vol-standardised return realised in bar t (NaN across gaps); market: (k, T) state
+    variables known at each bar's close. returns: {"parents": [(name, lag)], "links": [...every tested link]}.
+    """
+    data = np.column_stack([*market, ret])
+    cols = [*names, "return"]
+    links = pcmci_links_into(data, cols, len(cols) - 1, tau_max=tau_max, pc_alpha=pc_alpha,
                              target_autoregressive=True, seed=seed)
-    pos = [t for t in links if t.source == "position"]
-    best = min(pos, key=lambda t: t.q)
-    return {"lag": best.lag, "partial_corr": best.value, "p": best.p, "q": best.q,
-            "links": [{"source": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p, "q": t.q} for t in links]}
+    parents = [(t.source, t.lag) for t in links if t.p <= pc_alpha]
+    return {"parents": parents, "links": [{"source": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p}
+                                          for t in links]}
+
+
+def position_link(position: np.ndarray, ret: np.ndarray, series: dict[str, np.ndarray],
+                  parents: list[tuple[str, int]]) -> dict[str, Any]:
+    """HAC t-test of ret[t] ~ 1 + position[t-1] + parents.
+
+    position: (T,) target decided at each bar's close; ret: (T,) return realised in bar t; series: name ->
+    (T,) values of each parent variable ("return" included); parents: (name, lag >= 1) pairs.
+    returns: {"coef", "se", "t", "p", "lags", "n_obs", "controls"}. raises ValueError (constant position,
+    too few rows).
+    """
+    n = ret.shape[0]
+    y = ret[1:]
+    x = position[:-1]
+    ctrl = np.empty((n - 1, len(parents)))
+    for j, (name, lag) in enumerate(parents):
+        col = np.full(n - 1, np.nan)
+        src = series[name]
+        # row i of y is bar i + 1; the parent at lag L is bar i + 1 - L
+        col[lag - 1:] = src[: n - lag]
+        ctrl[:, j] = col
+    r = hac_ols(y, x, ctrl if parents else None)
+    return {"coef": r.coef, "se": r.se, "t": r.t, "p": r.p_one_sided, "lags": r.lags, "n_obs": r.n_obs,
+            "controls": r.controls}
 
 
 def run(ctx, cand, cfg, shared) -> StageResult:
     a, b = ctx.evaluation
     a = max(a, b - cfg.pcmci_max_samples)
-    if "return_z" not in shared:  # z-scores: homoscedastic noise for ParCorr's analytic p-values
-        shared["return_z"] = vol_standardized(ctx.log_returns)
-    ret = shared["return_z"]
-    pos = cand.position[a:b]
-    if np.nanstd(pos) == 0:
-        return StageResult(NAME, "q-value", None, None, cfg.alpha, False,
+    pos = np.asarray(cand.position[a:b], dtype=np.float64)
+    if not np.nanstd(pos) > 0:
+        return StageResult(NAME, "HAC p-value", None, None, cfg.alpha, False,
                            "position never varies: no link to test", {})
-    if "market_state" not in shared:
-        shared["market_state"] = compute_features(ctx.bars, MARKET_STATE).values
-    res = position_link(pos, ret[a:b], shared["market_state"][:, a:b], MARKET_STATE, cfg.pcmci_tau_max,
-                        cfg.pcmci_pc_alpha, cfg.seed)
-    passed = res["q"] <= cfg.alpha and res["partial_corr"] > 0
-    reason = (f"position(t-{res['lag']}) -> return(t): partial corr {res['partial_corr']:+.4f}, "
-              f"q {res['q']:.2e} {'<=' if res['q'] <= cfg.alpha else '>'} {cfg.alpha}")
-    if res["q"] <= cfg.alpha and res["partial_corr"] <= 0:
-        reason += " (negative: the strategy is on the wrong side)"
-    return StageResult(NAME, "q-value", res["q"], res["p"], cfg.alpha, passed, reason,
-                       {**res, "n_samples": b - a, "market_state": list(MARKET_STATE)})
+    if "pcmci_market" not in shared:
+        ret = vol_standardized(ctx.log_returns)[a:b]
+        state = compute_features(ctx.bars, MARKET_STATE).values[:, a:b]
+        graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed)
+        shared["pcmci_market"] = {"ret": ret, "series": {**dict(zip(MARKET_STATE, state)), "return": ret}, **graph}
+    mk = shared["pcmci_market"]
+    try:
+        res = position_link(pos, mk["ret"], mk["series"], mk["parents"])
+    except ValueError as exc:
+        return StageResult(NAME, "HAC p-value", None, None, cfg.alpha, False, f"not testable: {exc}", {})
+    passed = res["p"] <= cfg.alpha and res["coef"] > 0
+    reason = (f"return(t) ~ position(t-1): coef {res['coef']:+.3e}, HAC t {res['t']:+.2f}, p {res['p']:.2e} "
+              f"{'<=' if res['p'] <= cfg.alpha else '>'} {cfg.alpha}, given {len(mk['parents'])} PCMCI "
+              f"market parent{'s' if len(mk['parents']) != 1 else ''}")
+    return StageResult(NAME, "HAC p-value", res["p"], res["p"], cfg.alpha, passed, reason, {
+        **res, "market_parents": [list(x) for x in mk["parents"]], "market_links": mk["links"],
+        "n_samples": b - a, "market_state": list(MARKET_STATE)})
