@@ -1,0 +1,87 @@
+"""forge bench baselines: the bottleneck/scipy kernels behind DEAP compute the reference functions."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bottleneck")
+
+from forge.bench import kernel_agreement, library_primitives, library_pset, memory_bandwidth  # noqa: E402
+from forge.gp import build_pset, compile_program, deap_compile_function, genome_from_individual, run_program  # noqa: E402
+from forge.gp.primitives import BY_NAME, WINDOWS  # noqa: E402
+from forge.gp.pset import Operators  # noqa: E402
+
+
+def _series(n: int, seed: int, nan_at: tuple[int, ...] = ()) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    x = 100.0 + np.cumsum(g.normal(0.0, 1.0, n))  # continuous: no ties, no flat windows
+    x[list(nan_at)] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(library_primitives()))
+def test_library_kernel_equals_reference(name):
+    fn, ref = library_primitives()[name], BY_NAME[name].numpy_fn
+    x, y = _series(3000, 1, nan_at=(0, 1, 700, 1500)), _series(3000, 2, nan_at=(900,))
+    for w in WINDOWS:
+        args = (x, y, w) if name == "ts_corr" else (x, w)
+        a, b = fn(*args), ref(*args)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), (name, w)
+        ok = ~np.isnan(b)
+        assert ok.sum() > 1000
+        np.testing.assert_allclose(a[ok], b[ok], rtol=1e-7, atol=1e-7 * max(1.0, float(np.max(np.abs(b[ok])))),
+                                   err_msg=f"{name} w={w}")
+
+
+def test_library_flat_window_rule_and_rank_ties():
+    lib = library_primitives()
+    x = np.r_[np.linspace(0.0, 5.0, 50), np.full(30, 2.5)]  # a constant stretch after moving values
+    for w in (5, 10, 20):
+        assert np.all(lib["ts_zscore"](x, w)[-(30 - w + 1):] == 0.0)
+        assert np.all(lib["ts_corr"](x, x[::-1].copy(), w)[-(30 - w + 1):] == 0.0)
+    # a NaN in one window wins over the other window being flat
+    y = np.r_[np.full(20, 1.0), np.linspace(0.0, 1.0, 20)]
+    z = np.linspace(0.0, 3.0, 40)
+    z[10] = np.nan  # inside the flat stretch of y
+    assert np.array_equal(np.isnan(lib["ts_corr"](y, z, 5)), np.isnan(BY_NAME["ts_corr"].numpy_fn(y, z, 5)))
+    # move_rank averages ties; the reference counts strictly smaller values (documented difference)
+    assert lib["ts_rank"](np.full(10, 1.0), 5)[-1] == 0.5
+    assert BY_NAME["ts_rank"].numpy_fn(np.full(10, 1.0), 5)[-1] == 0.0
+
+
+def test_library_pset_trees_match_vm_on_continuous_data():
+    names = ("a", "b", "c")
+    g = np.random.default_rng(3)
+    X = np.ascontiguousarray(np.vstack([np.cumsum(g.normal(0, 1, 4000)) for _ in names]))
+    pset, fast = build_pset(names), library_pset(names)
+    random.seed(7)
+    trees = Operators(pset, 8, 40).init_population(60, 2, 6)
+    rows = [X[i] for i in range(3)]
+    differ, checked = 0, 0
+    for t in trees:
+        if "ts_rank" in str(t):  # intermediate series have ties (e.g. ts_rank(ts_std(div(a, a)))): see above
+            continue
+        vm = run_program(compile_program(genome_from_individual(t, pset), names), X)
+        lib = np.asarray(deap_compile_function(t, fast)(*rows), dtype=np.float64)
+        differ += int(np.count_nonzero(vm != lib))
+        checked += 1
+    assert checked >= 40
+    # only comparisons right at a threshold may flip with the libraries' running-sum rounding
+    assert differ <= 1e-4 * checked * X.shape[1]
+
+
+def test_kernel_agreement_reports_every_kernel():
+    x = np.ascontiguousarray(np.vstack([_series(600, 4), _series(600, 5)]))
+    ka = kernel_agreement(x)
+    assert set(ka) == {k for n in library_primitives() for k in (n, f"{n}_nan_mismatch")}
+    assert ka["ts_mean"] < 1e-9 and ka["ts_min"] == 0.0 and ka["ema"] < 1e-9
+
+
+def test_memory_bandwidth_fields():
+    bw = memory_bandwidth(n=10_000, big=200_000, repeats=4)
+    for k in ("copy_small", "add_small", "copy_big", "add_big"):
+        assert bw[f"{k}_elems_per_s"] > 0
+        assert bw[f"{k}_gb_per_s"] == pytest.approx(bw[f"{k}_elems_per_s"] * (16 if "copy" in k else 24) / 1e9)
