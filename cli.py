@@ -23,7 +23,7 @@ from rich.table import Table
 
 from forge.core.errors import ConfigError, ForgeError
 from forge.jsonsafe import dumps as json_dumps
-from forge.ui import fmt_drawdown
+from forge.ui import fmt_drawdown, fmt_p
 
 # piped output (logs, CI) gets a wide fixed width instead of 80 columns
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -791,7 +791,7 @@ def gauntlet_validate(
         sh = d["shared"]
         table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
                             f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                            f"SPA p {'n/a' if sh['spa']['p'] is None else format(sh['spa']['p'], '.3f')})")
+                            f"SPA p {fmt_p(_spa_p(sh))})")
         table.add_column("#", justify="right")
         table.add_column("verdict")
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
@@ -810,6 +810,12 @@ def gauntlet_validate(
                       + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
     if fail_on_reject and not d["survivors"]:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _spa_p(shared: dict[str, Any]) -> Optional[float]:
+    """Hansen's SPA p-value of a report's shared block ({"spa": {"p"}} or the older {"spa_p"})."""
+    spa = shared.get("spa")
+    return spa.get("p") if isinstance(spa, dict) else shared.get("spa_p")
 
 
 @gauntlet_app.command("show")

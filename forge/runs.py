@@ -166,16 +166,22 @@ def write_compare_html(comparison: dict[str, Any], path: str | Path) -> Path:
 
     runs = comparison["runs"]
     fig, ax = plt.subplots(figsize=(13, 4.8))
+    markers = "os^Dv<>ph*"
     for i, r in enumerate(runs):
         color = f"C{i % 10}"
         gens = [g["gen"] for g in r["curve"]]
-        ax.plot(gens, [g["best_so_far"] for g in r["curve"]], color=color, lw=2, label=f"{r['run_id']} best so far")
+        # distinct markers (shrinking with i) keep runs with identical curves visible
+        ax.plot(gens, [g["best_so_far"] for g in r["curve"]], color=color, lw=2, marker=markers[i % len(markers)],
+                ms=max(10 - 2 * i, 4), label=f"{r['run_id']} best so far")
         ax.plot(gens, [g["best"] for g in r["curve"]], color=color, lw=1, ls="--", alpha=0.7,
                 label=f"{r['run_id']} generation best")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("in-sample fitness")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation", fontsize=11)
+    ax.set_ylabel("in-sample fitness", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=10, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=11, loc="center left", bbox_to_anchor=(1.01, 0.5))
     curves = _png(fig)
 
     fig, ax = plt.subplots(figsize=(13, 0.6 + 0.55 * len(runs) + 1.2))
@@ -188,7 +194,7 @@ def write_compare_html(comparison: dict[str, Any], path: str | Path) -> Path:
     ax.set_yticks(list(y), names, fontsize=10)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("total return, %")
-    ax.legend(fontsize=10, loc="lower right")
+    ax.legend(fontsize=11, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, axis="x")
     bars = _png(fig)
 
