@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from forge.core.errors import ConfigError
 from forge.features import FEATURES, FeatureMatrix, compute_features
 from forge.gp import BufferPool, Genome, compile_program, run_program
+from forge.gp.cache import SubtreeCache
 
 
 if TYPE_CHECKING:
@@ -35,11 +37,10 @@ def strategy_features(
     returns: FeatureMatrix with values (len(names), n) float64.
     raises ConfigError for an unknown name, DataError for a bad library file.
     """
-    from forge.core.errors import ConfigError
-
     names = tuple(names)
     lib_vals: dict[str, tuple[np.ndarray, int]] = {}
     if library is not None:
+        # imported here for its cost (scikit-learn), not for a cycle: most callers never pass a library
         from forge.synthesize import FeatureLibrary, library_features, load_feature_library
 
         lib = library if isinstance(library, FeatureLibrary) else load_feature_library(library)
@@ -82,15 +83,23 @@ def genome_positions(
     features: FeatureMatrix,
     bars_since_gap: np.ndarray,
     pool: BufferPool | None = None,
+    cache: SubtreeCache | None = None,
 ) -> np.ndarray:
-    """Target positions of ``genome`` on the bars behind ``features``.
+    """Target positions of ``genome`` on the bars behind ``features`` -- the one genome -> positions path
+    (evolution's fitness, the hall-of-fame report, the gauntlet, co-evolution encounters).
 
     features: FeatureMatrix whose names include every feature the genome
-    reads (extra features are fine); bars_since_gap: (n,) int64.
+    reads (extra features are fine); bars_since_gap: (n,) int64; pool: VM buffers to reuse;
+    cache: a ``forge.gp.cache.SubtreeCache`` built on exactly ``features.values`` (same result, memoised
+    windowed subtrees).
     returns: (n,) float64 target exposure in [-1, 1], decided at each bar's
     close (the backtester fills it at the next bar's open).
     raises GenomeError if the genome reads a feature that is not available.
     """
-    program = compile_program(genome, features.names, dict(zip(features.names, features.lookbacks)))
-    pos = run_program(program, features.values, pool)
-    return mask_warmup(pos, bars_since_gap, program.lookback)
+    lookbacks = dict(zip(features.names, features.lookbacks))
+    if cache is not None:
+        raw, lookback = cache.run(genome), SubtreeCache.lookback(genome, lookbacks)
+    else:
+        program = compile_program(genome, features.names, lookbacks)
+        raw, lookback = run_program(program, features.values, pool), program.lookback
+    return mask_warmup(raw, bars_since_gap, lookback)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forge.coevolution import CoevolutionSection, PredatorPopulation, pareto_order
+from forge.evolution.coevolution import PredatorPopulation, pareto_order
+from forge.evolution.config import CoevolutionConfig
 from forge.core.errors import ConfigError
-from forge.evolve import evolve, resume_run
-from forge.settings import load_run_config, with_overrides
+from forge.evolution import evolve, resume_run
+from forge.evolution.config import load_run_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,8 +34,8 @@ def test_coevolution_smoke_kill_and_resume(tmp_path):
     assert co["mode"] == "weighted" and len(co["predator_hall_of_fame"]) == 1 and len(co["history"]) == 3
     for m in full.hall_of_fame:
         met = m["in_sample"]
-        assert {"causal_fitness", "adversarial_bp"} <= set(met)
-        assert m["fitness"] == pytest.approx(met["causal_fitness"] + met["adversarial_bp"])
+        assert {"backtest_fitness", "adversarial_bp"} <= set(met)
+        assert m["fitness"] == pytest.approx(met["backtest_fitness"] + met["adversarial_bp"])
     gens = [json.loads(x) for x in (full.run_dir / "generations.jsonl").read_text().splitlines()]
     assert all("adversarial_mean_bp" in g and "predator_best" in g for g in gens)
     evolve(cfg, run_dir=tmp_path / "killed", stop_after=1)
@@ -74,35 +75,35 @@ def test_predator_breeding_stays_in_bounds_and_is_seeded():
 
 def test_config_errors():
     with pytest.raises(ConfigError, match="mode"):
-        CoevolutionSection(mode="nope").validate()
+        CoevolutionConfig(mode="nope").validate()
     with pytest.raises(ConfigError, match="predators_met"):
-        CoevolutionSection(predators=2, predators_met=3).validate()
+        CoevolutionConfig(predators=2, predators_met=3).validate()
 
 
 def test_pareto_mode_smoke(tmp_path):
     res = evolve(_cfg(tmp_path, mode="pareto", generations=1), run_dir=tmp_path / "pareto")
     assert res.manifest["coevolution"]["mode"] == "pareto"
-    for m in res.hall_of_fame:  # Pareto mode keeps the causal fitness as the hall-of-fame key
-        assert m["fitness"] == pytest.approx(m["in_sample"]["causal_fitness"])
+    for m in res.hall_of_fame:  # Pareto mode keeps the backtest fitness as the hall-of-fame key
+        assert m["fitness"] == pytest.approx(m["in_sample"]["backtest_fitness"])
 
 
 def test_event_budget_caps_encounters_and_marks_the_predator_unrealistic(tmp_path):
     """A market that needs more book events than the budget is cut short, never raises, and its predator
     is penalised below every scenario within budget."""
-    from forge.coevolution import OVER_BUDGET_PENALTY, Arena, Coevolution
+    from forge.evolution.coevolution import OVER_BUDGET_PENALTY, Arena, Coevolution
     from forge.gp import Genome
     from forge.sim.params import no_scenario
 
     g = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
-    roomy = Arena(CoevolutionSection(sim_minutes=360, warmup_minutes=240, calibration=str(tmp_path / "none.json")),
+    roomy = Arena(CoevolutionConfig(sim_minutes=360, warmup_minutes=240, calibration=str(tmp_path / "none.json")),
                   ("ret_1",))
-    tight = Arena(CoevolutionSection(sim_minutes=360, warmup_minutes=240, max_events_per_minute=100,
+    tight = Arena(CoevolutionConfig(sim_minutes=360, warmup_minutes=240, max_events_per_minute=100,
                                      calibration=str(tmp_path / "none.json")), ("ret_1",))
     # seed 0 = the arenas' own seed, whose quiet market is also the reference without a calibration file
     assert np.isfinite(roomy.realism(no_scenario(), 0)) and roomy.truncated == 0
     assert tight.realism(no_scenario(), 0) == float("inf") and tight.truncated == 1
     assert np.isfinite(tight.encounter(g, no_scenario(), 0)) and tight.truncated == 2
-    co = Coevolution(CoevolutionSection(predators=2, max_events_per_minute=100, sim_minutes=360, warmup_minutes=240,
+    co = Coevolution(CoevolutionConfig(predators=2, max_events_per_minute=100, sim_minutes=360, warmup_minutes=240,
                                         calibration=str(tmp_path / "none.json")), tight, np.random.default_rng(0))
     row = co.step([g], n_prey=1)
     assert row["over_budget"] == 2 and row["predator_best"] <= -OVER_BUDGET_PENALTY + 1e3

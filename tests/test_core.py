@@ -12,7 +12,7 @@ from forge.core.artifacts import atomic_write_json
 from forge.core.config import build_section
 from forge.core.errors import ConfigError, DataError
 from forge.data.gaps import bars_since_gap, segment_ids
-from forge.settings import EvolveSection
+from forge.evolution.config import EvolveConfig
 
 
 def test_streams_are_reproducible_and_independent():
@@ -45,10 +45,10 @@ def test_atomic_write_json_is_strict_json(tmp_path):
 
 def test_build_section_names_key_and_type():
     with pytest.raises(ConfigError, match=r"where\.population: expected an integer"):
-        build_section(EvolveSection, {"population": 1.5}, "where")
+        build_section(EvolveConfig, {"population": 1.5}, "where")
     with pytest.raises(ConfigError, match="unknown key"):
-        build_section(EvolveSection, {"pop": 3}, "where")
-    sec = build_section(EvolveSection, {"data": ["a", "b"], "cxpb": 0}, "where")
+        build_section(EvolveConfig, {"pop": 3}, "where")
+    sec = build_section(EvolveConfig, {"data": ["a", "b"], "cxpb": 0}, "where")
     assert sec.data == ("a", "b") and sec.cxpb == 0.0
 
 

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from cli import forge_app, gauntlet_app, crucible_app
 from forge.core.errors import ConfigError, DataError
-from forge.evolve import evolve, walk_forward_split
+from forge.data.split import holdout_split
+from forge.evolution import evolve
 from forge.gp import Genome
-from forge.settings import load_run_config, with_overrides
+from forge.evolution.config import load_run_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -109,8 +110,8 @@ def test_config_errors(tmp_path):
 def test_split_refuses_tiny_data():
     import numpy as np
 
-    with pytest.raises(DataError, match="walk-forward"):
-        walk_forward_split(np.arange(150, dtype=np.int64) * 60_000, 0.7)
+    with pytest.raises(DataError, match="in/out-of-sample split"):
+        holdout_split(np.arange(150, dtype=np.int64) * 60_000, 0.7)
 
 
 def test_cli_smoke_evolve_and_show(tmp_path):
@@ -144,7 +145,7 @@ def test_cli_bad_config_exit_code(tmp_path):
 def test_kill_and_resume_gives_the_uninterrupted_hall_of_fame(tmp_path):
     """A run stopped after generation 1 (as after kill -9 between checkpoints)
     and resumed equals the uninterrupted run with the same seed."""
-    from forge.evolve import resume_run
+    from forge.evolution import resume_run
 
     cfg = _cfg(tmp_path, generations=3, population=16)
     full = evolve(cfg, run_dir=tmp_path / "full")
@@ -167,7 +168,7 @@ def test_kill_and_resume_gives_the_uninterrupted_hall_of_fame(tmp_path):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from forge.core.errors import RunDirError
-    from forge.evolve import resume_run
+    from forge.evolution import resume_run
 
     with pytest.raises(RunDirError, match="not a run directory"):
         resume_run(tmp_path)
@@ -209,8 +210,8 @@ def test_two_runs_in_one_fresh_process_are_identical(tmp_path):
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from forge.evolve import evolve\n"
-        "from forge.settings import load_run_config, with_overrides\n"
+        "from forge.evolution import evolve\n"
+        "from forge.evolution.config import load_run_config, with_overrides\n"
         "t = Path(sys.argv[1])\n"
         "cfg = with_overrides(load_run_config(sys.argv[2]), 'evolve', output_dir=str(t), generations=3, population=16)\n"
         "h = [json.loads((evolve(cfg, run_dir=t / f'r{i}').run_dir / 'hall_of_fame.json').read_text())['members']\n"
@@ -231,16 +232,16 @@ def test_workers_get_the_segments_once_as_memory_maps():
 
     from forge.backtest import BacktestConfig
     from forge.bench import _market
-    from forge.evolve import Evaluator, SharedSegments
+    from forge.evolution.evaluator import Evaluator, SharedSegments
     from forge.gp import Genome
-    from forge.settings import FitnessSection
+    from forge.evolution.config import FitnessConfig
 
     data, _ = _market(5_000)
     genomes = [Genome.from_tokens(["long_short", "gt_c", f"feature:{f}", "const:0", "lt_c", f"feature:{f}", "const:1"],
                                   [0.1, -0.1]) for f in data.feature_names[:6]]
-    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 1) as ev1:
+    with Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 1) as ev1:
         serial = ev1.evaluate(genomes)
-    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 2) as ev2:
+    with Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 2) as ev2:
         folder = ev2._shared.folder
         assert isinstance(ev2._shared, SharedSegments) and len(os.listdir(folder)) == 5
         assert len(__import__("pickle").dumps(ev2._shared)) < 2_000  # a handle, not the arrays

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from forge.evolve import evolve
-from forge.settings import load_run_config, with_overrides
+from forge.evolution import evolve
+from forge.evolution.config import load_run_config, with_overrides
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
 

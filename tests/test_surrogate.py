@@ -7,7 +7,8 @@ import random
 import numpy as np
 
 from forge.gp import Operators, build_pset, genome_from_individual
-from forge.surrogate import N_HEAD, PROXY_COL, Surrogate, SurrogateSection, describe, proxy_stats, rank_correlation
+from forge.evolution.config import SurrogateConfig
+from forge.evolution.surrogate import N_HEAD, PROXY_COL, Surrogate, describe, proxy_stats, rank_correlation
 
 NAMES = ("a", "b", "c")
 
@@ -28,7 +29,7 @@ def _problem(n: int, seed: int):
 
 def test_surrogate_ranks_unseen_candidates():
     X, y = _problem(600, seed=1)
-    s = Surrogate(SurrogateSection(min_train=50), seed=0)
+    s = Surrogate(SurrogateConfig(min_train=50), seed=0)
     s.observe(X[:400], y[:400])
     rho = rank_correlation(s.predict(X[400:]), y[400:])
     assert rho > 0.5, rho
@@ -38,7 +39,7 @@ def test_surrogate_ranks_unseen_candidates():
 
 def test_select_takes_top_fraction_plus_exploration_and_is_deterministic():
     X, y = _problem(300, seed=2)
-    cfg = SurrogateSection(min_train=50, top_fraction=0.1, explore_fraction=0.05)
+    cfg = SurrogateConfig(min_train=50, top_fraction=0.1, explore_fraction=0.05)
     s = Surrogate(cfg, seed=0)
     s.observe(X[:200], y[:200])
     cand = X[200:]
@@ -52,7 +53,7 @@ def test_select_takes_top_fraction_plus_exploration_and_is_deterministic():
 
 def test_before_min_train_selection_is_random_and_model_absent():
     X, _ = _problem(100, seed=3)
-    s = Surrogate(SurrogateSection(min_train=1000, top_fraction=0.1, explore_fraction=0.1), seed=0)
+    s = Surrogate(SurrogateConfig(min_train=1000, top_fraction=0.1, explore_fraction=0.1), seed=0)
     s.observe(X[:10], np.zeros(10))
     assert s.model is None
     idx, pred = s.select(X, np.random.default_rng(0))
@@ -77,7 +78,7 @@ def test_proxy_windows_join_as_gaps():
     """Proxy windows spread over the in-sample data are joined with a restart of bars_since_gap at each join."""
     import numpy as np
 
-    from forge.evolve import MarketArrays
+    from forge.evolution.market import MarketArrays
 
     n = 100
     t = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)

@@ -113,3 +113,50 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def build_root(root_cls: type[T], raw: dict[str, Any], source: str) -> T:
+    """Instantiate a root config: a dataclass whose fields are section dataclasses (one per TOML table, the
+    field's ``default_factory`` naming its class) plus an optional ``source: str`` field set to ``source``.
+
+    raw: {table: {key: value}}; missing tables take their defaults.  raises ConfigError for an unknown
+    table, a table that is not a table, or anything :func:`build_section` rejects (naming source, table, key).
+    """
+    sections = {f.name: f.default_factory for f in dataclasses.fields(root_cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")
+    parts: dict[str, Any] = {}
+    for name, cls in sections.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        parts[name] = build_section(cls, table, f"{source} [{name}]")  # type: ignore[arg-type]
+    if any(f.name == "source" for f in dataclasses.fields(root_cls)):
+        parts["source"] = source
+    return root_cls(**parts)
+
+
+def load_config(path: str | Path | None, root_cls: type[T], default_name: str | None = None) -> T:
+    """Read a TOML file into ``root_cls`` (see :func:`build_root`).
+
+    The one rule for default paths: ``path`` None -> ``CONFIG_DIR / default_name`` when that file exists,
+    else the built-in defaults (``root_cls()``).  raises ConfigError naming file, table and key.
+    """
+    if path is None:
+        default = CONFIG_DIR / default_name if default_name else None
+        if default is None or not default.is_file():
+            return root_cls()
+        path = default
+    return build_root(root_cls, read_toml(path), str(path))
+
+
+def resolve_path(path: str) -> Path:
+    """``path`` if it exists or is absolute, else the same relative path in the project checkout if it
+    exists there (e.g. the shipped ``configs/sim`` calibration), else ``path`` unchanged (the caller
+    decides what a missing file means)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    in_repo = CONFIG_DIR.parent / p
+    return in_repo if in_repo.exists() else p

@@ -23,8 +23,8 @@ simulator's facts (``forge.sim.facts.realism_distance``), so predators cannot
 win by making the market unrecognisable.
 
 Predators evolve by tournament selection, blend crossover and Gaussian
-mutation in the unit cube (DEAP's ``cxBlend``/``mutGaussian`` semantics,
-written against a numpy Generator so the state can be checkpointed).
+mutation in the unit cube (``forge.evolution.operators``: DEAP's ``cxBlend``/``mutGaussian``
+semantics written against a numpy Generator, so the state can be checkpointed).
 """
 
 from __future__ import annotations
@@ -33,90 +33,36 @@ import dataclasses
 import itertools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
+from deap import base, creator, tools
 
-from forge.core.errors import ConfigError
+from forge.core.config import resolve_path
 from forge.data.gaps import bars_since_gap
+from forge.evolution.config import CoevolutionConfig
+from forge.evolution.operators import cx_blend, mut_gaussian, sel_best_distinct, sel_tournament_index
 from forge.gp import BufferPool, Genome
+from forge.sim.calibrate import load_calibrated_facts, load_calibration
+from forge.sim.facts import realism_distance, stylized_facts
+from forge.sim.market import SimConfig, simulate
+from forge.sim.params import SCENARIO_SPECS, no_scenario
+from forge.sim.strategy_sim import simulate_with_strategy
+from forge.strategy import genome_positions, strategy_features
 
-__all__ = ["CoevolutionSection", "Arena", "PredatorPopulation", "Coevolution"]
+__all__ = ["Adversary", "Arena", "Coevolution", "OVER_BUDGET_PENALTY", "PredatorPopulation", "combine",
+           "pareto_order"]
 
 _ARENA_IDS = itertools.count()
 OVER_BUDGET_PENALTY = 1e6
 """Predator fitness penalty (bp per bar) of a scenario whose market exceeds the event budget."""
 
 
-@dataclass(frozen=True)
-class CoevolutionSection:
-    """``[coevolution]``: enabled; mode "weighted" (fitness = causal + weight * adversarial score,
-    adversarial score = mean per-bar return * 10,000, i.e. bp per bar) or "pareto" (NSGA-II over
-    causal fitness and adversarial score); predators: predator population size; predators_met:
-    current predators each strategy meets (plus the whole predator hall of fame); predator_hof:
-    size of the predator hall of fame; adversarial_top: only the best this-many strategies of each
-    generation's pool (by causal fitness) meet predators, the rest get the worst adversarial score
-    measured in that generation (a conservative stand-in that keeps a generation's cost bounded);
-    sim_minutes: simulated bars per encounter (the first
-    ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
-    realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
-    of a ``forge calibrate`` output (relative paths are tried in the working directory, then in the
-    project checkout; the built-in default DSG if missing); fee_bps: taker fee inside the book;
-    max_events_per_minute: event budget of one encounter's simulation (book messages and agent wakes
-    per simulated minute, burn-in included, ~3x a calibrated quiet market): a predator whose market
-    exceeds it is cut short and counts as unrealistic (realism distance = infinity, so it is
-    penalised like any scenario beyond the bound), which keeps every encounter's cost bounded."""
-
-    enabled: bool = False
-    mode: str = "weighted"
-    weight: float = 1.0
-    predators: int = 6
-    predators_met: int = 1
-    predator_hof: int = 1
-    adversarial_top: int = 8
-    sim_minutes: int = 480
-    warmup_minutes: int = 240
-    realism_bound: float = 50.0
-    realism_penalty: float = 0.01
-    mutation_sigma: float = 0.15
-    calibration: str = "configs/sim/calibration_btcusdt_1m.json"
-    fee_bps: float = 10.0
-    max_events_per_minute: int = 3_000
-
-    def validate(self) -> None:
-        if self.max_events_per_minute < 100:
-            raise ConfigError(f"coevolution.max_events_per_minute must be >= 100, got {self.max_events_per_minute}")
-        if self.mode not in ("weighted", "pareto"):
-            raise ConfigError(f"coevolution.mode must be 'weighted' or 'pareto', got {self.mode!r}")
-        if self.predators < 2 or self.predators_met < 1 or self.predators_met > self.predators:
-            raise ConfigError("coevolution: need predators >= 2 and 1 <= predators_met <= predators")
-        if self.adversarial_top < 1:
-            raise ConfigError(f"coevolution.adversarial_top must be >= 1, got {self.adversarial_top}")
-        if self.predator_hof < 0:
-            raise ConfigError(f"coevolution.predator_hof must be >= 0, got {self.predator_hof}")
-        if self.sim_minutes < self.warmup_minutes + 60:
-            raise ConfigError("coevolution.sim_minutes must exceed warmup_minutes by at least 60")
-        if not 0 < self.mutation_sigma <= 1:
-            raise ConfigError(f"coevolution.mutation_sigma must be in (0, 1], got {self.mutation_sigma}")
-
-
 def _scenario_from_unit(u: np.ndarray) -> np.ndarray:
-    from forge.sim.params import SCENARIO_SPECS
-
     return np.array([s.from_unit(float(x)) for s, x in zip(SCENARIO_SPECS, u)], dtype=np.float64)
-
-
-def _resolve(path: str) -> Path:
-    """``path`` if it exists or is absolute, else the same relative path in the project checkout if it
-    exists there (the shipped ``configs/sim`` calibration), else ``path`` (missing: default DSG)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    in_repo = Path(__file__).resolve().parents[1] / p
-    return in_repo if in_repo.exists() else p
 
 
 class Arena:
@@ -127,11 +73,9 @@ class Arena:
     encounter in a generation uses the same seed).
     """
 
-    def __init__(self, cfg: CoevolutionSection, feature_names: Sequence[str], library: Any = None, seed: int = 0):
-        from forge.sim.calibrate import load_calibration
-
+    def __init__(self, cfg: CoevolutionConfig, feature_names: Sequence[str], library: Any = None, seed: int = 0):
         self.cfg = cfg
-        self.calibration_path = _resolve(cfg.calibration)
+        self.calibration_path = resolve_path(cfg.calibration)
         self.dsg = load_calibration(self.calibration_path)
         self.feature_names = tuple(feature_names)
         self.library = library
@@ -151,17 +95,13 @@ class Arena:
         self.__dict__.update(st)
         self._bars, self.truncated, self._ref, self.pool = {}, 0, None, BufferPool()
 
-    def sim_config(self):
+    def sim_config(self) -> SimConfig:
         """The simulator config of an encounter: default agents, the event budget of ``max_events_per_minute``."""
-        from forge.sim.market import SimConfig
-
         base = SimConfig()
         return dataclasses.replace(
             base, max_events=self.cfg.max_events_per_minute * (base.burn_in_minutes + self.cfg.sim_minutes))
 
     def _quiet(self, scenario: np.ndarray, seed: int) -> tuple[pl.DataFrame, bool]:
-        from forge.sim.market import simulate
-
         key = (scenario.tobytes(), seed)
         if key not in self._bars:
             if len(self._bars) > 64:
@@ -177,10 +117,6 @@ class Arena:
 
     def realism(self, scenario: np.ndarray, seed: int) -> float:
         """Weighted stylized-facts distance of the predator's quiet market to the reference market."""
-        from forge.sim.calibrate import load_calibrated_facts
-        from forge.sim.facts import realism_distance, stylized_facts
-        from forge.sim.params import no_scenario
-
         if self._ref is None:
             cal = load_calibrated_facts(self.calibration_path)
             if cal is None:  # no calibration file: the default simulator is the reference, unit weights
@@ -196,9 +132,6 @@ class Arena:
     def encounter(self, genome: Genome, scenario: np.ndarray, seed: int) -> float:
         """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market,
         measured after the warm-up. Two-pass open loop (module docstring)."""
-        from forge.sim.strategy_sim import simulate_with_strategy
-        from forge.strategy import genome_positions, strategy_features
-
         bars = self.quiet_bars(scenario, seed)
         names = tuple(dict.fromkeys(genome.features))
         fm = strategy_features(bars, names, self.library)
@@ -248,8 +181,6 @@ class PredatorPopulation:
 
     @classmethod
     def initial(cls, n: int, rng: np.random.Generator) -> PredatorPopulation:
-        from forge.sim.params import SCENARIO_SPECS, no_scenario
-
         base = np.array([s.to_unit(v) for s, v in zip(SCENARIO_SPECS, no_scenario())])
         g = rng.uniform(0.0, 1.0, (n, len(SCENARIO_SPECS)))
         g[0] = base  # the quiet market is always a member of the first generation
@@ -275,21 +206,15 @@ class PredatorPopulation:
         n, d = self.genomes.shape
         out = [self.genomes[int(np.argmax(self.fitness))].copy()]
         while len(out) < n:
-            parents = []
-            for _ in range(2):
-                idx = rng.integers(0, n, tournament)
-                parents.append(self.genomes[idx[int(np.argmax(self.fitness[idx]))]])
-            gamma = (1.0 + 2 * 0.5) * rng.uniform(size=d) - 0.5
-            child = (1.0 - gamma) * parents[0] + gamma * parents[1]
-            mask = rng.uniform(size=d) < 1.0 / d + 0.2
-            child = child + mask * rng.normal(0.0, sigma, d)
+            p1, p2 = (self.genomes[sel_tournament_index(self.fitness, tournament, rng)] for _ in range(2))
+            child = mut_gaussian(cx_blend(p1, p2, 0.5, rng), sigma, 1.0 / d + 0.2, rng)
             out.append(np.clip(child, 0.0, 1.0))
         self.genomes = np.array(out)
         self.fitness = np.full(n, -np.inf)
 
 
 class Coevolution:
-    """Drives the predator side inside ``forge evolve`` (see ``forge.evolve``).
+    """Drives the predator side inside ``forge evolve`` (see :class:`Adversary`, the loop's hook).
 
     Per generation: ``score(genomes)`` gives each strategy's adversarial score against a seeded sample
     of ``predators_met`` current predators plus the predator hall of fame; ``step(prey)`` evaluates the
@@ -297,8 +222,8 @@ class Coevolution:
     predators. ``state()``/``from_state`` checkpoint everything, including the numpy RNG.
     """
 
-    def __init__(self, cfg: CoevolutionSection, arena: Arena, rng: np.random.Generator, map_tasks: Any = None):
-        """map_tasks(fn, [args, ...]) -> [fn(*args), ...] in order (e.g. ``forge.evolve.Evaluator.map``
+    def __init__(self, cfg: CoevolutionConfig, arena: Arena, rng: np.random.Generator, map_tasks: Any = None):
+        """map_tasks(fn, [args, ...]) -> [fn(*args), ...] in order (e.g. ``forge.evolution.evaluator.Evaluator.map``
         runs the encounters on the fitness workers); default: in this process.  Results do not depend
         on it: every encounter is a pure function of (DSG, genome, scenario, seed)."""
         self.cfg, self.arena, self.rng = cfg, arena, rng
@@ -362,8 +287,6 @@ class Coevolution:
         return row
 
     def hall_of_fame(self) -> list[dict[str, Any]]:
-        from forge.sim.params import SCENARIO_SPECS
-
         return [{"fitness": f, "scenario": {s.name: v for s, v in zip(SCENARIO_SPECS, _scenario_from_unit(np.array(u)))}}
                 for f, u in self.pop.hof]
 
@@ -382,15 +305,13 @@ class Coevolution:
         self._met = list(st["met"])
 
 
-def combine(causal: float, adversarial: float, cfg: CoevolutionSection) -> float:
-    """Weighted dual fitness (mode "weighted")."""
-    return float(causal + cfg.weight * adversarial)
+def combine(backtest: float, adversarial: float, cfg: CoevolutionConfig) -> float:
+    """Weighted dual fitness (mode "weighted"): backtest fitness + weight * adversarial bp per bar."""
+    return float(backtest + cfg.weight * adversarial)
 
 
 def pareto_order(objectives: np.ndarray, k: int) -> list[int]:
-    """Indices of the k survivors by NSGA-II (DEAP's ``selNSGA2``) over (n, m) objectives, all maximised."""
-    from deap import base, creator, tools
-
+    """Indices of the k selected rows by NSGA-II (DEAP's ``selNSGA2``) over (n, m) objectives, all maximised."""
     if not hasattr(creator, "FitnessCoev"):
         creator.create("FitnessCoev", base.Fitness, weights=(1.0,) * objectives.shape[1])
 
@@ -406,3 +327,56 @@ def pareto_order(objectives: np.ndarray, k: int) -> list[int]:
         items.append(p)
     return [p.i for p in tools.selNSGA2(items, k)]
 
+
+
+class Adversary:
+    """The co-evolution hook of the (mu + lambda) loop: dual fitness of the strategies and the predators' move.
+
+    coev: the predator side; to_genome: individual -> Genome.  Each individual's ``metrics`` gets
+    ``backtest_fitness`` (its fitness from the historical backtest) and ``adversarial_bp`` (bp per bar inside
+    the simulator); in mode "weighted" its fitness becomes :func:`combine` of the two, in mode "pareto" it
+    keeps the backtest fitness and selection is NSGA-II over both.
+    """
+
+    def __init__(self, coev: Coevolution, cfg: CoevolutionConfig, to_genome: Callable[[Any], Genome]):
+        self.coev, self.cfg, self.to_genome = coev, cfg, to_genome
+
+    def score(self, individuals: list[Any], first: bool = False) -> dict[str, Any]:
+        """Adversarial scores of the best ``adversarial_top`` individuals by backtest fitness (the rest get the
+        worst score measured); ``first``: generation 0, the predators move once the first prey exist."""
+        self.coev.begin_generation()
+        backtest = [ind.metrics.get("backtest_fitness", ind.fitness.values[0]) if isinstance(ind.metrics, dict)
+                    else ind.fitness.values[0] for ind in individuals]
+        order = sorted(range(len(individuals)), key=lambda i: (-backtest[i], i))
+        top = order[: self.cfg.adversarial_top]
+        measured = self.coev.score([self.to_genome(individuals[i]) for i in top])
+        scores = [min(measured)] * len(individuals)
+        for i, adv in zip(top, measured):
+            scores[i] = adv
+        for ind, b, adv in zip(individuals, backtest, scores):
+            ind.metrics = {**(ind.metrics or {}), "backtest_fitness": b, "adversarial_bp": adv}
+            if self.cfg.mode == "weighted":
+                ind.fitness.values = (combine(b, adv, self.cfg),)
+        out = {"adversarial_mean_bp": float(np.mean(measured)), "adversarial_evaluated": len(top)}
+        if first:
+            out.update(self.predator_step(individuals))
+        return out
+
+    def select(self, pool: list[Any], mu: int) -> list[Any]:
+        """The next population: NSGA-II over (backtest fitness, adversarial bp) in mode "pareto", else the
+        best ``mu`` distinct trees by the combined fitness."""
+        if self.cfg.mode == "pareto":
+            objectives = np.array([[ind.metrics["backtest_fitness"], ind.metrics["adversarial_bp"]] for ind in pool])
+            return [pool[i] for i in pareto_order(objectives, mu)]
+        return sel_best_distinct(pool, mu, fitness=lambda ind: ind.fitness.values[0])
+
+    def predator_step(self, population: list[Any]) -> dict[str, Any]:
+        """Predators evaluated against the best strategies by backtest fitness, then bred."""
+        ranked = sorted(population, key=lambda ind: -ind.metrics["backtest_fitness"])
+        row = self.coev.step([self.to_genome(ind) for ind in ranked])
+        return {"predator_best": row["predator_best"], "predator_realism": row["realism_of_best"]}
+
+    def report(self) -> dict[str, Any]:
+        """The manifest's ``coevolution`` entry."""
+        return {"mode": self.cfg.mode, "predator_hall_of_fame": self.coev.hall_of_fame(),
+                "history": self.coev.history}

@@ -1,0 +1,137 @@
+"""The state of a (mu + lambda) run between generations (:class:`RunState`) and its checkpoint: saved after
+every generation, restored by ``forge evolve --resume`` so that the resumed run equals an uninterrupted one.
+
+What a checkpoint holds (``forge.core.rundir.Checkpoint``): population and hall of fame as genome JSON with
+fitness and metrics, the stdlib ``random`` state (DEAP's operators draw from it), the run's numpy Generator
+state (surrogate exploration), the evaluation counters and log lengths, the surrogate's training rows
+(``surrogate.npz``) and the predators' state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from deap import base, creator, gp, tools
+
+from forge.core import rng
+from forge.core.rundir import (
+    Checkpoint, iter_evaluated, read_checkpoint, read_generations, read_surrogate_data, start_logs,
+    truncate_logs, write_checkpoint, write_surrogate_data,
+)
+from forge.evolution.coevolution import Coevolution
+from forge.evolution.evaluator import Evaluator
+from forge.evolution.surrogate import Surrogate
+from forge.gp import Genome, genome_from_individual, individual_from_genome
+
+__all__ = ["Codec", "RunState", "fresh_state", "restore_state", "save_state"]
+
+
+def _ensure_creator() -> None:
+    if not hasattr(creator, "ForgeFitness"):
+        creator.create("ForgeFitness", base.Fitness, weights=(1.0,))
+    if not hasattr(creator, "ForgeIndividual"):
+        creator.create("ForgeIndividual", gp.PrimitiveTree, fitness=creator.ForgeFitness, metrics=None)
+
+
+class Codec:
+    """Individuals (DEAP trees with ``fitness`` and ``metrics``) to and from genomes and checkpoint entries."""
+
+    def __init__(self, pset: gp.PrimitiveSetTyped):
+        _ensure_creator()
+        self.pset = pset
+
+    def new(self, tree: gp.PrimitiveTree) -> Any:
+        return creator.ForgeIndividual(tree)
+
+    def to_genome(self, ind: Any) -> Genome:
+        return genome_from_individual(ind, self.pset)
+
+    def entry(self, ind: Any) -> dict[str, Any]:
+        return {"genome": self.to_genome(ind).to_dict(), "fitness": float(ind.fitness.values[0]),
+                "metrics": ind.metrics}
+
+    def restore(self, entry: dict[str, Any]) -> Any:
+        ind = self.new(individual_from_genome(Genome.from_dict(entry["genome"]), self.pset))
+        ind.fitness.values = (entry["fitness"],)
+        ind.metrics = entry["metrics"]
+        return ind
+
+
+def new_hall_of_fame(size: int) -> tools.HallOfFame:
+    """DEAP hall of fame of distinct trees (by expression)."""
+    return tools.HallOfFame(size, similar=lambda a, b: str(a) == str(b))
+
+
+@dataclass
+class RunState:
+    """Everything the loop changes between generations.
+
+    gen: last completed generation (-1 before generation 0); population: individuals with fitness;
+    hall_of_fame / logbook: DEAP's; np_rng: the run's numpy Generator (surrogate exploration).  The stdlib
+    ``random`` state is global (DEAP) and saved alongside.
+    """
+
+    gen: int
+    population: list[Any]
+    hall_of_fame: tools.HallOfFame
+    logbook: tools.Logbook
+    np_rng: np.random.Generator
+
+
+def fresh_state(run_dir: Path, seed: int, hof_size: int) -> RunState:
+    """A new run: ``random`` and numpy streams seeded from ``seed``, empty logs."""
+    random.seed(rng.int_seed(seed, "evolve", "deap"))
+    start_logs(run_dir)
+    return RunState(gen=-1, population=[], hall_of_fame=new_hall_of_fame(hof_size), logbook=tools.Logbook(),
+                    np_rng=rng.generator(seed, "evolve", "numpy"))
+
+
+def save_state(run_dir: Path, state: RunState, codec: Codec, evaluator: Evaluator, surrogate: Surrogate | None,
+               coev: Coevolution | None) -> None:
+    """Write ``checkpoint.json`` (and ``surrogate.npz``) for the state after generation ``state.gen``."""
+    if surrogate is not None:
+        write_surrogate_data(run_dir, X=np.vstack(surrogate.X) if surrogate.X else np.zeros((0, 0)),
+                             y=np.asarray(surrogate.y, dtype=np.float64))
+    st = random.getstate()
+    write_checkpoint(run_dir, Checkpoint(
+        gen=state.gen,
+        population=[codec.entry(ind) for ind in state.population],
+        hall_of_fame=[codec.entry(ind) for ind in state.hall_of_fame.items],
+        random_state=[st[0], list(st[1]), st[2]],
+        numpy_state=state.np_rng.bit_generator.state,
+        n_evaluated=evaluator.n_evaluated,
+        evaluated_lines=len(evaluator.memo),
+        surrogate_rows=surrogate.n_train if surrogate is not None else 0,
+        coevolution=coev.state() if coev is not None else None,
+    ))
+
+
+def restore_state(run_dir: Path, hof_size: int, codec: Codec, evaluator: Evaluator, surrogate: Surrogate | None,
+                  coev: Coevolution | None) -> RunState:
+    """The state saved in ``run_dir``'s checkpoint; logs cut back to what it accounts for, the evaluator's
+    memo, the surrogate's training rows and the predators restored.  raises RunDirError."""
+    ck = read_checkpoint(run_dir)
+    st = ck.random_state
+    random.setstate((st[0], tuple(st[1]), st[2]))
+    np_rng = np.random.Generator(np.random.PCG64())
+    np_rng.bit_generator.state = ck.numpy_state
+    truncate_logs(run_dir, generations=ck.gen + 1, evaluated=ck.evaluated_lines)
+    for record in iter_evaluated(run_dir):
+        evaluator.remember(record)
+    evaluator.n_evaluated = ck.n_evaluated
+    logbook = tools.Logbook()
+    for row in read_generations(run_dir):
+        logbook.record(**row)
+    hof = new_hall_of_fame(hof_size)
+    hof.items = [codec.restore(e) for e in ck.hall_of_fame]
+    hof.keys = [ind.fitness for ind in reversed(hof.items)]
+    if coev is not None:
+        coev.load_state(ck.coevolution)
+    if surrogate is not None and ck.surrogate_rows:
+        surrogate.observe(*read_surrogate_data(run_dir, ck.surrogate_rows))
+    return RunState(gen=ck.gen, population=[codec.restore(e) for e in ck.population], hall_of_fame=hof,
+                    logbook=logbook, np_rng=np_rng)

@@ -1,0 +1,313 @@
+"""Configuration of ``forge evolve``: one frozen dataclass per TOML table, validated before anything runs.
+
+``configs/default.toml`` and ``configs/smoke.toml`` hold the shipped values; every key is optional (the
+defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness]`` (:class:`FitnessConfig`),
+``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
+(:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`).  :func:`load_run_config` reads a
+file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
+re-validates.  Loading a config imports no simulator, model or causal library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forge.backtest import BacktestConfig
+from forge.core.config import build_root, load_config, override, to_dict
+from forge.core.errors import ConfigError
+
+__all__ = [
+    "CausalConfig", "CoevolutionConfig", "EvolveConfig", "FitnessConfig", "RunConfig", "SECTIONS",
+    "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config", "with_overrides",
+]
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """``[evolve]``: the (mu + lambda) loop, data split and run directory.
+
+    population: mu, individuals kept per generation.  offspring: lambda,
+    children bred per generation (0 = same as population).  cxpb / mutpb:
+    probability that a child comes from subtree crossover / mutation (the
+    rest are reproductions); cxpb + mutpb <= 1.  in_sample_fraction: leading
+    share of the bars evolution may see; the rest is the out-of-sample range,
+    never touched by evolution.  checkpoint: write ``checkpoint.json`` every
+    generation (``forge evolve --resume``).  seed_genomes: genome files
+    seeding ``seed_fraction`` of the initial population (the seeds and
+    mutated copies of them; DNA recycling).  subtree_cache_mb: memory bound of
+    each worker's subtree cache (0 = off; results are identical either way).
+    backend: "loky" (joblib processes on this machine, ``jobs`` workers) or
+    "dask" (a Dask distributed cluster at ``scheduler``; the data segment is
+    scattered to every worker once).  symbols: evolve across these symbols
+    (files ``<SYMBOL>-1m-*`` under ``data``); each strategy's fitness is the
+    mean or the worst (``symbol_aggregate``) over symbols.
+    """
+
+    seed: int = 0
+    population: int = 200
+    offspring: int = 0
+    generations: int = 10
+    cxpb: float = 0.5
+    mutpb: float = 0.4
+    tournament_size: int = 3
+    hall_of_fame_size: int = 10
+    init_min_depth: int = 2
+    init_max_depth: int = 5
+    max_depth: int = 8
+    max_size: int = 40
+    jobs: int = 1
+    in_sample_fraction: float = 0.7
+    data: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    feature_library: str = ""
+    output_dir: str = "artifacts/runs"
+    checkpoint: bool = True
+    seed_genomes: tuple[str, ...] = ()
+    seed_fraction: float = 0.25
+    subtree_cache_mb: int = 512
+    backend: str = "loky"
+    scheduler: str = ""
+    symbols: tuple[str, ...] = ()
+    symbol_aggregate: str = "mean"
+
+    def validate(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.population < 2:
+            raise ConfigError(f"population must be >= 2, got {self.population}")
+        if self.offspring < 0:
+            raise ConfigError(f"offspring must be >= 0, got {self.offspring}")
+        if self.generations < 0:
+            raise ConfigError(f"generations must be >= 0, got {self.generations}")
+        for name in ("cxpb", "mutpb"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {v}")
+        if self.cxpb + self.mutpb > 1.0 + 1e-12:
+            raise ConfigError(f"cxpb + mutpb must be <= 1, got {self.cxpb + self.mutpb}")
+        if self.tournament_size < 1:
+            raise ConfigError(f"tournament_size must be >= 1, got {self.tournament_size}")
+        if self.hall_of_fame_size < 1:
+            raise ConfigError(f"hall_of_fame_size must be >= 1, got {self.hall_of_fame_size}")
+        if not 1 <= self.init_min_depth <= self.init_max_depth <= self.max_depth:
+            raise ConfigError(
+                "need 1 <= init_min_depth <= init_max_depth <= max_depth, got "
+                f"{self.init_min_depth}, {self.init_max_depth}, {self.max_depth}"
+            )
+        if self.max_size < 3:
+            raise ConfigError(f"max_size must be >= 3, got {self.max_size}")
+        if self.jobs < 1:
+            raise ConfigError(f"jobs must be >= 1, got {self.jobs}")
+        if self.symbol_aggregate not in ("mean", "worst"):
+            raise ConfigError(f"symbol_aggregate must be 'mean' or 'worst', got {self.symbol_aggregate!r}")
+        if self.backend not in ("loky", "dask"):
+            raise ConfigError(f"backend must be 'loky' or 'dask', got {self.backend!r}")
+        if self.backend == "dask" and not self.scheduler:
+            raise ConfigError("backend 'dask' needs scheduler = 'tcp://HOST:PORT' (--scheduler)")
+        if self.subtree_cache_mb < 0:
+            raise ConfigError(f"subtree_cache_mb must be >= 0 (0 = off), got {self.subtree_cache_mb}")
+        if not 0.0 <= self.seed_fraction <= 1.0:
+            raise ConfigError(f"seed_fraction must be in [0, 1], got {self.seed_fraction}")
+        if not 0.1 <= self.in_sample_fraction < 1.0:
+            raise ConfigError(f"in_sample_fraction must be in [0.1, 1), got {self.in_sample_fraction}")
+
+    @property
+    def n_offspring(self) -> int:
+        """lambda: children per generation."""
+        return self.offspring or self.population
+
+
+@dataclass(frozen=True)
+class FitnessConfig:
+    """``[fitness]``: the scalar in-sample fitness blend (higher is better).
+
+    fitness = w_sharpe * clip(Sharpe, +-sharpe_cap) + w_ttt * ttt_score
+              - w_drawdown * max_drawdown - w_size * size / max_size
+    where ttt_score = 1 - TTT / n_bars if the target multiple was reached,
+    else 0.  A strategy with fewer than ``min_trades`` fills, or ruined, gets
+    ``floor``.
+    """
+
+    w_sharpe: float = 1.0
+    w_ttt: float = 1.0
+    w_drawdown: float = 2.0
+    w_size: float = 0.2
+    sharpe_cap: float = 20.0
+    min_trades: int = 10
+    floor: float = -100.0
+
+    def validate(self) -> None:
+        for name in ("w_sharpe", "w_ttt", "w_drawdown", "w_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sharpe_cap <= 0:
+            raise ConfigError(f"sharpe_cap must be > 0, got {self.sharpe_cap}")
+        if self.min_trades < 0:
+            raise ConfigError(f"min_trades must be >= 0, got {self.min_trades}")
+
+
+@dataclass(frozen=True)
+class CausalConfig:
+    """``[causal]``: PCMCI feature filter before evolution (``forge.causal``).
+
+    enabled: only features with a significant lagged link to the next-bar
+    return become GP terminals; tau_max: largest lag (bars) tested; pc_alpha:
+    PC-stage significance; alpha_level: significance of the final links
+    after Benjamini-Hochberg over the return's candidate parents;
+    max_samples: most recent in-sample rows used (runtime bound);
+    aggregate_minutes: bars aggregated before the test (1 = none);
+    cond_ind_test: "parcorr"; keep_at_least: features kept (smallest p)
+    when fewer pass.
+    """
+
+    enabled: bool = True
+    tau_max: int = 5
+    pc_alpha: float = 0.05
+    alpha_level: float = 0.01
+    max_samples: int = 20000
+    aggregate_minutes: int = 1
+    cond_ind_test: str = "parcorr"
+    keep_at_least: int = 3
+
+    def validate(self) -> None:
+        if not 1 <= self.tau_max <= 60:
+            raise ConfigError(f"tau_max must be in [1, 60], got {self.tau_max}")
+        for name in ("pc_alpha", "alpha_level"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.max_samples < 500:
+            raise ConfigError(f"max_samples must be >= 500, got {self.max_samples}")
+        if self.aggregate_minutes < 1:
+            raise ConfigError(f"aggregate_minutes must be >= 1, got {self.aggregate_minutes}")
+        if self.cond_ind_test != "parcorr":
+            raise ConfigError(f"cond_ind_test must be 'parcorr', got {self.cond_ind_test!r}")
+        if self.keep_at_least < 1:
+            raise ConfigError(f"keep_at_least must be >= 1, got {self.keep_at_least}")
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """``[surrogate]`` config.
+
+    enabled: screen offspring with the model; candidates_factor: candidate
+    offspring generated per generation = factor x offspring; top_fraction:
+    share of candidates fully evaluated by predicted rank (default 2%);
+    explore_fraction: extra share picked uniformly at random (exploration);
+    min_train: evaluated samples before the model is trusted (until then
+    candidates are picked at random); proxy_bars: bars of each proxy window;
+    proxy_windows: windows spread evenly over the in-sample segment (the
+    last one ends with it), joined into the one proxy segment on which the
+    proxy statistics are computed (a join is a gap: no look-back crosses it);
+    n_estimators / num_leaves / learning_rate: LightGBM parameters.
+    """
+
+    enabled: bool = True
+    candidates_factor: int = 50
+    top_fraction: float = 0.02
+    explore_fraction: float = 0.005
+    min_train: int = 64
+    proxy_bars: int = 2000
+    proxy_windows: int = 4
+    n_estimators: int = 150
+    num_leaves: int = 15
+    learning_rate: float = 0.08
+
+
+@dataclass(frozen=True)
+class CoevolutionConfig:
+    """``[coevolution]``: enabled; mode "weighted" (fitness = causal + weight * adversarial score,
+    adversarial score = mean per-bar return * 10,000, i.e. bp per bar) or "pareto" (NSGA-II over
+    causal fitness and adversarial score); predators: predator population size; predators_met:
+    current predators each strategy meets (plus the whole predator hall of fame); predator_hof:
+    size of the predator hall of fame; adversarial_top: only the best this-many strategies of each
+    generation's pool (by causal fitness) meet predators, the rest get the worst adversarial score
+    measured in that generation (a conservative stand-in that keeps a generation's cost bounded);
+    sim_minutes: simulated bars per encounter (the first
+    ``warmup_minutes`` only fill feature look-backs); realism_bound / realism_penalty: the
+    realism constraint; mutation_sigma: Gaussian mutation in unit coordinates; calibration: path
+    of a ``forge calibrate`` output (relative paths are tried in the working directory, then in the
+    project checkout; the built-in default DSG if missing); fee_bps: taker fee inside the book;
+    max_events_per_minute: event budget of one encounter's simulation (book messages and agent wakes
+    per simulated minute, burn-in included, ~3x a calibrated quiet market): a predator whose market
+    exceeds it is cut short and counts as unrealistic (realism distance = infinity, so it is
+    penalised like any scenario beyond the bound), which keeps every encounter's cost bounded."""
+
+    enabled: bool = False
+    mode: str = "weighted"
+    weight: float = 1.0
+    predators: int = 6
+    predators_met: int = 1
+    predator_hof: int = 1
+    adversarial_top: int = 8
+    sim_minutes: int = 480
+    warmup_minutes: int = 240
+    realism_bound: float = 50.0
+    realism_penalty: float = 0.01
+    mutation_sigma: float = 0.15
+    calibration: str = "configs/sim/calibration_btcusdt_1m.json"
+    fee_bps: float = 10.0
+    max_events_per_minute: int = 3_000
+
+    def validate(self) -> None:
+        if self.max_events_per_minute < 100:
+            raise ConfigError(f"coevolution.max_events_per_minute must be >= 100, got {self.max_events_per_minute}")
+        if self.mode not in ("weighted", "pareto"):
+            raise ConfigError(f"coevolution.mode must be 'weighted' or 'pareto', got {self.mode!r}")
+        if self.predators < 2 or self.predators_met < 1 or self.predators_met > self.predators:
+            raise ConfigError("coevolution: need predators >= 2 and 1 <= predators_met <= predators")
+        if self.adversarial_top < 1:
+            raise ConfigError(f"coevolution.adversarial_top must be >= 1, got {self.adversarial_top}")
+        if self.predator_hof < 0:
+            raise ConfigError(f"coevolution.predator_hof must be >= 0, got {self.predator_hof}")
+        if self.sim_minutes < self.warmup_minutes + 60:
+            raise ConfigError("coevolution.sim_minutes must exceed warmup_minutes by at least 60")
+        if not 0 < self.mutation_sigma <= 1:
+            raise ConfigError(f"coevolution.mutation_sigma must be in (0, 1], got {self.mutation_sigma}")
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``forge evolve`` needs, validated (one field per TOML table; ``source``: where it came from)."""
+
+    evolve: EvolveConfig = field(default_factory=EvolveConfig)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
+    source: str = "<defaults>"
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(RunConfig)  # type: ignore[misc]
+                             if f.name != "source"}
+"""TOML table name -> config class, in file order."""
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """JSON-ready {section: {key: value}} of a run config."""
+    return {name: to_dict(getattr(cfg, name)) for name in SECTIONS}
+
+
+def config_from_dict(d: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Inverse of ``config_to_dict`` (validated; raises ConfigError naming source, section and key)."""
+    return build_root(RunConfig, d, source)
+
+
+def load_run_config(path: str | Path | None = None) -> RunConfig:
+    """Read and validate a run config.
+
+    path: TOML file; None -> ``configs/default.toml`` when present, else the built-in defaults.
+    raises ConfigError naming file, section and key.
+    """
+    return load_config(path, RunConfig, default_name="default.toml")
+
+
+def with_overrides(cfg: RunConfig, section: str, **changes: Any) -> RunConfig:
+    """Copy of ``cfg`` with non-None ``changes`` applied to one section (re-validated).
+    raises ConfigError for an unknown section or key, or a value out of range."""
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; valid: {', '.join(SECTIONS)}")
+    new = override(getattr(cfg, section), f"{cfg.source} [{section}] (command line)", **changes)
+    return dataclasses.replace(cfg, **{section: new})

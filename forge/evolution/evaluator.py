@@ -1,0 +1,241 @@
+"""Fitness evaluation of genomes on the in-sample segments: in-process, on joblib (loky) workers or on a
+Dask cluster, with a per-process subtree cache and a run-wide memo.
+
+Results never depend on the number of workers, the backend or the cache: a genome's fitness is a pure
+function of (genome, segments, costs, fitness config).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from forge.backtest import BacktestConfig, backtest_metrics
+from forge.core.errors import ConfigError
+from forge.core.rundir import EvaluatedRecord
+from forge.core.rng import shielded_global_random
+from forge.evolution.config import FitnessConfig
+from forge.evolution.fitness import backtest_fitness
+from forge.evolution.market import MarketArrays
+from forge.gp import BufferPool, Genome
+from forge.gp.cache import SubtreeCache
+from forge.strategy import genome_positions
+
+__all__ = ["Evaluator", "EvaluatedRecord", "SharedSegments", "evaluate_chunk"]
+
+Result = tuple[float, dict[str, Any]]
+"""(fitness, in-sample metrics dict) of one genome."""
+
+_WORKER_CACHE: dict[str, SubtreeCache] = {}
+_ARRAYS = ("X", "open_", "close", "open_time", "bars_since_gap")
+_SHARED: dict[str, tuple[MarketArrays, ...]] = {}
+
+
+def _worker_cache(data: MarketArrays, cache_mb: int, n_segments: int = 1) -> SubtreeCache | None:
+    """This process's subtree cache for ``data`` (the budget is split across
+    the run's segments; caches of other runs' segments are dropped)."""
+    if cache_mb <= 0:
+        return None
+    cache = _WORKER_CACHE.get(data.token)
+    if cache is None:
+        if len(_WORKER_CACHE) >= n_segments:
+            _WORKER_CACHE.clear()
+        cache = _WORKER_CACHE[data.token] = SubtreeCache(data.X, data.feature_names,
+                                                         max_bytes=cache_mb * 2**20 // n_segments)
+    return cache
+
+
+@dataclass(frozen=True)
+class SharedSegments:
+    """A picklable handle on segments written once to ``folder`` as .npy files: workers map them
+    read-only (``np.load(mmap_mode="r")``, the OS page cache shared by every process) instead of
+    receiving the arrays with each task."""
+
+    folder: str
+    meta: tuple[tuple[tuple[str, ...], tuple[int, ...], str, str], ...]  # (names, lookbacks, token, symbol)
+
+    @classmethod
+    def write(cls, segments: tuple[MarketArrays, ...], folder: str) -> SharedSegments:
+        for i, seg in enumerate(segments):
+            for name in _ARRAYS:
+                np.save(os.path.join(folder, f"{i}_{name}.npy"), getattr(seg, name))
+        return cls(folder, tuple((s.feature_names, s.feature_lookbacks, s.token, s.symbol) for s in segments))
+
+    def load(self) -> tuple[MarketArrays, ...]:
+        """The segments (cached per process)."""
+        got = _SHARED.get(self.folder)
+        if got is None:
+            _SHARED.clear()  # one run's segments at a time per worker
+            got = _SHARED[self.folder] = tuple(
+                MarketArrays(names, lookbacks, token=token, symbol=symbol,
+                             **{n: np.load(os.path.join(self.folder, f"{i}_{n}.npy"), mmap_mode="r") for n in _ARRAYS})
+                for i, (names, lookbacks, token, symbol) in enumerate(self.meta))
+        return got
+
+
+def evaluate_chunk(
+    genomes: list[dict[str, Any]],
+    segments: tuple[MarketArrays, ...] | SharedSegments,
+    bt: BacktestConfig,
+    fit: FitnessConfig,
+    max_size: int,
+    cache_mb: int = 0,
+    aggregate: str = "mean",
+) -> tuple[list[Result], int, int]:
+    """Fitness and in-sample metrics of each genome dict (runs in a worker).
+
+    segments: one in-sample segment per symbol; the fitness is the mean (or
+    the worst, ``aggregate="worst"``) over segments; metrics are the first
+    segment's, plus ``per_symbol`` when there are several.
+    returns (results, subtree-cache hits, misses) for this chunk.
+    """
+    if isinstance(segments, SharedSegments):
+        segments = segments.load()
+    pool = BufferPool()
+    caches = [_worker_cache(d, cache_mb, len(segments)) for d in segments]
+    before = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
+    out = []
+    for gd in genomes:
+        genome = Genome.from_dict(gd)
+        fits, mets = [], []
+        for data, cache in zip(segments, caches):
+            pos = genome_positions(genome, data.features, data.bars_since_gap, pool, cache)
+            m = backtest_metrics(data.open_, data.close, data.open_time, pos, bt)
+            fits.append(backtest_fitness(m, len(genome.tokens), max_size, fit))
+            mets.append(m.to_dict())
+        metrics = dict(mets[0])
+        if len(segments) > 1:
+            metrics["per_symbol"] = {d.symbol: {"fitness": f, **m} for d, f, m in zip(segments, fits, mets)}
+        out.append((float(min(fits)) if aggregate == "worst" else float(np.mean(fits)), metrics))
+    after = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
+    return out, after[0] - before[0], after[1] - before[1]
+
+
+class Evaluator:
+    """Evaluates genomes on the in-sample arrays, in-process or with joblib workers.
+
+    A fitness memo keyed by the genome's sha256 means identical trees are
+    evaluated once per run; ``n_evaluated`` counts full evaluations.  With
+    ``cache_mb`` > 0 every worker keeps a subtree cache (``forge.gp.cache``)
+    for the segment; ``cache_hits`` / ``cache_misses`` sum its lookups.
+    ``map`` runs any picklable task on the same workers (co-evolution's encounters use it).
+    Results never depend on the number of workers or on the cache.
+    """
+
+    def __init__(self, data: MarketArrays | tuple[MarketArrays, ...], bt: BacktestConfig, fit: FitnessConfig,
+                 max_size: int, jobs: int, cache_mb: int = 0, backend: str = "loky", scheduler: str = "",
+                 aggregate: str = "mean"):
+        self.data = (data,) if isinstance(data, MarketArrays) else tuple(data)
+        self.bt, self.fit, self.max_size, self.jobs, self.aggregate = bt, fit, max_size, jobs, aggregate
+        self.cache_mb = cache_mb
+        self.memo: dict[str, Result] = {}
+        self.genomes: dict[str, Genome] = {}
+        self.n_evaluated = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.backend, self.scheduler = backend, scheduler
+        self._client = None
+        self._data_future = None
+        self._parallel = Parallel(n_jobs=jobs, backend="loky") if backend == "loky" and jobs > 1 else None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._shared: SharedSegments | None = None
+
+    def __enter__(self) -> Evaluator:
+        if self.backend == "dask":
+            self._connect_dask()
+        elif self._parallel is not None:
+            self._parallel.__enter__()
+            # the segments go to the workers once, as memory-mapped files; tasks carry a small handle
+            self._tmp = tempfile.TemporaryDirectory(prefix="forge-segments-")
+            self._shared = SharedSegments.write(self.data, self._tmp.name)
+        return self
+
+    def _connect_dask(self) -> None:
+        try:
+            from distributed import Client  # optional dependency ("cluster" extra): imported only when asked for
+        except ImportError:
+            raise ConfigError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        if not self.scheduler:
+            raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+        try:
+            self._client = Client(self.scheduler, timeout="20s", set_as_default=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from None
+        # the segment goes to every worker once; tasks carry only a reference to it
+        self._data_future = self._client.scatter(self.data, broadcast=True, hash=False)
+        self.jobs = max(1, len(self._client.scheduler_info()["workers"]))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._parallel is not None:
+            self._parallel.__exit__(*exc)
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def _run_chunks(self, dicts: list[dict[str, Any]]) -> tuple[list[Result], int, int]:
+        """(results in the order of ``dicts``, cache hits, cache misses)."""
+        args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
+        if self._client is None and self._parallel is None:
+            return self.map(evaluate_chunk, [(dicts, self.data, *args)])[0]
+        # strided chunks (genome i goes to chunk i mod n): neighbours in the population tend to have
+        # similar cost, so contiguous chunks leave one worker idle at the end of a generation
+        n_chunks = min(len(dicts), self.jobs * 4)
+        index = [list(range(c, len(dicts), n_chunks)) for c in range(n_chunks)]
+        data = self._data_future if self._client is not None else self._shared
+        parts = self.map(evaluate_chunk, [([dicts[i] for i in ix], data, *args) for ix in index])
+        results: list[Any] = [None] * len(dicts)
+        for ix, (part, _h, _m) in zip(index, parts):
+            for i, r in zip(ix, part):
+                results[i] = r
+        return results, sum(h for _p, h, _m in parts), sum(m for _p, _h, m in parts)
+
+    def map(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> list[Any]:
+        """[fn(*args) for args in tasks], in order, on this evaluator's workers (loky or Dask) or in-process.
+        Client libraries (dask.distributed) may draw from the global ``random`` that DEAP's operators
+        use: the run's stream is shielded from them."""
+        with shielded_global_random():
+            if self._client is not None:
+                return self._client.gather([self._client.submit(fn, *t, pure=False) for t in tasks])
+            if self._parallel is not None:
+                return self._parallel(delayed(fn)(*t) for t in tasks)
+            return [fn(*t) for t in tasks]
+
+    @property
+    def cache_hit_rate(self) -> float:
+        total = self.cache_hits + self.cache_misses
+        return self.cache_hits / total if total else 0.0
+
+    def remember(self, record: EvaluatedRecord) -> None:
+        """Put an earlier evaluation back into the memo (resume from ``evaluated.jsonl``)."""
+        self.memo[record.sha256] = (record.fitness, record.in_sample)
+        self.genomes[record.sha256] = record.genome
+
+    def evaluate(self, genomes: list[Genome],
+                 on_new: Callable[[list[EvaluatedRecord]], None] | None = None) -> list[Result]:
+        """(fitness, metrics) of each genome, in order; genomes not in the memo are evaluated once each.
+        on_new: called with the fresh evaluations (first-appearance order) before returning."""
+        todo: dict[str, dict[str, Any]] = {}
+        for g in genomes:
+            if g.sha256 not in self.memo and g.sha256 not in todo:
+                todo[g.sha256] = g.to_dict()
+        keys = list(todo)
+        if keys:
+            results, hits, misses = self._run_chunks([todo[k] for k in keys])
+            self.cache_hits += hits
+            self.cache_misses += misses
+            for g in genomes:
+                self.genomes.setdefault(g.sha256, g)
+            for k, r in zip(keys, results):
+                self.memo[k] = r
+            self.n_evaluated += len(keys)
+            if on_new is not None:
+                on_new([EvaluatedRecord(k, self.genomes[k], r[0], r[1]) for k, r in zip(keys, results)])
+        return [self.memo[g.sha256] for g in genomes]
