@@ -285,3 +285,16 @@ def test_subtree_cache_identical_results_and_hits(pset, population):
     assert cache.hit_rate > 0.2  # the second pass over 50 trees is all hits
     assert tiny.bytes <= 3 * 900 * 8
     assert SubtreeCache.lookback(g, {"f0": 3}) == compile_program(g, NAMES, {"f0": 3}).lookback
+
+
+def test_opcode_enum_matches_the_primitive_table():
+    """One opcode enum (forge.gp.opcodes.Op) for the table and the numba VM: every primitive's opcode is the
+    enum member of its name, opcodes are distinct, and every enum member is some primitive's."""
+    from forge.gp.opcodes import Op
+    from forge.gp.primitives import PRIMITIVES
+
+    by_op = {p.opcode: p.name for p in PRIMITIVES}
+    assert len(by_op) == len(PRIMITIVES)
+    for p in PRIMITIVES:
+        assert p.opcode == getattr(Op, p.name.rstrip("_").upper()), p.name
+    assert sorted(by_op) == sorted(Op)

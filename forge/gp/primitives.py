@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from forge.gp.opcodes import DIV_EPS, STD_REL_EPS, Op
+
 
 class FSeries:
     """GP type: (n,) float64 series."""
@@ -56,8 +58,6 @@ class Position:
 WINDOWS: tuple[int, ...] = (5, 10, 20, 60, 240)
 """Window lengths (bars) available to windowed primitives."""
 
-DIV_EPS = 1e-12
-STD_REL_EPS = 1e-10
 
 TYPES = {"F": FSeries, "B": BSeries, "W": Window, "C": Const, "P": Position}
 
@@ -298,38 +298,38 @@ def _w1(w: int) -> int:
 
 
 PRIMITIVES: tuple[PrimitiveSpec, ...] = (
-    PrimitiveSpec("add", ("F", "F"), "F", 1, np_add, _none),
-    PrimitiveSpec("sub", ("F", "F"), "F", 2, np_sub, _none),
-    PrimitiveSpec("mul", ("F", "F"), "F", 3, np_mul, _none),
-    PrimitiveSpec("div", ("F", "F"), "F", 4, np_div, _none),
-    PrimitiveSpec("neg", ("F",), "F", 5, np_neg, _none),
-    PrimitiveSpec("abs", ("F",), "F", 6, np_abs, _none),
-    PrimitiveSpec("slog", ("F",), "F", 7, np_slog, _none),
-    PrimitiveSpec("add_c", ("F", "C"), "F", 8, np_add_c, _none),
-    PrimitiveSpec("mul_c", ("F", "C"), "F", 9, np_mul_c, _none),
-    PrimitiveSpec("lag", ("F", "W"), "F", 10, np_lag, _w),
-    PrimitiveSpec("delta", ("F", "W"), "F", 11, np_delta, _w),
-    PrimitiveSpec("ts_mean", ("F", "W"), "F", 12, np_ts_mean, _w1),
-    PrimitiveSpec("ts_std", ("F", "W"), "F", 13, np_ts_std, _w1),
-    PrimitiveSpec("ts_min", ("F", "W"), "F", 14, np_ts_min, _w1),
-    PrimitiveSpec("ts_max", ("F", "W"), "F", 15, np_ts_max, _w1),
-    PrimitiveSpec("ts_rank", ("F", "W"), "F", 16, np_ts_rank, _w1),
-    PrimitiveSpec("ts_zscore", ("F", "W"), "F", 17, np_ts_zscore, _w1),
-    PrimitiveSpec("ts_corr", ("F", "F", "W"), "F", 18, np_ts_corr, _w1),
-    PrimitiveSpec("ema", ("F", "W"), "F", 19, np_ema, _w1),
-    PrimitiveSpec("if_then_else", ("B", "F", "F"), "F", 20, np_if_then_else, _none),
-    PrimitiveSpec("gt", ("F", "F"), "B", 21, np_gt, _none),
-    PrimitiveSpec("lt", ("F", "F"), "B", 22, np_lt, _none),
-    PrimitiveSpec("gt_c", ("F", "C"), "B", 23, np_gt, _none),
-    PrimitiveSpec("lt_c", ("F", "C"), "B", 24, np_lt, _none),
-    PrimitiveSpec("and_", ("B", "B"), "B", 25, np_and, _none),
-    PrimitiveSpec("or_", ("B", "B"), "B", 26, np_or, _none),
-    PrimitiveSpec("not_", ("B",), "B", 27, np_not, _none),
-    PrimitiveSpec("cross_above", ("F", "F"), "B", 28, np_cross_above, _one),
-    PrimitiveSpec("long_short", ("B", "B"), "P", 29, np_long_short, _none),
-    PrimitiveSpec("long_only", ("B",), "P", 30, np_long_only, _none),
-    PrimitiveSpec("short_only", ("B",), "P", 31, np_short_only, _none),
-    PrimitiveSpec("pos_sign", ("F",), "P", 32, np_pos_sign, _none),
+    PrimitiveSpec("add", ("F", "F"), "F", Op.ADD, np_add, _none),
+    PrimitiveSpec("sub", ("F", "F"), "F", Op.SUB, np_sub, _none),
+    PrimitiveSpec("mul", ("F", "F"), "F", Op.MUL, np_mul, _none),
+    PrimitiveSpec("div", ("F", "F"), "F", Op.DIV, np_div, _none),
+    PrimitiveSpec("neg", ("F",), "F", Op.NEG, np_neg, _none),
+    PrimitiveSpec("abs", ("F",), "F", Op.ABS, np_abs, _none),
+    PrimitiveSpec("slog", ("F",), "F", Op.SLOG, np_slog, _none),
+    PrimitiveSpec("add_c", ("F", "C"), "F", Op.ADD_C, np_add_c, _none),
+    PrimitiveSpec("mul_c", ("F", "C"), "F", Op.MUL_C, np_mul_c, _none),
+    PrimitiveSpec("lag", ("F", "W"), "F", Op.LAG, np_lag, _w),
+    PrimitiveSpec("delta", ("F", "W"), "F", Op.DELTA, np_delta, _w),
+    PrimitiveSpec("ts_mean", ("F", "W"), "F", Op.TS_MEAN, np_ts_mean, _w1),
+    PrimitiveSpec("ts_std", ("F", "W"), "F", Op.TS_STD, np_ts_std, _w1),
+    PrimitiveSpec("ts_min", ("F", "W"), "F", Op.TS_MIN, np_ts_min, _w1),
+    PrimitiveSpec("ts_max", ("F", "W"), "F", Op.TS_MAX, np_ts_max, _w1),
+    PrimitiveSpec("ts_rank", ("F", "W"), "F", Op.TS_RANK, np_ts_rank, _w1),
+    PrimitiveSpec("ts_zscore", ("F", "W"), "F", Op.TS_ZSCORE, np_ts_zscore, _w1),
+    PrimitiveSpec("ts_corr", ("F", "F", "W"), "F", Op.TS_CORR, np_ts_corr, _w1),
+    PrimitiveSpec("ema", ("F", "W"), "F", Op.EMA, np_ema, _w1),
+    PrimitiveSpec("if_then_else", ("B", "F", "F"), "F", Op.IF_THEN_ELSE, np_if_then_else, _none),
+    PrimitiveSpec("gt", ("F", "F"), "B", Op.GT, np_gt, _none),
+    PrimitiveSpec("lt", ("F", "F"), "B", Op.LT, np_lt, _none),
+    PrimitiveSpec("gt_c", ("F", "C"), "B", Op.GT_C, np_gt, _none),
+    PrimitiveSpec("lt_c", ("F", "C"), "B", Op.LT_C, np_lt, _none),
+    PrimitiveSpec("and_", ("B", "B"), "B", Op.AND, np_and, _none),
+    PrimitiveSpec("or_", ("B", "B"), "B", Op.OR, np_or, _none),
+    PrimitiveSpec("not_", ("B",), "B", Op.NOT, np_not, _none),
+    PrimitiveSpec("cross_above", ("F", "F"), "B", Op.CROSS_ABOVE, np_cross_above, _one),
+    PrimitiveSpec("long_short", ("B", "B"), "P", Op.LONG_SHORT, np_long_short, _none),
+    PrimitiveSpec("long_only", ("B",), "P", Op.LONG_ONLY, np_long_only, _none),
+    PrimitiveSpec("short_only", ("B",), "P", Op.SHORT_ONLY, np_short_only, _none),
+    PrimitiveSpec("pos_sign", ("F",), "P", Op.POS_SIGN, np_pos_sign, _none),
 )
 """Every primitive of primitive-set version ``PSET_VERSION``."""
 

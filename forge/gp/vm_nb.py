@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-DIV_EPS = 1e-12
-STD_REL_EPS = 1e-10
+from forge.gp.opcodes import DIV_EPS, STD_REL_EPS, Op
 
 # windowed statistic kinds
 _MEAN, _STD, _MIN, _MAX, _RANK, _ZSCORE, _EMA = 0, 1, 2, 3, 4, 5, 6
@@ -304,93 +303,93 @@ def apply_nb(o, xa, xb, xc, w, k, y):
     alias an input of a windowed or lagged op.
     """
     n = y.shape[0]
-    if o == 1:
+    if o == Op.ADD:
         for t in range(n):
             y[t] = xa[t] + xb[t]
-    elif o == 2:
+    elif o == Op.SUB:
         for t in range(n):
             y[t] = xa[t] - xb[t]
-    elif o == 3:
+    elif o == Op.MUL:
         for t in range(n):
             y[t] = xa[t] * xb[t]
-    elif o == 4:
+    elif o == Op.DIV:
         for t in range(n):
             if abs(xb[t]) < DIV_EPS:
                 y[t] = 0.0
             else:
                 y[t] = xa[t] / xb[t]
-    elif o == 5:
+    elif o == Op.NEG:
         for t in range(n):
             y[t] = -xa[t]
-    elif o == 6:
+    elif o == Op.ABS:
         for t in range(n):
             y[t] = abs(xa[t])
-    elif o == 7:
+    elif o == Op.SLOG:
         for t in range(n):
             v = xa[t]
             if v >= 0.0:
                 y[t] = np.log1p(v)
             else:
                 y[t] = -np.log1p(-v)
-    elif o == 8:
+    elif o == Op.ADD_C:
         for t in range(n):
             y[t] = xa[t] + k
-    elif o == 9:
+    elif o == Op.MUL_C:
         for t in range(n):
             y[t] = xa[t] * k
-    elif o == 10 or o == 11:
+    elif o == Op.LAG or o == Op.DELTA:
         for t in range(n):
             if t < w:
                 y[t] = np.nan
-            elif o == 10:
+            elif o == Op.LAG:
                 y[t] = xa[t - w]
             else:
                 y[t] = xa[t] - xa[t - w]
-    elif o >= 12 and o <= 17:
-        _rolling_nb(xa, w, o - 12, y)
-    elif o == 18:
+    elif o >= Op.TS_MEAN and o <= Op.TS_ZSCORE:
+        _rolling_nb(xa, w, o - Op.TS_MEAN, y)
+    elif o == Op.TS_CORR:
         _corr_nb(xa, xb, w, y)
-    elif o == 19:
+    elif o == Op.EMA:
         _rolling_nb(xa, w, _EMA, y)
-    elif o == 20:
+    elif o == Op.IF_THEN_ELSE:
         for t in range(n):
             y[t] = xb[t] if xa[t] > 0.5 else xc[t]
-    elif o == 21:
+    elif o == Op.GT:
         for t in range(n):
             y[t] = 1.0 if xa[t] > xb[t] else 0.0
-    elif o == 22:
+    elif o == Op.LT:
         for t in range(n):
             y[t] = 1.0 if xa[t] < xb[t] else 0.0
-    elif o == 23:
+    elif o == Op.GT_C:
         for t in range(n):
             y[t] = 1.0 if xa[t] > k else 0.0
-    elif o == 24:
+    elif o == Op.LT_C:
         for t in range(n):
             y[t] = 1.0 if xa[t] < k else 0.0
-    elif o == 25:
+    elif o == Op.AND:
         for t in range(n):
             y[t] = 1.0 if (xa[t] > 0.5 and xb[t] > 0.5) else 0.0
-    elif o == 26:
+    elif o == Op.OR:
         for t in range(n):
             y[t] = 1.0 if (xa[t] > 0.5 or xb[t] > 0.5) else 0.0
-    elif o == 27:
+    elif o == Op.NOT:
         for t in range(n):
             y[t] = 1.0 - xa[t]
-    elif o == 28:
+    elif o == Op.CROSS_ABOVE:
         if n > 0:
             y[0] = 0.0
         for t in range(1, n):
             y[t] = 1.0 if (xa[t] > xb[t] and xa[t - 1] <= xb[t - 1]) else 0.0
-    elif o == 29:
+    elif o == Op.LONG_SHORT:
         for t in range(n):
             y[t] = xa[t] - xb[t]
-    elif o == 30:
+    elif o == Op.LONG_ONLY:
         for t in range(n):
             y[t] = xa[t]
-    elif o == 31:
+    elif o == Op.SHORT_ONLY:
         for t in range(n):
             y[t] = -xa[t]
-    elif o == 32:
+    elif o == Op.POS_SIGN:
         for t in range(n):
             v = xa[t]
             y[t] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
