@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -41,9 +42,10 @@ from crucible.bench import Ledger, MarkBook, Slot, client_order_id, new_bench_id
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.hotswap import Challenger, PitCrew
-from crucible.journal import OPEN_STATUSES, Journal
+from crucible.journal import OPEN_STATUSES, Journal, JournalError, JournalLock, archive_journal
 from crucible.signals import ChunkedSignals, SignalEngine
-from crucible.venues.base import BAR_FIELDS, Bar, Fill, Venue, VenueNetworkError, VenueRejected
+from crucible.venues.base import (BAR_FIELDS, Bar, Fill, RetryPolicy, Venue, VenueAuthError, VenueError,
+                                  VenueNetworkError, VenueRejected)
 from crucible.watchtower import breaches_floor, kill_switch_engaged, write_replacement_request
 from forge.core.errors import ConfigError
 from forge.gp import Genome
@@ -56,6 +58,8 @@ VENUES = ("replay", "bybit-testnet", "binance-demo")
 Progress = Callable[[dict[str, Any]], None]
 GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) between commit points
 WEIGHT_TOL = 1e-6  # a reweight is journaled when some weight moved by more than this (fraction of capital)
+MAX_REJECT_BACKOFF_BARS = 1440  # a slot's order-rejection backoff doubles up to one day of bars
+CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost")
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -124,13 +128,27 @@ class Runtime:
     """
 
     def __init__(self, cfg: CrucibleConfig, venue: Venue, journal: Journal, *, progress: Progress | None = None,
-                 stop_event: threading.Event | None = None, fault: FaultHook | None = None) -> None:
+                 stop_event: threading.Event | None = None, fault: FaultHook | None = None,
+                 sleep: Callable[[float], bool] | None = None, clock: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
         self.venue = venue
         self.journal = journal
         self.progress = progress or (lambda e: None)
         self.stop_event = stop_event or threading.Event()
         self.fault = fault or (lambda point, ctx: None)
+        g = cfg.general
+        live = getattr(venue, "live", False)
+        # outage policy: order submits are retried (same client order id, after a lookup) under this policy;
+        # on the replay venue nothing really sleeps (the budget is spent on the sum of the delays)
+        self.retry = RetryPolicy(budget_s=60.0 * g.retry_budget_minutes, base_s=g.retry_base_seconds,
+                                 max_s=g.retry_max_seconds,
+                                 sleep=sleep if sleep is not None else (self.stop_event.wait if live else None),
+                                 clock=clock or time.monotonic)
+        self.outage: dict[str, Any] | None = None  # {"since_ms", "bars", "error"} while venue calls fail
+        self.reject_until: dict[str, int] = {}  # slot -> bar open time (ms) before which no signal order is sent
+        self.reject_count: dict[str, int] = {}
+        self.halted: str | None = None  # why trading is halted (reconcile mismatch), None while trading
+        self._bar_failed = False
         self.prefix = cfg.general.order_prefix
         self.bench_id = self._bench_identity()
         self.foreign_trades: set[str] = set()  # trade ids at the venue that are not this bench's (reported once)
@@ -158,7 +176,8 @@ class Runtime:
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
-                         "foreign_fills": 0}
+                         "foreign_fills": 0, "outage_bars": 0, "lost": 0, "order_rejects": 0, "retargets": 0,
+                         "stale_flattens": 0}
         self.requests: list[str] = []
         self.last_bar_ms: int | None = None
         self.last_cwo_ms: int | None = None
@@ -213,7 +232,7 @@ class Runtime:
     def _revert_target(self, slot_id: str) -> None:
         """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
         rows = [o for o in self.journal.orders() if o["slot"] == slot_id
-                and o["status"] not in ("abandoned", "rejected", "canceled")]
+                and o["status"] not in CLOSED_STATUSES_NOT_STANDING]
         s = self.slots[slot_id]
         s.target = float(rows[-1]["target"]) if rows else 0.0
 
@@ -264,6 +283,9 @@ class Runtime:
                         x.status = "stopped"
             elif ev["kind"] == "request":
                 self.requests.append(d.get("path", ""))
+            elif ev["kind"] == "order_rejected" and s is not None:
+                self.reject_until[s.id] = int(d["until_ms"])
+                self.reject_count[s.id] = int(d["count"])
             elif ev["kind"] == "foreign_fill":
                 ff = d["fill"]
                 self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
@@ -354,49 +376,109 @@ class Runtime:
             return
         since = min(o["created_ms"] for o in open_orders) - 60_000
         self._sync_fills(sorted({o["symbol"] for o in open_orders}), since)
+        timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
         with self.journal:
             for o in open_orders:
                 cid = o["client_order_id"]
                 st = self.venue.fetch_order(o["symbol"], cid)
                 if st is None:
-                    if o["status"] == "unknown":
+                    if o["status"] in ("unknown", "intent"):
                         self.journal.set_order_status(cid, "abandoned", now, error="never reached the venue")
                         self.counters["abandoned"] += 1
                         self._revert_target(o["slot"])
+                    elif now - o["created_ms"] >= timeout_ms:  # acked, but the venue cannot find it: lost
+                        self.journal.set_order_status(cid, "lost", now, error=f"acked but unknown to the venue after "
+                                                      f"{(now - o['created_ms']) / 1000:.0f} s")
+                        self.journal.event("lost", now, o["slot"], client_order_id=cid, qty=o["qty"])
+                        self.counters["lost"] += 1
+                        self._emit("lost", slot=o["slot"], client_order_id=cid)
+                        self._retarget(o["slot"])
                     continue
                 if st.status in ("filled", "canceled", "rejected") and abs(self.journal.filled_qty(cid) - st.filled) < 1e-12:
                     self.journal.set_order_status(cid, st.status, now, venue_order_id=st.order_id)
-                    if st.status != "filled":
+                    if st.filled != 0.0 and abs(st.filled) < abs(st.qty) - 1e-12:  # partial fill, rest cancelled
+                        self.journal.event("partial", now, o["slot"], client_order_id=cid, qty=st.qty, filled=st.filled)
+                        self._retarget(o["slot"])
+                    elif st.status != "filled":
                         self._revert_target(o["slot"])
                 elif o["status"] == "unknown":
                     self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
 
+    def _retarget(self, slot_id: str) -> None:
+        """The slot's exposure is off its last target (partial fill, lost order): the next bar sizes a new
+        order from the ledger's units, whatever the signal."""
+        self.slots[slot_id].target = float("nan")
+        self.counters["retargets"] += 1
+
+    def _rejected(self, o: dict[str, Any], error: str, now: int) -> None:
+        """An order refused by the venue (margin, minimum notional, ...): journal it, back the slot off for
+        ``reject_backoff_bars`` x 2^(k-1) bars (k = rejections in a row, capped at a day) and report."""
+        sid = o["slot"]
+        k = self.reject_count.get(sid, 0) + 1
+        bars = min(MAX_REJECT_BACKOFF_BARS, self.cfg.general.reject_backoff_bars * 2 ** (k - 1))
+        until = int(o["bar_time"]) + 60_000 * (bars + 1)
+        self.reject_count[sid], self.reject_until[sid] = k, until
+        self.counters["order_rejects"] += 1
+        self.journal.set_order_status(o["client_order_id"], "rejected", now, error=error[:200])
+        self.journal.event("order_rejected", now, sid, client_order_id=o["client_order_id"], qty=o["qty"],
+                           error=error[:200], count=k, backoff_bars=bars, until_ms=until)
+        log.warning("slot %s: order %s rejected (%s); no signal orders for %d bars", sid, o["client_order_id"],
+                    error[:120], bars)
+        self._emit("order_rejected", slot=sid, client_order_id=o["client_order_id"], error=error[:200],
+                   backoff_bars=bars)
+        self._revert_target(sid)
+
     def _send(self, o: dict[str, Any]) -> None:
-        """Send a journaled intent; on a network error resolve by client order id, resend under the same id."""
+        """Send a journaled intent; never raises a venue error.
+
+        A network error leaves the outcome unknown: the order is looked up by client order id and, if the
+        venue does not have it, re-sent under the same id (the venue refuses a duplicate), retried with
+        exponential backoff and jitter over ``retry_budget_minutes``; when the budget is spent the order
+        stays "unknown" and the next bars resolve it by lookup.  A refusal is journaled as "rejected" and
+        backs the slot off (:meth:`_rejected`)."""
         cid, sym, now = o["client_order_id"], o["symbol"], self.venue.now_ms()
-        for attempt in range(3):
+        done = False
+
+        def attempt() -> None:
+            nonlocal done
             try:
                 st = self.venue.create_market_order(sym, o["qty"], cid)
                 self.fault("sent_not_acked", {"order": o})
                 self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                self.reject_count.pop(o["slot"], None)
+                done = True
                 return
-            except VenueNetworkError as exc:
+            except (VenueNetworkError, VenueAuthError) as exc:
                 self.journal.set_order_status(cid, "unknown", now, error=str(exc)[:200])
-                try:
-                    st = self.venue.fetch_order(sym, cid)
-                except VenueNetworkError:
-                    continue
+                st = self.venue.fetch_order(sym, cid)  # a network error here is retried too
                 if st is not None:
                     self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                    done = True
                     return
+                if isinstance(exc, VenueAuthError):
+                    raise VenueAuthError(str(exc)) from None  # not retried: the keys need fixing
+                raise VenueNetworkError(str(exc)) from None
             except VenueRejected as exc:
                 st = self.venue.fetch_order(sym, cid) if "duplicate" in str(exc).lower() else None
                 if st is not None:
                     self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
                 else:
-                    self.journal.set_order_status(cid, "rejected", now, error=str(exc)[:200])
-                    self._revert_target(o["slot"])
-                return
+                    self._rejected(o, str(exc), now)
+                done = True
+
+        try:
+            self.retry.call(attempt)
+        except VenueError as exc:  # budget spent (or auth): the order stays "unknown", resolved by lookup later
+            self._note_outage(exc, now)
+
+    def _note_outage(self, exc: BaseException, now: int) -> None:
+        """Report venue calls failing (journaled when an outage starts; counted per bar by process_bar)."""
+        self._bar_failed = True
+        if self.outage is None:
+            self.outage = {"since_ms": now, "bars": 0, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            self.journal.event("outage", now, None, error=self.outage["error"])
+            log.warning("venue calls failing (%s): trading skipped until they work again", self.outage["error"])
+            self._emit("outage", error=self.outage["error"])
 
     def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int) -> str:
         """Journal an intent (committed) then send a market order; returns the client order id."""
@@ -444,8 +526,12 @@ class Runtime:
         now = self.venue.now_ms()
         bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
         cfg = self.cfg
+        self._bar_failed = False
         with self.journal:
-            self._sync_open_orders(now)
+            try:
+                self._sync_open_orders(now)
+            except VenueError as exc:  # fills/orders unknown this bar: mark and report, trade nothing
+                self._note_outage(exc, now)
             for s in self.slots.values():
                 b = bars.get(s.symbol)
                 if b is not None:
@@ -455,15 +541,25 @@ class Runtime:
                 if s.status != "live" and s.ledger.units != 0.0 and not self.journal.has_open_order(s.id) \
                         and s.mark > 0:
                     self.flatten(s, "cleanup", bar_time)
-            trading = not self.kill_requested
+            trading = not self.kill_requested and self.halted is None and not self._bar_failed
             if kill_switch_engaged(cfg.general.kill_file) or self.kill_requested:
                 self._kill_switch(bar_time)
                 trading = False
             if trading:
-                self._watchtower(bar_time, now)
-                if cfg.hotswap.enabled:
-                    self._pit_crew(bars, bar_time, now)
-                self._signals(bars, bar_time)
+                try:
+                    self._watchtower(bar_time, now)
+                    if cfg.hotswap.enabled:
+                        self._pit_crew(bars, bar_time, now)
+                    self._signals(bars, bar_time)
+                except VenueError as exc:
+                    self._note_outage(exc, now)
+            if self._bar_failed:
+                self.counters["outage_bars"] += 1
+                self.outage["bars"] += 1  # type: ignore[index]
+            elif self.outage is not None:
+                self.journal.event("outage_end", now, None, since_ms=self.outage["since_ms"], bars=self.outage["bars"])
+                self._emit("outage_end", **self.outage)
+                self.outage = None
             if trading and (self.last_cwo_ms is None or now - self.last_cwo_ms >= cfg.cwo.interval_seconds * 1000):
                 self._cwo(now)
             if self.bar_no % cfg.general.snapshot_every == 0:
@@ -621,6 +717,8 @@ class Runtime:
                     continue
                 if self.journal.has_open_order(s.id):
                     continue  # one order in flight per slot; retry at the next bar
+                if bar_time < self.reject_until.get(s.id, -1):
+                    continue  # backing off after a rejection
                 eq = s.equity()
                 if eq <= 0:
                     continue
@@ -669,9 +767,8 @@ class Runtime:
         """
         t0 = time.perf_counter()
         self.restore()
-        self.reconcile()
+        hist_t = self._start_with_venue()
         self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
-        hist_t = {sym: self.venue.history(sym, 1)["open_time"] for sym in {s.symbol for s in self.slots.values()}}
         latest = max((int(t[-1]) for t in hist_t.values() if len(t)), default=None)
         if self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms:
             bars = {}
@@ -692,6 +789,21 @@ class Runtime:
         with self.journal:
             return self._loop(max_bars, stale_s, t0, group_commit_s=GROUP_COMMIT_S)
 
+    def _start_with_venue(self) -> dict[str, np.ndarray]:
+        """Reconcile and read the newest bar per symbol; during an outage keep retrying (every
+        ``retry_max_seconds``, reported once) until the venue answers or stop_event is set (then the last
+        venue error is raised)."""
+        while True:
+            try:
+                self.reconcile()
+                return {sym: self.venue.history(sym, 1)["open_time"] for sym in {s.symbol for s in self.slots.values()}}
+            except VenueError as exc:
+                now = self.venue.now_ms()
+                with self.journal:
+                    self._note_outage(exc, now)
+                if self.retry.sleep is None or self.retry.sleep(self.retry.max_s) or self.stop_event.is_set():
+                    raise
+
     def _loop(self, max_bars: int | None, stale_s: float, t0: float, group_commit_s: float = 0.0) -> dict[str, Any]:
         stale = False
         last_commit = time.monotonic()
@@ -711,9 +823,7 @@ class Runtime:
             if bars is None:
                 if getattr(self.venue, "live", False) and not self.stop_event.is_set():
                     if not stale:
-                        with self.journal:
-                            self.journal.event("stale", self.venue.now_ms(), None, seconds=stale_s)
-                        self._emit("stale", seconds=stale_s)
+                        self._stale_feed(stale_s)
                         stale = True
                     continue
                 if self.kill_requested and self.stopped_by != "kill_switch":
@@ -728,6 +838,21 @@ class Runtime:
         summary = self.summary(dt)
         self._emit("done", **summary)
         return summary
+
+    def _stale_feed(self, stale_s: float) -> None:
+        """No bar for ``stale_feed_seconds``: journal it and flatten every slot holding units (slots stay
+        live: their signals trade again once bars flow)."""
+        now = self.venue.now_ms()
+        bar_time = (now // 60_000 - 1) * 60_000
+        with self.journal:
+            self.journal.event("stale", now, None, seconds=stale_s)
+            for s in self.slots.values():
+                if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
+                    self.flatten(s, "stale feed", bar_time)
+                    self.counters["stale_flattens"] += 1
+                s.target = 0.0 if not self.journal.has_open_order(s.id) else s.target
+        log.warning("no bar for %.0f s: the bench is flattened until the feed comes back", stale_s)
+        self._emit("stale", seconds=stale_s)
 
     def summary(self, seconds: float = 0.0) -> dict[str, Any]:
         return {"venue": self.venue.name, "journal": str(self.journal.path), "journal_sync": self.journal.synchronous,
@@ -752,8 +877,10 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     until_ms: stop once the bar closing at this venue time (ms UTC) has been processed;
     journal_path: SQLite journal (default ``[crucible] journal``); stop_event: set it to stop after the
     current bar (positions kept); progress: callback receiving event dicts (see :class:`Runtime`);
-    fresh: archive an existing journal to ``<journal>.prev`` first (default: True when the runtime
-    builds its own replay venue — a new replay cannot resume an old replay's exchange — else False).
+    fresh: archive an existing journal first (:func:`crucible.journal.archive_journal`: WAL checkpointed, a
+    timestamped copy kept beside it; default: True when the runtime builds its own replay venue — a new
+    replay cannot resume an old replay's exchange — else False).  The journal's single-writer lock is
+    taken before anything else touches it: a second writer raises JournalLocked (exit 2) naming the pid.
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
 
     returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
@@ -762,7 +889,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     "duplicates_ignored", "abandoned", "resent", "seconds", "bars_per_s", "requests": [paths],
     "reconcile": {...}, "slots": [per-slot dicts: slot, symbol, status, genome, equity, cash, units,
     realised, unrealised, fees, weight, target, fills, previous], "total_equity"}.
-    raises ConfigError for a bad config/venue, GenomeError for a bad slot genome.
+    raises ConfigError for a bad config/venue, GenomeError for a bad slot genome, JournalLocked when another
+    process writes the journal, JournalError for a journal that is not one, corrupt, or fails mid-run.
     """
     cfg = config if isinstance(config, CrucibleConfig) else load_crucible_config(config)
     stop_event = stop_event or threading.Event()
@@ -771,15 +899,25 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     jpath = Path(journal_path or cfg.general.journal)
     if fresh is None:
         fresh = own_venue and v.name == "replay"
-    if fresh and jpath.exists():
-        for suffix in ("-wal", "-shm"):
-            Path(str(jpath) + suffix).unlink(missing_ok=True)
-        jpath.replace(str(jpath) + ".prev")
-    sync = cfg.general.journal_sync
-    if sync == "auto":
-        sync = "FULL" if getattr(v, "live", False) else "NORMAL"
-    journal = Journal(jpath, synchronous=sync)
-    rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault)
+    lock = JournalLock(jpath)
+    try:
+        lock.acquire()  # single writer, before anything touches the journal files (archive included)
+        if fresh and jpath.exists():
+            archive_journal(jpath)  # WAL checkpointed, then a timestamped archive; nothing deleted
+        sync = cfg.general.journal_sync
+        if sync == "auto":
+            sync = "FULL" if getattr(v, "live", False) else "NORMAL"
+        journal = Journal(jpath, synchronous=sync, lock=lock)
+        try:
+            rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault)
+        except BaseException:
+            journal.close()  # releases the lock
+            raise
+    except BaseException:
+        lock.release()
+        if own_venue:
+            v.close()
+        raise
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         def _on_term(signum: int, frame: Any) -> None:
@@ -789,6 +927,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
         old_handler = signal.signal(signal.SIGTERM, _on_term)
     try:
         return rt.run(max_bars=max_bars, until_ms=until_ms)
+    except sqlite3.Error as exc:  # the journal failed mid-run (disk full, corrupted, locked): one line, exit 2
+        raise JournalError(f"{jpath}: SQLite error while trading: {exc}") from None
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)

@@ -125,3 +125,260 @@ def test_two_benches_on_one_account_book_only_their_own_fills(tmp_path, fake_exc
         assert reps[k]["position_diff"] == {}
     total = sum(s.ledger.units for rt, _v in pairs for s in rt.slots.values())
     assert total == pytest.approx(st["position"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- 2. outage policy
+
+LONG = {"tokens": ["long_only", "gt_c", "feature:ret_1", "const:0"], "constants": [-1e9]}  # always long
+
+
+def long_genome(d: Path) -> str:
+    import json
+
+    from forge.gp import Genome
+
+    p = d / "long.json"
+    p.write_text(Genome.from_tokens(LONG["tokens"], LONG["constants"]).to_json())
+    return str(p)
+
+
+class FakeClock:
+    """Injected clock + sleep: a retry sequence spends minutes of fake time in microseconds."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, d: float) -> bool:
+        self.slept.append(d)
+        self.t += d
+        return False
+
+
+def test_retry_policy_backoff_jitter_and_budget():
+    from crucible.venues.base import RetryPolicy, VenueNetworkError
+
+    fc = FakeClock()
+    pol = RetryPolicy(budget_s=300.0, base_s=1.0, max_s=30.0, jitter=0.5, sleep=fc.sleep, clock=fc.clock, seed=1)
+    calls = []
+
+    def always_down():
+        calls.append(fc.t)
+        raise VenueNetworkError("503")
+
+    with pytest.raises(VenueNetworkError):
+        pol.call(always_down)
+    d = fc.slept
+    assert 120.0 < sum(d) <= 300.0 and len(calls) == len(d) + 1  # minutes of backoff, then give up
+    for k, x in enumerate(d):  # exponential, capped, jittered within [d/2, d]
+        cap = min(30.0, 2.0 ** k)
+        assert cap * 0.5 <= x <= cap
+    assert len({round(x, 6) for x in d if x > 15}) > 1  # jitter: the capped delays differ
+    n = {"k": 0}
+
+    def flaky():
+        n["k"] += 1
+        if n["k"] < 4:
+            raise VenueNetworkError("timeout")
+        return "ok"
+
+    assert pol.call(flaky) == "ok" and n["k"] == 4
+    stop = RetryPolicy(budget_s=300.0, sleep=lambda d: True)  # interrupted sleep: give up at once
+    with pytest.raises(VenueNetworkError):
+        stop.call(always_down)
+
+
+def test_venue_reads_ride_out_a_multi_minute_outage(fake_exchange, bybit_keys):
+    from crucible.venues.base import RetryPolicy, VenueNetworkError
+
+    fk = fake_exchange
+    fc = FakeClock()
+    v = make_venue(fk, retry=RetryPolicy(budget_s=600.0, base_s=1.0, max_s=30.0, sleep=fc.sleep, clock=fc.clock))
+    try:
+        fk.inject_rest("5xx", "*", 12)
+        assert v.fetch_positions() == {}
+        assert sum(fc.slept) >= 120.0 and v.retries == 12  # minutes of outage, in fake time
+        fk.inject_rest("5xx", "*", 100)
+        with pytest.raises(VenueNetworkError):
+            v.fetch_balance()  # longer than the budget: the caller decides
+        fk.rest_faults.clear()
+        fk.inject_rest("timestamp", "/v5/position/list")  # our clock is off: re-sync, retry once
+        assert v.fetch_positions() == {} and v.clock_resyncs == 1
+    finally:
+        v.close()
+
+
+def test_bar_loop_survives_an_outage_and_resumes(tmp_path, fake_exchange, bybit_keys):
+    from crucible.venues.base import RetryPolicy
+
+    fk = fake_exchange
+    fc = FakeClock()
+    v = make_venue(fk, feed="ws", ws_backoff=(0.02, 0.2),
+                   retry=RetryPolicy(budget_s=60.0, base_s=1.0, max_s=30.0, sleep=fc.sleep, clock=fc.clock))
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)},
+                                   {"id": "b", "symbol": SYM, "genome": "builtin:momentum"}],
+                  crucible={"retry_budget_minutes": 3.0})
+    rt, j = start(cfg, v, sleep=fc.sleep, clock=fc.clock)
+    try:
+        for k in range(20):
+            if k == 3:
+                fk.inject_rest("5xx", "*", 60)  # REST down for many minutes (fake time); the WS feed still runs
+            step_all(fk, [(rt, v)], 1)  # never raises
+        kinds = [e["kind"] for e in j.events() if e["kind"] in ("outage", "outage_end")]
+        lost_requests = sum(1 for _p, k in fk.faults_hit if k == "5xx")
+    finally:
+        j.close()
+        v.close()
+    assert lost_requests == 60 and rt.counters["outage_bars"] >= 1
+    assert kinds == ["outage", "outage_end"]
+    assert sum(fc.slept) >= 120.0  # the runtime and the venue waited minutes of (fake) time
+    out = _ledger_vs_exchange(cfg, fk)
+    assert out["a_units"] > 0  # slot a holds its long once the venue is back
+
+
+def _ledger_vs_exchange(cfg, fk) -> dict:
+    j = Journal(cfg.general.journal, readonly=True)
+    try:
+        fills, orders = j.fills(), j.orders()
+    finally:
+        j.close()
+    st = fk.state()
+    assert sorted(f["trade_id"] for f in fills) == sorted(st["executions"])
+    assert sum(f["qty"] for f in fills) == pytest.approx(st["position"], abs=1e-9)
+    assert all(o["status"] not in ("intent", "unknown") for o in orders[:-2])
+    return {"a_units": sum(f["qty"] for f in fills if f["slot"] == "a"), "orders": orders}
+
+
+def test_acked_order_the_venue_lost_is_marked_lost_and_retargeted(tmp_path, fake_exchange, bybit_keys):
+    import time
+
+    fk = fake_exchange
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}],
+                  crucible={"order_lookup_timeout_seconds": 0.3})
+    rt, j = start(cfg, v)
+    try:
+        fk.inject_rest("ghost")
+        step_all(fk, [(rt, v)], 1)  # the long order is acked, then lost by the exchange
+        first = j.orders()[0]
+        assert first["status"] == "acked" and not fk.state()["orders"]
+        time.sleep(0.35)
+        step_all(fk, [(rt, v)], 3)
+        rt._sync_fills([SYM], 0)
+        orders = j.orders()
+        lost = j.events("lost")
+    finally:
+        j.close()
+        v.close()
+    assert orders[0]["status"] == "lost" and [e["data"]["client_order_id"] for e in lost] == [first["client_order_id"]]
+    assert any(o["status"] == "filled" for o in orders[1:])  # the slot is not frozen: re-sent and filled
+    assert rt.slots["a"].ledger.units == pytest.approx(fk.state()["position"]) and fk.state()["position"] > 0
+
+
+@pytest.mark.parametrize("fault", ["margin", "min_notional"])
+def test_rejected_orders_back_off_and_are_reported(tmp_path, fake_exchange, bybit_keys, fault):
+    fk = fake_exchange
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}],
+                  crucible={"reject_backoff_bars": 3})
+    rt, j = start(cfg, v)
+    try:
+        fk.inject_rest(fault, n=1000)
+        step_all(fk, [(rt, v)], 25)
+        ev = [e["data"] for e in j.events("order_rejected")]
+        creates = sum(1 for _m, p in fk.paths if p == "/v5/order/create")
+        fk.rest_faults.clear()
+        step_all(fk, [(rt, v)], 25)  # the venue accepts again: the backoff ends, the slot trades
+        rt._sync_fills([SYM], 0)  # the last bar's fills
+    finally:
+        j.close()
+        v.close()
+    # without backoff every one of the 25 bars would re-send; with 3, 6, 12 bars of backoff: 4 attempts
+    assert [e["backoff_bars"] for e in ev] == [3, 6, 12, 24][: len(ev)] and 3 <= len(ev) <= 4
+    assert creates == len(ev) and all(fault.split("_")[0] in e["error"].lower() or "110" in e["error"] for e in ev)
+    assert fk.state()["position"] > 0 and rt.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
+
+
+def test_partial_fill_then_cancel_is_retargeted(tmp_path, fake_exchange, bybit_keys):
+    fk = fake_exchange
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}])
+    rt, j = start(cfg, v)
+    try:
+        fk.inject_rest("partial")
+        step_all(fk, [(rt, v)], 4)
+        rt._sync_fills([SYM], 0)
+        orders = j.orders()
+        partial = j.events("partial")
+    finally:
+        j.close()
+        v.close()
+    assert orders[0]["status"] == "canceled" and len(partial) == 1
+    assert abs(partial[0]["data"]["filled"]) < abs(partial[0]["data"]["qty"])
+    assert len(orders) >= 2 and orders[1]["status"] == "filled"  # the remainder was ordered
+    eq = rt.slots["a"].equity()
+    want = eq / fk.released[-1][4]
+    assert rt.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
+    assert abs(rt.slots["a"].ledger.units - want) <= 0.0015  # on target, within the 0.001 lot
+
+
+def test_auth_errors_skip_trading_and_never_book(tmp_path, fake_exchange, bybit_keys):
+    fk = fake_exchange
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}])
+    rt, j = start(cfg, v)
+    try:
+        fk.inject_rest("auth", "/v5/order/create", 3)
+        fk.inject_rest("auth", "/v5/execution/list", 3)
+        step_all(fk, [(rt, v)], 6)  # never raises
+        rt._sync_fills([SYM], 0)
+        out = [e["data"]["error"] for e in j.events("outage")]
+    finally:
+        j.close()
+        v.close()
+    assert out and "AuthenticationError" in out[0]
+    assert rt.slots["a"].ledger.units == pytest.approx(fk.state()["position"]) and fk.state()["position"] > 0
+
+
+def test_stale_feed_flattens_the_bench(tmp_path, fake_exchange, bybit_keys):
+    import threading
+
+    fk = fake_exchange
+    stop = threading.Event()
+    v = make_venue(fk, stop_event=stop)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}],
+                  watchtower={"stale_feed_seconds": 0.5})
+    rt, j = start(cfg, v, stop_event=stop)
+    try:
+        step_all(fk, [(rt, v)], 3)
+        assert rt.slots["a"].ledger.units > 0
+        # no new bar: the loop waits stale_feed_seconds, flattens, then we stop it
+        threading.Timer(1.5, stop.set).start()
+        rt._loop(None, cfg.watchtower.stale_feed_seconds, 0.0)
+        rt._sync_fills([SYM], 0)
+        stale = j.events("stale")
+    finally:
+        j.close()
+        v.close()
+    assert len(stale) == 1 and rt.counters["stale_flattens"] == 1
+    assert rt.slots["a"].ledger.units == 0.0 and fk.state()["position"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rest_kline_with_the_forming_bar_is_not_delivered_as_closed(fake_exchange, bybit_keys):
+    fk = fake_exchange
+    fk.rest_forming = True
+    v = make_venue(fk)
+    try:
+        h = v.history(SYM, 50)
+        assert h["open_time"][-1] == fk.released[-1][0]  # the forming bar is not in the history
+        got = []
+        for _ in range(5):
+            fk.step()
+            b = v.next_bars(timeout_s=5)
+            got.append((b[SYM].open_time, b[SYM].open, b[SYM].high, b[SYM].low, b[SYM].close, b[SYM].volume))
+        assert got == [tuple(x) for x in fk.released[-5:]]  # each bar's final values, once, in order
+    finally:
+        v.close()

@@ -9,15 +9,21 @@ replay and live share every line of strategy code.
 
 from __future__ import annotations
 
+import random
+import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from forge.core.errors import ForgeError
 
-__all__ = ["Bar", "Fill", "OrderState", "Venue", "VenueError", "VenueNetworkError", "VenueRejected"]
+__all__ = ["Bar", "Fill", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueError", "VenueNetworkError",
+           "VenueRejected"]
+
+T = TypeVar("T")
 
 
 class VenueError(ForgeError):
@@ -36,6 +42,65 @@ class VenueNetworkError(VenueError):
 
 class VenueRejected(VenueError):
     """The venue answered and refused the request (bad params, insufficient funds, duplicate id...)."""
+
+
+class VenueAuthError(VenueError):
+    """The venue refused the credentials (invalid key or signature): nothing was done, and retrying
+    the same request will not help until the operator fixes the keys.  The runtime skips trading."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter over a time budget.
+
+    budget_s: total seconds to keep retrying (0: one attempt); base_s: first delay (s), doubled per
+    attempt up to max_s; jitter: fraction in [0, 1] of each delay drawn at random ("equal jitter" at 0.5:
+    a delay d becomes uniform in [d(1-jitter), d]); sleep: called with a delay, returns True when
+    interrupted (stop requested: give up now); clock: monotonic seconds.  Elapsed time is the larger of
+    the clock's and the sum of delays slept, so an injected no-op sleep (tests, the replay venue) still
+    spends the budget deterministically.  seed: jitter stream (None: OS entropy).
+    """
+
+    budget_s: float = 180.0
+    base_s: float = 0.5
+    max_s: float = 30.0
+    jitter: float = 0.5
+    sleep: Callable[[float], bool] | None = None
+    clock: Callable[[], float] = time.monotonic
+    seed: int | None = None
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def delays(self):
+        """Yield the successive delays (s) of one retry sequence until the budget is spent."""
+        t0, slept, k = self.clock(), 0.0, 0
+        while True:
+            d = min(self.max_s, self.base_s * 2.0 ** k)
+            d *= 1.0 - self.jitter * self._rng.random()
+            if max(self.clock() - t0, slept) + d > self.budget_s:
+                return
+            slept += d
+            k += 1
+            yield d
+
+    def call(self, fn: Callable[[], T], retry_on: tuple[type[BaseException], ...] = (VenueNetworkError,),
+             on_retry: Callable[[BaseException, float], None] | None = None) -> T:
+        """Call ``fn`` until it returns; exceptions of ``retry_on`` are retried after the next delay, the last
+        one is raised when the budget is spent or the sleep is interrupted."""
+        delays = self.delays()
+        while True:
+            try:
+                return fn()
+            except retry_on as exc:
+                d = next(delays, None)
+                if d is None:
+                    raise
+                if on_retry is not None:
+                    on_retry(exc, d)
+                if self.sleep is not None and self.sleep(d):
+                    raise
 
 
 @dataclass(frozen=True)

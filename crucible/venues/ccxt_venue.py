@@ -12,9 +12,17 @@ Symbols are given as exchange ids (``BTCUSDT``) and traded as linear USDT
 perpetuals (``BTC/USDT:USDT``).  Client order ids travel as ccxt's
 ``clientOrderId`` param (Bybit ``orderLinkId``, Binance ``newClientOrderId``).
 ccxt ``NetworkError`` (timeouts, 5xx, 429 rate limits, DDoS protection)
-becomes :class:`VenueNetworkError` — outcome unknown (idempotent reads are retried twice first, an
-order submit never); ``DuplicateOrderId`` and
-other exchange refusals become :class:`VenueRejected`.
+becomes :class:`VenueNetworkError` — outcome unknown (idempotent reads are retried under ``retry``, a
+:class:`RetryPolicy`: exponential backoff with jitter over a time budget; an order submit is never
+retried here — the runtime resolves it by client order id first); ``InvalidNonce`` (the request's
+timestamp is off the exchange clock) re-synchronises the clock offset (``load_time_difference``) and
+retries once; ``AuthenticationError`` becomes :class:`VenueAuthError`; ``DuplicateOrderId`` and other
+exchange refusals (insufficient margin, below the minimum notional, ...) become :class:`VenueRejected`.
+A market order the exchange cancelled after a partial fill (Bybit ``PartiallyFilledCanceled``, which
+ccxt reports as "closed") is reported as "canceled" with its filled quantity.
+
+REST klines (Bybit): the response includes the still-forming bar; a row is closed when a newer row
+exists or its minute has passed on the exchange's clock (the response's ``time``), never the local one.
 
 Bar feed (``feed``): ``"ws"`` streams 1-minute klines over the exchange's public WebSocket with
 ccxt's own websocket client (``ccxt.pro``, ``watch_ohlcv_for_symbols``) in a background thread with
@@ -47,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from crucible.venues.base import BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueNetworkError, VenueRejected
+from crucible.venues.base import (BAR_FIELDS, Bar, Fill, OrderState, RetryPolicy, Venue, VenueAuthError,
+                                  VenueNetworkError, VenueRejected)
 
 __all__ = ["CcxtVenue", "KEY_ENV", "FEEDS"]
 
@@ -76,7 +85,8 @@ class CcxtVenue(Venue):
     docstring; "ws" needs Bybit and ccxt.pro); ws_url: override of the public linear WebSocket URL;
     poll_seconds: REST polling interval of the "poll" feed (s); ws_backoff: (first, max) reconnect delay
     (s); ws_idle_seconds: no kline message for this long → backfill over REST; stop_event: interrupts
-    waits; timeout_ms: REST timeout; taker_fee_bps: informational.
+    waits; timeout_ms: REST timeout; taker_fee_bps: informational; retry: RetryPolicy of idempotent reads
+    (default: 20 s budget, 0.2 s first delay, sleeping on stop_event).
     raises VenueNetworkError if markets cannot be loaded, VenueRejected for a symbol without a linear
     market, ValueError for an unknown feed or "ws" on an exchange/ccxt without WebSocket support.
     """
@@ -87,7 +97,7 @@ class CcxtVenue(Venue):
                  feed: str = "auto", ws_url: str | None = None, poll_seconds: float = 2.0,
                  ws_backoff: tuple[float, float] = (0.05, 10.0), ws_idle_seconds: float = 90.0,
                  stop_event: threading.Event | None = None, timeout_ms: int = 10_000,
-                 taker_fee_bps: float = 5.5) -> None:
+                 taker_fee_bps: float = 5.5, retry: RetryPolicy | None = None) -> None:
         import ccxt
 
         if feed not in FEEDS:
@@ -119,6 +129,11 @@ class CcxtVenue(Venue):
         self.ws_idle_seconds = ws_idle_seconds
         self._ws_url = ws_url
         self._stop = stop_event or threading.Event()
+        self.retry = retry or RetryPolicy(budget_s=20.0, base_s=0.2, max_s=5.0)
+        if self.retry.sleep is None:
+            self.retry.sleep = self._stop.wait
+        self.retries = 0  # reads retried after a network error (observability, tests)
+        self.clock_resyncs = 0
         # bar store, shared by the caller's thread and the WebSocket thread
         self._cv = threading.Condition()
         self._bars: dict[str, dict[int, Bar]] = {s: {} for s in self.symbols}  # closed bars by open time
@@ -169,7 +184,16 @@ class CcxtVenue(Venue):
     def _call(self, fn, *args, **kw):
         ccxt = self._ccxt
         try:
-            return fn(*args, **kw)
+            try:
+                return fn(*args, **kw)
+            except ccxt.InvalidNonce:  # our timestamps are off the exchange clock: re-sync, try once more
+                self.clock_resyncs += 1
+                if hasattr(self.ex, "load_time_difference"):
+                    self.ex.options["adjustForTimeDifference"] = True
+                    self.ex.load_time_difference()
+                return fn(*args, **kw)
+        except ccxt.AuthenticationError as exc:
+            raise VenueAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.DuplicateOrderId as exc:
             raise VenueRejected(f"duplicate client order id ({exc})"[:300]) from None
         except ccxt.NetworkError as exc:  # includes RequestTimeout, ExchangeNotAvailable, DDoSProtection
@@ -178,29 +202,58 @@ class CcxtVenue(Venue):
             raise VenueRejected(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _read(self, fn, *args, **kw):
-        """``_call`` for idempotent reads: a network error (timeout, 5xx, 429) is retried twice after
-        0.2 s and 0.4 s (interrupted by stop_event) before VenueNetworkError is raised."""
-        for attempt in range(3):
-            try:
-                return self._call(fn, *args, **kw)
-            except VenueNetworkError:
-                if attempt == 2 or self._stop.wait(0.2 * 2 ** attempt):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        """``_call`` for idempotent reads: a network error (timeout, 5xx, 429) is retried under
+        ``self.retry`` (backoff with jitter, interrupted by stop_event) before VenueNetworkError is raised."""
+        def count(exc: BaseException, delay: float) -> None:
+            self.retries += 1
+            log.warning("%s: %s; retrying in %.2f s", self.name, str(exc)[:120], delay)
+
+        return self.retry.call(lambda: self._call(fn, *args, **kw), on_retry=count)
 
     # ------------------------------------------------------------------ bar store
 
     def now_ms(self) -> int:
         return int(self.ex.milliseconds())
 
-    def _add_rest_rows(self, symbol: str, rows: list[list[Any]], complete_from: int | None = None) -> int:
+    def _kline_params(self, symbol: str, since: int | None, limit: int, until: int | None = None) -> dict[str, Any]:
+        p: dict[str, Any] = {"category": "linear", "symbol": symbol, "interval": "1", "limit": int(limit)}
+        if since is not None:
+            p["start"] = int(since)
+        if until is not None:
+            p["end"] = int(until)
+        return p
+
+    @staticmethod
+    def _parse_klines(resp: Any) -> tuple[list[list[Any]], int | None]:
+        """Rows [open_time, o, h, l, c, v] oldest first and the exchange clock (ms) of a raw Bybit v5 kline
+        response; raises VenueNetworkError for a malformed answer (retried like a dropped response)."""
+        try:
+            lst = resp["result"]["list"]
+            rows = [[int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])] for r in lst]
+            server = resp.get("time")
+            return sorted(rows, key=lambda r: r[0]), (int(server) if server is not None else None)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise VenueNetworkError(f"malformed kline response ({type(exc).__name__})") from None
+
+    def _fetch_klines(self, symbol: str, since: int | None, limit: int, read: bool = True) -> tuple[list, int | None]:
+        """REST klines (caller's thread): (rows oldest first, exchange clock ms or None)."""
+        call = self._read if read else self._call
+        if self.exchange_id == "bybit":
+            return self._parse_klines(call(self.ex.publicGetV5MarketKline, self._kline_params(symbol, since, limit)))
+        return call(self.ex.fetch_ohlcv, self._usym[symbol], "1m", since, limit), None
+
+    def _add_rest_rows(self, symbol: str, rows: list[list[Any]], complete_from: int | None = None,
+                       server_ms: int | None = None) -> int:
         """Store the closed rows of a ccxt OHLCV list; returns how many bars were new.
 
+        A row is closed when a newer row exists or its minute has passed on the exchange's clock
+        (``server_ms``, the kline response's time; the local clock when the exchange gives none): the
+        newest row of a Bybit response is the still-forming bar.
         REST is authoritative for the span it answered: a minute inside it without a row is recorded as
         an exchange gap (so the feed does not wait for it).  complete_from: the ``since`` of a request
         known to have returned every bar from there on (else the span starts at the oldest row).
         """
-        now = self.now_ms()
+        now = self.now_ms() if server_ms is None else int(server_ms)
         new = 0
         with self._cv:
             newest = max([int(r[0]) for r in rows] + [self._newest_start[symbol]])
@@ -303,8 +356,8 @@ class CcxtVenue(Venue):
 
     def _refresh(self, symbol: str, limit: int) -> None:
         """Fetch up to ``limit`` newest bars over REST (caller's thread) into the store."""
-        rows = self._read(self.ex.fetch_ohlcv, self._usym[symbol], "1m", None, limit)
-        self._add_rest_rows(symbol, rows)
+        rows, server = self._fetch_klines(symbol, None, limit)
+        self._add_rest_rows(symbol, rows, server_ms=server)
 
     def _init_cursor(self) -> None:
         """Start the delivery after the newest bar closed for every symbol (REST if the store is empty)."""
@@ -378,10 +431,10 @@ class CcxtVenue(Venue):
                 last = max(self._bars[s]) if self._bars[s] else None
             since, limit = (None, 3) if last is None else (last + _MIN, 1000)
             try:
-                rows = self._call(self.ex.fetch_ohlcv, self._usym[s], "1m", since, limit)
-            except VenueNetworkError:
+                rows, server = self._fetch_klines(s, since, limit, read=False)
+            except (VenueNetworkError, VenueAuthError, VenueRejected):
                 continue  # a dropped poll is retried; a long outage shows up as a stale feed
-            self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None)
+            self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None, server)
 
     # ------------------------------------------------------------------ WebSocket feed (own thread & loop)
 
@@ -478,9 +531,12 @@ class CcxtVenue(Venue):
             rows: list[list[Any]] = []
             until = None
             complete = since is not None
+            server = None
             for _page in range(10):  # newest 1000 bars per page, walking back to `since`
-                params = {} if until is None else {"until": until}
-                page = await pro.fetch_ohlcv(self._usym[s], "1m", since, 1000 if since is not None else 3, params)
+                raw = await pro.publicGetV5MarketKline(self._kline_params(s, since, 1000 if since is not None else 3,
+                                                                          until))
+                page, srv = self._parse_klines(raw)
+                server = srv if server is None else server
                 rows = page + rows
                 if since is None or not page or int(page[0][0]) <= since or len(page) < 1000:
                     break
@@ -488,7 +544,7 @@ class CcxtVenue(Venue):
             else:
                 complete = False
             self.backfills += 1
-            self._add_rest_rows(s, rows, since if complete else None)
+            self._add_rest_rows(s, rows, since if complete else None, server)
             with self._cv:
                 end = self._contig_end(s)
                 if end is not None and end + _MIN >= self._newest_start[s]:
@@ -514,9 +570,11 @@ class CcxtVenue(Venue):
         sign = 1.0 if o.get("side") == "buy" else -1.0
         st = {"open": "open", "closed": "filled", "canceled": "canceled", "rejected": "rejected",
               "expired": "canceled"}.get(o.get("status") or "open", "open")
+        amount, filled = float(o.get("amount") or 0.0), float(o.get("filled") or 0.0)
+        if st == "filled" and filled < amount - 1e-12:  # closed with a remainder: cancelled after a partial fill
+            st = "canceled"
         return OrderState(str(o.get("id")), str(o.get("clientOrderId") or ""), symbol,
-                          sign * float(o.get("amount") or 0.0), sign * float(o.get("filled") or 0.0), st,
-                          int(o.get("timestamp") or self.now_ms()))
+                          sign * amount, sign * filled, st, int(o.get("timestamp") or self.now_ms()))
 
     def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
         usym = self._usym[symbol]
