@@ -1,7 +1,16 @@
-"""The gauntlet's accuracy: false discovery rate on null markets, power over planted strength,
-p-value calibration (KS test). Writes JSON next to RESULTS.md.
+"""The gauntlet's accuracy: false passes on null and drift-only markets, power at planted strengths defined
+net of costs (oracle genome with no search, and end to end with ``forge evolve``), and the calibration of
+every stage's null p-values (KS). Each finished run is appended to a JSON-lines file as it completes
+(``--out``, default ``benchmarks/gauntlet_honesty_runs.jsonl``), so a long study can run in the background
+and be summarised at any time with ``--summarize``.
 
-    .venv/bin/python benchmarks/gauntlet_honesty.py --null-seeds 20 --planted-seeds 10 --strengths 0.05,0.1,0.2
+    # planted strengths for net per-bar Sharpe targets (bisection on 120-day markets, 2 seeds)
+    .venv/bin/python benchmarks/gauntlet_honesty.py --calibrate 0.01,0.02,0.03,0.05
+    # gauntlet power apart from search + null calibration (oracle genome, 20-day markets)
+    .venv/bin/python benchmarks/gauntlet_honesty.py --modes oracle --null-seeds 40 --planted-seeds 40
+    # end to end (default search 200 x 10, co-evolution off)
+    .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets 0.05 --null-seeds 20 --planted-seeds 10
+    .venv/bin/python benchmarks/gauntlet_honesty.py --summarize
 """
 
 from __future__ import annotations
@@ -15,28 +24,62 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gauntlet.honesty import run_study  # noqa: E402
+from gauntlet.honesty import HonestyRun, run_study, strength_for_net_sharpe, summarize  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+STRENGTHS = HERE / "gauntlet_strengths.json"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--null-seeds", type=int, default=20)
-    ap.add_argument("--planted-seeds", type=int, default=10)
-    ap.add_argument("--strengths", default="0.05,0.1,0.2")
-    ap.add_argument("--population", type=int, default=24)
-    ap.add_argument("--generations", type=int, default=3)
-    ap.add_argument("--days", type=int, default=None, help="synthetic market length (default: the sample's 14 days)")
-    ap.add_argument("--out", default="benchmarks/gauntlet_honesty.json")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calibrate", default=None, help="comma-separated net per-bar Sharpe targets to calibrate")
+    ap.add_argument("--modes", default="oracle", help="oracle, evolve or oracle,evolve")
+    ap.add_argument("--targets", default="0.01,0.02,0.03,0.05", help="net per-bar Sharpe targets (calibrated)")
+    ap.add_argument("--null-seeds", type=int, default=40, help="seeds per null kind (null, drift)")
+    ap.add_argument("--planted-seeds", type=int, default=40)
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed index (to continue a study)")
+    ap.add_argument("--days", type=int, default=20, help="synthetic market length, days")
+    ap.add_argument("--population", type=int, default=200)
+    ap.add_argument("--generations", type=int, default=10)
+    ap.add_argument("--coevolution", action="store_true", help="co-evolution on (off by default for the study)")
+    ap.add_argument("--out", default=str(HERE / "gauntlet_honesty_runs.jsonl"))
+    ap.add_argument("--summarize", action="store_true", help="summarise --out and write gauntlet_honesty.json")
     a = ap.parse_args()
-    t0 = time.perf_counter()
+    from forge.settings import load_run_config
+
+    costs = load_run_config(None).backtest
+    if a.calibrate:
+        table = json.loads(STRENGTHS.read_text()) if STRENGTHS.is_file() else {}
+        for tgt in (float(x) for x in a.calibrate.split(",")):
+            t0 = time.perf_counter()
+            s, w = strength_for_net_sharpe(tgt, costs)
+            table[f"{tgt:g}"] = {"strength": s, "window": w, "taker_fee_bps": costs.taker_fee_bps,
+                                 "slippage_bps": costs.slippage_bps, "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"net per-bar Sharpe {tgt:g}: strength {s:.4f}, oracle window {w}")
+        table["command"] = "python " + " ".join(sys.argv)
+        STRENGTHS.write_text(json.dumps(table, indent=1))
+        return
+    out = Path(a.out)
+    if a.summarize:
+        runs = [HonestyRun(**json.loads(line)) for line in out.read_text().splitlines() if line.strip()]
+        n_oos = round(a.days * 1440 * (1 - load_run_config(None).evolve.in_sample_fraction))
+        summary = summarize(runs, n_oos=n_oos)
+        summary["runs_file"] = out.name
+        summary["command"] = "python " + " ".join(sys.argv)
+        (HERE / "gauntlet_honesty.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1))
+        return
+    table = json.loads(STRENGTHS.read_text())
+    targets = {float(t): (table[t]["strength"], table[t]["window"]) for t in a.targets.split(",") if t}
+
+    def sink(r: HonestyRun) -> None:
+        with out.open("a") as fh:
+            fh.write(json.dumps(r.to_dict()) + "\n")
+
     with tempfile.TemporaryDirectory() as work:
-        runs, summary = run_study(a.null_seeds, a.planted_seeds, tuple(float(x) for x in a.strengths.split(",")),
-                                  Path(work), progress=print, population=a.population, generations=a.generations,
-                                  days=a.days)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["command"] = "python " + " ".join(sys.argv)
-    Path(a.out).write_text(json.dumps({"summary": summary, "runs": [r.to_dict() for r in runs]}, indent=2))
-    print(json.dumps(summary, indent=2))
+        run_study(a.null_seeds, a.planted_seeds, targets, Path(work), modes=tuple(a.modes.split(",")),
+                  days=a.days, progress=print, sink=sink, seed_offset=a.seed_offset, population=a.population,
+                  generations=a.generations, coevolution=a.coevolution)
 
 
 if __name__ == "__main__":

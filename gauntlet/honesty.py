@@ -338,7 +338,7 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
 def run_study(null_seeds: int, planted_seeds: int, targets: dict[float, tuple[float, int]], work: Path, *,
               modes: tuple[str, ...] = ("oracle",), days: int | None = 20, kinds: tuple[str, ...] = ("null", "drift"),
               progress: Callable[[str], None] | None = None, sink: Callable[[HonestyRun], None] | None = None,
-              **evolve_kw: Any) -> list[HonestyRun]:
+              seed_offset: int = 0, **evolve_kw: Any) -> list[HonestyRun]:
     """Null runs (``null_seeds`` per kind and mode) and planted runs (``planted_seeds`` per target and mode).
 
     targets: net per-bar Sharpe -> (strength, oracle window) (from ``strength_for_net_sharpe``); days: market
@@ -360,9 +360,9 @@ def run_study(null_seeds: int, planted_seeds: int, targets: dict[float, tuple[fl
 
     for mode in modes:
         for kind in kinds:
-            for seed in range(null_seeds):
+            for seed in range(seed_offset, seed_offset + null_seeds):
                 one(mode, 1000 + seed, 0.0, kind, None)
         for tgt, (strength, window) in targets.items():
-            for seed in range(planted_seeds):
+            for seed in range(seed_offset, seed_offset + planted_seeds):
                 one(mode, 2000 + seed, strength, "planted", tgt, window)
     return runs

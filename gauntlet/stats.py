@@ -203,29 +203,31 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
     if n < 2 or t < n_blocks:
         raise ValueError(f"PBO needs >= 2 strategies and >= n_blocks rows, got T={t}, N={n}")
     edges = np.linspace(0, t, n_blocks + 1).astype(np.int64)
-    s1 = np.stack([m[a:b].sum(axis=0) for a, b in zip(edges[:-1], edges[1:])])  # (S, N)
-    s2 = np.stack([(m[a:b] ** 2).sum(axis=0) for a, b in zip(edges[:-1], edges[1:])])
+    s1 = np.add.reduceat(m, edges[:-1], axis=0)  # (S, N) per-block sums
+    s2 = np.add.reduceat(m * m, edges[:-1], axis=0)
     cnt = np.diff(edges).astype(np.float64)
+    train = np.array(list(itertools.combinations(range(n_blocks), n_blocks // 2)), dtype=np.int64)
+    ind = np.zeros((train.shape[0], n_blocks))
+    ind[np.arange(train.shape[0])[:, None], train] = 1.0
 
-    def sharpe(idx: np.ndarray) -> np.ndarray:
-        k = cnt[idx].sum()
-        mu = s1[idx].sum(axis=0) / k
-        var = np.maximum(s2[idx].sum(axis=0) / k - mu * mu, 0.0) * k / max(k - 1, 1)
+    def sharpe(w: np.ndarray) -> np.ndarray:  # w: (C, S) block indicators -> (C, N) Sharpe of those blocks
+        k = (w @ cnt)[:, None]
+        mu = (w @ s1) / k
+        var = np.maximum((w @ s2) / k - mu * mu, 0.0) * k / np.maximum(k - 1, 1)
         sd = np.sqrt(var)
         return np.where(sd > 0, mu / np.where(sd > 0, sd, 1.0), 0.0)
 
-    all_idx = np.arange(n_blocks)
-    logits = []
-    for train in itertools.combinations(range(n_blocks), n_blocks // 2):
-        tr = np.array(train)
-        te = np.setdiff1d(all_idx, tr)
-        sr_tr, sr_te = sharpe(tr), sharpe(te)
-        best = int(np.argmax(sr_tr))
+    logits = np.empty(train.shape[0])
+    for lo in range(0, train.shape[0], 2048):  # chunks keep the (C, N) matrices small
+        w = ind[lo:lo + 2048]
+        sr_tr, sr_te = sharpe(w), sharpe(1.0 - w)
+        best = np.argmax(sr_tr, axis=1)
+        b = sr_te[np.arange(w.shape[0]), best][:, None]
         # relative rank in (0, 1) of the in-sample best on the test half (average ranks for ties)
-        rank = stats.rankdata(sr_te)[best]
-        w = rank / (n + 1.0)
-        logits.append(math.log(w / (1.0 - w)))
-    lg = np.array(logits)
+        rank = (sr_te < b).sum(axis=1) + ((sr_te == b).sum(axis=1) + 1) / 2.0
+        wr = rank / (n + 1.0)
+        logits[lo:lo + 2048] = np.log(wr / (1.0 - wr))
+    lg = logits
     return PBOResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=lg.size, n_blocks=n_blocks, n_strategies=n)
 
 
