@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from crucible.journal import OPEN_STATUSES, Journal
+from crucible.journal import OPEN_STATUSES, Journal, JournalError
 from forge.core.errors import ConfigError
 
 __all__ = ["status", "status_table"]
@@ -21,11 +22,20 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     "genome", "equity", "cash", "units", "mark", "weight", "time_ms", "swaps", "kills", "fills",
     "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "rejects", "open_orders"},
     "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
-    raises ConfigError if the file does not exist.
+    raises ConfigError if the file does not exist; JournalError (one line, exit 2) if it is not a crucible
+    journal, is corrupt, or SQLite fails while reading.  Takes no lock: works while ``crucible live`` writes.
     """
     p = Path(journal_path)
     if not p.is_file():
         raise ConfigError(f"{p}: no journal (run `crucible live` first)")
+    try:
+        return _status(p)
+    except sqlite3.Error as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JournalError(f"{p}: cannot read the journal: {msg}") from None
+
+
+def _status(p: Path) -> dict[str, Any]:
     j = Journal(p, readonly=True)
     try:
         eq = j.last_equity()

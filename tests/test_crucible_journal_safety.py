@@ -1,0 +1,230 @@
+"""Journal safety (issue 18, items 3 and 6, journal side): one writer (OS lock naming the holder's pid),
+archives that keep every committed row (WAL included) under timestamped names, no archiving of files that
+are not journals, and one-line errors (exit 2) for corrupt or foreign files in `crucible live`/`status`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from crucible.config import config_from_dict
+from crucible.journal import Journal, JournalError, JournalLocked, archive_journal
+from crucible.runtime import run_live
+from crucible.venues.replay import ReplayVenue
+from forge.data.loader import load_sample
+
+SYM = "BTCUSDT"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_sample()[0]
+
+
+def make_cfg(tmp: Path):
+    return config_from_dict({
+        "crucible": {"journal": str(tmp / "journal.sqlite"), "champions_dir": str(tmp / "champions"),
+                     "requests_dir": str(tmp / "requests"), "kill_file": str(tmp / "KILL"), "history_bars": 400},
+        "hotswap": {"enabled": False},
+        "slots": [{"id": "a", "symbol": SYM, "genome": "builtin:momentum"}]}, "test")
+
+
+def _counts(path: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("orders", "fills", "events", "meta")}
+    finally:
+        db.close()
+
+
+def _crucible(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env.pop("FORGE_SIGNING_KEY", None)
+    return subprocess.Popen([sys.executable, "-c", "import cli; cli.crucible_app()", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+# ----------------------------------------------------------------------------- single writer
+
+
+def test_second_writer_in_process_is_refused_with_pid(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    try:
+        with pytest.raises(JournalLocked, match=f"pid {os.getpid()}") as ei:
+            Journal(tmp_path / "j.sqlite")
+        assert ei.value.pid == os.getpid() and ei.value.exit_code == 2
+        r = Journal(tmp_path / "j.sqlite", readonly=True)  # readers take no lock
+        r.close()
+    finally:
+        j.close()
+    Journal(tmp_path / "j.sqlite").close()  # released on close
+
+
+def test_second_crucible_live_exits_2_naming_the_holder(tmp_path):
+    """Two real processes: the second `crucible live` on the same journal exits 2 naming the first one's pid
+    and touches nothing; `crucible status` works meanwhile; the first one finishes normally."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [crucible]
+        journal = "{tmp_path / 'journal.sqlite'}"
+        champions_dir = "{tmp_path / 'champions'}"
+        requests_dir = "{tmp_path / 'requests'}"
+        kill_file = "{tmp_path / 'KILL'}"
+        history_bars = 400
+        [hotswap]
+        enabled = false
+        [[slots]]
+        id = "a"
+        symbol = "BTCUSDT"
+        genome = "builtin:momentum"
+    """))
+    jpath = tmp_path / "journal.sqlite"
+    first = _crucible(["live", "--config", str(cfg), "--speed", "120"], tmp_path)  # 2 bars/s until stopped
+    try:
+        lock = Path(str(jpath) + ".lock")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            if lock.exists() and lock.read_text().strip() == str(first.pid) and jpath.exists() \
+                    and _counts(jpath)["meta"] > 0:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()
+        second = _crucible(["live", "--config", str(cfg), "--max-bars", "5"], tmp_path)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2, (out, err)
+        msg = " ".join((out + err).split())
+        assert f"pid {first.pid}" in msg and "in use" in msg and "Traceback" not in msg
+        assert not list(tmp_path.glob("journal.*.sqlite"))  # the running journal was not archived
+        st = _crucible(["status", "--journal", str(jpath), "--json"], tmp_path)
+        sout, serr = st.communicate(timeout=120)
+        assert st.returncode == 0, serr
+        assert first.poll() is None  # still trading
+    finally:
+        first.send_signal(signal.SIGINT)
+        try:
+            first.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.communicate()
+    Journal(jpath).close()  # the lock died with its holder
+
+
+# ----------------------------------------------------------------------------- archives
+
+
+def _journal_with_uncheckpointed_wal(path: Path, n: int = 48) -> None:
+    """A child process commits n orders and n events, then dies without closing (no checkpoint): the
+    committed rows live only in the -wal file."""
+    code = textwrap.dedent(f"""
+        import os
+        from crucible.journal import Journal
+        j = Journal({str(path)!r}, synchronous="FULL")
+        j.db.execute("PRAGMA wal_autocheckpoint=0")
+        with j:
+            for i in range({n}):
+                j.add_intent(client_order_id=f"cr-a-{{i}}-0", slot="a", symbol="BTCUSDT", qty=0.001, target=1.0,
+                             bar_time=i * 60000, seq=0, reason="signal", now_ms=i)
+                j.event("test", i, "a", i=i)
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_archive_keeps_rows_that_live_only_in_the_wal(tmp_path, sample):
+    jpath = tmp_path / "journal.sqlite"
+    _journal_with_uncheckpointed_wal(jpath)
+    wal = Path(str(jpath) + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    before = _counts(jpath)
+    assert before["orders"] == 48 and before["events"] == 48
+    cfg = make_cfg(tmp_path)
+    s = run_live(cfg, venue=ReplayVenue({SYM: sample.head(360)}, start=300), journal_path=jpath, fresh=True)
+    assert s["bars"] == 60
+    archives = sorted(tmp_path.glob("journal.*.sqlite"))
+    assert len(archives) == 1 and not Path(str(archives[0]) + "-wal").exists()
+    assert _counts(archives[0]) == before  # every committed row, none lost
+    assert _counts(jpath)["orders"] != 48  # a new journal was started
+
+
+def test_archives_are_timestamped_and_all_kept(tmp_path, sample):
+    cfg = make_cfg(tmp_path)
+    jpath = Path(cfg.general.journal)
+    counts = []
+    for _ in range(3):
+        run_live(cfg, venue=ReplayVenue({SYM: sample.head(340)}, start=300), fresh=True)
+        counts.append(_counts(jpath))
+    archives = sorted(tmp_path.glob("journal.*.sqlite"))
+    assert len(archives) == 2 and len({a.name for a in archives}) == 2
+    assert [_counts(a) for a in archives] == counts[:2]
+    assert not list(tmp_path.glob("*.prev"))
+    # two archives within the same timestamp never overwrite each other
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    run_live(cfg, venue=ReplayVenue({SYM: sample.head(310)}, start=300), fresh=False)
+    a1 = archive_journal(jpath, now=when)
+    Journal(jpath).close()
+    a2 = archive_journal(jpath, now=when)
+    assert a1 != a2 and a1.exists() and a2.exists()
+
+
+# ----------------------------------------------------------------------------- foreign and corrupt files
+
+
+def test_live_refuses_to_archive_a_file_that_is_not_a_journal(tmp_path, sample):
+    cfg = make_cfg(tmp_path)
+    toml = tmp_path / "settings.toml"
+    toml.write_text("[crucible]\njournal = 'x'\n")
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.commit()
+    db.close()
+    for path, words in ((toml, "not a SQLite file"), (other, "without the table")):
+        before = path.read_bytes()
+        for fresh in (True, False):
+            with pytest.raises(JournalError, match=words):
+                run_live(cfg, venue=ReplayVenue({SYM: sample.head(320)}, start=300), journal_path=path, fresh=fresh)
+            assert path.read_bytes() == before  # untouched
+        assert not list(tmp_path.glob(f"{path.stem}.*{path.suffix}"))
+
+
+def _corrupt_journal(tmp_path: Path, sample) -> Path:
+    cfg = make_cfg(tmp_path)
+    run_live(cfg, venue=ReplayVenue({SYM: sample.head(340)}, start=300))
+    jpath = Path(cfg.general.journal)
+    data = bytearray(jpath.read_bytes())
+    data[100:4096] = os.urandom(3996)  # page 1 (the schema) overwritten after the 100-byte header
+    jpath.write_bytes(bytes(data))
+    return jpath
+
+
+def test_cli_one_line_errors_for_corrupt_and_foreign_journals(tmp_path, sample):
+    from typer.testing import CliRunner
+
+    from cli import crucible_app
+
+    runner = CliRunner()
+    corrupt = _corrupt_journal(tmp_path / "c", sample)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(os.urandom(8192))
+    toml = tmp_path / "x.toml"
+    toml.write_text("[crucible]\n")
+    for path in (corrupt, garbage, toml):
+        before = path.read_bytes()
+        for args in (["status", "--journal", str(path)], ["live", "--journal", str(path), "--max-bars", "3"]):
+            r = runner.invoke(crucible_app, args)
+            out = r.output.strip()
+            assert r.exit_code == 2, (args, out)
+            assert "Traceback" not in out and "error:" in out and str(path.name) in out, out
+            assert len(out.splitlines()) <= 3, out  # one message (rich may wrap a long line)
+        assert path.read_bytes() == before
