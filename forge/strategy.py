@@ -9,25 +9,21 @@ first bars of the data and the first bars after every gap are flat).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from forge.core.errors import ConfigError
 from forge.features import FEATURES, FeatureMatrix, compute_features
+from forge.features.library import FeatureLibrary, library_features, load_feature_library
 from forge.gp import BufferPool, Genome, compile_program, run_program
 from forge.gp.cache import SubtreeCache
-
-
-if TYPE_CHECKING:
-    from forge.synthesize import FeatureLibrary
 
 
 def strategy_features(
     bars: pl.DataFrame,
     names: tuple[str, ...] | list[str],
-    library: "FeatureLibrary | str | Path | None" = None,
+    library: FeatureLibrary | str | Path | None = None,
 ) -> FeatureMatrix:
     """Terminal features for ``names`` on ``bars``: registry features plus
     synthesized ones from a feature library (``forge synthesize``).
@@ -40,9 +36,6 @@ def strategy_features(
     names = tuple(names)
     lib_vals: dict[str, tuple[np.ndarray, int]] = {}
     if library is not None:
-        # imported here for its cost (scikit-learn), not for a cycle: most callers never pass a library
-        from forge.synthesize import FeatureLibrary, library_features, load_feature_library
-
         lib = library if isinstance(library, FeatureLibrary) else load_feature_library(library)
         wanted = [f for f in lib.features if f.name in names]
         if wanted:

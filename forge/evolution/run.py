@@ -48,10 +48,10 @@ from forge.evolution.market import Market, MarketArrays
 from forge.evolution.operators import sel_best_distinct, var_one
 from forge.evolution.surrogate import Screen, Surrogate
 from forge.features import DEFAULT_FEATURES, FeatureMatrix
+from forge.features.library import FeatureLibrary, load_feature_library
 from forge.gp import BufferPool, Genome, build_pset, individual_from_genome
 from forge.gp import pset as gp_ops
 from forge.strategy import genome_positions
-from forge.synthesize import FeatureLibrary, load_feature_library
 
 __all__ = ["EvolveResult", "evolve", "hall_of_fame_report", "make_run_id", "resume_run"]
 
