@@ -30,6 +30,7 @@ settings measured in ``ARCHITECTURE.md`` ("Measured pitfalls"):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -268,8 +269,6 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     GP needs terminals; the report says which were not significant).
     raises DataError when too few complete rows remain.
     """
-    import time
-
     t0 = time.perf_counter()
     names = tuple(features.names)
     vals = np.asarray(features.values, dtype=np.float64)

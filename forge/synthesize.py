@@ -50,6 +50,7 @@ import numpy as np
 import polars as pl
 from deap import gp
 from scipy.stats import rankdata
+import sklearn
 from sklearn.feature_selection import mutual_info_regression
 
 from forge.core import rng
@@ -250,6 +251,22 @@ def _sample_rows(y: np.ndarray, start: int, stop: int, k: int, gen: np.random.Ge
 # --------------------------------------------------------------------------- synthesis
 
 
+def _library_feature(name: str, best: _Candidate, raw: RawInputs, y: np.ndarray, rows_oos: np.ndarray,
+                     pool: BufferPool, cfg: SynthesisConfig, mi_seed: int, rnd: int) -> LibraryFeature:
+    """An accepted candidate as a library feature, with its out-of-sample MI and permutation p-value (the
+    out-of-sample rows are read here only, to report)."""
+    x, lookback = evaluate_feature(best.genome, raw, pool)
+    mi_oos = mutual_information(x[rows_oos], y[rows_oos], cfg.n_neighbors, mi_seed)
+    perm = rng.generator(cfg.seed, "synthesize", "null", rnd)
+    null = np.array([mutual_information(x[rows_oos], perm.permutation(y[rows_oos]), cfg.n_neighbors, mi_seed)
+                     for _ in range(cfg.null_permutations)])
+    return LibraryFeature(
+        name=name, genome=best.genome, mi_in_sample=best.mi, mi_out_of_sample=mi_oos, lookback=lookback,
+        redundancy=best.redundancy, fitness=best.fitness,
+        mi_out_of_sample_null=float(null.mean()) if null.size else float("nan"),
+        p_value_out_of_sample=float((1 + (null >= mi_oos).sum()) / (1 + null.size)) if null.size else float("nan"))
+
+
 def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
                progress: ProgressFn | None = None) -> FeatureLibrary:
     """Evolve a library of features with high mutual information with the forward return.
@@ -299,28 +316,16 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
             if best is None:
                 notify({"event": "no_candidate", "round": rnd})
                 break
-            x, lookback = evaluate_feature(best.genome, raw, scorer.pool)
-            mi_oos = mutual_information(x[rows_oos], y[rows_oos], cfg.n_neighbors, mi_seed)
-            perm = rng.generator(cfg.seed, "synthesize", "null", rnd)
-            null = np.array([mutual_information(x[rows_oos], perm.permutation(y[rows_oos]), cfg.n_neighbors, mi_seed)
-                             for _ in range(cfg.null_permutations)])
-            name = f"syn_{rnd}"
-            feat = LibraryFeature(
-                name=name, genome=best.genome, mi_in_sample=best.mi, mi_out_of_sample=mi_oos, lookback=lookback,
-                redundancy=best.redundancy, fitness=best.fitness,
-                mi_out_of_sample_null=float(null.mean()) if null.size else float("nan"),
-                p_value_out_of_sample=float((1 + (null >= mi_oos).sum()) / (1 + null.size)) if null.size
-                else float("nan"))
+            feat = _library_feature(f"syn_{rnd}", best, raw, y, rows_oos, scorer.pool, cfg, mi_seed, rnd)
             accepted.append(feat)
             scorer.accepted.append(scorer.sample(best.genome)[2])
-            notify({"event": "accepted", "round": rnd, "name": name, "expression": best.genome.expression(),
-                    "mi_in_sample": best.mi, "mi_out_of_sample": mi_oos,
+            notify({"event": "accepted", "round": rnd, "name": feat.name, "expression": best.genome.expression(),
+                    "mi_in_sample": best.mi, "mi_out_of_sample": feat.mi_out_of_sample,
                     "mi_out_of_sample_null": feat.mi_out_of_sample_null,
                     "p_value_out_of_sample": feat.p_value_out_of_sample, "redundancy": best.redundancy,
-                    "lookback": lookback})
+                    "lookback": feat.lookback})
     finally:
         random.setstate(state)
-    import sklearn
 
     meta = {
         "config": dataclasses.asdict(cfg),

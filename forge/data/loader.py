@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import zipfile
 from collections.abc import Sequence
@@ -283,8 +284,6 @@ def load_klines(paths: Sequence[str | Path], *, cache_dir: Path | None = None,
     meta = cache_dir / f"klines-{key[:32]}.json"
     if use_cache and cached.is_file() and meta.is_file():
         try:
-            import json
-
             bars = pl.read_parquet(cached)
             m = json.loads(meta.read_text())
             infos = tuple(FileInfo(**f) for f in m["files"])
@@ -310,8 +309,6 @@ def load_klines(paths: Sequence[str | Path], *, cache_dir: Path | None = None,
     bars = dedup.drop("_file")
     if use_cache:
         try:
-            import json
-
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp")
             bars.write_parquet(tmp, compression="zstd")

@@ -33,6 +33,7 @@ from typing import Any
 
 from forge.core.errors import GenomeError
 from forge.gp.primitives import BY_NAME, PSET_VERSION, WINDOWS
+from forge.jsonsafe import dumps
 
 SCHEMA_VERSION = 1
 SUPPORTED_PSET_VERSIONS = (PSET_VERSION,)
@@ -199,8 +200,6 @@ class Genome:
     def to_json(self) -> str:
         """Pretty strict JSON text (a non-finite meta value -> null, see forge.jsonsafe);
         ``Genome.from_json(g.to_json()) == g``."""
-        from forge.jsonsafe import dumps
-
         return dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod

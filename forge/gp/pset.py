@@ -25,6 +25,7 @@ from typing import Any
 
 from deap import gp
 
+from forge.core.errors import GenomeError
 from forge.gp.genome import Genome
 from forge.gp.primitives import BY_NAME, PRIMITIVES, TYPES, WINDOWS, Const, Window, random_constant
 
@@ -164,8 +165,6 @@ def individual_from_genome(genome: Genome, pset: gp.PrimitiveSetTyped) -> gp.Pri
     raises GenomeError (via compile checks) if the genome reads a feature
     that ``pset`` lacks.
     """
-    from forge.core.errors import GenomeError
-
     prims = {p.name: p for ps in pset.primitives.values() for p in ps}
     terms = {name: t for name, t in pset.mapping.items() if isinstance(t, gp.Terminal)}
     eph = pset.mapping[EPHEMERAL_NAME]
