@@ -825,20 +825,14 @@ def gauntlet_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the hall of fame as strict JSON.")] = False,
 ) -> None:
     """Hall of fame of a run: in-sample vs out-of-sample metrics next to buy-and-hold."""
-    from forge.core.errors import RunDirError
+    from forge.core.rundir import read_hall_of_fame
 
-    path = run_dir / "hall_of_fame.json"
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no hall_of_fame.json (is this a forge evolve run directory?)")
-    try:
-        hall = json.loads(path.read_text())
-        members = hall["members"]
-    except (ValueError, KeyError) as exc:
-        raise RunDirError(f"{path}: unreadable hall of fame ({exc})") from None
+    hall = read_hall_of_fame(run_dir)  # RunDirError naming the file for a missing/corrupt hall of fame
+    members = [m.to_dict() for m in hall.members]
     if as_json:
         from forge.jsonsafe import revive_nonfinite
 
-        print(json_dumps(revive_nonfinite({"run_id": hall.get("run_id"), "run_dir": str(run_dir),
+        print(json_dumps(revive_nonfinite({"run_id": hall.run_id, "run_dir": str(run_dir),
                                            "members": members})))
         return
     _print_hall(members)
