@@ -19,9 +19,12 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     """Read a journal.
 
     returns {"journal", "venue", "started_ms", "last_bar_ms", "slots": [{"slot", "symbol", "status",
-    "genome", "equity", "cash", "units", "mark", "weight", "time_ms", "swaps", "kills", "fills",
-    "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "rejects", "open_orders"},
-    "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
+    "genome", "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "swaps",
+    "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "transfers",
+    "rejects", "open_orders"}, "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
+    Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
+    net capital moved into the slot by the CWO (sum of ``transfer`` events' ``amount``, negative: moved
+    out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot).
     raises ConfigError if the file does not exist; JournalError (one line, exit 2) if it is not a crucible
     journal, is corrupt, or SQLite fails while reading.  Takes no lock: works while ``crucible live`` writes.
     """
@@ -50,23 +53,35 @@ def _status(p: Path) -> dict[str, Any]:
         for sid in sorted(set(meta_slots) | set(eq)):
             m, r = meta_slots.get(sid, {}), eq.get(sid, {})
             sf = [f for f in fills if f["slot"] == sid]
+            cap = m.get("capital")
+            moved = sum(_amount(e) for e in events if e["kind"] == "transfer" and e["slot"] == sid
+                        and (r.get("time_ms") is None or e["time_ms"] <= r["time_ms"]))
+            eqv = r.get("equity")
             rows.append({
                 "slot": sid, "symbol": m.get("symbol"), "status": r.get("status", "?"),
-                "genome": genome_now.get(sid, m.get("genome")), "equity": r.get("equity"), "cash": r.get("cash"),
+                "genome": genome_now.get(sid, m.get("genome")), "capital": cap, "equity": eqv, "cash": r.get("cash"),
                 "units": r.get("units"), "mark": r.get("mark"), "weight": r.get("weight"),
-                "time_ms": r.get("time_ms"),
+                "time_ms": r.get("time_ms"), "transfers": moved,
+                "pnl": None if eqv is None or cap is None else float(eqv) - float(cap) - moved,
                 "swaps": sum(1 for e in events if e["kind"] == "swap" and e["slot"] == sid),
                 "kills": sum(1 for e in events if e["kind"] == "kill" and e["slot"] == sid),
                 "fills": len(sf), "fees": sum(f["fee"] for f in sf)})
         counts = {"orders": len(j.orders()), "fills": len(fills),
                   "swaps": sum(e["kind"] == "swap" for e in events), "kills": sum(e["kind"] == "kill" for e in events),
                   "reweights": sum(e["kind"] == "reweight" for e in events),
+                  "transfers": sum(e["kind"] == "transfer" for e in events),
                   "rejects": sum(e["kind"] == "reject" for e in events), "open_orders": len(j.orders(OPEN_STATUSES))}
         recent = [e for e in events if e["kind"] != "reweight"][-10:]
         return {"journal": str(p), "venue": j.get_meta("venue"), "started_ms": j.get_meta("started_ms"),
                 "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent}
     finally:
         j.close()
+
+
+def _amount(event: dict[str, Any]) -> float:
+    """USDT moved into the slot by a ``transfer`` event (data ``amount``; 0 when absent or not a number)."""
+    a = event["data"].get("amount") if isinstance(event["data"], dict) else None
+    return float(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else 0.0
 
 
 def status_table(report: dict[str, Any]):
@@ -76,7 +91,8 @@ def status_table(report: dict[str, Any]):
     c = report["counts"]
     t = Table(title=f"Crucible bench — {report['journal']} ({report['venue']}): {c['fills']} fills, "
                     f"{c['swaps']} swaps, {c['kills']} kills, {c['reweights']} reweights, {c['rejects']} rejected files")
-    for col in ("slot", "symbol", "status", "genome", "equity", "units", "weight", "fills", "fees", "swaps", "kills"):
+    for col in ("slot", "symbol", "status", "genome", "equity", "P&L", "weight", "transfers", "units", "fills", "fees",
+                "swaps", "kills"):
         t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "genome") else "right")
 
     def f(x: Any, fmt: str) -> str:
@@ -86,6 +102,6 @@ def status_table(report: dict[str, Any]):
         st = r["status"]
         color = {"live": "green", "killed": "red", "stopped": "yellow"}.get(st, "white")
         t.add_row(r["slot"], str(r["symbol"]), f"[{color}]{st}[/]", str(r["genome"])[:24], f(r["equity"], ".2f"),
-                  f(r["units"], ".6f"), f(r["weight"], ".3f"), str(r["fills"]), f(r["fees"], ".2f"),
-                  str(r["swaps"]), str(r["kills"]))
+                  f(r.get("pnl"), "+.2f"), f(r["weight"], ".3f"), f(r.get("transfers"), "+.2f"), f(r["units"], ".6f"),
+                  str(r["fills"]), f(r["fees"], ".2f"), str(r["swaps"]), str(r["kills"]))
     return t

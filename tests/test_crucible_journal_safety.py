@@ -228,3 +228,48 @@ def test_cli_one_line_errors_for_corrupt_and_foreign_journals(tmp_path, sample):
             assert "Traceback" not in out and "error:" in out and str(path.name) in out, out
             assert len(out.splitlines()) <= 3, out  # one message (rich may wrap a long line)
         assert path.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- crucible status
+
+
+def test_status_shows_weights_transfers_and_slot_pnl(tmp_path, sample):
+    """Per-slot P&L = last equity snapshot - capital - CWO transfers, weights from the snapshot; transfer
+    events change P&L by exactly their amount; the table renders the new columns."""
+    from rich.console import Console
+
+    from crucible.status import status, status_table
+
+    cfg = config_from_dict({
+        "crucible": {"journal": str(tmp_path / "journal.sqlite"), "champions_dir": str(tmp_path / "champions"),
+                     "requests_dir": str(tmp_path / "requests"), "kill_file": str(tmp_path / "KILL"),
+                     "history_bars": 400, "snapshot_every": 1},
+        "hotswap": {"enabled": False},
+        "slots": [{"id": "a", "symbol": SYM, "genome": "builtin:momentum"},
+                  {"id": "b", "symbol": SYM, "genome": "builtin:meanrev", "capital": 300.0}]}, "test")
+    s = run_live(cfg, venue=ReplayVenue({SYM: sample.head(420)}, start=300))
+    rep = status(cfg.general.journal)
+    by = {r["slot"]: r for r in rep["slots"]}
+    for sl in s["slots"]:
+        r = by[sl["slot"]]
+        assert r["capital"] == (300.0 if sl["slot"] == "b" else 200.0)
+        assert r["equity"] == pytest.approx(sl["equity"], abs=1e-9)
+        assert r["weight"] == pytest.approx(sl["weight"], abs=1e-12)
+        assert r["pnl"] == pytest.approx(sl["equity"] - r["capital"] - r["transfers"], abs=1e-9)
+    assert all(r["transfers"] == 0.0 for r in rep["slots"]) or rep["counts"]["transfers"] > 0
+    t_last = max(r["time_ms"] for r in rep["slots"])
+    j = Journal(cfg.general.journal)
+    try:
+        j.event("transfer", t_last, "a", amount=25.0)
+        j.event("transfer", t_last, "b", amount=-25.0)
+    finally:
+        j.close()
+    rep2 = status(cfg.general.journal)
+    by2 = {r["slot"]: r for r in rep2["slots"]}
+    assert by2["a"]["transfers"] == by["a"]["transfers"] + 25.0
+    assert by2["a"]["pnl"] == pytest.approx(by["a"]["pnl"] - 25.0) and by2["b"]["pnl"] == pytest.approx(by["b"]["pnl"] + 25.0)
+    assert rep2["counts"]["transfers"] == rep["counts"]["transfers"] + 2
+    con = Console(width=200, record=True)
+    con.print(status_table(rep2))
+    text = con.export_text()
+    assert "P&L" in text and "transfers" in text and f"{by2['a']['pnl']:+.2f}" in text
