@@ -19,8 +19,11 @@ from forge.backtest import BacktestConfig
 from forge.core.config import build_root, load_config, override, to_dict
 from forge.core.errors import ConfigError
 
+OBJECTIVES = ("sharpe", "excess", "timing", "ttt_relative")
+"""Values of ``[fitness] objective`` (see :class:`FitnessConfig`)."""
+
 __all__ = [
-    "CausalConfig", "CoevolutionConfig", "EvolveConfig", "FitnessConfig", "RunConfig", "SECTIONS",
+    "CausalConfig", "CoevolutionConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES", "RunConfig", "SECTIONS",
     "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config", "with_overrides",
 ]
 
@@ -122,15 +125,38 @@ class EvolveConfig:
 
 @dataclass(frozen=True)
 class FitnessConfig:
-    """``[fitness]``: the scalar in-sample fitness blend (higher is better).
+    """``[fitness]``: the scalar in-sample fitness (higher is better), see ``forge.evolution.fitness``.
 
-    fitness = w_sharpe * clip(Sharpe, +-sharpe_cap) + w_ttt * ttt_score
-              - w_drawdown * max_drawdown - w_size * size / max_size
-    where ttt_score = 1 - TTT / n_bars if the target multiple was reached,
-    else 0.  A strategy with fewer than ``min_trades`` fills, or ruined, gets
-    ``floor``.
+    fitness = w_sharpe * clip(S, +-sharpe_cap) + w_ttt * T - w_drawdown * max_drawdown - w_size * size / max_size
+
+    S, the objective's score, from per-bar returns r of the strategy (after fees, slippage, funding) and m of
+    the market (holding one unit of the same bars, gross), annualised with ``periods_per_year``:
+
+    - ``sharpe``: Sharpe ratio of r (Sharpe 1994) -- absolute; holding the market in a rising market wins it;
+    - ``excess``: information ratio of r - m, active return over buy-and-hold of the same bars (Grinold &
+      Kahn, *Active Portfolio Management*, 2000); flat scores -Sharpe(m), so holding wins in a rising market;
+    - ``timing``: Sharpe ratio of r - beta * m with beta = cov(r, m) / var(m) on the same bars, the return
+      net of the position's market exposure (Treynor & Black 1973 appraisal ratio): a constant position
+      scores 0 before costs and below flat after them, so holding the market cannot win it (default);
+    - ``ttt_relative``: (TTT_bh - TTT) / n_bars, time-to-target of buy-and-hold minus the strategy's (never
+      reached = n_bars), in [-1, 1]; the T term is then 0 (the objective already is the TTT).
+
+    T: ``sharpe``: 1 - TTT / n_bars if the target multiple was reached, else 0 (absolute "velocity");
+    ``excess``: (TTT_bh - TTT) / n_bars, relative to buy-and-hold's own TTT on the same bars; ``timing``:
+    max(0, (TTT_bh - TTT) / n_bars), only reaching the target before buy-and-hold counts (a constant
+    position or flat gets 0, so the term rewards no market exposure).
+    periods: S is computed on this many contiguous in-sample sub-periods of equal length and combined by
+    ``aggregate``: "mean_std" = mean - robust_lambda * std (population std over periods) or "min" = the
+    worst period, so a rule that only worked in one regime loses; with ``periods = 1`` and ``sharpe`` the
+    score is the whole segment's Sharpe (the original fitness).  A period with zero variance scores 0.
+    A strategy with fewer than ``min_trades`` fills, ruined, or (objective ``sharpe``) with a non-finite
+    whole-segment Sharpe gets ``floor``.
     """
 
+    objective: str = "sharpe"
+    periods: int = 1
+    aggregate: str = "mean_std"
+    robust_lambda: float = 1.0
     w_sharpe: float = 1.0
     w_ttt: float = 1.0
     w_drawdown: float = 2.0
@@ -140,6 +166,14 @@ class FitnessConfig:
     floor: float = -100.0
 
     def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not 1 <= self.periods <= 64:
+            raise ConfigError(f"periods must be in [1, 64], got {self.periods}")
+        if self.aggregate not in ("mean_std", "min"):
+            raise ConfigError(f"aggregate must be 'mean_std' or 'min', got {self.aggregate!r}")
+        if self.robust_lambda < 0:
+            raise ConfigError(f"robust_lambda must be >= 0, got {self.robust_lambda}")
         for name in ("w_sharpe", "w_ttt", "w_drawdown", "w_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from forge.backtest import BacktestConfig, backtest_metrics
+from forge.backtest import BacktestConfig, backtest_metrics, run_backtest
 from forge.core.errors import ConfigError
 from forge.core.rundir import EvaluatedRecord
 from forge.core.rng import shielded_global_random
 from forge.evolution.config import FitnessConfig
-from forge.evolution.fitness import backtest_fitness
+from forge.evolution.fitness import MarketReference, backtest_fitness, market_reference, skill_fitness, uses_returns
 from forge.evolution.market import MarketArrays
 from forge.gp import BufferPool, Genome
 from forge.gp.cache import SubtreeCache
@@ -33,6 +33,7 @@ Result = tuple[float, dict[str, Any]]
 """(fitness, in-sample metrics dict) of one genome."""
 
 _WORKER_CACHE: dict[str, SubtreeCache] = {}
+_WORKER_MARKET: dict[tuple[str, BacktestConfig], MarketReference] = {}
 _ARRAYS = ("X", "open_", "close", "open_time", "bars_since_gap")
 _SHARED: dict[str, tuple[MarketArrays, ...]] = {}
 
@@ -49,6 +50,30 @@ def _worker_cache(data: MarketArrays, cache_mb: int, n_segments: int = 1) -> Sub
         cache = _WORKER_CACHE[data.token] = SubtreeCache(data.X, data.feature_names,
                                                          max_bytes=cache_mb * 2**20 // n_segments)
     return cache
+
+
+def _market(data: MarketArrays, bt: BacktestConfig) -> MarketReference:
+    """This process's market reference of a segment (computed once per segment and costs)."""
+    key = (data.token, bt)
+    ref = _WORKER_MARKET.get(key)
+    if ref is None:
+        if len(_WORKER_MARKET) > 16:
+            _WORKER_MARKET.clear()
+        ref = _WORKER_MARKET[key] = market_reference(data.open_, data.close, data.open_time, bt)
+    return ref
+
+
+def _score(genome: Genome, data: MarketArrays, cache: SubtreeCache | None, pool: BufferPool, bt: BacktestConfig,
+           fit: FitnessConfig, max_size: int) -> tuple[float, dict[str, Any]]:
+    """(fitness, metrics dict) of one genome on one segment."""
+    pos = genome_positions(genome, data.features, data.bars_since_gap, pool, cache)
+    if not uses_returns(fit):
+        m = backtest_metrics(data.open_, data.close, data.open_time, pos, bt)
+        return backtest_fitness(m, len(genome.tokens), max_size, fit), m.to_dict()
+    res = run_backtest(data.open_, data.close, data.open_time, pos, bt)
+    f, parts = skill_fitness(res.metrics, res.returns, _market(data, bt), len(genome.tokens), max_size, fit,
+                             bt.periods_per_year)
+    return f, {**res.metrics.to_dict(), **parts}
 
 
 @dataclass(frozen=True)
@@ -105,10 +130,9 @@ def evaluate_chunk(
         genome = Genome.from_dict(gd)
         fits, mets = [], []
         for data, cache in zip(segments, caches):
-            pos = genome_positions(genome, data.features, data.bars_since_gap, pool, cache)
-            m = backtest_metrics(data.open_, data.close, data.open_time, pos, bt)
-            fits.append(backtest_fitness(m, len(genome.tokens), max_size, fit))
-            mets.append(m.to_dict())
+            f, met = _score(genome, data, cache, pool, bt, fit, max_size)
+            fits.append(f)
+            mets.append(met)
         metrics = dict(mets[0])
         if len(segments) > 1:
             metrics["per_symbol"] = {d.symbol: {"fitness": f, **m} for d, f, m in zip(segments, fits, mets)}
