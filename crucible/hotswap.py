@@ -161,13 +161,16 @@ class PitCrew:
     variable, read at each scan); max_file_bytes, max_json_depth, max_genome_tokens: intake limits (see
     :func:`gauntlet.publish.verify_champion`); margin, alpha: promotion test (:func:`promotion_test`);
     report: optional callback ``report(kind, **data)`` for ``warning`` (unsigned champion accepted) and
-    ``promotion_test`` events — the runtime journals them.  A failing callback never stops a scan.
+    ``promotion_test`` events — the runtime journals them.  A failing callback never stops a scan;
+    full_check_every: while the folder's own mtime is unchanged (publishers rename files into it), only
+    every this many scans ``lstat`` each entry to catch in-place edits (a scan of an unchanged folder is
+    then one ``stat``).
     """
 
     def __init__(self, champions_dir: str | Path, *, require_signature: bool = False,
                  key: str | bytes | None = None, max_file_bytes: int = MAX_BYTES, max_json_depth: int = MAX_DEPTH,
                  max_genome_tokens: int = MAX_TOKENS, margin: float = 0.0, alpha: float = 0.05,
-                 report: Report | None = None) -> None:
+                 report: Report | None = None, full_check_every: int = 12) -> None:
         self.dir = Path(champions_dir)
         self.require_signature = require_signature
         self.key = key
@@ -175,6 +178,9 @@ class PitCrew:
             max_genome_tokens
         self.margin, self.alpha = margin, alpha
         self._report = report
+        self.full_check_every = full_check_every
+        self._dir_sig: tuple[int, int] | None = None
+        self._polls = 0
         self._seen: dict[str, tuple[int, ...]] = {}
         self.rejected: list[tuple[str, str]] = []
         self.warnings: list[tuple[str, str]] = []
@@ -204,6 +210,15 @@ class PitCrew:
         """
         accepted: list[tuple[Genome, dict[str, Any], str]] = []
         rejected: list[tuple[str, str]] = []
+        try:
+            dst = os.stat(self.dir)
+        except OSError:
+            return accepted, rejected
+        self._polls += 1
+        dsig = (dst.st_mtime_ns, dst.st_ino)
+        if dsig == self._dir_sig and self._polls % self.full_check_every:
+            return accepted, rejected
+        self._dir_sig = dsig
         for name, p in self._entries():
             try:
                 st = os.lstat(p)

@@ -23,8 +23,8 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "transfers",
     "rejects", "open_orders"}, "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
     Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
-    net capital moved into the slot by the CWO (sum of ``transfer`` events' ``amount``, negative: moved
-    out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot).
+    net capital moved into the slot by the CWO (sum over ``transfer`` events, see :func:`_amount`; negative:
+    moved out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot).
     raises ConfigError if the file does not exist; JournalError (one line, exit 2) if it is not a crucible
     journal, is corrupt, or SQLite fails while reading.  Takes no lock: works while ``crucible live`` writes.
     """
@@ -54,7 +54,7 @@ def _status(p: Path) -> dict[str, Any]:
             m, r = meta_slots.get(sid, {}), eq.get(sid, {})
             sf = [f for f in fills if f["slot"] == sid]
             cap = m.get("capital")
-            moved = sum(_amount(e) for e in events if e["kind"] == "transfer" and e["slot"] == sid
+            moved = sum(_amount(e, sid) for e in events if e["kind"] == "transfer"
                         and (r.get("time_ms") is None or e["time_ms"] <= r["time_ms"]))
             eqv = r.get("equity")
             rows.append({
@@ -78,9 +78,13 @@ def _status(p: Path) -> dict[str, Any]:
         j.close()
 
 
-def _amount(event: dict[str, Any]) -> float:
-    """USDT moved into the slot by a ``transfer`` event (data ``amount``; 0 when absent or not a number)."""
-    a = event["data"].get("amount") if isinstance(event["data"], dict) else None
+def _amount(event: dict[str, Any], slot: str) -> float:
+    """USDT moved into ``slot`` by a ``transfer`` event: data ``{"amounts": {slot: USDT, ...}}`` (one event
+    per reweight, as the runtime writes it) or, on an event of that slot, data ``{"amount": USDT}``; 0 when
+    absent or not a number."""
+    d = event["data"] if isinstance(event["data"], dict) else {}
+    a = d["amounts"].get(slot) if isinstance(d.get("amounts"), dict) else (
+        d.get("amount") if event["slot"] == slot else None)
     return float(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else 0.0
 
 

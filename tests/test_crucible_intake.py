@@ -314,7 +314,7 @@ def test_runtime_promotes_clearly_better_not_equal(tmp_path, sample):
         champ_file.parent.mkdir(parents=True)
         champ_file.write_text(flipper.to_json())
         cfg = make_cfg(d, slots=[{"id": "a", "symbol": SYM, "genome": str(champ_file)}],
-                       hotswap={"shadow_bars": 60})
+                       hotswap={"shadow_bars": 60}, cwo={"min_weight": 1.0, "max_weight": 1.0})  # no capital flows
         _publish(Path(cfg.general.champions_dir), challenger)
         s = run_live(cfg, venue=replay(sample, n=120))
         j = Journal(cfg.general.journal, readonly=True)
@@ -329,3 +329,20 @@ def test_runtime_promotes_clearly_better_not_equal(tmp_path, sample):
     s, tests = results["equal"]
     assert s["swaps"] == 0 and s["slots"][0]["genome"] == flipper.sha256[:16]
     assert len(tests) == 1 and not tests[0]["data"]["promote"]
+
+
+def test_scan_of_unchanged_folder_is_cheap_but_sees_new_and_edited_files(tmp_path):
+    folder = tmp_path / "champions"
+    m1 = _publish(folder, builtin_genome("rsi"))
+    crew = PitCrew(folder, full_check_every=4)
+    assert len(crew.scan(set())[0]) == 1
+    _publish(folder, builtin_genome("flow"))  # renamed into the folder: seen at the next scan
+    assert len(crew.scan(set())[0]) == 1
+    g1 = folder / json.loads(m1.read_text())["file"]
+    os.utime(g1, ns=(1, 1))
+    with open(g1, "a") as fh:  # an in-place edit does not touch the folder's mtime
+        fh.write(" ")
+    st = os.stat(folder)
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    seen = [crew.scan(set())[1] for _ in range(4)]
+    assert sum(len(r) for r in seen) == 1 and "sha256" in [r for r in seen if r][0][0][1]
