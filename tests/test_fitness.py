@@ -40,9 +40,11 @@ def _fitness(objective: str, data: MarketArrays, **kw) -> dict[str, float]:
     return {"long": f_long, "flat": f_flat}
 
 
-def test_timing_objective_does_not_reward_holding_a_drifting_market():
+def test_default_objective_does_not_reward_holding_a_drifting_market():
     data = drift_only_market()
-    got = _fitness("timing", data, periods=4)
+    default = FitnessConfig()
+    assert default.objective == "timing"
+    got = _fitness(default.objective, data, periods=default.periods)
     assert got["long"] <= got["flat"], got
     # the check can fail: the absolute Sharpe and the excess-over-buy-and-hold objectives prefer the long
     assert _fitness("sharpe", data)["long"] > _fitness("sharpe", data)["flat"]

@@ -137,7 +137,7 @@ class FitnessConfig:
       Kahn, *Active Portfolio Management*, 2000); flat scores -Sharpe(m), so holding wins in a rising market;
     - ``timing``: Sharpe ratio of r - beta * m with beta = cov(r, m) / var(m) on the same bars, the return
       net of the position's market exposure (Treynor & Black 1973 appraisal ratio): a constant position
-      scores 0 before costs and below flat after them, so holding the market cannot win it (default);
+      scores 0 before costs and below flat after them, so holding the market cannot win it (the default);
     - ``ttt_relative``: (TTT_bh - TTT) / n_bars, time-to-target of buy-and-hold minus the strategy's (never
       reached = n_bars), in [-1, 1]; the T term is then 0 (the objective already is the TTT).
 
@@ -153,8 +153,8 @@ class FitnessConfig:
     whole-segment Sharpe gets ``floor``.
     """
 
-    objective: str = "sharpe"
-    periods: int = 1
+    objective: str = "timing"
+    periods: int = 4
     aggregate: str = "mean_std"
     robust_lambda: float = 1.0
     w_sharpe: float = 1.0
