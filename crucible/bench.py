@@ -73,7 +73,9 @@ class Ledger:
     """Cash + units account of one slot (or a shadow challenger).
 
     capital: starting USDT; cash: USDT; units: signed base units; fees: total USDT paid; realised:
-    USDT realised P&L after fees (average-cost method); avg_price: average entry price of the open units.
+    USDT realised P&L after fees (average-cost method); avg_price: average entry price of the open units;
+    transfers: net USDT moved in by the CWO (negative: moved out) — capital, not P&L; funding: net USDT
+    of perpetual funding paid (positive = paid, booked into cash and realised).
     """
 
     capital: float
@@ -83,6 +85,8 @@ class Ledger:
     realised: float = 0.0
     avg_price: float = 0.0
     n_fills: int = 0
+    transfers: float = 0.0
+    funding: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cash == 0.0 and self.n_fills == 0:
@@ -112,6 +116,21 @@ class Ledger:
 
     def apply_fill(self, f: Fill) -> None:
         self.apply(f.qty, f.price, f.fee)
+
+    def transfer(self, amount: float) -> None:
+        """Move ``amount`` USDT of capital in (negative: out); changes cash, never P&L."""
+        self.cash += amount
+        self.transfers += amount
+
+    def pay_funding(self, amount: float) -> None:
+        """Book ``amount`` USDT of funding paid (negative: received) on the open units."""
+        self.cash -= amount
+        self.funding += amount
+        self.realised -= amount
+
+    def pnl(self, mark: float) -> float:
+        """The slot's own P&L, USDT: equity minus starting capital minus capital transferred in."""
+        return self.equity(mark) - self.capital - self.transfers
 
     def equity(self, mark: float) -> float:
         """USDT: cash + units * mark (realised + unrealised after fees, plus capital)."""
@@ -224,9 +243,16 @@ class Slot:
     def equity(self) -> float:
         return self.ledger.equity(self.mark) if self.mark > 0 else self.ledger.cash
 
+    def own_equity(self) -> float:
+        """Starting capital plus the slot's own P&L (USDT): what the kill rule judges (CWO transfers are
+        capital moving between slots, not losses or gains)."""
+        return self.equity() - self.ledger.transfers
+
     def summary(self) -> dict[str, Any]:
         return {"slot": self.id, "symbol": self.symbol, "status": self.status, "genome": self.genome.sha256[:16],
                 "equity": self.equity(), "cash": self.ledger.cash, "units": self.ledger.units,
                 "realised": float(self.ledger.realised), "unrealised": float(self.ledger.unrealised(self.mark)),
                 "fees": self.ledger.fees, "weight": self.weight, "target": self.target,
+                "transfers": self.ledger.transfers, "pnl": self.own_equity() - self.capital,
+                "funding": self.ledger.funding,
                 "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous]}

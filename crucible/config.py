@@ -174,6 +174,7 @@ class CwoConfig:
     min_weight: float = 0.02
     max_weight: float = 0.5
     max_turnover: float = 0.2
+    move_capital: bool = True  # the CWO weights move cash between slot ledgers (journaled transfers)
 
     def validate(self) -> None:
         if not (0 <= self.min_weight <= self.max_weight <= 1):

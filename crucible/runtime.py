@@ -10,8 +10,13 @@ Per closed 1-minute bar (venue clock), in this order:
 5. signals (same VM as the backtester: a rolling window on exchanges, chunks of the replay on the
    replay venue, see ``crucible.signals``) → market orders for changed targets: intents committed to
    the journal *before* any order is sent (a commit point), deterministic client order ids;
-6. CWO reweight every ``cwo.interval_seconds`` of venue time (bookkeeping only; journaled when a
-   weight moved by more than ``WEIGHT_TOL``);
+6. CWO reweight every ``cwo.interval_seconds`` of venue time (journaled when a weight moved by more
+   than ``WEIGHT_TOL``); the weights decide each live slot's capital: cash is moved between slot
+   ledgers (journaled ``transfer`` events, at most ``cwo.max_turnover`` of the bench's equity per
+   reweight) so that slot equity = weight x bench equity (the rest is an unallocated reserve), and a
+   slot whose exposure is off by more than ``REBALANCE_TOL`` of its equity is re-sized at the next bar;
+   the kill rule judges each slot on its own P&L (transfers are capital, not losses);
+   ``[cwo] move_capital = false`` keeps the weights as bookkeeping only;
 7. equity snapshot, bar cursor committed.
 
 A bar is one journal transaction.  With ``synchronous=FULL`` (exchange venues) every bar is
@@ -58,6 +63,7 @@ VENUES = ("replay", "bybit-testnet", "binance-demo")
 Progress = Callable[[dict[str, Any]], None]
 GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) between commit points
 WEIGHT_TOL = 1e-6  # a reweight is journaled when some weight moved by more than this (fraction of capital)
+REBALANCE_TOL = 0.05  # a transfer re-sizes a slot whose exposure is off target by more than this fraction of equity
 MAX_REJECT_BACKOFF_BARS = 1440  # a slot's order-rejection backoff doubles up to one day of bars
 CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost")
 FaultHook = Callable[[str, dict[str, Any]], None]
@@ -147,6 +153,9 @@ class Runtime:
         self.outage: dict[str, Any] | None = None  # {"since_ms", "bars", "error"} while venue calls fail
         self.reject_until: dict[str, int] = {}  # slot -> bar open time (ms) before which no signal order is sent
         self.reject_count: dict[str, int] = {}
+        self.reserve = 0.0  # USDT of bench capital not allocated to any slot (weights summing to < 1)
+        self.unbooked_units: dict[str, float] = {}
+        self._at: int | None = None  # open time of a bar re-processed after a restart (replay venue)
         self.halted: str | None = None  # why trading is halted (reconcile mismatch), None while trading
         self._bar_failed = False
         self.prefix = cfg.general.order_prefix
@@ -256,6 +265,7 @@ class Runtime:
             return
         if j.get_meta("bench_id") is None:  # a journal from before bench ids: its old orders keep their ids
             j.set_meta("bench_id", self.bench_id)
+        transfers: list[tuple[int, dict[str, float]]] = []
         for ev in j.events():
             s = self.slots.get(ev["slot"]) if ev["slot"] else None
             d = ev["data"]
@@ -283,19 +293,67 @@ class Runtime:
                         x.status = "stopped"
             elif ev["kind"] == "request":
                 self.requests.append(d.get("path", ""))
+            elif ev["kind"] == "transfer":
+                transfers.append((int(ev["time_ms"]), d["amounts"]))
+                self.reserve = float(d["reserve"])
             elif ev["kind"] == "order_rejected" and s is not None:
                 self.reject_until[s.id] = int(d["until_ms"])
                 self.reject_count[s.id] = int(d["count"])
             elif ev["kind"] == "foreign_fill":
                 ff = d["fill"]
                 self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
-        for f in j.fills():
-            s = self.slots.get(f["slot"]) if f["slot"] else None
-            if s is not None:
-                s.ledger.apply(f["qty"], f["price"], f["fee"])
+        self.last_bar_ms = j.get_meta("last_bar_ms")
+        self._rebuild(transfers)
         for sid in self.slots:
             self._revert_target(sid)
-        self.last_bar_ms = j.get_meta("last_bar_ms")
+
+    def _rebuild(self, transfers: list[tuple[int, dict[str, float]]]) -> None:
+        """Rebuild the slot ledgers and the recent equity marks from the journal, in the order the running
+        bench applied them: operations sorted by time (capital transfers before fills at equal times,
+        fills in booking order), and each processed bar's mark taken after the operations booked by then
+        (time < bar open + 1 min) — so the CWO and Pit Crew see the same marks as an uninterrupted run."""
+        ops: list[tuple[int, int, int, Any]] = []
+        for i, f in enumerate(self.journal.fills()):
+            if f["slot"] in self.slots:
+                ops.append((int(f["time_ms"]), 1, i, f))
+        for i, (t, amounts) in enumerate(transfers):
+            ops.append((t, 0, i, amounts))
+        ops.sort(key=lambda x: x[:3])
+        window: list[int] = []
+        closes: dict[str, dict[int, float]] = {}
+        last = self.last_bar_ms
+        if last is not None:
+            first = int(self.journal.get_meta("started_ms", 0))
+            ahead = max(0, (self.venue.now_ms() - last) // 60_000) + 2
+            times: set[int] = set()
+            for sym in {x.symbol for x in self.slots.values()}:
+                h = self.venue.history(sym, self.marks.keep + ahead)
+                ot, cl = h["open_time"], h["close"]
+                closes[sym] = {int(t): float(c) for t, c in zip(ot.tolist(), cl.tolist()) if first <= t <= last}
+                times |= set(closes[sym])
+            window = sorted(times)[-self.marks.keep:]
+        k = 0
+        slots = list(self.slots.values())
+        for t in window:
+            while k < len(ops) and ops[k][0] < t + 60_000:
+                self._apply_op(ops[k])
+                k += 1
+            for x in slots:
+                c = closes[x.symbol].get(t)
+                if c is not None:
+                    x.mark = c
+            self.marks.push([x.equity() for x in slots])
+        for op in ops[k:]:
+            self._apply_op(op)
+
+    def _apply_op(self, op: tuple[int, int, int, Any]) -> None:
+        if op[1] == 1:
+            f = op[3]
+            self.slots[f["slot"]].ledger.apply(f["qty"], f["price"], f["fee"])
+        else:
+            for sid, amt in op[3].items():
+                if sid in self.slots:
+                    self.slots[sid].ledger.transfer(float(amt))
 
     def reconcile(self) -> dict[str, Any]:
         """Resolve unknown orders by client order id, book missed fills, compare positions and balance.
@@ -307,12 +365,15 @@ class Runtime:
         now = v.now_ms()
         latest_bar = (now // 60_000 - 1) * 60_000  # open time of the latest closed 1m bar
         rep: dict[str, Any] = {"resolved": [], "resent": [], "abandoned": [], "new_fills": 0}
+        found: list[tuple[dict[str, Any], Any]] = []
         for o in j.orders(OPEN_STATUSES):
             st = v.fetch_order(o["symbol"], o["client_order_id"])
             if st is not None:
-                j.set_order_status(o["client_order_id"], "filled" if st.status == "filled" else "acked", now,
-                                   venue_order_id=st.order_id)
+                # "acked" until its fills are booked (the next sync closes it): a fill after the last
+                # committed bar is booked when that bar is processed again
+                j.set_order_status(o["client_order_id"], "acked", now, venue_order_id=st.order_id)
                 rep["resolved"].append(o["client_order_id"])
+                found.append((o, st))
             elif o["bar_time"] >= latest_bar and o["status"] in ("intent", "unknown"):
                 rep["resent"].append(o["client_order_id"])
                 self.counters["resent"] += 1
@@ -323,19 +384,26 @@ class Runtime:
                 self.counters["abandoned"] += 1
                 self._revert_target(o["slot"])
         since = j.get_meta("started_ms", 0) - 60_000
-        rep["new_fills"] = self._sync_fills(sorted({s.symbol for s in self.slots.values()}), since)
+        # replay resumes exactly: fills after the last committed bar are booked when that bar is processed
+        # again (as the uninterrupted run did), not now; on exchanges every fill is booked now
+        until = None if getattr(v, "live", False) or self.last_bar_ms is None else self.last_bar_ms + 60_000
+        rep["new_fills"] = self._sync_fills(sorted({s.symbol for s in self.slots.values()}), since, until)
+        for o, st in found:  # close the resolved orders whose fills are all booked now
+            if st.status in ("filled", "canceled", "rejected") and abs(j.filled_qty(o["client_order_id"]) - st.filled) < 1e-12:
+                j.set_order_status(o["client_order_id"], st.status, now, venue_order_id=st.order_id)
         base = j.get_meta("baseline_positions", {}) or {}
         vpos = v.fetch_positions()
         diff = {}
         for sym in sorted({s.symbol for s in self.slots.values()}):
             ours = sum(s.ledger.units for s in self.slots.values() if s.symbol == sym)
-            d = vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours - self.foreign_units.get(sym, 0.0)
+            d = (vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours - self.foreign_units.get(sym, 0.0)
+                 - self.unbooked_units.get(sym, 0.0))
             if abs(d) > 1e-9:
                 diff[sym] = d
         rep["position_diff"] = diff
         bb = j.get_meta("baseline_balance")
         if bb is not None:
-            spent = sum(s.capital - s.ledger.cash for s in self.slots.values())
+            spent = sum(s.capital + s.ledger.transfers - s.ledger.cash for s in self.slots.values())
             rep["balance_diff"] = v.fetch_balance() - (bb - spent)
         else:
             rep["balance_diff"] = None
@@ -346,9 +414,12 @@ class Runtime:
 
     # ------------------------------------------------------------------ orders & fills
 
-    def _sync_fills(self, symbols: list[str], since_ms: int) -> int:
-        """Fetch fills of ``symbols`` since ``since_ms`` and book the new ones of this bench; returns count."""
+    def _sync_fills(self, symbols: list[str], since_ms: int, until_ms: int | None = None) -> int:
+        """Fetch fills of ``symbols`` since ``since_ms`` and book the new ones of this bench (only those
+        before ``until_ms`` when given; the units of later ones are kept in ``self.unbooked_units``);
+        returns the count booked."""
         n = 0
+        self.unbooked_units = {}
         fetched: list[Fill] = []
         for sym in symbols:
             fetched.extend(self.venue.fetch_fills(sym, since_ms))
@@ -359,6 +430,9 @@ class Runtime:
                 slot = self._slot_of(f.client_order_id)
                 if slot is None:
                     self._foreign_fill(f, now)
+                    continue
+                if until_ms is not None and f.time_ms >= until_ms:
+                    self.unbooked_units[f.symbol] = self.unbooked_units.get(f.symbol, 0.0) + f.qty
                     continue
                 if not self.journal.add_fill(f, slot.id):
                     self.counters["duplicates_ignored"] += 1
@@ -375,7 +449,7 @@ class Runtime:
         if not open_orders:
             return
         since = min(o["created_ms"] for o in open_orders) - 60_000
-        self._sync_fills(sorted({o["symbol"] for o in open_orders}), since)
+        self._sync_fills(sorted({o["symbol"] for o in open_orders}), since, now if self._at is not None else None)
         timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
         with self.journal:
             for o in open_orders:
@@ -520,10 +594,10 @@ class Runtime:
 
     # ------------------------------------------------------------------ the bar
 
-    def process_bar(self, bars: dict[str, Bar]) -> None:
+    def process_bar(self, bars: dict[str, Bar], now: int | None = None) -> None:
         """Run one bar boundary (see module docstring) in one journal transaction, with a commit point
-        before any order is sent."""
-        now = self.venue.now_ms()
+        before any order is sent.  now: venue time (ms) of the boundary (default: the venue clock)."""
+        now = self.venue.now_ms() if now is None else now
         bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
         cfg = self.cfg
         self._bar_failed = False
@@ -592,7 +666,8 @@ class Runtime:
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
         for s in self.slots.values():
-            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional):
+            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional,
+                                                                       s.ledger.transfers):
                 continue
             eq = s.equity()
             s.status = "killed"
@@ -702,11 +777,17 @@ class Runtime:
                 continue
             genomes = {s.id: s.genome for s in live}
             genomes.update({c.key: c.genome for c in chs})
-            if self.chunked is not None:
-                targets = self.chunked.latest(sym, genomes, bar.open_time, self.venue.history,
-                                              self.venue.prefetch)  # type: ignore[attr-defined]
+            if self._at is not None:  # re-processing a bar after a restart: the venue as it was then
+                at = self._at
+                hist = lambda s_, n_: self.venue.history_at(s_, n_, at)  # type: ignore[attr-defined]  # noqa: E731
+                pre = lambda s_, n_: self.venue.prefetch_at(s_, n_, at)  # type: ignore[attr-defined]  # noqa: E731
             else:
-                targets = self.engine.latest(genomes, self.venue.history(sym, g.history_bars))
+                hist = self.venue.history
+                pre = getattr(self.venue, "prefetch", None)
+            if self.chunked is not None:
+                targets = self.chunked.latest(sym, genomes, bar.open_time, hist, pre)
+            else:
+                targets = self.engine.latest(genomes, hist(sym, g.history_bars))
             for c in chs:
                 c.on_bar(bar.open, bar.close, targets[c.key], self.cfg.costs.taker_fee_bps,
                          self.cfg.costs.slippage_bps, g.min_order_notional)
@@ -753,8 +834,42 @@ class Runtime:
             with self.journal:
                 self.journal.event("reweight", now, None, weights=w)
             self._journaled_weights = w
+        else:  # moves below WEIGHT_TOL are not taken: the weights in force are always the journaled ones
+            for s in slots:
+                s.weight = prev[s.id]
+            w = dict(prev)
+        self._move_capital(now)
         if self._progress_on:
             self._emit("reweight", weights=w)
+
+    def _move_capital(self, now: int) -> None:
+        """Move cash between slot ledgers so each live slot's equity approaches weight x bench equity
+        (bench equity = live slots' equity + reserve), scaled down so that sum |transfer| <= max_turnover x
+        bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve}."""
+        live = [s for s in self.slots.values() if s.status == "live" and s.mark > 0]
+        if not live or not self.cfg.cwo.move_capital:
+            return
+        bench = sum(s.equity() for s in live) + self.reserve
+        if bench <= 0:
+            return
+        amounts = {s.id: s.weight * bench - s.equity() for s in live}
+        moved = sum(abs(a) for a in amounts.values())
+        if moved < self.cfg.general.min_order_notional:
+            return
+        cap = self.cfg.cwo.max_turnover * bench
+        if moved > cap:
+            amounts = {k: a * cap / moved for k, a in amounts.items()}
+        for s in live:
+            s.ledger.transfer(amounts[s.id])
+            t = s.target
+            if t == t and t != 0.0 and s.mark > 0:  # re-size when the exposure is now off target
+                eq = s.equity()
+                if eq > 0 and abs(s.ledger.units * s.mark - t * eq) > REBALANCE_TOL * eq:
+                    s.target = float("nan")
+        self.reserve -= sum(amounts.values())
+        self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve)
+        if self._progress_on:
+            self._emit("transfer", amounts=amounts, reserve=self.reserve)
 
     # ------------------------------------------------------------------ main loop
 
@@ -770,7 +885,10 @@ class Runtime:
         hist_t = self._start_with_venue()
         self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
         latest = max((int(t[-1]) for t in hist_t.values() if len(t)), default=None)
-        if self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms:
+        if self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms \
+                and hasattr(self.venue, "history_at"):
+            self._replay_missed(latest)
+        elif self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms:
             bars = {}
             for sym in hist_t:
                 h = self.venue.history(sym, 1)
@@ -788,6 +906,25 @@ class Runtime:
         # venue and de-duplicated by trade id).
         with self.journal:
             return self._loop(max_bars, stale_s, t0, group_commit_s=GROUP_COMMIT_S)
+
+    def _replay_missed(self, latest: int) -> None:
+        """Replay venue: process again, in order and as they were when they closed, every bar after the
+        last committed one up to the venue's latest (a crash lost their uncommitted bookkeeping), so the
+        restart resumes from the last committed bar and reaches the uninterrupted run's state."""
+        v = self.venue
+        n = (latest - self.last_bar_ms) // 60_000 + 1
+        per: dict[str, dict[int, Bar]] = {}
+        for sym in {s.symbol for s in self.slots.values()}:
+            h = v.history(sym, n)
+            per[sym] = {int(t): Bar(sym, int(t), *(float(h[c][i]) if c != "count" else int(h[c][i])
+                                                   for c in BAR_FIELDS[1:]))
+                        for i, t in enumerate(h["open_time"].tolist()) if t > self.last_bar_ms}
+        for t in sorted({t for d in per.values() for t in d}):
+            self._at = t
+            try:
+                self.process_bar({sym: d[t] for sym, d in per.items() if t in d}, now=t + 60_000)
+            finally:
+                self._at = None
 
     def _start_with_venue(self) -> dict[str, np.ndarray]:
         """Reconcile and read the newest bar per symbol; during an outage keep retrying (every
@@ -861,7 +998,8 @@ class Runtime:
                 "bars_per_s": self.counters["bars"] / seconds if seconds > 0 else None,
                 "requests": list(self.requests), "reconcile": self.reconcile_report,
                 "slots": [s.summary() for s in self.slots.values()],
-                "total_equity": float(sum(s.equity() for s in self.slots.values()))}
+                "reserve": self.reserve,
+                "total_equity": float(sum(s.equity() for s in self.slots.values()) + self.reserve)}
 
 
 def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | Venue = "replay",

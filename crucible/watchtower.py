@@ -1,7 +1,8 @@
 """Watchtower: the $200 rule, the global kill switch and DNA-recycling requests.
 
-* A slot whose equity (realised + unrealised, after fees; USDT) is at or
-  below the kill floor (default 0), or below ``min_order_notional`` (an
+* A slot whose own equity (capital + its realised and unrealised P&L after
+  fees and funding; USDT — CWO capital transfers excluded) is at or
+  below the kill floor (default 0), or whose equity is below ``min_order_notional`` (an
   unlevered slot never reaches exactly $0: it decays towards it and can no
   longer place the smallest order), is flattened with a market order at that
   bar's close — it fills at the next bar's open, so within one bar — and
@@ -27,10 +28,12 @@ from forge.gp import Genome
 __all__ = ["breaches_floor", "kill_switch_engaged", "write_replacement_request"]
 
 
-def breaches_floor(equity: float, kill_floor: float, min_notional: float = 0.0) -> bool:
-    """True when a slot's equity (USDT) has reached the kill floor (USDT) or fell below the smallest order
-    it may place (``min_notional``, USDT)."""
-    return equity <= kill_floor or equity < min_notional
+def breaches_floor(equity: float, kill_floor: float, min_notional: float = 0.0, transfers: float = 0.0) -> bool:
+    """True when a slot's own equity (``equity - transfers``: starting capital plus its own P&L, USDT) has
+    reached the kill floor (USDT), or its equity fell below the smallest order it may place
+    (``min_notional``, USDT).  transfers: net capital the CWO moved into the slot (USDT, negative = out);
+    a transfer is never a loss."""
+    return equity - transfers <= kill_floor or equity < min_notional
 
 
 def kill_switch_engaged(kill_file: str | Path | None) -> bool:

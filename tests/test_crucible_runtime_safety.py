@@ -382,3 +382,64 @@ def test_rest_kline_with_the_forming_bar_is_not_delivered_as_closed(fake_exchang
         assert got == [tuple(x) for x in fk.released[-5:]]  # each bar's final values, once, in order
     finally:
         v.close()
+
+
+# ----------------------------------------------------------------------------- 3. capital that moves
+
+
+def _replay_rt(tmp_path, slots, **sections):
+    from crucible.venues.replay import ReplayVenue
+    from forge.data.loader import load_sample
+
+    cfg = cfg_for(tmp_path, slots=slots, **sections)
+    v = ReplayVenue({SYM: load_sample()[0].head(700)}, start=400)
+    j = Journal(cfg.general.journal, synchronous="NORMAL")
+    rt = Runtime(cfg, v, j)
+    rt.restore()
+    rt.reconcile()
+    return rt, v, j
+
+
+def test_order_sizes_follow_cwo_weights(tmp_path):
+    g = long_genome(tmp_path)
+    rt, v, j = _replay_rt(tmp_path, [{"id": "a", "symbol": SYM, "genome": g}, {"id": "b", "symbol": SYM, "genome": g}],
+                          cwo={"move_capital": True, "max_turnover": 2.0, "max_weight": 1.0, "eta": 0.0,
+                               "interval_seconds": 1e9})
+    try:
+        for _ in range(3):
+            rt.process_bar(v.next_bars())
+        a, b = rt.slots["a"], rt.slots["b"]
+        assert a.ledger.units == pytest.approx(b.ledger.units) and a.ledger.units > 0
+        a.weight, b.weight = 0.75, 0.25  # the CWO's decision
+        with j:
+            rt._move_capital(v.now_ms())
+        for _ in range(2):
+            rt.process_bar(v.next_bars())
+        tr = j.events("transfer")
+    finally:
+        j.close()
+    assert len(tr) == 1 and tr[0]["data"]["amounts"]["a"] == pytest.approx(-tr[0]["data"]["amounts"]["b"])
+    total = a.equity() + b.equity()
+    assert a.equity() / total == pytest.approx(0.75, abs=0.01)
+    assert a.ledger.units / b.ledger.units == pytest.approx(3.0, rel=0.02)  # sizes follow the weights
+
+
+def test_a_transfer_out_is_not_a_loss_for_the_kill_rule(tmp_path):
+    g = long_genome(tmp_path)
+    rt, v, j = _replay_rt(tmp_path, [{"id": "a", "symbol": SYM, "genome": g}, {"id": "b", "symbol": SYM, "genome": g}],
+                          cwo={"move_capital": True, "max_turnover": 2.0, "max_weight": 1.0, "eta": 0.0,
+                               "interval_seconds": 1e9},
+                          watchtower={"kill_floor": 150.0})
+    try:
+        rt.process_bar(v.next_bars())
+        rt.slots["a"].weight, rt.slots["b"].weight = 0.2, 0.8  # a's equity drops to ~80 USDT by transfer
+        with j:
+            rt._move_capital(v.now_ms())
+        for _ in range(5):
+            rt.process_bar(v.next_bars())
+        kills = j.events("kill")
+    finally:
+        j.close()
+    a = rt.slots["a"]
+    assert a.equity() < 150.0 < a.own_equity()  # below the floor by equity, not by its own P&L
+    assert a.status == "live" and kills == []

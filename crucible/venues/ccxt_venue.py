@@ -578,7 +578,10 @@ class CcxtVenue(Venue):
 
     def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
         usym = self._usym[symbol]
-        amount = float(self.ex.amount_to_precision(usym, abs(qty)))
+        try:
+            amount = float(self.ex.amount_to_precision(usym, abs(qty)))
+        except self._ccxt.InvalidOrder as exc:  # below the lot size
+            raise VenueRejected(f"order qty {qty} is below {symbol}'s lot size ({str(exc)[:120]})") from None
         if amount <= 0:
             raise VenueRejected(f"order qty {qty} rounds to 0 at {symbol}'s lot size")
         side = "buy" if qty > 0 else "sell"

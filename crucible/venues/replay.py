@@ -140,6 +140,22 @@ class ReplayVenue(Venue):
         hi = min(lo + int(n), int(np.searchsorted(cols["open_time"], end_t, side="right")))
         return {c: v[lo:max(lo, hi)] for c, v in cols.items()}
 
+    def history_at(self, symbol: str, n: int, t: int) -> dict[str, np.ndarray]:
+        """Like :meth:`history` as it was when the bar opening at ``t`` (ms) had just closed: the last ``n``
+        bars with open time <= t (and <= the last closed bar).  Used to re-process bars after a restart."""
+        cols = self._cols[symbol]
+        hi = min(self._idx(symbol), int(np.searchsorted(cols["open_time"], t, side="right")))
+        lo = max(0, hi - int(n))
+        return {c: v[lo:hi] for c, v in cols.items()}
+
+    def prefetch_at(self, symbol: str, n: int, t: int) -> dict[str, np.ndarray]:
+        """Like :meth:`prefetch` as it was when the bar opening at ``t`` (ms) had just closed."""
+        cols = self._cols[symbol]
+        lo = int(np.searchsorted(cols["open_time"], t, side="right"))
+        end_t = self._timeline[self._end - 1]
+        hi = min(lo + int(n), int(np.searchsorted(cols["open_time"], end_t, side="right")))
+        return {c: v[lo:max(lo, hi)] for c, v in cols.items()}
+
     def remaining(self) -> int:
         """Bars left to replay."""
         return self._end - 1 - self._cursor
