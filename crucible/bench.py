@@ -74,8 +74,7 @@ class Ledger:
 
     capital: starting USDT; cash: USDT; units: signed base units; fees: total USDT paid; realised:
     USDT realised P&L after fees (average-cost method); avg_price: average entry price of the open units;
-    transfers: net USDT moved in by the CWO (negative: moved out) — capital, not P&L; funding: net USDT
-    of perpetual funding paid (positive = paid, booked into cash and realised).
+    transfers: net USDT moved in by the CWO (negative: moved out) — capital, not P&L.
     """
 
     capital: float
@@ -86,7 +85,6 @@ class Ledger:
     avg_price: float = 0.0
     n_fills: int = 0
     transfers: float = 0.0
-    funding: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cash == 0.0 and self.n_fills == 0:
@@ -121,12 +119,6 @@ class Ledger:
         """Move ``amount`` USDT of capital in (negative: out); changes cash, never P&L."""
         self.cash += amount
         self.transfers += amount
-
-    def pay_funding(self, amount: float) -> None:
-        """Book ``amount`` USDT of funding paid (negative: received) on the open units."""
-        self.cash -= amount
-        self.funding += amount
-        self.realised -= amount
 
     def pnl(self, mark: float) -> float:
         """The slot's own P&L, USDT: equity minus starting capital minus capital transferred in."""
@@ -254,5 +246,4 @@ class Slot:
                 "realised": float(self.ledger.realised), "unrealised": float(self.ledger.unrealised(self.mark)),
                 "fees": self.ledger.fees, "weight": self.weight, "target": self.target,
                 "transfers": self.ledger.transfers, "pnl": self.own_equity() - self.capital,
-                "funding": self.ledger.funding,
                 "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous]}

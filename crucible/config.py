@@ -53,7 +53,6 @@ class GeneralConfig:
     retry_max_seconds: float = 30.0
     order_lookup_timeout_seconds: float = 300.0  # an acked order the venue cannot find is marked lost after this
     reject_backoff_bars: int = 5  # after a rejection a slot's next signal order waits 5, 10, 20, ... bars
-    on_mismatch: str = "halt"  # reconcile position mismatch at start: "halt" trading or "flatten" the bench
 
     def validate(self) -> None:
         if self.bench_id and not re.fullmatch(r"[a-z0-9]{1,6}", self.bench_id):
@@ -62,8 +61,6 @@ class GeneralConfig:
                 and self.order_lookup_timeout_seconds > 0 and self.reject_backoff_bars >= 1):
             raise ConfigError("need retry_budget_minutes >= 0, 0 < retry_base_seconds <= retry_max_seconds, "
                               "order_lookup_timeout_seconds > 0, reject_backoff_bars >= 1")
-        if self.on_mismatch not in ("halt", "flatten"):
-            raise ConfigError(f"on_mismatch must be halt or flatten, got {self.on_mismatch!r}")
         if self.journal_sync not in ("auto", "FULL", "NORMAL"):
             raise ConfigError(f"journal_sync must be auto, FULL or NORMAL, got {self.journal_sync!r}")
         if not re.fullmatch(r"[A-Za-z0-9]{1,6}", self.order_prefix):
@@ -104,7 +101,6 @@ class CostsConfig:
 
     taker_fee_bps: float = 10.0
     slippage_bps: float = 1.0
-    funding_rate_8h: float = 0.0  # perpetual funding per 8 h (fraction) booked on replay (exchanges: venue rates)
 
     def validate(self) -> None:
         if not (0 <= self.taker_fee_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
