@@ -55,7 +55,7 @@ class GauntletConfig:
     dowhy_max_samples: int = 20000
     dowhy_placebo_shifts: int = 199
     dowhy_simulations: int = 10
-    dowhy_max_control_corr: float = 0.5
+    dowhy_max_control_corr: float = 0.3
     gating: tuple[str, ...] = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
     seed: int = 0
 

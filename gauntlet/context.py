@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,9 +19,11 @@ import numpy as np
 import polars as pl
 
 from forge.backtest import BacktestConfig, BacktestResult, run_backtest
-from forge.core.errors import DataError, RunDirError
+from forge.core.errors import DataError
+from forge.core.rundir import FILES, Manifest, iter_evaluated, read_hall_of_fame, read_manifest
 from forge.data.gaps import bars_since_gap, realised_returns
-from forge.data.loader import load_bars
+from forge.data.loader import coverage_of, load_bars
+from forge.data.discovery import load_symbol_bars
 from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
 from forge.settings import config_from_dict
@@ -87,7 +88,7 @@ class RunContext:
     """
 
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     backtest: BacktestConfig
     bars: pl.DataFrame
     features: FeatureMatrix
@@ -179,18 +180,17 @@ class RunContext:
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,
              allow_overlap: bool = False, max_candidates: int | None = None,
              bars: pl.DataFrame | None = None) -> RunContext:
-        """Load a run directory. bars: the run's own bars in memory (e.g. a synthetic market the run
-        was evolved on; the manifest's split applies), instead of reloading its data. Raises RunDirError (missing/corrupt files) or DataError
-        (bars that do not match the run, or overlap its in-sample range without allow_overlap)."""
+        """Load a run directory through the run-directory contract (``forge.core.rundir``). bars: the run's
+        own bars in memory (e.g. a synthetic market the run was evolved on; the manifest's split applies),
+        instead of reloading its data. Raises RunDirError (missing/corrupt files) or DataError (bars that do
+        not match the run, or overlap its in-sample range without allow_overlap)."""
         run_dir = Path(run_dir)
-        manifest = _read_json(run_dir / "manifest.json")
-        hall = _read_json(run_dir / "hall_of_fame.json").get("members", [])
-        if not hall:
-            raise RunDirError(f"{run_dir / 'hall_of_fame.json'}: no members")
-        cfg = config_from_dict(manifest["config"])
-        library = run_dir / "feature_library.json"
+        manifest = read_manifest(run_dir)
+        hall = read_hall_of_fame(run_dir).members
+        cfg = config_from_dict(manifest.config)
+        library = run_dir / FILES.feature_library
         library = library if library.is_file() else None
-        split = manifest["split"]
+        split = manifest.split
         is_first, is_last = split["in_sample"]["first_open_ms"], split["in_sample"]["last_open_ms"]
         overlap = False
         if data:
@@ -211,15 +211,11 @@ class RunContext:
             in_sample = (int(np.searchsorted(t, is_first)), int(np.searchsorted(t, is_last, side="right")))
             source = cov.source
         else:
-            paths = list(manifest["config"]["evolve"].get("data") or [])
-            symbol = (manifest.get("data") or {}).get("symbol")
+            paths = list(manifest.config["evolve"].get("data") or [])
+            symbol = (manifest.data or {}).get("symbol")
             if bars is not None:
-                from forge.data.loader import coverage_of
-
                 cov = coverage_of(bars, source="in-memory bars")
             elif symbol and paths:
-                from forge.evolve import load_symbol_bars
-
                 bars, cov = load_symbol_bars(tuple(paths), symbol)
             else:
                 bars, cov = load_bars(paths or None)
@@ -228,11 +224,11 @@ class RunContext:
             if (len(t) < ev[1] or int(t[in_sample[0]]) != is_first or int(t[ev[0]]) != split["out_of_sample"]["first_open_ms"]
                     or int(t[ev[1] - 1]) != split["out_of_sample"]["last_open_ms"]):
                 raise DataError(f"{cov.source}: the bars no longer match the run's split (files changed since "
-                                f"{manifest.get('created_utc')}); pass --data explicitly")
+                                f"{manifest.created_utc}); pass --data explicitly")
             source = cov.source
         if ev[1] - ev[0] < 100:
             raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least 100")
-        features = strategy_features(bars, manifest["features"], library)
+        features = strategy_features(bars, manifest.features, library)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
                   in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
@@ -241,31 +237,16 @@ class RunContext:
         ctx.buy_and_hold = run_backtest(o, c, tt, np.ones(len(o)), ctx.backtest)
         pool = BufferPool()
         for m in hall[: max_candidates or len(hall)]:
-            g = Genome.from_dict(m["genome"])
+            g = m.to_genome()
             pos = genome_positions(g, features, bsg, pool)
             ctx.candidates.append(Candidate(
-                rank=int(m["rank"]), genome=g, position=pos,
+                rank=int(m.rank), genome=g, position=pos,
                 is_result=ctx.backtest_rows(pos, in_sample) if in_sample[1] - in_sample[0] > 1 else None,
                 oos_result=ctx.backtest_rows(pos, ev),
-                position_fn=genome_position_fn(g, manifest["features"], library)))
-        evaluated = run_dir / "evaluated.jsonl"
-        if evaluated.is_file():
-            for i, line in enumerate(evaluated.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        ctx.trial_genomes.append(Genome.from_dict(json.loads(line)["genome"]))
-                    except Exception as exc:  # a torn last line after a kill
-                        raise RunDirError(f"{evaluated}:{i}: not a genome record ({exc})") from None
-        ctx.n_evaluated = int(manifest.get("candidates_evaluated") or len(ctx.trial_genomes))
+                position_fn=genome_position_fn(g, manifest.features, library)))
+        if (run_dir / FILES.evaluated).is_file():
+            ctx.trial_genomes = [r.genome for r in iter_evaluated(run_dir)]
+        ctx.n_evaluated = int(manifest.candidates_evaluated or len(ctx.trial_genomes))
         if not ctx.trial_genomes:
             ctx.trial_genomes = [cd.genome for cd in ctx.candidates]
         return ctx
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirError(f"{path}: missing (is this a forge evolve run directory?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None

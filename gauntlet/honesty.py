@@ -24,7 +24,6 @@ given search size, then ``gauntlet validate``).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -180,23 +179,27 @@ def _smoke_config(seed: int, work: Path, population: int, generations: int, conf
 
 
 def oracle_run(bars: pl.DataFrame, genome: Genome, run_dir: Path, cfg: Any, in_sample_fraction: float) -> Path:
-    """Write a run directory whose hall of fame and trials are one hand-written genome (no search), so the
-    gauntlet can validate it exactly as it validates ``forge evolve`` output. returns run_dir."""
-    from forge.evolve import walk_forward_split
+    """Write a run directory (``forge.core.rundir``) whose hall of fame and trials are one hand-written genome
+    (no search), so the gauntlet validates it exactly as it validates ``forge evolve`` output. returns run_dir."""
+    from forge.core import rundir
+    from forge.data.split import holdout_split
     from forge.settings import config_to_dict
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    split = walk_forward_split(bars["open_time"].to_numpy(), in_sample_fraction)
-    run_id = run_dir.name
-    manifest = {"run_id": run_id, "created_utc": datetime.now(timezone.utc).isoformat(), "seed": 0,
-                "config": config_to_dict(cfg), "config_source": "gauntlet.honesty.oracle_run",
-                "data": {"coverage": None, "n_bars": bars.height, "symbol": None},
-                "split": split.to_dict(), "features": list(genome.features), "candidates_evaluated": 1,
-                "pset_version": genome.pset_version}
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    (run_dir / "hall_of_fame.json").write_text(json.dumps({"run_id": run_id, "members": [
-        {"rank": 1, "genome": genome.to_dict()}]}))
-    (run_dir / "evaluated.jsonl").write_text(json.dumps({"sha256": genome.sha256, "genome": genome.to_dict()}) + "\n")
+    split = holdout_split(bars["open_time"].to_numpy(), in_sample_fraction)
+    empty: dict[str, Any] = {}
+    rundir.write_manifest(run_dir, rundir.Manifest(
+        run_id=run_dir.name, created_utc=datetime.now(timezone.utc).isoformat(), seed=0,
+        config=config_to_dict(cfg), config_source="gauntlet.honesty.oracle_run",
+        data={"coverage": None, "n_bars": bars.height, "symbol": None}, symbols=None, symbol_aggregate=None,
+        split=split.to_dict(), features=list(genome.features), causal_filter=None, coevolution=None,
+        pset_version=genome.pset_version, candidates_evaluated=1, generations_run=0, resumed=False, seconds=0.0,
+        packages={}, platform={}, files={"hall_of_fame": rundir.FILES.hall_of_fame,
+                                         "evaluated": rundir.FILES.evaluated}))
+    rundir.write_hall_of_fame(run_dir, rundir.HallOfFame(run_id=run_dir.name, members=(rundir.HallOfFameMember(
+        rank=0, fitness=0.0, expression=genome.expression(), size=len(genome.tokens), genome=genome.to_dict(),
+        in_sample=empty, out_of_sample=empty, out_of_sample_buy_and_hold=empty),)))
+    rundir.append_evaluated(run_dir, [rundir.EvaluatedRecord(genome.sha256, genome, 0.0, empty)])
     return run_dir
 
 

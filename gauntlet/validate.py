@@ -51,7 +51,7 @@ class GauntletReport:
         ctx = self.context
         return {
             "schema": REPORT_SCHEMA,
-            "run_id": ctx.manifest.get("run_id"),
+            "run_id": ctx.manifest.run_id,
             "created_utc": datetime.now(timezone.utc).isoformat(),
             "data_source": ctx.data_source,
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
@@ -180,8 +180,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
         for v, cand in zip(verdicts, ctx.candidates):
             if v["survived"]:
                 meta = publish_champion(
-                    cand.genome, publish_dir, run_id=str(ctx.manifest.get("run_id")),
-                    symbol=(ctx.manifest.get("data") or {}).get("symbol"), features=list(cand.genome.features),
+                    cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
+                    symbol=(ctx.manifest.data or {}).get("symbol"), features=list(cand.genome.features),
                     verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library)
                 published.append(str(meta))
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,

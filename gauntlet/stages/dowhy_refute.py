@@ -1,5 +1,7 @@
-"""DoWhy refutation: treatment = position held in bar t, outcome = return of bar t, common causes =
-market-state variables known at the decision that are not (nearly) the strategy's own inputs.
+"""DoWhy refutation: treatment = position held in bar t, outcome = return of bar t standardised by a causal
+volatility estimate (``forge.causal.vol_standardized``: on volatility-clustered returns the raw-return
+estimate is dominated by a few volatile hours), common causes = market-state variables known at the
+decision that are not (nearly) the strategy's own inputs.
 
 Identification (Pearl 2009, backdoor criterion; DoWhy: Sharma & Kiciman 2020, arXiv:2011.04216): the
 position is a deterministic function of the genome's inputs, so a control that is (nearly) one of those
@@ -20,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from forge.causal import vol_standardized
 from forge.features import compute_features
 from gauntlet.stages import StageResult
 
@@ -39,22 +42,31 @@ def shift_placebo_pvalue(treatment: np.ndarray, outcome: np.ndarray, controls: n
     """One-sided p-value of the effect against circularly shifted treatments.
 
     Shifts are drawn from [T/10, 9T/10] bars, far enough that a persistent position (held for hundreds of
-    bars) is decorrelated from itself; a short shift would leave part of the real effect in the placebo.
-    returns: (p, effect, placebo effects (shifts,))."""
-    eff = ols_effect(treatment, outcome, controls)
+    bars) is decorrelated from itself. The placebo effects are estimated on the full model's residuals
+    (ter Braak 1992, "Permutation versus bootstrap significance tests in multiple regression and ANOVA"):
+    under the null the effect is 0 and this is the plain placebo; under an alternative whose effect is
+    persistent, regressing shifted positions on the raw outcome would find chance correlations with the
+    real effect itself and drown it. Coefficients by Frisch–Waugh–Lovell: (M t).(M y) / (M t).(M t), M the
+    residual maker of [1, controls], one QR for every shift.
+    treatment, outcome: (T,) float64; controls: (T, k). returns: (p, effect, placebo effects (shifts,)).
+    """
     n = treatment.shape[0]
+    q, _ = np.linalg.qr(np.column_stack([np.ones_like(treatment), controls]))
+
+    def resid(v: np.ndarray) -> np.ndarray:
+        return v - q @ (q.T @ v)
+
+    t_res, y_res = resid(treatment), resid(outcome)
+    den = float(t_res @ t_res)
+    eff = float(t_res @ y_res) / den if den > 0 else 0.0
+    e_full = y_res - eff * t_res
     lo = max(1, n // 10)
     ks = np.random.default_rng(seed).integers(lo, max(n - lo, lo + 1), size=shifts)
-    # Frisch-Waugh-Lovell: the treatment coefficient is (M t).(M y) / (M t).(M t) with M the residual maker of
-    # [1, controls]; one QR serves every placebo instead of a least-squares solve per shift
-    q, _ = np.linalg.qr(np.column_stack([np.ones_like(treatment), controls]))
-    y_res = outcome - q @ (q.T @ outcome)
     null = np.empty(shifts)
     for i, k in enumerate(ks):
-        t = np.roll(treatment, int(k))
-        t_res = t - q @ (q.T @ t)
-        den = float(t_res @ t_res)
-        null[i] = float(t_res @ y_res) / den if den > 0 else 0.0
+        tk = resid(np.roll(treatment, int(k)))
+        dk = float(tk @ tk)
+        null[i] = float(tk @ e_full) / dk if dk > 0 else 0.0
     return (1.0 + float(np.sum(null >= eff))) / (1.0 + shifts), eff, null
 
 
@@ -113,7 +125,9 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if "dowhy_state" not in shared:
         shared["dowhy_state"] = compute_features(ctx.bars, STATE_CANDIDATES)
     fm = shared["dowhy_state"]
-    ret = np.expm1(ctx.log_returns)  # simple return of bar t, NaN after gaps
+    if "return_z" not in shared:  # bar t's return over a causal volatility estimate (homoscedastic noise)
+        shared["return_z"] = vol_standardized(ctx.log_returns)
+    ret = shared["return_z"]
     held = np.zeros_like(ret)
     held[1:] = np.nan_to_num(cand.position[:-1])  # decided at close t-1, in force during bar t
     rows = np.arange(a, b)
@@ -136,7 +150,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
         estimator_ok = not any(r["significant"] for r in ref["refuters"].values())
     else:
         ref, estimator_ok = {"skipped": "diagnostic refuters run for the champion and passing candidates"}, True
-    reason = (f"effect {eff:+.2e}/bar per unit position given {len(common)} common cause"
+    reason = (f"effect {eff:+.3f} sigma/bar per unit position given {len(common)} common cause"
               f"{'s' if len(common) != 1 else ''}, circular-shift placebo p {p:.3f} "
               f"{'<=' if p <= cfg.alpha else '>'} {cfg.alpha}"
               + ("" if estimator_ok else " (diagnostic: a DoWhy refuter flags the estimator)"))

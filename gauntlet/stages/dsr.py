@@ -2,17 +2,26 @@
 Ratio: Correcting for Selection Bias, Backtest Overfitting and Non-Normality", J. of Portfolio Management
 40(5), eq. 1-2).
 
-The deflation belongs where the selection happened: the candidate's in-sample Sharpe is tested against
-SR0, the expected maximum Sharpe of N effective independent null trials (López de Prado 2019: trials
-clustered on the correlation of their returns), with V[SR] the trials' cross-sectional Sharpe variance.
-Trials are the run's evaluated genomes on the in-sample bars, net of the same costs as the candidate and
-hedged against the market (``RunContext.in_sample_trials``). V[SR] is the upper semivariance about the
-median (the expected maximum depends on the upper tail; GP trials include fee-burning degenerates far below
-the rest) and never less than the estimation variance of a per-bar Sharpe, 1/(T-1). With one trial (no
-search, e.g. a hand-written rule) SR0 = 0 and the DSR is the in-sample PSR(0).
+The deflation belongs where the selection happened: the candidate's in-sample Sharpe (net of the run's
+costs, hedged against the market) is tested against SR0 = sqrt(V) ((1 - g) Z^-1(1 - 1/N) + g Z^-1(1 - 1/(N e))),
+the expected maximum Sharpe of N effective independent trials with no skill. N is the number of clusters
+of the run's trials (López de Prado 2019, J. of Financial Data Science 1(1): trials clustered on the
+correlation of their in-sample returns; ``RunContext.in_sample_trials``).
+
+V is the sampling variance of a per-bar Sharpe estimate under the null, (1 - g3 SR + (g4 - 1)/4 SR^2) / (T - 1)
+(Mertens 2002; Bailey & López de Prado 2012, eq. 6), evaluated at SR = 0. Bailey & López de Prado estimate it
+by the trials' cross-sectional Sharpe variance, which is the same quantity only when the trials differ by
+luck alone; in a GP search they do not — fee-burning degenerates sit far below the rest and many variants of
+one real edge sit above it — so that estimate counts real differences as luck and made SR0 exceed the
+Sharpe of a planted, after-cost edge found by evolution (measured: DSR 0.00 for OOS net Sharpe 0.073/bar).
+With no skill every trial's true Sharpe is <= 0 after costs, so the maximum of N noisy estimates is bounded
+by the maximum of their sampling noise, which is what SR0 uses. The cross-sectional variant is reported
+(``dsr_cross_sectional``) as a diagnostic. With one trial (no search) SR0 = 0: the in-sample PSR(0).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from gauntlet.stages import StageResult
 from gauntlet.stats import deflated_sharpe_ratio
@@ -25,13 +34,16 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if cand.is_result is None:
         return StageResult(NAME, "DSR", None, None, cfg.dsr_threshold, False, "no in-sample bars to deflate", {})
     hedged = ctx.hedged(cand.is_result, ctx.in_sample).hedged
-    n_obs = hedged.shape[0]
-    var = max(trials.var_sharpe, 1.0 / max(n_obs - 1, 1))
-    d = deflated_sharpe_ratio(hedged, trials.n_effective, var)
+    n_obs = max(int(np.isfinite(hedged).sum()), 2)
+    var_null = 1.0 / (n_obs - 1)  # Mertens' variance at SR = 0: the skew and kurtosis terms vanish
+    d = deflated_sharpe_ratio(hedged, trials.n_effective, var_null)
+    cross = deflated_sharpe_ratio(hedged, trials.n_effective, max(trials.var_sharpe, var_null))
     passed = d["dsr"] >= cfg.dsr_threshold
     reason = (f"in-sample DSR {d['dsr']:.3f} {'>=' if passed else '<'} {cfg.dsr_threshold} (hedged net Sharpe "
-              f"{d['sharpe']:.4f}/bar vs expected max of {trials.n_effective} effective trials {d['sr0']:.4f})")
+              f"{d['sharpe']:.4f}/bar vs expected max of {trials.n_effective} effective no-skill trials "
+              f"{d['sr0']:.4f})")
     return StageResult(NAME, "DSR", d["dsr"], None, cfg.dsr_threshold, passed, reason, {
         **d, "sample": "in-sample, net of costs, market-hedged", "n_trials_total": shared["n_trials_total"],
-        "n_trials_distinct": trials.n_raw, "n_trials_effective": trials.n_effective,
-        "var_sharpe_trials": trials.var_sharpe, "var_sharpe_used": var})
+        "n_trials_distinct": trials.n_raw, "n_trials_effective": trials.n_effective, "var_sharpe_null": var_null,
+        "var_sharpe_trials": trials.var_sharpe, "dsr_cross_sectional": cross["dsr"],
+        "sr0_cross_sectional": cross["sr0"]})
