@@ -775,12 +775,9 @@ def gauntlet_validate(
     except ForgeError as exc:  # documented: every bad input of validate exits 2
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
-    d = result.to_dict()
-    # one strict-JSON text for the file and for --json (validate_run's own copy is replaced by it)
-    from forge.core.artifacts import atomic_write_text
-
-    text = json_dumps(d)
-    atomic_write_text(Path(run_dir) / "gauntlet_report.json", text + "\n")
+    # one strict-JSON text for the file validate_run wrote and for --json
+    text = result.text
+    d = json.loads(text)
     if report is not None:
         from gauntlet.report import write_html_report
 

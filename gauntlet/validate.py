@@ -9,6 +9,7 @@ computed once per run and shared by the stages.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import time
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from forge.core.artifacts import atomic_write_json
+from forge.core.artifacts import atomic_write_text
+from forge.core.rundir import FILES
+from forge.jsonsafe import dumps as json_dumps
 from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
@@ -42,6 +45,7 @@ class GauntletReport:
     published: list[str]
     seconds: float
     context: RunContext
+    text: str = ""
 
     @property
     def survivors(self) -> list[dict[str, Any]]:
@@ -148,7 +152,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     allow_overlap: permit ``data`` that overlaps the in-sample range;
     publish_dir: survivors are published there (None: not published);
     bars: the run's own bars in memory (polars frame), instead of reloading its data.
-    Writes ``gauntlet_report.json`` into the run directory.
+    Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
+    publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
     """
     say = progress or (lambda _m: None)
@@ -173,18 +178,21 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                          "features": list(cand.genome.features), "survived": survived, "failed": failed,
                          "stages": stages})
         say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'}")
-    published: list[str] = []
-    if publish_dir is not None:
-        from gauntlet.publish import publish_champion
-
-        for v, cand in zip(verdicts, ctx.candidates):
-            if v["survived"]:
-                meta = publish_champion(
-                    cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
-                    symbol=(ctx.manifest.data or {}).get("symbol"), features=list(cand.genome.features),
-                    verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library)
-                published.append(str(meta))
+    # the report is written first, so every published champion's signed meta names the report's sha256
+    published = [str(Path(publish_dir) / f"{v['sha256'][:16]}.meta.json") for v in verdicts
+                 if v["survived"]] if publish_dir is not None else []
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
                             time.perf_counter() - t0, ctx)
-    atomic_write_json(Path(run_dir) / "gauntlet_report.json", report.to_dict())
+    report.text = json_dumps(report.to_dict())
+    atomic_write_text(Path(run_dir) / FILES.gauntlet_report, report.text + "\n")
+    if published:
+        from gauntlet.publish import publish_champion
+
+        digest = hashlib.sha256((report.text + "\n").encode()).hexdigest()
+        for v, cand in zip(verdicts, ctx.candidates):
+            if v["survived"]:
+                publish_champion(cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
+                                 symbol=(ctx.manifest.data or {}).get("symbol"), features=list(cand.genome.features),
+                                 verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
+                                 report_sha256=digest)
     return report
