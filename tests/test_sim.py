@@ -9,6 +9,7 @@ import pytest
 
 from forge.data.schema import BAR_SCHEMA
 from forge.sim.book_nb import (
+    B_BASE,
     B_BEST_ASK,
     B_BEST_BID,
     B_N_ASK,
@@ -24,12 +25,15 @@ from forge.sim.book_nb import (
     MSG_LIMIT,
     MSG_MARKET,
     NO_PRICE,
+    O_ALIVE,
+    O_PRICE,
     SELL,
     book_accepts_nb,
     book_cancel_nb,
     book_limit_nb,
     book_match_nb,
     book_reset_nb,
+    book_shift_nb,
     new_book,
 )
 from forge.sim.book_ref import RefBook, replay_numba, replay_reference
@@ -145,6 +149,31 @@ def test_book_state_parity_message_by_message() -> None:
     n_bid = sum(nb.count(BUY, px) for px in range(lo, hi + 1))
     n_ask = sum(nb.count(SELL, px) for px in range(lo, hi + 1))
     assert (n_bid, n_ask) == (int(nb.bk[B_N_BID]), int(nb.bk[B_N_ASK]))
+
+
+@pytest.mark.parametrize("shift", [9, -9, 40, -40, 0])
+def test_book_shift_in_place_moves_levels_and_cancels_outside(shift: int) -> None:
+    """The window shift works in place (no allocation on the hot path) in both directions."""
+    o, lv, bk, free, tracked, fb = new_book(512, 64)
+    book_reset_nb(o, lv, bk, free, tracked, 100)
+    g = np.random.default_rng(5)
+    for uid in range(300):
+        side = int(g.integers(0, 2))
+        px = int(g.integers(100, 132)) if side == BUY else int(g.integers(132, 164))
+        book_limit_nb(o, lv, bk, free, tracked, side, px, int(g.integers(1, 50)), 1, uid, False, fb, 0)
+    old = lv.copy()
+    outside = sum(int(old[s, L_COUNT, i]) for s in (BUY, SELL) for i in range(64) if not 0 <= i - shift < 64)
+    out = np.zeros((512, 6), dtype=np.int64)
+    n = book_shift_nb(o, lv, bk, free, tracked, 100 + shift, out)
+    expected = np.empty_like(old)
+    for i in range(64):
+        src = i + shift
+        expected[:, :, i] = old[:, :, src] if 0 <= src < 64 else np.array([-1, -1, 0, 0])
+    assert np.array_equal(lv, expected)
+    assert n == outside and int(bk[B_BASE]) == 100 + shift
+    alive = o[:, O_ALIVE] == 1
+    assert np.all((o[alive, O_PRICE] >= 100 + shift) & (o[alive, O_PRICE] < 164 + shift))
+    assert (int(bk[B_N_BID]), int(bk[B_N_ASK])) == (int(lv[BUY, L_COUNT].sum()), int(lv[SELL, L_COUNT].sum()))
 
 
 def test_partial_fills_fifo_and_cancel() -> None:

@@ -71,6 +71,7 @@ from forge.sim.book_nb import (
     book_reset_nb,
     book_shift_nb,
 )
+from forge.sim.nbopts import NO_NRT
 from forge.sim.rng_nb import exponential_nb, laplace_nb, normal_nb, randint_nb, uniform_nb
 
 # --------------------------------------------------------------------------- DSG indices
@@ -284,12 +285,12 @@ SLOW_CLAMP = 6.0  # |slow log-variance| is clamped here (numerical safety, > 4 s
 
 
 # --------------------------------------------------------------------------- heap
-@njit(cache=True)
+@njit(**NO_NRT)
 def _less(hp_t, hp_a, i, j):
     return hp_t[i] < hp_t[j] or (hp_t[i] == hp_t[j] and hp_a[i] < hp_a[j])
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _swap(hp_t, hp_a, hp_pos, i, j):
     ti = hp_t[i]
     ai = hp_a[i]
@@ -301,7 +302,7 @@ def _swap(hp_t, hp_a, hp_pos, i, j):
     hp_pos[hp_a[j]] = j
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _sift_down(hp_t, hp_a, hp_pos, i):
     n = hp_t.shape[0]
     while True:
@@ -319,7 +320,7 @@ def _sift_down(hp_t, hp_a, hp_pos, i):
             return
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _sift_up(hp_t, hp_a, hp_pos, i):
     while i > 0:
         par = (i - 1) // 2
@@ -330,7 +331,7 @@ def _sift_up(hp_t, hp_a, hp_pos, i):
             return
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def heap_build_nb(hp_t, hp_a, hp_pos, wake):
     """Build the schedule from ``wake`` ((n_agents,) float64 first wake times)."""
     n = wake.shape[0]
@@ -342,7 +343,7 @@ def heap_build_nb(hp_t, hp_a, hp_pos, wake):
         _sift_down(hp_t, hp_a, hp_pos, i)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def heap_update_nb(hp_t, hp_a, hp_pos, a, new_t):
     """Reschedule agent ``a`` to wake at ``new_t`` seconds."""
     i = hp_pos[a]
@@ -355,7 +356,7 @@ def heap_update_nb(hp_t, hp_a, hp_pos, a, new_t):
 
 
 # --------------------------------------------------------------------------- logging / bars
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _log_msg(st, t, kind, side, price, qty, uid, owner):
     ag_f, sf, si, bars, msg_log, trade_log = st
     si[I_N_MSG] += 1
@@ -372,7 +373,7 @@ def _log_msg(st, t, kind, side, price, qty, uid, owner):
         si[I_N_MSG_REC] = k + 1
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _bar_trade(bars, si, t, px, q, side):
     b = int(t / 60.0) - si[I_BAR_OFFSET]
     if b < 0 or b >= bars.shape[0]:
@@ -400,7 +401,7 @@ def _bar_trade(bars, si, t, px, q, side):
         bars[b, BAR_TBQ] += fpx * fq
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _apply_fills(bookt, st, t, taker, side, taker_uid, nf):
     """Book-keep ``nf`` fills in the scratch buffer. returns (lots, ticks*lots)."""
     fb = bookt[5]
@@ -438,7 +439,7 @@ def _apply_fills(bookt, st, t, taker, side, taker_uid, nf):
 
 
 # --------------------------------------------------------------------------- order entry
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _limit(bookt, st, t, a, side, price, qty, track):
     """Send a limit order for agent ``a``. returns (slot or -1, uid or -1)."""
     o, lv, bk, free, tracked, fb = bookt
@@ -455,7 +456,7 @@ def _limit(bookt, st, t, a, side, price, qty, track):
     return oid, uid
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _market(bookt, st, t, a, side, qty):
     """Send a market order. returns (lots filled, ticks*lots)."""
     o, lv, bk, free, tracked, fb = bookt
@@ -469,7 +470,7 @@ def _market(bookt, st, t, a, side, qty):
     return _apply_fills(bookt, st, t, a, side, uid, nf)
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _cancel(bookt, st, t, a, oid):
     o, lv, bk, free, tracked, fb = bookt
     if oid < 0 or o[oid, O_ALIVE] == 0:
@@ -482,13 +483,13 @@ def _cancel(bookt, st, t, a, oid):
     return q
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _slot_alive(o, qs, a, side, k):
     oid = qs[a, side, k, 0]
     return oid >= 0 and o[oid, O_ALIVE] == 1 and o[oid, O_UID] == qs[a, side, k, 1]
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _cancel_slots(bookt, st, qs, t, a, side):
     o = bookt[0]
     for k in range(MAXQ):
@@ -498,7 +499,7 @@ def _cancel_slots(bookt, st, qs, t, a, side):
         qs[a, side, k, 1] = -1
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _size(rs, a, mean_lots, sigma):
     """Lognormal order size with mean ``mean_lots`` (>= 1 lot)."""
     q = mean_lots * math.exp(sigma * normal_nb(rs, a) - 0.5 * sigma * sigma)
@@ -506,7 +507,7 @@ def _size(rs, a, mean_lots, sigma):
     return n if n >= 1 else 1
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _imbalance(lv, bk):
     bq = book_depth_nb(lv, bk, BUY, IMB_LEVELS)
     aq = book_depth_nb(lv, bk, SELL, IMB_LEVELS)
@@ -516,7 +517,7 @@ def _imbalance(lv, bk):
     return (bq - aq) / tot
 
 
-@njit(cache=True, inline='always')
+@njit(inline='always', **NO_NRT)
 def _wait(rs, a, rate):
     """Exponential waiting time (s) for ``rate`` events/s (inf if rate <= 0)."""
     if rate <= 0.0:
@@ -525,7 +526,7 @@ def _wait(rs, a, rate):
 
 
 # --------------------------------------------------------------------------- agents
-@njit(cache=True)
+@njit(**NO_NRT)
 def _slow_set(p, sf):
     """Slow multipliers from the slow log-variance ``sf[S_HS]`` (both have mean 1 at stationarity)."""
     ss = p[P_SLOW_STD]
@@ -535,7 +536,7 @@ def _slow_set(p, sf):
     sf[S_RSLOW] = math.exp(e * hs - 0.5 * e * e * ss * ss)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _slow_update(p, sf, rs, a):
     """One SLOW_DT step of the slow log-variance OU (stationary std slow_vol_std)."""
     tau = max(p[P_SLOW_HALFLIFE_MIN], 1e-6) * 60.0 / LN2
@@ -544,7 +545,7 @@ def _slow_update(p, sf, rs, a):
     _slow_set(p, sf)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _clock(p, bookt, st, rs, a, t, shift_out):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -590,7 +591,7 @@ def _clock(p, bookt, st, rs, a, t, shift_out):
     return CLOCK_DT
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _noise(p, bookt, st, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -621,7 +622,7 @@ def _noise(p, bookt, st, rs, a, t):
     return _wait(rs, a, rate)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _mm(p, bookt, st, qs, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -684,7 +685,7 @@ def _mm(p, bookt, st, qs, rs, a, t):
     return _wait(rs, a, rate)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _momentum(p, bookt, st, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -698,7 +699,7 @@ def _momentum(p, bookt, st, rs, a, t):
     return _wait(rs, a, p[P_MOM_RATE] * sf[S_ACT] / si[I_N_MOM])
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _value(p, bookt, st, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -711,7 +712,7 @@ def _value(p, bookt, st, rs, a, t):
     return _wait(rs, a, p[P_VAL_RATE] * sf[S_ACT] / si[I_N_VAL])
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _predator_direction(sc, si, rs, a):
     """+1 / -1: direction the predator pushes the price; 0: stay idle.
 
@@ -728,7 +729,7 @@ def _predator_direction(sc, si, rs, a):
     return 1 if uniform_nb(rs, a) < 0.5 else -1
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _hunter(p, sc, bookt, st, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -760,7 +761,7 @@ def _hunter(p, sc, bookt, st, rs, a, t):
     return 1e-3
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _vacuum(p, sc, bookt, st, qs, rs, a, t):
     ag_f, sf, si, bars, msg_log, trade_log = st
     d = _predator_direction(sc, si, rs, a)
@@ -777,7 +778,7 @@ def _vacuum(p, sc, bookt, st, qs, rs, a, t):
     return _wait(rs, a, sc[SC_VAC_RATE_H] / 3600.0)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _spoofer(p, sc, bookt, st, qs, rs, a, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -820,7 +821,7 @@ def _spoofer(p, sc, bookt, st, qs, rs, a, t):
     return min(SPOOF_CHECK, max(ag_f[a, AF_UNTIL] - t, 1e-6))
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _shock(p, sc, st, rs, a, t):
     ag_f, sf, si, bars, msg_log, trade_log = st
     d = _predator_direction(sc, si, rs, a)
@@ -880,7 +881,7 @@ def init_nb(p, sc, o, lv, bk, free, tracked, ag_type, ag_f, qs, rs, hp_t, hp_a, 
     heap_build_nb(hp_t, hp_a, hp_pos, wake)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _strategy_order(bookt, st, t):
     o, lv, bk, free, tracked, fb = bookt
     ag_f, sf, si, bars, msg_log, trade_log = st
@@ -905,7 +906,7 @@ def _strategy_order(bookt, st, t):
     sf[S_STRAT_MID_AFTER] = book_mid2_nb(bk, si[I_LAST_PX]) * 0.5
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _finalize_bars(bars, si, n_done):
     """Fill bars [I_N_FINAL, n_done) that saw no trade with the previous close."""
     b = si[I_N_FINAL]
@@ -926,7 +927,7 @@ def _finalize_bars(bars, si, n_done):
     si[I_N_FINAL] = n_done
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def run_nb(t_end, p, sc, o, lv, bk, free, tracked, fb, shift_out, ag_type, ag_f, qs, rs,
            hp_t, hp_a, hp_pos, sf, si, bars, msg_log, trade_log):
     """Advance the simulation to ``t_end`` seconds.

@@ -35,6 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from forge.sim.nbopts import NO_NRT
+
 BUY = 0
 SELL = 1
 NO_PRICE = -1
@@ -124,7 +126,7 @@ def new_book(cap: int, nlev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return o, lv, bk, free, tracked, fb
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_reset_nb(o, lv, bk, free, tracked, base):
     """Empty the book; its price window becomes [base, base + nlev) ticks."""
     cap = o.shape[0]
@@ -151,7 +153,7 @@ def book_reset_nb(o, lv, bk, free, tracked, base):
     bk[B_CAP] = cap
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_accepts_nb(bk, price):
     """True if a limit order at ``price`` ticks is positive (>= 1 tick), fits the
     window and a slot is free."""
@@ -159,7 +161,7 @@ def book_accepts_nb(bk, price):
     return price >= 1 and idx >= 0 and idx < bk[B_NLEV] and bk[B_N_FREE] > 0
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_mid2_nb(bk, last_price):
     """Twice the mid price in ticks (int64; exact).  One-sided or empty book:
     twice the best of the present side, else twice ``last_price``."""
@@ -174,7 +176,7 @@ def book_mid2_nb(bk, last_price):
     return 2 * last_price
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _untrack(o, bk, tracked, oid):
     pos = o[oid, O_TRACK]
     if pos >= 0:
@@ -187,7 +189,7 @@ def _untrack(o, bk, tracked, oid):
         o[oid, O_TRACK] = -1
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _release(o, bk, free, tracked, oid):
     """Slot ``oid`` leaves the book (already unlinked from its level)."""
     _untrack(o, bk, tracked, oid)
@@ -200,7 +202,7 @@ def _release(o, bk, free, tracked, oid):
     bk[B_N_FREE] += 1
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _unlink(o, lv, side, idx, oid):
     prv = o[oid, O_PREV]
     nxt = o[oid, O_NEXT]
@@ -216,7 +218,7 @@ def _unlink(o, lv, side, idx, oid):
     lv[side, L_QTY, idx] -= o[oid, O_QTY]
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _rescan_bid(lv, bk, idx):
     """Best bid after level ``idx`` emptied (bids exist below it or none)."""
     if bk[B_N_BID] == 0:
@@ -228,7 +230,7 @@ def _rescan_bid(lv, bk, idx):
     bk[B_BEST_BID] = bk[B_BASE] + j
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _rescan_ask(lv, bk, idx):
     if bk[B_N_ASK] == 0:
         bk[B_BEST_ASK] = NO_PRICE
@@ -239,7 +241,7 @@ def _rescan_ask(lv, bk, idx):
     bk[B_BEST_ASK] = bk[B_BASE] + j
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_match_nb(o, lv, bk, free, tracked, side, qty, limit_px, fb, nf):
     """Take liquidity for an incoming order of ``side`` and ``qty`` lots.
 
@@ -292,7 +294,7 @@ def book_match_nb(o, lv, bk, free, tracked, side, qty, limit_px, fb, nf):
     return qty, nf
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def _rest(o, lv, bk, free, tracked, side, price, qty, owner, uid, track):
     """Put ``qty`` lots at ``price`` on ``side`` (no crossing check). returns slot."""
     idx = price - bk[B_BASE]
@@ -332,7 +334,7 @@ def _rest(o, lv, bk, free, tracked, side, price, qty, owner, uid, track):
     return oid
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_limit_nb(o, lv, bk, free, tracked, side, price, qty, owner, uid, track, fb, nf):
     """Limit order: match up to ``price`` ticks, rest the remainder.
 
@@ -345,7 +347,7 @@ def book_limit_nb(o, lv, bk, free, tracked, side, price, qty, owner, uid, track,
     return -1, nf
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_cancel_nb(o, lv, bk, free, tracked, oid):
     """Cancel the resting order in slot ``oid``. returns lots removed (0 if not alive)."""
     if oid < 0 or o[oid, O_ALIVE] == 0:
@@ -364,7 +366,7 @@ def book_cancel_nb(o, lv, bk, free, tracked, oid):
     return q
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_depth_nb(lv, bk, side, n_levels):
     """Resting lots on ``side`` within ``n_levels`` ticks of that side's best."""
     if side == BUY:
@@ -389,7 +391,7 @@ def book_depth_nb(lv, bk, side, n_levels):
     return tot
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def book_shift_nb(o, lv, bk, free, tracked, new_base, out):
     """Move the price window to [new_base, new_base + nlev).
 
@@ -418,13 +420,15 @@ def book_shift_nb(o, lv, bk, free, tracked, new_base, out):
                 book_cancel_nb(o, lv, bk, free, tracked, oid)
                 oid = nxt
     shift = new_base - base
-    tmp = lv.copy()
+    # in place (no allocation): read ahead of the write position (ascending when the window moves
+    # up, descending when it moves down), so every level is read before it is overwritten
     for side in range(2):
-        for idx in range(nlev):
+        for k in range(nlev):
+            idx = k if shift >= 0 else nlev - 1 - k
             src = idx + shift
             if src >= 0 and src < nlev:
                 for f in range(N_LF):
-                    lv[side, f, idx] = tmp[side, f, src]
+                    lv[side, f, idx] = lv[side, f, src]
             else:
                 lv[side, L_HEAD, idx] = -1
                 lv[side, L_TAIL, idx] = -1

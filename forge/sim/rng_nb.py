@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import njit
 
+from forge.sim.nbopts import NO_NRT
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -25,7 +27,7 @@ _S11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def next_u64_nb(state, i):
     """Next uint64 of stream ``i`` of ``state`` ((n,) uint64, advanced in place)."""
     s = state[i] + _GOLDEN
@@ -35,19 +37,19 @@ def next_u64_nb(state, i):
     return z ^ (z >> _S31)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def uniform_nb(state, i):
     """Uniform float64 in the open interval (0, 1)."""
     return (float(next_u64_nb(state, i) >> _S11) + 0.5) * _INV53
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def exponential_nb(state, i):
     """Exponential(1) float64."""
     return -math.log(uniform_nb(state, i))
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def normal_nb(state, i):
     """Standard normal float64 (Box-Muller, one value per two uniforms)."""
     u1 = uniform_nb(state, i)
@@ -55,14 +57,14 @@ def normal_nb(state, i):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def laplace_nb(state, i):
     """Laplace (double exponential) with mean |x| = 1."""
     e = exponential_nb(state, i)
     return e if uniform_nb(state, i) < 0.5 else -e
 
 
-@njit(cache=True)
+@njit(**NO_NRT)
 def randint_nb(state, i, n):
     """Uniform integer in [0, n) (n >= 1)."""
     k = int(uniform_nb(state, i) * n)
