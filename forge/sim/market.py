@@ -41,8 +41,8 @@ ABIDES_MSG_PER_S = 14_000.0
 """ABIDES (Byrd et al. 2019) order-book messages per second (quoted anchor, not run here)."""
 DEFAULT_EVENTS_PER_MINUTE = 30_000
 """Default event budget per simulated minute (incl. burn-in) when ``SimConfig.max_events`` is None:
-~30x the default DSG's ~950 book messages per minute; at ~2 M events/s a 1,440-bar day then
-costs at most ~22 s of one core."""
+~30x the default DSG's ~950 book messages per minute; at ~4 M events/s (``sim_throughput``) a
+1,440-bar day then costs at most ~11 s of one core."""
 
 
 @dataclass(frozen=True)
