@@ -236,7 +236,8 @@ def _record(mode: str, kind: str, seed: int, strength: float, target: float | No
         any_survived=any(v["survived"] for v in rep.verdicts),
         stage_p={n: s.p_value for n, s in st.items() if s.p_value is not None}
         | {"psr_raw": st["psr"].details.get("p_raw"), "dsr_1_minus": (1.0 - st["dsr"].statistic)
-           if st["dsr"].statistic is not None else None},
+           if st["dsr"].statistic is not None else None,
+           "psr_gross_hedged": st["psr"].details.get("p_gross")},
         stage_passed={n: bool(s.passed) for n, s in st.items()},
         champion_expression=champ["expression"], beta=st["psr"].details.get("beta"))
 

@@ -16,7 +16,9 @@ one real edge sit above it — so that estimate counts real differences as luck 
 Sharpe of a planted, after-cost edge found by evolution (measured: DSR 0.00 for OOS net Sharpe 0.073/bar).
 With no skill every trial's true Sharpe is <= 0 after costs, so the maximum of N noisy estimates is bounded
 by the maximum of their sampling noise, which is what SR0 uses. The cross-sectional variant is reported
-(``dsr_cross_sectional``) as a diagnostic. With one trial (no search) SR0 = 0: the in-sample PSR(0).
+(``dsr_cross_sectional``) as a diagnostic. With one trial (no search, e.g. a hand-written rule) no selection
+happened and the stage does not apply (as PBO): its in-sample PSR(0) is reported, and the out-of-sample
+``psr`` stage is the test.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     var_null = 1.0 / (n_obs - 1)  # Mertens' variance at SR = 0: the skew and kurtosis terms vanish
     d = deflated_sharpe_ratio(hedged, trials.n_effective, var_null)
     cross = deflated_sharpe_ratio(hedged, trials.n_effective, max(trials.var_sharpe, var_null))
+    if shared["n_trials_total"] <= 1:
+        return StageResult(NAME, "DSR", None, None, cfg.dsr_threshold, True,
+                           f"not applicable: one trial, no selection to deflate (in-sample PSR(0) {d['psr0']:.3f})",
+                           {**d, "n_trials_total": shared["n_trials_total"], "var_sharpe_null": var_null})
     passed = d["dsr"] >= cfg.dsr_threshold
     reason = (f"in-sample DSR {d['dsr']:.3f} {'>=' if passed else '<'} {cfg.dsr_threshold} (hedged net Sharpe "
               f"{d['sharpe']:.4f}/bar vs expected max of {trials.n_effective} effective no-skill trials "

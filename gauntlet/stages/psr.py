@@ -12,8 +12,11 @@ the ``dsr`` stage.
 
 from __future__ import annotations
 
+import dataclasses
+
+from forge.backtest import run_backtest
 from gauntlet.stages import StageResult
-from gauntlet.stats import psr_pvalue
+from gauntlet.stats import market_hedged, psr_pvalue
 
 NAME = "psr"
 
@@ -21,6 +24,12 @@ NAME = "psr"
 def run(ctx, cand, cfg, shared) -> StageResult:
     hedge = shared["oos_hedge"][cand.rank]
     p_raw, d = psr_pvalue(hedge.hedged)
+    # diagnostic: the same test before costs, where a no-skill null is exact (net of costs it is conservative)
+    o, c, t = ctx.arrays(ctx.evaluation)
+    gross = dataclasses.replace(ctx.backtest, taker_fee_bps=0.0, slippage_bps=0.0)
+    a, b = ctx.evaluation
+    p_gross = psr_pvalue(market_hedged(run_backtest(o, c, t, cand.position[a:b], gross).returns,
+                                       ctx.market_returns(ctx.evaluation)).hedged)[0]
     p_holm = shared["psr_holm"][cand.rank]
     m = shared["psr_family"]
     passed = p_holm <= cfg.alpha and d["sharpe"] > 0
@@ -28,4 +37,4 @@ def run(ctx, cand, cfg, shared) -> StageResult:
               f"beta {hedge.beta:+.2f}): PSR(0) {d['psr0']:.3f}, Holm p {p_holm:.3g} over {m} candidate"
               f"{'s' if m != 1 else ''} {'<=' if passed else '>'} {cfg.alpha}")
     return StageResult(NAME, "Holm-adjusted p of PSR(0)", p_holm, p_holm, cfg.alpha, passed, reason, {
-        **d, "p_raw": p_raw, "p_holm": p_holm, "holm_family": m, "alpha_per_bar": hedge.alpha, "beta": hedge.beta})
+        **d, "p_raw": p_raw, "p_gross": p_gross, "p_holm": p_holm, "holm_family": m, "alpha_per_bar": hedge.alpha, "beta": hedge.beta})
