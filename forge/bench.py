@@ -13,8 +13,9 @@ Rows (every ratio is computed from numbers measured in the same run)
       evaluating it over every bar; (b) is checked against the VM on the same
       trees (positions that differ, and each kernel against its reference).
 - Memory bandwidth of this machine: a plain numpy ``copyto``/``add`` over
-  (n_bars,) float64 arrays (the size of one VM register), and over arrays
-  far larger than the caches, so VM throughput can be read against the
+  (n_bars,) float64 arrays (the size of one VM register), and over 128 MB
+  arrays (meant to exceed the caches; this VM reports a 300 MiB shared L3,
+  so that figure may be partly cached), so VM throughput can be read against the
   physical limit of a VM that materialises every node.
 - Backtest bars/s of ``backtest_metrics`` vs vectorbt's own
   ``Portfolio.from_orders``/``from_signals`` on the same bars and positions
@@ -298,8 +299,8 @@ def memory_bandwidth(n: int = 400_000, big: int = 16_000_000, repeats: int = 20)
 
     ``copy``: ``np.copyto(dst, src)`` (16 bytes moved per element); ``add``:
     ``np.add(a, b, out=c)`` (24 bytes per element: two reads, one write).  At ``n`` elements (one
-    VM register, 8n bytes; usually cache-resident) and at ``big`` elements (far larger than the
-    caches: main-memory bandwidth).  A VM that materialises every node's (n,) result cannot do
+    VM register, 8n bytes; usually cache-resident) and at ``big`` elements (8 * big bytes per array,
+    meant to exceed the caches: towards main-memory bandwidth).  A VM that materialises every node's (n,) result cannot do
     more binary node-evaluations per second than ``add_elems_per_s``.
     returns {"n", "big", "<copy|add>_<small|big>_gb_per_s", "<...>_elems_per_s"}.
     """
@@ -448,7 +449,7 @@ def _vm_rows(vm: dict[str, Any], n_bars: int) -> list[dict[str, str]]:
 def _bandwidth_row(bw: dict[str, Any], vm: dict[str, Any]) -> dict[str, str]:
     return {
         "name": f"memory bandwidth: numpy add c = a + b over ({bw['n']:,},) float64 (one VM register) / over "
-                f"({bw['big']:,},) (beyond the caches)",
+                f"({bw['big']:,},) ({bw['big'] * 8 / 1e6:,.0f} MB per array)",
         "measured": f"{bw['add_small_elems_per_s'] / 1e6:,.0f} / {bw['add_big_elems_per_s'] / 1e6:,.0f} M elem/s "
                     f"({bw['add_small_gb_per_s']:,.1f} / {bw['add_big_gb_per_s']:,.1f} GB/s; copy "
                     f"{bw['copy_small_gb_per_s']:,.1f} / {bw['copy_big_gb_per_s']:,.1f} GB/s)",
