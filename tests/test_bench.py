@@ -36,6 +36,14 @@ def test_library_kernel_equals_reference(name):
                                    err_msg=f"{name} w={w}")
 
 
+@pytest.mark.parametrize("name", sorted(library_primitives()))
+def test_library_kernel_on_a_series_shorter_than_the_window(name):
+    x = _series(30, 6)
+    args = (x, x[::-1].copy(), 60) if name == "ts_corr" else (x, 60)
+    assert np.all(np.isnan(library_primitives()[name](*args)))
+    assert np.all(np.isnan(BY_NAME[name].numpy_fn(*args)))
+
+
 def test_library_flat_window_rule_and_rank_ties():
     lib = library_primitives()
     x = np.r_[np.linspace(0.0, 5.0, 50), np.full(30, 2.5)]  # a constant stretch after moving values
