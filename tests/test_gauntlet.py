@@ -206,8 +206,7 @@ def test_publish_verify_tamper_and_hmac(tmp_path, monkeypatch):
         verify_champion(meta)
 
 
-def test_honesty_study_small_version(tmp_path):
-    """Tiny false-pass/power/calibration study: the machinery the benchmark runs at scale."""
+def _small_study(tmp_path, modes):
     from gauntlet.honesty import run_study, summarize, synthetic_bars
 
     bars, info0 = synthetic_bars(5, 0.0)
@@ -215,13 +214,24 @@ def test_honesty_study_small_version(tmp_path):
     drift, info2 = synthetic_bars(5, 0.0, kind="drift")
     assert bars.height == 20160 and abs(info0["gross_sharpe"]) < 0.03 and info1["gross_sharpe"] > 0.1
     assert info2["buy_and_hold"] > 0.5  # the drift market trends
-    runs = run_study(1, 1, {0.05: (0.5, 240)}, tmp_path, modes=("oracle", "evolve"), days=None,
-                     population=8, generations=1)
-    assert [(r.mode, r.kind) for r in runs] == [("oracle", "null"), ("oracle", "drift"), ("oracle", "planted"),
-                                               ("evolve", "null"), ("evolve", "drift"), ("evolve", "planted")]
+    runs = run_study(1, 1, {0.05: (0.5, 240)}, tmp_path, modes=modes, days=None, population=8, generations=1)
+    assert [(r.mode, r.kind) for r in runs] == [(m, k) for m in modes for k in ("null", "drift", "planted")]
     summary = summarize(runs, n_oos=6048)
     fp = summary["false_pass"]["all"]
-    assert fp["runs"] == 4 and 0 <= fp["clopper_pearson_95"][0] <= fp["rate"] <= fp["clopper_pearson_95"][1] <= 1
+    assert fp["runs"] == 2 * len(modes)
+    assert 0 <= fp["clopper_pearson_95"][0] <= fp["rate"] <= fp["clopper_pearson_95"][1] <= 1
     assert summary["power"]["oracle@0.05"]["runs"] == 1 and 0 < summary["power"]["oracle@0.05"]["ceiling"] < 1
+    assert summary["power"]["oracle@0.05"]["power"] == 1.0  # strength 0.5: a strong planted edge passes
     for r in runs:
         assert all(p is None or 0 <= p <= 1 for p in r.stage_p.values())
+
+
+def test_honesty_study_small_version(tmp_path):
+    """Tiny false-pass/power/calibration study with the oracle: the machinery the benchmark runs at scale."""
+    _small_study(tmp_path, ("oracle",))
+
+
+@pytest.mark.slow
+def test_honesty_study_small_version_with_evolution(tmp_path):
+    """The same with the end-to-end (evolve) mode."""
+    _small_study(tmp_path, ("oracle", "evolve"))
