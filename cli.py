@@ -183,7 +183,7 @@ def evolve(
     out: Annotated[Optional[Path], typer.Option("--out", help="Parent folder of run directories.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Exact run directory to write.")] = None,
     features: Annotated[Optional[str], typer.Option("--features", help="Comma-separated feature names (terminals), or a feature library LIB.json from `forge synthesize` whose features are added.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint (with the run's saved config).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run directory from its checkpoint (with the run's saved config); with --gens N, extend it to N generations.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory given with --run-dir (its old files are deleted).")] = False,
     seed_genome: Annotated[Optional[list[Path]], typer.Option("--seed-genome", help="Genome file seeding part of the initial population (repeatable).")] = None,
     causal_filter: Annotated[Optional[str], typer.Option("--causal-filter", help="PCMCI feature filter: on|off.")] = None,
@@ -199,7 +199,7 @@ def evolve(
     from forge.evolve import resume_run
 
     if resume is not None:
-        given = [flag for flag, v in (("--config", config), ("--data", data), ("--gens", gens), ("--pop", pop),
+        given = [flag for flag, v in (("--config", config), ("--data", data), ("--pop", pop),
                                       ("--offspring", offspring), ("--seed", seed), ("--out", out),
                                       ("--run-dir", run_dir), ("--features", features),
                                       ("--seed-genome", seed_genome), ("--causal-filter", causal_filter),
@@ -208,7 +208,7 @@ def evolve(
                                       ("--scheduler", scheduler), ("--force", force or None)) if v is not None]
         if given:
             raise ConfigError(f"--resume {resume} continues the run with its saved config; {', '.join(given)} "
-                              "cannot be combined with it (extending a finished run is not supported)")
+                              "cannot be combined with it (only --gens N, to extend the run to N generations)")
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
         raise ConfigError(f"--features {lib_path}: no such feature library file")
@@ -285,7 +285,7 @@ def evolve(
             view.stop()
     try:
         if resume is not None:
-            result = resume_run(resume, progress=on_event)
+            result = resume_run(resume, progress=on_event, generations=gens)
         else:
             result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
     except KeyboardInterrupt:

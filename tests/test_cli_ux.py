@@ -412,8 +412,11 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch):
 
 
 def test_resume_refuses_flags_it_would_ignore(tmp_path):
+    r = CliRunner().invoke(cli.forge_app, ["evolve", "--resume", str(tmp_path), "--pop", "12"])
+    assert r.exit_code == 2 and "--pop" in r.output and "saved config" in r.output and "--gens N" in r.output
+    # --gens is the one flag --resume takes (extending a run); on a folder with no run it is a clear error
     r = CliRunner().invoke(cli.forge_app, ["evolve", "--resume", str(tmp_path), "--gens", "12"])
-    assert r.exit_code == 2 and "--gens" in r.output and "saved config" in r.output
+    assert r.exit_code == 5 and "not a run directory" in r.output and "Traceback" not in r.output  # RunDirError
 
 
 # ----------------------------------------------------------------------------- 6. runs list / compare, backtest

@@ -166,6 +166,22 @@ def test_kill_and_resume_gives_the_uninterrupted_hall_of_fame(tmp_path):
     assert gens == [0, 1, 2, 3]
 
 
+def test_resume_with_more_generations_extends_a_finished_run(tmp_path):
+    """--resume RUN --gens N: a finished 2-generation run extended to 3 equals a 3-generation run."""
+    from forge.core.errors import ConfigError
+    from forge.evolution import resume_run
+
+    full = evolve(_cfg(tmp_path, generations=3, population=16), run_dir=tmp_path / "full")
+    short = evolve(_cfg(tmp_path, generations=2, population=16), run_dir=tmp_path / "short")
+    with pytest.raises(ConfigError, match="extend, not shrink"):
+        resume_run(short.run_dir, generations=1)
+    longer = resume_run(short.run_dir, generations=3)
+    a = json.loads((full.run_dir / "hall_of_fame.json").read_text())["members"]
+    b = json.loads((longer.run_dir / "hall_of_fame.json").read_text())["members"]
+    assert a == b
+    assert longer.manifest["generations_run"] == 3
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from forge.core.errors import RunDirError
     from forge.evolution import resume_run

@@ -31,9 +31,9 @@ from forge.backtest import buy_and_hold, run_backtest
 from forge.causal import CausalReport, causal_filter
 from forge.core import rng
 from forge.core.config import to_dict
-from forge.core.errors import GenomeError, RunDirError
+from forge.core.errors import ConfigError, GenomeError, RunDirError
 from forge.core.rundir import (
-    FILES, HallOfFame, HallOfFameMember, Manifest, read_run_config, write_champion, write_hall_of_fame,
+    FILES, HallOfFame, HallOfFameMember, Manifest, read_checkpoint, read_run_config, write_champion, write_hall_of_fame,
     write_json_file, write_manifest, write_run_config,
 )
 from forge.data.discovery import load_symbol_bars
@@ -314,10 +314,19 @@ def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Marke
     return members
 
 
-def resume_run(run_dir: Path, *, progress: ProgressFn | None = None) -> EvolveResult:
-    """Finish an interrupted run from its checkpoint (``forge evolve --resume RUN_DIR``).
+def resume_run(run_dir: Path, *, progress: ProgressFn | None = None, generations: int | None = None) -> EvolveResult:
+    """Finish an interrupted run from its checkpoint (``forge evolve --resume RUN_DIR``), or extend a run to
+    ``generations`` in total (``--resume RUN_DIR --gens N``; the saved config is updated, so the extended run
+    equals a run started with N generations).
 
-    raises RunDirError if the run directory has no saved config or checkpoint.
+    raises RunDirError if the run directory has no saved config or checkpoint; ConfigError if ``generations``
+    is below the generations the checkpoint already holds.
     """
     config, source = read_run_config(run_dir)
+    if generations is not None:
+        done = int(read_checkpoint(run_dir).gen)
+        if generations < done:
+            raise ConfigError(f"--gens {generations}: {run_dir} already ran {done} generations; extend, not shrink")
+        config = {**config, "evolve": {**config["evolve"], "generations": int(generations)}}
+        write_run_config(Path(run_dir), config, source)
     return evolve(config_from_dict(config, source=source), run_dir=Path(run_dir), progress=progress, resume=True)
