@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from forge.backtest import BacktestConfig, BacktestResult, run_backtest
+from forge.causal import vol_standardized
 from forge.core.errors import DataError
 from forge.core.rundir import FILES, Manifest, iter_evaluated, read_hall_of_fame, read_manifest
 from forge.data.gaps import bars_since_gap, realised_returns
@@ -102,6 +103,7 @@ class RunContext:
     trial_genomes: list[Genome] = field(default_factory=list)
     n_evaluated: int = 0
     _market: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def open_time(self) -> np.ndarray:
@@ -112,11 +114,21 @@ class RunContext:
         """(n,) float64 log return realised during each bar; NaN at the start and after every gap."""
         return realised_returns(self.bars["close"].to_numpy().astype(np.float64), self.open_time)
 
+    @functools.cached_property
+    def return_z(self) -> np.ndarray:
+        """(n,) float64 log return of each bar over a causal EWMA volatility estimate
+        (``forge.causal.vol_standardized``): the outcome of the PCMCI and DoWhy stages."""
+        return vol_standardized(self.log_returns)
+
     def arrays(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, b = rows
-        return (self.bars["open"].to_numpy()[a:b].astype(np.float64),
-                self.bars["close"].to_numpy()[a:b].astype(np.float64),
-                self.open_time[a:b].astype(np.int64))
+        """(open, close, open_time) on ``rows``: float64, float64, int64; computed once per range."""
+        key = tuple(rows)
+        if key not in self._arrays:
+            a, b = key
+            self._arrays[key] = (self.bars["open"].to_numpy()[a:b].astype(np.float64),
+                                 self.bars["close"].to_numpy()[a:b].astype(np.float64),
+                                 self.open_time[a:b].astype(np.int64))
+        return self._arrays[key]
 
     def backtest_rows(self, position: np.ndarray, rows: tuple[int, int]) -> BacktestResult:
         o, c, t = self.arrays(rows)

@@ -166,7 +166,7 @@ def strength_for_net_sharpe(target: float, costs: BacktestConfig, *, lo: float =
     return hi, net_sharpe(hi, costs, **kw)[1]
 
 
-def _smoke_config(seed: int, work: Path, population: int, generations: int, config: Path | None,
+def _evolve_config(seed: int, work: Path, population: int, generations: int, config: Path | None,
                   coevolution: bool):
     from forge.settings import load_run_config, with_overrides
 
@@ -276,7 +276,7 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
 
     kind = kind or ("planted" if strength > 0 else "null")
     bars, _ = synthetic_bars(seed, strength, days, kind=kind)
-    cfg = _smoke_config(seed, work, population, generations, config, coevolution)
+    cfg = _evolve_config(seed, work, population, generations, config, coevolution)
     run_dir = work / f"evolve-{kind}-{strength:g}-{seed}"
     evolve(cfg, bars=bars, run_dir=run_dir)
     gcfg = dataclasses.replace(GauntletConfig(seed=seed), **(gauntlet_overrides or {})).validate()

@@ -22,7 +22,6 @@ import warnings
 
 import numpy as np
 
-from forge.causal import vol_standardized
 from forge.features import compute_features
 from gauntlet.stages import StageResult
 
@@ -125,9 +124,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if "dowhy_state" not in shared:
         shared["dowhy_state"] = compute_features(ctx.bars, STATE_CANDIDATES)
     fm = shared["dowhy_state"]
-    if "return_z" not in shared:  # bar t's return over a causal volatility estimate (homoscedastic noise)
-        shared["return_z"] = vol_standardized(ctx.log_returns)
-    ret = shared["return_z"]
+    ret = ctx.return_z  # bar t's return over a causal volatility estimate (homoscedastic noise)
     held = np.zeros_like(ret)
     held[1:] = np.nan_to_num(cand.position[:-1])  # decided at close t-1, in force during bar t
     rows = np.arange(a, b)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from forge.causal import pcmci_links_into, vol_standardized
+from forge.causal import pcmci_links_into
 from forge.features import compute_features
 from gauntlet.stages import StageResult
 from gauntlet.stats import hac_ols
@@ -76,7 +76,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
         return StageResult(NAME, "HAC p-value", None, None, cfg.alpha, False,
                            "position never varies: no link to test", {})
     if "pcmci_market" not in shared:
-        ret = vol_standardized(ctx.log_returns)[a:b]
+        ret = ctx.return_z[a:b]
         state = compute_features(ctx.bars, MARKET_STATE).values[:, a:b]
         graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed)
         shared["pcmci_market"] = {"ret": ret, "series": {**dict(zip(MARKET_STATE, state)), "return": ret}, **graph}

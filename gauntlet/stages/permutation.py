@@ -109,9 +109,7 @@ def spa_over(hedged: Sequence[np.ndarray], open_time: np.ndarray, cfg: Any) -> d
 
 def run(ctx, cand, cfg, shared) -> StageResult:
     a, b = ctx.evaluation
-    if "eval_arrays" not in shared:
-        shared["eval_arrays"] = ctx.arrays((a, b))
-    o, c, t = shared["eval_arrays"]
+    o, c, t = ctx.arrays((a, b))
     res = circular_shift_pvalue(cand.position[a:b], lambda p: run_backtest(o, c, t, p, ctx.backtest).returns,
                                 cfg.permutation_shifts, cfg.seed + cand.rank)
     hedged = shared["oos_hedge"][cand.rank].hedged
