@@ -1,0 +1,113 @@
+"""Golden Crucible replays: the journal a replay writes must stay the same, bit for bit, across refactors of
+the runtime, the slot ledgers, the cost model and the metrics (issue 16: "same Crucible replay journal totals").
+
+Two runs on the embedded BTCUSDT sample, each a few seconds:
+
+* ``default`` -- ``configs/crucible.toml`` as shipped (six built-in genomes, chunked signals, NORMAL journal
+  with group commit), ``max_bars`` = 3,000, paths moved under ``tmp_path`` and a fixed ``bench_id`` (client
+  order ids carry it; the default is random);
+* ``stress`` -- the same bench with a kill floor the slots reach (kills, flattening, replacement requests), a
+  published challenger promoted after its shadow period (the shadow ledger's fill model, a swap) and the
+  per-bar rolling-window signal path (``prefetch_bars = 0``, the exchange code path), 1,500 bars.
+
+What is compared: counts (bars, orders, fills, kills, swaps, reweights), the final equity of every slot
+rounded to 1e-9 USDT, and the sha256 of a canonical dump of the ``orders`` and ``fills`` tables in rowid
+order (every column; on the replay venue all times are venue times, never wall-clock time).
+
+When a change is *meant* to alter trading (a new cost term, another order size rule), update the constants
+in a commit of their own that says why.  Recompute with ``.venv/bin/python -m tests.test_golden_crucible``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "crucible.toml"
+
+GOLDEN: dict[str, dict[str, Any]] = {}  # filled below, recorded before the issue-16 refactor
+
+
+def _canonical_tables(journal: Path) -> str:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        dump = {t: [list(r) for r in db.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in ("orders", "fills")}
+    finally:
+        db.close()
+    return hashlib.sha256(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _config(tmp: Path, scenario: str) -> Any:
+    from crucible.config import config_from_dict
+    from forge.core.config import read_toml
+
+    d = read_toml(CONFIG)
+    d["crucible"].update(journal=str(tmp / "journal.sqlite"), champions_dir=str(tmp / "champions"),
+                         requests_dir=str(tmp / "requests"), kill_file=str(tmp / "KILL"), bench_id="gold")
+    if scenario == "stress":
+        d["watchtower"]["kill_floor"] = 199.0
+        d["replay"]["prefetch_bars"] = 0
+        d["hotswap"].update(poll_bars=5, shadow_bars=120, margin=-1e9)
+    return config_from_dict(d, f"{CONFIG} ({scenario})")
+
+
+def _challenger(folder: Path) -> None:
+    """Publish a momentum variant (other thresholds) as an unsigned, surviving champion of BTCUSDT."""
+    from forge.gp import Genome
+    from gauntlet.publish import publish_champion
+
+    g = Genome.from_tokens(["long_short", "gt_c", "feature:ret_15", "const:0", "lt_c", "feature:ret_15", "const:1"],
+                           [0.001, -0.001], meta={"golden": "challenger"})
+    publish_champion(g, folder, run_id="golden", symbol="BTCUSDT", features=list(g.features),
+                     verdict={"survived": True}, key=None)
+
+
+def golden_run(tmp: Path, scenario: str) -> dict[str, Any]:
+    """Run one scenario under ``tmp``; returns its totals (see the module docstring)."""
+    from crucible.runtime import run_live
+
+    cfg = _config(tmp, scenario)
+    if scenario == "stress":
+        _challenger(Path(cfg.general.champions_dir))
+    bars = 3000 if scenario == "default" else 1500
+    s = run_live(cfg, venue="replay", max_bars=bars, fresh=True)
+    return {"bars": s["bars"], "orders": s["orders"], "fills": s["fills"], "kills": s["kills"], "swaps": s["swaps"],
+            "reweights": s["reweights"],
+            "final_equity": {x["slot"]: round(x["equity"], 9) for x in s["slots"]},
+            "reserve": round(s["reserve"], 9),
+            "tables_sha256": _canonical_tables(Path(cfg.general.journal))}
+
+
+GOLDEN["default"] = {
+    "bars": 3000, "orders": 2200, "fills": 2199, "kills": 0, "swaps": 0, "reweights": 3000,
+    "final_equity": {"btc1": 17.361715694, "btc2": 17.368211897, "btc3": 17.342745732, "btc4": 434.20529742,
+                     "btc5": 364.732449833, "btc6": 17.368211897},
+    "reserve": 0.0, "tables_sha256": "3ab0202e599634c6601720462ee8bc797e6b1349bb9736a659a6ee701e6cfcf4"}
+GOLDEN["stress"] = {
+    "bars": 1500, "orders": 97, "fills": 97, "kills": 6, "swaps": 1, "reweights": 1500,
+    "final_equity": {"btc1": 320.023841333, "btc2": 98.51694763, "btc3": 93.103134775, "btc4": 197.41495994,
+                     "btc5": 49.162379028, "btc6": 384.490183991},
+    "reserve": 49.429978106, "tables_sha256": "64026ff1a0aa6555245a43f12df957140fb272c16a74bbe2938de2d5edc3b60c"}
+
+
+@pytest.mark.parametrize("scenario", ["default", "stress"])
+def test_crucible_replay_is_golden(tmp_path, monkeypatch, scenario):
+    monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
+    got = golden_run(tmp_path, scenario)
+    assert got == GOLDEN[scenario], f"{scenario} replay changed:\n{json.dumps(got, indent=1)}"
+
+
+if __name__ == "__main__":
+    import os
+    import tempfile
+
+    os.environ.pop("FORGE_SIGNING_KEY", None)
+    for sc in ("default", "stress"):
+        with tempfile.TemporaryDirectory() as d:
+            print(f'GOLDEN["{sc}"] = {golden_run(Path(d), sc)!r}')
