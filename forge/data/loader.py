@@ -31,9 +31,9 @@ import numpy as np
 import polars as pl
 
 from forge.core.errors import DataError
-from forge.data.schema import BAR_COLUMNS, BAR_MS, BAR_SCHEMA, KLINE_COLUMNS
+from forge.data import synthetic
+from forge.data.schema import BAR_COLUMNS, BAR_MS, BAR_SCHEMA, KLINE_COLUMNS, SAMPLE_DIR
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 US_THRESHOLD = 10**14
 """open_time values at or above this are microseconds (1e14 ms would be year 5138)."""
 
@@ -346,11 +346,18 @@ def load_sample() -> tuple[pl.DataFrame, Coverage]:
 
 
 def load_bars(paths: Sequence[str | Path] | None) -> tuple[pl.DataFrame, Coverage]:
-    """Bars for a run: None/empty -> the embedded sample; ``.parquet`` paths are
-    bar frames; anything else goes through ``load_klines``."""
+    """Bars for a run: None/empty -> the embedded sample; one ``synthetic:...`` spec -> that synthetic
+    market (:mod:`forge.data.synthetic`); ``.parquet`` paths are bar frames; anything else goes through
+    ``load_klines``.  raises DataError."""
     if not paths:
         return load_sample()
     paths = list(paths)
+    if any(synthetic.is_spec(p) for p in paths):
+        if len(paths) != 1:
+            raise DataError("a synthetic market spec cannot be combined with other data paths",
+                            file=", ".join(map(str, paths)))
+        spec = str(paths[0])
+        return (bars := synthetic.bars_from_spec(spec)), coverage_of(bars, source=spec)
     if all(str(p).endswith(".parquet") for p in paths):
         frames = [read_bar_parquet(p) for p in paths]
         bars = pl.concat(frames).sort("open_time")

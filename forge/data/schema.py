@@ -11,6 +11,8 @@ currency per unit of base (USDT per BTC), volumes are base units except
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 BAR_MS = 60_000
@@ -48,3 +50,6 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
 """Column -> polars dtype of a bar frame (the kline columns minus ``ignore``)."""
 
 BAR_COLUMNS = tuple(BAR_SCHEMA)
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+"""Folder of the embedded sample (14 days of Binance BTCUSDT spot 1m bars, one Parquet bar frame)."""
