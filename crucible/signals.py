@@ -2,16 +2,20 @@
 rolling window of closed bars.
 
 At the close of bar t the engine computes every wanted feature on the last
-``history_bars`` closed bars (t included), runs each genome's compiled
-program with ``forge.gp.run_program`` and masks the warm-up exactly as
-``forge.strategy.genome_positions`` does; the value at t is the target
-exposure that trades at the open of t+1.  Features are causal, so when the
-window holds every bar since the feed began the live value at t equals
-``genome_positions`` on the full frame at t bit for bit.  With a shorter
-window, features of finite memory (returns, rolling statistics, windowed
-EMA) are still exact once the window covers their lookback; the Wilder
-RSI/ATR recursions converge to the full-history value (they differ only
-while the seed's influence is above float64 resolution).
+``history_bars`` closed bars (t included) and runs each genome through
+``forge.strategy.genome_positions`` -- the one genome -> positions path of the
+backtester, evolution and the gauntlet (same VM, same warm-up mask); the value
+at t is the target exposure that trades at the open of t+1.  Features are
+causal, so when the window holds every bar since the feed began the live value
+at t equals ``genome_positions`` on the full frame at t bit for bit.  With a
+shorter window, features of finite memory (returns, rolling statistics,
+windowed EMA) are exact once the window covers their lookback, and the Wilder
+RSI/ATR recursions (also on 1h bars) are within ``forge.strategy.BURN_IN_TOL``
+(relative) of the full-history value once the window also covers their burn-in.
+:func:`check_genome` refuses a genome whose ``forge.strategy.required_history``
+exceeds ``history_bars`` (the runtime calls it at load and at hot-swap intake):
+such a genome would otherwise be masked flat forever, or trade on unconverged
+recursions.  Parity over every registry feature: tests/test_crucible_parity.py.
 
 On the replay venue, :class:`ChunkedSignals` runs the same engine once per
 chunk: the window is the ``history_bars`` closed bars plus the next
@@ -35,18 +39,35 @@ import numpy as np
 from forge.core.errors import GenomeError
 from forge.data.gaps import bars_since_gap
 from forge.features import FEATURES, BarArrays
-from forge.gp import BufferPool, Genome, compile_program, run_program
-from forge.strategy import mask_warmup
+from forge.gp import BufferPool, Genome, Program
+from forge.strategy import BURN_IN_TOL, bar_features, genome_positions, required_history
 
-__all__ = ["ChunkedSignals", "SignalEngine", "check_features"]
+__all__ = ["ChunkedSignals", "SignalEngine", "check_features", "check_genome", "required_history"]
 
 
-def check_features(genome: Genome) -> None:
-    """raises GenomeError if the genome reads a feature the live engine cannot compute (not in the registry)."""
+def check_features(genome: Genome, history_bars: int | None = None) -> None:
+    """raises GenomeError if the genome reads a feature the live engine cannot compute (not in the registry),
+    or, with ``history_bars`` given, if it needs more history than that (see :func:`check_genome`)."""
     missing = [f for f in genome.features if f not in FEATURES]
     if missing:
         raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} outside the registry "
                           "(synthesized feature libraries are not supported live)")
+    if history_bars is not None:
+        need = required_history(genome)
+        if need > history_bars:
+            reads = ", ".join(sorted(genome.features)) or "no features"
+            raise GenomeError(f"genome {genome.sha256[:12]} needs {need} closed bars of history (its lookback plus "
+                              f"the burn-in of recursive features to {BURN_IN_TOL:g}; reads {reads}) but "
+                              f"history_bars = {history_bars}; raise [general] history_bars to >= {need}")
+
+
+def check_genome(genome: Genome, history_bars: int) -> None:
+    """The live intake check of one genome: every feature in the registry and
+    ``required_history(genome) <= history_bars`` (history_bars: closed 1-minute bars in the rolling window).
+
+    raises GenomeError naming the genome, the bars it needs and the bars configured.
+    """
+    check_features(genome, int(history_bars))
 
 
 class SignalEngine:
@@ -56,7 +77,7 @@ class SignalEngine:
     """
 
     def __init__(self) -> None:
-        self._programs: dict[tuple[str, tuple[str, ...]], object] = {}
+        self._programs: dict[tuple[str, tuple[str, ...]], Program] = {}
         self._pool = BufferPool()
 
     def positions(self, genomes: Mapping[str, Genome], bars: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,20 +102,8 @@ class SignalEngine:
 
         ba = BarArrays(t, col("open"), col("high"), col("low"), col("close"), col("volume"),
                        col("taker_buy_volume"), bsg)
-        values = np.empty((len(names), n))
-        for i, name in enumerate(names):
-            values[i] = FEATURES[name].compute(ba)
-        lookbacks = {name: FEATURES[name].lookback for name in names}
-        out: dict[str, np.ndarray] = {}
-        for key, g in genomes.items():
-            ck = (g.sha256, names)
-            prog = self._programs.get(ck)
-            if prog is None:
-                prog = compile_program(g, names, lookbacks)
-                self._programs[ck] = prog
-            pos = run_program(prog, values, self._pool)
-            out[key] = mask_warmup(pos, bsg, prog.lookback)
-        return out
+        fm = bar_features(ba, names)
+        return {key: genome_positions(g, fm, bsg, self._pool, programs=self._programs) for key, g in genomes.items()}
 
     def latest(self, genomes: Mapping[str, Genome], bars: Mapping[str, np.ndarray]) -> dict[str, float]:
         """The last bar's target exposure per genome (0.0 on an empty window)."""

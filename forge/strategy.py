@@ -1,23 +1,95 @@
 """From a genome to positions on bars: the one path shared by evolution,
-the gauntlet and the live runtime.
+the gauntlet and the live runtime (``crucible.signals`` calls
+:func:`bar_features` and :func:`genome_positions` on its rolling window).
 
 The VM output is masked so that no position is taken before the program's
 declared lookback has been filled in the current contiguous segment (the
 first bars of the data and the first bars after every gap are flat).
+
+Recursive features (Wilder RSI/ATR, also on 1h bars) have infinite memory: a
+value computed on a window that starts later than the data differs from the
+full-history value by the seed's residual influence, ((p-1)/p)^k after k
+recursion steps.  :func:`required_history` is the number of closed bars a
+rolling window must hold so that this residual is below :data:`BURN_IN_TOL`
+(relative) for every feature a genome reads, wherever in its lookback the
+program reads it; the live runtime refuses a genome that needs more than its
+``history_bars`` (see ``crucible.signals.check_genome``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from forge.core.errors import ConfigError
-from forge.features import FEATURES, FeatureMatrix, compute_features
+from forge.features import FEATURES, BarArrays, FeatureMatrix, compute_features
 from forge.features.library import FeatureLibrary, library_features, load_feature_library
-from forge.gp import BufferPool, Genome, compile_program, run_program
+from forge.gp import BufferPool, Genome, Program, compile_program, parse_tokens, run_program
 from forge.gp.cache import SubtreeCache
+from forge.gp.genome import tree_lookback
+
+BURN_IN_TOL = 1e-8
+"""Relative residual of a recursion's seed accepted as converged (``required_history``)."""
+
+
+def wilder_burn_in(period: int, tol: float = BURN_IN_TOL) -> int:
+    """Recursion steps after the seed of a Wilder average (alpha = 1/period) until the seed's weight
+    ((period-1)/period)^k is <= ``tol``: ceil(log(tol) / log(1 - 1/period)).  Wilder 1978.
+
+    period: >= 2; tol: in (0, 1).  returns: int >= 1.  raises ValueError otherwise.
+    """
+    if period < 2 or not 0.0 < tol < 1.0:
+        raise ValueError(f"wilder_burn_in needs period >= 2 and 0 < tol < 1, got period={period}, tol={tol}")
+    return int(math.ceil(math.log(tol) / math.log1p(-1.0 / period)))
+
+
+FEATURE_BURN_IN: dict[str, int] = {
+    "rsi_14": wilder_burn_in(14),
+    "atr_14": wilder_burn_in(14),
+    "mtf_rsi_1h": 60 * wilder_burn_in(14),  # one recursion step per completed 1h bar
+}
+"""Registry features with infinite memory -> 1-minute bars after their ``lookback`` until the seed's
+residual is below BURN_IN_TOL.  Every other registry feature has finite memory (its ``lookback``);
+``tests/test_crucible_parity.py`` checks all of them, live window against full history."""
+
+
+def feature_burn_in(name: str) -> int:
+    """1-minute bars of burn-in beyond ``FEATURES[name].lookback`` (0 for finite-memory features)."""
+    return FEATURE_BURN_IN.get(name, 0)
+
+
+def required_history(genome: Genome) -> int:
+    """Closed bars (the current one included) a rolling window must hold for the genome's value at its last
+    bar to equal the full-history value: recursive features within BURN_IN_TOL, every other one exactly.
+
+    The program's lookback is computed with each feature's warm-up extended by its burn-in
+    (``FEATURES[f].lookback + feature_burn_in(f)``) on the path where the program reads it, plus 1.
+    Features outside the registry (synthesized libraries) count their registry-free lookback as 0.
+    returns: int >= 1.  raises GenomeError for a malformed genome.
+    """
+    lbs = {f: FEATURES[f].lookback + feature_burn_in(f) for f in genome.features if f in FEATURES}
+    return tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
+
+
+def bar_features(bars: BarArrays, names: tuple[str, ...] | list[str]) -> FeatureMatrix:
+    """Registry features ``names`` on bar columns (``forge.features.BarArrays``, oldest first, ``bsg`` from
+    ``forge.data.gaps.bars_since_gap``); the same values as ``compute_features`` on the equal frame.
+
+    returns: FeatureMatrix with values (len(names), n) float64.  raises ConfigError for an unknown name.
+    """
+    names = tuple(names)
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ConfigError(f"features {unknown} are not in the registry")
+    n = bars.close.shape[0]
+    values = np.empty((len(names), n))
+    for i, name in enumerate(names):
+        values[i] = FEATURES[name].compute(bars)
+    return FeatureMatrix(names=names, values=values, lookbacks=tuple(FEATURES[x].lookback for x in names))
 
 
 def strategy_features(
@@ -77,6 +149,7 @@ def genome_positions(
     bars_since_gap: np.ndarray,
     pool: BufferPool | None = None,
     cache: SubtreeCache | None = None,
+    programs: MutableMapping[tuple[str, tuple[str, ...]], Program] | None = None,
 ) -> np.ndarray:
     """Target positions of ``genome`` on the bars behind ``features`` -- the one genome -> positions path
     (evolution's fitness, the hall-of-fame report, the gauntlet, co-evolution encounters).
@@ -84,7 +157,8 @@ def genome_positions(
     features: FeatureMatrix whose names include every feature the genome
     reads (extra features are fine); bars_since_gap: (n,) int64; pool: VM buffers to reuse;
     cache: a ``forge.gp.cache.SubtreeCache`` built on exactly ``features.values`` (same result, memoised
-    windowed subtrees).
+    windowed subtrees); programs: memo of compiled programs keyed by (genome sha256, feature names), filled
+    here (the live engine reuses programs across bars).
     returns: (n,) float64 target exposure in [-1, 1], decided at each bar's
     close (the backtester fills it at the next bar's open).
     raises GenomeError if the genome reads a feature that is not available.
@@ -93,6 +167,11 @@ def genome_positions(
     if cache is not None:
         raw, lookback = cache.run(genome), SubtreeCache.lookback(genome, lookbacks)
     else:
-        program = compile_program(genome, features.names, lookbacks)
+        key = (genome.sha256, features.names)
+        program = programs.get(key) if programs is not None else None
+        if program is None:
+            program = compile_program(genome, features.names, lookbacks)
+            if programs is not None:
+                programs[key] = program
         raw, lookback = run_program(program, features.values, pool), program.lookback
     return mask_warmup(raw, bars_since_gap, lookback)
