@@ -41,6 +41,7 @@ from scipy.stats import norm
 
 from crucible.bench import Ledger, risk_adjusted
 from crucible.signals import check_features
+from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.core.errors import GenomeError
 from forge.gp import Genome
 from gauntlet.publish import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
@@ -78,10 +79,9 @@ class Challenger:
                min_notional: float) -> None:
         """Advance one bar: fill the pending order at ``open_``, mark at ``close``, decide ``target``."""
         if self.pending_qty:
-            s = slippage_bps / 1e4
             q = self.pending_qty
-            price = open_ * (1 + s) if q > 0 else open_ * (1 - s)
-            self.ledger.apply(q, price, taker_fee_bps / 1e4 * abs(q) * price)
+            price = fill_price(open_, q, bps(slippage_bps))
+            self.ledger.apply(q, price, taker_fee(q, price, bps(taker_fee_bps)))
         self.pending_qty = None
         eq = self.ledger.equity(close)
         self.equity_curve.append(eq)

@@ -1,11 +1,11 @@
 """ReplayVenue: historical 1-minute bars replayed as a live feed, with a
 simulated exchange that fills market orders exactly like the backtester.
 
-Fill model (identical to :mod:`forge.backtest`): a market order submitted
+Fill model (:mod:`forge.backtest.costs`, the backtester's): a market order submitted
 while bar t is the last closed bar fills at the **open of bar t+1** at
 ``open * (1 + s)`` for a buy and ``open * (1 - s)`` for a sell,
 ``s = slippage_bps / 1e4``; the taker fee is ``taker_fee_bps / 1e4 *
-|qty| * price`` (USDT).  Trade ids (``R<symbol>-<n>``) and order ids are
+(|qty| * price)`` (USDT).  Trade ids (``R<symbol>-<n>``) and order ids are
 deterministic, so two replays of the same bars and orders are identical.
 
 Speed: ``speed`` = replay speed as a multiple of real time (1 = one bar per
@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from crucible.venues.base import BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueNetworkError, VenueRejected
+from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.data.schema import BAR_MS
 
 __all__ = ["ReplayVenue"]
@@ -179,8 +180,8 @@ class ReplayVenue(Venue):
         return out
 
     def _fill_pending(self, bars: dict[str, Bar]) -> None:
-        s = self.slippage_bps / 1e4
-        fee_rate = self.taker_fee_bps / 1e4
+        s = bps(self.slippage_bps)
+        fee_rate = bps(self.taker_fee_bps)
         still: list[str] = []
         for cid in self._pending:
             o = self._orders[cid]
@@ -188,8 +189,8 @@ class ReplayVenue(Venue):
             if bar is None:  # no bar for this symbol (gap): wait for its next open
                 still.append(cid)
                 continue
-            price = bar.open * (1.0 + s) if o.qty > 0 else bar.open * (1.0 - s)
-            fee = fee_rate * abs(o.qty) * price
+            price = fill_price(bar.open, o.qty, s)
+            fee = taker_fee(o.qty, price, fee_rate)
             self._n_trades += 1
             fill = Fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, o.qty, price, fee, bar.open_time)
             self._fills[o.symbol].append(fill)

@@ -12,7 +12,8 @@ Semantics (see ``forge.backtest`` for the user-facing description):
   (fraction of equity, negative = short); NaN -> 0, clipped to [-1, 1].
   It fills at the open of bar t+1, only if it differs from ``position[t-1]``
   (``position[-1] = 0``).  The target of the last bar never fills.
-* At that open, with equity ``E = cash + units * open``, the trade side is
+* Costs come from :mod:`forge.backtest.costs` (the one fill/fee/funding model, shared with the
+  Crucible's replay venue and shadow challenger).  At that open, with equity ``E = cash + units * open``, the trade side is
   the sign of ``target * E / open - units``; the fill price is
   ``open * (1 + s)`` for a buy and ``open * (1 - s)`` for a sell
   (``s = slippage_bps / 1e4``); new units are ``target * E / fill_price``;
@@ -33,8 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-FUNDING_PERIOD_MS = 28_800_000
-"""8 hours in milliseconds: funding times are open_time % this == 0."""
+from forge.backtest.costs import FUNDING_PERIOD_MS, fill_price_nb, funding_payment_nb, is_funding_time_nb, taker_fee_nb
 
 # status codes returned by the kernel (index of the offending bar in the second slot)
 STATUS_OK = 0
@@ -179,8 +179,8 @@ def _backtest_core_nb(
         if ruined:
             eq = 0.0
         else:
-            if check_funding and units != 0.0 and open_time[t] % FUNDING_PERIOD_MS == 0:
-                cash -= units * o * funding_rate
+            if check_funding and units != 0.0 and is_funding_time_nb(open_time[t]):
+                cash -= funding_payment_nb(units, o, funding_rate)
             eq_o = cash + units * o
             if eq_o <= 0.0:
                 # ruined at the open (gap or funding): flatten, round trip lost
@@ -198,20 +198,18 @@ def _backtest_core_nb(
                     if tgt != last_tgt:
                         want = tgt * eq_o / o
                         side = 0
-                        fp = o
                         if want > units:
                             side = 1
-                            fp = o * (1.0 + slip)
                         elif want < units:
                             side = -1
-                            fp = o * (1.0 - slip)
                         if side != 0:
+                            fp = fill_price_nb(o, side, slip)
                             nu = tgt * eq_o / fp
                             dq = nu - units
                             if dq * side > 0.0:
                                 adq = abs(dq)
                                 notional = adq * fp
-                                fee = fee_rate * notional
+                                fee = taker_fee_nb(dq, fp, fee_rate)  # = fee_rate * notional, bit for bit
                                 cash -= dq * fp + fee
                                 # round-trip bookkeeping (costs split by leg size on a flip)
                                 if units == 0.0:

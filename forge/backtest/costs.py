@@ -1,0 +1,91 @@
+"""The one cost model: fill price, taker fee and perpetual funding of a market order.
+
+Used by the backtester (:mod:`forge.backtest.backtest_nb`, the numba ``*_nb`` versions, inlined), the
+Crucible's replay venue (:mod:`crucible.venues.replay`), the shadow challenger (:mod:`crucible.hotswap`)
+and the slot ledgers' funding (:mod:`crucible.slots`) -- the Python versions.  Each Python function and its
+``_nb`` twin evaluate the same expression in the same order, so they give bit-identical float64 results
+(tested in ``tests/test_backtest.py``).
+
+Conventions (units: prices in quote currency per base unit, quantities in signed base units, money in
+quote currency, USDT):
+
+* a market order decided at the close of bar t fills at the **open of bar t+1**;
+* fill price = ``open * (1 + s)`` for a buy, ``open * (1 - s)`` for a sell, ``s = slippage_bps / 1e4``;
+* taker fee = ``fee_rate * (|qty| * price)`` with ``fee_rate = taker_fee_bps / 1e4`` (a fraction of the
+  traded notional);
+* funding of a linear perpetual: at every funding time (open times that are multiples of 8 h UTC,
+  ``FUNDING_PERIOD_MS``) the position held into that open pays ``units * price * rate_8h`` (longs pay
+  when the rate is positive, shorts receive), ``price`` the bar's open (or the venue's mark price live).
+
+Cost presets (a Crucible slot's ``costs`` field): ``"spot"`` (no funding) and ``"futures"`` (linear
+perpetual: funding at ``funding_rate_8h``).
+
+numba's on-disk cache does not track dependencies: after editing an ``_nb`` function here, clear
+``forge/backtest/__pycache__/backtest_nb*.nbi/.nbc`` so the backtester recompiles with it.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+__all__ = ["FUNDING_PERIOD_MS", "COST_PRESETS", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
+           "fill_price_nb", "taker_fee_nb", "funding_payment_nb", "is_funding_time_nb", "bps"]
+
+FUNDING_PERIOD_MS = 28_800_000
+"""8 hours in milliseconds: funding times are ``open_time % FUNDING_PERIOD_MS == 0`` (00:00, 08:00, 16:00 UTC)."""
+
+COST_PRESETS = ("spot", "futures")
+"""Instrument kinds a cost model knows: spot (no funding) and linear perpetual futures (funding every 8 h)."""
+
+
+def bps(x: float) -> float:
+    """Basis points -> fraction (``x / 1e4``), the one conversion every caller uses."""
+    return x / 1e4
+
+
+def fill_price(open_: float, side: float, slip: float) -> float:
+    """Fill price of a market order at ``open_`` (quote/unit): ``open_ * (1 + slip)`` when ``side > 0`` (buy),
+    ``open_ * (1 - slip)`` otherwise (sell).  side: sign of the traded quantity; slip: fraction (bps / 1e4)."""
+    return open_ * (1.0 + slip) if side > 0 else open_ * (1.0 - slip)
+
+
+def taker_fee(qty: float, price: float, fee_rate: float) -> float:
+    """Taker fee in quote currency: ``fee_rate * (|qty| * price)``; qty: base units (any sign); fee_rate: fraction."""
+    return fee_rate * (abs(qty) * price)
+
+
+def funding_payment(units: float, price: float, rate_8h: float) -> float:
+    """Funding paid (quote currency; negative = received) by ``units`` held at a funding time:
+    ``units * price * rate_8h`` (longs pay a positive rate)."""
+    return units * price * rate_8h
+
+
+def is_funding_time(open_time_ms: int) -> bool:
+    """True when a bar opening at ``open_time_ms`` (ms UTC) is a funding time (multiple of 8 h)."""
+    return open_time_ms % FUNDING_PERIOD_MS == 0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def fill_price_nb(open_, side, slip):
+    """numba twin of :func:`fill_price` (inlined into kernels)."""
+    if side > 0:
+        return open_ * (1.0 + slip)
+    return open_ * (1.0 - slip)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def taker_fee_nb(qty, price, fee_rate):
+    """numba twin of :func:`taker_fee`."""
+    return fee_rate * (abs(qty) * price)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def funding_payment_nb(units, price, rate_8h):
+    """numba twin of :func:`funding_payment`."""
+    return units * price * rate_8h
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def is_funding_time_nb(open_time_ms):
+    """numba twin of :func:`is_funding_time`."""
+    return open_time_ms % FUNDING_PERIOD_MS == 0
