@@ -19,8 +19,8 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
-from crucible.bench import _max_drawdown_nb, _risk_adjusted_nb
 from crucible.config import CwoConfig
+from forge.backtest.metrics_nb import drawdown_from_peak_nb, sharpe_per_bar_of_equity_nb
 
 __all__ = ["eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score"]
 
@@ -90,7 +90,7 @@ def project_bounded_simplex(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def slot_score(equity_curve: np.ndarray, drawdown_penalty: float) -> float:
     """Risk-adjusted score: per-bar Sharpe minus ``drawdown_penalty`` x current drawdown (fraction)."""
     e = np.asarray(equity_curve, dtype=np.float64)
-    return float(_risk_adjusted_nb(e) - drawdown_penalty * _max_drawdown_nb(e))
+    return float(sharpe_per_bar_of_equity_nb(e) - drawdown_penalty * drawdown_from_peak_nb(e))
 
 
 @njit(cache=True)
@@ -99,7 +99,7 @@ def scores_nb(marks: np.ndarray, drawdown_penalty: float) -> np.ndarray:
     out = np.empty(marks.shape[0])
     for i in range(marks.shape[0]):
         e = np.ascontiguousarray(marks[i])
-        out[i] = _risk_adjusted_nb(e) - drawdown_penalty * _max_drawdown_nb(e)
+        out[i] = sharpe_per_bar_of_equity_nb(e) - drawdown_penalty * drawdown_from_peak_nb(e)
     return out
 
 

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from crucible.venues.base import Fill
 from forge.gp import Genome
 
-__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "risk_adjusted", "max_drawdown",
-           "new_bench_id", "BENCH_ID_RE"]
+__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "new_bench_id", "BENCH_ID_RE"]
 
 BENCH_ID_RE = re.compile(r"[a-z0-9]{1,6}")
 """A bench identity: 1-6 lowercase letters/digits (it travels inside every client order id)."""
@@ -130,49 +128,6 @@ class Ledger:
 
     def unrealised(self, mark: float) -> float:
         return self.units * (mark - self.avg_price) if self.units else 0.0
-
-
-@njit(cache=True)
-def _risk_adjusted_nb(e: np.ndarray) -> float:
-    n = e.shape[0]
-    if n < 3:
-        return 0.0
-    for i in range(n - 1):
-        if e[i] <= 0.0:
-            return 0.0
-    m = 0.0
-    for i in range(1, n):
-        m += e[i] / e[i - 1] - 1.0
-    m /= n - 1
-    ss = 0.0
-    for i in range(1, n):
-        d = e[i] / e[i - 1] - 1.0 - m
-        ss += d * d
-    sd = np.sqrt(ss / (n - 2))
-    return m / sd if sd > 0.0 else 0.0
-
-
-@njit(cache=True)
-def _max_drawdown_nb(e: np.ndarray) -> float:
-    n = e.shape[0]
-    if n == 0:
-        return 0.0
-    peak = e[0]
-    for i in range(1, n):
-        if e[i] > peak:
-            peak = e[i]
-    return 1.0 - e[n - 1] / peak if peak > 0.0 else 1.0
-
-
-def risk_adjusted(equity: np.ndarray) -> float:
-    """Per-bar Sharpe of an equity curve: mean / std (ddof=1) of simple per-bar returns; 0 if flat, short
-    (< 3 marks) or if any mark but the last is <= 0.  equity: (n,) USDT marks, oldest first."""
-    return float(_risk_adjusted_nb(np.asarray(equity, dtype=np.float64)))
-
-
-def max_drawdown(equity: np.ndarray) -> float:
-    """Current drawdown from the running peak, fraction in [0, 1] (0 for an empty curve); equity: (n,) USDT."""
-    return float(_max_drawdown_nb(np.asarray(equity, dtype=np.float64)))
 
 
 class MarkBook:

@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from crucible.bench import Ledger, risk_adjusted
+from crucible.bench import Ledger
 from crucible.signals import check_features
 from forge.backtest.costs import bps, fill_price, taker_fee
+from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import GenomeError
 from forge.gp import Genome
 from gauntlet.publish import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
@@ -92,7 +93,7 @@ class Challenger:
             self.target = target
 
     def score(self) -> float:
-        return risk_adjusted(self.equity_curve)
+        return sharpe_per_bar_of_equity(self.equity_curve)
 
 
 def _returns(equity: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from crucible.allocator import eg_weights, scores_nb
-from crucible.bench import Ledger, MarkBook, Slot, client_order_id, new_bench_id, parse_client_order_id, risk_adjusted
+from crucible.bench import Ledger, MarkBook, Slot, client_order_id, new_bench_id, parse_client_order_id
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.hotswap import Challenger, PitCrew
@@ -52,6 +52,7 @@ from crucible.signals import ChunkedSignals, SignalEngine
 from crucible.venues.base import (BAR_FIELDS, Bar, Fill, RetryPolicy, Venue, VenueAuthError, VenueError,
                                   VenueNetworkError, VenueRejected)
 from crucible.watchtower import breaches_floor, kill_switch_engaged, write_replacement_request
+from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
@@ -676,7 +677,7 @@ class Runtime:
             self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)
             self.journal.commit()  # the kill is durable before its flattening order
             self.flatten(s, "kill", bar_time)
-            self._remember(s.genome, s.symbol, risk_adjusted(self.marks.curve(s.id)))
+            self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
             seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256)
             path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
                                              time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
@@ -691,7 +692,7 @@ class Runtime:
     def _best_genome(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
         for s in self.slots.values():  # current champions' live scores
             if s.symbol == symbol and s.status == "live":
-                self._remember(s.genome, s.symbol, risk_adjusted(self.marks.curve(s.id)))
+                self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
         cands = [(sc if sc is not None else -np.inf, g) for g, sym, sc in self.genome_book.values()
                  if sym == symbol and g.sha256 != exclude]
         if not cands:
@@ -712,7 +713,7 @@ class Runtime:
             for s in self.slots.values():
                 if s.status != "live" or s.symbol != ch.symbol:
                     continue
-                champ = risk_adjusted(self.marks.curve(s.id, len(ch.equity_curve)))
+                champ = sharpe_per_bar_of_equity(self.marks.curve(s.id, len(ch.equity_curve)))
                 if self.pit.beats(ch, self.marks.curve(s.id, len(ch.equity_curve) + 1), s.id) \
                         and (best is None or champ < best[1]):
                     best = (s, champ)

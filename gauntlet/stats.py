@@ -33,21 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from forge.backtest.metrics import sharpe_per_bar  # the one per-bar Sharpe (re-exported here)
+
 EULER_GAMMA = 0.5772156649015329
 
 __all__ = ["sharpe_per_bar", "probabilistic_sharpe_ratio", "expected_max_sharpe", "deflated_sharpe_ratio",
            "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult", "market_hedged", "Hedge",
            "holm_adjust", "hac_ols", "HACResult", "newey_west_lags", "hourly_sums", "psr_pvalue"]
-
-
-def sharpe_per_bar(returns: np.ndarray) -> float:
-    """Per-bar Sharpe ratio: mean / std (ddof=1) of (T,) float64 returns; 0.0 if std is 0 or T < 2."""
-    r = np.asarray(returns, dtype=np.float64)
-    r = r[np.isfinite(r)]
-    if r.size < 2:
-        return 0.0
-    sd = float(np.std(r, ddof=1))
-    return float(np.mean(r)) / sd if sd > 0 else 0.0
 
 
 def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew: float, kurtosis: float) -> float:

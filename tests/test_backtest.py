@@ -388,3 +388,20 @@ def test_cost_model_python_and_numba_twins_are_bit_identical():
         price = costs.fill_price(o[rec["bar"]], rec["units"], costs.bps(cfg.slippage_bps))
         assert rec["price"] == price
         assert rec["fee"] == costs.taker_fee(rec["units"], price, costs.bps(cfg.taker_fee_bps))
+
+
+def test_per_bar_sharpe_and_drawdown_one_definition():
+    """forge.backtest.metrics: the equity-curve Sharpe (Crucible) is the return-series Sharpe (gauntlet) of the
+    curve's simple returns; drawdown_from_peak is 1 - last / peak; degenerate curves give 0."""
+    from forge.backtest.metrics import drawdown_from_peak, sharpe_per_bar, sharpe_per_bar_of_equity
+    from gauntlet import stats
+
+    assert stats.sharpe_per_bar is sharpe_per_bar  # the gauntlet re-exports the shared one
+    e = 200.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(1e-4, 1e-3, 500)))
+    r = e[1:] / e[:-1] - 1.0
+    assert sharpe_per_bar_of_equity(e) == pytest.approx(sharpe_per_bar(r), rel=1e-10)
+    assert sharpe_per_bar(r) == pytest.approx(r.mean() / r.std(ddof=1), rel=1e-12)
+    assert drawdown_from_peak(e) == pytest.approx(1.0 - e[-1] / e.max(), rel=1e-12)
+    assert sharpe_per_bar_of_equity(e[:2]) == 0.0 and sharpe_per_bar_of_equity(np.full(9, 5.0)) == 0.0
+    assert sharpe_per_bar_of_equity(_arr(1.0, 0.0, 2.0, 3.0)) == 0.0 and drawdown_from_peak(_arr()) == 0.0
+    assert sharpe_per_bar(_arr(1.0, np.nan)) == 0.0

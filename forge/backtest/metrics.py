@@ -23,6 +23,14 @@ each close, ``r[t] = equity[t] / equity[t-1] - 1`` with
 * ttt_bars, time-to-target = number of bars until equity first reaches
   target_multiple * initial_capital (bar index + 1); +inf if never reached
   or if the run is ruined at any point.
+
+Per-bar (not annualised) statistics shared by the gauntlet and the Crucible -- one home, one definition,
+mean / std (ddof=1) of per-bar simple returns:
+
+* :func:`sharpe_per_bar` of a return series (the gauntlet's PSR/DSR/trials; non-finite returns dropped);
+* :func:`sharpe_per_bar_of_equity` of an equity curve (Crucible slot and challenger scores, the CWO), and
+  :func:`drawdown_from_peak` (the *current* drawdown, 1 - last / peak); kernels in
+  :mod:`forge.backtest.metrics_nb` so numba code (the CWO) calls them directly.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ from typing import Any
 import numpy as np
 
 from forge.backtest import backtest_nb as _k
+from forge.backtest.metrics_nb import drawdown_from_peak_nb, sharpe_per_bar_of_equity_nb
+
+__all__ = ["Metrics", "sharpe_per_bar", "sharpe_per_bar_of_equity", "drawdown_from_peak"]
 
 _FLOAT_FIELDS = (
     "total_return",
@@ -116,3 +127,25 @@ class Metrics:
             v = d[name]
             kwargs[name] = int(v) if name in _INT_FIELDS else (math.nan if v is None else float(v))
         return cls(**kwargs)
+
+
+def sharpe_per_bar(returns: np.ndarray) -> float:
+    """Per-bar Sharpe ratio: mean / std (ddof=1) of (T,) float64 returns, non-finite values dropped; 0.0 if
+    std is 0 or fewer than 2 finite values."""
+    r = np.asarray(returns, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 2:
+        return 0.0
+    sd = float(np.std(r, ddof=1))
+    return float(np.mean(r)) / sd if sd > 0 else 0.0
+
+
+def sharpe_per_bar_of_equity(equity: np.ndarray) -> float:
+    """Per-bar Sharpe of an equity curve: mean / std (ddof=1) of simple per-bar returns; 0 if flat, short
+    (< 3 marks) or if any mark but the last is <= 0.  equity: (n,) USDT marks, oldest first."""
+    return float(sharpe_per_bar_of_equity_nb(np.asarray(equity, dtype=np.float64)))
+
+
+def drawdown_from_peak(equity: np.ndarray) -> float:
+    """Current drawdown from the running peak, fraction in [0, 1] (0 for an empty curve); equity: (n,) USDT."""
+    return float(drawdown_from_peak_nb(np.asarray(equity, dtype=np.float64)))
