@@ -7,6 +7,7 @@ Layout::
         {"schema": "forge-champion/2", "file": "<name>.json", "sha256": <hex of the genome file bytes>,
          "genome_sha256": ..., "run_id", "symbol", "features", "feature_library": <file name> | null,
          "survived": true, "verdict": {...}, "gauntlet_report_sha256": <hex> | null, "published_utc",
+         "lineage": {"source": "forge serve" | ..., "slot", "request", "parent_genome_sha256", ...} | null,
          "hmac_sha256": <hex HMAC-SHA256, see below> | null}
 
 Signature (schema ``forge-champion/2``): HMAC-SHA256 with the key in ``FORGE_SIGNING_KEY`` over
@@ -91,12 +92,16 @@ def champion_signature(meta: dict[str, Any], genome_bytes: bytes, key: bytes) ->
 
 def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol: str | None,
                      features: list[str], verdict: dict[str, Any], library: Path | None = None,
-                     key: str | bytes | None = None, report_sha256: str | None = None) -> Path:
+                     key: str | bytes | None = None, report_sha256: str | None = None,
+                     lineage: dict[str, Any] | None = None) -> Path:
     """Write genome + meta atomically; returns the meta path.  Signed (HMAC over genome and meta) when a key
     is given or in FORGE_SIGNING_KEY.
 
     verdict: the gauntlet's verdict of this genome (per-stage dicts; a ``"survived"`` key, when present,
-    must be True); report_sha256: sha256 hex of the gauntlet report it came from (or None).
+    must be True); report_sha256: sha256 hex of the gauntlet report it came from (or None); lineage: where
+    the champion came from (e.g. ``{"source": "forge serve", "slot": "btc1", "request": <request id>,
+    "parent_genome_sha256": <seed genome>}``; string values; a ``"slot"`` makes it a replacement for that
+    slot), signed with the rest of the meta.
     raises GenomeError when the verdict says the genome did not survive (only survivors are published).
     """
     if isinstance(verdict, dict) and verdict.get("survived") is False:
@@ -116,7 +121,8 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
     meta = _plain({"schema": SCHEMA, "file": f"{stem}.json", "sha256": hashlib.sha256(data).hexdigest(),
                    "genome_sha256": genome.sha256, "run_id": run_id, "symbol": symbol, "features": features,
                    "feature_library": lib_name, "survived": True, "verdict": verdict,
-                   "gauntlet_report_sha256": report_sha256, "published_utc": datetime.now(timezone.utc).isoformat()})
+                   "gauntlet_report_sha256": report_sha256, "published_utc": datetime.now(timezone.utc).isoformat(),
+                   "lineage": dict(lineage) if lineage else None})
     k = _key(key)
     meta["hmac_sha256"] = champion_signature(meta, data, k) if k else None
     return atomic_write_text(out / f"{stem}.meta.json", json.dumps(meta, indent=2) + "\n")
@@ -217,6 +223,10 @@ def _check_meta(meta: Any, where: Path) -> None:
         raise GenomeError(f"{where}: field 'sha256' must be 64 lowercase hex digits")
     if "verdict" in meta and not isinstance(meta["verdict"], dict):
         raise GenomeError(f"{where}: field 'verdict' must be an object, got {type(meta['verdict']).__name__}")
+    lineage = meta.get("lineage")
+    if lineage is not None and not (isinstance(lineage, dict) and len(lineage) <= 32 and all(
+            isinstance(k, str) and (v is None or isinstance(v, (str, int, float))) for k, v in lineage.items())):
+        raise GenomeError(f"{where}: field 'lineage' must be an object of strings or numbers, or null")
 
 
 def _survived(meta: dict[str, Any]) -> bool:

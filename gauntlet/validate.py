@@ -145,13 +145,16 @@ def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
 def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
                  max_candidates: int | None = None, bars: Any = None,
-                 progress: Callable[[str], None] | None = None) -> GauntletReport:
+                 progress: Callable[[str], None] | None = None, symbol: str | None = None,
+                 lineage: dict[str, Any] | None = None) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
     allow_overlap: permit ``data`` that overlaps the in-sample range;
     publish_dir: survivors are published there (None: not published);
-    bars: the run's own bars in memory (polars frame), instead of reloading its data.
+    bars: the run's own bars in memory (polars frame), instead of reloading its data;
+    symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
+    published champion's signed meta (:func:`gauntlet.publish.publish_champion`).
     Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
     publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
@@ -192,7 +195,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
         for v, cand in zip(verdicts, ctx.candidates):
             if v["survived"]:
                 publish_champion(cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
-                                 symbol=(ctx.manifest.data or {}).get("symbol"), features=list(cand.genome.features),
+                                 symbol=symbol or (ctx.manifest.data or {}).get("symbol"),
+                                 features=list(cand.genome.features),
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
-                                 report_sha256=digest)
+                                 report_sha256=digest, lineage=lineage)
     return report

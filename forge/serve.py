@@ -1,0 +1,435 @@
+"""``forge serve``: the Forge worker of the closed loop.
+
+The Crucible's Watchtower writes a replacement request when it kills a slot
+(:func:`crucible.watchtower.write_replacement_request`: ``<requests_dir>/<slot>-<minute>.json`` and the
+seed genome beside it).  The worker watches that folder (watchdog, plus a periodic rescan), and for each
+request:
+
+1. **claims** it: ``<stem>.claim`` is opened and locked with ``fcntl.flock(LOCK_EX | LOCK_NB)`` for as
+   long as the request is served.  Two workers never serve one request; a worker that dies (even by
+   ``kill -9``) releases the lock with its process, so another worker (or the restarted one) takes over;
+2. **evolves** on the request symbol's bars *before* the request time (the last ``window_days``), seeded
+   with the request's seed genome; attempt ``k`` (0-based) uses seed ``seed + k`` and a population of
+   ``population * budget_growth**k``.  Every run checkpoints each generation: a request half-served when
+   the worker died is resumed from its run's checkpoint, so the result equals an uninterrupted serve;
+3. **validates** the run with the gauntlet (its out-of-sample range is the window's last part, still
+   before the request time) and **publishes** survivors, signed when ``FORGE_SIGNING_KEY`` is set, with
+   a lineage (``source``, ``slot``, ``request``, ``run_id``, ``parent_genome_sha256``) in the signed meta;
+4. **records** every step in ``<stem>.serve.json`` (schema ``forge-serve/1``, written atomically):
+   attempts with run id, run directory, gauntlet report path and sha256, the champion's failed stages
+   when nothing survived, and published meta files; ``status`` is ``claimed`` → ``served`` or
+   ``unserved`` (after ``max_attempts`` attempts without a survivor, or when the request cannot be served,
+   e.g. no bars for its symbol) — a final status is never served again.
+
+Configuration is the ``[serve]`` table of a Crucible config (:class:`ServeConfig`); its empty
+``requests_dir`` / ``champions_dir`` / ``data`` default to the same config's ``[crucible]`` folders and
+``[replay] data``, so the worker serves the bench that wrote the requests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from forge.core.artifacts import atomic_write_json
+from forge.core.config import CONFIG_DIR, build_section, read_toml, resolve_path
+from forge.core.errors import ConfigError, DataError, ForgeError, GenomeError
+from forge.core.rundir import FILES
+from forge.data.loader import load_bars
+from forge.data.schema import BAR_MS
+from forge.evolution.config import RunConfig, load_run_config, with_overrides
+from forge.evolution.run import evolve
+from forge.gp import Genome
+from gauntlet.config import GauntletConfig, load_gauntlet_config
+from gauntlet.publish import loads_limited, read_regular_file
+from gauntlet.validate import validate_run
+
+__all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_request", "serve_pending", "Worker",
+           "STATE_SCHEMA"]
+
+STATE_SCHEMA = "forge-serve/1"
+FINAL = ("served", "unserved")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The ``[serve]`` table.
+
+    requests_dir / champions_dir: folders ("" = the config's ``[crucible]`` ones); runs_dir: where the
+    worker's run directories go; data: ``SYMBOL=path-or-spec`` bar sources ("" = the config's ``[replay]
+    data``; BTCUSDT falls back to the embedded sample); evolve_config: a ``forge evolve`` config file ("" =
+    the packaged default); gauntlet_config: a gauntlet config file ("" = the packaged one); window_days:
+    in-sample + out-of-sample history before the request time (days of 1-minute bars); min_bars: fewer
+    bars than this and the request is unserved; population / generations: search size of the first
+    attempt (0 = the evolve config's); max_attempts; budget_growth: population factor per retry;
+    seed: base seed (attempt k uses seed + k); poll_seconds: rescan interval besides watchdog events;
+    nice: CPU niceness added by the worker to itself (``crucible live --forge`` passes it; 0 = none).
+    """
+
+    requests_dir: str = ""
+    champions_dir: str = ""
+    runs_dir: str = "artifacts/serve"
+    data: tuple[str, ...] = ()
+    evolve_config: str = ""
+    gauntlet_config: str = ""
+    window_days: float = 30.0
+    min_bars: int = 5000
+    population: int = 0
+    generations: int = 0
+    max_attempts: int = 2
+    budget_growth: float = 2.0
+    seed: int = 0
+    poll_seconds: float = 2.0
+    nice: int = 10
+
+    def validate(self) -> "ServeConfig":
+        if self.window_days <= 0:
+            raise ConfigError(f"window_days must be > 0, got {self.window_days}")
+        if self.min_bars < 100:
+            raise ConfigError(f"min_bars must be >= 100, got {self.min_bars}")
+        if self.population < 0 or self.generations < 0:
+            raise ConfigError("population and generations must be >= 0 (0 = the evolve config's)")
+        if not 1 <= self.max_attempts <= 20:
+            raise ConfigError(f"max_attempts must be in [1, 20], got {self.max_attempts}")
+        if not 1.0 <= self.budget_growth <= 10.0:
+            raise ConfigError(f"budget_growth must be in [1, 10], got {self.budget_growth}")
+        if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19:
+            raise ConfigError("seed must be >= 0, poll_seconds > 0 and nice in [0, 19]")
+        for item in self.data:
+            sym, sep, path = item.partition("=")
+            if not sep or not sym.strip() or not path.strip():
+                raise ConfigError(f"data item {item!r} must look like 'SYMBOL=path'")
+        return self
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A resolved worker setup: the serve table plus the folders and data it defaults to."""
+
+    serve: ServeConfig
+    requests_dir: Path
+    champions_dir: Path
+    runs_dir: Path
+    data: dict[str, list[str]]
+    source: str = "defaults"
+    run_config: RunConfig = field(default_factory=RunConfig)
+    gauntlet: GauntletConfig = field(default_factory=GauntletConfig)
+
+
+def load_serve_config(path: str | Path | None) -> Loop:
+    """Read ``[serve]`` (and the ``[crucible]`` folders and ``[replay] data`` it defaults to) from a Crucible
+    config file (None = the packaged ``configs/crucible.toml``).  raises ConfigError naming file and key."""
+    p = Path(path) if path is not None else CONFIG_DIR / "crucible.toml"
+    raw = read_toml(p) if p.is_file() or path is not None else {}
+    src = str(p)
+    table = raw.get("serve", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: [serve] must be a table")
+    sc = build_section(ServeConfig, dict(table), f"{src} [serve]")
+    general, replay = raw.get("crucible", {}), raw.get("replay", {})
+    req = sc.requests_dir or str(general.get("requests_dir", "artifacts/requests"))
+    champ = sc.champions_dir or str(general.get("champions_dir", "artifacts/champions"))
+    items = list(sc.data) or [str(x) for x in replay.get("data", [])]
+    data: dict[str, list[str]] = {}
+    for item in items:
+        sym, sep, spec = item.partition("=")
+        if not sep or not sym.strip() or not spec.strip():
+            raise ConfigError(f"{src}: data item {item!r} must look like 'SYMBOL=path'")
+        data.setdefault(sym.strip().upper(), []).append(spec.strip())
+    run_cfg = load_run_config(resolve_path(sc.evolve_config) if sc.evolve_config else None)
+    gcfg = load_gauntlet_config(resolve_path(sc.gauntlet_config) if sc.gauntlet_config else None)
+    return Loop(sc, Path(req), Path(champ), Path(sc.runs_dir), data, src, run_cfg, gcfg)
+
+
+# --------------------------------------------------------------------------- request files
+
+
+def _stem(request: Path) -> str:
+    return request.name[: -len(".json")]
+
+
+def state_path(request: Path) -> Path:
+    return request.with_name(_stem(request) + ".serve.json")
+
+
+def read_state(request: Path) -> dict[str, Any] | None:
+    """The request's ``.serve.json`` record, or None when there is none (or it is unreadable: the request
+    is then served again from its runs' checkpoints)."""
+    p = state_path(request)
+    try:
+        st = loads_limited(read_regular_file(p), str(p))
+    except (GenomeError, OSError):
+        return None
+    return st if isinstance(st, dict) and st.get("schema") == STATE_SCHEMA else None
+
+
+def pending_requests(requests_dir: Path) -> list[Path]:
+    """Replacement requests in ``requests_dir`` without a final state, oldest first (by name: ``<slot>-<minute>``
+    sorts by slot; the request's ``time_ms`` orders them)."""
+    try:
+        names = [e for e in os.scandir(requests_dir) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    out = []
+    for e in names:
+        n = e.name
+        if not n.endswith(".json") or n.endswith((".genome.json", ".serve.json")) or n.startswith("."):
+            continue
+        st = read_state(Path(e.path))
+        if st is None or st.get("status") not in FINAL:
+            out.append(Path(e.path))
+    return sorted(out, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+class Claim:
+    """An exclusive, process-lifetime claim on one request (``<stem>.claim``, ``flock``)."""
+
+    def __init__(self, request: Path) -> None:
+        self.path = request.with_name(_stem(request) + ".claim")
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "since_utc": _utc()}).encode())
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _load_request(request: Path) -> dict[str, Any]:
+    req = loads_limited(read_regular_file(request), str(request))
+    if not isinstance(req, dict) or req.get("schema") != "crucible-request/1":
+        raise GenomeError(f"{request}: not a replacement request (schema crucible-request/1)")
+    for key, tp in (("slot", str), ("symbol", str), ("time_ms", int), ("seed_genome_file", str)):
+        if not isinstance(req.get(key), tp):
+            raise GenomeError(f"{request}: field {key!r} must be {tp.__name__}, got {req.get(key)!r}")
+    name = req["seed_genome_file"]
+    if "/" in name or name in ("", ".", "..") or not req["symbol"].isalnum():
+        raise GenomeError(f"{request}: seed_genome_file / symbol must be plain names")
+    return req
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def request_bars(loop: Loop, symbol: str, time_ms: int) -> pl.DataFrame:
+    """Closed bars of ``symbol`` that ended by ``time_ms``, the last ``window_days`` of them.
+    raises DataError when the symbol has no data or fewer than ``min_bars`` bars."""
+    sources = loop.data.get(symbol.upper())
+    if sources is None and symbol.upper() != "BTCUSDT":
+        raise DataError(f"no data for {symbol}: add '{symbol}=path' to [serve] data or [replay] data",
+                        file=loop.source)
+    bars, _ = load_bars(sources)
+    window = int(loop.serve.window_days * 1440)
+    bars = bars.filter(pl.col("open_time") + BAR_MS <= time_ms).tail(window)
+    if bars.height < loop.serve.min_bars:
+        raise DataError(f"only {bars.height} bars of {symbol} before the request time, fewer than "
+                        f"[serve] min_bars = {loop.serve.min_bars}", file=loop.source)
+    return bars
+
+
+def _attempt_config(loop: Loop, seed_file: Path, attempt: int) -> RunConfig:
+    cfg, sc = loop.run_config, loop.serve
+    pop = sc.population or cfg.evolve.population
+    pop = max(4, int(round(pop * sc.budget_growth ** attempt)))
+    offspring = int(round(pop * cfg.evolve.offspring / cfg.evolve.population)) if cfg.evolve.offspring else 0
+    return with_overrides(cfg, "evolve", seed=sc.seed + attempt, population=pop, offspring=offspring,
+                          generations=sc.generations or cfg.evolve.generations,
+                          seed_genomes=(str(seed_file),), checkpoint=True, output_dir=str(loop.runs_dir), data=())
+
+
+def _reasons(report: Any) -> list[dict[str, Any]]:
+    return [{"rank": v["rank"], "expression": v["expression"], "failed": list(v["failed"])}
+            for v in report.verdicts[:5]]
+
+
+def _run_attempt(loop: Loop, request: Path, req: dict[str, Any], bars: pl.DataFrame, attempt: int,
+                 rec: dict[str, Any], save: Callable[[], None], say: Say) -> None:
+    stem = _stem(request)
+    run_dir = loop.runs_dir / f"{stem}-a{attempt}"
+    cfg = _attempt_config(loop, request.with_name(req["seed_genome_file"]), attempt)
+    finished = (run_dir / FILES.hall_of_fame).is_file()
+    resume = not finished and (run_dir / FILES.checkpoint).is_file()
+    if not finished and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a run that died before its first checkpoint starts over
+    rec.update(run_id=run_dir.name, run_dir=str(run_dir), population=cfg.evolve.population,
+               generations=cfg.evolve.generations, seed=cfg.evolve.seed, status="running",
+               resumed=bool(rec.get("resumed")) or resume)
+    save()
+    if not finished:
+        say(f"{stem}: attempt {attempt + 1}: evolving {cfg.evolve.population}x{cfg.evolve.generations} on "
+            f"{bars.height:,} bars{' (resumed from checkpoint)' if resume else ''}")
+        evolve(cfg, bars=bars, run_dir=run_dir, resume=resume)
+    lineage = {"source": "forge serve", "slot": req["slot"], "request": stem, "run_id": run_dir.name,
+               "parent_genome_sha256": str(req.get("seed_genome_sha256") or "")}
+    report = validate_run(run_dir, loop.gauntlet, publish_dir=loop.champions_dir, bars=bars,
+                          symbol=req["symbol"].upper(), lineage=lineage)
+    rp = run_dir / FILES.gauntlet_report
+    rec.update(gauntlet_report=str(rp), gauntlet_report_sha256=hashlib.sha256(rp.read_bytes()).hexdigest(),
+               published=list(report.published), reasons=_reasons(report),
+               status="published" if report.published else "no_survivor", finished_utc=_utc())
+    say(f"{stem}: attempt {attempt + 1}: " + (f"published {len(report.published)} champion(s)" if report.published
+                                              else "no survivor (" + "; ".join(
+                                                  f"{r['expression']}: {', '.join(r['failed'])}"
+                                                  for r in rec["reasons"][:2]) + ")"))
+
+
+def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
+                  stop: threading.Event | None = None) -> dict[str, Any] | None:
+    """Claim and serve one request (see the module docstring).  returns its final state, or None when
+    another worker holds the claim or ``stop`` was set between attempts.  A request that cannot be served
+    (unreadable, no data) ends ``unserved`` with the reason; never raises for a bad request file."""
+    say = say or (lambda _m: None)
+    claim = Claim(request)
+    if not claim.acquire():
+        return None
+    try:
+        state = read_state(request) or {"schema": STATE_SCHEMA, "request": request.name, "attempts": [],
+                                        "created_utc": _utc()}
+        if state.get("status") in FINAL:
+            return state
+        state.update(status="claimed", worker_pid=os.getpid(), claimed_utc=_utc())
+        save = lambda: atomic_write_json(state_path(request), state)  # noqa: E731
+        save()
+        try:
+            req = _load_request(request)
+            state.update(slot=req["slot"], symbol=req["symbol"], time_ms=req["time_ms"])
+            bars = request_bars(loop, req["symbol"], req["time_ms"])
+            state.update(bars={"n": bars.height, "first_ms": int(bars["open_time"][0]),
+                               "last_ms": int(bars["open_time"][-1])})
+        except ForgeError as exc:
+            state.update(status="unserved", reason=str(exc), finished_utc=_utc())
+            save()
+            say(f"{request.name}: unserved: {exc}")
+            return state
+        attempts: list[dict[str, Any]] = state["attempts"]
+        for k in range(loop.serve.max_attempts):
+            if k < len(attempts) and attempts[k].get("status") in ("published", "no_survivor"):
+                if attempts[k]["status"] == "published":
+                    break
+                continue
+            if stop is not None and stop.is_set():
+                return None
+            if k == len(attempts):
+                attempts.append({"attempt": k, "started_utc": _utc()})
+            _run_attempt(loop, request, req, bars, k, attempts[k], save, say)
+            save()
+            if attempts[k]["status"] == "published":
+                break
+        served = any(a.get("status") == "published" for a in attempts)
+        state.update(status="served" if served else "unserved", finished_utc=_utc(),
+                     reason=None if served else f"no survivor in {len(attempts)} attempt(s)")
+        save()
+        return state
+    finally:
+        claim.release()
+
+
+def serve_pending(loop: Loop, *, say: Say | None = None, stop: threading.Event | None = None) -> list[dict[str, Any]]:
+    """Serve every pending request once (oldest first); returns the states of those this worker finished."""
+    done = []
+    for request in pending_requests(loop.requests_dir):
+        if stop is not None and stop.is_set():
+            break
+        st = serve_request(loop, request, say=say, stop=stop)
+        if st is not None:
+            done.append(st)
+    return done
+
+
+class _Wake(FileSystemEventHandler):
+    """watchdog handler: any change to a ``.json`` file in the folder wakes the worker."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if str(getattr(event, "dest_path", "") or event.src_path).endswith(".json"):
+            self.wake.set()
+
+
+class Worker:
+    """The long-running worker: a watchdog observer on the requests folder wakes it, and it rescans every
+    ``poll_seconds`` anyway (events can be missed on some file systems).  It stops on SIGTERM/SIGINT,
+    when ``stop`` is set, or when ``parent_pid`` (the supervising ``crucible live``) is gone."""
+
+    def __init__(self, loop: Loop, *, say: Say | None = None, parent_pid: int | None = None) -> None:
+        self.loop, self.say, self.parent_pid = loop, say or (lambda _m: None), parent_pid
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+
+    def _parent_alive(self) -> bool:
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def run(self) -> int:
+        self.loop.requests_dir.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(_Wake(self.wake), str(self.loop.requests_dir), recursive=False)
+        observer.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_a: (self.stop.set(), self.wake.set()))
+        self.say(f"forge serve: watching {self.loop.requests_dir} (pid {os.getpid()})")
+        try:
+            while not self.stop.is_set() and self._parent_alive():
+                serve_pending(self.loop, say=self.say, stop=self.stop)
+                self.wake.wait(self.loop.serve.poll_seconds)
+                self.wake.clear()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+        self.say("forge serve: stopped")
+        return 0
+
+
+def adjust_priority(nice: int) -> None:
+    """Lower this process's CPU priority by ``nice`` (no-op for 0)."""
+    if nice:
+        os.nice(nice)
+
+
+def wait_for_state(request: Path, timeout_s: float, poll_s: float = 0.2) -> dict[str, Any] | None:
+    """Block until the request has a final serve state or ``timeout_s`` passes; returns the state or None."""
+    end = time.monotonic() + timeout_s
+    while True:
+        st = read_state(request)
+        if st is not None and st.get("status") in FINAL:
+            return st
+        if time.monotonic() >= end:
+            return None
+        time.sleep(poll_s)
+
+
+def seed_genome(request: Path) -> Genome:
+    """The seed genome file named by a request."""
+    return Genome.load(request.with_name(_load_request(request)["seed_genome_file"]))
