@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["fmt_num", "fmt_pct", "fmt_drawdown", "fmt_p", "fmt_duration", "generation_line", "warmup_message",
-           "kernels_cached", "EvolveProgress", "Throttle", "crucible_dashboard", "causal_decision"]
+__all__ = ["fmt_num", "fmt_pct", "fmt_drawdown", "fmt_p", "fmt_duration", "generation_line", "phase_summary",
+           "warmup_message", "kernels_cached", "EvolveProgress", "Throttle", "crucible_dashboard", "causal_decision"]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -106,6 +106,24 @@ def _bar(fraction: float, width: int) -> str:
     return "█" * full + "░" * (width - full)
 
 
+PHASE_GROUPS = (("breed", ("breed",)),
+                ("surrogate", ("surrogate_proxy", "surrogate_descriptors", "surrogate_ranking")),
+                ("fitness", ("fitness",)), ("coev", ("coevolution",)), ("ckpt", ("checkpoint",)))
+"""Progress-line label -> phases of ``forge.evolution.clock.PHASES`` it sums."""
+
+
+def phase_summary(phases: dict[str, Any]) -> str:
+    """A generation's per-phase clock in one short field, seconds with one decimal:
+    ``"breed 0.1 · surrogate 4.2 · fitness 1.3 · coev 2.0 · ckpt 0.0 s"`` (groups of :data:`PHASE_GROUPS`
+    present in ``phases``; "" when none is)."""
+    parts = []
+    for label, names in PHASE_GROUPS:
+        vals = [phases[n] for n in names if _finite(phases.get(n))]
+        if vals:
+            parts.append(f"{label} {sum(vals):.1f}")
+    return " · ".join(parts) + " s" if parts else ""
+
+
 def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: float | None = None,
                     eta: float | None = None) -> str:
     """One progress line for a ``{"event": "generation"}`` dict of ``forge evolve``.
@@ -115,7 +133,8 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
     this generation's population), "hof_best" (best so far, the hall of
     fame's top; never falls); optional "median", "evals_per_s",
     "evaluated_total", "surrogate_spearman", "surrogate_spearman_holdout",
-    "evals_saved".  width: terminal columns; fields are dropped, least
+    "evals_saved", "phase_seconds" (the generation's per-phase clock, shown
+    grouped by :func:`phase_summary`).  width: terminal columns; fields are dropped, least
     important first, until the line fits (the counter and best-so-far always
     stay), and a progress bar fills spare room.  None: every field, no bar
     (piped logs).  elapsed / eta: seconds.
@@ -146,6 +165,8 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
         fields.append((8, s))
     if _finite(e.get("evals_saved")) and e.get("evals_saved"):
         fields.append((9, f"saved {int(e['evals_saved']):,}"))
+    if isinstance(e.get("phase_seconds"), dict) and phase_summary(e["phase_seconds"]):
+        fields.append((10, phase_summary(e["phase_seconds"])))
     sep = "  "
     if width is None:
         return sep.join(t for _p, t in fields)

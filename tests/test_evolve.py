@@ -264,3 +264,86 @@ def test_workers_get_the_segments_once_as_memory_maps():
         parallel = ev2.evaluate(genomes)
     assert not os.path.exists(folder)
     assert [f for f, _m in serial] == [f for f, _m in parallel]
+
+
+# ----------------------------------------------------------------------------- per-phase clock (issue 21)
+
+
+def test_generation_rows_carry_a_per_phase_clock(smoke_run):
+    """Every row of generations.jsonl has each phase's seconds (>= 0, summing to <= the generation's
+    seconds), and evals_per_s is full evaluations per second of fitness time."""
+    from forge.evolution.clock import PHASES
+
+    _cfg_, result, events = smoke_run
+    rows = [json.loads(x) for x in (result.run_dir / "generations.jsonl").read_text().splitlines()]
+    for r in rows:
+        ph = r["phase_seconds"]
+        assert list(ph) == list(PHASES)
+        assert all(isinstance(v, float) and v >= 0.0 for v in ph.values()), ph
+        assert sum(ph.values()) <= r["seconds"] + 1e-9, (sum(ph.values()), r["seconds"])
+        assert r["nevals"] == 0 or ph["fitness"] > 0.0
+        assert r["evals_per_s"] == pytest.approx(r["nevals"] / ph["fitness"] if ph["fitness"] > 0 else 0.0)
+        assert ph["breed"] > 0.0 and ph["checkpoint"] > 0.0  # both ran every generation
+        assert isinstance(r["encounters"], int) and r["encounters"] >= 0
+    for r in rows[1:]:  # the surrogate screens every later generation (enabled in smoke.toml)
+        assert r["phase_seconds"]["surrogate_proxy"] > 0.0 and r["phase_seconds"]["surrogate_ranking"] > 0.0
+    gen_events = [e for e in events if e["event"] == "generation"]
+    assert [e["phase_seconds"] for e in gen_events] == [r["phase_seconds"] for r in rows]
+
+
+def test_phase_clock_accumulates_and_refuses_nesting():
+    from forge.evolution.clock import PhaseClock
+
+    ticks = iter([0.0, 1.5, 2.0, 2.25, 10.0, 10.0])
+    clock = PhaseClock(timer=lambda: next(ticks))
+    with clock.phase("fitness"):
+        pass
+    with clock.phase("fitness"):
+        pass
+    assert clock.seconds()["fitness"] == pytest.approx(1.75)
+    with pytest.raises(KeyError, match="unknown phase 'nap'"):
+        with clock.phase("nap"):
+            pass
+    with pytest.raises(RuntimeError, match="must not nest"):
+        with clock.phase("breed"):
+            with clock.phase("fitness"):
+                pass
+    clock.start()
+    assert set(clock.seconds().values()) == {0.0}
+
+
+def test_resume_rebuilds_the_row_of_a_checkpoint_written_just_before_a_kill(tmp_path):
+    """The checkpoint is written before its generation's row: a kill between the two leaves the log one
+    row short; resume rebuilds that row (counters and statistics exact, timings None) and finishes the
+    run with the uninterrupted hall of fame."""
+    from forge.evolution import resume_run
+
+    cfg = _cfg(tmp_path, generations=2, population=12)
+    full = evolve(cfg, run_dir=tmp_path / "full")
+    part = tmp_path / "killed"
+    evolve(cfg, run_dir=part, stop_after=1)
+    lines = (part / "generations.jsonl").read_text().splitlines(keepends=True)
+    (part / "generations.jsonl").write_text("".join(lines[:-1]))  # the row of generation 1 never written
+    resumed = resume_run(part)
+    a = json.loads((full.run_dir / "hall_of_fame.json").read_text())["members"]
+    b = json.loads((resumed.run_dir / "hall_of_fame.json").read_text())["members"]
+    assert a == b
+    rows = [json.loads(x) for x in (part / "generations.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (full.run_dir / "generations.jsonl").read_text().splitlines()]
+    assert [r["gen"] for r in rows] == [0, 1, 2]
+    assert rows[1]["rebuilt"] is True and rows[1]["seconds"] is None
+    for key in ("nevals", "evaluated_total", "best", "median", "mean", "size_mean", "hof_best"):
+        assert rows[1][key] == pytest.approx(ref[1][key]), key
+
+
+def test_progress_line_shows_the_phase_clock_and_drops_it_first():
+    from forge import ui
+
+    e = {"gen": 2, "generations": 5, "best": 1.0, "hof_best": 1.5, "evals_per_s": 40.0,
+         "phase_seconds": {"breed": 0.12, "surrogate_proxy": 3.0, "surrogate_descriptors": 0.5,
+                           "surrogate_ranking": 0.7, "fitness": 1.26, "coevolution": 2.0, "selection": 0.0,
+                           "checkpoint": 0.04, "bookkeeping": 0.01}}
+    full = ui.generation_line(e)
+    assert "breed 0.1 · surrogate 4.2 · fitness 1.3 · coev 2.0 · ckpt 0.0 s" in full
+    narrow = ui.generation_line(e, width=60)
+    assert "surrogate 4.2" not in narrow and "gen 2/5" in narrow and "40 evals/s" in narrow

@@ -19,7 +19,7 @@ from deap import base, creator, gp, tools
 
 from forge.core import rng
 from forge.core.rundir import (
-    Checkpoint, iter_evaluated, read_checkpoint, read_generations, read_surrogate_data, start_logs,
+    Checkpoint, append_generation, iter_evaluated, read_checkpoint, read_generations, read_surrogate_data, start_logs,
     truncate_logs, write_checkpoint, write_surrogate_data,
 )
 from forge.evolution.coevolution import Coevolution
@@ -27,7 +27,7 @@ from forge.evolution.evaluator import Evaluator
 from forge.evolution.surrogate import Surrogate
 from forge.gp import Genome, genome_from_individual, individual_from_genome
 
-__all__ = ["Codec", "RunState", "fresh_state", "restore_state", "save_state"]
+__all__ = ["Codec", "RunState", "fresh_state", "rebuilt_generation_row", "restore_state", "save_state"]
 
 
 def _ensure_creator() -> None:
@@ -123,15 +123,34 @@ def restore_state(run_dir: Path, hof_size: int, codec: Codec, evaluator: Evaluat
     for record in iter_evaluated(run_dir):
         evaluator.remember(record)
     evaluator.n_evaluated = ck.n_evaluated
-    logbook = tools.Logbook()
-    for row in read_generations(run_dir):
-        logbook.record(**row)
     hof = new_hall_of_fame(hof_size)
     hof.items = [codec.restore(e) for e in ck.hall_of_fame]
     hof.keys = [ind.fitness for ind in reversed(hof.items)]
+    population = [codec.restore(e) for e in ck.population]
+    rows = read_generations(run_dir)
+    if len(rows) == ck.gen:  # killed between the checkpoint and its row (the row is written second)
+        rows.append(rebuilt_generation_row(ck, rows, population, hof))
+        append_generation(run_dir, rows[-1])
+    logbook = tools.Logbook()
+    for row in rows:
+        logbook.record(**row)
     if coev is not None:
         coev.load_state(ck.coevolution)
     if surrogate is not None and ck.surrogate_rows:
         surrogate.observe(*read_surrogate_data(run_dir, ck.surrogate_rows))
-    return RunState(gen=ck.gen, population=[codec.restore(e) for e in ck.population], hall_of_fame=hof,
-                    logbook=logbook, np_rng=np_rng)
+    return RunState(gen=ck.gen, population=population, hall_of_fame=hof, logbook=logbook, np_rng=np_rng)
+
+
+def rebuilt_generation_row(ck: Checkpoint, rows: list[dict[str, Any]], population: list[Any],
+                           hof: tools.HallOfFame) -> dict[str, Any]:
+    """The ``generations.jsonl`` row of generation ``ck.gen`` rebuilt from its checkpoint (a kill landed
+    after the checkpoint and before the row): the population statistics and counters are exact, the
+    timings and surrogate statistics were never written and are None; ``rebuilt`` marks the row."""
+    fit = np.array([ind.fitness.values[0] for ind in population], dtype=np.float64)
+    done_before = int(rows[-1]["evaluated_total"]) if rows else 0
+    return {"gen": ck.gen, "nevals": ck.n_evaluated - done_before, "evaluated_total": ck.n_evaluated,
+            "best": float(np.max(fit)), "median": float(np.median(fit)), "mean": float(np.mean(fit)),
+            "size_mean": float(np.mean([len(ind) for ind in population])), "evals_per_s": None, "seconds": None,
+            "phase_seconds": None, "encounters": None, "hof_best": float(hof[0].fitness.values[0]),
+            "cache_hit_rate": None, "surrogate_spearman": None, "surrogate_spearman_holdout": None,
+            "rebuilt": True}

@@ -232,6 +232,7 @@ class Coevolution:
         self.generation = 0
         self.history: list[dict[str, Any]] = []
         self._met: list[int] = []
+        self.encounters = 0  # strategy-in-simulator encounters run by this object (work counter, not state)
 
     def _sim_seed(self) -> int:
         return int(self.arena.seed * 1000 + self.generation)
@@ -252,6 +253,7 @@ class Coevolution:
         seed = self._sim_seed()
         dicts = [g.to_dict() for g in genomes]
         out = self.map_tasks(_arena_task, [(self.arena, [d], s, seed, False) for s in opp for d in dicts])
+        self.encounters += len(opp) * len(dicts)
         self.arena.truncated += sum(t for _p, _r, t in out)
         pnl = np.array([p[0] for p, _r, _t in out]).reshape(len(opp), len(dicts))
         return [1e4 * float(np.mean(pnl[:, j])) for j in range(len(dicts))]
@@ -262,6 +264,7 @@ class Coevolution:
         prey = [g.to_dict() for g in list(prey)[:n_prey]]
         fits, real = [], []
         out = self.map_tasks(_arena_task, [(self.arena, prey, s, seed, True) for s in self.pop.scenarios()])
+        self.encounters += len(out) * len(prey)
         self.arena.truncated += sum(t for _p, _r, t in out)
         for pnls, d, _t in out:
             pnl = float(np.mean(pnls)) * 1e4 if pnls else 0.0

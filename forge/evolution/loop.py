@@ -5,7 +5,11 @@ subtree crossover / mutation / reproduction (``forge.evolution.operators.var_one
 (:class:`forge.evolution.surrogate.Screen`) decides which candidates get the full fitness, else all do; the
 co-evolution hook (:class:`forge.evolution.coevolution.Adversary`) adds the adversarial score to the pool
 and may select by NSGA-II; else the best mu distinct trees of parents + offspring survive; then the
-generation is recorded (hall of fame, logbook, ``generations.jsonl``, checkpoint, progress callback).
+generation is recorded (hall of fame, logbook, checkpoint, ``generations.jsonl``, progress callback).
+
+Every phase of a generation is timed by the recorder's :class:`forge.evolution.clock.PhaseClock`
+(``phase_seconds`` in each ``generations.jsonl`` row); ``evals_per_s`` is full evaluations per second of
+the ``fitness`` phase, not of the whole generation.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from deap import tools
 
 from forge.core.rundir import append_evaluated, append_generation
 from forge.evolution.checkpoint import Codec, RunState
+from forge.evolution.clock import PhaseClock
 from forge.evolution.coevolution import Adversary
 from forge.evolution.evaluator import Evaluator
 from forge.evolution.surrogate import Screen
@@ -66,46 +71,79 @@ def _statistics() -> tools.Statistics:
 
 
 class Recorder:
-    """Records a finished generation: hall of fame, logbook, ``generations.jsonl``, checkpoint, progress.
+    """Records a finished generation: hall of fame, logbook, checkpoint, ``generations.jsonl``, progress.
 
-    save: writes the checkpoint of a state (None: no checkpoints); notify: the progress callback.
+    save: writes the checkpoint of a state (None: no checkpoints); notify: the progress callback;
+    clock: the generation's phase clock (the loop times its phases on it; a fresh one by default).
+
+    Row fields added here: ``seconds`` (wall time of the generation, from its start to after its
+    checkpoint), ``phase_seconds`` ({phase: seconds}, ``forge.evolution.clock.PHASES``; the phases are
+    disjoint, so their sum is <= ``seconds``), ``evals_per_s`` (``nevals`` / ``phase_seconds["fitness"]``,
+    0 when nothing was evaluated) and ``encounters`` (co-evolution simulations this generation).
+    The checkpoint is written before the row, so the row can carry its cost; a kill between the two
+    leaves a checkpoint one row ahead of the log, which ``restore_state`` repairs.
     """
 
     def __init__(self, run_dir: Path, evaluator: Evaluator, generations: int, notify: ProgressFn,
-                 save: Callable[[RunState], None] | None):
+                 save: Callable[[RunState], None] | None, clock: PhaseClock | None = None):
         self.run_dir, self.evaluator, self.generations = run_dir, evaluator, generations
         self.notify, self.save = notify, save
+        self.clock = clock or PhaseClock()
         self.stats = _statistics()
 
-    def __call__(self, state: RunState, nevals: int, seconds: float, extra: dict[str, Any]) -> None:
+    def __call__(self, state: RunState, nevals: int, t0: float, extra: dict[str, Any]) -> None:
+        """Record generation ``state.gen``, begun at ``t0`` (``time.perf_counter()``)."""
+        clock = self.clock
         pop = state.population
-        state.hall_of_fame.update(pop)
-        row = {k: float(v) for k, v in self.stats.compile(pop).items()}
+        with clock.phase("bookkeeping"):
+            state.hall_of_fame.update(pop)
+            row = {k: float(v) for k, v in self.stats.compile(pop).items()}
+            size_mean = float(np.mean([len(ind) for ind in pop]))
+        if self.save is not None:
+            with clock.phase("checkpoint"):
+                self.save(state)
+        seconds = time.perf_counter() - t0
+        phases = clock.seconds()
+        fit_s = phases["fitness"]
         entry = {
             "gen": state.gen, "nevals": nevals, "evaluated_total": self.evaluator.n_evaluated, **row,
-            "size_mean": float(np.mean([len(ind) for ind in pop])),
-            "evals_per_s": nevals / seconds if seconds > 0 else 0.0, "seconds": seconds,
+            "size_mean": size_mean,
+            "evals_per_s": nevals / fit_s if fit_s > 0 else 0.0, "seconds": seconds,
+            "phase_seconds": phases, "encounters": clock.counts().get("encounters", 0),
             "hof_best": float(state.hall_of_fame[0].fitness.values[0]),
             "cache_hit_rate": self.evaluator.cache_hit_rate, **extra,
         }
         state.logbook.record(**entry)
         append_generation(self.run_dir, entry)
-        if self.save is not None:
-            self.save(state)
         self.notify({"event": "generation", **entry, "generations": self.generations})
 
 
-def initial_generation(state: RunState, individuals: list[Any], toolbox: Toolbox, record: Recorder,
-                       t0: float, screen: Screen | None = None, adversary: Adversary | None = None) -> None:
-    """Generation 0: evaluate the initial population (the predators move once the first prey exist; the
-    surrogate learns from it) and record it.  t0: ``time.perf_counter()`` when building it began."""
+def _adversary_score(adversary: Adversary, clock: PhaseClock, pool: list[Any], first: bool = False
+                     ) -> dict[str, Any]:
+    before = adversary.coev.encounters
+    with clock.phase("coevolution"):
+        out = adversary.score(pool, first=first)
+    clock.count("encounters", adversary.coev.encounters - before)
+    return out
+
+
+def initial_generation(state: RunState, build: Callable[[], list[Any]], toolbox: Toolbox, record: Recorder,
+                       screen: Screen | None = None, adversary: Adversary | None = None) -> None:
+    """Generation 0: build the initial population (``build()``), evaluate it (the predators move once the
+    first prey exist; the surrogate learns from it) and record it."""
+    clock = record.clock
+    clock.start()
+    t0 = time.perf_counter()
+    with clock.phase("breed"):
+        individuals = build()
     state.population = individuals
-    nevals = toolbox.evaluate(individuals)
-    extra = adversary.score(individuals, first=True) if adversary is not None else {}
+    with clock.phase("fitness"):
+        nevals = toolbox.evaluate(individuals)
+    extra = _adversary_score(adversary, clock, individuals, first=True) if adversary is not None else {}
     if screen is not None:
-        screen.observe(individuals)
+        screen.observe(individuals, clock)
     state.gen = 0
-    record(state, nevals, time.perf_counter() - t0,
+    record(state, nevals, t0,
            {"candidates": len(individuals), "evals_saved": 0, "surrogate_spearman": None,
             "surrogate_spearman_holdout": None, **extra})
 
@@ -118,28 +156,38 @@ def ea_mu_plus_lambda(state: RunState, toolbox: Toolbox, mu: int, lambda_: int, 
     screen: surrogate hook (``factor`` x lambda candidates, only its picks fully evaluated); adversary:
     co-evolution hook (adversarial score of the pool, its own selection in Pareto mode, the predators' step).
     stop_after: return None after this generation (an interrupted run, for tests).
+    Each phase is timed on ``record.clock`` (module docstring).
     returns (population, logbook) like DEAP's ``eaMuPlusLambda``.
     """
+    clock = record.clock
     for gen in range(state.gen + 1, ngen + 1):
         if stop_after is not None and gen > stop_after:
             return None
+        clock.start()
         t0 = time.perf_counter()
         n_cand = lambda_ * (screen.factor if screen is not None else 1)
-        candidates = toolbox.vary(state.population, n_cand)
+        with clock.phase("breed"):
+            candidates = toolbox.vary(state.population, n_cand)
         extra: dict[str, Any] = {"candidates": n_cand, "evals_saved": 0, "surrogate_spearman": None,
                                  "surrogate_spearman_holdout": None}
         if screen is not None:
-            offspring, nevals, more = screen.screen(candidates, state.np_rng)
+            offspring, nevals, more = screen.screen(candidates, state.np_rng, clock)
             extra.update(more, evals_saved=n_cand - nevals)
         else:
-            offspring, nevals = candidates, toolbox.evaluate(candidates)
+            with clock.phase("fitness"):
+                offspring, nevals = candidates, toolbox.evaluate(candidates)
         pool = state.population + offspring
         if adversary is not None:
-            extra.update(adversary.score(pool))
-            state.population = adversary.select(pool, mu)
-            extra.update(adversary.predator_step(state.population))
+            extra.update(_adversary_score(adversary, clock, pool))
+            with clock.phase("selection"):
+                state.population = adversary.select(pool, mu)
+            before = adversary.coev.encounters
+            with clock.phase("coevolution"):
+                extra.update(adversary.predator_step(state.population))
+            clock.count("encounters", adversary.coev.encounters - before)
         else:
-            state.population = toolbox.select(pool, mu)
+            with clock.phase("selection"):
+                state.population = toolbox.select(pool, mu)
         state.gen = gen
-        record(state, nevals, time.perf_counter() - t0, extra)
+        record(state, nevals, t0, extra)
     return state.population, state.logbook

@@ -40,6 +40,7 @@ from forge.data.discovery import load_symbol_bars
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.loader import Coverage, coverage_of, load_bars
 from forge.evolution.checkpoint import Codec, RunState, fresh_state, restore_state, save_state
+from forge.evolution.clock import PhaseClock
 from forge.evolution.coevolution import Adversary, Arena, Coevolution
 from forge.evolution.config import RunConfig, config_from_dict, config_to_dict
 from forge.evolution.evaluator import Evaluator
@@ -186,8 +187,10 @@ def evolve(
     bars: bar frame (BAR_SCHEMA); None -> ``load_bars(cfg.evolve.data)`` (the embedded sample when no data
     is configured).  run_dir: where to write; None -> ``<output_dir>/<run_id>``.  progress: called with a
     dict after the causal filter (``{"event": "causal", ...}``), after data loading (``"start"``), after each
-    generation (``{"event": "generation", "gen", "best", "median", "evals_per_s", "surrogate_spearman"
-    (evaluated set), "surrogate_spearman_holdout" (the random exploration picks), "evals_saved", ...}``) and
+    generation (``{"event": "generation", "gen", "best", "median", "evals_per_s" (full evaluations per
+    second of fitness time), "seconds", "phase_seconds" ({phase: seconds}, ``forge.evolution.clock``),
+    "surrogate_spearman" (evaluated set), "surrogate_spearman_holdout" (the random exploration picks),
+    "evals_saved", ...}``, the row of ``generations.jsonl``) and
     at the end (``"done"``).  resume: continue the run in ``run_dir`` from its last checkpoint (the result
     equals an uninterrupted run with the same seed).  stop_after: return after this generation without
     writing the final reports (tests use it to simulate an interrupted run).
@@ -229,14 +232,13 @@ def evolve(
                   if surrogate is not None else None)
         adversary = Adversary(coev, cfg.coevolution, codec.to_genome) if coev is not None else None
         save = (lambda st: save_state(run_dir, st, codec, evaluator, surrogate, coev)) if ec.checkpoint else None
-        record = Recorder(run_dir, evaluator, ec.generations, notify, save)
+        record = Recorder(run_dir, evaluator, ec.generations, notify, save, PhaseClock())
         if resume:
             state = restore_state(run_dir, ec.hall_of_fame_size, codec, evaluator, surrogate, coev)
         else:
             state = fresh_state(run_dir, ec.seed, ec.hall_of_fame_size)
-            t0 = time.perf_counter()
-            initial = [codec.new(t) for t in _initial_trees(cfg, ops, pset)]
-            initial_generation(state, initial, toolbox, record, t0, screen, adversary)
+            initial_generation(state, lambda: [codec.new(t) for t in _initial_trees(cfg, ops, pset)], toolbox,
+                               record, screen, adversary)
         done = ea_mu_plus_lambda(state, toolbox, ec.population, ec.n_offspring, ec.generations, record,
                                  screen, adversary, stop_after)
         if done is None:

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from forge.core.rng import shielded_global_random
+from forge.evolution.clock import PhaseClock
 from forge.evolution.config import SurrogateConfig
 from forge.evolution.evaluator import Evaluator
 from forge.gp.genome import Genome
@@ -191,36 +192,53 @@ class Screen:
         self.feature_names, self.to_genome, self.evaluate = tuple(feature_names), to_genome, evaluate
         self.factor = surrogate.cfg.candidates_factor
 
-    def descriptors(self, genomes: list[Genome]) -> np.ndarray:
-        """(m, d) descriptors of ``genomes``, proxy statistics included."""
-        stats = [proxy_stats(f, m) for f, m in self.proxy.evaluate(genomes)]
-        return np.vstack([describe(g, self.feature_names, p) for g, p in zip(genomes, stats)])
+    def descriptors(self, genomes: list[Genome], clock: PhaseClock | None = None) -> np.ndarray:
+        """(m, d) descriptors of ``genomes``, proxy statistics included.  clock: times the proxy backtests
+        (``surrogate_proxy``) and the descriptor vectors (``surrogate_descriptors``)."""
+        clock = clock or PhaseClock()
+        with clock.phase("surrogate_proxy"):
+            proxied = self.proxy.evaluate(genomes)
+        with clock.phase("surrogate_descriptors"):
+            stats = [proxy_stats(f, m) for f, m in proxied]
+            return np.vstack([describe(g, self.feature_names, p) for g, p in zip(genomes, stats)])
 
-    def observe(self, individuals: list[Any]) -> None:
+    def observe(self, individuals: list[Any], clock: PhaseClock | None = None) -> None:
         """Learn from evaluated individuals (generation 0)."""
-        genomes = [self.to_genome(ind) for ind in individuals]
-        self.surrogate.observe(self.descriptors(genomes), [ind.fitness.values[0] for ind in individuals])
+        clock = clock or PhaseClock()
+        with clock.phase("surrogate_descriptors"):
+            genomes = [self.to_genome(ind) for ind in individuals]
+        X = self.descriptors(genomes, clock)
+        with clock.phase("surrogate_ranking"):
+            self.surrogate.observe(X, [ind.fitness.values[0] for ind in individuals])
 
-    def screen(self, candidates: list[Any], rng: np.random.Generator) -> tuple[list[Any], int, dict[str, Any]]:
+    def screen(self, candidates: list[Any], rng: np.random.Generator, clock: PhaseClock | None = None
+               ) -> tuple[list[Any], int, dict[str, Any]]:
         """(offspring with fitness, new full evaluations, log fields ``surrogate_spearman`` on the evaluated
-        picks and ``surrogate_spearman_holdout`` on the random exploration picks)."""
-        genomes = [self.to_genome(c) for c in candidates]
-        first: dict[str, int] = {}
-        for i, g in enumerate(genomes):
-            first.setdefault(g.sha256, i)
-        known = [i for i in first.values() if genomes[i].sha256 in self.evaluator.memo]
-        unknown = [i for i in first.values() if genomes[i].sha256 not in self.evaluator.memo]
-        offspring = [candidates[i] for i in known]
+        picks and ``surrogate_spearman_holdout`` on the random exploration picks).  clock: times the
+        surrogate's phases and the full fitness (``forge.evolution.clock``)."""
+        clock = clock or PhaseClock()
+        with clock.phase("surrogate_descriptors"):
+            genomes = [self.to_genome(c) for c in candidates]
+            first: dict[str, int] = {}
+            for i, g in enumerate(genomes):
+                first.setdefault(g.sha256, i)
+            known = [i for i in first.values() if genomes[i].sha256 in self.evaluator.memo]
+            unknown = [i for i in first.values() if genomes[i].sha256 not in self.evaluator.memo]
+            offspring = [candidates[i] for i in known]
         extra: dict[str, Any] = {"surrogate_spearman": None, "surrogate_spearman_holdout": None}
         if not unknown:
-            return offspring, self.evaluate(offspring), extra
-        X = self.descriptors([genomes[i] for i in unknown])
-        picked, pred = self.surrogate.select(X, rng)
-        chosen = [candidates[unknown[j]] for j in picked]
-        nevals = self.evaluate(chosen + offspring)
-        true = [c.fitness.values[0] for c in chosen]
-        extra["surrogate_spearman"] = rank_correlation(pred[picked], true)
-        held = np.isin(picked, self.surrogate.last_explore)  # the random picks: an unbiased sample
-        extra["surrogate_spearman_holdout"] = rank_correlation(pred[picked][held], np.asarray(true)[held])
-        self.surrogate.observe(X[picked], true)
+            with clock.phase("fitness"):
+                return offspring, self.evaluate(offspring), extra
+        X = self.descriptors([genomes[i] for i in unknown], clock)
+        with clock.phase("surrogate_ranking"):
+            picked, pred = self.surrogate.select(X, rng)
+            chosen = [candidates[unknown[j]] for j in picked]
+        with clock.phase("fitness"):
+            nevals = self.evaluate(chosen + offspring)
+        with clock.phase("surrogate_ranking"):
+            true = [c.fitness.values[0] for c in chosen]
+            extra["surrogate_spearman"] = rank_correlation(pred[picked], true)
+            held = np.isin(picked, self.surrogate.last_explore)  # the random picks: an unbiased sample
+            extra["surrogate_spearman_holdout"] = rank_correlation(pred[picked][held], np.asarray(true)[held])
+            self.surrogate.observe(X[picked], true)
         return chosen + offspring, nevals, extra
