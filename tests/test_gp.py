@@ -132,7 +132,9 @@ def test_vm_positions_equal_reference_on_continuous_data(pset, population):
             unexplained += int((bad & ~tie).sum())
             ties += int(bad.sum())
     assert unexplained == 0
-    assert ties <= 3  # rounding ties are rare: 1 bar of 200 strategies x 1,500 bars when measured
+    # rounding ties are rare: 1 bar of 200 strategies x 1,500 bars when measured on primitive set 1; 5 bars (all
+    # in one tree, pos_sign(ts_corr(...)) at the flat-window threshold) on set 2, whose random trees differ
+    assert ties <= 10
 
 
 @pytest.mark.parametrize("spec", PRIMITIVES, ids=lambda s: s.name)
@@ -145,6 +147,8 @@ def test_each_primitive_against_reference(spec):
         for t in spec.args:
             if t == "B":
                 tokens += ["gt", "feature:f0", "feature:f1"]
+            elif t == "P":  # a position that flips often: long above 0, short below -0.5
+                tokens += ["long_short", "gt_c", "feature:f2", "const:1", "lt_c", "feature:f2", "const:2"]
             elif t == "W":
                 tokens.append(f"window:{w}")
             elif t == "F":
@@ -153,7 +157,7 @@ def test_each_primitive_against_reference(spec):
                 tokens.append(f[t])
         body = [spec.name] + tokens
         root = {"F": ["pos_sign"], "B": ["long_only"], "P": []}[spec.ret]
-        g = Genome.from_tokens(root + body, [0.5])
+        g = Genome.from_tokens(root + body, [0.5, 0.0, -0.5])
         pset = build_pset(NAMES)
         tree = individual_from_genome(g, pset)
         vm = run_program(compile_program(g, NAMES), X)

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from forge.gp import Operators, build_pset, genome_from_individual
+from forge.gp import PRIMITIVES, Operators, build_pset, genome_from_individual
 from forge.evolution.config import SurrogateConfig
 from forge.evolution.surrogate import N_HEAD, PROXY_COL, Surrogate, describe, proxy_stats, rank_correlation
 
@@ -66,7 +66,7 @@ def test_descriptor_layout():
     random.seed(0)
     g = genome_from_individual(Operators(pset, 6, 20).init_population(1, 2, 4)[0], pset)
     d = describe(g, NAMES, proxy=1.25)
-    assert d[0] == len(g.tokens) and d[PROXY_COL] == 1.25 and d.shape == (N_HEAD + 32 + len(NAMES),)
+    assert d[0] == len(g.tokens) and d[PROXY_COL] == 1.25 and d.shape == (N_HEAD + len(PRIMITIVES) + len(NAMES),)
     assert np.isnan(d[PROXY_COL + 1:N_HEAD]).all()  # a bare proxy fitness: the other proxy statistics unknown
     stats = proxy_stats(0.5, {"sharpe": float("inf"), "n_trades": 4, "exposure": 0.5})
     np.testing.assert_allclose(stats, [0.5, np.nan, 4.0, 0.5])

@@ -28,7 +28,8 @@ from forge.gp.vm import BufferPool, compile_tree, run_compiled
 
 __all__ = ["SubtreeCache", "WINDOWED"]
 
-WINDOWED = frozenset({"ts_mean", "ts_std", "ts_min", "ts_max", "ts_rank", "ts_zscore", "ts_corr", "ema"})
+WINDOWED = frozenset({"ts_mean", "ts_std", "ts_min", "ts_max", "ts_rank", "ts_zscore", "ts_corr", "ema",
+                      "latch", "hysteresis", "smooth", "min_hold"})
 """Primitives whose subtrees are cached (their cost grows with the window or carries state)."""
 
 

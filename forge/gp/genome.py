@@ -10,12 +10,14 @@ A genome is a prefix (Polish-notation) token list over the primitive set
 
 JSON (schema_version 1)::
 
-    {"schema_version": 1, "pset_version": "forge-gp/1",
+    {"schema_version": 1, "pset_version": "forge-gp/1",   # or "forge-gp/2" when it uses a version-2 primitive
      "tokens": [...], "constants": [...], "features": [...],
      "lookback": 59, "root": "P", "sha256": "<hex>", "meta": {...}}
 
 ``root`` is "P" for a strategy (position root) or "F" for a feature tree.
-``sha256`` is the SHA-256 of the canonical form (schema version, primitive
+``pset_version`` is the oldest primitive-set version that has every primitive the genome uses
+(``forge.gp.primitives.pset_version_of``), so genomes written before a version added primitives keep
+their checksums.  ``sha256`` is the SHA-256 of the canonical form (schema version, primitive
 set version, root type, tokens and constants; compact JSON with sorted keys); ``meta``
 (run, rank, metrics...) is informational and outside the checksum.
 ``features`` and ``lookback`` are derived from the tokens and checked on load.
@@ -32,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from forge.core.errors import GenomeError
-from forge.gp.primitives import BY_NAME, PSET_VERSION, WINDOWS
+from forge.gp.primitives import BY_NAME, PSET_VERSION, WINDOWS, pset_version_of
 from forge.jsonsafe import dumps
 
 SCHEMA_VERSION = 1
-SUPPORTED_PSET_VERSIONS = (PSET_VERSION,)
+SUPPORTED_PSET_VERSIONS = ("forge-gp/1", PSET_VERSION)
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,11 @@ class Genome:
 
     @staticmethod
     def canonical_form(tokens: tuple[str, ...], constants: tuple[float, ...], root: str = "P",
-                       pset_version: str = PSET_VERSION, schema_version: int = SCHEMA_VERSION) -> str:
-        """The compact, key-sorted JSON the checksum is taken over."""
+                       pset_version: str | None = None, schema_version: int = SCHEMA_VERSION) -> str:
+        """The compact, key-sorted JSON the checksum is taken over (pset_version None: the version the
+        tokens need, ``pset_version_of``)."""
+        if pset_version is None:
+            pset_version = pset_version_of(tokens)
         return json.dumps(
             {"constants": list(constants), "pset_version": pset_version, "root": root,
              "schema_version": schema_version, "tokens": list(tokens)},
@@ -177,9 +182,11 @@ class Genome:
         if not all(math.isfinite(c) for c in constants):
             raise GenomeError(f"constants must be finite, got {constants}")
         node = parse_tokens(tokens, constants, root)
-        digest = cls.canonical_hash(cls.canonical_form(tokens, constants, root))
+        version = pset_version_of(tokens)
+        digest = cls.canonical_hash(cls.canonical_form(tokens, constants, root, version))
         return cls(tokens=tokens, constants=constants, features=tuple(sorted(tree_features(node))),
-                   lookback=tree_lookback(node), sha256=digest, root=root, meta=dict(meta or {}))
+                   lookback=tree_lookback(node), sha256=digest, root=root, pset_version=version,
+                   meta=dict(meta or {}))
 
     # ------------------------------------------------------------------ io
 
@@ -230,6 +237,9 @@ class Genome:
             g = cls.from_tokens(d["tokens"], consts, meta=d.get("meta") or {}, root=d.get("root", "P"))
         except GenomeError as exc:
             raise GenomeError(f"{source}: {exc}") from None
+        if d["pset_version"] != g.pset_version:
+            raise GenomeError(f"{source}: pset_version {d['pset_version']!r} does not match the primitives used "
+                              f"(they need {g.pset_version!r})")
         if d["sha256"] != g.sha256:
             raise GenomeError(f"{source}: checksum mismatch: file says {d['sha256']}, content hashes to {g.sha256} "
                               "(the genome was modified or corrupted)")

@@ -3,7 +3,8 @@ interpreter (``forge.gp.vm_nb``).
 
 ``Op`` is a NamedTuple instance of ints (the vectorbt ``enums.py`` pattern): numba reads ``Op.ADD`` inside
 an ``@njit`` function as a compile-time constant, Python code reads the same value, so the table and the
-kernel cannot drift apart.  Opcode values are part of primitive-set version ``forge-gp/1``; 0 is never an
+kernel cannot drift apart.  Opcode values 1-32 are primitive-set version ``forge-gp/1``, 33-36 (the
+turnover-aware primitives) were added in ``forge-gp/2``; values never change once released; 0 is never an
 opcode.  The six rolling statistics are consecutive (``TS_MEAN`` .. ``TS_ZSCORE``): the kernel derives the
 rolling kind as ``o - Op.TS_MEAN``.
 """
@@ -53,6 +54,10 @@ class OpT(NamedTuple):
     LONG_ONLY: int = 30
     SHORT_ONLY: int = 31
     POS_SIGN: int = 32
+    LATCH: int = 33
+    HYSTERESIS: int = 34
+    SMOOTH: int = 35
+    MIN_HOLD: int = 36
 
 
 Op = OpT()

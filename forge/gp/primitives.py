@@ -15,6 +15,18 @@ Each primitive has two implementations with identical semantics:
   benchmark baseline and the reference the VM is tested against);
 - an opcode of the numba VM (``forge.gp.vm_nb``).
 
+Turnover-aware primitives (primitive-set version 2; each reads a finite window, so its lookback is exact):
+
+- ``latch(B enter, B leave, W w) -> B``: set/reset latch with a w-bar memory -- 1 while the latest enter
+  event in the last w bars is later than every leave event there (leave wins a tie);
+- ``hysteresis(F x, C a, W w) -> B``: ``latch(x > |a|, x < -|a|, w)``, enter above |a|, leave below -|a|
+  (``add_c`` on x moves the band: any enter level above the leave level is reachable);
+- ``smooth(P p, W w) -> P``: position smoothing, the windowed EMA of the position (``ema``'s weights);
+- ``min_hold(P p, W w) -> P``: minimum holding period -- p's latest *confirmed* value (one p had held for
+  w consecutive bars) if that confirmation is within the last 2w bars, else flat.  A non-flat output is
+  therefore held for at least w bars, a change of p acts after w - 1 bars, and a blip of p shorter than w
+  bars is ignored.  Lookback 3w - 2.
+
 NaN semantics (both implementations): arithmetic propagates NaN; a windowed
 statistic is NaN until ``w`` valid values fill its window and whenever a NaN
 is inside the window; comparisons involving NaN are false (0.0); the root
@@ -260,6 +272,59 @@ def np_pos_sign(x):
     return np.nan_to_num(np.sign(x), nan=0.0)
 
 
+# ---- turnover-aware primitives (primitive-set version 2) ------------------------------------------------
+# Each is a function of a finite window of its inputs (no state carried from before the window), so its
+# declared lookback is exact: recomputing on the last ``lookback + 1`` bars gives the same value at the last
+# bar, bit for bit for ``latch``/``hysteresis``/``min_hold`` (integer logic) and to rounding for ``smooth``
+# (the VM's running EMA sums).  Before a full window exists they use the bars there are (``smooth``: NaN);
+# ``forge.strategy.mask_warmup`` keeps the position flat until the tree's whole lookback is filled.
+
+
+def _last_index(event: np.ndarray) -> np.ndarray:
+    """(n,) int64: index of the latest True at or before each bar, -1 if none."""
+    idx = np.where(event, np.arange(event.shape[0]), -1)
+    return np.maximum.accumulate(idx) if idx.size else idx
+
+
+def np_latch(enter, leave, w):
+    """Set/reset latch with a w-bar memory: 1.0 at bar t when the latest ``enter`` event (> 0.5) within
+    bars [t-w+1, t] is later than every ``leave`` event (> 0.5) in that window (leave wins a tie), else 0."""
+    with np.errstate(invalid="ignore"):
+        e = _last_index(enter > 0.5)
+        lv = _last_index(leave > 0.5)
+    t = np.arange(e.shape[0])
+    return ((e >= t - w + 1) & (e > lv)).astype(np.float64)
+
+
+def np_hysteresis(x, a, w):
+    """``latch(x > |a|, x < -|a|, w)``: enter above |a|, leave below -|a| (shift x to move the band)."""
+    thr = abs(a)
+    with np.errstate(invalid="ignore"):
+        return np_latch((x > thr).astype(np.float64), (x < -thr).astype(np.float64), w)
+
+
+def np_smooth(p, w):
+    """Position smoothing: the windowed EMA (``ema``) of a position."""
+    return np_ema(p, w)
+
+
+def np_min_hold(p, w):
+    """Minimum holding period: p at the latest bar s in [t-2w+1, t] at which p had been constant for the w
+    bars [s-w+1, s] (a confirmed value); 0 (flat) when no bar of those 2w is confirmed."""
+    n = p.shape[0]
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    t = np.arange(n)
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = ~(p[1:] == p[:-1])
+    start = np.maximum.accumulate(np.where(new_run, t, 0))
+    conf = _last_index(t - start + 1 >= w)
+    ok = (conf >= 0) & (conf >= t - 2 * w + 1)
+    out[ok] = p[conf[ok]]
+    return out
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -270,7 +335,9 @@ class PrimitiveSpec:
     name: token name in genomes; args/ret: type codes ("F", "B", "W", "C",
     "P"); opcode: VM opcode (``forge.gp.vm_nb``); numpy_fn: reference
     implementation; lookback: callable(window or 0) -> bars of history
-    before the current bar the primitive reads.
+    before the current bar the primitive reads; since: the primitive-set
+    version that introduced it (a genome's ``pset_version`` is the highest
+    ``since`` among its primitives, so older genomes keep their checksums).
     """
 
     name: str
@@ -279,6 +346,7 @@ class PrimitiveSpec:
     opcode: int
     numpy_fn: Callable[..., np.ndarray]
     lookback: Callable[[int], int]
+    since: int = 1
 
 
 def _none(_w: int) -> int:
@@ -295,6 +363,10 @@ def _w(w: int) -> int:
 
 def _w1(w: int) -> int:
     return w - 1
+
+
+def _3w2(w: int) -> int:
+    return 3 * w - 2
 
 
 PRIMITIVES: tuple[PrimitiveSpec, ...] = (
@@ -330,10 +402,23 @@ PRIMITIVES: tuple[PrimitiveSpec, ...] = (
     PrimitiveSpec("long_only", ("B",), "P", Op.LONG_ONLY, np_long_only, _none),
     PrimitiveSpec("short_only", ("B",), "P", Op.SHORT_ONLY, np_short_only, _none),
     PrimitiveSpec("pos_sign", ("F",), "P", Op.POS_SIGN, np_pos_sign, _none),
+    # turnover-aware (forge-gp/2)
+    PrimitiveSpec("latch", ("B", "B", "W"), "B", Op.LATCH, np_latch, _w1, since=2),
+    PrimitiveSpec("hysteresis", ("F", "C", "W"), "B", Op.HYSTERESIS, np_hysteresis, _w1, since=2),
+    PrimitiveSpec("smooth", ("P", "W"), "P", Op.SMOOTH, np_smooth, _w1, since=2),
+    PrimitiveSpec("min_hold", ("P", "W"), "P", Op.MIN_HOLD, np_min_hold, _3w2, since=2),
 )
 """Every primitive of primitive-set version ``PSET_VERSION``."""
 
 BY_NAME: dict[str, PrimitiveSpec] = {p.name: p for p in PRIMITIVES}
 
-PSET_VERSION = "forge-gp/1"
-"""Bumped whenever a primitive's name, types or semantics change."""
+PSET_VERSION = "forge-gp/2"
+"""The newest primitive set.  Bumped whenever primitives are added (``PrimitiveSpec.since``) or a primitive's
+name, types or semantics change.  Version 2 added ``latch``, ``hysteresis``, ``smooth`` and ``min_hold``;
+every version-1 primitive is unchanged, and a genome that uses only version-1 primitives is still written as
+``forge-gp/1`` (same checksum as before)."""
+
+
+def pset_version_of(names) -> str:
+    """The primitive-set version a genome using primitive ``names`` needs (``forge-gp/<max since>``)."""
+    return f"forge-gp/{max((BY_NAME[n].since for n in names if n in BY_NAME), default=1)}"

@@ -99,7 +99,7 @@ def compile_tree(root: Node, index: Mapping[str, int], n_features: int, *, is_po
         nonlocal n_regs
         if node.kind == "feature":
             return index[node.value]
-        operands = [emit(ch) for ch in node.children if ch.type in ("F", "B")]
+        operands = [emit(ch) for ch in node.children if ch.type in ("F", "B", "P")]
         window = next((ch.value for ch in node.children if ch.kind == "window"), 0)
         const = next((ch.value for ch in node.children if ch.kind == "const"), 0.0)
         if free:

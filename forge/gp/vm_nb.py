@@ -296,6 +296,42 @@ def _corr_nb(x, y, w, out):
 
 
 @njit(cache=True)
+def _latch_nb(enter, leave, thr, use_thr, w, y):
+    """Set/reset latch with a w-bar memory (``forge.gp.primitives.np_latch``): y[t] = 1.0 when the latest
+    enter event in bars [t-w+1, t] is later than every leave event there (leave wins a tie), else 0.0.
+    Events: enter[t] > 0.5 / leave[t] > 0.5, or with use_thr (``hysteresis``) enter[t] > thr / enter[t] < -thr
+    (``leave`` unused).  O(n): only the latest index of each event is kept."""
+    last_e = -1
+    last_l = -1
+    for t in range(y.shape[0]):
+        if use_thr:
+            v = enter[t]
+            if v > thr:
+                last_e = t
+            if v < -thr:
+                last_l = t
+        else:
+            if enter[t] > 0.5:
+                last_e = t
+            if leave[t] > 0.5:
+                last_l = t
+        y[t] = 1.0 if (last_e >= 0 and last_e >= t - w + 1 and last_e > last_l) else 0.0
+
+
+@njit(cache=True)
+def _min_hold_nb(p, w, y):
+    """Minimum holding period (``forge.gp.primitives.np_min_hold``): y[t] = p at the latest bar s in
+    [t-2w+1, t] whose trailing w bars [s-w+1, s] all equal p[s] (a confirmed value), 0.0 if none.  O(n)."""
+    run = 0
+    conf = -1
+    for t in range(y.shape[0]):
+        run = run + 1 if t > 0 and p[t] == p[t - 1] else 1
+        if run >= w:
+            conf = t
+        y[t] = p[conf] if (conf >= 0 and conf >= t - 2 * w + 1) else 0.0
+
+
+@njit(cache=True)
 def apply_nb(o, xa, xb, xc, w, k, y):
     """Apply one opcode: y[:] = op(xa, xb, xc; window w, constant k).
 
@@ -393,6 +429,14 @@ def apply_nb(o, xa, xb, xc, w, k, y):
         for t in range(n):
             v = xa[t]
             y[t] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
+    elif o == Op.LATCH:
+        _latch_nb(xa, xb, 0.0, False, w, y)
+    elif o == Op.HYSTERESIS:
+        _latch_nb(xa, xa, abs(k), True, w, y)
+    elif o == Op.SMOOTH:
+        _rolling_nb(xa, w, _EMA, y)
+    elif o == Op.MIN_HOLD:
+        _min_hold_nb(xa, w, y)
 
 
 @njit(cache=True)
