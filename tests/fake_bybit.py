@@ -31,6 +31,9 @@ quantity (rounded down to the lot, at least one lot) and the rest is cancelled, 
 executes and order lookups by ``orderLinkId`` return nothing).  The path ``"*"`` matches every request,
 so ``inject_rest("5xx", "*", n)`` is an outage of the next n requests.  :meth:`FakeBybit.place_external`
 books an order placed outside the bench (by hand, or by another program on the same account).
+Unknown order ids: lookups by ``orderLinkId`` or ``orderId`` the exchange does not know return an empty
+list, and ``/v5/order/cancel`` answers Bybit's retCode 110001 "order not exists or too late to cancel" (a
+market order is filled or cancelled on arrival, so no cancel ever finds an open one).
 ``rest_forming = True`` makes ``/v5/market/kline`` include the still-forming bar like the real Bybit
 (high = low = close = open, volume 0), with the response envelope's ``time`` set to the fake's own
 clock (the forming bar's open + 1 s) so a client can tell it from a closed one;
@@ -433,10 +436,14 @@ class FakeBybit:
                  "availableToWithdraw": f"{wallet:.8f}"}]}]})
         if path == "/v5/order/create":
             return self._create(q)
+        if path == "/v5/order/cancel":  # market orders are done on arrival: every cancel is too late or unknown
+            return 200, {"retCode": 110001, "retMsg": "order not exists or too late to cancel", "result": {},
+                         "retExtInfo": {}, "time": int(time.time() * 1000)}
         if path in ("/v5/order/realtime", "/v5/order/history"):
-            link = q.get("orderLinkId")
-            if link:
-                o = self.orders.get(link)
+            link, oid = q.get("orderLinkId"), q.get("orderId")
+            if link or oid:
+                o = self.orders.get(link) if link else next((x for x in self.orders.values()
+                                                              if x["orderId"] == oid), None)
                 rows = [self._order_row(o)] if o and (not q.get("symbol") or q["symbol"] == sym) else []
             else:
                 rows = [] if path == "/v5/order/realtime" else [self._order_row(o) for o in
