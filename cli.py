@@ -503,6 +503,32 @@ def data_inspect(
 
 @forge_app.command()
 @edge
+def serve(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Crucible TOML whose [serve] table, [crucible] folders and [replay] data the worker uses (default: the packaged configs/crucible.toml).")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Serve the pending requests, then exit (no watching).")] = False,
+    nice: Annotated[Optional[int], typer.Option("--nice", min=0, max=19, help="Lower this worker's CPU priority by this much (default: [serve] nice when supervised, else 0).")] = None,
+    parent_pid: Annotated[Optional[int], typer.Option("--parent-pid", hidden=True, help="Exit when this process (the supervising crucible live) is gone.")] = None,
+) -> None:
+    """The Forge worker of the closed loop: serve the Crucible's replacement requests (evolve on the
+    symbol's bars before the request, gauntlet, publish survivors for the killed slot)."""
+    from forge.serve import Worker, adjust_priority, load_serve_config, serve_pending
+
+    loop = load_serve_config(config if config is not None else default_config("crucible.toml"))
+    adjust_priority(nice or 0)
+    say = lambda m: console.print(escape(m), highlight=False)  # noqa: E731
+    if once:
+        states = serve_pending(loop, say=say)
+        for st in states:
+            console.print(f"{st['request']}: {st['status']}" + (f" ({st['reason']})" if st.get("reason") else ""),
+                          highlight=False)
+        if not states:
+            console.print(f"no pending requests in {loop.requests_dir}")
+        return
+    raise typer.Exit(Worker(loop, say=say, parent_pid=parent_pid).run())
+
+
+@forge_app.command()
+@edge
 def synthesize(
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders (repeatable); default: embedded BTCUSDT sample.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature library JSON to write.")] = Path("artifacts/features/library.json"),
