@@ -1,4 +1,5 @@
-"""Replay throughput of the Crucible runtime (``forge bench --full`` row and ``benchmarks/crucible_replay.py``).
+"""Throughput benchmark of the Crucible runtime's replay (``forge bench --full`` row and
+``benchmarks/crucible_replay.py``) -- a speed measurement, not the bench of slots (that is :mod:`crucible.slots`).
 
 Both paths run the same runtime, bench and bars; they differ only in what the
 replay venue allows:

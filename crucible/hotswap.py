@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from crucible.bench import Ledger
+from crucible.slots import Ledger
 from crucible.signals import check_features
 from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.backtest.metrics import sharpe_per_bar_of_equity

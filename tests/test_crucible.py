@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from crucible.allocator import project_bounded_simplex, reweight
-from crucible.bench import Ledger, client_order_id, parse_client_order_id
+from crucible.slots import Ledger, client_order_id, parse_client_order_id
 from crucible.builtin import BUILTIN, builtin_genome
 from crucible.config import CwoConfig, config_from_dict, load_crucible_config
 from crucible.journal import Journal

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from crucible.bench import MarkBook
+from crucible.slots import MarkBook
 from crucible.builtin import BUILTIN, builtin_genome
 from crucible.config import config_from_dict
 from crucible.journal import OPEN_STATUSES, Journal

@@ -99,7 +99,7 @@ MSG_DTYPE = np.dtype(
 )
 """One book message (the unit counted as a simulated *event*)."""
 
-TRADE_DTYPE = np.dtype(
+BOOK_TRADE_DTYPE = np.dtype(
     [
         ("t", np.float64),  # seconds since simulation start
         ("price", np.int64),  # ticks, the maker's resting price

@@ -30,7 +30,7 @@ from forge.core import rng
 from forge.core.errors import ConfigError, ForgeError
 from forge.data.schema import BAR_MS, BAR_SCHEMA
 from forge.sim import agents_nb as K
-from forge.sim.book_nb import B_BASE, B_BEST_ASK, B_BEST_BID, L_QTY, MSG_DTYPE, TRADE_DTYPE, new_book
+from forge.sim.book_nb import B_BASE, B_BEST_ASK, B_BEST_BID, L_QTY, MSG_DTYPE, BOOK_TRADE_DTYPE, new_book
 from forge.sim.params import default_dsg, no_scenario, validate_dsg, validate_scenario
 
 DEFAULT_START_MS = 1718582400000
@@ -122,7 +122,7 @@ class Simulator:
     hold; scenario: (N_SC,) float64 predator genome or None (quiet);
     start_ms: open_time of bar 0 (int ms, UTC); start_price: quote currency
     per base at t=0; record_messages / record_trades: keep the MSG_DTYPE /
-    TRADE_DTYPE logs (tests, benchmarks).
+    BOOK_TRADE_DTYPE logs (tests, benchmarks).
     raises ConfigError on invalid parameters.
     """
 
@@ -211,7 +211,7 @@ class Simulator:
         self.si = si
         cap0 = si[K.I_HEADROOM] * 2
         self.msg_log = np.zeros(cap0 if record_messages else 1, dtype=MSG_DTYPE)
-        self.trade_log = np.zeros(cap0 if record_trades else 1, dtype=TRADE_DTYPE)
+        self.trade_log = np.zeros(cap0 if record_trades else 1, dtype=BOOK_TRADE_DTYPE)
         self.bars_raw = np.zeros((self.n_minutes, K.N_BAR), dtype=np.float64)
         K.init_nb(self.p, self.sc, self.o, self.lv, self.bk, self.free, self.tracked, self.ag_type, self.ag_f,
                   self.qs, self.rs, self.hp_t, self.hp_a, self.hp_pos, self.sf, self.si, self.p0_ticks)
@@ -334,7 +334,7 @@ class Simulator:
         return self.msg_log[: int(self.si[K.I_N_MSG_REC])].copy()
 
     def trades(self) -> np.ndarray:
-        """Recorded fills (TRADE_DTYPE), in order (a copy)."""
+        """Recorded fills (BOOK_TRADE_DTYPE), in order (a copy)."""
         return self.trade_log[: int(self.si[K.I_N_TRADE_REC])].copy()
 
     def stats(self) -> dict[str, int]:

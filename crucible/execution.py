@@ -1,0 +1,242 @@
+"""Order placement and fill booking of the Crucible runtime (a mixin of :class:`crucible.runtime.Runtime`).
+
+Orders: every order is an *intent* committed to the journal before it is sent (a commit point), under a
+deterministic client order id (:func:`crucible.slots.client_order_id`); a send whose outcome is unknown
+(network error) is looked up by that id and re-sent under the same id with exponential backoff and jitter
+over ``[crucible] retry_budget_minutes``; a refusal (margin, minimum notional) is journaled and backs the slot
+off.  Fills: fetched from the venue, attributed to a slot only when their client order id is an intent of
+this journal (anything else is a *foreign* fill: reported once, never booked), de-duplicated by trade id,
+then booked into the journal and the slot ledger in one transaction.
+
+The mixin reads the runtime's ``cfg``, ``venue``, ``journal``, ``slots``, ``counters``, ``retry``, ``fault``,
+``prefix``, ``bench_id`` and the outage / rejection state it keeps (see :class:`crucible.runtime.Runtime`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from crucible.journal import OPEN_STATUSES
+from crucible.slots import Slot, client_order_id, parse_client_order_id
+from crucible.venues.base import Fill, VenueAuthError, VenueError, VenueNetworkError, VenueRejected
+
+__all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING"]
+
+log = logging.getLogger("crucible")
+
+MAX_REJECT_BACKOFF_BARS = 1440  # a slot's order-rejection backoff doubles up to one day of bars
+CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost")
+
+
+class ExecutionMixin:
+    """Orders and fills of the runtime (see module docstring)."""
+
+    def _slot_of(self, cid: str) -> Slot | None:
+        """The slot that owns ``cid``: only an order this journal recorded as an intent belongs to a slot
+        (a look-alike id typed at the exchange, or another bench's order, does not)."""
+        if parse_client_order_id(cid, self.prefix, self.bench_id) is None and parse_client_order_id(cid, self.prefix) is None:
+            return None  # not even this bench's format: skip the journal lookup
+        o = self.journal.order(cid)
+        return self.slots.get(o["slot"]) if o is not None else None
+
+    def _count_foreign(self, trade_id: str, symbol: str, qty: float, time_ms: int) -> None:
+        self.foreign_trades.add(trade_id)
+        self.counters["foreign_fills"] += 1
+        if time_ms >= (self.journal.get_meta("started_ms") or 0):  # earlier ones are in the baseline positions
+            self.foreign_units[symbol] = self.foreign_units.get(symbol, 0.0) + qty
+
+    def _foreign_fill(self, f: Fill, now: int) -> None:
+        """Report (once per trade id, journaled) a fill at the venue that is not this bench's."""
+        if f.trade_id in self.foreign_trades:
+            return
+        self._count_foreign(f.trade_id, f.symbol, f.qty, f.time_ms)
+        self.journal.event("foreign_fill", now, None, fill=f.to_dict())
+        log.warning("fill %s of order %r at the venue is not this bench's (%s): reported, not booked",
+                    f.trade_id, f.client_order_id, self.bench_id)
+        self._emit("foreign_fill", fill=f.to_dict())
+
+    def _revert_target(self, slot_id: str) -> None:
+        """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
+        rows = [o for o in self.journal.orders() if o["slot"] == slot_id
+                and o["status"] not in CLOSED_STATUSES_NOT_STANDING]
+        s = self.slots[slot_id]
+        s.target = float(rows[-1]["target"]) if rows else 0.0
+
+    def _sync_fills(self, symbols: list[str], since_ms: int, until_ms: int | None = None) -> int:
+        """Fetch fills of ``symbols`` since ``since_ms`` and book the new ones of this bench (only those
+        before ``until_ms`` when given; the units of later ones are kept in ``self.unbooked_units``);
+        returns the count booked."""
+        n = 0
+        self.unbooked_units = {}
+        fetched: list[Fill] = []
+        for sym in symbols:
+            fetched.extend(self.venue.fetch_fills(sym, since_ms))
+        self.fault("fills_fetched", {"fills": fetched})
+        now = self.venue.now_ms()
+        with self.journal:
+            for f in fetched:
+                slot = self._slot_of(f.client_order_id)
+                if slot is None:
+                    self._foreign_fill(f, now)
+                    continue
+                if until_ms is not None and f.time_ms >= until_ms:
+                    self.unbooked_units[f.symbol] = self.unbooked_units.get(f.symbol, 0.0) + f.qty
+                    continue
+                if not self.journal.add_fill(f, slot.id):
+                    self.counters["duplicates_ignored"] += 1
+                    continue
+                slot.ledger.apply_fill(f)
+                n += 1
+                self.counters["fills"] += 1
+                if self._progress_on:
+                    self._emit("fill", slot=slot.id, **f.to_dict())
+        return n
+
+    def _sync_open_orders(self, now: int) -> None:
+        open_orders = self.journal.orders(OPEN_STATUSES)
+        if not open_orders:
+            return
+        since = min(o["created_ms"] for o in open_orders) - 60_000
+        self._sync_fills(sorted({o["symbol"] for o in open_orders}), since, now if self._at is not None else None)
+        timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
+        with self.journal:
+            for o in open_orders:
+                cid = o["client_order_id"]
+                st = self.venue.fetch_order(o["symbol"], cid)
+                if st is None:
+                    if o["status"] in ("unknown", "intent"):
+                        self.journal.set_order_status(cid, "abandoned", now, error="never reached the venue")
+                        self.counters["abandoned"] += 1
+                        self._revert_target(o["slot"])
+                    elif now - o["created_ms"] >= timeout_ms:  # acked, but the venue cannot find it: lost
+                        self.journal.set_order_status(cid, "lost", now, error=f"acked but unknown to the venue after "
+                                                      f"{(now - o['created_ms']) / 1000:.0f} s")
+                        self.journal.event("lost", now, o["slot"], client_order_id=cid, qty=o["qty"])
+                        self.counters["lost"] += 1
+                        self._emit("lost", slot=o["slot"], client_order_id=cid)
+                        self._retarget(o["slot"])
+                    continue
+                if st.status in ("filled", "canceled", "rejected") and abs(self.journal.filled_qty(cid) - st.filled) < 1e-12:
+                    self.journal.set_order_status(cid, st.status, now, venue_order_id=st.order_id)
+                    if st.filled != 0.0 and abs(st.filled) < abs(st.qty) - 1e-12:  # partial fill, rest cancelled
+                        self.journal.event("partial", now, o["slot"], client_order_id=cid, qty=st.qty, filled=st.filled)
+                        self._retarget(o["slot"])
+                    elif st.status != "filled":
+                        self._revert_target(o["slot"])
+                elif o["status"] == "unknown":
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+
+    def _retarget(self, slot_id: str) -> None:
+        """The slot's exposure is off its last target (partial fill, lost order): the next bar sizes a new
+        order from the ledger's units, whatever the signal."""
+        self.slots[slot_id].target = float("nan")
+        self.counters["retargets"] += 1
+
+    def _rejected(self, o: dict[str, Any], error: str, now: int) -> None:
+        """An order refused by the venue (margin, minimum notional, ...): journal it, back the slot off for
+        ``reject_backoff_bars`` x 2^(k-1) bars (k = rejections in a row, capped at a day) and report."""
+        sid = o["slot"]
+        k = self.reject_count.get(sid, 0) + 1
+        bars = min(MAX_REJECT_BACKOFF_BARS, self.cfg.general.reject_backoff_bars * 2 ** (k - 1))
+        until = int(o["bar_time"]) + 60_000 * (bars + 1)
+        self.reject_count[sid], self.reject_until[sid] = k, until
+        self.counters["order_rejects"] += 1
+        self.journal.set_order_status(o["client_order_id"], "rejected", now, error=error[:200])
+        self.journal.event("order_rejected", now, sid, client_order_id=o["client_order_id"], qty=o["qty"],
+                           error=error[:200], count=k, backoff_bars=bars, until_ms=until)
+        log.warning("slot %s: order %s rejected (%s); no signal orders for %d bars", sid, o["client_order_id"],
+                    error[:120], bars)
+        self._emit("order_rejected", slot=sid, client_order_id=o["client_order_id"], error=error[:200],
+                   backoff_bars=bars)
+        self._revert_target(sid)
+
+    def _send(self, o: dict[str, Any]) -> None:
+        """Send a journaled intent; never raises a venue error.
+
+        A network error leaves the outcome unknown: the order is looked up by client order id and, if the
+        venue does not have it, re-sent under the same id (the venue refuses a duplicate), retried with
+        exponential backoff and jitter over ``retry_budget_minutes``; when the budget is spent the order
+        stays "unknown" and the next bars resolve it by lookup.  A refusal is journaled as "rejected" and
+        backs the slot off (:meth:`_rejected`)."""
+        cid, sym, now = o["client_order_id"], o["symbol"], self.venue.now_ms()
+        done = False
+
+        def attempt() -> None:
+            nonlocal done
+            try:
+                st = self.venue.create_market_order(sym, o["qty"], cid)
+                self.fault("sent_not_acked", {"order": o})
+                self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                self.reject_count.pop(o["slot"], None)
+                done = True
+                return
+            except (VenueNetworkError, VenueAuthError) as exc:
+                self.journal.set_order_status(cid, "unknown", now, error=str(exc)[:200])
+                st = self.venue.fetch_order(sym, cid)  # a network error here is retried too
+                if st is not None:
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                    done = True
+                    return
+                if isinstance(exc, VenueAuthError):
+                    raise VenueAuthError(str(exc)) from None  # not retried: the keys need fixing
+                raise VenueNetworkError(str(exc)) from None
+            except VenueRejected as exc:
+                st = self.venue.fetch_order(sym, cid) if "duplicate" in str(exc).lower() else None
+                if st is not None:
+                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                else:
+                    self._rejected(o, str(exc), now)
+                done = True
+
+        try:
+            self.retry.call(attempt)
+        except VenueError as exc:  # budget spent (or auth): the order stays "unknown", resolved by lookup later
+            self._note_outage(exc, now)
+
+    def _note_outage(self, exc: BaseException, now: int) -> None:
+        """Report venue calls failing (journaled when an outage starts; counted per bar by process_bar)."""
+        self._bar_failed = True
+        if self.outage is None:
+            self.outage = {"since_ms": now, "bars": 0, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            self.journal.event("outage", now, None, error=self.outage["error"])
+            log.warning("venue calls failing (%s): trading skipped until they work again", self.outage["error"])
+            self._emit("outage", error=self.outage["error"])
+
+    def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int) -> str:
+        """Journal an intent (committed) then send a market order; returns the client order id."""
+        return self.place_many([(slot, qty, target, reason)], bar_time)[0]
+
+    def place_many(self, orders: list[tuple[Slot, float, float, str]], bar_time: int) -> list[str]:
+        """Journal the intents of several orders (slot, qty, target, reason) in one committed transaction,
+        then send them one by one; returns their client order ids.  An acknowledgement lost in a crash
+        is recovered at restart by client order id (the intent is already durable)."""
+        now = self.venue.now_ms()
+        cids = []
+        with self.journal:
+            for slot, qty, target, reason in orders:
+                seq = self.journal.next_seq(slot.id, bar_time)
+                cid = client_order_id(self.prefix, slot.id, bar_time, seq, self.bench_id)
+                self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty,
+                                        target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
+                slot.target = target
+                cids.append(cid)
+            self.journal.commit()  # the intents (and the bar's writes so far) are durable before any send
+            for cid, (slot, qty, target, reason) in zip(cids, orders):
+                o = self.journal.order(cid)
+                self.fault("intent_saved", {"order": o})
+                self.counters["orders"] += 1
+                self._send(o)
+                if self._progress_on:
+                    self._emit("order", slot=slot.id, client_order_id=cid, qty=qty, target=target, reason=reason)
+        return cids
+
+    def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
+        """Market order closing the slot's units (skipped when a closing order is already in flight)."""
+        pending = [o for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == slot.id]
+        if any(o["target"] == 0.0 for o in pending):
+            slot.target = 0.0
+            return
+        if slot.ledger.units != 0.0:
+            self.place(slot, -slot.ledger.units, 0.0, reason, bar_time)
+        slot.target = 0.0

@@ -1,0 +1,199 @@
+"""Bench oversight at each bar boundary (a mixin of :class:`crucible.runtime.Runtime`).
+
+* the global kill switch (file or SIGTERM): flatten everything, stop;
+* Watchtower (:mod:`crucible.watchtower`): a slot at or below its floor (own P&L) is killed, flattened and a
+  replacement request is written, seeded from the best genome seen for its symbol;
+* Pit Crew (:mod:`crucible.hotswap`): challengers whose shadow period is over are promoted when their record
+  beats a live champion's by the promotion test; new champion files are scanned every ``poll_bars``;
+* CWO (:mod:`crucible.allocator`): exponentiated-gradient weights every ``cwo.interval_seconds``, journaled when
+  a weight moved by more than ``WEIGHT_TOL``; capital moved between slot ledgers (journaled ``transfer``
+  events, at most ``cwo.max_turnover`` of the bench's equity per reweight).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crucible.allocator import eg_weights, scores_nb
+from crucible.hotswap import Challenger
+from crucible.slots import Ledger
+from crucible.venues.base import Bar
+from crucible.watchtower import breaches_floor, write_replacement_request
+from forge.backtest.metrics import sharpe_per_bar_of_equity
+from forge.gp import Genome
+
+__all__ = ["OversightMixin", "WEIGHT_TOL", "REBALANCE_TOL"]
+
+WEIGHT_TOL = 1e-6  # a reweight is journaled when some weight moved by more than this (fraction of capital)
+REBALANCE_TOL = 0.05  # a transfer re-sizes a slot whose exposure is off target by more than this fraction of equity
+
+
+class OversightMixin:
+    """Kill switch, Watchtower, Pit Crew and CWO (see module docstring)."""
+
+    def _kill_switch(self, bar_time: int) -> None:
+        if self.stopped_by != "kill_switch":
+            with self.journal:
+                self.journal.event("killswitch", self.venue.now_ms(), None,
+                                   reason="signal" if self.kill_requested else f"file {self.cfg.general.kill_file}")
+                self.journal.commit()
+            self._emit("killswitch")
+            self.stopped_by = "kill_switch"
+        for s in self.slots.values():
+            if s.status == "live" or s.ledger.units != 0.0:
+                if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
+                    self.flatten(s, "killswitch", bar_time)
+                if s.status == "live":
+                    s.status = "stopped"
+
+    def _watchtower(self, bar_time: int, now: int) -> None:
+        floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
+        for s in self.slots.values():
+            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional,
+                                                                       s.ledger.transfers):
+                continue
+            eq = s.equity()
+            s.status = "killed"
+            s.weight = 0.0
+            self.counters["kills"] += 1
+            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)
+            self.journal.commit()  # the kill is durable before its flattening order
+            self.flatten(s, "kill", bar_time)
+            self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
+            seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256)
+            path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
+                                             time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
+            self.requests.append(str(path))
+            self.journal.event("request", now, s.id, path=str(path), seed=seed.sha256)
+            self._emit("kill", slot=s.id, equity=eq, request=str(path))
+
+    def _remember(self, g: Genome, symbol: str, score: float | None) -> None:
+        old = self.genome_book.get(g.sha256)
+        self.genome_book[g.sha256] = (g, symbol, score if score is not None else (old[2] if old else None))
+
+    def _best_genome(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
+        for s in self.slots.values():  # current champions' live scores
+            if s.symbol == symbol and s.status == "live":
+                self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
+        cands = [(sc if sc is not None else -np.inf, g) for g, sym, sc in self.genome_book.values()
+                 if sym == symbol and g.sha256 != exclude]
+        if not cands:
+            g, _sym, sc = self.genome_book[exclude]
+            return g, sc
+        sc, g = max(cands, key=lambda x: (x[0], x[1].sha256))
+        return g, (None if not np.isfinite(sc) else float(sc))
+
+    def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
+        hs = self.cfg.hotswap
+        for key, ch in list(self.challengers.items()):
+            if len(ch.equity_curve) < hs.shadow_bars:
+                continue
+            del self.challengers[key]
+            score = ch.score()
+            self._remember(ch.genome, ch.symbol, score)
+            best = None
+            for s in self.slots.values():
+                if s.status != "live" or s.symbol != ch.symbol:
+                    continue
+                champ = sharpe_per_bar_of_equity(self.marks.curve(s.id, len(ch.equity_curve)))
+                if self.pit.beats(ch, self.marks.curve(s.id, len(ch.equity_curve) + 1), s.id) \
+                        and (best is None or champ < best[1]):
+                    best = (s, champ)
+            if best is None:
+                self._emit("challenger", result="not promoted", genome=ch.genome.sha256[:16], score=score)
+                with self.journal:
+                    self.journal.event("shadow_end", now, None, genome=ch.genome.sha256, score=score, promoted=False)
+                continue
+            s, champ = best
+            self._remember(s.genome, s.symbol, champ)
+            s.previous.append(s.genome)
+            s.genome = ch.genome
+            s.genome_since = self.bar_no
+            self.counters["swaps"] += 1
+            with self.journal:
+                self.journal.event("swap", now, s.id, genome=ch.genome.to_dict(), old=s.previous[-1].sha256,
+                                   new=ch.genome.sha256, challenger_score=score, champion_score=champ,
+                                   source=ch.source)
+                self.journal.commit()
+            self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
+                       challenger_score=score, champion_score=champ)
+        if self.bar_no % hs.poll_bars == 0:
+            known = {s.genome.sha256 for s in self.slots.values()} | {c.genome.sha256 for c in self.challengers.values()}
+            known |= set(self.genome_book)
+            accepted, rejected = self.pit.scan(known)
+            for path, reason in rejected:
+                self.counters["rejected_files"] += 1
+                with self.journal:
+                    self.journal.event("reject", now, None, file=path, reason=reason)
+                self._emit("reject", file=path, reason=reason)
+            symbols = {s.symbol for s in self.slots.values() if s.status == "live"}
+            for g, meta, path in accepted:
+                sym = (meta.get("symbol") or "").upper() or None
+                targets = [sym] if sym in symbols else (sorted(symbols) if sym is None else [])
+                if not targets:
+                    continue
+                cap = min(s.capital for s in self.slots.values())
+                ch = Challenger(g, meta, targets[0], bar_time, Ledger(cap), path)
+                self.challengers[ch.key] = ch
+                self.genome_book.setdefault(g.sha256, (g, ch.symbol, None))
+                with self.journal:
+                    self.journal.event("shadow_start", now, None, genome=g.sha256, file=path, symbol=ch.symbol)
+                self._emit("challenger", result="shadow", genome=g.sha256[:16], file=path)
+
+    def _cwo(self, now: int) -> None:
+        cwo = self.cfg.cwo
+        slots = list(self.slots.values())
+        alive = [i for i, s in enumerate(slots) if s.status == "live"]
+        for s in slots:
+            s.weight = 0.0 if s.status != "live" else s.weight
+        if alive:
+            marks = self.marks.window(cwo.lookback_bars + 1)
+            if len(alive) < len(slots):
+                marks = marks[alive]
+            new = eg_weights(np.array([slots[i].weight for i in alive]), scores_nb(marks, cwo.drawdown_penalty), cwo)
+            for i, x in zip(alive, new.tolist()):
+                slots[i].weight = x
+        w = {s.id: s.weight for s in slots}
+        self.last_cwo_ms = now
+        self.counters["reweights"] += 1
+        prev = self._journaled_weights
+        if prev is None or prev.keys() != w.keys() or any(abs(x - prev[k]) > WEIGHT_TOL for k, x in w.items()):
+            with self.journal:
+                self.journal.event("reweight", now, None, weights=w)
+            self._journaled_weights = w
+        else:  # moves below WEIGHT_TOL are not taken: the weights in force are always the journaled ones
+            for s in slots:
+                s.weight = prev[s.id]
+            w = dict(prev)
+        self._move_capital(now)
+        if self._progress_on:
+            self._emit("reweight", weights=w)
+
+    def _move_capital(self, now: int) -> None:
+        """Move cash between slot ledgers so each live slot's equity approaches weight x bench equity
+        (bench equity = live slots' equity + reserve), scaled down so that sum |transfer| <= max_turnover x
+        bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve}."""
+        live = [s for s in self.slots.values() if s.status == "live" and s.mark > 0]
+        if not live or not self.cfg.cwo.move_capital:
+            return
+        bench = sum(s.equity() for s in live) + self.reserve
+        if bench <= 0:
+            return
+        amounts = {s.id: s.weight * bench - s.equity() for s in live}
+        moved = sum(abs(a) for a in amounts.values())
+        if moved < self.cfg.general.min_order_notional:
+            return
+        cap = self.cfg.cwo.max_turnover * bench
+        if moved > cap:
+            amounts = {k: a * cap / moved for k, a in amounts.items()}
+        for s in live:
+            s.ledger.transfer(amounts[s.id])
+            t = s.target
+            if t == t and t != 0.0 and s.mark > 0:  # re-size when the exposure is now off target
+                eq = s.equity()
+                if eq > 0 and abs(s.ledger.units * s.mark - t * eq) > REBALANCE_TOL * eq:
+                    s.target = float("nan")
+        self.reserve -= sum(amounts.values())
+        self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve)
+        if self._progress_on:
+            self._emit("transfer", amounts=amounts, reserve=self.reserve)

@@ -1,0 +1,242 @@
+"""Restart path of the Crucible runtime (a mixin of :class:`crucible.runtime.Runtime`): restore and reconcile.
+
+:meth:`ReconcileMixin.restore` replays the journal into slot state (genomes after swaps, kills, weights,
+transfers, rejections, foreign fills) and rebuilds the ledgers and recent equity marks in the order the
+running bench applied them.  :meth:`ReconcileMixin.reconcile` then compares with the venue before any
+trading: orders in an open status are resolved by client order id (an intent never sent is sent now under
+the same id if its bar is still the latest closed bar, otherwise abandoned), missed fills are booked, and
+positions and balance are compared with the journal's.  On the replay venue, bars after the last committed
+one are processed again as they were (:meth:`ReconcileMixin._replay_missed`), so a restart reaches the
+uninterrupted run's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from crucible.journal import OPEN_STATUSES
+from crucible.slots import new_bench_id
+from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError, VenueRejected
+from forge.core.errors import ConfigError
+from forge.gp import Genome
+
+__all__ = ["ReconcileMixin"]
+
+log = logging.getLogger("crucible")
+
+
+class ReconcileMixin:
+    """Restore from the journal and reconcile with the venue (see module docstring)."""
+
+    def _bench_identity(self) -> str:
+        """The bench id of this journal: the configured ``bench_id``, else the one stored in the journal,
+        else a new random one (stored by :meth:`restore`).  raises ConfigError when the configured id
+        differs from the journal's (its orders carry the journal's id)."""
+        want = self.cfg.general.bench_id
+        have = self.journal.get_meta("bench_id")
+        if have and want and have != want:
+            raise ConfigError(f"{self.cfg.source} [crucible] bench_id {want!r} differs from the journal's bench id "
+                              f"{have!r} ({self.journal.path}); use the journal's id or a new journal")
+        return have or want or new_bench_id()
+
+    def restore(self) -> None:
+        """Replay the journal into slot state (genomes, kills, ledgers, targets, weights, cursor)."""
+        j = self.journal
+        if j.get_meta("started_ms") is None:
+            j.set_meta("started_ms", self.venue.now_ms())
+            j.set_meta("venue", self.venue.name)
+            j.set_meta("slots", {s.id: {"symbol": s.symbol, "capital": s.capital, "genome": s.genome_ref}
+                                 for s in self.slots.values()})
+            j.set_meta("order_prefix", self.prefix)
+            j.set_meta("bench_id", self.bench_id)
+            try:
+                j.set_meta("baseline_positions", self.venue.fetch_positions())
+                j.set_meta("baseline_balance", self.venue.fetch_balance())
+            except (VenueNetworkError, VenueRejected) as exc:  # pragma: no cover - live only
+                log.warning("baseline account state unavailable: %s", exc)
+            return
+        if j.get_meta("bench_id") is None:  # a journal from before bench ids: its old orders keep their ids
+            j.set_meta("bench_id", self.bench_id)
+        transfers: list[tuple[int, dict[str, float]]] = []
+        for ev in j.events():
+            s = self.slots.get(ev["slot"]) if ev["slot"] else None
+            d = ev["data"]
+            if ev["kind"] in ("swap", "rollback") and s is not None:
+                g = Genome.from_dict(d["genome"], source="journal")
+                if ev["kind"] == "swap":
+                    s.previous.append(s.genome)
+                elif s.previous:
+                    s.previous.pop()
+                s.genome = g
+                self.genome_book.setdefault(g.sha256, (g, s.symbol, None))
+                self.counters["swaps"] += ev["kind"] == "swap"
+            elif ev["kind"] == "kill" and s is not None:
+                s.status = "killed"
+                self.counters["kills"] += 1
+            elif ev["kind"] == "reweight":
+                for k, w in d["weights"].items():
+                    if k in self.slots:
+                        self.slots[k].weight = float(w)
+                self.last_cwo_ms = ev["time_ms"]
+                self._journaled_weights = {k: float(x) for k, x in d["weights"].items()}
+            elif ev["kind"] == "killswitch":
+                for x in self.slots.values():
+                    if x.status == "live":
+                        x.status = "stopped"
+            elif ev["kind"] == "request":
+                self.requests.append(d.get("path", ""))
+            elif ev["kind"] == "transfer":
+                transfers.append((int(ev["time_ms"]), d["amounts"]))
+                self.reserve = float(d["reserve"])
+            elif ev["kind"] == "order_rejected" and s is not None:
+                self.reject_until[s.id] = int(d["until_ms"])
+                self.reject_count[s.id] = int(d["count"])
+            elif ev["kind"] == "foreign_fill":
+                ff = d["fill"]
+                self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
+        self.last_bar_ms = j.get_meta("last_bar_ms")
+        self._rebuild(transfers)
+        for sid in self.slots:
+            self._revert_target(sid)
+
+    def _rebuild(self, transfers: list[tuple[int, dict[str, float]]]) -> None:
+        """Rebuild the slot ledgers and the recent equity marks from the journal, in the order the running
+        bench applied them: operations sorted by time (capital transfers before fills at equal times,
+        fills in booking order), and each processed bar's mark taken after the operations booked by then
+        (time < bar open + 1 min) — so the CWO and Pit Crew see the same marks as an uninterrupted run."""
+        ops: list[tuple[int, int, int, Any]] = []
+        for i, f in enumerate(self.journal.fills()):
+            if f["slot"] in self.slots:
+                ops.append((int(f["time_ms"]), 1, i, f))
+        for i, (t, amounts) in enumerate(transfers):
+            ops.append((t, 0, i, amounts))
+        ops.sort(key=lambda x: x[:3])
+        window: list[int] = []
+        closes: dict[str, dict[int, float]] = {}
+        last = self.last_bar_ms
+        if last is not None:
+            first = int(self.journal.get_meta("started_ms", 0))
+            ahead = max(0, (self.venue.now_ms() - last) // 60_000) + 2
+            times: set[int] = set()
+            for sym in {x.symbol for x in self.slots.values()}:
+                h = self.venue.history(sym, self.marks.keep + ahead)
+                ot, cl = h["open_time"], h["close"]
+                closes[sym] = {int(t): float(c) for t, c in zip(ot.tolist(), cl.tolist()) if first <= t <= last}
+                times |= set(closes[sym])
+            window = sorted(times)[-self.marks.keep:]
+        k = 0
+        slots = list(self.slots.values())
+        for t in window:
+            while k < len(ops) and ops[k][0] < t + 60_000:
+                self._apply_op(ops[k])
+                k += 1
+            for x in slots:
+                c = closes[x.symbol].get(t)
+                if c is not None:
+                    x.mark = c
+            self.marks.push([x.equity() for x in slots])
+        for op in ops[k:]:
+            self._apply_op(op)
+
+    def _apply_op(self, op: tuple[int, int, int, Any]) -> None:
+        if op[1] == 1:
+            f = op[3]
+            self.slots[f["slot"]].ledger.apply(f["qty"], f["price"], f["fee"])
+        else:
+            for sid, amt in op[3].items():
+                if sid in self.slots:
+                    self.slots[sid].ledger.transfer(float(amt))
+
+    def reconcile(self) -> dict[str, Any]:
+        """Resolve unknown orders by client order id, book missed fills, compare positions and balance.
+
+        returns {"resolved": [...], "resent": [...], "abandoned": [...], "new_fills": int,
+        "position_diff": {symbol: venue - journal}, "balance_diff": float | None}.
+        """
+        j, v = self.journal, self.venue
+        now = v.now_ms()
+        latest_bar = (now // 60_000 - 1) * 60_000  # open time of the latest closed 1m bar
+        rep: dict[str, Any] = {"resolved": [], "resent": [], "abandoned": [], "new_fills": 0}
+        found: list[tuple[dict[str, Any], Any]] = []
+        for o in j.orders(OPEN_STATUSES):
+            st = v.fetch_order(o["symbol"], o["client_order_id"])
+            if st is not None:
+                # "acked" until its fills are booked (the next sync closes it): a fill after the last
+                # committed bar is booked when that bar is processed again
+                j.set_order_status(o["client_order_id"], "acked", now, venue_order_id=st.order_id)
+                rep["resolved"].append(o["client_order_id"])
+                found.append((o, st))
+            elif o["bar_time"] >= latest_bar and o["status"] in ("intent", "unknown"):
+                rep["resent"].append(o["client_order_id"])
+                self.counters["resent"] += 1
+                self._send(o)
+            else:
+                j.set_order_status(o["client_order_id"], "abandoned", now, error="unknown to the venue at restart")
+                rep["abandoned"].append(o["client_order_id"])
+                self.counters["abandoned"] += 1
+                self._revert_target(o["slot"])
+        since = j.get_meta("started_ms", 0) - 60_000
+        # replay resumes exactly: fills after the last committed bar are booked when that bar is processed
+        # again (as the uninterrupted run did), not now; on exchanges every fill is booked now
+        until = None if getattr(v, "live", False) or self.last_bar_ms is None else self.last_bar_ms + 60_000
+        rep["new_fills"] = self._sync_fills(sorted({s.symbol for s in self.slots.values()}), since, until)
+        for o, st in found:  # close the resolved orders whose fills are all booked now
+            if st.status in ("filled", "canceled", "rejected") and abs(j.filled_qty(o["client_order_id"]) - st.filled) < 1e-12:
+                j.set_order_status(o["client_order_id"], st.status, now, venue_order_id=st.order_id)
+        base = j.get_meta("baseline_positions", {}) or {}
+        vpos = v.fetch_positions()
+        diff = {}
+        for sym in sorted({s.symbol for s in self.slots.values()}):
+            ours = sum(s.ledger.units for s in self.slots.values() if s.symbol == sym)
+            d = (vpos.get(sym, 0.0) - base.get(sym, 0.0) - ours - self.foreign_units.get(sym, 0.0)
+                 - self.unbooked_units.get(sym, 0.0))
+            if abs(d) > 1e-9:
+                diff[sym] = d
+        rep["position_diff"] = diff
+        bb = j.get_meta("baseline_balance")
+        if bb is not None:
+            spent = sum(s.capital + s.ledger.transfers - s.ledger.cash for s in self.slots.values())
+            rep["balance_diff"] = v.fetch_balance() - (bb - spent)
+        else:
+            rep["balance_diff"] = None
+        j.event("reconcile", now, **rep)
+        self.reconcile_report = rep
+        self._emit("reconcile", **rep)
+        return rep
+
+    def _start_with_venue(self) -> dict[str, np.ndarray]:
+        """Reconcile and read the newest bar per symbol; during an outage keep retrying (every
+        ``retry_max_seconds``, reported once) until the venue answers or stop_event is set (then the last
+        venue error is raised)."""
+        while True:
+            try:
+                self.reconcile()
+                return {sym: self.venue.history(sym, 1)["open_time"] for sym in {s.symbol for s in self.slots.values()}}
+            except VenueError as exc:
+                now = self.venue.now_ms()
+                with self.journal:
+                    self._note_outage(exc, now)
+                if self.retry.sleep is None or self.retry.sleep(self.retry.max_s) or self.stop_event.is_set():
+                    raise
+
+    def _replay_missed(self, latest: int) -> None:
+        """Replay venue: process again, in order and as they were when they closed, every bar after the
+        last committed one up to the venue's latest (a crash lost their uncommitted bookkeeping), so the
+        restart resumes from the last committed bar and reaches the uninterrupted run's state."""
+        v = self.venue
+        n = (latest - self.last_bar_ms) // 60_000 + 1
+        per: dict[str, dict[int, Bar]] = {}
+        for sym in {s.symbol for s in self.slots.values()}:
+            h = v.history(sym, n)
+            per[sym] = {int(t): Bar(sym, int(t), *(float(h[c][i]) if c != "count" else int(h[c][i])
+                                                   for c in BAR_FIELDS[1:]))
+                        for i, t in enumerate(h["open_time"].tolist()) if t > self.last_bar_ms}
+        for t in sorted({t for d in per.values() for t in d}):
+            self._at = t
+            try:
+                self.process_bar({sym: d[t] for sym, d in per.items() if t in d}, now=t + 60_000)
+            finally:
+                self._at = None
