@@ -18,6 +18,7 @@ from typing import Any
 
 from forge.core.config import build_section, read_toml
 from forge.core.errors import ConfigError
+from forge.serve import ServeConfig
 
 __all__ = ["CrucibleConfig", "GeneralConfig", "ReplayConfig", "CostsConfig", "HotswapConfig", "WatchtowerConfig",
            "CwoConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH"]
@@ -207,6 +208,7 @@ class CrucibleConfig:
     hotswap: HotswapConfig = field(default_factory=HotswapConfig)
     watchtower: WatchtowerConfig = field(default_factory=WatchtowerConfig)
     cwo: CwoConfig = field(default_factory=CwoConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (forge.serve)
     source: str = "defaults"
 
     def with_(self, section: str, **changes: Any) -> "CrucibleConfig":
@@ -216,7 +218,8 @@ class CrucibleConfig:
 
 _SECTIONS = {"crucible": ("general", GeneralConfig), "replay": ("replay", ReplayConfig),
              "costs": ("costs", CostsConfig), "hotswap": ("hotswap", HotswapConfig),
-             "watchtower": ("watchtower", WatchtowerConfig), "cwo": ("cwo", CwoConfig)}
+             "watchtower": ("watchtower", WatchtowerConfig), "cwo": ("cwo", CwoConfig),
+             "serve": ("serve", ServeConfig)}
 
 
 def config_from_dict(d: dict[str, Any], source: str = "dict") -> CrucibleConfig:

@@ -79,7 +79,10 @@ class ServeConfig:
     bars than this and the request is unserved; population / generations: search size of the first
     attempt (0 = the evolve config's); max_attempts; budget_growth: population factor per retry;
     seed: base seed (attempt k uses seed + k); poll_seconds: rescan interval besides watchdog events;
-    nice: CPU niceness added by the worker to itself (``crucible live --forge`` passes it; 0 = none).
+    nice: CPU niceness of the worker started by ``crucible live --forge`` (0 = none); replay_wait_s: on the
+    replay venue, ``crucible live --forge`` waits at most this many wall seconds for each request it wrote
+    to be served before trading the next bar (0 = never wait; exchange venues never wait), see
+    :mod:`crucible.supervisor`.
     """
 
     requests_dir: str = ""
@@ -97,6 +100,7 @@ class ServeConfig:
     seed: int = 0
     poll_seconds: float = 2.0
     nice: int = 10
+    replay_wait_s: float = 900.0
 
     def validate(self) -> "ServeConfig":
         if self.window_days <= 0:
@@ -109,8 +113,8 @@ class ServeConfig:
             raise ConfigError(f"max_attempts must be in [1, 20], got {self.max_attempts}")
         if not 1.0 <= self.budget_growth <= 10.0:
             raise ConfigError(f"budget_growth must be in [1, 10], got {self.budget_growth}")
-        if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19:
-            raise ConfigError("seed must be >= 0, poll_seconds > 0 and nice in [0, 19]")
+        if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19 or self.replay_wait_s < 0:
+            raise ConfigError("seed must be >= 0, poll_seconds > 0, nice in [0, 19] and replay_wait_s >= 0")
         for item in self.data:
             sym, sep, path = item.partition("=")
             if not sep or not sym.strip() or not path.strip():
@@ -381,13 +385,22 @@ class _Wake(FileSystemEventHandler):
 
 class Worker:
     """The long-running worker: a watchdog observer on the requests folder wakes it, and it rescans every
-    ``poll_seconds`` anyway (events can be missed on some file systems).  It stops on SIGTERM/SIGINT,
-    when ``stop`` is set, or when ``parent_pid`` (the supervising ``crucible live``) is gone."""
+    ``poll_seconds`` anyway (events can be missed on some file systems).  It stops at once on
+    SIGTERM/SIGINT (exit code 128 + signal; a request being served resumes later from its checkpoint),
+    and between requests when ``stop`` is set or ``parent_pid`` (the supervising ``crucible live``) is
+    gone."""
 
     def __init__(self, loop: Loop, *, say: Say | None = None, parent_pid: int | None = None) -> None:
         self.loop, self.say, self.parent_pid = loop, say or (lambda _m: None), parent_pid
         self.stop = threading.Event()
         self.wake = threading.Event()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        """Stop now: unwinding releases the claim and shuts the evolution pool down; every record is
+        written atomically, so the request resumes from its last checkpoint."""
+        self.stop.set()
+        self.wake.set()
+        raise SystemExit(128 + signum)
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
@@ -398,7 +411,7 @@ class Worker:
         observer.schedule(_Wake(self.wake), str(self.loop.requests_dir), recursive=False)
         observer.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_a: (self.stop.set(), self.wake.set()))
+            signal.signal(sig, self._on_signal)
         self.say(f"forge serve: watching {self.loop.requests_dir} (pid {os.getpid()})")
         try:
             while not self.stop.is_set() and self._parent_alive():
