@@ -88,7 +88,8 @@ class Manifest:
     config: {table: {key: value}} of the run config; data: {"coverage", "n_bars", "symbol"}; split:
     ``forge.data.split.Split.to_dict()``; symbols: per-symbol coverage/n_bars/split when several symbols were
     evolved together (else None); causal_filter: the PCMCI report or None; coevolution: {"mode",
-    "predator_hall_of_fame", "history"} or None; seconds: wall time of the run; files: role -> file name.
+    "predator_hall_of_fame", "history"} or None; seconds: wall time of the run; files: role -> file name;
+    costs: the fee preset that applied (``forge.evolution.config.resolve_costs``; None in older manifests).
     """
 
     run_id: str
@@ -112,6 +113,7 @@ class Manifest:
     platform: dict[str, Any]
     files: dict[str, str | None]
     schema_version: int = SCHEMA_VERSION
+    costs: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

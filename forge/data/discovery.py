@@ -9,7 +9,31 @@ import polars as pl
 from forge.core.errors import DataError
 from forge.data.loader import Coverage, load_bars, load_klines
 
-__all__ = ["load_symbol_bars", "symbol_files"]
+__all__ = ["load_symbol_bars", "market_type", "symbol_files"]
+
+
+def market_type(coverage: Coverage | None) -> str:
+    """"spot", "futures" or "unknown": the market of the bars behind ``coverage``.  A kline file is futures
+    when a folder of its path names futures (``futures``, ``futures-um``) or, failing a ``spot`` folder, when
+    it starts with a header row (Binance's USDⓈ-M files do, spot files do not); the embedded sample is spot;
+    synthetic markets and Parquet bar frames are unknown.  Files of both kinds -> "mixed"."""
+    if coverage is None:
+        return "unknown"
+    if coverage.source.startswith("embedded sample"):
+        return "spot"
+    kinds = set()
+    for f in coverage.files:
+        parts = [q.lower() for q in Path(f.path).parts[:-1]]
+        if not f.path.endswith((".csv", ".zip")):
+            kinds.add("unknown")
+        elif any(q.startswith("futures") for q in parts):
+            kinds.add("futures")
+        elif "spot" in parts:
+            kinds.add("spot")
+        else:
+            kinds.add("futures" if f.has_header else "spot")
+    kinds.discard("unknown")
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "unknown")
 
 
 def symbol_files(data: tuple[str, ...], symbol: str) -> list[Path]:

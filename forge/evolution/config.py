@@ -3,7 +3,8 @@
 ``configs/default.toml`` and ``configs/smoke.toml`` hold the shipped values; every key is optional (the
 defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness]`` (:class:`FitnessConfig`),
 ``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
-(:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`).  :func:`load_run_config` reads a
+(:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
+fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -22,9 +23,19 @@ from forge.core.errors import ConfigError
 OBJECTIVES = ("sharpe", "excess", "timing", "ttt_relative")
 """Values of ``[fitness] objective`` (see :class:`FitnessConfig`)."""
 
+COST_PRESETS: dict[str, dict[str, float]] = {
+    "spot": {"taker_fee_bps": 10.0, "maker_fee_bps": 10.0, "funding_interval_h": 0.0},
+    "futures": {"taker_fee_bps": 5.0, "maker_fee_bps": 2.0, "funding_interval_h": 8.0},
+}
+"""Binance regular-tier (VIP 0) fees by market: spot 0.10 % maker and taker; USDⓈ-M perpetual futures 0.02 %
+maker, 0.05 % taker, funding every 8 h (https://www.binance.com/en/fee/schedule,
+https://www.binance.com/en/fee/futureFee).  The backtester fills market orders, so the taker fee is the one
+charged; the maker fee is recorded for reference."""
+
 __all__ = [
-    "CausalConfig", "CoevolutionConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES", "RunConfig", "SECTIONS",
-    "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config", "with_overrides",
+    "COST_PRESETS", "CausalConfig", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
+    "RunConfig", "SECTIONS", "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config",
+    "resolve_costs", "with_overrides",
 ]
 
 
@@ -302,6 +313,30 @@ class CoevolutionConfig:
             raise ConfigError(f"coevolution.mutation_sigma must be in (0, 1], got {self.mutation_sigma}")
 
 @dataclass(frozen=True)
+class CostsConfig:
+    """``[costs]``: which fee schedule the backtest charges (:data:`COST_PRESETS`, applied by :func:`resolve_costs`).
+
+    preset: "auto" (from the data's market type: files under a ``futures`` folder or with a header row are
+    USDⓈ-M futures, otherwise spot; synthetic or Parquet data of unknown market -> spot, the dearer one),
+    "spot", "futures", or "manual" ([backtest] ``taker_fee_bps`` and ``funding_rate_8h`` as written).
+    A preset sets [backtest] ``taker_fee_bps`` and ``funding_rate_8h``; ``slippage_bps`` stays [backtest]'s.
+    funding_rate_8h: the perpetual funding rate per 8 h the futures preset charges (a fraction; longs pay when
+    positive).  Kline files carry no funding history, so a constant is assumed: 0.0001 (0.01 %) is Binance's
+    rate when the premium index is zero (the interest-rate component, 0.03 % a day).
+    """
+
+    preset: str = "auto"
+    funding_rate_8h: float = 0.0001
+
+    def validate(self) -> None:
+        if self.preset not in ("auto", "manual", *COST_PRESETS):
+            raise ConfigError(f"costs.preset must be 'auto', 'spot', 'futures' or 'manual', got {self.preset!r}")
+        if not -0.01 < self.funding_rate_8h < 0.01:
+            raise ConfigError(f"costs.funding_rate_8h must be in (-0.01, 0.01) (a fraction per 8 h), "
+                              f"got {self.funding_rate_8h!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything ``forge evolve`` needs, validated (one field per TOML table; ``source``: where it came from)."""
 
@@ -311,6 +346,7 @@ class RunConfig:
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     causal: CausalConfig = field(default_factory=CausalConfig)
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
+    costs: CostsConfig = field(default_factory=CostsConfig)
     source: str = "<defaults>"
 
 
@@ -336,6 +372,50 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
     raises ConfigError naming file, section and key.
     """
     return load_config(path, RunConfig, default_name="default.toml")
+
+
+def resolve_costs(cfg: RunConfig, markets: list[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """Apply the ``[costs]`` preset to ``cfg.backtest``.
+
+    markets: the market type of each evolved symbol's data ("spot", "futures" or "unknown",
+    ``forge.data.discovery.market_type``).  returns (the config with [backtest] ``taker_fee_bps`` and
+    ``funding_rate_8h`` set by the preset, the record the run manifest keeps: {"preset", "requested",
+    "market", "reason", "taker_fee_bps", "maker_fee_bps", "slippage_bps", "funding_rate_8h",
+    "funding_interval_h"}).  Idempotent: resolving a resolved config gives the same values.
+    raises ConfigError when the data mixes spot and futures files under "auto", or when [backtest] sets a
+    fee or funding rate that the preset would silently replace (set ``[costs] preset = "manual"`` to use it).
+    """
+    c, bt = cfg.costs, cfg.backtest
+    known = sorted({m for m in markets if m != "unknown"})
+    market = known[0] if len(known) == 1 else ("mixed" if known else "unknown")
+    if c.preset == "manual":
+        rec = {"preset": "manual", "reason": "[costs] preset = 'manual': [backtest] fees as configured",
+               "maker_fee_bps": None, "funding_interval_h": 8.0 if bt.funding_rate_8h else 0.0}
+        return cfg, {"requested": "manual", "market": market, **rec, "taker_fee_bps": bt.taker_fee_bps,
+                     "slippage_bps": bt.slippage_bps, "funding_rate_8h": bt.funding_rate_8h}
+    if c.preset == "auto":
+        if market == "mixed":
+            raise ConfigError(f"{cfg.source}: [costs] preset = 'auto' but the data mixes spot and futures "
+                              "files; set preset = 'spot' or 'futures'")
+        preset = "futures" if market == "futures" else "spot"
+        reason = (f"auto: the data is {market}" if market != "unknown"
+                  else "auto: market type unknown (synthetic or Parquet data), spot fees assumed (the dearer)")
+    else:
+        preset, reason = c.preset, f"[costs] preset = {c.preset!r}"
+    values = COST_PRESETS[preset]
+    funding = c.funding_rate_8h if preset == "futures" else 0.0
+    default = type(bt)()
+    for name, want in (("taker_fee_bps", values["taker_fee_bps"]), ("funding_rate_8h", funding)):
+        got = getattr(bt, name)
+        if got != getattr(default, name) and got != want:
+            raise ConfigError(f"{cfg.source}: [backtest] {name} = {got!r} conflicts with [costs] preset "
+                              f"{c.preset!r} ({preset}: {want!r}); set [costs] preset = 'manual' to use it")
+    resolved = dataclasses.replace(cfg, backtest=dataclasses.replace(bt, taker_fee_bps=values["taker_fee_bps"],
+                                                                      funding_rate_8h=funding))
+    return resolved, {"preset": preset, "requested": c.preset, "market": market, "reason": reason,
+                      "taker_fee_bps": values["taker_fee_bps"], "maker_fee_bps": values["maker_fee_bps"],
+                      "slippage_bps": bt.slippage_bps, "funding_rate_8h": funding,
+                      "funding_interval_h": values["funding_interval_h"]}
 
 
 def with_overrides(cfg: RunConfig, section: str, **changes: Any) -> RunConfig:

@@ -36,13 +36,13 @@ from forge.core.rundir import (
     FILES, HallOfFame, HallOfFameMember, Manifest, read_checkpoint, read_run_config, write_champion, write_hall_of_fame,
     write_json_file, write_manifest, write_run_config,
 )
-from forge.data.discovery import load_symbol_bars
+from forge.data.discovery import load_symbol_bars, market_type
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.loader import Coverage, coverage_of, load_bars
 from forge.evolution.checkpoint import Codec, RunState, fresh_state, restore_state, save_state
 from forge.evolution.clock import PhaseClock
 from forge.evolution.coevolution import Adversary, Arena, Coevolution
-from forge.evolution.config import RunConfig, config_from_dict, config_to_dict
+from forge.evolution.config import RunConfig, config_from_dict, config_to_dict, resolve_costs
 from forge.evolution.evaluator import Evaluator
 from forge.evolution.loop import ProgressFn, Recorder, Toolbox, ea_mu_plus_lambda, full_evaluation, initial_generation
 from forge.evolution.market import Market, MarketArrays
@@ -200,6 +200,7 @@ def evolve(
     if resume and (run_dir is None or not (Path(run_dir) / FILES.checkpoint).is_file()):
         raise RunDirError(f"{run_dir}: no {FILES.checkpoint} to resume from (was the run started with checkpoints on?)")
     markets, library = _load_markets(cfg, bars, coverage)
+    cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
     if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
         write_json_file(run_dir, FILES.feature_library, library.to_dict())
@@ -267,6 +268,7 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         split=primary.split.to_dict(), features=list(primary.features.names),
         causal_filter=causal_report.to_dict() if causal_report is not None else None,
         coevolution=adversary.report() if adversary is not None else None,
+        costs=resolve_costs(cfg, [market_type(m.coverage) for m in markets])[1],
         pset_version=champion.pset_version, candidates_evaluated=n_evaluated,
         generations_run=cfg.evolve.generations, resumed=resumed, seconds=seconds, packages=_package_versions(),
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
