@@ -165,14 +165,16 @@ class PitCrew:
     ``promotion_test`` events — the runtime journals them.  A failing callback never stops a scan;
     full_check_every: while the folder's own mtime is unchanged (publishers rename files into it), only
     every this many scans ``lstat`` each entry to catch in-place edits (a scan of an unchanged folder is
-    then one ``stat``).
+    then one ``stat``); history_bars: closed bars of the live signal window — a genome needing more
+    (:func:`crucible.signals.check_features`) is rejected (None: not checked).
     """
 
     def __init__(self, champions_dir: str | Path, *, require_signature: bool = False,
                  key: str | bytes | None = None, max_file_bytes: int = MAX_BYTES, max_json_depth: int = MAX_DEPTH,
                  max_genome_tokens: int = MAX_TOKENS, margin: float = 0.0, alpha: float = 0.05,
-                 report: Report | None = None, full_check_every: int = 12) -> None:
+                 report: Report | None = None, full_check_every: int = 12, history_bars: int | None = None) -> None:
         self.dir = Path(champions_dir)
+        self.history_bars = history_bars  # a genome needing more closed bars than the live window is refused
         self.require_signature = require_signature
         self.key = key
         self.max_file_bytes, self.max_json_depth, self.max_genome_tokens = max_file_bytes, max_json_depth, \
@@ -242,7 +244,7 @@ class PitCrew:
                                                max_tokens=self.max_genome_tokens)
                 if genome.root != "P":
                     raise GenomeError(f"{p}: not a strategy genome (root {genome.root!r})")
-                check_features(genome)
+                check_features(genome, self.history_bars)
                 sym = meta.get("symbol")
                 if sym is not None and not (isinstance(sym, str) and sym.isalnum() and len(sym) <= 32):
                     raise GenomeError(f"{p}: field 'symbol' must be 1-32 letters/digits or null, got {sym!r}")

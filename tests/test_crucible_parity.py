@@ -152,10 +152,6 @@ def _slot_file(tmp: Path) -> Path:
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="runtime wiring (crucible/runtime.py, owned by the runtime refactor): the "
-                   "Runtime loads slot genomes with resolve_genome only and never calls "
-                   "crucible.signals.check_genome(genome, history_bars), so a genome needing 15,900 bars runs "
-                   "masked flat with history_bars = 2000")
 def test_runtime_refuses_slot_genome_needing_more_history(tmp_path):
     cfg = config_from_dict({"crucible": {"journal": str(tmp_path / "j.sqlite"), "history_bars": 2000,
                                          "champions_dir": str(tmp_path / "ch"), "requests_dir": str(tmp_path / "rq"),
@@ -171,9 +167,6 @@ def test_runtime_refuses_slot_genome_needing_more_history(tmp_path):
         j.close()
 
 
-@pytest.mark.xfail(strict=True, reason="runtime wiring (crucible/hotswap.py PitCrew.scan, owned by the runtime "
-                   "refactor): intake calls check_features(genome) without history_bars, so a challenger needing "
-                   "more history than the window is shadowed instead of rejected")
 def test_intake_rejects_challenger_needing_more_history(tmp_path, monkeypatch):
     monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
     cfg = config_from_dict({"crucible": {"journal": str(tmp_path / "j.sqlite"), "history_bars": 400,
