@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["DIV_EPS", "Op", "OpT", "STD_REL_EPS"]
+__all__ = ["DIV_EPS", "Op", "OpT", "SMOOTH_STEP", "STD_REL_EPS"]
 
 DIV_EPS = 1e-12
 """|denominator| below which protected division returns 0."""
 STD_REL_EPS = 1e-10
 """A rolling standard deviation at or below this fraction of |mean| counts as zero (flat window)."""
+SMOOTH_STEP = 0.25
+"""``smooth`` rounds its EMA to multiples of this (floor(v / step + 0.5) * step): a smoothed position moves
+in quarter steps, so it trades only when the EMA crosses a step, never dust every bar."""
 
 
 class OpT(NamedTuple):

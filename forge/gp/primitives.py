@@ -21,7 +21,8 @@ Turnover-aware primitives (primitive-set version 2; each reads a finite window, 
   event in the last w bars is later than every leave event there (leave wins a tie);
 - ``hysteresis(F x, C a, W w) -> B``: ``latch(x > |a|, x < -|a|, w)``, enter above |a|, leave below -|a|
   (``add_c`` on x moves the band: any enter level above the leave level is reachable);
-- ``smooth(P p, W w) -> P``: position smoothing, the windowed EMA of the position (``ema``'s weights);
+- ``smooth(P p, W w) -> P``: position smoothing, the windowed EMA of the position (``ema``'s weights)
+  rounded to quarter steps (``SMOOTH_STEP``), so it trades when the average crosses a step, not every bar;
 - ``min_hold(P p, W w) -> P``: minimum holding period -- p's latest *confirmed* value (one p had held for
   w consecutive bars) if that confirmation is within the last 2w bars, else flat.  A non-flat output is
   therefore held for at least w bars, a change of p acts after w - 1 bars, and a blip of p shorter than w
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from forge.gp.opcodes import DIV_EPS, STD_REL_EPS, Op
+from forge.gp.opcodes import DIV_EPS, SMOOTH_STEP, STD_REL_EPS, Op
 
 
 class FSeries:
@@ -304,8 +305,8 @@ def np_hysteresis(x, a, w):
 
 
 def np_smooth(p, w):
-    """Position smoothing: the windowed EMA (``ema``) of a position."""
-    return np_ema(p, w)
+    """Position smoothing: the windowed EMA (``ema``) of a position, rounded to multiples of ``SMOOTH_STEP``."""
+    return np.floor(np_ema(p, w) / SMOOTH_STEP + 0.5) * SMOOTH_STEP
 
 
 def np_min_hold(p, w):

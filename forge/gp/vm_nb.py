@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from forge.gp.opcodes import DIV_EPS, STD_REL_EPS, Op
+from forge.gp.opcodes import DIV_EPS, SMOOTH_STEP, STD_REL_EPS, Op
 
 # windowed statistic kinds
 _MEAN, _STD, _MIN, _MAX, _RANK, _ZSCORE, _EMA = 0, 1, 2, 3, 4, 5, 6
@@ -435,6 +435,8 @@ def apply_nb(o, xa, xb, xc, w, k, y):
         _latch_nb(xa, xa, abs(k), True, w, y)
     elif o == Op.SMOOTH:
         _rolling_nb(xa, w, _EMA, y)
+        for t in range(n):
+            y[t] = np.floor(y[t] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
     elif o == Op.MIN_HOLD:
         _min_hold_nb(xa, w, y)
 
