@@ -6,22 +6,26 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from crucible.journal import OPEN_STATUSES, Journal, JournalError
 from forge.core.errors import ConfigError
 
-__all__ = ["status", "status_table"]
+__all__ = ["status", "status_table", "lineage_lines"]
 
 
 def status(journal_path: str | Path) -> dict[str, Any]:
     """Read a journal.
 
     returns {"journal", "venue", "started_ms", "last_bar_ms", "slots": [{"slot", "symbol", "status",
-    "genome", "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "swaps",
-    "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps", "kills", "reweights", "transfers",
-    "rejects", "open_orders"}, "recent": [last 10 events {"time_ms", "kind", "slot", "data"}]}.
+    "genome", "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "lineage",
+    "swaps" (swaps and re-arms), "rearms", "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps",
+    "rearms", "kills", "requests", "reweights", "transfers", "rejects", "open_orders"}, "recent": [last 10
+    events {"time_ms", "kind", "slot", "data"}]}.  ``lineage`` is where the slot's current champion came from
+    (:mod:`crucible.lineage`: source, run id, request, parent genome, gauntlet verdict, since when, why the
+    previous one left).
     Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
     net capital moved into the slot by the CWO (sum over ``transfer`` events, see :func:`_amount`; negative:
     moved out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot).
@@ -46,9 +50,12 @@ def _status(p: Path) -> dict[str, Any]:
         events = j.events()
         fills = j.fills()
         genome_now: dict[str, str] = {}
+        lineage: dict[str, dict[str, Any]] = {}
         for e in events:
-            if e["kind"] in ("swap", "rollback") and e["slot"]:
+            if e["kind"] in ("swap", "rollback", "rearm") and e["slot"]:
                 genome_now[e["slot"]] = e["data"]["new"][:16]
+                if isinstance(e["data"].get("lineage"), dict):
+                    lineage[e["slot"]] = e["data"]["lineage"]
         rows = []
         for sid in sorted(set(meta_slots) | set(eq)):
             m, r = meta_slots.get(sid, {}), eq.get(sid, {})
@@ -63,11 +70,16 @@ def _status(p: Path) -> dict[str, Any]:
                 "units": r.get("units"), "mark": r.get("mark"), "weight": r.get("weight"),
                 "time_ms": r.get("time_ms"), "transfers": moved,
                 "pnl": None if eqv is None or cap is None else float(eqv) - float(cap) - moved,
-                "swaps": sum(1 for e in events if e["kind"] == "swap" and e["slot"] == sid),
+                "lineage": lineage.get(sid) or {"source": _source(m.get("genome")), "ref": m.get("genome"),
+                                                "since_ms": None, "previous_left": None},
+                "swaps": sum(1 for e in events if e["kind"] in ("swap", "rearm") and e["slot"] == sid),
+                "rearms": sum(1 for e in events if e["kind"] == "rearm" and e["slot"] == sid),
                 "kills": sum(1 for e in events if e["kind"] == "kill" and e["slot"] == sid),
                 "fills": len(sf), "fees": sum(f["fee"] for f in sf)})
         counts = {"orders": len(j.orders()), "fills": len(fills),
-                  "swaps": sum(e["kind"] == "swap" for e in events), "kills": sum(e["kind"] == "kill" for e in events),
+                  "swaps": sum(e["kind"] in ("swap", "rearm") for e in events),
+                  "rearms": sum(e["kind"] == "rearm" for e in events), "kills": sum(e["kind"] == "kill" for e in events),
+                  "requests": sum(e["kind"] == "request" for e in events),
                   "reweights": sum(e["kind"] == "reweight" for e in events),
                   "transfers": sum(e["kind"] == "transfer" for e in events),
                   "rejects": sum(e["kind"] == "reject" for e in events), "open_orders": len(j.orders(OPEN_STATUSES))}
@@ -76,6 +88,10 @@ def _status(p: Path) -> dict[str, Any]:
                 "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent}
     finally:
         j.close()
+
+
+def _source(ref: Any) -> str | None:
+    return None if not isinstance(ref, str) else ("builtin" if ref.startswith("builtin:") else "file")
 
 
 def _amount(event: dict[str, Any], slot: str) -> float:
@@ -95,9 +111,9 @@ def status_table(report: dict[str, Any]):
     c = report["counts"]
     t = Table(title=f"Crucible bench — {report['journal']} ({report['venue']}): {c['fills']} fills, "
                     f"{c['swaps']} swaps, {c['kills']} kills, {c['reweights']} reweights, {c['rejects']} rejected files")
-    for col in ("slot", "symbol", "status", "genome", "equity", "P&L", "weight", "transfers", "units", "fills", "fees",
-                "swaps", "kills"):
-        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "genome") else "right")
+    for col in ("slot", "symbol", "status", "genome", "from", "equity", "P&L", "weight", "transfers", "units", "fills",
+                "fees", "swaps", "kills"):
+        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "genome", "from") else "right")
 
     def f(x: Any, fmt: str) -> str:
         return "—" if x is None else format(x, fmt)
@@ -105,7 +121,37 @@ def status_table(report: dict[str, Any]):
     for r in report["slots"]:
         st = r["status"]
         color = {"live": "green", "killed": "red", "stopped": "yellow"}.get(st, "white")
-        t.add_row(r["slot"], str(r["symbol"]), f"[{color}]{st}[/]", str(r["genome"])[:24], f(r["equity"], ".2f"),
+        t.add_row(r["slot"], str(r["symbol"]), f"[{color}]{st}[/]", str(r["genome"])[:24], _origin(r.get("lineage")),
+                  f(r["equity"], ".2f"),
                   f(r.get("pnl"), "+.2f"), f(r["weight"], ".3f"), f(r.get("transfers"), "+.2f"), f(r["units"], ".6f"),
                   str(r["fills"]), f(r["fees"], ".2f"), str(r["swaps"]), str(r["kills"]))
     return t
+
+
+def _origin(lin: dict[str, Any] | None) -> str:
+    """One cell: where the champion came from (builtin / file / run id and request) and its verdict."""
+    if not lin:
+        return "—"
+    if lin.get("run_id"):
+        v = lin.get("verdict") or {}
+        tag = "validated" if v.get("survived") else "unvalidated"
+        req = f" for {lin['request']}" if lin.get("request") else ""
+        return f"{lin.get('source')}: {lin['run_id']}{req} ({tag})"
+    return str(lin.get("ref") or lin.get("source") or "—")
+
+
+def lineage_lines(report: dict[str, Any]) -> list[str]:
+    """One line per slot whose champion was swapped in: what it is, where it came from, since when and why
+    the previous champion left."""
+    out = []
+    for r in report["slots"]:
+        lin = r.get("lineage") or {}
+        if not lin.get("since_ms"):
+            continue
+        when = datetime.fromtimestamp(lin["since_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        v = lin.get("verdict") or {}
+        out.append(f"{r['slot']}: {lin.get('expression', r['genome'])} — {_origin(lin)}, parent "
+                   f"{str(lin.get('parent_genome_sha256') or '—')[:16]}, gauntlet report "
+                   f"{str(lin.get('gauntlet_report_sha256') or '—')[:16]}, survived={v.get('survived')}; in since "
+                   f"{when} UTC; previous champion {lin.get('previous_left') or '—'}")
+    return out
