@@ -20,7 +20,7 @@ from forge.backtest import BacktestConfig
 from forge.core.config import build_root, load_config, override, to_dict
 from forge.core.errors import ConfigError
 
-OBJECTIVES = ("sharpe", "excess", "timing", "ttt_relative")
+OBJECTIVES = ("sharpe", "excess", "timing", "alpha", "ttt_relative")
 """Values of ``[fitness] objective`` (see :class:`FitnessConfig`)."""
 
 COST_PRESETS: dict[str, dict[str, float]] = {
@@ -148,13 +148,21 @@ class FitnessConfig:
       Kahn, *Active Portfolio Management*, 2000); flat scores -Sharpe(m), so holding wins in a rising market;
     - ``timing``: Sharpe ratio of r - beta * m with beta = cov(r, m) / var(m) on the same bars, the return
       net of the position's market exposure (Treynor & Black 1973 appraisal ratio): a constant position
-      scores 0 before costs and below flat after them, so holding the market cannot win it (the default);
+      scores 0 before costs and below flat after them.  Its denominator is the tracking error, so a near-copy
+      of the market (long except on a few bars) has a tiny denominator and an extreme score either way,
+      while every active rule paying fees sits at -sharpe_cap: measured on BTCUSDT (benchmarks/RESULTS.md,
+      issue 17) that is why its champions were buy-and-hold clones;
+    - ``alpha`` (the default): mean(r - beta * m) / std(m) * sqrt(periods_per_year), Jensen's alpha (Jensen
+      1968) of the same hedged returns per unit of the *market's* volatility (the appraisal ratio's
+      numerator on the M-squared scale of Modigliani & Modigliani 1997, the market's risk): a constant
+      position scores exactly its costs (below flat), a near-copy of the market scores the little it
+      changed, and the score is in Sharpe units of a fully invested market;
     - ``ttt_relative``: (TTT_bh - TTT) / n_bars, time-to-target of buy-and-hold minus the strategy's (never
       reached = n_bars), in [-1, 1]; the T term is then 0 (the objective already is the TTT).
 
     T: ``sharpe``: 1 - TTT / n_bars if the target multiple was reached, else 0 (absolute "velocity");
-    ``excess``: (TTT_bh - TTT) / n_bars, relative to buy-and-hold's own TTT on the same bars; ``timing``:
-    max(0, (TTT_bh - TTT) / n_bars), only reaching the target before buy-and-hold counts (a constant
+    ``excess``: (TTT_bh - TTT) / n_bars, relative to buy-and-hold's own TTT on the same bars; ``timing`` and
+    ``alpha``: max(0, (TTT_bh - TTT) / n_bars), only reaching the target before buy-and-hold counts (a constant
     position or flat gets 0, so the term rewards no market exposure).
     periods: S is computed on this many contiguous in-sample sub-periods of equal length and combined by
     ``aggregate``: "mean_std" = mean - robust_lambda * std (population std over periods) or "min" = the
@@ -164,7 +172,7 @@ class FitnessConfig:
     whole-segment Sharpe gets ``floor``.
     """
 
-    objective: str = "timing"
+    objective: str = "alpha"
     periods: int = 4
     aggregate: str = "mean_std"
     robust_lambda: float = 1.0

@@ -2,7 +2,7 @@
 
 :func:`backtest_fitness` is the original blend (absolute Sharpe + TTT - drawdown - size) computed from the
 ``Metrics`` alone; :func:`skill_fitness` scores the per-bar returns against the market of the same bars
-(objectives ``excess``, ``timing``, ``ttt_relative``) and aggregates over in-sample sub-periods.  The
+(objectives ``alpha``, ``excess``, ``timing``, ``ttt_relative``) and aggregates over in-sample sub-periods.  The
 formulas and their sources are in :class:`forge.evolution.config.FitnessConfig`.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from forge.backtest import BacktestConfig, Metrics, buy_and_hold, run_backtest
 from forge.evolution.config import FitnessConfig
 
-__all__ = ["MarketReference", "aggregate_scores", "backtest_fitness", "market_reference", "objective_scores",
+__all__ = ["MarketReference", "aggregate_scores", "backtest_fitness", "hedged", "market_reference", "objective_scores",
            "period_bounds", "relative_ttt", "sharpe_ratio", "skill_fitness", "uses_returns"]
 
 FLAT_REL_TOL = 1e-9
@@ -87,20 +87,33 @@ def sharpe_ratio(x: np.ndarray, periods_per_year: float, ref_std: float = 0.0) -
     return float(np.mean(x)) / sd * math.sqrt(periods_per_year)
 
 
+def hedged(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x - beta * y with beta = cov(x, y) / var(y) (population moments; 0 when var(y) = 0): the returns x net
+    of their exposure to the market returns y.  x, y: (n,) float64."""
+    var = float(np.var(y))
+    beta = float(np.mean((x - x.mean()) * (y - y.mean()))) / var if var > 0.0 else 0.0
+    return x - beta * y
+
+
 def objective_scores(objective: str, r: np.ndarray, m: np.ndarray, periods: int,
                      periods_per_year: float) -> list[float]:
-    """Score of each in-sample sub-period: Sharpe of r (``sharpe``), of r - m (``excess``) or of
-    r - beta * m with the period's OLS beta (``timing``).  r, m: (n,) float64 per-bar returns."""
+    """Score of each in-sample sub-period: Sharpe of r (``sharpe``), of r - m (``excess``), of
+    r - beta * m with the period's OLS beta (``timing``), or the mean of r - beta * m per unit of the
+    market's volatility, mean(r - beta m) / std(m) * sqrt(periods_per_year) (``alpha``; 0 when the market
+    is flat).  r, m: (n,) float64 per-bar returns."""
     out = []
     for a, b in period_bounds(r.shape[0], periods):
         x, y = r[a:b], m[a:b]
         ref = max(float(np.std(x)), float(np.std(y)))
+        if objective == "alpha":
+            sd = float(np.std(y, ddof=1)) if y.shape[0] > 1 else 0.0
+            ok = math.isfinite(sd) and sd > 0.0
+            out.append(float(np.mean(hedged(x, y))) / sd * math.sqrt(periods_per_year) if ok else 0.0)
+            continue
         if objective == "excess":
             z = x - y
         elif objective == "timing":
-            var = float(np.var(y))
-            beta = float(np.mean((x - x.mean()) * (y - y.mean()))) / var if var > 0.0 else 0.0
-            z = x - beta * y
+            z = hedged(x, y)
         else:
             z = x
         out.append(sharpe_ratio(z, periods_per_year, ref))
@@ -143,7 +156,7 @@ def skill_fitness(m: Metrics, returns: np.ndarray, ref: MarketReference, size: i
         score = aggregate_scores(scores, cfg.aggregate, cfg.robust_lambda)
         if cfg.objective == "sharpe":
             ttt_term = 0.0 if not math.isfinite(m.ttt_bars) else 1.0 - m.ttt_bars / max(m.n_bars, 1)
-        elif cfg.objective == "timing":
+        elif cfg.objective in ("timing", "alpha"):
             ttt_term = max(0.0, rel)  # only beating buy-and-hold to the target counts: no reward for beta
         else:
             ttt_term = rel
