@@ -21,11 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"
 
-# Recorded with primitive set 2 (issue 17: latch, hysteresis, smooth, min_hold join the default set, so the
-# random trees differ); with set 1 only, the same run still gives the previous constants e971a3dc... / 090f5a9f...
-# (objective "timing", periods = 4), and before those efb5074e... / 9fe0ef3a... (objective "sharpe", one period).
-HALL_OF_FAME_SHA256 = "95f850fc548546098dde1fd28ee5f3078a3ad76d3e90281440d72295d80942ce"
-EVALUATED_SHA256 = "f86298667d66e614735f266c36e77cfa363daaba83d3fd2aa6ee523ca6ea64dd"
+# Recorded with [fitness] objective = "alpha" (issue 17: the new default) and primitive set 2 with smooth rounded
+# to quarter steps.  Before: 95f850fc... / f8629866... (objective "timing", set 2 with an unrounded smooth);
+# e971a3dc... / 090f5a9f... (timing, set 1 -- a set-1-only run still gives them); efb5074e... / 9fe0ef3a...
+# (objective "sharpe", one period).
+HALL_OF_FAME_SHA256 = "d31630738739fcf8d7681a6e3803920864481ee6770c18e5d7f2962f8893e980"
+EVALUATED_SHA256 = "4b40a0d1bcf532e4050c90611d2841aa4a2355cffc1adc035a5f640bc13a29c3"
 
 
 def _canonical(obj: object) -> bytes:
