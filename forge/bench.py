@@ -727,10 +727,45 @@ def end_to_end(n_bars: int = 525_600, generations: int = 3) -> dict[str, Any]:
         res = evolve(cfg, bars=bars, run_dir=Path(tmp) / "run")
         total = time.perf_counter() - t0
         rows = [json.loads(x) for x in (res.run_dir / "generations.jsonl").read_text().splitlines()]
-    per_gen = float(np.mean([r["seconds"] for r in rows if r["gen"] >= 1]))
+    later = [r for r in rows if r["gen"] >= 1]
+    per_gen = float(np.mean([r["seconds"] for r in later]))
     return {"source": source, "n_bars": bars.height, "generations": generations, "total_seconds": total,
             "seconds_per_generation": per_gen, "generations_per_minute": 60.0 / per_gen,
-            "population": cfg.evolve.population, "candidates_per_generation": rows[-1].get("candidates")}
+            "population": cfg.evolve.population, "candidates_per_generation": rows[-1].get("candidates"),
+            **generation_phases(later)}
+
+
+def generation_phases(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean per-phase clock of ``generations.jsonl`` rows (``forge.evolution.clock``): {"phase_seconds":
+    {phase: mean s}, "nevals": mean full evaluations, "encounters": mean co-evolution encounters,
+    "fitness_evals_per_s": full evaluations per second of fitness time (pooled over the rows)}."""
+    from forge.evolution.clock import PHASES
+
+    rows = [r for r in rows if isinstance(r.get("phase_seconds"), dict)]
+    if not rows:
+        return {"phase_seconds": {}, "nevals": 0.0, "encounters": 0.0, "fitness_evals_per_s": 0.0}
+    fit_s = sum(r["phase_seconds"]["fitness"] for r in rows)
+    return {"phase_seconds": {p: float(np.mean([r["phase_seconds"][p] for r in rows])) for p in PHASES},
+            "nevals": float(np.mean([r["nevals"] for r in rows])),
+            "encounters": float(np.mean([r.get("encounters") or 0 for r in rows])),
+            "fitness_evals_per_s": sum(r["nevals"] for r in rows) / fit_s if fit_s > 0 else 0.0}
+
+
+def phase_rows(e2e: dict[str, Any]) -> list[dict[str, str]]:
+    """``forge bench --full`` rows of the per-phase table of a default generation (from :func:`end_to_end`)."""
+    per_gen = e2e["seconds_per_generation"]
+    out = []
+    for phase, secs in e2e["phase_seconds"].items():
+        extra = ""
+        if phase == "fitness":
+            extra = f"; {e2e['nevals']:.0f} full evaluations, {e2e['fitness_evals_per_s']:.0f} evals/s of fitness time"
+        elif phase == "coevolution":
+            extra = f"; {e2e['encounters']:.0f} encounters"
+        out.append({"name": f"default generation phase `{phase}` (mean of generations >= 1{extra})",
+                    "measured": f"{secs:.2f} s", "baseline": "the generation's wall time",
+                    "baseline_measured": f"{per_gen:.2f} s", "ratio": f"{secs / per_gen:.0%}" if per_gen else "—",
+                    "goal": "—"})
+    return out
 
 
 def peak_memory_symbols(n_symbols: int = 5, n_bars: int = 525_600) -> dict[str, Any]:
@@ -843,6 +878,7 @@ def run_bench_full(n_bars: int = 400_000, seed: int = 0, progress=None) -> dict[
                  "measured": f"{e2e['generations_per_minute']:.2f} gen/min",
                  "baseline": "PySR (anchor named; no comparable figure run here)", "baseline_measured": "—",
                  "ratio": "—", "goal": "—"})
+    rows.extend(phase_rows(e2e))
     try:
         from crucible.benchmark import replay_throughput
 

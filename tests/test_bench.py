@@ -93,3 +93,23 @@ def test_memory_bandwidth_fields():
     for k in ("copy_small", "add_small", "copy_big", "add_big"):
         assert bw[f"{k}_elems_per_s"] > 0
         assert bw[f"{k}_gb_per_s"] == pytest.approx(bw[f"{k}_elems_per_s"] * (16 if "copy" in k else 24) / 1e9)
+
+
+def test_per_phase_table_of_a_default_generation():
+    """forge bench --full's per-phase rows come from generations.jsonl's phase clock (issue 21)."""
+    from forge.bench import generation_phases, phase_rows
+    from forge.evolution.clock import PHASES
+
+    def row(gen, fitness, coev, n):
+        ph = dict.fromkeys(PHASES, 0.0)
+        ph.update(fitness=fitness, coevolution=coev, surrogate_proxy=2.0)
+        return {"gen": gen, "nevals": n, "encounters": 34, "seconds": fitness + coev + 2.5, "phase_seconds": ph}
+
+    got = generation_phases([row(1, 1.0, 10.0, 100), row(2, 3.0, 12.0, 140)])
+    assert got["phase_seconds"]["fitness"] == 2.0 and got["phase_seconds"]["coevolution"] == 11.0
+    assert got["fitness_evals_per_s"] == 240 / 4.0 and got["encounters"] == 34.0
+    rows = phase_rows({**got, "seconds_per_generation": 15.5})
+    assert [r["measured"] for r in rows][:2] == ["0.00 s", "2.00 s"]  # breed, surrogate_proxy
+    fit = next(r for r in rows if "`fitness`" in r["name"])
+    assert "60 evals/s of fitness time" in fit["name"] and fit["ratio"] == "13%"
+    assert generation_phases([{"gen": 1, "nevals": 3}])["phase_seconds"] == {}
