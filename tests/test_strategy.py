@@ -52,3 +52,26 @@ def test_positions_flat_during_warmup_after_gap(bars):
         assert np.all(pos[3000:3000 + prog.lookback] == 0.0)
         raw = run_program(prog, feats.values)
         np.testing.assert_array_equal(pos, mask_warmup(raw, bsg, prog.lookback))
+
+
+def test_bar_features_and_program_memo_are_the_same_path(bars):
+    """The live engine's inputs (bar_features on BarArrays, a compiled-program memo) give exactly what the
+    backtester's (compute_features, a fresh compile) give."""
+    from forge.features import FEATURES, BarArrays
+    from forge.strategy import bar_features
+
+    names = tuple(FEATURES)
+    a, b = compute_features(bars, names), bar_features(BarArrays.from_bars(bars), names)
+    assert a.names == b.names and a.lookbacks == b.lookbacks
+    np.testing.assert_array_equal(a.values, b.values)
+    pset = build_pset(DEFAULT_FEATURES)
+    random.seed(5)
+    bsg = bars_since_gap(bars["open_time"].to_numpy())
+    memo: dict = {}
+    trees = Operators(pset, max_depth=6, max_size=25).init_population(20, 2, 5)
+    for t in trees:
+        g = genome_from_individual(t, pset)
+        ref = genome_positions(g, a, bsg)
+        np.testing.assert_array_equal(genome_positions(g, b, bsg, programs=memo), ref)
+        np.testing.assert_array_equal(genome_positions(g, b, bsg, programs=memo), ref)  # from the memo
+    assert len(memo) == len({genome_from_individual(t, pset).sha256 for t in trees})
