@@ -873,6 +873,7 @@ def crucible_live(
     max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="Stop after this many bars (>= 1).")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
     journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
+    adopt: Annotated[bool, typer.Option("--adopt", help="A new journal may take the positions already at the venue as its baseline (otherwise it refuses to start).")] = False,
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
     the $200 kill rule, capital reweighting and a durable journal."""
@@ -901,7 +902,7 @@ def crucible_live(
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
-        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "stale", "challenger"):
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger"):
             line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
             if live_view:
                 events.append(escape(line[:160]))
@@ -923,7 +924,7 @@ def crucible_live(
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
         summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
-                           journal_path=journal, progress=on_event)
+                           journal_path=journal, progress=on_event, adopt=adopt)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
                         f"{summary['bars_per_s']:.0f} bars/s)")

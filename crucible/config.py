@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from forge.backtest.costs import INSTRUMENTS
 from forge.core.config import build_section, read_toml
 from forge.core.errors import ConfigError
 from forge.serve import ServeConfig
@@ -36,7 +37,9 @@ class GeneralConfig:
     SQLite ``synchronous`` level — "FULL" (every commit fsynced), "NORMAL" (WAL: a committed transaction
     survives a crash of the process, only an OS crash or power loss may roll back the last ones) or
     "auto" (FULL on exchange venues, NORMAL on the replay venue, whose exchange state lives in the
-    process anyway)."""
+    process anyway); on_mismatch: what a reconcile that finds the venue's positions off the journal's does —
+    "halt" (no new orders until an operator looks; the bench keeps marking and booking fills) or "flatten"
+    (close every slot's units, then halt); either way a ``halt`` event and a log line say why."""
 
     journal: str = "artifacts/crucible/journal.sqlite"
     champions_dir: str = "artifacts/champions"
@@ -54,6 +57,7 @@ class GeneralConfig:
     retry_max_seconds: float = 30.0
     order_lookup_timeout_seconds: float = 300.0  # an acked order the venue cannot find is marked lost after this
     reject_backoff_bars: int = 5  # after a rejection a slot's next signal order waits 5, 10, 20, ... bars
+    on_mismatch: str = "halt"  # reconcile finds positions off the journal's: "halt" trading, or "flatten" then halt
 
     def validate(self) -> None:
         if self.bench_id and not re.fullmatch(r"[a-z0-9]{1,6}", self.bench_id):
@@ -62,6 +66,8 @@ class GeneralConfig:
                 and self.order_lookup_timeout_seconds > 0 and self.reject_backoff_bars >= 1):
             raise ConfigError("need retry_budget_minutes >= 0, 0 < retry_base_seconds <= retry_max_seconds, "
                               "order_lookup_timeout_seconds > 0, reject_backoff_bars >= 1")
+        if self.on_mismatch not in ("halt", "flatten"):
+            raise ConfigError(f"on_mismatch must be \"halt\" or \"flatten\", got {self.on_mismatch!r}")
         if self.journal_sync not in ("auto", "FULL", "NORMAL"):
             raise ConfigError(f"journal_sync must be auto, FULL or NORMAL, got {self.journal_sync!r}")
         if not re.fullmatch(r"[A-Za-z0-9]{1,6}", self.order_prefix):
@@ -98,14 +104,20 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class CostsConfig:
-    """taker_fee_bps, slippage_bps: as ``forge.backtest.BacktestConfig`` (replay venue and shadow ledgers)."""
+    """taker_fee_bps, slippage_bps: as ``forge.backtest.BacktestConfig`` (replay venue and shadow ledgers);
+    funding_rate_8h: perpetual funding rate per 8 h, a fraction (as ``BacktestConfig.funding_rate_8h``), paid by
+    the units of every ``futures`` slot at each funding time (:mod:`forge.backtest.costs`) on the replay venue,
+    and on exchange venues when the venue does not report its current rate."""
 
     taker_fee_bps: float = 10.0
     slippage_bps: float = 1.0
+    funding_rate_8h: float = 0.0
 
     def validate(self) -> None:
         if not (0 <= self.taker_fee_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
             raise ConfigError("taker_fee_bps and slippage_bps must be in [0, 10000)")
+        if not -1.0 < self.funding_rate_8h < 1.0:
+            raise ConfigError(f"funding_rate_8h must be a fraction in (-1, 1), got {self.funding_rate_8h}")
 
 
 @dataclass(frozen=True)
@@ -183,18 +195,29 @@ class CwoConfig:
 @dataclass(frozen=True)
 class SlotConfig:
     """id: 1-8 letters/digits (part of every client order id); symbol: e.g. BTCUSDT; genome: path or
-    builtin:NAME; capital: the slot's virtual capital, USDT."""
+    builtin:NAME; capital: the slot's virtual capital, USDT; costs: cost preset of the instrument traded —
+    "spot" (no funding), "futures" (linear perpetual: funding on the slot's units every 8 h) or "auto"
+    (futures on exchange venues, which trade linear perpetuals; spot on the replay venue)."""
 
     id: str
     symbol: str
     genome: str
     capital: float = 200.0
+    costs: str = "auto"
 
     def validate(self) -> None:
         if not _ID.fullmatch(self.id):
             raise ConfigError(f"slot id must be 1-8 letters/digits, got {self.id!r}")
         if self.capital <= 0:
             raise ConfigError(f"slot {self.id}: capital must be > 0")
+        if self.costs not in ("auto", *INSTRUMENTS):
+            raise ConfigError(f"slot {self.id}: costs must be \"auto\", \"spot\" or \"futures\", got {self.costs!r}")
+
+    def preset(self, exchange: bool) -> str:
+        """The slot's cost preset on a venue: "spot" or "futures" ("auto": futures on exchange venues)."""
+        if self.costs == "auto":
+            return "futures" if exchange else "spot"
+        return self.costs
 
 
 @dataclass(frozen=True)
@@ -210,6 +233,24 @@ class CrucibleConfig:
     cwo: CwoConfig = field(default_factory=CwoConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (forge.serve)
     source: str = "defaults"
+
+    def presets(self, exchange: bool) -> dict[str, str]:
+        """{slot id: "spot" | "futures"} on a venue (``exchange``: a ccxt venue, which trades linear perpetuals).
+        raises ConfigError for a spot slot on an exchange venue, or one symbol traded both as spot and futures
+        (one venue symbol is one instrument)."""
+        out = {s.id: s.preset(exchange) for s in self.slots}
+        if exchange and "spot" in out.values():
+            spot = sorted(k for k, v in out.items() if v == "spot")
+            raise ConfigError(f"{self.source} [[slots]] {spot}: costs = \"spot\" on an exchange venue, which trades "
+                              "linear perpetuals; use \"futures\" or \"auto\"")
+        kinds: dict[str, set[str]] = {}
+        for s in self.slots:
+            kinds.setdefault(s.symbol, set()).add(out[s.id])
+        mixed = sorted(sym for sym, k in kinds.items() if len(k) > 1)
+        if mixed:
+            raise ConfigError(f"{self.source} [[slots]]: {mixed} traded both as spot and as futures; one venue symbol "
+                              "is one instrument (give every slot of a symbol the same costs preset)")
+        return out
 
     def with_(self, section: str, **changes: Any) -> "CrucibleConfig":
         """Copy with fields of one section replaced (e.g. ``cfg.with_("general", journal="x.sqlite")``)."""

@@ -19,7 +19,8 @@ from typing import Any
 
 from crucible.journal import OPEN_STATUSES
 from crucible.slots import Slot, client_order_id, parse_client_order_id
-from crucible.venues.base import Fill, VenueAuthError, VenueError, VenueNetworkError, VenueRejected
+from crucible.venues.base import Bar, Fill, VenueAuthError, VenueError, VenueNetworkError, VenueRejected
+from forge.backtest.costs import funding_payment, is_funding_time
 
 __all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING"]
 
@@ -81,7 +82,8 @@ class ExecutionMixin:
                     self._foreign_fill(f, now)
                     continue
                 if until_ms is not None and f.time_ms >= until_ms:
-                    self.unbooked_units[f.symbol] = self.unbooked_units.get(f.symbol, 0.0) + f.qty
+                    if not self.journal.has_fill(f.trade_id):  # booked already when a commit point saved its bar
+                        self.unbooked_units[f.symbol] = self.unbooked_units.get(f.symbol, 0.0) + f.qty
                     continue
                 if not self.journal.add_fill(f, slot.id):
                     self.counters["duplicates_ignored"] += 1
@@ -230,6 +232,45 @@ class ExecutionMixin:
                 if self._progress_on:
                     self._emit("order", slot=slot.id, client_order_id=cid, qty=qty, target=target, reason=reason)
         return cids
+
+    def _book_funding(self, bars: dict[str, Bar]) -> None:
+        """Perpetual funding of the ``futures`` slots (:mod:`forge.backtest.costs`, as the backtester): at a bar
+        whose open is a funding time (multiple of 8 h UTC) the units held into that open pay
+        ``units * open * rate`` (before that open's fills are booked); rate: the venue's current rate
+        (:meth:`Venue.funding_rate`), else ``[costs] funding_rate_8h``.  Booked in the slot ledger and journaled
+        as a ``funding`` event {units, price, rate, amount} (restore replays it)."""
+        for s in self._perp:
+            b = bars.get(s.symbol)
+            if b is None or s.ledger.units == 0.0 or not is_funding_time(b.open_time):
+                continue
+            key = (s.symbol, b.open_time)
+            rate = self._funding_rates.get(key)
+            if rate is None:
+                rate = self.venue.funding_rate(s.symbol)
+                rate = self.cfg.costs.funding_rate_8h if rate is None else float(rate)
+                self._funding_rates = {key: rate}  # one funding time at a time
+            amount = funding_payment(s.ledger.units, b.open, rate)
+            if amount == 0.0:
+                continue
+            s.ledger.pay_funding(amount)
+            self.counters["funding"] += 1
+            self.journal.event("funding", b.open_time, s.id, units=s.ledger.units, price=b.open, rate=rate,
+                               amount=amount)
+
+    def _halt(self, reason: str, now: int) -> None:
+        """Stop trading (no new orders; marks and fills go on) and say why: a ``halt`` event, a log line, a
+        progress event.  With ``[crucible] on_mismatch = "flatten"`` every slot's units are closed first."""
+        self.halted = reason
+        action = self.cfg.general.on_mismatch
+        with self.journal:
+            self.journal.event("halt", now, None, reason=reason, action=action)
+            if action == "flatten":
+                bar_time = (now // 60_000 - 1) * 60_000
+                for s in self.slots.values():
+                    if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
+                        self.flatten(s, "mismatch", bar_time)
+        log.error("trading halted (%s): %s", action, reason)
+        self._emit("halt", reason=reason, action=action)
 
     def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
         """Market order closing the slot's units (skipped when a closing order is already in flight)."""

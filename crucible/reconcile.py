@@ -17,15 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from crucible.journal import OPEN_STATUSES
+from crucible.journal import OPEN_STATUSES, JournalError
 from crucible.slots import new_bench_id
 from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError, VenueRejected
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
-__all__ = ["ReconcileMixin"]
+__all__ = ["ReconcileMixin", "AdoptRequired"]
 
 log = logging.getLogger("crucible")
+
+
+class AdoptRequired(JournalError):
+    """A new journal faces positions at the venue and ``adopt`` was not given (exit status 2)."""
 
 
 class ReconcileMixin:
@@ -46,6 +50,7 @@ class ReconcileMixin:
         """Replay the journal into slot state (genomes, kills, ledgers, targets, weights, cursor)."""
         j = self.journal
         if j.get_meta("started_ms") is None:
+            self._adopt_or_refuse()
             j.set_meta("started_ms", self.venue.now_ms())
             j.set_meta("venue", self.venue.name)
             j.set_meta("slots", {s.id: {"symbol": s.symbol, "capital": s.capital, "genome": s.genome_ref}
@@ -61,6 +66,7 @@ class ReconcileMixin:
         if j.get_meta("bench_id") is None:  # a journal from before bench ids: its old orders keep their ids
             j.set_meta("bench_id", self.bench_id)
         transfers: list[tuple[int, dict[str, float]]] = []
+        self._restored_funding: list[tuple[int, str, float]] = []  # (bar open ms, slot, USDT paid)
         for ev in j.events():
             s = self.slots.get(ev["slot"]) if ev["slot"] else None
             d = ev["data"]
@@ -94,6 +100,8 @@ class ReconcileMixin:
             elif ev["kind"] == "order_rejected" and s is not None:
                 self.reject_until[s.id] = int(d["until_ms"])
                 self.reject_count[s.id] = int(d["count"])
+            elif ev["kind"] == "funding" and s is not None:
+                self._restored_funding.append((int(ev["time_ms"]), s.id, float(d["amount"])))
             elif ev["kind"] == "foreign_fill":
                 ff = d["fill"]
                 self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
@@ -113,6 +121,8 @@ class ReconcileMixin:
                 ops.append((int(f["time_ms"]), 1, i, f))
         for i, (t, amounts) in enumerate(transfers):
             ops.append((t, 0, i, amounts))
+        for i, fu in enumerate(getattr(self, "_restored_funding", ())):  # at a bar's open: after the transfers of
+            ops.append((fu[0], 0.5, i, fu))  # the bar before (same time), before that open's fills
         ops.sort(key=lambda x: x[:3])
         window: list[int] = []
         closes: dict[str, dict[int, float]] = {}
@@ -141,7 +151,10 @@ class ReconcileMixin:
         for op in ops[k:]:
             self._apply_op(op)
 
-    def _apply_op(self, op: tuple[int, int, int, Any]) -> None:
+    def _apply_op(self, op: tuple[int, float, int, Any]) -> None:
+        if op[1] == 0.5:  # funding (bar open ms, slot, USDT paid)
+            self.slots[op[3][1]].ledger.pay_funding(op[3][2])
+            return
         if op[1] == 1:
             f = op[3]
             self.slots[f["slot"]].ledger.apply(f["qty"], f["price"], f["fee"])
@@ -149,6 +162,21 @@ class ReconcileMixin:
             for sid, amt in op[3].items():
                 if sid in self.slots:
                     self.slots[sid].ledger.transfer(float(amt))
+
+    def _adopt_or_refuse(self) -> None:
+        """A new (empty or missing) journal: refuse to start when the venue already holds positions, unless the
+        operator passed ``adopt`` (``crucible live --adopt``); adopted positions become the baseline, never
+        traded by the slots, and an ``adopt`` event records them.  raises AdoptRequired (exit 2)."""
+        pos = self.venue.fetch_positions()
+        if not pos:
+            return
+        if not self.adopt:
+            raise AdoptRequired(f"{self.journal.path}: the journal is new (empty or missing) but the venue holds "
+                                f"positions {pos}; refusing to start (they may belong to a bench whose journal was "
+                                "lost: restore that journal, or close them, or pass --adopt to take them as this "
+                                "bench's baseline)")
+        self.journal.event("adopt", self.venue.now_ms(), None, positions=pos)
+        log.warning("new journal: adopting the venue's positions %s as the baseline (--adopt)", pos)
 
     def reconcile(self) -> dict[str, Any]:
         """Resolve unknown orders by client order id, book missed fills, compare positions and balance.
@@ -205,6 +233,9 @@ class ReconcileMixin:
         j.event("reconcile", now, **rep)
         self.reconcile_report = rep
         self._emit("reconcile", **rep)
+        if diff:
+            self._halt(f"reconcile: the venue's positions differ from the journal's by {diff} (base units: venue - "
+                       "baseline - this bench's fills - foreign fills); check the account and the journal", now)
         return rep
 
     def _start_with_venue(self) -> dict[str, np.ndarray]:

@@ -79,8 +79,10 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
 
     def __init__(self, cfg: CrucibleConfig, venue: Venue, journal: Journal, *, progress: Progress | None = None,
                  stop_event: threading.Event | None = None, fault: FaultHook | None = None,
-                 sleep: Callable[[float], bool] | None = None, clock: Callable[[], float] | None = None) -> None:
+                 sleep: Callable[[float], bool] | None = None, clock: Callable[[], float] | None = None,
+                 adopt: bool = False) -> None:
         self.cfg = cfg
+        self.adopt = adopt  # a new journal may take the venue's existing positions as its baseline
         self.venue = venue
         self.journal = journal
         self.progress = progress or (lambda e: None)
@@ -111,10 +113,14 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
         self.chunked = ChunkedSignals(self.engine, cfg.general.history_bars, pf) if pf > 0 else None
         self._progress_on = progress is not None
         self.slots: dict[str, Slot] = {}
+        presets = cfg.presets(venue.name != "replay")
         for sc in cfg.slots:
             g = resolve_genome(sc.genome)
             check_genome(g, cfg.general.history_bars)  # a lookback beyond the window would trade flat forever
-            self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital)
+            self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
+                                     perpetual=presets[sc.id] == "futures")
+        self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
+        self._funding_rates: dict[tuple[str, int], float] = {}
         hs = cfg.hotswap
         self.pit = PitCrew(cfg.general.champions_dir, require_signature=hs.signatures_required(venue.name != "replay"),
                            max_file_bytes=hs.max_file_bytes, max_json_depth=hs.max_json_depth,
@@ -132,7 +138,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
                          "foreign_fills": 0, "outage_bars": 0, "lost": 0, "order_rejects": 0, "retargets": 0,
-                         "stale_flattens": 0}
+                         "stale_flattens": 0, "funding": 0}
         self.requests: list[str] = []
         self.last_bar_ms: int | None = None
         self.last_cwo_ms: int | None = None
@@ -155,6 +161,8 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
         cfg = self.cfg
         self._bar_failed = False
         with self.journal:
+            if self._perp and bars:
+                self._book_funding(bars)  # units held into this bar's open, before its fills
             try:
                 self._sync_open_orders(now)
             except VenueError as exc:  # fills/orders unknown this bar: mark and report, trade nothing
@@ -337,7 +345,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
                 "bars_per_s": self.counters["bars"] / seconds if seconds > 0 else None,
                 "requests": list(self.requests), "reconcile": self.reconcile_report,
                 "slots": [s.summary() for s in self.slots.values()],
-                "reserve": self.reserve,
+                "reserve": self.reserve, "halted": self.halted,
                 "total_equity": float(sum(s.equity() for s in self.slots.values()) + self.reserve)}
 
 
@@ -345,7 +353,7 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
              speed: float | None = None, max_bars: int | None = None, until_ms: int | None = None,
              journal_path: str | Path | None = None,
              stop_event: threading.Event | None = None, progress: Progress | None = None,
-             fault: FaultHook | None = None, fresh: bool | None = None) -> dict[str, Any]:
+             fault: FaultHook | None = None, fresh: bool | None = None, adopt: bool = False) -> dict[str, Any]:
     """Run the bench until the feed ends, ``max_bars`` bars, the kill switch or ``stop_event``.
 
     config: TOML path, CrucibleConfig, or None (``configs/crucible.toml``); venue: "replay",
@@ -358,6 +366,9 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     timestamped copy kept beside it; default: True when the runtime builds its own replay venue — a new
     replay cannot resume an old replay's exchange — else False).  The journal's single-writer lock is
     taken before anything else touches it: a second writer raises JournalLocked (exit 2) naming the pid.
+    adopt: a new (empty or missing) journal facing positions at the venue starts only with adopt=True (they
+    become the baseline); otherwise AdoptRequired (exit 2).  A reconcile mismatch halts trading
+    (``[crucible] on_mismatch``) and the summary's "halted" says why.
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
 
     returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
@@ -386,7 +397,7 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             sync = "FULL" if getattr(v, "live", False) else "NORMAL"
         journal = Journal(jpath, synchronous=sync, lock=lock)
         try:
-            rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault)
+            rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault, adopt=adopt)
         except BaseException:
             journal.close()  # releases the lock
             raise

@@ -73,7 +73,8 @@ class Ledger:
 
     capital: starting USDT; cash: USDT; units: signed base units; fees: total USDT paid; realised:
     USDT realised P&L after fees (average-cost method); avg_price: average entry price of the open units;
-    transfers: net USDT moved in by the CWO (negative: moved out) — capital, not P&L.
+    transfers: net USDT moved in by the CWO (negative: moved out) — capital, not P&L; funding: net USDT of
+    perpetual funding paid (negative: received), part of the realised P&L.
     """
 
     capital: float
@@ -84,6 +85,7 @@ class Ledger:
     avg_price: float = 0.0
     n_fills: int = 0
     transfers: float = 0.0
+    funding: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cash == 0.0 and self.n_fills == 0:
@@ -113,6 +115,13 @@ class Ledger:
 
     def apply_fill(self, f: Fill) -> None:
         self.apply(f.qty, f.price, f.fee)
+
+    def pay_funding(self, amount: float) -> None:
+        """Book ``amount`` USDT of perpetual funding paid by the open units (negative: received), as computed by
+        :func:`forge.backtest.costs.funding_payment`; changes cash and realised P&L (so the kill rule sees it)."""
+        self.cash -= amount
+        self.realised -= amount
+        self.funding += amount
 
     def transfer(self, amount: float) -> None:
         """Move ``amount`` USDT of capital in (negative: out); changes cash, never P&L."""
@@ -169,6 +178,7 @@ class Slot:
     id, symbol; genome: the champion being traded; genome_ref: where it came from; capital: USDT;
     status: "live" | "killed" | "stopped"; target: last target exposure ordered in [-1, 1];
     weight: CWO capital weight; previous: earlier champions, newest last (rollback).
+    perpetual: the slot trades a linear perpetual (cost preset "futures": its units pay funding), else spot.
     Recent equity marks live in the runtime's :class:`MarkBook`.
     """
 
@@ -184,6 +194,7 @@ class Slot:
     mark: float = 0.0
     previous: list[Genome] = field(default_factory=list)
     genome_since: int = 0
+    perpetual: bool = False
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.capital)
@@ -202,4 +213,5 @@ class Slot:
                 "realised": float(self.ledger.realised), "unrealised": float(self.ledger.unrealised(self.mark)),
                 "fees": self.ledger.fees, "weight": self.weight, "target": self.target,
                 "transfers": self.ledger.transfers, "pnl": self.own_equity() - self.capital,
+                "costs": "futures" if self.perpetual else "spot", "funding": self.ledger.funding,
                 "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous]}

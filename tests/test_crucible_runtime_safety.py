@@ -443,3 +443,138 @@ def test_a_transfer_out_is_not_a_loss_for_the_kill_rule(tmp_path):
     a = rt.slots["a"]
     assert a.equity() < 150.0 < a.own_equity()  # below the floor by equity, not by its own P&L
     assert a.status == "live" and kills == []
+
+
+# ----------------------------------------------------------------------------- 4. adopt, mismatch halt, funding, presets
+
+
+def test_new_journal_facing_exchange_positions_refuses_unless_adopted(tmp_path, fake_exchange, bybit_keys):
+    from crucible.reconcile import AdoptRequired
+
+    fk = fake_exchange
+    fk.place_external(0.05, "by-hand-1")  # a position the (lost) journal of an earlier bench would explain
+    assert fk.state()["position"] == pytest.approx(0.05)
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path)
+    try:
+        j = Journal(cfg.general.journal)
+        try:
+            with pytest.raises(AdoptRequired, match="--adopt") as ei:
+                Runtime(cfg, v, j).restore()
+            assert ei.value.exit_code == 2 and "0.05" in str(ei.value)
+            assert j.get_meta("started_ms") is None  # nothing written: the next start refuses again
+        finally:
+            j.close()
+        rt, j = start(cfg, v, adopt=True)
+        try:
+            ev = j.events("adopt")
+            base = j.get_meta("baseline_positions")
+        finally:
+            j.close()
+    finally:
+        v.close()
+    assert len(ev) == 1 and ev[0]["data"]["positions"] == {SYM: pytest.approx(0.05)}
+    assert base == {SYM: pytest.approx(0.05)} and rt.halted is None
+    assert rt.reconcile_report["position_diff"] == {}  # adopted units are the baseline, not a mismatch
+
+
+def _replay(sample_rows: int = 1500, start: int = 400, **kw):
+    from crucible.venues.replay import ReplayVenue
+    from forge.data.loader import load_sample
+
+    return ReplayVenue({SYM: load_sample()[0].head(sample_rows)}, start=start, **kw)
+
+
+@pytest.mark.parametrize("action", ["halt", "flatten"])
+def test_reconcile_mismatch_halts_and_says_why(tmp_path, action):
+    from crucible.runtime import run_live
+
+    g = long_genome(tmp_path)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": g}], crucible={"on_mismatch": action})
+    v = _replay()
+    first = run_live(cfg, venue=v, max_bars=20)
+    assert first["halted"] is None and first["slots"][0]["units"] > 0
+    v._pos[SYM] += 0.003  # the account moved without a fill the bench can see (e.g. a liquidation)
+    events = []
+    again = run_live(cfg, venue=v, max_bars=20, progress=events.append)
+    j = Journal(cfg.general.journal, readonly=True)
+    try:
+        halts = j.events("halt")
+        later = j.orders()[first["orders"]:]  # orders placed by the second run
+    finally:
+        j.close()
+    assert len(halts) == 1 and halts[0]["data"]["action"] == action
+    assert "0.003" in halts[0]["data"]["reason"] and again["halted"] == halts[0]["data"]["reason"]
+    assert any(e["event"] == "halt" for e in events)
+    if action == "halt":
+        assert later == [] and again["slots"][0]["units"] == first["slots"][0]["units"]  # no new orders
+    else:
+        assert [o["reason"] for o in later] == ["mismatch"] and again["slots"][0]["units"] == 0.0
+    assert again["reweights"] == 0  # capital is not moved while halted
+
+
+def test_funding_booked_on_futures_slots_like_the_backtester(tmp_path):
+    """A futures slot pays funding at every 8 h bar open it holds units into (journaled, in the ledger, at the
+    replay venue alike); a spot slot of another run pays none; a restart rebuilds the same ledger."""
+    from crucible.runtime import run_live
+    from forge.backtest.costs import funding_payment, is_funding_time
+
+    g = long_genome(tmp_path)
+    rate = 0.001
+    runs = {}
+    for preset in ("spot", "futures"):
+        d = tmp_path / preset
+        d.mkdir()
+        cfg = cfg_for(d, slots=[{"id": "a", "symbol": SYM, "genome": g, "costs": preset}],
+                      costs={"funding_rate_8h": rate}, cwo={"move_capital": False})
+        v = _replay(2000, 300, funding_rate_8h=rate, perpetual=[SYM] if preset == "futures" else [])
+        s = run_live(cfg, venue=v)
+        j = Journal(cfg.general.journal, readonly=True)
+        try:
+            runs[preset] = (s, j.events("funding"), v, cfg)
+        finally:
+            j.close()
+    s_spot, ev_spot, _, _ = runs["spot"]
+    s, ev, v, cfg = runs["futures"]
+    assert ev_spot == [] and s_spot["slots"][0]["funding"] == 0.0 and s_spot["slots"][0]["costs"] == "spot"
+    assert len(ev) >= 2 and s["slots"][0]["costs"] == "futures"  # 1,700 bars span at least two funding times
+    for e in ev:
+        d = e["data"]
+        assert is_funding_time(e["time_ms"]) and d["units"] > 0 and d["rate"] == rate
+        assert d["amount"] == funding_payment(d["units"], d["price"], rate)
+    paid = sum(e["data"]["amount"] for e in ev)
+    assert s["slots"][0]["funding"] == pytest.approx(paid, rel=1e-12) and paid > 0
+    # the replay venue's account paid the same funding: its cash is the ledger's view of it
+    a = s["slots"][0]
+    spent = 200.0 - a["cash"]  # no CWO transfers
+    assert v.fetch_balance() == pytest.approx(cfg.replay.balance - spent, abs=1e-9)
+    # restore from the journal rebuilds the ledger, funding included
+    j = Journal(cfg.general.journal)
+    try:
+        rt = Runtime(cfg, v, j)
+        rt.restore()
+    finally:
+        j.close()
+    led = rt.slots["a"].ledger
+    assert led.funding == pytest.approx(paid, rel=1e-12) and led.cash == pytest.approx(a["cash"], abs=1e-9)
+
+
+def test_cost_presets_per_slot(tmp_path):
+    from forge.core.errors import ConfigError
+
+    mixed = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum", "costs": "spot"},
+                                     {"id": "b", "symbol": "ETHUSDT", "genome": "builtin:momentum", "costs": "futures"}])
+    assert mixed.presets(exchange=False) == {"a": "spot", "b": "futures"}  # one bench, spot and futures slots
+    auto = cfg_for(tmp_path)
+    assert set(auto.presets(exchange=False).values()) == {"spot"}
+    assert set(auto.presets(exchange=True).values()) == {"futures"}  # exchange venues trade linear perpetuals
+    with pytest.raises(ConfigError, match="linear perpetuals"):
+        mixed.presets(exchange=True)
+    clash = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum", "costs": "spot"},
+                                     {"id": "b", "symbol": SYM, "genome": "builtin:momentum", "costs": "futures"}])
+    with pytest.raises(ConfigError, match="both as spot and as futures"):
+        clash.presets(exchange=False)
+    with pytest.raises(ConfigError, match="costs must be"):
+        cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum", "costs": "perp"}])
+    with pytest.raises(ConfigError, match="on_mismatch"):
+        cfg_for(tmp_path, crucible={"on_mismatch": "ignore"})

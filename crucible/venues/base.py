@@ -234,5 +234,10 @@ class Venue(ABC):
         """Cash balance, USDT (fees and realised P&L included; for spot-like
         replay accounting, cash after buys/sells)."""
 
+    def funding_rate(self, symbol: str) -> float | None:
+        """Current perpetual funding rate of ``symbol`` per 8 h, a fraction (None: not known here; the runtime
+        then uses ``[costs] funding_rate_8h``)."""
+        return None
+
     def close(self) -> None:
         """Release connections (default: nothing)."""

@@ -648,6 +648,18 @@ class CcxtVenue(Venue):
                 out[s] = q if p.get("side") == "long" else -q
         return out
 
+    def funding_rate(self, symbol: str) -> float | None:
+        """The exchange's current funding rate of the linear perpetual (ccxt ``fetch_funding_rate``), one attempt;
+        None when the exchange does not answer it (the runtime then uses ``[costs] funding_rate_8h``)."""
+        try:
+            r = self._call(self.ex.fetch_funding_rate, self._usym[symbol])
+            rate = r.get("fundingRate") if isinstance(r, dict) else None
+            return float(rate) if rate is not None else None
+        except Exception as exc:  # noqa: BLE001 - a missing rate falls back to the configured one
+            log.warning("%s: funding rate of %s unavailable (%s); using [costs] funding_rate_8h",
+                        self.name, symbol, str(exc)[:120])
+            return None
+
     def fetch_balance(self) -> float:
         b = self._read(self.ex.fetch_balance)
         return float((b.get("USDT") or {}).get("total") or 0.0)

@@ -52,9 +52,12 @@ def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | Non
         start = min(cfg.replay.warmup_bars, n - 1)
         mb = max_bars if max_bars is not None else (cfg.replay.max_bars or None)
         sp = cfg.replay.speed if speed is None else speed
+        presets = cfg.presets(exchange=False)
+        perp = sorted({s.symbol for s in cfg.slots if presets[s.id] == "futures"})
         return ReplayVenue(bars, start=start, end=None if mb is None else start + mb, balance=cfg.replay.balance,
                            taker_fee_bps=cfg.costs.taker_fee_bps, slippage_bps=cfg.costs.slippage_bps,
-                           speed=sp or None, stop_event=stop_event)
+                           speed=sp or None, stop_event=stop_event, funding_rate_8h=cfg.costs.funding_rate_8h,
+                           perpetual=perp)
     if venue in ("bybit-testnet", "binance-demo"):
         from crucible.venues.ccxt_venue import CcxtVenue  # optional dependency (ccxt), loaded on use
 

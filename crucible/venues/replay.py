@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from crucible.venues.base import BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueNetworkError, VenueRejected
-from forge.backtest.costs import bps, fill_price, taker_fee
+from forge.backtest.costs import bps, fill_price, funding_payment, is_funding_time, taker_fee
 from forge.data.schema import BAR_MS
 
 __all__ = ["ReplayVenue"]
@@ -39,7 +39,9 @@ class ReplayVenue(Venue):
     of bars (of the merged timeline) that are history before the replay's
     first bar; end: timeline index to stop at (exclusive; None = all);
     balance: starting cash, USDT; taker_fee_bps, slippage_bps: cost model
-    (defaults match ``BacktestConfig``); speed: see module docstring;
+    (defaults match ``BacktestConfig``); funding_rate_8h, perpetual: the symbols traded as linear
+    perpetuals pay ``funding_rate_8h`` on the account's position at every 8 h funding time (as the
+    backtester and the slot ledgers, :mod:`forge.backtest.costs`); speed: see module docstring;
     stop_event: a threading.Event that interrupts pacing sleeps.
     raises ValueError for empty frames or start outside the data.
     """
@@ -48,9 +50,12 @@ class ReplayVenue(Venue):
 
     def __init__(self, bars: dict[str, pl.DataFrame], *, start: int = 0, end: int | None = None,
                  balance: float = 10_000.0, taker_fee_bps: float = 10.0, slippage_bps: float = 1.0,
-                 speed: float | None = None, stop_event: threading.Event | None = None) -> None:
+                 speed: float | None = None, stop_event: threading.Event | None = None,
+                 funding_rate_8h: float = 0.0, perpetual: tuple[str, ...] | list[str] = ()) -> None:
         if not bars:
             raise ValueError("ReplayVenue needs at least one symbol's bars")
+        self.funding_rate_8h = float(funding_rate_8h)
+        self.perpetual = tuple(s for s in perpetual if s in bars)
         self.taker_fee_bps = float(taker_fee_bps)
         self.slippage_bps = float(slippage_bps)
         self.speed = speed
@@ -176,8 +181,17 @@ class ReplayVenue(Venue):
                 row = rec[i].item()
                 if row[0] == t:
                     out[sym] = Bar(sym, *row)
+        if self.perpetual and self.funding_rate_8h and is_funding_time(t):
+            for sym in self.perpetual:
+                b = out.get(sym)
+                if b is not None and self._pos[sym] != 0.0:  # the position held into this open pays
+                    self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_8h)
         self._fill_pending(out)
         return out
+
+    def funding_rate(self, symbol: str) -> float | None:
+        """The configured funding rate for a perpetual symbol, None for spot symbols."""
+        return self.funding_rate_8h if symbol in self.perpetual else None
 
     def _fill_pending(self, bars: dict[str, Bar]) -> None:
         s = bps(self.slippage_bps)

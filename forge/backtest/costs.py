@@ -28,14 +28,16 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["FUNDING_PERIOD_MS", "COST_PRESETS", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
+__all__ = ["FUNDING_PERIOD_MS", "INSTRUMENTS", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
            "fill_price_nb", "taker_fee_nb", "funding_payment_nb", "is_funding_time_nb", "bps"]
 
 FUNDING_PERIOD_MS = 28_800_000
 """8 hours in milliseconds: funding times are ``open_time % FUNDING_PERIOD_MS == 0`` (00:00, 08:00, 16:00 UTC)."""
 
-COST_PRESETS = ("spot", "futures")
-"""Instrument kinds a cost model knows: spot (no funding) and linear perpetual futures (funding every 8 h)."""
+INSTRUMENTS = ("spot", "futures")
+"""Instrument kinds the cost model knows: spot (no funding) and linear perpetual futures (funding every 8 h);
+the Crucible's per-slot ``costs`` preset.  (The Forge's fee schedules by market are
+:data:`forge.evolution.config.COST_PRESETS`.)"""
 
 
 def bps(x: float) -> float:
