@@ -530,21 +530,26 @@ def serve(
 @forge_app.command()
 @edge
 def synthesize(
-    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders (repeatable); default: embedded BTCUSDT sample.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Feature library JSON to write.")] = Path("artifacts/features/library.json"),
-    n_features: Annotated[int, typer.Option("--n-features", help="Features to accept.")] = 5,
-    gens: Annotated[int, typer.Option("--gens", help="Generations per accepted feature.")] = 8,
-    pop: Annotated[int, typer.Option("--pop", help="Feature trees per generation.")] = 60,
-    horizon: Annotated[int, typer.Option("--horizon", help="Forward-return horizon, bars.")] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Master seed.")] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML with a [synthesize] table (default: the packaged configs/synthesize.toml); flags override it.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Kline files or folders (repeatable); default: [synthesize] data, else the embedded BTCUSDT sample.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Feature library JSON to write (default: [synthesize] out).")] = None,
+    n_features: Annotated[Optional[int], typer.Option("--n-features", help="Features to accept (default 5).")] = None,
+    gens: Annotated[Optional[int], typer.Option("--gens", help="Generations per accepted feature (default 8).")] = None,
+    pop: Annotated[Optional[int], typer.Option("--pop", help="Feature trees per generation (default 60).")] = None,
+    horizon: Annotated[Optional[int], typer.Option("--horizon", help="Forward-return horizon, bars (default 1).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Master seed (default 0).")] = None,
 ) -> None:
     """Evolve feature trees by mutual information with the forward return; writes a feature library
-    for `forge evolve --features LIB.json`."""
+    for `forge evolve --features LIB.json` (it records the bars it was fitted on)."""
+    from forge.core.config import override
     from forge.data.loader import load_bars
-    from forge.synthesize import SynthesisConfig, synthesize as run_synthesize, write_feature_library
+    from forge.synthesize import load_synthesis_config, synthesize as run_synthesize, write_feature_library
 
-    bars, _ = load_bars([str(p) for p in data] if data else None)
-    cfg = SynthesisConfig(seed=seed, population=pop, generations=gens, n_features=n_features, horizon=horizon).validate()
+    cfg = override(load_synthesis_config(config), "command-line flags", seed=seed, population=pop, generations=gens,
+                   n_features=n_features, horizon=horizon, data=tuple(str(p) for p in data) if data else None,
+                   out=str(out) if out is not None else None)
+    out = Path(cfg.out)
+    bars, _ = load_bars(list(cfg.data) or None)
 
     def on_event(e: dict[str, Any]) -> None:
         if e["event"] == "accepted":
@@ -571,30 +576,36 @@ def synthesize(
 @forge_app.command()
 @edge
 def calibrate(
-    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Real kline files or folders (default: embedded BTCUSDT sample).")] = None,
-    budget: Annotated[int, typer.Option("--budget", help="CMA-ES evaluations (each averages --seeds simulations).")] = 60,
-    minutes: Annotated[int, typer.Option("--minutes", help="Simulated minutes per evaluation and seed.")] = 720,
-    seeds: Annotated[int, typer.Option("--seeds", help="Simulation seeds per evaluation (common random numbers).")] = 2,
-    seed: Annotated[int, typer.Option("--seed", help="CMA-ES seed.")] = 0,
-    target: Annotated[str, typer.Option("--target", help="Loss target: windows (real facts per window of --minutes bars), pooled (the seeds' runs pooled vs as many pooled random real windows) or bootstrap (whole-sample facts, block-bootstrap weights).")] = "windows",
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Real replicates for the weights (bootstrap / pooled draws).")] = 100,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML with a [calibrate] table (default: the packaged configs/calibrate.toml); flags override it.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Real kline files or folders (default: [calibrate] data, else the embedded BTCUSDT sample).")] = None,
+    in_sample_fraction: Annotated[Optional[float], typer.Option("--in-sample-fraction", help="Fit on this leading share of the bars only, as forge evolve's in-sample range (default 0.7; 1.0 = all bars).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="CMA-ES evaluations, each averaging --seeds simulations (default 60).")] = None,
+    minutes: Annotated[Optional[int], typer.Option("--minutes", help="Simulated minutes per evaluation and seed (default 720).")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Simulation seeds per evaluation, common random numbers (default 2).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="CMA-ES seed (default 0).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Loss target: windows (real facts per window of --minutes bars), pooled (the seeds' runs pooled vs as many pooled random real windows) or bootstrap (whole-sample facts, block-bootstrap weights); default windows.")] = None,
+    n_boot: Annotated[Optional[int], typer.Option("--n-boot", help="Real replicates for the weights, bootstrap / pooled draws (default 100).")] = None,
     start: Annotated[Optional[Path], typer.Option("--start", help="Warm start from the DSG of an earlier calibration JSON (default: the built-in DSG).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Calibration JSON.")] = Path("artifacts/sim/calibration.json"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Calibration JSON (default: [calibrate] out).")] = None,
 ) -> None:
-    """Calibrate the LOB simulator's DSG to real 1m bars with CMA-ES (stylized-facts distance); writes calibration.json."""
+    """Calibrate the LOB simulator's DSG to real 1m bars with CMA-ES (stylized-facts distance) on the in-sample
+    head of the data; writes calibration.json (it records the bars it was fitted on)."""
+    from forge.core.config import override
     from forge.data.loader import load_bars
-    from forge.sim.calibrate import calibrate as run_calibrate
-    from forge.sim.calibrate import read_calibration, write_calibration
+    from forge.sim.calibrate import load_calibrate_config, run_calibration, write_calibration
 
-    start_dsg = read_calibration(start).dsg if start is not None else None
-    bars, _ = load_bars([str(p) for p in data] if data else None)
+    cfg = override(load_calibrate_config(config), "command-line flags", budget=budget, minutes=minutes, seeds=seeds,
+                   seed=seed, target=target, n_boot=n_boot, in_sample_fraction=in_sample_fraction,
+                   start=str(start) if start is not None else None, out=str(out) if out is not None else None,
+                   data=tuple(str(p) for p in data) if data else None)
+    target, out = cfg.target, Path(cfg.out)
+    bars, _ = load_bars(list(cfg.data) or None)
 
     def on_gen(e: dict[str, Any]) -> None:
         console.print(f"gen {e['generation']}  evals {e['evals']}/{e['budget']}  best loss {e['best_loss']:.3f}  "
                       f"(default {e['loss_default']:.3f})  {e['seconds']:.1f} s", highlight=False)
 
-    result = run_calibrate(bars, budget_evals=budget, n_minutes=minutes, seeds=tuple(range(seeds)), seed=seed,
-                           progress=on_gen, target=target, n_boot=n_boot, start=start_dsg)
+    result = run_calibration(cfg, bars, progress=on_gen)
     write_calibration(result, out)
     table = Table(title=f"Stylized facts: real vs simulated (loss {result.loss_default:.3f} → {result.loss:.3f})")
     for col in ("fact", "real (whole sample)", f"real target ({target})", "simulated", "sim/target", "default DSG",
@@ -874,9 +885,10 @@ def crucible_live(
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
     journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
     adopt: Annotated[bool, typer.Option("--adopt", help="A new journal may take the positions already at the venue as its baseline (otherwise it refuses to start).")] = False,
+    forge: Annotated[bool, typer.Option("--forge", help="Run the Forge worker (forge serve) as a supervised child: killed slots are re-armed by validated replacements (closed loop).")] = False,
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
-    the $200 kill rule, capital reweighting and a durable journal."""
+    the $200 kill rule, capital reweighting and a durable journal; with --forge, the closed loop."""
     from rich.live import Live
 
     from crucible.runtime import run_live
@@ -902,7 +914,7 @@ def crucible_live(
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
-        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger"):
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge"):
             line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
             if live_view:
                 events.append(escape(line[:160]))
@@ -924,7 +936,7 @@ def crucible_live(
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
         summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
-                           journal_path=journal, progress=on_event, adopt=adopt)
+                           journal_path=journal, progress=on_event, adopt=adopt, forge=forge)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
                         f"{summary['bars_per_s']:.0f} bars/s)")
@@ -945,14 +957,17 @@ def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
 ) -> None:
-    """The bench as recorded in the journal: slots, equity, weights, kills, swaps (read-only)."""
-    from crucible.status import status, status_table
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps and each champion's
+    lineage (read-only)."""
+    from crucible.status import lineage_lines, status, status_table
 
     rep = status(journal)
     if as_json:
         print(json_dumps(rep))
         return
     console.print(status_table(rep))
+    for line in lineage_lines(rep):
+        console.print(escape(line), highlight=False)
 
 
 @crucible_app.command("verify")

@@ -43,7 +43,8 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,9 @@ import sklearn
 from sklearn.feature_selection import mutual_info_regression
 
 from forge.core import rng
+from forge.core.config import load_config
 from forge.core.errors import ConfigError, DataError
+from forge.data.ranges import DataRange
 from forge.data.gaps import forward_returns
 from forge.data.split import holdout_split
 from forge.evolution.operators import sel_best_distinct, sel_tournament
@@ -91,6 +94,11 @@ class SynthesisConfig:
     variation; min_valid_fraction: share of sampled rows a candidate must
     have finite values on; null_permutations: permutations of the
     out-of-sample target for the null MI and p-value of accepted features.
+    data: kline files or folders (empty: the embedded BTCUSDT sample) and out: the library JSON to write,
+    read by ``forge synthesize`` (the library function takes bars).
+
+    TOML: the ``[synthesize]`` table of ``forge synthesize --config FILE`` (:func:`load_synthesis_config`;
+    command-line flags override it; every key optional, these defaults apply).
     """
 
     seed: int = 0
@@ -110,6 +118,8 @@ class SynthesisConfig:
     crossover_probability: float = 0.6
     min_valid_fraction: float = 0.5
     null_permutations: int = 19
+    data: tuple[str, ...] = ()
+    out: str = "artifacts/features/library.json"
 
     def validate(self) -> SynthesisConfig:
         """returns self; raises ConfigError naming the first invalid field."""
@@ -131,11 +141,27 @@ class SynthesisConfig:
             ("crossover_probability", 0 <= self.crossover_probability <= 1, "in [0, 1]"),
             ("min_valid_fraction", 0 < self.min_valid_fraction <= 1, "in (0, 1]"),
             ("null_permutations", self.null_permutations >= 0, ">= 0"),
+            ("out", bool(self.out), "a file path"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"synthesis.{name} must be {expected}, got {getattr(self, name)!r}")
         return self
+
+
+@dataclass(frozen=True)
+class SynthesizeFile:
+    """A ``forge synthesize`` config file: one ``[synthesize]`` table (:class:`SynthesisConfig`)."""
+
+    synthesize: SynthesisConfig = field(default_factory=SynthesisConfig)
+    source: str = "<defaults>"
+
+
+def load_synthesis_config(path: str | Path | None = None) -> SynthesisConfig:
+    """The ``[synthesize]`` table of ``path``; None -> ``configs/synthesize.toml`` when present, else the
+    defaults of :class:`SynthesisConfig` (``forge.core.config.load_config``, the one default-path rule).
+    raises ConfigError naming the file, table and key (unknown keys and tables, wrong types, bad values)."""
+    return load_config(path, SynthesizeFile, "synthesize.toml").synthesize
 
 
 def mutual_information(x: np.ndarray, y: np.ndarray, n_neighbors: int = 3, seed: int = 0) -> float:
@@ -331,6 +357,9 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
         "config": dataclasses.asdict(cfg),
         "n_bars": n,
         "split": split.to_dict(with_iso=False),
+        # the bars the features were selected on (in-sample head; the tail only reports): the range
+        # ``forge evolve --features`` checks against its out-of-sample range (forge.data.ranges)
+        "data_range": DataRange.of(bars.slice(0, n_is)).to_dict(),
         "sample_rows": {"in_sample": int(rows_is.size), "out_of_sample": int(rows_oos.size)},
         "target": f"log(close[t+{cfg.horizon}] / close[t])",
         "estimator": f"sklearn.feature_selection.mutual_info_regression (Kraskov k-NN, k={cfg.n_neighbors}, "
@@ -401,10 +430,12 @@ __all__ = [
     "LibraryFeature",
     "RawInputs",
     "SynthesisConfig",
+    "SynthesizeFile",
     "evaluate_feature",
     "forward_returns",
     "library_features",
     "load_feature_library",
+    "load_synthesis_config",
     "mutual_information",
     "raw_inputs",
     "synthesize",

@@ -66,7 +66,10 @@ import polars as pl
 
 from forge.core import rng
 from forge.core.artifacts import atomic_write_json
+from forge.core.config import load_config, resolve_path
 from forge.core.errors import ConfigError, DataError
+from forge.data.ranges import DataRange
+from forge.data.split import holdout_split
 from forge.sim import agents_nb as K
 from forge.sim.facts import (
     FACT_NAMES,
@@ -139,6 +142,13 @@ class CalibrationResult:
     stop_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     facts_target: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def data_range(self) -> DataRange | None:
+        """The real bars the fit used (``settings["data_range"]``, recorded by :func:`calibrate`); None for a
+        file written before ranges were recorded.  raises ConfigError when the recorded range is malformed."""
+        d = self.settings.get("data_range")
+        return None if d is None else DataRange.from_dict(d, "calibration settings")
 
     @property
     def params(self) -> dict[str, float]:
@@ -519,7 +529,7 @@ def calibrate(
             "block_minutes": int(block_minutes), "start_price": setup.start_price, "start_ms": setup.start_ms,
             "target": target, "n_replicates": int(boot.shape[0]),
             "real_bars": int(real_bars.height), "real_mean_volume": real_mean_vol,
-            "start_dsg": to_dict(x0_dsg),
+            "start_dsg": to_dict(x0_dsg), "data_range": DataRange.of(real_bars).to_dict(),
         },
         seconds=time.perf_counter() - t0,
         generations=gen,
@@ -528,6 +538,91 @@ def calibrate(
         extra={} if disp is None else {"log_std_dispersion": {
             "real": disp[0], "weight": disp[1], "default": disp_default, "sim": _log_std_dispersion(best["fv"])}},
     )
+
+
+# --------------------------------------------------------------------------- config and CLI entry
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """``[calibrate]``: the settings of ``forge calibrate`` (command-line flags override them).
+
+    data: kline files or folders (empty: the embedded BTCUSDT sample); in_sample_fraction: the fit uses
+    only the leading share of the bars (the in-sample range of ``forge evolve`` with the same fraction, by
+    the same split rule, ``forge.data.split.holdout_split``), so a run over the same data never meets a
+    simulator fitted on its out-of-sample bars; 1.0 fits every bar (such a calibration is refused by any
+    run whose out-of-sample range it overlaps).  budget: CMA-ES evaluations (>= 5); minutes: simulated
+    minutes per evaluation and seed (>= 30); seeds: simulation seeds per evaluation (seeds 0..seeds-1,
+    common random numbers); seed: CMA-ES and bootstrap seed; target: "windows", "pooled" or "bootstrap"
+    (:func:`calibrate`); n_boot: real replicates (>= 10); block_minutes: bootstrap block length;
+    sigma0: initial CMA-ES step in unit coordinates, (0, 1]; start: warm-start calibration JSON ("" = the
+    built-in DSG); out: the calibration JSON to write.
+    """
+
+    data: tuple[str, ...] = ()
+    in_sample_fraction: float = 0.7
+    budget: int = 60
+    minutes: int = 720
+    seeds: int = 2
+    seed: int = 0
+    target: str = "windows"
+    n_boot: int = 100
+    block_minutes: int = 240
+    sigma0: float = 0.2
+    start: str = ""
+    out: str = str(DEFAULT_CALIBRATION_PATH)
+
+    def validate(self) -> None:
+        """raises ConfigError naming the first invalid field."""
+        checks = [
+            ("in_sample_fraction", 0 < self.in_sample_fraction <= 1, "in (0, 1]"),
+            ("budget", self.budget >= 5, ">= 5"),
+            ("minutes", self.minutes >= 30, ">= 30"),
+            ("seeds", self.seeds >= 1, ">= 1"),
+            ("seed", self.seed >= 0, ">= 0"),
+            ("target", self.target in ("windows", "pooled", "bootstrap"), "'windows', 'pooled' or 'bootstrap'"),
+            ("n_boot", self.n_boot >= 10, ">= 10"),
+            ("block_minutes", self.block_minutes >= 1, ">= 1"),
+            ("sigma0", 0 < self.sigma0 <= 1, "in (0, 1]"),
+            ("out", bool(self.out), "a file path"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class CalibrateFile:
+    """A ``forge calibrate`` config file: one ``[calibrate]`` table (:class:`CalibrateConfig`)."""
+
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    source: str = "<defaults>"
+
+
+def load_calibrate_config(path: str | Path | None = None) -> CalibrateConfig:
+    """The ``[calibrate]`` table of ``path``; None -> ``configs/calibrate.toml`` when present, else the
+    defaults of :class:`CalibrateConfig` (``forge.core.config.load_config``).  raises ConfigError naming the
+    file, table and key."""
+    return load_config(path, CalibrateFile, "calibrate.toml").calibrate
+
+
+def in_sample_head(bars: pl.DataFrame, fraction: float) -> pl.DataFrame:
+    """The leading ``fraction`` of ``bars`` by ``forge.data.split.holdout_split`` (all bars when 1.0).
+    raises DataError when the frame is too short to split."""
+    if fraction >= 1.0:
+        return bars
+    a, b = holdout_split(bars["open_time"].to_numpy(), fraction).in_sample
+    return bars.slice(a, b - a)
+
+
+def run_calibration(cfg: CalibrateConfig, bars: pl.DataFrame, progress: ProgressFn | None = None
+                    ) -> CalibrationResult:
+    """``forge calibrate``: :func:`calibrate` on the in-sample head of ``bars`` (``cfg.in_sample_fraction``)
+    with the settings of ``cfg``; the result records the bars it was fitted on (``data_range``)."""
+    start = read_calibration(resolve_path(cfg.start)).dsg if cfg.start else None
+    return calibrate(in_sample_head(bars, cfg.in_sample_fraction), budget_evals=cfg.budget, n_minutes=cfg.minutes,
+                     seeds=tuple(range(cfg.seeds)), seed=cfg.seed, sigma0=cfg.sigma0, n_boot=cfg.n_boot,
+                     block_minutes=cfg.block_minutes, start=start, progress=progress, target=cfg.target)
 
 
 # --------------------------------------------------------------------------- files
