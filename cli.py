@@ -885,9 +885,10 @@ def crucible_live(
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
     journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
     adopt: Annotated[bool, typer.Option("--adopt", help="A new journal may take the positions already at the venue as its baseline (otherwise it refuses to start).")] = False,
+    forge: Annotated[bool, typer.Option("--forge", help="Run the Forge worker (forge serve) as a supervised child: killed slots are re-armed by validated replacements (closed loop).")] = False,
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
-    the $200 kill rule, capital reweighting and a durable journal."""
+    the $200 kill rule, capital reweighting and a durable journal; with --forge, the closed loop."""
     from rich.live import Live
 
     from crucible.runtime import run_live
@@ -913,7 +914,7 @@ def crucible_live(
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
-        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger"):
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge"):
             line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
             if live_view:
                 events.append(escape(line[:160]))
@@ -935,7 +936,7 @@ def crucible_live(
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
         summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
-                           journal_path=journal, progress=on_event, adopt=adopt)
+                           journal_path=journal, progress=on_event, adopt=adopt, forge=forge)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
                         f"{summary['bars_per_s']:.0f} bars/s)")
@@ -956,14 +957,17 @@ def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
 ) -> None:
-    """The bench as recorded in the journal: slots, equity, weights, kills, swaps (read-only)."""
-    from crucible.status import status, status_table
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps and each champion's
+    lineage (read-only)."""
+    from crucible.status import lineage_lines, status, status_table
 
     rep = status(journal)
     if as_json:
         print(json_dumps(rep))
         return
     console.print(status_table(rep))
+    for line in lineage_lines(rep):
+        console.print(escape(line), highlight=False)
 
 
 @crucible_app.command("verify")

@@ -264,15 +264,19 @@ class PitCrew:
         self.rejected.extend(rejected)
         return accepted, rejected
 
-    def beats(self, challenger: Challenger, champion_marks: np.ndarray, slot: str | None = None) -> bool:
+    def beats(self, challenger: Challenger, champion_marks: np.ndarray, slot: str | None = None,
+              last: int | None = None) -> bool:
         """True if ``challenger``'s shadow record beats a champion's over the same bars (:func:`promotion_test`
-        with this crew's margin and alpha); the test result is kept in ``tests`` and reported.
+        with this crew's margin and alpha); the test result is kept in ``tests`` and reported.  last: compare
+        over the challenger's last ``last`` marks only (a champion that took its slot during the shadow period).
 
         champion_marks: (m,) equity marks of the champion's slot, newest last, ending at the *current* bar
         (m >= n + 1 for a challenger with n marks: its last mark is the previous bar's close, so the
         champion's marks are aligned as ``champion_marks[-n-1:-1]``; with exactly n marks the last n are used).
         """
         ch = np.asarray(challenger.equity_curve, dtype=np.float64)
+        if last is not None:
+            ch = ch[-last:]
         cm = np.asarray(champion_marks, dtype=np.float64)
         n = ch.size
         if n < 3 or cm.size < n:

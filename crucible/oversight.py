@@ -3,7 +3,8 @@
 * the global kill switch (file or SIGTERM): flatten everything, stop;
 * Watchtower (:mod:`crucible.watchtower`): a slot at or below its floor (own P&L) is killed, flattened and a
   replacement request is written, seeded from the best genome seen for its symbol;
-* Pit Crew (:mod:`crucible.hotswap`): challengers whose shadow period is over are promoted when their record
+* Pit Crew (:mod:`crucible.hotswap`): challengers whose shadow period is over re-arm a killed slot of their
+  symbol (the one their lineage names first; :mod:`crucible.lineage`), else are promoted when their record
   beats a live champion's by the promotion test; new champion files are scanned every ``poll_bars``;
 * CWO (:mod:`crucible.allocator`): exponentiated-gradient weights every ``cwo.interval_seconds``, journaled when
   a weight moved by more than ``WEIGHT_TOL``; capital moved between slot ledgers (journaled ``transfer``
@@ -16,6 +17,7 @@ import numpy as np
 
 from crucible.allocator import eg_weights, scores_nb
 from crucible.hotswap import Challenger
+from crucible.lineage import challenger_lineage
 from crucible.slots import Ledger
 from crucible.venues.base import Bar
 from crucible.watchtower import breaches_floor, write_replacement_request
@@ -53,6 +55,7 @@ class OversightMixin:
                                                                        s.ledger.transfers):
                 continue
             eq = s.equity()
+            self.kill_info[s.id] = {"equity": eq, "time_ms": now, "bar": self.bar_no}
             s.status = "killed"
             s.weight = 0.0
             self.counters["kills"] += 1
@@ -64,6 +67,7 @@ class OversightMixin:
             path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
                                              time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
             self.requests.append(str(path))
+            self.new_requests.append(str(path))
             self.journal.event("request", now, s.id, path=str(path), seed=seed.sha256)
             self._emit("kill", slot=s.id, equity=eq, request=str(path))
 
@@ -85,18 +89,26 @@ class OversightMixin:
 
     def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
         hs = self.cfg.hotswap
-        for key, ch in list(self.challengers.items()):
-            if len(ch.equity_curve) < hs.shadow_bars:
-                continue
+        done = [(-c.score(), k, c) for k, c in self.challengers.items() if len(c.equity_curve) >= hs.shadow_bars]
+        for _neg, key, ch in sorted(done, key=lambda x: x[:2]):  # the best shadow record first
+            dead = self._dead_slot_for(ch)
+            # a champion is compared only over bars it held its slot: at least shadow_bars of them
+            n = len(ch.equity_curve)
+            held = {s.id: n if s.lineage.get("since_ms") is None else min(n, (bar_time - s.lineage["since_ms"]) // 60_000)
+                    for s in self.slots.values() if s.status == "live" and s.symbol == ch.symbol}
+            rivals = [self.slots[k] for k, m in held.items() if m >= hs.shadow_bars]
+            if dead is None and held and not rivals:
+                continue  # every live champion of its symbol is newer than shadow_bars: keep shadowing
             del self.challengers[key]
             score = ch.score()
             self._remember(ch.genome, ch.symbol, score)
+            if dead is not None and self._rearm(dead, ch, now):  # a dead slot first; refused: a live one may follow
+                continue
             best = None
-            for s in self.slots.values():
-                if s.status != "live" or s.symbol != ch.symbol:
-                    continue
-                champ = sharpe_per_bar_of_equity(self.marks.curve(s.id, len(ch.equity_curve)))
-                if self.pit.beats(ch, self.marks.curve(s.id, len(ch.equity_curve) + 1), s.id) \
+            for s in rivals:
+                m = held[s.id]
+                champ = sharpe_per_bar_of_equity(self.marks.curve(s.id, m))
+                if self.pit.beats(ch, self.marks.curve(s.id, m + 1), s.id, last=m) \
                         and (best is None or champ < best[1]):
                     best = (s, champ)
             if best is None:
@@ -106,6 +118,10 @@ class OversightMixin:
                 continue
             s, champ = best
             self._remember(s.genome, s.symbol, champ)
+            test = next((t for t in reversed(self.pit.tests) if t["slot"] == s.id
+                         and t["genome"] == ch.genome.sha256), {})
+            s.lineage = challenger_lineage(ch, now, self.bar_no, "replaced: the challenger's shadow record beat it "
+                                           f"(Diebold-Mariano p = {test.get('p_value', float('nan')):.3g})")
             s.previous.append(s.genome)
             s.genome = ch.genome
             s.genome_since = self.bar_no
@@ -113,7 +129,7 @@ class OversightMixin:
             with self.journal:
                 self.journal.event("swap", now, s.id, genome=ch.genome.to_dict(), old=s.previous[-1].sha256,
                                    new=ch.genome.sha256, challenger_score=score, champion_score=champ,
-                                   source=ch.source)
+                                   source=ch.source, lineage=s.lineage)
                 self.journal.commit()
             self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
                        challenger_score=score, champion_score=champ)
@@ -126,7 +142,7 @@ class OversightMixin:
                 with self.journal:
                     self.journal.event("reject", now, None, file=path, reason=reason)
                 self._emit("reject", file=path, reason=reason)
-            symbols = {s.symbol for s in self.slots.values() if s.status == "live"}
+            symbols = {s.symbol for s in self.slots.values() if s.status in ("live", "killed")}
             for g, meta, path in accepted:
                 sym = (meta.get("symbol") or "").upper() or None
                 targets = [sym] if sym in symbols else (sorted(symbols) if sym is None else [])

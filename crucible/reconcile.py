@@ -67,6 +67,7 @@ class ReconcileMixin:
             j.set_meta("bench_id", self.bench_id)
         transfers: list[tuple[int, dict[str, float]]] = []
         self._restored_funding: list[tuple[int, str, float]] = []  # (bar open ms, slot, USDT paid)
+        rearms: list[tuple[int, str]] = []
         for ev in j.events():
             s = self.slots.get(ev["slot"]) if ev["slot"] else None
             d = ev["data"]
@@ -74,13 +75,19 @@ class ReconcileMixin:
                 g = Genome.from_dict(d["genome"], source="journal")
                 if ev["kind"] == "swap":
                     s.previous.append(s.genome)
+                    s.lineage = d.get("lineage") or s.lineage
                 elif s.previous:
                     s.previous.pop()
                 s.genome = g
                 self.genome_book.setdefault(g.sha256, (g, s.symbol, None))
                 self.counters["swaps"] += ev["kind"] == "swap"
+            elif ev["kind"] == "rearm" and s is not None:  # its new ledger: in _rebuild, in time order
+                self._apply_rearm(s, Genome.from_dict(d["genome"], source="journal"), d.get("lineage") or {},
+                                  d.get("weight"))
+                rearms.append((int(ev["time_ms"]), s.id))
             elif ev["kind"] == "kill" and s is not None:
                 s.status = "killed"
+                self.kill_info[s.id] = {"equity": d.get("equity"), "time_ms": ev["time_ms"]}
                 self.counters["kills"] += 1
             elif ev["kind"] == "reweight":
                 for k, w in d["weights"].items():
@@ -106,11 +113,12 @@ class ReconcileMixin:
                 ff = d["fill"]
                 self._count_foreign(ff["trade_id"], ff["symbol"], float(ff["qty"]), int(ff["time_ms"]))
         self.last_bar_ms = j.get_meta("last_bar_ms")
-        self._rebuild(transfers)
+        self._rebuild(transfers, rearms)
         for sid in self.slots:
             self._revert_target(sid)
 
-    def _rebuild(self, transfers: list[tuple[int, dict[str, float]]]) -> None:
+    def _rebuild(self, transfers: list[tuple[int, dict[str, float]]],
+                 rearms: list[tuple[int, str]] = ()) -> None:
         """Rebuild the slot ledgers and the recent equity marks from the journal, in the order the running
         bench applied them: operations sorted by time (capital transfers before fills at equal times,
         fills in booking order), and each processed bar's mark taken after the operations booked by then
@@ -123,6 +131,8 @@ class ReconcileMixin:
             ops.append((t, 0, i, amounts))
         for i, fu in enumerate(getattr(self, "_restored_funding", ())):  # at a bar's open: after the transfers of
             ops.append((fu[0], 0.5, i, fu))  # the bar before (same time), before that open's fills
+        for i, r in enumerate(rearms):  # a re-armed slot's new life starts before that bar's fills
+            ops.append((r[0], -1, i, r))
         ops.sort(key=lambda x: x[:3])
         window: list[int] = []
         closes: dict[str, dict[int, float]] = {}
@@ -155,7 +165,9 @@ class ReconcileMixin:
         if op[1] == 0.5:  # funding (bar open ms, slot, USDT paid)
             self.slots[op[3][1]].ledger.pay_funding(op[3][2])
             return
-        if op[1] == 1:
+        if op[1] == -1:
+            self._new_life(self.slots[op[3][1]])
+        elif op[1] == 1:
             f = op[3]
             self.slots[f["slot"]].ledger.apply(f["qty"], f["price"], f["fee"])
         else:

@@ -49,13 +49,16 @@ from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.execution import ExecutionMixin
 from crucible.hotswap import Challenger, PitCrew
 from crucible.journal import OPEN_STATUSES, Journal, JournalError, JournalLock, archive_journal
+from crucible.lineage import LoopMixin, initial_lineage
 from crucible.oversight import OversightMixin
 from crucible.reconcile import ReconcileMixin
 from crucible.signals import ChunkedSignals, SignalEngine, check_genome
 from crucible.slots import MarkBook, Slot
+from crucible.supervisor import ForgeSupervisor
 from crucible.venues.base import BAR_FIELDS, Bar, RetryPolicy, Venue, VenueError
 from crucible.venues.factory import VENUES, make_venue
 from crucible.watchtower import kill_switch_engaged
+from forge.core.errors import ConfigError
 from forge.gp import Genome
 
 __all__ = ["Runtime", "run_live", "make_venue", "VENUES"]
@@ -67,7 +70,7 @@ GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) be
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
-class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
+class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
     """The bench running on one venue with one journal (see module docstring).
 
     cfg: CrucibleConfig; venue: a Venue; journal: an open Journal; progress: callback receiving event
@@ -118,7 +121,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
             g = resolve_genome(sc.genome)
             check_genome(g, cfg.general.history_bars)  # a lookback beyond the window would trade flat forever
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
-                                     perpetual=presets[sc.id] == "futures")
+                                     perpetual=presets[sc.id] == "futures", lineage=initial_lineage(sc.genome, g))
         self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
         self._funding_rates: dict[tuple[str, int], float] = {}
         hs = cfg.hotswap
@@ -138,8 +141,11 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
                          "foreign_fills": 0, "outage_bars": 0, "lost": 0, "order_rejects": 0, "retargets": 0,
-                         "stale_flattens": 0, "funding": 0}
+                         "stale_flattens": 0, "funding": 0, "rearms": 0}
         self.requests: list[str] = []
+        self.new_requests: list[str] = []  # written this bar (the replay waits for the Forge to serve them)
+        self.kill_info: dict[str, dict[str, Any]] = {}  # slot -> {"equity", "time_ms"} of its kill
+        self.supervisor: ForgeSupervisor | None = None  # the Forge worker (crucible live --forge)
         self.last_bar_ms: int | None = None
         self.last_cwo_ms: int | None = None
         self.bar_no = 0
@@ -315,6 +321,12 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin):
                 break
             stale = False
             self.process_bar(bars)
+            if self.supervisor is not None:
+                self.supervisor.check()
+                if self.new_requests and not getattr(self.venue, "live", False) and self.cfg.serve.replay_wait_s > 0:
+                    self.journal.commit()  # the kill and its request are durable before the wait
+                    self._await_forge(self.new_requests)
+            self.new_requests.clear()
             if group_commit_s and time.monotonic() - last_commit >= group_commit_s:
                 self.journal.commit()
                 last_commit = time.monotonic()
@@ -353,7 +365,7 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
              speed: float | None = None, max_bars: int | None = None, until_ms: int | None = None,
              journal_path: str | Path | None = None,
              stop_event: threading.Event | None = None, progress: Progress | None = None,
-             fault: FaultHook | None = None, fresh: bool | None = None, adopt: bool = False) -> dict[str, Any]:
+             fault: FaultHook | None = None, fresh: bool | None = None, adopt: bool = False, forge: bool = False) -> dict[str, Any]:
     """Run the bench until the feed ends, ``max_bars`` bars, the kill switch or ``stop_event``.
 
     config: TOML path, CrucibleConfig, or None (``configs/crucible.toml``); venue: "replay",
@@ -370,6 +382,9 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     become the baseline); otherwise AdoptRequired (exit 2).  A reconcile mismatch halts trading
     (``[crucible] on_mismatch``) and the summary's "halted" says why.
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
+    forge: run the Forge worker (``forge serve`` on this config's ``[serve]`` table) as a supervised child
+    (:class:`crucible.supervisor.ForgeSupervisor`) that serves this bench's replacement requests; it is
+    stopped with the run.  Needs ``config`` as a path (the child reads the same file).
 
     returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
     "kill_switch" | "stop_event",
@@ -380,6 +395,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     raises ConfigError for a bad config/venue, GenomeError for a bad slot genome, JournalLocked when another
     process writes the journal, JournalError for a journal that is not one, corrupt, or fails mid-run.
     """
+    if forge and not isinstance(config, (str, Path)):
+        raise ConfigError("crucible live --forge needs the config as a file (the Forge worker reads it)")
     cfg = config if isinstance(config, CrucibleConfig) else load_crucible_config(config)
     stop_event = stop_event or threading.Event()
     own_venue = not isinstance(venue, Venue)
@@ -413,11 +430,17 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             stop_event.set()
 
         old_handler = signal.signal(signal.SIGTERM, _on_term)
+    if forge:
+        rt.supervisor = ForgeSupervisor(config, nice=cfg.serve.nice, log_path=Path(cfg.serve.runs_dir) / "worker.log",
+                                        report=lambda kind, **d: journal.event(kind, v.now_ms(), None, **d))
+        rt.supervisor.start()
     try:
         return rt.run(max_bars=max_bars, until_ms=until_ms)
     except sqlite3.Error as exc:  # the journal failed mid-run (disk full, corrupted, locked): one line, exit 2
         raise JournalError(f"{jpath}: SQLite error while trading: {exc}") from None
     finally:
+        if rt.supervisor is not None:
+            rt.supervisor.stop()
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
         journal.close()

@@ -165,6 +165,11 @@ class MarkBook:
         """(n_slots, m) view of the last ``m = min(last, available)`` marks."""
         return self._buf[:, max(0, self.n - int(last)): self.n]
 
+    def reset(self, slot_id: str, value: float) -> None:
+        """Overwrite every kept mark of one slot with ``value`` (a re-armed slot starts a new equity curve:
+        its refill must not read as a return)."""
+        self._buf[self.row[slot_id], : self.n] = value
+
     def curve(self, slot_id: str, last: int | None = None) -> np.ndarray:
         """(m,) view of one slot's last ``last`` marks (all kept marks when None)."""
         lo = 0 if last is None else max(0, self.n - int(last))
@@ -177,7 +182,8 @@ class Slot:
 
     id, symbol; genome: the champion being traded; genome_ref: where it came from; capital: USDT;
     status: "live" | "killed" | "stopped"; target: last target exposure ordered in [-1, 1];
-    weight: CWO capital weight; previous: earlier champions, newest last (rollback).
+    weight: CWO capital weight; previous: earlier champions, newest last (rollback); lineage: where the
+    current champion came from (:mod:`crucible.lineage`).
     perpetual: the slot trades a linear perpetual (cost preset "futures": its units pay funding), else spot.
     Recent equity marks live in the runtime's :class:`MarkBook`.
     """
@@ -195,6 +201,7 @@ class Slot:
     previous: list[Genome] = field(default_factory=list)
     genome_since: int = 0
     perpetual: bool = False
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.capital)
@@ -214,4 +221,5 @@ class Slot:
                 "fees": self.ledger.fees, "weight": self.weight, "target": self.target,
                 "transfers": self.ledger.transfers, "pnl": self.own_equity() - self.capital,
                 "costs": "futures" if self.perpetual else "spot", "funding": self.ledger.funding,
-                "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous]}
+                "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous],
+                "lineage": self.lineage}
