@@ -30,7 +30,7 @@ from forge import __version__
 from forge.backtest import buy_and_hold, run_backtest
 from forge.causal import CausalReport, causal_filter
 from forge.core import rng
-from forge.core.config import to_dict
+from forge.core.config import resolve_path, to_dict
 from forge.core.errors import ConfigError, GenomeError, RunDirError
 from forge.core.rundir import (
     FILES, HallOfFame, HallOfFameMember, Manifest, read_checkpoint, read_run_config, write_champion, write_hall_of_fame,
@@ -38,6 +38,7 @@ from forge.core.rundir import (
 )
 from forge.data.discovery import load_symbol_bars, market_type
 from forge.data.gaps import bars_since_gap, forward_returns
+from forge.data.ranges import DataRange, refuse_overlap
 from forge.data.loader import Coverage, coverage_of, load_bars
 from forge.evolution.checkpoint import Codec, RunState, fresh_state, restore_state, save_state
 from forge.evolution.clock import PhaseClock
@@ -52,9 +53,10 @@ from forge.features import DEFAULT_FEATURES, FeatureMatrix
 from forge.features.library import FeatureLibrary, load_feature_library
 from forge.gp import BufferPool, Genome, build_pset, individual_from_genome
 from forge.gp import pset as gp_ops
+from forge.sim.calibrate import read_calibration
 from forge.strategy import genome_positions
 
-__all__ = ["EvolveResult", "evolve", "hall_of_fame_report", "make_run_id", "resume_run"]
+__all__ = ["EvolveResult", "evolve", "hall_of_fame_report", "make_run_id", "refuse_out_of_sample_leaks", "resume_run"]
 
 PACKAGES = ("deap", "numba", "numpy", "polars", "joblib", "lightgbm", "cma", "tigramite", "dowhy")
 
@@ -134,6 +136,49 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
     return markets, library
 
 
+def _fitted_range_of_library(library: FeatureLibrary, path: str) -> DataRange:
+    """The bars a feature library's features were selected on: ``meta.data_range`` (written by ``forge
+    synthesize``), else the in-sample range of ``meta.split`` (libraries written before data_range was
+    recorded; synthesis selects on that range only).  raises ConfigError when neither is recorded."""
+    meta = library.meta or {}
+    if "data_range" in meta:
+        return DataRange.from_dict(meta["data_range"], f"{path}: meta")
+    head = (meta.get("split") or {}).get("in_sample")
+    if isinstance(head, dict) and {"first_open_ms", "last_open_ms", "rows"} <= set(head):
+        return DataRange(int(head["first_open_ms"]), int(head["last_open_ms"]), int(head["rows"][1] - head["rows"][0]))
+    raise ConfigError(f"{path}: feature library records no data range (meta.data_range or meta.split), so it cannot be "
+                      "shown to exclude this run's out-of-sample bars; re-synthesize it with `forge synthesize`")
+
+
+def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: FeatureLibrary | None) -> None:
+    """No out-of-sample leak through fitted inputs (issue 17 item 5): refuse a feature library (``--features``)
+    or, with co-evolution on, a simulator calibration (``[coevolution] calibration``) fitted on bars that
+    overlap any market's out-of-sample range.  A calibration that records no ``data_range`` (written before
+    ranges were recorded) is refused too: nothing shows it excludes the out-of-sample bars.  A missing
+    calibration file is no leak (the built-in DSG is used).  raises ConfigError (one line: the file, the
+    fitted range, the out-of-sample range and the remedy)."""
+    cal_path = resolve_path(cfg.coevolution.calibration) if cfg.coevolution.enabled else None
+    cal_range = None
+    if cal_path is not None and cal_path.is_file():
+        cal_range = read_calibration(cal_path).data_range
+        if cal_range is None:
+            raise ConfigError(f"{cal_path}: simulator calibration records no data_range (written before ranges were "
+                              "recorded), so it cannot be shown to exclude this run's out-of-sample bars; re-fit it on "
+                              "in-sample bars with `forge calibrate` or run with --coevolution off")
+    lib_range = _fitted_range_of_library(library, cfg.evolve.feature_library) if library is not None else None
+    for m in markets:
+        (a, b), (first, last) = m.split.out_of_sample, m.split.out_of_sample_ms
+        oos = DataRange(first, last, b - a)
+        if lib_range is not None:
+            refuse_overlap(f"{cfg.evolve.feature_library}: feature library", lib_range, oos,
+                           "synthesize it on bars before the out-of-sample range (forge synthesize selects on its "
+                           "in-sample head)")
+        if cal_range is not None:
+            refuse_overlap(f"{cal_path}: simulator calibration", cal_range, oos,
+                           "re-fit it on in-sample bars (forge calibrate fits the leading in_sample_fraction of "
+                           "--data) or run with --coevolution off")
+
+
 def _filter_features(cfg: RunConfig, markets: list[Market], run_dir: Path, notify: ProgressFn
                      ) -> tuple[list[Market], CausalReport]:
     """PCMCI on the first market's in-sample bars; the markets restricted to the kept features (plus the
@@ -194,12 +239,15 @@ def evolve(
     at the end (``"done"``).  resume: continue the run in ``run_dir`` from its last checkpoint (the result
     equals an uninterrupted run with the same seed).  stop_after: return after this generation without
     writing the final reports (tests use it to simulate an interrupted run).
-    returns EvolveResult.  raises ConfigError, DataError, GenomeError, RunDirError.
+    returns EvolveResult.  raises ConfigError (also for a feature library or simulator calibration fitted on
+    bars overlapping the out-of-sample range, :func:`refuse_out_of_sample_leaks`), DataError, GenomeError,
+    RunDirError.
     """
     ec, notify, t_start = cfg.evolve, progress or (lambda _e: None), time.perf_counter()
     if resume and (run_dir is None or not (Path(run_dir) / FILES.checkpoint).is_file()):
         raise RunDirError(f"{run_dir}: no {FILES.checkpoint} to resume from (was the run started with checkpoints on?)")
     markets, library = _load_markets(cfg, bars, coverage)
+    refuse_out_of_sample_leaks(cfg, markets, library)
     cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
     if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
