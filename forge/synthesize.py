@@ -330,7 +330,7 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
                             f"need >= 100 (n={n} bars, in_sample_fraction={cfg.in_sample_fraction})")
     mi_seed = rng.int_seed(cfg.seed, "synthesize", "mi")
     scorer = _Scorer(raw, y, rows_is, cfg, mi_seed)
-    pset = build_pset(raw.names)
+    pset = build_pset(raw.names, max_version=1)  # feature trees: set 2's primitives shape positions
     ops = Operators(pset, cfg.max_depth, cfg.max_size)
     accepted: list[LibraryFeature] = []
     state = random.getstate()

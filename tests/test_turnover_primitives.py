@@ -42,6 +42,8 @@ def test_new_primitives_are_in_the_pset_and_declare_their_lookback():
     names = {p.name for ps in pset.primitives.values() for p in ps}
     assert {"latch", "hysteresis", "smooth", "min_hold"} <= names
     assert [BY_NAME[n].lookback(20) for n in ("latch", "hysteresis", "smooth", "min_hold")] == [19, 19, 19, 58]
+    v1 = {p.name for ps in build_pset(NAMES, max_version=1).primitives.values() for p in ps}
+    assert not v1 & {"latch", "hysteresis", "smooth", "min_hold"} and len(v1) == 32  # feature synthesis' set
     g = Genome.from_tokens(*TREES[5][:2])
     assert g.lookback == 239 + 13 + 59 + 19  # smooth w240 + min_hold w5 + hysteresis w60 + ts_zscore w20
 

@@ -32,9 +32,11 @@ from forge.gp.primitives import BY_NAME, PRIMITIVES, TYPES, WINDOWS, Const, Wind
 EPHEMERAL_NAME = "forge_const"
 
 
-def build_pset(feature_names: Sequence[str]) -> gp.PrimitiveSetTyped:
+def build_pset(feature_names: Sequence[str], max_version: int | None = None) -> gp.PrimitiveSetTyped:
     """Typed primitive set over ``feature_names`` (each an FSeries argument).
 
+    max_version: only primitives of primitive-set versions up to this one (``PrimitiveSpec.since``); None =
+    all.  Feature synthesis passes 1: the turnover-aware primitives of set 2 shape positions, not features.
     raises ValueError if a feature name is not a Python identifier (DEAP
     compiles trees to Python source) or repeats.
     """
@@ -44,6 +46,8 @@ def build_pset(feature_names: Sequence[str]) -> gp.PrimitiveSetTyped:
     pset = gp.PrimitiveSetTyped("forge", [TYPES["F"]] * len(names), TYPES["P"])
     pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
     for spec in PRIMITIVES:
+        if max_version is not None and spec.since > max_version:
+            continue
         pset.addPrimitive(spec.numpy_fn, [TYPES[t] for t in spec.args], TYPES[spec.ret], name=spec.name)
     for w in WINDOWS:
         pset.addTerminal(w, Window, name=f"w{w}")
