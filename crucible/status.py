@@ -28,7 +28,9 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     previous one left).
     Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
     net capital moved into the slot by the CWO (sum over ``transfer`` events, see :func:`_amount`; negative:
-    moved out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot).
+    moved out); ``pnl`` the slot's own P&L = equity - capital - transfers (None before the first snapshot);
+    for a re-armed slot both count from its last ``rearm`` (its current life, a new ledger; ``fills`` and
+    ``fees`` count every life).
     raises ConfigError if the file does not exist; JournalError (one line, exit 2) if it is not a crucible
     journal, is corrupt, or SQLite fails while reading.  Takes no lock: works while ``crucible live`` writes.
     """
@@ -61,7 +63,9 @@ def _status(p: Path) -> dict[str, Any]:
             m, r = meta_slots.get(sid, {}), eq.get(sid, {})
             sf = [f for f in fills if f["slot"] == sid]
             cap = m.get("capital")
-            moved = sum(_amount(e, sid) for e in events if e["kind"] == "transfer"
+            # a re-armed slot's P&L is its current life's: transfers after its last re-arm (events are in order)
+            life = max((i for i, e in enumerate(events) if e["kind"] == "rearm" and e["slot"] == sid), default=-1)
+            moved = sum(_amount(e, sid) for e in events[life + 1:] if e["kind"] == "transfer"
                         and (r.get("time_ms") is None or e["time_ms"] <= r["time_ms"]))
             eqv = r.get("equity")
             rows.append({
