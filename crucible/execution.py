@@ -38,8 +38,8 @@ class ExecutionMixin:
         (a look-alike id typed at the exchange, or another bench's order, does not)."""
         if parse_client_order_id(cid, self.prefix, self.bench_id) is None and parse_client_order_id(cid, self.prefix) is None:
             return None  # not even this bench's format: skip the journal lookup
-        o = self.journal.order(cid)
-        return self.slots.get(o["slot"]) if o is not None else None
+        sid = self.journal.order_slot(cid)
+        return self.slots.get(sid) if sid is not None else None
 
     def _count_foreign(self, trade_id: str, symbol: str, qty: float, time_ms: int) -> None:
         self.foreign_trades.add(trade_id)
@@ -223,7 +223,8 @@ class ExecutionMixin:
                                         target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
                 slot.target = target
                 cids.append(cid)
-            self.journal.commit()  # the intents (and the bar's writes so far) are durable before any send
+            if self.commit_points:  # the intents (and the bar's writes so far) are durable before any send
+                self.journal.commit()
             for cid, (slot, qty, target, reason) in zip(cids, orders):
                 o = self.journal.order(cid)
                 self.fault("intent_saved", {"order": o})

@@ -213,6 +213,10 @@ def archive_journal(path: str | Path, now: datetime | None = None) -> Path:
 
 
 OPEN_STATUSES = ("intent", "acked", "unknown")
+NORMAL_AUTOCHECKPOINT_PAGES = 10_000
+"""WAL pages between automatic checkpoints of a ``synchronous=NORMAL`` journal (SQLite's default is 1,000; a
+checkpoint fsyncs the database file, the commits themselves do not)."""
+_JSON = json.JSONEncoder(default=str)  # json.dumps(data, default=str) without building an encoder per event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -276,6 +280,10 @@ class Journal:
                 self.db.executescript(_SCHEMA)
             self.db.row_factory = sqlite3.Row
             self._deferred: dict[str, Any] = {}
+            self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
+            self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
+            if not readonly and synchronous == "NORMAL":  # replay: fewer checkpoints (each one fsyncs the file)
+                self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
             self._open: dict[str, dict[str, Any]] = {}
             self._load_open()
         except (sqlite3.Error, JournalError) as exc:
@@ -320,6 +328,8 @@ class Journal:
                 self._flush_deferred()
             else:
                 self._deferred.clear()
+                self._events.clear()
+                self._acks.clear()
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
             if exc_type is not None:
                 self._load_open()
@@ -341,13 +351,26 @@ class Journal:
             self.set_meta(key, value)
 
     def _flush_deferred(self) -> None:
+        self._flush_rows()
         for k, v in self._deferred.items():
             self.set_meta(k, v)
         self._deferred.clear()
 
+    def _flush_rows(self) -> None:
+        """Write the event inserts and order acknowledgements carried in memory (in their original order)."""
+        if self._events:
+            self.db.executemany("INSERT INTO events(time_ms, kind, slot, data) VALUES (?,?,?,?)", self._events)
+            self._events.clear()
+        if self._acks:
+            self.db.executemany("UPDATE orders SET status='acked', updated_ms=?, venue_order_id=COALESCE(?, venue_order_id)"
+                                " WHERE client_order_id=?", [(t, v, c) for c, (t, v) in self._acks.items()])
+            self._acks.clear()
+
     def close(self) -> None:
         """Roll back an open batch, close the database, release the single-writer lock (also one passed in)."""
         try:
+            self._events.clear()
+            self._acks.clear()
             if self._batch:
                 self.db.execute("ROLLBACK")
                 self._batch = 0
@@ -390,6 +413,18 @@ class Journal:
 
     def set_order_status(self, client_order_id: str, status: str, now_ms: int, *, venue_order_id: str | None = None,
                          error: str | None = None) -> None:
+        """Set an order's status.  Inside a transaction an "acked" of an order held in memory is carried to the
+        commit (one UPDATE at most, none when a final status replaces it first); the row is the same either way."""
+        ack = self._acks.pop(client_order_id, None)
+        if ack is not None and venue_order_id is None:
+            venue_order_id = ack[1]
+        if status == "acked" and self._batch and error is None and client_order_id in self._open:
+            self._acks[client_order_id] = (now_ms, venue_order_id)
+            row = self._open[client_order_id]
+            row.update(status=status, updated_ms=now_ms)
+            if venue_order_id is not None:
+                row["venue_order_id"] = venue_order_id
+            return
         self.db.execute(
             "UPDATE orders SET status=?, updated_ms=?, venue_order_id=COALESCE(?, venue_order_id),"
             " error=COALESCE(?, error) WHERE client_order_id=?",
@@ -414,8 +449,17 @@ class Journal:
         """The order row (a copy) or None."""
         if client_order_id in self._open:
             return dict(self._open[client_order_id])
+        self._flush_rows()
         row = self.db.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
         return None if row is None else dict(row)
+
+    def order_slot(self, client_order_id: str) -> str | None:
+        """The slot of the order with this client order id (None: no such intent in this journal); no copy."""
+        o = self._open.get(client_order_id)
+        if o is not None:
+            return o["slot"]
+        row = self.db.execute("SELECT slot FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
+        return None if row is None else row[0]
 
     def orders(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Orders (oldest first), optionally only those with a status in ``statuses``."""
@@ -423,6 +467,7 @@ class Journal:
             st = set(statuses)
             if st <= set(OPEN_STATUSES):  # served from the in-memory mirror
                 return [dict(o) for o in self._open.values() if o["status"] in st]
+        self._flush_rows()
         if statuses is None:
             rows = self.db.execute("SELECT * FROM orders ORDER BY created_ms, rowid").fetchall()
         else:
@@ -481,10 +526,14 @@ class Journal:
 
     def event(self, kind: str, time_ms: int, slot: str | None = None, **data: Any) -> None:
         """Append an event (swap, kill, reweight, request, killswitch, reject, reconcile, stale, ...)."""
-        self.db.execute("INSERT INTO events(time_ms, kind, slot, data) VALUES (?,?,?,?)",
-                        (int(time_ms), kind, slot, json.dumps(data, default=str)))
+        row = (int(time_ms), kind, slot, _JSON.encode(data))
+        if self._batch:
+            self._events.append(row)  # written at the commit, in order (same ids)
+        else:
+            self.db.execute("INSERT INTO events(time_ms, kind, slot, data) VALUES (?,?,?,?)", row)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        self._flush_rows()
         q = "SELECT * FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
         rows = self.db.execute(q, (kind,) if kind else ()).fetchall()
         return [{**dict(r), "data": json.loads(r["data"])} for r in rows]

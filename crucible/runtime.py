@@ -83,8 +83,11 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
     def __init__(self, cfg: CrucibleConfig, venue: Venue, journal: Journal, *, progress: Progress | None = None,
                  stop_event: threading.Event | None = None, fault: FaultHook | None = None,
                  sleep: Callable[[float], bool] | None = None, clock: Callable[[], float] | None = None,
-                 adopt: bool = False) -> None:
+                 adopt: bool = False, commit_points: bool = True) -> None:
         self.cfg = cfg
+        # commit points (intents durable before a send) guard against a venue that outlives this process; a
+        # replay venue built by run_live dies with it, so there the intents ride on the next group commit
+        self.commit_points = commit_points
         self.adopt = adopt  # a new journal may take the venue's existing positions as its baseline
         self.venue = venue
         self.journal = journal
@@ -380,7 +383,9 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     taken before anything else touches it: a second writer raises JournalLocked (exit 2) naming the pid.
     adopt: a new (empty or missing) journal facing positions at the venue starts only with adopt=True (they
     become the baseline); otherwise AdoptRequired (exit 2).  A reconcile mismatch halts trading
-    (``[crucible] on_mismatch``) and the summary's "halted" says why.
+    (``[crucible] on_mismatch``) and the summary's "halted" says why.  On a replay venue built here (it lives
+    and dies with this process) order intents are committed with the next group commit instead of before
+    each send: there is no venue left to disagree with after a crash (an injected venue keeps commit points).
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
     forge: run the Forge worker (``forge serve`` on this config's ``[serve]`` table) as a supervised child
     (:class:`crucible.supervisor.ForgeSupervisor`) that serves this bench's replacement requests; it is
@@ -414,7 +419,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             sync = "FULL" if getattr(v, "live", False) else "NORMAL"
         journal = Journal(jpath, synchronous=sync, lock=lock)
         try:
-            rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault, adopt=adopt)
+            rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault, adopt=adopt,
+                         commit_points=not (own_venue and v.name == "replay"))
         except BaseException:
             journal.close()  # releases the lock
             raise

@@ -207,7 +207,9 @@ class Slot:
         self.ledger = Ledger(self.capital)
 
     def equity(self) -> float:
-        return self.ledger.equity(self.mark) if self.mark > 0 else self.ledger.cash
+        """USDT: the ledger's cash + units * mark (cash alone before the first mark)."""
+        led = self.ledger
+        return led.cash + led.units * self.mark if self.mark > 0 else led.cash
 
     def own_equity(self) -> float:
         """Starting capital plus the slot's own P&L (USDT): what the kill rule judges (CWO transfers are

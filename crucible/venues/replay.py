@@ -85,6 +85,7 @@ class ReplayVenue(Venue):
         if not 0 <= start < self._end:
             raise ValueError(f"start {start} outside the replay's {self._end} bars")
         self._cursor = start - 1  # index of the last closed bar on the timeline (-1: none)
+        self._idx_memo: tuple[int, dict[str, int]] = (-2, {})
         # account
         self._cash = float(balance)
         self._pos: dict[str, float] = {s: 0.0 for s in self.symbols}
@@ -120,11 +121,17 @@ class ReplayVenue(Venue):
         return int(self._timeline[self._cursor]) + BAR_MS
 
     def _idx(self, sym: str) -> int:
-        """Rows of ``sym`` closed so far."""
+        """Rows of ``sym`` closed so far (memoised per cursor position: the runtime asks several times a bar)."""
         if self._cursor < 0:
             return 0
-        t = self._timeline[self._cursor]
-        return int(np.searchsorted(self._cols[sym]["open_time"], t, side="right"))
+        memo = self._idx_memo
+        if memo[0] != self._cursor:
+            memo = self._idx_memo = (self._cursor, {})
+        i = memo[1].get(sym)
+        if i is None:
+            t = self._timeline[self._cursor]
+            i = memo[1][sym] = int(np.searchsorted(self._cols[sym]["open_time"], t, side="right"))
+        return i
 
     def history(self, symbol: str, n: int) -> dict[str, np.ndarray]:
         cols = self._cols[symbol]
