@@ -105,7 +105,7 @@ class SharedSegments:
 
 
 def evaluate_chunk(
-    genomes: list[dict[str, Any]],
+    genomes: list[Genome] | list[dict[str, Any]],
     segments: tuple[MarketArrays, ...] | SharedSegments,
     bt: BacktestConfig,
     fit: FitnessConfig,
@@ -113,7 +113,11 @@ def evaluate_chunk(
     cache_mb: int = 0,
     aggregate: str = "mean",
 ) -> tuple[list[Result], int, int]:
-    """Fitness and in-sample metrics of each genome dict (runs in a worker).
+    """Fitness and in-sample metrics of each genome (runs in a worker).
+
+    genomes: Genome objects (the evaluator sends these: they were validated when built, and unpickling
+    skips the re-parse and checksum of ``Genome.from_dict``, ~13% of a proxy evaluation) or genome dicts
+    (validated here).
 
     segments: one in-sample segment per symbol; the fitness is the mean (or
     the worst, ``aggregate="worst"``) over segments; metrics are the first
@@ -127,7 +131,7 @@ def evaluate_chunk(
     before = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
     out = []
     for gd in genomes:
-        genome = Genome.from_dict(gd)
+        genome = gd if isinstance(gd, Genome) else Genome.from_dict(gd)
         fits, mets = [], []
         for data, cache in zip(segments, caches):
             f, met = _score(genome, data, cache, pool, bt, fit, max_size)
@@ -204,8 +208,8 @@ class Evaluator:
                 self._tmp.cleanup()
                 self._tmp = None
 
-    def _run_chunks(self, dicts: list[dict[str, Any]]) -> tuple[list[Result], int, int]:
-        """(results in the order of ``dicts``, cache hits, cache misses)."""
+    def _run_chunks(self, dicts: list[Genome]) -> tuple[list[Result], int, int]:
+        """(results in the order of ``dicts`` (genomes), cache hits, cache misses)."""
         args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
         if self._client is None and self._parallel is None:
             return self.map(evaluate_chunk, [(dicts, self.data, *args)])[0]
@@ -246,10 +250,10 @@ class Evaluator:
                  on_new: Callable[[list[EvaluatedRecord]], None] | None = None) -> list[Result]:
         """(fitness, metrics) of each genome, in order; genomes not in the memo are evaluated once each.
         on_new: called with the fresh evaluations (first-appearance order) before returning."""
-        todo: dict[str, dict[str, Any]] = {}
+        todo: dict[str, Genome] = {}
         for g in genomes:
             if g.sha256 not in self.memo and g.sha256 not in todo:
-                todo[g.sha256] = g.to_dict()
+                todo[g.sha256] = g
         keys = list(todo)
         if keys:
             results, hits, misses = self._run_chunks([todo[k] for k in keys])
