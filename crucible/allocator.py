@@ -22,7 +22,7 @@ from numba import njit
 from crucible.config import CwoConfig
 from forge.backtest.metrics_nb import drawdown_from_peak_nb, sharpe_per_bar_of_equity_nb
 
-__all__ = ["eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score"]
+__all__ = ["eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score", "cwo_step_nb"]
 
 
 @njit(cache=True)
@@ -101,6 +101,22 @@ def scores_nb(marks: np.ndarray, drawdown_penalty: float) -> np.ndarray:
         e = np.ascontiguousarray(marks[i])
         out[i] = sharpe_per_bar_of_equity_nb(e) - drawdown_penalty * drawdown_from_peak_nb(e)
     return out
+
+
+@njit(cache=True)
+def cwo_step_nb(marks: np.ndarray, rows: np.ndarray, old: np.ndarray, drawdown_penalty: float, lo: float, hi: float,
+                eta: float, max_turnover: float) -> np.ndarray:
+    """:func:`scores_nb` of ``marks[rows]`` then one :func:`eg_weights` step, in one call (the runtime's CWO).
+
+    marks: (n_slots, m) float64 equity marks, newest last; rows: (k,) int64 rows of the live slots; old: (k,)
+    their current weights; lo = min(min_weight, 1/k).  returns (k,) float64, the same numbers as
+    ``eg_weights(old, scores_nb(marks[rows], drawdown_penalty), cfg)``."""
+    k = rows.shape[0]
+    g = np.empty(k)
+    for j in range(k):
+        e = np.ascontiguousarray(marks[rows[j]])
+        g[j] = sharpe_per_bar_of_equity_nb(e) - drawdown_penalty * drawdown_from_peak_nb(e)
+    return _eg_step_nb(old, g, lo, hi, eta, max_turnover)
 
 
 def eg_weights(old: np.ndarray, scores: np.ndarray, cfg: CwoConfig) -> np.ndarray:

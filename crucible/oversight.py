@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crucible.allocator import eg_weights, scores_nb
+from crucible.allocator import cwo_step_nb
 from crucible.hotswap import Challenger
 from crucible.lineage import challenger_lineage
 from crucible.slots import Ledger
@@ -163,10 +163,9 @@ class OversightMixin:
         for s in slots:
             s.weight = 0.0 if s.status != "live" else s.weight
         if alive:
-            marks = self.marks.window(cwo.lookback_bars + 1)
-            if len(alive) < len(slots):
-                marks = marks[alive]
-            new = eg_weights(np.array([slots[i].weight for i in alive]), scores_nb(marks, cwo.drawdown_penalty), cwo)
+            new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), np.array(alive, dtype=np.int64),
+                              np.array([slots[i].weight for i in alive]), cwo.drawdown_penalty,
+                              min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
             for i, x in zip(alive, new.tolist()):
                 slots[i].weight = x
         w = {s.id: s.weight for s in slots}

@@ -67,6 +67,7 @@ log = logging.getLogger("crucible")
 
 Progress = Callable[[dict[str, Any]], None]
 GROUP_COMMIT_S = 0.25  # replay venue: journal commit interval (wall seconds) between commit points
+KILL_FILE_POLL_BARS = 16  # replay venue: bars between looks at the kill file (exchange venues: every bar)
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -186,7 +187,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                         and s.mark > 0:
                     self.flatten(s, "cleanup", bar_time)
             trading = not self.kill_requested and self.halted is None and not self._bar_failed
-            if kill_switch_engaged(cfg.general.kill_file) or self.kill_requested:
+            if self.kill_requested or self._kill_file_engaged():
                 self._kill_switch(bar_time)
                 trading = False
             if trading:
@@ -217,6 +218,15 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         if self._progress_on:
             self._emit("bar", time_ms=bar_time, bars=self.counters["bars"],
                        slots=[s.summary() for s in self.slots.values()])
+
+    def _kill_file_engaged(self) -> bool:
+        """The kill file exists (checked every bar on exchange venues, every ``KILL_FILE_POLL_BARS`` bars on a
+        replay — a few milliseconds at full speed); once engaged it stays engaged."""
+        if self.stopped_by == "kill_switch":
+            return True
+        if not getattr(self.venue, "live", False) and self.bar_no % KILL_FILE_POLL_BARS:
+            return False
+        return kill_switch_engaged(self.cfg.general.kill_file)
 
     def _signals(self, bars: dict[str, Bar], bar_time: int) -> None:
         g = self.cfg.general

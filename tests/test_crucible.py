@@ -416,3 +416,18 @@ def test_cli_live_then_status(tmp_path):
 
     rep = json.loads(s.output)
     assert len(rep["slots"]) == 6
+
+
+def test_fused_cwo_step_equals_scores_then_eg_step():
+    from crucible.allocator import cwo_step_nb, eg_weights, scores_nb
+
+    rng = np.random.default_rng(3)
+    marks = 200.0 * np.exp(np.cumsum(rng.normal(0, 1e-3, (6, 300)), axis=1))
+    cfg = CwoConfig()
+    for rows in ([0, 1, 2, 3, 4, 5], [1, 4, 5], [2]):
+        r = np.array(rows, dtype=np.int64)
+        old = rng.uniform(0.05, 0.3, len(rows))
+        want = eg_weights(old, scores_nb(marks[r], cfg.drawdown_penalty), cfg)
+        got = cwo_step_nb(marks, r, old, cfg.drawdown_penalty, min(cfg.min_weight, 1.0 / len(rows)), cfg.max_weight,
+                          cfg.eta, cfg.max_turnover)
+        assert np.array_equal(got, want)  # bit for bit
