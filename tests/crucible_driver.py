@@ -2,7 +2,7 @@
 on a ``ReplayVenue`` served by the test process (so the simulated exchange outlives the killed trader).
 
 usage: python tests/crucible_driver.py --dir DIR (--rest URL --ws URL | --replay HOST:PORT)
-       [--max-bars N] [--until-ms MS] [--bench-id ID] [--cwo-interval S] [--ready]
+       [--max-bars N] [--until-ms MS] [--bench-id ID] [--cwo-interval S] [--ready] [--exchange-clock]
        [--kill-at intent_saved|sent_not_acked|fills_fetched|bar_done --kill-nth K] [--settle]
 
 Builds the test config (three slots on BTCUSDT: builtin momentum, meanrev, trend; journal, champions,
@@ -169,6 +169,12 @@ def kill_hook(point: str | None, nth: int):
     return hook
 
 
+def use_exchange_clock(v: Any) -> None:
+    """Make ``v.now_ms`` the exchange's clock (ccxt ``fetch_time``: one REST call each time), for a fake
+    exchange whose bars run on their own clock (``FakeBybit.bar_clock``)."""
+    v.now_ms = lambda: int(v.ex.fetch_time())
+
+
 def ready_progress(d: Path):
     """Progress callback writing DIR/ready-<pid> at the runtime's "start" event."""
     def progress(e: dict[str, Any]) -> None:
@@ -189,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-id", default="")
     ap.add_argument("--cwo-interval", type=float)
     ap.add_argument("--ready", action="store_true")
+    ap.add_argument("--exchange-clock", action="store_true",
+                    help="the venue clock is the exchange's (/v5/market/time), not this machine's")
     ap.add_argument("--kill-at", choices=["intent_saved", "sent_not_acked", "fills_fetched", "bar_done"])
     ap.add_argument("--kill-nth", type=int, default=1)
     ap.add_argument("--settle", action="store_true")
@@ -207,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         from crucible.venues.ccxt_venue import CcxtVenue
 
         v = CcxtVenue("bybit", ["BTCUSDT"], api_url=a.rest, ws_url=a.ws, feed="ws", timeout_ms=3000)
+        if a.exchange_clock:
+            use_exchange_clock(v)
     try:
         summary = run_live(cfg, venue=v, fault=kill_hook(a.kill_at, a.kill_nth), max_bars=a.max_bars,
                            until_ms=a.until_ms, progress=ready_progress(a.dir) if a.ready else None, fresh=False)

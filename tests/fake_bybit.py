@@ -37,6 +37,9 @@ market order is filled or cancelled on arrival, so no cancel ever finds an open 
 ``rest_forming = True`` makes ``/v5/market/kline`` include the still-forming bar like the real Bybit
 (high = low = close = open, volume 0), with the response envelope's ``time`` set to the fake's own
 clock (the forming bar's open + 1 s) so a client can tell it from a closed one;
+``bar_clock = True`` makes ``/v5/market/time`` answer the bars' own clock (:meth:`FakeBybit.bar_clock_ms`, 1 s
+into the forming bar) instead of the wall clock, so a client that takes its clock from the exchange sees the
+historical bars as a live exchange would (the latest closed bar is the previous minute; the soak test);
 and :meth:`FakeBybit.inject_ws` ("disconnect": the server closes every WebSocket before the next
 step's pushes; "duplicate": the next step's messages are each sent twice and the previous step's
 messages are replayed after them; "skip": the next step's messages are not sent at all, as if lost
@@ -106,6 +109,7 @@ class FakeBybit:
         self.ws_faults: deque[str] = deque()
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
         self.rest_forming = False
+        self.bar_clock = False
         self.ws_sent: list[dict[str, Any]] = []  # every kline message sent (copies included)
         self.ws_subscribes = 0
         self.ws_disconnects = 0
@@ -286,6 +290,12 @@ class FakeBybit:
             raise ValueError(f"external order refused: {payload}")
         return payload["result"]["orderId"]
 
+    def bar_clock_ms(self) -> int:
+        """The exchange clock of the bars: 1 s into the forming bar (after the last bar: 1 s after it closed)."""
+        with self.lock:
+            t = self.bars[self.n_closed][0] if self.n_closed < len(self.bars) else self.bars[-1][0] + 60_000
+        return t + 1_000
+
     def state(self) -> dict[str, Any]:
         """Exchange-side truth: {"orders": {orderLinkId: order}, "executions": {execId: execution},
         "position": net signed base units, "wallet": USDT, "fees": USDT}."""
@@ -420,8 +430,10 @@ class FakeBybit:
         if path == "/v5/account/info":
             return self._ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
         if path == "/v5/market/time":
-            t = int(time.time() * 1000)
-            return self._ok({"timeSecond": str(t // 1000), "timeNano": str(t * 1_000_000)})
+            t = self.bar_clock_ms() if self.bar_clock else int(time.time() * 1000)
+            code, payload = self._ok({"timeSecond": str(t // 1000), "timeNano": str(t * 1_000_000)})
+            payload["time"] = t
+            return code, payload
         if path == "/v5/market/kline":
             return self._klines(q)
         if path == "/v5/position/list":

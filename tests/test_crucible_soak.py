@@ -7,10 +7,13 @@ client order ids.
   would.  Each kill lands a random 0-0.3 s after the restarted runtime reports it has started (restore,
   reconcile, catch-up of the bars the crash lost); the reference is the same bench run in one process.
 * Fake Bybit (the real CcxtVenue over REST + WebSocket): bars are closed in lock step -- the next bar closes
-  once the runtime has committed the previous one -- so the uninterrupted run is reproducible; each kill
-  lands a random 0-0.25 s after a randomly chosen bar closes.
+  once the runtime has committed the previous one -- and the runtime's clock is the fake's bar clock (as on a
+  live exchange, the latest closed bar is the previous minute; with the wall clock every historical bar is
+  old and a restart abandons the intents it would resend), so the uninterrupted run is reproducible; each
+  kill lands a random 0-0.25 s after a randomly chosen bar closes.
 
-The default run kills 5 times on each venue; ``-m slow`` runs the 20+-kill variants.
+The default run kills 5 times in all (3 on replay, 2 on the fake exchange: every restart costs a process
+start-up of several seconds on a loaded machine); ``-m slow`` runs 22 kills on each venue.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pytest
 from crucible.journal import Journal
 from crucible.runtime import Runtime, run_live
 from crucible.venues.replay import ReplayVenue
-from crucible_driver import AUTHKEY_ENV, make_cfg, serve_replay
+from crucible_driver import AUTHKEY_ENV, make_cfg, serve_replay, use_exchange_clock
 from fake_bybit import FakeBybit, sample_bars
 from forge.data.loader import load_sample
 
@@ -165,7 +168,7 @@ def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: f
 
 
 def test_replay_kill9_soak_fast(tmp_path):
-    replay_soak(tmp_path, kills=5, n_bars=2500, seed=11)
+    replay_soak(tmp_path, kills=3, n_bars=2000, seed=11)
 
 
 @pytest.mark.slow
@@ -233,6 +236,7 @@ class _InProcess:
         self.out: dict = {}
         cfg = make_cfg(d, bench_id=BENCH, cwo_interval=1e9)
         v = CcxtVenue("bybit", [SYM], api_url=fk.rest_url, ws_url=fk.ws_url, feed="ws", timeout_ms=3000)
+        use_exchange_clock(v)
 
         def ready(e: dict) -> None:
             if e.get("event") == "start":
@@ -265,20 +269,23 @@ class _InProcess:
         return self.out
 
 
-def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list[float]] | None) -> dict:
+def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list[float]] | None,
+                 end_ms: int) -> dict:
     """Close ``n_bars`` bars in lock step with the runtime; kill_at None: the uninterrupted reference (in this
     process), else the runtime subprocess is killed ``kill_at[i]`` seconds after bar i closes (each delay one
-    kill, then an immediate restart).  Ends with a settle reconcile (books the last bar's fills).
+    kill, then an immediate restart); end_ms: open time of the last bar (the same for both runs: client order
+    ids carry the bar's minute).  Ends with a settle reconcile (books the last bar's fills).
     returns {"journal", "exchange", "ledgers", "kills"}."""
     d = tmp_path / name
     d.mkdir()
     journal = d / "journal.sqlite"
-    bars = sample_bars(400 + n_bars)
+    bars = sample_bars(400 + n_bars, end_ms=end_ms)
     until = bars[-1][0] + 60_000  # stop once the last bar has been processed
     kills = 0
     with FakeBybit(bars, history=400) as fk:
+        fk.bar_clock = True
         args = ("--rest", fk.rest_url, "--ws", fk.ws_url, "--until-ms", str(until), "--cwo-interval", "1e9",
-                "--ready", "--settle")
+                "--exchange-clock", "--ready", "--settle")
 
         def alive(p):
             if p.poll() is not None:
@@ -317,8 +324,9 @@ def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
     kill_at: dict[int, list[float]] = {}
     for _ in range(kills):
         kill_at.setdefault(rng.randrange(n_bars), []).append(rng.uniform(0.0, 0.25))
-    ref = exchange_run(tmp_path, "ref", n_bars, None)
-    got = exchange_run(tmp_path, "soak", n_bars, kill_at)
+    end_ms = (int(time.time() * 1000) // 60_000 - 5) * 60_000  # every bar in the wall clock's past
+    ref = exchange_run(tmp_path, "ref", n_bars, None, end_ms)
+    got = exchange_run(tmp_path, "soak", n_bars, kill_at, end_ms)
     assert got["kills"] == kills
     a, b = ref["journal"], got["journal"]
     _no_duplicate_ids(b)
@@ -334,7 +342,7 @@ def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
 
 
 def test_exchange_kill9_soak_fast(tmp_path, bybit_keys):
-    exchange_soak(tmp_path, kills=5, n_bars=80, seed=5)
+    exchange_soak(tmp_path, kills=2, n_bars=80, seed=5)
 
 
 @pytest.mark.slow
