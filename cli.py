@@ -61,7 +61,7 @@ EXIT_USAGE = 2          # bad flag, bad config, unreadable journal (ConfigError,
 EXIT_DATA = 3           # DataError
 EXIT_GENOME = 4         # GenomeError
 EXIT_RUNDIR = 5         # RunDirError
-EXIT_REJECTED = 3       # gauntlet validate --fail-on-reject: no candidate survived
+EXIT_REJECTED = 6       # gauntlet validate --fail-on-reject: no candidate survived
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
@@ -786,6 +786,7 @@ def backtest_cmd(
 
 
 @gauntlet_app.command("validate")
+@edge
 def gauntlet_validate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Bars to validate on (default: the run's own out-of-sample range).")] = None,
@@ -793,25 +794,22 @@ def gauntlet_validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON instead of the table.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
     allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Accept --data that overlaps the in-sample range.")] = False,
-    fail_on_reject: Annotated[bool, typer.Option("--fail-on-reject", help="Exit 3 when no candidate survives.")] = False,
+    fail_on_reject: Annotated[bool, typer.Option("--fail-on-reject", help="Exit 6 when no candidate survives.")] = False,
     publish_dir: Annotated[Path, typer.Option("--publish-dir", help="Survivors are published here.")] = Path("artifacts/champions"),
     no_publish: Annotated[bool, typer.Option("--no-publish", help="Do not publish survivors.")] = False,
     max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
 ) -> None:
     """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
 
-    Exit 0 when validation ran; 3 with --fail-on-reject when nothing survives; 2 on bad input."""
+    Exit 0 when validation ran; 6 with --fail-on-reject when nothing survives; bad input exits with its
+    error's code (config 2, data 3, genome 4, run directory 5; the table at the top of cli.py)."""
     from gauntlet.config import load_gauntlet_config
     from gauntlet.validate import validate_run
 
-    try:
-        cfg = load_gauntlet_config(config if config is not None else default_config("gauntlet.toml"))
-        result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
-                              publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
-                              progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
-    except ForgeError as exc:  # documented: every bad input of validate exits 2
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+    cfg = load_gauntlet_config(config if config is not None else default_config("gauntlet.toml"))
+    result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
+                          publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
+                          progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
     # one strict-JSON text for the file validate_run wrote and for --json
     text = result.text
     d = json.loads(text)
