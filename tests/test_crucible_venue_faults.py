@@ -154,9 +154,6 @@ def test_rest_klines_with_the_forming_bar_never_deliver_it(fake_exchange, venue)
     assert all(closed[int(t)][4] == c for t, c in zip(h["open_time"], h["close"]))  # final values
 
 
-@pytest.mark.xfail(strict=True, reason="CcxtVenue.history (crucible/venues/ccxt_venue.py): the REST request asks "
-                   "for n rows and Bybit's newest row is the forming bar, which is cut, so history(n) returns n-1 "
-                   "closed bars; a genome needing exactly history_bars is then masked flat")
 def test_rest_klines_with_the_forming_bar_still_give_n_closed_bars(fake_exchange, venue):
     fk = fake_exchange
     fk.rest_forming = True
@@ -164,10 +161,6 @@ def test_rest_klines_with_the_forming_bar_still_give_n_closed_bars(fake_exchange
     assert h["open_time"].tolist() == [b[0] for b in fk.released[-30:]]
 
 
-@pytest.mark.xfail(strict=True, reason="CcxtVenue.history (crucible/venues/ccxt_venue.py) fetches at most one "
-                   "REST page (want = min(n, 1000)), so with history_bars = 2000 (the default) or a genome needing "
-                   "15,900 bars (mtf_rsi_1h) the live window starts with <= 1000 bars and trades on unconverged "
-                   "recursions until the feed has delivered the rest; it should page back (Bybit start/end)")
 def test_history_longer_than_one_rest_page(bybit_keys):
     from fake_bybit import FakeBybit, sample_bars
 
