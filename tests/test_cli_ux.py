@@ -56,7 +56,9 @@ def test_crucible_live_dashboard_moves_on_a_terminal(tmp_path, monkeypatch):
     """On a terminal the dashboard is redrawn while bars arrive (it used to stay at 0 bars)."""
     out = io.StringIO()
     con = Console(file=out, force_terminal=True, width=120, color_system=None)
-    monkeypatch.setattr(cli, "console", con)
+    import crucible.commands
+
+    monkeypatch.setattr(crucible.commands, "console", con)  # the command prints to its module's console
     r = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "60", "--journal", str(tmp_path / "j.sqlite")])
     assert r.exit_code == 0, r.output
     frames = [int(m.replace(",", "")) for m in re.findall(r"UTC\s+([\d,]+) bars", out.getvalue())]

@@ -1,0 +1,125 @@
+"""``crucible live``, ``crucible status`` and ``crucible verify``: the Crucible's commands, assembled into
+``cli:crucible_app``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from forge.cli_edge import console, default_config, edge
+from forge.core.errors import ConfigError
+from forge.jsonsafe import dumps as json_dumps
+
+
+@edge
+def crucible_live(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Crucible TOML (default: the packaged configs/crucible.toml).")] = None,
+    venue: Annotated[str, typer.Option("--venue", help="replay (offline, default) | bybit-testnet | binance-demo (keys from env vars).")] = "replay",
+    speed: Annotated[Optional[float], typer.Option("--speed", help="Replay speed as a multiple of real time (0 = as fast as possible).")] = None,
+    max_bars: Annotated[Optional[int], typer.Option("--max-bars", min=1, help="Stop after this many bars (>= 1).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop at this venue time: ISO 8601 (UTC if no offset), e.g. 2024-06-01T12:00.")] = None,
+    journal: Annotated[Optional[Path], typer.Option("--journal", help="SQLite journal (default from the config).")] = None,
+    adopt: Annotated[bool, typer.Option("--adopt", help="A new journal may take the positions already at the venue as its baseline (otherwise it refuses to start).")] = False,
+    forge: Annotated[bool, typer.Option("--forge", help="Run the Forge worker (forge serve) as a supervised child: killed slots are re-armed by validated replacements (closed loop).")] = False,
+) -> None:
+    """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
+    the $200 kill rule, capital reweighting and a durable journal; with --forge, the closed loop."""
+    from rich.live import Live
+
+    from crucible.runtime import run_live
+    from forge.ui import Throttle, crucible_dashboard, recent_events
+
+    until_ms = None
+    if until is not None:
+        try:
+            dt = datetime.fromisoformat(until)
+        except ValueError:
+            raise ConfigError(f"--until {until!r}: expected an ISO 8601 time such as 2024-06-01T12:00") from None
+        until_ms = int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    live_view = console.is_terminal
+    events = recent_events(8)
+    state: dict[str, Any] = {"slots": [], "time": None, "bars": 0, "venue": venue}
+    live: Any = None
+
+    def redraw() -> None:
+        if live is not None:
+            live.update(crucible_dashboard(state, events), refresh=True)
+
+    throttle = Throttle(redraw, interval=0.25)  # a few redraws per second, however fast the replay
+
+    def on_event(e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge"):
+            line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
+            if live_view:
+                events.append(escape(line[:160]))
+                throttle.flush()
+            else:
+                console.print(escape(line), highlight=False)
+        elif kind == "start":
+            slots = e.get("slots")
+            state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [])
+            if live_view:
+                throttle.flush()
+            else:
+                console.print(f"crucible: venue {e.get('venue')}, {len(state['slots'])} slots", highlight=False)
+        elif kind == "bar":
+            state.update(slots=e["slots"], time=e["time_ms"], bars=e["bars"])
+            if live_view:
+                throttle()
+
+    with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
+              transient=True) if live_view else nullcontext() as live:
+        summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
+                           journal_path=journal, progress=on_event, adopt=adopt, forge=forge)
+    table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
+                        f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
+                        f"{summary['bars_per_s']:.0f} bars/s)")
+    for col in ("slot", "symbol", "status", "equity", "realised", "unrealised", "fees", "weight", "fills", "genome"):
+        table.add_column(col, justify="right")
+    for sl in summary["slots"]:
+        table.add_row(str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), f"{sl['equity']:.2f}",
+                      f"{sl['realised']:.2f}", f"{sl['unrealised']:.2f}", f"{sl['fees']:.2f}", f"{sl['weight']:.3f}",
+                      str(sl["fills"]), str(sl["genome"])[:24])
+    console.print(table)
+    console.print(f"total equity {summary['total_equity']:.2f} USDT; journal {summary['journal']}"
+                  + (f"; replacement requests: {', '.join(map(str, summary['requests']))}" if summary["requests"] else ""))
+
+
+@edge
+def crucible_status(
+    journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
+    as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
+) -> None:
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps and each champion's
+    lineage (read-only)."""
+    from crucible.status import lineage_lines, status, status_table
+
+    rep = status(journal)
+    if as_json:
+        print(json_dumps(rep))
+        return
+    console.print(status_table(rep))
+    for line in lineage_lines(rep):
+        console.print(escape(line), highlight=False)
+
+
+@edge
+def crucible_verify(files: Annotated[list[Path], typer.Argument(help="Genome JSON files (e.g. champion.json).")]) -> None:
+    """Check genome files as the Crucible will before trading them: schema, versions, checksum, primitives."""
+    from forge.gp import Genome
+
+    table = Table(title="Genome verification")
+    for col in ("file", "sha256", "features", "lookback", "nodes"):
+        table.add_column(col)
+    for f in files:
+        g = Genome.load(f)
+        table.add_row(str(f), g.sha256[:16], ", ".join(g.features), str(g.lookback), str(len(g.tokens)))
+    console.print(table)
+    console.print(f"[green]{len(files)} genome file(s) valid[/]")

@@ -1,0 +1,98 @@
+"""``gauntlet validate`` and ``gauntlet show``: the Gauntlet's commands, assembled into ``cli:gauntlet_app``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from forge.cli_edge import EXIT_REJECTED, console, default_config, edge, err_console
+from forge.commands.evolve import print_hall
+from forge.jsonsafe import dumps as json_dumps
+from forge.ui import fmt_p
+
+
+@edge
+def gauntlet_validate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Bars to validate on (default: the run's own out-of-sample range).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Gauntlet TOML (default: the packaged configs/gauntlet.toml).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON instead of the table.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
+    allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Accept --data that overlaps the in-sample range.")] = False,
+    fail_on_reject: Annotated[bool, typer.Option("--fail-on-reject", help="Exit 6 when no candidate survives.")] = False,
+    publish_dir: Annotated[Path, typer.Option("--publish-dir", help="Survivors are published here.")] = Path("artifacts/champions"),
+    no_publish: Annotated[bool, typer.Option("--no-publish", help="Do not publish survivors.")] = False,
+    max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
+) -> None:
+    """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
+
+    Exit 0 when validation ran; 6 with --fail-on-reject when nothing survives; bad input exits with its
+    error's code (config 2, data 3, genome 4, run directory 5; the table in forge/cli_edge.py)."""
+    from gauntlet.config import load_gauntlet_config
+    from gauntlet.validate import validate_run
+
+    cfg = load_gauntlet_config(config if config is not None else default_config("gauntlet.toml"))
+    result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
+                          publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
+                          progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
+    # one strict-JSON text for the file validate_run wrote and for --json
+    text = result.text
+    d = json.loads(text)
+    if report is not None:
+        from gauntlet.report import write_html_report
+
+        write_html_report(result, report)
+    if as_json:
+        print(text)
+    else:
+        sh = d["shared"]
+        table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
+                            f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
+                            f"SPA p {fmt_p(_spa_p(sh))})")
+        table.add_column("#", justify="right")
+        table.add_column("verdict")
+        names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
+        for n in names:
+            table.add_column(n, justify="right")
+        for c, v in zip(d["candidates"], result.verdicts):
+            cells = [v["stages"][n].cell() for n in names]
+            table.add_row(str(c["rank"]), "[green]SURVIVED[/]" if c["survived"] else "[red]rejected[/]",
+                          *[f"[green]{x}[/]" if x.startswith("✓") else f"[red]{x}[/]" for x in cells])
+        console.print(table)
+        for c in d["candidates"][:3]:
+            console.print(f"[bold]#{c['rank']}[/] {c['expression']}", highlight=False)
+            for n, s in c["stages"].items():
+                console.print(f"   {'✓' if s['passed'] else '✗'} {n}: {s['reason']}", highlight=False)
+        console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}" + (f", {report}" if report else "")
+                      + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
+    if fail_on_reject and not d["survivors"]:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _spa_p(shared: dict[str, Any]) -> Optional[float]:
+    """Hansen's SPA p-value of a report's shared block ({"spa": {"p"}} or the older {"spa_p"})."""
+    spa = shared.get("spa")
+    return spa.get("p") if isinstance(spa, dict) else shared.get("spa_p")
+
+
+@edge
+def gauntlet_show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from forge evolve.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hall of fame as strict JSON.")] = False,
+) -> None:
+    """Hall of fame of a run: in-sample vs out-of-sample metrics next to buy-and-hold."""
+    from forge.core.rundir import read_hall_of_fame
+
+    hall = read_hall_of_fame(run_dir)  # RunDirError naming the file for a missing/corrupt hall of fame
+    members = [m.to_dict() for m in hall.members]
+    if as_json:
+        from forge.jsonsafe import revive_nonfinite
+
+        print(json_dumps(revive_nonfinite({"run_id": hall.run_id, "run_dir": str(run_dir),
+                                           "members": members})))
+        return
+    print_hall(members)
