@@ -40,7 +40,7 @@ from numba import njit
 from forge.core.errors import ConfigError, DataError
 
 __all__ = ["LinkTest", "CausalReport", "pcmci_links_into", "causal_filter", "benjamini_hochberg",
-           "vol_standardized"]
+           "rolling_mean_complete", "vol_standardized"]
 
 _MISSING = -9.87654321e20  # tigramite missing_flag; never a real value of a stationary feature
 
@@ -209,6 +209,7 @@ class CausalReport:
     n_samples: int
     seconds: float = 0.0
     dropped_constant: tuple[str, ...] = field(default_factory=tuple)
+    smoothed: dict[str, Any] = field(default_factory=dict)
 
     def best_link(self, name: str) -> LinkTest | None:
         ls = [t for t in self.links if t.source == name]
@@ -230,6 +231,13 @@ class CausalReport:
             ],
             "links": [{"feature": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p, "q": t.q}
                       for t in self.links],
+            "smoothed": {
+                "method": "per-bar features' w-bar means sampled every w bars -> sum of the next w bars' "
+                          "vol-standardised returns (PCMCI, lags 1..2 blocks, BH over all smoothed links)",
+                **{k: v for k, v in self.smoothed.items() if k != "links"},
+                "links": [{"feature": t.source, "lag_blocks": t.lag, "partial_corr": t.value, "p": t.p, "q": t.q}
+                          for t in self.smoothed.get("links", [])],
+            },
         }
 
     def render_rows(self) -> list[list[str]]:
@@ -255,6 +263,78 @@ def _aggregate(values: np.ndarray, ret: np.ndarray, k: int) -> tuple[np.ndarray,
     return v, r
 
 
+def rolling_mean_complete(x: np.ndarray, w: int) -> np.ndarray:
+    """Causal w-bar mean of a per-bar series.
+
+    x: (n,) float64, NaN where missing.  returns: (n,) float64, out[t] = mean(x[t-w+1..t]), NaN when t < w-1
+    or any value in the window is NaN (a window never bridges a gap or a warm-up).  Matches the GP's
+    ``ts_mean(x, w)`` up to summation rounding.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, np.nan)
+    if x.shape[0] < w:
+        return out
+    bad = ~np.isfinite(x)
+    c = np.concatenate(([0.0], np.cumsum(np.where(bad, 0.0, x))))
+    nb = np.concatenate(([0], np.cumsum(bad)))
+    s = (c[w:] - c[:-w]) / w
+    out[w - 1:] = np.where(nb[w:] - nb[:-w] == 0, s, np.nan)
+    return out
+
+
+def _smoothed_links(vals: np.ndarray, names: tuple[str, ...], lookbacks: tuple[int, ...], r: np.ndarray,
+                    cfg: Any, seed: int) -> tuple[list[LinkTest], dict[str, Any]]:
+    """PCMCI of the per-bar features' w-bar means into the next w bars' return, one test per window.
+
+    vals: (k, n) in-sample features; r: (n,) vol-standardised realised return of bar t.  For each w in
+    ``cfg.smooth_windows``: the w-bar mean of every feature whose lookback <= ``cfg.smooth_max_lookback``,
+    sampled at the last bar of each w-bar block, against the sum of r over each block (``_aggregate``), the
+    most recent ``cfg.max_samples`` blocks, tau 1..2 blocks (a feature block ends before the return block
+    starts: no look-ahead).  Windows with fewer than ``cfg.smooth_min_blocks`` blocks are skipped and listed.
+    returns: (links with source ``"ts_mean(<feature>, <w>)"`` and q-values over all smoothed links
+    (Benjamini-Hochberg, one family apart from the per-bar links), a summary for the report).
+    """
+    from forge.gp.primitives import WINDOWS
+
+    windows = tuple(int(w) for w in getattr(cfg, "smooth_windows", ()) or ())
+    bad = [w for w in windows if w not in WINDOWS]
+    if bad:
+        raise ConfigError(f"[causal] smooth_windows: {bad} not among the GP's window lengths {list(WINDOWS)}; "
+                          "the GP could not build the smoothed form it keeps")
+    fast = [i for i, lb in enumerate(lookbacks) if lb <= cfg.smooth_max_lookback]
+    info: dict[str, Any] = {"windows": list(windows), "features": [names[i] for i in fast], "tested": {},
+                            "skipped": {}}
+    rows: list[tuple[str, int, float, float]] = []
+    if not fast:
+        return [], info
+    for w in windows:
+        sm = np.vstack([rolling_mean_complete(vals[i], w) for i in fast])
+        v, rb = _aggregate(sm, r, w)
+        if rb.shape[0] > cfg.max_samples:
+            v, rb = v[:, -cfg.max_samples:], rb[-cfg.max_samples:]
+        col = [f"ts_mean({names[i]}, {w})" for i in fast]
+        use = [j for j in range(len(fast)) if np.isfinite(v[j]).sum() >= 50 and float(np.nanstd(v[j])) > 0]
+        data = np.column_stack([v[j] for j in use] + [rb]) if use else None
+        complete = int(np.isfinite(data).all(axis=1).sum()) if data is not None else 0
+        if data is None or complete < cfg.smooth_min_blocks:
+            info["skipped"][str(w)] = f"{complete} complete {w}-bar blocks < smooth_min_blocks={cfg.smooth_min_blocks}"
+            continue
+        info["tested"][str(w)] = complete
+        links = pcmci_links_into(data, [col[j] for j in use] + ["__return__"], len(use), tau_min=1, tau_max=2,
+                                 pc_alpha=cfg.pc_alpha, cond_ind_test=cfg.cond_ind_test, seed=seed)
+        rows += [(t.source, t.lag, t.value, t.p) for t in links]
+    q = benjamini_hochberg(np.array([x[3] for x in rows])) if rows else np.array([])
+    out = [LinkTest(src, lag, v, p, float(qq)) for (src, lag, v, p), qq in zip(rows, q)]
+    return sorted(out, key=lambda t: (t.p, t.source, t.lag)), info
+
+
+def _smoothed_source(name: str) -> tuple[str, int]:
+    """``"ts_mean(taker_imb, 60)"`` -> ("taker_imb", 60)."""
+    inner = name[len("ts_mean("):-1]
+    feat, _, w = inner.rpartition(", ")
+    return feat, int(w)
+
+
 def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int = 0) -> CausalReport:
     """Keep the features with a significant PCMCI link into the next-bar return.
 
@@ -264,7 +344,11 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     cfg: forge.settings.CausalSection (tau_max, pc_alpha, alpha_level,
     max_samples, aggregate_minutes, cond_ind_test, keep_at_least).
     returns: CausalReport. A feature is kept when any of its lags 1..tau_max
-    has BH q-value <= alpha_level; if fewer than ``keep_at_least`` pass, the
+    has BH q-value <= alpha_level, or (a per-bar feature, lookback <=
+    ``smooth_max_lookback``) when its w-bar mean for some w in
+    ``smooth_windows`` has a block-lag link with BH q-value <= alpha_level
+    (:func:`_smoothed_links`; the GP's ``ts_mean(feature, w)`` rebuilds that
+    slow component); if fewer than ``keep_at_least`` pass, the
     smallest-p features fill up to that number and are marked as such (the
     GP needs terminals; the report says which were not significant).
     raises DataError when too few complete rows remain.
@@ -279,6 +363,7 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     r = np.full_like(fwd, np.nan)
     r[1:] = fwd[:-1]
     r = vol_standardized(r)  # z-scores: ParCorr's p-values assume homoscedastic noise
+    smooth_links, smooth_info = _smoothed_links(vals, names, tuple(features.lookbacks), r, cfg, seed)
     if cfg.aggregate_minutes > 1:
         vals, r = _aggregate(vals, r, cfg.aggregate_minutes)
     if r.shape[0] > cfg.max_samples:
@@ -298,10 +383,21 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     links = pcmci_links_into(data, col_names, target, tau_min=1, tau_max=cfg.tau_max, pc_alpha=cfg.pc_alpha,
                              cond_ind_test=cfg.cond_ind_test, seed=seed) if usable else []
     significant = {t.source for t in links if t.q <= cfg.alpha_level}
-    kept = [n for n in names if n in significant]
+    smooth_sig: dict[str, LinkTest] = {}
+    for t in smooth_links:  # sorted by p: the first significant link per feature is its best
+        feat = _smoothed_source(t.source)[0]
+        if t.q <= cfg.alpha_level and feat not in smooth_sig:
+            smooth_sig[feat] = t
+    kept = [n for n in names if n in significant or n in smooth_sig]
     for n in kept:
-        t = min((t for t in links if t.source == n), key=lambda t: t.p)
-        reasons[n] = f"kept: lag {t.lag}, partial corr {t.value:+.4f}, q {t.q:.2e}"
+        if n in significant:
+            t = min((t for t in links if t.source == n), key=lambda t: t.p)
+            reasons[n] = f"kept: lag {t.lag}, partial corr {t.value:+.4f}, q {t.q:.2e}"
+        else:
+            t, w = smooth_sig[n], _smoothed_source(smooth_sig[n].source)[1]
+            reasons[n] = (f"kept: smoothed form {t.source} (sampled every {w} bars), lag {t.lag} block(s), "
+                          f"partial corr {t.value:+.4f}, q {t.q:.2e}")
+    significant |= set(smooth_sig)
     if len(kept) < cfg.keep_at_least:
         best: dict[str, float] = {}
         for t in links:
@@ -316,6 +412,10 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
         reasons.setdefault(n, "dropped: no link with q <= alpha_level")
     settings = {k: getattr(cfg, k) for k in ("tau_max", "pc_alpha", "alpha_level", "max_samples",
                                              "aggregate_minutes", "cond_ind_test", "keep_at_least")}
+    settings["smooth_windows"] = list(smooth_info["windows"])
+    settings["smooth_max_lookback"] = int(getattr(cfg, "smooth_max_lookback", 1))
+    smooth_info["links"] = smooth_links
     return CausalReport(candidates=names, kept=tuple(kept), links=links, reasons=reasons, settings=settings,
                         n_samples=int(r.shape[0]), seconds=time.perf_counter() - t0,
-                        dropped_constant=tuple(n for n in names if reasons[n].startswith("dropped: constant")))
+                        dropped_constant=tuple(n for n in names if reasons[n].startswith("dropped: constant")),
+                        smoothed=smooth_info)

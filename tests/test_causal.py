@@ -82,3 +82,65 @@ def test_sample_features_runs_on_real_bars():
     fwd[:-1] = np.diff(np.log(close))
     rep = causal_filter(fm, fwd, CausalSection(max_samples=5000), seed=0)
     assert set(rep.kept) <= set(fm.names) and len(rep.kept) >= 3
+
+
+def _slow_driven(n: int, seed: int, strength: float, window: int = 90):
+    """A per-bar feature x (i.i.d.) whose ``window``-bar mean drives the next return, plus two noise features;
+    fwd[t] (return t -> t+1) = strength * standardised mean(x[t-window+1..t]) + noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    c = np.concatenate(([0.0], np.cumsum(x)))
+    d = np.zeros(n)
+    d[window - 1:] = (c[window:] - c[:-window]) / np.sqrt(window)
+    fwd = strength * d + rng.standard_normal(n)
+    fwd[-1] = np.nan
+    fm = FeatureMatrix(names=("x", "noise_a", "noise_b"),
+                       values=np.vstack([x, rng.standard_normal(n), rng.standard_normal(n)]), lookbacks=(0, 0, 0))
+    return fm, fwd
+
+
+def test_slow_component_of_a_per_bar_feature_is_kept_through_its_smoothed_form():
+    fm, fwd = _slow_driven(12000, seed=4, strength=0.15)
+    base = dict(tau_max=2, keep_at_least=1, max_samples=12000)
+    raw = causal_filter(fm, fwd, CausalSection(**base, smooth_windows=()), seed=0)
+    assert raw.best_link("x").q > 0.01  # the per-bar links alone miss it (the filter as it was)
+    rep = causal_filter(fm, fwd, CausalSection(**base), seed=0)
+    assert rep.kept == ("x",) and rep.reasons["x"].startswith("kept: smoothed form ts_mean(x, 60)")
+    best = rep.smoothed["links"][0]
+    assert best.source == "ts_mean(x, 60)" and best.lag == 1 and best.value > 0.3 and best.q < 1e-6
+    d = rep.to_dict()
+    assert d["smoothed"]["tested"] == {"20": 598, "60": 199} and d["smoothed"]["links"][0]["feature"] == best.source
+
+
+def test_smoothed_forms_on_noise_keep_nothing_and_short_data_skips_a_window():
+    hits = 0
+    for seed in range(4):
+        fm, fwd = _slow_driven(8000, seed=200 + seed, strength=0.0)
+        rep = causal_filter(fm, fwd, CausalSection(tau_max=2, keep_at_least=1, max_samples=8000), seed=seed)
+        hits += sum(r.startswith("kept: smoothed") for r in rep.reasons.values())
+    assert hits == 0
+    fm, fwd = _slow_driven(3000, seed=1, strength=0.0)
+    rep = causal_filter(fm, fwd, CausalSection(tau_max=2, keep_at_least=1, max_samples=3000), seed=0)
+    assert set(rep.smoothed["skipped"]) == {"60"} and rep.smoothed["tested"] == {"20": 148}
+
+
+def test_smoothed_windows_must_be_gp_windows():
+    from forge.core.errors import ConfigError
+
+    fm, fwd = _slow_driven(3000, seed=1, strength=0.0)
+    with pytest.raises(ConfigError, match="smooth_windows"):
+        causal_filter(fm, fwd, CausalSection(tau_max=2, smooth_windows=(90,)), seed=0)
+    with pytest.raises(ConfigError, match="smooth_windows"):
+        CausalSection(smooth_windows=(1,)).validate()
+
+
+def test_rolling_mean_complete_matches_numpy_and_never_bridges_nan():
+    from forge.causal import rolling_mean_complete
+
+    x = np.random.default_rng(0).standard_normal(50)
+    x[20] = np.nan
+    m = rolling_mean_complete(x, 5)
+    for t in range(50):
+        win = x[max(0, t - 4): t + 1]
+        want = np.nan if t < 4 or not np.isfinite(win).all() else win.mean()
+        np.testing.assert_allclose(m[t], want, rtol=1e-12, equal_nan=True)

@@ -213,7 +213,13 @@ class CausalConfig:
     max_samples: most recent in-sample rows used (runtime bound);
     aggregate_minutes: bars aggregated before the test (1 = none);
     cond_ind_test: "parcorr"; keep_at_least: features kept (smallest p)
-    when fewer pass.
+    when fewer pass.  smooth_windows: windows w (bars, each one of the GP's
+    window lengths) at which every per-bar feature (lookback <=
+    smooth_max_lookback: raw kline columns such as taker_imb, clv, ret_1) is
+    also tested in smoothed form, its w-bar mean sampled every w bars against
+    the next w bars' return (issue 17 item 7: a slow component of a raw column
+    the registry does not name); () = off.  smooth_min_blocks: fewest w-bar
+    blocks a window needs to be tested.
     """
 
     enabled: bool = True
@@ -224,6 +230,9 @@ class CausalConfig:
     aggregate_minutes: int = 1
     cond_ind_test: str = "parcorr"
     keep_at_least: int = 3
+    smooth_windows: tuple[int, ...] = (20, 60)
+    smooth_max_lookback: int = 1
+    smooth_min_blocks: int = 100
 
     def validate(self) -> None:
         if not 1 <= self.tau_max <= 60:
@@ -239,6 +248,12 @@ class CausalConfig:
             raise ConfigError(f"cond_ind_test must be 'parcorr', got {self.cond_ind_test!r}")
         if self.keep_at_least < 1:
             raise ConfigError(f"keep_at_least must be >= 1, got {self.keep_at_least}")
+        if any(int(w) < 2 for w in self.smooth_windows):
+            raise ConfigError(f"smooth_windows must hold window lengths >= 2 bars, got {list(self.smooth_windows)}")
+        if self.smooth_max_lookback < 0:
+            raise ConfigError(f"smooth_max_lookback must be >= 0, got {self.smooth_max_lookback}")
+        if self.smooth_min_blocks < 60:
+            raise ConfigError(f"smooth_min_blocks must be >= 60, got {self.smooth_min_blocks}")
 
 
 @dataclass(frozen=True)
