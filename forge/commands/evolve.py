@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -44,18 +44,15 @@ def evolve(
     """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
     from forge.evolve import evolve as run_evolve
     from forge.evolve import resume_run
+    from forge.ui import EvolveProgress
 
     if resume is not None:
-        given = [flag for flag, v in (("--config", config), ("--data", data), ("--pop", pop),
-                                      ("--offspring", offspring), ("--seed", seed), ("--out", out),
-                                      ("--run-dir", run_dir), ("--features", features),
-                                      ("--seed-genome", seed_genome), ("--causal-filter", causal_filter),
-                                      ("--surrogate", surrogate), ("--coevolution", coevolution),
-                                      ("--symbols", symbols), ("--jobs", jobs), ("--backend", backend),
-                                      ("--scheduler", scheduler), ("--force", force or None)) if v is not None]
-        if given:
-            raise ConfigError(f"--resume {resume} continues the run with its saved config; {', '.join(given)} "
-                              "cannot be combined with it (only --gens N, to extend the run to N generations)")
+        _refuse_with_resume(resume, {
+            "--config": config, "--data": data, "--pop": pop, "--offspring": offspring, "--seed": seed,
+            "--out": out, "--run-dir": run_dir, "--features": features, "--seed-genome": seed_genome,
+            "--causal-filter": causal_filter, "--surrogate": surrogate, "--coevolution": coevolution,
+            "--symbols": symbols, "--jobs": jobs, "--backend": backend, "--scheduler": scheduler,
+            "--force": force or None})
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
         raise ConfigError(f"--features {lib_path}: no such feature library file")
@@ -81,38 +78,82 @@ def evolve(
         ),
     )
     out = err_console if as_json else console  # --json: stdout carries only the summary object
+    # every input checked before any work starts (nothing written yet)
+    dask_banner = _preflight(cfg, run_dir, force) if resume is None else ""
+    where: dict[str, Any] = {"run_dir": resume if resume is not None else run_dir, "gen": None}
+    view = EvolveProgress(out, live=out.is_terminal)
+    on_event = _progress_handler(out, cfg, view, where, dask_banner)
+    try:
+        if resume is not None:
+            result = resume_run(resume, progress=on_event, generations=gens)
+        else:
+            result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
+    except KeyboardInterrupt:
+        view.stop()
+        err_console.print(interrupted_message(where["run_dir"], where["gen"]), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        view.stop()
+    if as_json:
+        print(json_dumps(evolve_summary(result)))
+        return
+    print_hall(result.hall_of_fame[:5])
+    console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+
+def _refuse_with_resume(resume: Path, flags: dict[str, Any]) -> None:
+    """--resume takes only --gens: raise ConfigError naming every other flag given ({flag: value or None})."""
+    given = [flag for flag, v in flags.items() if v is not None]
+    if given:
+        raise ConfigError(f"--resume {resume} continues the run with its saved config; {', '.join(given)} "
+                          "cannot be combined with it (only --gens N, to extend the run to N generations)")
+
+
+def _preflight(cfg: Any, run_dir: Optional[Path], force: bool) -> str:
+    """Check a new run's inputs (data paths, seed genomes, the dask scheduler, --run-dir) before any work;
+    returns the dask banner ("" for loky). raises DataError / GenomeError / ConfigError / RunDirError."""
     from forge.preflight import check_dask, check_data_paths, check_seed_genomes, prepare_run_dir
-    from forge.ui import EvolveProgress, causal_decision
 
     dask_banner = ""
-    if resume is None:  # every input checked before any work starts (nothing written yet)
-        check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
-        check_seed_genomes(cfg.evolve.seed_genomes)
-        if cfg.evolve.backend == "dask":
-            n_workers = check_dask(cfg.evolve.scheduler)
-            dask_banner = f"backend dask at {cfg.evolve.scheduler}: {n_workers} worker{'s' if n_workers != 1 else ''}"
-        if run_dir is not None:
-            prepare_run_dir(run_dir, force=force)
-    where: dict[str, Any] = {"run_dir": resume if resume is not None else run_dir, "gen": None}
+    check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
+    check_seed_genomes(cfg.evolve.seed_genomes)
+    if cfg.evolve.backend == "dask":
+        n_workers = check_dask(cfg.evolve.scheduler)
+        dask_banner = f"backend dask at {cfg.evolve.scheduler}: {n_workers} worker{'s' if n_workers != 1 else ''}"
+    if run_dir is not None:
+        prepare_run_dir(run_dir, force=force)
+    return dask_banner
 
-    view = EvolveProgress(out, live=out.is_terminal)
+
+def _causal_table(e: dict[str, Any], cfg: Any) -> Table:
+    """The PCMCI filter's decision table of a "causal" progress event (one row per candidate feature)."""
+    from forge.ui import causal_decision
+
+    kept = set(e["kept"])
+    rows = e["rows"]
+    decisions = [causal_decision(list(r), kept, cfg.causal.alpha_level) for r in rows[1:]]
+    n_floor = sum(d == "kept (floor)" for d in decisions)
+    title = f"PCMCI causal filter: kept {len(kept)} of {len(e['candidates'])} features"
+    if n_floor:
+        title += f" ({n_floor} only to reach keep_at_least={cfg.causal.keep_at_least})"
+    table = Table(title=title)
+    if rows:
+        for col in rows[0]:
+            table.add_column(str(col), justify="right")
+        for r, dec in zip(rows[1:], decisions):
+            table.add_row(*[str(v) for v in r[:-1]], dec)
+    return table
+
+
+def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any],
+                      dask_banner: str) -> Callable[[dict[str, Any]], None]:
+    """The progress callback of one evolve run: prints the causal table and the run banner to ``out``,
+    drives ``view`` (EvolveProgress) and records the run directory and last generation in ``where``
+    (what Ctrl-C reports)."""
 
     def on_event(e: dict[str, Any]) -> None:
         if e["event"] == "causal":
-            kept = set(e["kept"])
-            rows = e["rows"]
-            decisions = [causal_decision(list(r), kept, cfg.causal.alpha_level) for r in rows[1:]]
-            n_floor = sum(d == "kept (floor)" for d in decisions)
-            title = f"PCMCI causal filter: kept {len(kept)} of {len(e['candidates'])} features"
-            if n_floor:
-                title += f" ({n_floor} only to reach keep_at_least={cfg.causal.keep_at_least})"
-            table = Table(title=title)
-            if rows:
-                for col in rows[0]:
-                    table.add_column(str(col), justify="right")
-                for r, dec in zip(rows[1:], decisions):
-                    table.add_row(*[str(v) for v in r[:-1]], dec)
-            out.print(table)
+            out.print(_causal_table(e, cfg))
         elif e["event"] == "start":
             where["run_dir"] = e.get("run_dir", where["run_dir"])
             s = e["split"]
@@ -130,22 +171,8 @@ def evolve(
             view.generation(e)
         elif e["event"] == "done":
             view.stop()
-    try:
-        if resume is not None:
-            result = resume_run(resume, progress=on_event, generations=gens)
-        else:
-            result = run_evolve(cfg, run_dir=run_dir, progress=on_event)
-    except KeyboardInterrupt:
-        view.stop()
-        err_console.print(interrupted_message(where["run_dir"], where["gen"]), highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        view.stop()
-    if as_json:
-        print(json_dumps(evolve_summary(result)))
-        return
-    print_hall(result.hall_of_fame[:5])
-    console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+    return on_event
 
 
 def interrupted_message(run_dir: Any, gen: Optional[int]) -> str:
