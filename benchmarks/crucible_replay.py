@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -60,11 +61,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "crucible_replay.json"))
     a = ap.parse_args()
     data = month_files(a.month) if a.month else None
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = hall_of_fame_config(a.hall_of_fame, Path(tmp)) if a.hall_of_fame else ROOT / "configs" / "crucible.toml"
         r = replay_throughput(str(cfg), data=data, bars=a.bars or 10**9, baseline_bars=a.baseline_bars,
                               repeats=a.repeats)
     r["command"] = "benchmarks/crucible_replay.py " + " ".join(sys.argv[1:])
+    # the machine is shared: the 1-minute load average before and after says how much CPU the run had
+    r["load_average_1m"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2),
+                            "cpus": os.cpu_count()}
     Path(a.out).write_text(json.dumps(r, indent=1))
     f, b = r["fast"], r["baseline"]
     print(f"| path | bars | bars/s | orders/bar | seconds |\n|---|---|---|---|---|\n"
@@ -75,6 +80,8 @@ def main() -> None:
           f"at the fast rate: {r['month_seconds']:.1f} s")
     print(f"fast run: {f['orders']:,} orders, {f['fills']:,} fills, {f['reweights']:,} reweights, {f['kills']} kills, "
           f"{f['swaps']} swaps; final equity {f['final_equity']} (total {f['total_equity']:.2f} USDT of 1,200)")
+    la = r["load_average_1m"]
+    print(f"load average (1 min) {la['before']} before, {la['after']} after, on {la['cpus']} CPUs")
 
 
 if __name__ == "__main__":
