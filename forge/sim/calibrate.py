@@ -53,20 +53,17 @@ CMA-ES generation.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from forge.core import rng
-from forge.core.artifacts import atomic_write_json
-from forge.core.config import load_config, resolve_path
+from forge.core.config import resolve_path
 from forge.core.errors import ConfigError, DataError
 from forge.data.ranges import DataRange
 from forge.data.split import holdout_split
@@ -75,7 +72,6 @@ from forge.sim.facts import (
     FACT_NAMES,
     block_bootstrap_facts,
     facts_from_vector,
-    facts_table,
     facts_vector,
     from_distance_space,
     NAN_PENALTY,
@@ -87,12 +83,21 @@ from forge.sim.facts import (
     window_facts,
 )
 from forge.sim.market import SimConfig, simulate
-from forge.sim.params import DSG_SPECS, default_dsg, from_dict, to_dict, validate_dsg
+from forge.sim.calibration import (  # noqa: F401  (re-exported: the result, its file and the config)
+    DEFAULT_CALIBRATION_PATH,
+    SCHEMA_VERSION,
+    SEARCH_IDX,
+    CalibrateConfig,
+    CalibrateFile,
+    CalibrationResult,
+    load_calibrate_config,
+    load_calibrated_facts,
+    load_calibration,
+    read_calibration,
+    write_calibration,
+)
+from forge.sim.params import DSG_SPECS, default_dsg, to_dict, validate_dsg
 
-DEFAULT_CALIBRATION_PATH = Path("artifacts/sim/calibration.json")
-"""Where ``forge calibrate`` writes and ``load_calibration`` reads by default."""
-SCHEMA_VERSION = 2
-"""2: distance-space weights (log-ratios for scale-free facts), ``facts_target``; 1 files still load."""
 FAILED_LOSS = 1e6
 """Loss of a candidate whose simulation raised (e.g. an order-pool overflow)."""
 
@@ -101,133 +106,7 @@ CALIBRATION_EVENTS_PER_MINUTE = 8_000
 (or wakes) per simulated minute (~8x the default DSG); a candidate that needs more is stopped
 and scores ``FAILED_LOSS`` instead of stalling the search."""
 
-SEARCH_IDX: tuple[int, ...] = tuple(i for i, s in enumerate(DSG_SPECS) if s.name != "lot_quote")
-"""DSG indices CMA-ES moves (all but lot_quote)."""
-
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class CalibrationResult:
-    """Outcome of :func:`calibrate`.
-
-    dsg: (N_P,) float64 best DSG (natural units, lot_quote fitted);
-    loss / loss_default: mean-over-seeds loss of the best / the start DSG;
-    loss_history: (n_evals,) best-so-far loss after each evaluation
-    (non-increasing; entry 0 is the start DSG); eval_losses: (n_evals,) loss
-    of each evaluated candidate in order; facts_real: fact name -> value on
-    the whole real sample; facts_target: what the loss compares with (mean
-    over real windows of the simulation length in distance space, back in
-    natural units; = facts_real for target="bootstrap"); facts_sim /
-    facts_default: the mean over seeds (in distance space, back in natural
-    units) of the best / start DSG; weights: fact name -> 1 / variance in
-    distance space; boot_sd: fact name -> the matching sd (distance space:
-    log units for ``LOG_FACTS``) across real windows / bootstrap replicates;
-    settings: the arguments; seconds: wall time.
-    """
-
-    dsg: np.ndarray
-    loss: float
-    loss_default: float
-    loss_history: list[float]
-    eval_losses: list[float]
-    facts_real: dict[str, float]
-    facts_sim: dict[str, float]
-    facts_default: dict[str, float]
-    weights: dict[str, float]
-    boot_sd: dict[str, float]
-    settings: dict[str, Any]
-    seconds: float
-    generations: int = 0
-    stop_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    facts_target: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def data_range(self) -> DataRange | None:
-        """The real bars the fit used (``settings["data_range"]``, recorded by :func:`calibrate`); None for a
-        file written before ranges were recorded.  raises ConfigError when the recorded range is malformed."""
-        d = self.settings.get("data_range")
-        return None if d is None else DataRange.from_dict(d, "calibration settings")
-
-    @property
-    def params(self) -> dict[str, float]:
-        """DSG parameter name -> value."""
-        return to_dict(self.dsg)
-
-    def facts_rows(self) -> list[dict[str, Any]]:
-        """Rows {fact, real, sim, ratio, default, weight, target} for the CLI table."""
-        rows = facts_table(self.facts_real, self.facts_sim)
-        for r in rows:
-            r["default"] = self.facts_default.get(r["fact"], math.nan)
-            r["weight"] = self.weights.get(r["fact"], math.nan)
-            r["target"] = self.facts_target.get(r["fact"], math.nan)
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (schema_version 1): parameters by name, facts real vs
-        simulated, loss history, weights, settings."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "forge.sim.calibration",
-            "parameters": self.params,
-            "searched": [DSG_SPECS[i].name for i in SEARCH_IDX],
-            "loss": self.loss,
-            "loss_default": self.loss_default,
-            "n_evals": len(self.eval_losses),
-            "generations": self.generations,
-            "stop_reason": self.stop_reason,
-            "seconds": self.seconds,
-            "facts": self.facts_rows(),
-            "facts_real": self.facts_real,
-            "facts_target": self.facts_target,
-            "facts_sim": self.facts_sim,
-            "facts_default": self.facts_default,
-            "weights": self.weights,
-            "boot_sd": self.boot_sd,
-            "loss_history": self.loss_history,
-            "eval_losses": self.eval_losses,
-            "settings": self.settings,
-            **({"extra": self.extra} if self.extra else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CalibrationResult:
-        """Inverse of :meth:`to_dict`. raises ConfigError on a malformed dict."""
-        try:
-            if d.get("kind") != "forge.sim.calibration":
-                raise ConfigError(f"not a calibration file (kind={d.get('kind')!r})")
-
-            def fl(x: Any) -> float:
-                if x is None:
-                    return math.nan
-                if isinstance(x, str):
-                    return float(x)  # "inf" / "-inf" from atomic_write_json
-                return float(x)
-
-            def fd(x: dict[str, Any]) -> dict[str, float]:
-                return {k: fl(v) for k, v in x.items()}
-
-            return cls(
-                dsg=from_dict(d["parameters"]),
-                loss=fl(d["loss"]),
-                loss_default=fl(d["loss_default"]),
-                loss_history=[fl(v) for v in d["loss_history"]],
-                eval_losses=[fl(v) for v in d["eval_losses"]],
-                facts_real=fd(d["facts_real"]),
-                facts_sim=fd(d["facts_sim"]),
-                facts_default=fd(d["facts_default"]),
-                weights=fd(d["weights"]),
-                boot_sd=fd(d["boot_sd"]),
-                settings=dict(d["settings"]),
-                seconds=fl(d["seconds"]),
-                generations=int(d.get("generations", 0)),
-                stop_reason=str(d.get("stop_reason", "")),
-                extra=dict(d.get("extra", {})),
-                facts_target=fd(d.get("facts_target", {})),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ConfigError(f"malformed calibration dict: {type(e).__name__}: {e}") from None
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -355,6 +234,134 @@ def _fit_lot_quote(dsg: np.ndarray, real_mean_vol: float, sim_mean_vol: float) -
     return out
 
 
+def _check_args(real_bars: Any, budget_evals: Any, n_minutes: Any, seeds: Sequence[int], seed: Any, sigma0: float,
+                n_boot: int, block_minutes: int, target: str) -> tuple[int, ...]:
+    """Validate :func:`calibrate`'s arguments; returns the seeds as a tuple of ints.
+    raises ConfigError naming the bad argument, DataError if ``real_bars`` is too short."""
+    if not isinstance(budget_evals, (int, np.integer)) or budget_evals < 5:
+        raise ConfigError(f"budget_evals must be an int >= 5, got {budget_evals!r}")
+    if not isinstance(n_minutes, (int, np.integer)) or n_minutes < 30:
+        raise ConfigError(f"n_minutes must be an int >= 30, got {n_minutes!r}")
+    seeds_t = tuple(int(s) for s in seeds)
+    if not seeds_t or any(s < 0 for s in seeds_t):
+        raise ConfigError(f"seeds must be a non-empty list of ints >= 0, got {list(seeds)!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+    if not (0.0 < sigma0 <= 1.0):
+        raise ConfigError(f"sigma0 must be in (0, 1], got {sigma0!r}")
+    if n_boot < 10:
+        raise ConfigError(f"n_boot must be >= 10, got {n_boot!r}")
+    if not isinstance(real_bars, pl.DataFrame) or real_bars.height < 2 * block_minutes:
+        h = getattr(real_bars, "height", None)
+        raise DataError(f"calibration needs a bar frame of >= {2 * block_minutes} bars, got {h}")
+    if target not in ("windows", "pooled", "bootstrap"):
+        raise ConfigError(f"target must be 'windows', 'pooled' or 'bootstrap', got {target!r}")
+    if target == "windows" and real_bars.height < 2 * int(n_minutes):
+        raise DataError(f"target='windows' needs >= 2 windows of {n_minutes} real bars, got {real_bars.height}")
+    if target == "pooled" and real_bars.height < (len(seeds_t) + 1) * int(n_minutes):
+        raise DataError(f"target='pooled' needs > {len(seeds_t)} windows of {n_minutes} real bars, "
+                        f"got {real_bars.height}")
+    return seeds_t
+
+
+def _real_target(real_bars: pl.DataFrame, target: str, n_minutes: int, n_seeds: int, n_boot: int,
+                 block_minutes: int, seed: int) -> tuple[dict[str, float], np.ndarray, dict[str, float],
+                                                         dict[str, float], tuple[float, float] | None,
+                                                         dict[str, float]]:
+    """The real side of the loss for ``target`` (:func:`calibrate`): returns (whole-sample facts,
+    (n_replicates, n_facts) replicate facts, target facts, moment weights, (real log-std dispersion,
+    its weight) or None, replicate SD of each fact in distance space).
+    raises DataError if the real facts are undefined (constant prices)."""
+    facts_real = stylized_facts(real_bars)
+    bad = [n for n in ("ret_std_1m", "kurt_1m", "acf_absr_1") if not math.isfinite(facts_real[n])]
+    if bad:
+        raise DataError(f"real bars give undefined facts {bad} (constant prices?)")
+    if target == "windows":
+        boot = window_facts(real_bars, int(n_minutes))
+        facts_target = _mean_facts(boot)
+    elif target == "pooled":
+        boot = pooled_window_facts(real_bars, int(n_minutes), n_seeds, n_draws=n_boot, seed=seed)
+        facts_target = _mean_facts(boot)
+    else:
+        boot = block_bootstrap_facts(real_bars, n_boot=n_boot, block_minutes=block_minutes, seed=seed)
+        facts_target = dict(facts_real)
+    weights = moment_weights(boot)
+    disp: tuple[float, float] | None = None
+    if target == "windows" and n_seeds >= 2:
+        d_real = _log_std_dispersion(boot)
+        if math.isfinite(d_real) and d_real > 0:
+            disp = (d_real, 2.0 * (n_seeds - 1) / d_real ** 2)
+    boot_t = to_distance_space(boot)
+    boot_sd = {}
+    for j, n in enumerate(FACT_NAMES):
+        col = boot_t[:, j][np.isfinite(boot_t[:, j])]
+        boot_sd[n] = float(np.std(col, ddof=1)) if col.size >= 2 else math.nan
+    return facts_real, boot, facts_target, weights, disp, boot_sd
+
+
+class _Tracker:
+    """Evaluates candidate DSGs and keeps every loss, the best-so-far curve and the best candidate
+    (``best``: loss, dsg, fv (n_seeds, n_facts) or None, vol: mean simulated bar volume or None)."""
+
+    def __init__(self, setup: _Setup, facts_target: dict[str, float], weights: dict[str, float],
+                 disp: tuple[float, float] | None) -> None:
+        self.setup, self.facts_target, self.weights, self.disp = setup, facts_target, weights, disp
+        self.eval_losses: list[float] = []
+        self.history: list[float] = []
+        self.best: dict[str, Any] = {}
+
+    def evaluate(self, dsg: np.ndarray) -> float:
+        res = _simulate_facts(dsg, self.setup)
+        fv = None if res is None else res[0]
+        loss = _loss(fv, self.facts_target, self.weights, self.disp)
+        self.eval_losses.append(loss)
+        if not self.best or loss < self.best["loss"]:
+            self.best.update(loss=loss, dsg=dsg.copy(), fv=fv, vol=None if res is None else float(np.mean(res[1])))
+        self.history.append(float(self.best["loss"]))
+        return loss
+
+
+def _cma_search(track: _Tracker, x0_dsg: np.ndarray, *, budget_evals: int, sigma0: float, popsize: int | None,
+                seed: int, progress: ProgressFn | None, loss_default: float, t0: float) -> tuple[int, str, int]:
+    """CMA-ES in [0, 1] search coordinates from ``x0_dsg`` until the budget (evaluation 0, the start, already
+    spent) or a CMA stop rule; returns (generations, stop reason, population size)."""
+    import cma
+
+    dim = len(SEARCH_IDX)
+    pop = int(popsize) if popsize is not None else 4 + int(3 * math.log(dim))
+    pop = max(2, min(pop, budget_evals - 1))
+    opts = cma.CMAOptions()
+    opts.set({
+        "bounds": [0.0, 1.0],
+        "popsize": pop,
+        "seed": int(rng.int_seed(seed, "sim", "calibrate", "cma") % (2**31 - 2)) + 1,
+        "maxfevals": budget_evals - 1,
+        "verbose": -9,
+        "verb_disp": 0,
+        "verb_log": 0,
+        "verb_filenameprefix": "",
+        "tolfun": 1e-12,
+        "tolx": 1e-9,
+    })
+    es = cma.CMAEvolutionStrategy(dsg_to_unit(x0_dsg).tolist(), float(sigma0), opts)
+    gen = 0
+    stop_reason = "budget"
+    while len(track.eval_losses) + pop <= budget_evals:
+        stop = es.stop()
+        if stop:
+            stop_reason = ",".join(sorted(str(k) for k in stop))
+            break
+        xs = es.ask()
+        fs = [track.evaluate(unit_to_dsg(np.clip(np.asarray(x), 0.0, 1.0), x0_dsg)) for x in xs]
+        es.tell(xs, fs)
+        gen += 1
+        if progress is not None:
+            progress({"generation": gen, "evals": len(track.eval_losses), "budget": int(budget_evals),
+                      "best_loss": float(track.best["loss"]), "gen_best_loss": float(min(fs)),
+                      "loss_default": float(loss_default), "seconds": time.perf_counter() - t0})
+    return gen, stop_reason, pop
+
+
 def calibrate(
     real_bars: pl.DataFrame,
     *,
@@ -399,58 +406,12 @@ def calibrate(
     short (fewer than 2 windows of n_minutes for target="windows") or its
     facts are undefined.
     """
-    import cma
-
     t0 = time.perf_counter()
-    if not isinstance(budget_evals, (int, np.integer)) or budget_evals < 5:
-        raise ConfigError(f"budget_evals must be an int >= 5, got {budget_evals!r}")
-    if not isinstance(n_minutes, (int, np.integer)) or n_minutes < 30:
-        raise ConfigError(f"n_minutes must be an int >= 30, got {n_minutes!r}")
-    seeds_t = tuple(int(s) for s in seeds)
-    if not seeds_t or any(s < 0 for s in seeds_t):
-        raise ConfigError(f"seeds must be a non-empty list of ints >= 0, got {list(seeds)!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
-    if not (0.0 < sigma0 <= 1.0):
-        raise ConfigError(f"sigma0 must be in (0, 1], got {sigma0!r}")
-    if n_boot < 10:
-        raise ConfigError(f"n_boot must be >= 10, got {n_boot!r}")
-    if not isinstance(real_bars, pl.DataFrame) or real_bars.height < 2 * block_minutes:
-        h = getattr(real_bars, "height", None)
-        raise DataError(f"calibration needs a bar frame of >= {2 * block_minutes} bars, got {h}")
-    if target not in ("windows", "pooled", "bootstrap"):
-        raise ConfigError(f"target must be 'windows', 'pooled' or 'bootstrap', got {target!r}")
-    if target == "windows" and real_bars.height < 2 * int(n_minutes):
-        raise DataError(f"target='windows' needs >= 2 windows of {n_minutes} real bars, got {real_bars.height}")
-    if target == "pooled" and real_bars.height < (len(seeds_t) + 1) * int(n_minutes):
-        raise DataError(f"target='pooled' needs > {len(seeds_t)} windows of {n_minutes} real bars, "
-                        f"got {real_bars.height}")
+    seeds_t = _check_args(real_bars, budget_evals, n_minutes, seeds, seed, sigma0, n_boot, block_minutes, target)
     x0_dsg = default_dsg() if start is None else validate_dsg(start)
 
-    facts_real = stylized_facts(real_bars)
-    bad = [n for n in ("ret_std_1m", "kurt_1m", "acf_absr_1") if not math.isfinite(facts_real[n])]
-    if bad:
-        raise DataError(f"real bars give undefined facts {bad} (constant prices?)")
-    if target == "windows":
-        boot = window_facts(real_bars, int(n_minutes))
-        facts_target = _mean_facts(boot)
-    elif target == "pooled":
-        boot = pooled_window_facts(real_bars, int(n_minutes), len(seeds_t), n_draws=n_boot, seed=seed)
-        facts_target = _mean_facts(boot)
-    else:
-        boot = block_bootstrap_facts(real_bars, n_boot=n_boot, block_minutes=block_minutes, seed=seed)
-        facts_target = dict(facts_real)
-    weights = moment_weights(boot)
-    disp: tuple[float, float] | None = None
-    if target == "windows" and len(seeds_t) >= 2:
-        d_real = _log_std_dispersion(boot)
-        if math.isfinite(d_real) and d_real > 0:
-            disp = (d_real, 2.0 * (len(seeds_t) - 1) / d_real ** 2)
-    boot_t = to_distance_space(boot)
-    boot_sd = {}
-    for j, n in enumerate(FACT_NAMES):
-        col = boot_t[:, j][np.isfinite(boot_t[:, j])]
-        boot_sd[n] = float(np.std(col, ddof=1)) if col.size >= 2 else math.nan
+    facts_real, boot, facts_target, weights, disp, boot_sd = _real_target(
+        real_bars, target, int(n_minutes), len(seeds_t), n_boot, block_minutes, seed)
     real_mean_vol = float(real_bars["volume"].mean() or 0.0)
     if config is None:
         burn = SimConfig().burn_in_minutes
@@ -460,56 +421,14 @@ def calibrate(
         start_price=float(real_bars["open"][0]), config=config, pooled=target == "pooled",
     )
 
-    eval_losses: list[float] = []
-    history: list[float] = []
-    best: dict[str, Any] = {}
-
-    def evaluate(dsg: np.ndarray) -> float:
-        res = _simulate_facts(dsg, setup)
-        fv = None if res is None else res[0]
-        loss = _loss(fv, facts_target, weights, disp)
-        eval_losses.append(loss)
-        if not best or loss < best["loss"]:
-            best.update(loss=loss, dsg=dsg.copy(), fv=fv, vol=None if res is None else float(np.mean(res[1])))
-        history.append(float(best["loss"]))
-        return loss
-
-    loss_default = evaluate(x0_dsg)
-    facts_default = _mean_facts(best["fv"])
-    disp_default = _log_std_dispersion(best["fv"])
-
-    dim = len(SEARCH_IDX)
-    pop = int(popsize) if popsize is not None else 4 + int(3 * math.log(dim))
-    pop = max(2, min(pop, budget_evals - 1))
-    opts = cma.CMAOptions()
-    opts.set({
-        "bounds": [0.0, 1.0],
-        "popsize": pop,
-        "seed": int(rng.int_seed(seed, "sim", "calibrate", "cma") % (2**31 - 2)) + 1,
-        "maxfevals": budget_evals - 1,
-        "verbose": -9,
-        "verb_disp": 0,
-        "verb_log": 0,
-        "verb_filenameprefix": "",
-        "tolfun": 1e-12,
-        "tolx": 1e-9,
-    })
-    es = cma.CMAEvolutionStrategy(dsg_to_unit(x0_dsg).tolist(), float(sigma0), opts)
-    gen = 0
-    stop_reason = "budget"
-    while len(eval_losses) + pop <= budget_evals:
-        stop = es.stop()
-        if stop:
-            stop_reason = ",".join(sorted(str(k) for k in stop))
-            break
-        xs = es.ask()
-        fs = [evaluate(unit_to_dsg(np.clip(np.asarray(x), 0.0, 1.0), x0_dsg)) for x in xs]
-        es.tell(xs, fs)
-        gen += 1
-        if progress is not None:
-            progress({"generation": gen, "evals": len(eval_losses), "budget": int(budget_evals),
-                      "best_loss": float(best["loss"]), "gen_best_loss": float(min(fs)),
-                      "loss_default": float(loss_default), "seconds": time.perf_counter() - t0})
+    track = _Tracker(setup, facts_target, weights, disp)
+    loss_default = track.evaluate(x0_dsg)
+    facts_default = _mean_facts(track.best["fv"])
+    disp_default = _log_std_dispersion(track.best["fv"])
+    gen, stop_reason, pop = _cma_search(track, x0_dsg, budget_evals=int(budget_evals), sigma0=float(sigma0),
+                                        popsize=popsize, seed=seed, progress=progress, loss_default=loss_default,
+                                        t0=t0)
+    best, eval_losses, history = track.best, track.eval_losses, track.history
 
     best_dsg = _fit_lot_quote(best["dsg"], real_mean_vol, best["vol"] if best["vol"] is not None else math.nan)
     return CalibrationResult(
@@ -543,69 +462,6 @@ def calibrate(
 # --------------------------------------------------------------------------- config and CLI entry
 
 
-@dataclass(frozen=True)
-class CalibrateConfig:
-    """``[calibrate]``: the settings of ``forge calibrate`` (command-line flags override them).
-
-    data: kline files or folders (empty: the embedded BTCUSDT sample); in_sample_fraction: the fit uses
-    only the leading share of the bars (the in-sample range of ``forge evolve`` with the same fraction, by
-    the same split rule, ``forge.data.split.holdout_split``), so a run over the same data never meets a
-    simulator fitted on its out-of-sample bars; 1.0 fits every bar (such a calibration is refused by any
-    run whose out-of-sample range it overlaps).  budget: CMA-ES evaluations (>= 5); minutes: simulated
-    minutes per evaluation and seed (>= 30); seeds: simulation seeds per evaluation (seeds 0..seeds-1,
-    common random numbers); seed: CMA-ES and bootstrap seed; target: "windows", "pooled" or "bootstrap"
-    (:func:`calibrate`); n_boot: real replicates (>= 10); block_minutes: bootstrap block length;
-    sigma0: initial CMA-ES step in unit coordinates, (0, 1]; start: warm-start calibration JSON ("" = the
-    built-in DSG); out: the calibration JSON to write.
-    """
-
-    data: tuple[str, ...] = ()
-    in_sample_fraction: float = 0.7
-    budget: int = 60
-    minutes: int = 720
-    seeds: int = 2
-    seed: int = 0
-    target: str = "windows"
-    n_boot: int = 100
-    block_minutes: int = 240
-    sigma0: float = 0.2
-    start: str = ""
-    out: str = str(DEFAULT_CALIBRATION_PATH)
-
-    def validate(self) -> None:
-        """raises ConfigError naming the first invalid field."""
-        checks = [
-            ("in_sample_fraction", 0 < self.in_sample_fraction <= 1, "in (0, 1]"),
-            ("budget", self.budget >= 5, ">= 5"),
-            ("minutes", self.minutes >= 30, ">= 30"),
-            ("seeds", self.seeds >= 1, ">= 1"),
-            ("seed", self.seed >= 0, ">= 0"),
-            ("target", self.target in ("windows", "pooled", "bootstrap"), "'windows', 'pooled' or 'bootstrap'"),
-            ("n_boot", self.n_boot >= 10, ">= 10"),
-            ("block_minutes", self.block_minutes >= 1, ">= 1"),
-            ("sigma0", 0 < self.sigma0 <= 1, "in (0, 1]"),
-            ("out", bool(self.out), "a file path"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True)
-class CalibrateFile:
-    """A ``forge calibrate`` config file: one ``[calibrate]`` table (:class:`CalibrateConfig`)."""
-
-    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
-    source: str = "<defaults>"
-
-
-def load_calibrate_config(path: str | Path | None = None) -> CalibrateConfig:
-    """The ``[calibrate]`` table of ``path``; None -> ``configs/calibrate.toml`` when present, else the
-    defaults of :class:`CalibrateConfig` (``forge.core.config.load_config``).  raises ConfigError naming the
-    file, table and key."""
-    return load_config(path, CalibrateFile, "calibrate.toml").calibrate
-
-
 def in_sample_head(bars: pl.DataFrame, fraction: float) -> pl.DataFrame:
     """The leading ``fraction`` of ``bars`` by ``forge.data.split.holdout_split`` (all bars when 1.0).
     raises DataError when the frame is too short to split."""
@@ -623,46 +479,3 @@ def run_calibration(cfg: CalibrateConfig, bars: pl.DataFrame, progress: Progress
     return calibrate(in_sample_head(bars, cfg.in_sample_fraction), budget_evals=cfg.budget, n_minutes=cfg.minutes,
                      seeds=tuple(range(cfg.seeds)), seed=cfg.seed, sigma0=cfg.sigma0, n_boot=cfg.n_boot,
                      block_minutes=cfg.block_minutes, start=start, progress=progress, target=cfg.target)
-
-
-# --------------------------------------------------------------------------- files
-def write_calibration(result: CalibrationResult, path: str | Path = DEFAULT_CALIBRATION_PATH) -> Path:
-    """Atomically write ``result.to_dict()`` as JSON (parents created). returns the Path."""
-    return atomic_write_json(path, result.to_dict())
-
-
-def read_calibration(path: str | Path = DEFAULT_CALIBRATION_PATH) -> CalibrationResult:
-    """The CalibrationResult stored at ``path``.
-
-    raises DataError if the file is missing, ConfigError if it is not valid
-    calibration JSON (out-of-bounds or unknown parameters included).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError("calibration file not found (run `forge calibrate`)", file=p)
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid JSON: {e}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{p}: expected a JSON object")
-    return CalibrationResult.from_dict(d)
-
-
-def load_calibration(path: str | Path = DEFAULT_CALIBRATION_PATH) -> np.ndarray:
-    """(N_P,) float64 calibrated DSG from ``path``; ``default_dsg()`` if the file
-    does not exist.  raises ConfigError if the file exists but is malformed."""
-    p = Path(path)
-    if not p.is_file():
-        return default_dsg()
-    return read_calibration(p).dsg
-
-
-def load_calibrated_facts(path: str | Path = DEFAULT_CALIBRATION_PATH) -> tuple[dict[str, float], dict[str, float]] | None:
-    """(facts of the calibrated simulator, weights) for ``realism_distance``, or
-    None if no calibration file exists.  raises ConfigError if malformed."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    r = read_calibration(p)
-    return r.facts_sim, r.weights
