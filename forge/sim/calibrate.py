@@ -362,6 +362,29 @@ def _cma_search(track: _Tracker, x0_dsg: np.ndarray, *, budget_evals: int, sigma
     return gen, stop_reason, pop
 
 
+def _make_setup(real_bars: pl.DataFrame, n_minutes: int, seeds_t: tuple[int, ...], config: SimConfig | None,
+                target: str) -> _Setup:
+    """The simulation setup every candidate shares: the real bars' first open time and price, and ``config``
+    (default: ``SimConfig`` with ``CALIBRATION_EVENTS_PER_MINUTE`` events per simulated minute incl. burn-in)."""
+    if config is None:
+        burn = SimConfig().burn_in_minutes
+        config = SimConfig(max_events=CALIBRATION_EVENTS_PER_MINUTE * (burn + int(n_minutes)))
+    return _Setup(
+        n_minutes=int(n_minutes), seeds=seeds_t, start_ms=int(real_bars["open_time"][0]),
+        start_price=float(real_bars["open"][0]), config=config, pooled=target == "pooled",
+    )
+
+
+def _fit_record(setup: _Setup, target: str, boot: np.ndarray, real_bars: pl.DataFrame, real_mean_vol: float,
+                x0_dsg: np.ndarray) -> dict[str, Any]:
+    """What a calibration records about its fit beside the arguments (``CalibrationResult.settings``): start
+    price and time, target, real replicates, real bars and mean volume, the start DSG and the data range."""
+    return {"start_price": setup.start_price, "start_ms": setup.start_ms,
+            "target": target, "n_replicates": int(boot.shape[0]),
+            "real_bars": int(real_bars.height), "real_mean_volume": real_mean_vol,
+            "start_dsg": to_dict(x0_dsg), "data_range": DataRange.of(real_bars).to_dict()}
+
+
 def calibrate(
     real_bars: pl.DataFrame,
     *,
@@ -413,14 +436,7 @@ def calibrate(
     facts_real, boot, facts_target, weights, disp, boot_sd = _real_target(
         real_bars, target, int(n_minutes), len(seeds_t), n_boot, block_minutes, seed)
     real_mean_vol = float(real_bars["volume"].mean() or 0.0)
-    if config is None:
-        burn = SimConfig().burn_in_minutes
-        config = SimConfig(max_events=CALIBRATION_EVENTS_PER_MINUTE * (burn + int(n_minutes)))
-    setup = _Setup(
-        n_minutes=int(n_minutes), seeds=seeds_t, start_ms=int(real_bars["open_time"][0]),
-        start_price=float(real_bars["open"][0]), config=config, pooled=target == "pooled",
-    )
-
+    setup = _make_setup(real_bars, int(n_minutes), seeds_t, config, target)
     track = _Tracker(setup, facts_target, weights, disp)
     loss_default = track.evaluate(x0_dsg)
     facts_default = _mean_facts(track.best["fv"])
@@ -445,10 +461,7 @@ def calibrate(
         settings={
             "budget_evals": int(budget_evals), "n_minutes": int(n_minutes), "seeds": list(seeds_t),
             "seed": int(seed), "sigma0": float(sigma0), "popsize": pop, "n_boot": int(n_boot),
-            "block_minutes": int(block_minutes), "start_price": setup.start_price, "start_ms": setup.start_ms,
-            "target": target, "n_replicates": int(boot.shape[0]),
-            "real_bars": int(real_bars.height), "real_mean_volume": real_mean_vol,
-            "start_dsg": to_dict(x0_dsg), "data_range": DataRange.of(real_bars).to_dict(),
+            "block_minutes": int(block_minutes), **_fit_record(setup, target, boot, real_bars, real_mean_vol, x0_dsg),
         },
         seconds=time.perf_counter() - t0,
         generations=gen,
