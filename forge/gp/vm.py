@@ -18,7 +18,7 @@ import numpy as np
 from forge.core.errors import GenomeError
 from forge.gp.genome import Genome, Node, parse_tokens, tree_lookback
 from forge.gp.primitives import BY_NAME
-from forge.gp.vm_nb import run_program_nb
+from forge.gp.vm_nb import DEFAULT_BLOCK, run_program_nb, tiled_shape
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,10 @@ def run_compiled(program: Program, X: np.ndarray, pool: BufferPool | None = None
     """:func:`run_program` without the shape check: X must be a C-contiguous (program.n_features, n)
     float64 matrix; ``out`` ((n,) float64, may be a row of another matrix) receives the root."""
     n = X.shape[1]
-    buf = (pool or BufferPool()).get(program.n_registers, n)
+    _, row = tiled_shape(program.w, DEFAULT_BLOCK)
+    regs = (pool or BufferPool()).get(program.op.shape[0], row)
     if out is None:
         out = np.empty(n, dtype=np.float64)
-    run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, buf, out,
-                   program.is_position)
+    run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, regs, out,
+                   program.is_position, DEFAULT_BLOCK)
     return out

@@ -459,8 +459,9 @@ def finish_root_nb(root, out, clip_root):
 
 
 @njit(cache=True)
-def run_program_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
-    """Run a compiled program over all bars.
+def run_program_flat_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
+    """Run a compiled program over all bars, one instruction at a time over every bar (the interpreter
+    before cache blocking; kept as the reference of ``run_program_nb``, which is bit-identical).
 
     op, dst, a, b, c, w: (m,) int64; k: (m,) float64; X: (f, n) float64
     C-contiguous features; buf: (r, n) float64 scratch registers;
@@ -472,3 +473,544 @@ def run_program_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
         apply_nb(op[i], _operand(X, buf, a[i]), _operand(X, buf, b[i]), _operand(X, buf, c[i]), w[i], k[i],
                  buf[dst[i]])
     finish_root_nb(buf[dst[m - 1]], out, clip_root)
+
+
+# --------------------------------------------------------------------------- cache-blocked (tiled) interpreter
+#
+# ``run_program_flat_nb`` above (the interpreter before tiling, kept as the reference) runs one instruction
+# over all n bars before the next, so every intermediate is an (n,) row that streams through memory
+# (3.2 MB per register at 400,000 bars, larger than L2).  The tiled interpreter runs the *whole program*
+# over a block of ``block`` bars, then the next block: instruction i writes row i of a small register
+# matrix ``regs`` ((m, H + block) float64; H = history columns), so a block's working set stays in L1/L2.
+# Every kernel is the flat kernel's loop body unchanged (same operations in the same order: results are
+# bit-identical), resumable at any bar: whatever it carried from one bar to the next (running sums, the
+# min/max deque, NaN/infinity/flat-run positions, latch events, the confirmed min_hold value) lives in the
+# instruction's rows of ``fs`` (float) / ``ist`` (int) / ``dq`` (deque ring) between blocks; reads into the
+# past (x[t-w], the previous output) use the H history columns, refreshed from the end of each block.
+# Times in the kernels are global bar indices t; an operand is (array, offset) and bar t sits at
+# array[t - offset] (offset 0 for rows of X, t0 - H for register rows while block [t0, t1) runs).
+# These kernels are compiled without numba's reference counting (``_nrt=False``): with it every call of
+# a small helper took and dropped an atomic reference on each array argument, which cost more than the
+# arithmetic (a w=5 rolling mean ran ~15x slower than the same loop without it).  They only touch arrays
+# allocated by their caller and cannot allocate (compilation would fail).
+
+NO_NRT = {"cache": True, "_nrt": False}
+DEFAULT_BLOCK = 2048
+"""Bars per block of the tiled interpreter (measured: benchmarks/RESULTS.md, issue 21 item 2)."""
+
+# ist / fs slots
+_I_LAST_NAN, _I_SINCE, _I_RUN, _I_LAST_INF, _I_HEAD, _I_TAIL, _I_RUNY = 0, 1, 2, 3, 4, 5, 6
+_I_LAST_E, _I_LAST_L, _I_CONF = 0, 1, 1
+_N_ISTATE = 8
+_N_FSTATE = 8
+
+
+@njit(**NO_NRT)
+def _exact_at_t(x, j, w, kind, wts):
+    """``_exact_at`` (the same operations) of window x[j-w+1 .. j], j an array index."""
+    s = j - w + 1
+    if kind == _RANK:
+        cnt = 0
+        xt = x[j]
+        for i in range(s, j + 1):
+            if x[i] < xt:
+                cnt += 1
+        return cnt / (w - 1.0)
+    if kind == _EMA:
+        acc = 0.0
+        for i in range(w):
+            acc += x[s + i] * wts[i]
+        return acc
+    if kind == _MIN or kind == _MAX:
+        v = x[s]
+        for i in range(s + 1, j + 1):
+            if (kind == _MIN and x[i] < v) or (kind == _MAX and x[i] > v):
+                v = x[i]
+        return v
+    acc = 0.0
+    for i in range(s, j + 1):
+        acc += x[i]
+    m = acc / w
+    if kind == _MEAN:
+        return m
+    ss = 0.0
+    for i in range(s, j + 1):
+        d = x[i] - m
+        ss += d * d
+    sd = np.sqrt(ss / w)
+    if kind == _STD:
+        return sd
+    if sd <= STD_REL_EPS * abs(m):
+        return 0.0
+    return (x[j] - m) / sd
+
+
+@njit(**NO_NRT)
+def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w):
+    """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq."""
+    mask = dq.shape[0] - 1
+    last_nan = ist[_I_LAST_NAN]
+    since = ist[_I_SINCE]
+    run = ist[_I_RUN]
+    last_inf = ist[_I_LAST_INF]
+    head = ist[_I_HEAD]
+    tail = ist[_I_TAIL]
+    shift = fs[0]
+    s1 = fs[1]
+    s2 = fs[2]
+    u = fs[3]
+    for t in range(t0, t1):
+        j = t - ox
+        xt = x[j]
+        run = run + 1 if t > 0 and xt == x[j - 1] else 1
+        if np.isinf(xt):
+            last_inf = t
+        if np.isnan(xt):
+            last_nan = t
+            head = 0
+            tail = 0
+        elif (kind == _MIN or kind == _MAX) and w > SMALL_W:
+            while tail > head and ((kind == _MAX and x[dq[(tail - 1) & mask] - ox] <= xt)
+                                   or (kind == _MIN and x[dq[(tail - 1) & mask] - ox] >= xt)):
+                tail -= 1
+            dq[tail & mask] = t
+            tail += 1
+        if t - last_nan < w:
+            y[t - oy] = np.nan
+            continue
+        s = t - w + 1
+        if kind == _RANK:
+            cnt = 0
+            for i in range(s - ox, j + 1):
+                if x[i] < xt:
+                    cnt += 1
+            y[t - oy] = cnt / (w - 1.0)
+            continue
+        if w <= SMALL_W:
+            y[t - oy] = _exact_at_t(x, j, w, kind, wts)
+            continue
+        if kind == _MIN or kind == _MAX:
+            while dq[head & mask] < s:
+                head += 1
+            y[t - oy] = x[dq[head & mask] - ox]
+            continue
+        if run >= w or t - last_inf < w:
+            y[t - oy] = y[t - oy - 1] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, kind, wts)
+            since = w
+            continue
+        fresh = t - last_nan == w or since >= w
+        if kind == _EMA:
+            if fresh:
+                u = 0.0
+                for i in range(w):
+                    u += x[s - ox + i] * (wts[i] * total)
+                since = 0
+            else:
+                u = beta * u + xt - beta_w * x[s - 1 - ox]
+                since += 1
+            y[t - oy] = u / total
+            continue
+        if not fresh:
+            d_in = xt - shift
+            d_out = x[s - 1 - ox] - shift
+            s1 += d_in - d_out
+            s2 += d_in * d_in - d_out * d_out
+            since += 1
+            if kind != _MEAN:
+                var = s2 / w - (s1 / w) * (s1 / w)
+                fresh = var <= CANCEL * (s2 / w)
+        if fresh:
+            acc = 0.0
+            for i in range(s - ox, j + 1):
+                acc += x[i]
+            shift = acc / w
+            s1 = 0.0
+            s2 = 0.0
+            for i in range(s - ox, j + 1):
+                d = x[i] - shift
+                s1 += d
+                s2 += d * d
+            since = 0
+            if kind != _MEAN:
+                y[t - oy] = _exact_at_t(x, j, w, kind, wts)
+                continue
+        m = shift + s1 / w
+        if kind == _MEAN:
+            y[t - oy] = m
+            continue
+        var = s2 / w - (s1 / w) * (s1 / w)
+        sd = np.sqrt(var) if var > 0.0 else 0.0
+        if kind == _STD:
+            y[t - oy] = sd
+        elif sd <= STD_REL_EPS * abs(m):
+            y[t - oy] = 0.0
+        else:
+            y[t - oy] = (xt - m) / sd
+    ist[_I_LAST_NAN] = last_nan
+    ist[_I_SINCE] = since
+    ist[_I_RUN] = run
+    ist[_I_LAST_INF] = last_inf
+    ist[_I_HEAD] = head
+    ist[_I_TAIL] = tail
+    fs[0] = shift
+    fs[1] = s1
+    fs[2] = s2
+    fs[3] = u
+
+
+@njit(**NO_NRT)
+def _centred_sums_t(x, ox, y, oy, t, w):
+    """``_centred_sums`` (the same operations) with bar t at x[t - ox], y[t - oy]."""
+    s = t - w + 1
+    ax = 0.0
+    ay = 0.0
+    for i in range(s, t + 1):
+        ax += x[i - ox]
+        ay += y[i - oy]
+    mx = ax / w
+    my = ay / w
+    sx1 = sy1 = sxx = syy = sxy = 0.0
+    for i in range(s, t + 1):
+        dx = x[i - ox] - mx
+        dy = y[i - oy] - my
+        sx1 += dx
+        sy1 += dy
+        sxx += dx * dx
+        syy += dy * dy
+        sxy += dx * dy
+    return mx, my, sx1, sy1, sxx, syy, sxy
+
+
+@njit(**NO_NRT)
+def _corr_from_centred_t(mx, my, sxx, syy, sxy, w):
+    sx = np.sqrt(sxx / w)
+    sy = np.sqrt(syy / w)
+    if sx <= STD_REL_EPS * abs(mx) or sy <= STD_REL_EPS * abs(my):
+        return 0.0
+    return (sxy / w) / (sx * sy)
+
+
+@njit(**NO_NRT)
+def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist):
+    """``_corr_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist."""
+    last_nan = ist[_I_LAST_NAN]
+    since = ist[_I_SINCE]
+    runx = ist[_I_RUN]
+    runy = ist[_I_RUNY]
+    last_inf = ist[_I_LAST_INF]
+    cx = fs[0]
+    cy = fs[1]
+    sx1 = fs[2]
+    sy1 = fs[3]
+    sxx = fs[4]
+    syy = fs[5]
+    sxy = fs[6]
+    for t in range(t0, t1):
+        xt = x[t - ox]
+        yt = y[t - oy]
+        if np.isinf(xt) or np.isinf(yt):
+            last_inf = t
+        runx = runx + 1 if t > 0 and xt == x[t - 1 - ox] else 1
+        runy = runy + 1 if t > 0 and yt == y[t - 1 - oy] else 1
+        if np.isnan(xt) or np.isnan(yt):
+            last_nan = t
+        if t - last_nan < w:
+            out[t - oo] = np.nan
+            continue
+        s = t - w + 1
+        if w <= SMALL_W or runx >= w or runy >= w or t - last_inf < w:
+            mx, my, _a, _b, vxx, vyy, vxy = _centred_sums_t(x, ox, y, oy, t, w)
+            out[t - oo] = _corr_from_centred_t(mx, my, vxx, vyy, vxy, w)
+            since = w
+            continue
+        fresh = t - last_nan == w or since >= w
+        if not fresh:
+            dxi = xt - cx
+            dyi = yt - cy
+            dxo = x[s - 1 - ox] - cx
+            dyo = y[s - 1 - oy] - cy
+            sx1 += dxi - dxo
+            sy1 += dyi - dyo
+            sxx += dxi * dxi - dxo * dxo
+            syy += dyi * dyi - dyo * dyo
+            sxy += dxi * dyi - dxo * dyo
+            since += 1
+            vx = sxx / w - (sx1 / w) * (sx1 / w)
+            vy = syy / w - (sy1 / w) * (sy1 / w)
+            fresh = vx <= CANCEL * (sxx / w) or vy <= CANCEL * (syy / w)
+        if fresh:
+            cx, cy, sx1, sy1, sxx, syy, sxy = _centred_sums_t(x, ox, y, oy, t, w)
+            since = 0
+            out[t - oo] = _corr_from_centred_t(cx, cy, sxx, syy, sxy, w)
+            continue
+        mx = cx + sx1 / w
+        my = cy + sy1 / w
+        vx = sxx / w - (sx1 / w) * (sx1 / w)
+        vy = syy / w - (sy1 / w) * (sy1 / w)
+        sdx = np.sqrt(vx)
+        sdy = np.sqrt(vy)
+        if sdx <= STD_REL_EPS * abs(mx) or sdy <= STD_REL_EPS * abs(my):
+            out[t - oo] = 0.0
+        else:
+            out[t - oo] = (sxy / w - (sx1 / w) * (sy1 / w)) / (sdx * sdy)
+    ist[_I_LAST_NAN] = last_nan
+    ist[_I_SINCE] = since
+    ist[_I_RUN] = runx
+    ist[_I_RUNY] = runy
+    ist[_I_LAST_INF] = last_inf
+    fs[0] = cx
+    fs[1] = cy
+    fs[2] = sx1
+    fs[3] = sy1
+    fs[4] = sxx
+    fs[5] = syy
+    fs[6] = sxy
+
+
+@njit(**NO_NRT)
+def _latch_blk(enter, oe, leave, ol, thr, use_thr, w, y, oy, t0, t1, ist):
+    """``_latch_nb`` over bars [t0, t1); the latest enter / leave event indices carried in ist."""
+    last_e = ist[_I_LAST_E]
+    last_l = ist[_I_LAST_L]
+    for t in range(t0, t1):
+        if use_thr:
+            v = enter[t - oe]
+            if v > thr:
+                last_e = t
+            if v < -thr:
+                last_l = t
+        else:
+            if enter[t - oe] > 0.5:
+                last_e = t
+            if leave[t - ol] > 0.5:
+                last_l = t
+        y[t - oy] = 1.0 if (last_e >= 0 and last_e >= t - w + 1 and last_e > last_l) else 0.0
+    ist[_I_LAST_E] = last_e
+    ist[_I_LAST_L] = last_l
+
+
+@njit(**NO_NRT)
+def _min_hold_blk(p, op_, w, y, oy, t0, t1, fs, ist):
+    """``_min_hold_nb`` over bars [t0, t1); the run length, the confirmed bar and its value p[conf]
+    carried in ist / fs (p is never rewritten, so the carried value is p[conf] bit for bit)."""
+    run = ist[_I_RUN]
+    conf = ist[_I_CONF]
+    pconf = fs[7]
+    for t in range(t0, t1):
+        run = run + 1 if t > 0 and p[t - op_] == p[t - 1 - op_] else 1
+        if run >= w:
+            conf = t
+            pconf = p[t - op_]
+        y[t - oy] = pconf if (conf >= 0 and conf >= t - 2 * w + 1) else 0.0
+    ist[_I_RUN] = run
+    ist[_I_CONF] = conf
+    fs[7] = pconf
+
+
+@njit(**NO_NRT)
+def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, ec):
+    """Apply one opcode over bars [t0, t1): y[t - oy] = op(xa[t - oa], xb[t - ob], xc[t - oc]; w, k).
+
+    xa, xb, xc, y: float64 rows (unused operands may alias xa); oa, ob, oc, oy: int offsets (bar t of an
+    operand sits at index t - offset); fs ((8,) float64), ist ((8,) int64), dq ((cap,) int64, cap a power
+    of two > w) carry the state of stateful opcodes between calls (zeroed / ist[0] = -1 etc. by
+    ``init_state_nb`` before bar 0); wts ((>= w,) float64) and ec ((3,) total, beta, beta**w) are the
+    truncated-EMA weights of ``_ema_weights(w)``.  y must not alias an input.
+    """
+    L = t1 - t0
+    ja = t0 - oa
+    jb = t0 - ob
+    jc = t0 - oc
+    jy = t0 - oy
+    if o == Op.ADD:
+        for q in range(L):
+            y[jy + q] = xa[ja + q] + xb[jb + q]
+    elif o == Op.SUB or o == Op.LONG_SHORT:
+        for q in range(L):
+            y[jy + q] = xa[ja + q] - xb[jb + q]
+    elif o == Op.MUL:
+        for q in range(L):
+            y[jy + q] = xa[ja + q] * xb[jb + q]
+    elif o == Op.DIV:
+        for q in range(L):
+            v = xb[jb + q]
+            y[jy + q] = 0.0 if abs(v) < DIV_EPS else xa[ja + q] / v
+    elif o == Op.NEG or o == Op.SHORT_ONLY:
+        for q in range(L):
+            y[jy + q] = -xa[ja + q]
+    elif o == Op.ABS:
+        for q in range(L):
+            y[jy + q] = abs(xa[ja + q])
+    elif o == Op.SLOG:
+        for q in range(L):
+            v = xa[ja + q]
+            if v >= 0.0:
+                y[jy + q] = np.log1p(v)
+            else:
+                y[jy + q] = -np.log1p(-v)
+    elif o == Op.ADD_C:
+        for q in range(L):
+            y[jy + q] = xa[ja + q] + k
+    elif o == Op.MUL_C:
+        for q in range(L):
+            y[jy + q] = xa[ja + q] * k
+    elif o == Op.LAG or o == Op.DELTA:
+        for t in range(t0, t1):
+            if t < w:
+                y[t - oy] = np.nan
+            elif o == Op.LAG:
+                y[t - oy] = xa[t - w - oa]
+            else:
+                y[t - oy] = xa[t - oa] - xa[t - w - oa]
+    elif o >= Op.TS_MEAN and o <= Op.TS_ZSCORE:
+        _rolling_blk(xa, oa, w, o - Op.TS_MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_CORR:
+        _corr_blk(xa, oa, xb, ob, w, y, oy, t0, t1, fs, ist)
+    elif o == Op.EMA:
+        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.IF_THEN_ELSE:
+        for q in range(L):
+            y[jy + q] = xb[jb + q] if xa[ja + q] > 0.5 else xc[jc + q]
+    elif o == Op.GT:
+        for q in range(L):
+            y[jy + q] = 1.0 if xa[ja + q] > xb[jb + q] else 0.0
+    elif o == Op.LT:
+        for q in range(L):
+            y[jy + q] = 1.0 if xa[ja + q] < xb[jb + q] else 0.0
+    elif o == Op.GT_C:
+        for q in range(L):
+            y[jy + q] = 1.0 if xa[ja + q] > k else 0.0
+    elif o == Op.LT_C:
+        for q in range(L):
+            y[jy + q] = 1.0 if xa[ja + q] < k else 0.0
+    elif o == Op.AND:
+        for q in range(L):
+            y[jy + q] = 1.0 if (xa[ja + q] > 0.5 and xb[jb + q] > 0.5) else 0.0
+    elif o == Op.OR:
+        for q in range(L):
+            y[jy + q] = 1.0 if (xa[ja + q] > 0.5 or xb[jb + q] > 0.5) else 0.0
+    elif o == Op.NOT:
+        for q in range(L):
+            y[jy + q] = 1.0 - xa[ja + q]
+    elif o == Op.CROSS_ABOVE:
+        for t in range(t0, t1):
+            if t == 0:
+                y[t - oy] = 0.0
+            else:
+                y[t - oy] = 1.0 if (xa[t - oa] > xb[t - ob] and xa[t - 1 - oa] <= xb[t - 1 - ob]) else 0.0
+    elif o == Op.LONG_ONLY:
+        for q in range(L):
+            y[jy + q] = xa[ja + q]
+    elif o == Op.POS_SIGN:
+        for q in range(L):
+            v = xa[ja + q]
+            y[jy + q] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
+    elif o == Op.LATCH:
+        _latch_blk(xa, oa, xb, ob, 0.0, False, w, y, oy, t0, t1, ist)
+    elif o == Op.HYSTERESIS:
+        _latch_blk(xa, oa, xa, oa, abs(k), True, w, y, oy, t0, t1, ist)
+    elif o == Op.SMOOTH:
+        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        for q in range(L):
+            y[jy + q] = np.floor(y[jy + q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
+    elif o == Op.MIN_HOLD:
+        _min_hold_blk(xa, oa, w, y, oy, t0, t1, fs, ist)
+
+
+@njit(**NO_NRT)
+def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec):
+    m = op.shape[0]
+    n = X.shape[1]
+    for t0 in range(0, n, block):
+        t1 = min(t0 + block, n)
+        g0 = t0 - hist  # bar of column 0 of every register row during this block
+        for i in range(m):
+            ca = src_a[i]
+            cb = src_b[i]
+            cc = src_c[i]
+            xa = X[ca] if ca >= 0 else regs[-1 - ca]
+            xb = X[cb] if cb >= 0 else regs[-1 - cb]
+            xc = X[cc] if cc >= 0 else regs[-1 - cc]
+            apply_blk(op[i], xa, 0 if ca >= 0 else g0, xb, 0 if cb >= 0 else g0, xc, 0 if cc >= 0 else g0,
+                      w[i], k[i], regs[i], g0, t0, t1, fs[i], ist[i], dq[i], wts[i], ec[i])
+        root = regs[m - 1]
+        for t in range(t0, t1):
+            v = root[t - g0]
+            if not clip_root:
+                out[t] = v
+            elif np.isnan(v):
+                out[t] = 0.0
+            elif v > 1.0:
+                out[t] = 1.0
+            elif v < -1.0:
+                out[t] = -1.0
+            else:
+                out[t] = v
+        if t1 < n and hist > 0:  # the last hist bars of the block become the history of the next one
+            L = t1 - t0
+            for i in range(m):
+                r = regs[i]
+                for q in range(hist):  # ascending: safe when the ranges overlap (block < hist)
+                    r[q] = r[L + q]
+
+
+MIN_HISTORY = 248
+"""History columns of a register row at least (max window 240 + 1, rounded up to 8): one row length for
+every program of the standard windows, so a ``BufferPool`` is not reallocated between programs."""
+
+
+def tiled_shape(w: np.ndarray, block: int) -> tuple[int, int]:
+    """(history columns H, register row length H + block) of the tiled interpreter for a program with
+    windows w ((m,) int64): H >= max(w) + 1 (the deepest read into the past: x[t - w])."""
+    wmax = int(w.max()) if w.shape[0] else 0
+    hist = max(MIN_HISTORY, (wmax + 1 + 7) // 8 * 8)
+    return hist, hist + int(block)
+
+
+@njit(cache=True)
+def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
+    """Run a compiled program over all bars, block by block (cache-blocked; bit-identical to
+    ``run_program_flat_nb``).
+
+    op, dst, a, b, c, w: (m,) int64; k: (m,) float64; X: (f, n) float64 C-contiguous features; regs:
+    (>= m, H + block) float64 scratch, H = history columns >= max(w) + 1 (``tiled_shape``; contents
+    undefined); out: (n,)
+    float64 receives the root: a position (NaN -> 0, clipped to [-1, 1]) when clip_root, else the raw
+    series; block: bars per block (>= 1).  Allocates the per-instruction state (a few KB) and the
+    operand map (register -> the instruction that last wrote it) and runs ``_run_blocks_nb``.
+    """
+    m = op.shape[0]
+    wmax = 1
+    for i in range(m):
+        wmax = max(wmax, w[i])
+    hist = regs.shape[1] - block
+    cap = 1
+    while cap < wmax + 2:
+        cap *= 2
+    writer = np.full(max(m, 1), -1, dtype=np.int64)  # register -> instruction
+    src_a = np.empty(m, dtype=np.int64)
+    src_b = np.empty(m, dtype=np.int64)
+    src_c = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        src_a[i] = a[i] if a[i] >= 0 else -1 - writer[-1 - a[i]]
+        src_b[i] = b[i] if b[i] >= 0 else -1 - writer[-1 - b[i]]
+        src_c[i] = c[i] if c[i] >= 0 else -1 - writer[-1 - c[i]]
+        writer[dst[i]] = i
+    fs = np.zeros((m, _N_FSTATE))
+    ist = np.zeros((m, _N_ISTATE), dtype=np.int64)
+    dq = np.zeros((m, cap), dtype=np.int64)
+    wts = np.zeros((m, wmax))
+    ec = np.zeros((m, 3))
+    for i in range(m):
+        wi = w[i]
+        ist[i, _I_LAST_NAN] = -1  # = _I_LAST_E (latch)
+        ist[i, _I_LAST_INF] = -wi - 1
+        # slot 1 is _I_SINCE of a rolling op (starts at 0) and _I_LAST_L / _I_CONF of latch / min_hold (-1)
+        ist[i, _I_SINCE] = -1 if (op[i] == Op.LATCH or op[i] == Op.HYSTERESIS or op[i] == Op.MIN_HOLD) else 0
+        if wi > 0:
+            ww, beta, total = _ema_weights(wi)
+            wts[i, :wi] = ww
+            ec[i, 0] = total
+            ec[i, 1] = beta
+            ec[i, 2] = beta ** wi
+    _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec)
