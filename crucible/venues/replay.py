@@ -85,7 +85,10 @@ class ReplayVenue(Venue):
         if not 0 <= start < self._end:
             raise ValueError(f"start {start} outside the replay's {self._end} bars")
         self._cursor = start - 1  # index of the last closed bar on the timeline (-1: none)
-        self._idx_memo: tuple[int, dict[str, int]] = (-2, {})
+        t0 = self._timeline[self._cursor] if self._cursor >= 0 else None
+        self._times = {sym: c["open_time"].tolist() for sym, c in self._cols.items()}
+        self._rows = {sym: 0 if t0 is None else int(np.searchsorted(c["open_time"], t0, side="right"))
+                      for sym, c in self._cols.items()}  # rows of each symbol closed so far
         # account
         self._cash = float(balance)
         self._pos: dict[str, float] = {s: 0.0 for s in self.symbols}
@@ -121,17 +124,8 @@ class ReplayVenue(Venue):
         return int(self._timeline[self._cursor]) + BAR_MS
 
     def _idx(self, sym: str) -> int:
-        """Rows of ``sym`` closed so far (memoised per cursor position: the runtime asks several times a bar)."""
-        if self._cursor < 0:
-            return 0
-        memo = self._idx_memo
-        if memo[0] != self._cursor:
-            memo = self._idx_memo = (self._cursor, {})
-        i = memo[1].get(sym)
-        if i is None:
-            t = self._timeline[self._cursor]
-            i = memo[1][sym] = int(np.searchsorted(self._cols[sym]["open_time"], t, side="right"))
-        return i
+        """Rows of ``sym`` closed so far (kept up to date by :meth:`next_bars`)."""
+        return self._rows[sym]
 
     def history(self, symbol: str, n: int) -> dict[str, np.ndarray]:
         cols = self._cols[symbol]
@@ -182,12 +176,14 @@ class ReplayVenue(Venue):
         self._cursor += 1
         t = int(self._timeline[self._cursor])
         out: dict[str, Bar] = {}
+        rows = self._rows
         for sym, rec in self._rec.items():
-            i = self._idx(sym) - 1
-            if i >= 0:
-                row = rec[i].item()
-                if row[0] == t:
-                    out[sym] = Bar(sym, *row)
+            times, r = self._times[sym], rows[sym]
+            while r < len(times) and times[r] <= t:  # = searchsorted(open_time, t, "right"), one step at a time
+                r += 1
+            rows[sym] = r
+            if r and times[r - 1] == t:
+                out[sym] = Bar(sym, *rec[r - 1].item())
         if self.perpetual and self.funding_rate_8h and is_funding_time(t):
             for sym in self.perpetual:
                 b = out.get(sym)
