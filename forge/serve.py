@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,12 +53,11 @@ from forge.data.loader import load_bars
 from forge.data.schema import BAR_MS
 from forge.evolution.config import RunConfig, load_run_config, with_overrides
 from forge.evolution.run import evolve
-from forge.gp import Genome
 from gauntlet.config import GauntletConfig, load_gauntlet_config
 from gauntlet.publish import loads_limited, read_regular_file
 from gauntlet.validate import validate_run
 
-__all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_request", "serve_pending", "Worker",
+__all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_request", "serve_pending", "Worker", "read_state",
            "STATE_SCHEMA"]
 
 STATE_SCHEMA = "forge-serve/1"
@@ -429,20 +427,3 @@ def adjust_priority(nice: int) -> None:
     """Lower this process's CPU priority by ``nice`` (no-op for 0)."""
     if nice:
         os.nice(nice)
-
-
-def wait_for_state(request: Path, timeout_s: float, poll_s: float = 0.2) -> dict[str, Any] | None:
-    """Block until the request has a final serve state or ``timeout_s`` passes; returns the state or None."""
-    end = time.monotonic() + timeout_s
-    while True:
-        st = read_state(request)
-        if st is not None and st.get("status") in FINAL:
-            return st
-        if time.monotonic() >= end:
-            return None
-        time.sleep(poll_s)
-
-
-def seed_genome(request: Path) -> Genome:
-    """The seed genome file named by a request."""
-    return Genome.load(request.with_name(_load_request(request)["seed_genome_file"]))
