@@ -505,47 +505,53 @@ _N_ISTATE = 8
 _N_FSTATE = 8
 
 
-@njit(**NO_NRT)
+@njit(inline="always", **NO_NRT)
+def _u(i):
+    """An index known to be >= 0 as uint64: numba then skips the negative-index fix-up on every access."""
+    return np.uint64(i)
+
+
+@njit(inline="always", **NO_NRT)
 def _exact_at_t(x, j, w, kind, wts):
-    """``_exact_at`` (the same operations) of window x[j-w+1 .. j], j an array index."""
+    """``_exact_at`` (the same operations) of window x[_u(j-w+1 .. j)], j an array index."""
     s = j - w + 1
     if kind == _RANK:
         cnt = 0
-        xt = x[j]
+        xt = x[_u(j)]
         for i in range(s, j + 1):
-            if x[i] < xt:
+            if x[_u(i)] < xt:
                 cnt += 1
         return cnt / (w - 1.0)
     if kind == _EMA:
         acc = 0.0
         for i in range(w):
-            acc += x[s + i] * wts[i]
+            acc += x[_u(s + i)] * wts[i]
         return acc
     if kind == _MIN or kind == _MAX:
-        v = x[s]
+        v = x[_u(s)]
         for i in range(s + 1, j + 1):
-            if (kind == _MIN and x[i] < v) or (kind == _MAX and x[i] > v):
-                v = x[i]
+            if (kind == _MIN and x[_u(i)] < v) or (kind == _MAX and x[_u(i)] > v):
+                v = x[_u(i)]
         return v
     acc = 0.0
     for i in range(s, j + 1):
-        acc += x[i]
+        acc += x[_u(i)]
     m = acc / w
     if kind == _MEAN:
         return m
     ss = 0.0
     for i in range(s, j + 1):
-        d = x[i] - m
+        d = x[_u(i)] - m
         ss += d * d
     sd = np.sqrt(ss / w)
     if kind == _STD:
         return sd
     if sd <= STD_REL_EPS * abs(m):
         return 0.0
-    return (x[j] - m) / sd
+    return (x[_u(j)] - m) / sd
 
 
-@njit(**NO_NRT)
+@njit(inline="always", **NO_NRT)
 def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w):
     """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq."""
     mask = dq.shape[0] - 1
@@ -561,8 +567,8 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
     u = fs[3]
     for t in range(t0, t1):
         j = t - ox
-        xt = x[j]
-        run = run + 1 if t > 0 and xt == x[j - 1] else 1
+        xt = x[_u(j)]
+        run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
         if np.isinf(xt):
             last_inf = t
         if np.isnan(xt):
@@ -570,32 +576,32 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
             head = 0
             tail = 0
         elif (kind == _MIN or kind == _MAX) and w > SMALL_W:
-            while tail > head and ((kind == _MAX and x[dq[(tail - 1) & mask] - ox] <= xt)
-                                   or (kind == _MIN and x[dq[(tail - 1) & mask] - ox] >= xt)):
+            while tail > head and ((kind == _MAX and x[_u(dq[_u((tail - 1) & mask)] - ox)] <= xt)
+                                   or (kind == _MIN and x[_u(dq[_u((tail - 1) & mask)] - ox)] >= xt)):
                 tail -= 1
-            dq[tail & mask] = t
+            dq[_u(tail & mask)] = t
             tail += 1
         if t - last_nan < w:
-            y[t - oy] = np.nan
+            y[_u(t - oy)] = np.nan
             continue
         s = t - w + 1
         if kind == _RANK:
             cnt = 0
             for i in range(s - ox, j + 1):
-                if x[i] < xt:
+                if x[_u(i)] < xt:
                     cnt += 1
-            y[t - oy] = cnt / (w - 1.0)
+            y[_u(t - oy)] = cnt / (w - 1.0)
             continue
         if w <= SMALL_W:
-            y[t - oy] = _exact_at_t(x, j, w, kind, wts)
+            y[_u(t - oy)] = _exact_at_t(x, j, w, kind, wts)
             continue
         if kind == _MIN or kind == _MAX:
-            while dq[head & mask] < s:
+            while dq[_u(head & mask)] < s:
                 head += 1
-            y[t - oy] = x[dq[head & mask] - ox]
+            y[_u(t - oy)] = x[_u(dq[_u(head & mask)] - ox)]
             continue
         if run >= w or t - last_inf < w:
-            y[t - oy] = y[t - oy - 1] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, kind, wts)
+            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, kind, wts)
             since = w
             continue
         fresh = t - last_nan == w or since >= w
@@ -603,16 +609,16 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
             if fresh:
                 u = 0.0
                 for i in range(w):
-                    u += x[s - ox + i] * (wts[i] * total)
+                    u += x[_u(s - ox + i)] * (wts[i] * total)
                 since = 0
             else:
-                u = beta * u + xt - beta_w * x[s - 1 - ox]
+                u = beta * u + xt - beta_w * x[_u(s - 1 - ox)]
                 since += 1
-            y[t - oy] = u / total
+            y[_u(t - oy)] = u / total
             continue
         if not fresh:
             d_in = xt - shift
-            d_out = x[s - 1 - ox] - shift
+            d_out = x[_u(s - 1 - ox)] - shift
             s1 += d_in - d_out
             s2 += d_in * d_in - d_out * d_out
             since += 1
@@ -622,30 +628,30 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
         if fresh:
             acc = 0.0
             for i in range(s - ox, j + 1):
-                acc += x[i]
+                acc += x[_u(i)]
             shift = acc / w
             s1 = 0.0
             s2 = 0.0
             for i in range(s - ox, j + 1):
-                d = x[i] - shift
+                d = x[_u(i)] - shift
                 s1 += d
                 s2 += d * d
             since = 0
             if kind != _MEAN:
-                y[t - oy] = _exact_at_t(x, j, w, kind, wts)
+                y[_u(t - oy)] = _exact_at_t(x, j, w, kind, wts)
                 continue
         m = shift + s1 / w
         if kind == _MEAN:
-            y[t - oy] = m
+            y[_u(t - oy)] = m
             continue
         var = s2 / w - (s1 / w) * (s1 / w)
         sd = np.sqrt(var) if var > 0.0 else 0.0
         if kind == _STD:
-            y[t - oy] = sd
+            y[_u(t - oy)] = sd
         elif sd <= STD_REL_EPS * abs(m):
-            y[t - oy] = 0.0
+            y[_u(t - oy)] = 0.0
         else:
-            y[t - oy] = (xt - m) / sd
+            y[_u(t - oy)] = (xt - m) / sd
     ist[_I_LAST_NAN] = last_nan
     ist[_I_SINCE] = since
     ist[_I_RUN] = run
@@ -660,19 +666,19 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
 
 @njit(**NO_NRT)
 def _centred_sums_t(x, ox, y, oy, t, w):
-    """``_centred_sums`` (the same operations) with bar t at x[t - ox], y[t - oy]."""
+    """``_centred_sums`` (the same operations) with bar t at x[_u(t - ox)], y[_u(t - oy)]."""
     s = t - w + 1
     ax = 0.0
     ay = 0.0
     for i in range(s, t + 1):
-        ax += x[i - ox]
-        ay += y[i - oy]
+        ax += x[_u(i - ox)]
+        ay += y[_u(i - oy)]
     mx = ax / w
     my = ay / w
     sx1 = sy1 = sxx = syy = sxy = 0.0
     for i in range(s, t + 1):
-        dx = x[i - ox] - mx
-        dy = y[i - oy] - my
+        dx = x[_u(i - ox)] - mx
+        dy = y[_u(i - oy)] - my
         sx1 += dx
         sy1 += dy
         sxx += dx * dx
@@ -706,29 +712,29 @@ def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist):
     syy = fs[5]
     sxy = fs[6]
     for t in range(t0, t1):
-        xt = x[t - ox]
-        yt = y[t - oy]
+        xt = x[_u(t - ox)]
+        yt = y[_u(t - oy)]
         if np.isinf(xt) or np.isinf(yt):
             last_inf = t
-        runx = runx + 1 if t > 0 and xt == x[t - 1 - ox] else 1
-        runy = runy + 1 if t > 0 and yt == y[t - 1 - oy] else 1
+        runx = runx + 1 if t > 0 and xt == x[_u(t - 1 - ox)] else 1
+        runy = runy + 1 if t > 0 and yt == y[_u(t - 1 - oy)] else 1
         if np.isnan(xt) or np.isnan(yt):
             last_nan = t
         if t - last_nan < w:
-            out[t - oo] = np.nan
+            out[_u(t - oo)] = np.nan
             continue
         s = t - w + 1
         if w <= SMALL_W or runx >= w or runy >= w or t - last_inf < w:
             mx, my, _a, _b, vxx, vyy, vxy = _centred_sums_t(x, ox, y, oy, t, w)
-            out[t - oo] = _corr_from_centred_t(mx, my, vxx, vyy, vxy, w)
+            out[_u(t - oo)] = _corr_from_centred_t(mx, my, vxx, vyy, vxy, w)
             since = w
             continue
         fresh = t - last_nan == w or since >= w
         if not fresh:
             dxi = xt - cx
             dyi = yt - cy
-            dxo = x[s - 1 - ox] - cx
-            dyo = y[s - 1 - oy] - cy
+            dxo = x[_u(s - 1 - ox)] - cx
+            dyo = y[_u(s - 1 - oy)] - cy
             sx1 += dxi - dxo
             sy1 += dyi - dyo
             sxx += dxi * dxi - dxo * dxo
@@ -741,7 +747,7 @@ def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist):
         if fresh:
             cx, cy, sx1, sy1, sxx, syy, sxy = _centred_sums_t(x, ox, y, oy, t, w)
             since = 0
-            out[t - oo] = _corr_from_centred_t(cx, cy, sxx, syy, sxy, w)
+            out[_u(t - oo)] = _corr_from_centred_t(cx, cy, sxx, syy, sxy, w)
             continue
         mx = cx + sx1 / w
         my = cy + sy1 / w
@@ -750,9 +756,9 @@ def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist):
         sdx = np.sqrt(vx)
         sdy = np.sqrt(vy)
         if sdx <= STD_REL_EPS * abs(mx) or sdy <= STD_REL_EPS * abs(my):
-            out[t - oo] = 0.0
+            out[_u(t - oo)] = 0.0
         else:
-            out[t - oo] = (sxy / w - (sx1 / w) * (sy1 / w)) / (sdx * sdy)
+            out[_u(t - oo)] = (sxy / w - (sx1 / w) * (sy1 / w)) / (sdx * sdy)
     ist[_I_LAST_NAN] = last_nan
     ist[_I_SINCE] = since
     ist[_I_RUN] = runx
@@ -774,34 +780,34 @@ def _latch_blk(enter, oe, leave, ol, thr, use_thr, w, y, oy, t0, t1, ist):
     last_l = ist[_I_LAST_L]
     for t in range(t0, t1):
         if use_thr:
-            v = enter[t - oe]
+            v = enter[_u(t - oe)]
             if v > thr:
                 last_e = t
             if v < -thr:
                 last_l = t
         else:
-            if enter[t - oe] > 0.5:
+            if enter[_u(t - oe)] > 0.5:
                 last_e = t
-            if leave[t - ol] > 0.5:
+            if leave[_u(t - ol)] > 0.5:
                 last_l = t
-        y[t - oy] = 1.0 if (last_e >= 0 and last_e >= t - w + 1 and last_e > last_l) else 0.0
+        y[_u(t - oy)] = 1.0 if (last_e >= 0 and last_e >= t - w + 1 and last_e > last_l) else 0.0
     ist[_I_LAST_E] = last_e
     ist[_I_LAST_L] = last_l
 
 
 @njit(**NO_NRT)
 def _min_hold_blk(p, op_, w, y, oy, t0, t1, fs, ist):
-    """``_min_hold_nb`` over bars [t0, t1); the run length, the confirmed bar and its value p[conf]
-    carried in ist / fs (p is never rewritten, so the carried value is p[conf] bit for bit)."""
+    """``_min_hold_nb`` over bars [t0, t1); the run length, the confirmed bar and its value p[_u(conf)]
+    carried in ist / fs (p is never rewritten, so the carried value is p[_u(conf)] bit for bit)."""
     run = ist[_I_RUN]
     conf = ist[_I_CONF]
     pconf = fs[7]
     for t in range(t0, t1):
-        run = run + 1 if t > 0 and p[t - op_] == p[t - 1 - op_] else 1
+        run = run + 1 if t > 0 and p[_u(t - op_)] == p[_u(t - 1 - op_)] else 1
         if run >= w:
             conf = t
-            pconf = p[t - op_]
-        y[t - oy] = pconf if (conf >= 0 and conf >= t - 2 * w + 1) else 0.0
+            pconf = p[_u(t - op_)]
+        y[_u(t - oy)] = pconf if (conf >= 0 and conf >= t - 2 * w + 1) else 0.0
     ist[_I_RUN] = run
     ist[_I_CONF] = conf
     fs[7] = pconf
@@ -809,7 +815,7 @@ def _min_hold_blk(p, op_, w, y, oy, t0, t1, fs, ist):
 
 @njit(**NO_NRT)
 def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, ec):
-    """Apply one opcode over bars [t0, t1): y[t - oy] = op(xa[t - oa], xb[t - ob], xc[t - oc]; w, k).
+    """Apply one opcode over bars [t0, t1): y[_u(t - oy)] = op(xa[_u(t - oa)], xb[_u(t - ob)], xc[t - oc]; w, k).
 
     xa, xb, xc, y: float64 rows (unused operands may alias xa); oa, ob, oc, oy: int offsets (bar t of an
     operand sits at index t - offset); fs ((8,) float64), ist ((8,) int64), dq ((cap,) int64, cap a power
@@ -818,93 +824,105 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
     truncated-EMA weights of ``_ema_weights(w)``.  y must not alias an input.
     """
     L = t1 - t0
-    ja = t0 - oa
-    jb = t0 - ob
-    jc = t0 - oc
-    jy = t0 - oy
+    # views of the block [t0, t1) of each operand: element-wise loops index from 0 (no negative-index
+    # fix-up on every access, so LLVM can vectorise them)
+    va = xa[t0 - oa:t1 - oa]
+    vb = xb[t0 - ob:t1 - ob] if o != Op.LAG and o != Op.DELTA else va
+    vc = xc[t0 - oc:t1 - oc] if o == Op.IF_THEN_ELSE else va
+    vy = y[t0 - oy:t1 - oy]
     if o == Op.ADD:
         for q in range(L):
-            y[jy + q] = xa[ja + q] + xb[jb + q]
+            vy[q] = va[q] + vb[q]
     elif o == Op.SUB or o == Op.LONG_SHORT:
         for q in range(L):
-            y[jy + q] = xa[ja + q] - xb[jb + q]
+            vy[q] = va[q] - vb[q]
     elif o == Op.MUL:
         for q in range(L):
-            y[jy + q] = xa[ja + q] * xb[jb + q]
+            vy[q] = va[q] * vb[q]
     elif o == Op.DIV:
         for q in range(L):
-            v = xb[jb + q]
-            y[jy + q] = 0.0 if abs(v) < DIV_EPS else xa[ja + q] / v
+            v = vb[q]
+            vy[q] = 0.0 if abs(v) < DIV_EPS else va[q] / v
     elif o == Op.NEG or o == Op.SHORT_ONLY:
         for q in range(L):
-            y[jy + q] = -xa[ja + q]
+            vy[q] = -va[q]
     elif o == Op.ABS:
         for q in range(L):
-            y[jy + q] = abs(xa[ja + q])
+            vy[q] = abs(va[q])
     elif o == Op.SLOG:
         for q in range(L):
-            v = xa[ja + q]
+            v = va[q]
             if v >= 0.0:
-                y[jy + q] = np.log1p(v)
+                vy[q] = np.log1p(v)
             else:
-                y[jy + q] = -np.log1p(-v)
+                vy[q] = -np.log1p(-v)
     elif o == Op.ADD_C:
         for q in range(L):
-            y[jy + q] = xa[ja + q] + k
+            vy[q] = va[q] + k
     elif o == Op.MUL_C:
         for q in range(L):
-            y[jy + q] = xa[ja + q] * k
+            vy[q] = va[q] * k
     elif o == Op.LAG or o == Op.DELTA:
         for t in range(t0, t1):
             if t < w:
-                y[t - oy] = np.nan
+                y[_u(t - oy)] = np.nan
             elif o == Op.LAG:
-                y[t - oy] = xa[t - w - oa]
+                y[_u(t - oy)] = xa[_u(t - w - oa)]
             else:
-                y[t - oy] = xa[t - oa] - xa[t - w - oa]
-    elif o >= Op.TS_MEAN and o <= Op.TS_ZSCORE:
-        _rolling_blk(xa, oa, w, o - Op.TS_MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+                y[_u(t - oy)] = xa[_u(t - oa)] - xa[_u(t - w - oa)]
+    elif o == Op.TS_MEAN:  # one inlined copy per kind: the kind is a constant, its dead branches vanish
+        _rolling_blk(xa, oa, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_STD:
+        _rolling_blk(xa, oa, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_MIN:
+        _rolling_blk(xa, oa, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_MAX:
+        _rolling_blk(xa, oa, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_RANK:
+        _rolling_blk(xa, oa, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+    elif o == Op.TS_ZSCORE:
+        _rolling_blk(xa, oa, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
     elif o == Op.TS_CORR:
         _corr_blk(xa, oa, xb, ob, w, y, oy, t0, t1, fs, ist)
     elif o == Op.EMA:
         _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
     elif o == Op.IF_THEN_ELSE:
         for q in range(L):
-            y[jy + q] = xb[jb + q] if xa[ja + q] > 0.5 else xc[jc + q]
+            vy[q] = vb[q] if va[q] > 0.5 else vc[q]
     elif o == Op.GT:
         for q in range(L):
-            y[jy + q] = 1.0 if xa[ja + q] > xb[jb + q] else 0.0
+            vy[q] = 1.0 if va[q] > vb[q] else 0.0
     elif o == Op.LT:
         for q in range(L):
-            y[jy + q] = 1.0 if xa[ja + q] < xb[jb + q] else 0.0
+            vy[q] = 1.0 if va[q] < vb[q] else 0.0
     elif o == Op.GT_C:
         for q in range(L):
-            y[jy + q] = 1.0 if xa[ja + q] > k else 0.0
+            vy[q] = 1.0 if va[q] > k else 0.0
     elif o == Op.LT_C:
         for q in range(L):
-            y[jy + q] = 1.0 if xa[ja + q] < k else 0.0
+            vy[q] = 1.0 if va[q] < k else 0.0
     elif o == Op.AND:
         for q in range(L):
-            y[jy + q] = 1.0 if (xa[ja + q] > 0.5 and xb[jb + q] > 0.5) else 0.0
+            vy[q] = 1.0 if (va[q] > 0.5 and vb[q] > 0.5) else 0.0
     elif o == Op.OR:
         for q in range(L):
-            y[jy + q] = 1.0 if (xa[ja + q] > 0.5 or xb[jb + q] > 0.5) else 0.0
+            vy[q] = 1.0 if (va[q] > 0.5 or vb[q] > 0.5) else 0.0
     elif o == Op.NOT:
         for q in range(L):
-            y[jy + q] = 1.0 - xa[ja + q]
+            vy[q] = 1.0 - va[q]
     elif o == Op.CROSS_ABOVE:
         for t in range(t0, t1):
             if t == 0:
-                y[t - oy] = 0.0
+                y[_u(t - oy)] = 0.0
             else:
-                y[t - oy] = 1.0 if (xa[t - oa] > xb[t - ob] and xa[t - 1 - oa] <= xb[t - 1 - ob]) else 0.0
+                y[_u(t - oy)] = 1.0 if (xa[_u(t - oa)] > xb[_u(t - ob)] and xa[_u(t - 1 - oa)] <= xb[_u(t - 1 - ob)]) else 0.0
     elif o == Op.LONG_ONLY:
         for q in range(L):
-            y[jy + q] = xa[ja + q]
+            vy[q] = va[q]
     elif o == Op.POS_SIGN:
         for q in range(L):
-            v = xa[ja + q]
-            y[jy + q] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
+            v = va[q]
+            vy[q] = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
     elif o == Op.LATCH:
         _latch_blk(xa, oa, xb, ob, 0.0, False, w, y, oy, t0, t1, ist)
     elif o == Op.HYSTERESIS:
@@ -912,7 +930,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
     elif o == Op.SMOOTH:
         _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
         for q in range(L):
-            y[jy + q] = np.floor(y[jy + q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
+            vy[q] = np.floor(vy[q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
     elif o == Op.MIN_HOLD:
         _min_hold_blk(xa, oa, w, y, oy, t0, t1, fs, ist)
 
