@@ -46,6 +46,14 @@ def _counts(path: Path) -> dict[str, int]:
         db.close()
 
 
+def _ready(path: Path) -> bool:
+    """The journal exists with its schema and some meta (a writer that just created the file has no tables yet)."""
+    try:
+        return path.exists() and _counts(path)["meta"] > 0
+    except sqlite3.OperationalError:
+        return False
+
+
 def _crucible(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     env.pop("FORGE_SIGNING_KEY", None)
@@ -93,8 +101,7 @@ def test_second_crucible_live_exits_2_naming_the_holder(tmp_path):
         lock = Path(str(jpath) + ".lock")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None:
-            if lock.exists() and lock.read_text().strip() == str(first.pid) and jpath.exists() \
-                    and _counts(jpath)["meta"] > 0:
+            if lock.exists() and lock.read_text().strip() == str(first.pid) and _ready(jpath):
                 break
             time.sleep(0.2)
         assert first.poll() is None, first.communicate()
