@@ -374,6 +374,24 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 "total_equity": float(sum(s.equity() for s in self.slots.values()) + self.reserve)}
 
 
+def _open_journal(cfg: CrucibleConfig, venue: Venue, jpath: Path, fresh: bool) -> Journal:
+    """Take the journal's single-writer lock (before anything touches its files, archive included), archive an
+    old journal when ``fresh`` (WAL checkpointed, a timestamped copy kept; nothing deleted) and open it with the
+    configured synchronous mode (auto: FULL on exchanges, NORMAL on replay).  The lock is released on failure."""
+    lock = JournalLock(jpath)
+    lock.acquire()
+    try:
+        if fresh and jpath.exists():
+            archive_journal(jpath)
+        sync = cfg.general.journal_sync
+        if sync == "auto":
+            sync = "FULL" if getattr(venue, "live", False) else "NORMAL"
+        return Journal(jpath, synchronous=sync, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
 def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | Venue = "replay",
              speed: float | None = None, max_bars: int | None = None, until_ms: int | None = None,
              journal_path: str | Path | None = None,
@@ -419,15 +437,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     jpath = Path(journal_path or cfg.general.journal)
     if fresh is None:
         fresh = own_venue and v.name == "replay"
-    lock = JournalLock(jpath)
     try:
-        lock.acquire()  # single writer, before anything touches the journal files (archive included)
-        if fresh and jpath.exists():
-            archive_journal(jpath)  # WAL checkpointed, then a timestamped archive; nothing deleted
-        sync = cfg.general.journal_sync
-        if sync == "auto":
-            sync = "FULL" if getattr(v, "live", False) else "NORMAL"
-        journal = Journal(jpath, synchronous=sync, lock=lock)
+        journal = _open_journal(cfg, v, jpath, fresh)
         try:
             rt = Runtime(cfg, v, journal, progress=progress, stop_event=stop_event, fault=fault, adopt=adopt,
                          commit_points=not (own_venue and v.name == "replay"))
@@ -435,7 +446,6 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             journal.close()  # releases the lock
             raise
     except BaseException:
-        lock.release()
         if own_venue:
             v.close()
         raise
