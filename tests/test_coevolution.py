@@ -108,3 +108,25 @@ def test_event_budget_caps_encounters_and_marks_the_predator_unrealistic(tmp_pat
     row = co.step([g], n_prey=1)
     assert row["over_budget"] == 2 and row["predator_best"] <= -OVER_BUDGET_PENALTY + 1e3
     json.dumps(row, allow_nan=False)  # the logbook row stays strict JSON
+
+
+def test_slow_strategies_warm_up_for_their_whole_lookback_and_meet_the_predators(tmp_path):
+    """Issue 17 item 6: with a fixed 240-minute warm-up a strategy reading 240-bar windows never traded in a
+    480-minute encounter (0 bp/bar, immune to every predator).  The warm-up now covers the strategy's whole
+    look-back (operators + features), capped by max_warmup_minutes; short strategies keep the old warm-up."""
+    from forge.evolution.coevolution import Arena
+    from forge.gp import Genome
+    from forge.sim.params import no_scenario
+
+    cal = str(tmp_path / "none.json")
+    fast = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
+    slow = Genome.from_tokens(["pos_sign", "sub", "feature:vol_240", "ts_mean", "feature:vol_240", "window:240"], [])
+    arena = Arena(CoevolutionConfig(sim_minutes=360, warmup_minutes=240, calibration=cal), ("ret_1", "vol_240"))
+    assert arena.warmup_for(fast) == 240
+    assert arena.warmup_for(slow) == 240 + 239 + 1  # vol_240's own warm-up + ts_mean's 239 bars + 1
+    assert arena.encounter(slow, no_scenario(), 0) != 0.0  # it trades (and pays) inside the simulator
+    capped = Arena(CoevolutionConfig(sim_minutes=360, warmup_minutes=240, max_warmup_minutes=300, calibration=cal),
+                   ("ret_1", "vol_240"))
+    assert capped.warmup_for(slow) == 300 and capped.encounter(slow, no_scenario(), 0) == 0.0
+    with pytest.raises(ConfigError, match="max_warmup_minutes"):
+        CoevolutionConfig(warmup_minutes=240, max_warmup_minutes=100).validate()

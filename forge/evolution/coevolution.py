@@ -95,18 +95,36 @@ class Arena:
         self.__dict__.update(st)
         self._bars, self.truncated, self._ref, self.pool = {}, 0, None, BufferPool()
 
-    def sim_config(self) -> SimConfig:
-        """The simulator config of an encounter: default agents, the event budget of ``max_events_per_minute``."""
+    def sim_config(self, extra_minutes: int = 0) -> SimConfig:
+        """The simulator config of an encounter: default agents, the event budget of ``max_events_per_minute``
+        over the simulated minutes (``sim_minutes`` + ``extra_minutes`` of a longer warm-up, burn-in included)."""
         base = SimConfig()
-        return dataclasses.replace(
-            base, max_events=self.cfg.max_events_per_minute * (base.burn_in_minutes + self.cfg.sim_minutes))
+        return dataclasses.replace(base, max_events=self.cfg.max_events_per_minute
+                                   * (base.burn_in_minutes + self.cfg.sim_minutes + extra_minutes))
 
-    def _quiet(self, scenario: np.ndarray, seed: int) -> tuple[pl.DataFrame, bool]:
-        key = (scenario.tobytes(), seed)
+    def warmup_for(self, genome: Genome) -> int:
+        """Simulated minutes before ``genome`` may trade in an encounter: ``warmup_minutes``, or the genome's
+        whole look-back (operators plus its features' own warm-ups) + 1 when longer, capped at
+        ``max_warmup_minutes``.  With the fixed 240-minute warm-up a strategy reading 240-bar windows never
+        had a full look-back inside the 480 simulated minutes: it stayed flat, scored 0 bp/bar and was immune
+        to every predator (issue 17 item 6)."""
+        from forge.features.registry import FEATURES
+        from forge.gp.genome import parse_tokens, tree_lookback
+
+        lbs = {n: FEATURES[n].lookback for n in genome.features if n in FEATURES}
+        if self.library is not None:
+            lbs.update({f.name: int(f.lookback) for f in self.library.features if f.name in genome.features})
+        need = tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
+        return int(min(max(self.cfg.warmup_minutes, need), max(self.cfg.warmup_minutes, self.cfg.max_warmup_minutes)))
+
+    def _quiet(self, scenario: np.ndarray, seed: int, minutes: int | None = None) -> tuple[pl.DataFrame, bool]:
+        minutes = self.cfg.sim_minutes if minutes is None else int(minutes)
+        key = (scenario.tobytes(), seed) if minutes == self.cfg.sim_minutes else (scenario.tobytes(), seed, minutes)
         if key not in self._bars:
             if len(self._bars) > 64:
                 self._bars.clear()
-            res = simulate(self.dsg, self.cfg.sim_minutes, seed, scenario=scenario, config=self.sim_config())
+            res = simulate(self.dsg, minutes, seed, scenario=scenario,
+                           config=self.sim_config(minutes - self.cfg.sim_minutes))
             self.truncated += res.truncated
             self._bars[key] = (res.bars, res.truncated)
         return self._bars[key]
@@ -130,18 +148,21 @@ class Arena:
         return float(realism_distance(stylized_facts(bars), *self._ref))
 
     def encounter(self, genome: Genome, scenario: np.ndarray, seed: int) -> float:
-        """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market,
-        measured after the warm-up. Two-pass open loop (module docstring)."""
-        bars = self.quiet_bars(scenario, seed)
+        """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market over
+        ``sim_minutes - warmup_minutes`` minutes after its warm-up (:meth:`warmup_for`; the simulation is
+        lengthened by the extra warm-up). Two-pass open loop (module docstring)."""
+        warm = self.warmup_for(genome)
+        minutes = self.cfg.sim_minutes + (warm - self.cfg.warmup_minutes)
+        bars = self._quiet(scenario, seed, minutes)[0]
         names = tuple(dict.fromkeys(genome.features))
         fm = strategy_features(bars, names, self.library)
         pos = genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()), self.pool)
         pos = np.nan_to_num(pos)
-        pos[: self.cfg.warmup_minutes] = 0.0
-        res = simulate_with_strategy(self.dsg, scenario, pos, self.cfg.sim_minutes, seed, self.cfg.fee_bps,
-                                     config=self.sim_config())
+        pos[:warm] = 0.0
+        res = simulate_with_strategy(self.dsg, scenario, pos, minutes, seed, self.cfg.fee_bps,
+                                     config=self.sim_config(minutes - self.cfg.sim_minutes))
         self.truncated += res.truncated
-        r = res.returns[self.cfg.warmup_minutes:]
+        r = res.returns[warm:]
         return float(np.mean(r)) if r.size else 0.0
 
 

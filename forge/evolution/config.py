@@ -301,7 +301,9 @@ class CoevolutionConfig:
     max_events_per_minute: event budget of one encounter's simulation (book messages and agent wakes
     per simulated minute, burn-in included, ~3x a calibrated quiet market): a predator whose market
     exceeds it is cut short and counts as unrealistic (realism distance = infinity, so it is
-    penalised like any scenario beyond the bound), which keeps every encounter's cost bounded."""
+    penalised like any scenario beyond the bound), which keeps every encounter's cost bounded;
+    max_warmup_minutes: cap of an encounter's warm-up, which is the strategy's whole look-back + 1 when
+    longer than warmup_minutes (the simulation is lengthened by the difference)."""
 
     enabled: bool = False
     mode: str = "weighted"
@@ -318,8 +320,12 @@ class CoevolutionConfig:
     calibration: str = "configs/sim/calibration_btcusdt_1m.json"
     fee_bps: float = 10.0
     max_events_per_minute: int = 3_000
+    max_warmup_minutes: int = 1_440
 
     def validate(self) -> None:
+        if self.max_warmup_minutes < self.warmup_minutes:
+            raise ConfigError(f"coevolution.max_warmup_minutes must be >= warmup_minutes ({self.warmup_minutes}), "
+                              f"got {self.max_warmup_minutes}")
         if self.max_events_per_minute < 100:
             raise ConfigError(f"coevolution.max_events_per_minute must be >= 100, got {self.max_events_per_minute}")
         if self.mode not in ("weighted", "pareto"):
