@@ -71,8 +71,8 @@ def run_seed(seed: int, pop: int, gens: int, work: Path) -> dict:
             "evolve_seconds": round(evolve_s, 1), "adversarial_seconds": round(adv_s, 1),
             "members": [{"expression": m["expression"], "backtest_fitness": float(b), "adv_mean_bp": float(a),
                          "adv_worst_bp": float(wo), "in_sample_trades": m["in_sample"].get("n_trades"),
-                         "in_sample_exposure": m["in_sample"].get("exposure"), "lookback": int(g.lookback),
-                         "trades_in_simulator": bool(g.lookback < cc.warmup_minutes)}
+                         "in_sample_exposure": m["in_sample"].get("exposure"), "operator_lookback": int(g.lookback),
+                         "warmup_minutes_needed": arena.warmup_for(g) if hasattr(arena, "warmup_for") else None}
                         for m, g, b, a, wo in zip(members, genomes, back, adv_mean, adv_worst)],
             "backtest_gap_1st_2nd": float(-gaps[0]) if gaps.size else None,
             "backtest_spread": float(back.max() - back.min()),
