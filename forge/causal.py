@@ -245,7 +245,13 @@ class CausalReport:
         rows = [["feature", "lag", "partial corr", "p", "q (BH)", "decision"]]
         for name in self.candidates:
             t = self.best_link(name)
-            if t is None:
+            if self.reasons.get(name, "").startswith("kept: smoothed form"):  # its row is the smoothed link
+                s = min((x for x in self.smoothed.get("links", []) if _smoothed_source(x.source)[0] == name),
+                        key=lambda x: x.p)
+                w = _smoothed_source(s.source)[1]
+                rows.append([name, f"{s.lag}x{w}", f"{s.value:+.4f}", f"{s.p:.2e}", f"{s.q:.2e}",
+                             f"kept (smoothed: {s.source})"])
+            elif t is None:
                 rows.append([name, "-", "-", "-", "-", self.reasons.get(name, "dropped")])
             else:
                 rows.append([name, str(t.lag), f"{t.value:+.4f}", f"{t.p:.2e}", f"{t.q:.2e}",

@@ -110,6 +110,8 @@ def test_slow_component_of_a_per_bar_feature_is_kept_through_its_smoothed_form()
     assert best.source == "ts_mean(x, 60)" and best.lag == 1 and best.value > 0.3 and best.q < 1e-6
     d = rep.to_dict()
     assert d["smoothed"]["tested"] == {"20": 598, "60": 199} and d["smoothed"]["links"][0]["feature"] == best.source
+    row = next(r for r in rep.render_rows() if r[0] == "x")
+    assert row[1] == "1x60" and float(row[4]) < 1e-6 and row[5] == "kept (smoothed: ts_mean(x, 60))"
 
 
 def test_smoothed_forms_on_noise_keep_nothing_and_short_data_skips_a_window():
