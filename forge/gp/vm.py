@@ -3,9 +3,12 @@
 ``compile_program`` turns a genome's prefix tokens into postfix
 instructions with register allocation (a register is freed as soon as its
 last reader has run, so a tree of any size needs only as many (n,) buffers
-as its evaluation stack is deep).  ``run_program`` executes the program with
-the single ``@njit(cache=True)`` kernel ``forge.gp.vm_nb.run_program_nb``;
-there is no ``eval``, no ``gp.compile`` and no per-tree JIT.
+as its evaluation stack is deep; ``run_program_flat_nb`` runs it that way).
+``run_program`` executes the program with the ``@njit(cache=True)`` kernel
+``forge.gp.vm_nb.run_program_nb``: cache-blocked, the whole program over
+``DEFAULT_BLOCK`` bars at a time, one (H + block,) row per instruction from
+the ``BufferPool``, bit-identical to the flat interpreter; there is no
+``eval``, no ``gp.compile`` and no per-tree JIT.
 """
 
 from __future__ import annotations

@@ -568,9 +568,10 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
     for t in range(t0, t1):
         j = t - ox
         xt = x[_u(j)]
-        run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
-        if np.isinf(xt):
-            last_inf = t
+        if kind != _MIN and kind != _MAX and kind != _RANK:  # only the flat / infinity rule reads these
+            run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
+            if np.isinf(xt):
+                last_inf = t
         if np.isnan(xt):
             last_nan = t
             head = 0
@@ -928,6 +929,9 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
     elif o == Op.HYSTERESIS:
         _latch_blk(xa, oa, xa, oa, abs(k), True, w, y, oy, t0, t1, ist)
     elif o == Op.SMOOTH:
+        # rounded block by block: the flat-window rule of the next block then copies a rounded y[t-1]
+        # where the flat interpreter copied the unrounded one; rounding is idempotent on multiples of
+        # SMOOTH_STEP, so the output is the same bit for bit (tested across block boundaries)
         _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
         for q in range(L):
             vy[q] = np.floor(vy[q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
@@ -936,7 +940,8 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
 
 
 @njit(**NO_NRT)
-def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec):
+def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec,
+                   keep):
     m = op.shape[0]
     n = X.shape[1]
     for t0 in range(0, n, block):
@@ -967,6 +972,8 @@ def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, cli
         if t1 < n and hist > 0:  # the last hist bars of the block become the history of the next one
             L = t1 - t0
             for i in range(m):
+                if not keep[i]:
+                    continue
                 r = regs[i]
                 for q in range(hist):  # ascending: safe when the ranges overlap (block < hist)
                     r[q] = r[L + q]
@@ -1014,6 +1021,14 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
         src_b[i] = b[i] if b[i] >= 0 else -1 - writer[-1 - b[i]]
         src_c[i] = c[i] if c[i] >= 0 else -1 - writer[-1 - c[i]]
         writer[dst[i]] = i
+    keep = np.zeros(m, dtype=np.bool_)  # rows read into the past: history carried between blocks
+    for i in range(m):
+        o = op[i]
+        if (o >= Op.LAG and o <= Op.EMA) or o == Op.CROSS_ABOVE or o == Op.SMOOTH or o == Op.MIN_HOLD:
+            keep[i] = True  # a rolling op reads its own previous output (the flat-window rule)
+            for src in (src_a[i], src_b[i], src_c[i]):
+                if src < 0:
+                    keep[-1 - src] = True
     fs = np.zeros((m, _N_FSTATE))
     ist = np.zeros((m, _N_ISTATE), dtype=np.int64)
     dq = np.zeros((m, cap), dtype=np.int64)
@@ -1031,4 +1046,4 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
             ec[i, 0] = total
             ec[i, 1] = beta
             ec[i, 2] = beta ** wi
-    _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec)
+    _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep)
