@@ -23,8 +23,8 @@ def _cfg(tmp_path: Path, mode: str = "weighted", **evolve_changes):
     cfg = with_overrides(cfg, "evolve", output_dir=str(tmp_path), population=4, offspring=4, **evolve_changes)
     cfg = with_overrides(cfg, "causal", enabled=False)
     return with_overrides(cfg, "coevolution", enabled=True, mode=mode, predators=3, predators_met=1,
-                          predator_hof=1, sim_minutes=300, warmup_minutes=240,
-                          calibration=str(tmp_path / "no-calibration.json"))
+                          predator_hof=1, sim_minutes=300, warmup_minutes=240, max_warmup_minutes=240,
+                          calibration=str(tmp_path / "no-calibration.json"))  # warm-up length: its own test
 
 
 def test_coevolution_smoke_kill_and_resume(tmp_path):
@@ -46,6 +46,7 @@ def test_coevolution_smoke_kill_and_resume(tmp_path):
     assert resumed.manifest["coevolution"]["predator_hall_of_fame"] == co["predator_hall_of_fame"]
 
 
+@pytest.mark.slow  # ~90 s on 2 cores (two loky workers load the VM and simulator); run with -m slow
 def test_encounters_on_two_workers_give_the_same_run_as_in_process(tmp_path):
     """With jobs=2 the encounters run on the fitness workers (Evaluator.map); nothing may change."""
     one = evolve(_cfg(tmp_path, generations=1, jobs=1), run_dir=tmp_path / "one")
