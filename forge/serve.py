@@ -49,7 +49,7 @@ from forge.core.artifacts import atomic_write_json
 from forge.core.config import CONFIG_DIR, build_section, read_toml, resolve_path
 from forge.core.errors import ConfigError, DataError, ForgeError, GenomeError
 from forge.core.rundir import FILES
-from forge.data.loader import load_bars
+from forge.data.discovery import source_bars, symbol_sources
 from forge.data.schema import BAR_MS
 from forge.evolution.config import RunConfig, load_run_config, with_overrides
 from forge.evolution.run import evolve
@@ -113,10 +113,7 @@ class ServeConfig:
             raise ConfigError(f"budget_growth must be in [1, 10], got {self.budget_growth}")
         if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19 or self.replay_wait_s < 0:
             raise ConfigError("seed must be >= 0, poll_seconds > 0, nice in [0, 19] and replay_wait_s >= 0")
-        for item in self.data:
-            sym, sep, path = item.partition("=")
-            if not sep or not sym.strip() or not path.strip():
-                raise ConfigError(f"data item {item!r} must look like 'SYMBOL=path'")
+        symbol_sources(self.data, "[serve]")
         return self
 
 
@@ -147,13 +144,7 @@ def load_serve_config(path: str | Path | None) -> Loop:
     general, replay = raw.get("crucible", {}), raw.get("replay", {})
     req = sc.requests_dir or str(general.get("requests_dir", "artifacts/requests"))
     champ = sc.champions_dir or str(general.get("champions_dir", "artifacts/champions"))
-    items = list(sc.data) or [str(x) for x in replay.get("data", [])]
-    data: dict[str, list[str]] = {}
-    for item in items:
-        sym, sep, spec = item.partition("=")
-        if not sep or not sym.strip() or not spec.strip():
-            raise ConfigError(f"{src}: data item {item!r} must look like 'SYMBOL=path'")
-        data.setdefault(sym.strip().upper(), []).append(spec.strip())
+    data = symbol_sources(list(sc.data) or list(replay.get("data", [])), f"{src} [serve]/[replay]")
     run_cfg = load_run_config(resolve_path(sc.evolve_config) if sc.evolve_config else None)
     gcfg = load_gauntlet_config(resolve_path(sc.gauntlet_config) if sc.gauntlet_config else None)
     return Loop(sc, Path(req), Path(champ), Path(sc.runs_dir), data, src, run_cfg, gcfg)
@@ -247,12 +238,8 @@ def _load_request(request: Path) -> dict[str, Any]:
 
 def request_bars(loop: Loop, symbol: str, time_ms: int) -> pl.DataFrame:
     """Closed bars of ``symbol`` that ended by ``time_ms``, the last ``window_days`` of them.
-    raises DataError when the symbol has no data or fewer than ``min_bars`` bars."""
-    sources = loop.data.get(symbol.upper())
-    if sources is None and symbol.upper() != "BTCUSDT":
-        raise DataError(f"no data for {symbol}: add '{symbol}=path' to [serve] data or [replay] data",
-                        file=loop.source)
-    bars, _ = load_bars(sources)
+    raises ConfigError when the symbol has no data, DataError for bad data or fewer than ``min_bars`` bars."""
+    bars = source_bars(loop.data, symbol, f"{loop.source} [serve]/[replay]")
     window = int(loop.serve.window_days * 1440)
     bars = bars.filter(pl.col("open_time") + BAR_MS <= time_ms).tail(window)
     if bars.height < loop.serve.min_bars:

@@ -10,7 +10,7 @@ from crucible.config import CrucibleConfig
 from crucible.venues.base import Venue
 from crucible.venues.replay import ReplayVenue
 from forge.core.errors import ConfigError
-from forge.data.loader import load_bars, load_sample
+from forge.data.discovery import source_bars, symbol_sources
 
 __all__ = ["make_venue", "VENUES"]
 
@@ -18,23 +18,8 @@ VENUES = ("replay", "bybit-testnet", "binance-demo")
 
 
 def _replay_bars(cfg: CrucibleConfig) -> dict[str, Any]:
-    symbols = sorted({s.symbol for s in cfg.slots})
-    paths: dict[str, list[str]] = {}
-    for item in cfg.replay.data:
-        sym, sep, path = item.partition("=")
-        if not sep or not sym or not path:
-            raise ConfigError(f"{cfg.source} [replay] data: {item!r} must look like 'SYMBOL=path'")
-        paths.setdefault(sym.strip().upper(), []).append(path.strip())
-    out = {}
-    for sym in symbols:
-        if sym in paths:
-            out[sym] = load_bars(paths[sym])[0]
-        elif sym == "BTCUSDT":
-            out[sym] = load_sample()[0]
-        else:
-            raise ConfigError(f"{cfg.source}: no replay data for {sym} (add 'SYMBOL=path' to [replay] data; "
-                              "only BTCUSDT is embedded)")
-    return out
+    sources = symbol_sources(cfg.replay.data, f"{cfg.source} [replay]")
+    return {sym: source_bars(sources, sym, f"{cfg.source} [replay]") for sym in sorted({s.symbol for s in cfg.slots})}
 
 
 def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | None = None,

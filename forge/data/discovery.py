@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from forge.core.errors import DataError
+from forge.core.errors import ConfigError, DataError
 from forge.data.loader import Coverage, load_bars, load_klines
 
-__all__ = ["load_symbol_bars", "market_type", "symbol_files"]
+__all__ = ["load_symbol_bars", "market_type", "symbol_files", "symbol_sources", "source_bars"]
 
 
 def market_type(coverage: Coverage | None) -> str:
@@ -59,3 +60,25 @@ def load_symbol_bars(data: tuple[str, ...], symbol: str) -> tuple[pl.DataFrame, 
             return load_bars(None)
         raise DataError(f"no data for symbol {symbol}: the embedded sample is BTCUSDT only; pass --data PATH")
     return load_klines(symbol_files(data, symbol))
+
+
+def symbol_sources(items: Sequence[str], where: str) -> dict[str, list[str]]:
+    """Parse ``["SYMBOL=path-or-spec", ...]`` (the Crucible's ``[replay] data``, ``[serve] data``) into
+    {upper-case symbol: [paths, in order]}.  raises ConfigError naming ``where`` and the bad item."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        sym, sep, path = str(item).partition("=")
+        if not sep or not sym.strip() or not path.strip():
+            raise ConfigError(f"{where}: data item {item!r} must look like 'SYMBOL=path'")
+        out.setdefault(sym.strip().upper(), []).append(path.strip())
+    return out
+
+
+def source_bars(sources: dict[str, list[str]], symbol: str, where: str) -> pl.DataFrame:
+    """Bars of ``symbol`` from :func:`symbol_sources` output; BTCUSDT without a source is the embedded sample.
+    raises ConfigError when the symbol has no source (naming ``where``), DataError for bad data."""
+    paths = sources.get(symbol.upper())
+    if paths is None and symbol.upper() != "BTCUSDT":
+        raise ConfigError(f"{where}: no data for {symbol} (add '{symbol}=path' to the data list; only BTCUSDT is "
+                          "embedded)")
+    return load_bars(paths)[0]
