@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from forge.core.errors import ConfigError, DataError, RunDirError
+from forge.data import synthetic
 
 __all__ = ["KLINE_NAME", "check_data_paths", "check_seed_genomes", "check_dask", "prepare_run_dir",
            "RUN_DIR_MARKERS"]
@@ -36,7 +37,7 @@ RUN_DIR_MARKERS = ("run_config.json", "manifest.json", "checkpoint.json", "gener
 def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] | None = None) -> dict[str, int]:
     """Check ``--data`` paths before loading them.
 
-    Files named explicitly are left to the loader.  Inside a folder, every
+    Files named explicitly and ``synthetic:`` market specs are left to the loader.  Inside a folder, every
     ``.csv``/``.zip`` (recursively, as the loader reads them) must be named
     like a Binance kline file, and without ``symbols`` only one symbol may be
     present.  returns {symbol: number of files} over the folders.  raises
@@ -45,6 +46,8 @@ def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] 
     """
     found: dict[str, int] = {}
     for raw in paths or ():
+        if synthetic.is_spec(raw):
+            continue  # a synthetic market spec, checked by the loader (forge.data.synthetic.parse_spec)
         p = Path(raw)
         if not p.exists():
             raise DataError("no such file or folder", file=p)

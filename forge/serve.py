@@ -113,7 +113,7 @@ class ServeConfig:
             raise ConfigError(f"budget_growth must be in [1, 10], got {self.budget_growth}")
         if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19 or self.replay_wait_s < 0:
             raise ConfigError("seed must be >= 0, poll_seconds > 0, nice in [0, 19] and replay_wait_s >= 0")
-        symbol_sources(self.data, "[serve]")
+        symbol_sources(self.data, "data")
         return self
 
 

@@ -129,3 +129,21 @@ def test_real_spot_history():
     assert day.height == 1360
     y2025 = [f for f in cov.files if "2025-01-01" in f.path][0]
     assert y2025.time_unit == "us" and y2025.first_ms == 1735689600000
+
+
+def test_synthetic_specs_load_and_bad_fields_are_named():
+    """A ``synthetic:`` spec is accepted wherever bars are (preflight leaves it to the loader) and the same spec
+    gives the same bars; a bad field is a DataError naming the spec and the field."""
+    from forge.data.loader import load_bars
+    from forge.preflight import check_data_paths
+
+    spec = "synthetic:planted?seed=3&days=2&strength=0.2"
+    assert check_data_paths([spec]) == {}
+    a, cov = load_bars([spec])
+    assert a.height == 2 * 1440 and cov.source == spec and a.equals(load_bars([spec])[0])
+    for bad, field in (("synthetic:planted?seed=x", "seed"), ("synthetic:planted?days=2", "strength > 0"),
+                       ("synthetic:nope", "kind"), ("synthetic:null?colour=1", "colour")):
+        with pytest.raises(DataError, match=field):
+            load_bars([bad])
+    with pytest.raises(DataError, match="cannot be combined"):
+        load_bars([spec, spec])
