@@ -2,8 +2,9 @@
 
 Runs the default config (``configs/default.toml``: population 200, surrogate 50 x lambda candidates, co-evolution
 on, 2 workers) on the last ``--bars`` bars for ``--gens`` generations and prints each generation's
-``phase_seconds`` from ``generations.jsonl`` (``forge.evolution.clock``), full evaluations, encounters and
-evals/s of fitness time.  Generation 0 includes kernel compilation in fresh worker processes.
+``phase_seconds`` from ``generations.jsonl`` (``forge.evolution.clock``), full evaluations, encounters,
+evals/s of fitness time, and the necessary work (CPU seconds of full fitness, encounters, quiet markets), its
+bound on the workers and the generation's overhead ratio (wall time / that bound; issue 21's goal <= 2).  Generation 0 includes kernel compilation in fresh worker processes.
 
     nice -n 10 .venv/bin/python benchmarks/generation_phases.py --bars 200000 --gens 3
 """
@@ -41,8 +42,10 @@ def main() -> None:
         for line in (res.run_dir / "generations.jsonl").read_text().splitlines():
             r = json.loads(line)
             phases = "  ".join(f"{k} {v:.2f}" for k, v in r["phase_seconds"].items())
+            work = "  ".join(f"{k} {v:.2f}" for k, v in r["work_cpu_seconds"].items())
             print(f"gen {r['gen']}: {r['seconds']:.2f} s, {r['nevals']} full evals ({r['evals_per_s']:.0f}/s of fitness "
-                  f"time), {r['encounters']} encounters | {phases}")
+                  f"time), {r['encounters']} encounters | {phases} | necessary work (CPU s) {work}; bound "
+                  f"{r['work_bound_seconds']:.2f} s -> {r['overhead_ratio']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ def crucible_live(
               transient=True) if live_view else nullcontext() as live:
         summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
                            journal_path=journal, progress=on_event, adopt=adopt, forge=forge)
+        if live_view:
+            throttle.flush()  # the last bars' frame (a fast replay can finish inside one redraw interval)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
                         f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
                         f"{summary['bars_per_s']:.0f} bars/s)")

@@ -134,7 +134,8 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
     fame's top; never falls); optional "median", "evals_per_s",
     "evaluated_total", "surrogate_spearman", "surrogate_spearman_holdout",
     "evals_saved", "phase_seconds" (the generation's per-phase clock, shown
-    grouped by :func:`phase_summary`).  width: terminal columns; fields are dropped, least
+    grouped by :func:`phase_summary`), "overhead_ratio" (wall time / necessary work,
+    ``forge.evolution.clock``).  width: terminal columns; fields are dropped, least
     important first, until the line fits (the counter and best-so-far always
     stay), and a progress bar fills spare room.  None: every field, no bar
     (piped logs).  elapsed / eta: seconds.
@@ -167,6 +168,8 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
         fields.append((9, f"saved {int(e['evals_saved']):,}"))
     if isinstance(e.get("phase_seconds"), dict) and phase_summary(e["phase_seconds"]):
         fields.append((10, phase_summary(e["phase_seconds"])))
+    if _finite(e.get("overhead_ratio")):
+        fields.append((11, f"{e['overhead_ratio']:.1f}x necessary work"))
     sep = "  "
     if width is None:
         return sep.join(t for _p, t in fields)

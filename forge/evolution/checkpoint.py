@@ -151,6 +151,7 @@ def rebuilt_generation_row(ck: Checkpoint, rows: list[dict[str, Any]], populatio
     return {"gen": ck.gen, "nevals": ck.n_evaluated - done_before, "evaluated_total": ck.n_evaluated,
             "best": float(np.max(fit)), "median": float(np.median(fit)), "mean": float(np.mean(fit)),
             "size_mean": float(np.mean([len(ind) for ind in population])), "evals_per_s": None, "seconds": None,
-            "phase_seconds": None, "encounters": None, "hof_best": float(hof[0].fitness.values[0]),
+            "phase_seconds": None, "encounters": None, "work_cpu_seconds": None, "work_bound_seconds": None,
+            "overhead_ratio": None, "hof_best": float(hof[0].fitness.values[0]),
             "cache_hit_rate": None, "surrogate_spearman": None, "surrogate_spearman_holdout": None,
             "rebuilt": True}

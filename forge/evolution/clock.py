@@ -19,6 +19,20 @@ Every generation row of ``generations.jsonl`` carries ``phase_seconds``, a dict 
 The phases are disjoint intervals inside the generation, so their sum is at most the generation's
 ``seconds`` (the rest: loop overhead and appending the row itself).  Measuring changes no decision of
 the search: the clock only reads ``time.perf_counter``.
+
+Beside wall time the clock sums the generation's **necessary work** in CPU seconds (:data:`WORK`, from
+``time.process_time`` in the process that did it, so another job on the machine does not inflate it):
+
+* ``fitness`` -- the full evaluations (``Evaluator.cpu_seconds``);
+* ``encounters`` -- each encounter's second pass: features and positions on the quiet market, and the
+  simulation with the strategy trading;
+* ``quiet_markets`` -- each distinct quiet market (predator scenario x encounter length) the generation's
+  encounters and realism checks need, simulated once.
+
+``work_bound`` is their sum over the workers that share them (the wall time of that work with nothing
+else running, perfectly spread); ``seconds / work_bound`` is the generation's overhead ratio (issue 21's
+goal: <= 2).  Everything else -- breeding, the surrogate's proxy backtests and ranking, selection,
+checkpointing, idle workers, dispatch -- is overhead by that definition.
 """
 
 from __future__ import annotations
@@ -27,11 +41,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["PHASES", "PhaseClock"]
+__all__ = ["PHASES", "PhaseClock", "WORK"]
 
 PHASES = ("breed", "surrogate_proxy", "surrogate_descriptors", "surrogate_ranking", "fitness", "coevolution",
           "selection", "checkpoint", "bookkeeping")
 """Phase names of ``phase_seconds``, in the order they run in a generation."""
+
+WORK = ("fitness", "encounters", "quiet_markets")
+"""Kinds of necessary work of ``work_cpu_seconds`` (module docstring)."""
 
 
 class PhaseClock:
@@ -47,12 +64,14 @@ class PhaseClock:
         self.timer = timer
         self._totals = dict.fromkeys(PHASES, 0.0)
         self._counts: dict[str, int] = {}
+        self._work = dict.fromkeys(WORK, 0.0)
         self._open: str | None = None
 
     def start(self) -> None:
         """Reset every phase to zero (the start of a generation)."""
         self._totals = dict.fromkeys(PHASES, 0.0)
         self._counts = {}
+        self._work = dict.fromkeys(WORK, 0.0)
         self._open = None
 
     @contextmanager
@@ -74,6 +93,16 @@ class PhaseClock:
     def count(self, name: str, n: int) -> None:
         """Add ``n`` units of work to counter ``name`` (e.g. encounters simulated)."""
         self._counts[name] = self._counts.get(name, 0) + int(n)
+
+    def work(self, kind: str, cpu_seconds: float) -> None:
+        """Add ``cpu_seconds`` of necessary work of ``kind`` (:data:`WORK`; KeyError otherwise)."""
+        if kind not in self._work:
+            raise KeyError(f"unknown work kind {kind!r}; expected one of {', '.join(WORK)}")
+        self._work[kind] += max(0.0, float(cpu_seconds))
+
+    def work_seconds(self) -> dict[str, float]:
+        """{kind: CPU seconds >= 0} of necessary work since :meth:`start`, in :data:`WORK` order."""
+        return dict(self._work)
 
     def seconds(self) -> dict[str, float]:
         """{phase: seconds >= 0} in :data:`PHASES` order."""

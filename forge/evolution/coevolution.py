@@ -33,6 +33,7 @@ import dataclasses
 import itertools
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -117,24 +118,34 @@ class Arena:
         need = tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
         return int(min(max(self.cfg.warmup_minutes, need), max(self.cfg.warmup_minutes, self.cfg.max_warmup_minutes)))
 
+    def encounter_minutes(self, genome: Genome) -> int:
+        """Simulated minutes of ``genome``'s encounter: ``sim_minutes`` lengthened by its extra warm-up."""
+        return self.cfg.sim_minutes + (self.warmup_for(genome) - self.cfg.warmup_minutes)
+
+    def simulate_quiet(self, scenario: np.ndarray, seed: int, minutes: int | None = None) -> tuple[pl.DataFrame, bool]:
+        """(bars, truncated by the event budget) of the predator's market without the strategy over ``minutes``
+        simulated minutes (default ``sim_minutes``); not cached (:meth:`quiet_bars` is)."""
+        minutes = self.cfg.sim_minutes if minutes is None else int(minutes)
+        res = simulate(self.dsg, minutes, seed, scenario=scenario, config=self.sim_config(minutes - self.cfg.sim_minutes))
+        return res.bars, bool(res.truncated)
+
     def _quiet(self, scenario: np.ndarray, seed: int, minutes: int | None = None) -> tuple[pl.DataFrame, bool]:
         minutes = self.cfg.sim_minutes if minutes is None else int(minutes)
         key = (scenario.tobytes(), seed) if minutes == self.cfg.sim_minutes else (scenario.tobytes(), seed, minutes)
         if key not in self._bars:
             if len(self._bars) > 64:
                 self._bars.clear()
-            res = simulate(self.dsg, minutes, seed, scenario=scenario,
-                           config=self.sim_config(minutes - self.cfg.sim_minutes))
-            self.truncated += res.truncated
-            self._bars[key] = (res.bars, res.truncated)
+            self._bars[key] = self.simulate_quiet(scenario, seed, minutes)
+            self.truncated += self._bars[key][1]
         return self._bars[key]
 
     def quiet_bars(self, scenario: np.ndarray, seed: int) -> pl.DataFrame:
         """Bars of the predator's market without the strategy (cached per scenario and seed)."""
         return self._quiet(scenario, seed)[0]
 
-    def realism(self, scenario: np.ndarray, seed: int) -> float:
-        """Weighted stylized-facts distance of the predator's quiet market to the reference market."""
+    def realism(self, scenario: np.ndarray, seed: int, quiet: tuple[pl.DataFrame, bool] | None = None) -> float:
+        """Weighted stylized-facts distance of the predator's quiet market (``sim_minutes``; ``quiet``: its
+        (bars, truncated) when already simulated) to the reference market; inf when the event budget cut it."""
         if self._ref is None:
             cal = load_calibrated_facts(self.calibration_path)
             if cal is None:  # no calibration file: the default simulator is the reference, unit weights
@@ -142,18 +153,20 @@ class Arena:
                 f = stylized_facts(self.quiet_bars(no_scenario(), self.seed))
                 cal = (f, {k: 1.0 for k in f})
             self._ref = cal
-        bars, truncated = self._quiet(scenario, seed)
+        bars, truncated = quiet if quiet is not None else self._quiet(scenario, seed)
         if truncated:  # beyond the event budget: as unrealistic as it gets
             return math.inf
         return float(realism_distance(stylized_facts(bars), *self._ref))
 
-    def encounter(self, genome: Genome, scenario: np.ndarray, seed: int) -> float:
+    def encounter(self, genome: Genome, scenario: np.ndarray, seed: int, quiet_bars: pl.DataFrame | None = None
+                  ) -> float:
         """Mean per-bar return (after fees and impact) of ``genome`` trading in the predator's market over
         ``sim_minutes - warmup_minutes`` minutes after its warm-up (:meth:`warmup_for`; the simulation is
-        lengthened by the extra warm-up). Two-pass open loop (module docstring)."""
+        lengthened by the extra warm-up, :meth:`encounter_minutes`). Two-pass open loop (module docstring);
+        ``quiet_bars``: the first pass when already simulated (``simulate_quiet`` over the same minutes)."""
         warm = self.warmup_for(genome)
         minutes = self.cfg.sim_minutes + (warm - self.cfg.warmup_minutes)
-        bars = self._quiet(scenario, seed, minutes)[0]
+        bars = quiet_bars if quiet_bars is not None else self._quiet(scenario, seed, minutes)[0]
         names = tuple(dict.fromkeys(genome.features))
         fm = strategy_features(bars, names, self.library)
         pos = genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()), self.pool)
@@ -169,22 +182,38 @@ class Arena:
 _WORKER_ARENAS: dict[str, Arena] = {}
 
 
-def _arena_task(arena: Arena, genomes: list[dict[str, Any]], scenario: np.ndarray, seed: int,
-                with_realism: bool) -> tuple[list[float], float | None, int]:
-    """One unit of co-evolution work (runs in a worker or in-process): the encounters of ``genomes``
-    with ``scenario`` and optionally the scenario's realism distance.  The arena is kept per process
-    (keyed by the id the caller gave it) so its quiet-market cache survives between tasks.
-    returns (per-bar mean returns, realism or None, simulations truncated by the event budget)."""
-    key = arena.task_key
-    local = _WORKER_ARENAS.get(key)
+def _local_arena(arena: Arena) -> Arena:
+    """This process's copy of ``arena`` (kept per process, keyed by the id the caller gave it, so the
+    feature library and the realism reference are unpickled and built once)."""
+    local = _WORKER_ARENAS.get(arena.task_key)
     if local is None:
         _WORKER_ARENAS.clear()
-        local = _WORKER_ARENAS[key] = arena
+        local = _WORKER_ARENAS[arena.task_key] = arena
+    return local
+
+
+def _quiet_task(arena: Arena, scenario: np.ndarray, seed: int, minutes: int
+                ) -> tuple[pl.DataFrame, bool, float | None, float]:
+    """One quiet market (runs in a worker or in-process): the predator's market without a strategy over
+    ``minutes`` simulated minutes, and its realism distance when ``minutes == sim_minutes`` (the length
+    realism is defined on).  returns (bars, truncated, realism or None, CPU seconds of this task)."""
+    t0 = time.process_time()
+    local = _local_arena(arena)
+    quiet = local.simulate_quiet(scenario, seed, minutes)
+    real = local.realism(scenario, seed, quiet) if minutes == local.cfg.sim_minutes else None
+    return quiet[0], quiet[1], real, time.process_time() - t0
+
+
+def _encounter_task(arena: Arena, genome: Genome, scenario: np.ndarray, seed: int, quiet_bars: pl.DataFrame
+                    ) -> tuple[float, int, float]:
+    """One encounter (runs in a worker or in-process) on its already simulated quiet market.
+    returns (per-bar mean return, simulations truncated by the event budget (0/1), CPU seconds)."""
+    t0 = time.process_time()
+    local = _local_arena(arena)
     before = local.truncated
-    pnls = [local.encounter(Genome.from_dict(g), scenario, seed) for g in genomes]
-    real = local.realism(scenario, seed) if with_realism else None
+    pnl = local.encounter(genome, scenario, seed, quiet_bars)
     n_truncated, local.truncated = local.truncated - before, before  # the caller adds it (also in-process)
-    return pnls, real, n_truncated
+    return pnl, n_truncated, time.process_time() - t0
 
 
 def _serial_map(fn: Any, tasks: list[tuple[Any, ...]]) -> list[Any]:
@@ -254,6 +283,11 @@ class Coevolution:
         self.history: list[dict[str, Any]] = []
         self._met: list[int] = []
         self.encounters = 0  # strategy-in-simulator encounters run by this object (work counter, not state)
+        # CPU seconds of that work (worker process time; counters, not state): the encounters' second pass
+        # (features, positions, the simulation with the strategy) and the distinct quiet markets
+        self.cpu_seconds = {"encounters": 0.0, "quiet_markets": 0.0}
+        self._quiet_cache: dict[tuple[bytes, int], tuple[pl.DataFrame, bool, float | None]] = {}
+        self._quiet_seed: int | None = None
 
     def _sim_seed(self) -> int:
         return int(self.arena.seed * 1000 + self.generation)
@@ -266,28 +300,63 @@ class Coevolution:
         sc = self.pop.scenarios()
         return [sc[i] for i in self._met] + self.pop.hof_scenarios()
 
+    def _quiet_markets(self, scenarios: Sequence[np.ndarray], minutes: Sequence[int], seed: int
+                       ) -> dict[tuple[bytes, int], tuple[pl.DataFrame, bool, float | None]]:
+        """The quiet markets of every scenario at every length in ``minutes``, each simulated once per
+        generation (one task per distinct (scenario, minutes); kept in this process for the generation's
+        other phase): {(scenario bytes, minutes): (bars, truncated, realism at ``sim_minutes`` else None)}.
+
+        Before, each encounter task simulated its own quiet market in whichever worker ran it, so one market
+        was simulated again in every worker (and for every phase) that needed it."""
+        if self._quiet_seed != seed:
+            self._quiet_cache, self._quiet_seed = {}, seed
+        todo: dict[tuple[bytes, int], tuple[np.ndarray, int]] = {}
+        for sc in scenarios:
+            for m in minutes:
+                key = (sc.tobytes(), int(m))
+                if key not in self._quiet_cache:
+                    todo.setdefault(key, (sc, int(m)))
+        out = self.map_tasks(_quiet_task, [(self.arena, sc, seed, m) for sc, m in todo.values()])
+        for key, (bars, truncated, real, cpu) in zip(todo, out):
+            self._quiet_cache[key] = (bars, truncated, real)
+            self.arena.truncated += truncated
+            self.cpu_seconds["quiet_markets"] += cpu
+        return self._quiet_cache
+
+    def _encounters(self, pairs: list[tuple[Genome, np.ndarray]], seed: int) -> list[float]:
+        """Per-bar mean return of each (genome, scenario) encounter, in order (one task each)."""
+        minutes = [self.arena.encounter_minutes(g) for g, _s in pairs]
+        quiet = self._quiet_markets(list({s.tobytes(): s for _g, s in pairs}.values()), sorted(set(minutes)), seed)
+        out = self.map_tasks(_encounter_task, [(self.arena, g, s, seed, quiet[(s.tobytes(), m)][0])
+                                               for (g, s), m in zip(pairs, minutes)])
+        self.encounters += len(pairs)
+        self.arena.truncated += sum(t for _p, t, _c in out)
+        self.cpu_seconds["encounters"] += sum(c for _p, _t, c in out)
+        return [p for p, _t, _c in out]
+
     def score(self, genomes: Sequence[Genome]) -> list[float]:
         """Adversarial score of each genome: mean per-bar return in bp against this generation's opponents."""
         if not self._met:
             self.begin_generation()
         opp = self.opponents()
-        seed = self._sim_seed()
-        dicts = [g.to_dict() for g in genomes]
-        out = self.map_tasks(_arena_task, [(self.arena, [d], s, seed, False) for s in opp for d in dicts])
-        self.encounters += len(opp) * len(dicts)
-        self.arena.truncated += sum(t for _p, _r, t in out)
-        pnl = np.array([p[0] for p, _r, _t in out]).reshape(len(opp), len(dicts))
-        return [1e4 * float(np.mean(pnl[:, j])) for j in range(len(dicts))]
+        genomes = list(genomes)
+        pnl = np.array(self._encounters([(g, s) for s in opp for g in genomes], self._sim_seed()))
+        pnl = pnl.reshape(len(opp), len(genomes))
+        return [1e4 * float(np.mean(pnl[:, j])) for j in range(len(genomes))]
 
     def step(self, prey: Sequence[Genome], n_prey: int = 3) -> dict[str, Any]:
         """Evaluate predators against the top ``n_prey`` strategies, keep the hall of fame, breed."""
         seed = self._sim_seed()
-        prey = [g.to_dict() for g in list(prey)[:n_prey]]
+        prey = list(prey)[:n_prey]
+        scenarios = self.pop.scenarios()
+        # every quiet market of this step in one batch: the encounters' lengths, and sim_minutes (realism)
+        minutes = {self.arena.encounter_minutes(g) for g in prey} | {self.cfg.sim_minutes}
+        quiet = self._quiet_markets(scenarios, sorted(minutes), seed)
+        flat = self._encounters([(g, s) for s in scenarios for g in prey], seed)
+        out = [(flat[i * len(prey):(i + 1) * len(prey)], quiet[(s.tobytes(), self.cfg.sim_minutes)][2])
+               for i, s in enumerate(scenarios)]
         fits, real = [], []
-        out = self.map_tasks(_arena_task, [(self.arena, prey, s, seed, True) for s in self.pop.scenarios()])
-        self.encounters += len(out) * len(prey)
-        self.arena.truncated += sum(t for _p, _r, t in out)
-        for pnls, d, _t in out:
+        for pnls, d in out:
             pnl = float(np.mean(pnls)) * 1e4 if pnls else 0.0
             real.append(d)
             if math.isfinite(d):

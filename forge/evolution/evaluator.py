@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,26 @@ _WORKER_CACHE: dict[str, SubtreeCache] = {}
 _WORKER_MARKET: dict[tuple[str, BacktestConfig], MarketReference] = {}
 _ARRAYS = ("X", "open_", "close", "open_time", "bars_since_gap")
 _SHARED: dict[str, tuple[MarketArrays, ...]] = {}
+
+
+WORKER_MEMORY_GROWTH = 1 << 40
+"""Bytes a loky worker may grow by after its first task before loky restarts it (``_worker_init``)."""
+
+
+def _worker_init(max_growth: int) -> None:
+    """Initializer of this evaluator's loky workers: raise loky's memory-leak bound to ``max_growth`` bytes.
+
+    loky measures a worker's RSS after its first task and restarts the worker when it has grown by more
+    than 300 MB (``joblib.externals.loky.process_executor._MAX_MEMORY_LEAK_SIZE``).  These workers grow
+    by design -- the subtree cache (up to ``subtree_cache_mb``), the co-evolution arena's quiet markets
+    (at most 65), the pages of the memory-mapped segments -- so the heuristic restarted them every few
+    generations on a year of bars, and each restart paid the imports, the kernels' load from numba's
+    cache and the refill of every cache (``benchmarks/RESULTS.md``, issue 21).  Their memory is bounded
+    by configuration instead; the bound is one constant so the fitness and proxy evaluators keep sharing
+    joblib's one reusable executor (different initializer arguments would make joblib replace it)."""
+    from joblib.externals.loky import process_executor
+
+    process_executor._MAX_MEMORY_LEAK_SIZE = max_growth
 
 
 def _worker_cache(data: MarketArrays, cache_mb: int, n_segments: int = 1) -> SubtreeCache | None:
@@ -122,8 +143,9 @@ def evaluate_chunk(
     segments: one in-sample segment per symbol; the fitness is the mean (or
     the worst, ``aggregate="worst"``) over segments; metrics are the first
     segment's, plus ``per_symbol`` when there are several.
-    returns (results, subtree-cache hits, misses) for this chunk.
+    returns (results, subtree-cache hits, misses, CPU seconds of this process for the chunk) for this chunk.
     """
+    t0 = time.process_time()
     if isinstance(segments, SharedSegments):
         segments = segments.load()
     pool = BufferPool()
@@ -142,7 +164,7 @@ def evaluate_chunk(
             metrics["per_symbol"] = {d.symbol: {"fitness": f, **m} for d, f, m in zip(segments, fits, mets)}
         out.append((float(min(fits)) if aggregate == "worst" else float(np.mean(fits)), metrics))
     after = sum(c.hits for c in caches if c), sum(c.misses for c in caches if c)
-    return out, after[0] - before[0], after[1] - before[1]
+    return out, after[0] - before[0], after[1] - before[1], time.process_time() - t0
 
 
 class Evaluator:
@@ -151,7 +173,8 @@ class Evaluator:
     A fitness memo keyed by the genome's sha256 means identical trees are
     evaluated once per run; ``n_evaluated`` counts full evaluations.  With
     ``cache_mb`` > 0 every worker keeps a subtree cache (``forge.gp.cache``)
-    for the segment; ``cache_hits`` / ``cache_misses`` sum its lookups.
+    for the segment; ``cache_hits`` / ``cache_misses`` sum its lookups;
+    ``cpu_seconds`` sums the process CPU time the evaluations took where they ran.
     ``map`` runs any picklable task on the same workers (co-evolution's encounters use it).
     Results never depend on the number of workers or on the cache.
     """
@@ -167,10 +190,12 @@ class Evaluator:
         self.n_evaluated = 0
         self.cache_hits = 0
         self.cache_misses = 0
+        self.cpu_seconds = 0.0  # CPU seconds the evaluations took in the processes that ran them (counter)
         self.backend, self.scheduler = backend, scheduler
         self._client = None
         self._data_future = None
-        self._parallel = Parallel(n_jobs=jobs, backend="loky") if backend == "loky" and jobs > 1 else None
+        self._parallel = (Parallel(n_jobs=jobs, backend="loky", initializer=_worker_init, initargs=(WORKER_MEMORY_GROWTH,))
+                          if backend == "loky" and jobs > 1 else None)
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._shared: SharedSegments | None = None
 
@@ -208,8 +233,8 @@ class Evaluator:
                 self._tmp.cleanup()
                 self._tmp = None
 
-    def _run_chunks(self, dicts: list[Genome]) -> tuple[list[Result], int, int]:
-        """(results in the order of ``dicts`` (genomes), cache hits, cache misses)."""
+    def _run_chunks(self, dicts: list[Genome]) -> tuple[list[Result], int, int, float]:
+        """(results in the order of ``dicts`` (genomes), cache hits, cache misses, CPU seconds in the workers)."""
         args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
         if self._client is None and self._parallel is None:
             return self.map(evaluate_chunk, [(dicts, self.data, *args)])[0]
@@ -220,10 +245,10 @@ class Evaluator:
         data = self._data_future if self._client is not None else self._shared
         parts = self.map(evaluate_chunk, [([dicts[i] for i in ix], data, *args) for ix in index])
         results: list[Any] = [None] * len(dicts)
-        for ix, (part, _h, _m) in zip(index, parts):
+        for ix, (part, _h, _m, _c) in zip(index, parts):
             for i, r in zip(ix, part):
                 results[i] = r
-        return results, sum(h for _p, h, _m in parts), sum(m for _p, _h, m in parts)
+        return (results, sum(p[1] for p in parts), sum(p[2] for p in parts), sum(p[3] for p in parts))
 
     def map(self, fn: Callable[..., Any], tasks: list[tuple[Any, ...]]) -> list[Any]:
         """[fn(*args) for args in tasks], in order, on this evaluator's workers (loky or Dask) or in-process.
@@ -256,9 +281,10 @@ class Evaluator:
                 todo[g.sha256] = g
         keys = list(todo)
         if keys:
-            results, hits, misses = self._run_chunks([todo[k] for k in keys])
+            results, hits, misses, cpu = self._run_chunks([todo[k] for k in keys])
             self.cache_hits += hits
             self.cache_misses += misses
+            self.cpu_seconds += cpu
             for g in genomes:
                 self.genomes.setdefault(g.sha256, g)
             for k, r in zip(keys, results):

@@ -79,7 +79,10 @@ class Recorder:
     Row fields added here: ``seconds`` (wall time of the generation, from its start to after its
     checkpoint), ``phase_seconds`` ({phase: seconds}, ``forge.evolution.clock.PHASES``; the phases are
     disjoint, so their sum is <= ``seconds``), ``evals_per_s`` (``nevals`` / ``phase_seconds["fitness"]``,
-    0 when nothing was evaluated) and ``encounters`` (co-evolution simulations this generation).
+    0 when nothing was evaluated), ``encounters`` (co-evolution simulations this generation),
+    ``work_cpu_seconds`` ({kind: CPU seconds} of necessary work, ``forge.evolution.clock.WORK``),
+    ``work_bound_seconds`` (their sum / the evaluator's workers) and ``overhead_ratio`` (``seconds`` /
+    ``work_bound_seconds``; None when there was no such work).
     The checkpoint is written before the row, so the row can carry its cost; a kill between the two
     leaves a checkpoint one row ahead of the log, which ``restore_state`` repairs.
     """
@@ -90,6 +93,7 @@ class Recorder:
         self.notify, self.save = notify, save
         self.clock = clock or PhaseClock()
         self.stats = _statistics()
+        self._fitness_cpu = evaluator.cpu_seconds  # the evaluator's CPU counter at the last record
 
     def __call__(self, state: RunState, nevals: int, t0: float, extra: dict[str, Any]) -> None:
         """Record generation ``state.gen``, begun at ``t0`` (``time.perf_counter()``)."""
@@ -105,11 +109,17 @@ class Recorder:
         seconds = time.perf_counter() - t0
         phases = clock.seconds()
         fit_s = phases["fitness"]
+        clock.work("fitness", self.evaluator.cpu_seconds - self._fitness_cpu)
+        self._fitness_cpu = self.evaluator.cpu_seconds
+        work = clock.work_seconds()
+        bound = sum(work.values()) / max(1, self.evaluator.jobs)
         entry = {
             "gen": state.gen, "nevals": nevals, "evaluated_total": self.evaluator.n_evaluated, **row,
             "size_mean": size_mean,
             "evals_per_s": nevals / fit_s if fit_s > 0 else 0.0, "seconds": seconds,
             "phase_seconds": phases, "encounters": clock.counts().get("encounters", 0),
+            "work_cpu_seconds": work, "work_bound_seconds": bound,
+            "overhead_ratio": seconds / bound if bound > 0 else None,
             "hof_best": float(state.hall_of_fame[0].fitness.values[0]),
             "cache_hit_rate": self.evaluator.cache_hit_rate, **extra,
         }
@@ -118,12 +128,16 @@ class Recorder:
         self.notify({"event": "generation", **entry, "generations": self.generations})
 
 
-def _adversary_score(adversary: Adversary, clock: PhaseClock, pool: list[Any], first: bool = False
-                     ) -> dict[str, Any]:
-    before = adversary.coev.encounters
+def _coevolve(adversary: Adversary, clock: PhaseClock, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``fn()`` (a co-evolution step of ``adversary``) as the ``coevolution`` phase of ``clock``, counting
+    its encounters and their necessary work (CPU seconds of encounters and quiet markets)."""
+    coev = adversary.coev
+    before, cpu_before = coev.encounters, dict(coev.cpu_seconds)
     with clock.phase("coevolution"):
-        out = adversary.score(pool, first=first)
-    clock.count("encounters", adversary.coev.encounters - before)
+        out = fn()
+    clock.count("encounters", coev.encounters - before)
+    for kind, cpu in coev.cpu_seconds.items():
+        clock.work(kind, cpu - cpu_before[kind])
     return out
 
 
@@ -139,7 +153,8 @@ def initial_generation(state: RunState, build: Callable[[], list[Any]], toolbox:
     state.population = individuals
     with clock.phase("fitness"):
         nevals = toolbox.evaluate(individuals)
-    extra = _adversary_score(adversary, clock, individuals, first=True) if adversary is not None else {}
+    extra = (_coevolve(adversary, clock, lambda: adversary.score(individuals, first=True))
+             if adversary is not None else {})
     if screen is not None:
         screen.observe(individuals, clock)
     state.gen = 0
@@ -178,13 +193,10 @@ def ea_mu_plus_lambda(state: RunState, toolbox: Toolbox, mu: int, lambda_: int, 
                 offspring, nevals = candidates, toolbox.evaluate(candidates)
         pool = state.population + offspring
         if adversary is not None:
-            extra.update(_adversary_score(adversary, clock, pool))
+            extra.update(_coevolve(adversary, clock, lambda: adversary.score(pool)))
             with clock.phase("selection"):
                 state.population = adversary.select(pool, mu)
-            before = adversary.coev.encounters
-            with clock.phase("coevolution"):
-                extra.update(adversary.predator_step(state.population))
-            clock.count("encounters", adversary.coev.encounters - before)
+            extra.update(_coevolve(adversary, clock, lambda: adversary.predator_step(state.population)))
         else:
             with clock.phase("selection"):
                 state.population = toolbox.select(pool, mu)
