@@ -57,6 +57,42 @@ def test_encounters_on_two_workers_give_the_same_run_as_in_process(tmp_path):
     assert one.manifest["coevolution"] == two.manifest["coevolution"]
 
 
+def test_each_quiet_market_is_simulated_once_per_generation(tmp_path):
+    """score and step of one generation simulate each distinct (scenario, length) quiet market once, in one
+    task, and share it: encounters never simulate their own first pass (they used to, once per worker)."""
+    from forge.evolution.coevolution import Arena, Coevolution, _encounter_task, _quiet_task
+    from forge.gp import Genome
+
+    calls: list = []
+
+    def counting_map(fn, tasks):
+        calls.extend((fn, t) for t in tasks)
+        return [fn(*t) for t in tasks]
+
+    cc = CoevolutionConfig(predators=3, predators_met=1, predator_hof=1, sim_minutes=300, warmup_minutes=240,
+                           max_warmup_minutes=400, calibration=str(tmp_path / "none.json"))
+    fast = Genome.from_tokens(["long_short", "gt_c", "feature:ret_1", "const:0", "lt_c", "feature:ret_1", "const:1"],
+                              [0.0, 0.0])
+    slow = Genome.from_tokens(["long_short", "gt_c", "feature:vol_240", "const:0", "lt_c", "feature:vol_240",
+                               "const:1"], [0.001, 0.0005])
+    arena = Arena(cc, ("ret_1", "vol_240"))
+    coev = Coevolution(cc, arena, np.random.default_rng(0), map_tasks=counting_map)
+    lengths = {arena.encounter_minutes(g) for g in (fast, slow)}
+    assert len(lengths) == 2  # two encounter lengths
+    coev.score([fast, slow])  # 1 current predator (the hall of fame is still empty)
+    coev.step([slow, fast])  # all 3 predators
+    quiet = [t for fn, t in calls if fn is _quiet_task]
+    keys = [(t[1].tobytes(), t[3]) for t in quiet]
+    assert len(keys) == len(set(keys))  # never twice
+    assert len(keys) == 3 * len(lengths | {cc.sim_minutes})  # every predator at both lengths (+ realism's)
+    enc = [t for fn, t in calls if fn is _encounter_task]
+    assert len(enc) == coev.encounters == 1 * 2 + 3 * 2
+    assert coev.cpu_seconds["encounters"] > 0.0 and coev.cpu_seconds["quiet_markets"] > 0.0
+    # an encounter on its shared quiet market equals one that simulates its own
+    _arena, g, sc, seed, bars = enc[-1]
+    assert arena.encounter(g, sc, seed, bars) == Arena(cc, ("ret_1", "vol_240")).encounter(g, sc, seed)
+
+
 def test_pareto_mode_runs_and_nsga2_keeps_the_front():
     obj = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, -1.0], [0.2, 0.2]])
     keep = pareto_order(obj, 3)

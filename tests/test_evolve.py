@@ -289,6 +289,49 @@ def test_generation_rows_carry_a_per_phase_clock(smoke_run):
         assert r["phase_seconds"]["surrogate_proxy"] > 0.0 and r["phase_seconds"]["surrogate_ranking"] > 0.0
     gen_events = [e for e in events if e["event"] == "generation"]
     assert [e["phase_seconds"] for e in gen_events] == [r["phase_seconds"] for r in rows]
+    from forge.evolution.clock import WORK
+
+    for r in rows:  # necessary work: CPU seconds per kind, their bound on the workers, the overhead ratio
+        work = r["work_cpu_seconds"]
+        assert list(work) == list(WORK) and all(v >= 0.0 for v in work.values())
+        assert r["nevals"] == 0 or work["fitness"] > 0.0
+        assert r["work_bound_seconds"] == pytest.approx(sum(work.values()) / _cfg_.evolve.jobs)
+        assert r["overhead_ratio"] == pytest.approx(r["seconds"] / r["work_bound_seconds"])
+
+
+def test_loky_workers_keep_their_caches():
+    """A worker that grows by more than loky's 300 MB memory-leak bound (here a 400 MB cache kept in the
+    worker, as the subtree cache and the arena's quiet markets are) is not restarted between tasks: before
+    this, the fitness workers were replaced every few generations on a year of bars and paid imports,
+    kernel loading and every cache again."""
+    from forge.backtest import BacktestConfig
+    from forge.bench import _market
+    from forge.evolution.config import FitnessConfig
+    from forge.evolution.evaluator import Evaluator
+
+    data, _ = _market(1_000)
+    with Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 2) as ev:
+        pids = set()
+        for _ in range(4):
+            got = ev.map(_grow_and_report, [(400,), (400,)])
+            pids |= {pid for pid, _n in got}
+            __import__("time").sleep(1.1)  # loky checks a worker's memory at most once per second
+        assert len(pids) == 2, pids
+        assert all(n >= 1 for _pid, n in ev.map(_grow_and_report, [(0,), (0,)]))  # the caches survived
+
+
+_GROWN: list = []
+
+
+def _grow_and_report(mb: int) -> tuple[int, int]:
+    """Worker task: keep ``mb`` MB more in this process (touched, so it is resident); (pid, blocks kept)."""
+    import os
+
+    import numpy as np
+
+    if mb:
+        _GROWN.append(np.ones(mb * 2**20 // 8))
+    return os.getpid(), len(_GROWN)
 
 
 def test_phase_clock_accumulates_and_refuses_nesting():
