@@ -12,9 +12,8 @@ Sides
 - ``tiled``: ``forge.gp.run_program`` (compile + cache-blocked interpreter, ``DEFAULT_BLOCK`` bars).
 - ``flat``: the same compiled programs through ``run_program_flat_nb`` (one instruction over all bars
   at a time: the interpreter before tiling).
-- ``deap_bn``: DEAP gp.compile + bottleneck/scipy kernels (``forge.bench.vm.library_pset``, as forge bench).
-- ``deap_bn_smooth``: the same with ``smooth`` built on the O(n) lfilter EMA too (forge bench's library
-  pset keeps the reference's O(n*w) ``smooth``).
+- ``deap_bn``: DEAP gp.compile + bottleneck/scipy kernels (``forge.bench.vm.library_pset``, as forge bench;
+  ``smooth`` on the O(n) lfilter EMA too).
 - ``add``: ``np.add(a, b, out=c)`` over (400,000,) float64 once per VM node of the trees (the
   memory-bandwidth bound of a VM that materialises every node as a full row), and ``copy`` likewise.
 - ``--blocks``: the tiled interpreter at other block sizes (a one-block pass = no tiling).
@@ -114,23 +113,6 @@ def main(argv: list[str] | None = None) -> dict:
             for t in trees:
                 np.asarray(deap_compile_function(t, bn_pset)(*rows), dtype=np.float64)
         fns["deap_bn"] = run_deap_bn
-        # forge bench's library pset replaces only ts_*/ema: its ``smooth`` is still the reference's
-        # np_smooth over np_ema (a sliding-window matrix product, O(n*w)).  A DEAP user would build it on
-        # the O(n) lfilter EMA as well: this side does (same rounding to SMOOTH_STEP).
-        from forge.bench.vm import library_primitives
-        from forge.gp.opcodes import SMOOTH_STEP
-
-        lib_ema = library_primitives()["ema"]
-        bn2_pset = library_pset(names)
-
-        def smooth_lib(p, w):
-            return np.floor(lib_ema(p, w) / SMOOTH_STEP + 0.5) * SMOOTH_STEP
-        bn2_pset.context["smooth"] = smooth_lib
-
-        def run_deap_bn2() -> None:
-            for t in trees:
-                np.asarray(deap_compile_function(t, bn2_pset)(*rows), dtype=np.float64)
-        fns["deap_bn_smooth"] = run_deap_bn2
     fns["add"] = numpy_add
     fns["copy"] = numpy_copy
 
@@ -167,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             s = stats(v)
             s["node_evals_per_s_median"] = work / s["median"]
             res["summary"][f"{clock}:{k}"] = s
-        for base in ("flat", "deap_bn", "deap_bn_smooth", "add", "copy"):
+        for base in ("flat", "deap_bn", "add", "copy"):
             if base in tab:
                 res["summary"][f"{clock}:ratio {base}/tiled"] = stats(np.array(tab[base]) / np.array(tab["tiled"]))
     print(f"{len(trees)} trees, {nodes} nodes, {n:,} bars, {args.passes} alternating passes; "

@@ -19,15 +19,14 @@ from forge.bench.vm import _interleaved_best, _tiled_features, library_pset
 # --------------------------------------------------------------------------- forge bench --full
 
 
-def evolved_genomes(generations: int = 10, population: int = 100, seed: int = 0) -> list[Any]:
-    """The final population of a real evolution (embedded sample, smoke
-    settings, ``generations`` generations), read from its checkpoint."""
+def evolved_population(generations: int = 10, population: int = 100, seed: int = 0) -> list[dict[str, Any]]:
+    """The final population of a real evolution (embedded sample, smoke settings, ``generations``
+    generations) as its checkpoint entries ({"genome": dict, "fitness": float, "metrics": dict})."""
     import json
     import tempfile
     from pathlib import Path
 
     from forge.evolve import evolve
-    from forge.gp import Genome
     from forge.settings import RunConfig, with_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,7 +36,98 @@ def evolved_genomes(generations: int = 10, population: int = 100, seed: int = 0)
         cfg = with_overrides(cfg, "surrogate", candidates_factor=10, top_fraction=0.1, min_train=32)
         res = evolve(cfg, run_dir=Path(tmp) / "run")
         ck = json.loads((res.run_dir / "checkpoint.json").read_text())
-    return [Genome.from_dict(e["genome"]) for e in ck["population"]]
+    return list(ck["population"])
+
+
+def evolved_genomes(generations: int = 10, population: int = 100, seed: int = 0) -> list[Any]:
+    """The genomes of :func:`evolved_population`."""
+    from forge.gp import Genome
+
+    return [Genome.from_dict(e["genome"]) for e in evolved_population(generations, population, seed)]
+
+
+def offspring_genomes(entries: list[dict[str, Any]], n: int = 200, seed: int = 0) -> list[Any]:
+    """Up to ``n`` children of the population ``entries`` (:func:`evolved_population`) bred as ``forge evolve``
+    breeds them (``forge.evolution.operators.var_one`` with the default config's crossover / mutation rates,
+    tournament size and size limits), without duplicates and without copies of a parent (the run's memo
+    would not evaluate those)."""
+    from forge.evolution.checkpoint import Codec
+    from forge.evolution.config import EvolveConfig
+    from forge.evolution.operators import var_one
+    from forge.gp import Genome, build_pset
+    from forge.gp import pset as gp_ops
+
+    names = _tiled_features(1)[0]
+    pset = build_pset(names)
+    codec = Codec(pset)
+    ec = EvolveConfig()
+    ops = gp_ops.Operators(pset, max_depth=ec.max_depth, max_size=ec.max_size)
+    parents = [codec.restore(e) for e in entries]
+    seen = {Genome.from_dict(e["genome"]).sha256 for e in entries}
+    out: list[Any] = []
+    state = random.getstate()
+    random.seed(rng.int_seed(seed, "bench", "offspring"))
+    try:
+        for _ in range(20 * n):
+            g = codec.to_genome(codec.new(var_one(parents, ops, ec.cxpb, ec.mutpb, ec.tournament_size)))
+            if g.sha256 not in seen and set(g.features) <= set(names):
+                seen.add(g.sha256)
+                out.append(g)
+                if len(out) == n:
+                    break
+    finally:
+        random.setstate(state)
+    return out
+
+
+def vm_warm_cache_vs_deap(parents: list[Any], offspring: list[Any], n_bars: int = 400_000,
+                          repeats: int = 5) -> dict[str, Any]:
+    """The subtree cache as ``forge evolve``'s workers use it: the cache already holds the subtrees of the
+    parents (evaluated in an earlier generation) when a generation's new offspring are evaluated.
+
+    Per pass: a fresh cache is filled with ``parents`` (not timed), then the ``offspring`` are timed through
+    it; against the plain VM and DEAP gp.compile + the library kernels (:func:`library_pset`) on the same
+    offspring, passes alternating (best of ``repeats`` each).  returns n_offspring, nodes, seconds and
+    node-evals/s per side, ratios, and the hit rate of the offspring's lookups."""
+    from forge.gp import build_pset, compile_program, deap_compile_function, individual_from_genome, run_program
+    from forge.gp.cache import SubtreeCache
+
+    names, X = _tiled_features(n_bars)
+    pset = build_pset(names)
+    bn_pset = library_pset(names)
+    trees = [individual_from_genome(g, pset) for g in offspring]
+    rows = [X[i] for i in range(X.shape[0])]
+    nodes = sum(len(g.tokens) for g in offspring)
+    best = {"cached": float("inf"), "plain": float("inf"), "deap_bn": float("inf")}
+    hit_rate = 0.0
+    small = np.ascontiguousarray(X[:, :5000])
+    check = SubtreeCache(small, names)
+    for g in list(parents) + list(offspring):  # JIT warm-up + agreement
+        assert np.array_equal(check.run(g), run_program(compile_program(g, names), small))
+    for _ in range(repeats):
+        cache = SubtreeCache(X, names, max_bytes=2 * 2**30)
+        for g in parents:
+            cache.run(g)
+        h0, m0 = cache.hits, cache.misses
+        t0 = time.perf_counter()
+        for g in offspring:
+            cache.run(g)
+        best["cached"] = min(best["cached"], time.perf_counter() - t0)
+        hit_rate = (cache.hits - h0) / max(1, cache.hits - h0 + cache.misses - m0)
+        del cache
+        t0 = time.perf_counter()
+        for g in offspring:
+            run_program(compile_program(g, names), X)
+        best["plain"] = min(best["plain"], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for t in trees:
+            np.asarray(deap_compile_function(t, bn_pset)(*rows), dtype=np.float64)
+        best["deap_bn"] = min(best["deap_bn"], time.perf_counter() - t0)
+    work = nodes * n_bars
+    return {"n_parents": len(parents), "n_offspring": len(offspring), "nodes": nodes, "n_bars": n_bars,
+            "cache_hit_rate": hit_rate, **{f"{k}_seconds": v for k, v in best.items()},
+            **{f"{k}_node_evals_per_s": work / v for k, v in best.items()},
+            "ratio_bn_cached": best["deap_bn"] / best["cached"], "ratio_bn_plain": best["deap_bn"] / best["plain"]}
 
 
 def vm_cache_vs_deap(genomes: list[Any], n_bars: int = 400_000, repeats: int = 3) -> dict[str, Any]:

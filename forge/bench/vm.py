@@ -75,8 +75,12 @@ def library_primitives() -> dict[str, Any]:
     windows (the reference is two-pass per window; the VM recomputes exactly every ``w`` bars), so
     z-scores and correlations of such windows, and comparisons right at a threshold, can differ.
     Infinite inputs poison bottleneck's running sums and the lfilter state for the rest of the
-    series.  raises ImportError if bottleneck or scipy is missing.
+    series.  ``smooth`` (position smoothing) is the rounded lfilter EMA, as the reference rounds its
+    EMA (before, the bench kept the reference's O(n*w) ``smooth`` here, which flattered the VM).
+    raises ImportError if bottleneck or scipy is missing.
     """
+    from forge.gp.opcodes import SMOOTH_STEP
+
     bn, lfilter, _ = _import_bottleneck()
 
     def ts_mean(x, w):
@@ -129,6 +133,10 @@ def library_primitives() -> dict[str, Any]:
             out[bn.move_max(nan.astype(np.float64), w, min_count=1) > 0] = np.nan
         return out
 
+    def smooth(p, w):
+        # position smoothing on the same O(n) EMA, rounded to SMOOTH_STEP as forge.gp.primitives.np_smooth
+        return np.floor(ema(p, w) / SMOOTH_STEP + 0.5) * SMOOTH_STEP
+
     def short_ok(fn):
         # bottleneck refuses windows longer than the series; the reference returns all NaN there
         def wrapped(*args):
@@ -138,7 +146,8 @@ def library_primitives() -> dict[str, Any]:
         wrapped.__name__ = fn.__name__
         return wrapped
 
-    return {f.__name__: short_ok(f) for f in (ts_mean, ts_std, ts_min, ts_max, ts_rank, ts_zscore, ts_corr, ema)}
+    return {f.__name__: short_ok(f) for f in (ts_mean, ts_std, ts_min, ts_max, ts_rank, ts_zscore, ts_corr, ema,
+                                              smooth)}
 
 
 def library_pset(feature_names):

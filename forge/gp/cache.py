@@ -77,9 +77,11 @@ class SubtreeCache:
                 return row
         return None
 
-    def _substitute(self, node: Node, pinned: set[int]) -> tuple[str, Node] | None:
+    def _substitute(self, node: Node, pinned: set[int], root: bool = False) -> tuple[str, Node] | None:
         """(canonical key, node with every windowed subtree replaced by its cached row); None when the
-        cache is too small to hold the rows this tree needs at once."""
+        cache is too small to hold the rows this tree needs at once.  ``root``: the node is the genome's
+        root, which is never cached -- a whole genome is evaluated once per run anyway (the evaluator's
+        memo), so caching it only wrote a row and ran one more program to copy it out."""
         if node.kind in ("feature", "window", "const"):
             return (node.value if node.kind == "feature" else repr(node.value)), node
         kids = []
@@ -92,7 +94,7 @@ class SubtreeCache:
             kids.append(sub[1])
         key = f"{node.value}({','.join(keys)})"
         new = Node(node.kind, node.value, node.type, tuple(kids))
-        if node.value not in WINDOWED:
+        if node.value not in WINDOWED or root:
             return key, new
         row = self._lru.get(key)
         if row is not None:
@@ -118,7 +120,7 @@ class SubtreeCache:
         if missing:
             raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} that are not available")
         root = parse_tokens(genome.tokens, genome.constants, genome.root)
-        sub = self._substitute(root, set())
+        sub = self._substitute(root, set(), root=True)
         tree = root if sub is None else sub[1]  # too small a cache for this tree: plain evaluation
         if tree.kind == "feature":
             tree = Node("prim", "add_c", "F", (tree, Node("const", 0.0, "C")))

@@ -494,7 +494,12 @@ def run_program_flat_nb(op, dst, a, b, c, w, k, X, buf, out, clip_root):
 # arithmetic (a w=5 rolling mean ran ~15x slower than the same loop without it).  They only touch arrays
 # allocated by their caller and cannot allocate (compilation would fail).
 
-NO_NRT = {"cache": True, "_nrt": False}
+NO_NRT = {"cache": True, "_nrt": False, "error_model": "numpy"}
+"""``@njit`` options of the tiled interpreter's kernels: no reference counting (see run_program_nb), and
+numpy's error model -- a float division by zero gives inf / NaN instead of a Python exception, so the
+division carries no zero test and the loops with divisions and square roots vectorise.  Every division
+of these kernels has a non-zero divisor or a guard (DIV_EPS, the flat-window rule), so no result
+changes; ``tests/test_vm_tiled.py`` checks them bit for bit against the flat interpreter."""
 DEFAULT_BLOCK = 2048
 """Bars per block of the tiled interpreter (measured: benchmarks/RESULTS.md, issue 21 item 2)."""
 
@@ -552,8 +557,113 @@ def _exact_at_t(x, j, w, kind, wts):
 
 
 @njit(inline="always", **NO_NRT)
-def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w):
+def _nan_rule_blk(x, ox, y, oy, two, w, out, oo, t0, t1, ist):
+    """The NaN rule of the rolling kernels over bars [t0, t1): out is NaN at bar t when a NaN of x (or of
+    y when ``two``) is among the bars (t - w, t]; the latest NaN bar is carried in ist.  A block without a
+    NaN (found by a vectorised scan) only continues the previous NaN's window; otherwise bar by bar."""
+    last_nan = ist[_I_LAST_NAN]
+    L = t1 - t0
+    xs = x[t0 - ox:t1 - ox]
+    ys = y[t0 - oy:t1 - oy]
+    nans = 0
+    for q in range(L):
+        nans += 1 if xs[q] != xs[q] else 0
+    if two:
+        for q in range(L):
+            nans += 1 if ys[q] != ys[q] else 0
+    if nans == 0:
+        for t in range(t0, min(t1, last_nan + w)):
+            out[_u(t - oo)] = np.nan
+        return
+    for t in range(t0, t1):
+        if np.isnan(x[_u(t - ox)]) or (two and np.isnan(y[_u(t - oy)])):
+            last_nan = t
+        if t - last_nan < w:
+            out[_u(t - oo)] = np.nan
+    ist[_I_LAST_NAN] = last_nan
+
+
+@njit(inline="always", **NO_NRT)
+def _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
+    """The windows ``_rolling_blk`` recomputes in full at every bar (every window of ``ts_rank``, and
+    windows <= ``SMALL_W``) over bars [t0, t1), with the loops interchanged: the position in the window
+    outer, the block's bars inner, so each pass is an element-wise loop over the block that vectorises.
+    Every bar still combines its window's values in window order with the operations of
+    ``_exact_at_t``, so the output is the same bit for bit.  scr: (>= 3, >= t1 - t0) float64 scratch."""
+    L = t1 - t0
+    qa = min(max(0, w - 1 - t0), L)  # bars before w - 1 have no full window (NaN by the NaN rule below)
+    n = L - qa
+    b0 = t0 + qa - ox - w + 1  # index in x of the first value of bar (t0 + qa)'s window
+    vy = y[t0 + qa - oy:t1 - oy]
+    if kind == _MIN or kind == _MAX:
+        xs = x[b0:b0 + n]
+        for q in range(n):
+            vy[q] = xs[q]
+        for i in range(1, w):
+            xs = x[b0 + i:b0 + i + n]
+            for q in range(n):
+                v = xs[q]
+                if kind == _MIN:
+                    vy[q] = v if v < vy[q] else vy[q]
+                else:
+                    vy[q] = v if v > vy[q] else vy[q]
+    elif kind == _RANK:
+        xt = x[b0 + w - 1:b0 + w - 1 + n]
+        for q in range(n):
+            vy[q] = 0.0
+        for i in range(w):
+            xs = x[b0 + i:b0 + i + n]
+            for q in range(n):
+                vy[q] += 1.0 if xs[q] < xt[q] else 0.0
+        for q in range(n):
+            vy[q] = vy[q] / (w - 1.0)
+    else:
+        acc = scr[0, :n]
+        for q in range(n):
+            acc[q] = 0.0
+        for i in range(w):
+            xs = x[b0 + i:b0 + i + n]
+            if kind == _EMA:
+                wi = wts[i]
+                for q in range(n):
+                    acc[q] += xs[q] * wi
+            else:
+                for q in range(n):
+                    acc[q] += xs[q]
+        if kind == _EMA:
+            for q in range(n):
+                vy[q] = acc[q]
+        elif kind == _MEAN:
+            for q in range(n):
+                vy[q] = acc[q] / w
+        else:
+            m = scr[1, :n]
+            ss = scr[2, :n]
+            for q in range(n):
+                m[q] = acc[q] / w
+                ss[q] = 0.0
+            for i in range(w):
+                xs = x[b0 + i:b0 + i + n]
+                for q in range(n):
+                    d = xs[q] - m[q]
+                    ss[q] += d * d
+            xt = x[b0 + w - 1:b0 + w - 1 + n]
+            for q in range(n):  # selects (the flat window's quotient is discarded)
+                sd = np.sqrt(ss[q] / w)
+                if kind == _STD:
+                    vy[q] = sd
+                else:
+                    z = (xt[q] - m[q]) / sd
+                    vy[q] = 0.0 if sd <= STD_REL_EPS * abs(m[q]) else z
+    _nan_rule_blk(x, ox, x, ox, False, w, y, oy, t0, t1, ist)
+
+
+@njit(inline="always", **NO_NRT)
+def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
     """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq."""
+    if kind == _RANK or w <= SMALL_W:
+        _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr)
+        return
     mask = dq.shape[0] - 1
     last_nan = ist[_I_LAST_NAN]
     since = ist[_I_SINCE]
@@ -697,9 +807,67 @@ def _corr_from_centred_t(mx, my, sxx, syy, sxy, w):
     return (sxy / w) / (sx * sy)
 
 
+@njit(inline="always", **NO_NRT)
+def _corr_exact_blk(x, ox, y, oy, w, out, oo, t0, t1, ist, scr):
+    """``ts_corr`` windows <= ``SMALL_W`` over bars [t0, t1): ``_centred_sums_t`` and
+    ``_corr_from_centred_t`` of every bar with the loops interchanged (window position outer, the block's
+    bars inner: element-wise passes that vectorise; each bar's sums in window order, so bit-identical).
+    scr: (>= 5, >= t1 - t0) float64 scratch."""
+    L = t1 - t0
+    qa = min(max(0, w - 1 - t0), L)
+    n = L - qa
+    bx = t0 + qa - ox - w + 1
+    by = t0 + qa - oy - w + 1
+    mx = scr[0, :n]
+    my = scr[1, :n]
+    sxx = scr[2, :n]
+    syy = scr[3, :n]
+    sxy = scr[4, :n]
+    for q in range(n):
+        mx[q] = 0.0
+        my[q] = 0.0
+        sxx[q] = 0.0
+        syy[q] = 0.0
+        sxy[q] = 0.0
+    for i in range(w):
+        xs = x[bx + i:bx + i + n]
+        ys = y[by + i:by + i + n]
+        for q in range(n):
+            mx[q] += xs[q]
+            my[q] += ys[q]
+    for q in range(n):
+        mx[q] = mx[q] / w
+        my[q] = my[q] / w
+    for i in range(w):  # one accumulator per loop: fewer arrays per loop, so each vectorises
+        xs = x[bx + i:bx + i + n]
+        for q in range(n):
+            dx = xs[q] - mx[q]
+            sxx[q] += dx * dx
+    for i in range(w):
+        ys = y[by + i:by + i + n]
+        for q in range(n):
+            dy = ys[q] - my[q]
+            syy[q] += dy * dy
+    for i in range(w):
+        xs = x[bx + i:bx + i + n]
+        ys = y[by + i:by + i + n]
+        for q in range(n):
+            sxy[q] += (xs[q] - mx[q]) * (ys[q] - my[q])
+    vo = out[t0 + qa - oo:t1 - oo]
+    for q in range(n):  # selects, no branch: the loop vectorises (a flat window's quotient is discarded)
+        sx = np.sqrt(sxx[q] / w)
+        sy = np.sqrt(syy[q] / w)
+        v = (sxy[q] / w) / (sx * sy)
+        vo[q] = 0.0 if (sx <= STD_REL_EPS * abs(mx[q])) | (sy <= STD_REL_EPS * abs(my[q])) else v
+    _nan_rule_blk(x, ox, y, oy, True, w, out, oo, t0, t1, ist)
+
+
 @njit(**NO_NRT)
-def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist):
+def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist, scr):
     """``_corr_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist."""
+    if w <= SMALL_W:
+        _corr_exact_blk(x, ox, y, oy, w, out, oo, t0, t1, ist, scr)
+        return
     last_nan = ist[_I_LAST_NAN]
     since = ist[_I_SINCE]
     runx = ist[_I_RUN]
@@ -815,14 +983,15 @@ def _min_hold_blk(p, op_, w, y, oy, t0, t1, fs, ist):
 
 
 @njit(**NO_NRT)
-def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, ec):
+def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, ec, scr):
     """Apply one opcode over bars [t0, t1): y[_u(t - oy)] = op(xa[_u(t - oa)], xb[_u(t - ob)], xc[t - oc]; w, k).
 
     xa, xb, xc, y: float64 rows (unused operands may alias xa); oa, ob, oc, oy: int offsets (bar t of an
     operand sits at index t - offset); fs ((8,) float64), ist ((8,) int64), dq ((cap,) int64, cap a power
     of two > w) carry the state of stateful opcodes between calls (zeroed / ist[0] = -1 etc. by
     ``init_state_nb`` before bar 0); wts ((>= w,) float64) and ec ((3,) total, beta, beta**w) are the
-    truncated-EMA weights of ``_ema_weights(w)``.  y must not alias an input.
+    truncated-EMA weights of ``_ema_weights(w)``; scr ((>= 5, >= t1 - t0) float64) is scratch of the
+    windows recomputed in full (``_exact_blk``).  y must not alias an input.
     """
     L = t1 - t0
     # views of the block [t0, t1) of each operand: element-wise loops index from 0 (no negative-index
@@ -872,21 +1041,21 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
             else:
                 y[_u(t - oy)] = xa[_u(t - oa)] - xa[_u(t - w - oa)]
     elif o == Op.TS_MEAN:  # one inlined copy per kind: the kind is a constant, its dead branches vanish
-        _rolling_blk(xa, oa, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_STD:
-        _rolling_blk(xa, oa, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_MIN:
-        _rolling_blk(xa, oa, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_MAX:
-        _rolling_blk(xa, oa, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_RANK:
-        _rolling_blk(xa, oa, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_ZSCORE:
-        _rolling_blk(xa, oa, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_CORR:
-        _corr_blk(xa, oa, xb, ob, w, y, oy, t0, t1, fs, ist)
+        _corr_blk(xa, oa, xb, ob, w, y, oy, t0, t1, fs, ist, scr)
     elif o == Op.EMA:
-        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.IF_THEN_ELSE:
         for q in range(L):
             vy[q] = vb[q] if va[q] > 0.5 else vc[q]
@@ -932,7 +1101,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
         # rounded block by block: the flat-window rule of the next block then copies a rounded y[t-1]
         # where the flat interpreter copied the unrounded one; rounding is idempotent on multiples of
         # SMOOTH_STEP, so the output is the same bit for bit (tested across block boundaries)
-        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2])
+        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
         for q in range(L):
             vy[q] = np.floor(vy[q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
     elif o == Op.MIN_HOLD:
@@ -941,7 +1110,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
 
 @njit(**NO_NRT)
 def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec,
-                   keep):
+                   keep, scr):
     m = op.shape[0]
     n = X.shape[1]
     for t0 in range(0, n, block):
@@ -955,20 +1124,18 @@ def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, cli
             xb = X[cb] if cb >= 0 else regs[-1 - cb]
             xc = X[cc] if cc >= 0 else regs[-1 - cc]
             apply_blk(op[i], xa, 0 if ca >= 0 else g0, xb, 0 if cb >= 0 else g0, xc, 0 if cc >= 0 else g0,
-                      w[i], k[i], regs[i], g0, t0, t1, fs[i], ist[i], dq[i], wts[i], ec[i])
-        root = regs[m - 1]
-        for t in range(t0, t1):
-            v = root[t - g0]
-            if not clip_root:
-                out[t] = v
-            elif np.isnan(v):
-                out[t] = 0.0
-            elif v > 1.0:
-                out[t] = 1.0
-            elif v < -1.0:
-                out[t] = -1.0
-            else:
-                out[t] = v
+                      w[i], k[i], regs[i], g0, t0, t1, fs[i], ist[i], dq[i], wts[i], ec[i], scr)
+        vr = regs[m - 1][t0 - g0:t1 - g0]
+        vo = out[t0:t1]
+        if clip_root:  # a position: NaN -> 0, clipped to [-1, 1] (selects, so the loop vectorises)
+            for q in range(t1 - t0):
+                v = vr[q]
+                v = 1.0 if v > 1.0 else v
+                v = -1.0 if v < -1.0 else v
+                vo[q] = 0.0 if v != v else v
+        else:
+            for q in range(t1 - t0):
+                vo[q] = vr[q]
         if t1 < n and hist > 0:  # the last hist bars of the block become the history of the next one
             L = t1 - t0
             for i in range(m):
@@ -1046,4 +1213,6 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
             ec[i, 0] = total
             ec[i, 1] = beta
             ec[i, 2] = beta ** wi
-    _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep)
+    scr = np.empty((5, block))  # scratch of the windows recomputed in full (_exact_blk, _corr_exact_blk)
+    _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep,
+                   scr)
