@@ -113,4 +113,36 @@ def test_per_phase_table_of_a_default_generation():
     assert [r["measured"] for r in rows][:2] == ["0.00 s", "2.00 s"]  # breed, surrogate_proxy
     fit = next(r for r in rows if "`fitness`" in r["name"])
     assert "60 evals/s of fitness time" in fit["name"] and fit["ratio"] == "13%"
+    # the necessary-work row: wall time over (fitness + encounters + quiet markets CPU) / workers
+    work = {"fitness": 2.0, "encounters": 10.0, "quiet_markets": 4.0}
+    worked = [{**row(g, 1.0, 10.0, 100), "work_cpu_seconds": work, "work_bound_seconds": 8.0,
+               "overhead_ratio": 13.5 / 8.0} for g in (1, 2)]
+    got = generation_phases(worked)
+    assert got["jobs"] == 2.0 and got["overhead_ratios"] == [13.5 / 8.0] * 2
+    assert got["overhead_ratios_without_quiet_markets"] == [pytest.approx(13.5 / 6.0)] * 2
+    first = phase_rows({**got, "seconds_per_generation": 13.5})[0]
+    assert first["baseline_measured"] == "8.00 s" and first["ratio"].startswith("1.69x") and "2.25x" in first["ratio"]
     assert generation_phases([{"gen": 1, "nevals": 3}])["phase_seconds"] == {}
+
+
+def test_offspring_are_new_children_and_the_allocator_is_tuned():
+    """The warm-cache row's offspring are distinct children that copy no parent (the memo would skip
+    those); tune_allocator reports what it set."""
+    import random
+
+    from forge.bench import offspring_genomes, tune_allocator
+    from forge.bench.vm import _tiled_features
+    from forge.gp import Operators, build_pset, genome_from_individual
+
+    names = _tiled_features(1)[0]
+    pset = build_pset(names)
+    random.seed(5)
+    parents = [genome_from_individual(t, pset) for t in Operators(pset, 8, 40).init_population(30, 2, 5)]
+    entries = [{"genome": g.to_dict(), "fitness": float(i), "metrics": {}} for i, g in enumerate(parents)]
+    state = random.getstate()
+    kids = offspring_genomes(entries, n=40, seed=1)
+    assert random.getstate() == state  # the caller's stream is left alone
+    shas = [g.sha256 for g in kids]
+    assert len(kids) == 40 and len(set(shas)) == 40 and not set(shas) & {g.sha256 for g in parents}
+    assert [g.sha256 for g in offspring_genomes(entries, n=40, seed=1)] == shas  # seeded
+    assert "mallopt" in tune_allocator() or "default allocator" in tune_allocator()

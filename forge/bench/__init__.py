@@ -35,19 +35,23 @@ from forge.bench.full import (
     _market,
     end_to_end,
     evolved_genomes,
+    evolved_population,
     generation_phases,
     peak_memory_symbols,
     phase_rows,
     run_bench_full,
     surrogate_screens,
+    offspring_genomes,
     vm_cache_vs_deap,
+    vm_warm_cache_vs_deap,
     worker_scaling,
 )
 from forge.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench
-from forge.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, vm_vs_deap
+from forge.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, tune_allocator, vm_vs_deap
 
 __all__ = [
-    "STD_REL_EPS", "backtest_vs_vectorbt", "end_to_end", "evolved_genomes", "generation_phases", "kernel_agreement",
+    "STD_REL_EPS", "backtest_vs_vectorbt", "end_to_end", "evolved_genomes", "evolved_population", "generation_phases",
+    "kernel_agreement", "offspring_genomes", "tune_allocator", "vm_warm_cache_vs_deap",
     "library_primitives", "library_pset", "memory_bandwidth", "peak_memory_symbols", "phase_rows", "render_markdown",
     "run_bench", "run_bench_full", "surrogate_screens", "vm_cache_vs_deap", "vm_vs_deap", "worker_scaling",
 ]

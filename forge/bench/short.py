@@ -11,7 +11,7 @@ import numpy as np
 
 from forge.core import rng
 
-from forge.bench.vm import _best_time, _interleaved_best, vm_vs_deap
+from forge.bench.vm import _best_time, _interleaved_best, tune_allocator, vm_vs_deap
 
 
 # --------------------------------------------------------------------------- memory bandwidth
@@ -215,6 +215,7 @@ def _backtest_rows(bt: dict[str, Any]) -> list[dict[str, str]]:
 def run_bench(n_bars: int = 400_000, n_trees: int = 100, seed: int = 0, progress=None) -> dict[str, Any]:
     """All short ``forge bench`` rows.  returns {"machine", "rows": [...], "raw": {...}}."""
     say = progress or (lambda _m: None)
+    allocator = tune_allocator()
     say("VM vs DEAP (numpy references, bottleneck/scipy kernels) on random trees")
     vm = vm_vs_deap(n_bars=n_bars, n_trees=n_trees, seed=seed)
     say("memory bandwidth")
@@ -223,7 +224,8 @@ def run_bench(n_bars: int = 400_000, n_trees: int = 100, seed: int = 0, progress
     bt = backtest_vs_vectorbt(n_bars=n_bars, seed=seed)
     rows = _vm_rows(vm, n_bars) + [_bandwidth_row(bw, vm)] + _backtest_rows(bt)
     machine = f"{platform.machine()} {platform.system()}, {os.cpu_count()} cpus, python {platform.python_version()}"
-    return {"machine": machine, "rows": rows, "raw": {"vm_vs_deap": vm, "bandwidth": bw, "backtest": bt}}
+    return {"machine": machine, "rows": rows,
+            "raw": {"vm_vs_deap": vm, "bandwidth": bw, "backtest": bt, "allocator": allocator}}
 
 
 def render_markdown(results: dict[str, Any], command: str) -> str:
@@ -248,5 +250,7 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         lines.append(f"Library kernels vs the references on every feature and window (max |diff| / max(1, max |ref|)): "
                      f"{ks}; ts_rank differs on ties by design (bottleneck averages tied ranks). Trees without "
                      f"ts_rank: max |VM - DEAP+bottleneck| = {vm['bn_max_abs_diff_no_rank']:.2e}.")
+    if results["raw"].get("allocator"):
+        lines.append(f"Allocator for every side: {results['raw']['allocator']}.")
     lines.append("")
     return "\n".join(lines)

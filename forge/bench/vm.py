@@ -47,6 +47,33 @@ def _interleaved_best(fns: dict[str, Any], repeats: dict[str, int]) -> dict[str,
     return best
 
 
+def tune_allocator(mmap_threshold: int = 256 * 2**20, trim_threshold: int = 2**30) -> str:
+    """Give the numpy baselines glibc's best allocator settings for the rest of this process.
+
+    DEAP's gp.compile evaluates a tree node by node into fresh (n,) temporaries (3.2 MB at 400,000 bars).
+    With glibc's default, dynamic mmap / trim thresholds such blocks are often returned to the kernel when
+    freed and page-faulted anew on the next allocation; measured here, that made DEAP + bottleneck 1.5-1.8x
+    slower on an evolved population (benchmarks/RESULTS.md).  ``mallopt(M_MMAP_THRESHOLD)`` /
+    ``mallopt(M_TRIM_THRESHOLD)`` keep them in the heap, so the baseline is measured at its best.  The VM
+    preallocates its buffers and is not affected.
+
+    returns a description of what was set (or why nothing was: not glibc, e.g. macOS or musl)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return f"default allocator (no glibc mallopt in {name!r})"
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    if mallopt(m_mmap_threshold, int(mmap_threshold)) != 1 or mallopt(m_trim_threshold, int(trim_threshold)) != 1:
+        return "default allocator (glibc refused mallopt)"
+    return (f"glibc mallopt: mmap threshold {mmap_threshold // 2**20} MiB, trim threshold {trim_threshold // 2**20} "
+            "MiB (the baselines' temporaries reuse heap pages)")
+
+
 # --------------------------------------------------------------------------- DEAP + bottleneck/scipy baseline
 
 
