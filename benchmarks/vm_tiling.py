@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError:
         sys.exit(f"vm_tiling: --blocks must be comma-separated integers, got {args.blocks!r}")
 
-    from forge.bench.vm import _tiled_features, library_pset
+    from forge.bench.vm import _tiled_features, library_pset, tune_allocator
     from forge.core import rng
+
+    print(f"allocator: {tune_allocator()}")  # as forge bench: the numpy sides at glibc's best settings
     from forge.gp import BufferPool, build_pset, compile_program, deap_compile_function, genome_from_individual, run_program
     from forge.gp import pset as gp_ops
     from forge.gp.vm_nb import DEFAULT_BLOCK, run_program_flat_nb, run_program_nb, tiled_shape
