@@ -28,22 +28,25 @@ threaded here; the repeats of the sides are interleaved so a slow spell of a
 shared machine hits all of them); JIT compilation is excluded by a warm-up pass.
 
 Modules: ``vm`` (VM vs DEAP, the library-kernel baseline), ``short`` (memory bandwidth, backtest vs
-vectorbt, ``run_bench`` and ``render_markdown``), ``full`` (``run_bench_full``: the ``--full`` rows).
+vectorbt, ``run_bench`` and ``render_markdown``), ``cache`` (the VM and its subtree cache on an evolved
+population and its offspring), ``full`` (``run_bench_full``: the ``--full`` rows).
 """
 
+from forge.bench.cache import (
+    evolved_genomes,
+    evolved_population,
+    offspring_genomes,
+    vm_cache_vs_deap,
+    vm_warm_cache_vs_deap,
+)
 from forge.bench.full import (
     _market,
     end_to_end,
-    evolved_genomes,
-    evolved_population,
     generation_phases,
     peak_memory_symbols,
     phase_rows,
     run_bench_full,
     surrogate_screens,
-    offspring_genomes,
-    vm_cache_vs_deap,
-    vm_warm_cache_vs_deap,
     worker_scaling,
 )
 from forge.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench
