@@ -97,7 +97,7 @@ def warmup_message(cached: bool) -> str:
     """What the user is told while generation 0 runs (kernel compilation dominates a first run)."""
     if cached:
         return "gen 0: evaluating the initial population…"
-    return "gen 0: compiling kernels (first run only, 1–2 minutes), then evaluating the initial population…"
+    return "gen 0: compiling kernels (first run only: about 5 minutes on 2 cores), then evaluating the initial population…"
 
 
 def _bar(fraction: float, width: int) -> str:
