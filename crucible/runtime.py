@@ -285,6 +285,15 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         hist_t = self._start_with_venue()
         self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
         latest = max((int(t[-1]) for t in hist_t.values() if len(t)), default=None)
+        if self.last_bar_ms is None and latest is not None:
+            # the last closed bar before this bench's first one, recorded at its first start (committed now):
+            # a replay runtime killed before its first commit left no cursor, but it consumed the venue's bars
+            # after this one -- the restart processes them again instead of starting at the venue's current bar
+            first_start = self.journal.get_meta("start_bar_ms")
+            if first_start is None:
+                self.journal.set_meta("start_bar_ms", latest)
+            elif latest > int(first_start) and hasattr(self.venue, "history_at"):
+                self.last_bar_ms = int(first_start)
         if self.last_bar_ms is not None and latest is not None and latest > self.last_bar_ms \
                 and hasattr(self.venue, "history_at"):
             self._replay_missed(latest)

@@ -177,11 +177,11 @@ def test_replay_kill9_soak_20(tmp_path):
     print("replay soak:", r)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime (crucible/runtime.py run / reconcile._replay_missed): a replay "
-                   "runtime killed before its first group commit leaves last_bar_ms unset, and the restart starts "
-                   "at the venue's current bar instead of re-processing the bars the dead process consumed; its "
-                   "orders and CWO reweights then differ from the uninterrupted run")
 def test_replay_kill_before_the_first_commit(tmp_path):
+    """A replay runtime killed before its first group commit left no cursor (last_bar_ms); the restart
+    processes again the bars the dead process consumed, from the bar after the one recorded at its first
+    start (start_bar_ms), and ends where the uninterrupted run ends (it used to start at the venue's
+    current bar: other orders and CWO reweights)."""
     n_bars = 120
     ref_cfg = make_cfg(tmp_path / "ref", bench_id=BENCH)
     ref_venue = _replay_venue(n_bars)
