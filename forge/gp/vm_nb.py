@@ -659,10 +659,76 @@ def _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
 
 
 @njit(inline="always", **NO_NRT)
+def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
+    """``_rolling_blk``'s EMA (windows > ``SMALL_W``) over bars [t0, t1) with a fast path: a bar whose input
+    is finite, with no NaN or infinity in its window, no flat run of w bars and no exact recompute due, only
+    advances the recursion (the state tests of the full path all come out the same way there).  Every
+    other bar takes the full path, the same statements as ``_rolling_blk``; the output is the same bit
+    for bit.  Most bars of a position series take the fast path, so the recursion's own dependency chain
+    is most of the cost."""
+    last_nan = ist[_I_LAST_NAN]
+    since = ist[_I_SINCE]
+    run = ist[_I_RUN]
+    last_inf = ist[_I_LAST_INF]
+    head = ist[_I_HEAD]
+    tail = ist[_I_TAIL]
+    u = fs[3]
+    t = t0
+    while t < t1:
+        j = t - ox
+        xt = x[_u(j)]
+        run_new = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
+        if xt - xt == 0.0 and t - last_nan > w and t - last_inf >= w and run_new < w and since < w:
+            run = run_new
+            u = beta * u + xt - beta_w * x[_u(j - w)]
+            since += 1
+            y[_u(t - oy)] = u / total
+            t += 1
+            continue
+        run = run_new
+        if np.isinf(xt):
+            last_inf = t
+        if np.isnan(xt):
+            last_nan = t
+            head = 0
+            tail = 0
+        if t - last_nan < w:
+            y[_u(t - oy)] = np.nan
+            t += 1
+            continue
+        s = t - w + 1
+        if run >= w or t - last_inf < w:
+            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, _EMA, wts)
+            since = w
+            t += 1
+            continue
+        if t - last_nan == w or since >= w:
+            u = 0.0
+            for i in range(w):
+                u += x[_u(s - ox + i)] * (wts[i] * total)
+            since = 0
+        else:
+            u = beta * u + xt - beta_w * x[_u(s - 1 - ox)]
+            since += 1
+        y[_u(t - oy)] = u / total
+        t += 1
+    ist[_I_LAST_NAN] = last_nan
+    ist[_I_SINCE] = since
+    ist[_I_RUN] = run
+    ist[_I_LAST_INF] = last_inf
+    ist[_I_HEAD] = head
+    ist[_I_TAIL] = tail
+    fs[3] = u
+
+
+@njit(inline="always", **NO_NRT)
 def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
     """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq."""
     if kind == _RANK or w <= SMALL_W:
         _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr)
+        return
+    if kind == _EMA:
+        _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w)
         return
     mask = dq.shape[0] - 1
     last_nan = ist[_I_LAST_NAN]
