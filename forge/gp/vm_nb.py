@@ -723,7 +723,9 @@ def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
 
 @njit(inline="always", **NO_NRT)
 def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq."""
+    """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq.  Windows
+    recomputed in full go to ``_exact_blk``, the EMA to ``_ema_blk``; the loop below is the running
+    mean / std / z-score and the min / max deque of windows > ``SMALL_W``."""
     if kind == _RANK or w <= SMALL_W:
         _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr)
         return
@@ -740,11 +742,10 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
     shift = fs[0]
     s1 = fs[1]
     s2 = fs[2]
-    u = fs[3]
     for t in range(t0, t1):
         j = t - ox
         xt = x[_u(j)]
-        if kind != _MIN and kind != _MAX and kind != _RANK:  # only the flat / infinity rule reads these
+        if kind != _MIN and kind != _MAX:  # only the flat / infinity rule reads these
             run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
             if np.isinf(xt):
                 last_inf = t
@@ -762,16 +763,6 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
             y[_u(t - oy)] = np.nan
             continue
         s = t - w + 1
-        if kind == _RANK:
-            cnt = 0
-            for i in range(s - ox, j + 1):
-                if x[_u(i)] < xt:
-                    cnt += 1
-            y[_u(t - oy)] = cnt / (w - 1.0)
-            continue
-        if w <= SMALL_W:
-            y[_u(t - oy)] = _exact_at_t(x, j, w, kind, wts)
-            continue
         if kind == _MIN or kind == _MAX:
             while dq[_u(head & mask)] < s:
                 head += 1
@@ -782,17 +773,6 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
             since = w
             continue
         fresh = t - last_nan == w or since >= w
-        if kind == _EMA:
-            if fresh:
-                u = 0.0
-                for i in range(w):
-                    u += x[_u(s - ox + i)] * (wts[i] * total)
-                since = 0
-            else:
-                u = beta * u + xt - beta_w * x[_u(s - 1 - ox)]
-                since += 1
-            y[_u(t - oy)] = u / total
-            continue
         if not fresh:
             d_in = xt - shift
             d_out = x[_u(s - 1 - ox)] - shift
@@ -838,7 +818,6 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
     fs[0] = shift
     fs[1] = s1
     fs[2] = s2
-    fs[3] = u
 
 
 @njit(**NO_NRT)
