@@ -1,9 +1,9 @@
 """Command-line edge: three Typer apps (``forge``, ``gauntlet``, ``crucible``).
 
 Thin by design: parse, load config, call one library function, render with rich.  This module only
-assembles the apps; each app's commands live beside its component (``forge/commands/``,
-``gauntlet/commands.py``, ``crucible/commands.py``).  Library errors (``ForgeError`` subclasses) become
-a one-line message and the class's exit code in ``forge/cli_edge.py`` (the one exit-code table and the
+assembles the apps; each app's commands live in the ``commands`` package (``commands/evolve.py``,
+``commands/gauntlet.py``, ``commands/crucible.py``).  Library errors (``ForgeError`` subclasses) become
+a one-line message and the class's exit code in ``commands/edge.py`` (the one exit-code table and the
 ``@edge`` handler), and nowhere else.
 """
 
@@ -13,8 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from crucible.commands import crucible_live, crucible_status, crucible_verify
-from forge.cli_edge import (  # noqa: F401  (re-exported: the exit-code table and the edge, one place)
+from commands.crucible import crucible_live, crucible_status, crucible_verify
+from commands.edge import (  # noqa: F401  (re-exported: the exit-code table and the edge, one place)
     EXIT_DATA,
     EXIT_ERROR,
     EXIT_GENOME,
@@ -29,7 +29,7 @@ from forge.cli_edge import (  # noqa: F401  (re-exported: the exit-code table an
     err_console,
     exit_code_of,
 )
-from forge.commands.evolve import (  # noqa: F401  (evolve_summary, hall_table, interrupted_message: public helpers)
+from commands.evolve import (  # noqa: F401  (evolve_summary, hall_table, interrupted_message: public helpers)
     config_show,
     evolve,
     evolve_summary,
@@ -37,9 +37,9 @@ from forge.commands.evolve import (  # noqa: F401  (evolve_summary, hall_table, 
     interrupted_message,
     resolve_run_config,
 )
-from forge.commands.runs import backtest_cmd, data_inspect, runs_compare, runs_list
-from forge.commands.tools import bench, calibrate, serve, synthesize
-from gauntlet.commands import gauntlet_show, gauntlet_validate
+from commands.runs import backtest_cmd, data_inspect, runs_compare, runs_list
+from commands.tools import bench, calibrate, serve, synthesize
+from commands.gauntlet import gauntlet_show, gauntlet_validate
 
 forge_app = typer.Typer(
     help="Forge: evolve trading strategies by typed genetic programming on 1-minute crypto bars.",

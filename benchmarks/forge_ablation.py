@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from forge.data.loader import load_bars  # noqa: E402
-from forge.evolve import evolve  # noqa: E402
-from forge.settings import load_run_config, with_overrides  # noqa: E402
+from forge.evolution.run import evolve
+from forge.core.runconfig import load_run_config, with_overrides
 
 DATA = REPO.parent / "shared" / "data" / "binance" / "spot" / "BTCUSDT" / "1m"
 

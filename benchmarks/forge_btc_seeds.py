@@ -75,7 +75,7 @@ def champion_oos(run_dir: Path) -> dict[str, float | str]:
     from forge.data.discovery import load_symbol_bars  # noqa: F401  (same loader the run used)
     from forge.data.gaps import bars_since_gap
     from forge.data.loader import load_bars
-    from forge.evolution.config import config_from_dict
+    from forge.core.runconfig import config_from_dict
     from forge.evolution.fitness import objective_scores
     from forge.gp import Genome
     from forge.strategy import genome_positions, strategy_features

@@ -37,9 +37,9 @@ def run_seed(seed: int, pop: int, gens: int, work: Path) -> dict:
     from forge.core import rng
     from forge.data.synthetic import synthetic_bars
     from forge.evolution.coevolution import Arena, Coevolution
-    from forge.evolve import evolve
+    from forge.evolution.run import evolve
     from forge.gp import Genome
-    from forge.settings import load_run_config, with_overrides
+    from forge.core.runconfig import load_run_config, with_overrides
 
     bars, _ = synthetic_bars(seed, 0.2, 10, kind="planted")
     cfg = load_run_config(REPO / "configs" / "default.toml")

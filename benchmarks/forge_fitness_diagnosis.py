@@ -49,7 +49,7 @@ def window_files(start: date, days: int) -> list[str]:
 
 def fixed_rules(files: list[str], objective: str) -> dict[str, dict]:
     from forge.data.loader import load_klines
-    from forge.evolution.config import load_run_config
+    from forge.core.runconfig import load_run_config
     from forge.evolution.evaluator import Evaluator
     from forge.evolution.market import Market
     from forge.features import DEFAULT_FEATURES
@@ -70,7 +70,7 @@ def fixed_rules(files: list[str], objective: str) -> dict[str, dict]:
 
 
 def search(files: list[str], objective: str, seed: int, pop: int, gens: int, out: Path) -> dict:
-    from forge.evolution.config import load_run_config, with_overrides
+    from forge.core.runconfig import load_run_config, with_overrides
     from forge.evolution.run import evolve
 
     cfg = load_run_config(REPO / "configs" / "default.toml")

@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 
 def _run(bars, work: Path, name: str, seed: int, pop: int, gens: int, surrogate: bool) -> dict:
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = load_run_config(REPO / "configs" / "default.toml")
     cfg = with_overrides(cfg, "evolve", population=pop, offspring=pop, generations=gens, jobs=1, seed=seed,

@@ -88,8 +88,8 @@ def reads_slow_taker(expression: str) -> bool:
 
 def run_one(kind: str, seed: int, pop: int, gens: int, smooth: bool, out_dir: Path, strength: float,
             days: int, window: int) -> dict:
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     bars, truth = slow_driver_bars(seed, strength, days, window, kind)
     cfg = load_run_config(REPO / "configs" / "default.toml")

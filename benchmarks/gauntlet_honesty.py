@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gauntlet.honesty import HonestyRun, run_study, strength_for_net_sharpe, summarize  # noqa: E402
+from loop.honesty import HonestyRun, run_study, strength_for_net_sharpe, summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STRENGTHS = HERE / "gauntlet_strengths.json"
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "gauntlet_honesty_runs.jsonl"))
     ap.add_argument("--summarize", action="store_true", help="summarise --out and write gauntlet_honesty.json")
     a = ap.parse_args()
-    from forge.settings import load_run_config
+    from forge.core.runconfig import load_run_config
 
     costs = load_run_config(None).backtest
     if a.calibrate:

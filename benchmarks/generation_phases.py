@@ -19,7 +19,7 @@ from pathlib import Path
 
 from forge.data.loader import load_klines
 from forge.evolution import evolve
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "binance" / "spot" / "BTCUSDT" / "1m"

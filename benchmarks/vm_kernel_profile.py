@@ -2,9 +2,9 @@
 
 Single-kernel programs over 400,000 bars of the embedded sample's features (tiled VM, best of 9), the
 library kernels they compare with, and -- with ``--population`` -- DEAP + bottleneck against the VM (cached
-and plain) on the evolved population of ``forge.bench.evolved_genomes(seed=0)``, five alternating passes.
+and plain) on the evolved population of ``loop.bench.evolved_genomes(seed=0)``, five alternating passes.
 Run it twice to see the allocator effect: once as is (glibc's defaults) and once with ``--tune-allocator``
-(``forge.bench.tune_allocator``, as ``forge bench`` does).
+(``loop.bench.tune_allocator``, as ``forge bench`` does).
 
     .venv/bin/python benchmarks/vm_kernel_profile.py
     .venv/bin/python benchmarks/vm_kernel_profile.py --population
@@ -29,7 +29,7 @@ def _best(fn, repeats: int = 9) -> float:
 
 
 def kernels() -> None:
-    from forge.bench.vm import _tiled_features, library_primitives
+    from loop.bench.vm import _tiled_features, library_primitives
     from forge.gp import BufferPool, Genome, compile_program, run_program
 
     names, X = _tiled_features(400_000)
@@ -59,8 +59,8 @@ def kernels() -> None:
 
 
 def population() -> None:
-    from forge.bench import evolved_genomes
-    from forge.bench.vm import _tiled_features, library_pset
+    from loop.bench import evolved_genomes
+    from loop.bench.vm import _tiled_features, library_pset
     from forge.gp import build_pset, compile_program, deap_compile_function, individual_from_genome, run_program
     from forge.gp.cache import SubtreeCache
 
@@ -93,10 +93,10 @@ def population() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--population", action="store_true", help="the evolved-population passes instead of kernels")
-    ap.add_argument("--tune-allocator", action="store_true", help="forge.bench.tune_allocator() first")
+    ap.add_argument("--tune-allocator", action="store_true", help="loop.bench.tune_allocator() first")
     args = ap.parse_args()
     if args.tune_allocator:
-        from forge.bench import tune_allocator
+        from loop.bench import tune_allocator
 
         print(f"allocator: {tune_allocator()}")
     population() if args.population else kernels()

@@ -1,6 +1,6 @@
 """Tiled (cache-blocked) VM vs the interpreter before tiling vs DEAP + bottleneck, paired passes.
 
-Issue 21 item 2.  The trees, bars and baselines are ``forge bench``'s (``forge.bench.vm``): the 100
+Issue 21 item 2.  The trees, bars and baselines are ``forge bench``'s (``loop.bench.vm``): the 100
 random trees of seed 0, 400,000 bars of the embedded sample's features tiled in time, DEAP
 ``gp.compile`` with bottleneck ``move_*`` / ``scipy.signal.lfilter`` kernels.  Every pass runs all the
 sides back to back in alternating order (a shared, loaded machine: a slow spell hits every side of a
@@ -12,7 +12,7 @@ Sides
 - ``tiled``: ``forge.gp.run_program`` (compile + cache-blocked interpreter, ``DEFAULT_BLOCK`` bars).
 - ``flat``: the same compiled programs through ``run_program_flat_nb`` (one instruction over all bars
   at a time: the interpreter before tiling).
-- ``deap_bn``: DEAP gp.compile + bottleneck/scipy kernels (``forge.bench.vm.library_pset``, as forge bench;
+- ``deap_bn``: DEAP gp.compile + bottleneck/scipy kernels (``loop.bench.vm.library_pset``, as forge bench;
   ``smooth`` on the O(n) lfilter EMA too).
 - ``add``: ``np.add(a, b, out=c)`` over (400,000,) float64 once per VM node of the trees (the
   memory-bandwidth bound of a VM that materialises every node as a full row), and ``copy`` likewise.
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError:
         sys.exit(f"vm_tiling: --blocks must be comma-separated integers, got {args.blocks!r}")
 
-    from forge.bench.vm import _tiled_features, library_pset, tune_allocator
+    from loop.bench.vm import _tiled_features, library_pset, tune_allocator
     from forge.core import rng
 
     print(f"allocator: {tune_allocator()}")  # as forge bench: the numpy sides at glibc's best settings

@@ -19,7 +19,7 @@ from typing import Any
 from forge.backtest.costs import INSTRUMENTS
 from forge.core.config import build_section, read_toml
 from forge.core.errors import ConfigError
-from forge.serve import ServeConfig
+from forge.core.requests import ServeConfig
 
 __all__ = ["CrucibleConfig", "GeneralConfig", "ReplayConfig", "CostsConfig", "HotswapConfig", "WatchtowerConfig",
            "CwoConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH"]
@@ -231,7 +231,7 @@ class CrucibleConfig:
     hotswap: HotswapConfig = field(default_factory=HotswapConfig)
     watchtower: WatchtowerConfig = field(default_factory=WatchtowerConfig)
     cwo: CwoConfig = field(default_factory=CwoConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (forge.serve)
+    serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (loop.serve)
     source: str = "defaults"
 
     def presets(self, exchange: bool) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Intake (a hostile folder cannot hurt the trader).  The folder is polled every ``poll_bars`` bars, at a
 bar boundary.  Only directory entries named ``*.meta.json`` are considered, and each is read through
-:func:`gauntlet.publish.verify_champion`: regular files only (``lstat`` before opening; symlinks,
+:func:`forge.core.champion.verify_champion`: regular files only (``lstat`` before opening; symlinks,
 FIFOs, devices and directories refused, ``O_NOFOLLOW | O_NONBLOCK`` so nothing blocks), the genome
 named by the meta must be a plain file name in the same folder, every file at most ``max_file_bytes``,
 JSON nesting at most ``max_json_depth`` levels (checked by a linear scan *before* parsing), genomes at
@@ -45,7 +45,7 @@ from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import GenomeError
 from forge.gp import Genome
-from gauntlet.publish import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
+from forge.core.champion import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
 
 __all__ = ["Challenger", "PitCrew", "promotion_test"]
 
@@ -160,7 +160,7 @@ class PitCrew:
     champions_dir: folder; require_signature: refuse champions that cannot be verified with a key (no key
     is then an error for every file); key: HMAC key (default: the FORGE_SIGNING_KEY environment
     variable, read at each scan); max_file_bytes, max_json_depth, max_genome_tokens: intake limits (see
-    :func:`gauntlet.publish.verify_champion`); margin, alpha: promotion test (:func:`promotion_test`);
+    :func:`forge.core.champion.verify_champion`); margin, alpha: promotion test (:func:`promotion_test`);
     report: optional callback ``report(kind, **data)`` for ``warning`` (unsigned champion accepted) and
     ``promotion_test`` events — the runtime journals them.  A failing callback never stops a scan;
     full_check_every: while the folder's own mtime is unchanged (publishers rename files into it), only

@@ -31,7 +31,7 @@ import numpy as np
 from crucible.hotswap import Challenger, promotion_test
 from crucible.slots import Ledger, Slot
 from forge.gp import Genome
-from forge.serve import FINAL, read_state
+from forge.core.requests import FINAL, read_state
 
 __all__ = ["initial_lineage", "challenger_lineage", "rearm_test", "LoopMixin"]
 

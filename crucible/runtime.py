@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
@@ -54,14 +54,25 @@ from crucible.oversight import OversightMixin
 from crucible.reconcile import ReconcileMixin
 from crucible.signals import ChunkedSignals, SignalEngine, check_genome
 from crucible.slots import MarkBook, Slot
-from crucible.supervisor import ForgeSupervisor
 from crucible.venues.base import BAR_FIELDS, Bar, RetryPolicy, Venue, VenueError
 from crucible.venues.factory import VENUES, make_venue
 from crucible.watchtower import kill_switch_engaged
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
-__all__ = ["Runtime", "run_live", "make_venue", "VENUES"]
+__all__ = ["Runtime", "run_live", "make_venue", "VENUES", "Supervised", "WorkerFactory"]
+
+
+class Supervised(Protocol):
+    """A child process the runtime keeps alive beside the bar loop (the Forge worker of the closed loop)."""
+
+    def start(self) -> None: ...
+    def check(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+WorkerFactory = Callable[[CrucibleConfig, Callable[..., None]], Supervised]
+"""``worker(cfg, report)`` → a :class:`Supervised`; ``report(kind, **data)`` journals its events."""
 
 log = logging.getLogger("crucible")
 
@@ -149,7 +160,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.requests: list[str] = []
         self.new_requests: list[str] = []  # written this bar (the replay waits for the Forge to serve them)
         self.kill_info: dict[str, dict[str, Any]] = {}  # slot -> {"equity", "time_ms"} of its kill
-        self.supervisor: ForgeSupervisor | None = None  # the Forge worker (crucible live --forge)
+        self.supervisor: Supervised | None = None  # the Forge worker (crucible live --forge)
         self.last_bar_ms: int | None = None
         self.last_cwo_ms: int | None = None
         self.bar_no = 0
@@ -405,7 +416,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
              speed: float | None = None, max_bars: int | None = None, until_ms: int | None = None,
              journal_path: str | Path | None = None,
              stop_event: threading.Event | None = None, progress: Progress | None = None,
-             fault: FaultHook | None = None, fresh: bool | None = None, adopt: bool = False, forge: bool = False) -> dict[str, Any]:
+             fault: FaultHook | None = None, fresh: bool | None = None, adopt: bool = False,
+             worker: WorkerFactory | None = None) -> dict[str, Any]:
     """Run the bench until the feed ends, ``max_bars`` bars, the kill switch or ``stop_event``.
 
     config: TOML path, CrucibleConfig, or None (``configs/crucible.toml``); venue: "replay",
@@ -424,9 +436,10 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     and dies with this process) order intents are committed with the next group commit instead of before
     each send: there is no venue left to disagree with after a crash (an injected venue keeps commit points).
     SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
-    forge: run the Forge worker (``forge serve`` on this config's ``[serve]`` table) as a supervised child
-    (:class:`crucible.supervisor.ForgeSupervisor`) that serves this bench's replacement requests; it is
-    stopped with the run.  Needs ``config`` as a path (the child reads the same file).
+    worker: ``worker(cfg, report)`` builds the supervised Forge worker that serves this bench's replacement
+    requests (``crucible live --forge`` passes :func:`loop.supervisor.forge_worker`, ``forge serve`` on this
+    config's ``[serve]`` table); it is started before the first bar, checked every bar and stopped with the
+    run.  The runtime only calls ``start``/``check``/``stop`` (:class:`Supervised`): it imports no Forge.
 
     returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
     "kill_switch" | "stop_event",
@@ -437,8 +450,6 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     raises ConfigError for a bad config/venue, GenomeError for a bad slot genome, JournalLocked when another
     process writes the journal, JournalError for a journal that is not one, corrupt, or fails mid-run.
     """
-    if forge and not isinstance(config, (str, Path)):
-        raise ConfigError("crucible live --forge needs the config as a file (the Forge worker reads it)")
     cfg = config if isinstance(config, CrucibleConfig) else load_crucible_config(config)
     stop_event = stop_event or threading.Event()
     own_venue = not isinstance(venue, Venue)
@@ -465,9 +476,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             stop_event.set()
 
         old_handler = signal.signal(signal.SIGTERM, _on_term)
-    if forge:
-        rt.supervisor = ForgeSupervisor(config, nice=cfg.serve.nice, log_path=Path(cfg.serve.runs_dir) / "worker.log",
-                                        report=lambda kind, **d: journal.event(kind, v.now_ms(), None, **d))
+    if worker is not None:
+        rt.supervisor = worker(cfg, lambda kind, **d: journal.event(kind, v.now_ms(), None, **d))
         rt.supervisor.start()
     try:
         return rt.run(max_bars=max_bars, until_ms=until_ms)

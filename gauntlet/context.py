@@ -27,7 +27,7 @@ from forge.data.loader import coverage_of, load_bars
 from forge.data.discovery import load_symbol_bars
 from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
-from forge.settings import config_from_dict
+from forge.core.runconfig import config_from_dict
 from forge.strategy import genome_positions, strategy_features
 from gauntlet.stats import Hedge, hourly_sums, market_hedged, sharpe_per_bar
 

@@ -183,7 +183,7 @@ def _equity_plot(cand: Any, ctx: Any) -> str:
 def _evolution_plot(run_dir: Path) -> str | None:
     import matplotlib.pyplot as plt
 
-    from forge.runs import generation_curve
+    from forge.core.runs import generation_curve
 
     curve = generation_curve(run_dir)
     if not curve:

@@ -21,7 +21,7 @@ import numpy as np
 
 from forge.core.artifacts import atomic_write_text
 from forge.core.rundir import FILES
-from forge.jsonsafe import dumps as json_dumps
+from forge.core.jsonsafe import dumps as json_dumps
 from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult

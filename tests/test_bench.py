@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("bottleneck")
 
-from forge.bench import kernel_agreement, library_primitives, library_pset, memory_bandwidth  # noqa: E402
+from loop.bench import kernel_agreement, library_primitives, library_pset, memory_bandwidth  # noqa: E402
 from forge.gp import build_pset, compile_program, deap_compile_function, genome_from_individual, run_program  # noqa: E402
 from forge.gp.primitives import BY_NAME, WINDOWS  # noqa: E402
 from forge.gp.pset import Operators  # noqa: E402
@@ -98,7 +98,7 @@ def test_memory_bandwidth_fields():
 
 def test_per_phase_table_of_a_default_generation():
     """forge bench --full's per-phase rows come from generations.jsonl's phase clock (issue 21)."""
-    from forge.bench import generation_phases, phase_rows
+    from loop.bench import generation_phases, phase_rows
     from forge.evolution.clock import PHASES
 
     def row(gen, fitness, coev, n):
@@ -130,8 +130,8 @@ def test_offspring_are_new_children_and_the_allocator_is_tuned():
     those); tune_allocator reports what it set."""
     import random
 
-    from forge.bench import offspring_genomes, tune_allocator
-    from forge.bench.vm import _tiled_features
+    from loop.bench import offspring_genomes, tune_allocator
+    from loop.bench.vm import _tiled_features
     from forge.gp import Operators, build_pset, genome_from_individual
 
     names = _tiled_features(1)[0]

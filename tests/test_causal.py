@@ -7,7 +7,7 @@ import pytest
 
 from forge.causal import benjamini_hochberg, causal_filter, pcmci_links_into
 from forge.features import FeatureMatrix
-from forge.settings import CausalSection
+from forge.core.runconfig import CausalConfig
 
 
 def _planted(n: int, seed: int, strength: float = 0.15):
@@ -28,7 +28,7 @@ def _planted(n: int, seed: int, strength: float = 0.15):
 
 def test_planted_driver_kept_and_noise_dropped():
     fm, fwd = _planted(4000, seed=1)
-    cfg = CausalSection(tau_max=3, keep_at_least=0, max_samples=4000)
+    cfg = CausalConfig(tau_max=3, keep_at_least=0, max_samples=4000)
     rep = causal_filter(fm, fwd, cfg, seed=0)
     assert rep.kept == ("driver",)
     best = rep.best_link("driver")
@@ -42,14 +42,14 @@ def test_noise_only_false_discoveries_are_rare():
     hits = 0
     for seed in range(6):
         fm, fwd = _planted(2000, seed=100 + seed, strength=0.0)
-        rep = causal_filter(fm, fwd, CausalSection(tau_max=3, keep_at_least=0, max_samples=2000), seed=seed)
+        rep = causal_filter(fm, fwd, CausalConfig(tau_max=3, keep_at_least=0, max_samples=2000), seed=seed)
         hits += len(rep.kept)
     assert hits <= 1
 
 
 def test_keep_at_least_fills_and_says_so():
     fm, fwd = _planted(1500, seed=3, strength=0.0)
-    rep = causal_filter(fm, fwd, CausalSection(tau_max=2, keep_at_least=2, max_samples=1500), seed=0)
+    rep = causal_filter(fm, fwd, CausalConfig(tau_max=2, keep_at_least=2, max_samples=1500), seed=0)
     assert len(rep.kept) == 2
     assert all("not significant" in rep.reasons[n] for n in rep.kept)
 
@@ -80,7 +80,7 @@ def test_sample_features_runs_on_real_bars():
     close = bars["close"].to_numpy()
     fwd = np.full(close.shape[0], np.nan)
     fwd[:-1] = np.diff(np.log(close))
-    rep = causal_filter(fm, fwd, CausalSection(max_samples=5000), seed=0)
+    rep = causal_filter(fm, fwd, CausalConfig(max_samples=5000), seed=0)
     assert set(rep.kept) <= set(fm.names) and len(rep.kept) >= 3
 
 
@@ -102,9 +102,9 @@ def _slow_driven(n: int, seed: int, strength: float, window: int = 90):
 def test_slow_component_of_a_per_bar_feature_is_kept_through_its_smoothed_form():
     fm, fwd = _slow_driven(12000, seed=4, strength=0.15)
     base = dict(tau_max=2, keep_at_least=1, max_samples=12000)
-    raw = causal_filter(fm, fwd, CausalSection(**base, smooth_windows=()), seed=0)
+    raw = causal_filter(fm, fwd, CausalConfig(**base, smooth_windows=()), seed=0)
     assert raw.best_link("x").q > 0.01  # the per-bar links alone miss it (the filter as it was)
-    rep = causal_filter(fm, fwd, CausalSection(**base), seed=0)
+    rep = causal_filter(fm, fwd, CausalConfig(**base), seed=0)
     assert rep.kept == ("x",) and rep.reasons["x"].startswith("kept: smoothed form ts_mean(x, 60)")
     best = rep.smoothed["links"][0]
     assert best.source == "ts_mean(x, 60)" and best.lag == 1 and best.value > 0.3 and best.q < 1e-6
@@ -118,11 +118,11 @@ def test_smoothed_forms_on_noise_keep_nothing_and_short_data_skips_a_window():
     hits = 0
     for seed in range(4):
         fm, fwd = _slow_driven(8000, seed=200 + seed, strength=0.0)
-        rep = causal_filter(fm, fwd, CausalSection(tau_max=2, keep_at_least=1, max_samples=8000), seed=seed)
+        rep = causal_filter(fm, fwd, CausalConfig(tau_max=2, keep_at_least=1, max_samples=8000), seed=seed)
         hits += sum(r.startswith("kept: smoothed") for r in rep.reasons.values())
     assert hits == 0
     fm, fwd = _slow_driven(3000, seed=1, strength=0.0)
-    rep = causal_filter(fm, fwd, CausalSection(tau_max=2, keep_at_least=1, max_samples=3000), seed=0)
+    rep = causal_filter(fm, fwd, CausalConfig(tau_max=2, keep_at_least=1, max_samples=3000), seed=0)
     assert set(rep.smoothed["skipped"]) == {"60"} and rep.smoothed["tested"] == {"20": 148}
 
 
@@ -131,9 +131,9 @@ def test_smoothed_windows_must_be_gp_windows():
 
     fm, fwd = _slow_driven(3000, seed=1, strength=0.0)
     with pytest.raises(ConfigError, match="smooth_windows"):
-        causal_filter(fm, fwd, CausalSection(tau_max=2, smooth_windows=(90,)), seed=0)
+        causal_filter(fm, fwd, CausalConfig(tau_max=2, smooth_windows=(90,)), seed=0)
     with pytest.raises(ConfigError, match="smooth_windows"):
-        CausalSection(smooth_windows=(1,)).validate()
+        CausalConfig(smooth_windows=(1,)).validate()
 
 
 def test_rolling_mean_complete_matches_numpy_and_never_bridges_nan():

@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import cli
-from forge import ui
+from commands import ui
 
 
 def _render(renderable, width: int) -> str:
@@ -56,9 +56,9 @@ def test_crucible_live_dashboard_moves_on_a_terminal(tmp_path, monkeypatch):
     """On a terminal the dashboard is redrawn while bars arrive (it used to stay at 0 bars)."""
     out = io.StringIO()
     con = Console(file=out, force_terminal=True, width=120, color_system=None)
-    import crucible.commands
+    import commands.crucible
 
-    monkeypatch.setattr(crucible.commands, "console", con)  # the command prints to its module's console
+    monkeypatch.setattr(commands.crucible, "console", con)  # the command prints to its module's console
     r = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "60", "--journal", str(tmp_path / "j.sqlite")])
     assert r.exit_code == 0, r.output
     frames = [int(m.replace(",", "")) for m in re.findall(r"UTC\s+([\d,]+) bars", out.getvalue())]
@@ -67,7 +67,7 @@ def test_crucible_live_dashboard_moves_on_a_terminal(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- 2. strict JSON
 
-from forge.jsonsafe import dumps, loads_strict, revive_nonfinite, sanitize  # noqa: E402
+from forge.core.jsonsafe import dumps, loads_strict, revive_nonfinite, sanitize  # noqa: E402
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -334,7 +334,7 @@ def test_a_stray_csv_is_named(tmp_path):
 
 def test_dask_preflight_reports_workers_or_a_clear_error():
     from forge.core.errors import ConfigError
-    from forge.preflight import check_dask
+    from commands.preflight import check_dask
 
     with pytest.raises(ConfigError, match="--scheduler"):
         check_dask("")
@@ -393,7 +393,7 @@ def test_bad_seed_genome_and_missing_dask_fail_before_any_work(tmp_path, monkeyp
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch):
-    import forge.evolve
+    import forge.evolution.run
 
     run = tmp_path / "run"
 
@@ -406,7 +406,7 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch):
         progress({"event": "generation", **GEN, "gen": 2, "generations": 5})
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(forge.evolve, "evolve", interrupted)
+    monkeypatch.setattr(forge.evolution.run, "evolve", interrupted)
     r = CliRunner().invoke(cli.forge_app, ["evolve", *TINY, "--run-dir", str(run)])
     assert r.exit_code == 130
     assert f"resume with: forge evolve --resume {run}" in r.output and "after generation 2" in r.output
@@ -475,7 +475,7 @@ def test_backtest_a_genome_trades_plot_and_json(tiny_run, tmp_path, fmt):
     from forge.data.gaps import bars_since_gap
     from forge.data.loader import load_bars
     from forge.gp import Genome
-    from forge.settings import load_run_config
+    from forge.core.runconfig import load_run_config
     from forge.strategy import genome_positions, strategy_features
 
     g = Genome.load(run_dir / "champion.json")

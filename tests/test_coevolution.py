@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from forge.evolution.coevolution import PredatorPopulation, pareto_order
-from forge.evolution.config import CoevolutionConfig
+from forge.core.runconfig import CoevolutionConfig
 from forge.core.errors import ConfigError
 from forge.evolution import evolve, resume_run
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from forge.core.artifacts import atomic_write_json
 from forge.core.config import build_section
 from forge.core.errors import ConfigError, DataError
 from forge.data.gaps import bars_since_gap, segment_ids
-from forge.evolution.config import EvolveConfig
+from forge.core.runconfig import EvolveConfig
 
 
 def test_streams_are_reproducible_and_independent():

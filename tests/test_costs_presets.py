@@ -11,7 +11,7 @@ import pytest
 from forge.core.errors import ConfigError
 from forge.data.discovery import market_type
 from forge.data.loader import load_bars, load_klines
-from forge.evolution.config import CostsConfig, RunConfig, load_run_config, resolve_costs, with_overrides
+from forge.core.runconfig import CostsConfig, RunConfig, load_run_config, resolve_costs, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = "1718582400000,66000.0,66010.0,65990.0,66005.0,12.5,1718582459999,825000.0,100,6.0,396000.0,0\n"

@@ -23,7 +23,9 @@ from crucible.venues.replay import ReplayVenue
 from forge.core.errors import ConfigError, GenomeError
 from forge.data.loader import load_sample
 from forge.gp import Genome
-from gauntlet.publish import champion_signature, json_depth, publish_champion, verify_champion
+from forge.core.champion import champion_signature, verify_champion
+from forge.core.safeio import json_depth
+from gauntlet.publish import publish_champion
 
 SYM = "BTCUSDT"
 KEY = "k3y"

@@ -14,7 +14,7 @@ from forge.core.errors import ConfigError, DataError
 from forge.data.split import holdout_split
 from forge.evolution import evolve
 from forge.gp import Genome
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -227,7 +227,7 @@ def test_two_runs_in_one_fresh_process_are_identical(tmp_path):
         "import json, sys\n"
         "from pathlib import Path\n"
         "from forge.evolution import evolve\n"
-        "from forge.evolution.config import load_run_config, with_overrides\n"
+        "from forge.core.runconfig import load_run_config, with_overrides\n"
         "t = Path(sys.argv[1])\n"
         "cfg = with_overrides(load_run_config(sys.argv[2]), 'evolve', output_dir=str(t), generations=3, population=16)\n"
         "h = [json.loads((evolve(cfg, run_dir=t / f'r{i}').run_dir / 'hall_of_fame.json').read_text())['members']\n"
@@ -247,10 +247,10 @@ def test_workers_get_the_segments_once_as_memory_maps():
     import os
 
     from forge.backtest import BacktestConfig
-    from forge.bench import _market
+    from loop.bench import _market
     from forge.evolution.evaluator import Evaluator, SharedSegments
     from forge.gp import Genome
-    from forge.evolution.config import FitnessConfig
+    from forge.core.runconfig import FitnessConfig
 
     data, _ = _market(5_000)
     genomes = [Genome.from_tokens(["long_short", "gt_c", f"feature:{f}", "const:0", "lt_c", f"feature:{f}", "const:1"],
@@ -305,8 +305,8 @@ def test_loky_workers_keep_their_caches():
     this, the fitness workers were replaced every few generations on a year of bars and paid imports,
     kernel loading and every cache again."""
     from forge.backtest import BacktestConfig
-    from forge.bench import _market
-    from forge.evolution.config import FitnessConfig
+    from loop.bench import _market
+    from forge.core.runconfig import FitnessConfig
     from forge.evolution.evaluator import Evaluator
 
     data, _ = _market(1_000)
@@ -380,7 +380,7 @@ def test_resume_rebuilds_the_row_of_a_checkpoint_written_just_before_a_kill(tmp_
 
 
 def test_progress_line_shows_the_phase_clock_and_drops_it_first():
-    from forge import ui
+    from commands import ui
 
     e = {"gen": 2, "generations": 5, "best": 1.0, "hof_best": 1.5, "evals_per_s": 40.0,
          "phase_seconds": {"breed": 0.12, "surrogate_proxy": 3.0, "surrogate_descriptors": 0.5,

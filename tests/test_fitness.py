@@ -10,7 +10,7 @@ import pytest
 
 from forge.backtest import BacktestConfig
 from forge.core.errors import ConfigError
-from forge.evolution.config import FitnessConfig
+from forge.core.runconfig import FitnessConfig
 from forge.evolution.evaluator import Evaluator
 from forge.evolution.fitness import aggregate_scores, objective_scores, period_bounds, relative_ttt
 from forge.evolution.market import MarketArrays, content_token

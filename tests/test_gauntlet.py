@@ -139,8 +139,8 @@ def test_dowhy_shift_placebo_planted_vs_random():
 
 @pytest.fixture(scope="module")
 def smoke_run_dir(tmp_path_factory):
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     out = tmp_path_factory.mktemp("gauntlet")
     cfg = with_overrides(load_run_config(REPO / "configs" / "smoke.toml"), "evolve", output_dir=str(out),
@@ -190,7 +190,8 @@ def test_cli_validate_report_schema_html_and_exit_codes(smoke_run_dir, tmp_path)
 def test_publish_verify_tamper_and_hmac(tmp_path, monkeypatch):
     from forge.core.errors import GenomeError
     from forge.gp import Genome
-    from gauntlet.publish import publish_champion, verify_champion
+    from forge.core.champion import verify_champion
+    from gauntlet.publish import publish_champion
 
     g = Genome.from_tokens(["long_short", "gt_c", "feature:ret_1", "const:0", "lt_c", "feature:ret_1", "const:1"],
                            [0.0, 0.0])
@@ -207,7 +208,7 @@ def test_publish_verify_tamper_and_hmac(tmp_path, monkeypatch):
 
 
 def _small_study(tmp_path, modes):
-    from gauntlet.honesty import run_study, summarize, synthetic_bars
+    from loop.honesty import run_study, summarize, synthetic_bars
 
     bars, info0 = synthetic_bars(5, 0.0)
     _, info1 = synthetic_bars(5, 0.5)

@@ -163,7 +163,7 @@ def honesty_work(tmp_path_factory):
 
 
 def test_planted_oracle_passes_every_gate(honesty_work):
-    from gauntlet.honesty import run_oracle
+    from loop.honesty import run_oracle
 
     r = run_oracle(2001, 0.25, honesty_work, days=20, window=240)
     assert r.champion_survived, r.stage_passed
@@ -171,7 +171,7 @@ def test_planted_oracle_passes_every_gate(honesty_work):
 
 
 def test_null_and_drift_oracles_fail(honesty_work):
-    from gauntlet.honesty import run_oracle
+    from loop.honesty import run_oracle
 
     for kind in ("null", "drift"):
         r = run_oracle(1001, 0.0, honesty_work, days=20, window=240, kind=kind)

@@ -36,8 +36,8 @@ def _canonical(obj: object) -> bytes:
 def golden_hashes(out: Path) -> tuple[str, str]:
     """(sha256 of the hall-of-fame members, sha256 of the evaluated (sha256, fitness) sequence) of the
     smoke run with seed 0 on the embedded BTCUSDT sample, written under ``out``."""
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = with_overrides(load_run_config(SMOKE), "evolve", output_dir=str(out), seed=0, jobs=1)
     res = evolve(cfg, run_dir=out / "golden")

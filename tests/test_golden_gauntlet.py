@@ -2,7 +2,7 @@
 verdicts across refactors of the gauntlet, its statistics and the shared metrics (issue 16: "the same
 gauntlet verdicts").
 
-Two one-candidate runs (``gauntlet.honesty.oracle_run``: the oracle genome, no search) on synthetic
+Two one-candidate runs (``loop.honesty.oracle_run``: the oracle genome, no search) on synthetic
 markets (:mod:`forge.data.synthetic`): a planted after-cost edge, which must survive, and a null market,
 which must not.  What is compared: survived, the failed gating stages, and every stage's p-value and
 statistic rounded to 4 significant digits.  When a change is *meant* to alter a stage, update the constants
@@ -27,9 +27,9 @@ def _sig(x: Any) -> Any:
 def golden_verdict(tmp: Path, market: str) -> dict[str, Any]:
     """Validate the oracle genome on ``market``; returns survived, failed stages and rounded stage numbers."""
     from forge.data.loader import load_bars
-    from forge.settings import load_run_config
+    from forge.core.runconfig import load_run_config
     from gauntlet.config import GauntletConfig
-    from gauntlet.honesty import oracle_genome, oracle_run
+    from loop.honesty import oracle_genome, oracle_run
     from gauntlet.validate import validate_run
 
     bars, _ = load_bars([MARKETS[market]])

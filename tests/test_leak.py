@@ -18,7 +18,7 @@ import pytest
 from forge.data.loader import load_bars
 from forge.data.split import split_point
 from forge.evolution import evolve
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 from forge.evolution.market import Market, MarketArrays
 from tests.test_golden import SMOKE
 

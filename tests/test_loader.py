@@ -135,7 +135,7 @@ def test_synthetic_specs_load_and_bad_fields_are_named():
     """A ``synthetic:`` spec is accepted wherever bars are (preflight leaves it to the loader) and the same spec
     gives the same bars; a bad field is a DataError naming the spec and the field."""
     from forge.data.loader import load_bars
-    from forge.preflight import check_data_paths
+    from commands.preflight import check_data_paths
 
     spec = "synthetic:planted?seed=3&days=2&strength=0.2"
     assert check_data_paths([spec]) == {}

@@ -22,7 +22,7 @@ import pytest
 
 from crucible.journal import Journal
 from crucible.status import lineage_lines, status
-from forge.serve import read_state
+from loop.serve import read_state
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """

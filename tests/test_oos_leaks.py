@@ -14,7 +14,7 @@ from forge.core.config import CONFIG_DIR
 from forge.core.errors import ConfigError
 from forge.data.loader import load_sample
 from forge.data.ranges import DataRange
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 from forge.evolution.market import Market
 from forge.evolution.run import refuse_out_of_sample_leaks
 from forge.features.library import write_feature_library

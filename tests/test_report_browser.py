@@ -48,7 +48,7 @@ def test_gauntlet_report_in_headless_chromium(tmp_path):
 
 
 def test_runs_compare_in_headless_chromium(tmp_path):
-    from forge.runs import write_compare_html
+    from forge.core.runs import write_compare_html
 
     def run(i: int) -> dict:
         curve = [{"gen": g, "best": 1.0 + 0.1 * g * (i + 1) - 0.05 * (g % 2), "best_so_far": 1.0 + 0.1 * g * (i + 1),

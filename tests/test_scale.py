@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forge.evolution import evolve
-from forge.evolution.config import load_run_config, with_overrides
+from forge.core.runconfig import load_run_config, with_overrides
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
 

@@ -21,8 +21,8 @@ import pytest
 
 from crucible.builtin import builtin_genome
 from crucible.watchtower import write_replacement_request
-from forge.serve import Claim, load_serve_config, pending_requests, read_state, serve_pending, serve_request
-from gauntlet.publish import verify_champion
+from loop.serve import Claim, load_serve_config, pending_requests, read_state, serve_pending, serve_request
+from forge.core.champion import verify_champion
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = "synthetic:planted?seed=11&days=16&strength=0.2"
@@ -70,7 +70,7 @@ def test_claim_is_exclusive_across_processes(tmp_path):
     req = _request(tmp_path)
     mine = Claim(req)
     assert mine.acquire()
-    code = ("import sys; from pathlib import Path; from forge.serve import Claim; "
+    code = ("import sys; from pathlib import Path; from loop.serve import Claim; "
             "sys.exit(0 if Claim(Path(sys.argv[1])).acquire() else 3)")
     held = subprocess.run([sys.executable, "-c", code, str(req)], cwd=REPO)
     assert held.returncode == 3  # another worker cannot claim it

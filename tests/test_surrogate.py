@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from forge.gp import PRIMITIVES, Operators, build_pset, genome_from_individual
-from forge.evolution.config import SurrogateConfig
+from forge.core.runconfig import SurrogateConfig
 from forge.evolution.surrogate import N_HEAD, PROXY_COL, Surrogate, describe, proxy_stats, rank_correlation
 
 NAMES = ("a", "b", "c")

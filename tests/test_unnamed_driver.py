@@ -16,7 +16,7 @@ from forge.causal import causal_filter
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.evolution.market import Market
 from forge.features import DEFAULT_FEATURES, FeatureMatrix
-from forge.settings import CausalSection
+from forge.core.runconfig import CausalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("forge_unnamed_driver", REPO / "benchmarks" / "forge_unnamed_driver.py")
@@ -30,7 +30,7 @@ def _filter(kind: str, seed: int, **kw):
     a, b = m.split.in_sample
     fwd = forward_returns(bars["close"].to_numpy().astype(np.float64), bars["open_time"].to_numpy())
     sub = FeatureMatrix(m.features.names, np.ascontiguousarray(m.features.values[:, a:b]), m.features.lookbacks)
-    return bars, m, causal_filter(sub, fwd[a:b], CausalSection(tau_max=2, max_samples=5000, **kw), seed=0)
+    return bars, m, causal_filter(sub, fwd[a:b], CausalConfig(tau_max=2, max_samples=5000, **kw), seed=0)
 
 
 @pytest.mark.parametrize("seed", [5, 6])
@@ -58,8 +58,8 @@ def test_planted_slow_taker_driver_is_kept_and_traded_null_is_not(seed):
 
 
 def test_default_evolve_offers_the_planted_column_to_the_gp(tmp_path):
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = load_run_config(REPO / "configs" / "default.toml")
     cfg = with_overrides(cfg, "evolve", population=12, generations=0, jobs=1, output_dir=str(tmp_path),

@@ -37,7 +37,7 @@ FUNDING_PERIOD_MS = 28_800_000
 INSTRUMENTS = ("spot", "futures")
 """Instrument kinds the cost model knows: spot (no funding) and linear perpetual futures (funding every 8 h);
 the Crucible's per-slot ``costs`` preset.  (The Forge's fee schedules by market are
-:data:`forge.evolution.config.COST_PRESETS`.)"""
+:data:`forge.core.runconfig.COST_PRESETS`.)"""
 
 
 def bps(x: float) -> float:

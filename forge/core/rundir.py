@@ -89,7 +89,7 @@ class Manifest:
     ``forge.data.split.Split.to_dict()``; symbols: per-symbol coverage/n_bars/split when several symbols were
     evolved together (else None); causal_filter: the PCMCI report or None; coevolution: {"mode",
     "predator_hall_of_fame", "history"} or None; seconds: wall time of the run; files: role -> file name;
-    costs: the fee preset that applied (``forge.evolution.config.resolve_costs``; None in older manifests).
+    costs: the fee preset that applied (``forge.core.runconfig.resolve_costs``; None in older manifests).
     """
 
     run_id: str

@@ -1,5 +1,5 @@
 """Synthetic 1-minute markets with known truth: ``null``, ``drift`` and ``planted`` (an after-cost tradeable
-edge), used by the gauntlet's honesty study (:mod:`gauntlet.honesty`) and by the closed-loop demo.
+edge), used by the gauntlet's honesty study (:mod:`loop.honesty`) and by the closed-loop demo.
 
 Markets (1-minute bars on the embedded sample's clock and volume profile, tiled for longer markets):
 

@@ -44,7 +44,7 @@ from deap import base, creator, tools
 
 from forge.core.config import resolve_path
 from forge.data.gaps import bars_since_gap
-from forge.evolution.config import CoevolutionConfig
+from forge.core.runconfig import CoevolutionConfig
 from forge.evolution.operators import cx_blend, mut_gaussian, sel_best_distinct, sel_tournament_index
 from forge.gp import BufferPool, Genome
 from forge.sim.calibrate import load_calibrated_facts, load_calibration

@@ -21,7 +21,7 @@ from forge.backtest import BacktestConfig, backtest_metrics, run_backtest
 from forge.core.errors import ConfigError
 from forge.core.rundir import EvaluatedRecord
 from forge.core.rng import shielded_global_random
-from forge.evolution.config import FitnessConfig
+from forge.core.runconfig import FitnessConfig
 from forge.evolution.fitness import MarketReference, backtest_fitness, market_reference, skill_fitness, uses_returns
 from forge.evolution.market import MarketArrays
 from forge.gp import BufferPool, Genome

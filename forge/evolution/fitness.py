@@ -3,7 +3,7 @@
 :func:`backtest_fitness` is the original blend (absolute Sharpe + TTT - drawdown - size) computed from the
 ``Metrics`` alone; :func:`skill_fitness` scores the per-bar returns against the market of the same bars
 (objectives ``alpha``, ``excess``, ``timing``, ``ttt_relative``) and aggregates over in-sample sub-periods.  The
-formulas and their sources are in :class:`forge.evolution.config.FitnessConfig`.
+formulas and their sources are in :class:`forge.core.runconfig.FitnessConfig`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from forge.backtest import BacktestConfig, Metrics, buy_and_hold, run_backtest
-from forge.evolution.config import FitnessConfig
+from forge.core.runconfig import FitnessConfig
 
 __all__ = ["MarketReference", "aggregate_scores", "backtest_fitness", "hedged", "market_reference", "objective_scores",
            "period_bounds", "relative_ttt", "sharpe_ratio", "skill_fitness", "uses_returns"]

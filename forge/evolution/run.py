@@ -43,7 +43,7 @@ from forge.data.loader import Coverage, coverage_of, load_bars
 from forge.evolution.checkpoint import Codec, RunState, fresh_state, restore_state, save_state
 from forge.evolution.clock import PhaseClock
 from forge.evolution.coevolution import Adversary, Arena, Coevolution
-from forge.evolution.config import RunConfig, config_from_dict, config_to_dict, resolve_costs
+from forge.core.runconfig import RunConfig, config_from_dict, config_to_dict, resolve_costs
 from forge.evolution.evaluator import Evaluator
 from forge.evolution.loop import ProgressFn, Recorder, Toolbox, ea_mu_plus_lambda, full_evaluation, initial_generation
 from forge.evolution.market import Market, MarketArrays

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from forge.core.rng import shielded_global_random
 from forge.evolution.clock import PhaseClock
-from forge.evolution.config import SurrogateConfig
+from forge.core.runconfig import SurrogateConfig
 from forge.evolution.evaluator import Evaluator
 from forge.gp.genome import Genome
 from forge.gp.primitives import PRIMITIVES

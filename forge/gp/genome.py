@@ -35,7 +35,7 @@ from typing import Any
 
 from forge.core.errors import GenomeError
 from forge.gp.primitives import BY_NAME, PSET_VERSION, WINDOWS, pset_version_of
-from forge.jsonsafe import dumps
+from forge.core.jsonsafe import dumps
 
 SCHEMA_VERSION = 1
 SUPPORTED_PSET_VERSIONS = ("forge-gp/1", PSET_VERSION)
@@ -205,7 +205,7 @@ class Genome:
         }
 
     def to_json(self) -> str:
-        """Pretty strict JSON text (a non-finite meta value -> null, see forge.jsonsafe);
+        """Pretty strict JSON text (a non-finite meta value -> null, see forge.core.jsonsafe);
         ``Genome.from_json(g.to_json()) == g``."""
         return dumps(self.to_dict(), indent=2) + "\n"
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from forge.core import rng
 
-from forge.bench.vm import _interleaved_best, _tiled_features, library_pset
+from loop.bench.vm import _interleaved_best, _tiled_features, library_pset
 
 
 def evolved_population(generations: int = 10, population: int = 100, seed: int = 0) -> list[dict[str, Any]]:
@@ -22,8 +22,8 @@ def evolved_population(generations: int = 10, population: int = 100, seed: int =
     import tempfile
     from pathlib import Path
 
-    from forge.evolve import evolve
-    from forge.settings import RunConfig, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import RunConfig, with_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = with_overrides(RunConfig(), "evolve", generations=generations, population=population, seed=seed,
@@ -48,7 +48,7 @@ def offspring_genomes(entries: list[dict[str, Any]], n: int = 200, seed: int = 0
     tournament size and size limits), without duplicates and without copies of a parent (the run's memo
     would not evaluate those)."""
     from forge.evolution.checkpoint import Codec
-    from forge.evolution.config import EvolveConfig
+    from forge.core.runconfig import EvolveConfig
     from forge.evolution.operators import var_one
     from forge.gp import Genome, build_pset
     from forge.gp import pset as gp_ops

@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from forge.cli_edge import console, edge
+from commands.edge import console, edge
 from forge.core.errors import ConfigError
-from forge.jsonsafe import dumps as json_dumps
-from forge.ui import fmt_drawdown
+from forge.core.jsonsafe import dumps as json_dumps
+from commands.ui import fmt_drawdown
 
 
 def _ms(ms: int) -> str:
@@ -29,7 +29,7 @@ def data_inspect(
 ) -> None:
     """Coverage and gap table of Binance kline files."""
     from forge.data.loader import load_bars
-    from forge.preflight import check_data_paths
+    from commands.preflight import check_data_paths
 
     check_data_paths(paths)
     _bars, cov = load_bars([str(p) for p in paths] if paths else None)
@@ -64,8 +64,8 @@ def runs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as strict JSON.")] = False,
 ) -> None:
     """Run directories, newest first: status, generations, champion's out-of-sample return vs buy-and-hold."""
-    from forge.runs import list_runs
-    from forge.settings import load_run_config
+    from forge.core.runs import list_runs
+    from forge.core.runconfig import load_run_config
 
     folder = root if root is not None else Path(load_run_config(None).evolve.output_dir)
     rows = list_runs(folder)
@@ -77,7 +77,7 @@ def runs_list(
                 "OOS DD", "gauntlet"):
         table.add_column(col, justify="left" if col in ("run", "created (UTC)", "status") else "right",
                          no_wrap=col != "run")
-    from forge.ui import fmt_num, fmt_pct
+    from commands.ui import fmt_num, fmt_pct
 
     for r in rows:
         o, b, g = r["oos"] or {}, r["buy_and_hold"] or {}, r["gauntlet"]
@@ -96,8 +96,8 @@ def runs_compare(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison (with fitness curves) as strict JSON.")] = False,
 ) -> None:
     """Runs side by side: configuration, best fitness, champion's out-of-sample metrics vs buy-and-hold."""
-    from forge.runs import compare_runs, write_compare_html
-    from forge.ui import fmt_num, fmt_pct
+    from forge.core.runs import compare_runs, write_compare_html
+    from commands.ui import fmt_num, fmt_pct
 
     comp = compare_runs(runs)
     if html_out is not None:
@@ -141,9 +141,9 @@ def backtest_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as strict JSON.")] = False,
 ) -> None:
     """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot."""
-    from forge.backtest_cmd import backtest_genome, plot_equity, write_trades
-    from forge.preflight import check_data_paths
-    from forge.ui import fmt_num, fmt_pct
+    from commands.backtest import backtest_genome, plot_equity, write_trades
+    from commands.preflight import check_data_paths
+    from commands.ui import fmt_num, fmt_pct
 
     if trades is not None and trades.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--trades {trades}: expected a .csv or .parquet file name")

@@ -86,7 +86,7 @@ def strength_for_net_sharpe(target: float, costs: BacktestConfig, *, lo: float =
 
 def _evolve_config(seed: int, work: Path, population: int, generations: int, config: Path | None,
                   coevolution: bool):
-    from forge.settings import load_run_config, with_overrides
+    from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = load_run_config(config)
     cfg = with_overrides(cfg, "evolve", seed=seed, population=population, generations=generations,
@@ -101,14 +101,14 @@ def oracle_run(bars: pl.DataFrame, genome: Genome, run_dir: Path, cfg: Any, in_s
     (no search), so the gauntlet validates it exactly as it validates ``forge evolve`` output. returns run_dir."""
     from forge.core import rundir
     from forge.data.split import holdout_split
-    from forge.settings import config_to_dict
+    from forge.core.runconfig import config_to_dict
 
     run_dir.mkdir(parents=True, exist_ok=True)
     split = holdout_split(bars["open_time"].to_numpy(), in_sample_fraction)
     empty: dict[str, Any] = {}
     rundir.write_manifest(run_dir, rundir.Manifest(
         run_id=run_dir.name, created_utc=datetime.now(timezone.utc).isoformat(), seed=0,
-        config=config_to_dict(cfg), config_source="gauntlet.honesty.oracle_run",
+        config=config_to_dict(cfg), config_source="loop.honesty.oracle_run",
         data={"coverage": None, "n_bars": bars.height, "symbol": None}, symbols=None, symbol_aggregate=None,
         split=split.to_dict(), features=list(genome.features), causal_filter=None, coevolution=None,
         pset_version=genome.pset_version, candidates_evaluated=1, generations_run=0, resumed=False, seconds=0.0,
@@ -166,7 +166,7 @@ def run_oracle(seed: int, strength: float, work: Path, *, days: int | None = 20,
     """Validate the oracle genome (no evolution) on a fresh market of ``days`` days."""
     import dataclasses
 
-    from forge.settings import load_run_config
+    from forge.core.runconfig import load_run_config
     from gauntlet.config import GauntletConfig
     from gauntlet.validate import validate_run
 
@@ -188,7 +188,7 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     validate the hall of fame."""
     import dataclasses
 
-    from forge.evolve import evolve
+    from forge.evolution.run import evolve
     from gauntlet.config import GauntletConfig
     from gauntlet.validate import validate_run
 

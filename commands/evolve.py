@@ -12,10 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from forge.cli_edge import EXIT_INTERRUPTED, console, edge, err_console
+from commands.edge import EXIT_INTERRUPTED, console, edge, err_console
 from forge.core.errors import ConfigError
-from forge.jsonsafe import dumps as json_dumps
-from forge.ui import fmt_drawdown
+from forge.core.jsonsafe import dumps as json_dumps
+from commands.ui import fmt_drawdown
 
 
 @edge
@@ -42,9 +42,9 @@ def evolve(
     as_json: Annotated[bool, typer.Option("--json", help="Print a final summary object as strict JSON on stdout (progress goes to stderr).")] = False,
 ) -> None:
     """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
-    from forge.evolve import evolve as run_evolve
-    from forge.evolve import resume_run
-    from forge.ui import EvolveProgress
+    from forge.evolution.run import evolve as run_evolve
+    from forge.evolution.run import resume_run
+    from commands.ui import EvolveProgress
 
     if resume is not None:
         _refuse_with_resume(resume, {
@@ -112,7 +112,7 @@ def _refuse_with_resume(resume: Path, flags: dict[str, Any]) -> None:
 def _preflight(cfg: Any, run_dir: Optional[Path], force: bool) -> str:
     """Check a new run's inputs (data paths, seed genomes, the dask scheduler, --run-dir) before any work;
     returns the dask banner ("" for loky). raises DataError / GenomeError / ConfigError / RunDirError."""
-    from forge.preflight import check_dask, check_data_paths, check_seed_genomes, prepare_run_dir
+    from commands.preflight import check_dask, check_data_paths, check_seed_genomes, prepare_run_dir
 
     dask_banner = ""
     check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
@@ -127,7 +127,7 @@ def _preflight(cfg: Any, run_dir: Optional[Path], force: bool) -> str:
 
 def _causal_table(e: dict[str, Any], cfg: Any) -> Table:
     """The PCMCI filter's decision table of a "causal" progress event (one row per candidate feature)."""
-    from forge.ui import causal_decision
+    from commands.ui import causal_decision
 
     kept = set(e["kept"])
     rows = e["rows"]
@@ -191,7 +191,7 @@ def evolve_summary(result: Any) -> dict[str, Any]:
     """The ``forge evolve --json`` object: run id and directory, generations, evaluations, seconds,
     the best-so-far fitness per generation, and the hall of fame (rank, sha256, expression, size,
     fitness, in-sample / out-of-sample / buy-and-hold metrics), champion first."""
-    from forge.jsonsafe import revive_nonfinite
+    from forge.core.jsonsafe import revive_nonfinite
 
     m = result.manifest
     curve = []
@@ -220,7 +220,7 @@ def resolve_run_config(config: Optional[Path], **flags: dict[str, Any]) -> tuple
     flags: {section: {key: value or None}}; None values are not overrides.
     returns (RunConfig, {section: set of keys set by a flag}). raises ConfigError.
     """
-    from forge.settings import load_run_config, with_overrides
+    from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = load_run_config(config)
     applied: dict[str, set[str]] = {}
@@ -236,7 +236,7 @@ def config_provenance(cfg: Any, applied: dict[str, set[str]]) -> dict[str, dict[
     """{section: {key: {"value", "source"}}} where source is "flag", "file" (the key is in the TOML
     file ``cfg.source``) or "default" (the dataclass default)."""
     from forge.core.config import read_toml, to_dict
-    from forge.settings import SECTIONS
+    from forge.core.runconfig import SECTIONS
 
     raw = read_toml(cfg.source) if Path(str(cfg.source)).is_file() else {}
     outd: dict[str, dict[str, dict[str, Any]]] = {}

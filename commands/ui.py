@@ -89,7 +89,9 @@ def fmt_duration(seconds: float | None) -> str:
 def kernels_cached(package_dir: Path | None = None) -> bool:
     """True when numba's on-disk cache of the VM kernels exists (``forge/gp/__pycache__/vm_nb.*.nbi``),
     i.e. this is not the first run on this machine and no compilation is expected."""
-    root = package_dir or Path(__file__).resolve().parent
+    import forge
+
+    root = package_dir or Path(forge.__file__).resolve().parent
     return any((root / "gp" / "__pycache__").glob("vm_nb.*.nbi"))
 
 

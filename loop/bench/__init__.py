@@ -32,14 +32,14 @@ vectorbt, ``run_bench`` and ``render_markdown``), ``cache`` (the VM and its subt
 population and its offspring), ``full`` (``run_bench_full``: the ``--full`` rows).
 """
 
-from forge.bench.cache import (
+from loop.bench.cache import (
     evolved_genomes,
     evolved_population,
     offspring_genomes,
     vm_cache_vs_deap,
     vm_warm_cache_vs_deap,
 )
-from forge.bench.full import (
+from loop.bench.full import (
     _market,
     end_to_end,
     generation_phases,
@@ -49,8 +49,8 @@ from forge.bench.full import (
     surrogate_screens,
     worker_scaling,
 )
-from forge.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench
-from forge.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, tune_allocator, vm_vs_deap
+from loop.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench
+from loop.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, tune_allocator, vm_vs_deap
 
 __all__ = [
     "STD_REL_EPS", "backtest_vs_vectorbt", "end_to_end", "evolved_genomes", "evolved_population", "generation_phases",

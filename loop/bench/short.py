@@ -11,7 +11,7 @@ import numpy as np
 
 from forge.core import rng
 
-from forge.bench.vm import _best_time, _interleaved_best, tune_allocator, vm_vs_deap
+from loop.bench.vm import _best_time, _interleaved_best, tune_allocator, vm_vs_deap
 
 
 # --------------------------------------------------------------------------- memory bandwidth

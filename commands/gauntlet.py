@@ -9,10 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from forge.cli_edge import EXIT_REJECTED, console, default_config, edge, err_console
-from forge.commands.evolve import print_hall
-from forge.jsonsafe import dumps as json_dumps
-from forge.ui import fmt_p
+from commands.edge import EXIT_REJECTED, console, default_config, edge, err_console
+from commands.evolve import print_hall
+from forge.core.jsonsafe import dumps as json_dumps
+from commands.ui import fmt_p
 
 
 @edge
@@ -31,7 +31,7 @@ def gauntlet_validate(
     """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
 
     Exit 0 when validation ran; 6 with --fail-on-reject when nothing survives; bad input exits with its
-    error's code (config 2, data 3, genome 4, run directory 5; the table in forge/cli_edge.py)."""
+    error's code (config 2, data 3, genome 4, run directory 5; the table in commands/edge.py)."""
     from gauntlet.config import load_gauntlet_config
     from gauntlet.validate import validate_run
 
@@ -90,7 +90,7 @@ def gauntlet_show(
     hall = read_hall_of_fame(run_dir)  # RunDirError naming the file for a missing/corrupt hall of fame
     members = [m.to_dict() for m in hall.members]
     if as_json:
-        from forge.jsonsafe import revive_nonfinite
+        from forge.core.jsonsafe import revive_nonfinite
 
         print(json_dumps(revive_nonfinite({"run_id": hall.run_id, "run_dir": str(run_dir),
                                            "members": members})))

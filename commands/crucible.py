@@ -12,9 +12,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from forge.cli_edge import console, default_config, edge
+from commands.edge import console, default_config, edge
 from forge.core.errors import ConfigError
-from forge.jsonsafe import dumps as json_dumps
+from forge.core.jsonsafe import dumps as json_dumps
 
 
 @edge
@@ -33,7 +33,8 @@ def crucible_live(
     from rich.live import Live
 
     from crucible.runtime import run_live
-    from forge.ui import Throttle, crucible_dashboard, recent_events
+    from loop.supervisor import forge_worker
+    from commands.ui import Throttle, crucible_dashboard, recent_events
 
     until_ms = None
     if until is not None:
@@ -76,8 +77,10 @@ def crucible_live(
 
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
-        summary = run_live(config if config is not None else default_config("crucible.toml"), venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
-                           journal_path=journal, progress=on_event, adopt=adopt, forge=forge)
+        cfg_path = config if config is not None else default_config("crucible.toml")
+        summary = run_live(cfg_path, venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
+                           journal_path=journal, progress=on_event, adopt=adopt,
+                           worker=forge_worker(cfg_path) if forge else None)
         if live_view:
             throttle.flush()  # the last bars' frame (a fast replay can finish inside one redraw interval)
     table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "

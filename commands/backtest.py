@@ -73,7 +73,7 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     from forge.data.gaps import bars_since_gap
     from forge.data.loader import load_bars
     from forge.gp import Genome
-    from forge.settings import load_run_config
+    from forge.core.runconfig import load_run_config
     from forge.strategy import genome_positions, strategy_features
 
     genome = Genome.load(genome_path)

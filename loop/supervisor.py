@@ -6,7 +6,7 @@ call), restarts it with exponential backoff when it dies, and stops it with the 
 SIGKILL after ``stop_timeout_s``).  If the runtime itself is killed (even ``kill -9``) the worker stops
 too: on Linux the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``), and everywhere the worker exits when
 its parent pid changes.  A request the worker was serving stays claimed by nobody and is resumed from
-its run's checkpoint by the next worker (:mod:`forge.serve`).
+its run's checkpoint by the next worker (:mod:`loop.serve`).
 
 On replay the market clock is the runtime's own, so a kill would be followed by the rest of the data in
 seconds, long before evolution ends; with ``[serve] replay_wait_s`` > 0 the runtime waits (at most that
@@ -28,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ForgeSupervisor", "worker_command"]
+from forge.core.errors import ConfigError
+
+__all__ = ["ForgeSupervisor", "worker_command", "forge_worker"]
 
 log = logging.getLogger("crucible")
 Report = Callable[..., None]
@@ -120,3 +122,18 @@ class ForgeSupervisor:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def forge_worker(config: str | Path | None) -> Callable[..., ForgeSupervisor]:
+    """The worker factory ``crucible live --forge`` hands to :func:`crucible.runtime.run_live`: a
+    :class:`ForgeSupervisor` running ``forge serve`` on ``config``'s ``[serve]`` table, logging to
+    ``<[serve] runs_dir>/worker.log``.  raises ConfigError when ``config`` is not a file path (the child
+    reads the same file)."""
+    if not isinstance(config, (str, Path)):
+        raise ConfigError("crucible live --forge needs the config as a file (the Forge worker reads it)")
+
+    def build(cfg: Any, report: Report) -> ForgeSupervisor:
+        return ForgeSupervisor(config, nice=cfg.serve.nice, log_path=Path(cfg.serve.runs_dir) / "worker.log",
+                               report=report)
+
+    return build

@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from forge.cli_edge import console, default_config, edge, err_console
-from forge.jsonsafe import dumps as json_dumps
+from commands.edge import console, default_config, edge, err_console
+from forge.core.jsonsafe import dumps as json_dumps
 
 
 @edge
@@ -25,7 +25,7 @@ def serve(
 ) -> None:
     """The Forge worker of the closed loop: serve the Crucible's replacement requests (evolve on the
     symbol's bars before the request, gauntlet, publish survivors for the killed slot)."""
-    from forge.serve import Worker, adjust_priority, load_serve_config, serve_pending
+    from loop.serve import Worker, adjust_priority, load_serve_config, serve_pending
 
     loop = load_serve_config(config if config is not None else default_config("crucible.toml"))
     adjust_priority(nice or 0)
@@ -141,7 +141,7 @@ def bench(
     full: Annotated[bool, typer.Option("--full", help="All rows: evolved population + subtree cache, simulator, surrogate, 1->2 workers, end-to-end on one year, peak memory (minutes).")] = False,
 ) -> None:
     """Speed, side by side in one run: VM vs DEAP gp.compile+numpy on identical trees; backtest bars/s."""
-    from forge.bench import render_markdown, run_bench, run_bench_full
+    from loop.bench import render_markdown, run_bench, run_bench_full
 
     if full:
         results = run_bench_full(n_bars=bars, seed=seed, progress=lambda m: err_console.print(f"[dim]bench: {m}[/]"))

@@ -12,10 +12,10 @@ import numpy as np
 
 from forge.core import rng
 
-from forge.bench.cache import (_cache_rows, _warm_cache_row, evolved_population, offspring_genomes, vm_cache_vs_deap,
+from loop.bench.cache import (_cache_rows, _warm_cache_row, evolved_population, offspring_genomes, vm_cache_vs_deap,
                                 vm_warm_cache_vs_deap)
-from forge.bench.short import run_bench
-from forge.bench.vm import _tiled_features
+from loop.bench.short import run_bench
+from loop.bench.vm import _tiled_features
 
 
 # --------------------------------------------------------------------------- forge bench --full
@@ -23,7 +23,7 @@ from forge.bench.vm import _tiled_features
 
 def _market(n_bars: int):
     from forge.data.gaps import bars_since_gap
-    from forge.evolve import MarketArrays
+    from forge.evolution.market import MarketArrays
     from forge.features import FeatureMatrix
 
     names, X = _tiled_features(n_bars)
@@ -49,12 +49,12 @@ def worker_scaling(genomes: list[Any], n_bars: int = 400_000, repeats: int = 7) 
     machine hits both; returns the best pass of each and the median of the per-pair ratios
     (``speedup``), which is robust to one noisy pass (a pass is ~1 s)."""
     from forge.backtest import BacktestConfig
-    from forge.evolve import Evaluator
-    from forge.settings import FitnessSection
+    from forge.evolution.evaluator import Evaluator
+    from forge.core.runconfig import FitnessConfig
 
     data, _ = _market(n_bars)
-    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 1) as ev1, \
-            Evaluator(data, BacktestConfig(), FitnessSection(), 40, 2) as ev2:
+    with Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 1) as ev1, \
+            Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 2) as ev2:
         for ev in (ev1, ev2):
             ev.evaluate(genomes[:4])  # warm-up (workers start, JIT load)
         secs: dict[int, list[float]] = {1: [], 2: []}
@@ -72,18 +72,19 @@ def worker_scaling(genomes: list[Any], n_bars: int = 400_000, repeats: int = 7) 
 def surrogate_screens(n_candidates: int = 5000, seed: int = 0) -> dict[str, Any]:
     """Candidates screened per second: descriptors incl. the proxy backtest on 2,000 bars, plus the LightGBM ranking."""
     from forge.backtest import BacktestConfig
-    from forge.evolve import Evaluator
+    from forge.evolution.evaluator import Evaluator
     from forge.gp import Operators, build_pset, genome_from_individual
-    from forge.settings import FitnessSection
-    from forge.surrogate import Surrogate, SurrogateSection, describe
+    from forge.core.runconfig import FitnessConfig
+    from forge.evolution.surrogate import Surrogate, describe
+    from forge.core.runconfig import SurrogateConfig
 
     data, _ = _market(2000)
     pset = build_pset(data.feature_names)
     random.seed(rng.int_seed(seed, "bench", "surrogate"))
     trees = Operators(pset, 8, 40).init_population(n_candidates + 300, 2, 6)
     genomes = [genome_from_individual(t, pset) for t in trees]
-    sur = Surrogate(SurrogateSection(), seed=seed)
-    with Evaluator(data, BacktestConfig(), FitnessSection(), 40, 1) as ev:
+    sur = Surrogate(SurrogateConfig(), seed=seed)
+    with Evaluator(data, BacktestConfig(), FitnessConfig(), 40, 1) as ev:
         warm = genomes[:300]
         fits = [f for f, _ in ev.evaluate(warm)]
         sur.observe(np.vstack([describe(g, data.feature_names, f) for g, f in zip(warm, fits)]), fits)
@@ -107,8 +108,8 @@ def end_to_end(n_bars: int = 525_600, generations: int = 3) -> dict[str, Any]:
     import polars as pl
 
     from forge.data.loader import load_klines, load_sample
-    from forge.evolve import evolve
-    from forge.settings import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from forge.core.runconfig import load_run_config, with_overrides
 
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance" / "spot" / "BTCUSDT" / "1m"
     if shared.is_dir():

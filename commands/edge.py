@@ -2,7 +2,7 @@
 
 The one exit-code table, the ``@edge`` handler that turns library errors into a one-line message and
 that code, the two rich consoles every command prints to, and the packaged default configs.  Command
-modules (``forge/commands/``, ``gauntlet/commands.py``, ``crucible/commands.py``) import from here;
+modules (``commands/evolve.py``, ``commands/gauntlet.py``, ``commands/crucible.py``, ...) import from here;
 ``cli.py`` assembles them into the Typer apps.  Nothing below ``cli`` raises ``typer.Exit`` for an
 error except through this module.
 """
