@@ -39,7 +39,18 @@ class GeneralConfig:
     "auto" (FULL on exchange venues, NORMAL on the replay venue, whose exchange state lives in the
     process anyway); on_mismatch: what a reconcile that finds the venue's positions off the journal's does —
     "halt" (no new orders until an operator looks; the bench keeps marking and booking fills) or "flatten"
-    (close every slot's units, then halt); either way a ``halt`` event and a log line say why."""
+    (close every slot's units, then halt); either way a ``halt`` event and a log line say why.
+    sibling_benches: bench ids of other benches that share this account and ``order_prefix`` (their orders are
+    reported, never booked); an order under this prefix naming any other bench, or naming this bench with a
+    tag the bench key did not make, halts the bench.  max_leverage: at every decision a slot's target notional
+    is at most ``max_leverage`` x its equity, less fee + slippage + ``exposure_buffer_bps`` (bps); capital the CWO
+    moves out of a slot is capped so that this holds after the move (and spot cash never goes negative), the rest
+    waits until the slot's reducing order has filled; a spot slot may not exceed 1; SlotConfig.max_leverage
+    overrides it per slot.  bar_order_deadline_seconds: wall seconds from a bar's start by which its order work
+    (sends, their retries and lookups) ends; what is left is resolved by lookup on later bars, intents not yet sent
+    are dropped.  on_exit / exit_wait_seconds: what SIGINT and SIGTERM do (see :func:`crucible.runtime.run_live`).
+    daily_loss_limit: USDT, the bench-level daily loss stop (0: off).  alert_webhook / alert_timeout_seconds: see
+    :mod:`crucible.alerts`."""
 
     journal: str = "artifacts/crucible/journal.sqlite"
     champions_dir: str = "artifacts/champions"
@@ -58,6 +69,16 @@ class GeneralConfig:
     order_lookup_timeout_seconds: float = 300.0  # an acked order the venue cannot find is marked lost after this
     reject_backoff_bars: int = 5  # after a rejection a slot's next signal order waits 5, 10, 20, ... bars
     on_mismatch: str = "halt"  # reconcile finds positions off the journal's: "halt" trading, or "flatten" then halt
+    # issue 28 (safety, second pass)
+    sibling_benches: tuple[str, ...] = ()  # other benches' ids allowed to trade this account under order_prefix
+    max_leverage: float = 1.0  # |target notional| <= max_leverage x slot equity at every decision (per-slot override)
+    exposure_buffer_bps: float = 10.0  # headroom on top of fee + slippage when sizing against that cap (gap risk)
+    bar_order_deadline_seconds: float = 20.0  # all order work of one bar (sends, retries, lookups) ends by then
+    on_exit: str = "flatten"  # SIGINT / SIGTERM: "flatten" every slot (reduce-only on perps) or "leave" positions
+    exit_wait_seconds: float = 120.0  # how long the exit waits for its flatten fills before reporting what is open
+    daily_loss_limit: float = 0.0  # USDT; the bench's own P&L since the UTC day began <= -this halts it (0 = off)
+    alert_webhook: str = ""  # http(s) URL: halts, kills, outages and foreign orders are POSTed as JSON ("" = log only)
+    alert_timeout_seconds: float = 3.0
 
     def validate(self) -> None:
         if self.bench_id and not re.fullmatch(r"[a-z0-9]{1,6}", self.bench_id):
@@ -66,6 +87,18 @@ class GeneralConfig:
                 and self.order_lookup_timeout_seconds > 0 and self.reject_backoff_bars >= 1):
             raise ConfigError("need retry_budget_minutes >= 0, 0 < retry_base_seconds <= retry_max_seconds, "
                               "order_lookup_timeout_seconds > 0, reject_backoff_bars >= 1")
+        if any(not re.fullmatch(r"[a-z0-9]{1,6}", b) for b in self.sibling_benches):
+            raise ConfigError(f"sibling_benches must be bench ids (1-6 lowercase letters/digits), got {self.sibling_benches!r}")
+        if not (0 < self.max_leverage <= 100 and 0 <= self.exposure_buffer_bps < 10_000):
+            raise ConfigError("need 0 < max_leverage <= 100 and 0 <= exposure_buffer_bps < 10000")
+        if not (self.bar_order_deadline_seconds > 0 and self.exit_wait_seconds >= 0 and self.daily_loss_limit >= 0
+                and self.alert_timeout_seconds > 0):
+            raise ConfigError("need bar_order_deadline_seconds > 0, exit_wait_seconds >= 0, daily_loss_limit >= 0, "
+                              "alert_timeout_seconds > 0")
+        if self.on_exit not in ("flatten", "leave"):
+            raise ConfigError(f"on_exit must be \"flatten\" or \"leave\", got {self.on_exit!r}")
+        if self.alert_webhook and not re.match(r"https?://[^\s/]+", self.alert_webhook):
+            raise ConfigError(f"alert_webhook must be an http(s) URL or empty, got {self.alert_webhook!r}")
         if self.on_mismatch not in ("halt", "flatten"):
             raise ConfigError(f"on_mismatch must be \"halt\" or \"flatten\", got {self.on_mismatch!r}")
         if self.journal_sync not in ("auto", "FULL", "NORMAL"):
@@ -204,14 +237,21 @@ class SlotConfig:
     genome: str
     capital: float = 200.0
     costs: str = "auto"
+    max_leverage: float = 0.0  # 0 = [crucible] max_leverage
 
     def validate(self) -> None:
+        if not 0 <= self.max_leverage <= 100:
+            raise ConfigError(f"slot {self.id}: max_leverage must be in (0, 100] (0: the [crucible] default)")
         if not _ID.fullmatch(self.id):
             raise ConfigError(f"slot id must be 1-8 letters/digits, got {self.id!r}")
         if self.capital <= 0:
             raise ConfigError(f"slot {self.id}: capital must be > 0")
         if self.costs not in ("auto", *INSTRUMENTS):
             raise ConfigError(f"slot {self.id}: costs must be \"auto\", \"spot\" or \"futures\", got {self.costs!r}")
+
+    def leverage(self, default: float) -> float:
+        """The slot's leverage cap: its own ``max_leverage``, else ``default`` ([crucible] max_leverage)."""
+        return self.max_leverage or default
 
     def preset(self, exchange: bool) -> str:
         """The slot's cost preset on a venue: "spot" or "futures" ("auto": futures on exchange venues)."""
@@ -278,6 +318,13 @@ def config_from_dict(d: dict[str, Any], source: str = "dict") -> CrucibleConfig:
     ids = [s.id for s in slots]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: duplicate slot ids {ids}")
+    from crucible.slots import NAME_BUDGET
+
+    g = kw["general"]
+    long_ = [s.id for s in slots if len(g.order_prefix) + len(g.bench_id or "xxxxxx") + len(s.id) > NAME_BUDGET]
+    if long_:
+        raise ConfigError(f"{source}: order_prefix {g.order_prefix!r} + bench id + slot id {long_} exceed {NAME_BUDGET} "
+                          "characters (a client order id is at most 36, with an 8-character tag): shorten them")
     return CrucibleConfig(slots=slots, source=source, **kw)
 
 

@@ -1,12 +1,22 @@
 """Order placement and fill booking of the Crucible runtime (a mixin of :class:`crucible.runtime.Runtime`).
 
 Orders: every order is an *intent* committed to the journal before it is sent (a commit point), under a
-deterministic client order id (:func:`crucible.slots.client_order_id`); a send whose outcome is unknown
-(network error) is looked up by that id and re-sent under the same id with exponential backoff and jitter
-over ``[crucible] retry_budget_minutes``; a refusal (margin, minimum notional) is journaled and backs the slot
-off.  Fills: fetched from the venue, attributed to a slot only when their client order id is an intent of
-this journal (anything else is a *foreign* fill: reported once, never booked), de-duplicated by trade id,
-then booked into the journal and the slot ledger in one transaction.
+deterministic, HMAC-tagged client order id (:func:`crucible.slots.client_order_id`); a send whose outcome is
+unknown (network error) is looked up by that id and re-sent under the same id with exponential backoff and
+jitter, within ``[crucible] retry_budget_minutes`` *and* the bar's order deadline
+(``bar_order_deadline_seconds``, shared by every order of the bar: an intent reached after it is dropped, an
+order still unknown is resolved by lookup on later bars); a refusal (margin, minimum notional) is journaled and
+backs the slot off.  An order the venue already has under the id (a "duplicate" answer, or found by the lookup
+after a network error) is fetched and compared with the journaled intent (symbol, side, quantity at the
+venue's lot, type): the same order is ours (acknowledged); a different one is *foreign* — the intent is marked
+"collided", its fills are never booked, a ``foreign_order`` event and an alert report it, and the intent is
+re-issued under a fresh id (next sequence number of its bar; at most ``MAX_REISSUES`` times, then the bench
+halts).  Fills: fetched from the venue, attributed to a slot only when their client order id is an intent of
+this journal that did not collide (anything else is a *foreign* fill: reported once, never booked),
+de-duplicated by trade id, then booked into the journal and the slot ledger in one transaction.  A foreign
+fill under this bench's ``order_prefix`` whose id names this bench with a tag the bench key did not make, names
+a bench that is not listed in ``sibling_benches``, or carries a valid tag of this bench that the journal lacks
+(a lost or rolled-back journal) halts the bench with a report.
 
 The mixin reads the runtime's ``cfg``, ``venue``, ``journal``, ``slots``, ``counters``, ``retry``, ``fault``,
 ``prefix``, ``bench_id`` and the outage / rejection state it keeps (see :class:`crucible.runtime.Runtime`).
@@ -15,19 +25,23 @@ The mixin reads the runtime's ``cfg``, ``venue``, ``journal``, ``slots``, ``coun
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 from typing import Any
 
 from crucible.journal import OPEN_STATUSES
-from crucible.slots import Slot, client_order_id, parse_client_order_id
-from crucible.venues.base import Bar, Fill, VenueAuthError, VenueError, VenueNetworkError, VenueRejected
+from crucible.slots import Slot, client_order_id, is_own_order_id, parse_client_order_id
+from crucible.venues.base import (Bar, Fill, OrderState, VenueAuthError, VenueDuplicateOrder, VenueError,
+                                  VenueNetworkError, VenueRejected)
 from forge.backtest.costs import funding_payment, is_funding_time
 
-__all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING"]
+__all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING", "MAX_REISSUES"]
 
 log = logging.getLogger("crucible")
 
 MAX_REJECT_BACKOFF_BARS = 1440  # a slot's order-rejection backoff doubles up to one day of bars
-CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost")
+CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost", "collided")
+MAX_REISSUES = 3  # an intent whose client order id collides with a foreign order is re-issued at most this often
 
 
 class ExecutionMixin:
@@ -36,10 +50,28 @@ class ExecutionMixin:
     def _slot_of(self, cid: str) -> Slot | None:
         """The slot that owns ``cid``: only an order this journal recorded as an intent belongs to a slot
         (a look-alike id typed at the exchange, or another bench's order, does not)."""
-        if parse_client_order_id(cid, self.prefix, self.bench_id) is None and parse_client_order_id(cid, self.prefix) is None:
-            return None  # not even this bench's format: skip the journal lookup
+        if not cid.startswith(self.prefix + "-") or cid in self.collided:
+            return None  # not this bench's prefix (skip the journal lookup), or a foreign order under our id
         sid = self.journal.order_slot(cid)
         return self.slots.get(sid) if sid is not None else None
+
+    def _suspicious(self, cid: str) -> str | None:
+        """Why a foreign order id is a threat that halts the bench, or None for an ordinary foreign order (another
+        prefix, a listed sibling bench, an id of ours that collided and is already reported)."""
+        if not cid.startswith(self.prefix + "-") or cid in self.collided:
+            return None
+        p = parse_client_order_id(cid, self.prefix)
+        if p is not None and p.bench in self.cfg.general.sibling_benches and p.bench != self.bench_id:
+            return None
+        if p is None:
+            return f"order {cid!r} uses this bench's order prefix {self.prefix!r} without a valid tagged id"
+        if p.bench != self.bench_id:
+            return (f"order {cid!r} names bench {p.bench!r} under this bench's prefix {self.prefix!r} (not listed in "
+                    "[crucible] sibling_benches)")
+        if is_own_order_id(cid, self.bench_key, self.prefix, self.bench_id):
+            return (f"order {cid!r} carries this bench's valid tag but the journal has no such intent: the journal "
+                    "lost or rolled back orders (restore the journal before trading)")
+        return f"order {cid!r} names this bench ({self.bench_id}) with a tag the bench key did not make (forged)"
 
     def _count_foreign(self, trade_id: str, symbol: str, qty: float, time_ms: int) -> None:
         self.foreign_trades.add(trade_id)
@@ -52,10 +84,14 @@ class ExecutionMixin:
         if f.trade_id in self.foreign_trades:
             return
         self._count_foreign(f.trade_id, f.symbol, f.qty, f.time_ms)
-        self.journal.event("foreign_fill", now, None, fill=f.to_dict())
+        threat = self._suspicious(f.client_order_id)
+        self.journal.event("foreign_fill", now, None, fill=f.to_dict(), threat=threat)
         log.warning("fill %s of order %r at the venue is not this bench's (%s): reported, not booked",
                     f.trade_id, f.client_order_id, self.bench_id)
         self._emit("foreign_fill", fill=f.to_dict())
+        self._alert("foreign_fill", now, fill=f.to_dict(), threat=threat)
+        if threat is not None and self.halted is None:
+            self._halt(f"foreign order under this bench's ids: {threat}", now)
 
     def _revert_target(self, slot_id: str) -> None:
         """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
@@ -99,6 +135,10 @@ class ExecutionMixin:
         open_orders = self.journal.orders(OPEN_STATUSES)
         if not open_orders:
             return
+        self._check_unresolved(open_orders, now)  # before any of their fills can be booked
+        open_orders = self.journal.orders(OPEN_STATUSES)
+        if not open_orders:
+            return
         since = min(o["created_ms"] for o in open_orders) - 60_000
         self._sync_fills(sorted({o["symbol"] for o in open_orders}), since, now if self._at is not None else None)
         timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
@@ -119,6 +159,9 @@ class ExecutionMixin:
                         self._emit("lost", slot=o["slot"], client_order_id=cid)
                         self._retarget(o["slot"])
                     continue
+                if o["status"] in ("unknown", "intent") and not self._matches_intent(o, st):
+                    self._resolve_found(o, st, now)  # a foreign order under this id: never ours
+                    continue
                 if st.status in ("filled", "canceled", "rejected") and abs(self.journal.filled_qty(cid) - st.filled) < 1e-12:
                     self.journal.set_order_status(cid, st.status, now, venue_order_id=st.order_id)
                     if st.filled != 0.0 and abs(st.filled) < abs(st.qty) - 1e-12:  # partial fill, rest cancelled
@@ -126,8 +169,20 @@ class ExecutionMixin:
                         self._retarget(o["slot"])
                     elif st.status != "filled":
                         self._revert_target(o["slot"])
-                elif o["status"] == "unknown":
-                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                elif o["status"] in ("unknown", "intent"):
+                    self._resolve_found(o, st, now)
+
+    def _check_unresolved(self, orders: list[dict[str, Any]], now: int, reissue: bool = True) -> None:
+        """Look up the orders whose send outcome is unknown ("unknown", or an "intent" a crash left unsent) and
+        mark those the venue holds as a *different* order "collided" (:meth:`_collision`; re-issued when
+        ``reissue``), so that the foreign order's fills are never booked."""
+        with self.journal:
+            for o in orders:
+                if o["status"] not in ("unknown", "intent"):
+                    continue
+                st = self.venue.fetch_order(o["symbol"], o["client_order_id"])
+                if st is not None and not self._matches_intent(o, st):
+                    self._collision(o, st, now, reissue=reissue)
 
     def _retarget(self, slot_id: str) -> None:
         """The slot's exposure is off its last target (partial fill, lost order): the next bar sizes a new
@@ -153,48 +208,123 @@ class ExecutionMixin:
                    backoff_bars=bars)
         self._revert_target(sid)
 
+    def _order_budget(self) -> float:
+        """Seconds left for order work in this bar (``bar_order_deadline_seconds`` from its start; outside a bar,
+        e.g. the start-up reconcile, one bar's deadline from now)."""
+        if self._bar_deadline is None:
+            return float(self.cfg.general.bar_order_deadline_seconds)
+        return self._bar_deadline - self.retry.clock()
+
+    def _matches_intent(self, o: dict[str, Any], st: OrderState) -> bool:
+        """Whether the venue's order ``st`` under an intent's id is that intent: same symbol, side, quantity (at the
+        venue's lot size) and type (market)."""
+        want = self.venue.round_qty(o["symbol"], float(o["qty"]))
+        return (st.symbol == o["symbol"] and st.order_type == "market" and st.qty != 0.0
+                and math.copysign(1.0, st.qty) == math.copysign(1.0, want)
+                and abs(abs(st.qty) - abs(want)) <= 1e-9 * max(1.0, abs(want)))
+
+    def _resolve_found(self, o: dict[str, Any], st: OrderState, now: int) -> None:
+        """The venue has an order under the intent's id: ours when it matches the intent, else a collision."""
+        if self._matches_intent(o, st):
+            self.journal.set_order_status(o["client_order_id"], "acked", now, venue_order_id=st.order_id)
+            self.reject_count.pop(o["slot"], None)
+        else:
+            self._collision(o, st, now)
+
+    def _collision(self, o: dict[str, Any], st: OrderState, now: int, reissue: bool = True) -> None:
+        """A foreign order sits under this intent's client order id: mark the intent "collided" (its fills are never
+        booked), report and alert, and re-issue the intent under a fresh id (the next sequence number of its bar)."""
+        cid, sid = o["client_order_id"], o["slot"]
+        self.collided.add(cid)
+        self.counters["foreign_orders"] += 1
+        self.journal.set_order_status(cid, "collided", now, error=f"foreign order {st.order_id} under this id")
+        chain = self._reissues.get(cid, 0)
+        intent = {k: o[k] for k in ("symbol", "qty", "target", "bar_time", "reason")}
+        log.error("slot %s: the venue holds a foreign order under client order id %s (%s, intent %s): not booked; "
+                  "re-issued under a fresh id", sid, cid, st.to_dict(), intent)
+        slot = self.slots.get(sid)
+        new = None
+        if slot is not None and reissue and chain < MAX_REISSUES:
+            seq = self.journal.next_seq(sid, int(o["bar_time"]))
+            new = client_order_id(self.prefix, sid, int(o["bar_time"]), seq, self.bench_id, self.bench_key)
+            self.journal.add_intent(client_order_id=new, slot=sid, symbol=o["symbol"], qty=float(o["qty"]),
+                                    target=float(o["target"]), bar_time=int(o["bar_time"]), seq=seq,
+                                    reason=o["reason"], now_ms=now)
+            self._reissues[new] = chain + 1
+            if o["client_order_id"] in self._reduce_only:
+                self._reduce_only.add(new)
+        self.journal.event("foreign_order", now, sid, client_order_id=cid, venue=st.to_dict(), intent=intent,
+                           reissued_as=new)
+        self._emit("foreign_order", slot=sid, client_order_id=cid, reissued_as=new)
+        self._alert("foreign_order", now, slot=sid, client_order_id=cid, venue=st.to_dict(), intent=intent,
+                    reissued_as=new)
+        if new is None:
+            self._revert_target(sid)
+            if reissue and self.halted is None:
+                self._halt(f"client order id {cid} collided with foreign orders {chain + 1} times in a row", now)
+            return
+        if self.commit_points:
+            self.journal.commit()  # the re-issued intent is durable before it is sent
+        self.counters["orders"] += 1
+        self._send(self.journal.order(new))
+
     def _send(self, o: dict[str, Any]) -> None:
         """Send a journaled intent; never raises a venue error.
 
         A network error leaves the outcome unknown: the order is looked up by client order id and, if the
         venue does not have it, re-sent under the same id (the venue refuses a duplicate), retried with
-        exponential backoff and jitter over ``retry_budget_minutes``; when the budget is spent the order
-        stays "unknown" and the next bars resolve it by lookup.  A refusal is journaled as "rejected" and
-        backs the slot off (:meth:`_rejected`)."""
+        exponential backoff and jitter within ``retry_budget_minutes`` and what is left of the bar's order
+        deadline; when that is spent the order stays "unknown" and the next bars resolve it by lookup.  An intent
+        reached after the deadline is dropped ("abandoned", never sent).  An order found under the id (lookup, or
+        a "duplicate" refusal) is compared with the intent (:meth:`_resolve_found`).  A refusal is journaled as
+        "rejected" and backs the slot off (:meth:`_rejected`)."""
         cid, sym, now = o["client_order_id"], o["symbol"], self.venue.now_ms()
-        done = False
+        budget = self._order_budget()
+        if budget <= 0:
+            self.journal.set_order_status(cid, "abandoned", now, error="the bar's order deadline passed before it was sent")
+            self.counters["dropped_intents"] += 1
+            self._revert_target(o["slot"])
+            return
+        found: list[OrderState] = []
+        reduce_only = cid in self._reduce_only
 
         def attempt() -> None:
-            nonlocal done
+            self.venue.set_deadline(max(0.0, self._order_budget()))
             try:
-                st = self.venue.create_market_order(sym, o["qty"], cid)
+                if reduce_only:
+                    st = self.venue.create_market_order(sym, o["qty"], cid, reduce_only=True)
+                else:
+                    st = self.venue.create_market_order(sym, o["qty"], cid)
                 self.fault("sent_not_acked", {"order": o})
                 self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
                 self.reject_count.pop(o["slot"], None)
-                done = True
                 return
             except (VenueNetworkError, VenueAuthError) as exc:
                 self.journal.set_order_status(cid, "unknown", now, error=str(exc)[:200])
                 st = self.venue.fetch_order(sym, cid)  # a network error here is retried too
                 if st is not None:
-                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
-                    done = True
+                    found.append(st)
                     return
                 if isinstance(exc, VenueAuthError):
                     raise VenueAuthError(str(exc)) from None  # not retried: the keys need fixing
                 raise VenueNetworkError(str(exc)) from None
             except VenueRejected as exc:
-                st = self.venue.fetch_order(sym, cid) if "duplicate" in str(exc).lower() else None
+                dup = isinstance(exc, VenueDuplicateOrder) or "duplicate" in str(exc).lower()
+                st = self.venue.fetch_order(sym, cid) if dup else None
                 if st is not None:
-                    self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
+                    found.append(st)
                 else:
                     self._rejected(o, str(exc), now)
-                done = True
 
+        policy = replace(self.retry, budget_s=max(0.0, min(self.retry.budget_s, budget)))
         try:
-            self.retry.call(attempt)
+            policy.call(attempt)
         except VenueError as exc:  # budget spent (or auth): the order stays "unknown", resolved by lookup later
             self._note_outage(exc, now)
+        finally:
+            self.venue.set_deadline(None)
+        if found:
+            self._resolve_found(o, found[0], now)
 
     def _note_outage(self, exc: BaseException, now: int) -> None:
         """Report venue calls failing (journaled when an outage starts; counted per bar by process_bar)."""
@@ -204,12 +334,16 @@ class ExecutionMixin:
             self.journal.event("outage", now, None, error=self.outage["error"])
             log.warning("venue calls failing (%s): trading skipped until they work again", self.outage["error"])
             self._emit("outage", error=self.outage["error"])
+            self._alert("outage", now, error=self.outage["error"])
 
-    def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int) -> str:
-        """Journal an intent (committed) then send a market order; returns the client order id."""
-        return self.place_many([(slot, qty, target, reason)], bar_time)[0]
+    def place(self, slot: Slot, qty: float, target: float, reason: str, bar_time: int,
+              reduce_only: bool = False) -> str:
+        """Journal an intent (committed) then send a market order (``reduce_only``: a reduce-only order, perpetuals);
+        returns the client order id."""
+        return self.place_many([(slot, qty, target, reason)], bar_time, reduce_only=reduce_only)[0]
 
-    def place_many(self, orders: list[tuple[Slot, float, float, str]], bar_time: int) -> list[str]:
+    def place_many(self, orders: list[tuple[Slot, float, float, str]], bar_time: int,
+                   reduce_only: bool = False) -> list[str]:
         """Journal the intents of several orders (slot, qty, target, reason) in one committed transaction,
         then send them one by one; returns their client order ids.  An acknowledgement lost in a crash
         is recovered at restart by client order id (the intent is already durable)."""
@@ -218,7 +352,9 @@ class ExecutionMixin:
         with self.journal:
             for slot, qty, target, reason in orders:
                 seq = self.journal.next_seq(slot.id, bar_time)
-                cid = client_order_id(self.prefix, slot.id, bar_time, seq, self.bench_id)
+                cid = client_order_id(self.prefix, slot.id, bar_time, seq, self.bench_id, self.bench_key)
+                if reduce_only:
+                    self._reduce_only.add(cid)
                 self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty,
                                         target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
                 slot.target = target
@@ -258,11 +394,12 @@ class ExecutionMixin:
             self.journal.event("funding", b.open_time, s.id, units=s.ledger.units, price=b.open, rate=rate,
                                amount=amount)
 
-    def _halt(self, reason: str, now: int) -> None:
+    def _halt(self, reason: str, now: int, action: str | None = None) -> None:
         """Stop trading (no new orders; marks and fills go on) and say why: a ``halt`` event, a log line, a
-        progress event.  With ``[crucible] on_mismatch = "flatten"`` every slot's units are closed first."""
+        progress event and an alert.  With ``action`` "flatten" (default ``[crucible] on_mismatch``) every slot's
+        units are closed first."""
         self.halted = reason
-        action = self.cfg.general.on_mismatch
+        action = action or self.cfg.general.on_mismatch
         with self.journal:
             self.journal.event("halt", now, None, reason=reason, action=action)
             if action == "flatten":
@@ -272,6 +409,7 @@ class ExecutionMixin:
                         self.flatten(s, "mismatch", bar_time)
         log.error("trading halted (%s): %s", action, reason)
         self._emit("halt", reason=reason, action=action)
+        self._alert("halt", now, reason=reason, action=action)
 
     def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
         """Market order closing the slot's units (skipped when a closing order is already in flight)."""
@@ -280,5 +418,16 @@ class ExecutionMixin:
             slot.target = 0.0
             return
         if slot.ledger.units != 0.0:
-            self.place(slot, -slot.ledger.units, 0.0, reason, bar_time)
+            self.place(slot, -slot.ledger.units, 0.0, reason, bar_time, reduce_only=self._reduces_net(slot))
         slot.target = 0.0
+
+    def _reduces_net(self, slot: Slot) -> bool:
+        """A perpetual slot's closing order is sent reduce-only when it reduces the bench's net position in the
+        symbol (its slots' units plus the orders in flight); one that offsets another slot's opposite units would
+        be refused as reduce-only on a net account, so it goes as a plain market order."""
+        if not slot.perpetual:
+            return False
+        net = sum(s.ledger.units for s in self.slots.values() if s.symbol == slot.symbol)
+        net += sum(o["qty"] for o in self.journal.orders(OPEN_STATUSES) if o["symbol"] == slot.symbol)
+        q = -slot.ledger.units
+        return net != 0.0 and math.copysign(1.0, q) == -math.copysign(1.0, net) and abs(q) <= abs(net) + 1e-12

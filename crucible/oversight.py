@@ -184,10 +184,24 @@ class OversightMixin:
         if self._progress_on:
             self._emit("reweight", weights=w)
 
+    def _free_capital(self, s) -> float:
+        """USDT that may leave slot ``s`` now: what keeps its held exposure within ``max_leverage`` x its equity after
+        the move, and (spot) no more than its cash, so a transfer never creates leverage or negative cash."""
+        eq = s.equity()
+        room = eq - abs(s.ledger.units) * s.mark / self.leverage[s.id]
+        if not s.perpetual:
+            room = min(room, s.ledger.cash)
+        return max(0.0, room)
+
     def _move_capital(self, now: int) -> None:
         """Move cash between slot ledgers so each live slot's equity approaches weight x bench equity
         (bench equity = live slots' equity + reserve), scaled down so that sum |transfer| <= max_turnover x
-        bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve}."""
+        bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve, pending}.
+
+        Capital leaving a slot is capped at its free capital (:meth:`_free_capital`); the rest is ``pending`` — the
+        slot is re-sized at the next bar as if it had already left (:meth:`Runtime._size`) and it moves at a later
+        reweight, once the reducing order has filled (at the next bar's open).  Inflows are scaled to what actually
+        leaves plus the reserve."""
         live = [s for s in self.slots.values() if s.status == "live" and s.mark > 0]
         if not live or not self.cfg.cwo.move_capital:
             return
@@ -195,20 +209,42 @@ class OversightMixin:
         if bench <= 0:
             return
         amounts = {s.id: s.weight * bench - s.equity() for s in live}
+        pending: dict[str, float] = {}
+        for s in live:
+            a = amounts[s.id]
+            if a < 0:
+                room = self._free_capital(s)
+                if -a > room:
+                    pending[s.id] = -a - room
+                    amounts[s.id] = -room
+        out = -sum(a for a in amounts.values() if a < 0)
+        inn = sum(a for a in amounts.values() if a > 0)
+        avail = out + max(self.reserve, 0.0)
+        if inn > avail:
+            amounts = {k: (a * avail / inn if a > 0 else a) for k, a in amounts.items()}
         moved = sum(abs(a) for a in amounts.values())
         if moved < self.cfg.general.min_order_notional:
+            amounts = {}
+        else:
+            cap = self.cfg.cwo.max_turnover * bench
+            if moved > cap:
+                amounts = {k: a * cap / moved for k, a in amounts.items()}
+        if not amounts and pending == self.pending_out:
             return
-        cap = self.cfg.cwo.max_turnover * bench
-        if moved > cap:
-            amounts = {k: a * cap / moved for k, a in amounts.items()}
         for s in live:
+            if s.id not in amounts:
+                continue
             s.ledger.transfer(amounts[s.id])
             t = s.target
             if t == t and t != 0.0 and s.mark > 0:  # re-size when the exposure is now off target
                 eq = s.equity()
                 if eq > 0 and abs(s.ledger.units * s.mark - t * eq) > REBALANCE_TOL * eq:
                     s.target = float("nan")
+        for sid in pending:
+            if self.slots[sid].target != 0.0:
+                self.slots[sid].target = float("nan")  # re-size down now: its capital waits for that fill
+        self.pending_out = pending
         self.reserve -= sum(amounts.values())
-        self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve)
+        self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve, pending=pending)
         if self._progress_on:
-            self._emit("transfer", amounts=amounts, reserve=self.reserve)
+            self._emit("transfer", amounts=amounts, reserve=self.reserve, pending=pending)

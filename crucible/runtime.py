@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from crucible.alerts import AlertSink
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
 from crucible.execution import ExecutionMixin
@@ -53,7 +54,7 @@ from crucible.lineage import LoopMixin, initial_lineage
 from crucible.oversight import OversightMixin
 from crucible.reconcile import ReconcileMixin
 from crucible.signals import ChunkedSignals, SignalEngine, check_genome
-from crucible.slots import MarkBook, Slot
+from crucible.slots import MarkBook, Slot, bench_key, key_fingerprint
 from crucible.venues.base import BAR_FIELDS, Bar, RetryPolicy, Venue, VenueError
 from crucible.venues.factory import VENUES, make_venue
 from crucible.watchtower import kill_switch_engaged
@@ -124,6 +125,23 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self._bar_failed = False
         self.prefix = cfg.general.order_prefix
         self.bench_id = self._bench_identity()
+        # the bench key tags every client order id (crucible.slots.client_order_id); an exchange needs a real one
+        self.bench_key, self.bench_key_source = bench_key(exchange=venue.name != "replay")
+        have_fp = journal.get_meta("bench_key_id")
+        if have_fp and have_fp != key_fingerprint(self.bench_key):
+            raise ConfigError(f"{journal.path}: the bench key ({self.bench_key_source}) is not the one this journal's "
+                              "orders were tagged with; set the same CRUCIBLE_BENCH_KEY / FORGE_SIGNING_KEY, or start "
+                              "a new journal")
+        self.collided: set[str] = set()  # intents whose client order id the venue holds as a foreign order
+        self._reissues: dict[str, int] = {}  # re-issued intent -> collisions in its chain so far
+        self._reduce_only: set[str] = set()  # client order ids sent reduce-only (perpetual flattens)
+        self._bar_deadline: float | None = None  # retry.clock() time at which this bar's order work ends
+        self.pending_out: dict[str, float] = {}  # slot -> USDT the CWO wants out but waits for a reducing fill
+        self.alerts = AlertSink(g.alert_webhook, timeout_s=g.alert_timeout_seconds, bench=self.bench_id)
+        self.exit_signal: str | None = None  # "SIGINT" / "SIGTERM" once one arrived
+        self._exit_deadline: float | None = None  # time.monotonic() by which the exit stops waiting for fills
+        self._day: tuple[int, float] | None = None  # (UTC day number, bench equity at its first bar)
+        self.stale_bars = 0
         self.foreign_trades: set[str] = set()  # trade ids at the venue that are not this bench's (reported once)
         self.foreign_units: dict[str, float] = {}  # symbol -> signed units of those fills (reconcile explains them)
         self.engine = SignalEngine()
@@ -138,6 +156,14 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
                                      perpetual=presets[sc.id] == "futures", lineage=initial_lineage(sc.genome, g))
         self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
+        self.leverage: dict[str, float] = {}
+        for sc in cfg.slots:
+            lev = sc.leverage(cfg.general.max_leverage)
+            if not self.slots[sc.id].perpetual and lev > 1.0:
+                raise ConfigError(f"{cfg.source} [[slots]] {sc.id}: max_leverage {lev} on a spot slot (spot cash may "
+                                  "not go negative: at most 1)")
+            self.leverage[sc.id] = lev
+        self._buffer = (cfg.costs.taker_fee_bps + cfg.costs.slippage_bps + cfg.general.exposure_buffer_bps) / 1e4
         self._funding_rates: dict[tuple[str, int], float] = {}
         hs = cfg.hotswap
         self.pit = PitCrew(cfg.general.champions_dir, require_signature=hs.signatures_required(venue.name != "replay"),
@@ -156,7 +182,8 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
                          "foreign_fills": 0, "outage_bars": 0, "lost": 0, "order_rejects": 0, "retargets": 0,
-                         "stale_flattens": 0, "funding": 0, "rearms": 0}
+                         "stale_flattens": 0, "funding": 0, "rearms": 0, "foreign_orders": 0, "dropped_intents": 0,
+                         "stale_bars": 0}
         self.requests: list[str] = []
         self.new_requests: list[str] = []  # written this bar (the replay waits for the Forge to serve them)
         self.kill_info: dict[str, dict[str, Any]] = {}  # slot -> {"equity", "time_ms"} of its kill
@@ -167,6 +194,73 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.stopped_by = "end"
         self.until_ms: int | None = None
         self.reconcile_report: dict[str, Any] = {}
+
+    def _alert(self, kind: str, now: int, **data: Any) -> None:
+        """An operator alert (:mod:`crucible.alerts`: the log and the configured webhook; never blocks)."""
+        try:
+            self.alerts.alert(kind, now, **data)
+        except Exception:  # noqa: BLE001 - alerting never stops trading
+            log.exception("alert %s failed", kind)
+
+    def restore(self) -> None:
+        """:meth:`ReconcileMixin.restore`, then what this module keeps in the journal: the bench key's fingerprint
+        (a later start with another key is refused in ``__init__``), the intents that collided with foreign
+        orders, the capital waiting to leave each slot (last ``transfer`` event) and the UTC day's starting
+        equity (last ``day_start`` event)."""
+        super().restore()
+        j = self.journal
+        if j.get_meta("bench_key_id") is None:
+            j.set_meta("bench_key_id", key_fingerprint(self.bench_key))
+        self.collided = {o["client_order_id"] for o in j.orders(["collided"])}
+        last = j.events("transfer")[-1:]
+        self.pending_out = {k: float(v) for k, v in (last[0]["data"].get("pending") or {}).items()} if last else {}
+        day = j.events("day_start")[-1:]
+        if day:
+            self._day = (int(day[0]["data"]["day"]), float(day[0]["data"]["equity"]))
+
+    def reconcile(self) -> dict[str, Any]:
+        """Check the orders whose outcome is unknown against the venue first (a foreign order under one of their ids
+        is marked "collided" and never booked; re-issued only if its bar is still the latest closed bar), then
+        :meth:`ReconcileMixin.reconcile`."""
+        now = self.venue.now_ms()
+        latest = (now // 60_000 - 1) * 60_000
+        pending = [o for o in self.journal.orders(OPEN_STATUSES) if o["status"] in ("unknown", "intent")]
+        for o in pending:
+            self._check_unresolved([o], now, reissue=o["bar_time"] >= latest)
+        return super().reconcile()
+
+    def request_exit(self, signame: str) -> None:
+        """SIGINT / SIGTERM (first one): per ``[crucible] on_exit``, "flatten" engages the kill switch (every slot
+        closed by market orders, reduce-only on perpetuals where they reduce the net position) and the loop waits up
+        to ``exit_wait_seconds`` for their fills; "leave" stops after the current bar with positions kept."""
+        self.exit_signal = signame
+        self._exit_deadline = time.monotonic() + self.cfg.general.exit_wait_seconds
+        log.warning("%s: %s", signame, "flattening, then stopping" if self.cfg.general.on_exit == "flatten"
+                    else "stopping after this bar, positions left open")
+        if self.cfg.general.on_exit == "flatten":
+            self.kill_requested = True
+        else:
+            self.stop_event.set()
+
+    def still_open(self) -> dict[str, Any]:
+        """What is still open: {"positions": [{"slot", "symbol", "units"}], "orders": [client order ids]}."""
+        return {"positions": [{"slot": s.id, "symbol": s.symbol, "units": s.ledger.units}
+                              for s in self.slots.values() if s.ledger.units != 0.0],
+                "orders": [o["client_order_id"] for o in self.journal.orders(OPEN_STATUSES)]}
+
+    def _daily_loss(self, now: int) -> None:
+        """The bench-level daily loss stop: the bench's equity (slots + reserve) at its first bar of the UTC day is
+        kept (journaled ``day_start``); once it has fallen by ``daily_loss_limit`` USDT the bench is flattened and
+        halted (an alert says so)."""
+        limit = self.cfg.general.daily_loss_limit
+        eq = float(sum(s.equity() for s in self.slots.values()) + self.reserve)
+        day = now // 86_400_000
+        if self._day is None or self._day[0] != day:
+            self._day = (day, eq)
+            self.journal.event("day_start", now, None, day=day, equity=eq)
+        if limit > 0 and self.halted is None and eq - self._day[1] <= -limit:
+            self._halt(f"daily loss stop: bench equity {eq:.2f} USDT is {self._day[1] - eq:.2f} below the day's start "
+                       f"({self._day[1]:.2f}; limit {limit:.2f})", now, action="flatten")
 
     def _emit(self, event: str, **data: Any) -> None:
         try:
@@ -181,6 +275,17 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
         cfg = self.cfg
         self._bar_failed = False
+        # one deadline for this bar's order work (sends, their retries, lookups): a jammed venue cannot hold the loop
+        self._bar_deadline = self.retry.clock() + cfg.general.bar_order_deadline_seconds
+        # a newer bar is already waiting (the loop fell behind): mark this one, run the kill rule, send no signals
+        stale = bool(bars) and self.venue.stale_backlog()
+        try:
+            self._process_bar(bars, now, bar_time, stale)
+        finally:
+            self._bar_deadline = None
+
+    def _process_bar(self, bars: dict[str, Bar], now: int, bar_time: int, stale: bool) -> None:
+        cfg = self.cfg
         with self.journal:
             if self._perp and bars:
                 self._book_funding(bars)  # units held into this bar's open, before its fills
@@ -197,10 +302,19 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 if s.status != "live" and s.ledger.units != 0.0 and not self.journal.has_open_order(s.id) \
                         and s.mark > 0:
                     self.flatten(s, "cleanup", bar_time)
-            trading = not self.kill_requested and self.halted is None and not self._bar_failed
+            if bars:
+                self._daily_loss(now)
+            trading = not self.kill_requested and self.halted is None and not self._bar_failed and not stale
+            if stale:
+                self.counters["stale_bars"] += 1
             if self.kill_requested or self._kill_file_engaged():
                 self._kill_switch(bar_time)
                 trading = False
+            elif self.halted is None and (self._bar_failed or stale):
+                try:  # an outage or a backlog blinds nothing: the kill rule runs on this bar's marks
+                    self._watchtower(bar_time, now)
+                except VenueError as exc:
+                    self._note_outage(exc, now)
             if trading:
                 try:
                     self._watchtower(bar_time, now)
@@ -223,6 +337,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                                                     s.weight, s.status) for s in self.slots.values()])
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
         self.last_bar_ms = bar_time
+        self._after_bar(bar_time)
+
+    def _after_bar(self, bar_time: int) -> None:
         self.bar_no += 1
         self.counters["bars"] += 1
         self.fault("bar_done", {"bar_time": bar_time, "bar_no": self.bar_no})
@@ -265,24 +382,41 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             batch: list[tuple[Slot, float, float, str]] = []
             for s in live:
                 t = targets[s.id]
-                if t == s.target:
+                eq = s.equity()
+                lev = self.leverage[s.id]
+                over = abs(s.ledger.units) * bar.close > lev * max(eq, 0.0) * (1.0 + 1e-9)  # drifted past its cap
+                if t == s.target and not over:
                     continue
                 if self.journal.has_open_order(s.id):
                     continue  # one order in flight per slot; retry at the next bar
-                if bar_time < self.reject_until.get(s.id, -1):
-                    continue  # backing off after a rejection
-                eq = s.equity()
-                if eq <= 0:
+                if bar_time < self.reject_until.get(s.id, -1) and not over:
+                    continue  # backing off after a rejection (an order reducing an over-cap exposure still goes)
+                qty = self._size(s, t, eq, bar.close)
+                if qty is None:
                     continue
-                qty = t * eq / bar.close - s.ledger.units
-                if t == 0.0:
-                    qty = -s.ledger.units
                 if qty == 0.0 or (abs(qty) * bar.close < g.min_order_notional and t != 0.0):
                     s.target = t
                     continue
                 batch.append((s, qty, t, "signal"))
             if batch:
                 self.place_many(batch, bar_time)
+
+    def _size(self, s: Slot, t: float, eq: float, price: float) -> float | None:
+        """The order (signed base units) taking slot ``s`` to target exposure ``t`` in [-1, 1] at ``price``, or None
+        when it cannot trade (equity <= 0 and no units to close).
+
+        The target notional is ``t x (equity - capital waiting to leave the slot)``, clipped to
+        ``max_leverage x equity / (1 + fee + slippage + exposure_buffer_bps)``: at every decision |target notional|
+        <= max_leverage x equity, with room for the costs of the fill at the next open (so a spot slot's cash stays
+        >= 0).  t = 0 closes every unit."""
+        if t == 0.0:
+            return -s.ledger.units
+        if eq <= 0:
+            return None
+        base = max(0.0, eq - self.pending_out.get(s.id, 0.0))
+        cap = self.leverage[s.id] * eq / (1.0 + self._buffer)
+        notional = max(-cap, min(cap, t * base))
+        return notional / price - s.ledger.units
 
     def run(self, max_bars: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """Restore, reconcile, catch up on an unprocessed closed bar, then trade bar by bar.
@@ -292,6 +426,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         or stop_event).  returns the summary dict (see :func:`run_live`).
         """
         t0 = time.perf_counter()
+        self._check_key_permissions()
         self.restore()
         hist_t = self._start_with_venue()
         self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
@@ -337,8 +472,17 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             if self.until_ms is not None and self.last_bar_ms is not None and self.last_bar_ms + 60_000 >= self.until_ms:
                 self.stopped_by = "until"
                 break
-            if self.stopped_by == "kill_switch" and not self.journal.orders(OPEN_STATUSES):
-                break
+            if self.stopped_by == "kill_switch":
+                if self._exit_deadline is None:
+                    self._exit_deadline = time.monotonic() + self.cfg.general.exit_wait_seconds
+                if not self.journal.orders(OPEN_STATUSES):
+                    break
+                if time.monotonic() >= self._exit_deadline:
+                    log.warning("exit: flatten orders still open after %.0f s", self.cfg.general.exit_wait_seconds)
+                    break
+                if getattr(self.venue, "live", False):  # market orders fill on arrival: look them up, not a bar
+                    self._await_flatten()
+                    continue
             if self.stop_event.is_set() and not self.kill_requested:
                 self.stopped_by = "stop_event"
                 break
@@ -365,8 +509,37 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 last_commit = time.monotonic()
         dt = time.perf_counter() - t0
         summary = self.summary(dt)
+        if summary["still_open"]["positions"] or summary["still_open"]["orders"]:
+            log.warning("stopped (%s) with positions or orders still open: %s", self.stopped_by, summary["still_open"])
         self._emit("done", **summary)
         return summary
+
+    def _check_key_permissions(self) -> None:
+        """Refuse to start when the venue reports that the API key may withdraw funds (a trading bench needs
+        none; a leaked withdrawing key empties the account).  Venues that do not report permissions pass."""
+        perms = self.venue.api_permissions()
+        if perms is None:
+            return
+        if perms.get("withdraw"):
+            raise ConfigError(f"{self.venue.name}: the API key may withdraw funds ({perms.get('raw')}); create a key "
+                              "without withdrawal permission for the Crucible")
+        log.info("%s: API key permissions checked (no withdrawal)", self.venue.name)
+
+    def _await_flatten(self) -> None:
+        """Exchange venues, while the kill switch waits for its flatten fills: look the open orders up (and book
+        their fills) about once a second, without waiting for the next bar."""
+        self.stop_event.wait(1.0)
+        now = self.venue.now_ms()
+        self._bar_deadline = self.retry.clock() + self.cfg.general.bar_order_deadline_seconds
+        try:
+            with self.journal:
+                self._sync_open_orders(now)
+                self._kill_switch((now // 60_000 - 1) * 60_000)  # slots whose order was in flight close now
+        except VenueError as exc:
+            with self.journal:
+                self._note_outage(exc, now)
+        finally:
+            self._bar_deadline = None
 
     def _stale_feed(self, stale_s: float) -> None:
         """No bar for ``stale_feed_seconds``: journal it and flatten every slot holding units (slots stay
@@ -390,7 +563,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 "bars_per_s": self.counters["bars"] / seconds if seconds > 0 else None,
                 "requests": list(self.requests), "reconcile": self.reconcile_report,
                 "slots": [s.summary() for s in self.slots.values()],
-                "reserve": self.reserve, "halted": self.halted,
+                "reserve": self.reserve, "halted": self.halted, "outage": dict(self.outage) if self.outage else None,
+                "exit_signal": self.exit_signal, "still_open": self.still_open(),
+                "alerts": len(self.alerts.history), "bench_key": self.bench_key_source,
                 "total_equity": float(sum(s.equity() for s in self.slots.values()) + self.reserve)}
 
 
@@ -435,14 +610,24 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     (``[crucible] on_mismatch``) and the summary's "halted" says why.  On a replay venue built here (it lives
     and dies with this process) order intents are committed with the next group commit instead of before
     each send: there is no venue left to disagree with after a crash (an injected venue keeps commit points).
-    SIGTERM (main thread only) engages the kill switch: everything is flattened, then the run stops.
+    SIGINT (Ctrl-C) and SIGTERM (handled in the main thread only): per ``[crucible] on_exit``, "flatten" (default)
+    engages the kill switch — every slot's units are closed by market orders at the next bar (reduce-only on
+    perpetuals where they reduce the bench's net position), the loop keeps running (exchange venues: the orders are
+    looked up about once a second; replay: the next bar's open fills them) until they have filled or
+    ``exit_wait_seconds`` have passed — or "leave" stops after the current bar with positions kept; either way the
+    summary is returned (and ``crucible live`` prints it, as after --max-bars) with ``still_open`` listing the
+    positions and orders left.  A second SIGINT/SIGTERM exits at once (KeyboardInterrupt, exit status 130); the
+    journal stays consistent (intents are committed before they are sent).  Exchange venues need a bench key
+    (:func:`crucible.slots.bench_key`: ``CRUCIBLE_BENCH_KEY`` or ``FORGE_SIGNING_KEY``; BenchKeyMissing, exit 2,
+    without) and an API key that cannot withdraw where the venue reports permissions (ConfigError otherwise).
     worker: ``worker(cfg, report)`` builds the supervised Forge worker that serves this bench's replacement
     requests (``crucible live --forge`` passes :func:`loop.supervisor.forge_worker`, ``forge serve`` on this
     config's ``[serve]`` table); it is started before the first bar, checked every bar and stopped with the
     run.  The runtime only calls ``start``/``check``/``stop`` (:class:`Supervised`): it imports no Forge.
 
     returns {"venue", "journal", "journal_sync": "FULL" | "NORMAL", "stopped_by": "end" | "max_bars" | "until" |
-    "kill_switch" | "stop_event",
+    "kill_switch" | "stop_event", "exit_signal": "SIGINT" | "SIGTERM" | None, "still_open": {"positions", "orders"},
+    "outage": {"since_ms", "bars", "error"} | None (an outage still going on), "halted": reason | None,
     "last_bar_ms", "bars", "orders", "fills", "swaps", "kills", "reweights", "rejected_files",
     "duplicates_ignored", "abandoned", "resent", "seconds", "bars_per_s", "requests": [paths],
     "reconcile": {...}, "slots": [per-slot dicts: slot, symbol, status, genome, equity, cash, units,
@@ -469,13 +654,18 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
         if own_venue:
             v.close()
         raise
-    old_handler = None
+    old_handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        def _on_term(signum: int, frame: Any) -> None:
-            rt.kill_requested = True
-            stop_event.set()
+        def _on_signal(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if rt.exit_signal is not None:  # the second one: exit at once
+                stop_event.set()
+                log.warning("%s again: exiting now; still open: %s", name, rt.still_open())
+                raise KeyboardInterrupt
+            rt.request_exit(name)
 
-        old_handler = signal.signal(signal.SIGTERM, _on_term)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, _on_signal)
     if worker is not None:
         rt.supervisor = worker(cfg, lambda kind, **d: journal.event(kind, v.now_ms(), None, **d))
         rt.supervisor.start()
@@ -486,8 +676,9 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
     finally:
         if rt.supervisor is not None:
             rt.supervisor.stop()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+        rt.alerts.close()
         journal.close()
         if own_venue:
             v.close()

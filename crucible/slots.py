@@ -3,11 +3,12 @@ the replay throughput benchmark is :mod:`crucible.benchmark`).
 
 Every slot trades a champion genome with its own virtual capital (e.g.
 $200) inside one venue account, possibly shared with other benches and with
-orders placed by hand.  Every client order id carries the bench identity
-(``<order_prefix>-<bench id>-<slot id>-<bar minute>-<seq>``, see
-:func:`client_order_id`), but a fill is attributed to a slot only when its
-client order id is an intent this bench's journal recorded (the runtime looks
-it up); anything else at the exchange is reported, never booked.
+orders placed by hand.  Every client order id carries the bench identity and an
+HMAC tag under the bench key (``<order_prefix>-<bench id>-<slot id>-<minute><seq><tag>``,
+see :func:`client_order_id`, :func:`is_own_order_id`); a fill is attributed to a
+slot only when its client order id is an intent this bench's journal recorded
+(and the venue's order matches that intent); anything else at the exchange is
+reported, never booked.
 A slot's ledger is a cash + units account marked at the last close, the
 same accounting as the backtester: ``equity = cash + units * mark`` where
 ``cash = capital - sum(qty * price + fee)`` over the slot's fills.
@@ -15,21 +16,93 @@ same accounting as the backtester: ``equity = cash + units * mark`` where
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from crucible.venues.base import Fill
+from forge.core.errors import ConfigError
 from forge.gp import Genome
 
-__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "new_bench_id", "BENCH_ID_RE"]
+__all__ = ["Ledger", "MarkBook", "Slot", "client_order_id", "parse_client_order_id", "is_own_order_id", "new_bench_id",
+           "BENCH_ID_RE", "bench_key", "key_fingerprint", "BenchKeyMissing", "OrderIdParts", "ORDER_ID_CHARS",
+           "ORDER_ID_MAX", "NAME_BUDGET", "REPLAY_DEFAULT_KEY"]
 
 BENCH_ID_RE = re.compile(r"[a-z0-9]{1,6}")
 """A bench identity: 1-6 lowercase letters/digits (it travels inside every client order id)."""
 _B36 = "abcdefghijklmnopqrstuvwxyz0123456789"
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+ORDER_ID_MAX = 36
+"""Longest client order id: Bybit v5 ``orderLinkId`` (letters, digits, ``-`` and ``_``, at most 36) and Binance
+USD-M ``newClientOrderId`` (``^[\\.A-Z\\:/a-z0-9_-]{1,36}$``); the ids below use letters, digits and ``-`` only,
+valid on both."""
+ORDER_ID_CHARS = re.compile(r"[A-Za-z0-9_-]{1,36}")
+TAG_MIN, TAG_MAX = 8, 12  # HMAC tag length, base-36 characters (8: 41 bits; 12: 62 bits)
+MINUTE_CHARS, SEQ_CHARS = 6, 2  # fixed-width base-36 bar minute (until the year 9800) and sequence (< 1296)
+NAME_BUDGET = ORDER_ID_MAX - 3 - MINUTE_CHARS - SEQ_CHARS - TAG_MIN
+"""len(order_prefix) + len(bench id) + len(slot id) may not exceed this (17), so every id keeps an 8-character tag."""
+BENCH_KEY_ENV = "CRUCIBLE_BENCH_KEY"
+SIGNING_KEY_ENV = "FORGE_SIGNING_KEY"
+REPLAY_DEFAULT_KEY = b"crucible replay default bench key/1"
+"""The documented, public key of replay venues when neither ``CRUCIBLE_BENCH_KEY`` nor ``FORGE_SIGNING_KEY`` is set:
+replay ids (and the golden journals) stay deterministic; it proves nothing and is refused on exchange venues."""
+
+
+class BenchKeyMissing(ConfigError):
+    """An exchange venue without a bench key: client order ids could be forged (exit status 2)."""
+
+
+def bench_key(*, exchange: bool, env: Mapping[str, str] | None = None) -> tuple[bytes, str]:
+    """The secret that tags this bench's client order ids, and where it came from.
+
+    ``CRUCIBLE_BENCH_KEY`` (at least 16 characters, used as UTF-8 bytes), else a key derived from
+    ``FORGE_SIGNING_KEY`` (HMAC-SHA256 of a fixed label under it, so the signing key itself never tags an order),
+    else on the replay venue :data:`REPLAY_DEFAULT_KEY`.  returns (key bytes, "CRUCIBLE_BENCH_KEY" |
+    "FORGE_SIGNING_KEY" | "replay default").  raises BenchKeyMissing on an exchange venue without either variable,
+    ConfigError for a ``CRUCIBLE_BENCH_KEY`` shorter than 16 characters.
+    """
+    env = os.environ if env is None else env
+    k = env.get(BENCH_KEY_ENV) or ""
+    if k:
+        if len(k) < 16:
+            raise ConfigError(f"{BENCH_KEY_ENV} must be at least 16 characters (a random secret), got {len(k)}")
+        return k.encode(), BENCH_KEY_ENV
+    sk = env.get(SIGNING_KEY_ENV) or ""
+    if sk:
+        return hmac.new(sk.encode(), b"crucible bench order ids/1", hashlib.sha256).digest(), SIGNING_KEY_ENV
+    if exchange:
+        raise BenchKeyMissing(f"no bench key: set {BENCH_KEY_ENV} (a random secret of 16+ characters) or "
+                              f"{SIGNING_KEY_ENV}; without one anybody on the account could forge this bench's "
+                              "client order ids, so the Crucible refuses to trade on an exchange")
+    return REPLAY_DEFAULT_KEY, "replay default"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """16 hex characters identifying ``key`` (kept in the journal; a different key later is refused)."""
+    return hmac.new(key, b"crucible bench key fingerprint/1", hashlib.sha256).hexdigest()[:16]
+
+
+def _b36(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out.append(_DIGITS36[r])
+    if n:
+        raise ValueError("value too large for its base-36 field")
+    return "".join(reversed(out))
+
+
+def _tag(key: bytes, body: str, n: int) -> str:
+    d = int.from_bytes(hmac.new(key, body.encode(), hashlib.sha256).digest()[:8], "big")
+    return _b36(d, 13)[:n]
 
 
 def new_bench_id() -> str:
@@ -37,34 +110,66 @@ def new_bench_id() -> str:
     return "".join(secrets.choice(_B36) for _ in range(6))
 
 
-def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int, bench: str = "") -> str:
-    """Deterministic, idempotent client order id ``<prefix>-<bench>-<slot>-<bar minute>-<seq>`` (<= 36 chars).
+def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int, bench: str, key: bytes) -> str:
+    """Deterministic client order id ``<prefix>-<bench>-<slot>-<minute><seq><tag>`` of at most 36 characters.
 
-    bar_time_ms: open time of the bar whose close decided the order (ms UTC); seq: 0, 1, ... per
-    (slot, bar); bench: the bench identity ("" gives the bench-less ``<prefix>-<slot>-<minute>-<seq>`` of
-    journals written before bench ids existed).  The same inputs always give the same id, so a resend
-    is recognised by the venue.  With prefix <= 6, bench <= 6 and slot <= 8 characters the id is at most
-    36 characters (Bybit ``orderLinkId`` and Binance ``newClientOrderId`` limits) until the year 2160.
+    prefix: ``[crucible] order_prefix``; slot: slot id; bar_time_ms: open time of the bar whose close decided the
+    order (ms UTC), written as 6 base-36 digits of its minute; seq: 0, 1, ... per (slot, bar), 2 base-36 digits
+    (< 1296); bench: the bench identity; key: :func:`bench_key`.  tag: the first 8-12 base-36 characters (as many
+    as fit in 36; at least 8, i.e. 41 bits) of HMAC-SHA256(key, ``<prefix>-<bench>-<slot>-<minute><seq>``).
+    Without the key nobody can compute the bench's next id, and :func:`is_own_order_id` proves an id is this
+    bench's from the id alone (after a journal loss too).  Characters: ``[A-Za-z0-9-]``, valid as Bybit
+    ``orderLinkId`` and Binance ``newClientOrderId``.  raises ValueError when seq >= 1296, the minute does not fit,
+    or prefix + bench + slot exceed :data:`NAME_BUDGET` characters.
     """
-    if bench:
-        return f"{prefix}-{bench}-{slot}-{bar_time_ms // 60_000}-{seq}"
-    return f"{prefix}-{slot}-{bar_time_ms // 60_000}-{seq}"
+    if not bench or len(prefix) + len(bench) + len(slot) > NAME_BUDGET:
+        raise ValueError(f"order prefix, bench id and slot id {prefix!r}, {bench!r}, {slot!r}: need a bench id and "
+                         f"at most {NAME_BUDGET} characters together")
+    if not 0 <= seq < 36 ** SEQ_CHARS:
+        raise ValueError(f"order sequence {seq} out of range (< {36 ** SEQ_CHARS} per slot and bar)")
+    body = f"{prefix}-{bench}-{slot}-{_b36(bar_time_ms // 60_000, MINUTE_CHARS)}{_b36(seq, SEQ_CHARS)}"
+    return body + _tag(key, body, min(TAG_MAX, ORDER_ID_MAX - len(body)))
 
 
-def parse_client_order_id(cid: str, prefix: str, bench: str = "") -> str | None:
-    """Slot id encoded in ``cid`` when it has this bench's format (prefix and bench identity), else None.
+@dataclass(frozen=True)
+class OrderIdParts:
+    """A client order id split by format (not yet verified): prefix, bench, slot, bar minute, seq, tag."""
 
-    The format alone proves nothing (anyone can type a look-alike id at the exchange): the runtime
-    books a fill only when the id is also an intent in its own journal.
+    prefix: str
+    bench: str
+    slot: str
+    minute: int
+    seq: int
+    tag: str
+
+
+def parse_client_order_id(cid: str, prefix: str) -> OrderIdParts | None:
+    """The parts of ``cid`` when it has the tagged format under ``prefix`` (any bench), else None.
+
+    The format alone proves nothing (anyone can type a look-alike id): :func:`is_own_order_id` checks the tag.
     """
     parts = cid.split("-")
-    if bench:
-        if len(parts) != 5 or parts[0] != prefix or parts[1] != bench:
-            return None
-        return parts[2]
-    if len(parts) != 4 or parts[0] != prefix:
+    if len(parts) != 4 or parts[0] != prefix or not BENCH_ID_RE.fullmatch(parts[1]) or not parts[2]:
         return None
-    return parts[1]
+    tail = parts[3]
+    if len(tail) < MINUTE_CHARS + SEQ_CHARS + TAG_MIN or not all(c in _DIGITS36 for c in tail):
+        return None
+    return OrderIdParts(prefix, parts[1], parts[2], int(tail[:MINUTE_CHARS], 36),
+                        int(tail[MINUTE_CHARS:MINUTE_CHARS + SEQ_CHARS], 36), tail[MINUTE_CHARS + SEQ_CHARS:])
+
+
+def is_own_order_id(cid: str, key: bytes, prefix: str, bench: str) -> bool:
+    """True when ``cid`` is a client order id this bench (``prefix``, ``bench``) minted with ``key``: the format
+    parses, names this bench, and its tag equals the HMAC recomputed from the id's own fields (constant-time
+    comparison).  Needs no journal: after a journal loss it still tells the bench's orders from anybody else's."""
+    p = parse_client_order_id(cid, prefix)
+    if p is None or p.bench != bench:
+        return False
+    try:
+        want = client_order_id(prefix, p.slot, p.minute * 60_000, p.seq, bench, key)
+    except ValueError:
+        return False
+    return hmac.compare_digest(want, cid)
 
 
 @dataclass

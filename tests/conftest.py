@@ -9,7 +9,9 @@ from fake_bybit import FakeBybit, sample_bars
 
 @pytest.fixture()
 def bybit_keys(monkeypatch):
-    """Test API keys in the environment ("test-key" / "test-secret"); returns them."""
+    """Test API keys in the environment ("test-key" / "test-secret") and a bench key (``CRUCIBLE_BENCH_KEY``, which
+    tags client order ids; exchange venues refuse to trade without one); returns the API key pair."""
+    monkeypatch.setenv("CRUCIBLE_BENCH_KEY", "test-bench-key-0123456789")
     monkeypatch.setenv("CRUCIBLE_API_KEY", "test-key")
     monkeypatch.setenv("CRUCIBLE_API_SECRET", "test-secret")
     return "test-key", "test-secret"

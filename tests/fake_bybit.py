@@ -31,6 +31,8 @@ quantity (rounded down to the lot, at least one lot) and the rest is cancelled, 
 executes and order lookups by ``orderLinkId`` return nothing).  The path ``"*"`` matches every request,
 so ``inject_rest("5xx", "*", n)`` is an outage of the next n requests.  :meth:`FakeBybit.place_external`
 books an order placed outside the bench (by hand, or by another program on the same account).
+``reduceOnly`` orders that would not reduce the net position are refused (retCode 110017) and are booked with
+``reduceOnly: true``; ``api_permissions`` is what ``/v5/user/query-api`` reports for the key.
 Unknown order ids: lookups by ``orderLinkId`` or ``orderId`` the exchange does not know return an empty
 list, and ``/v5/order/cancel`` answers Bybit's retCode 110001 "order not exists or too late to cancel" (a
 market order is filled or cancelled on arrival, so no cancel ever finds an open one).
@@ -110,6 +112,9 @@ class FakeBybit:
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
         self.rest_forming = False
         self.bar_clock = False
+        # /v5/user/query-api "permissions" of the key (Bybit: e.g. {"ContractTrade": ["Order", "Position"],
+        # "Wallet": ["AccountTransfer", "Withdraw"]}); tests set "Withdraw" to see the Crucible refuse the key
+        self.api_permissions: dict[str, list[str]] = {"ContractTrade": ["Order", "Position"]}
         self.ws_sent: list[dict[str, Any]] = []  # every kline message sent (copies included)
         self.ws_subscribes = 0
         self.ws_disconnects = 0
@@ -426,7 +431,7 @@ class FakeBybit:
         if path == "/v5/asset/coin/query-info":
             return self._ok({"rows": [{"name": "USDT", "coin": "USDT", "remainAmount": "1000000", "chains": []}]})
         if path == "/v5/user/query-api":
-            return self._ok({"unified": 1, "uta": 1, "readOnly": 0, "permissions": {}})
+            return self._ok({"unified": 1, "uta": 1, "readOnly": 0, "permissions": self.api_permissions})
         if path == "/v5/account/info":
             return self._ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
         if path == "/v5/market/time":
@@ -510,6 +515,11 @@ class FakeBybit:
         if steps < 1 or abs(steps * LOT - qty) > 1e-9:
             return 200, {"retCode": 10001, "retMsg": f"fake: qty {b.get('qty')} is not a multiple of {LOT}",
                          "result": {}, "time": 0}
+        reduce_only = b.get("reduceOnly") in (True, "true", "True", 1, "1")
+        if reduce_only:
+            signed_req = qty if b["side"] == "Buy" else -qty
+            if self.position == 0 or (self.position > 0) == (signed_req > 0) or qty > abs(self.position) + 1e-9:
+                return 200, {"retCode": 110017, "retMsg": "Reduce-only rule not satisfied", "result": {}, "time": 0}
         self._n += 1
         if fault == "ghost":  # acknowledged, then lost by the exchange
             return self._ok({"orderId": f"oid-{self._n}", "orderLinkId": link})
@@ -525,7 +535,7 @@ class FakeBybit:
         fee = round(filled * price * self.fee_rate, 8)
         self._book(signed, price, fee)
         o = {"orderId": f"oid-{self._n}", "orderLinkId": link, "side": b["side"], "qty": b["qty"], "price": price,
-             "fee": fee, "t": t, "filled": f"{filled:.3f}", "status": status}
+             "fee": fee, "t": t, "filled": f"{filled:.3f}", "status": status, "reduceOnly": reduce_only}
         self.orders[link] = o
         self.executions.append({
             "symbol": self.symbol, "orderId": o["orderId"], "orderLinkId": link, "side": b["side"],
@@ -558,7 +568,7 @@ class FakeBybit:
                 "cumExecQty": o["filled"], "cumExecValue": f"{filled * o['price']:.8f}",
                 "cumExecFee": f"{o['fee']:.8f}",
                 "leavesQty": "0", "orderType": "Market", "timeInForce": "IOC", "createdTime": str(o["t"]),
-                "updatedTime": str(o["t"]), "positionIdx": 0, "reduceOnly": False}
+                "updatedTime": str(o["t"]), "positionIdx": 0, "reduceOnly": bool(o.get("reduceOnly"))}
 
     def _execution_list(self, q: dict[str, Any]) -> tuple[int, Any]:
         start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))

@@ -69,9 +69,10 @@ def test_config_rejects_unknown_key(tmp_path):
 
 
 def test_client_order_id_deterministic_and_attributed():
-    cid = client_order_id("cr", "btc1", 1718762340000, 2)
-    assert cid == client_order_id("cr", "btc1", 1718762340000, 2) and len(cid) <= 36
-    assert parse_client_order_id(cid, "cr") == "btc1"
+    key = b"k" * 32
+    cid = client_order_id("cr", "btc1", 1718762340000, 2, "b1", key)
+    assert cid == client_order_id("cr", "btc1", 1718762340000, 2, "b1", key) and len(cid) <= 36
+    assert parse_client_order_id(cid, "cr").slot == "btc1"
     assert parse_client_order_id(cid, "xx") is None and parse_client_order_id("manual-order", "cr") is None
 
 

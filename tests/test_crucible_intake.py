@@ -237,7 +237,8 @@ def test_verdict_must_say_survived(tmp_path):
             verify_champion(meta_path, key=KEY)
 
 
-def test_signatures_required_by_default_on_exchange_venues(tmp_path, sample):
+def test_signatures_required_by_default_on_exchange_venues(tmp_path, sample, monkeypatch):
+    monkeypatch.setenv("CRUCIBLE_BENCH_KEY", "test-bench-key-0123456789")  # an exchange-like venue needs one
     hs = HotswapConfig()
     assert hs.require_signature == "auto" and hs.signatures_required(True) and not hs.signatures_required(False)
     assert HotswapConfig(require_signature=True).signatures_required(False)

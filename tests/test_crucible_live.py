@@ -272,7 +272,7 @@ def test_run_live_on_fake_bybit_with_faults_never_duplicates_or_loses(tmp_path, 
                 fk.inject_ws("duplicate", 3)
 
     try:
-        fk.run_clock(0.04)
+        fk.run_clock(0.3)  # bars slower than the bar loop: a bar whose successor already closed is not traded
         s = run_live(cfg, venue=v, max_bars=30, progress=progress)
         fk.stop_clock()
         rep = _settle(cfg, v)
@@ -293,7 +293,8 @@ def test_run_live_on_fake_bybit_with_faults_never_duplicates_or_loses(tmp_path, 
 
 
 def _driver(fk, d: Path, max_bars: int, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CRUCIBLE_API_KEY": "test-key", "CRUCIBLE_API_SECRET": "test-secret"}
+    env = {**os.environ, "CRUCIBLE_API_KEY": "test-key", "CRUCIBLE_API_SECRET": "test-secret",
+           "CRUCIBLE_BENCH_KEY": "test-bench-key-0123456789"}
     cmd = [sys.executable, str(DRIVER), "--dir", str(d), "--rest", fk.rest_url, "--ws", fk.ws_url,
            "--max-bars", str(max_bars), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=DRIVER.parents[1])

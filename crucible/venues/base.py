@@ -20,8 +20,8 @@ import numpy as np
 
 from forge.core.errors import ForgeError
 
-__all__ = ["Bar", "Fill", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueError", "VenueNetworkError",
-           "VenueRejected"]
+__all__ = ["Bar", "Fill", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder", "VenueError",
+           "VenueNetworkError", "VenueRejected"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,11 @@ class VenueNetworkError(VenueError):
 
 class VenueRejected(VenueError):
     """The venue answered and refused the request (bad params, insufficient funds, duplicate id...)."""
+
+
+class VenueDuplicateOrder(VenueRejected):
+    """The venue refused an order because it already holds one under that client order id (nothing new was
+    created); the runtime fetches that order and compares it with its intent."""
 
 
 class VenueAuthError(VenueError):
@@ -152,7 +157,8 @@ class OrderState:
     """An order as the venue knows it.
 
     status: "open" | "filled" | "canceled" | "rejected"; qty: signed base
-    units requested; filled: signed base units filled so far.
+    units requested; filled: signed base units filled so far; order_type: "market", "limit", ...
+    (lowercase, as ccxt).
     """
 
     order_id: str
@@ -162,6 +168,7 @@ class OrderState:
     filled: float
     status: str
     time_ms: int
+    order_type: str = "market"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,11 +208,13 @@ class Venue(ABC):
         timed out (live: a stale feed)."""
 
     @abstractmethod
-    def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
-        """Submit a market order for ``qty`` signed base units under ``client_order_id``.
+    def create_market_order(self, symbol: str, qty: float, client_order_id: str, *,
+                            reduce_only: bool = False) -> OrderState:
+        """Submit a market order for ``qty`` signed base units under ``client_order_id`` (``reduce_only``: it may
+        only reduce the account's position, perpetuals; the runtime passes it only when True).
 
         Idempotent by client order id: a second submit with an id the venue
-        already knows raises VenueRejected (duplicate) and creates nothing.
+        already knows raises VenueDuplicateOrder and creates nothing.
         raises VenueNetworkError when the outcome is unknown.
         """
 
@@ -233,6 +242,25 @@ class Venue(ABC):
     def fetch_balance(self) -> float:
         """Cash balance, USDT (fees and realised P&L included; for spot-like
         replay accounting, cash after buys/sells)."""
+
+    def round_qty(self, symbol: str, qty: float) -> float:
+        """``qty`` (signed base units) as the venue would book it (its lot size; default: unchanged)."""
+        return float(qty)
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Bound the venue's own retries of reads (lookups) to ``seconds`` from now (None: no bound); the runtime
+        sets it to what is left of the bar's order deadline.  Default: nothing to bound."""
+
+    def stale_backlog(self) -> bool:
+        """True when a newer closed bar than the one just delivered is already waiting (the loop fell behind): the
+        runtime then marks that bar and runs the kill rule but sends no signal orders for it.  Default False (the
+        replay venue never falls behind)."""
+        return False
+
+    def api_permissions(self) -> dict[str, Any] | None:
+        """What the API key may do, where the venue reports it: {"withdraw": bool, "read_only": bool, "raw": ...};
+        None when the venue cannot tell (the replay venue)."""
+        return None
 
     def funding_rate(self, symbol: str) -> float | None:
         """Current perpetual funding rate of ``symbol`` per 8 h, a fraction (None: not known here; the runtime

@@ -54,7 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from crucible.venues.base import (Bar, Fill, OrderState, RetryPolicy, Venue, VenueAuthError,
+from dataclasses import replace as _replace
+
+from crucible.venues.base import (Bar, Fill, OrderState, RetryPolicy, Venue, VenueAuthError, VenueDuplicateOrder,
                                   VenueNetworkError, VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
 
@@ -133,6 +135,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         if self.retry.sleep is None:
             self.retry.sleep = self._stop.wait
         self.retries = 0  # reads retried after a network error (observability, tests)
+        self._deadline: float | None = None  # retry.clock() time by which reads stop retrying (set_deadline)
         self.clock_resyncs = 0
         # bar store, shared by the caller's thread and the WebSocket thread
         self._cv = threading.Condition()
@@ -195,10 +198,12 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         except ccxt.AuthenticationError as exc:
             raise VenueAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.DuplicateOrderId as exc:
-            raise VenueRejected(f"duplicate client order id ({exc})"[:300]) from None
+            raise VenueDuplicateOrder(f"duplicate client order id ({exc})"[:300]) from None
         except ccxt.NetworkError as exc:  # includes RequestTimeout, ExchangeNotAvailable, DDoSProtection
             raise VenueNetworkError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.ExchangeError as exc:
+            if "duplicate" in str(exc).lower() or "110072" in str(exc):  # Bybit 110072 "OrderLinkedID is duplicate"
+                raise VenueDuplicateOrder(f"duplicate client order id ({type(exc).__name__}: {str(exc)[:200]})") from None
             raise VenueRejected(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _read(self, fn, *args, **kw):
@@ -208,7 +213,43 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             self.retries += 1
             log.warning("%s: %s; retrying in %.2f s", self.name, str(exc)[:120], delay)
 
-        return self.retry.call(lambda: self._call(fn, *args, **kw), on_retry=count)
+        policy = self.retry
+        if self._deadline is not None:  # the runtime's bar deadline bounds the retries
+            policy = _replace(self.retry, budget_s=max(0.0, min(self.retry.budget_s, self._deadline - self.retry.clock())))
+        return policy.call(lambda: self._call(fn, *args, **kw), on_retry=count)
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Bound the retries of reads to ``seconds`` from now on ``retry.clock`` (None: only the retry budget)."""
+        self._deadline = None if seconds is None else self.retry.clock() + float(seconds)
+
+    def stale_backlog(self) -> bool:
+        """A newer closed bar than the last one delivered is already in the bar store."""
+        with self._cv:
+            return self._cursor is not None and self._next_time() is not None
+
+    def round_qty(self, symbol: str, qty: float) -> float:
+        """``qty`` at the market's lot size (ccxt ``amount_to_precision``), sign kept; 0.0 below one lot."""
+        try:
+            return float(np.sign(qty)) * float(self.ex.amount_to_precision(self._usym[symbol], abs(qty)))
+        except self._ccxt.InvalidOrder:
+            return 0.0
+
+    def api_permissions(self) -> dict[str, Any] | None:
+        """What the API key may do (Bybit ``/v5/user/query-api``: ``readOnly`` and ``permissions.Wallet`` —
+        "Withdraw" there means it can withdraw); None where the exchange does not report it (or on failure)."""
+        if self.exchange_id != "bybit":
+            return None
+        try:
+            resp = self._read(self.ex.privateGetV5UserQueryApi)
+        except (VenueNetworkError, VenueRejected) as exc:
+            log.warning("%s: API key permissions unavailable (%s)", self.name, str(exc)[:120])
+            return None
+        res = (resp or {}).get("result") or {}
+        perms = res.get("permissions") or {}
+        wallet = [str(x) for x in (perms.get("Wallet") or [])]
+        withdraw = any("withdraw" in x.lower() for x in wallet) or any(
+            "withdraw" in str(x).lower() for v in perms.values() if isinstance(v, list) for x in v)
+        return {"withdraw": bool(withdraw), "read_only": str(res.get("readOnly")) == "1", "raw": perms}
 
 
     def close(self) -> None:
@@ -234,9 +275,11 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         if st == "filled" and filled < amount - 1e-12:  # closed with a remainder: cancelled after a partial fill
             st = "canceled"
         return OrderState(str(o.get("id")), str(o.get("clientOrderId") or ""), symbol,
-                          sign * amount, sign * filled, st, int(o.get("timestamp") or self.now_ms()))
+                          sign * amount, sign * filled, st, int(o.get("timestamp") or self.now_ms()),
+                          str(o.get("type") or "market").lower())
 
-    def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
+    def create_market_order(self, symbol: str, qty: float, client_order_id: str, *,
+                            reduce_only: bool = False) -> OrderState:
         usym = self._usym[symbol]
         try:
             amount = float(self.ex.amount_to_precision(usym, abs(qty)))
@@ -245,7 +288,10 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         if amount <= 0:
             raise VenueRejected(f"order qty {qty} rounds to 0 at {symbol}'s lot size")
         side = "buy" if qty > 0 else "sell"
-        o = self._call(self.ex.create_order, usym, "market", side, amount, None, {"clientOrderId": client_order_id})
+        params: dict[str, Any] = {"clientOrderId": client_order_id}
+        if reduce_only:
+            params["reduceOnly"] = True
+        o = self._call(self.ex.create_order, usym, "market", side, amount, None, params)
         st = self._order_state(o, symbol)
         return OrderState(st.order_id, client_order_id, symbol, np.sign(qty) * amount, st.filled, st.status,
                           st.time_ms)

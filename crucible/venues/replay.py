@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from crucible.venues.base import BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueNetworkError, VenueRejected
+from crucible.venues.base import (BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueDuplicateOrder, VenueNetworkError,
+                                  VenueRejected)
 from forge.backtest.costs import bps, fill_price, funding_payment, is_funding_time, taker_fee
 from forge.data.schema import BAR_MS
 
@@ -212,13 +213,15 @@ class ReplayVenue(Venue):
             fill = Fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, o.qty, price, fee, bar.open_time)
             self._fills[o.symbol].append(fill)
             self._cash -= o.qty * price + fee
-            self._pos[o.symbol] += o.qty
+            pos = self._pos[o.symbol] + o.qty
+            self._pos[o.symbol] = 0.0 if abs(pos) < 1e-15 else pos  # as the ledgers: no float dust position
             self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.qty, "filled", o.time_ms)
         self._pending = still
 
     # ------------------------------------------------------------------ orders
 
-    def create_market_order(self, symbol: str, qty: float, client_order_id: str) -> OrderState:
+    def create_market_order(self, symbol: str, qty: float, client_order_id: str, *,
+                            reduce_only: bool = False) -> OrderState:
         fault = self._faults.popleft() if self._faults else None
         if fault in ("network_before", "http_5xx", "rate_limit"):
             raise VenueNetworkError(f"replay fault {fault} on {client_order_id}")
@@ -227,7 +230,11 @@ class ReplayVenue(Venue):
         if not (math.isfinite(qty) and qty != 0.0):
             raise VenueRejected(f"order qty must be finite and non-zero, got {qty!r}")
         if client_order_id in self._orders:
-            raise VenueRejected(f"duplicate client order id {client_order_id}")
+            raise VenueDuplicateOrder(f"duplicate client order id {client_order_id}")
+        if reduce_only:
+            pos = self._pos[symbol] + sum(self._orders[c].qty for c in self._pending if self._orders[c].symbol == symbol)
+            if pos == 0.0 or (pos > 0) == (qty > 0) or abs(qty) > abs(pos) + 1e-12:
+                raise VenueRejected(f"reduce-only order {client_order_id} ({qty}) would not reduce the position {pos}")
         self.submits += 1
         self._n_orders += 1
         o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
