@@ -29,7 +29,11 @@ def crucible_live(
     forge: Annotated[bool, typer.Option("--forge", help="Run the Forge worker (forge serve) as a supervised child: killed slots are re-armed by validated replacements (closed loop).")] = False,
 ) -> None:
     """Trade the bench of champions ($200 each) on a replay venue or an exchange testnet, with hot-swap,
-    the $200 kill rule, capital reweighting and a durable journal; with --forge, the closed loop."""
+    the $200 kill rule, capital reweighting and a durable journal; with --forge, the closed loop.
+
+    Ctrl-C (SIGINT) or SIGTERM: per [crucible] on_exit, flatten every slot (default; reduce-only orders on
+    perpetuals) and wait up to exit_wait_seconds for the fills, or leave positions; then the summary is printed
+    with what is still open.  A second Ctrl-C exits at once (status 130)."""
     from rich.live import Live
 
     from crucible.runtime import run_live
@@ -56,13 +60,16 @@ def crucible_live(
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
-        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge"):
+        if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge",
+                    "outage", "outage_end", "foreign_order", "foreign_fill"):
             line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
             if live_view:
                 events.append(escape(line[:160]))
                 throttle.flush()
             else:
                 console.print(escape(line), highlight=False)
+            if kind in ("outage", "outage_end"):
+                state["outage"] = e if kind == "outage" else None
         elif kind == "start":
             slots = e.get("slots")
             state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [])
@@ -95,6 +102,22 @@ def crucible_live(
     console.print(table)
     console.print(f"total equity {summary['total_equity']:.2f} USDT; journal {summary['journal']}"
                   + (f"; replacement requests: {', '.join(map(str, summary['requests']))}" if summary["requests"] else ""))
+    if summary.get("outage_bars") or summary.get("outage"):
+        o = summary.get("outage")
+        console.print(escape(f"outage: {summary['outage_bars']} bars with venue calls failing"
+                             + (f"; still failing since {o['since_ms']} ({o['error']})" if o else "; over")
+                             + f"; {summary.get('stale_bars', 0)} stale bars not traded, "
+                               f"{summary.get('dropped_intents', 0)} intents dropped"), highlight=False)
+    if summary.get("halted"):
+        console.print(escape(f"halted: {summary['halted']}"), highlight=False)
+    if summary.get("exit_signal"):
+        console.print(f"{summary['exit_signal']}: stopped ({summary['stopped_by']})", highlight=False)
+    still = summary.get("still_open") or {}
+    if still.get("positions") or still.get("orders"):
+        pos = ", ".join(f"{p['slot']} {p['units']:+.6g} {p['symbol']}" for p in still.get("positions", []))
+        console.print(escape(f"still open: positions [{pos}]; orders {still.get('orders', [])}"), highlight=False)
+    else:
+        console.print("still open: nothing (every slot flat, no order in flight)", highlight=False)
 
 
 @edge

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from typing import Any
 
 from crucible.journal import OPEN_STATUSES
@@ -130,6 +129,22 @@ class ExecutionMixin:
                 if self._progress_on:
                     self._emit("fill", slot=slot.id, **f.to_dict())
         return n
+
+    def _scan_foreign(self, now: int) -> None:
+        """Exchange venues, every bar: fetch the account's recent fills of the slots' symbols and report the ones
+        that are not this bench's (:meth:`_foreign_fill`, which halts on a threat) — foreign orders are seen within a
+        bar even while the bench has no order of its own in flight.  Fills of this bench are left to the order sync."""
+        since = self._scan_since if self._scan_since is not None else now - 120_000
+        newest = since
+        for sym in sorted({s.symbol for s in self.slots.values()}):
+            for f in self.venue.fetch_fills(sym, since):
+                newest = max(newest, f.time_ms)
+                if f.trade_id in self.foreign_trades or self._slot_of(f.client_order_id) is not None:
+                    continue
+                if self.journal.has_fill(f.trade_id):
+                    continue
+                self._foreign_fill(f, now)
+        self._scan_since = max(since, newest - 60_000)
 
     def _sync_open_orders(self, now: int) -> None:
         open_orders = self.journal.orders(OPEN_STATUSES)
@@ -289,7 +304,6 @@ class ExecutionMixin:
         reduce_only = cid in self._reduce_only
 
         def attempt() -> None:
-            self.venue.set_deadline(max(0.0, self._order_budget()))
             try:
                 if reduce_only:
                     st = self.venue.create_market_order(sym, o["qty"], cid, reduce_only=True)
@@ -316,13 +330,12 @@ class ExecutionMixin:
                 else:
                     self._rejected(o, str(exc), now)
 
-        policy = replace(self.retry, budget_s=max(0.0, min(self.retry.budget_s, budget)))
+        policy = self.retry.bounded(self._bar_deadline if self._bar_deadline is not None
+                                    else self.retry.clock() + budget)
         try:
             policy.call(attempt)
         except VenueError as exc:  # budget spent (or auth): the order stays "unknown", resolved by lookup later
             self._note_outage(exc, now)
-        finally:
-            self.venue.set_deadline(None)
         if found:
             self._resolve_found(o, found[0], now)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from crucible.allocator import cwo_step_nb
 from crucible.hotswap import Challenger
+from crucible.journal import OPEN_STATUSES
 from crucible.lineage import challenger_lineage
 from crucible.slots import Ledger
 from crucible.venues.base import Bar
@@ -185,12 +186,14 @@ class OversightMixin:
             self._emit("reweight", weights=w)
 
     def _free_capital(self, s) -> float:
-        """USDT that may leave slot ``s`` now: what keeps its held exposure within ``max_leverage`` x its equity after
-        the move, and (spot) no more than its cash, so a transfer never creates leverage or negative cash."""
+        """USDT that may leave slot ``s`` now: what keeps its exposure (units held plus units of its orders in flight)
+        within ``max_leverage`` x its equity after the move, and (spot) no more than its cash less what its buys in
+        flight will cost, so a transfer never creates leverage or negative cash."""
         eq = s.equity()
-        room = eq - abs(s.ledger.units) * s.mark / self.leverage[s.id]
+        flight = sum(o["qty"] for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == s.id)  # decided, unfilled
+        room = eq - abs(s.ledger.units + flight) * s.mark / self.leverage[s.id]
         if not s.perpetual:
-            room = min(room, s.ledger.cash)
+            room = min(room, s.ledger.cash - max(0.0, flight) * s.mark * (1.0 + self._buffer))
         return max(0.0, room)
 
     def _move_capital(self, now: int) -> None:

@@ -141,7 +141,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.exit_signal: str | None = None  # "SIGINT" / "SIGTERM" once one arrived
         self._exit_deadline: float | None = None  # time.monotonic() by which the exit stops waiting for fills
         self._day: tuple[int, float] | None = None  # (UTC day number, bench equity at its first bar)
-        self.stale_bars = 0
+        self._scan_since: int | None = None  # fills of the account scanned up to here (exchange venues)
         self.foreign_trades: set[str] = set()  # trade ids at the venue that are not this bench's (reported once)
         self.foreign_units: dict[str, float] = {}  # symbol -> signed units of those fills (reconcile explains them)
         self.engine = SignalEngine()
@@ -279,10 +279,12 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self._bar_deadline = self.retry.clock() + cfg.general.bar_order_deadline_seconds
         # a newer bar is already waiting (the loop fell behind): mark this one, run the kill rule, send no signals
         stale = bool(bars) and self.venue.stale_backlog()
+        self.venue.set_deadline(cfg.general.bar_order_deadline_seconds)  # the venue's own read retries end there too
         try:
             self._process_bar(bars, now, bar_time, stale)
         finally:
             self._bar_deadline = None
+            self.venue.set_deadline(None)
 
     def _process_bar(self, bars: dict[str, Bar], now: int, bar_time: int, stale: bool) -> None:
         cfg = self.cfg
@@ -291,6 +293,8 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 self._book_funding(bars)  # units held into this bar's open, before its fills
             try:
                 self._sync_open_orders(now)
+                if getattr(self.venue, "live", False):
+                    self._scan_foreign(now)  # foreign orders are seen every bar, not only when ours are in flight
             except VenueError as exc:  # fills/orders unknown this bar: mark and report, trade nothing
                 self._note_outage(exc, now)
             for s in self.slots.values():
@@ -408,7 +412,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         The target notional is ``t x (equity - capital waiting to leave the slot)``, clipped to
         ``max_leverage x equity / (1 + fee + slippage + exposure_buffer_bps)``: at every decision |target notional|
         <= max_leverage x equity, with room for the costs of the fill at the next open (so a spot slot's cash stays
-        >= 0).  t = 0 closes every unit."""
+        >= 0); a spot buy is further capped at the cash it costs with that buffer.  t = 0 closes every unit."""
         if t == 0.0:
             return -s.ledger.units
         if eq <= 0:
@@ -416,7 +420,10 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         base = max(0.0, eq - self.pending_out.get(s.id, 0.0))
         cap = self.leverage[s.id] * eq / (1.0 + self._buffer)
         notional = max(-cap, min(cap, t * base))
-        return notional / price - s.ledger.units
+        qty = notional / price - s.ledger.units
+        if not s.perpetual and qty > 0:  # spot: a buy (a cover and a new long together) is paid from cash
+            qty = min(qty, max(0.0, s.ledger.cash) / (price * (1.0 + self._buffer)))
+        return qty
 
     def run(self, max_bars: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """Restore, reconcile, catch up on an unprocessed closed bar, then trade bar by bar.
@@ -509,7 +516,8 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 last_commit = time.monotonic()
         dt = time.perf_counter() - t0
         summary = self.summary(dt)
-        if summary["still_open"]["positions"] or summary["still_open"]["orders"]:
+        if (self.exit_signal or self.stopped_by == "kill_switch") and (summary["still_open"]["positions"]
+                                                                       or summary["still_open"]["orders"]):
             log.warning("stopped (%s) with positions or orders still open: %s", self.stopped_by, summary["still_open"])
         self._emit("done", **summary)
         return summary
@@ -531,6 +539,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.stop_event.wait(1.0)
         now = self.venue.now_ms()
         self._bar_deadline = self.retry.clock() + self.cfg.general.bar_order_deadline_seconds
+        self.venue.set_deadline(self.cfg.general.bar_order_deadline_seconds)
         try:
             with self.journal:
                 self._sync_open_orders(now)
@@ -540,6 +549,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 self._note_outage(exc, now)
         finally:
             self._bar_deadline = None
+            self.venue.set_deadline(None)
 
     def _stale_feed(self, stale_s: float) -> None:
         """No bar for ``stale_feed_seconds``: journal it and flatten every slot holding units (slots stay

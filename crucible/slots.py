@@ -46,7 +46,7 @@ USD-M ``newClientOrderId`` (``^[\\.A-Z\\:/a-z0-9_-]{1,36}$``); the ids below use
 valid on both."""
 ORDER_ID_CHARS = re.compile(r"[A-Za-z0-9_-]{1,36}")
 TAG_MIN, TAG_MAX = 8, 12  # HMAC tag length, base-36 characters (8: 41 bits; 12: 62 bits)
-MINUTE_CHARS, SEQ_CHARS = 6, 2  # fixed-width base-36 bar minute (until the year 9800) and sequence (< 1296)
+MINUTE_CHARS, SEQ_CHARS = 6, 2  # fixed-width base-36 bar minute (36**6 minutes: until the year 6108) and sequence (< 1296)
 NAME_BUDGET = ORDER_ID_MAX - 3 - MINUTE_CHARS - SEQ_CHARS - TAG_MIN
 """len(order_prefix) + len(bench id) + len(slot id) may not exceed this (17), so every id keeps an 8-character tag."""
 BENCH_KEY_ENV = "CRUCIBLE_BENCH_KEY"

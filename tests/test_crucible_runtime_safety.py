@@ -84,6 +84,8 @@ def test_hand_placed_lookalike_orders_are_reported_never_booked(tmp_path, fake_e
     # never traded against: the exchange holds exactly the bench's units plus the foreign 0.03
     assert fk.state()["position"] == pytest.approx(units + 0.03, abs=1e-9)
     assert rep["position_diff"] == {}  # the foreign units are explained, not a mismatch
+    # both carry this bench's prefix without a valid tag: the bench halted and said why (issue 28)
+    assert rt.halted is not None and "foreign order under this bench's ids" in rt.halted
 
 
 def j_fills(cfg):
@@ -97,9 +99,9 @@ def j_fills(cfg):
 def test_two_benches_on_one_account_book_only_their_own_fills(tmp_path, fake_exchange, bybit_keys):
     fk = fake_exchange
     pairs, journals, cfgs = [], [], []
-    for name in ("one", "two"):  # the same default-looking config: same prefix, same slot ids
+    for name, other in (("one", "two"), ("two", "one")):  # same prefix, same slot ids, each lists the other
         d = tmp_path / name
-        cfg = cfg_for(d)
+        cfg = cfg_for(d, crucible={"bench_id": name, "sibling_benches": [other]})
         v = make_venue(fk)
         rt, j = start(cfg, v)
         pairs.append((rt, v))
@@ -123,6 +125,7 @@ def test_two_benches_on_one_account_book_only_their_own_fills(tmp_path, fake_exc
     for k in (0, 1):
         assert {f["client_order_id"] for f in fills[k].values()} <= orders[k]
         assert reps[k]["position_diff"] == {}
+        assert pairs[k][0].halted is None  # a listed sibling's orders are reported, not a threat
     total = sum(s.ledger.units for rt, _v in pairs for s in rt.slots.values())
     assert total == pytest.approx(st["position"], abs=1e-9)
 
@@ -234,7 +237,8 @@ def test_bar_loop_survives_an_outage_and_resumes(tmp_path, fake_exchange, bybit_
         v.close()
     assert lost_requests == 60 and rt.counters["outage_bars"] >= 1
     assert kinds == ["outage", "outage_end"]
-    assert sum(fc.slept) >= 120.0  # the runtime and the venue waited minutes of (fake) time
+    # they waited (fake time), but never past a bar's order deadline: at most 20 s of each bar (issue 28)
+    assert 0 < sum(fc.slept) <= 30 * cfg.general.bar_order_deadline_seconds
     out = _ledger_vs_exchange(cfg, fk)
     assert out["a_units"] > 0  # slot a holds its long once the venue is back
 
@@ -305,7 +309,10 @@ def test_rejected_orders_back_off_and_are_reported(tmp_path, fake_exchange, bybi
 def test_partial_fill_then_cancel_is_retargeted(tmp_path, fake_exchange, bybit_keys):
     fk = fake_exchange
     v = make_venue(fk)
-    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}])
+    # one slot: keep the CWO's 0.5 weight from sending half its capital to the reserve (issue 28: that waits for a
+    # reducing fill and re-sizes the slot, which is not what this test is about)
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": long_genome(tmp_path)}],
+                  cwo={"move_capital": False})
     rt, j = start(cfg, v)
     try:
         fk.inject_rest("partial")
@@ -437,10 +444,11 @@ def test_a_transfer_out_is_not_a_loss_for_the_kill_rule(tmp_path):
     try:
         rt.process_bar(v.next_bars())
         rt.slots["a"].weight, rt.slots["b"].weight = 0.2, 0.8  # a's equity drops to ~80 USDT by transfer
-        with j:
-            rt._move_capital(v.now_ms())
-        for _ in range(5):
-            rt.process_bar(v.next_bars())
+        for _ in range(2):  # a is invested: its capital leaves once its reducing order filled (issue 28)
+            with j:
+                rt._move_capital(v.now_ms())
+            for _ in range(3):
+                rt.process_bar(v.next_bars())
         kills = j.events("kill")
     finally:
         j.close()

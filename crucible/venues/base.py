@@ -13,7 +13,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -89,6 +89,20 @@ class RetryPolicy:
             slept += d
             k += 1
             yield d
+
+    def bounded(self, deadline: float | None) -> "RetryPolicy":
+        """A copy that also stops at ``deadline`` (a ``clock()`` time; None: this policy): its budget is capped at the
+        time left and a delay that would end after the deadline is not slept (the last error is raised)."""
+        if deadline is None:
+            return self
+        inner = self.sleep
+
+        def sleep(d: float) -> bool:
+            if self.clock() + d > deadline:
+                return True
+            return inner(d) if inner is not None else False
+
+        return replace(self, budget_s=max(0.0, min(self.budget_s, deadline - self.clock())), sleep=sleep)
 
     def call(self, fn: Callable[[], T], retry_on: tuple[type[BaseException], ...] = (VenueNetworkError,),
              on_retry: Callable[[BaseException, float], None] | None = None) -> T:

@@ -54,8 +54,6 @@ from typing import Any
 
 import numpy as np
 
-from dataclasses import replace as _replace
-
 from crucible.venues.base import (Bar, Fill, OrderState, RetryPolicy, Venue, VenueAuthError, VenueDuplicateOrder,
                                   VenueNetworkError, VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
@@ -213,9 +211,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             self.retries += 1
             log.warning("%s: %s; retrying in %.2f s", self.name, str(exc)[:120], delay)
 
-        policy = self.retry
-        if self._deadline is not None:  # the runtime's bar deadline bounds the retries
-            policy = _replace(self.retry, budget_s=max(0.0, min(self.retry.budget_s, self._deadline - self.retry.clock())))
+        policy = self.retry.bounded(self._deadline)  # the runtime's bar deadline bounds the retries
         return policy.call(lambda: self._call(fn, *args, **kw), on_retry=count)
 
     def set_deadline(self, seconds: float | None) -> None:

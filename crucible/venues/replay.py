@@ -108,7 +108,8 @@ class ReplayVenue(Venue):
 
         "drop_after_accept" (order accepted, response lost -> VenueNetworkError),
         "network_before" (request lost before the venue -> VenueNetworkError),
-        "http_5xx" / "rate_limit" (refused with an error, nothing created -> VenueNetworkError).
+        "http_5xx" / "rate_limit" (refused with an error, nothing created -> VenueNetworkError),
+        "reject" (refused, nothing created -> VenueRejected, as insufficient margin).
         """
         self._faults.extend(faults)
 
@@ -225,6 +226,8 @@ class ReplayVenue(Venue):
         fault = self._faults.popleft() if self._faults else None
         if fault in ("network_before", "http_5xx", "rate_limit"):
             raise VenueNetworkError(f"replay fault {fault} on {client_order_id}")
+        if fault == "reject":
+            raise VenueRejected(f"replay fault: insufficient margin for {client_order_id}")
         if symbol not in self._cols:
             raise VenueRejected(f"unknown symbol {symbol!r}")
         if not (math.isfinite(qty) and qty != 0.0):
