@@ -3,9 +3,11 @@
 Per closed 1-minute bar (venue clock), in this order:
 
 1. sync fills of open orders (de-duplicated by trade id) into the journal and the slot ledgers;
-2. mark every slot at the bar's close; global kill switch (file / SIGTERM) → flatten all, stop;
+2. mark every slot at the bar's close; the bench daily loss stop; global kill switch (file, or SIGINT /
+   SIGTERM with ``on_exit = "flatten"``) → flatten all, wait for the fills, stop;
 3. Watchtower: a slot at or below the kill floor is flattened and terminated, a replacement
-   request is written;
+   request is written — also on a bar whose venue calls fail (an outage) or that a newer bar already
+   follows (a backlog: such a bar is marked and checked, never traded);
 4. Pit Crew: promote challengers whose shadow period is over (bar boundary), scan for new ones;
 5. signals (same VM as the backtester: a rolling window on exchanges, chunks of the replay on the
    replay venue, see ``crucible.signals``) → market orders for changed targets: intents committed to
@@ -18,6 +20,11 @@ Per closed 1-minute bar (venue clock), in this order:
    the kill rule judges each slot on its own P&L (transfers are capital, not losses);
    ``[cwo] move_capital = false`` keeps the weights as bookkeeping only;
 7. equity snapshot, bar cursor committed.
+
+Each bar's order work (sends, retries, lookups, the venue's own read retries) ends by
+``[crucible] bar_order_deadline_seconds`` from the bar's start: an intent reached after it is dropped, an order
+still unknown is resolved by lookup on later bars, so an outage never holds the loop for minutes.  Order sizes:
+:meth:`Runtime._size` (|target notional| <= ``max_leverage`` x equity with a cost buffer).
 
 A bar is one journal transaction.  With ``synchronous=FULL`` (exchange venues) every bar is
 committed and fsynced; on the replay venue (NORMAL) bars are group-committed every

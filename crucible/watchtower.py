@@ -11,8 +11,11 @@
   ``<slot>-<minute>.json`` (schema ``crucible-request/1``) and next to it
   ``<slot>-<minute>.genome.json``, the best historical genome, a plain genome
   file usable as ``forge evolve --seed-genome <that file>``.
-* The global kill switch is a file (``kill_file``) or SIGTERM/SIGINT: every
-  slot is flattened and the runtime stops.
+* The global kill switch is a file (``kill_file``), or SIGINT / SIGTERM with ``[crucible] on_exit = "flatten"``
+  (the default): every slot is flattened (reduce-only orders on perpetuals where they reduce the bench's net
+  position), the runtime waits up to ``exit_wait_seconds`` for the fills and stops, reporting what is still
+  open; with ``on_exit = "leave"`` a signal stops after the current bar and leaves positions open; a second
+  signal exits at once (see :func:`crucible.runtime.run_live`).
 """
 
 from __future__ import annotations
