@@ -186,12 +186,14 @@ class OversightMixin:
             self._emit("reweight", weights=w)
 
     def _free_capital(self, s) -> float:
-        """USDT that may leave slot ``s`` now: what keeps its exposure (units held plus units of its orders in flight)
-        within ``max_leverage`` x its equity after the move, and (spot) no more than its cash less what its buys in
+        """USDT that may leave slot ``s`` now: what keeps its exposure (the larger of the units held and the units held
+        plus those of its orders in flight: a reducing order frees capital only once it has filled) within
+        ``max_leverage`` x its equity after the move, and (spot) no more than its cash less what its buys in
         flight will cost, so a transfer never creates leverage or negative cash."""
         eq = s.equity()
         flight = sum(o["qty"] for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == s.id)  # decided, unfilled
-        room = eq - abs(s.ledger.units + flight) * s.mark / self.leverage[s.id]
+        held = max(abs(s.ledger.units), abs(s.ledger.units + flight))  # a reducing order counts once it has filled
+        room = eq - held * s.mark / self.leverage[s.id]
         if not s.perpetual:
             room = min(room, s.ledger.cash - max(0.0, flight) * s.mark * (1.0 + self._buffer))
         return max(0.0, room)
