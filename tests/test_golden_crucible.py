@@ -40,7 +40,8 @@ CONFIG = REPO / "configs" / "crucible.toml"
 # replay default key; the tables hash changes with every id), order sizes are capped at max_leverage x equity less
 # fee + slippage + exposure_buffer_bps and spot buys at the cash they cost, and CWO transfers out of a slot are capped
 # at its free capital (the rest waits for the reducing fill): the old run held slots at up to 4.96x their equity and
-# drove slot cash negative, so counts and equities moved (default 2200 -> 2066 orders, stress 97 -> 80).
+# drove slot cash negative, so counts and equities moved (default 2200 -> 2253 orders, stress 97 -> 86; a reducing
+# order in flight frees capital only once it has filled).
 GOLDEN: dict[str, dict[str, Any]] = {}
 
 
@@ -95,15 +96,15 @@ def golden_run(tmp: Path, scenario: str) -> dict[str, Any]:
 
 
 GOLDEN["default"] = {
-    "bars": 3000, "orders": 2066, "fills": 2065, "kills": 0, "swaps": 0, "reweights": 3000,
-    "final_equity": {"btc1": 17.249924509, "btc2": 17.11564479, "btc3": 120.325777646, "btc4": 107.357685766,
-                     "btc5": 427.879871739, "btc6": 165.853335052},
-    "reserve": 0.0, "tables_sha256": "2a7b5a5f5695ceff462786d22b3e8277b9581d9c1735306fc754a22fb7ea236c"}
+    "bars": 3000, "orders": 2253, "fills": 2253, "kills": 0, "swaps": 0, "reweights": 3000,
+    "final_equity": {"btc1": 429.166594789, "btc2": 17.164411524, "btc3": 17.165381821, "btc4": 360.591176426,
+                     "btc5": 17.159468532, "btc6": 17.171698667},
+    "reserve": 0.0, "tables_sha256": "3d4b1a4baa25bef611c1cb9957c40d7c311195a6816ed5e8c0046ab59df8a0a8"}
 GOLDEN["stress"] = {
-    "bars": 1500, "orders": 80, "fills": 80, "kills": 6, "swaps": 1, "reweights": 1500,
-    "final_equity": {"btc1": 223.962357545, "btc2": 76.278962993, "btc3": 136.967915153, "btc4": 98.480446402,
-                     "btc5": 153.310630511, "btc6": 426.652818666},
-    "reserve": 76.573546584, "tables_sha256": "90027d22491ebd69ae4f802f7926cd0b5ac87ad22db040ebc62d07943dbf0136"}
+    "bars": 1500, "orders": 86, "fills": 86, "kills": 6, "swaps": 1, "reweights": 1500,
+    "final_equity": {"btc1": 145.701370138, "btc2": 40.563146311, "btc3": 164.577864499, "btc4": 194.399826348,
+                     "btc5": 524.549524339, "btc6": 81.685171092},
+    "reserve": 41.141801265, "tables_sha256": "ff18ff2b315168cd4155fed2715ba49b89357226208bfdc147f97a68a8d00c7c"}
 
 
 @pytest.mark.parametrize("scenario", ["default", "stress"])
