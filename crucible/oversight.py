@@ -71,6 +71,7 @@ class OversightMixin:
             self.new_requests.append(str(path))
             self.journal.event("request", now, s.id, path=str(path), seed=seed.sha256)
             self._emit("kill", slot=s.id, equity=eq, request=str(path))
+            self._alert("kill", now, slot=s.id, equity=eq, floor=floor, genome=s.genome.sha256[:16])
 
     def _remember(self, g: Genome, symbol: str, score: float | None) -> None:
         old = self.genome_book.get(g.sha256)

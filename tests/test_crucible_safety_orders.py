@@ -408,6 +408,7 @@ def test_reproduces_outage_bar_deadline_and_kill_rule_keep_running(tmp_path, fak
     assert outage is not None and ends == []  # still down
     assert max(spent) <= cfg.general.bar_order_deadline_seconds + 1e-6, spent  # not 3 minutes per order
     assert len(kills) == 3  # the kill rule ran during the outage
+    assert [a["kind"] for a in rt.alerts.history].count("kill") == 3 and "outage" in [a["kind"] for a in rt.alerts.history]
 
 
 def test_reproduces_backlog_bars_are_marked_not_traded(tmp_path, fake_exchange, bybit_keys):
