@@ -309,7 +309,7 @@ def test_reproduces_property_exposure_never_exceeds_leverage_times_equity():
         d = Path(tmp)
         files = [genome_file(d, "long", LONG), genome_file(d, "flip", FLIP), "builtin:momentum"]
 
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
         @given(seq=ops, seed=st.integers(0, 10_000))
         def prop(seq, seed):
             run = Path(tempfile.mkdtemp(dir=tmp))
