@@ -311,3 +311,25 @@ def test_downloaded_spot_zip_matches_the_loader_for_header_and_microsecond_files
     bars, cov = load_symbol_bars((str(tmp_path),), "BTCUSDT")
     assert cov.files[0].time_unit == "us" and int(bars["open_time"][0]) == 1735689600000
     assert Path(cov.files[0].path).parent == tmp_path / "spot" / "BTCUSDT" / "1m"
+
+
+def test_a_complete_part_file_answered_416_is_restarted(httpserver, tmp_path):
+    from werkzeug import Response
+
+    path = month_path("BTCUSDT", "2024-01")
+    blob = zipped("BTCUSDT-1m-2024-01.zip", kline_csv(2024, 1, n=100))
+
+    def handler(request):
+        if request.headers.get("Range"):
+            return Response("", status=416)
+        return Response(blob, status=200, content_type="application/zip")
+
+    httpserver.expect_request(f"/data/{path}").respond_with_handler(handler)
+    httpserver.expect_request(f"/data/{path}.CHECKSUM").respond_with_data(checksum(path.rsplit("/", 1)[1], blob))
+    plan = plan_downloads(["BTCUSDT"], "spot", "2024-01", "2024-01", tmp_path, today=TODAY,
+                          base_url=httpserver.url_for("/"))
+    plan[0].dest.parent.mkdir(parents=True)
+    plan[0].part_path.write_bytes(blob + b"trailing junk")  # longer than the file: Range not satisfiable
+    rep = download_files(plan, today=TODAY)
+    assert rep.results[0].status == "downloaded"
+    assert plan[0].dest.read_bytes() == blob and not plan[0].part_path.exists()

@@ -269,6 +269,10 @@ class _Failed(Exception):
     pass
 
 
+class _BadRange(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class _Http:
     retries: int
@@ -317,6 +321,9 @@ class _Http:
                 if resp.status_code == 404:
                     resp.close()
                     raise _Missing(url)
+                if resp.status_code == 416:  # a .part already as long as (or longer than) the file
+                    resp.close()
+                    raise _BadRange(url)
                 last = f"HTTP {resp.status_code}"
                 if resp.status_code not in RETRY_STATUS:
                     resp.close()
@@ -354,8 +361,12 @@ def _fetch(f: ArchiveFile, http: _Http, on_bytes: Callable[[ArchiveFile, int], N
     part, h, received = f.part_path, hashlib.sha256(), 0
     have = part.stat().st_size if part.is_file() else 0
     try:
-        headers = {"Range": f"bytes={have}-"} if have else None
-        resp = http.get(f.url, headers=headers)
+        try:
+            resp = http.get(f.url, headers={"Range": f"bytes={have}-"} if have else None)
+        except _BadRange:  # the .part cannot be resumed: start over
+            _remove(part)
+            have = 0
+            resp = http.get(f.url)
         with resp:
             if have and resp.status_code == 206:
                 with open(part, "rb") as old:  # resume: hash what is there, append the rest
