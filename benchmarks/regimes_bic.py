@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_regimes import planted  # noqa: E402  (the same generator the tests use)
+from test_regimes import planted
 
-from forge.features.regimes import fit_regime_model  # noqa: E402
+from forge.features.regimes import fit_regime_model
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--bars", type=int, default=8000)
     n = ap.parse_args().bars
     chains = {"3-regime": ([1e-4, 5e-4, 2e-3], [1.0, 2.0, 3.0], 1), "2-regime": ([2e-4, 1e-3], [1.0, 2.0], 2)}
-    print(f"| chain | inputs | BIC k=2 | k=3 | k=4 | chosen | filtered argmax = planted | fit s (wall) |")
+    print("| chain | inputs | BIC k=2 | k=3 | k=4 | chosen | filtered argmax = planted | fit s (wall) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (vols, vm, seed) in chains.items():
         bars, states = planted(n, vols, vm, 0.995, seed)

@@ -45,7 +45,7 @@ def data_download(
                   disable=not console.is_terminal) as progress:
         task = progress.add_task("download", total=len(plan), mb=0.0)
 
-        def on_event(kind: str, f, value) -> None:  # noqa: ANN001 - library callback
+        def on_event(kind: str, f, value) -> None:
             with lock:
                 if kind == "bytes":
                     received[0] += value

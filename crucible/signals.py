@@ -189,7 +189,7 @@ class LiveRegimes:
     rate.  A bar already seen is not applied twice (a replayed or duplicated close).
     """
 
-    def __init__(self, model) -> None:  # noqa: ANN001 - RegimeModel or a path
+    def __init__(self, model) -> None:
         from forge.features.regimes import RegimeModel, RegimeFilter, load_regime_model
 
         self.model = model if isinstance(model, RegimeModel) else load_regime_model(model)

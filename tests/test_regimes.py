@@ -194,7 +194,7 @@ def test_bic_picks_the_planted_number_of_states():
     assert [r["n_states"] for r in m3.selection] == [2, 3, 4]
     filt, _ = m3.filter(b3)
     assert (filt.argmax(axis=1)[50:] == s3[50:]).mean() > 0.95  # states ordered calm -> wild, as planted
-    b2, s2 = planted(8000, [2e-4, 1e-3], [1.0, 2.0], 0.995, 2)
+    b2, _ = planted(8000, [2e-4, 1e-3], [1.0, 2.0], 0.995, 2)
     assert fit_regime_model(b2, seed=0).n_states == 2
     assert fit_regime_model(b3, seed=0, max_states=2).n_states == 2
     assert fit_regime_model(b3, seed=0).to_dict() == m3.to_dict()  # one seed, one model

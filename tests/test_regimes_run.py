@@ -5,7 +5,6 @@ the Gauntlet and its truncation test only filter with it)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from forge.core.runconfig import load_run_config, with_overrides
 from forge.data.ranges import DataRange
 from forge.data.synthetic import bars_from_spec
 from forge.evolution.market import Market
-from forge.evolution.run import evolve, refuse_out_of_sample_leaks, resume_run
+from forge.evolution.run import evolve, refuse_out_of_sample_leaks
 from forge.features.regimes import load_regime_model, write_regime_model
 
 REPO = Path(__file__).resolve().parents[1]

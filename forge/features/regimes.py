@@ -252,7 +252,6 @@ def _quantile_init(Xs: np.ndarray, lengths: list[int], k: int, inputs: tuple[str
         proxy[a:a + n] = (c[hi] - c[lo]) / (hi - lo)
         a += n
     groups = np.array_split(np.argsort(proxy, kind="stable"), k)
-    d = Xs.shape[1]
     means = np.stack([np.median(Xs[g], axis=0) for g in groups])
     # robust (MAD) variances: a group mixes neighbouring regimes, the median follows its larger part
     mad = np.stack([np.median(np.abs(Xs[g] - means[i]), axis=0) / 0.6745 for i, g in enumerate(groups)])
