@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from commands.crucible import crucible_live, crucible_status, crucible_verify
+from commands.data import data_download
 from commands.edge import (  # noqa: F401  (re-exported: the exit-code table and the edge, one place)
     EXIT_DATA,
     EXIT_ERROR,
@@ -46,7 +47,8 @@ forge_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect Binance kline data: coverage, gaps, duplicates.", no_args_is_help=True)
+data_app = typer.Typer(help="Download Binance kline data from the public archive; inspect coverage, gaps, duplicates.",
+                       no_args_is_help=True)
 forge_app.add_typer(data_app, name="data")
 gauntlet_app = typer.Typer(
     help="Gauntlet: validate evolved strategies on data evolution never touched.",
@@ -107,6 +109,7 @@ def _crucible_main(version: Annotated[Optional[bool], _version_option("crucible"
 forge_app.command()(evolve)
 config_app.command("show")(config_show)
 data_app.command("inspect")(data_inspect)
+data_app.command("download")(data_download)
 forge_app.command()(serve)
 forge_app.command()(synthesize)
 forge_app.command()(calibrate)

@@ -42,7 +42,7 @@ from forge.features import FEATURES, BarArrays
 from forge.gp import BufferPool, Genome, Program
 from forge.strategy import BURN_IN_TOL, bar_features, genome_positions, required_history
 
-__all__ = ["ChunkedSignals", "SignalEngine", "check_features", "check_genome", "required_history"]
+__all__ = ["ChunkedSignals", "LiveRegimes", "SignalEngine", "check_features", "check_genome", "required_history"]
 
 
 def check_features(genome: Genome, history_bars: int | None = None) -> None:
@@ -175,3 +175,36 @@ class ChunkedSignals:
             out[k] = float(pos[k][first])
         self.chunks_computed += 1
         return out
+
+
+class LiveRegimes:
+    """The regime terminals live: the forward filter advanced bar by bar with the run's frozen parameters
+    (``forge.features.regimes.RegimeFilter``; never refitted), one filter per symbol.
+
+    model: a RegimeModel (or the path of a run's ``regime_model.json``).  ``update(symbol, bars)`` at the
+    close of each bar (``bars``: the rolling window of closed bars, the new bar last, at least
+    ``model.lookback + 1`` rows) returns {terminal: value}; fed every bar from the first bar of the research
+    frame, the values equal ``forge.strategy.strategy_features`` on that frame bit for bit (same kernel
+    step; tests/test_regimes_live.py); started later, the filter forgets its start at the chain's mixing
+    rate.  A bar already seen is not applied twice (a replayed or duplicated close).
+    """
+
+    def __init__(self, model) -> None:
+        from forge.features.regimes import RegimeModel, RegimeFilter, load_regime_model
+
+        self.model = model if isinstance(model, RegimeModel) else load_regime_model(model)
+        self._new = RegimeFilter
+        self._filters: dict[str, RegimeFilter] = {}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.model.feature_names
+
+    def update(self, symbol: str, bars: Mapping[str, np.ndarray]) -> dict[str, float]:
+        f = self._filters.get(symbol)
+        if f is None:
+            f = self._filters[symbol] = self._new(self.model)
+        if np.asarray(bars["open_time"]).shape[0] < self.model.lookback + 1 and f.bars_seen:
+            raise GenomeError(f"{symbol}: the regime filter needs >= {self.model.lookback + 1} closed bars per "
+                              "update")
+        return f.update(bars)

@@ -28,6 +28,7 @@ import polars as pl
 from forge.core.errors import ConfigError
 from forge.features import FEATURES, BarArrays, FeatureMatrix, compute_features
 from forge.features.library import FeatureLibrary, library_features, load_feature_library
+from forge.features.regimes import RegimeModel, is_regime_feature, load_regime_model, regime_features
 from forge.gp import BufferPool, Genome, Program, compile_program, parse_tokens, run_program
 from forge.gp.cache import SubtreeCache
 from forge.gp.genome import tree_lookback
@@ -96,24 +97,36 @@ def strategy_features(
     bars: pl.DataFrame,
     names: tuple[str, ...] | list[str],
     library: FeatureLibrary | str | Path | None = None,
+    regimes: RegimeModel | str | Path | None = None,
 ) -> FeatureMatrix:
     """Terminal features for ``names`` on ``bars``: registry features plus
-    synthesized ones from a feature library (``forge synthesize``).
+    synthesized ones from a feature library (``forge synthesize``) plus the
+    filtered / predicted state probabilities of a frozen regime model
+    (``regime_p<i>``, ``regime_next_p<i>``; ``forge.features.regimes``).
 
     bars: bar frame (``forge.data.schema``), oldest first; names: feature
-    names in the wanted row order; library: FeatureLibrary or path of its JSON.
+    names in the wanted row order; library: FeatureLibrary or path of its JSON;
+    regimes: RegimeModel or path of its JSON (only filtered, never refitted).
     returns: FeatureMatrix with values (len(names), n) float64.
-    raises ConfigError for an unknown name, DataError for a bad library file.
+    raises ConfigError for an unknown name, DataError for a bad library or model file.
     """
     names = tuple(names)
     lib_vals: dict[str, tuple[np.ndarray, int]] = {}
+    wanted_regimes = tuple(n for n in names if is_regime_feature(n))
+    if wanted_regimes:
+        if regimes is None:
+            raise ConfigError(f"features {list(wanted_regimes)} are regime terminals; pass the run's regime model "
+                              "(regime_model.json)")
+        model = regimes if isinstance(regimes, RegimeModel) else load_regime_model(regimes)
+        rf = regime_features(model, bars, wanted_regimes)
+        lib_vals.update({n: (rf.values[i], rf.lookbacks[i]) for i, n in enumerate(rf.names)})
     if library is not None:
         lib = library if isinstance(library, FeatureLibrary) else load_feature_library(library)
         wanted = [f for f in lib.features if f.name in names]
         if wanted:
             sub = FeatureLibrary(lib.raw_inputs, tuple(wanted), lib.meta)
             lnames, vals, lbs = library_features(sub, bars)
-            lib_vals = {n: (vals[i], lbs[i]) for i, n in enumerate(lnames)}
+            lib_vals.update({n: (vals[i], lbs[i]) for i, n in enumerate(lnames)})
     base = [n for n in names if n not in lib_vals]
     unknown = [n for n in base if n not in FEATURES]
     if unknown:

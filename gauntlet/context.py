@@ -37,12 +37,14 @@ PositionFn = Callable[[pl.DataFrame], np.ndarray]
 """bars (oldest first) -> (n,) float64 target positions decided at each bar's close."""
 
 
-def genome_position_fn(genome: Genome, feature_names: Sequence[str], library: Path | None) -> PositionFn:
-    """The candidate's full signal path from raw bars (features recomputed), as the Crucible runs it."""
+def genome_position_fn(genome: Genome, feature_names: Sequence[str], library: Path | None,
+                       regimes: Path | None = None) -> PositionFn:
+    """The candidate's full signal path from raw bars (features recomputed; a regime model only filtered with
+    its frozen parameters, never refitted), as the Crucible runs it."""
     names = tuple(dict.fromkeys(list(genome.features)))
 
     def fn(bars: pl.DataFrame) -> np.ndarray:
-        fm = strategy_features(bars, names, library)
+        fm = strategy_features(bars, names, library, regimes)
         return genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()))
 
     return fn
@@ -202,6 +204,8 @@ class RunContext:
         cfg = config_from_dict(manifest.config)
         library = run_dir / FILES.feature_library
         library = library if library.is_file() else None
+        regimes = run_dir / FILES.regime_model  # frozen at evolve time; the gauntlet only filters with it
+        regimes = regimes if regimes.is_file() else None
         split = manifest.split
         is_first, is_last = split["in_sample"]["first_open_ms"], split["in_sample"]["last_open_ms"]
         overlap = False
@@ -240,7 +244,7 @@ class RunContext:
             source = cov.source
         if ev[1] - ev[0] < 100:
             raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least 100")
-        features = strategy_features(bars, manifest.features, library)
+        features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
                   in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
@@ -255,7 +259,7 @@ class RunContext:
                 rank=int(m.rank), genome=g, position=pos,
                 is_result=ctx.backtest_rows(pos, in_sample) if in_sample[1] - in_sample[0] > 1 else None,
                 oos_result=ctx.backtest_rows(pos, ev),
-                position_fn=genome_position_fn(g, manifest.features, library)))
+                position_fn=genome_position_fn(g, manifest.features, library, regimes)))
         if (run_dir / FILES.evaluated).is_file():
             ctx.trial_genomes = [r.genome for r in iter_evaluated(run_dir)]
         ctx.n_evaluated = int(manifest.candidates_evaluated or len(ctx.trial_genomes))

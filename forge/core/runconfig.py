@@ -4,7 +4,8 @@
 defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness]`` (:class:`FitnessConfig`),
 ``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
 (:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
-fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known).  :func:`load_run_config` reads a
+fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[regimes]``
+(:class:`RegimeConfig`, the predictive-regime terminals).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -34,6 +35,7 @@ charged; the maker fee is recorded for reference."""
 
 __all__ = [
     "COST_PRESETS", "CausalConfig", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
+    "RegimeConfig",
     "RunConfig", "SECTIONS", "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config",
     "resolve_costs", "with_overrides",
 ]
@@ -342,6 +344,45 @@ class CoevolutionConfig:
             raise ConfigError(f"coevolution.mutation_sigma must be in (0, 1], got {self.mutation_sigma}")
 
 @dataclass(frozen=True)
+class RegimeConfig:
+    """``[regimes]``: the predictive-regime terminals (``forge.features.regimes``, issue 30 part 4).
+
+    enabled: fit a Gaussian HMM on the first market's IN-SAMPLE bars before evolution and add its filtered
+    (``regime_p<i>``) and one-step-ahead predicted (``regime_next_p<i>``) state probabilities as terminals
+    (kept through the causal filter: a regime gates a rule, its own linear link to the return is ~0); the
+    frozen model is the run's ``regime_model.json``.  model: path of a model fitted elsewhere to use instead
+    of fitting (refused when its fitted range overlaps the out-of-sample bars).  inputs: observations
+    ("ret", "rv", "volume"); rv_window: bars of the realised volatility; min_states / max_states: the BIC
+    search range (2..4); covariance_type: "full" or "diag"; n_iter: EM iterations; n_init: EM restarts per
+    number of states (the best likelihood kept); max_bars: most recent
+    in-sample bars fitted on (runtime bound).
+    """
+
+    enabled: bool = False
+    model: str = ""
+    inputs: tuple[str, ...] = ("ret", "volume")
+    rv_window: int = 30
+    min_states: int = 2
+    max_states: int = 4
+    covariance_type: str = "full"
+    n_iter: int = 100
+    n_init: int = 3
+    max_bars: int = 200_000
+
+    def validate(self) -> None:
+        if not self.inputs or not set(self.inputs) <= {"ret", "rv", "volume"} or len(set(self.inputs)) != len(self.inputs):
+            raise ConfigError(f"regimes.inputs must be distinct names from ['ret', 'rv', 'volume'], got {list(self.inputs)}")
+        if not 2 <= self.min_states <= self.max_states <= 4:
+            raise ConfigError(f"regimes: need 2 <= min_states <= max_states <= 4, got {self.min_states}..{self.max_states}")
+        if self.rv_window < 2:
+            raise ConfigError(f"regimes.rv_window must be >= 2, got {self.rv_window}")
+        if self.covariance_type not in ("full", "diag"):
+            raise ConfigError(f"regimes.covariance_type must be 'full' or 'diag', got {self.covariance_type!r}")
+        if self.n_iter < 1 or self.n_init < 1 or self.max_bars < 1000:
+            raise ConfigError(f"regimes: need n_iter >= 1 and max_bars >= 1000, got {self.n_iter}, {self.max_bars}")
+
+
+@dataclass(frozen=True)
 class CostsConfig:
     """``[costs]``: which fee schedule the backtest charges (:data:`COST_PRESETS`, applied by :func:`resolve_costs`).
 
@@ -376,6 +417,7 @@ class RunConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
+    regimes: RegimeConfig = field(default_factory=RegimeConfig)
     source: str = "<defaults>"
 
 

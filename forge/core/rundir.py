@@ -46,6 +46,7 @@ class RunFiles:
     run_config: str = "run_config.json"
     causal: str = "causal.json"
     feature_library: str = "feature_library.json"
+    regime_model: str = "regime_model.json"
     gauntlet_report: str = "gauntlet_report.json"
 
 

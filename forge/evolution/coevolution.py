@@ -74,12 +74,14 @@ class Arena:
     encounter in a generation uses the same seed).
     """
 
-    def __init__(self, cfg: CoevolutionConfig, feature_names: Sequence[str], library: Any = None, seed: int = 0):
+    def __init__(self, cfg: CoevolutionConfig, feature_names: Sequence[str], library: Any = None, seed: int = 0,
+                 regimes: Any = None):
         self.cfg = cfg
         self.calibration_path = resolve_path(cfg.calibration)
         self.dsg = load_calibration(self.calibration_path)
         self.feature_names = tuple(feature_names)
         self.library = library
+        self.regimes = regimes  # frozen regime model (forge.features.regimes): filtered on simulated bars
         self.seed = seed
         self._bars: dict[tuple[bytes, int], tuple[pl.DataFrame, bool]] = {}
         self.truncated = 0  # simulations cut short by the event budget
@@ -90,7 +92,7 @@ class Arena:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled for the workers without its caches (each process rebuilds them deterministically)."""
         return {"cfg": self.cfg, "dsg": self.dsg, "calibration_path": self.calibration_path, "feature_names": self.feature_names, "library": self.library,
-                "seed": self.seed, "task_key": self.task_key}
+                "regimes": self.regimes, "seed": self.seed, "task_key": self.task_key}
 
     def __setstate__(self, st: dict[str, Any]) -> None:
         self.__dict__.update(st)
@@ -115,6 +117,8 @@ class Arena:
         lbs = {n: FEATURES[n].lookback for n in genome.features if n in FEATURES}
         if self.library is not None:
             lbs.update({f.name: int(f.lookback) for f in self.library.features if f.name in genome.features})
+        if self.regimes is not None:
+            lbs.update({n: self.regimes.lookback for n in self.regimes.feature_names if n in genome.features})
         need = tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
         return int(min(max(self.cfg.warmup_minutes, need), max(self.cfg.warmup_minutes, self.cfg.max_warmup_minutes)))
 
@@ -168,7 +172,7 @@ class Arena:
         minutes = self.cfg.sim_minutes + (warm - self.cfg.warmup_minutes)
         bars = quiet_bars if quiet_bars is not None else self._quiet(scenario, seed, minutes)[0]
         names = tuple(dict.fromkeys(genome.features))
-        fm = strategy_features(bars, names, self.library)
+        fm = strategy_features(bars, names, self.library, self.regimes)
         pos = genome_positions(genome, fm, bars_since_gap(bars["open_time"].to_numpy()), self.pool)
         pos = np.nan_to_num(pos)
         pos[:warm] = 0.0

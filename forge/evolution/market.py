@@ -107,9 +107,9 @@ class Market:
 
     @classmethod
     def build(cls, symbol: str, bars: pl.DataFrame, coverage: Coverage | None, names: tuple[str, ...],
-              in_sample_fraction: float, library: Any = None) -> Market:
+              in_sample_fraction: float, library: Any = None, regimes: Any = None) -> Market:
         split = holdout_split(bars["open_time"].to_numpy(), in_sample_fraction)
-        return cls(symbol, bars, coverage, strategy_features(bars, names, library), split)
+        return cls(symbol, bars, coverage, strategy_features(bars, names, library, regimes), split)
 
     def select(self, names: tuple[str, ...]) -> Market:
         """The same market restricted to feature ``names`` (in that order)."""

@@ -51,6 +51,7 @@ from forge.evolution.operators import sel_best_distinct, var_one
 from forge.evolution.surrogate import Screen, Surrogate
 from forge.features import DEFAULT_FEATURES, FeatureMatrix
 from forge.features.library import FeatureLibrary, load_feature_library
+from forge.features.regimes import RegimeModel, fit_regime_model, is_regime_feature, load_regime_model, regime_features
 from forge.gp import BufferPool, Genome, build_pset, individual_from_genome
 from forge.gp import pset as gp_ops
 from forge.sim.calibrate import read_calibration
@@ -150,10 +151,12 @@ def _fitted_range_of_library(library: FeatureLibrary, path: str) -> DataRange:
                       "shown to exclude this run's out-of-sample bars; re-synthesize it with `forge synthesize`")
 
 
-def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: FeatureLibrary | None) -> None:
-    """No out-of-sample leak through fitted inputs (issue 17 item 5): refuse a feature library (``--features``)
-    or, with co-evolution on, a simulator calibration (``[coevolution] calibration``) fitted on bars that
-    overlap any market's out-of-sample range.  A calibration that records no ``data_range`` (written before
+def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: FeatureLibrary | None,
+                               regimes: RegimeModel | None = None) -> None:
+    """No out-of-sample leak through fitted inputs (issue 17 item 5): refuse a feature library (``--features``),
+    a regime model (``[regimes]``, fitted in the run or given as ``model``) or, with co-evolution on, a
+    simulator calibration (``[coevolution] calibration``) fitted on bars that overlap any market's
+    out-of-sample range.  A calibration that records no ``data_range`` (written before
     ranges were recorded) is refused too: nothing shows it excludes the out-of-sample bars.  A missing
     calibration file is no leak (the built-in DSG is used).  raises ConfigError (one line: the file, the
     fitted range, the out-of-sample range and the remedy)."""
@@ -173,10 +176,44 @@ def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: F
             refuse_overlap(f"{cfg.evolve.feature_library}: feature library", lib_range, oos,
                            "synthesize it on bars before the out-of-sample range (forge synthesize selects on its "
                            "in-sample head)")
+        if regimes is not None:
+            refuse_overlap(f"{cfg.regimes.model or FILES.regime_model}: regime model", regimes.data_range, oos,
+                           "fit it on bars before the out-of-sample range ([regimes] enabled fits it on the "
+                           "in-sample head; a [regimes] model file must be fitted on earlier bars)")
         if cal_range is not None:
             refuse_overlap(f"{cal_path}: simulator calibration", cal_range, oos,
                            "re-fit it on in-sample bars (forge calibrate fits the leading in_sample_fraction of "
                            "--data) or run with --coevolution off")
+
+
+def _regime_model(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool) -> RegimeModel | None:
+    """The run's frozen regime model (``[regimes]``), or None when off.  Fitted on the first market's
+    IN-SAMPLE bars only (``forge.features.regimes.fit_regime_model``, seed from the run seed); a resumed run
+    reads its own ``regime_model.json`` and a ``[regimes] model`` file is read as is: never refitted."""
+    rc = cfg.regimes
+    if not rc.enabled:
+        return None
+    if resume:
+        return load_regime_model(Path(run_dir) / FILES.regime_model)
+    if rc.model:
+        return load_regime_model(resolve_path(rc.model))
+    m = markets[0]
+    a, b = m.split.in_sample
+    return fit_regime_model(m.bars.slice(a, b - a), inputs=tuple(rc.inputs), rv_window=rc.rv_window,
+                            min_states=rc.min_states, max_states=rc.max_states, covariance_type=rc.covariance_type,
+                            n_iter=rc.n_iter, n_init=rc.n_init, max_bars=rc.max_bars, seed=rng.int_seed(cfg.evolve.seed, "regimes"),
+                            meta={"symbol": m.symbol or None, "fitted_on": "in-sample rows "
+                                  f"[{a}, {b}) of {m.symbol or 'the data'}"})
+
+
+def _with_regimes(market: Market, model: RegimeModel) -> Market:
+    """``market`` with the regime terminals appended to its features (filtered with the frozen model)."""
+    fm = market.features
+    extra = tuple(n for n in model.feature_names if n not in fm.names)
+    rf = regime_features(model, market.bars, extra)
+    return dataclasses.replace(market, features=FeatureMatrix(
+        names=fm.names + rf.names, values=np.ascontiguousarray(np.vstack([fm.values, rf.values])),
+        lookbacks=tuple(fm.lookbacks) + tuple(rf.lookbacks)))
 
 
 def _filter_features(cfg: RunConfig, markets: list[Market], run_dir: Path, notify: ProgressFn
@@ -194,7 +231,8 @@ def _filter_features(cfg: RunConfig, markets: list[Market], run_dir: Path, notif
     notify({"event": "causal", "kept": list(report.kept), "rows": report.render_rows(),
             "candidates": list(features.names)})
     seeded = {f for p in cfg.evolve.seed_genomes for f in Genome.load(p).features}
-    names = tuple(n for n in features.names if n in report.kept or n in seeded)
+    # regime terminals gate rules: their own linear link to the return is ~0 by design, so they are kept
+    names = tuple(n for n in features.names if n in report.kept or n in seeded or is_regime_feature(n))
     return [m.select(names) for m in markets], report
 
 
@@ -247,11 +285,16 @@ def evolve(
     if resume and (run_dir is None or not (Path(run_dir) / FILES.checkpoint).is_file()):
         raise RunDirError(f"{run_dir}: no {FILES.checkpoint} to resume from (was the run started with checkpoints on?)")
     markets, library = _load_markets(cfg, bars, coverage)
-    refuse_out_of_sample_leaks(cfg, markets, library)
+    regimes = _regime_model(cfg, markets, run_dir, resume)
+    refuse_out_of_sample_leaks(cfg, markets, library, regimes)
     cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
     if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
         write_json_file(run_dir, FILES.feature_library, library.to_dict())
+    if regimes is not None:  # the frozen artifact the gauntlet and the Crucible filter with
+        if not resume:
+            write_json_file(run_dir, FILES.regime_model, regimes.to_dict())
+        markets = [_with_regimes(m, regimes) for m in markets]
     causal_report = None
     if cfg.causal.enabled:
         markets, causal_report = _filter_features(cfg, markets, run_dir, notify)
@@ -269,7 +312,8 @@ def evolve(
                    aggregate=ec.symbol_aggregate, **pool_kw) as evaluator, \
             Evaluator(_proxy_segment(segments[0], cfg), cfg.backtest, cfg.fitness, ec.max_size, ec.jobs,
                       **pool_kw) as proxy_eval:
-        coev = (Coevolution(cfg.coevolution, Arena(cfg.coevolution, feature_names, library, seed=ec.seed),
+        coev = (Coevolution(cfg.coevolution, Arena(cfg.coevolution, feature_names, library, seed=ec.seed,
+                                                   regimes=regimes),
                             rng.generator(ec.seed, "coevolution"), map_tasks=evaluator.map)
                 if cfg.coevolution.enabled else None)
         surrogate = Surrogate(cfg.surrogate, seed=rng.int_seed(ec.seed, "surrogate")) if use_surrogate else None
@@ -322,7 +366,8 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
         files={"generations": FILES.generations, "hall_of_fame": FILES.hall_of_fame, "champion": FILES.champion,
                "evaluated": FILES.evaluated, "checkpoint": FILES.checkpoint if cfg.evolve.checkpoint else None,
-               "feature_library": FILES.feature_library if library is not None else None},
+               "feature_library": FILES.feature_library if library is not None else None,
+               "regime_model": FILES.regime_model if (run_dir / FILES.regime_model).is_file() else None},
     )
     write_hall_of_fame(run_dir, HallOfFame(run_id=run_id, members=tuple(members)))
     write_champion(run_dir, champion)
