@@ -4,7 +4,8 @@
 defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness]`` (:class:`FitnessConfig`),
 ``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
 (:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
-fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known).  :func:`load_run_config` reads a
+fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[execution]``
+(``forge.backtest.fills.ExecutionConfig``: taker | kline-limit | policy fill model; evolution stays taker).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.backtest import BacktestConfig
+from forge.backtest.fills import ExecutionConfig
 from forge.core.config import build_root, load_config, override, to_dict
 from forge.core.errors import ConfigError
 
@@ -376,6 +378,7 @@ class RunConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     source: str = "<defaults>"
 
 
