@@ -5,14 +5,14 @@ also on real kline bars under the kline fill model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from commands.edge import console, edge
 from forge.core.errors import ConfigError
 
-__all__ = ["execution_train", "execution_eval", "parse_seeds", "kline_comparison"]
+__all__ = ["execution_eval", "execution_train", "kline_comparison", "parse_seeds"]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,7 +47,7 @@ def execution_train(
     from forge.execution_train import train_policy
 
     env = EnvConfig(minutes=minutes)
-    pol, hist = train_policy(parse_seeds(seeds), env, generations=generations, popsize=popsize, seed=seed,
+    pol, _hist = train_policy(parse_seeds(seeds), env, generations=generations, popsize=popsize, seed=seed,
                              on_generation=lambda r: console.print(
                                  f"gen {r['generation']:3d}  best {r['best_cost_bps']:.3f} bp  mean {r['mean_cost_bps']:.3f} bp",
                                  highlight=False))
@@ -63,9 +63,13 @@ def kline_comparison(bars_paths: list[str], preset: str, weights: Any) -> dict[s
     import numpy as np
 
     from forge.backtest import BacktestConfig
-    from forge.backtest.fills import ExecutionConfig, execution_costs, run_kline_backtest
+    from forge.backtest.fills import (
+        ExecutionConfig,
+        execution_costs,
+        infer_tick,
+        run_kline_backtest,
+    )
     from forge.backtest.spread import corwin_schultz_half_spread
-    from forge.backtest.fills import infer_tick
     from forge.core.rng import generator
     from forge.core.runconfig import COST_PRESETS
     from forge.data.loader import load_bars
@@ -94,10 +98,10 @@ def kline_comparison(bars_paths: list[str], preset: str, weights: Any) -> dict[s
 
 @edge
 def execution_eval(
-    policy: Annotated[Optional[Path], typer.Option("--policy", "-p", help="Policy JSON (default: always-taker).")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", "-p", help="Policy JSON (default: always-taker).")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Held-out simulator seeds, e.g. 100-107.")] = "100-103",
     minutes: Annotated[int, typer.Option("--minutes", help="Simulated minutes per episode.")] = 60,
-    bars: Annotated[Optional[list[Path]], typer.Option("--bars", help="Also compare on these kline files (repeatable).")] = None,
+    bars: Annotated[list[Path] | None, typer.Option("--bars", help="Also compare on these kline files (repeatable).")] = None,
     preset: Annotated[str, typer.Option("--preset", help="Fee preset for --bars: spot or futures.")] = "futures",
     as_json: Annotated[bool, typer.Option("--json", help="Print strict JSON.")] = False,
 ) -> None:

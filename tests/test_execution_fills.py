@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from forge.backtest import BacktestConfig, run_backtest
-from forge.backtest.fills import (ExecutionConfig, execution_costs, infer_tick, kline_limit_fill, limit_price,
-                                  run_kline_backtest)
+from forge.backtest.fills import (
+    ExecutionConfig,
+    execution_costs,
+    infer_tick,
+    kline_limit_fill,
+    limit_price,
+    run_kline_backtest,
+)
 from forge.backtest.spread import corwin_schultz_half_spread, cs_two_bar
 from forge.core.errors import ConfigError
-from forge.execution.intents import deadline, kelly_fraction, make_intent, round_order, urgency
+from forge.execution.intents import (
+    deadline,
+    kelly_fraction,
+    make_intent,
+    round_order,
+    urgency,
+)
 
 T0 = 1_717_200_000_000 + 60_000  # not a funding time
 

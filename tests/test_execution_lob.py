@@ -10,10 +10,31 @@ import pytest
 
 from forge.core.errors import ConfigError, GenomeError
 from forge.execution.policy import ALWAYS_TAKER_SHA256, ExecutionPolicy
-from forge.execution.policy_nb import (A_INSIDE, A_MARKET, A_TOUCH, A_WAIT, F_BIAS, F_SPREAD, N_ACTIONS, N_FEATURES,
-                                       always_taker, maker_then_cross, policy_action_nb)
-from forge.sim.book_nb import (BUY, NO_PRICE, SELL, book_cancel_nb, book_limit_nb, book_match_nb,
-                               book_queue_ahead_nb, book_reset_nb, book_top_nb, new_book)
+from forge.execution.policy_nb import (
+    A_INSIDE,
+    A_MARKET,
+    A_TOUCH,
+    A_WAIT,
+    F_BIAS,
+    F_SPREAD,
+    N_ACTIONS,
+    N_FEATURES,
+    always_taker,
+    maker_then_cross,
+    policy_action_nb,
+)
+from forge.sim.book_nb import (
+    BUY,
+    NO_PRICE,
+    SELL,
+    book_cancel_nb,
+    book_limit_nb,
+    book_match_nb,
+    book_queue_ahead_nb,
+    book_reset_nb,
+    book_top_nb,
+    new_book,
+)
 from forge.sim.lens_nb import book_pressure_nb, liquidity_density_nb, ofi_nb
 
 
@@ -65,7 +86,7 @@ def test_book_pressure_and_density_hand_worked():
     assert liquidity_density_nb(lv, bk, 2) == pytest.approx(3.5)
     # top 4 ticks include the bid at 97: 18 vs 6
     assert book_pressure_nb(lv, bk, 4) == pytest.approx(12 / 24)
-    o2, lv2, bk2, *_ = _book()
+    _o2, lv2, bk2, *_ = _book()
     assert book_pressure_nb(lv2, bk2, 3) == 0.0
 
 

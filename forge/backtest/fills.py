@@ -43,10 +43,26 @@ from forge.backtest import backtest_nb as _bk
 from forge.backtest import fills_nb as _k
 from forge.backtest.metrics import Metrics
 from forge.core.errors import ConfigError
-from forge.execution.policy_nb import A_MARKET, A_TOUCH, N_ACTIONS, N_FEATURES, always_taker
+from forge.execution.policy_nb import (
+    A_MARKET,
+    A_TOUCH,
+    N_ACTIONS,
+    N_FEATURES,
+    always_taker,
+)
 
-__all__ = ["EXECUTION_MODES", "FILL_DTYPE", "ExecutionConfig", "KlineResult", "infer_tick", "kline_limit_fill",
-           "limit_price", "run_kline_backtest", "execution_costs", "kline_throughput"]
+__all__ = [
+    "EXECUTION_MODES",
+    "FILL_DTYPE",
+    "ExecutionConfig",
+    "KlineResult",
+    "execution_costs",
+    "infer_tick",
+    "kline_limit_fill",
+    "kline_throughput",
+    "limit_price",
+    "run_kline_backtest",
+]
 
 EXECUTION_MODES = ("taker", "kline-limit", "policy")
 
@@ -140,7 +156,7 @@ def kline_limit_fill(side: int, price: float, remaining: float, bar_low: float, 
         return 0.0
     q = max_share * bar_volume
     cap = q if lot <= 0.0 else math.floor(q / lot + 1e-9) * lot
-    return remaining if remaining <= cap else cap
+    return min(remaining, cap)
 
 
 def limit_price(ref: float, side: int, hs: float, offset: float, tick: float) -> float:

@@ -16,13 +16,38 @@ import numpy as np
 from numba import njit
 
 from forge.backtest.backtest_nb import (
-    M_CAGR, M_CALMAR, M_EXPOSURE, M_FINAL_EQUITY, M_MAX_DRAWDOWN, M_N_BARS, M_N_TRADES, M_SHARPE, M_SORTINO,
-    M_TOTAL_RETURN, M_TTT_BARS, M_TURNOVER, M_WIN_RATE, STATUS_BAD_CLOSE, STATUS_BAD_OPEN, STATUS_OK,
+    M_CAGR,
+    M_CALMAR,
+    M_EXPOSURE,
+    M_FINAL_EQUITY,
+    M_MAX_DRAWDOWN,
+    M_N_BARS,
+    M_N_TRADES,
+    M_SHARPE,
+    M_SORTINO,
+    M_TOTAL_RETURN,
+    M_TTT_BARS,
+    M_TURNOVER,
+    M_WIN_RATE,
+    STATUS_BAD_CLOSE,
+    STATUS_BAD_OPEN,
+    STATUS_OK,
 )
 from forge.backtest.costs import funding_payment_nb, is_funding_time_nb
 from forge.execution.policy_nb import (
-    A_INSIDE, A_MARKET, A_TOUCH, A_WAIT, F_BIAS, F_FILLED, F_IMBALANCE, F_OFI, F_SPREAD, F_TAU, F_URGENCY, F_VOL,
-    N_FEATURES, policy_action_nb,
+    A_INSIDE,
+    A_MARKET,
+    A_TOUCH,
+    F_BIAS,
+    F_FILLED,
+    F_IMBALANCE,
+    F_OFI,
+    F_SPREAD,
+    F_TAU,
+    F_URGENCY,
+    F_VOL,
+    N_FEATURES,
+    policy_action_nb,
 )
 
 CS_K = 3.0 - 2.0 * math.sqrt(2.0)
@@ -47,7 +72,7 @@ def cs_two_bar_nb(h1, l1, h2, l2):
     alpha = (math.sqrt(2.0 * beta) - math.sqrt(beta)) / CS_K - math.sqrt(gamma / CS_K)
     ea = math.exp(alpha)
     s = 2.0 * (ea - 1.0) / (1.0 + ea)
-    return s if s > 0.0 else 0.0
+    return max(0.0, s)
 
 
 @njit(cache=True, error_model="numpy")
@@ -85,9 +110,9 @@ def half_spread_nb(high, low, close, window, tick, out):
         total += s - buf[j]
         buf[j] = s
         k += 1
-        m = k if k < window else window
+        m = min(window, k)
         hs = 0.5 * total / m
-        out[t] = hs if hs > floor else floor
+        out[t] = max(floor, hs)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -130,7 +155,7 @@ def kline_limit_fill_nb(side, price, remaining, bar_low, bar_high, bar_volume, m
     if not through:
         return 0.0
     cap = floor_to_lot_nb(max_share * bar_volume, lot)
-    return remaining if remaining <= cap else cap
+    return min(remaining, cap)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -232,8 +257,7 @@ def kline_exec_nb(
                         total = abs(rem)
                         side = 1.0 if rem > 0 else -1.0
                         urg = 0.5 * abs(tgt - last_tgt) + 0.5 * abs(tgt)
-                        if urg > 1.0:
-                            urg = 1.0
+                        urg = min(urg, 1.0)
                         dl = int(math.floor(deadline_bars * (1.0 - 0.5 * urg) + 0.5))
                         age = 0
                         dec_px = pc

@@ -46,8 +46,8 @@ from forge.core.errors import GenomeError
 from forge.core.safeio import MAX_BYTES, MAX_DEPTH, json_depth, loads_limited, read_regular_file
 from forge.gp import Genome
 
-__all__ = ["verify_champion", "champion_signature", "champion_identity", "champion_policy", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
-           "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
+__all__ = ["verify_champion", "champion_signature", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
+           "champion_identity", "champion_policy", "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
 
 SIGNING_KEY_ENV = "FORGE_SIGNING_KEY"
 SCHEMA = "forge-champion/2"

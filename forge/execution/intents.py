@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Intent", "make_intent", "urgency", "deadline", "round_order", "kelly_fraction"]
+__all__ = ["Intent", "deadline", "kelly_fraction", "make_intent", "round_order", "urgency"]
 
 
 def urgency(target: float, previous: float) -> float:

@@ -35,13 +35,27 @@ import numpy as np
 from forge.core import rng as _rng
 from forge.core.errors import ConfigError
 from forge.execution.intents import deadline as _deadline
-from forge.execution.policy_nb import (A_INSIDE, A_MARKET, A_TOUCH, A_WAIT, F_BIAS, F_FILLED, F_IMBALANCE, F_OFI,
-                                       F_SPREAD, F_TAU, F_URGENCY, F_VOL, N_FEATURES, policy_action_nb)
+from forge.execution.policy_nb import (
+    A_INSIDE,
+    A_MARKET,
+    A_TOUCH,
+    A_WAIT,
+    F_BIAS,
+    F_FILLED,
+    F_IMBALANCE,
+    F_OFI,
+    F_SPREAD,
+    F_TAU,
+    F_URGENCY,
+    F_VOL,
+    N_FEATURES,
+    policy_action_nb,
+)
 from forge.sim import agents_nb as K
 from forge.sim.book_nb import BUY, NO_PRICE, SELL, book_top_nb
 from forge.sim.lens_nb import ofi_nb
 
-__all__ = ["EnvConfig", "run_episode", "evaluate_policy"]
+__all__ = ["EnvConfig", "evaluate_policy", "run_episode"]
 
 LABEL = "simulated microstructure"
 

@@ -17,11 +17,17 @@ from typing import Any
 import numpy as np
 
 from forge.core.errors import ConfigError
-from forge.execution.policy_nb import ACTION_NAMES, FEATURE_NAMES, N_ACTIONS, N_FEATURES, always_taker
+from forge.execution.policy_nb import (
+    ACTION_NAMES,
+    FEATURE_NAMES,
+    N_ACTIONS,
+    N_FEATURES,
+    always_taker,
+)
 
 SCHEMA = "forge-exec-policy/1"
 
-__all__ = ["SCHEMA", "ExecutionPolicy", "ALWAYS_TAKER_SHA256"]
+__all__ = ["ALWAYS_TAKER_SHA256", "SCHEMA", "ExecutionPolicy"]
 
 
 @dataclass(frozen=True)
