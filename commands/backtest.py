@@ -35,6 +35,20 @@ class GenomeBacktest:
     buy_and_hold: Any
     source: str
     execution: dict[str, Any] | None = None
+    kelly: tuple[float, float] = (0.5, 1.0)
+    initial_capital: float = 200.0
+
+    @property
+    def sizing(self) -> dict[str, float]:
+        """Fractional Kelly (``forge.execution.intents.kelly_fraction``) from this backtest's per-bar returns:
+        {"kelly_cap", "max_leverage", "kelly_multiplier"} (the factor the targets would be scaled by; not
+        applied to the backtest above)."""
+        from forge.execution.intents import kelly_fraction
+
+        eq = np.r_[self.initial_capital, np.asarray(self.result.equity, dtype=np.float64)]
+        r = np.divide(eq[1:], eq[:-1], out=np.ones(eq.shape[0] - 1), where=eq[:-1] > 0) - 1.0
+        cap, lev = self.kelly
+        return {"kelly_cap": cap, "max_leverage": lev, "kelly_multiplier": kelly_fraction(r, cap, lev)}
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary: genome (sha256, expression, features, lookback), data (source, bars,
@@ -53,6 +67,7 @@ class GenomeBacktest:
             "excess_return": float(m["total_return"]) - float(bh["total_return"]),
             "trades": int(self.result.trades.shape[0]),
             "execution": self.execution or {"mode": "taker"},
+            "sizing": self.sizing,
         }
 
 
@@ -94,7 +109,8 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     if cfg.execution.mode == "taker":
         res = run_backtest(o, c, t, pos, cfg.backtest)
         bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
-        return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source)
+        return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, None,
+                              (cfg.execution.kelly_cap, cfg.execution.max_leverage), cfg.backtest.initial_capital)
     return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos)
 
 
@@ -133,7 +149,8 @@ def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any,
             "maker_fee_bps": float(maker), "policy_sha256": pol.sha256, "tick": raw.tick,
             "median_half_spread_bps": float(1e4 * np.median(raw.half_spread)),
             "costs": execution_costs(raw.fills, col["close"])}
-    return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, info)
+    return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, info, (ex.kelly_cap, ex.max_leverage),
+                          rcfg.backtest.initial_capital)
 
 
 def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:

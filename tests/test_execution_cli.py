@@ -29,6 +29,8 @@ def test_forge_backtest_kline_limit_mode(tmp_path):
     assert ex["mode"] == "kline-limit" and ex["preset"] == "spot" and ex["maker_fee_bps"] == 10.0
     assert 0 < ex["costs"]["maker_share"] <= 1 and s["trades"] > 0
     assert "maker" in trades.read_text().splitlines()[0]
+    sz = s["sizing"]
+    assert sz["kelly_cap"] == 0.5 and sz["max_leverage"] == 1.0 and 0.0 <= sz["kelly_multiplier"] <= 1.0
     # taker mode: unchanged output shape, execution block says taker
     r2 = CliRunner().invoke(cli.forge_app, ["backtest", str(g), "--json"])
     assert r2.exit_code == 0 and json.loads(r2.stdout)["execution"] == {"mode": "taker"}

@@ -86,6 +86,8 @@ class ExecutionConfig:
     of a bar's volume one resting order may fill, (0, 1].  spread_window: two-bar Corwin-Schultz estimates
     averaged (>= 1).  tick_size / lot_size / min_notional: venue rounding (quote / base / quote; 0 = infer
     the tick from the prices' decimals, no lot, no minimum).  vol_halflife: bars of the volatility EWMA.
+    kelly_cap: fraction of the Kelly multiplier used for sizing, (0, 1] (0.5 = half Kelly, the seeds'
+    default); max_leverage: bound of that multiplier (> 0); see ``forge.execution.intents.kelly_fraction``.
     """
 
     mode: str = "taker"
@@ -98,6 +100,8 @@ class ExecutionConfig:
     min_notional: float = 0.0
     vol_halflife: float = 20.0
     policy: str = ""
+    kelly_cap: float = 0.5
+    max_leverage: float = 1.0
 
     def validate(self) -> None:
         if self.mode not in EXECUTION_MODES:
@@ -116,6 +120,10 @@ class ExecutionConfig:
                 raise ConfigError(f"execution.{name} must be >= 0 (0 = none/infer), got {v}")
         if not self.vol_halflife > 0:
             raise ConfigError(f"execution.vol_halflife must be > 0, got {self.vol_halflife}")
+        if not 0.0 < self.kelly_cap <= 1.0:
+            raise ConfigError(f"execution.kelly_cap must be in (0, 1], got {self.kelly_cap}")
+        if not (self.max_leverage > 0.0 and math.isfinite(self.max_leverage)):
+            raise ConfigError(f"execution.max_leverage must be > 0, got {self.max_leverage}")
 
 
 @dataclass(frozen=True)

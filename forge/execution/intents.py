@@ -78,7 +78,10 @@ def round_order(side: int, price: float, qty: float, tick: float, lot: float,
 
 
 def kelly_fraction(returns: np.ndarray, cap: float = 0.5, max_leverage: float = 1.0) -> float:
-    """Fractional Kelly exposure of a strategy from its measured per-bar returns at unit exposure.
+    """Fractional Kelly multiplier of a strategy's exposure from its measured per-bar returns.
+
+    returns: the strategy's per-bar returns at its own target exposure (at unit exposure for a +-1 rule);
+    the result multiplies its targets.
 
     f* = mean / variance (Kelly 1956; the continuous-time growth-optimal fraction, Thorp 2006 eq. 7.1)
     of the (n,) float64 per-bar simple returns (non-finite dropped, ddof = 1); the exposure is
