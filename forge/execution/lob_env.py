@@ -1,6 +1,7 @@
 """The limit-order-book simulator as an execution environment (simulated microstructure).
 
-One episode = one simulated market (``forge.sim.market.Simulator``, quiet scenario, seed ``seed``) and a
+One episode = one simulated market (``forge.sim.market.Simulator``, quiet scenario -- the predators react
+to ``si[I_STRAT_POS]``, which these child orders do not update, so no scenario is run --, seed ``seed``) and a
 fixed stream of intents from a planted strategy: every ``intent_every_min`` minutes a parent order of
 ``intent_lots`` lots, side and urgency drawn from ``forge.core.rng.generator(seed, "exec", "intents")``, a
 deadline of :func:`forge.execution.intents.deadline` decision steps of ``step_s`` seconds.  At each step
@@ -52,7 +53,7 @@ from forge.execution.policy_nb import (
     policy_action_nb,
 )
 from forge.sim import agents_nb as K
-from forge.sim.book_nb import BUY, NO_PRICE, SELL, book_top_nb
+from forge.sim.book_nb import BUY, NO_PRICE, O_ALIVE, O_UID, SELL, book_top_nb
 from forge.sim.lens_nb import ofi_nb
 
 __all__ = ["EnvConfig", "evaluate_policy", "run_episode"]
@@ -209,7 +210,7 @@ def run_episode(weights: np.ndarray, seed: int, env: EnvConfig = EnvConfig(), *,
                     K.strategy_cancel_nb(*arrs, oid, uid)
                     oid = -1
             else:
-                alive = oid >= 0 and sim.o[oid, 8] == 1 and sim.o[oid, 6] == uid  # O_ALIVE, O_UID
+                alive = oid >= 0 and sim.o[oid, O_ALIVE] == 1 and sim.o[oid, O_UID] == uid
                 if not (alive and opx == want):
                     if oid >= 0:
                         K.strategy_cancel_nb(*arrs, oid, uid)
