@@ -1,7 +1,7 @@
 """Issue 31: execution cost of always-taker, always-maker-then-cross and the trained policy (IEL).
 
-1. Train the policy by CMA-ES in the LOB simulator on seeds 0-3 (``forge.execution_train.train_policy``, 40
-   generations x 12, sigma0 0.3, seed 0; 60 simulated minutes per episode) and write it to
+1. Train the policy by CMA-ES in the LOB simulator on seeds 0-7 (``forge.execution_train.train_policy``, 30
+   generations x 12, sigma0 0.5, seed 0; 60 simulated minutes per episode) and write it to
    ``benchmarks/execution_policy.json``.
 2. Evaluate the three on held-out simulator seeds 100-107 (simulated microstructure): implementation
    shortfall + fees per unit traded (bp), maker share, fill rate (intents completed passively), markouts,
@@ -35,7 +35,7 @@ KLINES = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--generations", type=int, default=40)
+    ap.add_argument("--generations", type=int, default=30)
     ap.add_argument("--policy", type=str, default="")
     ap.add_argument("--out", type=str, default=str(Path(__file__).with_name("execution_costs.json")))
     args = ap.parse_args()
@@ -54,11 +54,11 @@ def main() -> None:
         pol = ExecutionPolicy.load(args.policy)
         res["training"] = {"loaded": args.policy}
     else:
-        pol, hist = train_policy([0, 1, 2, 3], env, generations=args.generations, popsize=12, sigma0=0.3, seed=0)
+        pol, hist = train_policy(list(range(8)), env, generations=args.generations, popsize=12, sigma0=0.5, seed=0)
         pol.save(Path(__file__).with_name("execution_policy.json"))
-        res["training"] = {"seeds": [0, 1, 2, 3], "generations": args.generations, "popsize": 12,
+        res["training"] = {"seeds": list(range(8)), "generations": args.generations, "popsize": 12,
                            "train_cost_bps": pol.info["train_cost_bps"], "seconds": time.perf_counter() - t0,
-                           "history": hist}
+                           "sigma0": 0.5, "history": hist}
     res["policy_sha256"] = pol.sha256
     held = list(range(100, 108))
     res["held_out_seeds"] = held
