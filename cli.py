@@ -38,6 +38,7 @@ from commands.evolve import (  # noqa: F401  (evolve_summary, hall_table, interr
     interrupted_message,
     resolve_run_config,
 )
+from commands.execution import execution_eval, execution_train
 from commands.runs import backtest_cmd, data_inspect, runs_compare, runs_list
 from commands.tools import bench, calibrate, serve, synthesize
 from commands.gauntlet import gauntlet_show, gauntlet_validate
@@ -66,6 +67,9 @@ config_app = typer.Typer(help="Show the resolved configuration of forge evolve."
 forge_app.add_typer(config_app, name="config")
 runs_app = typer.Typer(help="List and compare forge evolve run directories.", no_args_is_help=True)
 forge_app.add_typer(runs_app, name="runs")
+execution_app = typer.Typer(help="Train and evaluate the execution policy (LOB simulator, kline fill model).",
+                            no_args_is_help=True)
+forge_app.add_typer(execution_app, name="execution")
 
 
 def _version_option(app: str) -> Any:
@@ -117,6 +121,8 @@ forge_app.command()(bench)
 runs_app.command("list")(runs_list)
 runs_app.command("compare")(runs_compare)
 forge_app.command("backtest")(backtest_cmd)
+execution_app.command("train")(execution_train)
+execution_app.command("eval")(execution_eval)
 
 gauntlet_app.command("validate")(gauntlet_validate)
 gauntlet_app.command("show")(gauntlet_show)

@@ -34,6 +34,21 @@ class GenomeBacktest:
     result: Any
     buy_and_hold: Any
     source: str
+    execution: dict[str, Any] | None = None
+    kelly: tuple[float, float] = (0.5, 1.0)
+    initial_capital: float = 200.0
+
+    @property
+    def sizing(self) -> dict[str, float]:
+        """Fractional Kelly (``forge.execution.intents.kelly_fraction``) from this backtest's per-bar returns:
+        {"kelly_cap", "max_leverage", "kelly_multiplier"} (the factor the targets would be scaled by; not
+        applied to the backtest above)."""
+        from forge.execution.intents import kelly_fraction
+
+        eq = np.r_[self.initial_capital, np.asarray(self.result.equity, dtype=np.float64)]
+        r = np.divide(eq[1:], eq[:-1], out=np.ones(eq.shape[0] - 1), where=eq[:-1] > 0) - 1.0
+        cap, lev = self.kelly
+        return {"kelly_cap": cap, "max_leverage": lev, "kelly_multiplier": kelly_fraction(r, cap, lev)}
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary: genome (sha256, expression, features, lookback), data (source, bars,
@@ -51,6 +66,8 @@ class GenomeBacktest:
             "buy_and_hold": bh,
             "excess_return": float(m["total_return"]) - float(bh["total_return"]),
             "trades": int(self.result.trades.shape[0]),
+            "execution": self.execution or {"mode": "taker"},
+            "sizing": self.sizing,
         }
 
 
@@ -89,9 +106,51 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     o = bars["open"].to_numpy().astype(np.float64)
     c = bars["close"].to_numpy().astype(np.float64)
     pos = genome_positions(genome, fm, bars_since_gap(t))
-    res = run_backtest(o, c, t, pos, cfg.backtest)
-    bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
-    return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source)
+    if cfg.execution.mode == "taker":
+        res = run_backtest(o, c, t, pos, cfg.backtest)
+        bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
+        return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, None,
+                              (cfg.execution.kelly_cap, cfg.execution.max_leverage), cfg.backtest.initial_capital)
+    return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos)
+
+
+@dataclass
+class _KlineRun:
+    """A kline-model result in the shape the summary, trade writer and plot read (trades = FILL_DTYPE)."""
+
+    equity: Any
+    trades: Any
+    metrics: Any
+
+
+def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any, cfg: Any, pos: np.ndarray) -> GenomeBacktest:
+    """``[execution] mode`` kline-limit / policy: the kline fill model (forge.backtest.fills) with the [costs]
+    preset resolved for the data (maker and taker fee), for the genome and for buy-and-hold alike."""
+    from forge.backtest.fills import execution_costs, run_kline_backtest
+    from forge.core.runconfig import resolve_costs
+    from forge.data.discovery import market_type
+    from forge.execution.policy import ExecutionPolicy
+
+    rcfg, rec = resolve_costs(cfg, [market_type(cov)])
+    ex = rcfg.execution
+    maker = ex.maker_fee_bps if ex.maker_fee_bps >= 0 else (rec.get("maker_fee_bps") or rcfg.backtest.taker_fee_bps)
+    pol = ExecutionPolicy.load(ex.policy) if (ex.mode == "policy" and ex.policy) else ExecutionPolicy.always_taker()
+    col = {k: bars[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")}
+    t = bars["open_time"].to_numpy().astype(np.int64)
+
+    def run(p: np.ndarray) -> Any:
+        r = run_kline_backtest(col["open"], col["high"], col["low"], col["close"], col["volume"], t, p, rcfg.backtest,
+                               ex, maker_fee_bps=float(maker), weights=pol.weights)
+        return r, _KlineRun(r.equity, r.fills, r.metrics)
+
+    raw, res = run(pos)
+    _, bh = run(np.ones(bars.height))
+    info = {"mode": ex.mode, "preset": rec["preset"], "taker_fee_bps": rcfg.backtest.taker_fee_bps,
+            "maker_fee_bps": float(maker), "policy_sha256": pol.sha256, "tick": raw.tick,
+            "median_half_spread_bps": float(1e4 * np.median(raw.half_spread)),
+            "costs": execution_costs(raw.fills, col["close"])}
+    return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, info, (ex.kelly_cap, ex.max_leverage),
+                          rcfg.backtest.initial_capital)
 
 
 def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:

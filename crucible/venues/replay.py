@@ -8,6 +8,13 @@ while bar t is the last closed bar fills at the **open of bar t+1** at
 (|qty| * price)`` (USDT).  Trade ids (``R<symbol>-<n>``) and order ids are
 deterministic, so two replays of the same bars and orders are identical.
 
+Resting limit orders (:meth:`ReplayVenue.create_limit_order`, issue 31) fill by the kline fill model of the
+backtester (:func:`forge.backtest.fills.kline_limit_fill`): in a bar that trades *through* the price (low <
+price for a buy, high > price for a sell), at the order's price, with the maker fee, for at most
+``max_volume_share`` of the bar's volume; an order placed after bar t closed is first checked against
+bar t+1.  The parity test (tests/test_execution_parity.py) drives this venue and the kline backtest with the
+same orders and requires the same fills, bar for bar.
+
 Speed: ``speed`` = replay speed as a multiple of real time (1 = one bar per
 60 s, 60 = one bar per second); ``None``, ``0`` or ``inf`` = as fast as
 possible.  ``faults`` lets tests inject exchange failures (see
@@ -28,6 +35,7 @@ import polars as pl
 from crucible.venues.base import (BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueDuplicateOrder, VenueNetworkError,
                                   VenueRejected)
 from forge.backtest.costs import bps, fill_price, funding_payment, is_funding_time, taker_fee
+from forge.backtest.fills import kline_limit_fill
 from forge.data.schema import BAR_MS
 
 __all__ = ["ReplayVenue"]
@@ -52,13 +60,19 @@ class ReplayVenue(Venue):
     def __init__(self, bars: dict[str, pl.DataFrame], *, start: int = 0, end: int | None = None,
                  balance: float = 10_000.0, taker_fee_bps: float = 10.0, slippage_bps: float = 1.0,
                  speed: float | None = None, stop_event: threading.Event | None = None,
-                 funding_rate_8h: float = 0.0, perpetual: tuple[str, ...] | list[str] = ()) -> None:
+                 funding_rate_8h: float = 0.0, perpetual: tuple[str, ...] | list[str] = (),
+                 maker_fee_bps: float | None = None, max_volume_share: float = 0.1, lot_size: float = 0.0) -> None:
         if not bars:
             raise ValueError("ReplayVenue needs at least one symbol's bars")
         self.funding_rate_8h = float(funding_rate_8h)
         self.perpetual = tuple(s for s in perpetual if s in bars)
         self.taker_fee_bps = float(taker_fee_bps)
         self.slippage_bps = float(slippage_bps)
+        self.maker_fee_bps = self.taker_fee_bps if maker_fee_bps is None else float(maker_fee_bps)
+        self.max_volume_share = float(max_volume_share)
+        self.lot_size = float(lot_size)
+        self._resting: list[str] = []  # client order ids of resting limit orders, in submission order
+        self._limit_px: dict[str, float] = {}
         self.speed = speed
         self._stop = stop_event or threading.Event()
         self._cols: dict[str, dict[str, np.ndarray]] = {}
@@ -192,6 +206,7 @@ class ReplayVenue(Venue):
                 if b is not None and self._pos[sym] != 0.0:  # the position held into this open pays
                     self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_8h)
         self._fill_pending(out)
+        self._fill_resting(out)
         return out
 
     def funding_rate(self, symbol: str) -> float | None:
@@ -218,6 +233,55 @@ class ReplayVenue(Venue):
             self._pos[o.symbol] = 0.0 if abs(pos) < 1e-15 else pos  # as the ledgers: no float dust position
             self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.qty, "filled", o.time_ms)
         self._pending = still
+
+    def _fill_resting(self, bars: dict[str, Bar]) -> None:
+        """Resting limit orders against this bar: the kline fill model (module docstring)."""
+        fee_rate = bps(self.maker_fee_bps)
+        still: list[str] = []
+        for cid in self._resting:
+            o = self._orders[cid]
+            bar = bars.get(o.symbol)
+            if bar is None:
+                still.append(cid)
+                continue
+            side = 1 if o.qty > 0 else -1
+            price = self._limit_px[cid]
+            left = abs(o.qty) - abs(o.filled)
+            q = kline_limit_fill(side, price, left, bar.low, bar.high, bar.volume, self.max_volume_share,
+                                 self.lot_size)
+            if q > 0.0:
+                dq = side * q
+                fee = fee_rate * (q * price)
+                self._n_trades += 1
+                self._fills[o.symbol].append(Fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, dq,
+                                                  price, fee, bar.open_time))
+                self._cash -= dq * price + fee
+                self._pos[o.symbol] += dq
+                done = q >= left
+                self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.filled + dq,
+                                               "filled" if done else "open", o.time_ms)
+                if done:
+                    continue
+            still.append(cid)
+        self._resting = still
+
+    def create_limit_order(self, symbol: str, qty: float, price: float, client_order_id: str) -> OrderState:
+        """Rest a limit order of ``qty`` base units (signed: + buy) at ``price`` (quote per unit) until filled
+        or cancelled (maker; fills by the kline fill model from the next bar on).
+        raises VenueRejected on an unknown symbol, a zero/non-finite qty or price, or a duplicate id."""
+        if symbol not in self._cols:
+            raise VenueRejected(f"unknown symbol {symbol!r}")
+        if not (math.isfinite(qty) and qty != 0.0 and math.isfinite(price) and price > 0.0):
+            raise VenueRejected(f"limit order needs a finite non-zero qty and price > 0, got {qty!r} @ {price!r}")
+        if client_order_id in self._orders:
+            raise VenueRejected(f"duplicate client order id {client_order_id}")
+        self.submits += 1
+        self._n_orders += 1
+        o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
+        self._orders[client_order_id] = o
+        self._limit_px[client_order_id] = float(price)
+        self._resting.append(client_order_id)
+        return o
 
     # ------------------------------------------------------------------ orders
 
@@ -251,9 +315,16 @@ class ReplayVenue(Venue):
         return self._orders.get(client_order_id)
 
     def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]:
-        return [self._orders[c] for c in self._pending if symbol is None or self._orders[c].symbol == symbol]
+        return [self._orders[c] for c in (*self._pending, *self._resting)
+                if symbol is None or self._orders[c].symbol == symbol]
 
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        if client_order_id in self._resting:
+            self._resting.remove(client_order_id)
+            o = self._orders[client_order_id]
+            self._orders[client_order_id] = OrderState(o.order_id, o.client_order_id, o.symbol, o.qty, o.filled,
+                                                       "canceled", o.time_ms)
+            return
         if client_order_id in self._pending:
             self._pending.remove(client_order_id)
             o = self._orders[client_order_id]

@@ -8,7 +8,12 @@ Layout::
          "genome_sha256": ..., "run_id", "symbol", "features", "feature_library": <file name> | null,
          "survived": true, "verdict": {...}, "gauntlet_report_sha256": <hex> | null, "published_utc",
          "lineage": {"source": "forge serve" | ..., "slot", "request", "parent_genome_sha256", ...} | null,
+         "policy": <execution policy JSON, forge.execution.policy, with its "sha256"> | absent/null,
          "hmac_sha256": <hex HMAC-SHA256, see below> | null}
+
+``policy`` (issue 31): the execution policy the champion trades with, signed with the rest of the meta.
+Absent or null = always-taker, so champions published before it load and trade as before.  A champion's
+identity is (genome sha256, policy sha256): :func:`champion_identity`.
 
 Signature (schema ``forge-champion/2``): HMAC-SHA256 with the key in ``FORGE_SIGNING_KEY`` over
 ``b"forge-champion/2\\n" + canonical(meta without "hmac_sha256") + b"\\n" + genome file bytes``, where
@@ -42,7 +47,7 @@ from forge.core.safeio import MAX_BYTES, MAX_DEPTH, json_depth, loads_limited, r
 from forge.gp import Genome
 
 __all__ = ["verify_champion", "champion_signature", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
-           "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
+           "champion_identity", "champion_policy", "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
 
 SIGNING_KEY_ENV = "FORGE_SIGNING_KEY"
 SCHEMA = "forge-champion/2"
@@ -104,6 +109,34 @@ def _check_meta(meta: Any, where: Path) -> None:
     if lineage is not None and not (isinstance(lineage, dict) and len(lineage) <= 32 and all(
             isinstance(k, str) and (v is None or isinstance(v, (str, int, float))) for k, v in lineage.items())):
         raise GenomeError(f"{where}: field 'lineage' must be an object of strings or numbers, or null")
+
+
+    if meta.get("policy") is not None:
+        champion_policy(meta, where)
+
+
+def champion_policy(meta: dict[str, Any], where: Path | str = "<meta>") -> Any:
+    """The champion's execution policy (``forge.execution.policy.ExecutionPolicy``): the meta's ``policy``
+    field, or always-taker when absent/null.  raises GenomeError when the field is malformed or its sha256
+    does not match its weights."""
+    from forge.core.errors import ConfigError
+    from forge.execution.policy import ExecutionPolicy
+
+    d = meta.get("policy")
+    if d is None:
+        return ExecutionPolicy.always_taker()
+    if not isinstance(d, dict) or not isinstance(d.get("sha256"), str):
+        raise GenomeError(f"{where}: field 'policy' must be an execution policy object with a sha256, or null")
+    try:
+        return ExecutionPolicy.from_dict(d, f"{where}: policy")
+    except ConfigError as exc:
+        raise GenomeError(str(exc)) from None
+
+
+def champion_identity(meta: dict[str, Any]) -> tuple[str, str]:
+    """(genome sha256, policy sha256) of a champion meta; the policy part is always-taker's sha256 when the
+    meta has no policy, so one genome traded with two policies has two identities."""
+    return str(meta["genome_sha256"]), str(champion_policy(meta).sha256)
 
 
 def _survived(meta: dict[str, Any]) -> bool:

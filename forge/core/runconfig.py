@@ -5,7 +5,8 @@ defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness
 ``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
 (:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
 fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[regimes]``
-(:class:`RegimeConfig`, the predictive-regime terminals).  :func:`load_run_config` reads a
+(:class:`RegimeConfig`, the predictive-regime terminals), ``[execution]`` (``forge.backtest.fills.ExecutionConfig``:
+taker | kline-limit | policy fill model; evolution stays taker).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from forge.backtest import BacktestConfig
+from forge.backtest.fills import ExecutionConfig
 from forge.core.config import build_root, load_config, override, to_dict
 from forge.core.errors import ConfigError
 
@@ -418,6 +420,7 @@ class RunConfig:
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
     regimes: RegimeConfig = field(default_factory=RegimeConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     source: str = "<defaults>"
 
 

@@ -996,3 +996,32 @@ def run_nb(t_end, p, sc, o, lv, bk, free, tracked, fb, shift_out, ag_type, ag_f,
     if n_done > 0:
         _finalize_bars(bars, si, n_done)
     return STATUS_DONE
+
+
+# --------------------------------------------------------------------------- execution agent (forge.execution.lob_env)
+@njit(**NO_NRT)
+def strategy_limit_nb(o, lv, bk, free, tracked, fb, ag_f, sf, si, bars, msg_log, trade_log, side, price, qty):
+    """The strategy agent sends a limit order now (``sf[S_T]``): it joins the back of its level's queue
+    (untracked: background cancels never pick it).  returns (slot or -1, uid or -1); fills of a marketable
+    part are booked to the agent's inventory/cash like every fill."""
+    bookt = (o, lv, bk, free, tracked, fb)
+    st = (ag_f, sf, si, bars, msg_log, trade_log)
+    return _limit(bookt, st, sf[S_T], si[I_STRAT_AGENT], side, price, qty, False)
+
+
+@njit(**NO_NRT)
+def strategy_market_nb(o, lv, bk, free, tracked, fb, ag_f, sf, si, bars, msg_log, trade_log, side, qty):
+    """The strategy agent sends a market order now. returns (lots filled, ticks*lots)."""
+    bookt = (o, lv, bk, free, tracked, fb)
+    st = (ag_f, sf, si, bars, msg_log, trade_log)
+    return _market(bookt, st, sf[S_T], si[I_STRAT_AGENT], side, qty)
+
+
+@njit(**NO_NRT)
+def strategy_cancel_nb(o, lv, bk, free, tracked, fb, ag_f, sf, si, bars, msg_log, trade_log, oid, uid):
+    """Cancel the strategy's order (slot ``oid`` holding ``uid``; a reused slot is left alone). returns lots."""
+    if oid < 0 or o[oid, O_ALIVE] == 0 or o[oid, O_UID] != uid:
+        return 0
+    bookt = (o, lv, bk, free, tracked, fb)
+    st = (ag_f, sf, si, bars, msg_log, trade_log)
+    return _cancel(bookt, st, sf[S_T], si[I_STRAT_AGENT], oid)

@@ -482,3 +482,31 @@ def replay_nb(kind, side, price, qty, uid, owner, cap, base, nlev, max_uid, fill
             fills[n_fills, 4] = side[i]
             n_fills += 1
     return n_fills, n_rej
+
+
+@njit(**NO_NRT)
+def book_queue_ahead_nb(o, lv, oid):
+    """Lots resting ahead of the live order in slot ``oid`` at its price level (price-time priority: the
+    orders before it in the level's FIFO).  An order joins the back of its level (``_rest``), so this is its
+    exact queue position; it fills only once these lots are consumed by takers or cancelled.
+    returns -1 if the slot is not alive."""
+    if oid < 0 or o[oid, O_ALIVE] == 0:
+        return -1
+    tot = 0
+    j = o[oid, O_PREV]
+    while j != -1:
+        tot += o[j, O_QTY]
+        j = o[j, O_PREV]
+    return tot
+
+
+@njit(**NO_NRT)
+def book_top_nb(lv, bk, out):
+    """Top of book into ``out`` (4,) int64: best bid, best ask (NO_PRICE if empty), lots at each best."""
+    base = bk[B_BASE]
+    bb = bk[B_BEST_BID]
+    ba = bk[B_BEST_ASK]
+    out[0] = bb
+    out[1] = ba
+    out[2] = lv[BUY, L_QTY, bb - base] if bb != NO_PRICE else 0
+    out[3] = lv[SELL, L_QTY, ba - base] if ba != NO_PRICE else 0

@@ -261,6 +261,21 @@ class Simulator:
         self.minute += n
         self._run_to((self.config.burn_in_minutes + self.minute) * 60.0)
 
+    def advance_to(self, t_seconds: float) -> None:
+        """Simulate up to ``t_seconds`` of simulated time (burn-in included; sub-minute steps for the
+        execution environment, ``forge.execution.lob_env``).  Use either this or :meth:`run`, not both.
+        raises ForgeError past the last bar or backwards in time."""
+        end = (self.config.burn_in_minutes + self.n_minutes) * 60.0
+        if not (self.sf[K.S_T] <= t_seconds <= end + 1e-9):
+            raise ForgeError(f"advance_to({t_seconds}): outside [{self.sf[K.S_T]}, {end}] s")
+        self._run_to(float(t_seconds))
+        self.minute = max(self.minute, min(self.n_minutes, int(t_seconds / 60.0 + 1e-9) - self.config.burn_in_minutes))
+
+    @property
+    def now(self) -> float:
+        """Simulated seconds since the start (burn-in included)."""
+        return float(self.sf[K.S_T])
+
     # ---------------------------------------------------------------- strategy hooks
     def queue_strategy_order(self, lots: int) -> None:
         """Market order of ``lots`` (signed: + buy) sent at the open of the next minute."""

@@ -1,0 +1,56 @@
+"""``forge backtest`` under ``[execution] mode``, ``forge execution train`` / ``eval`` (issue 31)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+import cli
+from forge.gp import Genome
+
+
+def _genome(tmp_path):
+    g = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
+    p = tmp_path / "g.json"
+    p.write_text(g.to_json())
+    return p
+
+
+def test_forge_backtest_kline_limit_mode(tmp_path):
+    g = _genome(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[execution]\nmode = "kline-limit"\ndeadline_bars = 3\n')
+    trades = tmp_path / "t.csv"
+    r = CliRunner().invoke(cli.forge_app, ["backtest", str(g), "--config", str(cfg), "--json", "--trades", str(trades)])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    ex = s["execution"]
+    assert ex["mode"] == "kline-limit" and ex["preset"] == "spot" and ex["maker_fee_bps"] == 10.0
+    assert 0 < ex["costs"]["maker_share"] <= 1 and s["trades"] > 0
+    assert "maker" in trades.read_text().splitlines()[0]
+    sz = s["sizing"]
+    assert sz["kelly_cap"] == 0.5 and sz["max_leverage"] == 1.0 and 0.0 <= sz["kelly_multiplier"] <= 1.0
+    # taker mode: unchanged output shape, execution block says taker
+    r2 = CliRunner().invoke(cli.forge_app, ["backtest", str(g), "--json"])
+    assert r2.exit_code == 0 and json.loads(r2.stdout)["execution"] == {"mode": "taker"}
+    bad = tmp_path / "b.toml"
+    bad.write_text('[execution]\nmode = "maker"\n')
+    r3 = CliRunner().invoke(cli.forge_app, ["backtest", str(g), "--config", str(bad)])
+    assert r3.exit_code == 2 and "execution.mode" in r3.output
+
+
+def test_forge_execution_train_and_eval(tmp_path):
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(cli.forge_app, ["execution", "train", "--out", str(out), "--seeds", "1", "--generations", "1",
+                                           "--popsize", "4", "--minutes", "8"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and "simulated microstructure" in r.output
+    r = CliRunner().invoke(cli.forge_app, ["execution", "eval", "--policy", str(out), "--seeds", "2", "--minutes", "8",
+                                           "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["label"] == "simulated microstructure"
+    assert d["maker-then-cross"]["cost_bps"] < d["always-taker"]["cost_bps"]
+    r = CliRunner().invoke(cli.forge_app, ["execution", "eval", "--seeds", "x-y"])
+    assert r.exit_code == 2 and "--seeds" in r.output
