@@ -117,14 +117,16 @@ def crucible_status(
 
 @edge
 def crucible_verify(files: Annotated[list[Path], typer.Argument(help="Genome JSON files (e.g. champion.json).")]) -> None:
-    """Check genome files as the Crucible will before trading them: schema, versions, checksum, primitives."""
+    """Check genome files as the Crucible will before trading them: a regular file (no symlink, FIFO or
+    device; at most 1 MiB; JSON nested at most 64 levels), schema, versions, checksum, primitives.  Exit 4
+    naming the first bad file."""
     from forge.gp import Genome
 
     table = Table(title="Genome verification")
     for col in ("file", "sha256", "features", "lookback", "nodes"):
         table.add_column(col)
     for f in files:
-        g = Genome.load(f)
+        g = Genome.load(f, follow_symlinks=False)  # hardened reader: never blocks, never reads a huge file
         table.add_row(str(f), g.sha256[:16], ", ".join(g.features), str(g.lookback), str(len(g.tokens)))
     console.print(table)
     console.print(f"[green]{len(files)} genome file(s) valid[/]")
