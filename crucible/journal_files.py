@@ -2,8 +2,9 @@
 archives that keep every committed row.  (The journal's tables and transactions: :mod:`crucible.journal`,
 which re-exports these names.)
 
-One writer: a writable journal holds an OS-level exclusive lock (``fcntl.flock``) on ``<journal>.lock``, which
-also records the holder's pid; a second writer fails at once with :class:`JournalLocked` naming that pid.  An
+One writer per file: a writable journal holds OS-level exclusive locks (``fcntl.flock``) on the journal file's
+inode (st_dev, st_ino: the same under a symlink, a hard link or a bind mount) and on ``<journal>.lock``, which
+records the holder's pid; a second writer fails at once with :class:`JournalLocked` naming that pid.  An
 old journal is never deleted: :func:`archive_journal` checkpoints its WAL into the main file and renames it to a
 timestamped archive beside it; every archive is kept.  Errors are :class:`JournalError`, one line, exit 2.
 """
@@ -41,22 +42,48 @@ class JournalLocked(JournalError):
         self.pid = pid
 
 
-class JournalLock:
-    """Exclusive, non-blocking ``fcntl.flock`` on ``<journal path>.lock`` (created if missing, never deleted:
-    deleting a lock file races with the next acquirer).  The holder writes its pid into the file.
+def _flock_holder(dev: int, ino: int) -> int | None:
+    """The pid holding an ``flock`` on the file (dev, ino), from Linux's ``/proc/locks`` (None elsewhere or
+    when not listed).  Lines read ``1: FLOCK  ADVISORY  WRITE <pid> <major hex>:<minor hex>:<inode> 0 EOF``."""
+    want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                f = line.split()
+                if len(f) >= 6 and f[1] == "FLOCK" and f[5] == want and f[4].isdigit():
+                    return int(f[4])
+    except OSError:
+        pass
+    return None
 
-    The OS releases the lock when the holder exits, even on ``kill -9``.  flock locks belong to an open file
-    description, so a second JournalLock on the same journal conflicts even inside one process.
+
+class JournalLock:
+    """The single-writer lock of one journal *file*: exclusive, non-blocking ``fcntl.flock`` locks on
+
+    1. the journal file itself, i.e. on its inode (st_dev, st_ino): every name of the file -- a symlink, a
+       hard link, a bind mount of its folder -- reaches the same inode, so two writers through two names
+       conflict (a missing journal is created empty first; SQLite treats an empty file as a new database;
+       SQLite's own locks are POSIX ``fcntl`` locks, independent of ``flock`` on Linux);
+    2. ``<journal path>.lock`` (created if missing, never deleted: deleting a lock file races with the next
+       acquirer), which records the holder's pid and keeps a path's lock across an archive step (the file is
+       renamed and a new one created: :meth:`acquire` again moves the inode lock to the new file).
+
+    The OS releases both when the holder exits, even on ``kill -9``.  flock locks belong to an open file
+    description, so a second JournalLock on the same journal conflicts even inside one process.  The inode's
+    descriptor stays open while the lock is held and is closed only after the journal's SQLite connection
+    (closing a descriptor of a file drops the process's POSIX locks on it).
     """
 
     def __init__(self, journal_path: str | Path) -> None:
         self.journal = Path(journal_path)
         self.path = Path(str(self.journal) + ".lock")
         self._fd: int | None = None
+        self._ino_fd: int | None = None
+        self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the locked journal file
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None and self._ino_fd is not None
 
     def holder_pid(self) -> int | None:
         """The pid written by the current holder (None if unreadable or empty)."""
@@ -67,10 +94,22 @@ class JournalLock:
             return None
 
     def acquire(self) -> "JournalLock":
-        """Take the lock; returns self.  raises JournalLocked naming the holder's pid, JournalError if the
-        lock file cannot be created."""
-        if self._fd is not None:
-            return self
+        """Take the lock (again after an archive step: the inode lock moves to the file now at the path);
+        returns self.  raises JournalLocked naming the holder's pid (the same file under another name
+        included), JournalError if a lock file cannot be created."""
+        took_path = False
+        if self._fd is None:
+            self._lock_path()
+            took_path = True
+        try:
+            self._lock_inode()
+        except BaseException:
+            if took_path:
+                self.release()
+            raise
+        return self
+
+    def _lock_path(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -90,10 +129,41 @@ class JournalLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)
         self._fd = fd
-        return self
+
+    def _lock_inode(self) -> None:
+        if self._ino_fd is not None:
+            try:
+                st = os.stat(self.journal)
+                if (st.st_dev, st.st_ino) == self.identity:
+                    return  # still the same file
+            except OSError:
+                pass  # moved away (archived): lock the new file below
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise JournalError(f"{self.journal}: cannot open the journal to lock it ({exc.strerror})") from None
+        st = os.fstat(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise JournalError(f"{self.journal}: cannot lock the journal ({exc.strerror})") from None
+            pid = _flock_holder(st.st_dev, st.st_ino)
+            raise JournalLocked(f"{self.journal}: journal file (device {st.st_dev}, inode {st.st_ino}) is in use by "
+                                f"another crucible process (pid {pid if pid is not None else 'unknown'}) under "
+                                "this or another name (a symlink, hard link or bind mount); stop it first or use "
+                                "another --journal", pid) from None
+        old, self._ino_fd, self.identity = self._ino_fd, fd, (st.st_dev, st.st_ino)
+        if old is not None:
+            os.close(old)
 
     def release(self) -> None:
         """Drop the lock (the pid is cleared first so a stale pid is never shown).  Idempotent."""
+        if self._ino_fd is not None:
+            fd, self._ino_fd, self.identity = self._ino_fd, None, None
+            os.close(fd)
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
