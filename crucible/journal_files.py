@@ -226,11 +226,18 @@ def archive_journal(path: str | Path, now: datetime | None = None) -> Path:
     (``PRAGMA wal_checkpoint(TRUNCATE)``) and the file switched to ``journal_mode=DELETE`` (SQLite then
     removes the emptied ``-wal`` itself), then the self-contained file is renamed (hard link, then unlink:
     never overwriting) to ``<stem>.<UTC YYYYmmddTHHMMSS.ffffffZ><suffix>`` beside it and the folder fsynced;
-    every archive is kept.  raises JournalError for a file that is not a crucible journal, or when SQLite
+    every archive is kept.  An empty file (no row: e.g. created by :class:`JournalLock`) is left in place and
+    returned as is.  raises JournalError for a file that is not a crucible journal, or when SQLite
     cannot checkpoint (e.g. another connection keeps the WAL busy) — the journal is then left untouched.
     """
     p = Path(path)
     check_journal_file(p)
+    wal = Path(str(p) + "-wal")
+    try:
+        if p.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+            return p  # an empty file (created by the lock, no row yet): nothing to archive, left in place
+    except OSError as exc:
+        raise JournalError(f"{p}: cannot archive the journal ({exc.strerror})") from None
     try:
         db = sqlite3.connect(p, isolation_level=None)
         try:
@@ -245,7 +252,6 @@ def archive_journal(path: str | Path, now: datetime | None = None) -> Path:
             db.close()
     except sqlite3.Error as exc:
         raise journal_error(p, exc, "archive") from None
-    wal = Path(str(p) + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
         raise JournalError(f"{wal}: WAL still holds data after a checkpoint; journal left in place")
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S.%fZ")
