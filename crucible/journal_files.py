@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 from datetime import datetime, timezone
@@ -21,8 +22,8 @@ from typing import Any
 
 from forge.core.errors import ForgeError
 
-__all__ = ["JOURNAL_TABLES", "JournalError", "JournalLocked", "JournalLock", "check_journal_file", "archive_journal",
-           "journal_error"]
+__all__ = ["JOURNAL_TABLES", "JournalError", "JournalLocked", "JournalLock", "JournalWriteError", "check_journal_file",
+           "archive_journal", "journal_error", "write_error", "anchor_path", "read_anchor", "write_anchor"]
 
 JOURNAL_TABLES = ("meta", "orders", "fills", "events", "equity")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -32,6 +33,89 @@ class JournalError(ForgeError):
     """A journal file cannot be used: not a crucible journal, corrupt, locked by SQLite, or unreadable."""
 
     exit_code = 2
+
+
+class JournalWriteError(JournalError):
+    """A write to the journal (or its anchor) failed: disk full, read-only file system or file, I/O error.
+    Trading must stop: nothing after the last commit is durable.  cause: "disk full" | "read-only" |
+    "I/O error" | "locked" | "error"."""
+
+    def __init__(self, message: str, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+_CAUSES = (  # (SQLite error name prefix or errno, cause)
+    ("SQLITE_FULL", "disk full"), ("SQLITE_READONLY", "read-only"), ("SQLITE_IOERR", "I/O error"),
+    ("SQLITE_CANTOPEN", "I/O error"), ("SQLITE_BUSY", "locked"), ("SQLITE_LOCKED", "locked"),
+    ("SQLITE_CORRUPT", "corrupt"), ("SQLITE_NOTADB", "corrupt"))
+_ERRNO_CAUSES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full", errno.EFBIG: "disk full",
+                 errno.EROFS: "read-only", errno.EACCES: "read-only", errno.EPERM: "read-only", errno.EIO: "I/O error"}
+
+
+def write_error(path: Path, exc: BaseException, doing: str = "write") -> JournalWriteError:
+    """One line naming the cause of a failed journal write: ``<path>: cannot <doing> the journal: disk full
+    (database or disk is full); trading stopped``.  exc: a sqlite3.Error (its ``sqlite_errorname`` decides the
+    cause) or an OSError (its errno)."""
+    cause = "error"
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    for prefix, c in _CAUSES:
+        if name.startswith(prefix):
+            cause = c
+            break
+    if isinstance(exc, OSError):
+        cause = _ERRNO_CAUSES.get(exc.errno or 0, "I/O error")
+    msg = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).strip().splitlines()
+    detail = msg[0] if msg else type(exc).__name__
+    return JournalWriteError(f"{path}: cannot {doing} the journal: {cause} ({detail}); trading stopped, nothing "
+                             "after the last commit is recorded", cause)
+
+
+def anchor_path(journal: str | Path) -> Path:
+    """The journal's anchor sidecar: ``<journal>.anchor`` (JSON: schema, seq, hash of the last chained money
+    event), written outside the database so a rolled-back database cannot roll it back too."""
+    return Path(str(journal) + ".anchor")
+
+
+def read_anchor(journal: str | Path) -> dict[str, Any] | None:
+    """The anchor's {"schema", "seq", "hash", ...}, None when there is no anchor file.  raises JournalError
+    for an anchor that exists but is unreadable or malformed (a doubt in itself)."""
+    p = anchor_path(journal)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"{p}: cannot read the journal anchor ({exc.strerror})") from None
+    try:
+        a = json.loads(raw[:65536].decode("utf-8"))
+        if not (isinstance(a, dict) and isinstance(a.get("seq"), int) and isinstance(a.get("hash"), str)):
+            raise ValueError("fields")
+    except (ValueError, UnicodeDecodeError):
+        raise JournalError(f"{p}: journal anchor is malformed (expected JSON with integer seq and hash)") from None
+    return a
+
+
+def write_anchor(journal: str | Path, record: dict[str, Any]) -> None:
+    """Write the anchor durably: a temporary file fsynced, renamed over the anchor, the folder fsynced.
+    raises JournalWriteError (disk full, read-only, I/O error) naming the cause."""
+    p = anchor_path(journal)
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise write_error(Path(journal), exc, "anchor") from None
 
 
 class JournalLocked(JournalError):
@@ -227,7 +311,8 @@ def archive_journal(path: str | Path, now: datetime | None = None) -> Path:
     removes the emptied ``-wal`` itself), then the self-contained file is renamed (hard link, then unlink:
     never overwriting) to ``<stem>.<UTC YYYYmmddTHHMMSS.ffffffZ><suffix>`` beside it and the folder fsynced;
     every archive is kept.  An empty file (no row: e.g. created by :class:`JournalLock`) is left in place and
-    returned as is.  raises JournalError for a file that is not a crucible journal, or when SQLite
+    returned as is.  The anchor sidecar (``<journal>.anchor``) moves with the archive (``<archive>.anchor``).
+    raises JournalError for a file that is not a crucible journal, or when SQLite
     cannot checkpoint (e.g. another connection keeps the WAL busy) — the journal is then left untouched.
     """
     p = Path(path)
@@ -265,6 +350,8 @@ def archive_journal(path: str | Path, now: datetime | None = None) -> Path:
             dest = p.with_name(f"{p.stem}.{stamp}-{n}{p.suffix}")
             n += 1
     os.unlink(p)
+    if anchor_path(p).exists():  # the anchor goes with the rows it anchors
+        os.replace(anchor_path(p), anchor_path(dest))
     dfd = os.open(p.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
