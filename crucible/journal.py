@@ -105,6 +105,33 @@ def _intent_data(cid: str, slot: str, symbol: str, qty: float, target: float, ba
                           "bar_time": int(bar_time), "seq": int(seq), "reason": reason})
 
 
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+
+
+class _Connection(sqlite3.Connection):
+    """The writer's connection: a statement failing because the disk is full, the file or file system is
+    read-only or the device errs raises :class:`JournalWriteError` naming the cause (one line), wherever in
+    the runtime the write happens."""
+
+    journal_path: Path = Path("journal")
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
+                raise write_error(self.journal_path, exc) from None
+            raise
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
+                raise write_error(self.journal_path, exc) from None
+            raise
+
+
 class Journal:
     """SQLite journal at ``path`` (parents created).  Not thread-safe; one writer.
 
@@ -145,15 +172,13 @@ class Journal:
                 self.lock.acquire()  # single writer: before anything touches the file
                 check_journal_file(self.path)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit BEGIN for batches
+                self.db = sqlite3.connect(self.path, isolation_level=None, factory=_Connection)  # autocommit
+                self.db.journal_path = self.path  # type: ignore[attr-defined]
                 self.db.execute("PRAGMA busy_timeout=5000")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute(f"PRAGMA synchronous={synchronous}")
                 self.db.executescript(_SCHEMA)
             self.db.row_factory = sqlite3.Row
-            if not readonly:
-                self.doubts = self.verify()
-                self._chain_on = True
             self._deferred: dict[str, Any] = {}
             self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
             self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
@@ -161,6 +186,11 @@ class Journal:
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
             self._open: dict[str, dict[str, Any]] = {}
             self._load_open()
+            if not readonly:
+                self.doubts = self.verify()
+                self._chain_on = True
+                for d in self.doubts:
+                    log.error("journal in doubt: %s", d)
         except (sqlite3.Error, JournalError, OSError) as exc:
             if self.db is not None:
                 self.db.close()
@@ -329,13 +359,16 @@ class Journal:
                 try:
                     self._flush_deferred()
                     self.db.execute("COMMIT")
+                except JournalWriteError:
+                    self._abort()
+                    raise
                 except sqlite3.Error as err:
                     self._abort()
                     raise write_error(self.path, err, "commit to") from None
                 self._anchor()
                 return
             self._abort()
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, JournalError):
+            if isinstance(exc, sqlite3.Error) and str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
                 raise write_error(self.path, exc) from None
 
     def _abort(self) -> None:
@@ -347,12 +380,12 @@ class Journal:
         if self.db.in_transaction:
             try:
                 self.db.execute("ROLLBACK")
-            except sqlite3.Error:
+            except (sqlite3.Error, JournalError):
                 pass  # the original error is the one worth reporting
         try:
             self._load_open()
             self._load_chain()
-        except sqlite3.Error:
+        except (sqlite3.Error, JournalError):
             pass
 
     def commit(self) -> None:
@@ -362,6 +395,8 @@ class Journal:
             try:
                 self._flush_deferred()
                 self.db.execute("COMMIT")
+            except JournalWriteError:
+                raise
             except sqlite3.Error as err:
                 raise write_error(self.path, err, "commit to") from None
             self._anchor()
@@ -397,9 +432,12 @@ class Journal:
             self._events.clear()
             self._acks.clear()
             if self._batch:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
                 self._batch = 0
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except (sqlite3.Error, JournalError):
+                        pass  # closing after a failed write: the failure is what the caller reports
             self.db.close()
         finally:
             if self.lock is not None:

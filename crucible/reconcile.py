@@ -23,7 +23,7 @@ from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError,
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
-__all__ = ["ReconcileMixin", "AdoptRequired", "own_client_id", "expected_balance", "BALANCE_TOL_USDT",
+__all__ = ["ReconcileMixin", "AdoptRequired", "own_client_id", "expected_balance", "netted_realised", "BALANCE_TOL_USDT",
            "BALANCE_TOL_FRACTION"]
 
 log = logging.getLogger("crucible")
@@ -42,25 +42,44 @@ def own_client_id(cid: str, prefix: str, bench_id: str) -> bool:
     return bool(cid) and parse_client_order_id(cid, prefix, bench_id) is not None
 
 
+def netted_realised(fills: Any) -> float:
+    """Realised P&L after fees (USDT) of ``fills`` (dicts with symbol, qty, price, fee; in execution order) on
+    one net position per symbol, average-cost method — how a one-way perpetual account (Bybit, Binance USDⓈ-M)
+    books them: the slots' opposite positions in one symbol are one position at the venue, so their per-slot
+    realised P&L differs from the account's until both are closed."""
+    from crucible.slots import Ledger
+
+    books: dict[str, Ledger] = {}
+    for f in fills:
+        books.setdefault(str(f["symbol"]), Ledger(0.0)).apply(float(f["qty"]), float(f["price"]), float(f["fee"]))
+    return float(sum(b.realised for b in books.values()))
+
+
 def expected_balance(slots: Any, baseline: float, *, wallet: bool, past: dict[str, tuple[float, float]] | None = None,
-                     foreign_cash: float = 0.0) -> float:
+                     foreign_cash: float = 0.0, perp_fills: Any = None, perp_funding: float = 0.0) -> float:
     """The venue balance the journal implies, comparing like with like (USDT).
 
     Spot-like accounting (spot slots; every slot on the replay venue, whose cash moves by the traded notional):
     baseline - sum over slots of (capital + transfers - cash), i.e. the cash spent on units, fees and funding,
     plus ``foreign_cash`` (cash moved by fills not in the slot ledgers: foreign ones, and on a replay restart
-    this bench's fills booked only when their bar is processed again).  Wallet accounting (a perpetual
-    slot on an exchange, ``wallet=True``): the wallet balance moves only by realised P&L - fees +/- funding,
-    which is the ledger's ``realised``; the open position's notional is not spent.  past: slot id ->
+    this bench's fills booked only when their bar is processed again).  Wallet accounting (perpetual
+    slots on an exchange, ``wallet=True``): the wallet balance moves only by realised P&L - fees +/- funding;
+    the open position's notional is not spent.  With ``perp_fills`` (every fill of those slots, all lives) the
+    realised P&L is the account's, netted per symbol (:func:`netted_realised`) minus ``perp_funding`` (USDT
+    paid); without, the sum of the slot ledgers' ``realised``.  past: slot id ->
     (spent, realised) of its earlier lives (a re-armed slot starts a new ledger; its dead life's money stays
     spent).  So a consistent account shows a difference of ~0 either way.
     """
     exp = float(baseline) + float(foreign_cash)
     past = past or {}
+    netted = wallet and perp_fills is not None
+    if netted:
+        exp += netted_realised(perp_fills) - float(perp_funding)
     for s in slots:
         spent_before, realised_before = past.get(s.id, (0.0, 0.0))
         if wallet and s.perpetual:
-            exp += s.ledger.realised + realised_before
+            if not netted:
+                exp += s.ledger.realised + realised_before
         else:
             exp -= s.capital + s.ledger.transfers - s.ledger.cash + spent_before
     return exp
@@ -298,10 +317,14 @@ class ReconcileMixin:
                     for f in v.fetch_fills(sym, since):
                         if f.time_ms >= until and not j.has_fill(f.trade_id) and self._slot_of(f.client_order_id):
                             fcash -= f.qty * f.price + f.fee
+            perp = {s.id for s in self.slots.values() if s.perpetual}
+            pfills = [f for f in j.fills() if f["slot"] in perp] if wallet_perp else None
+            pfund = sum(float(e["data"].get("amount", 0.0)) for e in j.events("funding") if e["slot"] in perp)
             exp = expected_balance(self.slots.values(), bb, wallet=live, past=getattr(self, "_past_lives", {}),
-                                   foreign_cash=fcash)
+                                   foreign_cash=fcash, perp_fills=pfills, perp_funding=pfund)
             rep["balance_diff"] = vbal - exp
-            comparable = not (wallet_perp and recent)  # a foreign fill's realised P&L on a wallet is unknown here
+            # a foreign fill's (or an adopted position's) realised P&L on a wallet is not known here
+            comparable = not (wallet_perp and (recent or any(abs(x) > 0 for x in base.values())))
             tol = BALANCE_TOL_USDT + BALANCE_TOL_FRACTION * sum(s.capital for s in self.slots.values())
             rep["balance_check"] = {"venue": vbal, "expected": exp, "tolerance": tol, "comparable": comparable,
                                     "accounting": "wallet (perpetual: realised - fees - funding)" if wallet_perp
