@@ -102,16 +102,16 @@ def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
 ) -> None:
-    """The bench as recorded in the journal: slots, equity, weights, kills, swaps and each champion's
-    lineage (read-only)."""
-    from crucible.status import lineage_lines, status, status_table
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps, each champion's lineage,
+    each replacement request's state at the Forge worker, and why trading halted (read-only)."""
+    from crucible.status import lineage_lines, request_lines, status, status_table
 
     rep = status(journal)
     if as_json:
         print(json_dumps(rep))
         return
     console.print(status_table(rep))
-    for line in lineage_lines(rep):
+    for line in lineage_lines(rep) + request_lines(rep):
         console.print(escape(line), highlight=False)
 
 

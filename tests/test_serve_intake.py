@@ -201,3 +201,22 @@ def test_crucible_verify_uses_the_hardened_reader(tmp_path):
         out = " ".join((p.stdout + p.stderr).split())
         assert p.returncode == 4 and words in out and "Traceback" not in out, out
     assert Genome.load(link).sha256 == builtin_genome("flow").sha256  # a trusted path may still be a symlink
+
+
+def test_crucible_status_shows_each_request_state(tmp_path):
+    from crucible.journal import Journal
+    from crucible.status import request_lines, status
+
+    loop = load_serve_config(_config(tmp_path))
+    bad = _req(tmp_path, "p1")
+    _seed(bad).write_text("garbage")
+    serve_request(loop, bad)
+    waiting = _req(tmp_path, "p2", day=15.5)
+    j = Journal(tmp_path / "journal.sqlite")
+    j.event("request", T0, "p1", path=str(bad))
+    j.event("request", T0 + 60_000, "p2", path=str(waiting))
+    j.close()
+    rep = status(tmp_path / "journal.sqlite")
+    assert [(r["slot"], r["status"]) for r in rep["requests"]] == [("p1", "unserved"), ("p2", "pending")]
+    lines = request_lines(rep)
+    assert "unserved" in lines[0] and "invalid JSON" in lines[0] and "pending" in lines[1]
