@@ -57,6 +57,7 @@ def kill_soak(tmp: Path, replay_kills: int, exchange_kills: int, seed: int) -> d
     out: dict = {}
     t0 = time.monotonic()
     try:
+        (tmp / "replay").mkdir(parents=True, exist_ok=True)
         r = soak.replay_soak(tmp / "replay", kills=replay_kills, n_bars=max(300, 60 * replay_kills), seed=seed)
         out["replay"] = {**r, "survived": r["kills"], "money_lost_usdt": 0.0,
                          "note": "exchange state identical to the uninterrupted run (cash, positions, orders, fills)"}
@@ -65,6 +66,7 @@ def kill_soak(tmp: Path, replay_kills: int, exchange_kills: int, seed: int) -> d
     out["replay"]["seconds"] = round(time.monotonic() - t0, 1)
     t0 = time.monotonic()
     try:
+        (tmp / "exchange").mkdir(parents=True, exist_ok=True)
         r = soak.exchange_soak(tmp / "exchange", kills=exchange_kills, n_bars=max(80, 20 * exchange_kills),
                                seed=seed)
         out["exchange"] = {**r, "survived": r["kills"], "money_lost_usdt": 0.0,

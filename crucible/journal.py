@@ -17,7 +17,7 @@ Money events are hash-chained (issue 28): every order intent, booked fill and mo
 ``transfer``, ``funding``, ``foreign_fill``, ``adopt``, ``rearm``) appends a row to the ``chain`` table
 with a monotonic ``seq`` and ``hash = sha256(previous hash, seq, kind, ref, data)``; after each commit that
 advanced it, the last ``(seq, hash)`` is written to an fsynced sidecar ``<journal>.anchor`` outside the
-database.  On opening for writing, :meth:`Journal.verify` runs ``PRAGMA integrity_check``, walks the chain,
+database (fsynced when the journal is ``synchronous=FULL``).  On opening for writing, :meth:`Journal.verify` runs ``PRAGMA integrity_check``, walks the chain,
 checks it against the orders and fills tables and against the anchor: a journal that ends before the anchor
 (a garbled or deleted WAL, an older copy of the file, a truncated tail), differs from the anchored history,
 or has no anchor although it holds money events, is *in doubt* (:attr:`Journal.doubts`, one line each,
@@ -47,7 +47,7 @@ from typing import Any, Iterable
 
 from crucible.journal_files import (JOURNAL_TABLES, JournalError, JournalLock, JournalLocked, JournalWriteError,
                                     anchor_path, archive_journal, check_journal_file, journal_error, read_anchor,
-                                    write_anchor, write_error)
+                                    AnchorFile, write_error)
 from crucible.venues.base import Fill
 
 __all__ = ["Journal", "OPEN_STATUSES", "JournalError", "JournalLocked", "JournalLock", "JournalWriteError",
@@ -160,6 +160,7 @@ class Journal:
         self._chain_seq, self._chain_head, self._anchored = 0, GENESIS, 0
         self._chain_on = False
         self._anchor_frozen = False
+        self._anchor_file = AnchorFile(self.path)
         try:
             if readonly:
                 if not self.path.is_file():
@@ -239,8 +240,8 @@ class Journal:
     def _anchor(self) -> None:
         """Write the anchor sidecar if the chain advanced since the last one (after a commit)."""
         if self._chain_on and not self._anchor_frozen and self._chain_seq != self._anchored:
-            write_anchor(self.path, {"schema": ANCHOR_SCHEMA, "seq": self._chain_seq, "hash": self._chain_head,
-                                     "journal": self.path.name})
+            self._anchor_file.write({"schema": ANCHOR_SCHEMA, "seq": self._chain_seq, "hash": self._chain_head,
+                                     "journal": self.path.name}, durable=self.synchronous == "FULL")
             self._anchored = self._chain_seq
 
     @property
@@ -439,6 +440,7 @@ class Journal:
                     except (sqlite3.Error, JournalError):
                         pass  # closing after a failed write: the failure is what the caller reports
             self.db.close()
+            self._anchor_file.close()
         finally:
             if self.lock is not None:
                 self.lock.release()

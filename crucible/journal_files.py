@@ -23,7 +23,8 @@ from typing import Any
 from forge.core.errors import ForgeError
 
 __all__ = ["JOURNAL_TABLES", "JournalError", "JournalLocked", "JournalLock", "JournalWriteError", "check_journal_file",
-           "archive_journal", "journal_error", "write_error", "anchor_path", "read_anchor", "write_anchor"]
+           "archive_journal", "journal_error", "write_error", "anchor_path", "read_anchor", "AnchorFile",
+           "ANCHOR_RECORD_BYTES"]
 
 JOURNAL_TABLES = ("meta", "orders", "fills", "events", "equity")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -88,7 +89,7 @@ def read_anchor(journal: str | Path) -> dict[str, Any] | None:
     except OSError as exc:
         raise JournalError(f"{p}: cannot read the journal anchor ({exc.strerror})") from None
     try:
-        a = json.loads(raw[:65536].decode("utf-8"))
+        a = json.loads(raw[:65536].decode("utf-8").strip())
         if not (isinstance(a, dict) and isinstance(a.get("seq"), int) and isinstance(a.get("hash"), str)):
             raise ValueError("fields")
     except (ValueError, UnicodeDecodeError):
@@ -96,26 +97,48 @@ def read_anchor(journal: str | Path) -> dict[str, Any] | None:
     return a
 
 
-def write_anchor(journal: str | Path, record: dict[str, Any]) -> None:
-    """Write the anchor durably: a temporary file fsynced, renamed over the anchor, the folder fsynced.
-    raises JournalWriteError (disk full, read-only, I/O error) naming the cause."""
-    p = anchor_path(journal)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+ANCHOR_RECORD_BYTES = 512
+"""The anchor is one fixed-size record (JSON padded with spaces) overwritten in place: one sector, which disks
+write atomically (the "powersafe overwrite" SQLite also assumes), so no rename per commit is needed."""
+
+
+class AnchorFile:
+    """The journal's anchor sidecar, kept open by its writer and overwritten in place after each commit that
+    advanced the chain (:meth:`write`).  durable writes (a ``synchronous=FULL`` journal) are fdatasync-ed, so
+    the anchor is on disk whenever the commit it follows is; a ``NORMAL`` journal's anchor, like its commits,
+    survives a process crash, not an OS crash.  Errors: JournalWriteError naming the cause."""
+
+    def __init__(self, journal: str | Path) -> None:
+        self.journal = Path(journal)
+        self.path = anchor_path(journal)
+        self._fd: int | None = None
+
+    def write(self, record: dict[str, Any], durable: bool = True) -> None:
+        data = json.dumps(record, sort_keys=True).encode()
+        if len(data) >= ANCHOR_RECORD_BYTES:
+            raise ValueError("anchor record too long")
+        data += b" " * (ANCHOR_RECORD_BYTES - 1 - len(data)) + b"\n"
         try:
-            os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
+            if self._fd is None:
+                new = not self.path.exists()
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                if new and durable:  # the new name itself must survive a power loss
+                    dfd = os.open(self.path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dfd)
+                    finally:
+                        os.close(dfd)
+            if os.pwrite(self._fd, data, 0) != len(data):
+                raise OSError(5, "short write")
+            if durable:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            raise write_error(self.journal, exc, "anchor") from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
             os.close(fd)
-        os.replace(tmp, p)
-        dfd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        raise write_error(Path(journal), exc, "anchor") from None
 
 
 class JournalLocked(JournalError):
