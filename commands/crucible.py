@@ -125,29 +125,31 @@ def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
     as_json: Annotated[bool, typer.Option("--json", help="Emit JSON.")] = False,
 ) -> None:
-    """The bench as recorded in the journal: slots, equity, weights, kills, swaps and each champion's
-    lineage (read-only)."""
-    from crucible.status import lineage_lines, status, status_table
+    """The bench as recorded in the journal: slots, equity, weights, kills, swaps, each champion's lineage,
+    each replacement request's state at the Forge worker, and why trading halted (read-only)."""
+    from crucible.status import lineage_lines, request_lines, status, status_table
 
     rep = status(journal)
     if as_json:
         print(json_dumps(rep))
         return
     console.print(status_table(rep))
-    for line in lineage_lines(rep):
+    for line in lineage_lines(rep) + request_lines(rep):
         console.print(escape(line), highlight=False)
 
 
 @edge
 def crucible_verify(files: Annotated[list[Path], typer.Argument(help="Genome JSON files (e.g. champion.json).")]) -> None:
-    """Check genome files as the Crucible will before trading them: schema, versions, checksum, primitives."""
+    """Check genome files as the Crucible will before trading them: a regular file (no symlink, FIFO or
+    device; at most 1 MiB; JSON nested at most 64 levels), schema, versions, checksum, primitives.  Exit 4
+    naming the first bad file."""
     from forge.gp import Genome
 
     table = Table(title="Genome verification")
     for col in ("file", "sha256", "features", "lookback", "nodes"):
         table.add_column(col)
     for f in files:
-        g = Genome.load(f)
+        g = Genome.load(f, follow_symlinks=False)  # hardened reader: never blocks, never reads a huge file
         table.add_row(str(f), g.sha256[:16], ", ".join(g.features), str(g.lookback), str(len(g.tokens)))
     console.print(table)
     console.print(f"[green]{len(files)} genome file(s) valid[/]")

@@ -13,8 +13,21 @@ order id), ``rejected``, ``canceled``, ``abandoned`` (never reached the
 venue and no longer wanted).  Times are ms UTC; quantities signed base
 units; money USDT.
 
-One writer: a writable :class:`Journal` holds an OS-level exclusive lock (``fcntl.flock``) on
-``<journal>.lock``, which also records the holder's pid; a second writer fails at once with
+Money events are hash-chained (issue 28): every order intent, booked fill and money-moving event (capital
+``transfer``, ``funding``, ``foreign_fill``, ``adopt``, ``rearm``) appends a row to the ``chain`` table
+with a monotonic ``seq`` and ``hash = sha256(previous hash, seq, kind, ref, data)``; after each commit that
+advanced it, the last ``(seq, hash)`` is written to an fsynced sidecar ``<journal>.anchor`` outside the
+database (fsynced when the journal is ``synchronous=FULL``).  On opening for writing, :meth:`Journal.verify` runs ``PRAGMA integrity_check``, walks the chain,
+checks it against the orders and fills tables and against the anchor: a journal that ends before the anchor
+(a garbled or deleted WAL, an older copy of the file, a truncated tail), differs from the anchored history,
+or has no anchor although it holds money events, is *in doubt* (:attr:`Journal.doubts`, one line each,
+naming the file and the last good sequence); the runtime then starts halted and says why
+(:meth:`crucible.reconcile.ReconcileMixin.reconcile`).  A write that fails (disk full, read-only file, I/O
+error) raises :class:`JournalWriteError`, one line naming the cause, never SQLite's secondary "cannot
+rollback - no transaction is active".
+
+One writer per file: a writable :class:`Journal` holds OS-level exclusive locks (``fcntl.flock``) on the
+journal file's inode and on ``<journal>.lock``, which also records the holder's pid; a second writer fails at once with
 :class:`JournalLocked` naming that pid.  Readers (``crucible status``) take no lock.  An old journal is
 never deleted: :func:`archive_journal` checkpoints its WAL into the main file (so no committed row is
 lost) and renames it to a timestamped archive beside it; every archive is kept.  SQLite errors on
@@ -24,23 +37,34 @@ one-line message with exit status 2 at the CLI.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-from crucible.journal_files import (JOURNAL_TABLES, JournalError, JournalLock, JournalLocked, archive_journal,
-                                    check_journal_file, journal_error)
+from crucible.journal_files import (JOURNAL_TABLES, JournalError, JournalLock, JournalLocked, JournalWriteError,
+                                    anchor_path, archive_journal, check_journal_file, journal_error, read_anchor,
+                                    AnchorFile, write_error)
 from crucible.venues.base import Fill
 
-__all__ = ["Journal", "OPEN_STATUSES", "JournalError", "JournalLocked", "JournalLock", "check_journal_file",
-           "archive_journal", "JOURNAL_TABLES"]
+__all__ = ["Journal", "OPEN_STATUSES", "JournalError", "JournalLocked", "JournalLock", "JournalWriteError",
+           "check_journal_file", "archive_journal", "JOURNAL_TABLES", "MONEY_EVENTS", "ANCHOR_SCHEMA", "chain_hash"]
+
+log = logging.getLogger("crucible")
 
 
 OPEN_STATUSES = ("intent", "acked", "unknown")
 NORMAL_AUTOCHECKPOINT_PAGES = 10_000
 """WAL pages between automatic checkpoints of a ``synchronous=NORMAL`` journal (SQLite's default is 1,000; a
 checkpoint fsyncs the database file, the commits themselves do not)."""
+MONEY_EVENTS = frozenset({"transfer", "funding", "foreign_fill", "adopt", "rearm"})
+"""Event kinds that move money (besides order intents and fills): each is also a ``chain`` row."""
+ANCHOR_SCHEMA = "crucible-anchor/1"
+GENESIS = "0" * 64
+_CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 _JSON = json.JSONEncoder(default=str)  # json.dumps(data, default=str) without building an encoder per event
 
 _SCHEMA = """
@@ -59,7 +83,53 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS equity (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, slot TEXT NOT NULL, equity REAL NOT NULL,
     cash REAL NOT NULL, units REAL NOT NULL, mark REAL NOT NULL, weight REAL NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chain (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, ref TEXT NOT NULL, data TEXT NOT NULL, hash TEXT NOT NULL);
 """
+
+
+def chain_hash(prev: str, seq: int, kind: str, ref: str, data: str) -> str:
+    """sha256 hex of one chain link: the previous link's hash, then seq, kind, ref and data, newline-separated."""
+    return hashlib.sha256(f"{prev}\n{seq}\n{kind}\n{ref}\n{data}".encode()).hexdigest()
+
+
+def _fill_data(trade_id: str, cid: str, slot: str | None, symbol: str, qty: float, price: float, fee: float,
+               time_ms: int) -> str:
+    return _CANON.encode({"trade_id": trade_id, "cid": cid, "slot": slot, "symbol": symbol, "qty": float(qty),
+                          "price": float(price), "fee": float(fee), "time_ms": int(time_ms)})
+
+
+def _intent_data(cid: str, slot: str, symbol: str, qty: float, target: float, bar_time: int, seq: int,
+                 reason: str) -> str:
+    return _CANON.encode({"cid": cid, "slot": slot, "symbol": symbol, "qty": float(qty), "target": float(target),
+                          "bar_time": int(bar_time), "seq": int(seq), "reason": reason})
+
+
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+
+
+class _Connection(sqlite3.Connection):
+    """The writer's connection: a statement failing because the disk is full, the file or file system is
+    read-only or the device errs raises :class:`JournalWriteError` naming the cause (one line), wherever in
+    the runtime the write happens."""
+
+    journal_path: Path = Path("journal")
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
+                raise write_error(self.journal_path, exc) from None
+            raise
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as exc:
+            if str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
+                raise write_error(self.journal_path, exc) from None
+            raise
 
 
 class Journal:
@@ -86,6 +156,11 @@ class Journal:
         self.lock: JournalLock | None = None
         self.db: sqlite3.Connection | None = None
         self._batch = 0
+        self.doubts: list[str] = []  # why this journal may not be the whole truth (see verify); [] = none
+        self._chain_seq, self._chain_head, self._anchored = 0, GENESIS, 0
+        self._chain_on = False
+        self._anchor_frozen = False
+        self._anchor_file = AnchorFile(self.path)
         try:
             if readonly:
                 if not self.path.is_file():
@@ -98,7 +173,8 @@ class Journal:
                 self.lock.acquire()  # single writer: before anything touches the file
                 check_journal_file(self.path)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit BEGIN for batches
+                self.db = sqlite3.connect(self.path, isolation_level=None, factory=_Connection)  # autocommit
+                self.db.journal_path = self.path  # type: ignore[attr-defined]
                 self.db.execute("PRAGMA busy_timeout=5000")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -111,13 +187,22 @@ class Journal:
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
             self._open: dict[str, dict[str, Any]] = {}
             self._load_open()
-        except (sqlite3.Error, JournalError) as exc:
+            if not readonly:
+                self.doubts = self.verify()
+                self._chain_on = True
+                for d in self.doubts:
+                    log.error("journal in doubt: %s", d)
+        except (sqlite3.Error, JournalError, OSError) as exc:
             if self.db is not None:
                 self.db.close()
             if self.lock is not None and lock is None:
                 self.lock.release()
             if isinstance(exc, JournalError):
                 raise
+            if isinstance(exc, OSError):
+                raise write_error(self.path, exc, "open") from None
+            if getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR")):
+                raise write_error(self.path, exc, "open") from None
             raise journal_error(self.path, exc, "open") from None
 
     def _load_open(self) -> None:
@@ -137,6 +222,128 @@ class Journal:
         self._seq = {(slot, int(bt)): int(m) for slot, bt, m in self.db.execute(
             "SELECT slot, bar_time, MAX(seq) FROM orders WHERE bar_time=? GROUP BY slot, bar_time", (self._seq_bar,))}
 
+    # ------------------------------------------------------------------ hash chain and anchor
+
+    def _load_chain(self) -> None:
+        row = self.db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+        self._chain_seq, self._chain_head = (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def _chain(self, kind: str, ref: str, data: str) -> None:
+        """Append one money event to the chain (in the current transaction; anchored after its commit)."""
+        seq = self._chain_seq + 1
+        h = chain_hash(self._chain_head, seq, kind, ref, data)
+        self.db.execute("INSERT INTO chain(seq, kind, ref, data, hash) VALUES (?,?,?,?,?)", (seq, kind, ref, data, h))
+        self._chain_seq, self._chain_head = seq, h
+        if not self._batch:
+            self._anchor()
+
+    def _anchor(self) -> None:
+        """Write the anchor sidecar if the chain advanced since the last one (after a commit)."""
+        if self._chain_on and not self._anchor_frozen and self._chain_seq != self._anchored:
+            self._anchor_file.write({"schema": ANCHOR_SCHEMA, "seq": self._chain_seq, "hash": self._chain_head,
+                                     "journal": self.path.name}, durable=self.synchronous == "FULL")
+            self._anchored = self._chain_seq
+
+    @property
+    def chain_seq(self) -> int:
+        """Sequence number of the last chained money event (0: none)."""
+        return self._chain_seq
+
+    def verify(self) -> list[str]:
+        """Check the journal before it is trusted; returns the doubts (one line each, naming the file and the
+        last good sequence; [] when none).
+
+        1. ``PRAGMA integrity_check`` (a damaged b-tree, page or index);
+        2. the chain: ``seq`` 1, 2, ... without a gap, every hash recomputed from its predecessor;
+        3. the chain against the tables: every booked fill and every order intent is in the chain with the
+           same content, and nothing chained is missing from them (a row deleted or edited outside the
+           journal);
+        4. the anchor (``<journal>.anchor``): the chain must reach its seq with its hash — a journal ending
+           before it was rolled back (a garbled or deleted WAL, an older copy of the file) or truncated; a
+           journal holding money events without an anchor cannot prove it is not an older copy.
+
+        A journal written before hash chains (money rows, an empty chain, no anchor) is chained and anchored
+        now from its rows (logged), not doubted.  Costs one pass over the chain, fills and orders.
+        """
+        doubts: list[str] = []
+        res = [str(r[0]) for r in self.db.execute("PRAGMA integrity_check").fetchall()]
+        if res != ["ok"]:
+            doubts.append(f"{self.path}: SQLite integrity_check failed: {'; '.join(res[:3])[:300]}")
+        try:
+            anchor = read_anchor(self.path)
+        except JournalError as exc:
+            doubts.append(str(exc))
+            anchor = {"seq": -1, "hash": "", "malformed": True}
+        n_money = self.db.execute("SELECT (SELECT COUNT(*) FROM fills) + (SELECT COUNT(*) FROM orders)").fetchone()[0]
+        n_chain = self.db.execute("SELECT COUNT(*) FROM chain").fetchone()[0]
+        if n_chain == 0 and n_money and anchor is None:
+            self._backfill_chain()
+            log.warning("%s: journal written before hash chains: %d money events chained and anchored now",
+                        self.path, self._chain_seq)
+            return doubts
+        prev, good, broken = GENESIS, 0, None
+        chained: dict[tuple[str, str], str] = {}
+        at_anchor = None
+        for seq, kind, ref, data, h in self.db.execute("SELECT seq, kind, ref, data, hash FROM chain ORDER BY seq"):
+            if seq != good + 1 or chain_hash(prev, seq, kind, ref, data) != h:
+                broken = seq
+                break
+            if kind in ("fill", "order"):
+                chained[(kind, ref)] = data
+            prev, good = h, seq
+            if anchor is not None and seq == anchor["seq"]:
+                at_anchor = h
+        self._chain_seq, self._chain_head = good, prev
+        if broken is not None:
+            doubts.append(f"{self.path}: money-event hash chain broken at seq {broken} (last good seq {good})")
+        table: dict[tuple[str, str], str] = {}
+        for r in self.db.execute("SELECT trade_id, client_order_id, slot, symbol, qty, price, fee, time_ms FROM fills"):
+            table[("fill", r[0])] = _fill_data(*r)
+        for r in self.db.execute("SELECT client_order_id, slot, symbol, qty, target, bar_time, seq, reason FROM orders"):
+            table[("order", r[0])] = _intent_data(*r)
+        if broken is None:
+            altered = sorted(k for k in table if chained.get(k) != table[k])
+            missing = sorted(k for k in chained if k not in table)
+            if altered or missing:
+                first = (altered or missing)[0]
+                doubts.append(f"{self.path}: {len(altered)} fill/order row(s) not in the money-event chain or changed "
+                              f"and {len(missing)} chained row(s) missing from the tables (first: {first[0]} "
+                              f"{first[1]}); last good seq {good}")
+        if anchor is not None and anchor.get("malformed"):
+            pass  # already a doubt
+        elif anchor is None:
+            if good or table:
+                doubts.append(f"{self.path}: no anchor file {anchor_path(self.path).name} beside a journal holding "
+                              f"money events (chain at seq {good}): it cannot be proven not to be an older copy")
+        elif anchor["seq"] > good:
+            doubts.append(f"{self.path}: journal rolled back or truncated: its money-event chain ends at seq {good} "
+                          f"but the anchor {anchor_path(self.path).name} records seq {anchor['seq']} (last good seq "
+                          f"{good}; a garbled or deleted WAL, an older copy of the file, or a lost tail)")
+        elif at_anchor != anchor["hash"]:
+            doubts.append(f"{self.path}: journal differs from its anchored history at seq {anchor['seq']} (another "
+                          f"journal's file or a rewritten one); chain verified to seq {good}")
+        # in doubt: the anchor is frozen (never overwritten), so the evidence survives restarts until the
+        # operator archives the journal
+        self._anchor_frozen = bool(doubts)
+        self._anchored = anchor["seq"] if anchor is not None and not doubts else -1
+        return doubts
+
+    def _backfill_chain(self) -> None:
+        """Chain the money rows of a journal written before hash chains (orders, fills, money events in
+        their original order) and anchor them."""
+        with self:
+            for r in self.db.execute("SELECT client_order_id, slot, symbol, qty, target, bar_time, seq, reason FROM "
+                                     "orders ORDER BY rowid").fetchall():
+                self._chain("order", r[0], _intent_data(*r))
+            for r in self.db.execute("SELECT trade_id, client_order_id, slot, symbol, qty, price, fee, time_ms FROM "
+                                     "fills ORDER BY rowid").fetchall():
+                self._chain("fill", r[0], _fill_data(*r))
+            for kind, data in self.db.execute("SELECT kind, data FROM events ORDER BY id").fetchall():
+                if kind in MONEY_EVENTS:
+                    self._chain(kind, kind, data)
+        self._chain_on = True
+        self._anchor()
+
     # ------------------------------------------------------------------ transactions
 
     def __enter__(self) -> "Journal":
@@ -150,21 +357,50 @@ class Journal:
         self._batch -= 1
         if self._batch == 0:
             if exc_type is None:
-                self._flush_deferred()
-            else:
-                self._deferred.clear()
-                self._events.clear()
-                self._acks.clear()
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            if exc_type is not None:
-                self._load_open()
+                try:
+                    self._flush_deferred()
+                    self.db.execute("COMMIT")
+                except JournalWriteError:
+                    self._abort()
+                    raise
+                except sqlite3.Error as err:
+                    self._abort()
+                    raise write_error(self.path, err, "commit to") from None
+                self._anchor()
+                return
+            self._abort()
+            if isinstance(exc, sqlite3.Error) and str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
+                raise write_error(self.path, exc) from None
+
+    def _abort(self) -> None:
+        """Roll the open transaction back (SQLite may have rolled it back itself: disk full, I/O error) and
+        rebuild the in-memory state from the file; never hides the error that caused it."""
+        self._deferred.clear()
+        self._events.clear()
+        self._acks.clear()
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except (sqlite3.Error, JournalError):
+                pass  # the original error is the one worth reporting
+        try:
+            self._load_open()
+            self._load_chain()
+        except (sqlite3.Error, JournalError):
+            pass
 
     def commit(self) -> None:
         """Make everything written so far durable now; inside ``with journal:`` the batch goes on in a new
         transaction (a commit point, e.g. order intents before the orders are sent)."""
         if self._batch:
-            self._flush_deferred()
-            self.db.execute("COMMIT")
+            try:
+                self._flush_deferred()
+                self.db.execute("COMMIT")
+            except JournalWriteError:
+                raise
+            except sqlite3.Error as err:
+                raise write_error(self.path, err, "commit to") from None
+            self._anchor()
             self.db.execute("BEGIN IMMEDIATE")
 
     def set_meta_at_commit(self, key: str, value: Any) -> None:
@@ -197,9 +433,14 @@ class Journal:
             self._events.clear()
             self._acks.clear()
             if self._batch:
-                self.db.execute("ROLLBACK")
                 self._batch = 0
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except (sqlite3.Error, JournalError):
+                        pass  # closing after a failed write: the failure is what the caller reports
             self.db.close()
+            self._anchor_file.close()
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -228,6 +469,8 @@ class Journal:
             " created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?, 'intent', ?, ?)",
             (client_order_id, slot, symbol, float(qty), float(target), int(bar_time), int(seq), reason, now_ms, now_ms))
         if cur.rowcount == 1:
+            self._chain("order", client_order_id, _intent_data(client_order_id, slot, symbol, qty, target, bar_time,
+                                                               seq, reason))
             key = (slot, int(bar_time))
             self._seq[key] = max(self._seq.get(key, -1), int(seq))
             self._filled[client_order_id] = 0.0
@@ -321,6 +564,8 @@ class Journal:
              fill.time_ms))
         if cur.rowcount != 1:
             return False
+        self._chain("fill", fill.trade_id, _fill_data(fill.trade_id, fill.client_order_id, slot, fill.symbol, fill.qty,
+                                                      fill.price, fill.fee, fill.time_ms))
         self._booked[fill.trade_id] = None
         if len(self._booked) > 4096:
             del self._booked[next(iter(self._booked))]
@@ -352,6 +597,8 @@ class Journal:
     def event(self, kind: str, time_ms: int, slot: str | None = None, **data: Any) -> None:
         """Append an event (swap, kill, reweight, request, killswitch, reject, reconcile, stale, ...)."""
         row = (int(time_ms), kind, slot, _JSON.encode(data))
+        if kind in MONEY_EVENTS and self._chain_on:
+            self._chain(kind, kind, row[3])
         if self._batch:
             self._events.append(row)  # written at the commit, in order (same ids)
         else:

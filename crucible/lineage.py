@@ -126,7 +126,13 @@ class LoopMixin:
         self.genome_book.setdefault(genome.sha256, (genome, s.symbol, None))
 
     def _new_life(self, s: Slot) -> None:
-        """A re-armed slot's fresh ledger (its configured capital) and equity marks reset to it."""
+        """A re-armed slot's fresh ledger (its configured capital) and equity marks reset to it.  The dead
+        life's money (cash spent, realised P&L) is kept in ``_past_lives`` for the balance reconcile
+        (:func:`crucible.reconcile.expected_balance`)."""
+        past = self.__dict__.setdefault("_past_lives", {})
+        spent, realised = past.get(s.id, (0.0, 0.0))
+        old = s.ledger
+        past[s.id] = (spent + old.capital + old.transfers - old.cash, realised + old.realised)
         s.ledger = Ledger(s.capital)
         self.marks.reset(s.id, s.capital)
 

@@ -18,14 +18,71 @@ from typing import Any
 import numpy as np
 
 from crucible.journal import OPEN_STATUSES, JournalError
-from crucible.slots import new_bench_id
+from crucible.slots import new_bench_id, parse_client_order_id
 from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError, VenueRejected
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
-__all__ = ["ReconcileMixin", "AdoptRequired"]
+__all__ = ["ReconcileMixin", "AdoptRequired", "own_client_id", "expected_balance", "netted_realised", "BALANCE_TOL_USDT",
+           "BALANCE_TOL_FRACTION"]
 
 log = logging.getLogger("crucible")
+
+BALANCE_TOL_USDT = 0.5
+BALANCE_TOL_FRACTION = 1e-3
+"""A reconcile balance difference above ``BALANCE_TOL_USDT + BALANCE_TOL_FRACTION x`` the bench's configured
+capital halts trading (rounding of fees and prices at the venue stays far below it)."""
+
+
+def own_client_id(cid: str, prefix: str, bench_id: str) -> bool:
+    """True when ``cid`` is provably an order of *this* bench (its prefix and bench id).  The one place that
+    decides it for rollback evidence: a fill at the venue with such an id that the journal lacks means the
+    journal lost it (intents are committed before orders are sent).  (Issue 28 item 1 tightens this to an
+    HMAC tag over bench, slot and sequence.)"""
+    return bool(cid) and parse_client_order_id(cid, prefix, bench_id) is not None
+
+
+def netted_realised(fills: Any) -> float:
+    """Realised P&L after fees (USDT) of ``fills`` (dicts with symbol, qty, price, fee; in execution order) on
+    one net position per symbol, average-cost method — how a one-way perpetual account (Bybit, Binance USDⓈ-M)
+    books them: the slots' opposite positions in one symbol are one position at the venue, so their per-slot
+    realised P&L differs from the account's until both are closed."""
+    from crucible.slots import Ledger
+
+    books: dict[str, Ledger] = {}
+    for f in fills:
+        books.setdefault(str(f["symbol"]), Ledger(0.0)).apply(float(f["qty"]), float(f["price"]), float(f["fee"]))
+    return float(sum(b.realised for b in books.values()))
+
+
+def expected_balance(slots: Any, baseline: float, *, wallet: bool, past: dict[str, tuple[float, float]] | None = None,
+                     foreign_cash: float = 0.0, perp_fills: Any = None, perp_funding: float = 0.0) -> float:
+    """The venue balance the journal implies, comparing like with like (USDT).
+
+    Spot-like accounting (spot slots; every slot on the replay venue, whose cash moves by the traded notional):
+    baseline - sum over slots of (capital + transfers - cash), i.e. the cash spent on units, fees and funding,
+    plus ``foreign_cash`` (cash moved by fills not in the slot ledgers: foreign ones, and on a replay restart
+    this bench's fills booked only when their bar is processed again).  Wallet accounting (perpetual
+    slots on an exchange, ``wallet=True``): the wallet balance moves only by realised P&L - fees +/- funding;
+    the open position's notional is not spent.  With ``perp_fills`` (every fill of those slots, all lives) the
+    realised P&L is the account's, netted per symbol (:func:`netted_realised`) minus ``perp_funding`` (USDT
+    paid); without, the sum of the slot ledgers' ``realised``.  past: slot id ->
+    (spent, realised) of its earlier lives (a re-armed slot starts a new ledger; its dead life's money stays
+    spent).  So a consistent account shows a difference of ~0 either way.
+    """
+    exp = float(baseline) + float(foreign_cash)
+    past = past or {}
+    netted = wallet and perp_fills is not None
+    if netted:
+        exp += netted_realised(perp_fills) - float(perp_funding)
+    for s in slots:
+        spent_before, realised_before = past.get(s.id, (0.0, 0.0))
+        if wallet and s.perpetual:
+            if not netted:
+                exp += s.ledger.realised + realised_before
+        else:
+            exp -= s.capital + s.ledger.transfers - s.ledger.cash + spent_before
+    return exp
 
 
 class AdoptRequired(JournalError):
@@ -194,7 +251,12 @@ class ReconcileMixin:
         """Resolve unknown orders by client order id, book missed fills, compare positions and balance.
 
         returns {"resolved": [...], "resent": [...], "abandoned": [...], "new_fills": int,
-        "position_diff": {symbol: venue - journal}, "balance_diff": float | None}.
+        "position_diff": {symbol: venue - journal}, "balance_diff": venue - expected (USDT) | None,
+        "balance_check": {"venue", "expected", "tolerance", "comparable", "accounting"} | None, "doubts": [...]}.
+        Trading halts (:meth:`_halt`) with a report when the journal is in doubt (:attr:`Journal.doubts`, or
+        fills at the venue with this bench's own client ids that the journal lacks: :func:`own_client_id`), when
+        positions differ, or when a comparable balance differs by more than the tolerance
+        (:func:`expected_balance`).
         """
         j, v = self.journal, self.venue
         now = v.now_ms()
@@ -237,17 +299,60 @@ class ReconcileMixin:
                 diff[sym] = d
         rep["position_diff"] = diff
         bb = j.get_meta("baseline_balance")
+        started = int(j.get_meta("started_ms", 0) or 0)
+        foreign = [e["data"].get("fill") or {} for e in j.events("foreign_fill")]
+        lost = [f for f in foreign if own_client_id(str(f.get("client_order_id") or ""), self.prefix, self.bench_id)
+                and not j.has_fill(str(f.get("trade_id")))]
+        live = bool(getattr(v, "live", False))
+        vbal = v.fetch_balance()
+        rep["balance_diff"] = None
+        rep["balance_check"] = None
         if bb is not None:
-            spent = sum(s.capital + s.ledger.transfers - s.ledger.cash for s in self.slots.values())
-            rep["balance_diff"] = v.fetch_balance() - (bb - spent)
-        else:
-            rep["balance_diff"] = None
+            wallet_perp = live and any(s.perpetual for s in self.slots.values())
+            recent = [f for f in foreign if int(f.get("time_ms") or 0) >= started]
+            fcash = -sum(float(f.get("qty", 0.0)) * float(f.get("price", 0.0)) + float(f.get("fee", 0.0))
+                         for f in recent)
+            if until is not None and self.unbooked_units:  # replay: own fills booked when their bar is re-run
+                for sym in sorted({s.symbol for s in self.slots.values()}):
+                    for f in v.fetch_fills(sym, since):
+                        if f.time_ms >= until and not j.has_fill(f.trade_id) and self._slot_of(f.client_order_id):
+                            fcash -= f.qty * f.price + f.fee
+            perp = {s.id for s in self.slots.values() if s.perpetual}
+            pfills = [f for f in j.fills() if f["slot"] in perp] if wallet_perp else None
+            pfund = sum(float(e["data"].get("amount", 0.0)) for e in j.events("funding") if e["slot"] in perp)
+            exp = expected_balance(self.slots.values(), bb, wallet=live, past=getattr(self, "_past_lives", {}),
+                                   foreign_cash=fcash, perp_fills=pfills, perp_funding=pfund)
+            rep["balance_diff"] = vbal - exp
+            # a foreign fill's (or an adopted position's) realised P&L on a wallet is not known here
+            comparable = not (wallet_perp and (recent or any(abs(x) > 0 for x in base.values())))
+            tol = BALANCE_TOL_USDT + BALANCE_TOL_FRACTION * sum(s.capital for s in self.slots.values())
+            rep["balance_check"] = {"venue": vbal, "expected": exp, "tolerance": tol, "comparable": comparable,
+                                    "accounting": "wallet (perpetual: realised - fees - funding)" if wallet_perp
+                                    else "cash (spent on units, fees, funding)"}
+        doubts = list(getattr(j, "doubts", []) or [])
+        if lost:
+            f0 = lost[0]
+            doubts.append(f"{len(lost)} fill(s) at the venue carry this bench's client-id prefix "
+                          f"({self.prefix}-{self.bench_id}) but are missing from the journal (first: trade "
+                          f"{f0.get('trade_id')}, order {f0.get('client_order_id')}): the journal was rolled back")
+        rep["doubts"] = doubts
         j.event("reconcile", now, **rep)
         self.reconcile_report = rep
         self._emit("reconcile", **rep)
-        if diff:
+        if doubts:
+            self._halt(f"journal in doubt ({j.path}, last chained seq {getattr(j, 'chain_seq', '?')}): "
+                       + " | ".join(doubts) + f" | the venue shows positions {vpos} and balance {vbal:.2f} USDT; "
+                       "check the account, then restore the right journal or archive this one and start with "
+                       "--adopt", now)
+        elif diff:
             self._halt(f"reconcile: the venue's positions differ from the journal's by {diff} (base units: venue - "
                        "baseline - this bench's fills - foreign fills); check the account and the journal", now)
+        elif rep["balance_check"] and rep["balance_check"]["comparable"] \
+                and abs(rep["balance_diff"]) > rep["balance_check"]["tolerance"]:
+            bc = rep["balance_check"]
+            self._halt(f"reconcile: the venue's balance {bc['venue']:.2f} USDT differs from the journal's "
+                       f"{bc['expected']:.2f} USDT by {rep['balance_diff']:+.2f} (tolerance {bc['tolerance']:.2f}; "
+                       f"{bc['accounting']}); check the account and the journal", now)
         return rep
 
     def _start_with_venue(self) -> dict[str, np.ndarray]:

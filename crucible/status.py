@@ -12,8 +12,9 @@ from typing import Any
 
 from crucible.journal import OPEN_STATUSES, Journal, JournalError
 from forge.core.errors import ConfigError
+from forge.core.requests import read_state
 
-__all__ = ["status", "status_table", "lineage_lines"]
+__all__ = ["status", "status_table", "lineage_lines", "request_lines", "request_states"]
 
 
 def status(journal_path: str | Path) -> dict[str, Any]:
@@ -23,7 +24,10 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     "genome", "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "lineage",
     "swaps" (swaps and re-arms), "rearms", "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps",
     "rearms", "kills", "requests", "reweights", "transfers", "rejects", "open_orders"}, "recent": [last 10
-    events {"time_ms", "kind", "slot", "data"}]}.  ``lineage`` is where the slot's current champion came from
+    events {"time_ms", "kind", "slot", "data"}], "requests": [each replacement request the bench wrote:
+    {"path", "slot", "time_ms", "status" (the Forge worker's ``.serve.json`` status: claimed | served |
+    unserved, or "pending" when it has none yet), "reason", "quarantined", "crashes", "attempts"}],
+    "halts": [the ``halt`` events' reasons], "chain_seq": the last chained money event}.  ``lineage`` is where the slot's current champion came from
     (:mod:`crucible.lineage`: source, run id, request, parent genome, gauntlet verdict, since when, why the
     previous one left).
     Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
@@ -88,10 +92,43 @@ def _status(p: Path) -> dict[str, Any]:
                   "transfers": sum(e["kind"] == "transfer" for e in events),
                   "rejects": sum(e["kind"] == "reject" for e in events), "open_orders": len(j.orders(OPEN_STATUSES))}
         recent = [e for e in events if e["kind"] != "reweight"][-10:]
+        reqs = request_states([e for e in events if e["kind"] == "request"])
+        halts = [str(e["data"].get("reason")) for e in events if e["kind"] == "halt"]
+        seq = j.db.execute("SELECT MAX(seq) FROM chain").fetchone()[0] if j.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE name='chain'").fetchone() else None
         return {"journal": str(p), "venue": j.get_meta("venue"), "started_ms": j.get_meta("started_ms"),
-                "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent}
+                "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent,
+                "requests": reqs, "halts": halts, "chain_seq": seq}
     finally:
         j.close()
+
+
+def request_states(request_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each journaled replacement request with the Forge worker's state of it (its ``.serve.json``, read
+    with the hardened reader; "pending" when there is none)."""
+    out = []
+    for e in request_events:
+        path = str(e["data"].get("path") or "")
+        st = read_state(Path(path)) if path.endswith(".json") else None
+        out.append({"path": path, "slot": e["slot"], "time_ms": e["time_ms"],
+                    "status": (st or {}).get("status") or "pending", "reason": (st or {}).get("reason"),
+                    "quarantined": bool((st or {}).get("quarantined")), "crashes": len((st or {}).get("crashes") or []),
+                    "attempts": len((st or {}).get("attempts") or [])})
+    return out
+
+
+def request_lines(report: dict[str, Any]) -> list[str]:
+    """One line per replacement request: slot, file, the worker's status and why it was not served."""
+    out = []
+    for r in report.get("requests", []):
+        tag = " (quarantined)" if r["quarantined"] else ""
+        why = f": {r['reason']}" if r.get("reason") and r["status"] != "served" else ""
+        crash = f", worker died {r['crashes']}x" if r["crashes"] else ""
+        out.append(f"request {Path(r['path']).name} for slot {r['slot']}: {r['status']}{tag}"
+                   f" ({r['attempts']} attempt(s){crash}){why}")
+    for h in report.get("halts", [])[-3:]:
+        out.append(f"halt: {h}")
+    return out
 
 
 def _source(ref: Any) -> str | None:

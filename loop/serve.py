@@ -21,6 +21,17 @@ request:
    ``unserved`` (after ``max_attempts`` attempts without a survivor, or when the request cannot be served,
    e.g. no bars for its symbol) — a final status is never served again.
 
+A request can never jam the loop: after the claim and before evolving, the request and its seed genome are
+read with the hardened readers (:func:`forge.core.requests.parse_request`, :meth:`Genome.load` without
+following symlinks: regular files only, size and nesting limits, so a FIFO cannot block the worker and a
+300 MB file is refused unread), its time must lie within the data (:func:`request_bars`), and any error
+while serving it (a bad file, no data, an exception in evolution or validation) ends it ``unserved`` with
+the reason — the worker then takes the next request.  A worker that dies while serving (``kill -9``, out of
+memory, a crash in native code) leaves the request ``claimed``; the next worker to claim it records the
+crash (``crashes``), and after :data:`forge.core.requests.QUARANTINE_AFTER` (2) crashes the request is
+quarantined: ``unserved`` with ``quarantined: true``.  A worker stopped by a signal marks the request
+``interrupted`` (not a crash: it resumes from its checkpoint).
+
 Configuration is the ``[serve]`` table of a Crucible config (:class:`ServeConfig`); its empty
 ``requests_dir`` / ``champions_dir`` / ``data`` default to the same config's ``[crucible]`` folders and
 ``[replay] data``, so the worker serves the bench that wrote the requests.
@@ -48,14 +59,15 @@ from watchdog.observers import Observer
 from forge.core.artifacts import atomic_write_json
 from forge.core.config import CONFIG_DIR, build_section, read_toml, resolve_path
 from forge.core.errors import ConfigError, DataError, ForgeError, GenomeError
-from forge.core.requests import FINAL, STATE_SCHEMA, ServeConfig, _stem, read_state, state_path
+from forge.core.requests import (FINAL, QUARANTINE_AFTER, STATE_SCHEMA, ServeConfig, _stem, parse_request, read_state,
+                                 state_path)
 from forge.core.rundir import FILES
 from forge.data.discovery import source_bars, symbol_sources
 from forge.data.schema import BAR_MS
 from forge.core.runconfig import RunConfig, load_run_config, with_overrides
 from forge.evolution.run import evolve
 from gauntlet.config import GauntletConfig, load_gauntlet_config
-from forge.core.safeio import loads_limited, read_regular_file
+from forge.gp import Genome
 from gauntlet.validate import validate_run
 
 __all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_request", "serve_pending", "Worker", "read_state",
@@ -115,7 +127,13 @@ def pending_requests(requests_dir: Path) -> list[Path]:
         st = read_state(Path(e.path))
         if st is None or st.get("status") not in FINAL:
             out.append(Path(e.path))
-    return sorted(out, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    def key(p: Path) -> tuple[int, str]:
+        try:
+            return p.stat(follow_symlinks=False).st_mtime_ns, p.name
+        except OSError:  # removed meanwhile: served last (and found gone then)
+            return 1 << 62, p.name
+
+    return sorted(out, key=key)
 
 
 class Claim:
@@ -149,15 +167,16 @@ def _utc() -> str:
 
 
 def _load_request(request: Path) -> dict[str, Any]:
-    req = loads_limited(read_regular_file(request), str(request))
-    if not isinstance(req, dict) or req.get("schema") != "crucible-request/1":
-        raise GenomeError(f"{request}: not a replacement request (schema crucible-request/1)")
-    for key, tp in (("slot", str), ("symbol", str), ("time_ms", int), ("seed_genome_file", str)):
-        if not isinstance(req.get(key), tp):
-            raise GenomeError(f"{request}: field {key!r} must be {tp.__name__}, got {req.get(key)!r}")
-    name = req["seed_genome_file"]
-    if "/" in name or name in ("", ".", "..") or not req["symbol"].isalnum():
-        raise GenomeError(f"{request}: seed_genome_file / symbol must be plain names")
+    """The request (:func:`parse_request`) with its seed genome read and verified: a regular file beside it
+    (no symlink, at most 1 MiB), a valid genome whose sha256 matches the request's ``seed_genome_sha256``.
+    raises GenomeError naming the file and the problem."""
+    req = parse_request(request)
+    seed = request.with_name(req["seed_genome_file"])
+    g = Genome.load(seed, follow_symlinks=False)
+    want = req.get("seed_genome_sha256")
+    if want and g.sha256 != want:
+        raise GenomeError(f"{seed}: seed genome sha256 {g.sha256[:16]}… differs from the request's "
+                          f"seed_genome_sha256 {str(want)[:16]}…")
     return req
 
 
@@ -166,8 +185,16 @@ def _load_request(request: Path) -> dict[str, Any]:
 
 def request_bars(loop: Loop, symbol: str, time_ms: int) -> pl.DataFrame:
     """Closed bars of ``symbol`` that ended by ``time_ms``, the last ``window_days`` of them.
-    raises ConfigError when the symbol has no data, DataError for bad data or fewer than ``min_bars`` bars."""
+    raises ConfigError when the symbol has no data, DataError for bad data, a ``time_ms`` outside the data
+    (not after its first bar, or later than its last bar's close by more than ``[serve]
+    max_request_lag_days``) or fewer than ``min_bars`` bars."""
     bars = source_bars(loop.data, symbol, f"{loop.source} [serve]/[replay]")
+    if bars.height:
+        first, last_close = int(bars["open_time"][0]), int(bars["open_time"][-1]) + BAR_MS
+        lag = int(loop.serve.max_request_lag_days * 86_400_000)
+        if not first < time_ms <= last_close + lag:
+            raise DataError(f"request time {time_ms} ms is outside the data of {symbol} ({first} .. {last_close} ms, "
+                            f"+ [serve] max_request_lag_days = {loop.serve.max_request_lag_days:g})", file=loop.source)
     window = int(loop.serve.window_days * 1440)
     bars = bars.filter(pl.col("open_time") + BAR_MS <= time_ms).tail(window)
     if bars.height < loop.serve.min_bars:
@@ -222,22 +249,61 @@ def _run_attempt(loop: Loop, request: Path, req: dict[str, Any], bars: pl.DataFr
                                                   for r in rec["reasons"][:2]) + ")"))
 
 
+def _fail(exc: BaseException) -> str:
+    """One line for an unexpected exception while serving (its type and first line)."""
+    msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
 def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
                   stop: threading.Event | None = None) -> dict[str, Any] | None:
     """Claim and serve one request (see the module docstring).  returns its final state, or None when
-    another worker holds the claim or ``stop`` was set between attempts.  A request that cannot be served
-    (unreadable, no data) ends ``unserved`` with the reason; never raises for a bad request file."""
+    another worker holds the claim or ``stop`` was set between attempts (the request is then marked
+    ``interrupted``: it resumes later from its checkpoint).  Never raises for a bad request: an unreadable
+    request or seed genome, a time outside the data, no data, or any exception while evolving or validating
+    ends it ``unserved`` with the reason; a request whose earlier claims ended with the worker dead
+    :data:`QUARANTINE_AFTER` times is quarantined (``unserved``, ``quarantined: true``).  Only a signal
+    (SystemExit / KeyboardInterrupt) propagates, after marking the request ``interrupted``."""
     say = say or (lambda _m: None)
     claim = Claim(request)
-    if not claim.acquire():
-        return None
     try:
-        state = read_state(request) or {"schema": STATE_SCHEMA, "request": request.name, "attempts": [],
-                                        "created_utc": _utc()}
+        got = claim.acquire()
+    except OSError as exc:  # e.g. <stem>.claim is a symlink (O_NOFOLLOW) or the folder is read-only
+        state = {"schema": STATE_SCHEMA, "request": request.name, "attempts": [], "created_utc": _utc(),
+                 "status": "unserved", "finished_utc": _utc(),
+                 "reason": f"{claim.path}: cannot claim the request ({exc.strerror or exc})"}
+        try:
+            atomic_write_json(state_path(request), state)
+        except OSError:
+            pass
+        say(f"{request.name}: unserved: {state['reason']}")
+        return state
+    if not got:
+        return None
+    state: dict[str, Any] = {}
+    save = lambda: atomic_write_json(state_path(request), state)  # noqa: E731
+    try:
+        prev = read_state(request)
+        state = prev or {"schema": STATE_SCHEMA, "request": request.name, "attempts": [], "created_utc": _utc()}
         if state.get("status") in FINAL:
             return state
+        if prev is not None and prev.get("status") == "claimed" and not prev.get("interrupted_utc"):
+            # the last worker to claim it died while serving it (the flock died with it; no signal handler ran)
+            crashes = state.setdefault("crashes", [])
+            crashes.append({"worker_pid": prev.get("worker_pid"), "claimed_utc": prev.get("claimed_utc"),
+                            "found_utc": _utc(), "attempt": len(prev.get("attempts") or [])})
+            pids = ", ".join(str(c.get("worker_pid")) for c in crashes)
+            if len(crashes) >= QUARANTINE_AFTER:
+                state.update(status="unserved", quarantined=True, finished_utc=_utc(),
+                             reason=f"quarantined: the worker died {len(crashes)} times while serving this request "
+                                    f"(pids {pids}); not served again")
+                save()
+                say(f"{request.name}: {state['reason']}")
+                return state
+            say(f"{request.name}: the worker serving it (pid {prev.get('worker_pid')}) died; crash "
+                f"{len(crashes)} of {QUARANTINE_AFTER} before quarantine")
+        state.pop("interrupted_utc", None)
         state.update(status="claimed", worker_pid=os.getpid(), claimed_utc=_utc())
-        save = lambda: atomic_write_json(state_path(request), state)  # noqa: E731
         save()
         try:
             req = _load_request(request)
@@ -245,30 +311,51 @@ def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
             bars = request_bars(loop, req["symbol"], req["time_ms"])
             state.update(bars={"n": bars.height, "first_ms": int(bars["open_time"][0]),
                                "last_ms": int(bars["open_time"][-1])})
-        except ForgeError as exc:
-            state.update(status="unserved", reason=str(exc), finished_utc=_utc())
+        except Exception as exc:  # noqa: BLE001 - any failure of intake: unserved with its reason
+            reason = str(exc) if isinstance(exc, ForgeError) else _fail(exc)
+            state.update(status="unserved", reason=reason, finished_utc=_utc())
             save()
-            say(f"{request.name}: unserved: {exc}")
+            say(f"{request.name}: unserved: {reason}")
             return state
         attempts: list[dict[str, Any]] = state["attempts"]
-        for k in range(loop.serve.max_attempts):
-            if k < len(attempts) and attempts[k].get("status") in ("published", "no_survivor"):
+        k = 0
+        try:
+            for k in range(loop.serve.max_attempts):
+                if k < len(attempts) and attempts[k].get("status") in ("published", "no_survivor"):
+                    if attempts[k]["status"] == "published":
+                        break
+                    continue
+                if stop is not None and stop.is_set():
+                    state["interrupted_utc"] = _utc()
+                    save()
+                    return None
+                if k == len(attempts):
+                    attempts.append({"attempt": k, "started_utc": _utc()})
+                _run_attempt(loop, request, req, bars, k, attempts[k], save, say)
+                save()
                 if attempts[k]["status"] == "published":
                     break
-                continue
-            if stop is not None and stop.is_set():
-                return None
-            if k == len(attempts):
-                attempts.append({"attempt": k, "started_utc": _utc()})
-            _run_attempt(loop, request, req, bars, k, attempts[k], save, say)
+        except Exception as exc:  # noqa: BLE001 - a failing attempt ends the request, never the worker
+            reason = f"attempt {k + 1}: " + (str(exc) if isinstance(exc, ForgeError) else _fail(exc))
+            if k < len(attempts):
+                attempts[k].update(status="failed", error=reason, finished_utc=_utc())
+            state.update(status="unserved", reason=reason, finished_utc=_utc())
             save()
-            if attempts[k]["status"] == "published":
-                break
+            say(f"{request.name}: unserved: {reason}")
+            return state
         served = any(a.get("status") == "published" for a in attempts)
         state.update(status="served" if served else "unserved", finished_utc=_utc(),
                      reason=None if served else f"no survivor in {len(attempts)} attempt(s)")
         save()
         return state
+    except BaseException:  # a signal (SystemExit from the worker's handler, KeyboardInterrupt): not a crash
+        if state.get("status") == "claimed":
+            state["interrupted_utc"] = _utc()
+            try:
+                save()
+            except OSError:
+                pass
+        raise
     finally:
         claim.release()
 

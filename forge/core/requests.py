@@ -6,6 +6,12 @@ it kills a slot; the Forge worker (:mod:`loop.serve`) claims, serves and records
 (:data:`FINAL`: never served again).  Both sides read this module, neither imports the other.  The
 ``[serve]`` table of a Crucible config (:class:`ServeConfig`) configures the worker and the runtime's wait
 for it on replay.
+
+A request file is read only through :func:`parse_request` (hardened reader: a regular file of at most
+:data:`REQUEST_MAX_BYTES`, JSON nested at most :data:`forge.core.safeio.MAX_DEPTH` levels, every field typed
+and bounded).  A request that ends ``unserved`` says why in ``reason``; one that killed the worker
+:data:`QUARANTINE_AFTER` times (the worker died, e.g. ``kill -9`` / out of memory, while the request was
+claimed) ends ``unserved`` with ``quarantined: true`` and its ``crashes`` listed.
 """
 
 from __future__ import annotations
@@ -18,10 +24,17 @@ from forge.core.errors import ConfigError, GenomeError
 from forge.core.safeio import loads_limited, read_regular_file
 from forge.data.discovery import symbol_sources
 
-__all__ = ["ServeConfig", "STATE_SCHEMA", "FINAL", "state_path", "read_state"]
+__all__ = ["ServeConfig", "STATE_SCHEMA", "FINAL", "state_path", "read_state", "parse_request", "REQUEST_SCHEMA",
+           "REQUEST_MAX_BYTES", "QUARANTINE_AFTER", "TIME_MIN_MS", "TIME_MAX_MS"]
 
 STATE_SCHEMA = "forge-serve/1"
+REQUEST_SCHEMA = "crucible-request/1"
 FINAL = ("served", "unserved")
+REQUEST_MAX_BYTES = 1 << 20  # a request file (it carries its seed genome inline): 1 MiB at most
+QUARANTINE_AFTER = 2  # the worker died this many times serving one request: it is quarantined (unserved)
+TIME_MIN_MS = 1_230_768_000_000  # 2009-01-01T00:00Z: no exchange bar is older
+TIME_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00Z: a bound before any data is touched (10**30 is refused)
+_NAME_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,9 @@ class ServeConfig:
     in-sample + out-of-sample history before the request time (days of 1-minute bars); min_bars: fewer
     bars than this and the request is unserved; population / generations: search size of the first
     attempt (0 = the evolve config's); max_attempts; budget_growth: population factor per retry;
-    seed: base seed (attempt k uses seed + k); poll_seconds: rescan interval besides watchdog events;
+    seed: base seed (attempt k uses seed + k); max_request_lag_days: a request time later than the data's last
+    bar close by more than this many days is unserved (its bars would not be the ones before the kill);
+    poll_seconds: rescan interval besides watchdog events;
     nice: CPU niceness of the worker started by ``crucible live --forge`` (0 = none); replay_wait_s: on the
     replay venue, ``crucible live --forge`` waits at most this many wall seconds for each request it wrote
     to be served before trading the next bar (0 = never wait; exchange venues never wait), see
@@ -55,6 +70,7 @@ class ServeConfig:
     max_attempts: int = 2
     budget_growth: float = 2.0
     seed: int = 0
+    max_request_lag_days: float = 2.0
     poll_seconds: float = 2.0
     nice: int = 10
     replay_wait_s: float = 900.0
@@ -70,6 +86,8 @@ class ServeConfig:
             raise ConfigError(f"max_attempts must be in [1, 20], got {self.max_attempts}")
         if not 1.0 <= self.budget_growth <= 10.0:
             raise ConfigError(f"budget_growth must be in [1, 10], got {self.budget_growth}")
+        if not self.max_request_lag_days >= 0:
+            raise ConfigError(f"max_request_lag_days must be >= 0, got {self.max_request_lag_days}")
         if self.seed < 0 or self.poll_seconds <= 0 or not 0 <= self.nice <= 19 or self.replay_wait_s < 0:
             raise ConfigError("seed must be >= 0, poll_seconds > 0, nice in [0, 19] and replay_wait_s >= 0")
         symbol_sources(self.data, "data")
@@ -93,3 +111,38 @@ def read_state(request: Path) -> dict[str, Any] | None:
     except (GenomeError, OSError):
         return None
     return st if isinstance(st, dict) and st.get("schema") == STATE_SCHEMA else None
+
+
+def parse_request(request: Path) -> dict[str, Any]:
+    """Read and validate a replacement request file (schema ``crucible-request/1``) with the hardened reader.
+
+    Checks: a regular file (no symlink, FIFO, device) of at most :data:`REQUEST_MAX_BYTES` bytes, JSON nested
+    at most ``MAX_DEPTH`` levels, an object with ``slot`` / ``symbol`` / ``seed_genome_file`` plain names
+    (``symbol`` alphanumeric, ``seed_genome_file`` without a path separator, at most 64 characters each),
+    ``time_ms`` an integer (not a bool) in [2009-01-01, 2100-01-01) UTC in ms, ``seed_genome_sha256`` a
+    64-hex string when present.  The request's time is checked against the bars later
+    (:func:`loop.serve.request_bars`).
+    returns the request dict.  raises GenomeError naming the file and the first problem.
+    """
+    req = loads_limited(read_regular_file(request, REQUEST_MAX_BYTES), str(request))
+    if not isinstance(req, dict) or req.get("schema") != REQUEST_SCHEMA:
+        raise GenomeError(f"{request}: not a replacement request (schema {REQUEST_SCHEMA})")
+    for key, tp in (("slot", str), ("symbol", str), ("time_ms", int), ("seed_genome_file", str)):
+        v = req.get(key)
+        if not isinstance(v, tp) or isinstance(v, bool):
+            raise GenomeError(f"{request}: field {key!r} must be {tp.__name__}, got {str(v)[:80]!r}")
+    name, slot = req["seed_genome_file"], req["slot"]
+    if ("/" in name or "\\" in name or "\x00" in name or name in ("", ".", "..") or not req["symbol"].isalnum()
+            or not slot or "/" in slot or "\x00" in slot):
+        raise GenomeError(f"{request}: seed_genome_file / symbol / slot must be plain names")
+    if max(len(name), len(slot), len(req["symbol"])) > _NAME_MAX:
+        raise GenomeError(f"{request}: slot / symbol / seed_genome_file longer than {_NAME_MAX} characters")
+    t = req["time_ms"]
+    if not TIME_MIN_MS <= t < TIME_MAX_MS:
+        raise GenomeError(f"{request}: time_ms {str(t)[:40]} is not a time between 2009-01-01 and 2100-01-01 UTC "
+                          "(ms since the epoch)")
+    sha = req.get("seed_genome_sha256")
+    if sha is not None and sha != "" and not (isinstance(sha, str) and len(sha) == 64
+                                               and all(c in "0123456789abcdef" for c in sha)):
+        raise GenomeError(f"{request}: seed_genome_sha256 must be 64 lowercase hex digits")
+    return req

@@ -29,11 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forge.core.errors import GenomeError
+from forge.core.safeio import MAX_BYTES, MAX_DEPTH, loads_limited, read_regular_file
 from forge.gp.primitives import BY_NAME, PSET_VERSION, WINDOWS, pset_version_of
 from forge.core.jsonsafe import dumps
 
@@ -251,22 +253,38 @@ class Genome:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "genome") -> Genome:
-        """Parse JSON text; raises GenomeError on invalid JSON (with line/column)."""
+        """Parse JSON text (nested at most ``forge.core.safeio.MAX_DEPTH`` levels); raises GenomeError on
+        invalid or too deeply nested JSON (with line/column)."""
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenomeError(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        return cls.from_dict(d, source=source)
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise GenomeError(f"{source}: not UTF-8 text ({exc.reason})") from None
+        return cls.from_dict(loads_limited(data, source), source=source)
 
     @classmethod
-    def load(cls, path: str | Path) -> Genome:
-        """Read a genome JSON file; raises GenomeError (naming the file)."""
+    def load(cls, path: str | Path, *, follow_symlinks: bool = True, max_bytes: int = MAX_BYTES,
+             max_depth: int = MAX_DEPTH) -> Genome:
+        """Read a genome JSON file with the hardened reader (:func:`forge.core.safeio.read_regular_file`,
+        :func:`forge.core.safeio.loads_limited`): only a regular file of at most ``max_bytes`` bytes (default
+        1 MiB) is read (a FIFO, device, socket or directory is refused without blocking), JSON nested at
+        most ``max_depth`` levels.  follow_symlinks: True (default) reads the file a symlink points to
+        (resolved once, the target checked the same way); False refuses a symlink (files in folders others
+        may write to: replacement requests, ``crucible verify``).
+        raises GenomeError naming the file for any of these, unreadable or invalid JSON, or an invalid genome.
+        """
         p = Path(path)
+        target = p
+        if follow_symlinks:
+            try:
+                if p.is_symlink():
+                    target = Path(os.path.realpath(p))
+            except OSError as exc:
+                raise GenomeError(f"{p}: cannot read genome ({exc.strerror})") from None
         try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise GenomeError(f"{p}: cannot read genome ({exc.strerror})") from None
-        return cls.from_json(text, source=str(p))
+            data = read_regular_file(target, max_bytes)
+        except GenomeError as exc:
+            raise GenomeError(f"cannot read genome: {exc}" if target == p else f"{p} -> {exc}") from None
+        return cls.from_dict(loads_limited(data, str(p), max_depth), source=str(p))
 
     def expression(self) -> str:
         """Human-readable infix-free expression, e.g. ``long_only(gt(ret_1, ts_mean(ret_1, 20)))``."""
