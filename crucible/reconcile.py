@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from crucible.journal import OPEN_STATUSES, JournalError
-from crucible.slots import new_bench_id, parse_client_order_id
+from crucible.slots import is_own_order_id, new_bench_id
 from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError, VenueRejected
 from forge.core.errors import ConfigError
 from forge.gp import Genome
@@ -34,12 +34,13 @@ BALANCE_TOL_FRACTION = 1e-3
 capital halts trading (rounding of fees and prices at the venue stays far below it)."""
 
 
-def own_client_id(cid: str, prefix: str, bench_id: str) -> bool:
-    """True when ``cid`` is provably an order of *this* bench (its prefix and bench id).  The one place that
-    decides it for rollback evidence: a fill at the venue with such an id that the journal lacks means the
-    journal lost it (intents are committed before orders are sent).  (Issue 28 item 1 tightens this to an
-    HMAC tag over bench, slot and sequence.)"""
-    return bool(cid) and parse_client_order_id(cid, prefix, bench_id) is not None
+def own_client_id(cid: str, prefix: str, bench_id: str, key: bytes) -> bool:
+    """True when ``cid`` is provably an order of *this* bench: its prefix and bench id, and the HMAC tag over
+    bench, slot and sequence recomputed with the bench key (:func:`crucible.slots.is_own_order_id`).  The one
+    place that decides it for rollback evidence: a fill at the venue with such an id that the journal lacks
+    means the journal lost it (intents are committed before orders are sent); an id that merely looks like
+    ours (a guessed prefix and bench id) proves nothing."""
+    return bool(cid) and is_own_order_id(cid, key, prefix, bench_id)
 
 
 def netted_realised(fills: Any) -> float:
@@ -301,7 +302,7 @@ class ReconcileMixin:
         bb = j.get_meta("baseline_balance")
         started = int(j.get_meta("started_ms", 0) or 0)
         foreign = [e["data"].get("fill") or {} for e in j.events("foreign_fill")]
-        lost = [f for f in foreign if own_client_id(str(f.get("client_order_id") or ""), self.prefix, self.bench_id)
+        lost = [f for f in foreign if own_client_id(str(f.get("client_order_id") or ""), self.prefix, self.bench_id, self.bench_key)
                 and not j.has_fill(str(f.get("trade_id")))]
         live = bool(getattr(v, "live", False))
         vbal = v.fetch_balance()

@@ -251,7 +251,9 @@ def test_after_a_journal_loss_the_bench_still_knows_its_orders(tmp_path, fake_ex
     finally:
         j2.close()
         v.close()
-    assert halted and "journal has no such intent" in halted
+    # either guard may speak first: the journal's rollback evidence at restore (fills under valid own ids the
+    # journal lacks) or the execution path's check of a valid own tag without an intent; both say rolled back
+    assert halted and "rolled back" in halted
 
 
 # ----------------------------------------------------------------------------- 3. exposure bounded by equity
