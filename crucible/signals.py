@@ -84,7 +84,8 @@ class SignalEngine:
         """Target exposure series of each genome on ``bars``.
 
         genomes: key -> Genome; bars: column -> (n,) array (``open_time`` int64 ms, ``open``, ``high``,
-        ``low``, ``close``, ``volume``, ``taker_buy_volume`` float64), oldest first.
+        ``low``, ``close``, ``volume``, ``taker_buy_volume`` float64; ``quote_volume``, ``count``,
+        ``taker_buy_quote_volume`` for the features that read them), oldest first.
         returns key -> (n,) float64 in [-1, 1] (the live decision is the last element).
         raises GenomeError for a feature outside the registry.
         """
@@ -100,8 +101,11 @@ class SignalEngine:
         def col(c: str) -> np.ndarray:
             return np.ascontiguousarray(bars[c], dtype=np.float64)
 
+        def opt(c: str) -> np.ndarray | None:
+            return col(c) if c in bars else None
+
         ba = BarArrays(t, col("open"), col("high"), col("low"), col("close"), col("volume"),
-                       col("taker_buy_volume"), bsg)
+                       col("taker_buy_volume"), bsg, opt("quote_volume"), opt("count"), opt("taker_buy_quote_volume"))
         fm = bar_features(ba, names)
         return {key: genome_positions(g, fm, bsg, self._pool, programs=self._programs) for key, g in genomes.items()}
 
