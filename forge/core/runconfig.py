@@ -4,7 +4,8 @@
 defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness]`` (:class:`FitnessConfig`),
 ``[backtest]`` (``forge.backtest.BacktestConfig``), ``[surrogate]`` (:class:`SurrogateConfig`), ``[causal]``
 (:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
-fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known).  :func:`load_run_config` reads a
+fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[universe]``
+(:class:`UniverseConfig`, a panel of instruments on one clock).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -34,7 +35,7 @@ charged; the maker fee is recorded for reference."""
 
 __all__ = [
     "COST_PRESETS", "CausalConfig", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
-    "RunConfig", "SECTIONS", "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config",
+    "PANEL_FEATURES", "RunConfig", "SECTIONS", "SurrogateConfig", "UniverseConfig", "config_from_dict", "config_to_dict", "load_run_config",
     "resolve_costs", "with_overrides",
 ]
 
@@ -365,6 +366,44 @@ class CostsConfig:
                               f"got {self.funding_rate_8h!r}")
 
 
+PANEL_FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_15", "ret_60", "vol_20", "taker_imb", "vol_z_60",
+                                   "count_z_60", "qvol_z_60")
+"""Default features of every non-traded instrument of a universe (``[universe] features``): returns at four
+horizons, volatility, order flow and the activity columns -- what a leader carries.  The clock is the
+traded instrument's (identical on every instrument)."""
+
+
+@dataclass(frozen=True)
+class UniverseConfig:
+    """``[universe]``: a panel of instruments on one clock (``forge.data.panel``).
+
+    symbols: instrument specs ``SYMBOL[:spot|perp]`` (market from the files when omitted), the candidate
+    leaders; trade: the instruments strategies trade (one strategy per traded instrument; each must be in
+    ``symbols`` or is added to it); features: registry features of every non-traded instrument, named
+    ``<feature>__<SYMBOL>_<market>`` (empty = :data:`PANEL_FEATURES`).  Empty symbols = no panel (the
+    ``[evolve] symbols`` mode: the same strategy on each symbol, fitness aggregated).
+    """
+
+    symbols: tuple[str, ...] = ()
+    trade: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.trade and not self.symbols:
+            raise ConfigError("universe.trade needs universe.symbols (the instruments on the clock)")
+        if self.symbols and not self.trade:
+            raise ConfigError("universe.symbols needs universe.trade (which instrument the strategy trades)")
+        from forge.data.panel import parse_instrument  # noqa: PLC0415 - light; keeps config import-free
+
+        for s in (*self.symbols, *self.trade):
+            parse_instrument(s)
+        from forge.features.registry import FEATURES  # noqa: PLC0415
+
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"universe.features: unknown feature(s) {unknown}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``forge evolve`` needs, validated (one field per TOML table; ``source``: where it came from)."""
@@ -376,6 +415,7 @@ class RunConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     coevolution: CoevolutionConfig = field(default_factory=CoevolutionConfig)
     costs: CostsConfig = field(default_factory=CostsConfig)
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
     source: str = "<defaults>"
 
 
