@@ -30,6 +30,9 @@ KLINE_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-1m-(?P<date>\d{4}-\d{2}(?:-\d{2
 """Binance public kline file names: ``SYMBOL-1m-YYYY-MM.csv`` (monthly) or ``SYMBOL-1m-YYYY-MM-DD.csv``
 (daily), or the same ``.zip``."""
 
+FUNDING_NAME = re.compile(r"^[A-Z0-9]+-fundingRate-\d{4}-\d{2}\.(?:csv|zip)$")
+"""Binance funding-rate history files (``forge.data.funding``), allowed beside kline files."""
+
 RUN_DIR_MARKERS = ("run_config.json", "manifest.json", "checkpoint.json", "generations.jsonl")
 """Files whose presence makes a folder a ``forge evolve`` run directory."""
 
@@ -55,6 +58,8 @@ def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] 
             continue
         for f in sorted(x for x in p.rglob("*") if x.is_file() and x.suffix in (".csv", ".zip")):
             m = KLINE_NAME.match(f.name)
+            if m is None and FUNDING_NAME.match(f.name):
+                continue  # funding-rate history (forge.data.funding), read beside the klines
             if m is None:
                 raise DataError(f"not a Binance kline file name (expected SYMBOL-1m-YYYY-MM[-DD].csv or .zip); "
                                 f"move it out of {p} or pass the kline files explicitly", file=f)

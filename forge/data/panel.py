@@ -34,7 +34,7 @@ from forge.core.errors import ConfigError, DataError
 from forge.data.loader import Coverage, load_klines
 from forge.data.schema import BAR_COLUMNS, BAR_MS
 
-__all__ = ["Instrument", "MARKETS", "PANEL_SEP", "build_panel", "instrument_files", "load_panel",
+__all__ = ["Instrument", "load_run_panel", "genome_tags", "MARKETS", "PANEL_SEP", "build_panel", "instrument_files", "load_panel",
            "panel_coverage", "panel_name", "panel_tags", "parse_instrument", "split_panel_name",
            "instrument_bars"]
 
@@ -212,3 +212,26 @@ def load_panel(data: Sequence[str | Path], universe: Sequence[str], trade: str
     panel = build_panel(tbars, {inst: b for inst, b, _ in rest})
     covs = {tinst.tag: tcov, **{inst.tag: cov for inst, _, cov in rest}}
     return tinst, panel, covs, {inst.tag: inst for inst, _, _ in loaded}
+
+
+def genome_tags(feature_names: Sequence[str]) -> tuple[str, ...]:
+    """Instrument tags a genome's terminals read (besides the traded instrument), sorted."""
+    return tuple(sorted({t for t in (split_panel_name(n)[1] for n in feature_names) if t is not None}))
+
+
+def load_run_panel(data: Sequence[str | Path], record: dict[str, Any]
+                   ) -> tuple[pl.DataFrame, Coverage, dict[str, Any]]:
+    """Rebuild a panel run's panel from its record (a manifest's ``universe``, or a genome's
+    ``meta.universe``: {"trade": tag, "instruments": tags or {tag: ...}}) on the kline files under ``data``.
+
+    returns (panel frame, traded instrument's Coverage, per-instrument coverage as in the manifest).
+    raises ConfigError for a record without a traded instrument, DataError for missing files.
+    """
+    trade = record.get("trade")
+    if not trade:
+        raise ConfigError("the run's universe record names no traded instrument")
+    tinst = Instrument.from_tag(trade)
+    tags = [t for t in (record.get("instruments") or ()) if t != trade]
+    specs = [f"{i.symbol}:{i.market}" for i in map(Instrument.from_tag, tags)]
+    _t, panel, covs, _insts = load_panel(data, specs, f"{tinst.symbol}:{tinst.market}")
+    return panel, covs[trade], panel_coverage(panel, covs)

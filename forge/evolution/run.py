@@ -409,8 +409,11 @@ def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Marke
             pos = genome_positions(genome, m.features, bsg, pool)
             oos.append(run_backtest(o, c, t, pos[a:b], cfg.backtest).metrics.to_dict())
         fitness = float(ind.fitness.values[0])
-        genome = dataclasses.replace(
-            genome, meta={"run_fitness": fitness, "rank": rank, "in_sample": ind.metrics, "out_of_sample": oos[0]})
+        meta = {"run_fitness": fitness, "rank": rank, "in_sample": ind.metrics, "out_of_sample": oos[0]}
+        if markets[0].universe is not None and markets[0].universe.get("trade"):  # a panel genome: what it trades
+            meta["universe"] = {"trade": markets[0].universe["trade"],
+                                "instruments": list(markets[0].universe["instruments"])}
+        genome = dataclasses.replace(genome, meta=meta)
         several = len(markets) > 1
         members.append(HallOfFameMember(
             rank=rank, fitness=fitness, expression=str(ind), size=len(ind), genome=genome.to_dict(),
