@@ -100,6 +100,19 @@ def test_panel_terminals_have_no_look_ahead(raw, name):
         np.testing.assert_array_equal(part, full[:cut], err_msg=f"{name} at cut {cut}")
 
 
+def test_single_symbol_genome_trades_the_same_on_a_panel(raw):
+    """Old genomes read bare names = the traded instrument: same positions on its bars alone and on a panel."""
+    g = Genome.from_tokens(["long_short", "gt_c", "feature:ret_5", "const:0", "lt_c", "feature:vol_z_60", "const:1"],
+                           [0.0, -1.0])
+    alone = raw["AUSDT"]
+    panel = build_panel(alone, {B: list_from(raw["BUSDT"], 400)})
+    bsg = bars_since_gap(alone["open_time"].to_numpy())
+    p1 = genome_positions(g, strategy_features(alone, g.features), bsg)
+    p2 = genome_positions(g, strategy_features(panel, g.features), bsg)
+    np.testing.assert_array_equal(p1, p2)
+    assert np.abs(p1).sum() > 0
+
+
 def test_missing_instrument_is_a_clear_error(raw):
     with pytest.raises(ConfigError, match="hold no instrument ZUSDT_spot"):
         strategy_features(raw["AUSDT"], ("ret_1__ZUSDT_spot",))
