@@ -58,7 +58,11 @@ class EvolveConfig:
     "dask" (a Dask distributed cluster at ``scheduler``; the data segment is
     scattered to every worker once).  symbols: evolve across these symbols
     (files ``<SYMBOL>-1m-*`` under ``data``); each strategy's fitness is the
-    mean or the worst (``symbol_aggregate``) over symbols.
+    mean or the worst (``symbol_aggregate``) over symbols.  synthesize: run ``forge synthesize`` inside the
+    run on the first market's in-sample bars only (``configs/synthesize.toml`` settings, the run's seed), its
+    library frozen in the run directory with its fitted range; synthesize_seconds: time budget (no new
+    feature round starts after it; the rounds done are the library).  Off by default: its power on planted
+    panels was not measured (README).
     """
 
     seed: int = 0
@@ -87,6 +91,8 @@ class EvolveConfig:
     scheduler: str = ""
     symbols: tuple[str, ...] = ()
     symbol_aggregate: str = "mean"
+    synthesize: bool = False
+    synthesize_seconds: float = 300.0
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -128,6 +134,11 @@ class EvolveConfig:
             raise ConfigError(f"seed_fraction must be in [0, 1], got {self.seed_fraction}")
         if not 0.1 <= self.in_sample_fraction < 1.0:
             raise ConfigError(f"in_sample_fraction must be in [0.1, 1), got {self.in_sample_fraction}")
+        if self.synthesize_seconds <= 0:
+            raise ConfigError(f"synthesize_seconds must be > 0, got {self.synthesize_seconds}")
+        if self.synthesize and self.feature_library:
+            raise ConfigError("synthesize = true fits a feature library in the run; it cannot be combined with "
+                              f"--features {self.feature_library} (a library fitted elsewhere)")
 
     @property
     def n_offspring(self) -> int:

@@ -190,6 +190,34 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
     return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe)
 
 
+def _synthesize_in_run(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool,
+                       notify: ProgressFn) -> tuple[list[Market], FeatureLibrary]:
+    """``[evolve] synthesize``: a feature library fitted by ``forge.synthesize`` on the first market's
+    **in-sample** bars only (its own selection split inside them), within ``synthesize_seconds``; a resumed run
+    reuses the library frozen in its run directory (never refitted).  The markets get its features as
+    terminals; the library is written to the run directory like a ``--features`` one, and the out-of-sample
+    leak refusal checks its recorded fitted range like any library's."""
+    from forge.synthesize import load_synthesis_config, synthesize  # the Forge app; lazy (sklearn)
+
+    frozen = Path(run_dir) / FILES.feature_library if run_dir is not None else None
+    if resume and frozen is not None and frozen.is_file():
+        library = load_feature_library(frozen)
+    else:
+        primary = markets[0]
+        a, b = primary.split.in_sample
+        scfg = dataclasses.replace(load_synthesis_config(None), seed=cfg.evolve.seed)
+        t0 = time.perf_counter()
+        library = synthesize(primary.bars.slice(a, b - a), scfg, time_budget_s=cfg.evolve.synthesize_seconds)
+        library = dataclasses.replace(library, meta={**library.meta, "fitted_in_run": True,
+                                                     "seconds": time.perf_counter() - t0})
+        notify({"event": "synthesize", "features": list(library.names), "seconds": library.meta["seconds"]})
+    ec = cfg.evolve
+    rebuilt = [Market.build(m.symbol, m.bars, m.coverage, m.features.names + tuple(
+        n for n in library.names if n not in m.features.names), ec.in_sample_fraction, library, m.universe)
+        for m in markets]
+    return rebuilt, library
+
+
 def _fitted_range_of_library(library: FeatureLibrary, path: str) -> DataRange:
     """The bars a feature library's features were selected on: ``meta.data_range`` (written by ``forge
     synthesize``), else the in-sample range of ``meta.split`` (libraries written before data_range was
@@ -219,12 +247,13 @@ def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: F
             raise ConfigError(f"{cal_path}: simulator calibration records no data_range (written before ranges were "
                               "recorded), so it cannot be shown to exclude this run's out-of-sample bars; re-fit it on "
                               "in-sample bars with `forge calibrate` or run with --coevolution off")
-    lib_range = _fitted_range_of_library(library, cfg.evolve.feature_library) if library is not None else None
+    lib_label = cfg.evolve.feature_library or "feature library synthesized in the run"
+    lib_range = _fitted_range_of_library(library, lib_label) if library is not None else None
     for m in markets:
         (a, b), (first, last) = m.split.out_of_sample, m.split.out_of_sample_ms
         oos = DataRange(first, last, b - a)
         if lib_range is not None:
-            refuse_overlap(f"{cfg.evolve.feature_library}: feature library", lib_range, oos,
+            refuse_overlap(f"{lib_label}: feature library", lib_range, oos,
                            "synthesize it on bars before the out-of-sample range (forge synthesize selects on its "
                            "in-sample head)")
         if cal_range is not None:
@@ -301,6 +330,8 @@ def evolve(
     if resume and (run_dir is None or not (Path(run_dir) / FILES.checkpoint).is_file()):
         raise RunDirError(f"{run_dir}: no {FILES.checkpoint} to resume from (was the run started with checkpoints on?)")
     markets, library = _load_markets(cfg, bars, coverage)
+    if ec.synthesize:
+        markets, library = _synthesize_in_run(cfg, markets, run_dir, resume, notify)
     refuse_out_of_sample_leaks(cfg, markets, library)
     cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
