@@ -149,7 +149,7 @@ def _preflight(cfg: Any, run_dir: Optional[Path], force: bool) -> str:
         syms = tuple(dict.fromkeys(parse_instrument(x)[0] for x in (*cfg.universe.symbols, *cfg.universe.trade)))
         if not cfg.evolve.data:
             raise ConfigError("--universe needs --data DIR (the folder holding the instruments' kline files)")
-        check_data_paths(cfg.evolve.data, syms)
+        check_data_paths(cfg.evolve.data, syms, flag="--universe")
     else:
         check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
     check_seed_genomes(cfg.evolve.seed_genomes)

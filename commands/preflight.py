@@ -37,7 +37,8 @@ RUN_DIR_MARKERS = ("run_config.json", "manifest.json", "checkpoint.json", "gener
 """Files whose presence makes a folder a ``forge evolve`` run directory."""
 
 
-def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] | None = None) -> dict[str, int]:
+def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] | None = None,
+                     flag: str = "--symbols") -> dict[str, int]:
     """Check ``--data`` paths before loading them.
 
     Files named explicitly and ``synthetic:`` market specs are left to the loader.  Inside a folder, every
@@ -67,7 +68,7 @@ def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] 
     if symbols:
         missing = [s for s in symbols if found and s not in found]
         if missing:
-            raise ConfigError(f"--symbols {','.join(missing)}: no files of {'this symbol' if len(missing) == 1 else 'these symbols'} "
+            raise ConfigError(f"{flag} {','.join(missing)}: no files of {'this symbol' if len(missing) == 1 else 'these symbols'} "
                               f"under --data (found {', '.join(sorted(found))})")
     elif len(found) > 1:
         names = ", ".join(f"{s} ({n} files)" for s, n in sorted(found.items()))

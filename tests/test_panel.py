@@ -245,3 +245,49 @@ def test_null_panel_gives_no_leader_edge(tmp_path):
     res = evolve(load_run_config(cfg_path), run_dir=tmp_path / "runs" / "r")
     oos = res.hall_of_fame[0]["out_of_sample"]
     assert _t_stat(oos, res) < 3, (res.champion.expression(), oos)
+
+
+def test_universe_config_is_validated():
+    from forge.core.runconfig import load_run_config, with_overrides
+
+    cfg = load_run_config(None)
+    with pytest.raises(ConfigError, match="needs universe.symbols"):
+        with_overrides(cfg, "universe", trade=("FILUSDT",))
+    with pytest.raises(ConfigError, match="needs universe.trade"):
+        with_overrides(cfg, "universe", symbols=("FILUSDT",))
+    with pytest.raises(ConfigError, match="market"):
+        with_overrides(cfg, "universe", symbols=("FILUSDT:weird",), trade=("FILUSDT",))
+    with pytest.raises(ConfigError, match="unknown feature"):
+        with_overrides(cfg, "universe", symbols=("A",), trade=("A",), features=("nope",))
+
+
+def test_universe_and_symbols_are_two_modes(tmp_path, raw):
+    from forge.core.runconfig import load_run_config, with_overrides
+    from forge.evolution.run import _load_markets
+
+    write_klines(raw["AUSDT"], tmp_path, "AUSDT", "perp")
+    cfg = with_overrides(load_run_config(None), "evolve", data=(str(tmp_path),), symbols=("AUSDT",))
+    cfg = with_overrides(cfg, "universe", symbols=("AUSDT",), trade=("AUSDT",))
+    with pytest.raises(ConfigError, match="two modes"):
+        _load_markets(cfg, None, None)
+
+
+@pytest.mark.slow
+def test_cli_trade_two_instruments_writes_one_run_each(tmp_path):
+    import subprocess
+    import sys
+
+    frames = lead_lag_panel(3 * 1440, seed=0)
+    _write_panel(tmp_path / "d", frames, {"MKTUSDT": "spot", "LEADUSDT": "spot", "FOLLUSDT": "perp"})
+    cmd = [str(Path(sys.executable).with_name("forge"))]
+    out = subprocess.run([*cmd, "evolve", "-c", str(REPO / "configs" / "smoke.toml"), "--data", str(tmp_path / "d"),
+                          "--universe", "MKTUSDT,LEADUSDT,FOLLUSDT", "--trade", "FOLLUSDT,LEADUSDT", "--gens", "0",
+                          "--coevolution", "off", "--run-dir", str(tmp_path / "runs"), "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for tag, trade in (("FOLLUSDT", "FOLLUSDT_perp"), ("LEADUSDT", "LEADUSDT_spot")):
+        man = json.loads((tmp_path / "runs" / tag / "manifest.json").read_text())
+        assert man["universe"]["trade"] == trade
+    bad = subprocess.run([*cmd, "evolve", "--data", str(tmp_path / "d"), "--universe", "MKTUSDT,NOPEUSDT",
+                          "--trade", "MKTUSDT", "--gens", "0"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert bad.returncode == 2 and "--universe NOPEUSDT: no files" in bad.stderr and "Traceback" not in bad.stderr
