@@ -38,6 +38,7 @@ import numpy as np
 
 from forge.core.errors import GenomeError
 from forge.data.gaps import bars_since_gap
+from forge.data.panel import split_panel_name
 from forge.features import FEATURES, BarArrays
 from forge.gp import BufferPool, Genome, Program
 from forge.strategy import BURN_IN_TOL, bar_features, genome_positions, required_history
@@ -49,6 +50,10 @@ def check_features(genome: Genome, history_bars: int | None = None) -> None:
     """raises GenomeError if the genome reads a feature the live engine cannot compute (not in the registry),
     or, with ``history_bars`` given, if it needs more history than that (see :func:`check_genome`)."""
     missing = [f for f in genome.features if f not in FEATURES]
+    panel = [f for f in missing if split_panel_name(f)[1] is not None]
+    if panel:
+        raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {panel} of other instruments, outside the "
+                          "registry of one symbol's bars (live panel feeds are not supported yet)")
     if missing:
         raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} outside the registry "
                           "(synthesized feature libraries are not supported live)")

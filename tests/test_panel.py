@@ -291,3 +291,13 @@ def test_cli_trade_two_instruments_writes_one_run_each(tmp_path):
     bad = subprocess.run([*cmd, "evolve", "--data", str(tmp_path / "d"), "--universe", "MKTUSDT,NOPEUSDT",
                           "--trade", "MKTUSDT", "--gens", "0"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert bad.returncode == 2 and "--universe NOPEUSDT: no files" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_live_engine_refuses_panel_genomes_in_one_line():
+    """Live panel feeds are not built: the Crucible's intake check names the other instruments' terminals."""
+    from crucible.signals import check_features
+    from forge.core.errors import GenomeError
+
+    g = Genome.from_tokens(["pos_sign", "feature:ret_1__BTCUSDT_spot"], [])
+    with pytest.raises(GenomeError, match="other instruments"):
+        check_features(g)
