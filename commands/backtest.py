@@ -9,6 +9,7 @@ drawdown plot (PNG, matplotlib).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ import polars as pl
 
 from forge.core.errors import ConfigError
 
-__all__ = ["GenomeBacktest", "backtest_genome", "write_trades", "plot_equity"]
+__all__ = ["GenomeBacktest", "backtest_genome", "panel_symbols", "write_trades", "plot_equity"]
 
 
 @dataclass
@@ -75,6 +76,19 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
 
 
+def panel_symbols(genome_path: str | Path) -> tuple[str, ...] | None:
+    """The symbols a panel genome's universe holds (its ``meta.universe``), for the data-path check; None for
+    a single-symbol genome or an unreadable file (the loader reports that)."""
+    try:
+        meta = json.loads(Path(genome_path).read_text()).get("meta") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    uni = meta.get("universe") or {}
+    tags = [uni.get("trade"), *(uni.get("instruments") or ())]
+    syms = tuple(dict.fromkeys(str(t).rpartition("_")[0] for t in tags if t))
+    return syms or None
+
+
 def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
                     config: str | Path | None = None, library: str | Path | None = None) -> GenomeBacktest:
     """Backtest one genome file.
@@ -98,7 +112,23 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     if library is None:
         near = Path(genome_path).with_name("feature_library.json")
         library = near if near.is_file() else None
-    bars, cov = load_bars([str(p) for p in data] if data else None)
+    from forge.data.panel import genome_tags, load_run_panel
+
+    universe = (genome.meta or {}).get("universe")
+    if universe is None and genome_tags(genome.features):
+        near = Path(genome_path).with_name("manifest.json")  # a run's champion: its manifest says what it trades
+        universe = (json.loads(near.read_text()).get("universe") if near.is_file() else None) or None
+        if not (universe or {}).get("trade"):
+            raise ConfigError(f"{genome_path} reads other instruments ({', '.join(genome_tags(genome.features))}) "
+                              "but records no traded instrument (meta.universe); backtest a run's champion.json")
+    if universe is not None:
+        if not data:
+            raise ConfigError(f"{genome_path} is a panel genome (trades {universe['trade']}, reads "
+                              f"{', '.join(genome_tags(genome.features)) or 'only it'}): pass --data DIR holding "
+                              "its instruments' kline files")
+        bars, cov, _ = load_run_panel([str(p) for p in data], universe)
+    else:
+        bars, cov = load_bars([str(p) for p in data] if data else None)
     if bars.height < 2:
         raise ConfigError(f"--data: {bars.height} bar(s); a backtest needs at least 2")
     fm = strategy_features(bars, genome.features, library)

@@ -38,20 +38,18 @@ def evolve(
     coevolution: Annotated[Optional[str], typer.Option("--coevolution", help="Predator/prey co-evolution in the calibrated simulator: on|off.")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="Fitness workers: loky (local processes) or dask (a cluster).")] = None,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")] = None,
-    symbols: Annotated[Optional[str], typer.Option("--symbols", help="Comma-separated symbols evaluated together, e.g. BTCUSDT,ETHUSDT (files <SYMBOL>-1m-* under --data).")] = None,
+    symbols: Annotated[Optional[str], typer.Option("--symbols", help="Comma-separated symbols evaluated together: the SAME strategy on each symbol, fitness aggregated, e.g. BTCUSDT,ETHUSDT (files <SYMBOL>-1m-* under --data).")] = None,
+    universe: Annotated[Optional[str], typer.Option("--universe", help="Comma-separated instruments on one clock, SYMBOL[:spot|perp], e.g. BTCUSDT,FILUSDT,ALGOUSDT: the strategy reads every instrument's features (ret_5__BTCUSDT_spot) and trades --trade.")] = None,
+    trade: Annotated[Optional[str], typer.Option("--trade", help="Instrument(s) of --universe to trade; A,B evolves one strategy per traded instrument (one run directory each).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a final summary object as strict JSON on stdout (progress goes to stderr).")] = False,
 ) -> None:
     """Evolve strategies; writes artifacts/runs/<run_id>/ (manifest, generations, hall of fame, champion)."""
-    from forge.evolution.run import evolve as run_evolve
-    from forge.evolution.run import resume_run
-    from commands.ui import EvolveProgress
-
     if resume is not None:
         _refuse_with_resume(resume, {
             "--config": config, "--data": data, "--pop": pop, "--offspring": offspring, "--seed": seed,
             "--out": out, "--run-dir": run_dir, "--features": features, "--seed-genome": seed_genome,
             "--causal-filter": causal_filter, "--surrogate": surrogate, "--coevolution": coevolution,
-            "--symbols": symbols, "--jobs": jobs, "--backend": backend, "--scheduler": scheduler,
+            "--symbols": symbols, "--universe": universe, "--trade": trade, "--jobs": jobs, "--backend": backend, "--scheduler": scheduler,
             "--force": force or None})
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
@@ -76,7 +74,37 @@ def evolve(
         scheduler=scheduler,
         symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
         ),
+        universe=dict(symbols=_csv(universe), trade=_csv(trade)),
     )
+    trades = cfg.universe.trade
+    if len(trades) > 1:  # one strategy per traded instrument: one run each
+        for t in trades:
+            one = with_overrides_universe(cfg, t)
+            sub = (run_dir / t.replace(":", "_")) if run_dir is not None else None
+            _evolve_one(one, sub, force, as_json)
+        return
+    _evolve_one(cfg, run_dir, force, as_json, resume=resume, gens=gens)
+
+
+def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    """A comma-separated flag as a tuple of stripped, non-empty items (None when the flag is absent)."""
+    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
+
+
+def with_overrides_universe(cfg: Any, trade: str) -> Any:
+    """``cfg`` trading only ``trade`` (``--trade A,B`` runs one evolution per instrument)."""
+    from forge.core.runconfig import with_overrides
+
+    return with_overrides(cfg, "universe", trade=(trade,))
+
+
+def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *, resume: Optional[Path] = None,
+                gens: Optional[int] = None) -> None:
+    """One ``forge evolve`` run (or resume) with its progress view, Ctrl-C message and summary."""
+    from forge.evolution.run import evolve as run_evolve
+    from forge.evolution.run import resume_run
+    from commands.ui import EvolveProgress
+
     out = err_console if as_json else console  # --json: stdout carries only the summary object
     # every input checked before any work starts (nothing written yet)
     dask_banner = _preflight(cfg, run_dir, force) if resume is None else ""
@@ -115,7 +143,15 @@ def _preflight(cfg: Any, run_dir: Optional[Path], force: bool) -> str:
     from commands.preflight import check_dask, check_data_paths, check_seed_genomes, prepare_run_dir
 
     dask_banner = ""
-    check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
+    if cfg.universe.symbols:
+        from forge.data.panel import parse_instrument
+
+        syms = tuple(dict.fromkeys(parse_instrument(x)[0] for x in (*cfg.universe.symbols, *cfg.universe.trade)))
+        if not cfg.evolve.data:
+            raise ConfigError("--universe needs --data DIR (the folder holding the instruments' kline files)")
+        check_data_paths(cfg.evolve.data, syms, flag="--universe")
+    else:
+        check_data_paths(cfg.evolve.data, cfg.evolve.symbols)
     check_seed_genomes(cfg.evolve.seed_genomes)
     if cfg.evolve.backend == "dask":
         n_workers = check_dask(cfg.evolve.scheduler)

@@ -30,11 +30,15 @@ KLINE_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-1m-(?P<date>\d{4}-\d{2}(?:-\d{2
 """Binance public kline file names: ``SYMBOL-1m-YYYY-MM.csv`` (monthly) or ``SYMBOL-1m-YYYY-MM-DD.csv``
 (daily), or the same ``.zip``."""
 
+FUNDING_NAME = re.compile(r"^[A-Z0-9]+-fundingRate-\d{4}-\d{2}\.(?:csv|zip)$")
+"""Binance funding-rate history files (``forge.data.funding``), allowed beside kline files."""
+
 RUN_DIR_MARKERS = ("run_config.json", "manifest.json", "checkpoint.json", "generations.jsonl")
 """Files whose presence makes a folder a ``forge evolve`` run directory."""
 
 
-def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] | None = None) -> dict[str, int]:
+def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] | None = None,
+                     flag: str = "--symbols") -> dict[str, int]:
     """Check ``--data`` paths before loading them.
 
     Files named explicitly and ``synthetic:`` market specs are left to the loader.  Inside a folder, every
@@ -55,6 +59,8 @@ def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] 
             continue
         for f in sorted(x for x in p.rglob("*") if x.is_file() and x.suffix in (".csv", ".zip")):
             m = KLINE_NAME.match(f.name)
+            if m is None and FUNDING_NAME.match(f.name):
+                continue  # funding-rate history (forge.data.funding), read beside the klines
             if m is None:
                 raise DataError(f"not a Binance kline file name (expected SYMBOL-1m-YYYY-MM[-DD].csv or .zip); "
                                 f"move it out of {p} or pass the kline files explicitly", file=f)
@@ -62,7 +68,7 @@ def check_data_paths(paths: Sequence[str | Path] | None, symbols: Sequence[str] 
     if symbols:
         missing = [s for s in symbols if found and s not in found]
         if missing:
-            raise ConfigError(f"--symbols {','.join(missing)}: no files of {'this symbol' if len(missing) == 1 else 'these symbols'} "
+            raise ConfigError(f"{flag} {','.join(missing)}: no files of {'this symbol' if len(missing) == 1 else 'these symbols'} "
                               f"under --data (found {', '.join(sorted(found))})")
     elif len(found) > 1:
         names = ", ".join(f"{s} ({n} files)" for s, n in sorted(found.items()))

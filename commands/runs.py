@@ -141,13 +141,13 @@ def backtest_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as strict JSON.")] = False,
 ) -> None:
     """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot."""
-    from commands.backtest import backtest_genome, plot_equity, write_trades
+    from commands.backtest import backtest_genome, panel_symbols, plot_equity, write_trades
     from commands.preflight import check_data_paths
     from commands.ui import fmt_num, fmt_pct
 
     if trades is not None and trades.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--trades {trades}: expected a .csv or .parquet file name")
-    check_data_paths(data)
+    check_data_paths(data, panel_symbols(genome))
     bt = backtest_genome(genome, data, config=config, library=features_lib)
     files = {}
     if trades is not None:

@@ -38,6 +38,7 @@ import numpy as np
 
 from forge.core.errors import GenomeError
 from forge.data.gaps import bars_since_gap
+from forge.data.panel import split_panel_name
 from forge.features import FEATURES, BarArrays
 from forge.gp import BufferPool, Genome, Program
 from forge.strategy import BURN_IN_TOL, bar_features, genome_positions, required_history
@@ -49,6 +50,10 @@ def check_features(genome: Genome, history_bars: int | None = None) -> None:
     """raises GenomeError if the genome reads a feature the live engine cannot compute (not in the registry),
     or, with ``history_bars`` given, if it needs more history than that (see :func:`check_genome`)."""
     missing = [f for f in genome.features if f not in FEATURES]
+    panel = [f for f in missing if split_panel_name(f)[1] is not None]
+    if panel:
+        raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {panel} of other instruments, outside the "
+                          "registry of one symbol's bars (live panel feeds are not supported yet)")
     if missing:
         raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} outside the registry "
                           "(synthesized feature libraries are not supported live)")
@@ -84,7 +89,8 @@ class SignalEngine:
         """Target exposure series of each genome on ``bars``.
 
         genomes: key -> Genome; bars: column -> (n,) array (``open_time`` int64 ms, ``open``, ``high``,
-        ``low``, ``close``, ``volume``, ``taker_buy_volume`` float64), oldest first.
+        ``low``, ``close``, ``volume``, ``taker_buy_volume`` float64; ``quote_volume``, ``count``,
+        ``taker_buy_quote_volume`` for the features that read them), oldest first.
         returns key -> (n,) float64 in [-1, 1] (the live decision is the last element).
         raises GenomeError for a feature outside the registry.
         """
@@ -100,8 +106,11 @@ class SignalEngine:
         def col(c: str) -> np.ndarray:
             return np.ascontiguousarray(bars[c], dtype=np.float64)
 
+        def opt(c: str) -> np.ndarray | None:
+            return col(c) if c in bars else None
+
         ba = BarArrays(t, col("open"), col("high"), col("low"), col("close"), col("volume"),
-                       col("taker_buy_volume"), bsg)
+                       col("taker_buy_volume"), bsg, opt("quote_volume"), opt("count"), opt("taker_buy_quote_volume"))
         fm = bar_features(ba, names)
         return {key: genome_positions(g, fm, bsg, self._pool, programs=self._programs) for key, g in genomes.items()}
 

@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 
 from forge.core.errors import ConfigError
+from forge.data.panel import Instrument, panel_name, split_panel_name
+from forge.data.schema import BAR_COLUMNS
 from forge.features import FEATURES, BarArrays, FeatureMatrix, compute_features
 from forge.features.library import FeatureLibrary, library_features, load_feature_library
 from forge.features.regimes import RegimeModel, is_regime_feature, load_regime_model, regime_features
@@ -72,7 +74,11 @@ def required_history(genome: Genome) -> int:
     Features outside the registry (synthesized libraries) count their registry-free lookback as 0.
     returns: int >= 1.  raises GenomeError for a malformed genome.
     """
-    lbs = {f: FEATURES[f].lookback + feature_burn_in(f) for f in genome.features if f in FEATURES}
+    lbs = {}
+    for f in genome.features:
+        base, _tag = split_panel_name(f)
+        if base in FEATURES:
+            lbs[f] = FEATURES[base].lookback + feature_burn_in(base)
     return tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
 
 
@@ -93,6 +99,44 @@ def bar_features(bars: BarArrays, names: tuple[str, ...] | list[str]) -> Feature
     return FeatureMatrix(names=names, values=values, lookbacks=tuple(FEATURES[x].lookback for x in names))
 
 
+def instrument_frame(panel: pl.DataFrame, tag: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The bars of instrument ``tag`` inside a panel frame (``forge.data.panel``): (its own bar frame on the
+    rows where it has a bar, (m,) int64 row indices of those rows).  raises ConfigError when the frame does
+    not hold that instrument."""
+    inst = Instrument.from_tag(tag)
+    cols = {panel_name(c, inst): c for c in BAR_COLUMNS if c != "open_time"}
+    missing = [c for c in cols if c not in panel.columns]
+    if missing:
+        raise ConfigError(f"the bars hold no instrument {tag} (columns {missing[:2]}...); a genome reading "
+                          f"{tag}'s features needs its run's panel (--universe ... with {inst.symbol})")
+    present = panel[panel_name("close", inst)].is_not_null().to_numpy()
+    sub = panel.filter(pl.Series(present)).select(["open_time", *cols]).rename(cols)
+    return sub, np.flatnonzero(present)
+
+
+def _panel_features(bars: pl.DataFrame, names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, int]]:
+    """Features of other instruments (``<feature>__<TAG>``) on the panel's rows: NaN where TAG has no bar."""
+    by_tag: dict[str, list[str]] = {}
+    for n in names:
+        base, tag = split_panel_name(n)
+        if tag is not None:
+            by_tag.setdefault(tag, []).append(n)
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    for tag, full in by_tag.items():
+        sub, idx = instrument_frame(bars, tag)
+        bases = tuple(split_panel_name(n)[0] for n in full)
+        unknown = [b for b in bases if b not in FEATURES]
+        if unknown:
+            raise ConfigError(f"features {[f'{b}__{tag}' for b in unknown]}: {unknown} are not in the registry")
+        fm = compute_features(sub, bases) if sub.height else None
+        for i, (n, b) in enumerate(zip(full, bases)):
+            row = np.full(bars.height, np.nan)
+            if fm is not None:
+                row[idx] = fm.values[i]
+            out[n] = (row, FEATURES[b].lookback)
+    return out
+
+
 def strategy_features(
     bars: pl.DataFrame,
     names: tuple[str, ...] | list[str],
@@ -104,7 +148,8 @@ def strategy_features(
     filtered / predicted state probabilities of a frozen regime model
     (``regime_p<i>``, ``regime_next_p<i>``; ``forge.features.regimes``).
 
-    bars: bar frame (``forge.data.schema``), oldest first; names: feature
+    bars: bar frame (``forge.data.schema``), oldest first, or a panel frame (``forge.data.panel``: then
+    ``<feature>__<TAG>`` names are features of instrument TAG, NaN where it has no bar); names: feature
     names in the wanted row order; library: FeatureLibrary or path of its JSON;
     regimes: RegimeModel or path of its JSON (only filtered, never refitted).
     returns: FeatureMatrix with values (len(names), n) float64.
@@ -127,6 +172,7 @@ def strategy_features(
             sub = FeatureLibrary(lib.raw_inputs, tuple(wanted), lib.meta)
             lnames, vals, lbs = library_features(sub, bars)
             lib_vals.update({n: (vals[i], lbs[i]) for i, n in enumerate(lnames)})
+    lib_vals.update(_panel_features(bars, tuple(n for n in names if n not in lib_vals)))
     base = [n for n in names if n not in lib_vals]
     unknown = [n for n in base if n not in FEATURES]
     if unknown:

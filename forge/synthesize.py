@@ -42,6 +42,7 @@ import dataclasses
 import hashlib
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +295,7 @@ def _library_feature(name: str, best: _Candidate, raw: RawInputs, y: np.ndarray,
 
 
 def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
-               progress: ProgressFn | None = None) -> FeatureLibrary:
+               progress: ProgressFn | None = None, time_budget_s: float | None = None) -> FeatureLibrary:
     """Evolve a library of features with high mutual information with the forward return.
 
     bars: bar frame (``forge.data.schema``), oldest first; the head
@@ -306,8 +307,10 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
     "mi_out_of_sample", "mi_out_of_sample_null", "p_value_out_of_sample",
     "redundancy", "lookback"}`` and ``{"event":
     "no_candidate", "round"}`` (synthesis then stops early).
+    time_budget_s: wall seconds after which no new feature round starts (the library holds the rounds done;
+    ``meta.stopped_by_budget`` says so; with a budget the number of rounds depends on the machine).
     returns: FeatureLibrary (possibly with fewer than n_features features).
-    Deterministic for a given seed; the global ``random`` state is restored.
+    Deterministic for a given seed (without a budget); the global ``random`` state is restored.
     raises ConfigError for a bad config, DataError for bad bars or when a
     segment has fewer than 100 usable rows.
     """
@@ -334,8 +337,12 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
     ops = Operators(pset, cfg.max_depth, cfg.max_size)
     accepted: list[LibraryFeature] = []
     state = random.getstate()
+    t_start, stopped = time.monotonic(), False
     try:
         for rnd in range(cfg.n_features):
+            if time_budget_s is not None and rnd > 0 and time.monotonic() - t_start > time_budget_s:
+                stopped = True
+                break
             random.seed(rng.int_seed(cfg.seed, "synthesize", "round", rnd))
             scorer.new_round()
             best = _evolve_round(rnd, pset, ops, scorer, cfg, notify)
@@ -365,6 +372,7 @@ def synthesize(bars: pl.DataFrame, cfg: SynthesisConfig | None = None,
         "estimator": f"sklearn.feature_selection.mutual_info_regression (Kraskov k-NN, k={cfg.n_neighbors}, "
                      f"nats; scikit-learn {sklearn.__version__})",
         "evaluations": scorer.evaluations,
+        **({"time_budget_s": time_budget_s, "stopped_by_budget": stopped} if time_budget_s is not None else {}),
     }
     return FeatureLibrary(raw_inputs=raw.names, features=tuple(accepted), meta=meta)
 

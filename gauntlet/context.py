@@ -25,6 +25,7 @@ from forge.core.rundir import FILES, Manifest, iter_evaluated, read_hall_of_fame
 from forge.data.gaps import bars_since_gap, realised_returns
 from forge.data.loader import coverage_of, load_bars
 from forge.data.discovery import load_symbol_bars
+from forge.data.panel import load_run_panel
 from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
 from forge.core.runconfig import config_from_dict
@@ -209,8 +210,12 @@ class RunContext:
         split = manifest.split
         is_first, is_last = split["in_sample"]["first_open_ms"], split["in_sample"]["last_open_ms"]
         overlap = False
+        universe = manifest.universe if (manifest.universe or {}).get("trade") else None
         if data:
-            bars, cov = load_bars([str(p) for p in data])
+            if universe is not None:  # a panel run: the same instruments on the same clock, from --data
+                bars, cov, _ = load_run_panel([str(p) for p in data], universe)
+            else:
+                bars, cov = load_bars([str(p) for p in data])
             t = bars["open_time"].to_numpy()
             inside = (t >= is_first) & (t <= is_last)
             if inside.any():
@@ -231,6 +236,8 @@ class RunContext:
             symbol = (manifest.data or {}).get("symbol")
             if bars is not None:
                 cov = coverage_of(bars, source="in-memory bars")
+            elif universe is not None:
+                bars, cov, _ = load_run_panel(tuple(paths), universe)
             elif symbol and paths:
                 bars, cov = load_symbol_bars(tuple(paths), symbol)
             else:

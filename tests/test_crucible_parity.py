@@ -32,13 +32,14 @@ from gauntlet.publish import publish_champion
 PARITY_RTOL = 1e-6
 N_POINTS = 25  # checked bars per feature (seeded)
 COLS = ("open_time", "open", "high", "low", "close", "volume", "taker_buy_volume")
+OPT = ("quote_volume", "count", "taker_buy_quote_volume")  # BarArrays' optional columns, in order
 
 
 @pytest.fixture(scope="module")
 def full():
     bars = load_sample()[0]
     ba = BarArrays.from_bars(bars)
-    cols = {c: np.ascontiguousarray(bars[c].to_numpy()) for c in COLS}
+    cols = {c: np.ascontiguousarray(bars[c].to_numpy()) for c in COLS + OPT}
     return ba, cols, bar_features(ba, tuple(FEATURES))
 
 
@@ -48,7 +49,8 @@ def _window(cols, lo, hi):
 
 def _arrays(cols) -> BarArrays:
     t = cols["open_time"]
-    return BarArrays(t, *(np.ascontiguousarray(cols[c], dtype=np.float64) for c in COLS[1:]), bars_since_gap(t))
+    return BarArrays(t, *(np.ascontiguousarray(cols[c], dtype=np.float64) for c in COLS[1:]), bars_since_gap(t),
+                     *(np.ascontiguousarray(cols[c], dtype=np.float64) for c in OPT))
 
 
 def _genomes(name: str, values: np.ndarray) -> dict[str, Genome]:
@@ -133,7 +135,7 @@ def test_lookback_beyond_history_refused():
     check_genome(g, 300)
     # what the refusal prevents: a window shorter than the lookback is flat at every bar
     bars = load_sample()[0].head(2000)
-    cols = {c: np.ascontiguousarray(bars[c].to_numpy()) for c in COLS}
+    cols = {c: np.ascontiguousarray(bars[c].to_numpy()) for c in COLS + OPT}
     eng = SignalEngine()
     assert all(eng.latest({"g": g}, _window(cols, t - 299, t))["g"] == 0.0 for t in range(400, 2000, 50))
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["FUNDING_PERIOD_MS", "INSTRUMENTS", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
+__all__ = ["FUNDING_PERIOD_MS", "INSTRUMENTS", "funding_interval_ms", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
            "fill_price_nb", "taker_fee_nb", "funding_payment_nb", "is_funding_time_nb", "bps"]
 
 FUNDING_PERIOD_MS = 28_800_000
@@ -38,6 +38,27 @@ INSTRUMENTS = ("spot", "futures")
 """Instrument kinds the cost model knows: spot (no funding) and linear perpetual futures (funding every 8 h);
 the Crucible's per-slot ``costs`` preset.  (The Forge's fee schedules by market are
 :data:`forge.core.runconfig.COST_PRESETS`.)"""
+
+
+def funding_interval_ms(funding_times_ms, default_ms: int = FUNDING_PERIOD_MS) -> int:
+    """The funding interval of a perpetual from its funding history.
+
+    funding_times_ms: funding (settlement) times, ms UTC, any order (Binance's ``fundingRate`` archive column
+    ``calc_time``; a few ms of jitter are tolerated).  returns: int ms, the most frequent step between
+    consecutive distinct times rounded to a whole hour, over the **latest** 30 steps (Binance has moved
+    symbols from 8 h to 4 h; the most recent regime applies).  Steps that round to 0 h (jittered duplicates)
+    or exceed 24 h (a missing file) are not intervals and are skipped; ``default_ms`` (8 h) when no step is
+    left (fewer than two times).  Ties go to the longer interval.
+    """
+    import numpy as np
+
+    t = np.unique(np.asarray(funding_times_ms, dtype=np.int64))
+    hours = np.rint(np.diff(t) / 3_600_000.0).astype(np.int64) if t.size > 1 else np.zeros(0, np.int64)
+    hours = hours[(hours >= 1) & (hours <= 24)][-30:]
+    if hours.size == 0:
+        return int(default_ms)
+    vals, counts = np.unique(hours, return_counts=True)
+    return int(vals[::-1][np.argmax(counts[::-1])]) * 3_600_000
 
 
 def bps(x: float) -> float:

@@ -6,7 +6,8 @@ defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness
 (:class:`CausalConfig`), ``[coevolution]`` (:class:`CoevolutionConfig`), ``[costs]`` (:class:`CostsConfig`, the
 fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[regimes]``
 (:class:`RegimeConfig`, the predictive-regime terminals), ``[execution]`` (``forge.backtest.fills.ExecutionConfig``:
-taker | kline-limit | policy fill model; evolution stays taker).  :func:`load_run_config` reads a
+taker | kline-limit | policy fill model; evolution stays taker), ``[universe]`` (:class:`UniverseConfig`, a panel of
+instruments on one clock).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -37,8 +38,8 @@ charged; the maker fee is recorded for reference."""
 
 __all__ = [
     "COST_PRESETS", "CausalConfig", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
-    "RegimeConfig",
-    "RunConfig", "SECTIONS", "SurrogateConfig", "config_from_dict", "config_to_dict", "load_run_config",
+    "PANEL_FEATURES", "RegimeConfig",
+    "RunConfig", "SECTIONS", "SurrogateConfig", "UniverseConfig", "config_from_dict", "config_to_dict", "load_run_config",
     "resolve_costs", "with_overrides",
 ]
 
@@ -61,7 +62,11 @@ class EvolveConfig:
     "dask" (a Dask distributed cluster at ``scheduler``; the data segment is
     scattered to every worker once).  symbols: evolve across these symbols
     (files ``<SYMBOL>-1m-*`` under ``data``); each strategy's fitness is the
-    mean or the worst (``symbol_aggregate``) over symbols.
+    mean or the worst (``symbol_aggregate``) over symbols.  synthesize: run ``forge synthesize`` inside the
+    run on the first market's in-sample bars only (``configs/synthesize.toml`` settings, the run's seed), its
+    library frozen in the run directory with its fitted range; synthesize_seconds: time budget (no new
+    feature round starts after it; the rounds done are the library).  Off by default: its power on planted
+    panels was not measured (README).
     """
 
     seed: int = 0
@@ -90,6 +95,8 @@ class EvolveConfig:
     scheduler: str = ""
     symbols: tuple[str, ...] = ()
     symbol_aggregate: str = "mean"
+    synthesize: bool = False
+    synthesize_seconds: float = 300.0
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -131,6 +138,11 @@ class EvolveConfig:
             raise ConfigError(f"seed_fraction must be in [0, 1], got {self.seed_fraction}")
         if not 0.1 <= self.in_sample_fraction < 1.0:
             raise ConfigError(f"in_sample_fraction must be in [0.1, 1), got {self.in_sample_fraction}")
+        if self.synthesize_seconds <= 0:
+            raise ConfigError(f"synthesize_seconds must be > 0, got {self.synthesize_seconds}")
+        if self.synthesize and self.feature_library:
+            raise ConfigError("synthesize = true fits a feature library in the run; it cannot be combined with "
+                              f"--features {self.feature_library} (a library fitted elsewhere)")
 
     @property
     def n_offspring(self) -> int:
@@ -408,6 +420,44 @@ class CostsConfig:
                               f"got {self.funding_rate_8h!r}")
 
 
+PANEL_FEATURES: tuple[str, ...] = ("ret_1", "ret_5", "ret_15", "ret_60", "vol_20", "taker_imb", "vol_z_60",
+                                   "count_z_60", "qvol_z_60")
+"""Default features of every non-traded instrument of a universe (``[universe] features``): returns at four
+horizons, volatility, order flow and the activity columns -- what a leader carries.  The clock is the
+traded instrument's (identical on every instrument)."""
+
+
+@dataclass(frozen=True)
+class UniverseConfig:
+    """``[universe]``: a panel of instruments on one clock (``forge.data.panel``).
+
+    symbols: instrument specs ``SYMBOL[:spot|perp]`` (market from the files when omitted), the candidate
+    leaders; trade: the instruments strategies trade (one strategy per traded instrument; each must be in
+    ``symbols`` or is added to it); features: registry features of every non-traded instrument, named
+    ``<feature>__<SYMBOL>_<market>`` (empty = :data:`PANEL_FEATURES`).  Empty symbols = no panel (the
+    ``[evolve] symbols`` mode: the same strategy on each symbol, fitness aggregated).
+    """
+
+    symbols: tuple[str, ...] = ()
+    trade: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.trade and not self.symbols:
+            raise ConfigError("universe.trade needs universe.symbols (the instruments on the clock)")
+        if self.symbols and not self.trade:
+            raise ConfigError("universe.symbols needs universe.trade (which instrument the strategy trades)")
+        from forge.data.panel import parse_instrument  # noqa: PLC0415 - light; keeps config import-free
+
+        for s in (*self.symbols, *self.trade):
+            parse_instrument(s)
+        from forge.features.registry import FEATURES  # noqa: PLC0415
+
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"universe.features: unknown feature(s) {unknown}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``forge evolve`` needs, validated (one field per TOML table; ``source``: where it came from)."""
@@ -421,6 +471,7 @@ class RunConfig:
     costs: CostsConfig = field(default_factory=CostsConfig)
     regimes: RegimeConfig = field(default_factory=RegimeConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
     source: str = "<defaults>"
 
 

@@ -90,7 +90,10 @@ class Manifest:
     ``forge.data.split.Split.to_dict()``; symbols: per-symbol coverage/n_bars/split when several symbols were
     evolved together (else None); causal_filter: the PCMCI report or None; coevolution: {"mode",
     "predator_hall_of_fame", "history"} or None; seconds: wall time of the run; files: role -> file name;
-    costs: the fee preset that applied (``forge.core.runconfig.resolve_costs``; None in older manifests).
+    costs: the fee preset that applied (``forge.core.runconfig.resolve_costs``; None in older manifests);
+    universe: a panel run's instruments ({"trade": tag, "instruments": {tag: {"symbol", "market", "coverage",
+    "on_clock"}}, "specs", "naming", "funding": {"interval_h", "source", "feature"}}; None for a single-symbol
+    run and in older manifests) -- the Gauntlet and ``forge backtest`` rebuild the same panel from it.
     """
 
     run_id: str
@@ -115,6 +118,7 @@ class Manifest:
     files: dict[str, str | None]
     schema_version: int = SCHEMA_VERSION
     costs: dict[str, Any] | None = None
+    universe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -97,19 +97,23 @@ class MarketArrays:
 
 @dataclass(frozen=True)
 class Market:
-    """One symbol's bars, coverage, features and holdout split."""
+    """One symbol's bars, coverage, features and holdout split.  A panel market (``forge.data.panel``): bars
+    is the panel frame on the traded instrument's clock, symbol its tag (``FILUSDT_perp``), coverage the
+    traded instrument's, universe the manifest's record (instruments, per-instrument coverage, funding)."""
 
     symbol: str
     bars: pl.DataFrame
     coverage: Coverage | None
     features: FeatureMatrix
     split: Split
+    universe: dict[str, Any] | None = None
 
     @classmethod
     def build(cls, symbol: str, bars: pl.DataFrame, coverage: Coverage | None, names: tuple[str, ...],
-              in_sample_fraction: float, library: Any = None, regimes: Any = None) -> Market:
+              in_sample_fraction: float, library: Any = None, regimes: Any = None,
+              universe: dict[str, Any] | None = None) -> Market:
         split = holdout_split(bars["open_time"].to_numpy(), in_sample_fraction)
-        return cls(symbol, bars, coverage, strategy_features(bars, names, library, regimes), split)
+        return cls(symbol, bars, coverage, strategy_features(bars, names, library, regimes), split, universe)
 
     def select(self, names: tuple[str, ...]) -> Market:
         """The same market restricted to feature ``names`` (in that order)."""

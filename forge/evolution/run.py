@@ -49,7 +49,12 @@ from forge.evolution.loop import ProgressFn, Recorder, Toolbox, ea_mu_plus_lambd
 from forge.evolution.market import Market, MarketArrays
 from forge.evolution.operators import sel_best_distinct, var_one
 from forge.evolution.surrogate import Screen, Surrogate
+from forge.data.funding import funding_interval_hours, load_funding_history
+from forge.data.panel import load_panel, panel_coverage, panel_name
+from forge.data.split import holdout_split
+from forge.core.runconfig import PANEL_FEATURES
 from forge.features import DEFAULT_FEATURES, FeatureMatrix
+from forge.features.registry import default_features, funding_feature
 from forge.features.library import FeatureLibrary, load_feature_library
 from forge.features.regimes import RegimeModel, fit_regime_model, is_regime_feature, load_regime_model, regime_features
 from forge.gp import BufferPool, Genome, build_pset, individual_from_genome
@@ -87,10 +92,11 @@ def _package_versions() -> dict[str, str]:
 
 
 def make_run_id(cfg: RunConfig) -> str:
-    """``YYYYmmddTHHMMSSZ-s<seed>-<6 hex of the config>``."""
+    """``YYYYmmddTHHMMSSZ-s<seed>-<6 hex of the config>`` (``-<trade spec>`` appended for a panel run)."""
     digest = Genome.canonical_hash(json.dumps(to_dict(cfg.evolve), sort_keys=True))[:6]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-s{cfg.evolve.seed}-{digest}"
+    trade = "".join(f"-{t.replace(':', '_')}" for t in cfg.universe.trade)  # one run per traded instrument
+    return f"{stamp}-s{cfg.evolve.seed}-{digest}{trade}"
 
 
 def _seed_trees(paths: tuple[str, ...], pset: gp.PrimitiveSetTyped) -> list[gp.PrimitiveTree]:
@@ -119,8 +125,12 @@ def _initial_trees(cfg: RunConfig, ops: gp_ops.Operators, pset: gp.PrimitiveSetT
 
 def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage | None
                   ) -> tuple[list[Market], FeatureLibrary | None]:
-    """Every evolved symbol's market (bars, features incl. a feature library's, split)."""
+    """Every evolved symbol's market (bars, features incl. a feature library's, split); with ``[universe]``
+    the one panel market of the traded instrument (:func:`_load_panel_market`)."""
     ec = cfg.evolve
+    library = load_feature_library(ec.feature_library) if ec.feature_library else None
+    if cfg.universe.symbols:
+        return [_load_panel_market(cfg, library)], library
     if ec.symbols and bars is None:
         loaded = [(sym, *load_symbol_bars(ec.data, sym)) for sym in ec.symbols]
     else:
@@ -130,11 +140,83 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
             coverage = coverage_of(bars)
         loaded = [(ec.symbols[0] if ec.symbols else "", bars, coverage)]
     feature_names = tuple(ec.features) or DEFAULT_FEATURES
-    library = load_feature_library(ec.feature_library) if ec.feature_library else None
+    funding = None
+    if not ec.features and {market_type(cov) for _s, _b, cov in loaded} == {"futures"}:
+        split = holdout_split(loaded[0][1]["open_time"].to_numpy(), ec.in_sample_fraction)
+        funding = _funding_record(ec.data, loaded[0][0], split.in_sample_ms[1])
+        feature_names = default_features("futures", funding["interval_h"])
     if library is not None:
         feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
-    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library) for sym, b, cov in loaded]
+    universe = {"funding": funding} if funding is not None else None
+    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library, universe)
+               for sym, b, cov in loaded]
     return markets, library
+
+
+def _funding_record(data: tuple[str, ...], symbol: str, until_ms: int) -> dict[str, Any]:
+    """{"interval_h", "source", "feature", "files"} of a perpetual's funding interval: from its funding-rate
+    history under the data paths up to ``until_ms`` (the in-sample end), else 8 h ("default")."""
+    hist = load_funding_history(data, symbol) if (data and symbol) else None
+    hours, source = funding_interval_hours(hist, until_ms)
+    return {"interval_h": int(hours), "source": source, "feature": funding_feature(int(hours)),
+            "settlements": int(hist.height) if hist is not None else 0}
+
+
+def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market:
+    """The panel market of ``[universe]``: every instrument aligned on the traded one's UTC minutes
+    (``forge.data.panel``); terminals: the traded instrument's defaults (with its minutes-to-funding clock
+    when it is a perpetual) or ``[evolve] features``, plus ``[universe] features`` (default
+    ``PANEL_FEATURES``) of every other instrument as ``<feature>__<TAG>``."""
+    ec, uc = cfg.evolve, cfg.universe
+    if ec.symbols:
+        raise ConfigError("[universe] (--universe) and [evolve] symbols (--symbols) are two modes: a panel of "
+                          "instruments read by one strategy, or the same strategy on each symbol; set one")
+    if len(uc.trade) != 1:
+        raise ConfigError(f"one evolve run trades one instrument; got trade = {list(uc.trade)} "
+                          "(forge evolve --trade A,B runs one evolution per traded instrument)")
+    tinst, panel, covs, insts = load_panel(ec.data, uc.symbols, uc.trade[0])
+    split = holdout_split(panel["open_time"].to_numpy(), ec.in_sample_fraction)
+    funding = _funding_record(ec.data, tinst.symbol, split.in_sample_ms[1]) if tinst.market == "perp" else None
+    own = tuple(ec.features) or (default_features("futures", funding["interval_h"]) if funding else DEFAULT_FEATURES)
+    others = tuple(uc.features) or PANEL_FEATURES
+    names = own + tuple(panel_name(f, i) for tag, i in insts.items() if tag != tinst.tag for f in others)
+    if library is not None:
+        names = names + tuple(n for n in library.names if n not in names)
+    cover = panel_coverage(panel, covs)
+    universe = {"trade": tinst.tag, "specs": list(uc.symbols), "trade_spec": uc.trade[0],
+                "naming": "<feature>__<SYMBOL>_<spot|perp> for non-traded instruments; bare names = the traded one",
+                "instruments": {tag: {"symbol": i.symbol, "market": i.market, **cover[tag]}
+                                for tag, i in insts.items()},
+                "funding": funding}
+    return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe)
+
+
+def _synthesize_in_run(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool,
+                       notify: ProgressFn) -> tuple[list[Market], FeatureLibrary]:
+    """``[evolve] synthesize``: a feature library fitted by ``forge.synthesize`` on the first market's
+    **in-sample** bars only (its own selection split inside them), within ``synthesize_seconds``; a resumed run
+    reuses the library frozen in its run directory (never refitted).  The markets get its features as
+    terminals; the library is written to the run directory like a ``--features`` one, and the out-of-sample
+    leak refusal checks its recorded fitted range like any library's."""
+    from forge.synthesize import load_synthesis_config, synthesize  # the Forge app; lazy (sklearn)
+
+    frozen = Path(run_dir) / FILES.feature_library if run_dir is not None else None
+    if resume and frozen is not None and frozen.is_file():
+        library = load_feature_library(frozen)
+    else:
+        primary = markets[0]
+        a, b = primary.split.in_sample
+        scfg = dataclasses.replace(load_synthesis_config(None), seed=cfg.evolve.seed)
+        t0 = time.perf_counter()
+        library = synthesize(primary.bars.slice(a, b - a), scfg, time_budget_s=cfg.evolve.synthesize_seconds)
+        library = dataclasses.replace(library, meta={**library.meta, "fitted_in_run": True,
+                                                     "seconds": time.perf_counter() - t0})
+        notify({"event": "synthesize", "features": list(library.names), "seconds": library.meta["seconds"]})
+    ec = cfg.evolve
+    rebuilt = [Market.build(m.symbol, m.bars, m.coverage, m.features.names + tuple(
+        n for n in library.names if n not in m.features.names), ec.in_sample_fraction, library, m.universe)
+        for m in markets]
+    return rebuilt, library
 
 
 def _fitted_range_of_library(library: FeatureLibrary, path: str) -> DataRange:
@@ -168,12 +250,13 @@ def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: F
             raise ConfigError(f"{cal_path}: simulator calibration records no data_range (written before ranges were "
                               "recorded), so it cannot be shown to exclude this run's out-of-sample bars; re-fit it on "
                               "in-sample bars with `forge calibrate` or run with --coevolution off")
-    lib_range = _fitted_range_of_library(library, cfg.evolve.feature_library) if library is not None else None
+    lib_label = cfg.evolve.feature_library or "feature library synthesized in the run"
+    lib_range = _fitted_range_of_library(library, lib_label) if library is not None else None
     for m in markets:
         (a, b), (first, last) = m.split.out_of_sample, m.split.out_of_sample_ms
         oos = DataRange(first, last, b - a)
         if lib_range is not None:
-            refuse_overlap(f"{cfg.evolve.feature_library}: feature library", lib_range, oos,
+            refuse_overlap(f"{lib_label}: feature library", lib_range, oos,
                            "synthesize it on bars before the out-of-sample range (forge synthesize selects on its "
                            "in-sample head)")
         if regimes is not None:
@@ -285,6 +368,8 @@ def evolve(
     if resume and (run_dir is None or not (Path(run_dir) / FILES.checkpoint).is_file()):
         raise RunDirError(f"{run_dir}: no {FILES.checkpoint} to resume from (was the run started with checkpoints on?)")
     markets, library = _load_markets(cfg, bars, coverage)
+    if ec.synthesize:
+        markets, library = _synthesize_in_run(cfg, markets, run_dir, resume, notify)
     regimes = _regime_model(cfg, markets, run_dir, resume)
     refuse_out_of_sample_leaks(cfg, markets, library, regimes)
     cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
@@ -361,6 +446,7 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         causal_filter=causal_report.to_dict() if causal_report is not None else None,
         coevolution=adversary.report() if adversary is not None else None,
         costs=resolve_costs(cfg, [market_type(m.coverage) for m in markets])[1],
+        universe=primary.universe,
         pset_version=champion.pset_version, candidates_evaluated=n_evaluated,
         generations_run=cfg.evolve.generations, resumed=resumed, seconds=seconds, packages=_package_versions(),
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
@@ -399,8 +485,11 @@ def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Marke
             pos = genome_positions(genome, m.features, bsg, pool)
             oos.append(run_backtest(o, c, t, pos[a:b], cfg.backtest).metrics.to_dict())
         fitness = float(ind.fitness.values[0])
-        genome = dataclasses.replace(
-            genome, meta={"run_fitness": fitness, "rank": rank, "in_sample": ind.metrics, "out_of_sample": oos[0]})
+        meta = {"run_fitness": fitness, "rank": rank, "in_sample": ind.metrics, "out_of_sample": oos[0]}
+        if markets[0].universe is not None and markets[0].universe.get("trade"):  # a panel genome: what it trades
+            meta["universe"] = {"trade": markets[0].universe["trade"],
+                                "instruments": list(markets[0].universe["instruments"])}
+        genome = dataclasses.replace(genome, meta=meta)
         several = len(markets) > 1
         members.append(HallOfFameMember(
             rank=rank, fitness=fitness, expression=str(ind), size=len(ind), genome=genome.to_dict(),

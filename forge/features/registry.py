@@ -24,7 +24,11 @@ from forge.features import features_nb as K
 
 @dataclass(frozen=True)
 class BarArrays:
-    """The columns features read: (n,) float64 prices/volumes, int64 times and bsg."""
+    """The columns features read: (n,) float64 prices/volumes, int64 times and bsg.
+
+    quote_volume, count (trades, as float64) and taker_buy_quote_volume are optional for callers that hold
+    only OHLCV (the features reading them raise ConfigError when they are None).
+    """
 
     open_time: np.ndarray
     open: np.ndarray
@@ -34,6 +38,9 @@ class BarArrays:
     volume: np.ndarray
     taker_buy_volume: np.ndarray
     bsg: np.ndarray
+    quote_volume: np.ndarray | None = None
+    count: np.ndarray | None = None
+    taker_buy_quote_volume: np.ndarray | None = None
 
     @classmethod
     def from_bars(cls, bars: pl.DataFrame) -> BarArrays:
@@ -42,7 +49,14 @@ class BarArrays:
 
         t = col("open_time", np.int64)
         return cls(t, col("open"), col("high"), col("low"), col("close"), col("volume"), col("taker_buy_volume"),
-                   bars_since_gap(t))
+                   bars_since_gap(t), col("quote_volume"), col("count"), col("taker_buy_quote_volume"))
+
+    def need(self, name: str) -> np.ndarray:
+        """The optional column ``name``; raises ConfigError when the caller did not provide it."""
+        v = getattr(self, name)
+        if v is None:
+            raise ConfigError(f"feature needs the bar column {name!r}, which these bars do not carry")
+        return v
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,70 @@ def _vol_z(b: BarArrays, w: int) -> np.ndarray:
     return out
 
 
+def _log_z(x: np.ndarray, b: BarArrays, w: int) -> np.ndarray:
+    out = _out(b)
+    K.zscore_nb(np.log1p(x), b.bsg, w, out)
+    return out
+
+
+def _col_z(b: BarArrays, column: str, w: int) -> np.ndarray:
+    """Rolling z-score of log(1 + column) (count, quote_volume, taker_buy_quote_volume)."""
+    return _log_z(np.asarray(b.need(column), dtype=np.float64), b, w)
+
+
+def _avg_trade(b: BarArrays) -> np.ndarray:
+    """Average trade size in quote currency: quote_volume / count (0 for a bar without trades)."""
+    qv, n = b.need("quote_volume"), np.asarray(b.need("count"), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, qv / np.maximum(n, 1.0), 0.0)
+
+
+def _avg_trade_z(b: BarArrays, w: int) -> np.ndarray:
+    return _log_z(_avg_trade(b), b, w)
+
+
+# --------------------------------------------------------------------------- the clock (UTC)
+
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
+WEEK_OFFSET_MS = 3 * DAY_MS
+"""The Unix epoch (1970-01-01) was a Thursday: open_time + 3 days is a multiple of a week at Monday 00:00 UTC."""
+
+
+def _phase(b: BarArrays, period_ms: int, offset_ms: int = 0) -> np.ndarray:
+    """Position of each bar's open inside a UTC cycle, in [0, 1)."""
+    return ((b.open_time + offset_ms) % period_ms).astype(np.float64) / period_ms
+
+
+def _cyc(b: BarArrays, period_ms: int, offset_ms: int, fn) -> np.ndarray:
+    return fn(2.0 * np.pi * _phase(b, period_ms, offset_ms))
+
+
+def _hour_utc(b: BarArrays) -> np.ndarray:
+    return ((b.open_time % DAY_MS) // 3_600_000).astype(np.float64)
+
+
+def _funding_minutes(b: BarArrays, interval_ms: int) -> np.ndarray:
+    """Minutes from the bar's close to the next funding time (multiples of ``interval_ms`` UTC): 0 when the
+    next bar opens at a funding time, so a position decided at this close is held into that funding."""
+    close_ms = b.open_time + BAR_MS
+    return ((-close_ms) % interval_ms).astype(np.float64) / BAR_MS
+
+
+FUNDING_INTERVALS_H: tuple[int, ...] = (1, 2, 4, 8)
+"""Funding intervals (hours) with a ``funding_min_<h>h`` terminal; the funding history picks the one
+(``forge.data.funding``), 8 h when there is none."""
+
+
+def funding_feature(interval_hours: int) -> str:
+    """The terminal name of the minutes-to-funding clock for a funding interval: ``funding_min_<h>h``.
+    raises ConfigError for an interval without a registered terminal."""
+    if int(interval_hours) not in FUNDING_INTERVALS_H:
+        raise ConfigError(f"no minutes-to-funding terminal for a {interval_hours} h funding interval; known: "
+                          f"{', '.join(f'{h} h' for h in FUNDING_INTERVALS_H)}")
+    return f"funding_min_{int(interval_hours)}h"
+
+
 def _buckets(b: BarArrays, minutes: int):
     """Higher-timeframe buckets: (bucket arrays, per-bar mapping to the latest visible bucket)."""
     size = minutes * BAR_MS
@@ -162,6 +240,28 @@ _register("taker_imb", 0, "taker-buy imbalance 2*taker_buy_volume/volume - 1 in 
           _taker_imb)
 _register("taker_imb_20", 19, "20-bar mean of taker_imb", partial(_taker_imb_mean, w=20))
 _register("vol_z_60", 59, "z-score of log(1+volume) against the last 60 bars (ddof=1)", partial(_vol_z, w=60))
+_register("count_z_60", 59, "z-score of log(1+trade count) against the last 60 bars (ddof=1)",
+          partial(_col_z, column="count", w=60))
+_register("qvol_z_60", 59, "z-score of log(1+quote_volume) against the last 60 bars (ddof=1; quote units)",
+          partial(_col_z, column="quote_volume", w=60))
+_register("tbqvol_z_60", 59, "z-score of log(1+taker_buy_quote_volume) against the last 60 bars (ddof=1)",
+          partial(_col_z, column="taker_buy_quote_volume", w=60))
+_register("avg_trade_z_60", 59, "z-score of log(1+quote_volume/count) (average trade size, quote units; 0 "
+          "without trades) against the last 60 bars (ddof=1)", partial(_avg_trade_z, w=60))
+_register("mod_sin", 0, "sin(2*pi*minute-of-day/1440) of the bar's open, UTC (-1..1)",
+          partial(_cyc, period_ms=DAY_MS, offset_ms=0, fn=np.sin))
+_register("mod_cos", 0, "cos(2*pi*minute-of-day/1440) of the bar's open, UTC (-1..1)",
+          partial(_cyc, period_ms=DAY_MS, offset_ms=0, fn=np.cos))
+_register("how_sin", 0, "sin(2*pi*hour-of-week/168) of the bar's open, UTC, week from Monday 00:00 (-1..1)",
+          partial(_cyc, period_ms=WEEK_MS, offset_ms=WEEK_OFFSET_MS, fn=np.sin))
+_register("how_cos", 0, "cos(2*pi*hour-of-week/168) of the bar's open, UTC, week from Monday 00:00 (-1..1)",
+          partial(_cyc, period_ms=WEEK_MS, offset_ms=WEEK_OFFSET_MS, fn=np.cos))
+_register("hour_utc", 0, "hour of day of the bar's open, UTC (0..23, categorical: compare with constants)",
+          _hour_utc)
+for _h in FUNDING_INTERVALS_H:
+    _register(f"funding_min_{_h}h", 0, f"minutes from the bar's close to the next {_h}-hourly funding time UTC "
+              f"(0..{_h * 60 - 1}; perpetuals funding every {_h} h)",
+              partial(_funding_minutes, interval_ms=_h * 3_600_000))
 for _m, _label in ((5, "5m"), (15, "15m"), (60, "1h")):
     _register(f"mtf_ret_{_label}", 2 * _m - 1,
               f"log(close/open) of the latest completed {_label} bar (visible from its close)",
@@ -172,8 +272,23 @@ _register("mtf_rsi_1h", 15 * 60 + 59, "Wilder RSI(14) over completed 1h closes (
 DEFAULT_FEATURES: tuple[str, ...] = (
     "ret_1", "ret_5", "ret_15", "ret_60", "vol_20", "vol_240", "rsi_14", "atr_14", "clv", "taker_imb",
     "taker_imb_20", "vol_z_60", "mtf_ret_5m", "mtf_ret_15m", "mtf_ret_1h", "mtf_rsi_1h",
+    "count_z_60", "qvol_z_60", "tbqvol_z_60", "avg_trade_z_60",
+    "mod_sin", "mod_cos", "how_sin", "how_cos", "hour_utc",
 )
-"""The GP's default terminals (16 features)."""
+"""The GP's default terminals (25 features: price, volume, every kline column, the UTC clock).  A perpetual's
+run adds its ``funding_min_<h>h`` (:func:`default_features`)."""
+
+CLOCK_FEATURES: tuple[str, ...] = ("mod_sin", "mod_cos", "how_sin", "how_cos", "hour_utc",
+                                   *(f"funding_min_{h}h" for h in FUNDING_INTERVALS_H))
+"""Features that are functions of open_time only (identical on every instrument of a panel)."""
+
+
+def default_features(market: str = "spot", funding_interval_hours: int | None = None) -> tuple[str, ...]:
+    """The default terminals of one traded instrument: DEFAULT_FEATURES, plus the minutes-to-funding clock of
+    its funding interval for a perpetual (market "futures"; 8 h when the interval is unknown)."""
+    if market != "futures":
+        return DEFAULT_FEATURES
+    return DEFAULT_FEATURES + (funding_feature(funding_interval_hours or 8),)
 
 
 def feature_names() -> tuple[str, ...]:
