@@ -26,11 +26,11 @@ from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
 
-__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "gating_policy"]
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "edge_label", "gating_policy", "publishable"]
 
 REPORT_SCHEMA = "gauntlet-report/2"
 _MODULES = {"oos": "oos", "lookahead": "lookahead", "psr": "psr", "dsr": "dsr", "pbo": "pbo",
-            "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute"}
+            "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute", "edge_kind": "edge_kind"}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class GauntletReport:
     seconds: float
     context: RunContext
     text: str = ""
+    allow_risk_timing: bool = False
 
     @property
     def survivors(self) -> list[dict[str, Any]]:
@@ -61,7 +62,7 @@ class GauntletReport:
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
                            "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
-            "policy": gating_policy(self.config),
+            "policy": {**gating_policy(self.config), "allow_risk_timing": self.allow_risk_timing},
             "shared": self.shared,
             "candidates": [{**{k: v for k, v in c.items() if k != "stages"},
                             "stages": {n: s.to_dict() for n, s in c["stages"].items()}} for c in self.verdicts],
@@ -139,14 +140,31 @@ def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
             f"<= {cfg.alpha}: psr is Holm-adjusted over the hall of fame's distinct candidates, which controls the "
             "family-wise error of the run"),
         "skill_not_beta": "psr, permutation, pcmci and dowhy test the strategy net of its market exposure",
+        "edge_kind": ("each candidate is labelled directional (alpha against the market and a volatility-managed "
+                      "market, and a position that predicts the market's direction) or risk timing (alpha against "
+                      "the market only; Moreira & Muir 2017); only directional survivors are published unless "
+                      "--allow-risk-timing"),
     }
+
+
+def edge_label(stages: dict[str, StageResult]) -> str:
+    """The candidate's edge kind ("directional", "risk timing", "no alpha") from its ``edge_kind`` stage."""
+    st = stages.get("edge_kind")
+    return str((st.details or {}).get("label", "no alpha")) if st is not None else "no alpha"
+
+
+def publishable(verdict: dict[str, Any], allow_risk_timing: bool) -> bool:
+    """A survivor is published when its edge is directional, or with ``allow_risk_timing`` when it is risk
+    timing too."""
+    kinds = ("directional", "risk timing") if allow_risk_timing else ("directional",)
+    return bool(verdict["survived"]) and verdict.get("edge_kind") in kinds
 
 
 def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
-                 lineage: dict[str, Any] | None = None) -> GauntletReport:
+                 lineage: dict[str, Any] | None = None, allow_risk_timing: bool = False) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -154,7 +172,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     publish_dir: survivors are published there (None: not published);
     bars: the run's own bars in memory (polars frame), instead of reloading its data;
     symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
-    published champion's signed meta (:func:`gauntlet.publish.publish_champion`).
+    published champion's signed meta (:func:`gauntlet.publish.publish_champion`); allow_risk_timing: publish
+    survivors labelled risk timing too (default: directional survivors only; see :func:`publishable`).
     Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
     publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
@@ -177,15 +196,17 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
             stages[name] = res
         survived = all(stages[n].passed for n in cfg.gating)
         failed = [n for n in cfg.gating if not stages[n].passed]
+        kind = edge_label(stages)
         verdicts.append({"rank": cand.rank, "sha256": cand.genome.sha256, "expression": cand.genome.expression(),
                          "features": list(cand.genome.features), "survived": survived, "failed": failed,
-                         "stages": stages})
-        say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'}")
+                         "edge_kind": kind, "stages": stages})
+        verdicts[-1]["published"] = publish_dir is not None and publishable(verdicts[-1], allow_risk_timing)
+        say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'} [{kind}]")
     # the report is written first, so every published champion's signed meta names the report's sha256
     published = [str(Path(publish_dir) / f"{v['sha256'][:16]}.meta.json") for v in verdicts
-                 if v["survived"]] if publish_dir is not None else []
+                 if v["published"]] if publish_dir is not None else []
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
-                            time.perf_counter() - t0, ctx)
+                            time.perf_counter() - t0, ctx, allow_risk_timing=allow_risk_timing)
     report.text = json_dumps(report.to_dict())
     atomic_write_text(Path(run_dir) / FILES.gauntlet_report, report.text + "\n")
     if published:
@@ -193,10 +214,10 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
 
         digest = hashlib.sha256((report.text + "\n").encode()).hexdigest()
         for v, cand in zip(verdicts, ctx.candidates):
-            if v["survived"]:
+            if v["published"]:
                 publish_champion(cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
                                  symbol=symbol or (ctx.manifest.data or {}).get("symbol"),
                                  features=list(cand.genome.features),
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
-                                 report_sha256=digest, lineage=lineage)
+                                 report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"])
     return report

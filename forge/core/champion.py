@@ -8,6 +8,7 @@ Layout::
          "genome_sha256": ..., "run_id", "symbol", "features", "feature_library": <file name> | null,
          "survived": true, "verdict": {...}, "gauntlet_report_sha256": <hex> | null, "published_utc",
          "lineage": {"source": "forge serve" | ..., "slot", "request", "parent_genome_sha256", ...} | null,
+         "edge_kind": "directional" | "risk timing" | null  (gauntlet.stages.edge_kind; absent in older files),
          "hmac_sha256": <hex HMAC-SHA256, see below> | null}
 
 Signature (schema ``forge-champion/2``): HMAC-SHA256 with the key in ``FORGE_SIGNING_KEY`` over
@@ -93,7 +94,7 @@ def _check_meta(meta: Any, where: Path) -> None:
     for k, tp in expect.items():
         if not isinstance(meta.get(k), tp):
             raise GenomeError(f"{where}: field {k!r} must be a string, got {type(meta.get(k)).__name__}")
-    for k in ("symbol", "hmac_sha256", "run_id", "gauntlet_report_sha256"):
+    for k in ("symbol", "hmac_sha256", "run_id", "gauntlet_report_sha256", "edge_kind"):
         if meta.get(k) is not None and not isinstance(meta[k], str):
             raise GenomeError(f"{where}: field {k!r} must be a string or null, got {type(meta[k]).__name__}")
     if not _HEX64.fullmatch(meta["sha256"]):
