@@ -54,7 +54,8 @@ def gauntlet_validate(
         sh = d["shared"]
         table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
                             f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                            f"SPA p {fmt_p(_spa_p(sh))})")
+                            f"SPA p {fmt_p(_spa_p(sh))}"
+                            + (f"; {sh['ledger']['line']}" if sh.get("ledger") else "") + ")")
         table.add_column("#", justify="right")
         table.add_column("verdict")
         table.add_column("edge")

@@ -307,6 +307,10 @@ def _shared_html(d: dict[str, Any]) -> str:
                      f"strategies, {fmt_value(sh['pbo'].get('n_splits'))} CSCV splits")
     elif sh.get("pbo_skip"):
         parts.append(f"PBO not computed: {html.escape(str(sh['pbo_skip']))}")
+    led = sh.get("ledger")
+    if isinstance(led, dict) and led.get("line"):
+        parts.append(f"trial ledger: {html.escape(str(led['line']))} (DSR's N {fmt_value(sh.get('n_trials_dsr'))}, "
+                     f"other runs' trials included)")
     return "<p>" + "; ".join(parts) + ".</p>" if parts else ""
 
 

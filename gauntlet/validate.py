@@ -80,7 +80,7 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     """Run-level quantities every stage reads: the in-sample trials (effective number, Sharpe variance, PBO),
     each candidate's market-hedged OOS returns and Holm-adjusted PSR p-value, and SPA over the hall of fame."""
     from gauntlet.stages.permutation import spa_over
-    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue
+    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue, with_ledger_trials
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
@@ -88,6 +88,10 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     shared["trial_set"] = trials
     shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
     shared["n_trials_total"] = trials.n_total
+    # other runs' trials on overlapping bars (the trial ledger) enlarge DSR's N
+    shared["ledger"] = ctx.ledger
+    other = ctx.ledger.other_trials if ctx.ledger is not None else 0
+    shared["n_trials_dsr"] = with_ledger_trials(shared["trials"].n_effective, trials.n_total, other)
     n_distinct, n_hours = trials.hourly.shape
     if n_distinct < 2:
         shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
@@ -123,6 +127,8 @@ def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
                                            "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
             "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
+            "ledger": shared["ledger"].to_dict() if shared.get("ledger") is not None else None,
+            "n_trials_dsr": shared.get("n_trials_dsr"),
             "seconds": round(shared["seconds"], 2)}
 
 

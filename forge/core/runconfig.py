@@ -57,7 +57,8 @@ class EvolveConfig:
     "dask" (a Dask distributed cluster at ``scheduler``; the data segment is
     scattered to every worker once).  symbols: evolve across these symbols
     (files ``<SYMBOL>-1m-*`` under ``data``); each strategy's fitness is the
-    mean or the worst (``symbol_aggregate``) over symbols.
+    mean or the worst (``symbol_aggregate``) over symbols.  trial_ledger: the append-only ledger of every
+    run's trials per symbol and in-sample range (``forge.core.ledger``; "" = ``<run dir>/../../trial_ledger.jsonl``).
     """
 
     seed: int = 0
@@ -86,6 +87,7 @@ class EvolveConfig:
     scheduler: str = ""
     symbols: tuple[str, ...] = ()
     symbol_aggregate: str = "mean"
+    trial_ledger: str = ""
 
     def validate(self) -> None:
         if self.seed < 0:

@@ -327,9 +327,25 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
     write_hall_of_fame(run_dir, HallOfFame(run_id=run_id, members=tuple(members)))
     write_champion(run_dir, champion)
     write_manifest(run_dir, manifest)
+    _record_trials(run_dir, manifest, cfg.evolve.trial_ledger)
     notify({"event": "done", "run_dir": str(run_dir), "seconds": seconds, "candidates_evaluated": n_evaluated})
     return EvolveResult(run_dir=run_dir, run_id=run_id, hall_of_fame=[m.to_dict() for m in members],
                         champion=champion, logbook=state.logbook, manifest=manifest.to_dict())
+
+
+def _record_trials(run_dir: Path, manifest: Manifest, configured: str) -> None:
+    """Append the run's trial count on its in-sample bars to the trial ledger (``forge.core.ledger``).
+    raises RunDirError when the ledger cannot be written (the count is part of the run's honesty record)."""
+    from forge.core.ledger import append_entry, entry_for_manifest, ledger_path
+
+    entry = entry_for_manifest(manifest)
+    if entry is None:
+        return
+    path = ledger_path(run_dir, configured)
+    try:
+        append_entry(path, entry)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot record the run's trials in the trial ledger ({exc.strerror or exc})") from None
 
 
 def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Market],
