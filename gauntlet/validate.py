@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from forge.core.artifacts import atomic_write_text
+from forge.core.errors import ConfigError
 from forge.core.rundir import FILES
 from forge.core.jsonsafe import dumps as json_dumps
 from gauntlet.config import GauntletConfig
@@ -68,8 +69,39 @@ class GauntletReport:
                             "stages": {n: s.to_dict() for n, s in c["stages"].items()}} for c in self.verdicts],
             "survivors": [c["sha256"] for c in self.survivors],
             "published": self.published,
+            "provenance": seed_record(self.run_dir),
             "seconds": round(self.seconds, 2),
         }
+
+
+def seed_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``seed_provenance.json`` (``forge.core.provenance``: each seed genome's selection bars and
+    whether seeds of unknown provenance were allowed), or None for runs written before it existed."""
+    import json
+
+    from forge.core.provenance import PROVENANCE_FILE
+
+    try:
+        d = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def selection_ranges(ctx: RunContext) -> list[dict[str, Any]]:
+    """The bars that select a published survivor: the run's in-sample bars (evolution), the evaluation bars
+    (this validation) and every seed's selection bars, merged (``forge.core.provenance.selected_on_dicts``)."""
+    from forge.core.provenance import read_selected_on, selected_on_dicts
+    from forge.data.ranges import DataRange
+
+    t = ctx.open_time
+    ranges = [DataRange(int(t[a]), int(t[b - 1]), b - a) for a, b in (ctx.in_sample, ctx.evaluation) if b > a]
+    for s in (seed_record(ctx.run_dir) or {}).get("seeds") or []:
+        try:
+            ranges += list(read_selected_on(s.get("selected_on"), "seed_provenance.json"))
+        except ConfigError:  # a malformed record cannot shrink the range: every bar up to the run's last
+            ranges.append(DataRange(0, int(t[-1]), 0))
+    return selected_on_dicts(ranges)
 
 
 def _iso(ms: int) -> str:
@@ -225,5 +257,6 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                                  symbol=symbol or (ctx.manifest.data or {}).get("symbol"),
                                  features=list(cand.genome.features),
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
-                                 report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"])
+                                 report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"],
+                                 selected_on=selection_ranges(ctx))
     return report

@@ -59,6 +59,9 @@ class EvolveConfig:
     (files ``<SYMBOL>-1m-*`` under ``data``); each strategy's fitness is the
     mean or the worst (``symbol_aggregate``) over symbols.  trial_ledger: the append-only ledger of every
     run's trials per symbol and in-sample range (``forge.core.ledger``; "" = ``<run dir>/../../trial_ledger.jsonl``).
+    allow_unknown_provenance: accept a seed genome with no record of its selection bars (``forge.core.provenance``:
+    it counts as selected on every bar before its file's time) although that range overlaps the out-of-sample
+    range; a seed *known* to be selected on out-of-sample bars is refused regardless.
     """
 
     seed: int = 0
@@ -88,6 +91,7 @@ class EvolveConfig:
     symbols: tuple[str, ...] = ()
     symbol_aggregate: str = "mean"
     trial_ledger: str = ""
+    allow_unknown_provenance: bool = False
 
     def validate(self) -> None:
         if self.seed < 0:
