@@ -9,11 +9,14 @@ request:
    long as the request is served.  Two workers never serve one request; a worker that dies (even by
    ``kill -9``) releases the lock with its process, so another worker (or the restarted one) takes over;
 2. **evolves** on the request symbol's bars *before* the request time (the last ``window_days``), seeded
-   with the request's seed genome; attempt ``k`` (0-based) uses seed ``seed + k`` and a population of
+   with the request's seed genome when its selection bars precede the run's out-of-sample range
+   (:func:`seed_admission`; a seed ranked on live marks up to the request time never does, so it is
+   withheld and recorded as such); attempt ``k`` (0-based) uses seed ``seed + k`` and a population of
    ``population * budget_growth**k``.  Every run checkpoints each generation: a request half-served when
    the worker died is resumed from its run's checkpoint, so the result equals an uninterrupted serve;
-3. **validates** the run with the gauntlet (its out-of-sample range is the window's last part, still
-   before the request time) and **publishes** survivors, signed when ``FORGE_SIGNING_KEY`` is set, with
+3. **validates** the run with the gauntlet at level alpha / ``max_attempts`` (:func:`request_alpha`, so the
+   request's attempts share its alpha; its out-of-sample range is the window's last part, still before the
+   request time) and **publishes** survivors, signed when ``FORGE_SIGNING_KEY`` is set, with
    a lineage (``source``, ``slot``, ``request``, ``run_id``, ``parent_genome_sha256``) in the signed meta;
 4. **records** every step in ``<stem>.serve.json`` (schema ``forge-serve/1``, written atomically):
    attempts with run id, run directory, gauntlet report path and sha256, the champion's failed stages
