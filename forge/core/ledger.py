@@ -16,6 +16,9 @@ Default location: ``<run directory>/../../trial_ledger.jsonl`` (``artifacts/tria
 under ``artifacts/runs``); ``[evolve] trial_ledger`` names another file.  Appends hold an exclusive
 ``fcntl.flock`` on the file and are fsynced, so concurrent runs never interleave lines; a torn or foreign
 line is skipped by readers.  A run recorded twice (``--resume``) counts once, with its largest count.
+Runs on in-memory bars with no symbol share the key ``"in-memory"`` (their coverage source) and are counted
+together when their bar times overlap -- conservative for one market, wrong for unrelated synthetic
+markets on one clock, which should each get their own ``[evolve] trial_ledger`` (``loop.honesty`` does).
 """
 
 from __future__ import annotations
