@@ -247,7 +247,7 @@ def _run_attempt(loop: Loop, request: Path, req: dict[str, Any], bars: pl.DataFr
     seed_file = request.with_name(req["seed_genome_file"])
     seed = seed_admission(seed_file, bars, loop.run_config.evolve.in_sample_fraction)
     cfg = _attempt_config(loop, seed_file, attempt, seed)
-    rec["seed"] = seed
+    rec["seed_genome"] = seed
     finished = (run_dir / FILES.hall_of_fame).is_file()
     resume = not finished and (run_dir / FILES.checkpoint).is_file()
     if not finished and not resume and run_dir.exists():
