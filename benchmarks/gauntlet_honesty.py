@@ -10,6 +10,9 @@ and be summarised at any time with ``--summarize``.
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes oracle --null-seeds 40 --planted-seeds 40
     # end to end (default search 200 x 10, co-evolution off)
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets 0.05 --null-seeds 20 --planted-seeds 10
+    # the pipeline's false passes at a reduced budget (issue 29): published = survived and labelled directional
+    .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets "" --null-seeds 30 --planted-seeds 0 \
+        --population 24 --generations 3 --days 14 --out benchmarks/gauntlet_honesty_null_small.jsonl
     .venv/bin/python benchmarks/gauntlet_honesty.py --summarize
 """
 
@@ -35,7 +38,8 @@ def main() -> None:
     ap.add_argument("--calibrate", default=None, help="comma-separated net per-bar Sharpe targets to calibrate")
     ap.add_argument("--modes", default="oracle", help="oracle, evolve or oracle,evolve")
     ap.add_argument("--targets", default="0.01,0.02,0.03,0.05", help="net per-bar Sharpe targets (calibrated)")
-    ap.add_argument("--null-seeds", type=int, default=40, help="seeds per null kind (null, drift)")
+    ap.add_argument("--null-seeds", type=int, default=40, help="seeds per null kind (--kinds)")
+    ap.add_argument("--kinds", default="null,drift", help="null market kinds (forge.data.synthetic.MARKETS minus planted)")
     ap.add_argument("--planted-seeds", type=int, default=40)
     ap.add_argument("--seed-offset", type=int, default=0, help="first seed index (to continue a study)")
     ap.add_argument("--days", type=int, default=20, help="synthetic market length, days")
@@ -79,6 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         run_study(a.null_seeds, a.planted_seeds, targets, Path(work), modes=tuple(a.modes.split(",")),
                   days=a.days, progress=print, sink=sink, seed_offset=a.seed_offset, population=a.population,
+                  kinds=tuple(k for k in a.kinds.split(",") if k),
                   generations=a.generations, coevolution=a.coevolution)
 
 

@@ -27,6 +27,7 @@ def gauntlet_validate(
     publish_dir: Annotated[Path, typer.Option("--publish-dir", help="Survivors are published here.")] = Path("artifacts/champions"),
     no_publish: Annotated[bool, typer.Option("--no-publish", help="Do not publish survivors.")] = False,
     max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
+    allow_risk_timing: Annotated[bool, typer.Option("--allow-risk-timing", help="Publish survivors labelled risk timing too (default: directional survivors only).")] = False,
 ) -> None:
     """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
 
@@ -38,6 +39,7 @@ def gauntlet_validate(
     cfg = load_gauntlet_config(config if config is not None else default_config("gauntlet.toml"))
     result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
                           publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
+                          allow_risk_timing=allow_risk_timing,
                           progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
     # one strict-JSON text for the file validate_run wrote and for --json
     text = result.text
@@ -52,19 +54,22 @@ def gauntlet_validate(
         sh = d["shared"]
         table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
                             f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                            f"SPA p {fmt_p(_spa_p(sh))})")
+                            f"SPA p {fmt_p(_spa_p(sh))}"
+                            + (f"; {sh['ledger']['line']}" if sh.get("ledger") else "") + ")")
         table.add_column("#", justify="right")
         table.add_column("verdict")
+        table.add_column("edge")
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
         for n in names:
             table.add_column(n, justify="right")
         for c, v in zip(d["candidates"], result.verdicts):
             cells = [v["stages"][n].cell() for n in names]
             table.add_row(str(c["rank"]), "[green]SURVIVED[/]" if c["survived"] else "[red]rejected[/]",
+                          c.get("edge_kind", "—"),
                           *[f"[green]{x}[/]" if x.startswith("✓") else f"[red]{x}[/]" for x in cells])
         console.print(table)
         for c in d["candidates"][:3]:
-            console.print(f"[bold]#{c['rank']}[/] {c['expression']}", highlight=False)
+            console.print(f"[bold]#{c['rank']}[/] [{c.get('edge_kind', '—')}] {c['expression']}", highlight=False)
             for n, s in c["stages"].items():
                 console.print(f"   {'✓' if s['passed'] else '✗'} {n}: {s['reason']}", highlight=False)
         console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}" + (f", {report}" if report else "")
@@ -92,7 +97,26 @@ def gauntlet_show(
     if as_json:
         from forge.core.jsonsafe import revive_nonfinite
 
+        kinds = edge_kinds(Path(run_dir))
+        members = [{**m, "edge_kind": kinds.get(int(m.get("rank", -1)))} for m in members]
         print(json_dumps(revive_nonfinite({"run_id": hall.run_id, "run_dir": str(run_dir),
                                            "members": members})))
         return
     print_hall(members)
+    kinds = edge_kinds(Path(run_dir))
+    if kinds:
+        console.print("edge kind (gauntlet_report.json): " + ", ".join(f"#{r} {k}" for r, k in sorted(kinds.items())),
+                      highlight=False)
+
+
+def edge_kinds(run_dir: Path) -> dict[int, str]:
+    """rank -> edge kind label from the run's ``gauntlet_report.json`` ({} when the run was not validated or the
+    report predates the label)."""
+    from forge.core.rundir import FILES
+
+    path = run_dir / FILES.gauntlet_report
+    try:
+        d = json.loads(path.read_text())
+        return {int(c["rank"]): str(c["edge_kind"]) for c in d.get("candidates", []) if c.get("edge_kind")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}

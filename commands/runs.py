@@ -74,7 +74,7 @@ def runs_list(
         return
     table = Table(title=f"Runs in {folder} ({len(rows)})")
     for col in ("run", "created (UTC)", "status", "gens", "evaluated", "best fit", "OOS ret", "B&H ret", "OOS SR",
-                "OOS DD", "gauntlet"):
+                "OOS DD", "gauntlet", "on these bars"):
         table.add_column(col, justify="left" if col in ("run", "created (UTC)", "status") else "right",
                          no_wrap=col != "run")
     from commands.ui import fmt_num, fmt_pct
@@ -85,7 +85,8 @@ def runs_list(
                       f"{r['generations_run']}/{r['generations']}", fmt_num(r["candidates_evaluated"]),
                       fmt_num(r["best_fitness"]), fmt_pct(o.get("total_return")), fmt_pct(b.get("total_return")),
                       fmt_num(o.get("sharpe"), 2), fmt_drawdown(o.get("max_drawdown")),
-                      "—" if g is None else f"{g['survivors']}/{g['candidates']}")
+                      "—" if g is None else f"{g['survivors']}/{g['candidates']}",
+                      "—" if not r.get("ledger") else f"{r['ledger']['runs']} runs / {r['ledger']['trials']:,} trials")
     console.print(table)
 
 

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from crucible.allocator import cwo_step_nb
@@ -64,7 +66,7 @@ class OversightMixin:
             self.journal.commit()  # the kill is durable before its flattening order
             self.flatten(s, "kill", bar_time)
             self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
-            seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256)
+            seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256, now=now)
             path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
                                              time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
             self.requests.append(str(path))
@@ -77,7 +79,20 @@ class OversightMixin:
         old = self.genome_book.get(g.sha256)
         self.genome_book[g.sha256] = (g, symbol, score if score is not None else (old[2] if old else None))
 
-    def _best_genome(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
+    def _best_genome(self, symbol: str, exclude: str, now: int | None = None) -> tuple[Genome, float | None]:
+        """The request's seed: the best live-scored genome of ``symbol`` other than ``exclude`` (else the killed
+        genome itself), as a copy whose ``meta.selected_on`` (``forge.core.provenance``) says it was selected on
+        every bar up to ``now`` -- the live marks it was ranked on are the tail of the replacement run's
+        window, and its own champion run saw earlier bars; ``forge serve`` / ``forge evolve`` keep such a
+        seed out of any run whose out-of-sample range those bars overlap."""
+        g, sc = self._rank_genomes(symbol, exclude)
+        if now is None:
+            return g, sc
+        sel = [{"first_open_ms": 0, "last_open_ms": int(now), "n_bars": 0,
+                "note": "live marks up to the request time and the champion's own selection before them"}]
+        return dataclasses.replace(g, meta={**(g.meta or {}), "selected_on": sel}), sc
+
+    def _rank_genomes(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
         for s in self.slots.values():  # current champions' live scores
             if s.symbol == symbol and s.status == "live":
                 self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))

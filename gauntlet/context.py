@@ -105,6 +105,7 @@ class RunContext:
     buy_and_hold: BacktestResult | None = None
     trial_genomes: list[Genome] = field(default_factory=list)
     n_evaluated: int = 0
+    ledger: Any = None  # forge.core.ledger.LedgerTally of the run's in-sample bars, or None (no ledger entry)
     _market: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     _arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -272,4 +273,20 @@ class RunContext:
         ctx.n_evaluated = int(manifest.candidates_evaluated or len(ctx.trial_genomes))
         if not ctx.trial_genomes:
             ctx.trial_genomes = [cd.genome for cd in ctx.candidates]
+        ctx.ledger = ledger_tally(run_dir, manifest)
         return ctx
+
+
+def ledger_tally(run_dir: Path, manifest: Manifest) -> Any:
+    """Runs and trials of the trial ledger (``forge.core.ledger``) on bars overlapping this run's in-sample
+    range (the run itself included when recorded; a run evolved before the ledger existed still counts its
+    own trials); None when the manifest names no in-sample range."""
+    from forge.core.ledger import LedgerTally, entry_for_manifest, ledger_path, tally_overlapping
+
+    entry = entry_for_manifest(manifest)
+    if entry is None:
+        return None
+    tally = tally_overlapping(ledger_path(run_dir, (manifest.config.get("evolve") or {}).get("trial_ledger")), entry)
+    if tally.runs == tally.other_runs:  # not recorded itself
+        tally = LedgerTally(tally.runs + 1, tally.trials + entry.trials, tally.other_runs, tally.other_trials)
+    return tally

@@ -25,7 +25,8 @@ __all__ = ["publish_champion"]
 def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol: str | None,
                      features: list[str], verdict: dict[str, Any], library: Path | None = None,
                      key: str | bytes | None = None, report_sha256: str | None = None,
-                     lineage: dict[str, Any] | None = None) -> Path:
+                     lineage: dict[str, Any] | None = None, edge_kind: str | None = None,
+                     selected_on: list[dict[str, Any]] | None = None) -> Path:
     """Write genome + meta atomically; returns the meta path.  Signed (HMAC over genome and meta) when a key
     is given or in FORGE_SIGNING_KEY.
 
@@ -33,7 +34,11 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
     must be True); report_sha256: sha256 hex of the gauntlet report it came from (or None); lineage: where
     the champion came from (e.g. ``{"source": "forge serve", "slot": "btc1", "request": <request id>,
     "parent_genome_sha256": <seed genome>}``; string values; a ``"slot"`` makes it a replacement for that
-    slot), signed with the rest of the meta.
+    slot), signed with the rest of the meta; edge_kind: the gauntlet's label ("directional" or "risk timing",
+    ``gauntlet.stages.edge_kind``), signed too; selected_on: the bars that selected this genome
+    (``forge.core.provenance``: the run's in-sample bars, the gauntlet's evaluation bars and the bars its seeds
+    were selected on; ``forge.data.ranges.DataRange`` dicts), signed, so a run seeded with this champion can
+    prove its out-of-sample range is unseen.
     raises GenomeError when the verdict says the genome did not survive (only survivors are published).
     """
     if isinstance(verdict, dict) and verdict.get("survived") is False:
@@ -54,7 +59,8 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
                    "genome_sha256": genome.sha256, "run_id": run_id, "symbol": symbol, "features": features,
                    "feature_library": lib_name, "survived": True, "verdict": verdict,
                    "gauntlet_report_sha256": report_sha256, "published_utc": datetime.now(timezone.utc).isoformat(),
-                   "lineage": dict(lineage) if lineage else None})
+                   "lineage": dict(lineage) if lineage else None, "edge_kind": edge_kind,
+                   "selected_on": list(selected_on) if selected_on else None})
     k = _key(key)
     meta["hmac_sha256"] = champion_signature(meta, data, k) if k else None
     return atomic_write_text(out / f"{stem}.meta.json", json.dumps(meta, indent=2) + "\n")

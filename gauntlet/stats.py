@@ -39,7 +39,7 @@ EULER_GAMMA = 0.5772156649015329
 
 __all__ = ["sharpe_per_bar", "probabilistic_sharpe_ratio", "expected_max_sharpe", "deflated_sharpe_ratio",
            "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult", "market_hedged", "Hedge",
-           "holm_adjust", "hac_ols", "HACResult", "newey_west_lags", "hourly_sums", "psr_pvalue"]
+           "holm_adjust", "hac_ols", "with_ledger_trials", "HACResult", "newey_west_lags", "hourly_sums", "psr_pvalue"]
 
 
 def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew: float, kurtosis: float) -> float:
@@ -339,3 +339,18 @@ def hourly_sums(returns: np.ndarray, open_time: np.ndarray) -> np.ndarray:
     hours = (t - t[0]) // 3_600_000
     return np.bincount(hours, weights=np.nan_to_num(np.asarray(returns, dtype=np.float64)),
                        minlength=int(hours[-1]) + 1)
+
+
+def with_ledger_trials(n_effective: float, n_own: int, n_other: int) -> float:
+    """DSR's N once other runs' trials on overlapping bars are counted (the trial ledger, ``forge.core.ledger``).
+
+    n_effective: this run's effective number of independent trials (its clusters); n_own: trials this run
+    evaluated (>= 1); n_other: trials other runs evaluated on bars overlapping this run's in-sample range.
+    returns n_effective * (n_own + n_other) / n_own: every other run is assumed to cluster like this one (the
+    same search on the same bars has as many effective trials per evaluated genome), so N grows in proportion
+    to all trials of the selection -- Bailey & López de Prado 2014 count every trial behind a reported
+    maximum, including those of discarded runs.  Never below n_effective.
+    """
+    own = max(int(n_own), 1)
+    return float(n_effective) * (own + max(int(n_other), 0)) / own
+

@@ -20,17 +20,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from forge.core.artifacts import atomic_write_text
+from forge.core.errors import ConfigError
 from forge.core.rundir import FILES
 from forge.core.jsonsafe import dumps as json_dumps
 from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
 
-__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "gating_policy"]
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "edge_label", "gating_policy", "publishable"]
 
 REPORT_SCHEMA = "gauntlet-report/2"
 _MODULES = {"oos": "oos", "lookahead": "lookahead", "psr": "psr", "dsr": "dsr", "pbo": "pbo",
-            "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute"}
+            "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute", "edge_kind": "edge_kind"}
 
 
 @dataclass
@@ -46,6 +47,7 @@ class GauntletReport:
     seconds: float
     context: RunContext
     text: str = ""
+    allow_risk_timing: bool = False
 
     @property
     def survivors(self) -> list[dict[str, Any]]:
@@ -61,14 +63,45 @@ class GauntletReport:
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
                            "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
-            "policy": gating_policy(self.config),
+            "policy": {**gating_policy(self.config), "allow_risk_timing": self.allow_risk_timing},
             "shared": self.shared,
             "candidates": [{**{k: v for k, v in c.items() if k != "stages"},
                             "stages": {n: s.to_dict() for n, s in c["stages"].items()}} for c in self.verdicts],
             "survivors": [c["sha256"] for c in self.survivors],
             "published": self.published,
+            "provenance": seed_record(self.run_dir),
             "seconds": round(self.seconds, 2),
         }
+
+
+def seed_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``seed_provenance.json`` (``forge.core.provenance``: each seed genome's selection bars and
+    whether seeds of unknown provenance were allowed), or None for runs written before it existed."""
+    import json
+
+    from forge.core.provenance import PROVENANCE_FILE
+
+    try:
+        d = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def selection_ranges(ctx: RunContext) -> list[dict[str, Any]]:
+    """The bars that select a published survivor: the run's in-sample bars (evolution), the evaluation bars
+    (this validation) and every seed's selection bars, merged (``forge.core.provenance.selected_on_dicts``)."""
+    from forge.core.provenance import read_selected_on, selected_on_dicts
+    from forge.data.ranges import DataRange
+
+    t = ctx.open_time
+    ranges = [DataRange(int(t[a]), int(t[b - 1]), b - a) for a, b in (ctx.in_sample, ctx.evaluation) if b > a]
+    for s in (seed_record(ctx.run_dir) or {}).get("seeds") or []:
+        try:
+            ranges += list(read_selected_on(s.get("selected_on"), "seed_provenance.json"))
+        except ConfigError:  # a malformed record cannot shrink the range: every bar up to the run's last
+            ranges.append(DataRange(0, int(t[-1]), 0))
+    return selected_on_dicts(ranges)
 
 
 def _iso(ms: int) -> str:
@@ -79,7 +112,7 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     """Run-level quantities every stage reads: the in-sample trials (effective number, Sharpe variance, PBO),
     each candidate's market-hedged OOS returns and Holm-adjusted PSR p-value, and SPA over the hall of fame."""
     from gauntlet.stages.permutation import spa_over
-    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue
+    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue, with_ledger_trials
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
@@ -87,6 +120,10 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     shared["trial_set"] = trials
     shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
     shared["n_trials_total"] = trials.n_total
+    # other runs' trials on overlapping bars (the trial ledger) enlarge DSR's N
+    shared["ledger"] = ctx.ledger
+    other = ctx.ledger.other_trials if ctx.ledger is not None else 0
+    shared["n_trials_dsr"] = with_ledger_trials(shared["trials"].n_effective, trials.n_total, other)
     n_distinct, n_hours = trials.hourly.shape
     if n_distinct < 2:
         shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
@@ -122,6 +159,8 @@ def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
                                            "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
             "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
+            "ledger": shared["ledger"].to_dict() if shared.get("ledger") is not None else None,
+            "n_trials_dsr": shared.get("n_trials_dsr"),
             "seconds": round(shared["seconds"], 2)}
 
 
@@ -139,14 +178,31 @@ def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
             f"<= {cfg.alpha}: psr is Holm-adjusted over the hall of fame's distinct candidates, which controls the "
             "family-wise error of the run"),
         "skill_not_beta": "psr, permutation, pcmci and dowhy test the strategy net of its market exposure",
+        "edge_kind": ("each candidate is labelled directional (alpha against the market and a volatility-managed "
+                      "market, and a position that predicts the market's direction) or risk timing (alpha against "
+                      "the market only; Moreira & Muir 2017); only directional survivors are published unless "
+                      "--allow-risk-timing"),
     }
+
+
+def edge_label(stages: dict[str, StageResult]) -> str:
+    """The candidate's edge kind ("directional", "risk timing", "no alpha") from its ``edge_kind`` stage."""
+    st = stages.get("edge_kind")
+    return str((st.details or {}).get("label", "no alpha")) if st is not None else "no alpha"
+
+
+def publishable(verdict: dict[str, Any], allow_risk_timing: bool) -> bool:
+    """A survivor is published when its edge is directional, or with ``allow_risk_timing`` when it is risk
+    timing too."""
+    kinds = ("directional", "risk timing") if allow_risk_timing else ("directional",)
+    return bool(verdict["survived"]) and verdict.get("edge_kind") in kinds
 
 
 def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str | Path] | None = None,
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
-                 lineage: dict[str, Any] | None = None) -> GauntletReport:
+                 lineage: dict[str, Any] | None = None, allow_risk_timing: bool = False) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -154,7 +210,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     publish_dir: survivors are published there (None: not published);
     bars: the run's own bars in memory (polars frame), instead of reloading its data;
     symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
-    published champion's signed meta (:func:`gauntlet.publish.publish_champion`).
+    published champion's signed meta (:func:`gauntlet.publish.publish_champion`); allow_risk_timing: publish
+    survivors labelled risk timing too (default: directional survivors only; see :func:`publishable`).
     Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
     publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
@@ -177,15 +234,17 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
             stages[name] = res
         survived = all(stages[n].passed for n in cfg.gating)
         failed = [n for n in cfg.gating if not stages[n].passed]
+        kind = edge_label(stages)
         verdicts.append({"rank": cand.rank, "sha256": cand.genome.sha256, "expression": cand.genome.expression(),
                          "features": list(cand.genome.features), "survived": survived, "failed": failed,
-                         "stages": stages})
-        say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'}")
+                         "edge_kind": kind, "stages": stages})
+        verdicts[-1]["published"] = publish_dir is not None and publishable(verdicts[-1], allow_risk_timing)
+        say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'} [{kind}]")
     # the report is written first, so every published champion's signed meta names the report's sha256
     published = [str(Path(publish_dir) / f"{v['sha256'][:16]}.meta.json") for v in verdicts
-                 if v["survived"]] if publish_dir is not None else []
+                 if v["published"]] if publish_dir is not None else []
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
-                            time.perf_counter() - t0, ctx)
+                            time.perf_counter() - t0, ctx, allow_risk_timing=allow_risk_timing)
     report.text = json_dumps(report.to_dict())
     atomic_write_text(Path(run_dir) / FILES.gauntlet_report, report.text + "\n")
     if published:
@@ -193,10 +252,11 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
 
         digest = hashlib.sha256((report.text + "\n").encode()).hexdigest()
         for v, cand in zip(verdicts, ctx.candidates):
-            if v["survived"]:
+            if v["published"]:
                 publish_champion(cand.genome, publish_dir, run_id=str(ctx.manifest.run_id),
                                  symbol=symbol or (ctx.manifest.data or {}).get("symbol"),
                                  features=list(cand.genome.features),
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
-                                 report_sha256=digest, lineage=lineage)
+                                 report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"],
+                                 selected_on=selection_ranges(ctx))
     return report

@@ -138,6 +138,13 @@ class HonestyRun:
     stage_passed: dict[str, bool]
     champion_expression: str
     beta: float | None = None
+    champion_edge_kind: str | None = None  # gauntlet.stages.edge_kind label (None in rows written before it)
+
+    @property
+    def champion_published(self) -> bool:
+        """What ``gauntlet validate`` publishes by default: a surviving champion labelled directional (rows
+        written before the label count their survival)."""
+        return self.champion_survived and self.champion_edge_kind in (None, "directional")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -157,7 +164,8 @@ def _record(mode: str, kind: str, seed: int, strength: float, target: float | No
            if st["dsr"].statistic is not None else None,
            "psr_gross_hedged": st["psr"].details.get("p_gross")},
         stage_passed={n: bool(s.passed) for n, s in st.items()},
-        champion_expression=champ["expression"], beta=st["psr"].details.get("beta"))
+        champion_expression=champ["expression"], beta=st["psr"].details.get("beta"),
+        champion_edge_kind=champ.get("edge_kind"))
 
 
 def run_oracle(seed: int, strength: float, work: Path, *, days: int | None = 20, target: float | None = None,
@@ -196,6 +204,10 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     bars, _ = synthetic_bars(seed, strength, days, kind=kind)
     cfg = _evolve_config(seed, work, population, generations, config, coevolution)
     run_dir = work / f"evolve-{kind}-{strength:g}-{seed}"
+    # each study market is its own data: a ledger of its own (in-memory bars share one clock and one key)
+    from forge.core.runconfig import with_overrides
+
+    cfg = with_overrides(cfg, "evolve", trial_ledger=str(work / f"{run_dir.name}.ledger.jsonl"))
     evolve(cfg, bars=bars, run_dir=run_dir)
     gcfg = dataclasses.replace(GauntletConfig(seed=seed), **(gauntlet_overrides or {})).validate()
     rep = validate_run(run_dir, gcfg, publish_dir=None, bars=bars)
@@ -229,8 +241,13 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
             if rs:
                 k = sum(r.champion_survived for r in rs)
                 k_any = sum(r.any_survived for r in rs)
+                k_pub = sum(r.champion_published for r in rs)
                 fd[group] = {"runs": len(rs), "champions_passed": k, "rate": k / len(rs),
-                             "clopper_pearson_95": _cp(k, len(rs)), "runs_with_any_survivor": k_any}
+                             "clopper_pearson_95": _cp(k, len(rs)), "runs_with_any_survivor": k_any,
+                             "champions_published": k_pub, "published_rate": k_pub / len(rs),
+                             "published_clopper_pearson_95": _cp(k_pub, len(rs)),
+                             "edge_kinds": {lab: sum(r.champion_edge_kind == lab for r in rs if r.champion_survived)
+                                            for lab in ("directional", "risk timing", "no alpha")}}
         out["false_pass"] = fd
         cal = {}
         for stage in sorted({s for r in null for s in r.stage_p}):

@@ -9,11 +9,14 @@ request:
    long as the request is served.  Two workers never serve one request; a worker that dies (even by
    ``kill -9``) releases the lock with its process, so another worker (or the restarted one) takes over;
 2. **evolves** on the request symbol's bars *before* the request time (the last ``window_days``), seeded
-   with the request's seed genome; attempt ``k`` (0-based) uses seed ``seed + k`` and a population of
+   with the request's seed genome when its selection bars precede the run's out-of-sample range
+   (:func:`seed_admission`; a seed ranked on live marks up to the request time never does, so it is
+   withheld and recorded as such); attempt ``k`` (0-based) uses seed ``seed + k`` and a population of
    ``population * budget_growth**k``.  Every run checkpoints each generation: a request half-served when
    the worker died is resumed from its run's checkpoint, so the result equals an uninterrupted serve;
-3. **validates** the run with the gauntlet (its out-of-sample range is the window's last part, still
-   before the request time) and **publishes** survivors, signed when ``FORGE_SIGNING_KEY`` is set, with
+3. **validates** the run with the gauntlet at level alpha / ``max_attempts`` (:func:`request_alpha`, so the
+   request's attempts share its alpha; its out-of-sample range is the window's last part, still before the
+   request time) and **publishes** survivors, signed when ``FORGE_SIGNING_KEY`` is set, with
    a lineage (``source``, ``slot``, ``request``, ``run_id``, ``parent_genome_sha256``) in the signed meta;
 4. **records** every step in ``<stem>.serve.json`` (schema ``forge-serve/1``, written atomically):
    attempts with run id, run directory, gauntlet report path and sha256, the champion's failed stages
@@ -203,14 +206,60 @@ def request_bars(loop: Loop, symbol: str, time_ms: int) -> pl.DataFrame:
     return bars
 
 
-def _attempt_config(loop: Loop, seed_file: Path, attempt: int) -> RunConfig:
+def seed_admission(seed_file: Path, bars: pl.DataFrame, in_sample_fraction: float) -> dict[str, Any]:
+    """Whether a request's seed genome may seed a run on ``bars`` without leaking its out-of-sample range.
+
+    The seed's selection bars (``forge.core.provenance.seed_provenance``: a Crucible request records every bar
+    up to the request time, since ``_best_genome`` ranked it on live marks) must lie in the run's in-sample
+    range; the run's out-of-sample range is the last ``1 - in_sample_fraction`` of ``bars`` (the split
+    ``forge evolve`` makes).  A seed whose bars overlap it -- always the case for a request's seed, whose
+    ranking ran up to the window's end, and for a seed of unknown provenance -- is withheld and the attempt
+    evolves from random trees: a leak-free run instead of a refused one.  The Pit Crew's shadow period,
+    bars after the request, stays the final forward test before a swap.
+    returns {"used": bool, "source", "selected_on", "out_of_sample", "reason"}.
+    """
+    from forge.core.provenance import seed_provenance
+    from forge.data.ranges import DataRange
+    from forge.data.split import holdout_split
+
+    t = bars["open_time"].to_numpy()
+    split = holdout_split(t, in_sample_fraction)
+    a, b = split.out_of_sample
+    oos = DataRange(int(t[a]), int(t[b - 1]), b - a)
+    try:
+        prov = seed_provenance(seed_file)
+    except (ForgeError, OSError) as exc:
+        return {"used": False, "source": None, "selected_on": None, "out_of_sample": oos.to_dict(),
+                "reason": f"seed unreadable: {exc}"}
+    hit = prov.overlapping(oos)
+    rec = {"used": not hit, "source": prov.source, "selected_on": [r.to_dict() for r in prov.selected_on],
+           "out_of_sample": oos.to_dict()}
+    rec["reason"] = (f"withheld: selected on {hit[0]} ({prov.source}), overlapping the run's out-of-sample range "
+                     f"{oos}" if hit else "seeded: its selection bars precede the out-of-sample range")
+    return rec
+
+
+def request_alpha(gauntlet: GauntletConfig, max_attempts: int) -> GauntletConfig:
+    """The gauntlet config of one attempt: level alpha / max_attempts, so the request's attempts share its alpha
+    (Bonferroni; Dunn 1961, "Multiple Comparisons Among Means", JASA 56(293)): P(any of k attempts passes a
+    no-skill candidate) <= sum of their levels = alpha, whatever the dependence between attempts on the same
+    bars (without it, up to 1 - (1 - alpha)^k)."""
+    import dataclasses
+
+    return dataclasses.replace(gauntlet, alpha=gauntlet.alpha / max(1, int(max_attempts))).validate()
+
+
+def _attempt_config(loop: Loop, seed_file: Path, attempt: int, seed: dict[str, Any] | None = None) -> RunConfig:
+    """The run config of attempt ``attempt``; seeded with ``seed_file`` only when ``seed`` (a
+    :func:`seed_admission` record) says ``used`` (None: seeded, for callers that checked nothing)."""
     cfg, sc = loop.run_config, loop.serve
     pop = sc.population or cfg.evolve.population
     pop = max(4, int(round(pop * sc.budget_growth ** attempt)))
     offspring = int(round(pop * cfg.evolve.offspring / cfg.evolve.population)) if cfg.evolve.offspring else 0
+    seeds = (str(seed_file),) if seed is None or seed.get("used") else ()
     return with_overrides(cfg, "evolve", seed=sc.seed + attempt, population=pop, offspring=offspring,
                           generations=sc.generations or cfg.evolve.generations,
-                          seed_genomes=(str(seed_file),), checkpoint=True, output_dir=str(loop.runs_dir), data=())
+                          seed_genomes=seeds, checkpoint=True, output_dir=str(loop.runs_dir), data=())
 
 
 def _reasons(report: Any) -> list[dict[str, Any]]:
@@ -222,7 +271,10 @@ def _run_attempt(loop: Loop, request: Path, req: dict[str, Any], bars: pl.DataFr
                  rec: dict[str, Any], save: Callable[[], None], say: Say) -> None:
     stem = _stem(request)
     run_dir = loop.runs_dir / f"{stem}-a{attempt}"
-    cfg = _attempt_config(loop, request.with_name(req["seed_genome_file"]), attempt)
+    seed_file = request.with_name(req["seed_genome_file"])
+    seed = seed_admission(seed_file, bars, loop.run_config.evolve.in_sample_fraction)
+    cfg = _attempt_config(loop, seed_file, attempt, seed)
+    rec["seed_genome"] = seed
     finished = (run_dir / FILES.hall_of_fame).is_file()
     resume = not finished and (run_dir / FILES.checkpoint).is_file()
     if not finished and not resume and run_dir.exists():
@@ -237,7 +289,9 @@ def _run_attempt(loop: Loop, request: Path, req: dict[str, Any], bars: pl.DataFr
         evolve(cfg, bars=bars, run_dir=run_dir, resume=resume)
     lineage = {"source": "forge serve", "slot": req["slot"], "request": stem, "run_id": run_dir.name,
                "parent_genome_sha256": str(req.get("seed_genome_sha256") or "")}
-    report = validate_run(run_dir, loop.gauntlet, publish_dir=loop.champions_dir, bars=bars,
+    gcfg = request_alpha(loop.gauntlet, loop.serve.max_attempts)
+    rec["alpha"] = gcfg.alpha
+    report = validate_run(run_dir, gcfg, publish_dir=loop.champions_dir, bars=bars,
                           symbol=req["symbol"].upper(), lineage=lineage)
     rp = run_dir / FILES.gauntlet_report
     rec.update(gauntlet_report=str(rp), gauntlet_report_sha256=hashlib.sha256(rp.read_bytes()).hexdigest(),

@@ -12,7 +12,10 @@ from forge.backtest import BacktestConfig
 from forge.core.errors import ConfigError
 from forge.core.runconfig import FitnessConfig
 from forge.evolution.evaluator import Evaluator
-from forge.evolution.fitness import aggregate_scores, objective_scores, period_bounds, relative_ttt
+from forge.backtest import run_backtest
+from forge.core.factors import vol_managed_market
+from forge.evolution.fitness import (aggregate_scores, hedged, market_reference, objective_scores, period_bounds,
+                                     relative_ttt, skill_fitness)
 from forge.evolution.market import MarketArrays, content_token
 from forge.gp import Genome
 
@@ -69,13 +72,53 @@ def test_alpha_score_is_hedged_and_scaled_by_the_market():
     assert objective_scores("alpha", 0.7 * m, m, 4, 525600.0) == pytest.approx([0.0] * 4, abs=1e-9)
     assert objective_scores("alpha", np.zeros(4000), m, 4, 525600.0) == [0.0] * 4
     # a near-copy of the market that was flat on 20 bars: the appraisal ratio (timing) divides by its tiny
-    # tracking error and reaches the cap; alpha is the little it changed, in units of market volatility
+    # tracking error and reaches the cap; alpha divides by the floored residual sd (half the market's)
     lucky = np.where((np.arange(4000) % 200 == 0) & (m < 0), 0.0, m)  # flat on ~10 down bars, long otherwise
     t = objective_scores("timing", lucky, m, 1, 525600.0)[0]
     a = objective_scores("alpha", lucky, m, 1, 525600.0)[0]
-    assert t > 20.0 and abs(a) < 5.0, (t, a)  # 36.7 vs 2.4 when written
-    expected = np.mean(lucky - np.cov(lucky, m, ddof=0)[0, 1] / np.var(m) * m) / np.std(m, ddof=1) * np.sqrt(525600)
+    assert t > 20.0 and abs(a) < 5.0, (t, a)
+    v = vol_managed_market(m)
+    x = np.column_stack([np.ones(4000), m, v])
+    coef = np.linalg.lstsq(x, lucky, rcond=None)[0]
+    sd_e = np.sqrt(np.sum((lucky - x @ coef) ** 2) / (4000 - 3))
+    expected = coef[0] / max(sd_e, 0.5 * np.std(m, ddof=1)) * np.sqrt(525600)
     assert a == pytest.approx(expected, rel=1e-9)
+
+
+def test_alpha_score_of_a_beta_clone_is_bounded_by_the_residual_floor():
+    """A 0.99-beta clone of the market with a sliver of luck: its residual sd is ~1e-3 of the market's, so the
+    appraisal ratio without a floor (the timing objective) is extreme; the floor keeps alpha's score tiny."""
+    rng = np.random.default_rng(7)
+    m = 1e-3 * rng.standard_normal(20_000)
+    clone = 0.99 * m + 1e-7 + 1e-6 * rng.standard_normal(20_000)
+    assert objective_scores("timing", clone, m, 1, 525600.0)[0] > 50.0
+    a = objective_scores("alpha", clone, m, 1, 525600.0)[0]
+    bound = 1e-7 / (0.5 * 1e-3) * np.sqrt(525600) * 1.5  # alpha over the floor, with sampling slack
+    assert abs(a) < bound < 0.3, (a, bound)
+    # the floor is the config's: a 10x lower floor gives a ~10x larger score, still nowhere near the cap
+    a_low = objective_scores("alpha", clone, m, 1, 525600.0, resid_floor=0.05)[0]
+    assert a_low == pytest.approx(10 * a, rel=1e-6)
+
+
+def test_ttt_term_does_not_reward_a_constant_short_in_a_falling_market():
+    n = 6000
+    rng = np.random.default_rng(2)
+    close = 100.0 * np.exp(np.cumsum(np.log(0.2) / n + 3e-4 * rng.standard_normal(n)))  # falls 80 %
+    open_ = np.concatenate([[100.0], close[:-1]])
+    t = np.arange(n, dtype=np.int64) * 60_000
+    bt = BacktestConfig(target_multiple=1.5)  # a fixed short gains < 100 %: a 1.5x target is reachable
+    ref = market_reference(open_, close, t, bt)
+    short = run_backtest(open_, close, t, -np.ones(n), bt)
+    assert np.isfinite(short.metrics.ttt_bars) and not np.isfinite(ref.ttt_bars)  # the short reaches it, B&H never
+    cfg = FitnessConfig(min_trades=0, w_drawdown=0.0, w_size=0.0)
+    fit, parts = skill_fitness(short.metrics, short.returns, ref, 5, 40, cfg, bt.periods_per_year)
+    assert fit == pytest.approx(max(-cfg.sharpe_cap, min(cfg.sharpe_cap, parts["objective_score"])), abs=1e-12)
+    # the term it replaced, max(0, (TTT_bh - TTT) / n), paid the short for its exposure
+    assert relative_ttt(short.metrics.ttt_bars, ref.ttt_bars, n) > 0.3
+    # a rule that beats the best constant position to the target still earns it
+    faster = dataclasses.replace(short.metrics, ttt_bars=short.metrics.ttt_bars / 2)
+    fit2, _ = skill_fitness(faster, short.returns, ref, 5, 40, cfg, bt.periods_per_year)
+    assert fit2 > fit + 0.05
 
 
 def _champion_scores(seed: int, bt: BacktestConfig, n_random: int = 120, objective: str = "alpha"

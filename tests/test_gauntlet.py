@@ -164,14 +164,17 @@ def test_cli_validate_report_schema_html_and_exit_codes(smoke_run_dir, tmp_path)
     assert rep["policy"]["gating"] == rep["config"]["gating"] and "false_pass_per_run" in rep["policy"]
     assert rep["shared"]["trials"]["n_effective"] >= 1
     for c in rep["candidates"]:
-        assert list(c["stages"]) == ["oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy"]
+        assert list(c["stages"]) == ["oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy",
+                                     "edge_kind"]
+        assert c["edge_kind"] in ("directional", "risk timing", "no alpha")
         for s in c["stages"].values():
             assert set(s) >= {"statistic", "p_value", "threshold", "passed", "reason"} and s["reason"]
         assert c["survived"] == all(c["stages"][n]["passed"] for n in rep["config"]["gating"])
         assert c["stages"]["lookahead"]["passed"]  # evolved strategies never look ahead
     text = html.read_text()
     assert text.startswith("<!doctype html>") and "data:image/png;base64," in text and "http" not in text.split("<body>")[1][:2000]
-    assert len(rep["published"]) == len(rep["survivors"])
+    # only directional survivors are published by default (--allow-risk-timing publishes risk timing too)
+    assert len(rep["published"]) == sum(c["survived"] and c["edge_kind"] == "directional" for c in rep["candidates"])
     if not rep["survivors"]:
         assert runner.invoke(gauntlet_app, args + ["--fail-on-reject", "--no-publish"]).exit_code == 6
     # bad input: a one-line message and the error's own exit code (cli.py's table): a run directory error is 5

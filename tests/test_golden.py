@@ -21,12 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"
 
-# Recorded with [fitness] objective = "alpha" (issue 17: the new default) and primitive set 2 with smooth rounded
-# to quarter steps.  Before: 95f850fc... / f8629866... (objective "timing", set 2 with an unrounded smooth);
+# Recorded with [fitness] objective = "alpha" as redefined in issue 29 (two-factor alpha against the market and the
+# volatility-managed market over the residual sd floored at 0.5 market sd; TTT term against the best constant
+# position) and primitive set 2 with smooth rounded to quarter steps.  Before: d3163073... / 4b40a0d1... (issue 17's
+# one-factor "alpha", mean(r - beta m) / sd(m), TTT term against buy-and-hold); 95f850fc... / f8629866... (objective "timing", set 2 with an unrounded smooth);
 # e971a3dc... / 090f5a9f... (timing, set 1 -- a set-1-only run still gives them); efb5074e... / 9fe0ef3a...
 # (objective "sharpe", one period).
-HALL_OF_FAME_SHA256 = "d31630738739fcf8d7681a6e3803920864481ee6770c18e5d7f2962f8893e980"
-EVALUATED_SHA256 = "4b40a0d1bcf532e4050c90611d2841aa4a2355cffc1adc035a5f640bc13a29c3"
+HALL_OF_FAME_SHA256 = "8ace673cc4cc3da4154269bc18337581d9152ec286f480002397bc1a0ba559c7"
+EVALUATED_SHA256 = "ae5f878ba24daf5cba9555eb022de5c851a3fe11707ff5de0d93f2bf2e974f98"
 
 
 def _canonical(obj: object) -> bytes:

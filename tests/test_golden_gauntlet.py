@@ -41,13 +41,16 @@ def golden_verdict(tmp: Path, market: str) -> dict[str, Any]:
             "stages": {n: [_sig(s.p_value), _sig(s.statistic)] for n, s in v["stages"].items()}}
 
 
+# Issue 29 added the edge_kind stage (a label, not gating): its p-value is the new key; no other value changed.
 GOLDEN: dict[str, dict[str, Any]] = {
     "planted": {"survived": True, "failed": [], "stages": {
         "oos": [None, 72.73], "lookahead": [None, 0.0], "psr": [1.036e-13, 1.036e-13], "dsr": [None, None],
-        "pbo": [None, None], "permutation": [0.005, 0.005], "pcmci": [5.243e-17, 5.243e-17], "dowhy": [0.005, 0.005]}},
+        "pbo": [None, None], "permutation": [0.005, 0.005], "pcmci": [5.243e-17, 5.243e-17], "dowhy": [0.005, 0.005],
+        "edge_kind": [6.985e-09, 6.985e-09]}},
     "null": {"survived": False, "failed": ["psr", "permutation", "pcmci", "dowhy"], "stages": {
         "oos": [None, -2.546], "lookahead": [None, 0.0], "psr": [0.8004, 0.8004], "dsr": [None, None],
-        "pbo": [None, None], "permutation": [0.165, 0.165], "pcmci": [0.09011, 0.09011], "dowhy": [0.135, 0.135]}},
+        "pbo": [None, None], "permutation": [0.165, 0.165], "pcmci": [0.09011, 0.09011], "dowhy": [0.135, 0.135],
+        "edge_kind": [0.8538, 0.8538]}},
 }
 
 

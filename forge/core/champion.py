@@ -9,6 +9,9 @@ Layout::
          "survived": true, "verdict": {...}, "gauntlet_report_sha256": <hex> | null, "published_utc",
          "lineage": {"source": "forge serve" | ..., "slot", "request", "parent_genome_sha256", ...} | null,
          "policy": <execution policy JSON, forge.execution.policy, with its "sha256"> | absent/null,
+         "edge_kind": "directional" | "risk timing" | null  (gauntlet.stages.edge_kind; absent in older files),
+         "selected_on": [{"first_open_ms", "last_open_ms", "n_bars", ...}, ...] | null  (the bars that selected the
+             genome, forge.core.provenance; absent in older files, which then count as of unknown provenance),
          "hmac_sha256": <hex HMAC-SHA256, see below> | null}
 
 ``policy`` (issue 31): the execution policy the champion trades with, signed with the rest of the meta.
@@ -98,13 +101,18 @@ def _check_meta(meta: Any, where: Path) -> None:
     for k, tp in expect.items():
         if not isinstance(meta.get(k), tp):
             raise GenomeError(f"{where}: field {k!r} must be a string, got {type(meta.get(k)).__name__}")
-    for k in ("symbol", "hmac_sha256", "run_id", "gauntlet_report_sha256"):
+    for k in ("symbol", "hmac_sha256", "run_id", "gauntlet_report_sha256", "edge_kind"):
         if meta.get(k) is not None and not isinstance(meta[k], str):
             raise GenomeError(f"{where}: field {k!r} must be a string or null, got {type(meta[k]).__name__}")
     if not _HEX64.fullmatch(meta["sha256"]):
         raise GenomeError(f"{where}: field 'sha256' must be 64 lowercase hex digits")
     if "verdict" in meta and not isinstance(meta["verdict"], dict):
         raise GenomeError(f"{where}: field 'verdict' must be an object, got {type(meta['verdict']).__name__}")
+    sel = meta.get("selected_on")
+    if sel is not None and not (isinstance(sel, list) and len(sel) <= 64 and all(
+            isinstance(r, dict) and isinstance(r.get("first_open_ms"), int) and isinstance(r.get("last_open_ms"), int)
+            for r in sel)):
+        raise GenomeError(f"{where}: field 'selected_on' must be a list of data ranges, or null")
     lineage = meta.get("lineage")
     if lineage is not None and not (isinstance(lineage, dict) and len(lineage) <= 32 and all(
             isinstance(k, str) and (v is None or isinstance(v, (str, int, float))) for k, v in lineage.items())):

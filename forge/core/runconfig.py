@@ -67,6 +67,11 @@ class EvolveConfig:
     library frozen in the run directory with its fitted range; synthesize_seconds: time budget (no new
     feature round starts after it; the rounds done are the library).  Off by default: its power on planted
     panels was not measured (README).
+    trial_ledger: the append-only ledger of every
+    run's trials per symbol and in-sample range (``forge.core.ledger``; "" = ``<run dir>/../../trial_ledger.jsonl``).
+    allow_unknown_provenance: accept a seed genome with no record of its selection bars (``forge.core.provenance``:
+    it counts as selected on every bar before its file's time) although that range overlaps the out-of-sample
+    range; a seed *known* to be selected on out-of-sample bars is refused regardless.
     """
 
     seed: int = 0
@@ -97,6 +102,8 @@ class EvolveConfig:
     symbol_aggregate: str = "mean"
     synthesize: bool = False
     synthesize_seconds: float = 300.0
+    trial_ledger: str = ""
+    allow_unknown_provenance: bool = False
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -168,18 +175,25 @@ class FitnessConfig:
       of the market (long except on a few bars) has a tiny denominator and an extreme score either way,
       while every active rule paying fees sits at -sharpe_cap: measured on BTCUSDT (benchmarks/RESULTS.md,
       issue 17) that is why its champions were buy-and-hold clones;
-    - ``alpha`` (the default): mean(r - beta * m) / std(m) * sqrt(periods_per_year), Jensen's alpha (Jensen
-      1968) of the same hedged returns per unit of the *market's* volatility (the appraisal ratio's
-      numerator on the M-squared scale of Modigliani & Modigliani 1997, the market's risk): a constant
-      position scores exactly its costs (below flat), a near-copy of the market scores the little it
-      changed, and the score is in Sharpe units of a fully invested market;
+    - ``alpha`` (the default): the two-factor appraisal ratio alpha / max(sd(e), resid_sd_floor * sd(m)) *
+      sqrt(periods_per_year) of r ~ alpha + b_m m + b_v v + e (OLS on the same bars), v the
+      volatility-managed market (Moreira & Muir 2017, J. of Finance 72(4): exposure proportional to 1 / an
+      EWMA of past squared market returns, half-life ``forge.core.factors.HALF_LIFE_BARS``; Jensen 1968 alpha,
+      Treynor & Black 1973 appraisal ratio).  Holding more when volatility is low is a known premium, not a
+      prediction: it loads on v and earns no alpha.  The floor on the residual sd (a fraction of the market's
+      sd) is what the ``timing`` objective lacked: a near-copy of the market (a 0.99-beta clone) has a residual
+      sd near 0 and scores only its little alpha over ``resid_sd_floor`` market volatilities, never an
+      extreme score; a constant position scores exactly its costs (below flat);
     - ``ttt_relative``: (TTT_bh - TTT) / n_bars, time-to-target of buy-and-hold minus the strategy's (never
       reached = n_bars), in [-1, 1]; the T term is then 0 (the objective already is the TTT).
 
     T: ``sharpe``: 1 - TTT / n_bars if the target multiple was reached, else 0 (absolute "velocity");
     ``excess``: (TTT_bh - TTT) / n_bars, relative to buy-and-hold's own TTT on the same bars; ``timing`` and
-    ``alpha``: max(0, (TTT_bh - TTT) / n_bars), only reaching the target before buy-and-hold counts (a constant
-    position or flat gets 0, so the term rewards no market exposure).
+    ``alpha``: max(0, (TTT_c - TTT) / n_bars) with TTT_c the sooner of holding long and holding short, so only
+    reaching the target before the best constant position counts (a constant position in either direction --
+    a constant short in a falling market too -- or flat gets 0: the term rewards no market exposure).
+    resid_sd_floor: the ``alpha`` objective's floor on the residual sd, as a fraction of the market's sd
+    (in (0, 10]).
     periods: S is computed on this many contiguous in-sample sub-periods of equal length and combined by
     ``aggregate``: "mean_std" = mean - robust_lambda * std (population std over periods) or "min" = the
     worst period, so a rule that only worked in one regime loses; with ``periods = 1`` and ``sharpe`` the
@@ -199,8 +213,11 @@ class FitnessConfig:
     sharpe_cap: float = 20.0
     min_trades: int = 10
     floor: float = -100.0
+    resid_sd_floor: float = 0.5
 
     def validate(self) -> None:
+        if not 0.0 < self.resid_sd_floor <= 10.0:
+            raise ConfigError(f"resid_sd_floor must be in (0, 10], got {self.resid_sd_floor}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 1 <= self.periods <= 64:

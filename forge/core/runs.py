@@ -68,8 +68,9 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
     "generations" (configured), "generations_run" (reached), "population", "candidates_evaluated",
     "seconds", "best_fitness" (best so far), "champion": {"expression", "sha256", "fitness"} | None,
     "oos": champion's out-of-sample metrics | None, "buy_and_hold": same bars | None,
-    "gauntlet": {"survivors", "candidates"} | None}.  raises RunDirError if the folder is not a run
-    directory (no run_config.json nor manifest.json).
+    "gauntlet": {"survivors", "candidates"} | None, "ledger": {"runs", "trials", "other_runs",
+    "other_trials", "line"} of the trial ledger on the run's in-sample bars (``forge.core.ledger``) | None}.
+    raises RunDirError if the folder is not a run directory (no run_config.json nor manifest.json).
     """
     p = Path(run_dir)
     manifest = _read_json(p / "manifest.json")
@@ -108,7 +109,20 @@ def run_row(run_dir: str | Path) -> dict[str, Any]:
                                                   top.get("out_of_sample_buy_and_hold", {}).items()},
         "gauntlet": None if not isinstance(rep, dict) else {"survivors": len(rep.get("survivors") or []),
                                                             "candidates": len(rep.get("candidates") or [])},
+        "ledger": _ledger(p, manifest, ev),
     }
+
+
+def _ledger(run_dir: Path, manifest: Any, evolve_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The trial-ledger tally of a finished run's in-sample bars (None for unfinished runs or no range)."""
+    from forge.core.ledger import entry_for_manifest, ledger_path, tally_overlapping
+
+    if not isinstance(manifest, dict):
+        return None
+    entry = entry_for_manifest(manifest)
+    if entry is None:
+        return None
+    return tally_overlapping(ledger_path(run_dir, evolve_cfg.get("trial_ledger")), entry).to_dict()
 
 
 def list_runs(root: str | Path) -> list[dict[str, Any]]:

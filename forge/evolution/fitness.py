@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from forge.backtest import BacktestConfig, Metrics, buy_and_hold, run_backtest
+from forge.core.factors import factor_alpha, vol_managed_market
 from forge.core.runconfig import FitnessConfig
 
-__all__ = ["MarketReference", "aggregate_scores", "backtest_fitness", "hedged", "market_reference", "objective_scores",
-           "period_bounds", "relative_ttt", "sharpe_ratio", "skill_fitness", "uses_returns"]
+__all__ = ["MarketReference", "aggregate_scores", "alpha_score", "backtest_fitness", "hedged", "market_reference",
+           "objective_scores", "period_bounds", "relative_ttt", "sharpe_ratio", "skill_fitness", "uses_returns"]
 
 FLAT_REL_TOL = 1e-9
 """A return series whose std is below this fraction of its inputs' std counts as flat (score 0): a constant
@@ -55,10 +56,20 @@ def uses_returns(cfg: FitnessConfig) -> bool:
 class MarketReference:
     """The market of one segment: returns (n,) float64 per-bar simple returns of holding one unit, gross of
     costs (the position fills at the next open like any strategy's); ttt_bars: buy-and-hold's time-to-target
-    in bars with the run's costs (inf if never reached)."""
+    in bars with the run's costs (inf if never reached); ttt_short_bars: the same for holding a full short
+    (position -1 from the first bar); managed: (n,) float64 the volatility-managed market of the segment
+    (``forge.core.factors.vol_managed_market``, computed on the whole segment so its EWMA is warm in every
+    sub-period), or None (then computed per call)."""
 
     returns: np.ndarray
     ttt_bars: float
+    ttt_short_bars: float = math.inf
+    managed: np.ndarray | None = None
+
+    @property
+    def best_constant_ttt(self) -> float:
+        """The sooner of holding long and holding short to the target (bars; inf if neither reaches it)."""
+        return min(self.ttt_bars, self.ttt_short_bars)
 
 
 def market_reference(open_: np.ndarray, close: np.ndarray, open_time: np.ndarray,
@@ -67,7 +78,9 @@ def market_reference(open_: np.ndarray, close: np.ndarray, open_time: np.ndarray
     gross = dataclasses.replace(bt, taker_fee_bps=0.0, slippage_bps=0.0, funding_rate_8h=0.0)
     ones = np.ones(open_.shape[0])
     returns = run_backtest(open_, close, open_time, ones, gross).returns
-    return MarketReference(returns=returns, ttt_bars=float(buy_and_hold(open_, close, open_time, bt).ttt_bars))
+    short = run_backtest(open_, close, open_time, -ones, bt).metrics.ttt_bars
+    return MarketReference(returns=returns, ttt_bars=float(buy_and_hold(open_, close, open_time, bt).ttt_bars),
+                           ttt_short_bars=float(short), managed=vol_managed_market(returns))
 
 
 def period_bounds(n: int, k: int) -> list[tuple[int, int]]:
@@ -95,20 +108,44 @@ def hedged(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return x - beta * y
 
 
+def alpha_score(r: np.ndarray, m: np.ndarray, v: np.ndarray, periods_per_year: float,
+                resid_floor: float) -> float:
+    """Two-factor alpha over residual risk: the annualised appraisal ratio of r against the market m and the
+    volatility-managed market v, with the residual sd floored at ``resid_floor`` x std(m).
+
+    r ~ alpha + b_m m + b_v v + e by OLS (Jensen 1968 with the Moreira & Muir 2017 factor; see
+    ``forge.core.factors``); score = alpha / max(sd(e), resid_floor * sd(m)) * sqrt(periods_per_year)
+    (Treynor & Black 1973 appraisal ratio).  The floor is what keeps a near-copy of the market (a 0.99-beta
+    clone has residual sd ~0 and would otherwise score +-infinity, the failure of the ``timing`` objective)
+    at the little alpha it has, in units of the market's volatility; a rule holding more when volatility is
+    low loads on v and keeps only the alpha v does not explain.  r, m, v: (n,) float64 per-bar returns.
+    returns 0.0 for fewer than 4 bars or a flat market.
+    """
+    n = r.shape[0]
+    sd_m = float(np.std(m, ddof=1)) if n > 1 else 0.0
+    if n < 4 or not (math.isfinite(sd_m) and sd_m > 0.0):
+        return 0.0
+    alpha, _b, e = factor_alpha(r, np.column_stack([m, v]))
+    sd_e = float(np.sqrt(e @ e / (n - 3)))
+    return alpha / max(sd_e, resid_floor * sd_m) * math.sqrt(periods_per_year)
+
+
 def objective_scores(objective: str, r: np.ndarray, m: np.ndarray, periods: int,
-                     periods_per_year: float) -> list[float]:
+                     periods_per_year: float, managed: np.ndarray | None = None,
+                     resid_floor: float = 0.5) -> list[float]:
     """Score of each in-sample sub-period: Sharpe of r (``sharpe``), of r - m (``excess``), of
-    r - beta * m with the period's OLS beta (``timing``), or the mean of r - beta * m per unit of the
-    market's volatility, mean(r - beta m) / std(m) * sqrt(periods_per_year) (``alpha``; 0 when the market
-    is flat).  r, m: (n,) float64 per-bar returns."""
+    r - beta * m with the period's OLS beta (``timing``), or the two-factor appraisal ratio
+    :func:`alpha_score` against m and the volatility-managed market ``managed`` (``alpha``; 0 when the
+    market is flat).  r, m: (n,) float64 per-bar returns; managed: (n,) float64 or None (then
+    ``vol_managed_market(m)``); resid_floor: ``FitnessConfig.resid_sd_floor``."""
     out = []
+    if objective == "alpha" and managed is None:
+        managed = vol_managed_market(m)
     for a, b in period_bounds(r.shape[0], periods):
         x, y = r[a:b], m[a:b]
         ref = max(float(np.std(x)), float(np.std(y)))
         if objective == "alpha":
-            sd = float(np.std(y, ddof=1)) if y.shape[0] > 1 else 0.0
-            ok = math.isfinite(sd) and sd > 0.0
-            out.append(float(np.mean(hedged(x, y))) / sd * math.sqrt(periods_per_year) if ok else 0.0)
+            out.append(alpha_score(x, y, managed[a:b], periods_per_year, resid_floor))
             continue
         if objective == "excess":
             z = x - y
@@ -152,12 +189,15 @@ def skill_fitness(m: Metrics, returns: np.ndarray, ref: MarketReference, size: i
     if cfg.objective == "ttt_relative":
         score, scores, ttt_term = rel, [rel], 0.0
     else:
-        scores = objective_scores(cfg.objective, returns, ref.returns, cfg.periods, periods_per_year)
+        scores = objective_scores(cfg.objective, returns, ref.returns, cfg.periods, periods_per_year,
+                                  ref.managed, cfg.resid_sd_floor)
         score = aggregate_scores(scores, cfg.aggregate, cfg.robust_lambda)
         if cfg.objective == "sharpe":
             ttt_term = 0.0 if not math.isfinite(m.ttt_bars) else 1.0 - m.ttt_bars / max(m.n_bars, 1)
         elif cfg.objective in ("timing", "alpha"):
-            ttt_term = max(0.0, rel)  # only beating buy-and-hold to the target counts: no reward for beta
+            # only beating the best constant position (long or short) to the target counts: plain exposure in
+            # either direction -- a constant short in a falling market included -- scores 0
+            ttt_term = max(0.0, relative_ttt(m.ttt_bars, ref.best_constant_ttt, m.n_bars))
         else:
             ttt_term = rel
     capped = max(-cfg.sharpe_cap, min(cfg.sharpe_cap, score))

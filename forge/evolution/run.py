@@ -32,6 +32,7 @@ from forge.causal import CausalReport, causal_filter
 from forge.core import rng
 from forge.core.config import resolve_path, to_dict
 from forge.core.errors import ConfigError, GenomeError, RunDirError
+from forge.core.provenance import PROVENANCE_FILE, SeedProvenance, seed_provenance
 from forge.core.rundir import (
     FILES, HallOfFame, HallOfFameMember, Manifest, read_checkpoint, read_run_config, write_champion, write_hall_of_fame,
     write_json_file, write_manifest, write_run_config,
@@ -99,22 +100,27 @@ def make_run_id(cfg: RunConfig) -> str:
     return f"{stamp}-s{cfg.evolve.seed}-{digest}{trade}"
 
 
-def _seed_trees(paths: tuple[str, ...], pset: gp.PrimitiveSetTyped) -> list[gp.PrimitiveTree]:
-    """DEAP trees of the ``--seed-genome`` files (DNA recycling)."""
+def _seed_trees(paths: tuple[str, ...], pset: gp.PrimitiveSetTyped,
+                causal_dropped: frozenset[str] = frozenset()) -> list[gp.PrimitiveTree]:
+    """DEAP trees of the ``--seed-genome`` files (DNA recycling).  A seed reading a feature the causal filter
+    dropped is left out: seed features pass the filter like any other (issue 29: they used to bypass it)."""
     trees = []
     for p in paths:
         genome = Genome.load(p)
         if genome.root != "P":
             raise GenomeError(f"{p}: seed genome must be a strategy (root 'P'), got root {genome.root!r}")
+        if causal_dropped.intersection(genome.features):
+            continue
         trees.append(individual_from_genome(genome, pset))
     return trees
 
 
-def _initial_trees(cfg: RunConfig, ops: gp_ops.Operators, pset: gp.PrimitiveSetTyped) -> list[gp.PrimitiveTree]:
+def _initial_trees(cfg: RunConfig, ops: gp_ops.Operators, pset: gp.PrimitiveSetTyped,
+                   causal_dropped: frozenset[str] = frozenset()) -> list[gp.PrimitiveTree]:
     """The initial population: the seed genomes and mutated copies of them (``seed_fraction``), then random
     trees (ramped half-and-half between the initial depths)."""
     ec = cfg.evolve
-    seeds = _seed_trees(ec.seed_genomes, pset)
+    seeds = _seed_trees(ec.seed_genomes, pset, causal_dropped)
     init: list[gp.PrimitiveTree] = list(seeds)
     n_seeded = min(ec.population, int(round(ec.seed_fraction * ec.population))) if seeds else 0
     while len(init) < n_seeded:  # mutated copies of the seeds
@@ -234,11 +240,14 @@ def _fitted_range_of_library(library: FeatureLibrary, path: str) -> DataRange:
 
 
 def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: FeatureLibrary | None,
-                               regimes: RegimeModel | None = None) -> None:
-    """No out-of-sample leak through fitted inputs (issue 17 item 5): refuse a feature library (``--features``),
-    a regime model (``[regimes]``, fitted in the run or given as ``model``) or, with co-evolution on, a
-    simulator calibration (``[coevolution] calibration``) fitted on bars that overlap any market's
-    out-of-sample range.  A calibration that records no ``data_range`` (written before
+                               regimes: RegimeModel | None = None) -> list[SeedProvenance]:
+    """No out-of-sample leak through fitted inputs (issue 17 item 5): refuse a feature library (``--features``,
+    or synthesized in the run), a regime model (``[regimes]``, fitted in the run or given as ``model``) or,
+    with co-evolution on, a simulator calibration (``[coevolution] calibration``) fitted on bars that overlap
+    any market's out-of-sample range; and (issue 29 item 1) a seed genome (``--seed-genome``, a request's
+    seed, a resumed run's seeds) selected on such bars (``forge.core.provenance``): always when its selection
+    record is known, and when it has none (selected, for all we know, on every bar before its file's time)
+    unless ``[evolve] allow_unknown_provenance``.  returns every seed's provenance.  A calibration that records no ``data_range`` (written before
     ranges were recorded) is refused too: nothing shows it excludes the out-of-sample bars.  A missing
     calibration file is no leak (the built-in DSG is used).  raises ConfigError (one line: the file, the
     fitted range, the out-of-sample range and the remedy)."""
@@ -252,6 +261,7 @@ def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: F
                               "in-sample bars with `forge calibrate` or run with --coevolution off")
     lib_label = cfg.evolve.feature_library or "feature library synthesized in the run"
     lib_range = _fitted_range_of_library(library, lib_label) if library is not None else None
+    seeds = [seed_provenance(p) for p in cfg.evolve.seed_genomes]
     for m in markets:
         (a, b), (first, last) = m.split.out_of_sample, m.split.out_of_sample_ms
         oos = DataRange(first, last, b - a)
@@ -267,6 +277,20 @@ def refuse_out_of_sample_leaks(cfg: RunConfig, markets: list[Market], library: F
             refuse_overlap(f"{cal_path}: simulator calibration", cal_range, oos,
                            "re-fit it on in-sample bars (forge calibrate fits the leading in_sample_fraction of "
                            "--data) or run with --coevolution off")
+        for s in seeds:
+            hit = s.overlapping(oos)
+            if not hit:
+                continue
+            if s.known:
+                raise ConfigError(f"{s.path}: seed genome was selected on {hit[0]} ({s.source}), which overlaps this "
+                                  f"run's out-of-sample range {oos}; seed with a genome selected before it, or "
+                                  "evolve without the seed")
+            if not cfg.evolve.allow_unknown_provenance:
+                raise ConfigError(f"{s.path}: seed genome records no selection bars, so it counts as selected on "
+                                  f"every bar before its file's time ({hit[0]}), which overlaps this run's "
+                                  f"out-of-sample range {oos}; use a published champion or a run's champion.json, "
+                                  "or pass --allow-unknown-provenance (recorded in the manifest and report)")
+    return seeds
 
 
 def _regime_model(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool) -> RegimeModel | None:
@@ -313,9 +337,9 @@ def _filter_features(cfg: RunConfig, markets: list[Market], run_dir: Path, notif
     write_json_file(run_dir, FILES.causal, report.to_dict())
     notify({"event": "causal", "kept": list(report.kept), "rows": report.render_rows(),
             "candidates": list(features.names)})
-    seeded = {f for p in cfg.evolve.seed_genomes for f in Genome.load(p).features}
-    # regime terminals gate rules: their own linear link to the return is ~0 by design, so they are kept
-    names = tuple(n for n in features.names if n in report.kept or n in seeded or is_regime_feature(n))
+    # seed genomes' features get no exemption; regime terminals gate rules: their own linear link to the
+    # return is ~0 by design, so they are kept
+    names = tuple(n for n in features.names if n in report.kept or is_regime_feature(n))
     return [m.select(names) for m in markets], report
 
 
@@ -371,7 +395,7 @@ def evolve(
     if ec.synthesize:
         markets, library = _synthesize_in_run(cfg, markets, run_dir, resume, notify)
     regimes = _regime_model(cfg, markets, run_dir, resume)
-    refuse_out_of_sample_leaks(cfg, markets, library, regimes)
+    seeds = refuse_out_of_sample_leaks(cfg, markets, library, regimes)
     cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
     if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
@@ -381,8 +405,12 @@ def evolve(
             write_json_file(run_dir, FILES.regime_model, regimes.to_dict())
         markets = [_with_regimes(m, regimes) for m in markets]
     causal_report = None
+    write_json_file(run_dir, PROVENANCE_FILE, {"allow_unknown_provenance": ec.allow_unknown_provenance,
+                                               "seeds": [s.to_dict() for s in seeds]})
+    candidates = set(markets[0].features.names)
     if cfg.causal.enabled:
         markets, causal_report = _filter_features(cfg, markets, run_dir, notify)
+    causal_dropped = frozenset(candidates - set(markets[0].features.names))
     feature_names = markets[0].features.names
     segments = tuple(m.in_sample_arrays() for m in markets)
     pset = build_pset(feature_names)
@@ -415,7 +443,7 @@ def evolve(
             state = restore_state(run_dir, ec.hall_of_fame_size, codec, evaluator, surrogate, coev)
         else:
             state = fresh_state(run_dir, ec.seed, ec.hall_of_fame_size)
-            initial_generation(state, lambda: [codec.new(t) for t in _initial_trees(cfg, ops, pset)], toolbox,
+            initial_generation(state, lambda: [codec.new(t) for t in _initial_trees(cfg, ops, pset, causal_dropped)], toolbox,
                                record, screen, adversary)
         done = ea_mu_plus_lambda(state, toolbox, ec.population, ec.n_offspring, ec.generations, record,
                                  screen, adversary, stop_after)
@@ -458,9 +486,25 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
     write_hall_of_fame(run_dir, HallOfFame(run_id=run_id, members=tuple(members)))
     write_champion(run_dir, champion)
     write_manifest(run_dir, manifest)
+    _record_trials(run_dir, manifest, cfg.evolve.trial_ledger)
     notify({"event": "done", "run_dir": str(run_dir), "seconds": seconds, "candidates_evaluated": n_evaluated})
     return EvolveResult(run_dir=run_dir, run_id=run_id, hall_of_fame=[m.to_dict() for m in members],
                         champion=champion, logbook=state.logbook, manifest=manifest.to_dict())
+
+
+def _record_trials(run_dir: Path, manifest: Manifest, configured: str) -> None:
+    """Append the run's trial count on its in-sample bars to the trial ledger (``forge.core.ledger``).
+    raises RunDirError when the ledger cannot be written (the count is part of the run's honesty record)."""
+    from forge.core.ledger import append_entry, entry_for_manifest, ledger_path
+
+    entry = entry_for_manifest(manifest)
+    if entry is None:
+        return
+    path = ledger_path(run_dir, configured)
+    try:
+        append_entry(path, entry)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot record the run's trials in the trial ledger ({exc.strerror or exc})") from None
 
 
 def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Market],

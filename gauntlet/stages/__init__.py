@@ -14,7 +14,9 @@ from typing import Any
 
 __all__ = ["StageResult", "STAGE_ORDER"]
 
-STAGE_ORDER = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
+STAGE_ORDER = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy", "edge_kind")
+"""``edge_kind`` labels a candidate directional or risk timing (``gauntlet.stages.edge_kind``); it is not in
+the default ``gating``: the label decides publication (``validate_run(allow_risk_timing=...)``), not survival."""
 
 
 @dataclass

@@ -38,18 +38,21 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     hedged = ctx.hedged(cand.is_result, ctx.in_sample).hedged
     n_obs = max(int(np.isfinite(hedged).sum()), 2)
     var_null = 1.0 / (n_obs - 1)  # Mertens' variance at SR = 0: the skew and kurtosis terms vanish
-    d = deflated_sharpe_ratio(hedged, trials.n_effective, var_null)
-    cross = deflated_sharpe_ratio(hedged, trials.n_effective, max(trials.var_sharpe, var_null))
-    if shared["n_trials_total"] <= 1:
+    n_dsr = shared.get("n_trials_dsr", trials.n_effective)  # + other runs' trials on these bars (trial ledger)
+    d = deflated_sharpe_ratio(hedged, n_dsr, var_null)
+    cross = deflated_sharpe_ratio(hedged, n_dsr, max(trials.var_sharpe, var_null))
+    ledger = shared.get("ledger")
+    if shared["n_trials_total"] <= 1 and (ledger is None or ledger.other_trials == 0):
         return StageResult(NAME, "DSR", None, None, cfg.dsr_threshold, True,
                            f"not applicable: one trial, no selection to deflate (in-sample PSR(0) {d['psr0']:.3f})",
                            {**d, "n_trials_total": shared["n_trials_total"], "var_sharpe_null": var_null})
     passed = d["dsr"] >= cfg.dsr_threshold
     reason = (f"in-sample DSR {d['dsr']:.3f} {'>=' if passed else '<'} {cfg.dsr_threshold} (hedged net Sharpe "
-              f"{d['sharpe']:.4f}/bar vs expected max of {trials.n_effective} effective no-skill trials "
-              f"{d['sr0']:.4f})")
+              f"{d['sharpe']:.4f}/bar vs expected max of {n_dsr:.4g} effective no-skill trials "
+              f"{d['sr0']:.4f}" + (f"; {ledger.line()}" if ledger is not None else "") + ")")
     return StageResult(NAME, "DSR", d["dsr"], None, cfg.dsr_threshold, passed, reason, {
         **d, "sample": "in-sample, net of costs, market-hedged", "n_trials_total": shared["n_trials_total"],
-        "n_trials_distinct": trials.n_raw, "n_trials_effective": trials.n_effective, "var_sharpe_null": var_null,
+        "n_trials_distinct": trials.n_raw, "n_trials_effective": trials.n_effective, "n_trials_dsr": n_dsr,
+        "ledger": ledger.to_dict() if ledger is not None else None, "var_sharpe_null": var_null,
         "var_sharpe_trials": trials.var_sharpe, "dsr_cross_sectional": cross["dsr"],
         "sr0_cross_sectional": cross["sr0"]})
