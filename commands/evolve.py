@@ -85,7 +85,7 @@ def evolve(
     on_event = _progress_handler(out, cfg, view, where, dask_banner)
     try:
         if cfg.evolve.backend == "loky":  # dask workers compile on their own machines
-            _compile_first(view)
+            _compile_first(view, cfg.coevolution.enabled)
         if resume is not None:
             result = resume_run(resume, progress=on_event, generations=gens)
         else:
@@ -103,22 +103,22 @@ def evolve(
     console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
 
 
-def _compile_first(view: Any) -> None:
+def _compile_first(view: Any, coevolution: bool) -> None:
     """Fill numba's cache before the run when it lacks a kernel the run uses (``forge.warmup``: the VM and
     the other kernels compiled side by side in two processes, so the run's workers only load them),
     showing how far along it is on ``view`` (EvolveProgress).  A failed warm-up is reported and the run
     compiles what it needs itself."""
     import os
 
-    from forge.warmup import cache_state, warmup
+    from forge.warmup import cache_state, run_modules, warmup
 
-    state = cache_state()
+    state = cache_state(run_modules(coevolution))
     view.cached = state
     if state.complete:
         return
     view.compiling(state)
     try:
-        _secs, state = warmup(parallel=(os.cpu_count() or 1) > 1, progress=view.compiling)
+        _secs, state = warmup(parallel=(os.cpu_count() or 1) > 1, progress=view.compiling, coevolution=coevolution)
     except RuntimeError as exc:
         err_console.print(f"{exc}; the run compiles its kernels itself", highlight=False, markup=False)
         return

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["KERNELS", "CacheState", "cache_state", "warmup"]
+__all__ = ["KERNELS", "SIM_MODULES", "CacheState", "cache_state", "run_modules", "warmup"]
 
 KERNELS: dict[str, tuple[str, ...]] = {
     "forge.features.features_nb": ("higher_tf_map_nb", "log_return_nb", "rolling_mean_std_nb", "wilder_atr_nb",
@@ -81,10 +81,22 @@ def _is_cached(dispatcher: object) -> bool:
         return False
 
 
-def cache_state() -> CacheState:
-    """The cache state of every kernel of :data:`KERNELS` (imports the modules; compiles nothing)."""
+SIM_MODULES = ("forge.sim.rng_nb", "forge.sim.book_nb", "forge.sim.agents_nb")
+"""The simulator's kernels: a run compiles them only with co-evolution on."""
+
+
+def run_modules(coevolution: bool = True) -> tuple[str, ...]:
+    """The kernel modules of :data:`KERNELS` a run compiles (the simulator's only with co-evolution)."""
+    return tuple(m for m in KERNELS if coevolution or m not in SIM_MODULES)
+
+
+def cache_state(modules: tuple[str, ...] | None = None) -> CacheState:
+    """The cache state of every kernel of :data:`KERNELS` (of ``modules`` only when given; imports the
+    modules, compiles nothing)."""
     cached, total, missing, weight, done = 0, 0, [], 0.0, 0.0
     for mod_name, names in KERNELS.items():
+        if modules is not None and mod_name not in modules:
+            continue
         mod = importlib.import_module(mod_name)
         hits = 0
         for name in names:
@@ -112,7 +124,7 @@ def _compile_vm() -> None:
     run_compiled(prog, X, BufferPool())
 
 
-def _compile_rest(folder: str) -> None:
+def _compile_rest(folder: str, coevolution: bool = True) -> None:
     """Compile every other kernel of :data:`KERNELS` by a tiny ``forge evolve`` run (features, causal filter,
     backtests, a co-evolution encounter in the simulator, the out-of-sample report) whose programs are
     replaced by a fixed position series, so this process never compiles the VM the other one is compiling."""
@@ -131,20 +143,24 @@ def _compile_rest(folder: str) -> None:
     cfg = load_run_config(None)
     cfg = with_overrides(cfg, "evolve", population=6, generations=1, jobs=1, checkpoint=False)
     cfg = with_overrides(cfg, "causal", max_samples=3000)
-    cfg = with_overrides(cfg, "coevolution", adversarial_top=1, predators=2)
+    cfg = with_overrides(cfg, "coevolution", adversarial_top=1, predators=2, enabled=coevolution)
     evolve(cfg, run_dir=Path(folder) / "run")
 
 
 def warmup(parallel: bool = True, progress: Callable[[CacheState], None] | None = None,
-           poll: float = 1.0) -> tuple[float, CacheState]:
+           poll: float = 1.0, coevolution: bool = True) -> tuple[float, CacheState]:
     """Fill numba's cache with every kernel of :data:`KERNELS`: the VM in one child process and the rest in
     another, side by side when ``parallel`` (else one after the other); ``progress`` gets the
     :func:`cache_state` every ``poll`` seconds while they run.  The children inherit the environment
-    (``NUMBA_CACHE_DIR``).  returns (seconds, final state).  raises RuntimeError with the child's last
+    (``NUMBA_CACHE_DIR``).  coevolution: False leaves the simulator's kernels out (a run without
+    co-evolution never compiles them); the states are of :func:`run_modules` then.  returns (seconds,
+    final state).  raises RuntimeError with the child's last
     output when one fails."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="forge-warmup-") as tmp:
-        cmds = [[sys.executable, "-m", "forge.warmup", "vm"], [sys.executable, "-m", "forge.warmup", "rest", tmp]]
+        cmds = [[sys.executable, "-m", "forge.warmup", "vm"],
+                [sys.executable, "-m", "forge.warmup", "rest", tmp, "coev" if coevolution else "no-coev"]]
+        mods = run_modules(coevolution)
         procs: list[subprocess.Popen[bytes]] = []
         logs = []
         try:
@@ -153,9 +169,9 @@ def warmup(parallel: bool = True, progress: Callable[[CacheState], None] | None 
                 logs.append(log)
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()))
                 if not parallel:
-                    _wait(procs[-1], progress, poll)
+                    _wait(procs[-1], progress, poll, mods)
             for p in procs:
-                _wait(p, progress, poll)
+                _wait(p, progress, poll, mods)
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -166,21 +182,22 @@ def warmup(parallel: bool = True, progress: Callable[[CacheState], None] | None 
                 log.seek(0)
                 tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
                 raise RuntimeError(f"kernel warm-up ({' '.join(p.args[3:4])}) failed: " + " | ".join(tail))
-    return time.perf_counter() - t0, cache_state()
+    return time.perf_counter() - t0, cache_state(mods)
 
 
-def _wait(p: subprocess.Popen[bytes], progress: Callable[[CacheState], None] | None, poll: float) -> None:
+def _wait(p: subprocess.Popen[bytes], progress: Callable[[CacheState], None] | None, poll: float,
+          mods: tuple[str, ...]) -> None:
     while True:
         try:
             p.wait(timeout=poll)
             return
         except subprocess.TimeoutExpired:
             if progress is not None:
-                progress(cache_state())
+                progress(cache_state(mods))
 
 
 if __name__ == "__main__":  # the warm-up's child processes: python -m forge.warmup vm | rest FOLDER
     if sys.argv[1] == "vm":
         _compile_vm()
     else:
-        _compile_rest(sys.argv[2])
+        _compile_rest(sys.argv[2], coevolution=sys.argv[3] != "no-coev")
