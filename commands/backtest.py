@@ -34,6 +34,8 @@ class GenomeBacktest:
     result: Any
     buy_and_hold: Any
     source: str
+    bars_range: str = "all"
+    """"in-sample", "out-of-sample" (of the run the genome came from) or "all" (every bar given)."""
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary: genome (sha256, expression, features, lookback), data (source, bars,
@@ -46,7 +48,8 @@ class GenomeBacktest:
             "schema": "forge-backtest/1",
             "genome": {"file": self.genome_path, "sha256": self.genome.sha256, "expression": self.genome.expression(),
                        "features": list(self.genome.features), "lookback": self.genome.lookback},
-            "data": {"source": self.source, "bars": self.bars.height, "first": _iso(int(t[0])), "last": _iso(int(t[-1]))},
+            "data": {"source": self.source, "bars": self.bars.height, "first": _iso(int(t[0])), "last": _iso(int(t[-1])),
+                     "range": self.bars_range},
             "metrics": m,
             "buy_and_hold": bh,
             "excess_return": float(m["total_return"]) - float(bh["total_return"]),
@@ -58,16 +61,36 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
 
 
+BAR_RANGES = ("auto", "out-of-sample", "in-sample", "all")
+
+
+def run_split(genome_path: str | Path) -> dict[str, Any] | None:
+    """The walk-forward split of the run a genome file sits in (``manifest.json`` beside it: a run's
+    champion.json), or None."""
+    import json
+
+    man = Path(genome_path).with_name("manifest.json")
+    try:
+        split = json.loads(man.read_text()).get("split")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return split if isinstance(split, dict) and "out_of_sample" in split else None
+
+
 def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
-                    config: str | Path | None = None, library: str | Path | None = None) -> GenomeBacktest:
+                    config: str | Path | None = None, library: str | Path | None = None,
+                    bars_range: str = "auto") -> GenomeBacktest:
     """Backtest one genome file.
 
     genome_path: genome JSON (e.g. a run's champion.json); data: kline files
     or folders, or bar Parquet files (None: the embedded BTCUSDT sample);
     config: forge run config whose ``[backtest]`` costs apply (None: the
     packaged default); library: feature library JSON for synthesized
-    features (None: the ``feature_library.json`` next to the genome if any).
-    raises GenomeError, DataError, ConfigError.
+    features (None: the ``feature_library.json`` next to the genome if any); bars_range: "out-of-sample"
+    / "in-sample" (the bars of that range of the run whose ``manifest.json`` sits beside the genome, by
+    open time; positions are computed on every bar before, so look-backs are warm), "all", or "auto"
+    (out-of-sample for a run's genome, else all).  raises GenomeError, DataError, ConfigError (also for
+    a range without a run, or no bar of the given data in it).
     """
     from forge.backtest import run_backtest
     from forge.data.gaps import bars_since_gap
@@ -89,9 +112,25 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     o = bars["open"].to_numpy().astype(np.float64)
     c = bars["close"].to_numpy().astype(np.float64)
     pos = genome_positions(genome, fm, bars_since_gap(t))
+    if bars_range not in BAR_RANGES:
+        raise ConfigError(f"--bars {bars_range!r}: expected one of {', '.join(BAR_RANGES)}")
+    split = run_split(genome_path)
+    chosen = ("out-of-sample" if split is not None else "all") if bars_range == "auto" else bars_range
+    if chosen != "all":
+        if split is None:
+            raise ConfigError(f"--bars {chosen}: {genome_path} is not in a run directory (no manifest.json beside "
+                              "it), so it has no in-sample / out-of-sample range; use --bars all")
+        rng_ = split["out_of_sample" if chosen == "out-of-sample" else "in_sample"]
+        keep = np.flatnonzero((t >= int(rng_["first_open_ms"])) & (t <= int(rng_["last_open_ms"])))
+        if keep.shape[0] < 2:
+            raise ConfigError(f"--bars {chosen}: the data has {keep.shape[0]} bar(s) in the run's {chosen} range "
+                              f"({rng_.get('first', rng_['first_open_ms'])} → {rng_.get('last', rng_['last_open_ms'])});"
+                              " pass the run's data or --bars all")
+        a, b = int(keep[0]), int(keep[-1]) + 1
+        bars, t, o, c, pos = bars.slice(a, b - a), t[a:b], o[a:b], c[a:b], pos[a:b]
     res = run_backtest(o, c, t, pos, cfg.backtest)
     bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
-    return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source)
+    return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, chosen)
 
 
 def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:
