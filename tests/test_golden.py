@@ -25,7 +25,9 @@ SMOKE = REPO / "configs" / "smoke.toml"
 # to quarter steps.  Before: 95f850fc... / f8629866... (objective "timing", set 2 with an unrounded smooth);
 # e971a3dc... / 090f5a9f... (timing, set 1 -- a set-1-only run still gives them); efb5074e... / 9fe0ef3a...
 # (objective "sharpe", one period).
-HALL_OF_FAME_SHA256 = "d31630738739fcf8d7681a6e3803920864481ee6770c18e5d7f2962f8893e980"
+# Issue 27: the hall of fame keeps behaviourally distinct members (in-sample positions neither equal nor
+# correlated >= 0.95 with a fitter member's); the search and evaluated.jsonl are unchanged. Before: d3163073...
+HALL_OF_FAME_SHA256 = "3f0d293d8a69416d0960d56252251c68a88eece9e10f7b6b77bb9d6898ad98f7"
 EVALUATED_SHA256 = "4b40a0d1bcf532e4050c90611d2841aa4a2355cffc1adc035a5f640bc13a29c3"
 
 
