@@ -5,6 +5,7 @@ One command, three measurements, one table each::
     python benchmarks/cold_start.py            # clock (cold, then warm) + compile profile
     python benchmarks/cold_start.py --clock    # only the end-to-end clock
     python benchmarks/cold_start.py --profile  # only the per-kernel compile profile
+    python benchmarks/cold_start.py --vm       # only the VM's compile profile
     python benchmarks/cold_start.py --json out.json
 
 1. **clock**: ``forge evolve`` with the default config on the embedded sample, as a user runs it (a
@@ -119,6 +120,22 @@ print(json.dumps({"total_s": time.perf_counter() - t_start, "marks": marks,
 """
 
 
+VM_CHILD = PROFILE_CHILD.split("from forge.core.runconfig")[0] + r"""
+from forge.warmup import _compile_vm
+_compile_vm()
+print(json.dumps({"total_s": time.perf_counter() - t_start, "marks": {},
+                  "kernels": {k: [own[k], count[k]] for k in own}}))
+"""
+
+
+def profile_vm(cache: Path) -> dict:
+    """Per-dispatcher compile seconds of the VM alone (``run_program_nb`` and its callees) on an empty cache."""
+    res = subprocess.run([sys.executable, "-c", VM_CHILD], cwd=ROOT, env=_env(cache), capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def profile(cache: Path, out: Path) -> dict:
     """Per-dispatcher compile seconds of an in-process run to generation 0 on an empty cache."""
     res = subprocess.run([sys.executable, "-c", PROFILE_CHILD, str(out)], cwd=ROOT, env=_env(cache),
@@ -128,7 +145,8 @@ def profile(cache: Path, out: Path) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _print_profile(p: dict, top: int = 15) -> None:
+def _print_profile(p: dict, top: int = 15,
+                   title: str = "compile profile (in-process, jobs=1, stopped after gen 0)") -> None:
     kernels = p["kernels"]
     per_mod: dict[str, list[float]] = {}
     for k, (s, n) in kernels.items():
@@ -136,7 +154,7 @@ def _print_profile(p: dict, top: int = 15) -> None:
         acc[0] += s
         acc[1] += n
     total = sum(s for s, _n in kernels.values())
-    print(f"\ncompile profile (in-process, jobs=1, stopped after gen 0): {p['total_s']:.1f} s wall, "
+    print(f"\n{title}: {p['total_s']:.1f} s wall, "
           f"{total:.1f} s compiling ({len(kernels)} dispatchers)")
     print(f"{'module':<34}{'compiles':>9}{'seconds':>9}{'share':>8}")
     for mod, (s, n) in sorted(per_mod.items(), key=lambda kv: -kv[1][0]):
@@ -155,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clock", action="store_true", help="only the end-to-end clock (cold, warm, after warmup)")
     ap.add_argument("--profile", action="store_true", help="only the per-kernel compile profile")
+    ap.add_argument("--vm", action="store_true", help="only the VM's compile profile (run_program_nb and callees)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args(argv)
-    both = not (args.clock or args.profile)
+    both = not (args.clock or args.profile or args.vm)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores "
           f"(figures are inflated when it exceeds the core count)")
@@ -181,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             p = profile(tmp / "cache3", tmp / "run")
             figures["profile"] = p
             _print_profile(p)
+        if args.vm:
+            p = profile_vm(tmp / "cache4")
+            figures["vm"] = p
+            _print_profile(p, title="VM alone (run_program_nb and callees)")
     load = os.getloadavg()
     print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
