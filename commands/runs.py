@@ -104,7 +104,7 @@ def runs_list(
     where = ", ".join(str(f) for f in folders) + ("" if index is None else " and the run index")
     console.print(fit_table(f"Runs in {where} ({len(rows)})", cols, cells, console.width))
     if rows:
-        console.print("compare with: forge runs compare RUN_ID RUN_ID …", highlight=False)
+        console.print("compare with: forge runs compare RUN_ID RUN_ID ...", highlight=False)
 
 
 @edge

@@ -28,7 +28,7 @@ def test_every_listed_kernel_is_a_cached_standalone_dispatcher():
         mod = importlib.import_module(mod_name)
         for name in names:
             d = getattr(mod, name)
-            assert d.targetoptions.get("cache"), f"{mod_name}:{name} is not cache=True"
+            assert type(d._cache).__name__ != "NullCache", f"{mod_name}:{name} is not cache=True"
             assert d.targetoptions.get("inline", "never") == "never", f"{mod_name}:{name} is inlined, never cached"
     assert set(warmup.WEIGHTS) == set(warmup.KERNELS)
 
