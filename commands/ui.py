@@ -98,8 +98,8 @@ def kernels_cached() -> bool:
 def compile_message(state: Any) -> str:
     """The progress line while the kernels compile: how far along (share of the compile time of the
     kernels already cached, ``forge.warmup.CacheState``) and why it happens."""
-    return (f"compiling numba kernels {100 * state.fraction:3.0f}% ({state.cached} of {state.total} cached; "
-            "first run on this machine or after an update; `forge warmup` does it ahead)")
+    return (f"compiling numba kernels {100 * state.fraction:3.0f}% ({state.cached}/{state.total} cached; "
+            "once per install: forge warmup)")  # <= 80 columns
 
 
 def warmup_message(cached: Any) -> str:

@@ -77,7 +77,8 @@ def test_an_empty_cache_dir_is_reported_empty_and_the_message_says_compiling(tmp
     assert out == ["0", str(total), "0.0", "False"]
     st = warmup.CacheState(cached=10, total=total, fraction=0.42, missing=("x:y",))
     msg = ui.compile_message(st)
-    assert msg.startswith("compiling numba kernels  42% (10 of") and "forge warmup" in msg
+    assert msg.startswith(f"compiling numba kernels  42% (10/{total} cached") and "forge warmup" in msg
+    assert len(msg) <= 80
     assert "not cached" in ui.warmup_message(st) and "compiling" not in ui.warmup_message(True)
 
 
