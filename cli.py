@@ -40,7 +40,7 @@ from commands.evolve import (  # noqa: F401  (evolve_summary, hall_table, interr
 )
 from commands.execution import execution_eval, execution_train
 from commands.runs import backtest_cmd, data_inspect, runs_compare, runs_list
-from commands.tools import bench, calibrate, serve, synthesize
+from commands.tools import bench, calibrate, serve, synthesize, warmup_cmd
 from commands.gauntlet import gauntlet_show, gauntlet_validate
 
 forge_app = typer.Typer(
@@ -118,6 +118,7 @@ forge_app.command()(serve)
 forge_app.command()(synthesize)
 forge_app.command()(calibrate)
 forge_app.command()(bench)
+forge_app.command("warmup")(warmup_cmd)
 runs_app.command("list")(runs_list)
 runs_app.command("compare")(runs_compare)
 forge_app.command("backtest")(backtest_cmd)

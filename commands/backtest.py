@@ -38,6 +38,8 @@ class GenomeBacktest:
     execution: dict[str, Any] | None = None
     kelly: tuple[float, float] = (0.5, 1.0)
     initial_capital: float = 200.0
+    bars_range: str = "all"
+    """"in-sample", "out-of-sample" (of the run the genome came from) or "all" (every bar given)."""
 
     @property
     def sizing(self) -> dict[str, float]:
@@ -62,7 +64,8 @@ class GenomeBacktest:
             "schema": "forge-backtest/1",
             "genome": {"file": self.genome_path, "sha256": self.genome.sha256, "expression": self.genome.expression(),
                        "features": list(self.genome.features), "lookback": self.genome.lookback},
-            "data": {"source": self.source, "bars": self.bars.height, "first": _iso(int(t[0])), "last": _iso(int(t[-1]))},
+            "data": {"source": self.source, "bars": self.bars.height, "first": _iso(int(t[0])), "last": _iso(int(t[-1])),
+                     "range": self.bars_range},
             "metrics": m,
             "buy_and_hold": bh,
             "excess_return": float(m["total_return"]) - float(bh["total_return"]),
@@ -89,16 +92,36 @@ def panel_symbols(genome_path: str | Path) -> tuple[str, ...] | None:
     return syms or None
 
 
+BAR_RANGES = ("auto", "out-of-sample", "in-sample", "all")
+
+
+def run_split(genome_path: str | Path) -> dict[str, Any] | None:
+    """The walk-forward split of the run a genome file sits in (``manifest.json`` beside it: a run's
+    champion.json), or None."""
+    import json
+
+    man = Path(genome_path).with_name("manifest.json")
+    try:
+        split = json.loads(man.read_text()).get("split")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return split if isinstance(split, dict) and "out_of_sample" in split else None
+
+
 def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
-                    config: str | Path | None = None, library: str | Path | None = None) -> GenomeBacktest:
+                    config: str | Path | None = None, library: str | Path | None = None,
+                    bars_range: str = "auto") -> GenomeBacktest:
     """Backtest one genome file.
 
     genome_path: genome JSON (e.g. a run's champion.json); data: kline files
     or folders, or bar Parquet files (None: the embedded BTCUSDT sample);
     config: forge run config whose ``[backtest]`` costs apply (None: the
     packaged default); library: feature library JSON for synthesized
-    features (None: the ``feature_library.json`` next to the genome if any).
-    raises GenomeError, DataError, ConfigError.
+    features (None: the ``feature_library.json`` next to the genome if any); bars_range: "out-of-sample"
+    / "in-sample" (the bars of that range of the run whose ``manifest.json`` sits beside the genome, by
+    open time; positions are computed on every bar before, so look-backs are warm), "all", or "auto"
+    (out-of-sample for a run's genome, else all).  raises GenomeError, DataError, ConfigError (also for
+    a range without a run, or no bar of the given data in it).
     """
     from forge.backtest import run_backtest
     from forge.data.gaps import bars_since_gap
@@ -136,12 +159,29 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     o = bars["open"].to_numpy().astype(np.float64)
     c = bars["close"].to_numpy().astype(np.float64)
     pos = genome_positions(genome, fm, bars_since_gap(t))
+    if bars_range not in BAR_RANGES:
+        raise ConfigError(f"--bars {bars_range!r}: expected one of {', '.join(BAR_RANGES)}")
+    split = run_split(genome_path)
+    chosen = ("out-of-sample" if split is not None else "all") if bars_range == "auto" else bars_range
+    if chosen != "all":
+        if split is None:
+            raise ConfigError(f"--bars {chosen}: {genome_path} is not in a run directory (no manifest.json beside "
+                              "it), so it has no in-sample / out-of-sample range; use --bars all")
+        rng_ = split["out_of_sample" if chosen == "out-of-sample" else "in_sample"]
+        keep = np.flatnonzero((t >= int(rng_["first_open_ms"])) & (t <= int(rng_["last_open_ms"])))
+        if keep.shape[0] < 2:
+            raise ConfigError(f"--bars {chosen}: the data has {keep.shape[0]} bar(s) in the run's {chosen} range "
+                              f"({rng_.get('first', rng_['first_open_ms'])} → {rng_.get('last', rng_['last_open_ms'])});"
+                              " pass the run's data or --bars all")
+        a, b = int(keep[0]), int(keep[-1]) + 1
+        bars, t, o, c, pos = bars.slice(a, b - a), t[a:b], o[a:b], c[a:b], pos[a:b]
     if cfg.execution.mode == "taker":
         res = run_backtest(o, c, t, pos, cfg.backtest)
         bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
-        return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, None,
-                              (cfg.execution.kelly_cap, cfg.execution.max_leverage), cfg.backtest.initial_capital)
-    return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos)
+        return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, execution=None,
+                              kelly=(cfg.execution.kelly_cap, cfg.execution.max_leverage),
+                              initial_capital=cfg.backtest.initial_capital, bars_range=chosen)
+    return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos, chosen)
 
 
 @dataclass
@@ -153,7 +193,8 @@ class _KlineRun:
     metrics: Any
 
 
-def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any, cfg: Any, pos: np.ndarray) -> GenomeBacktest:
+def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any, cfg: Any, pos: np.ndarray,
+                    bars_range: str = "all") -> GenomeBacktest:
     """``[execution] mode`` kline-limit / policy: the kline fill model (forge.backtest.fills) with the [costs]
     preset resolved for the data (maker and taker fee), for the genome and for buy-and-hold alike."""
     from forge.backtest.fills import execution_costs, run_kline_backtest
@@ -179,8 +220,9 @@ def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any,
             "maker_fee_bps": float(maker), "policy_sha256": pol.sha256, "tick": raw.tick,
             "median_half_spread_bps": float(1e4 * np.median(raw.half_spread)),
             "costs": execution_costs(raw.fills, col["close"])}
-    return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, info, (ex.kelly_cap, ex.max_leverage),
-                          rcfg.backtest.initial_capital)
+    return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, execution=info,
+                          kelly=(ex.kelly_cap, ex.max_leverage), initial_capital=rcfg.backtest.initial_capital,
+                          bars_range=bars_range)
 
 
 def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:

@@ -38,7 +38,7 @@ def crucible_live(
 
     from crucible.runtime import run_live
     from loop.supervisor import forge_worker
-    from commands.ui import Throttle, crucible_dashboard, recent_events
+    from commands.ui import Throttle, crucible_dashboard, event_line, recent_events, reconcile_sentence
 
     until_ms = None
     if until is not None:
@@ -62,7 +62,7 @@ def crucible_live(
         kind = e.get("event")
         if kind in ("swap", "kill", "killswitch", "reject", "reconcile", "halt", "stale", "challenger", "forge",
                     "outage", "outage_end", "foreign_order", "foreign_fill"):
-            line = f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")
+            line = event_line(e)
             if live_view:
                 events.append(escape(line[:160]))
                 throttle.flush()
@@ -82,26 +82,21 @@ def crucible_live(
             if live_view:
                 throttle()
 
+    cfg_path = config if config is not None else default_config("crucible.toml")
+    _say_if_archiving(cfg_path, venue, journal)
     with Live(crucible_dashboard(state, events), console=console, auto_refresh=False,
               transient=True) if live_view else nullcontext() as live:
-        cfg_path = config if config is not None else default_config("crucible.toml")
         summary = run_live(cfg_path, venue=venue, speed=speed, max_bars=max_bars, until_ms=until_ms,
                            journal_path=journal, progress=on_event, adopt=adopt,
                            worker=forge_worker(cfg_path) if forge else None)
         if live_view:
             throttle.flush()  # the last bars' frame (a fast replay can finish inside one redraw interval)
-    table = Table(title=f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
-                        f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}; "
-                        f"{summary['bars_per_s']:.0f} bars/s)")
-    for col in ("slot", "symbol", "status", "equity", "realised", "unrealised", "fees", "weight", "fills", "genome"):
-        table.add_column(col, justify="right")
-    for sl in summary["slots"]:
-        table.add_row(str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), f"{sl['equity']:.2f}",
-                      f"{sl['realised']:.2f}", f"{sl['unrealised']:.2f}", f"{sl['fees']:.2f}", f"{sl['weight']:.3f}",
-                      str(sl["fills"]), str(sl["genome"])[:24])
-    console.print(table)
+    console.print(live_summary_table(summary, console.width))
+    if summary.get("reconcile"):
+        console.print(reconcile_sentence(summary["reconcile"]), highlight=False, markup=False)
     console.print(f"total equity {summary['total_equity']:.2f} USDT; journal {summary['journal']}"
-                  + (f"; replacement requests: {', '.join(map(str, summary['requests']))}" if summary["requests"] else ""))
+                  + (f"; replacement requests: {', '.join(map(str, summary['requests']))}" if summary["requests"] else ""),
+                  highlight=False, markup=False)
     if summary.get("outage_bars") or summary.get("outage"):
         o = summary.get("outage")
         console.print(escape(f"outage: {summary['outage_bars']} bars with venue calls failing"
@@ -120,6 +115,59 @@ def crucible_live(
         console.print("still open: nothing (every slot flat, no order in flight)", highlight=False)
 
 
+def _say_if_archiving(cfg_path: Path, venue: str, journal: Optional[Path]) -> None:
+    """A replay venue built by ``crucible live`` starts a fresh journal (``crucible.runtime.run_live``): say so
+    before an existing one is archived and the replay restarts from its first bar."""
+    if venue != "replay":
+        return
+    from crucible.config import load_crucible_config
+
+    jpath = Path(journal) if journal is not None else Path(load_crucible_config(cfg_path).general.journal)
+    if jpath.exists():
+        console.print(f"journal {jpath} exists: archiving it (a timestamped copy beside it, nothing deleted) and "
+                      "restarting the replay from its first bar", highlight=False, markup=False)
+
+
+def live_summary_table(summary: dict[str, Any], width: int) -> Any:
+    """The ``crucible live`` stop summary: one row per slot (equity, P&L parts, fees, weight, fills, strategy
+    by name), fitted to ``width`` columns without cutting a number (``commands.ui.fit_table``)."""
+    from commands.ui import fit_table, strategy_name
+
+    bps = summary.get("bars_per_s")
+    title = (f"Crucible — {summary['venue']}: {summary['bars']:,} bars, {summary['fills']:,} fills, "
+             f"{summary['kills']} kills, {summary['swaps']} swaps ({summary['stopped_by']}"
+             + (f"; {bps:,.0f} bars/s)" if isinstance(bps, (int, float)) else ")"))
+    cols = [("slot", "left"), ("symbol", "left"), ("status", "left"), ("equity", "right"), ("realised", "right"),
+            ("unrealised", "right"), ("fees", "right"), ("weight", "right"), ("fills", "right"), ("strategy", "left")]
+    rows = [[str(sl["slot"]), str(sl["symbol"]), str(sl["status"]), f"{sl['equity']:,.2f}", f"{sl['realised']:+,.2f}",
+             f"{sl['unrealised']:+,.2f}", f"{sl['fees']:,.2f}", f"{sl['weight']:.3f}", f"{sl['fills']:,}",
+             strategy_name(sl)] for sl in summary["slots"]]
+    return fit_table(title, cols, rows, width)
+
+
+def status_view(rep: dict[str, Any], width: int) -> Any:
+    """``crucible status``'s slot table (the columns of ``crucible.status.status_table``, the strategy by
+    name) fitted to ``width`` columns without cutting a cell (``commands.ui.fit_table``)."""
+    from crucible.status import _origin
+    from commands.ui import fit_table, strategy_name
+
+    c = rep["counts"]
+    title = (f"Crucible bench — {rep['journal']} ({rep['venue']}): {c['fills']} fills, {c['swaps']} swaps, "
+             f"{c['kills']} kills, {c['reweights']} reweights, {c['rejects']} rejected files")
+
+    def f(x: Any, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    cols = [("slot", "left"), ("symbol", "left"), ("status", "left"), ("strategy", "left"), ("from", "left"),
+            ("equity", "right"), ("P&L", "right"), ("weight", "right"), ("transfers", "right"), ("units", "right"),
+            ("fills", "right"), ("fees", "right"), ("swaps", "right"), ("kills", "right")]
+    rows = [[str(r["slot"]), str(r["symbol"]), str(r["status"]), strategy_name(r), _origin(r.get("lineage")),
+             f(r["equity"], ",.2f"), f(r.get("pnl"), "+,.2f"), f(r["weight"], ".3f"), f(r.get("transfers"), "+,.2f"),
+             f(r["units"], ".6f"), str(r["fills"]), f(r["fees"], ",.2f"), str(r["swaps"]), str(r["kills"])]
+            for r in rep["slots"]]
+    return fit_table(title, cols, rows, width)
+
+
 @edge
 def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
@@ -127,13 +175,13 @@ def crucible_status(
 ) -> None:
     """The bench as recorded in the journal: slots, equity, weights, kills, swaps, each champion's lineage,
     each replacement request's state at the Forge worker, and why trading halted (read-only)."""
-    from crucible.status import lineage_lines, request_lines, status, status_table
+    from crucible.status import lineage_lines, request_lines, status
 
     rep = status(journal)
     if as_json:
         print(json_dumps(rep))
         return
-    console.print(status_table(rep))
+    console.print(status_view(rep, console.width))
     for line in lineage_lines(rep) + request_lines(rep):
         console.print(escape(line), highlight=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,8 +24,20 @@ from forge.core.config import CONFIG_DIR
 from forge.core.errors import ForgeError
 
 # piped output (logs, CI) gets a wide fixed width instead of 80 columns
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+def _width(stream: object) -> int | None:
+    """Console width: the terminal's (rich reads it, or COLUMNS) on a terminal; piped, COLUMNS when set,
+    else 200 (log files keep long lines whole)."""
+    if getattr(stream, "isatty", lambda: False)():
+        return None
+    try:
+        cols = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        cols = 0
+    return cols if cols > 0 else 200
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 # --------------------------------------------------------------------------- exit codes: the one place
 

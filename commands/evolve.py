@@ -114,6 +114,8 @@ def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *
     view = EvolveProgress(out, live=out.is_terminal)
     on_event = _progress_handler(out, cfg, view, where, dask_banner)
     try:
+        if cfg.evolve.backend == "loky":  # dask workers compile on their own machines
+            _compile_first(view, cfg.coevolution.enabled)
         if resume is not None:
             result = resume_run(resume, progress=on_event, generations=gens)
         else:
@@ -129,6 +131,28 @@ def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *
         return
     print_hall(result.hall_of_fame[:5])
     console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
+
+
+def _compile_first(view: Any, coevolution: bool) -> None:
+    """Fill numba's cache before the run when it lacks a kernel the run uses (``forge.warmup``: the VM and
+    the other kernels compiled side by side in two processes, so the run's workers only load them),
+    showing how far along it is on ``view`` (EvolveProgress).  A failed warm-up is reported and the run
+    compiles what it needs itself."""
+    import os
+
+    from forge.warmup import cache_state, run_modules, warmup
+
+    state = cache_state(run_modules(coevolution))
+    view.cached = state
+    if state.complete:
+        return
+    view.compiling(state)
+    try:
+        _secs, state = warmup(parallel=(os.cpu_count() or 1) > 1, progress=view.compiling, coevolution=coevolution)
+    except RuntimeError as exc:
+        err_console.print(f"{exc}; the run compiles its kernels itself", highlight=False, markup=False)
+        return
+    view.compiling(state)
 
 
 def _refuse_with_resume(resume: Path, flags: dict[str, Any]) -> None:
@@ -194,6 +218,11 @@ def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any],
             out.print(_causal_table(e, cfg))
         elif e["event"] == "start":
             where["run_dir"] = e.get("run_dir", where["run_dir"])
+            if e.get("run_dir"):  # forge runs list finds it wherever --run-dir put it
+                from forge.core.runconfig import load_run_config
+                from forge.core.runs import index_path, record_run
+
+                record_run(index_path(load_run_config(None).evolve.output_dir), e["run_id"], e["run_dir"])
             s = e["split"]
             out.print(
                 f"[bold]run[/] {e['run_id']}  bars {e['n_bars']:,}  in-sample {s['in_sample']['first'][:16]} → "

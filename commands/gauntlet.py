@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from commands.edge import EXIT_REJECTED, console, default_config, edge, err_console
 from commands.evolve import print_hall
@@ -44,6 +43,7 @@ def gauntlet_validate(
     # one strict-JSON text for the file validate_run wrote and for --json
     text = result.text
     d = json.loads(text)
+    report_existed = report is not None and report.exists()
     if report is not None:
         from gauntlet.report import write_html_report
 
@@ -51,28 +51,31 @@ def gauntlet_validate(
     if as_json:
         print(text)
     else:
+        from rich.text import Text
+
+        from commands.ui import fit_table
+
         sh = d["shared"]
-        table = Table(title=f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
-                            f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                            f"SPA p {fmt_p(_spa_p(sh))}"
-                            + (f"; {sh['ledger']['line']}" if sh.get("ledger") else "") + ")")
-        table.add_column("#", justify="right")
-        table.add_column("verdict")
-        table.add_column("edge")
+        title = (f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
+                 f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
+                 f"SPA p {fmt_p(_spa_p(sh))}"
+                 + (f"; {sh['ledger']['line']}" if sh.get("ledger") else "") + ")")
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
-        for n in names:
-            table.add_column(n, justify="right")
+        rows = []
         for c, v in zip(d["candidates"], result.verdicts):
             cells = [v["stages"][n].cell() for n in names]
-            table.add_row(str(c["rank"]), "[green]SURVIVED[/]" if c["survived"] else "[red]rejected[/]",
-                          c.get("edge_kind", "—"),
-                          *[f"[green]{x}[/]" if x.startswith("✓") else f"[red]{x}[/]" for x in cells])
+            rows.append([str(c["rank"]), Text("SURVIVED", "green") if c["survived"] else Text("rejected", "red"),
+                         c.get("edge_kind") or "—",
+                         *[Text(x, "green" if x.startswith("✓") else "red") for x in cells]])
+        table = fit_table(title, [("#", "right"), ("verdict", "left"), ("edge", "left"), *[(n, "right") for n in names]], rows,
+                          console.width)
         console.print(table)
         for c in d["candidates"][:3]:
             console.print(f"[bold]#{c['rank']}[/] [{c.get('edge_kind', '—')}] {c['expression']}", highlight=False)
             for n, s in c["stages"].items():
                 console.print(f"   {'✓' if s['passed'] else '✗'} {n}: {s['reason']}", highlight=False)
-        console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}" + (f", {report}" if report else "")
+        console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}"
+                      + (f", {report}" + (" (overwrote the existing file)" if report_existed else "") if report else "")
                       + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
     if fail_on_reject and not d["survivors"]:
         raise typer.Exit(EXIT_REJECTED)

@@ -58,49 +58,69 @@ def data_inspect(
         console.print(gaps)
 
 
+def _run_places(roots: Optional[list[Path]]) -> tuple[list[Path], Optional[Path]]:
+    """(folders to scan, run index or None): the given folders only, else the packaged config's [evolve]
+    output_dir and the run index beside it (``forge.core.runs.index_path``: every run forge evolve
+    started, wherever --run-dir put it)."""
+    from forge.core.runconfig import load_run_config
+    from forge.core.runs import index_path
+
+    if roots:
+        return list(roots), None
+    default = Path(load_run_config(None).evolve.output_dir)
+    return [default], index_path(default)
+
+
 @edge
 def runs_list(
     root: Annotated[Optional[Path], typer.Argument(help="Folder of run directories (default: [evolve] output_dir of the packaged config).")] = None,
+    roots: Annotated[Optional[list[Path]], typer.Option("--root", help="Also scan this folder of run directories (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as strict JSON.")] = False,
 ) -> None:
-    """Run directories, newest first: status, generations, champion's out-of-sample return vs buy-and-hold."""
-    from forge.core.runs import list_runs
-    from forge.core.runconfig import load_run_config
+    """Run directories, newest first: status, generations, champion's out-of-sample return vs buy-and-hold.
+    Without a folder: the runs under the runs folder and every run forge evolve recorded in
+    artifacts/run_index.jsonl (wherever --run-dir put it); with folders (ROOT, --root): the runs in them."""
+    from forge.core.runs import find_runs
+    from commands.ui import fit_table, fmt_num, fmt_pct
 
-    folder = root if root is not None else Path(load_run_config(None).evolve.output_dir)
-    rows = list_runs(folder)
+    folders, index = _run_places(([root] if root is not None else []) + list(roots or []))
+    rows = find_runs(folders, index)
     if as_json:
-        print(json_dumps({"root": str(folder), "runs": rows}))
+        print(json_dumps({"root": str(folders[0]), "roots": [str(f) for f in folders],
+                          "index": None if index is None else str(index),
+                          "runs": rows}))
         return
-    table = Table(title=f"Runs in {folder} ({len(rows)})")
-    for col in ("run", "created (UTC)", "status", "gens", "evaluated", "best fit", "OOS ret", "B&H ret", "OOS SR",
-                "OOS DD", "gauntlet", "on these bars"):
-        table.add_column(col, justify="left" if col in ("run", "created (UTC)", "status") else "right",
-                         no_wrap=col != "run")
-    from commands.ui import fmt_num, fmt_pct
-
+    cols = [("run", "left"), ("created (UTC)", "left"), ("status", "left"), ("gens", "right"),
+            ("evaluated", "right"), ("best fit", "right"), ("OOS ret", "right"), ("B&H ret", "right"),
+            ("OOS SR", "right"), ("OOS DD", "right"), ("gauntlet", "right"), ("on these bars", "right")]
+    cells = []
     for r in rows:
         o, b, g = r["oos"] or {}, r["buy_and_hold"] or {}, r["gauntlet"]
-        table.add_row(escape(str(r["run_id"])), str(r["created_utc"])[:16].replace("T", " "), r["status"],
+        cells.append([str(r["run_id"]), str(r["created_utc"])[:16].replace("T", " "), r["status"],
                       f"{r['generations_run']}/{r['generations']}", fmt_num(r["candidates_evaluated"]),
                       fmt_num(r["best_fitness"]), fmt_pct(o.get("total_return")), fmt_pct(b.get("total_return")),
                       fmt_num(o.get("sharpe"), 2), fmt_drawdown(o.get("max_drawdown")),
                       "—" if g is None else f"{g['survivors']}/{g['candidates']}",
-                      "—" if not r.get("ledger") else f"{r['ledger']['runs']} runs / {r['ledger']['trials']:,} trials")
-    console.print(table)
+                      "—" if not r.get("ledger") else f"{r['ledger']['runs']} runs / {r['ledger']['trials']:,} trials"])
+    where = ", ".join(str(f) for f in folders) + ("" if index is None else " and the run index")
+    console.print(fit_table(f"Runs in {where} ({len(rows)})", cols, cells, console.width))
+    if rows:
+        console.print("compare with: forge runs compare RUN_ID RUN_ID ...", highlight=False)
 
 
 @edge
 def runs_compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    runs: Annotated[list[str], typer.Argument(help="Run directories or run ids (as forge runs list prints them).")],
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a comparison HTML (fitness curves, OOS metrics side by side).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison (with fitness curves) as strict JSON.")] = False,
 ) -> None:
     """Runs side by side: configuration, best fitness, champion's out-of-sample metrics vs buy-and-hold."""
-    from forge.core.runs import compare_runs, write_compare_html
+    from forge.core.runs import compare_runs, resolve_run, write_compare_html
     from commands.ui import fmt_num, fmt_pct
 
-    comp = compare_runs(runs)
+    folders, index = _run_places(None)
+    comp = compare_runs([resolve_run(r, folders, index) for r in runs])
+    existed = html_out is not None and html_out.exists()
     if html_out is not None:
         write_compare_html(comp, html_out)
     if as_json:
@@ -109,7 +129,7 @@ def runs_compare(
     table = Table(title=f"{len(comp['runs'])} runs side by side")
     table.add_column("", justify="left", no_wrap=True)
     for r in comp["runs"]:
-        table.add_column(escape(str(r["run_id"])), justify="right")
+        table.add_column(escape(str(r["run_id"])), justify="right", overflow="fold")
 
     def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
         table.add_row(label, *[fn(r) for r in comp["runs"]])
@@ -128,7 +148,7 @@ def runs_compare(
     row("gauntlet", lambda r: "—" if r["gauntlet"] is None else f"{r['gauntlet']['survivors']}/{r['gauntlet']['candidates']} survive")
     console.print(table)
     if html_out is not None:
-        console.print(f"wrote {html_out}")
+        console.print(f"{'overwrote' if existed else 'wrote'} {html_out}", highlight=False)
 
 
 @edge
@@ -139,9 +159,11 @@ def backtest_cmd(
     features_lib: Annotated[Optional[Path], typer.Option("--features", help="Feature library JSON for synthesized features (default: feature_library.json next to the genome).")] = None,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the trade list: .csv or .parquet.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the equity and drawdown plot (PNG).")] = None,
+    bars_range: Annotated[str, typer.Option("--bars", help="auto (out-of-sample for a run's genome, else all) | out-of-sample | in-sample | all.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as strict JSON.")] = False,
 ) -> None:
-    """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot."""
+    """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot. A run's
+    genome (a champion.json beside its manifest) runs on the run's out-of-sample bars by default."""
     from commands.backtest import backtest_genome, panel_symbols, plot_equity, write_trades
     from commands.preflight import check_data_paths
     from commands.ui import fmt_num, fmt_pct
@@ -149,7 +171,7 @@ def backtest_cmd(
     if trades is not None and trades.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--trades {trades}: expected a .csv or .parquet file name")
     check_data_paths(data, panel_symbols(genome))
-    bt = backtest_genome(genome, data, config=config, library=features_lib)
+    bt = backtest_genome(genome, data, config=config, library=features_lib, bars_range=bars_range)
     files = {}
     if trades is not None:
         files["trades"] = str(write_trades(bt, trades))
@@ -160,7 +182,7 @@ def backtest_cmd(
         print(json_dumps(summary))
         return
     d = summary["data"]
-    table = Table(title=f"Backtest {summary['genome']['sha256'][:16]} on {d['bars']:,} bars "
+    table = Table(title=f"Backtest {summary['genome']['sha256'][:16]} on {d['bars']:,} bars ({d['range']}) "
                         f"{d['first'][:16]} → {d['last'][:16]}")
     for col in ("", "strategy", "buy-and-hold"):
         table.add_column(col, justify="right" if col else "left")

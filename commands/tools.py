@@ -141,8 +141,13 @@ def bench(
     full: Annotated[bool, typer.Option("--full", help="All rows: evolved population + subtree cache, simulator, surrogate, 1->2 workers, end-to-end on one year, peak memory (minutes).")] = False,
 ) -> None:
     """Speed, side by side in one run: VM vs DEAP gp.compile+numpy on identical trees; backtest bars/s."""
-    from loop.bench import render_markdown, run_bench, run_bench_full
+    from loop.bench import missing_bench_extra, render_markdown, run_bench, run_bench_full
 
+    missing = missing_bench_extra()
+    if missing:  # said before the minutes of measuring, not only in the table's cells
+        err_console.print(f"the library baselines need the [bench] extra ({', '.join(missing)} not installed here: "
+                          "pip install -e \".[bench]\"); their rows say so instead of a number",
+                          highlight=False, markup=False)
     if full:
         results = run_bench_full(n_bars=bars, seed=seed, progress=lambda m: err_console.print(f"[dim]bench: {m}[/]"))
     else:
@@ -165,3 +170,43 @@ def bench(
     for row in results["rows"]:
         table.add_row(row["name"], row["measured"], row["baseline"], row["baseline_measured"], row["ratio"], row["goal"])
     console.print(table)
+
+
+@edge
+def warmup_cmd(
+    serial: Annotated[bool, typer.Option("--serial", help="Compile in one process at a time (default: the VM and the other kernels side by side when there are 2+ cores).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {seconds, cached, total, missing} as strict JSON.")] = False,
+) -> None:
+    """Compile and cache every numba kernel forge evolve uses (for CI and container images; the cache goes
+    to NUMBA_CACHE_DIR when set, else __pycache__ beside the package). Nothing to do when already cached."""
+    import os
+
+    from commands.ui import compile_message
+    from forge.warmup import cache_state, warmup
+
+    before = cache_state()
+    secs = 0.0
+    state = before
+    if not before.complete:
+        last = [-1]
+
+        def show(st: Any) -> None:
+            step = int(10 * st.fraction)
+            if not as_json and step > last[0]:
+                last[0] = step
+                err_console.print(compile_message(st), highlight=False, markup=False)
+
+        show(before)
+        secs, state = warmup(parallel=not serial and (os.cpu_count() or 1) > 1, progress=show)
+    where = os.environ.get("NUMBA_CACHE_DIR") or "__pycache__ beside each kernel module"
+    if as_json:
+        print(json_dumps({"seconds": round(secs, 1), "cached": state.cached, "total": state.total,
+                          "missing": list(state.missing), "cache_dir": where}))
+        return
+    if before.complete:
+        console.print(f"all {state.total} kernels already cached ({where}); nothing to compile", highlight=False)
+    else:
+        console.print(f"compiled {state.cached - before.cached} kernels in {secs:.0f} s; {state.cached} of "
+                      f"{state.total} cached ({where})", highlight=False)
+    if not state.complete:
+        raise typer.Exit(1)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["fmt_num", "fmt_pct", "fmt_drawdown", "fmt_p", "fmt_duration", "generation_line", "phase_summary",
-           "warmup_message", "kernels_cached", "EvolveProgress", "Throttle", "crucible_dashboard", "causal_decision"]
+           "warmup_message", "compile_message", "kernels_cached", "fit_table", "strategy_name",
+           "reconcile_sentence", "event_line", "EvolveProgress", "Throttle", "crucible_dashboard", "causal_decision"]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -86,20 +87,31 @@ def fmt_duration(seconds: float | None) -> str:
 # --------------------------------------------------------------------------- forge evolve progress
 
 
-def kernels_cached(package_dir: Path | None = None) -> bool:
-    """True when numba's on-disk cache of the VM kernels exists (``forge/gp/__pycache__/vm_nb.*.nbi``),
-    i.e. this is not the first run on this machine and no compilation is expected."""
-    import forge
+def kernels_cached() -> bool:
+    """True when numba's cache holds every kernel a ``forge evolve`` run uses, fresh for their sources
+    (``forge.warmup.cache_state``: numba's own index test), i.e. the run compiles nothing."""
+    from forge.warmup import cache_state
 
-    root = package_dir or Path(forge.__file__).resolve().parent
-    return any((root / "gp" / "__pycache__").glob("vm_nb.*.nbi"))
+    return cache_state().complete
 
 
-def warmup_message(cached: bool) -> str:
-    """What the user is told while generation 0 runs (kernel compilation dominates a first run)."""
-    if cached:
+def compile_message(state: Any) -> str:
+    """The progress line while the kernels compile: how far along (share of the compile time of the
+    kernels already cached, ``forge.warmup.CacheState``) and why it happens."""
+    return (f"compiling numba kernels {100 * state.fraction:3.0f}% ({state.cached}/{state.total} cached; "
+            "once per install: forge warmup)")  # <= 80 columns
+
+
+def warmup_message(cached: Any) -> str:
+    """What the user is told while generation 0 runs.  cached: True / False, or a ``CacheState`` (how many
+    kernels are still to compile: the run compiles them itself, e.g. with the dask backend)."""
+    complete = cached if isinstance(cached, bool) else cached.complete
+    if complete:
         return "gen 0: evaluating the initial population…"
-    return "gen 0: compiling kernels (first run only: about 5 minutes on 2 cores), then evaluating the initial population…"
+    if isinstance(cached, bool):
+        return "gen 0: compiling numba kernels (first run only), then evaluating the initial population…"
+    return (f"gen 0: compiling numba kernels ({cached.total - cached.cached} of {cached.total} not cached), "
+            "then evaluating the initial population…")
 
 
 def _bar(fraction: float, width: int) -> str:
@@ -127,7 +139,7 @@ def phase_summary(phases: dict[str, Any]) -> str:
 
 
 def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: float | None = None,
-                    eta: float | None = None) -> str:
+                    eta: float | None = None, bar: bool = True) -> str:
     """One progress line for a ``{"event": "generation"}`` dict of ``forge evolve``.
 
     e: needs "gen" (0 = initial population), "generations" (the configured
@@ -140,13 +152,14 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
     ``forge.evolution.clock``).  width: terminal columns; fields are dropped, least
     important first, until the line fits (the counter and best-so-far always
     stay), and a progress bar fills spare room.  None: every field, no bar
-    (piped logs).  elapsed / eta: seconds.
+    (piped logs).  elapsed / eta: seconds.  bar: False leaves the bar out (piped output fitted to
+    COLUMNS).  At 80 columns the line keeps the counter, both bests and evals/s.
     """
     total = int(e.get("generations", 0))
     gen = int(e["gen"])
     best_so_far = e.get("hof_best", e.get("best"))
     # (priority, text); lower priority number = kept longer
-    fields: list[tuple[int, str]] = [
+    fields: list[tuple[float, str]] = [
         (0, f"gen {gen}/{total}"),
         (1, f"best so far {best_so_far:+.3f}" if _finite(best_so_far) else "best so far —"),
         (2, f"gen best {e['best']:+.3f}" if _finite(e.get("best")) else "gen best —"),
@@ -158,7 +171,7 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
     if _finite(e.get("median")):
         fields.append((6, f"median {e['median']:+.3f}"))
     if _finite(e.get("evals_per_s")):
-        fields.append((5, f"{e['evals_per_s']:.0f} evals/s"))
+        fields.append((2.5, f"{e['evals_per_s']:.0f} evals/s"))
     if _finite(e.get("evaluated_total")):
         fields.append((7, f"evaluated {int(e['evaluated_total']):,}"))
     if _finite(e.get("surrogate_spearman")):
@@ -183,7 +196,7 @@ def generation_line(e: dict[str, Any], *, width: int | None = None, elapsed: flo
     if len(line) > width:  # even counter + best so far do not fit: hard cut
         return line[: max(width - 1, 0)] + "…"
     room = width - len(line) - 2 * len(sep)
-    if room >= 10:
+    if bar and room >= 10:
         frac = gen / total if total else 1.0
         bar = _bar(frac, min(room, 40))
         text.insert(1, bar)
@@ -206,7 +219,8 @@ class EvolveProgress:
         self.console = console
         self.live = live
         self.clock = clock
-        self.cached = kernels_cached() if cached_kernels is None else cached_kernels
+        self.cached: Any = kernels_cached() if cached_kernels is None else cached_kernels
+        self._compile_step = -1
         self.t0: float | None = None
         self.last: dict[str, Any] | None = None
         self.gen_seconds: list[float] = []
@@ -241,14 +255,32 @@ class EvolveProgress:
             return line
         return generation_line(self.last, width=width, elapsed=self.elapsed(), eta=self.eta())
 
-    def start(self, generations: int) -> None:
-        self.t0 = self.clock()
-        self.status = warmup_message(self.cached)
-        if self.live:
+    def _start_live(self) -> None:
+        if self.live and self._live is None:
             from rich.live import Live
 
             self._live = Live(self, console=self.console, refresh_per_second=2, transient=False)
             self._live.start()
+
+    def compiling(self, state: Any) -> None:
+        """Kernels compiling before the run (``forge.warmup.warmup``'s progress): redrawn in place on a
+        terminal; piped, one line at the start and at every further 10 % of the compile time."""
+        self.status = compile_message(state)
+        self.cached = state
+        if self.live:
+            self._start_live()
+            self._live.refresh()
+            return
+        step = int(10 * state.fraction)
+        if step > self._compile_step:
+            self._compile_step = step
+            self.console.print(self.status, highlight=False, markup=False)
+
+    def start(self, generations: int) -> None:
+        self.t0 = self.clock()
+        self.status = warmup_message(self.cached)
+        if self.live:
+            self._start_live()
         else:
             self.console.print(self.status, highlight=False, markup=False)
 
@@ -260,7 +292,9 @@ class EvolveProgress:
             self._live.refresh()
         else:
             secs = f"  ({e['seconds']:.1f} s)" if _finite(e.get("seconds")) else ""
-            self.console.print(generation_line(e) + secs, highlight=False, markup=False)
+            width = self.console.width - len(secs) if self.console.width else None
+            self.console.print(generation_line(e, width=width, bar=False) + secs, highlight=False, markup=False,
+                               soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
@@ -305,6 +339,7 @@ def crucible_dashboard(state: dict[str, Any], events: Iterable[str] = ()) -> Any
     "target" (position, -1..1), "fills"}]}.  events: recent event lines,
     shown as the caption (oldest first).
     """
+    from rich.markup import escape
     from rich.table import Table
 
     when = (datetime.fromtimestamp(state["time"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -314,14 +349,14 @@ def crucible_dashboard(state: dict[str, Any], events: Iterable[str] = ()) -> Any
     t = Table(title=f"Crucible — {state.get('venue')}  {when} UTC  {state.get('bars', 0):,} bars  "
                     f"equity {total:,.2f} USDT",
               caption="\n".join(ev) or None, caption_justify="left")
-    for col in ("slot", "symbol", "status", "champion", "equity", "weight", "target", "fills"):
-        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "champion") else "right",
-                     no_wrap=col in ("equity", "weight", "target", "fills"))
+    for col in ("slot", "symbol", "status", "strategy", "equity", "weight", "target", "fills"):
+        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "strategy") else "right",
+                     no_wrap=col in ("equity", "weight", "target", "fills"), overflow="fold")
     colors = {"live": "green", "killed": "red", "stopped": "yellow"}
     for sl in state.get("slots", []):
         st = str(sl.get("status"))
         t.add_row(str(sl.get("slot")), str(sl.get("symbol")), f"[{colors.get(st, 'white')}]{st}[/]",
-                  str(sl.get("genome"))[:12], fmt_num(sl.get("equity"), 2), fmt_num(sl.get("weight"), 3),
+                  escape(strategy_name(sl, limit=40)), fmt_num(sl.get("equity"), 2), fmt_num(sl.get("weight"), 3),
                   f"{sl['target']:+.2f}" if _finite(sl.get("target")) else "—", fmt_num(sl.get("fills")))
     return t
 
@@ -353,3 +388,89 @@ def causal_decision(row: list[str], kept: set[str], alpha: float | None) -> str:
     if alpha is not None and qv > alpha:
         return "kept (floor)"
     return "kept"
+
+
+# --------------------------------------------------------------------------- tables that fit
+
+
+def fit_table(title: str, columns: list[tuple[str, str]], rows: list[list[Any]], width: int,
+              caption: str | None = None) -> Any:
+    """A table that never cuts a cell: a rich Table (cells unwrapped) when its natural width fits in
+    ``width`` columns, else a vertical layout, one record per row ("header value" pairs flowed into the
+    width, each record headed by its first cell).
+
+    columns: [(header, "left" | "right")]; rows: cells as plain strings (never read as markup) or rich
+    ``Text`` (kept with their style); width: columns of the output (a console's width).  returns a rich
+    renderable.
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = [[c if isinstance(c, Text) else Text(str(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i].plain) for r in cells]) for i, (h, _j) in enumerate(columns)]
+    natural = sum(widths) + 3 * len(columns) + 1  # rich's default box: "│ " + cell + " " per column, closing "│"
+    if natural <= width and len(title) <= width:
+        t = Table(title=title, caption=caption, caption_justify="left")
+        for (h, j), w in zip(columns, widths):
+            t.add_column(h, justify=j, no_wrap=True, min_width=w)  # type: ignore[arg-type]
+        for r in cells:
+            t.add_row(*r)
+        return t
+    parts: list[Any] = [Text(title, style="bold", overflow="fold")]
+    for r in cells:
+        parts.append(Text.assemble((f"{columns[0][0]} ", "bold"), r[0], overflow="fold"))
+        line = Text("  ", overflow="fold")
+        for (h, _j), cell in zip(columns[1:], r[1:]):
+            pair = Text.assemble((f"{h} ", "dim"), cell)
+            if len(line.plain) > 2 and len(line.plain) + 3 + len(pair.plain) > width:
+                parts.append(line)
+                line = Text("  ", overflow="fold")
+            if len(line.plain) > 2:
+                line.append("   ")
+            line.append_text(pair)
+        if len(line.plain) > 2:
+            parts.append(line)
+    if caption:
+        parts.append(Text(caption, overflow="fold"))
+    return Group(*parts)
+
+
+def strategy_name(slot: dict[str, Any], limit: int | None = None) -> str:
+    """The name of a Crucible slot's strategy: its built-in ref ("builtin:momentum"), else the champion's
+    expression (from its lineage), else its genome hash.  limit: cut a long expression to this many
+    characters with "…" (the hash stays whole)."""
+    lin = slot.get("lineage") or {}
+    ref = str(lin.get("ref") or "")
+    if ref.startswith("builtin:"):
+        return ref
+    expr = lin.get("expression")
+    if expr:
+        expr = str(expr)
+        return expr if limit is None or len(expr) <= limit else expr[: max(limit - 1, 1)] + "…"
+    return str(slot.get("genome") or "—")
+
+
+def reconcile_sentence(rep: dict[str, Any]) -> str:
+    """A reconcile report of the Crucible (``{"resolved", "resent", "abandoned"}`` order-id lists,
+    "new_fills", "position_diff" {symbol: base units}, "balance_diff" USDT or None) as one sentence."""
+    if not rep:
+        return "reconcile: not run"
+    n = {k: len(rep.get(k) or []) for k in ("resolved", "resent", "abandoned")}
+    orders = (f"{n['resolved']} open order{'s' if n['resolved'] != 1 else ''} found at the venue, "
+              f"{n['resent']} resent, {n['abandoned']} abandoned")
+    fills = int(rep.get("new_fills") or 0)
+    diff = rep.get("position_diff") or {}
+    pos = ("positions match the journal" if not diff else
+           "positions differ from the journal: " + ", ".join(f"{s} {d:+.8g}" for s, d in sorted(diff.items())))
+    bal = rep.get("balance_diff")
+    money = "" if not _finite(bal) else f"; balance differs by {bal:+.2f} USDT"
+    return f"reconcile: {orders}; {fills} fill{'s' if fills != 1 else ''} booked; {pos}{money}"
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """One ``crucible live`` event as a line: reconcile as a sentence, every other event as key=value pairs."""
+    kind = e.get("event")
+    if kind == "reconcile":
+        return reconcile_sentence({k: v for k, v in e.items() if k != "event"})
+    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event")

@@ -22,6 +22,8 @@ import base64
 import html
 import io
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,7 @@ def _metrics_table(d: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         ex = (m.get("total_return") - bh.get("total_return")) if _finite(m.get("total_return")) and \
             _finite(bh.get("total_return")) else None
         why = "" if r["survived"] else "<br>".join(
-            f"<b>{esc(n)}</b>: {esc(str(reasons[r['rank']]['stages'][n]['reason']))}"
+            f"<b>{esc(n)}</b>: {esc(_no_nan(reasons[r['rank']]['stages'][n]['reason']))}"
             for n in r["failed"] if n in reasons[r["rank"]]["stages"])
         cls = "ok" if r["survived"] else "bad"
         kind = f"<br><small>{esc(str(r['edge_kind']))}</small>" if r.get("edge_kind") else ""
@@ -332,7 +334,7 @@ def render_html(report: Any, max_plots: int = 5) -> str:
     stage_rows = []
     for c in cands:
         cells = "".join(
-            (f'<td class="{"ok" if c["stages"][n]["passed"] else "bad"}" title="{esc(str(c["stages"][n]["reason"]))}">'
+            (f'<td class="{"ok" if c["stages"][n]["passed"] else "bad"}" title="{esc(_no_nan(c["stages"][n]["reason"]))}">'
              f'{stage_cell(c["stages"][n])}</td>') if n in c["stages"] else "<td>—</td>" for n in stages)
         stage_rows.append(f'<tr><td class="n">#{c["rank"]}</td><td class="{"ok" if c["survived"] else "bad"}">'
                           f'{"SURVIVED" if c["survived"] else "rejected"}</td>{cells}'
@@ -340,7 +342,7 @@ def render_html(report: Any, max_plots: int = 5) -> str:
     reasons = []
     for c in cands:
         items = "".join(f"<li class='{'ok' if s['passed'] else 'bad'}'><b>{esc(n)}</b> "
-                        f"{'passed' if s['passed'] else 'failed'}: {esc(str(s['reason']))}</li>"
+                        f"{'passed' if s['passed'] else 'failed'}: {esc(_no_nan(s['reason']))}</li>"
                         for n, s in c["stages"].items())
         reasons.append(f"<h3>#{c['rank']} <code>{esc(c['sha256'][:16])}</code> <code class='expr'>"
                        f"{esc(c['expression'])}</code></h3><ul>{items}</ul>")
@@ -428,6 +430,17 @@ def _edge_line(cands: list[dict[str, Any]]) -> str:
             "2017; published only with --allow-risk-timing)")
 
 
+_NAN = re.compile(r"(?<![\w.])[+-]?nan(?![\w])")
+
+
+def _no_nan(reason: Any) -> str:
+    """A stage's reason as the page shows it: an undefined number ("Sharpe nan" of a series without
+    variance, e.g. no trade) reads "Sharpe undefined", never "nan"."""
+    return _NAN.sub("undefined", str(reason))
+
+
 def write_html_report(report: Any, path: str | Path, max_plots: int = 5) -> Path:
     """Render ``report`` (gauntlet.validate.GauntletReport) to a single HTML file; returns the path."""
-    return atomic_write_text(path, render_html(report, max_plots=max_plots))
+    p = atomic_write_text(path, render_html(report, max_plots=max_plots))
+    os.chmod(p, 0o644)  # readable like the run's other outputs (the temporary file was 0600)
+    return p

@@ -24,3 +24,18 @@ def fake_exchange():
     fk.start()
     yield fk
     fk.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_index_in_tmp(tmp_path_factory):
+    """forge evolve records every run in a run index (artifacts/run_index.jsonl by default): the tests'
+    runs go to a temporary one, not the checkout's."""
+    import os
+
+    old = os.environ.get("FORGE_RUN_INDEX")
+    os.environ["FORGE_RUN_INDEX"] = str(tmp_path_factory.mktemp("run-index") / "run_index.jsonl")
+    yield
+    if old is None:
+        os.environ.pop("FORGE_RUN_INDEX", None)
+    else:
+        os.environ["FORGE_RUN_INDEX"] = old

@@ -194,7 +194,7 @@ def test_piped_progress_is_one_plain_line_per_generation_with_the_right_counter(
         p.generation({**GEN, "gen": g, "generations": 2, "hof_best": 1.0 + g, "best": 0.5})
     p.stop()
     lines = con.file.getvalue().splitlines()
-    assert "compiling kernels (first run only" in lines[0]
+    assert "compiling numba kernels (first run only)" in lines[0]
     assert [ln.split()[1] for ln in lines[1:]] == ["0/2", "1/2", "2/2"]
     assert all("best so far" in ln and "gen best" in ln and "\x1b" not in ln for ln in lines[1:])
     assert "compiling" not in ui.warmup_message(True)
@@ -459,8 +459,8 @@ def test_backtest_a_genome_trades_plot_and_json(tiny_run, tmp_path, fmt):
     run_dir, _ = tiny_run
     trades, png = tmp_path / f"trades.{fmt}", tmp_path / "eq.png"
     plot = ["--plot", str(png)] if fmt == "csv" else []
-    r = CliRunner().invoke(cli.forge_app, ["backtest", str(run_dir / "champion.json"), "--trades", str(trades),
-                                           *plot, "--json"])
+    r = CliRunner().invoke(cli.forge_app, ["backtest", str(run_dir / "champion.json"), "--bars", "all",
+                                           "--trades", str(trades), *plot, "--json"])
     assert r.exit_code == 0, r.output
     d = loads_strict(r.stdout)
     df = pl.read_csv(trades) if fmt == "csv" else pl.read_parquet(trades)
@@ -493,3 +493,156 @@ def test_backtest_bad_inputs(tmp_path, tiny_run):
     assert r.exit_code == 4 and "none.json" in r.output
     r = CliRunner().invoke(cli.forge_app, ["backtest", str(tiny_run[0] / "champion.json"), "--trades", "x.xlsx"])
     assert r.exit_code == 2 and ".csv or .parquet" in r.output
+
+
+# ----------------------------------------------------------------------------- 5. a newcomer's first hour (issue 27)
+
+
+def test_fit_table_switches_to_a_vertical_layout_and_cuts_nothing():
+    cols = [("run", "left"), ("status", "left"), *[(f"metric {i}", "right") for i in range(8)]]
+    rows = [["20261206T195135Z-s0-abc123", "finished", *[f"{1234.5678 * (i + 1):,.3f}" for i in range(8)]]]
+    for width in (80, 60):
+        text = _render(ui.fit_table("Runs", cols, rows, width), width)
+        assert "…" not in text and max(len(ln) for ln in text.splitlines()) <= width
+        for cell in rows[0]:
+            assert cell in text  # every number whole, on one line
+    wide = _render(ui.fit_table("Runs", cols, rows, 200), 200)
+    assert "┃" in wide or "│" in wide  # a real table when it fits
+    assert "…" not in wide and all(c in wide for c in rows[0])
+
+
+def test_piped_console_width_follows_COLUMNS(monkeypatch):
+    from commands import edge
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert edge._width(io.StringIO()) == 80
+    monkeypatch.delenv("COLUMNS")
+    assert edge._width(io.StringIO()) == 200
+
+
+def test_progress_line_keeps_evals_per_second_at_80_columns():
+    line = ui.generation_line(GEN, width=80, elapsed=65.0, eta=140.0)
+    assert len(line) <= 80 and "56 evals/s" in line and "best so far +6.447" in line
+
+
+def test_strategy_names_and_reconcile_sentence():
+    assert ui.strategy_name({"genome": "ab12", "lineage": {"ref": "builtin:momentum", "expression": "x"}}) == \
+        "builtin:momentum"
+    assert ui.strategy_name({"genome": "ab12", "lineage": {"ref": "a.json", "expression": "ts_mean(close, 5)"}}) == \
+        "ts_mean(close, 5)"
+    assert ui.strategy_name({"genome": "ab12"}) == "ab12"
+    s = ui.reconcile_sentence({"resolved": ["a", "b"], "resent": [], "abandoned": ["c"], "new_fills": 3,
+                               "position_diff": {}, "balance_diff": 0.0})
+    assert s == ("reconcile: 2 open orders found at the venue, 0 resent, 1 abandoned; 3 fills booked; "
+                 "positions match the journal; balance differs by +0.00 USDT")
+    bad = ui.reconcile_sentence({"resolved": [], "resent": [], "abandoned": [], "new_fills": 0,
+                                 "position_diff": {"BTCUSDT": 0.001}, "balance_diff": None})
+    assert "positions differ from the journal: BTCUSDT +0.001" in bad and "{" not in bad
+    assert ui.event_line({"event": "reconcile", "resolved": [], "new_fills": 1}).startswith("reconcile: 0 open")
+
+
+def _no_cut(text: str, width: int = 80) -> None:
+    assert "…" not in text, text
+    assert max(len(ln) for ln in text.splitlines()) <= width, text
+
+
+def test_every_table_fits_80_columns_without_cutting_a_cell(tiny_run, tmp_path, monkeypatch):
+    """forge runs list, crucible live's summary, crucible status, gauntlet validate and gauntlet show at
+    COLUMNS=80 (the piped console's width): no cell cut (no "…"), no line wider than 80."""
+    from commands.edge import console
+
+    monkeypatch.setattr(console, "width", 80)
+    run_dir, summary = tiny_run
+    r = CliRunner().invoke(cli.forge_app, ["runs", "list", str(run_dir.parent)])
+    assert r.exit_code == 0, r.output
+    _no_cut(r.stdout)
+    assert summary["run_id"] in r.stdout and "finished" in r.stdout
+    j = tmp_path / "j.sqlite"
+    live = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "30", "--journal", str(j)])
+    assert live.exit_code == 0, live.output
+    _no_cut(live.stdout)
+    assert "builtin:" in live.stdout and "equity" in live.stdout
+    again = CliRunner().invoke(cli.crucible_app, ["live", "--max-bars", "5", "--journal", str(j)])
+    assert again.exit_code == 0 and "archiving it" in again.stdout and "restarting the replay" in again.stdout
+    st = CliRunner().invoke(cli.crucible_app, ["status", "--journal", str(j)])
+    assert st.exit_code == 0, st.output
+    _no_cut(st.stdout)
+    assert "builtin:" in st.stdout
+    show = CliRunner().invoke(cli.gauntlet_app, ["show", str(run_dir)])
+    assert show.exit_code == 0, show.output
+    _no_cut("\n".join(ln for ln in show.stdout.splitlines() if not ln.startswith("#")))  # expressions wrap
+    report = tmp_path / "r.html"
+    report.write_text("old")
+    v = CliRunner().invoke(cli.gauntlet_app, ["validate", str(run_dir), "--no-publish", "--report", str(report)])
+    assert v.exit_code == 0, v.output
+    table = re.split(r"\n#\d", v.stdout)[0]  # the verdict table ("#1 expression" and reasons follow, wrapped)
+    assert "SURVIVED" in table or "rejected" in table
+    _no_cut(table)
+    assert "overwrote the existing file" in " ".join(v.stdout.split())
+    assert report.stat().st_mode & 0o777 == 0o644 and "Sharpe nan" not in report.read_text()
+
+
+def test_runs_list_finds_runs_by_the_index_and_compare_takes_run_ids(tiny_run, tmp_path):
+    run_dir, summary = tiny_run
+    r = CliRunner().invoke(cli.forge_app, ["runs", "list", "--json"])  # no folder: the run index too
+    assert r.exit_code == 0, r.output
+    ids = [x["run_id"] for x in loads_strict(r.stdout)["runs"]]
+    assert summary["run_id"] in ids  # its --run-dir is a temporary folder, found through the index
+    html = tmp_path / "cmp.html"
+    c = CliRunner().invoke(cli.forge_app, ["runs", "compare", summary["run_id"], "--html", str(html), "--json"])
+    assert c.exit_code == 0, c.output
+    assert loads_strict(c.stdout)["runs"][0]["run_id"] == summary["run_id"]
+    assert html.stat().st_mode & 0o777 == 0o644
+    bad = CliRunner().invoke(cli.forge_app, ["runs", "compare", "no-such-run"])
+    assert bad.exit_code == 5 and "neither a run directory nor a run id" in bad.output
+
+
+def test_backtest_of_a_runs_genome_defaults_to_its_out_of_sample_bars(tiny_run):
+    run_dir, _summary = tiny_run
+    champ = str(run_dir / "champion.json")
+    oos = loads_strict(CliRunner().invoke(cli.forge_app, ["backtest", champ, "--json"]).stdout)
+    split = json.loads((run_dir / "manifest.json").read_text())["split"]
+    a, b = split["out_of_sample"]["rows"]
+    assert oos["data"]["range"] == "out-of-sample" and oos["data"]["bars"] == b - a
+    everything = loads_strict(CliRunner().invoke(cli.forge_app, ["backtest", champ, "--bars", "all", "--json"]).stdout)
+    assert everything["data"]["range"] == "all" and everything["data"]["bars"] > oos["data"]["bars"]
+    t = CliRunner().invoke(cli.forge_app, ["backtest", champ])
+    assert "(out-of-sample)" in t.stdout
+
+
+def test_report_reasons_never_read_nan():
+    from gauntlet.report import _no_nan
+
+    assert _no_nan("Sharpe nan (B&H 1.20), beta +nan") == "Sharpe undefined (B&H 1.20), beta undefined"
+    assert _no_nan("nanosecond financial") == "nanosecond financial"
+
+
+def test_hall_of_fame_members_behave_differently(tiny_run):
+    """No two hall-of-fame members trade alike in-sample (positions equal or correlated >= HOF_MAX_CORR)."""
+    import numpy as np
+
+    from forge.data.gaps import bars_since_gap
+    from forge.data.loader import load_bars
+    from forge.evolution.run import HOF_MAX_CORR, _same_behaviour
+    from forge.gp import Genome
+    from forge.strategy import genome_positions, strategy_features
+
+    run_dir, _ = tiny_run
+    members = json.loads((run_dir / "hall_of_fame.json").read_text())["members"]
+    a, b = json.loads((run_dir / "manifest.json").read_text())["split"]["in_sample"]["rows"]
+    bars, _ = load_bars(None)
+    t = bars["open_time"].to_numpy()
+    pos = []
+    for m in members:
+        g = Genome.from_dict(m["genome"])
+        pos.append(np.asarray(genome_positions(g, strategy_features(bars, g.features), bars_since_gap(t)))[a:b])
+    assert len(members) >= 2
+    for i in range(len(pos)):
+        for j in range(i):
+            assert not _same_behaviour(pos[i], pos[j]), (i, j)
+    assert [m["rank"] for m in members] == list(range(len(members)))
+    # the rule itself, both ways
+    x = np.sin(np.arange(500) / 7.0)
+    assert _same_behaviour(x, x.copy()) and _same_behaviour(x, 2 * x + 0.1)
+    assert not _same_behaviour(x, np.cos(np.arange(500) / 3.0)) and not _same_behaviour(x, np.zeros(500))
+    assert HOF_MAX_CORR < 1.0

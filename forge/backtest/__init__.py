@@ -165,6 +165,16 @@ def _params(cfg: BacktestConfig) -> tuple[float, ...]:
     )
 
 
+def _ro(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only view (no copy).  The kernels are called with read-only inputs only, whether the
+    caller's arrays are workers' read-only memory maps or the parent's own: one compiled specialisation
+    instead of two (numba types read-only and writable arrays apart; cold start, issue 27)."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 def _raise_status(status: int, idx: int, o: np.ndarray, c: np.ndarray) -> None:
     if status == _k.STATUS_BAD_OPEN:
         raise ValueError(f"open_[{idx}] = {o[idx]!r}: prices must be finite and > 0")
@@ -174,7 +184,7 @@ def _raise_status(status: int, idx: int, o: np.ndarray, c: np.ndarray) -> None:
 
 def _metrics_only(o: np.ndarray, c: np.ndarray, t: np.ndarray, p: np.ndarray, cfg: BacktestConfig) -> Metrics:
     out = np.empty(_k.N_METRICS, dtype=np.float64)
-    status, idx, _ = _k.backtest_metrics_nb(o, c, t, p, *_params(cfg), out)
+    status, idx, _ = _k.backtest_metrics_nb(_ro(o), _ro(c), _ro(t), _ro(p), *_params(cfg), out)
     if status != _k.STATUS_OK:
         _raise_status(status, idx, o, c)
     return Metrics.from_vector(out)
@@ -223,7 +233,8 @@ def run_backtest(
     eq, ret, held = np.empty(n), np.empty(n), np.empty(n)
     cols = [np.empty(cap, TRADE_DTYPE[name]) for name in TRADE_DTYPE.names]
     out = np.empty(_k.N_METRICS, dtype=np.float64)
-    status, idx, n_fills = _k.backtest_record_nb(o, c, t, p, *_params(cfg), out, eq, ret, held, *cols)
+    status, idx, n_fills = _k.backtest_record_nb(_ro(o), _ro(c), _ro(t), _ro(p), *_params(cfg), out, eq, ret,
+                                                 held, *cols)
     if status != _k.STATUS_OK:
         _raise_status(status, idx, o, c)
     trades = np.empty(n_fills, dtype=TRADE_DTYPE)

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from forge.core.errors import RunDirError
 
-__all__ = ["run_row", "list_runs", "generation_curve", "compare_runs", "write_compare_html"]
+__all__ = ["run_row", "list_runs", "generation_curve", "compare_runs", "write_compare_html", "RUN_INDEX",
+           "index_path", "record_run", "find_runs", "resolve_run"]
 
 
 def _read_json(path: Path) -> Any:
@@ -138,6 +139,76 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda x: x["created_utc"] or "", reverse=True)
 
 
+RUN_INDEX = "run_index.jsonl"
+"""File name of the run index, beside the default runs folder (``artifacts/run_index.jsonl``): one JSON line
+``{"run_id", "path"}`` per run ``forge evolve`` started, wherever ``--run-dir`` put it."""
+
+
+def index_path(output_dir: str | Path) -> Path:
+    """The run index of a runs folder (``artifacts/runs`` -> ``artifacts/run_index.jsonl``), or the file
+    named by the ``FORGE_RUN_INDEX`` environment variable when set."""
+    import os
+
+    env = os.environ.get("FORGE_RUN_INDEX")
+    return Path(env) if env else Path(output_dir).parent / RUN_INDEX
+
+
+def record_run(index: str | Path, run_id: str, run_dir: str | Path) -> None:
+    """Append ``{"run_id", "path" (absolute)}`` to the run index (created with its folder). A failure to
+    write it (read-only folder) is ignored: the index only helps ``forge runs list`` find the run."""
+    p = Path(index)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("a") as f:
+            f.write(json.dumps({"run_id": run_id, "path": str(Path(run_dir).resolve())}) + "\n")
+    except OSError:
+        pass
+
+
+def _indexed(index: str | Path | None) -> list[Path]:
+    if index is None or not Path(index).is_file():
+        return []
+    out = []
+    for line in Path(index).read_text().splitlines():
+        try:
+            out.append(Path(json.loads(line)["path"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line
+    return out
+
+
+def find_runs(roots: Sequence[str | Path], index: str | Path | None = None) -> list[dict[str, Any]]:
+    """:func:`run_row` of every run directory under each of ``roots`` (one level) and every run in the run
+    ``index`` that still exists, each once (by resolved path), newest first."""
+    seen: set[Path] = set()
+    rows = []
+    candidates: list[Path] = []
+    for r in roots:
+        rp = Path(r)
+        if rp.is_dir():
+            candidates += sorted(d for d in rp.iterdir() if d.is_dir())
+    candidates += _indexed(index)
+    for d in candidates:
+        key = d.resolve()
+        if key in seen or not ((d / "manifest.json").is_file() or (d / "run_config.json").is_file()):
+            continue
+        seen.add(key)
+        rows.append(run_row(d))
+    return sorted(rows, key=lambda x: x["created_utc"] or "", reverse=True)
+
+
+def resolve_run(ref: str | Path, roots: Sequence[str | Path], index: str | Path | None = None) -> Path:
+    """A run directory from a path or a run id (as ``forge runs list`` prints it). raises RunDirError naming
+    the reference when it is neither."""
+    p = Path(ref)
+    if p.is_dir():
+        return p
+    hits = [r["path"] for r in find_runs(roots, index) if r["run_id"] == str(ref)]
+    if not hits:
+        raise RunDirError(f"{ref}: neither a run directory nor a run id that forge runs list knows")
+    return Path(hits[0])
+
+
 def compare_runs(run_dirs: Sequence[str | Path]) -> dict[str, Any]:
     """{"runs": [run_row + {"curve": generation_curve}]} in the given order. raises RunDirError."""
     if not run_dirs:
@@ -239,4 +310,8 @@ with the same costs; max DD as a loss from the running peak.</p>
 <h2>Fitness per generation</h2><img src="{curves}" alt="fitness curves">
 <h2>Champion vs buy-and-hold, out of sample</h2><img src="{bars}" alt="out-of-sample returns">
 </body></html>"""
-    return atomic_write_text(path, doc)
+    p = atomic_write_text(path, doc)
+    import os
+
+    os.chmod(p, 0o644)  # readable like the run's other outputs (the temporary file was 0600)
+    return p

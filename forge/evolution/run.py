@@ -63,7 +63,7 @@ from forge.gp import pset as gp_ops
 from forge.sim.calibrate import read_calibration
 from forge.strategy import genome_positions
 
-__all__ = ["EvolveResult", "evolve", "hall_of_fame_report", "make_run_id", "refuse_out_of_sample_leaks", "resume_run"]
+__all__ = ["EvolveResult", "evolve", "distinct_members", "hall_of_fame_report", "make_run_id", "refuse_out_of_sample_leaks", "resume_run"]
 
 PACKAGES = ("deap", "numba", "numpy", "polars", "joblib", "lightgbm", "cma", "tigramite", "dowhy")
 
@@ -440,9 +440,9 @@ def evolve(
         save = (lambda st: save_state(run_dir, st, codec, evaluator, surrogate, coev)) if ec.checkpoint else None
         record = Recorder(run_dir, evaluator, ec.generations, notify, save, PhaseClock())
         if resume:
-            state = restore_state(run_dir, ec.hall_of_fame_size, codec, evaluator, surrogate, coev)
+            state = restore_state(run_dir, HOF_POOL_FACTOR * ec.hall_of_fame_size, codec, evaluator, surrogate, coev)
         else:
-            state = fresh_state(run_dir, ec.seed, ec.hall_of_fame_size)
+            state = fresh_state(run_dir, ec.seed, HOF_POOL_FACTOR * ec.hall_of_fame_size)
             initial_generation(state, lambda: [codec.new(t) for t in _initial_trees(cfg, ops, pset, causal_dropped)], toolbox,
                                record, screen, adversary)
         done = ea_mu_plus_lambda(state, toolbox, ec.population, ec.n_offspring, ec.generations, record,
@@ -458,7 +458,8 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
             n_evaluated: int, library: FeatureLibrary | None, causal_report: CausalReport | None,
             adversary: Adversary | None, resumed: bool, seconds: float, notify: ProgressFn) -> EvolveResult:
     """Hall-of-fame report (out-of-sample touched here, once), champion and manifest."""
-    members = hall_of_fame_report(state.hall_of_fame, codec, markets, cfg)
+    distinct = distinct_members(state.hall_of_fame, codec, markets[0], cfg.evolve.hall_of_fame_size)
+    members = hall_of_fame_report(distinct, codec, markets, cfg)
     champion = members[0].to_genome()
     primary = markets[0]
     manifest = Manifest(
@@ -507,7 +508,47 @@ def _record_trials(run_dir: Path, manifest: Manifest, configured: str) -> None:
         raise RunDirError(f"{path}: cannot record the run's trials in the trial ledger ({exc.strerror or exc})") from None
 
 
-def hall_of_fame_report(hof: tools.HallOfFame, codec: Codec, markets: list[Market],
+HOF_POOL_FACTOR = 3
+"""The run keeps this many times ``hall_of_fame_size`` best distinct expressions; the report picks the
+behaviourally distinct ones among them (:func:`distinct_members`)."""
+HOF_MAX_CORR = 0.95
+"""Two genomes whose in-sample position series correlate at least this much (Pearson), or are equal, count
+as one behaviour: the hall of fame keeps the fitter.  (Five members differing in one constant with the same
+fitness and the same trades were the norm before, issue 27.)"""
+
+
+def _same_behaviour(p: np.ndarray, q: np.ndarray) -> bool:
+    if np.array_equal(p, q):
+        return True
+    sp, sq = float(np.std(p)), float(np.std(q))
+    if sp == 0.0 or sq == 0.0:  # a constant position: distinct from anything not equal to it
+        return False
+    return float(np.corrcoef(p, q)[0, 1]) >= HOF_MAX_CORR
+
+
+def distinct_members(hof: tools.HallOfFame, codec: Codec, market: Market, size: int,
+                     pool: BufferPool | None = None) -> list[Any]:
+    """The best ``size`` members of ``hof`` (fitness order) whose in-sample position series differ: a member
+    whose positions on ``market``'s in-sample bars equal or correlate >= ``HOF_MAX_CORR`` with a fitter
+    kept member's is skipped.  Only in-sample bars are read (the choice never sees the out-of-sample range)."""
+    pool = pool or BufferPool()
+    t = market.bars["open_time"].to_numpy().astype(np.int64)
+    bsg = bars_since_gap(t)
+    a, b = market.split.in_sample
+    kept: list[Any] = []
+    kept_pos: list[np.ndarray] = []
+    for ind in hof:
+        if len(kept) >= size:
+            break
+        pos = np.array(genome_positions(codec.to_genome(ind), market.features, bsg, pool)[a:b], dtype=np.float64)
+        if any(_same_behaviour(pos, q) for q in kept_pos):
+            continue
+        kept.append(ind)
+        kept_pos.append(pos)
+    return kept
+
+
+def hall_of_fame_report(hof: tools.HallOfFame | list[Any], codec: Codec, markets: list[Market],
                         cfg: RunConfig) -> list[HallOfFameMember]:
     """Genome, fitness and in-/out-of-sample metrics of each hall-of-fame member, with buy-and-hold over the
     same out-of-sample bars (the first market's; every market's under ``*_per_symbol`` when there are

@@ -156,6 +156,9 @@ def run_compiled(program: Program, X: np.ndarray, pool: BufferPool | None = None
     regs = (pool or BufferPool()).get(program.op.shape[0], row)
     if out is None:
         out = np.empty(n, dtype=np.float64)
+    if X.flags.writeable:  # one compiled specialisation: X read-only whether or not it is a worker's memory map
+        X = X.view()
+        X.flags.writeable = False
     run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, regs, out,
                    program.is_position, DEFAULT_BLOCK)
     return out

@@ -658,7 +658,7 @@ def _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
     _nan_rule_blk(x, ox, x, ox, False, w, y, oy, t0, t1, ist)
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)  # not inlined: one compiled copy serves every _roll_*_blk (cold start, issue 27)
 def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
     """``_rolling_blk``'s EMA (windows > ``SMALL_W``) over bars [t0, t1) with a fast path: a bar whose input
     is finite, with no NaN or infinity in its window, no flat run of w bars and no exact recompute due, only
@@ -818,6 +818,46 @@ def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, b
     fs[0] = shift
     fs[1] = s1
     fs[2] = s2
+
+
+# One compiled function per rolling kind (each inlines ``_rolling_blk`` once, with its kind a constant) so
+# ``apply_blk`` calls them instead of inlining eight copies: numba's inlining and type inference grow
+# faster than linearly with a function's size, and the eight inlined copies made ``apply_blk`` the
+# first run's longest compilation (benchmarks/cold_start.py, issue 27).  The call per block (2048 bars)
+# costs nothing measurable; the code of each kind is the same as when it was inlined.
+@njit(**NO_NRT)
+def _roll_mean_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_std_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_min_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_max_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_rank_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_zscore_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
+
+
+@njit(**NO_NRT)
+def _roll_ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _rolling_blk(x, ox, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
 
 
 @njit(**NO_NRT)
@@ -1085,22 +1125,22 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
                 y[_u(t - oy)] = xa[_u(t - w - oa)]
             else:
                 y[_u(t - oy)] = xa[_u(t - oa)] - xa[_u(t - w - oa)]
-    elif o == Op.TS_MEAN:  # one inlined copy per kind: the kind is a constant, its dead branches vanish
-        _rolling_blk(xa, oa, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+    elif o == Op.TS_MEAN:  # one compiled function per kind (_roll_*_blk): the kind is a constant there
+        _roll_mean_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_STD:
-        _rolling_blk(xa, oa, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_std_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_MIN:
-        _rolling_blk(xa, oa, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_min_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_MAX:
-        _rolling_blk(xa, oa, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_max_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_RANK:
-        _rolling_blk(xa, oa, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_rank_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_ZSCORE:
-        _rolling_blk(xa, oa, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_zscore_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.TS_CORR:
         _corr_blk(xa, oa, xb, ob, w, y, oy, t0, t1, fs, ist, scr)
     elif o == Op.EMA:
-        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_ema_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
     elif o == Op.IF_THEN_ELSE:
         for q in range(L):
             vy[q] = vb[q] if va[q] > 0.5 else vc[q]
@@ -1146,7 +1186,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
         # rounded block by block: the flat-window rule of the next block then copies a rounded y[t-1]
         # where the flat interpreter copied the unrounded one; rounding is idempotent on multiples of
         # SMOOTH_STEP, so the output is the same bit for bit (tested across block boundaries)
-        _rolling_blk(xa, oa, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
+        _roll_ema_blk(xa, oa, w, y, oy, t0, t1, fs, ist, dq, wts, ec[0], ec[1], ec[2], scr)
         for q in range(L):
             vy[q] = np.floor(vy[q] / SMOOTH_STEP + 0.5) * SMOOTH_STEP
     elif o == Op.MIN_HOLD:

@@ -20,7 +20,7 @@ Rows (every ratio is computed from numbers measured in the same run)
 - Backtest bars/s of ``backtest_metrics`` vs vectorbt's own
   ``Portfolio.from_orders``/``from_signals`` on the same bars and positions
   (optional ``bench`` extra; when vectorbt does not import the row says
-  "not installable here: <reason>" instead of a number).
+  "not installed (the [bench] extra): <reason>" instead of a number).
 
 Bars are the embedded sample's real features tiled in time to ``n_bars``.
 Timings are best-of-``repeats`` wall clock on one core (numba is single
@@ -32,14 +32,25 @@ vectorbt, ``run_bench`` and ``render_markdown``), ``cache`` (the VM and its subt
 population and its offspring), ``full`` (``run_bench_full``: the ``--full`` rows).
 """
 
-from loop.bench.cache import (
+import importlib.util
+
+BENCH_EXTRA = ("bottleneck", "vectorbt")
+"""The library baselines' packages: the ``[bench]`` extra (``pip install -e ".[bench]"``)."""
+
+
+def missing_bench_extra() -> list[str]:
+    """The packages of the ``[bench]`` extra that are not installed here ([] when all are)."""
+    return [m for m in BENCH_EXTRA if importlib.util.find_spec(m) is None]
+
+
+from loop.bench.cache import (  # noqa: E402
     evolved_genomes,
     evolved_population,
     offspring_genomes,
     vm_cache_vs_deap,
     vm_warm_cache_vs_deap,
 )
-from loop.bench.full import (
+from loop.bench.full import (  # noqa: E402
     _market,
     end_to_end,
     generation_phases,
@@ -49,10 +60,12 @@ from loop.bench.full import (
     surrogate_screens,
     worker_scaling,
 )
-from loop.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench
-from loop.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, tune_allocator, vm_vs_deap
+from loop.bench.short import backtest_vs_vectorbt, memory_bandwidth, render_markdown, run_bench  # noqa: E402
+from loop.bench.vm import STD_REL_EPS, kernel_agreement, library_primitives, library_pset, tune_allocator, vm_vs_deap  # noqa: E402
 
 __all__ = [
+    "BENCH_EXTRA",
+    "missing_bench_extra",
     "STD_REL_EPS", "backtest_vs_vectorbt", "end_to_end", "evolved_genomes", "evolved_population", "generation_phases",
     "kernel_agreement", "offspring_genomes", "tune_allocator", "vm_warm_cache_vs_deap",
     "library_primitives", "library_pset", "memory_bandwidth", "peak_memory_symbols", "phase_rows", "render_markdown",

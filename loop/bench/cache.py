@@ -198,7 +198,7 @@ def _cache_rows(vc: dict[str, Any]) -> list[dict[str, str]]:
     if "bn_error" in vc:
         rows.append({"name": cached_name, "measured": f"{vc['cached_node_evals_per_s'] / 1e6:,.1f} M/s",
                      "baseline": "DEAP gp.compile + bottleneck/scipy.signal.lfilter kernels",
-                     "baseline_measured": f"not installable here: {vc['bn_error']}", "ratio": "—", "goal": ">= 5x"})
+                     "baseline_measured": f"not installed (the [bench] extra): {vc['bn_error']}", "ratio": "—", "goal": ">= 5x"})
     else:
         rows.append({"name": cached_name, "measured": f"{vc['cached_node_evals_per_s'] / 1e6:,.1f} M/s",
                      "baseline": "DEAP gp.compile + O(n) library kernels (bottleneck move_*, scipy.signal.lfilter "

@@ -315,7 +315,7 @@ def run_bench_full(n_bars: int = 400_000, seed: int = 0, progress=None) -> dict[
     except ImportError as exc:
         rows.append({"name": "VM + warm subtree cache on offspring", "measured": "—",
                      "baseline": "DEAP gp.compile + bottleneck/scipy.signal.lfilter kernels",
-                     "baseline_measured": f"not installable here: {exc}", "ratio": "—", "goal": ">= 5x"})
+                     "baseline_measured": f"not installed (the [bench] extra): {exc}", "ratio": "—", "goal": ">= 5x"})
     try:
         from forge.sim.market import sim_throughput
 

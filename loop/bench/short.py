@@ -153,7 +153,7 @@ def _vm_rows(vm: dict[str, Any], n_bars: int) -> list[dict[str, str]]:
     if "bn_error" in vm:
         rows.append({"name": f"VM node-evals/s {what}", "measured": f"{vm['vm_node_evals_per_s'] / 1e6:,.1f} M/s",
                      "baseline": "DEAP gp.compile + bottleneck/scipy.signal.lfilter kernels",
-                     "baseline_measured": f"not installable here: {vm['bn_error']}", "ratio": "—", "goal": ">= 3x"})
+                     "baseline_measured": f"not installed (the [bench] extra): {vm['bn_error']}", "ratio": "—", "goal": ">= 3x"})
     else:
         rows.append({
             "name": f"VM node-evals/s {what}",
@@ -190,7 +190,7 @@ def _backtest_rows(bt: dict[str, Any]) -> list[dict[str, str]]:
             f"run_backtest with records: {bt['ours_record_bars_per_s'] / 1e6:,.1f} M/s)")
     if "vbt_error" in bt:
         return [{"name": name, "measured": ours, "baseline": "vectorbt Portfolio.from_orders / from_signals",
-                 "baseline_measured": f"not installable here: {bt['vbt_error']}", "ratio": "—", "goal": ">= 100 M/s"}]
+                 "baseline_measured": f"not installed (the [bench] extra): {bt['vbt_error']}", "ratio": "—", "goal": ">= 100 M/s"}]
     agree = (f"same bars/positions/costs; {bt['vbt_fills_orders']:,} / {bt['vbt_fills_signals']:,} fills, equity "
              f"within {bt['vbt_max_rel_equity_diff_orders']:.1%} / {bt['vbt_max_rel_equity_diff_signals']:.1%} "
              "of run_backtest's")
