@@ -26,9 +26,11 @@ from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
 
-__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "gating_policy"]
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "HOLDOUT_REPORT", "gating_policy"]
 
 REPORT_SCHEMA = "gauntlet-report/2"
+HOLDOUT_REPORT = "gauntlet_holdout.json"
+"""A holdout's report, next to (never over) the run's own ``gauntlet_report.json``."""
 _MODULES = {"oos": "oos", "lookahead": "lookahead", "psr": "psr", "dsr": "dsr", "pbo": "pbo",
             "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute"}
 
@@ -59,7 +61,8 @@ class GauntletReport:
             "created_utc": datetime.now(timezone.utc).isoformat(),
             "data_source": ctx.data_source,
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
-                           "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
+                           "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap,
+                           "holdout": ctx.holdout, "mode": "holdout" if ctx.holdout else "run"},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
             "policy": gating_policy(self.config),
             "shared": self.shared,
@@ -83,17 +86,24 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
-    trials = ctx.in_sample_trials(cfg.max_trials, cfg.seed)
-    shared["trial_set"] = trials
-    shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
-    shared["n_trials_total"] = trials.n_total
-    n_distinct, n_hours = trials.hourly.shape
-    if n_distinct < 2:
-        shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
-    elif n_hours < 2 * cfg.pbo_blocks:
-        shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
-    else:
-        shared["pbo"] = pbo_cscv(trials.hourly.T, cfg.pbo_blocks)
+    if ctx.holdout:
+        shared["holdout"] = _holdout_selection(ctx)
+    if ctx.in_sample[1] - ctx.in_sample[0] > 1:
+        trials = ctx.in_sample_trials(cfg.max_trials, cfg.seed)
+        shared["trial_set"] = trials
+        shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
+        shared["n_trials_total"] = trials.n_total
+        n_distinct, n_hours = trials.hourly.shape
+        if n_distinct < 2:
+            shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
+        elif n_hours < 2 * cfg.pbo_blocks:
+            shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
+        else:
+            shared["pbo"] = pbo_cscv(trials.hourly.T, cfg.pbo_blocks)
+    else:  # holdout on fresh bars without the run's in-sample bars: nothing to recompute the selection from
+        shared["trials"] = None
+        shared["n_trials_total"] = int(ctx.n_evaluated)
+        shared["pbo_skip"] = "holdout: the bars given do not hold the run's in-sample range"
     # out of sample: each distinct candidate's hedged net returns, PSR(0) p-values, Holm over the hall of fame
     ev = ctx.evaluation
     hedges, seen, p_distinct, group = {}, {}, [], {}
@@ -114,15 +124,39 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     return shared
 
 
+def _holdout_selection(ctx: RunContext) -> dict[str, Any]:
+    """The run's own selection statistics for a holdout report: each candidate's DSR and PBO stage results
+    from the run's own validation (its ``gauntlet_report.json``, when one exists for this run id), keyed by
+    genome sha256. A holdout never gates on them: the selection happened on the run's bars, not the fresh ones.
+    returns: {"source": path or None, "by_sha": {sha256: {"dsr": stage dict, "pbo": stage dict}}}."""
+    import json
+
+    path = Path(ctx.run_dir) / FILES.gauntlet_report
+    out: dict[str, Any] = {"source": None, "by_sha": {}}
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return out
+    if str(rep.get("run_id")) != str(ctx.manifest.run_id) or (rep.get("evaluation") or {}).get("holdout"):
+        return out
+    out["source"] = str(path)
+    for c in rep.get("candidates") or []:
+        st = c.get("stages") or {}
+        out["by_sha"][c.get("sha256")] = {n: st[n] for n in ("dsr", "pbo") if n in st}
+    return out
+
+
 def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
     t = shared["trials"]
     p = shared.get("pbo")
-    return {"trials": {"n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
-                       "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"},
+    trials = None if t is None else {
+        "n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
+        "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"}
+    return {"trials": trials,
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
                                            "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
             "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
-            "seconds": round(shared["seconds"], 2)}
+            "holdout": shared.get("holdout"), "seconds": round(shared["seconds"], 2)}
 
 
 def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
@@ -146,7 +180,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
-                 lineage: dict[str, Any] | None = None) -> GauntletReport:
+                 lineage: dict[str, Any] | None = None, candidates: str | int | None = None) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -155,17 +189,27 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     bars: the run's own bars in memory (polars frame), instead of reloading its data;
     symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
     published champion's signed meta (:func:`gauntlet.publish.publish_champion`).
-    Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
-    publishing, so each published meta carries the report's sha256.
+
+    Holdout mode is automatic when ``data`` holds bars after the run's last bar (``RunContext.load``): only
+    those bars are evaluated; the test is pre-registered on ``candidates`` ("champion" — the default in a
+    holdout —, "all", or an int N for the top N of the hall of fame; outside a holdout the default is "all",
+    capped by ``max_candidates``), the psr gate is Holm-adjusted over them (so at most alpha family-wise);
+    DSR and PBO are reported from the run's own validation (its ``gauntlet_report.json``) or recomputed from
+    its in-sample trials when the bars given hold them, and never gate: the selection they deflate happened
+    on the run's bars, not on the fresh ones. A holdout writes ``gauntlet_holdout.json`` (the run's own
+    report is kept); otherwise ``gauntlet_report.json`` is written (strict JSON, ``GauntletReport.text``)
+    into the run directory before publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates,
-                          bars=bars)
-    say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars")
+                          bars=bars, candidates=candidates)
+    say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars"
+        + (" (holdout: bars after the run's last bar)" if ctx.holdout else ""))
     shared = _shared(ctx, cfg)
-    say(f"shared: {shared['trials'].n_effective} effective in-sample trials of {shared['trials'].n_raw} distinct")
+    if shared["trials"] is not None:
+        say(f"shared: {shared['trials'].n_effective} effective in-sample trials of {shared['trials'].n_raw} distinct")
     modules = {n: importlib.import_module(f"gauntlet.stages.{_MODULES[n]}") for n in STAGE_ORDER}
     verdicts = []
     for cand in ctx.candidates:
@@ -187,7 +231,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
                             time.perf_counter() - t0, ctx)
     report.text = json_dumps(report.to_dict())
-    atomic_write_text(Path(run_dir) / FILES.gauntlet_report, report.text + "\n")
+    atomic_write_text(Path(run_dir) / (HOLDOUT_REPORT if ctx.holdout else FILES.gauntlet_report), report.text + "\n")
     if published:
         from gauntlet.publish import publish_champion
 

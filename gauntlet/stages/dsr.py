@@ -25,13 +25,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from gauntlet.stages import StageResult
+from gauntlet.stages import StageResult, holdout_report_only
 from gauntlet.stats import deflated_sharpe_ratio
 
 NAME = "dsr"
 
 
 def run(ctx, cand, cfg, shared) -> StageResult:
+    if ctx.holdout:
+        own = _run(ctx, cand, cfg, shared) if shared["trials"] is not None and cand.is_result is not None else None
+        return holdout_report_only(NAME, "DSR", cfg.dsr_threshold, own, cand, shared)
+    return _run(ctx, cand, cfg, shared)
+
+
+def _run(ctx, cand, cfg, shared) -> StageResult:
     trials = shared["trials"]
     if cand.is_result is None:
         return StageResult(NAME, "DSR", None, None, cfg.dsr_threshold, False, "no in-sample bars to deflate", {})

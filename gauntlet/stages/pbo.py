@@ -11,12 +11,19 @@ trial no selection happened and the stage does not apply.
 
 from __future__ import annotations
 
-from gauntlet.stages import StageResult
+from gauntlet.stages import StageResult, holdout_report_only
 
 NAME = "pbo"
 
 
 def run(ctx, cand, cfg, shared) -> StageResult:
+    if ctx.holdout:
+        own = _run(ctx, cand, cfg, shared) if shared.get("pbo") is not None else None
+        return holdout_report_only(NAME, "PBO", cfg.pbo_threshold, own, cand, shared)
+    return _run(ctx, cand, cfg, shared)
+
+
+def _run(ctx, cand, cfg, shared) -> StageResult:
     res = shared.get("pbo")
     if res is None:
         return StageResult(NAME, "PBO", None, None, cfg.pbo_threshold, True,
