@@ -88,6 +88,7 @@ class Trials:
     sharpe: np.ndarray
     rank_row: dict[int, int]
     n_total: int
+    n_obs: int = 0
 
 
 @dataclass
@@ -183,22 +184,21 @@ class RunContext:
         """A backtest's per-bar returns on ``rows`` net of their market exposure (``gauntlet.stats.market_hedged``)."""
         return market_hedged(result.returns, self.market_returns(rows))
 
-    def in_sample_trials(self, max_trials: int, seed: int) -> Trials:
-        """The trials of the run's selection: hall-of-fame members plus a seeded sample of the other evaluated
-        genomes (``evaluated.jsonl``), each backtested on the in-sample rows with the run's costs (taker fee,
+    def in_sample_trials(self) -> Trials:
+        """The trials of the run's selection: hall-of-fame members plus every other evaluated genome
+        (``evaluated.jsonl``), each backtested on the in-sample rows with the run's costs (taker fee,
         slippage, funding) and hedged against the market — the matrix PBO's CSCV and the DSR's trial count and
         Sharpe variance are defined on (Bailey et al. 2017; Bailey & López de Prado 2014). Trials with identical
-        in-sample positions are one trial.
+        in-sample positions are one trial. (Clustering, and sampling by cluster above a stated size, happen in
+        ``gauntlet.stats.effective_trials``.)
 
         returns: Trials (hourly (N, H) float64 hourly sums of hedged net per-bar returns, sharpe (N,) per-bar
-        Sharpe of the hedged net returns, rank_row: hall-of-fame rank -> row, n_total: genomes evaluated).
+        Sharpe of the hedged net returns, rank_row: hall-of-fame rank -> row, n_total: genomes evaluated,
+        n_obs: in-sample bars).
         """
         a, b = self.in_sample
         hof = {c.genome.sha256 for c in self.candidates}
         others = [g for g in self.trial_genomes if g.sha256 not in hof]
-        if len(others) > max_trials:
-            idx = np.sort(np.random.default_rng(seed).choice(len(others), size=max_trials, replace=False))
-            others = [others[i] for i in idx]
         bsg = bars_since_gap(self.open_time)
         pool = BufferPool()
         t_is = self.open_time[a:b]
@@ -221,7 +221,7 @@ class RunContext:
             srs.append(sharpe_per_bar(h))
             rows.append(hourly_sums(h, t_is))
         return Trials(hourly=np.array(rows), sharpe=np.array(srs), rank_row=rank_row,
-                      n_total=max(self.n_evaluated, len(self.trial_genomes), len(rows)))
+                      n_total=max(self.n_evaluated, len(self.trial_genomes), len(rows)), n_obs=b - a)
 
     @classmethod
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,

@@ -82,24 +82,36 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     """Run-level quantities every stage reads: the in-sample trials (effective number, Sharpe variance, PBO),
     each candidate's market-hedged OOS returns and Holm-adjusted PSR p-value, and SPA over the hall of fame."""
     from gauntlet.stages.permutation import spa_over
-    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue
+    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue, screening_ratio
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
     if ctx.holdout:
         shared["holdout"] = _holdout_selection(ctx)
     if ctx.in_sample[1] - ctx.in_sample[0] > 1:
-        trials = ctx.in_sample_trials(cfg.max_trials, cfg.seed)
+        from forge.core.rundir import read_generations
+
+        trials = ctx.in_sample_trials()
         shared["trial_set"] = trials
-        shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
+        ratio = screening_ratio(read_generations(ctx.run_dir))
+        et = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe, n_obs=trials.n_obs,
+                              screening=ratio, max_trials=cfg.max_trials, seed=cfg.seed,
+                              dominated_level=cfg.trial_dominated_level)
+        shared["trials"] = et
         shared["n_trials_total"] = trials.n_total
-        n_distinct, n_hours = trials.hourly.shape
-        if n_distinct < 2:
+        reps = et.representatives
+        n_hours = trials.hourly.shape[1]
+        if trials.hourly.shape[0] < 2:
             shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
+        elif reps.size < 2:
+            shared["pbo_skip"] = (f"{reps.size} cluster of contending trials (of {trials.hourly.shape[0]} distinct, "
+                                  f"{et.n_dominated} dominated): no selection among distinct strategies")
         elif n_hours < 2 * cfg.pbo_blocks:
             shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
         else:
-            shared["pbo"] = pbo_cscv(trials.hourly.T, cfg.pbo_blocks)
+            # CSCV over one representative per cluster: near-copies of one strategy are one strategy, and
+            # dominated (fee-burning) trials, which no selection picks, do not push the chosen one up the ranks
+            shared["pbo"] = pbo_cscv(trials.hourly[reps].T, cfg.pbo_blocks)
     else:  # holdout on fresh bars without the run's in-sample bars: nothing to recompute the selection from
         shared["trials"] = None
         shared["n_trials_total"] = int(ctx.n_evaluated)
@@ -151,6 +163,8 @@ def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
     p = shared.get("pbo")
     trials = None if t is None else {
         "n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
+        "n_clusters": t.n_clusters, "n_dominated": t.n_dominated, "screening_ratio": t.screening_ratio,
+        "n_representatives": int(t.representatives.size), "sampled_by_cluster": t.sampled,
         "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"}
     return {"trials": trials,
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
