@@ -33,9 +33,8 @@ class GauntletConfig:
     is reported as uninformative); pcmci_tau_max, pcmci_pc_alpha (PCMCI's
     regularisation level selecting the market's confounders),
     pcmci_max_samples; dowhy_max_samples, dowhy_placebo_shifts,
-    dowhy_simulations (per DoWhy refuter, diagnostic), dowhy_max_control_corr:
-    a common cause correlated above this with any input the genome reads or
-    with the position is excluded; gating: stages whose failure rejects a
+    dowhy_simulations (per DoWhy refuter, diagnostic; the dowhy stage's
+    adjustment set is identified by DoWhy on the PCMCI graph); gating: stages whose failure rejects a
     candidate (the others are reported as diagnostics); seed: root of every
     random choice.
     """
@@ -60,7 +59,6 @@ class GauntletConfig:
     dowhy_max_samples: int = 20000
     dowhy_placebo_shifts: int = 199
     dowhy_simulations: int = 10
-    dowhy_max_control_corr: float = 0.3
     gating: tuple[str, ...] = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
     seed: int = 0
 
@@ -69,8 +67,7 @@ class GauntletConfig:
 
         if self.pbo_blocks % 2 or self.pbo_blocks < 4:
             raise ConfigError(f"gauntlet.pbo_blocks must be even and >= 4, got {self.pbo_blocks}")
-        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "dowhy_max_control_corr",
-                     "trial_dominated_level"):
+        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "trial_dominated_level"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"gauntlet.{name} must be in (0, 1], got {getattr(self, name)}")
         unknown = set(self.gating) - set(STAGE_ORDER)
