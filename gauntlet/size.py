@@ -30,7 +30,7 @@ import numpy as np
 from forge.backtest import BacktestConfig, run_backtest
 from forge.data.synthetic import NULL_MARKETS, NULL_POSITIONS, null_positions, synthetic_bars
 
-__all__ = ["null_pvalues", "size_table", "STAGES", "LEVELS"]
+__all__ = ["null_pvalues", "planted_pvalues", "stage_pvalues", "size_table", "STAGES", "LEVELS"]
 
 STAGES = ("psr", "psr_gross", "permutation", "permutation_mean", "pcmci", "dowhy")
 LEVELS = (0.01, 0.05, 0.10)
@@ -40,10 +40,42 @@ def null_pvalues(kind: str, seed: int, days: int = 3, shifts: int = 199,
                  costs: BacktestConfig | None = None, stages: Iterable[str] = STAGES) -> list[dict[str, Any]]:
     """Every stage's p-value for each null position on one draw of a null market.
 
-    kind: one of NULL_MARKETS; seed: the draw; days: market length (1-minute bars); shifts: circular
-    shifts of the permutation and placebo tests; costs: the backtest costs (default: the packaged ones).
-    returns: one dict per position {"market", "seed", "position", <stage>: p-value (float or None)}.
+    kind: one of NULL_MARKETS; seed: the draw; days: market length (1-minute bars, all of them tested);
+    shifts: circular shifts of the permutation and placebo tests; costs: the backtest costs (default: the
+    packaged ones). returns: one dict per position {"market", "seed", "position", <stage>: p-value (float
+    or None)}. raises ValueError for an unknown kind.
     """
+    if kind not in NULL_MARKETS:
+        raise ValueError(f"kind must be one of {NULL_MARKETS}, got {kind!r}")
+    bars, _ = synthetic_bars(seed, 0.0, days, kind=kind)
+    return stage_pvalues(bars, null_positions(bars), kind, seed, shifts, costs, stages)
+
+
+def planted_pvalues(seed: int, strength: float, days: int = 20, oos_fraction: float = 0.3, window: int = 240,
+                    shifts: int = 199, costs: BacktestConfig | None = None,
+                    stages: Iterable[str] = STAGES) -> dict[str, Any]:
+    """Power: every stage's p-value for the oracle rule ``pos_sign(ts_mean(taker_imb, window))`` on the last
+    ``oos_fraction`` of a planted market (``synthetic_bars(seed, strength, days)``), the rows a run's
+    out-of-sample range would hold. returns: {"market": "planted", "seed", "position": "oracle", <stage>: p}."""
+    from forge.data.gaps import bars_since_gap
+    from forge.gp import Genome
+    from forge.strategy import genome_positions, strategy_features
+
+    bars, _ = synthetic_bars(seed, strength, days, kind="planted")
+    g = Genome.from_tokens(["pos_sign", "ts_mean", "feature:taker_imb", f"window:{window}"], [])
+    pos = genome_positions(g, strategy_features(bars, ("taker_imb",), None), bars_since_gap(bars["open_time"].to_numpy()))
+    drv = strategy_features(bars, ("taker_imb",), None).row("taker_imb")
+    start = bars.height - int(round(bars.height * oos_fraction))
+    tail = bars.slice(start)
+    row = stage_pvalues(tail, {"oracle": (pos[start:], drv[start:])}, "planted", seed, shifts, costs, stages)[0]
+    return {**row, "strength": strength}
+
+
+def stage_pvalues(bars: Any, positions: dict[str, tuple[np.ndarray, np.ndarray]], kind: str, seed: int,
+                  shifts: int = 199, costs: BacktestConfig | None = None,
+                  stages: Iterable[str] = STAGES) -> list[dict[str, Any]]:
+    """The stages' p-values for each (position (n,), driver (n,)) on ``bars`` (the tested rows; features
+    start cold on them). returns: one dict per position, as ``null_pvalues``."""
     from forge.causal import vol_standardized
     from forge.data.gaps import realised_returns
     from forge.features import compute_features
@@ -52,12 +84,9 @@ def null_pvalues(kind: str, seed: int, days: int = 3, shifts: int = 199,
     from gauntlet.stages.permutation import circular_shift_mean_pvalue, circular_shift_pvalue
     from gauntlet.stats import market_hedged, psr_pvalue
 
-    if kind not in NULL_MARKETS:
-        raise ValueError(f"kind must be one of {NULL_MARKETS}, got {kind!r}")
     stages = tuple(stages)
     costs = costs or BacktestConfig()
     gross = dataclasses.replace(costs, taker_fee_bps=0.0, slippage_bps=0.0, funding_rate_8h=0.0)
-    bars, _ = synthetic_bars(seed, 0.0, days, kind=kind)
     o = bars["open"].to_numpy().astype(np.float64)
     c = bars["close"].to_numpy().astype(np.float64)
     t = bars["open_time"].to_numpy().astype(np.int64)
@@ -77,7 +106,7 @@ def null_pvalues(kind: str, seed: int, days: int = 3, shifts: int = 199,
         adj = identify_adjustment(graph, pd.DataFrame({"position": np.zeros(len(ret_z)), "ret": np.nan_to_num(ret_z),
                                                        **{k: np.nan_to_num(v) for k, v in pser.items()}}))
     out = []
-    for name, (pos, driver) in null_positions(bars).items():
+    for name, (pos, driver) in positions.items():
         row: dict[str, Any] = {"market": kind, "seed": seed, "position": name}
         bt = lambda p: run_backtest(o, c, t, p, costs).returns  # noqa: E731
         if "psr" in stages:
@@ -91,7 +120,7 @@ def null_pvalues(kind: str, seed: int, days: int = 3, shifts: int = 199,
         if "pcmci" in stages:
             try:
                 res = position_link(pos, ret_z, mk["series"], mk["parents"])
-                row["pcmci"] = res["p"] if res["coef"] > 0 else 1.0 - res["p"]  # one-sided, as the gate
+                row["pcmci"] = res["p"]  # one-sided P(T >= t), as the gate (which also needs coef > 0)
             except ValueError:
                 row["pcmci"] = None
         if "dowhy" in stages:
