@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    ap.add_argument("--summarize", action="store_true", help="tabulate the rows an earlier (interrupted) run wrote")
     ap.add_argument("--power", default="", help="planted strengths: measure power instead of size")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("gauntlet_size.json"))
     a = ap.parse_args()
@@ -79,9 +80,17 @@ def main() -> None:
     jobs = [(k, 10_000 + i, a.days, stages) for i in range(a.draws) for k in NULL_MARKETS]
     t0 = time.time()
     rows: list[dict] = []
-    with ProcessPoolExecutor(a.workers) as ex:
-        for r in ex.map(_one, jobs, chunksize=8):
-            rows.extend(r)
+    part = a.out.with_suffix(".rows.jsonl")  # every finished draw, so an interrupted study keeps its rows
+    if a.summarize:
+        rows = [json.loads(x) for x in part.read_text().splitlines() if x.strip()]
+        a.draws = len({r["seed"] for r in rows})
+    else:
+        part.write_text("")
+        with ProcessPoolExecutor(a.workers) as ex, part.open("a") as fh:
+            for r in ex.map(_one, jobs, chunksize=1):
+                rows.extend(r)
+                fh.write("".join(json.dumps(x) + "\n" for x in r))
+                fh.flush()
     table = size_table(rows)
     a.out.write_text(json.dumps({"draws": a.draws, "days": a.days, "markets": list(NULL_MARKETS), "stages": list(stages),
                                  "seconds": round(time.time() - t0, 1), "table": table, "rows": rows}) + "\n")
