@@ -20,7 +20,8 @@ outcome on the position and that set (DoWhy's ``backdoor.linear_regression``, re
 Gate: DoWhy's refuters check the estimator, not whether the effect is real (py-why/dowhy#312), and their
 row-shuffling placebos destroy time order; so the gate is the backdoor estimate against a circular-shift
 placebo distribution of the same estimate (time order and autocorrelation kept; one-sided p =
-(1 + #{placebo >= effect}) / (1 + K)). DoWhy's three refuters are reported as diagnostics. The report
+(1 + #{placebo t >= t}) / (1 + K), on the HC-studentised t of the Freedman–Lane scheme, see
+``shift_placebo_pvalue``). DoWhy's three refuters are reported as diagnostics. The report
 states the graph (edges) and the adjustment set.
 """
 
@@ -46,17 +47,23 @@ def ols_effect(treatment: np.ndarray, outcome: np.ndarray, controls: np.ndarray)
 
 def shift_placebo_pvalue(treatment: np.ndarray, outcome: np.ndarray, controls: np.ndarray, shifts: int,
                          seed: int) -> tuple[float, float, np.ndarray]:
-    """One-sided p-value of the effect against circularly shifted treatments.
+    """One-sided p-value of the backdoor effect against circularly shifted treatments, on a studentised
+    statistic.
 
-    Shifts are drawn from [T/10, 9T/10] bars, far enough that a persistent position (held for hundreds of
-    bars) is decorrelated from itself. The placebo effects are estimated on the full model's residuals
-    (ter Braak 1992, "Permutation versus bootstrap significance tests in multiple regression and ANOVA"):
-    under the null the effect is 0 and this is the plain placebo; under an alternative whose effect is
-    persistent, regressing shifted positions on the raw outcome would find chance correlations with the
-    real effect itself and drown it. Coefficients by Frisch–Waugh–Lovell: (M t).(M y) / (M t).(M t), M the
-    residual maker of [1, controls], one QR for every shift.
-    treatment, outcome: (T,) float64; controls: (T, k). returns: (p, effect, placebo effects (shifts,)).
+    Shifts are drawn from [T/10, 9T/10] bars. Effects by Frisch–Waugh–Lovell: the treatment and the outcome
+    are residualised on [1, controls] (M, one QR for every shift), the effect is (M t).(M y) / (M t).(M t).
+    The statistic compared is its heteroskedasticity-robust (HC0) t, for the treatment and for each shifted
+    treatment against the same residualised outcome M y — the Freedman & Lane (1983) scheme (the reduced
+    model's residuals: under the null, the outcome with the controls' part removed), studentised so the
+    placebo distribution is asymptotically the null distribution even when the treatment's variance
+    structure differs from its shifts' (DiCiccio & Romano 2017, JASA 112(519)). The former ter Braak
+    scheme (full-model residuals, raw coefficient) had a placebo distribution pinched towards 0 whenever a
+    shifted treatment resembles the original (a clock position shifted by a day is itself; a persistent
+    volatility-driven one nearly so): measured 9-17 % false rejections at 5 % on those null positions.
+    treatment, outcome: (T,) float64; controls: (T, k). returns: (p, effect, placebo t statistics (shifts,)).
     """
+    from gauntlet.stages.permutation import robust_slope_t
+
     n = treatment.shape[0]
     q, _ = np.linalg.qr(np.column_stack([np.ones_like(treatment), controls]))
 
@@ -66,15 +73,14 @@ def shift_placebo_pvalue(treatment: np.ndarray, outcome: np.ndarray, controls: n
     t_res, y_res = resid(treatment), resid(outcome)
     den = float(t_res @ t_res)
     eff = float(t_res @ y_res) / den if den > 0 else 0.0
-    e_full = y_res - eff * t_res
+    t_obs = float(robust_slope_t(t_res, y_res)) if den > 0 else 0.0
     lo = max(1, n // 10)
     ks = np.random.default_rng(seed).integers(lo, max(n - lo, lo + 1), size=shifts)
     null = np.empty(shifts)
     for i, k in enumerate(ks):
-        tk = resid(np.roll(treatment, int(k)))
-        dk = float(tk @ tk)
-        null[i] = float(tk @ e_full) / dk if dk > 0 else 0.0
-    return (1.0 + float(np.sum(null >= eff))) / (1.0 + shifts), eff, null
+        null[i] = float(robust_slope_t(resid(np.roll(treatment, int(k))), y_res))
+    ge = int(np.sum(null >= t_obs - 1e-12 * max(abs(t_obs), 1e-300))) if den > 0 else shifts
+    return (1.0 + ge) / (1.0 + shifts), eff, null
 
 
 def dowhy_refutations(df, common: list[str], simulations: int, seed: int) -> dict:
@@ -217,6 +223,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
               f"{'<=' if p <= cfg.alpha else '>'} {cfg.alpha}"
               + ("" if estimator_ok else " (diagnostic: a DoWhy refuter flags the estimator)"))
     return StageResult(NAME, "placebo p-value", p, p, cfg.alpha, passed, reason, {
-        "effect": eff, "placebo_mean": float(null.mean()), "placebo_std": float(null.std()),
+        "effect": eff, "placebo_t_mean": float(null.mean()), "placebo_t_std": float(null.std()),
+        "placebo": "Freedman-Lane circular shifts, HC0-studentised t",
         "graph": edges, "adjustment_set": common, "common_causes": common, "treatment_inputs": inodes,
         "identification": "DoWhy identify_effect (backdoor) on the PCMCI graph", "max_abs_corr_with_inputs": corr, "rows": int(rows.size), "dowhy": ref, "estimator_ok": estimator_ok})
