@@ -53,6 +53,8 @@ def power_main(a: argparse.Namespace, stages: tuple[str, ...]) -> None:
         rs = [r for r in rows if r["strength"] == st]
         table[str(st)] = {s: float(sum(1 for r in rs if r.get(s) is not None and r[s] <= 0.05)) / len(rs)
                           for s in stages}
+        if not {"psr", "permutation", "pcmci", "dowhy"} <= set(stages):
+            continue
         table[str(st)]["all_four_gates"] = float(sum(
             1 for r in rs if all(r.get(s) is not None and r[s] <= 0.05 for s in ("psr", "permutation", "pcmci", "dowhy"))
         )) / len(rs)
