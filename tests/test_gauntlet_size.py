@@ -84,13 +84,14 @@ def _suite(draws: int, stages: tuple[str, ...]):
 @pytest.mark.slow
 def test_null_suite_studentised_gate_beats_the_mean_statistic_in_every_cell():
     """500 draws per null market (benchmarks/gauntlet_size.py's seeds): in every (market, position) cell the
-    studentised gate rejects no more often than the former mean statistic at 5 %, and far less for the
-    volatility-driven positions."""
+    studentised gate rejects at 5 % no more often than the former mean statistic (+ 1 point) or within its
+    size bound, and for positions scaled to volatility at most 60 % as often as the mean statistic."""
     table = _suite(500, ("permutation", "permutation_mean"))
     by = {(c["market"], c["position"], c["stage"]): c["levels"][0.05]["rate"] for c in table}
+    bound = {(c["market"], c["position"]): c["levels"][0.05]["bound"] for c in table}
     for (m, pos, st), rate in by.items():
         if st == "permutation":
-            assert rate <= by[(m, pos, "permutation_mean")] + 0.01, (m, pos, rate)
+            assert rate <= max(by[(m, pos, "permutation_mean")] + 0.01, bound[(m, pos)]), (m, pos, rate)
     assert by[("all", "vol", "permutation")] <= 0.6 * by[("all", "vol", "permutation_mean")]
 
 
