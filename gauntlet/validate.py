@@ -182,7 +182,7 @@ def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
             f"<= {cfg.alpha}: each gating hypothesis test (psr, permutation, pcmci, dowhy) has level {cfg.alpha} "
             "and a candidate must pass all of them (intersection-union test, Berger 1982), so correlation between "
             "stages on the same returns cannot raise the level; the threshold stages (oos, lookahead, dsr, pbo) "
-            "only lower it"),
+            "only lower it; each test's measured size on the null suite: docs/gauntlet.md"),
         "false_pass_per_run": (
             f"<= {cfg.alpha}: psr is Holm-adjusted over the hall of fame's distinct candidates, which controls the "
             "family-wise error of the run"),
