@@ -27,8 +27,13 @@ def gauntlet_validate(
     no_publish: Annotated[bool, typer.Option("--no-publish", help="Do not publish survivors.")] = False,
     max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
     allow_risk_timing: Annotated[bool, typer.Option("--allow-risk-timing", help="Publish survivors labelled risk timing too (default: directional survivors only).")] = False,
+    candidates: Annotated[Optional[str], typer.Option("--candidates", help="Candidates tested: champion, all or N (top N); default: the champion in a holdout, all otherwise.")] = None,
 ) -> None:
     """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
+
+    Holdout mode is automatic when --data holds bars after the run's last bar: only those are evaluated
+    (earlier bars only warm features up), on the --candidates named (Holm over several); DSR and PBO are
+    reported from the run's own validation, not applied; the report is gauntlet_holdout.json.
 
     Exit 0 when validation ran; 6 with --fail-on-reject when nothing survives; bad input exits with its
     error's code (config 2, data 3, genome 4, run directory 5; the table in commands/edge.py)."""
@@ -39,6 +44,7 @@ def gauntlet_validate(
     result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
                           publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
                           allow_risk_timing=allow_risk_timing,
+                          candidates=candidates,
                           progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
     # one strict-JSON text for the file validate_run wrote and for --json
     text = result.text
@@ -56,9 +62,11 @@ def gauntlet_validate(
         from commands.ui import fit_table
 
         sh = d["shared"]
-        title = (f"Gauntlet — run {d['run_id']}: {len(d['survivors'])} of {len(d['candidates'])} survive "
-                 f"(effective trials {sh['trials']['n_effective']} of {sh['trials']['n_total']:,}; "
-                 f"SPA p {fmt_p(_spa_p(sh))}"
+        tr = sh.get("trials")
+        trials = (f"effective trials {tr['n_effective']} of {tr['n_total']:,}; " if tr else "")
+        mode = "holdout on fresh bars — " if d["evaluation"].get("holdout") else ""
+        title = (f"Gauntlet — run {d['run_id']}: {mode}{len(d['survivors'])} of {len(d['candidates'])} "
+                 f"survive ({trials}SPA p {fmt_p(_spa_p(sh))}"
                  + (f"; {sh['ledger']['line']}" if sh.get("ledger") else "") + ")")
         names = list(d["candidates"][0]["stages"]) if d["candidates"] else []
         rows = []
@@ -74,7 +82,10 @@ def gauntlet_validate(
             console.print(f"[bold]#{c['rank']}[/] [{c.get('edge_kind', '—')}] {c['expression']}", highlight=False)
             for n, s in c["stages"].items():
                 console.print(f"   {'✓' if s['passed'] else '✗'} {n}: {s['reason']}", highlight=False)
-        console.print(f"wrote {Path(run_dir) / 'gauntlet_report.json'}"
+        from gauntlet.validate import HOLDOUT_REPORT
+
+        written = HOLDOUT_REPORT if d["evaluation"].get("holdout") else "gauntlet_report.json"
+        console.print(f"wrote {Path(run_dir) / written}"
                       + (f", {report}" + (" (overwrote the existing file)" if report_existed else "") if report else "")
                       + (f"; published {len(d['published'])} to {publish_dir}" if d["published"] else ""))
     if fail_on_reject and not d["survivors"]:

@@ -20,8 +20,12 @@ class GauntletConfig:
     diagnostic); lookahead_points: truncation points; alpha: level of every
     gating hypothesis test (psr with Holm over the hall of fame, permutation,
     pcmci, dowhy); dsr_threshold: in-sample Deflated Sharpe needed; max_trials:
-    evaluated genomes (besides the hall of fame) sampled as the selection's
-    trials; trial_max_correlation: trials correlated above this are one trial;
+    contending trials clustered pair by pair (all evaluated genomes are
+    backtested; above this many the clustering samples and assigns by
+    cluster, ``gauntlet.stats.cluster_labels``); trial_max_correlation:
+    trials correlated above this are one cluster; trial_dominated_level: a
+    trial whose in-sample net Sharpe is significantly negative at this level
+    is dominated (a fee burner) and left out of the clusters, PBO and N;
     pbo_blocks: CSCV blocks S (even); pbo_threshold: PBO must be below;
     permutation_shifts: circular shifts of the position (timing test);
     bootstrap_reps for the circular block bootstrap (diagnostic, block length by
@@ -29,9 +33,8 @@ class GauntletConfig:
     is reported as uninformative); pcmci_tau_max, pcmci_pc_alpha (PCMCI's
     regularisation level selecting the market's confounders),
     pcmci_max_samples; dowhy_max_samples, dowhy_placebo_shifts,
-    dowhy_simulations (per DoWhy refuter, diagnostic), dowhy_max_control_corr:
-    a common cause correlated above this with any input the genome reads or
-    with the position is excluded; gating: stages whose failure rejects a
+    dowhy_simulations (per DoWhy refuter, diagnostic; the dowhy stage's
+    adjustment set is identified by DoWhy on the PCMCI graph); gating: stages whose failure rejects a
     candidate (the others are reported as diagnostics); seed: root of every
     random choice.
     """
@@ -41,8 +44,9 @@ class GauntletConfig:
     lookahead_points: int = 12
     alpha: float = 0.05
     dsr_threshold: float = 0.95
-    max_trials: int = 300
+    max_trials: int = 5000
     trial_max_correlation: float = 0.5
+    trial_dominated_level: float = 0.01
     pbo_blocks: int = 16
     pbo_threshold: float = 0.5
     permutation_shifts: int = 199
@@ -55,7 +59,6 @@ class GauntletConfig:
     dowhy_max_samples: int = 20000
     dowhy_placebo_shifts: int = 199
     dowhy_simulations: int = 10
-    dowhy_max_control_corr: float = 0.3
     gating: tuple[str, ...] = ("oos", "lookahead", "psr", "dsr", "pbo", "permutation", "pcmci", "dowhy")
     seed: int = 0
 
@@ -64,7 +67,7 @@ class GauntletConfig:
 
         if self.pbo_blocks % 2 or self.pbo_blocks < 4:
             raise ConfigError(f"gauntlet.pbo_blocks must be even and >= 4, got {self.pbo_blocks}")
-        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "dowhy_max_control_corr"):
+        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "trial_dominated_level"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"gauntlet.{name} must be in (0, 1], got {getattr(self, name)}")
         unknown = set(self.gating) - set(STAGE_ORDER)

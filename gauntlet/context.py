@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,7 +21,7 @@ import polars as pl
 
 from forge.backtest import BacktestConfig, BacktestResult, run_backtest
 from forge.causal import vol_standardized
-from forge.core.errors import DataError
+from forge.core.errors import ConfigError, DataError
 from forge.core.rundir import FILES, Manifest, iter_evaluated, read_hall_of_fame, read_manifest
 from forge.data.gaps import bars_since_gap, realised_returns
 from forge.data.loader import coverage_of, load_bars
@@ -32,7 +33,15 @@ from forge.core.runconfig import config_from_dict
 from forge.strategy import genome_positions, strategy_features
 from gauntlet.stats import Hedge, hourly_sums, market_hedged, sharpe_per_bar
 
-__all__ = ["Candidate", "RunContext", "PositionFn", "Trials", "genome_position_fn"]
+__all__ = ["Candidate", "RunContext", "PositionFn", "Trials", "genome_position_fn", "MIN_EVALUATION_BARS",
+           "candidate_limit"]
+
+MIN_EVALUATION_BARS = 100
+"""Fewest evaluation bars a validation accepts (own out-of-sample range or holdout)."""
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 PositionFn = Callable[[pl.DataFrame], np.ndarray]
 """bars (oldest first) -> (n,) float64 target positions decided at each bar's close."""
@@ -51,6 +60,29 @@ def genome_position_fn(genome: Genome, feature_names: Sequence[str], library: Pa
     return fn
 
 
+def candidate_limit(candidates: str | int | None, max_candidates: int | None, *, holdout: bool) -> int | None:
+    """Number of hall-of-fame members to validate (None: all).
+
+    candidates: "champion" (1), "all" (None), an int or digit string N >= 1, or None (the mode's default:
+    the champion in a holdout, all otherwise); max_candidates caps the result. raises ConfigError otherwise."""
+    if candidates is None:
+        n = 1 if holdout else None
+    elif isinstance(candidates, int) or str(candidates).isdigit():
+        n = int(candidates)
+        if n < 1:
+            raise ConfigError(f"--candidates must be champion, all or N >= 1, got {candidates!r}")
+    elif candidates == "champion":
+        n = 1
+    elif candidates == "all":
+        n = None
+    else:
+        raise ConfigError(f"--candidates must be champion, all or N >= 1, got {candidates!r}")
+    if max_candidates is not None:
+        n = max_candidates if n is None else min(n, max_candidates)
+    return n
+
+
+
 @dataclass(frozen=True)
 class Trials:
     """The in-sample trials of a run (see ``RunContext.in_sample_trials``)."""
@@ -59,6 +91,7 @@ class Trials:
     sharpe: np.ndarray
     rank_row: dict[int, int]
     n_total: int
+    n_obs: int = 0
 
 
 @dataclass
@@ -88,7 +121,9 @@ class RunContext:
 
     bars: the bar frame (oldest first); features: terminal FeatureMatrix on all
     bars; in_sample / evaluation: (start, stop) row ranges; overlap: True when
-    the evaluation rows overlap the in-sample range (only with allow_overlap).
+    the evaluation rows overlap the in-sample range (only with allow_overlap); holdout: True when the
+    evaluation rows are bars after the run's last bar (fresh data; in_sample is then the run's in-sample
+    rows inside the bars given, or (0, 0) when they do not hold them).
     """
 
     run_dir: Path
@@ -102,6 +137,7 @@ class RunContext:
     library: Path | None
     data_source: str
     overlap: bool = False
+    holdout: bool = False
     buy_and_hold: BacktestResult | None = None
     trial_genomes: list[Genome] = field(default_factory=list)
     n_evaluated: int = 0
@@ -152,22 +188,21 @@ class RunContext:
         """A backtest's per-bar returns on ``rows`` net of their market exposure (``gauntlet.stats.market_hedged``)."""
         return market_hedged(result.returns, self.market_returns(rows))
 
-    def in_sample_trials(self, max_trials: int, seed: int) -> Trials:
-        """The trials of the run's selection: hall-of-fame members plus a seeded sample of the other evaluated
-        genomes (``evaluated.jsonl``), each backtested on the in-sample rows with the run's costs (taker fee,
+    def in_sample_trials(self) -> Trials:
+        """The trials of the run's selection: hall-of-fame members plus every other evaluated genome
+        (``evaluated.jsonl``), each backtested on the in-sample rows with the run's costs (taker fee,
         slippage, funding) and hedged against the market — the matrix PBO's CSCV and the DSR's trial count and
         Sharpe variance are defined on (Bailey et al. 2017; Bailey & López de Prado 2014). Trials with identical
-        in-sample positions are one trial.
+        in-sample positions are one trial. (Clustering, and sampling by cluster above a stated size, happen in
+        ``gauntlet.stats.effective_trials``.)
 
         returns: Trials (hourly (N, H) float64 hourly sums of hedged net per-bar returns, sharpe (N,) per-bar
-        Sharpe of the hedged net returns, rank_row: hall-of-fame rank -> row, n_total: genomes evaluated).
+        Sharpe of the hedged net returns, rank_row: hall-of-fame rank -> row, n_total: genomes evaluated,
+        n_obs: in-sample bars).
         """
         a, b = self.in_sample
         hof = {c.genome.sha256 for c in self.candidates}
         others = [g for g in self.trial_genomes if g.sha256 not in hof]
-        if len(others) > max_trials:
-            idx = np.sort(np.random.default_rng(seed).choice(len(others), size=max_trials, replace=False))
-            others = [others[i] for i in idx]
         bsg = bars_since_gap(self.open_time)
         pool = BufferPool()
         t_is = self.open_time[a:b]
@@ -190,16 +225,20 @@ class RunContext:
             srs.append(sharpe_per_bar(h))
             rows.append(hourly_sums(h, t_is))
         return Trials(hourly=np.array(rows), sharpe=np.array(srs), rank_row=rank_row,
-                      n_total=max(self.n_evaluated, len(self.trial_genomes), len(rows)))
+                      n_total=max(self.n_evaluated, len(self.trial_genomes), len(rows)), n_obs=b - a)
 
     @classmethod
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,
              allow_overlap: bool = False, max_candidates: int | None = None,
-             bars: pl.DataFrame | None = None) -> RunContext:
+             bars: pl.DataFrame | None = None, candidates: str | int | None = None) -> RunContext:
         """Load a run directory through the run-directory contract (``forge.core.rundir``). bars: the run's
         own bars in memory (e.g. a synthetic market the run was evolved on; the manifest's split applies),
-        instead of reloading its data. Raises RunDirError (missing/corrupt files) or DataError (bars that do
-        not match the run, or overlap its in-sample range without allow_overlap)."""
+        instead of reloading its data. candidates / max_candidates: which hall-of-fame members
+        (``candidate_limit``). With ``data`` holding bars after the run's last bar the context is a
+        holdout (``holdout`` True): those bars are evaluated, every earlier bar given only warms features up.
+        Raises RunDirError (missing/corrupt files) or DataError (bars that do not match the run, fewer than
+        ``MIN_EVALUATION_BARS`` evaluation bars, or bars overlapping its in-sample range with no bar after the
+        run and no allow_overlap; the message names the ranges)."""
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
         hall = read_hall_of_fame(run_dir).members
@@ -212,25 +251,44 @@ class RunContext:
         is_first, is_last = split["in_sample"]["first_open_ms"], split["in_sample"]["last_open_ms"]
         overlap = False
         universe = manifest.universe if (manifest.universe or {}).get("trade") else None
+        holdout = False
+        run_last = int(split["out_of_sample"]["last_open_ms"])
         if data:
             if universe is not None:  # a panel run: the same instruments on the same clock, from --data
                 bars, cov, _ = load_run_panel([str(p) for p in data], universe)
             else:
                 bars, cov = load_bars([str(p) for p in data])
             t = bars["open_time"].to_numpy()
-            inside = (t >= is_first) & (t <= is_last)
-            if inside.any():
-                if not allow_overlap:
-                    first = int(np.flatnonzero(inside)[0])
+            after = t > run_last
+            if after.any():
+                # holdout: the evaluation bars are those after the run's last bar; every earlier bar given with
+                # them only warms the features up (no metric reads it)
+                holdout = True
+                ev = (int(np.flatnonzero(after)[0]), len(t))
+                if ev[1] - ev[0] < MIN_EVALUATION_BARS:
                     raise DataError(
-                        f"--data overlaps the run's in-sample range {split['in_sample']['first']} → "
-                        f"{split['in_sample']['last']} ({int(inside.sum()):,} bars, first at row {first}); "
-                        "evolution saw those bars. Pass data after the in-sample range, or --allow-overlap")
-                overlap = True
-            # history before the evaluation start only warms features up; metrics use bars after the in-sample end
-            after = t > is_last
-            ev = (int(np.flatnonzero(after)[0]), len(t)) if after.any() and not overlap else (0, len(t))
-            in_sample = (int(np.searchsorted(t, is_first)), int(np.searchsorted(t, is_last, side="right")))
+                        f"holdout: --data has {ev[1] - ev[0]} bars after the run's last bar "
+                        f"({_iso(run_last)}); need at least {MIN_EVALUATION_BARS} (--data spans {_iso(t[0])} → "
+                        f"{_iso(t[-1])}, the run {split['in_sample']['first']} → {split['out_of_sample']['last']})")
+                # the run's in-sample trials can be recomputed only when the bars given hold its in-sample range
+                lo, hi = int(np.searchsorted(t, is_first)), int(np.searchsorted(t, is_last, side="right"))
+                n_is = int(split["in_sample"]["rows"][1]) - int(split["in_sample"]["rows"][0])
+                covered = hi - lo == n_is and lo < len(t) and int(t[lo]) == is_first
+                in_sample = (lo, hi) if covered else (0, 0)
+            else:
+                inside = (t >= is_first) & (t <= is_last)
+                if inside.any():
+                    if not allow_overlap:
+                        raise DataError(
+                            f"--data ({_iso(t[0])} → {_iso(t[-1])}) overlaps the run's in-sample range "
+                            f"{split['in_sample']['first']} → {split['in_sample']['last']} "
+                            f"({int(inside.sum()):,} bars); evolution saw those bars. Pass bars after the run's "
+                            f"last bar {split['out_of_sample']['last']} (holdout), or --allow-overlap")
+                    overlap = True
+                # history before the evaluation start only warms features up; metrics use bars after the in-sample end
+                after_is = t > is_last
+                ev = (int(np.flatnonzero(after_is)[0]), len(t)) if after_is.any() and not overlap else (0, len(t))
+                in_sample = (int(np.searchsorted(t, is_first)), int(np.searchsorted(t, is_last, side="right")))
             source = cov.source
         else:
             paths = list(manifest.config["evolve"].get("data") or [])
@@ -250,17 +308,18 @@ class RunContext:
                 raise DataError(f"{cov.source}: the bars no longer match the run's split (files changed since "
                                 f"{manifest.created_utc}); pass --data explicitly")
             source = cov.source
-        if ev[1] - ev[0] < 100:
-            raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least 100")
+        if ev[1] - ev[0] < MIN_EVALUATION_BARS:
+            raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least {MIN_EVALUATION_BARS}")
         features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
                   in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
-                  overlap=overlap)
+                  overlap=overlap, holdout=holdout)
         o, c, tt = ctx.arrays(ev)
         ctx.buy_and_hold = run_backtest(o, c, tt, np.ones(len(o)), ctx.backtest)
         pool = BufferPool()
-        for m in hall[: max_candidates or len(hall)]:
+        limit = candidate_limit(candidates, max_candidates, holdout=holdout)
+        for m in hall[: limit or len(hall)]:
             g = m.to_genome()
             pos = genome_positions(g, features, bsg, pool)
             ctx.candidates.append(Candidate(

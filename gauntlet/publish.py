@@ -16,7 +16,7 @@ from typing import Any
 
 from forge.core.artifacts import atomic_write_text
 from forge.core.errors import GenomeError
-from forge.core.champion import SCHEMA, SIGNING_KEY_ENV, _key, _plain, champion_signature, verify_champion
+from forge.core.champion import SCHEMA, _key, _plain, champion_signature
 from forge.gp import Genome
 
 __all__ = ["publish_champion"]

@@ -11,7 +11,9 @@
   Crisis in Financial Research", J. of Financial Data Science 1(1)).
 - Probability of Backtest Overfitting by Combinatorially Symmetric Cross-
   Validation (CSCV): Bailey, Borwein, López de Prado & Zhu (2017), J. of
-  Computational Finance 20(4).
+  Computational Finance 20(4), run over one representative per cluster of
+  the contending trials (``effective_trials``), so junk and near-copies do
+  not decide it.
 - Market hedging (Jensen's alpha, the "skill, not beta" part of every test):
   r_s = alpha + beta r_m + e by least squares; the hedged series is
   r_s - beta r_m (Jensen 1968, J. of Finance 23(2)).
@@ -26,6 +28,7 @@ ddof=1) so they are consistent with the number of observations T.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ from forge.backtest.metrics import sharpe_per_bar  # the one per-bar Sharpe (re-
 EULER_GAMMA = 0.5772156649015329
 
 __all__ = ["sharpe_per_bar", "probabilistic_sharpe_ratio", "expected_max_sharpe", "deflated_sharpe_ratio",
-           "effective_trials", "EffectiveTrials", "pbo_cscv", "PBOResult", "market_hedged", "Hedge",
+           "effective_trials", "EffectiveTrials", "contenders", "cluster_labels", "screening_ratio", "pbo_cscv", "PBOResult", "market_hedged", "Hedge",
            "holm_adjust", "hac_ols", "with_ledger_trials", "HACResult", "newey_west_lags", "hourly_sums", "psr_pvalue"]
 
 
@@ -111,57 +114,161 @@ def upper_semivariance(x: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class EffectiveTrials:
-    """n_raw: trials given; n_effective: clusters (constant series count as one);
-    var_sharpe: variance of the cluster representatives' per-bar Sharpe ratios
-    (upper semivariance about the median, see ``upper_semivariance``; each cluster represented by its mean return series); labels: (n_raw,) int cluster ids (-1 = constant)."""
+    """n_raw: trials given (distinct in-sample positions); n_dominated: of them, trials whose in-sample net
+    loss is significant (``contenders``: fee burners, never a selection's choice), left out of the clusters;
+    n_clusters: clusters of the contenders (constant series count as one); n_effective: the DSR's N,
+    ``round(n_clusters * screening_ratio)`` (``effective_trials``); screening_ratio: bred candidates per full
+    evaluation (1 without a surrogate); var_sharpe: variance of the cluster representatives' per-bar Sharpe
+    ratios (upper semivariance about the median, see ``upper_semivariance``); labels: (n_raw,) int cluster
+    ids (-1 = constant, -2 = dominated); representatives: (n_clusters',) row index of each live cluster's
+    representative (the member closest to the cluster's mean series: the CSCV strategies); sampled: True
+    when more than ``max_trials`` contenders were clustered by sample-and-assign."""
 
     n_raw: int
     n_effective: int
     var_sharpe: float
     labels: np.ndarray
+    n_clusters: int = 0
+    n_dominated: int = 0
+    screening_ratio: float = 1.0
+    representatives: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    sampled: bool = False
 
 
-def effective_trials(returns: np.ndarray, max_correlation: float = 0.5,
-                     sharpe: np.ndarray | None = None) -> EffectiveTrials:
-    """Cluster trials' return series; clusters are the effectively independent trials.
+def contenders(sharpe: np.ndarray, n_obs: int, level: float = 0.01) -> np.ndarray:
+    """(N,) bool: trials whose in-sample per-bar Sharpe is not significantly negative at ``level``.
 
-    returns: (N, T) float64, one row of per-period returns per trial (NaN -> 0).
-    max_correlation: series correlated above this end up in one cluster
-    (average linkage on d = sqrt((1 - rho) / 2), cut at d = sqrt((1 - max_correlation) / 2)).
-    sharpe: optional (N,) per-trial Sharpe ratios at the resolution of the
-    tested Sharpe (e.g. per 1-minute bar while clustering on hourly sums);
-    then var_sharpe is the variance of the clusters' mean Sharpe.
-    returns: EffectiveTrials. Source: López de Prado 2019 (clustered trials).
+    sharpe: (N,) per-bar Sharpe ratios on ``n_obs`` bars. A trial is *dominated* when SR < z_level /
+    sqrt(n_obs - 1) (the PSR test of SR < 0 under normality, Bailey & López de Prado 2012, eq. 8 with
+    g3 = 0, g4 = 3): its loss is not luck but costs — a fee-burning program no selection picks. Under the
+    null of no skill a low-turnover trial's Sharpe is ~N(-c, 1/T) and is kept with probability ~1 - level.
+    Leaving dominated trials out of CSCV can only raise PBO (they sit at the bottom of every test half and
+    push whatever the training half chose up the ranks), and out of DSR's N changes SR0 by the chance that
+    one of them is the maximum of the null trials, which is below ``level`` each.
+    """
+    sh = np.asarray(sharpe, dtype=np.float64)
+    return sh >= stats.norm.ppf(level) / math.sqrt(max(n_obs - 1, 1))
+
+
+def cluster_labels(x: np.ndarray, max_correlation: float, max_trials: int = 5000, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """Average-linkage clusters of the rows of (N, T) x on the correlation distance d = sqrt((1 - rho) / 2),
+    cut at d = sqrt((1 - max_correlation) / 2) (López de Prado 2019; scipy.cluster.hierarchy).
+
+    Rows must have sd > 0. Up to ``max_trials`` rows every pair is clustered (O(N^2) memory). Above it,
+    by cluster: a seeded sample of ``max_trials`` rows is clustered, every other row joins the cluster whose
+    mean series it is most correlated with when that correlation is >= max_correlation, and the rows left
+    are clustered the same way (recursively), their clusters numbered after the first ones.
+    returns: ((N,) int64 labels 0..K-1, sampled).
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
-    x = np.nan_to_num(np.asarray(returns, dtype=np.float64))
     n = x.shape[0]
-    sd = x.std(axis=1)
-    live = np.flatnonzero(sd > 0)
-    labels = np.full(n, -1, dtype=np.int64)
-    reps: list[np.ndarray] = []
-    if live.size == 1:
-        labels[live] = 0
-        reps = [x[live[0]]]
-    elif live.size > 1:
-        rho = np.clip(np.corrcoef(x[live]), -1.0, 1.0)
+    cut = math.sqrt((1.0 - max_correlation) / 2.0)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64), False
+
+    def full(rows: np.ndarray) -> np.ndarray:
+        rho = np.clip(np.corrcoef(x[rows]), -1.0, 1.0)
         d = np.sqrt(np.clip((1.0 - rho) / 2.0, 0.0, 1.0))
         np.fill_diagonal(d, 0.0)
-        z = linkage(squareform(d, checks=False), method="average")
-        lab = fcluster(z, t=math.sqrt((1.0 - max_correlation) / 2.0), criterion="distance") - 1
+        return fcluster(linkage(squareform(d, checks=False), method="average"), t=cut, criterion="distance") - 1
+
+    if n <= max_trials:
+        return full(np.arange(n)).astype(np.int64), False
+    rng = np.random.default_rng(seed)
+    labels = np.full(n, -1, dtype=np.int64)
+    pick = np.sort(rng.choice(n, size=max_trials, replace=False))
+    lab = full(pick)
+    labels[pick] = lab
+    k = int(lab.max()) + 1
+    z = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    cent = np.vstack([z[pick[lab == j]].mean(axis=0) for j in range(k)])
+    cent /= np.maximum(cent.std(axis=1, keepdims=True), 1e-300)
+    rest = np.flatnonzero(labels < 0)
+    for lo in range(0, rest.size, 2048):
+        r = rest[lo:lo + 2048]
+        rho = (z[r] @ (cent - cent.mean(axis=1, keepdims=True)).T) / x.shape[1]
+        best = rho.argmax(axis=1)
+        ok = rho[np.arange(r.size), best] >= max_correlation
+        labels[r[ok]] = best[ok]
+    left = np.flatnonzero(labels < 0)
+    if left.size:
+        sub, _ = cluster_labels(x[left], max_correlation, max_trials, seed + 1)
+        labels[left] = k + sub
+    return labels, True
+
+
+def screening_ratio(generations: list[dict]) -> float:
+    """Bred candidates per full evaluation over a run's ``generations.jsonl`` rows: sum(candidates) /
+    sum(candidates - evals_saved) (1.0 when no row says, i.e. no surrogate screening)."""
+    bred = sum(float(g.get("candidates") or 0) for g in generations)
+    saved = sum(float(g.get("evals_saved") or 0) for g in generations)
+    return bred / (bred - saved) if bred > saved > 0 else 1.0
+
+
+def effective_trials(returns: np.ndarray, max_correlation: float = 0.5,
+                     sharpe: np.ndarray | None = None, *, n_obs: int | None = None,
+                     screening: float = 1.0, max_trials: int = 5000, seed: int = 0,
+                     dominated_level: float = 0.01) -> EffectiveTrials:
+    """Cluster all trials' return series; the clusters of contenders are the effectively independent trials.
+
+    returns: (N, T) float64, one row of per-period returns per trial (NaN -> 0), all trials of the search.
+    max_correlation: series correlated above this end up in one cluster (``cluster_labels``; sampled by
+    cluster above ``max_trials`` rows). sharpe: optional (N,) per-trial Sharpe ratios at the resolution of
+    the tested Sharpe (e.g. per 1-minute bar while clustering on hourly sums) and n_obs its observations;
+    with both, dominated trials (``contenders``) are left out first, so fee-burning junk changes neither
+    the clusters nor N; var_sharpe is then the variance of the clusters' mean Sharpe.
+    screening: bred candidates per full evaluation (``screening_ratio``).
+
+    N for the DSR: n_effective = round(K * screening), K the contender clusters. The candidates a
+    surrogate screened out were bred from the same population by the same operators and went through a
+    selection (the surrogate's ranking) whose survivors are the evaluated trials, so the selection of the
+    champion ran over all of them; unevaluated, they cannot be clustered, so they are counted at the rate
+    the evaluated ones formed clusters: each evaluated trial stands for ``screening`` candidates. The
+    extrapolation is linear while the number of clusters grows sublinearly with the trials drawn (near-
+    copies fall into existing clusters), so the N it gives is an upper bound, i.e. a conservative DSR
+    (SR0 grows like sqrt(2 ln N), so an overstated N costs little power).
+    returns: EffectiveTrials. Source: López de Prado 2019 (clustered trials); Bailey & López de Prado 2014.
+    """
+    x = np.nan_to_num(np.asarray(returns, dtype=np.float64))
+    n = x.shape[0]
+    sd = x.std(axis=1) if n else np.zeros(0)
+    labels = np.full(n, -1, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    if sharpe is not None and n_obs is not None:
+        keep = contenders(sharpe, n_obs, dominated_level)
+        labels[~keep] = -2
+    live = np.flatnonzero((sd > 0) & keep)
+    reps_idx: list[int] = []
+    sampled = False
+    k = 0
+    if live.size:
+        lab, sampled = cluster_labels(x[live], max_correlation, max_trials, seed)
         labels[live] = lab
-        reps = [x[live[lab == k]].mean(axis=0) for k in range(int(lab.max()) + 1)]
-    n_eff = len(reps) + (1 if (labels == -1).any() else 0)
+        k = int(lab.max()) + 1
+        for j in range(k):
+            members = live[lab == j]
+            if members.size == 1:
+                reps_idx.append(int(members[0]))
+                continue
+            m = x[members].mean(axis=0)
+            zc = (x[members] - x[members].mean(axis=1, keepdims=True)) / x[members].std(axis=1, keepdims=True)
+            zm = (m - m.mean()) / max(float(m.std()), 1e-300)
+            reps_idx.append(int(members[int(np.argmax(zc @ zm))]))
+    has_const = bool(((labels == -1)).any())
+    n_clusters = k + (1 if has_const else 0)
     if sharpe is not None:
         sh = np.asarray(sharpe, dtype=np.float64)
-        srs = [float(sh[labels == k].mean()) for k in range(len(reps))]
+        srs = [float(sh[labels == j].mean()) for j in range(k)]
     else:
-        srs = [sharpe_per_bar(r) for r in reps]
-    srs += [0.0] if (labels == -1).any() else []
+        srs = [sharpe_per_bar(x[labels == j].mean(axis=0)) for j in range(k)]
+    srs += [0.0] if has_const else []
     var = upper_semivariance(np.array(srs)) if len(srs) > 1 else 0.0
-    return EffectiveTrials(n_raw=n, n_effective=max(n_eff, 1), var_sharpe=var, labels=labels)
+    n_eff = max(int(round(max(n_clusters, 1) * max(screening, 1.0))), 1)
+    return EffectiveTrials(n_raw=n, n_effective=n_eff, var_sharpe=var, labels=labels, n_clusters=n_clusters,
+                           n_dominated=int((labels == -2).sum()), screening_ratio=float(max(screening, 1.0)),
+                           representatives=np.array(reps_idx, dtype=np.int64), sampled=sampled)
 
 
 @dataclass(frozen=True)

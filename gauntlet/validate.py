@@ -27,9 +27,11 @@ from gauntlet.config import GauntletConfig
 from gauntlet.context import RunContext
 from gauntlet.stages import STAGE_ORDER, StageResult
 
-__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "edge_label", "gating_policy", "publishable"]
+__all__ = ["validate_run", "GauntletReport", "REPORT_SCHEMA", "HOLDOUT_REPORT", "edge_label", "gating_policy", "publishable"]
 
 REPORT_SCHEMA = "gauntlet-report/2"
+HOLDOUT_REPORT = "gauntlet_holdout.json"
+"""A holdout's report, next to (never over) the run's own ``gauntlet_report.json``."""
 _MODULES = {"oos": "oos", "lookahead": "lookahead", "psr": "psr", "dsr": "dsr", "pbo": "pbo",
             "permutation": "permutation", "pcmci": "pcmci", "dowhy": "dowhy_refute", "edge_kind": "edge_kind"}
 
@@ -61,7 +63,8 @@ class GauntletReport:
             "created_utc": datetime.now(timezone.utc).isoformat(),
             "data_source": ctx.data_source,
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
-                           "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap},
+                           "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap,
+                           "holdout": ctx.holdout, "mode": "holdout" if ctx.holdout else "run"},
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self.config).items()},
             "policy": {**gating_policy(self.config), "allow_risk_timing": self.allow_risk_timing},
             "shared": self.shared,
@@ -112,25 +115,45 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     """Run-level quantities every stage reads: the in-sample trials (effective number, Sharpe variance, PBO),
     each candidate's market-hedged OOS returns and Holm-adjusted PSR p-value, and SPA over the hall of fame."""
     from gauntlet.stages.permutation import spa_over
-    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue, with_ledger_trials
+    from gauntlet.stats import effective_trials, holm_adjust, pbo_cscv, psr_pvalue, screening_ratio, with_ledger_trials
 
     t0 = time.perf_counter()
     shared: dict[str, Any] = {}
-    trials = ctx.in_sample_trials(cfg.max_trials, cfg.seed)
-    shared["trial_set"] = trials
-    shared["trials"] = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe)
-    shared["n_trials_total"] = trials.n_total
+    if ctx.holdout:
+        shared["holdout"] = _holdout_selection(ctx)
+    if ctx.in_sample[1] - ctx.in_sample[0] > 1:
+        from forge.core.rundir import read_generations
+
+        trials = ctx.in_sample_trials()
+        shared["trial_set"] = trials
+        ratio = screening_ratio(read_generations(ctx.run_dir))
+        et = effective_trials(trials.hourly, cfg.trial_max_correlation, sharpe=trials.sharpe, n_obs=trials.n_obs,
+                              screening=ratio, max_trials=cfg.max_trials, seed=cfg.seed,
+                              dominated_level=cfg.trial_dominated_level)
+        shared["trials"] = et
+        shared["n_trials_total"] = trials.n_total
+        reps = et.representatives
+        n_hours = trials.hourly.shape[1]
+        if trials.hourly.shape[0] < 2:
+            shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
+        elif reps.size < 2:
+            shared["pbo_skip"] = (f"{reps.size} cluster of contending trials (of {trials.hourly.shape[0]} distinct, "
+                                  f"{et.n_dominated} dominated): no selection among distinct strategies")
+        elif n_hours < 2 * cfg.pbo_blocks:
+            shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
+        else:
+            # CSCV over one representative per cluster: near-copies of one strategy are one strategy, and
+            # dominated (fee-burning) trials, which no selection picks, do not push the chosen one up the ranks
+            shared["pbo"] = pbo_cscv(trials.hourly[reps].T, cfg.pbo_blocks)
+    else:  # holdout on fresh bars without the run's in-sample bars: nothing to recompute the selection from
+        shared["trials"] = None
+        shared["n_trials_total"] = int(ctx.n_evaluated)
+        shared["pbo_skip"] = "holdout: the bars given do not hold the run's in-sample range"
     # other runs' trials on overlapping bars (the trial ledger) enlarge DSR's N
     shared["ledger"] = ctx.ledger
-    other = ctx.ledger.other_trials if ctx.ledger is not None else 0
-    shared["n_trials_dsr"] = with_ledger_trials(shared["trials"].n_effective, trials.n_total, other)
-    n_distinct, n_hours = trials.hourly.shape
-    if n_distinct < 2:
-        shared["pbo_skip"] = "one distinct trial: no selection happened, nothing to overfit"
-    elif n_hours < 2 * cfg.pbo_blocks:
-        shared["pbo_skip"] = f"{n_hours} in-sample hours < 2 x {cfg.pbo_blocks} CSCV blocks"
-    else:
-        shared["pbo"] = pbo_cscv(trials.hourly.T, cfg.pbo_blocks)
+    if shared["trials"] is not None:
+        other = ctx.ledger.other_trials if ctx.ledger is not None else 0
+        shared["n_trials_dsr"] = with_ledger_trials(shared["trials"].n_effective, shared["n_trials_total"], other)
     # out of sample: each distinct candidate's hedged net returns, PSR(0) p-values, Holm over the hall of fame
     ev = ctx.evaluation
     hedges, seen, p_distinct, group = {}, {}, [], {}
@@ -151,17 +174,43 @@ def _shared(ctx: RunContext, cfg: GauntletConfig) -> dict[str, Any]:
     return shared
 
 
+def _holdout_selection(ctx: RunContext) -> dict[str, Any]:
+    """The run's own selection statistics for a holdout report: each candidate's DSR and PBO stage results
+    from the run's own validation (its ``gauntlet_report.json``, when one exists for this run id), keyed by
+    genome sha256. A holdout never gates on them: the selection happened on the run's bars, not the fresh ones.
+    returns: {"source": path or None, "by_sha": {sha256: {"dsr": stage dict, "pbo": stage dict}}}."""
+    import json
+
+    path = Path(ctx.run_dir) / FILES.gauntlet_report
+    out: dict[str, Any] = {"source": None, "by_sha": {}}
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return out
+    if str(rep.get("run_id")) != str(ctx.manifest.run_id) or (rep.get("evaluation") or {}).get("holdout"):
+        return out
+    out["source"] = str(path)
+    for c in rep.get("candidates") or []:
+        st = c.get("stages") or {}
+        out["by_sha"][c.get("sha256")] = {n: st[n] for n in ("dsr", "pbo") if n in st}
+    return out
+
+
 def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
     t = shared["trials"]
     p = shared.get("pbo")
-    return {"trials": {"n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
-                       "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"},
+    trials = None if t is None else {
+        "n_total": shared["n_trials_total"], "n_distinct": t.n_raw, "n_effective": t.n_effective,
+        "n_clusters": t.n_clusters, "n_dominated": t.n_dominated, "screening_ratio": t.screening_ratio,
+        "n_representatives": int(t.representatives.size), "sampled_by_cluster": t.sampled,
+        "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"}
+    return {"trials": trials,
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
                                            "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
             "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
             "ledger": shared["ledger"].to_dict() if shared.get("ledger") is not None else None,
             "n_trials_dsr": shared.get("n_trials_dsr"),
-            "seconds": round(shared["seconds"], 2)}
+            "holdout": shared.get("holdout"), "seconds": round(shared["seconds"], 2)}
 
 
 def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
@@ -173,7 +222,7 @@ def gating_policy(cfg: GauntletConfig) -> dict[str, Any]:
             f"<= {cfg.alpha}: each gating hypothesis test (psr, permutation, pcmci, dowhy) has level {cfg.alpha} "
             "and a candidate must pass all of them (intersection-union test, Berger 1982), so correlation between "
             "stages on the same returns cannot raise the level; the threshold stages (oos, lookahead, dsr, pbo) "
-            "only lower it"),
+            "only lower it; each test's measured size on the null suite: docs/gauntlet.md"),
         "false_pass_per_run": (
             f"<= {cfg.alpha}: psr is Holm-adjusted over the hall of fame's distinct candidates, which controls the "
             "family-wise error of the run"),
@@ -202,7 +251,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                  allow_overlap: bool = False, publish_dir: str | Path | None = "artifacts/champions",
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
-                 lineage: dict[str, Any] | None = None, allow_risk_timing: bool = False) -> GauntletReport:
+                 lineage: dict[str, Any] | None = None, candidates: str | int | None = None,
+                 allow_risk_timing: bool = False) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -212,17 +262,27 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
     published champion's signed meta (:func:`gauntlet.publish.publish_champion`); allow_risk_timing: publish
     survivors labelled risk timing too (default: directional survivors only; see :func:`publishable`).
-    Writes ``gauntlet_report.json`` (strict JSON, ``GauntletReport.text``) into the run directory before
-    publishing, so each published meta carries the report's sha256.
+
+    Holdout mode is automatic when ``data`` holds bars after the run's last bar (``RunContext.load``): only
+    those bars are evaluated; the test is pre-registered on ``candidates`` ("champion" — the default in a
+    holdout —, "all", or an int N for the top N of the hall of fame; outside a holdout the default is "all",
+    capped by ``max_candidates``), the psr gate is Holm-adjusted over them (so at most alpha family-wise);
+    DSR and PBO are reported from the run's own validation (its ``gauntlet_report.json``) or recomputed from
+    its in-sample trials when the bars given hold them, and never gate: the selection they deflate happened
+    on the run's bars, not on the fresh ones. A holdout writes ``gauntlet_holdout.json`` (the run's own
+    report is kept); otherwise ``gauntlet_report.json`` is written (strict JSON, ``GauntletReport.text``)
+    into the run directory before publishing, so each published meta carries the report's sha256.
     returns GauntletReport. raises RunDirError, DataError, ConfigError.
     """
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates,
-                          bars=bars)
-    say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars")
+                          bars=bars, candidates=candidates)
+    say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars"
+        + (" (holdout: bars after the run's last bar)" if ctx.holdout else ""))
     shared = _shared(ctx, cfg)
-    say(f"shared: {shared['trials'].n_effective} effective in-sample trials of {shared['trials'].n_raw} distinct")
+    if shared["trials"] is not None:
+        say(f"shared: {shared['trials'].n_effective} effective in-sample trials of {shared['trials'].n_raw} distinct")
     modules = {n: importlib.import_module(f"gauntlet.stages.{_MODULES[n]}") for n in STAGE_ORDER}
     verdicts = []
     for cand in ctx.candidates:
@@ -246,7 +306,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
                             time.perf_counter() - t0, ctx, allow_risk_timing=allow_risk_timing)
     report.text = json_dumps(report.to_dict())
-    atomic_write_text(Path(run_dir) / FILES.gauntlet_report, report.text + "\n")
+    atomic_write_text(Path(run_dir) / (HOLDOUT_REPORT if ctx.holdout else FILES.gauntlet_report), report.text + "\n")
     if published:
         from gauntlet.publish import publish_champion
 

@@ -109,12 +109,10 @@ def test_circular_shift_timing_test_passes_skill_and_refuses_beta():
     skill = mkt.copy()
     skill[1:] += 0.001 * 0.05 * pos[:-1]
 
-    def pnl(r):
-        return lambda p: np.concatenate([[0.0], p[:-1] * r[1:]]) - 2e-4 * np.abs(np.diff(p, prepend=p[0]))
-
-    assert circular_shift_pvalue(pos, pnl(skill), 199, 0)["p"] < 0.01
-    assert circular_shift_pvalue(np.ones(n), pnl(skill), 199, 0)["p"] == 1.0  # always long: beta
-    null_p = [circular_shift_pvalue(_persistent_sign(3000, rng), pnl(0.001 * _garch(3000, rng)), 99, s)["p"]
+    # market: the return of bar t, earned by the position decided at close t-1
+    assert circular_shift_pvalue(pos, skill, 199, 0)["p"] < 0.01
+    assert circular_shift_pvalue(np.ones(n), skill, 199, 0)["p"] == 1.0  # always long: beta
+    null_p = [circular_shift_pvalue(_persistent_sign(3000, rng), 0.001 * _garch(3000, rng), 99, s)["p"]
               for s in range(40)]
     assert stats.kstest(null_p, "uniform").pvalue > 0.01
 

@@ -68,6 +68,22 @@ def position_link(position: np.ndarray, ret: np.ndarray, series: dict[str, np.nd
             "controls": r.controls}
 
 
+def market_graph(ctx, cfg, shared) -> dict[str, Any]:
+    """The run's PCMCI market graph, computed once per run on the last ``pcmci_max_samples`` evaluation rows
+    and kept in ``shared["pcmci_market"]`` (the dowhy stage reads the same graph): {"ret": (T,) return_z on
+    those rows, "series": name -> (T,) parent variables there, "parents": [(name, lag)], "links": [...],
+    "rows": (start, stop)}."""
+    if "pcmci_market" not in shared:
+        a, b = ctx.evaluation
+        a = max(a, b - cfg.pcmci_max_samples)
+        ret = ctx.return_z[a:b]
+        state = compute_features(ctx.bars, MARKET_STATE).values[:, a:b]
+        graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed)
+        shared["pcmci_market"] = {"ret": ret, "series": {**dict(zip(MARKET_STATE, state)), "return": ret},
+                                  "rows": (a, b), **graph}
+    return shared["pcmci_market"]
+
+
 def run(ctx, cand, cfg, shared) -> StageResult:
     a, b = ctx.evaluation
     a = max(a, b - cfg.pcmci_max_samples)
@@ -75,12 +91,7 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if not np.nanstd(pos) > 0:
         return StageResult(NAME, "HAC p-value", None, None, cfg.alpha, False,
                            "position never varies: no link to test", {})
-    if "pcmci_market" not in shared:
-        ret = ctx.return_z[a:b]
-        state = compute_features(ctx.bars, MARKET_STATE).values[:, a:b]
-        graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed)
-        shared["pcmci_market"] = {"ret": ret, "series": {**dict(zip(MARKET_STATE, state)), "return": ret}, **graph}
-    mk = shared["pcmci_market"]
+    mk = market_graph(ctx, cfg, shared)
     try:
         res = position_link(pos, mk["ret"], mk["series"], mk["parents"])
     except ValueError as exc:

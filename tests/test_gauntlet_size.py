@@ -1,0 +1,111 @@
+"""Size of the Gauntlet's test stages under the null (issue 29 item 3).
+
+Fast: the circular-shift gate on a position scaled to trailing volatility over GARCH noise — the case where
+the former mean-P&L statistic rejected far above its level — is at its size with the studentised statistic
+(and the mean statistic is shown not to be), while a real timing edge still passes. Slow: the full null
+suite (``gauntlet.size``) at >= 500 draws per market, every p-value stage at its size where the null holds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gauntlet.stages.permutation import circular_shift_mean_pvalue, circular_shift_pvalue
+
+
+def _garch_vol(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """GARCH(1,1) with t(4) innovations and the conditional sd: returns (r (n,), sigma (n,))."""
+    z = rng.standard_t(4, n) / math.sqrt(2.0)
+    r, s = np.empty(n), np.empty(n)
+    h = 1.0
+    for t in range(n):
+        s[t] = math.sqrt(h)
+        r[t] = s[t] * z[t]
+        h = 0.02 + 0.10 * r[t] ** 2 + 0.88 * h
+    return 1e-3 * r, 1e-3 * s
+
+
+def _vol_position(r: np.ndarray, halflife: int = 30) -> np.ndarray:
+    """Long in proportion to an EWMA of past squared returns (decided at each close), capped at 1."""
+    lam = 0.5 ** (1 / halflife)
+    v, acc = np.empty_like(r), float(np.mean(r ** 2))
+    for t in range(r.size):
+        acc = lam * acc + (1 - lam) * r[t] ** 2
+        v[t] = acc
+    sig = np.sqrt(v)
+    return np.minimum(sig / (2 * np.median(sig)), 1.0)
+
+
+def _bound(alpha: float, draws: int) -> float:
+    return alpha + 2 * math.sqrt(alpha * (1 - alpha) / draws)
+
+
+def test_studentised_circular_shift_is_at_size_for_a_volatility_scaled_position():
+    rng = np.random.default_rng(29)
+    draws, n = 300, 3000
+    p_t, p_mean = [], []
+    for s in range(draws):
+        r, _ = _garch_vol(n, rng)
+        pos = _vol_position(r)
+        p_t.append(circular_shift_pvalue(pos, r, 99, s)["p"])
+        pnl = lambda p: np.concatenate([[0.0], p[:-1] * r[1:]])  # noqa: E731  (market timing, no costs)
+        p_mean.append(circular_shift_mean_pvalue(pos, pnl, 99, s))
+    p_t, p_mean = np.array(p_t), np.array(p_mean)
+    for a in (0.05, 0.10):
+        assert np.mean(p_t <= a) <= _bound(a, draws), (a, np.mean(p_t <= a))
+    assert np.mean(p_mean <= 0.05) > _bound(0.05, draws)  # the former statistic: over its size here
+
+
+def test_studentised_circular_shift_keeps_its_power_on_a_persistent_edge():
+    rng = np.random.default_rng(3)
+    n = 8640
+    e = rng.standard_normal(n) * math.sqrt(1 - 0.995 ** 2)
+    z = np.empty(n)
+    z[0] = 0.0
+    for t in range(1, n):
+        z[t] = 0.995 * z[t - 1] + e[t]
+    pos = np.sign(z)
+    r, sig = _garch_vol(n, rng)
+    r[1:] += 0.03 * sig[1:] * pos[:-1]  # per-bar Sharpe 0.03 for the position held
+    assert circular_shift_pvalue(pos, r, 199, 0)["p"] <= 0.01
+
+
+def _suite(draws: int, stages: tuple[str, ...]):
+    from forge.data.synthetic import NULL_MARKETS
+    from gauntlet.size import null_pvalues, size_table
+
+    rows = [r for i in range(draws) for k in NULL_MARKETS for r in null_pvalues(k, 10_000 + i, stages=stages)]
+    return size_table(rows)
+
+
+@pytest.mark.slow
+def test_null_suite_studentised_gate_beats_the_mean_statistic_in_every_cell():
+    """500 draws per null market (benchmarks/gauntlet_size.py's seeds): in every (market, position) cell the
+    studentised gate rejects at 5 % no more often than the former mean statistic (+ 1 point) or within its
+    size bound, and for positions scaled to volatility at most 60 % as often as the mean statistic."""
+    table = _suite(500, ("permutation", "permutation_mean"))
+    by = {(c["market"], c["position"], c["stage"]): c["levels"][0.05]["rate"] for c in table}
+    bound = {(c["market"], c["position"]): c["levels"][0.05]["bound"] for c in table}
+    for (m, pos, st), rate in by.items():
+        if st == "permutation":
+            assert rate <= max(by[(m, pos, "permutation_mean")] + 0.01, bound[(m, pos)]), (m, pos, rate)
+    assert by[("all", "vol", "permutation")] <= 0.6 * by[("all", "vol", "permutation_mean")]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured (RESULTS.md, 'Gauntlet sizes'): on 3-day markets the studentised "
+                   "permutation gate still rejects 8-9 % and dowhy 7-10 % at 5 % for positions scaled to "
+                   "volatility (bound 6.9 %)")
+def test_null_suite_every_gate_at_its_size_where_the_null_holds():
+    """The issue's criterion: P(p <= alpha) <= alpha + 2 s.e. at 0.01, 0.05, 0.10 in every cell of the
+    non-drifting null markets (on the drift market volatility-dependent exposure is real risk timing, which
+    the risk-timing label names, not these gates)."""
+    table = _suite(500, ("psr", "permutation", "pcmci", "dowhy"))
+    for c in table:
+        if c["market"] in ("all", "drift"):
+            continue
+        for a, lv in c["levels"].items():
+            assert lv["at_size"], (c["stage"], c["market"], c["position"], a, lv)
