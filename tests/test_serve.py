@@ -25,7 +25,13 @@ from loop.serve import Claim, load_serve_config, pending_requests, read_state, s
 from forge.core.champion import verify_champion
 
 REPO = Path(__file__).resolve().parents[1]
-PLANTED = "synthetic:planted?seed=11&days=16&strength=0.2"
+# Strength 0.35 (was 0.2): since issue 29 the request's seed genome is withheld when it was selected on the
+# attempt's out-of-sample bars (always, for a seed ranked on live marks), and PBO runs over cluster
+# representatives and DoWhy adjusts on the PCMCI graph's backdoor set; at 0.2 the unseeded 24 x 3 search's
+# champion (OOS Sharpe 0.098/bar, permutation p 0.005) failed PBO (0.65 over 8 representatives, mostly variants
+# of the one edge) and DoWhy (placebo p 0.15 after adjusting on return_lag1, the rule's own input). This test
+# is about the serve mechanics; that power loss is recorded in the issue-29 notes.
+PLANTED = "synthetic:planted?seed=11&days=16&strength=0.35"
 T0 = 1718582400000  # first bar of the embedded sample's clock
 
 
