@@ -279,12 +279,31 @@ def _backtest_core_nb(
                 return STATUS_BAD_OPEN, t, 0
             if not (0.0 < close[t] < inf):
                 return STATUS_BAD_CLOSE, t, 0
-    mdd = 1.0 - low_ratio
     rem = n & _BLOCK_MASK
     if rem > 0:
         mean, m2 = _merge_block_nb(mean, m2, n - rem, rem, s1, s2)
     final = prev_eq if n > 0 else initial_capital
     ratio = final / initial_capital
+    std = np.sqrt(m2 / (n - 1)) if n >= 2 else np.nan
+    write_metrics_nb(out_metrics, n, ratio, final, periods_per_year, mean, std, down2, low_ratio, sum_eq,
+                     notional_sum, n_exposed, n_fills, n_wins, n_trips, close_peak, target_equity, ever_ruined,
+                     n_below)
+    return STATUS_OK, -1, n_fills
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def write_metrics_nb(out, n, ratio, final, periods_per_year, mean, std, down2, low_ratio, sum_eq, notional_sum,
+                     n_exposed, n_fills, n_wins, n_trips, close_peak, target_equity, ever_ruined, n_below):
+    """The metrics vector (``M_*`` slots; definitions in :mod:`forge.backtest.metrics`) from a backtest's
+    streamed sums: the one place per-bar Sharpe, Sortino, drawdown, CAGR, turnover and TTT are computed,
+    shared by the taker backtest and the kline fill model (``forge.backtest.fills_nb``).
+
+    ratio: final / initial equity; mean, std: mean and sample sd (NaN when n < 2) of per-bar returns;
+    down2: sum of squared negative returns; low_ratio: lowest equity / running peak; the rest are counts
+    and sums as the callers stream them.  Writes ``out`` in place.
+    """
+    inf = np.inf
+    mdd = 1.0 - low_ratio
     years = n / periods_per_year
     if ratio <= 0.0:
         cagr = -1.0
@@ -295,7 +314,6 @@ def _backtest_core_nb(
     ann = np.sqrt(periods_per_year)
     sharpe = np.nan
     if n >= 2:
-        std = np.sqrt(m2 / (n - 1))
         if std > 0.0:
             sharpe = mean / std * ann
     sortino = np.nan
@@ -314,20 +332,19 @@ def _backtest_core_nb(
     else:
         turnover = 0.0
 
-    out_metrics[M_TOTAL_RETURN] = ratio - 1.0
-    out_metrics[M_CAGR] = cagr
-    out_metrics[M_SHARPE] = sharpe
-    out_metrics[M_SORTINO] = sortino
-    out_metrics[M_CALMAR] = calmar
-    out_metrics[M_MAX_DRAWDOWN] = mdd
-    out_metrics[M_TURNOVER] = turnover
-    out_metrics[M_EXPOSURE] = n_exposed / n if n > 0 else 0.0
-    out_metrics[M_N_TRADES] = n_fills
-    out_metrics[M_WIN_RATE] = n_wins / n_trips if n_trips > 0 else np.nan
-    out_metrics[M_TTT_BARS] = inf if (close_peak < target_equity or ever_ruined) else n_below + 1.0
-    out_metrics[M_N_BARS] = n
-    out_metrics[M_FINAL_EQUITY] = final
-    return STATUS_OK, -1, n_fills
+    out[M_TOTAL_RETURN] = ratio - 1.0
+    out[M_CAGR] = cagr
+    out[M_SHARPE] = sharpe
+    out[M_SORTINO] = sortino
+    out[M_CALMAR] = calmar
+    out[M_MAX_DRAWDOWN] = mdd
+    out[M_TURNOVER] = turnover
+    out[M_EXPOSURE] = n_exposed / n if n > 0 else 0.0
+    out[M_N_TRADES] = n_fills
+    out[M_WIN_RATE] = n_wins / n_trips if n_trips > 0 else np.nan
+    out[M_TTT_BARS] = inf if (close_peak < target_equity or ever_ruined) else n_below + 1.0
+    out[M_N_BARS] = n
+    out[M_FINAL_EQUITY] = final
 
 
 @njit(cache=True, error_model="numpy")

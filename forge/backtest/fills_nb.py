@@ -15,24 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from forge.backtest.backtest_nb import (
-    M_CAGR,
-    M_CALMAR,
-    M_EXPOSURE,
-    M_FINAL_EQUITY,
-    M_MAX_DRAWDOWN,
-    M_N_BARS,
-    M_N_TRADES,
-    M_SHARPE,
-    M_SORTINO,
-    M_TOTAL_RETURN,
-    M_TTT_BARS,
-    M_TURNOVER,
-    M_WIN_RATE,
-    STATUS_BAD_CLOSE,
-    STATUS_BAD_OPEN,
-    STATUS_OK,
-)
+from forge.backtest.backtest_nb import STATUS_BAD_CLOSE, STATUS_BAD_OPEN, STATUS_OK, write_metrics_nb
 from forge.backtest.costs import funding_payment_nb, is_funding_time_nb
 from forge.execution.policy_nb import (
     A_INSIDE,
@@ -365,18 +348,9 @@ def _finish_metrics_nb(out, n, initial_capital, final, periods_per_year, sum_r, 
                        target_equity, ever_ruined, n_below, equity):
     """The metrics vector (definitions of :mod:`forge.backtest.metrics`) from the streamed sums; the
     variance is recomputed in a second pass over the equity curve (two-pass, numerically safe)."""
-    inf = np.inf
     ratio = final / initial_capital
-    years = n / periods_per_year
-    if ratio <= 0.0:
-        cagr = -1.0
-    elif years > 0.0:
-        cagr = np.exp(np.log(ratio) / years) - 1.0
-    else:
-        cagr = np.nan
     mean = sum_r / n if n > 0 else 0.0
-    ann = np.sqrt(periods_per_year)
-    sharpe = np.nan
+    std = np.nan
     if n >= 2:
         ss = 0.0
         prev = initial_capital
@@ -386,34 +360,5 @@ def _finish_metrics_nb(out, n, initial_capital, final, periods_per_year, sum_r, 
             ss += d * d
             prev = equity[t]
         std = np.sqrt(ss / (n - 1))
-        if std > 0.0:
-            sharpe = mean / std * ann
-    sortino = np.nan
-    if n >= 1:
-        dd = np.sqrt(down2 / n)
-        if dd > 0.0:
-            sortino = mean / dd * ann
-        elif mean > 0.0:
-            sortino = inf
-    mdd = 1.0 - low_ratio
-    calmar = cagr / mdd if mdd > 0.0 else np.nan
-    mean_eq = sum_eq / n if n > 0 else 0.0
-    if mean_eq > 0.0:
-        turnover = notional_sum / mean_eq
-    elif notional_sum > 0.0:
-        turnover = inf
-    else:
-        turnover = 0.0
-    out[M_TOTAL_RETURN] = ratio - 1.0
-    out[M_CAGR] = cagr
-    out[M_SHARPE] = sharpe
-    out[M_SORTINO] = sortino
-    out[M_CALMAR] = calmar
-    out[M_MAX_DRAWDOWN] = mdd
-    out[M_TURNOVER] = turnover
-    out[M_EXPOSURE] = n_exposed / n if n > 0 else 0.0
-    out[M_N_TRADES] = n_fills
-    out[M_WIN_RATE] = n_wins / n_trips if n_trips > 0 else np.nan
-    out[M_TTT_BARS] = inf if (close_peak < target_equity or ever_ruined) else n_below + 1.0
-    out[M_N_BARS] = n
-    out[M_FINAL_EQUITY] = final
+    write_metrics_nb(out, n, ratio, final, periods_per_year, mean, std, down2, low_ratio, sum_eq, notional_sum,
+                     n_exposed, n_fills, n_wins, n_trips, close_peak, target_equity, ever_ruined, n_below)
