@@ -50,7 +50,7 @@ generations = 5
 window_days = 7
 min_bars = 2000
 max_attempts = 1
-replay_wait_s = 300
+replay_wait_s = 1200  # a fresh install compiles the kernels first (forge warmup inside forge evolve): minutes
 [[slots]]
 id = "p1"
 symbol = "PLANTUSDT"
@@ -109,7 +109,7 @@ def test_closed_loop_rearms_a_dead_slot_through_worker_and_runtime_kills(tmp_pat
         if first.poll() is None:
             first.kill()
     second = _live(tmp_path)
-    out, _ = second.communicate(timeout=900)
+    out, _ = second.communicate(timeout=1800)
     assert second.returncode == 0, out[-2000:]
     st = read_state(request)
     assert st["status"] == "served" and st["attempts"][0]["resumed"] is True, st
