@@ -146,9 +146,9 @@ def live_summary_table(summary: dict[str, Any], width: int) -> Any:
 
 
 def status_view(rep: dict[str, Any], width: int) -> Any:
-    """``crucible status``'s slot table (the columns of ``crucible.status.status_table``, the strategy by
-    name) fitted to ``width`` columns without cutting a cell (``commands.ui.fit_table``)."""
-    from crucible.status import _origin
+    """``crucible status``'s slot table from :func:`crucible.status.status` (slot, status, strategy by name,
+    origin, equity, P&L, ...) fitted to ``width`` columns without cutting a cell (``commands.ui.fit_table``)."""
+    from crucible.status import lineage_origin
     from commands.ui import fit_table, strategy_name
 
     c = rep["counts"]
@@ -161,7 +161,7 @@ def status_view(rep: dict[str, Any], width: int) -> Any:
     cols = [("slot", "left"), ("symbol", "left"), ("status", "left"), ("strategy", "left"), ("from", "left"),
             ("equity", "right"), ("P&L", "right"), ("weight", "right"), ("transfers", "right"), ("units", "right"),
             ("fills", "right"), ("fees", "right"), ("swaps", "right"), ("kills", "right")]
-    rows = [[str(r["slot"]), str(r["symbol"]), str(r["status"]), strategy_name(r), _origin(r.get("lineage")),
+    rows = [[str(r["slot"]), str(r["symbol"]), str(r["status"]), strategy_name(r), lineage_origin(r.get("lineage")),
              f(r["equity"], ",.2f"), f(r.get("pnl"), "+,.2f"), f(r["weight"], ".3f"), f(r.get("transfers"), "+,.2f"),
              f(r["units"], ".6f"), str(r["fills"]), f(r["fees"], ",.2f"), str(r["swaps"]), str(r["kills"])]
             for r in rep["slots"]]

@@ -1,5 +1,5 @@
 """Crucible: live runtime for validated champions.
 
 Entry points for the CLI: :func:`crucible.runtime.run_live` (``crucible live``) and
-:func:`crucible.status.status` / :func:`crucible.status.status_table` (``crucible status``).
+:func:`crucible.status.status` (``crucible status``, rendered by ``commands.crucible.status_view``).
 """

@@ -1,6 +1,6 @@
 """``crucible status``: the bench as recorded in a journal (read-only).
 
-:func:`status` returns plain data; :func:`status_table` renders it with rich.
+:func:`status` returns plain data; ``commands.crucible.status_view`` renders it (fitted to the terminal).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from crucible.journal import OPEN_STATUSES, Journal, JournalError
 from forge.core.errors import ConfigError
 from forge.core.requests import read_state
 
-__all__ = ["status", "status_table", "lineage_lines", "request_lines", "request_states"]
+__all__ = ["status", "lineage_origin", "lineage_lines", "request_lines", "request_states"]
 
 
 def status(journal_path: str | Path) -> dict[str, Any]:
@@ -145,31 +145,7 @@ def _amount(event: dict[str, Any], slot: str) -> float:
     return float(a) if isinstance(a, (int, float)) and not isinstance(a, bool) else 0.0
 
 
-def status_table(report: dict[str, Any]):
-    """A rich Table of the slots in ``report`` (from :func:`status`)."""
-    from rich.table import Table
-
-    c = report["counts"]
-    t = Table(title=f"Crucible bench — {report['journal']} ({report['venue']}): {c['fills']} fills, "
-                    f"{c['swaps']} swaps, {c['kills']} kills, {c['reweights']} reweights, {c['rejects']} rejected files")
-    for col in ("slot", "symbol", "status", "genome", "from", "equity", "P&L", "weight", "transfers", "units", "fills",
-                "fees", "swaps", "kills"):
-        t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "genome", "from") else "right")
-
-    def f(x: Any, fmt: str) -> str:
-        return "—" if x is None else format(x, fmt)
-
-    for r in report["slots"]:
-        st = r["status"]
-        color = {"live": "green", "killed": "red", "stopped": "yellow"}.get(st, "white")
-        t.add_row(r["slot"], str(r["symbol"]), f"[{color}]{st}[/]", str(r["genome"])[:24], _origin(r.get("lineage")),
-                  f(r["equity"], ".2f"),
-                  f(r.get("pnl"), "+.2f"), f(r["weight"], ".3f"), f(r.get("transfers"), "+.2f"), f(r["units"], ".6f"),
-                  str(r["fills"]), f(r["fees"], ".2f"), str(r["swaps"]), str(r["kills"]))
-    return t
-
-
-def _origin(lin: dict[str, Any] | None) -> str:
+def lineage_origin(lin: dict[str, Any] | None) -> str:
     """One cell: where the champion came from (builtin / file / run id and request) and its verdict."""
     if not lin:
         return "—"
@@ -191,7 +167,7 @@ def lineage_lines(report: dict[str, Any]) -> list[str]:
             continue
         when = datetime.fromtimestamp(lin["since_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
         v = lin.get("verdict") or {}
-        out.append(f"{r['slot']}: {lin.get('expression', r['genome'])} — {_origin(lin)}, parent "
+        out.append(f"{r['slot']}: {lin.get('expression', r['genome'])} — {lineage_origin(lin)}, parent "
                    f"{str(lin.get('parent_genome_sha256') or '—')[:16]}, gauntlet report "
                    f"{str(lin.get('gauntlet_report_sha256') or '—')[:16]}, survived={v.get('survived')}; in since "
                    f"{when} UTC; previous champion {lin.get('previous_left') or '—'}")

@@ -245,7 +245,8 @@ def test_status_shows_weights_transfers_and_slot_pnl(tmp_path, sample):
     events change P&L by exactly their amount; the table renders the new columns."""
     from rich.console import Console
 
-    from crucible.status import status, status_table
+    from commands.crucible import status_view
+    from crucible.status import status
 
     cfg = config_from_dict({
         "crucible": {"journal": str(tmp_path / "journal.sqlite"), "champions_dir": str(tmp_path / "champions"),
@@ -279,7 +280,7 @@ def test_status_shows_weights_transfers_and_slot_pnl(tmp_path, sample):
     assert by2["a"]["pnl"] == pytest.approx(by["a"]["pnl"] - 25.0) and by2["b"]["pnl"] == pytest.approx(by["b"]["pnl"] + 25.0)
     assert rep2["counts"]["transfers"] == rep["counts"]["transfers"] + 1
     con = Console(width=200, record=True)
-    con.print(status_table(rep2))
+    con.print(status_view(rep2, 200))
     text = con.export_text()
     assert "P&L" in text and "transfers" in text and f"{by2['a']['pnl']:+.2f}" in text
 
