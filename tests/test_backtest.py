@@ -379,7 +379,10 @@ def test_cost_model_python_and_numba_twins_are_bit_identical():
         assert costs.taker_fee(q, p, rate) == costs.taker_fee_nb(q, p, rate) >= 0.0
         assert costs.funding_payment(q, o, rate) == costs.funding_payment_nb(q, o, rate)
     t = int(rng.integers(0, 10**9)) * costs.FUNDING_PERIOD_MS
-    assert costs.is_funding_time(t) and costs.is_funding_time_nb(t) and not costs.is_funding_time(t + 60_000)
+    p8 = costs.FUNDING_PERIOD_MS
+    assert costs.is_funding_time(t) and costs.is_funding_time_nb(t, p8) and not costs.is_funding_time(t + 60_000)
+    assert costs.is_funding_time(t + 4 * 3_600_000, 4 * 3_600_000) and not costs.is_funding_time(t + 4 * 3_600_000)
+    assert costs.is_funding_time_nb(t + 3_600_000, 3_600_000) and not costs.is_funding_time_nb(t + 60_000, 3_600_000)
     o, c, tm, pos = _random_market(3, 600)
     cfg = BacktestConfig()
     tr = run_backtest(o, c, tm, pos, cfg).trades

@@ -16,9 +16,12 @@ Conventions (the same in evolution, the gauntlet and live replay):
   (current units already within the slippage band of the target) nothing
   is traded.
 * Optional perpetual funding: with ``funding_rate_8h != 0``, at every bar
-  whose ``open_time`` (ms UTC) is a multiple of 8 h the units held into that
-  open pay ``units * open * funding_rate_8h`` (longs pay when the rate is
-  positive), before that open's fill.
+  whose ``open_time`` (ms UTC) is a multiple of the funding interval
+  (``funding_interval_h``, 8 h by default; a run sets it from the symbol's
+  funding history) the units held into that open pay
+  ``units * open * funding_rate_8h * funding_interval_h / 8`` (longs pay when
+  the rate is positive; the same funding per day at any interval), before
+  that open's fill.
 * Equity (USDT) is marked at every close.  Ruin: equity <= 0 at an open or
   a close flattens the position; equity is 0 for the rest of the run.
 
@@ -38,6 +41,7 @@ from typing import Any, cast
 import numpy as np
 
 from forge.backtest import backtest_nb as _k
+from forge.backtest.costs import funding_rate_per_event
 from forge.backtest.metrics import Metrics
 from forge.core.errors import ConfigError
 
@@ -75,7 +79,9 @@ class BacktestConfig:
     initial_capital: USDT (> 0); taker_fee_bps: taker fee in basis points of
     traded notional (>= 0); slippage_bps: adverse fill offset from the open in
     basis points (0 <= x < 10,000); funding_rate_8h: perpetual funding rate per
-    8 h as a fraction (0 = spot, no funding); target_multiple: equity multiple
+    8 h as a fraction (0 = spot, no funding); funding_interval_h: hours between
+    funding times, an int in [1, 24] (8; Binance runs many perpetuals at 4 h
+    or 1 h); target_multiple: equity multiple
     of initial_capital defining time-to-target (> 0); periods_per_year: bars
     per year for annualisation (> 0; 525,600 = 1-minute bars, 365-day year).
     """
@@ -84,6 +90,7 @@ class BacktestConfig:
     taker_fee_bps: float = 10.0
     slippage_bps: float = 1.0
     funding_rate_8h: float = 0.0
+    funding_interval_h: int = 8
     target_multiple: float = 2.0
     periods_per_year: float = 525600.0
 
@@ -94,12 +101,25 @@ class BacktestConfig:
             ("taker_fee_bps", 0 <= self.taker_fee_bps < 10_000, "in [0, 10000)"),
             ("slippage_bps", 0 <= self.slippage_bps < 10_000, "in [0, 10000)"),
             ("funding_rate_8h", -1 < self.funding_rate_8h < 1, "in (-1, 1)"),
+            ("funding_interval_h", isinstance(self.funding_interval_h, int) and 1 <= self.funding_interval_h <= 24,
+             "a whole number of hours in [1, 24]"),
             ("target_multiple", self.target_multiple > 0 and math.isfinite(self.target_multiple), "> 0"),
             ("periods_per_year", self.periods_per_year > 0 and math.isfinite(self.periods_per_year), "> 0"),
         )
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+    @property
+    def funding_interval_ms(self) -> int:
+        """ms between funding times (``funding_interval_h`` hours)."""
+        return int(self.funding_interval_h) * 3_600_000
+
+    @property
+    def funding_rate_event(self) -> float:
+        """The rate charged at each funding time: ``funding_rate_8h`` scaled to the interval
+        (:func:`forge.backtest.costs.funding_rate_per_event`, the same funding per day at any interval)."""
+        return funding_rate_per_event(float(self.funding_rate_8h), self.funding_interval_ms)
 
 
 @dataclass(frozen=True)
@@ -159,7 +179,8 @@ def _params(cfg: BacktestConfig) -> tuple[float, ...]:
         float(cfg.initial_capital),
         cfg.taker_fee_bps / 1e4,
         cfg.slippage_bps / 1e4,
-        float(cfg.funding_rate_8h),
+        cfg.funding_rate_event,
+        cfg.funding_interval_ms,
         cfg.target_multiple * cfg.initial_capital,
         float(cfg.periods_per_year),
     )

@@ -21,7 +21,8 @@ Semantics (see ``forge.backtest`` for the user-facing description):
   currency.  If slippage would turn the trade around (the current units are
   already within the slippage band of the target) nothing is traded.
 * Funding (``funding_rate != 0``): at a bar whose ``open_time`` is a multiple
-  of 8 h (00:00, 08:00, 16:00 UTC) the units held into that open pay
+  of ``funding_interval_ms`` (8 h: 00:00, 08:00, 16:00 UTC; the symbol's interval from its funding
+  history, :func:`forge.backtest.costs.funding_interval_ms`) the units held into that open pay
   ``units * open * funding_rate`` (longs pay when the rate is positive);
   it is charged before that open's fill.
 * Equity is marked to the close of every bar.  Ruin: when equity at an open
@@ -34,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from forge.backtest.costs import FUNDING_PERIOD_MS, fill_price_nb, funding_payment_nb, is_funding_time_nb, taker_fee_nb
+from forge.backtest.costs import fill_price_nb, funding_payment_nb, is_funding_time_nb, taker_fee_nb
 
 # status codes returned by the kernel (index of the offending bar in the second slot)
 STATUS_OK = 0
@@ -101,6 +102,7 @@ def _backtest_core_nb(
     fee_rate,
     slip,
     funding_rate,
+    funding_interval_ms,
     target_equity,
     periods_per_year,
     record,
@@ -123,7 +125,8 @@ def _backtest_core_nb(
     open_, close: (n,) float64 quote currency per unit; open_time: (n,) int64 ms UTC;
     position: (n,) float64 target exposure decided at each close.
     initial_capital: quote currency; fee_rate, slip: fractions (bps / 1e4);
-    funding_rate: fraction per 8 h; target_equity: quote currency for TTT;
+    funding_rate: fraction per funding event; funding_interval_ms: int64 ms between funding times
+    (open times that are its multiples pay funding); target_equity: quote currency for TTT;
     periods_per_year: bars per year for annualisation.
     record: bool (a constant in each entry kernel); when True,
     equity_out/returns_out/held_out ((n,) float64) and the tr_* columns
@@ -179,7 +182,7 @@ def _backtest_core_nb(
         if ruined:
             eq = 0.0
         else:
-            if check_funding and units != 0.0 and is_funding_time_nb(open_time[t]):
+            if check_funding and units != 0.0 and is_funding_time_nb(open_time[t], funding_interval_ms):
                 cash -= funding_payment_nb(units, o, funding_rate)
             eq_o = cash + units * o
             if eq_o <= 0.0:
@@ -357,6 +360,7 @@ def backtest_metrics_nb(
     fee_rate,
     slip,
     funding_rate,
+    funding_interval_ms,
     target_equity,
     periods_per_year,
     out_metrics,
@@ -377,6 +381,7 @@ def backtest_metrics_nb(
         fee_rate,
         slip,
         funding_rate,
+        funding_interval_ms,
         target_equity,
         periods_per_year,
         False,
@@ -406,6 +411,7 @@ def backtest_record_nb(
     fee_rate,
     slip,
     funding_rate,
+    funding_interval_ms,
     target_equity,
     periods_per_year,
     out_metrics,
@@ -435,6 +441,7 @@ def backtest_record_nb(
         fee_rate,
         slip,
         funding_rate,
+        funding_interval_ms,
         target_equity,
         periods_per_year,
         True,

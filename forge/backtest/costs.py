@@ -13,9 +13,13 @@ quote currency, USDT):
 * fill price = ``open * (1 + s)`` for a buy, ``open * (1 - s)`` for a sell, ``s = slippage_bps / 1e4``;
 * taker fee = ``fee_rate * (|qty| * price)`` with ``fee_rate = taker_fee_bps / 1e4`` (a fraction of the
   traded notional);
-* funding of a linear perpetual: at every funding time (open times that are multiples of 8 h UTC,
-  ``FUNDING_PERIOD_MS``) the position held into that open pays ``units * price * rate_8h`` (longs pay
-  when the rate is positive, shorts receive), ``price`` the bar's open (or the venue's mark price live).
+* funding of a linear perpetual: at every funding time (open times that are multiples of the symbol's
+  funding interval, UTC: 8 h by default, ``FUNDING_PERIOD_MS``; 4 h or 1 h for many Binance perpetuals, read
+  from the funding history by :func:`funding_interval_ms`) the position held into that open pays
+  ``units * price * rate`` (longs pay when the rate is positive, shorts receive), ``price`` the bar's open
+  (or the venue's mark price live) and ``rate`` the rate per funding event,
+  :func:`funding_rate_per_event` of the preset's rate per 8 h (the same cost per day whatever the interval:
+  Binance's interest component is 0.03 %/day split over the day's settlements).
 
 Cost presets (a Crucible slot's ``costs`` field): ``"spot"`` (no funding) and ``"futures"`` (linear
 perpetual: funding at ``funding_rate_8h``).
@@ -28,7 +32,8 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["FUNDING_PERIOD_MS", "INSTRUMENTS", "funding_interval_ms", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
+__all__ = ["FUNDING_PERIOD_MS", "INSTRUMENTS", "check_funding_interval_ms", "funding_interval_ms",
+           "funding_rate_per_event", "fill_price", "taker_fee", "funding_payment", "is_funding_time",
            "fill_price_nb", "taker_fee_nb", "funding_payment_nb", "is_funding_time_nb", "bps"]
 
 FUNDING_PERIOD_MS = 28_800_000
@@ -61,6 +66,23 @@ def funding_interval_ms(funding_times_ms, default_ms: int = FUNDING_PERIOD_MS) -
     return int(vals[::-1][np.argmax(counts[::-1])]) * 3_600_000
 
 
+def funding_rate_per_event(rate_8h: float, interval_ms: int = FUNDING_PERIOD_MS) -> float:
+    """The funding rate charged at each settlement of a perpetual funding every ``interval_ms`` (ms, > 0) when
+    its rate is quoted per 8 h: ``rate_8h * interval_ms / 8 h`` (fraction), the same funding per day at any
+    interval.  raises ValueError for an interval that is not a whole number of hours in [1 h, 24 h]."""
+    check_funding_interval_ms(interval_ms)
+    return rate_8h * (interval_ms / FUNDING_PERIOD_MS)
+
+
+def check_funding_interval_ms(interval_ms: int) -> int:
+    """``interval_ms`` as an int if it is a whole number of hours in [1 h, 24 h] (the intervals exchanges
+    use: 1, 2, 4, 8 h), else ValueError naming the value."""
+    iv = int(interval_ms)
+    if iv != interval_ms or iv % 3_600_000 or not 3_600_000 <= iv <= 86_400_000:
+        raise ValueError(f"funding interval must be a whole number of hours in [1, 24] (in ms), got {interval_ms!r}")
+    return iv
+
+
 def bps(x: float) -> float:
     """Basis points -> fraction (``x / 1e4``), the one conversion every caller uses."""
     return x / 1e4
@@ -83,9 +105,10 @@ def funding_payment(units: float, price: float, rate_8h: float) -> float:
     return units * price * rate_8h
 
 
-def is_funding_time(open_time_ms: int) -> bool:
-    """True when a bar opening at ``open_time_ms`` (ms UTC) is a funding time (multiple of 8 h)."""
-    return open_time_ms % FUNDING_PERIOD_MS == 0
+def is_funding_time(open_time_ms: int, interval_ms: int = FUNDING_PERIOD_MS) -> bool:
+    """True when a bar opening at ``open_time_ms`` (ms UTC) is a funding time: a multiple of the funding
+    interval ``interval_ms`` (default 8 h; funding times are aligned to 00:00 UTC at every interval)."""
+    return open_time_ms % interval_ms == 0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -109,6 +132,6 @@ def funding_payment_nb(units, price, rate_8h):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def is_funding_time_nb(open_time_ms):
-    """numba twin of :func:`is_funding_time`."""
-    return open_time_ms % FUNDING_PERIOD_MS == 0
+def is_funding_time_nb(open_time_ms, interval_ms):
+    """numba twin of :func:`is_funding_time` (``interval_ms`` passed explicitly)."""
+    return open_time_ms % interval_ms == 0

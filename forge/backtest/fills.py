@@ -237,7 +237,7 @@ def run_kline_backtest(open_: np.ndarray, high: np.ndarray, low: np.ndarray, clo
     cols = [np.empty(cap, FILL_DTYPE[name]) for name in ("bar", "open_time", "side", "units", "price", "fee",
                                                           "maker", "decision_price")]
     status, idx, nf = _k.kline_exec_nb(o, h, lo, c, v, t, p, hs, float(cfg.initial_capital), cfg.taker_fee_bps / 1e4,
-                                       maker / 1e4, float(cfg.funding_rate_8h),
+                                       maker / 1e4, cfg.funding_rate_event, cfg.funding_interval_ms,
                                        cfg.target_multiple * cfg.initial_capital, float(cfg.periods_per_year), tick,
                                        float(ex.lot_size), float(ex.min_notional), float(ex.max_volume_share),
                                        int(ex.deadline_bars), float(ex.vol_halflife), w, fixed, out, eq, *cols)

@@ -155,7 +155,7 @@ def clean_target_nb(x):
 @njit(cache=True, error_model="numpy")
 def kline_exec_nb(
     open_, high, low, close, volume, open_time, position, hs,
-    initial_capital, taker_rate, maker_rate, funding_rate, target_equity, periods_per_year,
+    initial_capital, taker_rate, maker_rate, funding_rate, funding_interval_ms, target_equity, periods_per_year,
     tick, lot, min_notional, max_share, deadline_bars, vol_halflife, weights, fixed_action,
     out_metrics, equity_out, tr_bar, tr_time, tr_side, tr_units, tr_price, tr_fee, tr_maker, tr_decision,
 ):
@@ -217,7 +217,7 @@ def kline_exec_nb(
         if ruined:
             eq = 0.0
         else:
-            if check_funding and units != 0.0 and is_funding_time_nb(open_time[t]):
+            if check_funding and units != 0.0 and is_funding_time_nb(open_time[t], funding_interval_ms):
                 cash -= funding_payment_nb(units, o, funding_rate)
             if cash + units * o <= 0.0:
                 if units != 0.0:

@@ -516,12 +516,15 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
     return load_config(path, RunConfig, default_name="default.toml")
 
 
-def resolve_costs(cfg: RunConfig, markets: list[str]) -> tuple[RunConfig, dict[str, Any]]:
+def resolve_costs(cfg: RunConfig, markets: list[str],
+                  funding_interval_h: int | None = None) -> tuple[RunConfig, dict[str, Any]]:
     """Apply the ``[costs]`` preset to ``cfg.backtest``.
 
     markets: the market type of each evolved symbol's data ("spot", "futures" or "unknown",
-    ``forge.data.discovery.market_type``).  returns (the config with [backtest] ``taker_fee_bps`` and
-    ``funding_rate_8h`` set by the preset, the record the run manifest keeps: {"preset", "requested",
+    ``forge.data.discovery.market_type``).  funding_interval_h: the traded perpetual's funding interval in
+    hours as its funding history gives it (``forge.data.funding.funding_interval_hours``); None keeps
+    [backtest] ``funding_interval_h`` (8 h unless a resolved run config set it).  returns (the config with [backtest] ``taker_fee_bps``, ``funding_rate_8h`` and
+    ``funding_interval_h`` set by the preset, the record the run manifest keeps: {"preset", "requested",
     "market", "reason", "taker_fee_bps", "maker_fee_bps", "slippage_bps", "funding_rate_8h",
     "funding_interval_h"}).  Idempotent: resolving a resolved config gives the same values.
     raises ConfigError when the data mixes spot and futures files under "auto", or when [backtest] sets a
@@ -532,7 +535,8 @@ def resolve_costs(cfg: RunConfig, markets: list[str]) -> tuple[RunConfig, dict[s
     market = known[0] if len(known) == 1 else ("mixed" if known else "unknown")
     if c.preset == "manual":
         rec = {"preset": "manual", "reason": "[costs] preset = 'manual': [backtest] fees as configured",
-               "maker_fee_bps": None, "funding_interval_h": 8.0 if bt.funding_rate_8h else 0.0}
+               "maker_fee_bps": None,
+               "funding_interval_h": float(bt.funding_interval_h) if bt.funding_rate_8h else 0.0}
         return cfg, {"requested": "manual", "market": market, **rec, "taker_fee_bps": bt.taker_fee_bps,
                      "slippage_bps": bt.slippage_bps, "funding_rate_8h": bt.funding_rate_8h}
     if c.preset == "auto":
@@ -552,12 +556,14 @@ def resolve_costs(cfg: RunConfig, markets: list[str]) -> tuple[RunConfig, dict[s
         if got != getattr(default, name) and got != want:
             raise ConfigError(f"{cfg.source}: [backtest] {name} = {got!r} conflicts with [costs] preset "
                               f"{c.preset!r} ({preset}: {want!r}); set [costs] preset = 'manual' to use it")
+    hours = int(funding_interval_h) if funding_interval_h else int(bt.funding_interval_h)  # idempotent
     resolved = dataclasses.replace(cfg, backtest=dataclasses.replace(bt, taker_fee_bps=values["taker_fee_bps"],
-                                                                      funding_rate_8h=funding))
+                                                                      funding_rate_8h=funding,
+                                                                      funding_interval_h=hours))
     return resolved, {"preset": preset, "requested": c.preset, "market": market, "reason": reason,
                       "taker_fee_bps": values["taker_fee_bps"], "maker_fee_bps": values["maker_fee_bps"],
                       "slippage_bps": bt.slippage_bps, "funding_rate_8h": funding,
-                      "funding_interval_h": values["funding_interval_h"]}
+                      "funding_interval_h": float(hours) if preset == "futures" else 0.0}
 
 
 def with_overrides(cfg: RunConfig, section: str, **changes: Any) -> RunConfig:

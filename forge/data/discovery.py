@@ -10,7 +10,7 @@ import polars as pl
 from forge.core.errors import ConfigError, DataError
 from forge.data.loader import Coverage, load_bars, load_klines
 
-__all__ = ["load_symbol_bars", "market_type", "symbol_files", "symbol_sources", "source_bars"]
+__all__ = ["load_symbol_bars", "market_type", "symbol_files", "symbol_of", "symbol_sources", "source_bars"]
 
 
 def market_type(coverage: Coverage | None) -> str:
@@ -35,6 +35,16 @@ def market_type(coverage: Coverage | None) -> str:
             kinds.add("futures" if f.has_header else "spot")
     kinds.discard("unknown")
     return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "unknown")
+
+
+def symbol_of(coverage: Coverage | None) -> str:
+    """The symbol every loaded kline file names in Binance's file naming (``<SYMBOL>-1m-YYYY-MM[-DD].csv|zip``),
+    "" when the files name none or several (the embedded sample, synthetic or renamed files)."""
+    if coverage is None:
+        return ""
+    names = {Path(f.path).name.split("-1m-")[0] for f in coverage.files if "-1m-" in Path(f.path).name}
+    return names.pop() if len(names) == 1 and len(coverage.files) > 0 and all(
+        "-1m-" in Path(f.path).name for f in coverage.files) else ""
 
 
 def symbol_files(data: tuple[str, ...], symbol: str) -> list[Path]:

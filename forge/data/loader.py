@@ -214,11 +214,18 @@ def validate_bars(df: pl.DataFrame, *, file: str | Path | None = None, line_offs
 # --------------------------------------------------------------------------- many files
 
 
+def _is_funding_file(p: Path) -> bool:
+    """A perpetual's funding-rate history (``<SYM>/fundingRate/<SYM>-fundingRate-YYYY-MM.csv|zip``, what
+    ``forge data download`` writes beside the klines; read by ``forge.data.funding``), not a kline file."""
+    return p.parent.name == "fundingRate" or "-fundingRate-" in p.name
+
+
 def _expand(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(x for x in p.rglob("*") if x.suffix in (".csv", ".zip") and x.is_file())
+            found = sorted(x for x in p.rglob("*")
+                           if x.suffix in (".csv", ".zip") and x.is_file() and not _is_funding_file(x))
             if not found:
                 raise DataError("folder holds no .csv or .zip kline files", file=p)
             out += found

@@ -37,7 +37,7 @@ from forge.core.rundir import (
     FILES, HallOfFame, HallOfFameMember, Manifest, read_checkpoint, read_run_config, write_champion, write_hall_of_fame,
     write_json_file, write_manifest, write_run_config,
 )
-from forge.data.discovery import load_symbol_bars, market_type
+from forge.data.discovery import load_symbol_bars, market_type, symbol_of
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.ranges import DataRange, refuse_overlap
 from forge.data.loader import Coverage, coverage_of, load_bars
@@ -147,16 +147,25 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
         loaded = [(ec.symbols[0] if ec.symbols else "", bars, coverage)]
     feature_names = tuple(ec.features) or DEFAULT_FEATURES
     funding = None
-    if not ec.features and {market_type(cov) for _s, _b, cov in loaded} == {"futures"}:
+    if {market_type(cov) for _s, _b, cov in loaded} == {"futures"}:  # the cost model's interval, and the clock
         split = holdout_split(loaded[0][1]["open_time"].to_numpy(), ec.in_sample_fraction)
-        funding = _funding_record(ec.data, loaded[0][0], split.in_sample_ms[1])
-        feature_names = default_features("futures", funding["interval_h"])
+        funding = _funding_record(ec.data, loaded[0][0] or symbol_of(loaded[0][2]), split.in_sample_ms[1])
+        if not ec.features:
+            feature_names = default_features("futures", funding["interval_h"])
     if library is not None:
         feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
     universe = {"funding": funding} if funding is not None else None
-    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library, universe)
+    markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library, universe=universe)
                for sym, b, cov in loaded]
     return markets, library
+
+
+def _funding_hours(markets: list[Market]) -> int | None:
+    """The traded perpetual's funding interval (hours) from its funding history record, None when the run has
+    no record (spot, synthetic data, several symbols: the preset's 8 h applies)."""
+    uni = markets[0].universe if len(markets) == 1 else None
+    rec = (uni or {}).get("funding")
+    return int(rec["interval_h"]) if rec else None
 
 
 def _funding_record(data: tuple[str, ...], symbol: str, until_ms: int) -> dict[str, Any]:
@@ -194,7 +203,7 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
                 "instruments": {tag: {"symbol": i.symbol, "market": i.market, **cover[tag]}
                                 for tag, i in insts.items()},
                 "funding": funding}
-    return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe)
+    return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe=universe)
 
 
 def _synthesize_in_run(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool,
@@ -220,7 +229,8 @@ def _synthesize_in_run(cfg: RunConfig, markets: list[Market], run_dir: Path | No
         notify({"event": "synthesize", "features": list(library.names), "seconds": library.meta["seconds"]})
     ec = cfg.evolve
     rebuilt = [Market.build(m.symbol, m.bars, m.coverage, m.features.names + tuple(
-        n for n in library.names if n not in m.features.names), ec.in_sample_fraction, library, m.universe)
+        n for n in library.names if n not in m.features.names), ec.in_sample_fraction, library,
+        universe=m.universe)
         for m in markets]
     return rebuilt, library
 
@@ -396,7 +406,8 @@ def evolve(
         markets, library = _synthesize_in_run(cfg, markets, run_dir, resume, notify)
     regimes = _regime_model(cfg, markets, run_dir, resume)
     seeds = refuse_out_of_sample_leaks(cfg, markets, library, regimes)
-    cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets])[0]  # [costs] preset -> [backtest] fees
+    cfg = resolve_costs(cfg, [market_type(m.coverage) for m in markets],
+                        _funding_hours(markets))[0]  # [costs] preset -> [backtest] fees and funding interval
     run_dir, run_id = _prepare_run_dir(cfg, run_dir, resume)
     if library is not None:  # the gauntlet and the Crucible recompute synthesized features from this copy
         write_json_file(run_dir, FILES.feature_library, library.to_dict())
@@ -474,7 +485,7 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         split=primary.split.to_dict(), features=list(primary.features.names),
         causal_filter=causal_report.to_dict() if causal_report is not None else None,
         coevolution=adversary.report() if adversary is not None else None,
-        costs=resolve_costs(cfg, [market_type(m.coverage) for m in markets])[1],
+        costs=resolve_costs(cfg, [market_type(m.coverage) for m in markets], _funding_hours(markets))[1],
         universe=primary.universe,
         pset_version=champion.pset_version, candidates_evaluated=n_evaluated,
         generations_run=cfg.evolve.generations, resumed=resumed, seconds=seconds, packages=_package_versions(),
