@@ -101,3 +101,41 @@ def test_second_run_on_the_same_bars_is_deflated_for_both_runs_trials(tmp_path):
         hedged = ctx.hedged(ctx.candidates[0].is_result, ctx.in_sample).hedged
         alone = deflated_sharpe_ratio(hedged, n_eff, d["var_sharpe_null"])
         assert d["sr0"] > alone["sr0"] and d["dsr"] <= alone["dsr"]
+
+
+def _manifest(run, symbol, universe=None, files=()):
+    return {"run_id": run, "candidates_evaluated": 100,
+            "split": {"in_sample": {"first_open_ms": 0, "last_open_ms": 1000}},
+            "data": {"symbol": symbol, "coverage": {"source": "/some/folder", "files": [{"path": f} for f in files]}},
+            "universe": universe}
+
+
+def test_panel_runs_that_read_the_same_leader_deflate_each_other(tmp_path):
+    """Two panel runs trading different perpetuals but both reading BTCUSDT's bars count in each other's N;
+    a single-symbol BTCUSDT run meets both; an unrelated symbol meets neither.  (Before, the ledger was keyed
+    by the traded symbol only, so the panel runs never met.)"""
+    p = tmp_path / "trial_ledger.jsonl"
+    fil = _manifest("fil", "FILUSDT_perp", {"instruments": {
+        "FILUSDT_perp": {"symbol": "FILUSDT", "market": "perp"}, "BTCUSDT_spot": {"symbol": "BTCUSDT", "market": "spot"}}})
+    algo = _manifest("algo", "ALGOUSDT_perp", {"instruments": {
+        "ALGOUSDT_perp": {"symbol": "ALGOUSDT", "market": "perp"}, "BTCUSDT_spot": {"symbol": "BTCUSDT", "market": "spot"}}})
+    btc = _manifest("btc", "", files=("/a/spot/BTCUSDT/1m/BTCUSDT-1m-2024-02.zip",))
+    eth = _manifest("eth", "ETHUSDT")
+    entries = {m["run_id"]: entry_for_manifest(m) for m in (fil, algo, btc, eth)}
+    assert entries["fil"].key == "FILUSDT" and entries["fil"].read == {"FILUSDT", "BTCUSDT"}
+    assert entries["btc"].key == "BTCUSDT"  # from the kline file names, not the folder path
+    for e in entries.values():
+        append_entry(p, e)
+    assert tally_overlapping(p, entries["fil"]).other_runs == 2       # algo (via BTCUSDT) and btc
+    assert tally_overlapping(p, entries["algo"]).other_runs == 2
+    assert tally_overlapping(p, entries["btc"]).other_runs == 2
+    assert tally_overlapping(p, entries["eth"]).other_runs == 0
+    assert [sorted(e.read) for e in read_ledger(p)][0] == ["BTCUSDT", "FILUSDT"]  # keys survive the file
+
+
+def test_old_ledger_lines_without_keys_still_read(tmp_path):
+    p = tmp_path / "trial_ledger.jsonl"
+    p.write_text(json.dumps({"schema": "forge-trial-ledger/1", "run_id": "old", "key": "BTCUSDT",
+                             "first_open_ms": 0, "last_open_ms": 10, "trials": 7}) + "\n")
+    (e,) = list(read_ledger(p))
+    assert e.read == {"BTCUSDT"} and tally_overlapping(p, _e("new", 5, 20, 1)).other_trials == 7

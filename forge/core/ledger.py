@@ -9,13 +9,22 @@ the ones in discarded backtests).  The ledger makes those trials visible across 
 File: append-only JSON lines, one per finished run::
 
     {"schema": "forge-trial-ledger/1", "run_id", "key": <symbol, or the data source when there is none>,
+     "keys": [<every symbol whose bars the run read>],
      "first_open_ms", "last_open_ms" (the run's in-sample bars, i.e. the bars its selection saw),
      "trials": <genomes fully evaluated>, "recorded_utc"}
+
+A panel run (``[universe]``) reads several instruments: its ``keys`` are the symbols of all of them (the traded
+one and every candidate leader, market dropped: a spot and a perpetual of one symbol are one market's bars
+for this purpose), so two panel runs that trade different symbols but both searched a leader's bars count in
+each other's N, and so do a panel run and a single-symbol run of any symbol it read.  Two runs overlap when
+they share a key and at least one bar time.  Lines written before ``keys`` existed read as ``[key]``.
 
 Default location: ``<run directory>/../../trial_ledger.jsonl`` (``artifacts/trial_ledger.jsonl`` for runs
 under ``artifacts/runs``); ``[evolve] trial_ledger`` names another file.  Appends hold an exclusive
 ``fcntl.flock`` on the file and are fsynced, so concurrent runs never interleave lines; a torn or foreign
 line is skipped by readers.  A run recorded twice (``--resume``) counts once, with its largest count.
+The key of a single-symbol run is its symbol: ``[evolve] symbols``' name, else the symbol its Binance kline
+files name (so two runs reading the same files under different paths still meet), else the coverage source.
 Runs on in-memory bars with no symbol share the key ``"in-memory"`` (their coverage source) and are counted
 together when their bar times overlap -- conservative for one market, wrong for unrelated synthetic
 markets on one clock, which should each get their own ``[evolve] trial_ledger`` (``loop.honesty`` does).
@@ -41,17 +50,26 @@ LEDGER_NAME = "trial_ledger.jsonl"
 @dataclass(frozen=True)
 class LedgerEntry:
     """One run's line: run_id; key: symbol (or data source); first_open_ms / last_open_ms: in-sample bars
-    (ms UTC, inclusive); trials: genomes fully evaluated (>= 1)."""
+    (ms UTC, inclusive); trials: genomes fully evaluated (>= 1); keys: every symbol the run read (a panel's
+    instruments; ``(key,)`` when empty)."""
 
     run_id: str
     key: str
     first_open_ms: int
     last_open_ms: int
     trials: int
+    keys: tuple[str, ...] = ()
 
-    def overlaps(self, key: str, first_ms: int, last_ms: int) -> bool:
-        """True when this entry's bars share at least one bar time with [first_ms, last_ms] of ``key``."""
-        return self.key == key and self.first_open_ms <= last_ms and first_ms <= self.last_open_ms
+    @property
+    def read(self) -> frozenset[str]:
+        """The symbols whose bars this run's selection saw."""
+        return frozenset(self.keys or (self.key,))
+
+    def overlaps(self, keys: str | frozenset[str] | tuple[str, ...], first_ms: int, last_ms: int) -> bool:
+        """True when this entry read one of ``keys`` (a key or a set of them) and its bars share at least one
+        bar time with [first_ms, last_ms]."""
+        want = frozenset((keys,)) if isinstance(keys, str) else frozenset(keys)
+        return bool(self.read & want) and self.first_open_ms <= last_ms and first_ms <= self.last_open_ms
 
 
 @dataclass(frozen=True)
@@ -89,9 +107,33 @@ def entry_for_manifest(manifest: Any) -> LedgerEntry | None:
     except (KeyError, TypeError, ValueError):
         return None
     data = d.get("data") or {}
-    key = data.get("symbol") or ((data.get("coverage") or {}).get("source")) or "unknown"
+    cov = data.get("coverage") or {}
+    key = (_symbol_key(str(data.get("symbol") or "")) or _files_symbol(cov.get("files") or ())
+           or cov.get("source") or "unknown")
+    instruments = ((d.get("universe") or {}).get("instruments")) or {}
+    syms = {str(v.get("symbol")) for v in instruments.values() if isinstance(v, dict) and v.get("symbol")}
+    keys = tuple(sorted(syms | {str(key)})) if syms else ()
     return LedgerEntry(run_id=str(d.get("run_id")), key=str(key), first_open_ms=first, last_open_ms=last,
-                       trials=max(1, int(d.get("candidates_evaluated") or 1)))
+                       trials=max(1, int(d.get("candidates_evaluated") or 1)), keys=keys)
+
+
+def _symbol_key(name: str) -> str:
+    """A panel instrument tag ``SYMBOL_spot`` / ``SYMBOL_perp`` -> ``SYMBOL``; other names unchanged."""
+    for suffix in ("_spot", "_perp"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _files_symbol(files: Any) -> str:
+    """The one symbol that every kline file of a coverage record names (``<SYMBOL>-1m-...``), else ""."""
+    names = set()
+    for f in files:
+        base = Path(str(f.get("path", "") if isinstance(f, dict) else f)).name
+        if "-1m-" not in base:
+            return ""
+        names.add(base.split("-1m-")[0])
+    return names.pop() if len(names) == 1 else ""
 
 
 def append_entry(path: str | Path, entry: LedgerEntry) -> Path:
@@ -100,7 +142,7 @@ def append_entry(path: str | Path, entry: LedgerEntry) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"schema": SCHEMA, "run_id": entry.run_id, "key": entry.key,
-                       "first_open_ms": entry.first_open_ms, "last_open_ms": entry.last_open_ms,
+                       "keys": sorted(entry.read), "first_open_ms": entry.first_open_ms, "last_open_ms": entry.last_open_ms,
                        "trials": entry.trials, "recorded_utc": datetime.now(timezone.utc).isoformat()},
                       sort_keys=True) + "\n"
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -130,18 +172,22 @@ def read_ledger(path: str | Path) -> Iterator[LedgerEntry]:
             d = json.loads(line)
             if d.get("schema") != SCHEMA:
                 continue
+            keys = d.get("keys") or []
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                continue
             yield LedgerEntry(run_id=str(d["run_id"]), key=str(d["key"]), first_open_ms=int(d["first_open_ms"]),
-                              last_open_ms=int(d["last_open_ms"]), trials=max(1, int(d["trials"])))
+                              last_open_ms=int(d["last_open_ms"]), trials=max(1, int(d["trials"])),
+                              keys=tuple(keys))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
 
 
 def tally_overlapping(path: str | Path, entry: LedgerEntry) -> LedgerTally:
-    """Runs and trials recorded in the ledger at ``path`` on bars overlapping ``entry``'s (same key); each
-    run counted once (its largest recorded trial count)."""
+    """Runs and trials recorded in the ledger at ``path`` on bars overlapping ``entry``'s (a shared symbol and
+    bar time); each run counted once (its largest recorded trial count)."""
     best: dict[str, int] = {}
     for e in read_ledger(path):
-        if e.overlaps(entry.key, entry.first_open_ms, entry.last_open_ms):
+        if e.overlaps(entry.read, entry.first_open_ms, entry.last_open_ms):
             best[e.run_id] = max(best.get(e.run_id, 0), e.trials)
     others = {r: n for r, n in best.items() if r != entry.run_id}
     own = best.get(entry.run_id)
