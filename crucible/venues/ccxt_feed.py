@@ -165,12 +165,25 @@ class CcxtFeedMixin:
         if cur is None:
             return None
         nxt = []
+        aux = getattr(self, "aux_symbols", ())
         for s in self.symbols:
+            if s in aux:  # fed for panel slots only: waited for per slot (bar_closed), never by the delivery
+                continue
             end = self._contig_end(s)
             if end is None or end <= cur:
                 return None
             nxt.append(min(t for t in self._bars[s] if cur < t <= end))
         return min(nxt)
+
+    def bar_closed(self, symbol: str, t: int) -> bool:
+        """Whether ``symbol``'s minute ``t`` (open time, ms) is closed as far as this feed knows: stored, a known
+        exchange gap, or followed by a stored bar or gap with no unknown minute between (``crucible.panel`` waits
+        on it for the instruments a panel slot reads)."""
+        with self._cv:
+            if t in self._bars[symbol] or t in self._gaps[symbol]:
+                return True
+            end = self._contig_end(symbol)
+            return end is not None and end >= t
 
     def _pop_next(self) -> dict[str, Bar] | None:
         """Deliver the bars at :meth:`_next_time` (advances the cursor), or None.  Caller holds the lock."""

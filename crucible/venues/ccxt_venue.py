@@ -97,7 +97,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                  feed: str = "auto", ws_url: str | None = None, poll_seconds: float = 2.0,
                  ws_backoff: tuple[float, float] = (0.05, 10.0), ws_idle_seconds: float = 90.0,
                  stop_event: threading.Event | None = None, timeout_ms: int = 10_000,
-                 taker_fee_bps: float = 5.5, retry: RetryPolicy | None = None) -> None:
+                 taker_fee_bps: float = 5.5, retry: RetryPolicy | None = None,
+                 aux_symbols: tuple[str, ...] | list[str] = ()) -> None:
         import ccxt
 
         if feed not in FEEDS:
@@ -122,7 +123,10 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             self.ex.urls["api"] = {k: api_url for k in api} if isinstance(api, dict) else api_url
         self.name = f"{exchange_id}{'-sandbox' if sandbox else ''}"
         self.exchange_id = exchange_id
-        self.symbols = tuple(symbols)
+        # aux_symbols: perpetuals fed for panel slots (crucible.panel) but not traded: they never hold back the
+        # delivery of a bar (a late one is waited for per slot, ``bar_closed``)
+        self.aux_symbols = tuple(s for s in dict.fromkeys(aux_symbols) if s not in symbols)
+        self.symbols = tuple(symbols) + self.aux_symbols
         self.taker_fee_bps = taker_fee_bps
         self.poll_seconds = poll_seconds
         self.ws_backoff = (float(ws_backoff[0]), float(ws_backoff[1]))

@@ -1,0 +1,145 @@
+"""Live panel slots (issue 30 part 1, the Crucible side): a champion reading other instruments is fed every
+instrument it reads, its live targets equal research's genome_positions on the research panel bar for bar
+(gaps of the non-traded instrument included), and a late instrument makes the slot skip the bar, journalled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import crucible.panel as cpanel
+from crucible.config import config_from_dict
+from crucible.journal import Journal
+from crucible.runtime import run_live
+from crucible.venues.factory import make_venue
+from forge.core.errors import ConfigError
+from forge.data.gaps import bars_since_gap
+from forge.data.panel import load_panel
+from forge.data.panels import drop_minutes, lead_lag_panel, list_from, write_klines
+from forge.gp import Genome
+from forge.strategy import genome_positions, strategy_features
+
+LEAD = Genome.from_tokens(["long_short", "gt_c", "feature:ret_5__BUSDT_spot", "const:0", "lt_c",
+                           "feature:ret_5__BUSDT_spot", "const:1"], [0.0004, -0.0004])
+MIXED = Genome.from_tokens(["pos_sign", "sub", "ts_mean", "feature:ret_1__BUSDT_spot", "window:20", "ts_mean",
+                            "feature:ret_1", "window:60"], [])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("panel")
+    raw = lead_lag_panel(3000, seed=3, strength=0.5, symbols=("MUSDT", "BUSDT", "AUSDT"))
+    traded = drop_minutes(raw["AUSDT"], 1500, 1530)  # the traded perp's own gap
+    other = drop_minutes(drop_minutes(list_from(raw["BUSDT"], 100), 900, 960), 2000, 2003)  # late listing + gaps
+    a = write_klines(traded, root, "AUSDT", "perp")
+    b = write_klines(other, root, "BUSDT", "spot")
+    return root, a, b
+
+
+def _cfg(tmp: Path, data, genomes: dict[str, Genome], **general) -> object:
+    _root, a, b = data
+    slots = []
+    for sid, g in genomes.items():
+        p = tmp / f"{sid}.json"
+        p.write_text(g.to_json())
+        slots.append({"id": sid, "symbol": "AUSDT", "genome": str(p), "costs": "futures"})
+    return config_from_dict({
+        "crucible": {"journal": str(tmp / "j.sqlite"), "champions_dir": str(tmp / "champions"),
+                     "requests_dir": str(tmp / "req"), "kill_file": str(tmp / "KILL"), "history_bars": 400, **general},
+        "replay": {"data": [f"AUSDT={a}", f"BUSDT={b}"], "warmup_bars": 200,
+                   "prefetch_bars": 256},
+        "hotswap": {"enabled": False}, "slots": slots}, "test")
+
+
+def _research(data, genomes):
+    root, _a, _b = data
+    _t, panel, _c, _i = load_panel([root], ["BUSDT:spot"], "AUSDT:perp")
+    t = panel["open_time"].to_numpy()
+    out = {}
+    for k, g in genomes.items():
+        fm = strategy_features(panel, g.features)
+        out[k] = dict(zip(t.tolist(), genome_positions(g, fm, bars_since_gap(t)).tolist()))
+    return out, panel
+
+
+def _record(monkeypatch):
+    seen: list[tuple[str, int, float]] = []
+    orig = cpanel.PanelSignals.targets
+
+    def targets(self, venue, symbol, genomes, bar_time, **kw):
+        out = orig(self, venue, symbol, genomes, bar_time, **kw)
+        seen.extend((k, bar_time, v) for k, v in out.items())
+        return out
+
+    monkeypatch.setattr(cpanel.PanelSignals, "targets", targets)
+    return seen
+
+
+@pytest.mark.parametrize("prefetch", [256, 0])
+def test_replayed_panel_targets_equal_research_bar_for_bar(tmp_path, data, monkeypatch, prefetch):
+    genomes = {"lead": LEAD, "mixed": MIXED}
+    cfg = _cfg(tmp_path, data, genomes)
+    cfg = cfg.with_("replay", prefetch_bars=prefetch)
+    seen = _record(monkeypatch)
+    out = run_live(cfg, max_bars=2600 if prefetch else 900)
+    assert out["panel_skips"] == 0
+    research, panel = _research(data, genomes)
+    assert seen, "the panel slots computed no target"
+    got = {(k, t): v for k, t, v in seen}
+    for (k, t), v in got.items():
+        assert v == research[k][t], (k, t)
+    # the decisions cover the non-traded instrument's gaps (NaN features -> flat, as research) and its late listing
+    t_other = set(panel.filter(panel["close__BUSDT_spot"].is_not_null())["open_time"].to_list())
+    traded_t = [t for (k, t) in got if k == "lead"]
+    assert any(t not in t_other for t in traded_t), "no bar inside a gap of BUSDT was replayed"
+    assert all(research["lead"][t] == 0.0 for t in traded_t if t not in t_other)
+    assert any(v != 0.0 for (k, t), v in got.items() if k == "lead")  # and it trades: not a flat genome
+
+
+def test_late_instrument_skips_the_bar_and_is_journalled(tmp_path, data, monkeypatch):
+    cfg = _cfg(tmp_path, data, {"lead": LEAD}, panel_wait_seconds=0.02)
+    v = make_venue(cfg)
+    late = set()
+
+    def bar_closed(symbol, t):  # BUSDT's bars of every 50th minute arrive after the wait
+        if symbol == "BUSDT" and (t // 60_000) % 50 == 0:
+            late.add(t)
+            return False
+        return True
+
+    v.bar_closed = bar_closed
+    seen = _record(monkeypatch)
+    try:
+        out = run_live(cfg, venue=v, max_bars=400, fresh=True)
+    finally:
+        v.close()
+    assert out["panel_skips"] == len(late) > 0
+    j = Journal(cfg.general.journal)
+    try:
+        ev = j.events("panel_skip")
+    finally:
+        j.close()
+    assert len(ev) == len(late)
+    assert all(e["slot"] == "lead" and e["data"]["late"] == ["BUSDT_spot"] for e in ev)
+    assert {e["data"]["bar_time"] for e in ev} == late
+    assert not {t for _k, t, _v in seen} & late  # no decision on a skipped bar
+
+
+def test_refusals_in_one_line(tmp_path, data):
+    _root, a, b = data
+    p = tmp_path / "g.json"
+    p.write_text(LEAD.to_json())
+    base = {"crucible": {"journal": str(tmp_path / "j.sqlite"), "history_bars": 400},
+            "hotswap": {"enabled": False}, "slots": [{"id": "lead", "symbol": "AUSDT", "genome": str(p),
+                                                       "costs": "futures"}]}
+    with pytest.raises(ConfigError, match="no data for BUSDT"):
+        make_venue(config_from_dict({**base, "replay": {"data": [f"AUSDT={a}"]}}, "t"))
+    wrong = Genome.from_tokens(["pos_sign", "feature:ret_5__BUSDT_perp"], [])
+    p.write_text(wrong.to_json())
+    with pytest.raises(Exception, match="no perp BUSDT"):
+        make_venue(config_from_dict({**base, "replay": {"data": [f"AUSDT={a}", f"BUSDT={b}"]}}, "t"))
+    p.write_text(Genome.from_tokens(["pos_sign", "feature:ret_5__AUSDT_spot"], []).to_json())
+    with pytest.raises(ConfigError, match="one venue symbol is one instrument"):
+        run_live(config_from_dict({**base, "replay": {"data": [f"AUSDT={a}"]}}, "t"), max_bars=1)
