@@ -100,7 +100,7 @@ class PanelSignals:
         self.prefetch_bars = int(prefetch_bars)
         self.wait_s = float(wait_s)
         self.live = live
-        self._stop_wait = stop_wait or (lambda s: False)
+        self._stop_wait = stop_wait or (lambda s: time.sleep(s) or False)
         self._clock = clock
         self._LiveRegimes = LiveRegimes
         self.models: dict[str, RegimeModel] = {}  # genome sha256 -> its frozen regime model
