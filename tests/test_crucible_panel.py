@@ -143,3 +143,31 @@ def test_refusals_in_one_line(tmp_path, data):
     p.write_text(Genome.from_tokens(["pos_sign", "feature:ret_5__AUSDT_spot"], []).to_json())
     with pytest.raises(ConfigError, match="one venue symbol is one instrument"):
         run_live(config_from_dict({**base, "replay": {"data": [f"AUSDT={a}"]}}, "t"), max_bars=1)
+
+
+def test_ccxt_feed_aux_instrument_never_holds_back_delivery_and_reports_closed():
+    """The exchange feed's delivery rule with a panel instrument (aux symbol): the traded symbol's bar is delivered
+    when it closes even if the aux instrument's bar is late; ``bar_closed`` says when the aux bar (or a known
+    exchange gap) is there -- what crucible.panel waits on."""
+    import threading
+
+    from crucible.venues.base import Bar
+    from crucible.venues.ccxt_venue import CcxtVenue
+
+    v = object.__new__(CcxtVenue)  # the bar store only: no exchange behind it
+    v._cv = threading.Condition()
+    v.symbols, v.aux_symbols = ("AUSDT", "BUSDT"), ("BUSDT",)
+    v._bars = {"AUSDT": {}, "BUSDT": {}}
+    v._gaps = {"AUSDT": set(), "BUSDT": set()}
+    m = 60_000
+    for s in v.symbols:
+        v._bars[s][0] = Bar(s, 0, 1, 1, 1, 1, 1)
+    v._cursor = 0
+    v._bars["AUSDT"][m] = Bar("AUSDT", m, 1, 1, 1, 1, 1)
+    with v._cv:
+        assert v._pop_next() == {"AUSDT": v._bars["AUSDT"][m]}  # the late BUSDT bar does not hold it back
+    assert not v.bar_closed("BUSDT", m) and v.bar_closed("AUSDT", m)
+    v._bars["BUSDT"][m] = Bar("BUSDT", m, 1, 1, 1, 1, 1)
+    assert v.bar_closed("BUSDT", m)
+    v._gaps["BUSDT"].add(2 * m)  # a known exchange gap is closed too (its features are NaN, as research)
+    assert v.bar_closed("BUSDT", 2 * m)
