@@ -143,6 +143,7 @@ class PanelSignals:
         r = self._regimes.get(id(model))
         if r is None:
             r = self._regimes[id(model)] = self._LiveRegimes(model)
+            r.keep_bars = max(r.keep_bars, 2 * (self.history_bars + self.prefetch_bars))
         return r
 
     # ------------------------------------------------------------------ readiness

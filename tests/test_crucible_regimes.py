@@ -227,3 +227,39 @@ def test_regime_slot_config_is_validated(tmp_path, chain):
     slots[0]["regime"] = 1
     with pytest.raises(ConfigError, match="no regime model is named"):
         run_live(_cfg(tmp_path, data, slots), max_bars=1)
+
+
+def test_regime_challenger_shadows_with_its_shipped_model_and_a_tampered_one_is_rejected(tmp_path, chain,
+                                                                                          monkeypatch):
+    bars, _s, data, model = chain
+    champions = tmp_path / "champions"
+    _publish(champions, GATED, model)
+    bad = _publish(champions, PRED, model)
+    shipped = champions / json.loads(bad.read_text())["regime_model"]
+    shipped.write_text(shipped.read_text().replace("0.995", "0.99", 1))
+    seen: list[tuple[str, int, float]] = []
+    orig = cpanel.PanelSignals.targets
+
+    def rec(self, venue, symbol, genomes, bar_time, **kw):
+        out = orig(self, venue, symbol, genomes, bar_time, **kw)
+        seen.extend((k, bar_time, v) for k, v in out.items())
+        return out
+
+    monkeypatch.setattr(cpanel.PanelSignals, "targets", rec)
+    monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
+    cfg = _cfg(tmp_path, data, [{"id": "base", "symbol": "XUSDT", "genome": "builtin:momentum", "costs": "spot"}])
+    cfg = cfg.with_("hotswap", enabled=True, poll_bars=5, shadow_bars=1000)
+    run_live(cfg, max_bars=400)
+    j = Journal(cfg.general.journal)
+    try:
+        starts = j.events("shadow_start")
+        rejects = j.events("reject")
+    finally:
+        j.close()
+    assert [e["data"]["genome"] for e in starts] == [GATED.sha256]
+    assert any("tampered" in e["data"]["reason"] for e in rejects)
+    t = bars["open_time"].to_numpy()
+    fm = strategy_features(bars, GATED.features, None, model)
+    ref = dict(zip(t.tolist(), genome_positions(GATED, fm, bars_since_gap(t)).tolist()))
+    mine = [(bt, v) for k, bt, v in seen if k == "ch:" + GATED.sha256[:16]]
+    assert len(mine) > 300 and all(v == ref[bt] for bt, v in mine)

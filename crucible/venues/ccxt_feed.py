@@ -179,11 +179,23 @@ class CcxtFeedMixin:
         """Whether ``symbol``'s minute ``t`` (open time, ms) is closed as far as this feed knows: stored, a known
         exchange gap, or followed by a stored bar or gap with no unknown minute between (``crucible.panel`` waits
         on it for the instruments a panel slot reads)."""
-        with self._cv:
-            if t in self._bars[symbol] or t in self._gaps[symbol]:
-                return True
-            end = self._contig_end(symbol)
-            return end is not None and end >= t
+        def closed() -> bool:
+            with self._cv:
+                if t in self._bars[symbol] or t in self._gaps[symbol]:
+                    return True
+                end = self._contig_end(symbol)
+                return end is not None and end >= t
+
+        if closed():
+            return True
+        if getattr(self, "feed", None) == "poll":  # nobody else polls while the runtime waits: at most once per poll_seconds
+            polled = self.__dict__.setdefault("_aux_polled", {})
+            now = time.monotonic()
+            if now - polled.get(symbol, -1e18) >= self.poll_seconds:
+                polled[symbol] = now
+                self._poll_symbol(symbol)
+                return closed()
+        return False
 
     def _pop_next(self) -> dict[str, Bar] | None:
         """Deliver the bars at :meth:`_next_time` (advances the cursor), or None.  Caller holds the lock."""
@@ -281,14 +293,18 @@ class CcxtFeedMixin:
     def _poll_once(self) -> None:
         """REST poll of every symbol from the last stored bar on; a failed poll is retried next time."""
         for s in self.symbols:
-            with self._cv:
-                last = max(self._bars[s]) if self._bars[s] else None
-            since, limit = (None, 3) if last is None else (last + _MIN, 1000)
-            try:
-                rows, server = self._fetch_klines(s, since, limit, read=False)
-            except (VenueNetworkError, VenueAuthError, VenueRejected):
-                continue  # a dropped poll is retried; a long outage shows up as a stale feed
-            self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None, server)
+            self._poll_symbol(s)
+
+    def _poll_symbol(self, s: str) -> None:
+        """REST poll of one symbol from its last stored bar on; a failed poll is retried next time."""
+        with self._cv:
+            last = max(self._bars[s]) if self._bars[s] else None
+        since, limit = (None, 3) if last is None else (last + _MIN, 1000)
+        try:
+            rows, server = self._fetch_klines(s, since, limit, read=False)
+        except (VenueNetworkError, VenueAuthError, VenueRejected):
+            return  # a dropped poll is retried; a long outage shows up as a stale feed
+        self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None, server)
 
     # ------------------------------------------------------------------ WebSocket feed (own thread & loop)
 
