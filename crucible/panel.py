@@ -110,6 +110,7 @@ class PanelSignals:
         self._chunks: dict[tuple[str, str], tuple[list[int], list[float]]] = {}  # (symbol, sha) -> chunk
         self.skips = 0
         self.chunks_computed = 0
+        self._handles: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ registration
 
@@ -136,7 +137,11 @@ class PanelSignals:
         self.models[genome.sha256] = m
 
     def handles(self, genome: Genome) -> bool:
-        return is_panel_genome(genome)
+        """Whether ``genome``'s signals come from here (memoised by genome sha256)."""
+        v = self._handles.get(genome.sha256)
+        if v is None:
+            v = self._handles[genome.sha256] = is_panel_genome(genome)
+        return v
 
     def regimes_of(self, model: RegimeModel):
         """The LiveRegimes filter bank of ``model`` (one per model, one filter per symbol inside)."""
@@ -255,8 +260,9 @@ class PanelSignals:
         span = self.history_bars + (self.prefetch_bars if chunk else 0)
 
         def others(sym: str, lo: int, hi: int) -> dict[str, np.ndarray]:
-            # the other instrument's bars of the window's span: its history up to the bar (and its prefetch)
-            k = span + 1  # it has at most one bar per minute of the span... the span in minutes may be longer
+            # the other instrument's bars with open times in [lo, hi]: its history up to the bar (doubled until it
+            # reaches back to lo: it may have more bars than the traded instrument over the span) and its prefetch
+            k = span + 1
             hh = hist(sym, k)
             while hh["open_time"].shape[0] == k and int(hh["open_time"][0]) > lo:
                 k *= 2
