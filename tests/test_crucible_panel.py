@@ -171,3 +171,27 @@ def test_ccxt_feed_aux_instrument_never_holds_back_delivery_and_reports_closed()
     assert v.bar_closed("BUSDT", m)
     v._gaps["BUSDT"].add(2 * m)  # a known exchange gap is closed too (its features are NaN, as research)
     assert v.bar_closed("BUSDT", 2 * m)
+
+
+def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rejected(tmp_path, data, monkeypatch):
+    from gauntlet.publish import publish_champion
+
+    cfg = _cfg(tmp_path, data, {"lead": LEAD})
+    cfg = cfg.with_("hotswap", enabled=True, poll_bars=5, shadow_bars=5000)
+    champions = Path(cfg.general.champions_dir)
+    unfed = Genome.from_tokens(["pos_sign", "feature:ret_5__ZUSDT_spot"], [])
+    for g in (MIXED, unfed):
+        publish_champion(g, champions, run_id="r", symbol="AUSDT", features=list(g.features), verdict={})
+    monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
+    seen = _record(monkeypatch)
+    run_live(cfg, max_bars=600)
+    j = Journal(cfg.general.journal)
+    try:
+        starts, rejects = j.events("shadow_start"), j.events("reject")
+    finally:
+        j.close()
+    assert [e["data"]["genome"] for e in starts] == [MIXED.sha256]
+    assert len(rejects) == 1 and "ZUSDT_spot, which the venue does not feed" in rejects[0]["data"]["reason"]
+    research, _panel = _research(data, {"mixed": MIXED})
+    mine = [(t, v) for k, t, v in seen if k == "ch:" + MIXED.sha256[:16]]
+    assert len(mine) > 500 and all(v == research["mixed"][t] for t, v in mine)
