@@ -111,6 +111,7 @@ class PanelSignals:
         self.skips = 0
         self.chunks_computed = 0
         self._handles: dict[str, bool] = {}
+        self._wait_until: tuple[int, float] | None = None  # (bar open time, clock time the wait for it ends)
 
     # ------------------------------------------------------------------ registration
 
@@ -154,13 +155,15 @@ class PanelSignals:
     # ------------------------------------------------------------------ readiness
 
     def await_instruments(self, venue: Any, tags: set[str], bar_time: int) -> set[str]:
-        """Wait (up to ``wait_s`` on exchange venues) until every instrument in ``tags`` has closed
-        ``bar_time``; returns the tags still late."""
+        """Wait until every instrument in ``tags`` has closed ``bar_time``, at most until ``wait_s`` after the
+        first wait of this bar (one budget per bar, shared by every traded symbol); returns the tags still late."""
         closed = getattr(venue, "bar_closed", None)
         if closed is None or not tags:
             return set()
         late = {t for t in tags if not closed(feed_symbol(t), bar_time)}
-        deadline = self._clock() + self.wait_s
+        if self._wait_until is None or self._wait_until[0] != bar_time:  # one wait budget per bar, for every symbol
+            self._wait_until = (bar_time, self._clock() + self.wait_s)
+        deadline = self._wait_until[1]
         while late and self._clock() < deadline:
             if self._stop_wait(min(0.05, max(0.0, deadline - self._clock()))):
                 break
