@@ -195,3 +195,25 @@ def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rej
     research, _panel = _research(data, {"mixed": MIXED})
     mine = [(t, v) for k, t, v in seen if k == "ch:" + MIXED.sha256[:16]]
     assert len(mine) > 500 and all(v == research["mixed"][t] for t, v in mine)
+
+
+def test_panel_and_regime_terminals_in_one_genome_equal_research(tmp_path, data, monkeypatch):
+    """A genome gating another instrument's return by the traded instrument's regime: live == research."""
+    from forge.features.regimes import write_regime_model
+    from test_crucible_regimes import two_state_model
+
+    g = Genome.from_tokens(["pos_sign", "if_then_else", "gt_c", "feature:regime_p1", "const:0",
+                            "feature:ret_5__BUSDT_spot", "feature:ret_1"], [0.5])
+    model = write_regime_model(two_state_model(), tmp_path / "regime_model.json")
+    cfg = _cfg(tmp_path, data, {"both": g})
+    cfg = type(cfg)(**{**cfg.__dict__, "slots": tuple(
+        type(s)(**{**s.__dict__, "regime_model": str(model)}) for s in cfg.slots)})
+    seen = _record(monkeypatch)
+    run_live(cfg, max_bars=2000)
+    root, _a, _b = data
+    _t, panel, _c, _i = load_panel([root], ["BUSDT:spot"], "AUSDT:perp")
+    t = panel["open_time"].to_numpy()
+    ref = dict(zip(t.tolist(), genome_positions(g, strategy_features(panel, g.features, None, model),
+                                                bars_since_gap(t)).tolist()))
+    assert len(seen) == 2000 - 30 and all(v == ref[bt] for _k, bt, v in seen)  # AUSDT's 30-minute gap: no decision
+    assert len({v for _k, _bt, v in seen}) == 3
