@@ -217,3 +217,41 @@ def test_panel_and_regime_terminals_in_one_genome_equal_research(tmp_path, data,
                                                 bars_since_gap(t)).tolist()))
     assert len(seen) == 2000 - 30 and all(v == ref[bt] for _k, bt, v in seen)  # AUSDT's 30-minute gap: no decision
     assert len({v for _k, _bt, v in seen}) == 3
+
+
+def test_panel_slot_crash_and_restart_gives_the_uninterrupted_ledger(tmp_path, data, monkeypatch):
+    """A crash after a bar: the restart re-processes the uncommitted bars as they were (history_at /
+    prefetch_at views of every instrument) and ends with the uninterrupted run's fills and ledger."""
+
+    class Crash(Exception):
+        pass
+
+    def crash(point, ctx):
+        if point == "bar_done" and ctx["bar_no"] == 250:
+            raise Crash(point)
+
+    def ledger(out):
+        return [(s["slot"], s["fills"], round(s["cash"], 9), s["units"]) for s in out["slots"]]
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "crash").mkdir()
+    ref_cfg = _cfg(tmp_path / "ref", data, {"lead": LEAD, "mixed": MIXED}).with_("replay", max_bars=500)
+    rv = make_venue(ref_cfg)
+    ref = run_live(ref_cfg, venue=rv, fresh=True)
+    cfg = _cfg(tmp_path / "crash", data, {"lead": LEAD, "mixed": MIXED}).with_("replay", max_bars=500)
+    v = make_venue(cfg)
+    with pytest.raises(Crash):
+        run_live(cfg, venue=v, fault=crash, fresh=True)
+    replayed = []
+    orig = cpanel.PanelSignals.latest
+
+    def latest(self, venue, symbol, genomes, bar_time, *, at=None):
+        if at is not None:
+            replayed.append(at)
+        return orig(self, venue, symbol, genomes, bar_time, at=at)
+
+    monkeypatch.setattr(cpanel.PanelSignals, "latest", latest)
+    again = run_live(cfg, venue=v)
+    assert replayed  # the restart re-processed bars through the venue's as-of views
+    assert ref["fills"] > 10 and ledger(again) == ledger(ref)
+    assert v.state()["cash"] == pytest.approx(rv.state()["cash"], abs=1e-9)
