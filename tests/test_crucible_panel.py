@@ -255,3 +255,63 @@ def test_panel_slot_crash_and_restart_gives_the_uninterrupted_ledger(tmp_path, d
     assert replayed  # the restart re-processed bars through the venue's as-of views
     assert ref["fills"] > 10 and ledger(again) == ledger(ref)
     assert v.state()["cash"] == pytest.approx(rv.state()["cash"], abs=1e-9)
+
+
+def test_ccxt_spot_feed_is_polled_over_rest_with_the_spot_category():
+    """A spot instrument read by a panel slot on Bybit: klines over REST with category=spot (never the linear
+    WebSocket), polled while the slot waits for the minute (``bar_closed``), at most once per poll_seconds."""
+    import threading
+
+    from crucible.venues.base import Bar
+    from crucible.venues.ccxt_venue import CcxtVenue
+
+    calls = []
+    m = 60_000
+    rows = {"BTCUSDT": [[str(2 * m), "1", "1", "1", "1", "5", "5"], [str(m), "1", "1", "1", "1", "5", "5"]]}
+
+    class Ex:
+        def publicGetV5MarketKline(self, p):  # noqa: N802 - ccxt's name
+            calls.append(dict(p))
+            return {"result": {"list": rows[p["symbol"]]}, "time": 3 * m + 1}
+
+    v = object.__new__(CcxtVenue)
+    v.ex, v.exchange_id, v.feed, v.poll_seconds = Ex(), "bybit", "ws", 0.0
+    v._read = v._call = lambda fn, *a, **k: fn(*a, **k)
+    v._cv = threading.Condition()
+    v.symbols, v.aux_spot, v.aux_symbols = ("AUSDT", "BTCUSDT"), ("BTCUSDT",), ("BTCUSDT",)
+    v._usym = {"AUSDT": "A/USDT:USDT"}
+    v._bars = {s: {} for s in v.symbols}
+    v._gaps = {s: set() for s in v.symbols}
+    v._newest_start = {s: -1 for s in v.symbols}
+    v._hist_limit = {s: 0 for s in v.symbols}
+    v._need_backfill = set()
+    v._bars["BTCUSDT"][0] = Bar("BTCUSDT", 0, 1, 1, 1, 1, 1)
+    v._bars["AUSDT"][0] = Bar("AUSDT", 0, 1, 1, 1, 1, 1)
+    v._cursor = 0
+    assert v.bar_closed("BTCUSDT", m) and v.bar_closed("BTCUSDT", 2 * m)  # fetched and stored on demand
+    assert calls and all(c["category"] == "spot" and c["symbol"] == "BTCUSDT" for c in calls)
+    assert v._kline_params("AUSDT", None, 3)["category"] == "linear"
+    assert sorted(v._bars["BTCUSDT"]) == [0, m, 2 * m]
+
+
+def test_exchange_factory_feeds_panel_instruments(tmp_path, monkeypatch):
+    """make_venue passes the perpetuals a panel slot reads as aux feeds and its spot instruments as spot feeds
+    (bybit); binance-demo refuses a spot feed in one line."""
+    import crucible.venues.ccxt_venue as cv
+
+    got = {}
+
+    class Fake:
+        def __init__(self, exchange, symbols, **kw):
+            got.update(exchange=exchange, symbols=symbols, **kw)
+
+    monkeypatch.setattr(cv, "CcxtVenue", Fake)
+    p = tmp_path / "g.json"
+    p.write_text(Genome.from_tokens(["pos_sign", "add", "feature:ret_5__BTCUSDT_spot", "feature:ret_5__ALGOUSDT_perp"],
+                                    []).to_json())
+    cfg = config_from_dict({"crucible": {"journal": str(tmp_path / "j.sqlite")},
+                            "slots": [{"id": "f", "symbol": "FILUSDT", "genome": str(p)}]}, "t")
+    make_venue(cfg, "bybit-testnet")
+    assert got["symbols"] == ["FILUSDT"] and got["aux_symbols"] == ["ALGOUSDT"] and got["aux_spot"] == ["BTCUSDT"]
+    with pytest.raises(ConfigError, match="spot panel feeds: bybit-testnet"):
+        make_venue(cfg, "binance-demo")

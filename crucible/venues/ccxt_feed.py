@@ -36,7 +36,8 @@ class CcxtFeedMixin:
         return int(self.ex.milliseconds())
 
     def _kline_params(self, symbol: str, since: int | None, limit: int, until: int | None = None) -> dict[str, Any]:
-        p: dict[str, Any] = {"category": "linear", "symbol": symbol, "interval": "1", "limit": int(limit)}
+        cat = "spot" if symbol in getattr(self, "aux_spot", ()) else "linear"  # a spot panel feed (crucible.panel)
+        p: dict[str, Any] = {"category": cat, "symbol": symbol, "interval": "1", "limit": int(limit)}
         if since is not None:
             p["start"] = int(since)
         if until is not None:
@@ -188,7 +189,9 @@ class CcxtFeedMixin:
 
         if closed():
             return True
-        if getattr(self, "feed", None) == "poll":  # nobody else polls while the runtime waits: at most once per poll_seconds
+        # nobody else polls while the runtime waits (poll feed; spot feeds, never on the linear WebSocket): REST at
+        # most once per poll_seconds
+        if getattr(self, "feed", None) == "poll" or symbol in getattr(self, "aux_spot", ()):
             polled = self.__dict__.setdefault("_aux_polled", {})
             now = time.monotonic()
             if now - polled.get(symbol, -1e18) >= self.poll_seconds:
@@ -363,7 +366,7 @@ class CcxtFeedMixin:
 
     async def _ws_run(self, pro: Any) -> None:
         ccxt = self._ccxt
-        topics = [[self._usym[s], "1m"] for s in self.symbols]
+        topics = [[self._usym[s], "1m"] for s in self.symbols if s in self._usym]  # spot feeds come over REST
         delay = self.ws_backoff[0]
         with self._cv:
             self._need_backfill.update(self.symbols)

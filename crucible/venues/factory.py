@@ -77,10 +77,10 @@ def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | Non
 
         exchange = "bybit" if venue == "bybit-testnet" else "binanceusdm"
         aux = _panel_feeds(cfg)
-        spot = sorted(f"{sym}_spot" for sym, m in aux.items() if m == "spot")
-        if spot:
-            raise ConfigError(f"{cfg.source}: panel slots read {spot}; the {venue} venue feeds linear perpetuals only "
-                              "(spot feeds on exchange venues are not supported)")
+        spot = sorted(sym for sym, m in aux.items() if m == "spot")
+        if spot and exchange != "bybit":
+            raise ConfigError(f"{cfg.source}: panel slots read {[s + '_spot' for s in spot]}; the {venue} venue feeds "
+                              "linear perpetuals only (spot panel feeds: bybit-testnet)")
         return CcxtVenue(exchange, sorted({s.symbol for s in cfg.slots}), sandbox=True, stop_event=stop_event,
-                         aux_symbols=sorted(aux))
+                         aux_symbols=sorted(s for s, m in aux.items() if m == "perp"), aux_spot=spot)
     raise ConfigError(f"unknown venue {venue!r}; choose one of {', '.join(VENUES)}")
