@@ -22,7 +22,7 @@ from numba import njit
 from crucible.config import CwoConfig
 from forge.backtest.metrics_nb import drawdown_from_peak_nb, sharpe_per_bar_of_equity_nb
 
-__all__ = ["eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score", "cwo_step_nb"]
+__all__ = ["regime_tilt", "eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score", "cwo_step_nb"]
 
 
 @njit(cache=True)
@@ -152,3 +152,38 @@ def reweight(weights: Mapping[str, float], curves: Mapping[str, np.ndarray], liv
     for k, w in zip(alive, target):
         out[k] = float(w)
     return out
+
+
+def regime_tilt(base: np.ndarray, target: np.ndarray, declared: np.ndarray, predicted: np.ndarray, kappa: float,
+                lo: float, hi: float, max_turnover: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tilt the CWO's weights toward the slots whose declared regime is predicted (issue 30 part 4).
+
+    Rule: q_i = predicted[declared_i], the one-step-ahead probability P(s_{t+1} = declared_i | bars <= t) of the
+    frozen regime model, for a slot declaring a regime, and q_i = 1/k (neutral) for one that declares none; the
+    EG target weights become ``target_i * exp(kappa * (q_i - 1/k))``, renormalised and projected onto the same
+    bounded simplex (:func:`project_bounded_simplex`: ``lo <= w_i <= hi``, sum 1 when ``n * hi > 1``); then the
+    whole move from ``base`` (the old weights as the EG step projected them) is capped at ``max_turnover``
+    (sum |w - base|) by a convex combination, so every bound of the CWO still holds: per-slot [lo, hi], the sum,
+    the turnover per reweight.  The capital then moves through the runtime's capped transfers, which keep each
+    slot's exposure within ``max_leverage`` x its equity (``[crucible] max_leverage``, the exposure bound of the
+    safety issue).  kappa = 0, or no slot declaring a regime, returns ``target`` unchanged.
+
+    base, target: (n,) float64 weights of the live slots; declared: (n,) int64 state per slot, -1 = none;
+    predicted: (k,) float64 probabilities (sum 1); kappa >= 0.  returns (weights (n,), q (n,)).
+    """
+    base = np.ascontiguousarray(base, dtype=np.float64)
+    target = np.ascontiguousarray(target, dtype=np.float64)
+    declared = np.asarray(declared, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    k = predicted.shape[0]
+    q = np.where(declared >= 0, predicted[np.clip(declared, 0, k - 1)], 1.0 / k)
+    n = target.shape[0]
+    if kappa == 0.0 or not np.any(declared >= 0) or n * hi <= 1.0:
+        return target, q
+    m = target * np.exp(kappa * (q - 1.0 / k))
+    tot = m.sum()
+    tilted = _project_nb(m / tot if tot > 0 else np.full(n, 1.0 / n), lo, hi)
+    turnover = np.abs(tilted - base).sum()
+    if turnover > max_turnover:
+        tilted = base + (tilted - base) * (max_turnover / turnover)
+    return tilted, q

@@ -50,7 +50,9 @@ class GeneralConfig:
     (sends, their retries and lookups) ends; what is left is resolved by lookup on later bars, intents not yet sent
     are dropped.  on_exit / exit_wait_seconds: what SIGINT and SIGTERM do (see :func:`crucible.runtime.run_live`).
     daily_loss_limit: USDT, the bench-level daily loss stop (0: off).  alert_webhook / alert_timeout_seconds: see
-    :mod:`crucible.alerts`."""
+    :mod:`crucible.alerts`.  panel_wait_seconds: how long a panel slot (a champion reading other instruments,
+    :mod:`crucible.panel`) waits, from the bar's start, for every instrument it reads to close the minute; then it
+    skips the bar (a ``panel_skip`` event names the late instruments)."""
 
     journal: str = "artifacts/crucible/journal.sqlite"
     champions_dir: str = "artifacts/champions"
@@ -79,8 +81,12 @@ class GeneralConfig:
     daily_loss_limit: float = 0.0  # USDT; the bench's own P&L since the UTC day began <= -this halts it (0 = off)
     alert_webhook: str = ""  # http(s) URL: halts, kills, outages and foreign orders are POSTed as JSON ("" = log only)
     alert_timeout_seconds: float = 3.0
+    # issue 30: a panel slot acts on minute t once every instrument it reads closed t, or skips it after this
+    panel_wait_seconds: float = 5.0
 
     def validate(self) -> None:
+        if not self.panel_wait_seconds >= 0:
+            raise ConfigError(f"panel_wait_seconds must be >= 0, got {self.panel_wait_seconds}")
         if self.bench_id and not re.fullmatch(r"[a-z0-9]{1,6}", self.bench_id):
             raise ConfigError(f"bench_id must be 1-6 lowercase letters/digits (or empty), got {self.bench_id!r}")
         if not (self.retry_budget_minutes >= 0 and 0 < self.retry_base_seconds <= self.retry_max_seconds
@@ -207,7 +213,11 @@ class CwoConfig:
     """interval_seconds: venue-time seconds between reweights; lookback_bars: per-bar returns used;
     eta: exponentiated-gradient learning rate; drawdown_penalty: weight of the current drawdown
     (fraction) in the score; min_weight / max_weight: per-slot bounds; max_turnover: cap of
-    sum |w_new - w_old| per reweight."""
+    sum |w_new - w_old| per reweight.  Regime slots (issue 30 part 4, :func:`crucible.allocator.regime_tilt`):
+    regime_model: path of the frozen regime model whose one-step-ahead predicted probabilities tilt the weights
+    toward the slots declaring the predicted regime ("" = the model shipped with a regime slot's champion; every
+    regime slot must then ship the same one); regime_symbol: the venue symbol it is filtered on ("" = the first
+    regime slot's symbol); regime_tilt: strength kappa of the tilt (0 = off)."""
 
     interval_seconds: float = 60.0
     lookback_bars: int = 240
@@ -217,8 +227,13 @@ class CwoConfig:
     max_weight: float = 0.5
     max_turnover: float = 0.2
     move_capital: bool = True  # the CWO weights move cash between slot ledgers (journaled transfers)
+    regime_model: str = ""
+    regime_symbol: str = ""
+    regime_tilt: float = 4.0
 
     def validate(self) -> None:
+        if not 0 <= self.regime_tilt <= 50:
+            raise ConfigError(f"regime_tilt must be in [0, 50], got {self.regime_tilt}")
         if not (0 <= self.min_weight <= self.max_weight <= 1):
             raise ConfigError("need 0 <= min_weight <= max_weight <= 1")
         if self.interval_seconds <= 0 or self.lookback_bars < 2 or self.eta < 0 or not 0 < self.max_turnover <= 2:
@@ -230,7 +245,11 @@ class SlotConfig:
     """id: 1-8 letters/digits (part of every client order id); symbol: e.g. BTCUSDT; genome: path or
     builtin:NAME; capital: the slot's virtual capital, USDT; costs: cost preset of the instrument traded —
     "spot" (no funding), "futures" (linear perpetual: funding on the slot's units every 8 h) or "auto"
-    (futures on exchange venues, which trade linear perpetuals; spot on the replay venue)."""
+    (futures on exchange venues, which trade linear perpetuals; spot on the replay venue).
+    regime: the regime (state index of the regime model, ``[cwo] regime_model`` or the champion's) this slot
+    trades, -1 = none; checked against the model's states at start.  regime_model: path of the frozen model a
+    genome reading regime terminals is filtered with ("" = the ``<stem>.regime_model.json`` its published meta
+    names, when the genome path is a published champion)."""
 
     id: str
     symbol: str
@@ -238,8 +257,12 @@ class SlotConfig:
     capital: float = 200.0
     costs: str = "auto"
     max_leverage: float = 0.0  # 0 = [crucible] max_leverage
+    regime: int = -1
+    regime_model: str = ""
 
     def validate(self) -> None:
+        if self.regime < -1:
+            raise ConfigError(f"slot {self.id}: regime must be a state index >= 0 (or -1: none), got {self.regime}")
         if not 0 <= self.max_leverage <= 100:
             raise ConfigError(f"slot {self.id}: max_leverage must be in (0, 100] (0: the [crucible] default)")
         if not _ID.fullmatch(self.id):

@@ -45,7 +45,8 @@ from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import GenomeError
 from forge.gp import Genome
-from forge.core.champion import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, verify_champion
+from forge.core.champion import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, champion_regime_model, verify_champion
+from forge.features.regimes import is_regime_feature
 
 __all__ = ["Challenger", "PitCrew", "promotion_test"]
 
@@ -188,6 +189,7 @@ class PitCrew:
         self.rejected: list[tuple[str, str]] = []
         self.warnings: list[tuple[str, str]] = []
         self.tests: list[dict[str, Any]] = []
+        self.models: dict[str, Path] = {}  # genome sha256 -> its verified regime_model.json (regime champions)
 
     def _emit(self, kind: str, **data: Any) -> None:
         if self._report is None:
@@ -245,6 +247,12 @@ class PitCrew:
                 if genome.root != "P":
                     raise GenomeError(f"{p}: not a strategy genome (root {genome.root!r})")
                 check_features(genome, self.history_bars)
+                reg = champion_regime_model(p, meta, self.max_file_bytes)  # verified again: sha256 in the meta
+                if any(is_regime_feature(f) for f in genome.features):
+                    if reg is None:
+                        raise GenomeError(f"{p}: reads regime terminals but ships no regime model "
+                                          "(meta 'regime_model'); republish it with its run's regime_model.json")
+                    self.models[genome.sha256] = reg
                 sym = meta.get("symbol")
                 if sym is not None and not (isinstance(sym, str) and sym.isalnum() and len(sym) <= 32):
                     raise GenomeError(f"{p}: field 'symbol' must be 1-32 letters/digits or null, got {sym!r}")

@@ -25,6 +25,7 @@ from crucible.slots import Ledger
 from crucible.venues.base import Bar
 from crucible.watchtower import breaches_floor, write_replacement_request
 from forge.backtest.metrics import sharpe_per_bar_of_equity
+from forge.core.errors import ConfigError, GenomeError
 from forge.gp import Genome
 
 __all__ = ["OversightMixin", "WEIGHT_TOL", "REBALANCE_TOL"]
@@ -166,6 +167,16 @@ class OversightMixin:
                 if not targets:
                     continue
                 cap = min(s.capital for s in self.slots.values())
+                if self.panel.handles(g):  # its regime model (checked at intake) and the venue's feeds
+                    try:
+                        self.panel.register(g, self.pit.models.get(g.sha256), where=path)
+                        self._check_challenger_feeds(g, targets[0], path)
+                    except (GenomeError, ConfigError) as exc:
+                        self.counters["rejected_files"] += 1
+                        with self.journal:
+                            self.journal.event("reject", now, None, file=path, reason=str(exc))
+                        self._emit("reject", file=path, reason=str(exc))
+                        continue
                 ch = Challenger(g, meta, targets[0], bar_time, Ledger(cap), path)
                 self.challengers[ch.key] = ch
                 self.genome_book.setdefault(g.sha256, (g, ch.symbol, None))
@@ -173,16 +184,29 @@ class OversightMixin:
                     self.journal.event("shadow_start", now, None, genome=g.sha256, file=path, symbol=ch.symbol)
                 self._emit("challenger", result="shadow", genome=g.sha256[:16], file=path)
 
+    def _check_challenger_feeds(self, g, symbol: str, path: str) -> None:
+        from crucible.panel import check_slot_feeds
+
+        markets = {s.symbol: ("perp" if s.perpetual else "spot") for s in self.slots.values()}
+        symbols = tuple(getattr(self.venue, "symbols", ()) or ())
+        if symbols:
+            check_slot_feeds(path, symbol, markets.get(symbol, "spot"), g, symbols, markets)
+
     def _cwo(self, now: int) -> None:
         cwo = self.cfg.cwo
         slots = list(self.slots.values())
         alive = [i for i, s in enumerate(slots) if s.status == "live"]
         for s in slots:
             s.weight = 0.0 if s.status != "live" else s.weight
+        extra: dict = {}
         if alive:
+            old = np.array([slots[i].weight for i in alive])
             new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), np.array(alive, dtype=np.int64),
-                              np.array([slots[i].weight for i in alive]), cwo.drawdown_penalty,
+                              old, cwo.drawdown_penalty,
                               min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
+            if self.regime_alloc is not None:  # regime slots: tilt toward the predicted regime (crucible.panel)
+                new, extra = self.regime_alloc.apply(self.venue, now - 60_000, [slots[i].id for i in alive], old,
+                                                     new, cwo)
             for i, x in zip(alive, new.tolist()):
                 slots[i].weight = x
         w = {s.id: s.weight for s in slots}
@@ -191,7 +215,7 @@ class OversightMixin:
         prev = self._journaled_weights
         if prev is None or prev.keys() != w.keys() or any(abs(x - prev[k]) > WEIGHT_TOL for k, x in w.items()):
             with self.journal:
-                self.journal.event("reweight", now, None, weights=w)
+                self.journal.event("reweight", now, None, weights=w, **extra)
             self._journaled_weights = w
         else:  # moves below WEIGHT_TOL are not taken: the weights in force are always the journaled ones
             for s in slots:

@@ -59,6 +59,7 @@ from crucible.hotswap import Challenger, PitCrew
 from crucible.journal import OPEN_STATUSES, Journal, JournalError, JournalLock, archive_journal
 from crucible.lineage import LoopMixin, initial_lineage
 from crucible.oversight import OversightMixin
+from crucible.panel import PanelSignals, setup_runtime_panel
 from crucible.reconcile import ReconcileMixin
 from crucible.signals import ChunkedSignals, SignalEngine, check_genome
 from crucible.slots import MarkBook, Slot, bench_key, key_fingerprint
@@ -163,6 +164,10 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
                                      perpetual=presets[sc.id] == "futures", lineage=initial_lineage(sc.genome, g))
         self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
+        # panel slots (other instruments' features, regime terminals) and regime slots: crucible.panel
+        self.panel = PanelSignals(cfg.general.history_bars, pf, cfg.general.panel_wait_seconds, live=live,
+                                  stop_wait=self.stop_event.wait if live else None)
+        self.regime_alloc = setup_runtime_panel(self)
         self.leverage: dict[str, float] = {}
         for sc in cfg.slots:
             lev = sc.leverage(cfg.general.max_leverage)
@@ -190,7 +195,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
                          "foreign_fills": 0, "outage_bars": 0, "lost": 0, "order_rejects": 0, "retargets": 0,
                          "stale_flattens": 0, "funding": 0, "rearms": 0, "foreign_orders": 0, "dropped_intents": 0,
-                         "stale_bars": 0}
+                         "stale_bars": 0, "panel_skips": 0}
         self.requests: list[str] = []
         self.new_requests: list[str] = []  # written this bar (the replay waits for the Forge to serve them)
         self.kill_info: dict[str, dict[str, Any]] = {}  # slot -> {"equity", "time_ms"} of its kill
@@ -376,6 +381,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 continue
             genomes = {s.id: s.genome for s in live}
             genomes.update({c.key: c.genome for c in chs})
+            panel = {k: g for k, g in genomes.items() if self.panel.handles(g)}  # crucible.panel's genomes
+            if panel:
+                genomes = {k: g for k, g in genomes.items() if k not in panel}
             if self._at is not None:  # re-processing a bar after a restart: the venue as it was then
                 at = self._at
                 hist = lambda s_, n_: self.venue.history_at(s_, n_, at)  # type: ignore[attr-defined]  # noqa: E731
@@ -383,16 +391,23 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             else:
                 hist = self.venue.history
                 pre = getattr(self.venue, "prefetch", None)
-            if self.chunked is not None:
+            if not genomes:
+                targets = {}
+            elif self.chunked is not None:
                 targets = self.chunked.latest(sym, genomes, bar.open_time, hist, pre)
             else:
                 targets = self.engine.latest(genomes, hist(sym, g.history_bars))
+            if panel:  # a slot with a late instrument gets no target: it skips the bar (panel_skip journaled)
+                targets.update(self.panel.targets(self.venue, sym, panel, bar.open_time, at=self._at,
+                                                  report=self._panel_skip))
             for c in chs:
-                c.on_bar(bar.open, bar.close, targets[c.key], self.cfg.costs.taker_fee_bps,
+                c.on_bar(bar.open, bar.close, targets.get(c.key, c.target), self.cfg.costs.taker_fee_bps,
                          self.cfg.costs.slippage_bps, g.min_order_notional)
             batch: list[tuple[Slot, float, float, str]] = []
             for s in live:
-                t = targets[s.id]
+                t = targets.get(s.id)
+                if t is None:
+                    continue
                 eq = s.equity()
                 lev = self.leverage[s.id]
                 over = abs(s.ledger.units) * bar.close > lev * max(eq, 0.0) * (1.0 + 1e-9)  # drifted past its cap
@@ -411,6 +426,12 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 batch.append((s, qty, t, "signal"))
             if batch:
                 self.place_many(batch, bar_time)
+
+    def _panel_skip(self, kind: str, key: str, **data: Any) -> None:
+        """A panel slot (or challenger) skipped a bar: an instrument it reads had not closed it in time."""
+        self.counters["panel_skips"] += 1
+        self.journal.event(kind, self.venue.now_ms(), key if key in self.slots else None, genome_key=key, **data)
+        self._emit(kind, key=key, **data)
 
     def _size(self, s: Slot, t: float, eq: float, price: float) -> float | None:
         """The order (signed base units) taking slot ``s`` to target exposure ``t`` in [-1, 1] at ``price``, or None

@@ -39,6 +39,7 @@ import numpy as np
 from forge.core.errors import GenomeError
 from forge.data.gaps import bars_since_gap
 from forge.data.panel import split_panel_name
+from forge.features.regimes import is_regime_feature
 from forge.features import FEATURES, BarArrays
 from forge.gp import BufferPool, Genome, Program
 from forge.strategy import BURN_IN_TOL, bar_features, genome_positions, required_history
@@ -47,13 +48,17 @@ __all__ = ["ChunkedSignals", "LiveRegimes", "SignalEngine", "check_features", "c
 
 
 def check_features(genome: Genome, history_bars: int | None = None) -> None:
-    """raises GenomeError if the genome reads a feature the live engine cannot compute (not in the registry),
-    or, with ``history_bars`` given, if it needs more history than that (see :func:`check_genome`)."""
-    missing = [f for f in genome.features if f not in FEATURES]
+    """raises GenomeError if the genome reads a feature the live engines cannot compute: outside the registry,
+    and neither a registry feature of another instrument (``<feature>__<TAG>``, fed as a panel slot,
+    :mod:`crucible.panel`) nor a regime terminal (``regime_p<i>`` / ``regime_next_p<i>``, filtered live with the
+    champion's frozen model); or, with ``history_bars`` given, if it needs more history than that (see
+    :func:`check_genome`)."""
+    missing = [f for f in genome.features if f not in FEATURES and not is_regime_feature(f)
+               and split_panel_name(f)[0] not in FEATURES]
     panel = [f for f in missing if split_panel_name(f)[1] is not None]
     if panel:
-        raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {panel} of other instruments, outside the "
-                          "registry of one symbol's bars (live panel feeds are not supported yet)")
+        raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {panel} of other instruments whose base "
+                          "feature is outside the registry (synthesized feature libraries are not supported live)")
     if missing:
         raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} outside the registry "
                           "(synthesized feature libraries are not supported live)")
@@ -101,6 +106,9 @@ class SignalEngine:
         names = tuple(sorted({f for g in genomes.values() for f in g.features}))
         for g in genomes.values():
             check_features(g)
+            if any(f not in FEATURES for f in g.features):
+                raise GenomeError(f"genome {g.sha256[:12]} reads other instruments or regime terminals: its signals "
+                                  "come from crucible.panel.PanelSignals, not the one-symbol engine")
         bsg = bars_since_gap(t)
 
         def col(c: str) -> np.ndarray:
@@ -204,6 +212,8 @@ class LiveRegimes:
         self.model = model if isinstance(model, RegimeModel) else load_regime_model(model)
         self._new = RegimeFilter
         self._filters: dict[str, RegimeFilter] = {}
+        self._values: dict[str, dict[int, np.ndarray]] = {}  # symbol -> open time -> values (advance / series)
+        self.keep_bars = 20_000  # recorded bars kept per symbol (>= history_bars + prefetch_bars of the runtime)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -217,3 +227,35 @@ class LiveRegimes:
             raise GenomeError(f"{symbol}: the regime filter needs >= {self.model.lookback + 1} closed bars per "
                               "update")
         return f.update(bars)
+
+    def advance(self, symbol: str, bars: Mapping[str, np.ndarray]) -> int:
+        """Advance ``symbol``'s filter over every bar of ``bars`` (oldest first) newer than the last one seen,
+        one :meth:`update` per bar on the trailing ``lookback + 1`` rows, and record each bar's values for
+        :meth:`series`.  The first call starts the filter at ``bars``' first row.  returns bars applied."""
+        t = np.asarray(bars["open_time"], dtype=np.int64)
+        f = self._filters.get(symbol)
+        last = f.last_open_ms if f is not None else None
+        start = 0 if last is None else int(np.searchsorted(t, last, side="right"))
+        names = self.names
+        rec = self._values.setdefault(symbol, {})
+        w = self.model.lookback + 1
+        cols = {c: np.asarray(bars[c]) for c in ("open_time", "close", "volume")}
+        if f is None:
+            f = self._filters[symbol] = self._new(self.model)
+        for i in range(start, t.shape[0]):  # the first rows of a start have fewer than w rows, as research does
+            v = f.update({c: x[max(0, i - w + 1):i + 1] for c, x in cols.items()})
+            rec[int(t[i])] = np.array([v[n] for n in names])
+        keep = self.keep_bars
+        if len(rec) > 2 * keep:
+            for k in sorted(rec)[:-keep]:
+                del rec[k]
+        return t.shape[0] - start
+
+    def series(self, symbol: str, open_times: np.ndarray) -> np.ndarray:
+        """(len(names), n) float64: the recorded values at ``open_times`` (rows in :attr:`names` order), NaN at
+        a bar the filter has not seen (before its start)."""
+        rec = self._values.get(symbol, {})
+        k = len(self.names)
+        nan = np.full(k, np.nan)
+        return np.ascontiguousarray(np.stack([rec.get(int(x), nan) for x in open_times], axis=1)) \
+            if len(open_times) else np.empty((k, 0))

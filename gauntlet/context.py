@@ -141,6 +141,7 @@ class RunContext:
     buy_and_hold: BacktestResult | None = None
     trial_genomes: list[Genome] = field(default_factory=list)
     n_evaluated: int = 0
+    regimes: Path | None = None  # the run's frozen regime_model.json (published beside its champions), or None
     ledger: Any = None  # forge.core.ledger.LedgerTally of the run's in-sample bars, or None (no ledger entry)
     _market: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     _arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
@@ -314,7 +315,7 @@ class RunContext:
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
                   in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
-                  overlap=overlap, holdout=holdout)
+                  overlap=overlap, holdout=holdout, regimes=regimes)
         o, c, tt = ctx.arrays(ev)
         ctx.buy_and_hold = run_backtest(o, c, tt, np.ones(len(o)), ctx.backtest)
         pool = BufferPool()

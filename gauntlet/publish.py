@@ -26,7 +26,7 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
                      features: list[str], verdict: dict[str, Any], library: Path | None = None,
                      key: str | bytes | None = None, report_sha256: str | None = None,
                      lineage: dict[str, Any] | None = None, edge_kind: str | None = None,
-                     selected_on: list[dict[str, Any]] | None = None) -> Path:
+                     selected_on: list[dict[str, Any]] | None = None, regime_model: Path | None = None) -> Path:
     """Write genome + meta atomically; returns the meta path.  Signed (HMAC over genome and meta) when a key
     is given or in FORGE_SIGNING_KEY.
 
@@ -38,7 +38,10 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
     ``gauntlet.stages.edge_kind``), signed too; selected_on: the bars that selected this genome
     (``forge.core.provenance``: the run's in-sample bars, the gauntlet's evaluation bars and the bars its seeds
     were selected on; ``forge.data.ranges.DataRange`` dicts), signed, so a run seeded with this champion can
-    prove its out-of-sample range is unseen.
+    prove its out-of-sample range is unseen.  regime_model: the run's frozen ``regime_model.json``
+    (``forge.features.regimes``), copied beside the champion as ``<stem>.regime_model.json`` with its sha256 in the
+    signed meta (``regime_model``, ``regime_model_sha256``): the Crucible filters the champion's regime terminals
+    with exactly these parameters and refuses a missing or edited file (``forge.core.champion.verify_champion``).
     raises GenomeError when the verdict says the genome did not survive (only survivors are published).
     """
     if isinstance(verdict, dict) and verdict.get("survived") is False:
@@ -54,13 +57,22 @@ def publish_champion(genome: Genome, out_dir: str | Path, *, run_id: str, symbol
         tmp = out / f".{lib_name}.tmp"
         shutil.copyfile(library, tmp)
         os.replace(tmp, out / lib_name)
+    reg_name = reg_sha = None
+    if regime_model is not None:
+        reg_name = f"{stem}.regime_model.json"
+        body = Path(regime_model).read_bytes()
+        reg_sha = hashlib.sha256(body).hexdigest()
+        tmp = out / f".{reg_name}.tmp"
+        tmp.write_bytes(body)
+        os.replace(tmp, out / reg_name)
     data = text.encode()
     meta = _plain({"schema": SCHEMA, "file": f"{stem}.json", "sha256": hashlib.sha256(data).hexdigest(),
                    "genome_sha256": genome.sha256, "run_id": run_id, "symbol": symbol, "features": features,
                    "feature_library": lib_name, "survived": True, "verdict": verdict,
                    "gauntlet_report_sha256": report_sha256, "published_utc": datetime.now(timezone.utc).isoformat(),
                    "lineage": dict(lineage) if lineage else None, "edge_kind": edge_kind,
-                   "selected_on": list(selected_on) if selected_on else None})
+                   "selected_on": list(selected_on) if selected_on else None,
+                   **({"regime_model": reg_name, "regime_model_sha256": reg_sha} if reg_name else {})})
     k = _key(key)
     meta["hmac_sha256"] = champion_signature(meta, data, k) if k else None
     return atomic_write_text(out / f"{stem}.meta.json", json.dumps(meta, indent=2) + "\n")

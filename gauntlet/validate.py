@@ -317,6 +317,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                                  symbol=symbol or (ctx.manifest.data or {}).get("symbol"),
                                  features=list(cand.genome.features),
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
+                                 regime_model=ctx.regimes,
                                  report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"],
                                  selected_on=selection_ranges(ctx))
     return report

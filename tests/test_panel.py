@@ -293,11 +293,20 @@ def test_cli_trade_two_instruments_writes_one_run_each(tmp_path):
     assert bad.returncode == 2 and "--universe NOPEUSDT: no files" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_live_engine_refuses_panel_genomes_in_one_line():
-    """Live panel feeds are not built: the Crucible's intake check names the other instruments' terminals."""
-    from crucible.signals import check_features
+def test_live_intake_accepts_panel_genomes_and_refuses_unknown_bases_in_one_line():
+    """Live panel feeds exist (crucible.panel, tests/test_crucible_panel.py): the intake check accepts registry
+    features of other instruments, refuses an unknown base feature in one line, and the one-symbol engine
+    refuses to compute a panel genome (its signals come from crucible.panel)."""
+    from crucible.signals import SignalEngine, check_features
     from forge.core.errors import GenomeError
 
-    g = Genome.from_tokens(["pos_sign", "feature:ret_1__BTCUSDT_spot"], [])
-    with pytest.raises(GenomeError, match="other instruments"):
+    check_features(Genome.from_tokens(["pos_sign", "feature:ret_1__BTCUSDT_spot"], []))
+    g = Genome.from_tokens(["pos_sign", "feature:nope_1__BTCUSDT_spot"], [])
+    with pytest.raises(GenomeError, match="other instruments") as e:
         check_features(g)
+    assert "\n" not in str(e.value)
+    g = Genome.from_tokens(["pos_sign", "feature:ret_1__BTCUSDT_spot"], [])
+    cols = {c: np.zeros(3) for c in ("open", "high", "low", "close", "volume", "taker_buy_volume")}
+    cols["open_time"] = np.arange(3, dtype=np.int64) * 60_000
+    with pytest.raises(GenomeError, match="crucible.panel"):
+        SignalEngine().positions({"g": g}, cols)

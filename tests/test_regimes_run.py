@@ -114,3 +114,19 @@ def test_regimes_off_writes_no_artifact(tmp_path, bars):
     res = evolve(_cfg(tmp_path, enabled=False), bars=bars, run_dir=tmp_path / "r")
     assert not (res.run_dir / FILES.regime_model).exists()
     assert not any(n.startswith("regime_") for n in read_manifest(res.run_dir).features)
+
+
+def test_the_gauntlet_publishes_the_frozen_model_beside_its_champions(run, bars, tmp_path):
+    """The Gauntlet's context carries the run's regime_model.json, which publish_champion ships (signed sha256)."""
+    import json
+
+    from gauntlet.context import RunContext
+    from gauntlet.publish import publish_champion
+
+    ctx = RunContext.load(run.run_dir, bars=bars)
+    assert ctx.regimes == run.run_dir / FILES.regime_model
+    cand = ctx.candidates[0]
+    meta = json.loads(Path(publish_champion(cand.genome, tmp_path, run_id="r", symbol=None,
+                                            features=list(cand.genome.features), verdict={},
+                                            regime_model=ctx.regimes)).read_text())
+    assert (tmp_path / meta["regime_model"]).read_bytes() == ctx.regimes.read_bytes()

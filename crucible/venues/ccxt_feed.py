@@ -36,7 +36,8 @@ class CcxtFeedMixin:
         return int(self.ex.milliseconds())
 
     def _kline_params(self, symbol: str, since: int | None, limit: int, until: int | None = None) -> dict[str, Any]:
-        p: dict[str, Any] = {"category": "linear", "symbol": symbol, "interval": "1", "limit": int(limit)}
+        cat = "spot" if symbol in getattr(self, "aux_spot", ()) else "linear"  # a spot panel feed (crucible.panel)
+        p: dict[str, Any] = {"category": cat, "symbol": symbol, "interval": "1", "limit": int(limit)}
         if since is not None:
             p["start"] = int(since)
         if until is not None:
@@ -165,12 +166,39 @@ class CcxtFeedMixin:
         if cur is None:
             return None
         nxt = []
+        aux = getattr(self, "aux_symbols", ())
         for s in self.symbols:
+            if s in aux:  # fed for panel slots only: waited for per slot (bar_closed), never by the delivery
+                continue
             end = self._contig_end(s)
             if end is None or end <= cur:
                 return None
             nxt.append(min(t for t in self._bars[s] if cur < t <= end))
         return min(nxt)
+
+    def bar_closed(self, symbol: str, t: int) -> bool:
+        """Whether ``symbol``'s minute ``t`` (open time, ms) is closed as far as this feed knows: stored, a known
+        exchange gap, or followed by a stored bar or gap with no unknown minute between (``crucible.panel`` waits
+        on it for the instruments a panel slot reads)."""
+        def closed() -> bool:
+            with self._cv:
+                if t in self._bars[symbol] or t in self._gaps[symbol]:
+                    return True
+                end = self._contig_end(symbol)
+                return end is not None and end >= t
+
+        if closed():
+            return True
+        # nobody else polls while the runtime waits (poll feed; spot feeds, never on the linear WebSocket): REST at
+        # most once per poll_seconds
+        if getattr(self, "feed", None) == "poll" or symbol in getattr(self, "aux_spot", ()):
+            polled = self.__dict__.setdefault("_aux_polled", {})
+            now = time.monotonic()
+            if now - polled.get(symbol, -1e18) >= self.poll_seconds:
+                polled[symbol] = now
+                self._poll_symbol(symbol)
+                return closed()
+        return False
 
     def _pop_next(self) -> dict[str, Bar] | None:
         """Deliver the bars at :meth:`_next_time` (advances the cursor), or None.  Caller holds the lock."""
@@ -268,14 +296,18 @@ class CcxtFeedMixin:
     def _poll_once(self) -> None:
         """REST poll of every symbol from the last stored bar on; a failed poll is retried next time."""
         for s in self.symbols:
-            with self._cv:
-                last = max(self._bars[s]) if self._bars[s] else None
-            since, limit = (None, 3) if last is None else (last + _MIN, 1000)
-            try:
-                rows, server = self._fetch_klines(s, since, limit, read=False)
-            except (VenueNetworkError, VenueAuthError, VenueRejected):
-                continue  # a dropped poll is retried; a long outage shows up as a stale feed
-            self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None, server)
+            self._poll_symbol(s)
+
+    def _poll_symbol(self, s: str) -> None:
+        """REST poll of one symbol from its last stored bar on; a failed poll is retried next time."""
+        with self._cv:
+            last = max(self._bars[s]) if self._bars[s] else None
+        since, limit = (None, 3) if last is None else (last + _MIN, 1000)
+        try:
+            rows, server = self._fetch_klines(s, since, limit, read=False)
+        except (VenueNetworkError, VenueAuthError, VenueRejected):
+            return  # a dropped poll is retried; a long outage shows up as a stale feed
+        self._add_rest_rows(s, rows, since if since is not None and len(rows) < limit else None, server)
 
     # ------------------------------------------------------------------ WebSocket feed (own thread & loop)
 
@@ -334,7 +366,7 @@ class CcxtFeedMixin:
 
     async def _ws_run(self, pro: Any) -> None:
         ccxt = self._ccxt
-        topics = [[self._usym[s], "1m"] for s in self.symbols]
+        topics = [[self._usym[s], "1m"] for s in self.symbols if s in self._usym]  # spot feeds come over REST
         delay = self.ws_backoff[0]
         with self._cv:
             self._need_backfill.update(self.symbols)

@@ -97,7 +97,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                  feed: str = "auto", ws_url: str | None = None, poll_seconds: float = 2.0,
                  ws_backoff: tuple[float, float] = (0.05, 10.0), ws_idle_seconds: float = 90.0,
                  stop_event: threading.Event | None = None, timeout_ms: int = 10_000,
-                 taker_fee_bps: float = 5.5, retry: RetryPolicy | None = None) -> None:
+                 taker_fee_bps: float = 5.5, retry: RetryPolicy | None = None,
+                 aux_symbols: tuple[str, ...] | list[str] = (), aux_spot: tuple[str, ...] | list[str] = ()) -> None:
         import ccxt
 
         if feed not in FEEDS:
@@ -122,7 +123,15 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             self.ex.urls["api"] = {k: api_url for k in api} if isinstance(api, dict) else api_url
         self.name = f"{exchange_id}{'-sandbox' if sandbox else ''}"
         self.exchange_id = exchange_id
-        self.symbols = tuple(symbols)
+        # aux_symbols: perpetuals fed for panel slots (crucible.panel) but not traded: they never hold back the
+        # delivery of a bar (a late one is waited for per slot, ``bar_closed``)
+        # aux_spot: spot instruments fed the same way (Bybit only: its v5 klines with category=spot, over REST;
+        # never subscribed on the linear WebSocket, never traded, no orders or positions looked up)
+        self.aux_spot = tuple(s for s in dict.fromkeys(aux_spot) if s not in symbols)
+        if self.aux_spot and exchange_id != "bybit":
+            raise VenueRejected(f"{exchange_id}: spot feeds {list(self.aux_spot)} are supported on bybit only")
+        self.aux_symbols = tuple(s for s in dict.fromkeys([*aux_symbols, *self.aux_spot]) if s not in symbols)
+        self.symbols = tuple(symbols) + self.aux_symbols
         self.taker_fee_bps = taker_fee_bps
         self.poll_seconds = poll_seconds
         self.ws_backoff = (float(ws_backoff[0]), float(ws_backoff[1]))
@@ -152,6 +161,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             raise VenueNetworkError(f"{self.name}: cannot load markets ({type(exc).__name__})") from None
         self._usym = {}
         for s in self.symbols:
+            if s in self.aux_spot:
+                continue  # klines only, by exchange id (no ccxt market needed)
             m = next((m for m in self.ex.markets.values() if m["id"] == s and m.get("linear")), None)
             if m is None:
                 raise VenueRejected(f"{self.name}: no linear market {s}")
@@ -316,7 +327,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
 
     def fetch_open_orders(self, symbol: str | None = None) -> list[OrderState]:
         out = []
-        for s in ([symbol] if symbol else self.symbols):
+        for s in ([symbol] if symbol else list(self._usym)):  # linear markets only (not spot feeds)
             for o in self._read(self.ex.fetch_open_orders, self._usym[s]):
                 out.append(self._order_state(o, s))
         return out

@@ -17,9 +17,38 @@ __all__ = ["make_venue", "VENUES"]
 VENUES = ("replay", "bybit-testnet", "binance-demo")
 
 
+def _panel_feeds(cfg: CrucibleConfig) -> dict[str, str]:
+    """{venue symbol: market} of the instruments the slots' genomes read besides the symbols they trade."""
+    from crucible.builtin import resolve_genome
+    from crucible.panel import panel_feeds
+
+    traded = {s.symbol for s in cfg.slots}
+    feeds = panel_feeds({s.id: (s.symbol, resolve_genome(s.genome)) for s in cfg.slots})
+    return {sym: m for sym, m in feeds.items() if sym not in traded}
+
+
 def _replay_bars(cfg: CrucibleConfig) -> dict[str, Any]:
-    sources = symbol_sources(cfg.replay.data, f"{cfg.source} [replay]")
-    return {sym: source_bars(sources, sym, f"{cfg.source} [replay]") for sym in sorted({s.symbol for s in cfg.slots})}
+    """Bars of every traded symbol and of every other instrument a panel slot reads (``crucible.panel``: loaded
+    by ``forge.data.panel.instrument_files`` from the symbol's ``[replay] data`` paths, which must hold that
+    instrument's market)."""
+    from forge.data.loader import load_klines
+    from forge.data.panel import instrument_files
+
+    where = f"{cfg.source} [replay]"
+    sources = symbol_sources(cfg.replay.data, where)
+    out = {sym: source_bars(sources, sym, where) for sym in sorted({s.symbol for s in cfg.slots})}
+    for sym, market in sorted(_panel_feeds(cfg).items()):
+        paths = sources.get(sym)
+        if paths is None:
+            raise ConfigError(f"{where}: a panel slot reads {sym}_{market} but there is no data for {sym} (add "
+                              f"'{sym}=path' to the data list)")
+        files = [p for p in paths if not p.endswith(".parquet")]
+        if files:
+            _inst, found = instrument_files(files, sym, market)
+            out[sym] = load_klines(found)[0]
+        else:
+            out[sym] = source_bars(sources, sym, where)
+    return out
 
 
 def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | None = None,
@@ -47,5 +76,11 @@ def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | Non
         from crucible.venues.ccxt_venue import CcxtVenue  # optional dependency (ccxt), loaded on use
 
         exchange = "bybit" if venue == "bybit-testnet" else "binanceusdm"
-        return CcxtVenue(exchange, sorted({s.symbol for s in cfg.slots}), sandbox=True, stop_event=stop_event)
+        aux = _panel_feeds(cfg)
+        spot = sorted(sym for sym, m in aux.items() if m == "spot")
+        if spot and exchange != "bybit":
+            raise ConfigError(f"{cfg.source}: panel slots read {[s + '_spot' for s in spot]}; the {venue} venue feeds "
+                              "linear perpetuals only (spot panel feeds: bybit-testnet)")
+        return CcxtVenue(exchange, sorted({s.symbol for s in cfg.slots}), sandbox=True, stop_event=stop_event,
+                         aux_symbols=sorted(s for s, m in aux.items() if m == "perp"), aux_spot=spot)
     raise ConfigError(f"unknown venue {venue!r}; choose one of {', '.join(VENUES)}")

@@ -12,6 +12,8 @@ Layout::
          "edge_kind": "directional" | "risk timing" | null  (gauntlet.stages.edge_kind; absent in older files),
          "selected_on": [{"first_open_ms", "last_open_ms", "n_bars", ...}, ...] | null  (the bars that selected the
              genome, forge.core.provenance; absent in older files, which then count as of unknown provenance),
+         "regime_model": "<stem>.regime_model.json", "regime_model_sha256": <hex>   (absent when the run had no
+             regime model: the frozen HMM its regime terminals are filtered with, forge.features.regimes),
          "hmac_sha256": <hex HMAC-SHA256, see below> | null}
 
 ``policy`` (issue 31): the execution policy the champion trades with, signed with the rest of the meta.
@@ -49,7 +51,7 @@ from forge.core.errors import GenomeError
 from forge.core.safeio import MAX_BYTES, MAX_DEPTH, json_depth, loads_limited, read_regular_file
 from forge.gp import Genome
 
-__all__ = ["verify_champion", "champion_signature", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
+__all__ = ["verify_champion", "champion_regime_model", "champion_signature", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
            "champion_identity", "champion_policy", "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
 
 SIGNING_KEY_ENV = "FORGE_SIGNING_KEY"
@@ -147,6 +149,29 @@ def champion_identity(meta: dict[str, Any]) -> tuple[str, str]:
     return str(meta["genome_sha256"]), str(champion_policy(meta).sha256)
 
 
+def champion_regime_model(meta_path: str | Path, meta: dict[str, Any], max_bytes: int = MAX_BYTES) -> Path | None:
+    """The frozen regime model published beside a champion (meta ``regime_model``), checked against the meta's
+    ``regime_model_sha256``; None when the meta names none.  raises GenomeError in one line (naming the file)
+    when the name is not a file of the same folder, the file is missing or not regular, or its sha256 differs
+    (tampered or incomplete)."""
+    name = meta.get("regime_model")
+    if name is None:
+        return None
+    sha = meta.get("regime_model_sha256")
+    meta_path = Path(meta_path)
+    if (not isinstance(name, str) or name in ("", ".", "..") or name != os.path.basename(name) or "\\" in name
+            or "\0" in name or not isinstance(sha, str) or not _HEX64.fullmatch(sha)):
+        raise GenomeError(f"{meta_path}: fields 'regime_model' / 'regime_model_sha256' must name a file in the same "
+                          "folder and its sha256")
+    path = meta_path.parent / name
+    if not os.path.lexists(path):
+        raise GenomeError(f"{meta_path}: regime model {name} missing (publish it with its champion)")
+    data = read_regular_file(path, max_bytes)
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise GenomeError(f"{path}: sha256 does not match {meta_path.name} (regime model tampered or incomplete)")
+    return path
+
+
 def _survived(meta: dict[str, Any]) -> bool:
     """The gauntlet verdict: top-level ``survived`` (schema 2) and/or ``verdict.survived`` must be True, and
     neither may say False."""
@@ -206,4 +231,5 @@ def verify_champion(meta_path: str | Path, *, key: str | bytes | None = None, re
         raise GenomeError(f"{gpath}: genome tree too deep to parse") from None
     if genome.sha256 != meta["genome_sha256"]:
         raise GenomeError(f"{gpath}: genome checksum differs from the meta file")
+    champion_regime_model(meta_path, meta, max_bytes)  # a named regime model must be there, unedited
     return genome, meta
