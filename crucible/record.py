@@ -58,7 +58,7 @@ from forge.core.errors import ConfigError
 from forge.data.l2 import (GAP_SCHEMA, STREAMS, TRADE_SCHEMA, compact_day, day_files, day_of_ms, l2_schema,
                            stream_dir, write_part)
 
-__all__ = ["VENUES", "Recorder", "record", "parse_symbols", "book_subscription_depth"]
+__all__ = ["VENUES", "Recorder", "record", "parse_symbols", "check_args", "book_subscription_depth"]
 
 log = logging.getLogger("crucible.record")
 
@@ -86,6 +86,15 @@ def parse_symbols(text: str) -> list[str]:
     if not out:
         raise ConfigError("--symbols: give at least one symbol, e.g. BTCUSDT,ETHUSDT")
     return out
+
+
+def check_args(venue: str, depth: Any) -> None:
+    """Raise ConfigError (one line) unless ``venue`` is recordable and ``depth`` is an integer in 1..1000."""
+    if venue not in VENUES:
+        raise ConfigError(f"--venue {venue!r}: expected one of {', '.join(VENUES)} (mainnet public feeds)")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= MAX_DEPTH:
+        raise ConfigError(f"--depth {depth!r}: expected an integer in 1..{MAX_DEPTH}")
+    book_subscription_depth(venue, depth)
 
 
 def book_subscription_depth(venue: str, depth: int) -> int:
@@ -150,10 +159,7 @@ class Recorder:
                  backoff: tuple[float, float] = (0.5, 30.0), idle_seconds: float = 30.0,
                  ws_url: Optional[str] = None, rest_url: Optional[str] = None,
                  progress: Optional[Callable[[dict], None]] = None) -> None:
-        if venue not in VENUES:
-            raise ConfigError(f"--venue {venue!r}: expected one of {', '.join(VENUES)} (mainnet public feeds)")
-        if not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
-            raise ConfigError(f"--depth {depth!r}: expected an integer in 1..{MAX_DEPTH}")
+        check_args(venue, depth)
         if not flush_seconds > 0:
             raise ConfigError(f"flush_seconds {flush_seconds!r}: expected > 0")
         if not (0 < backoff[0] <= backoff[1]):
