@@ -56,7 +56,7 @@ import polars as pl
 
 from forge.core.errors import ConfigError
 from forge.data.l2 import (GAP_SCHEMA, STREAMS, TRADE_SCHEMA, compact_day, day_files, day_of_ms, l2_schema,
-                           stream_dir, write_part)
+                           stream_dir, write_meta, write_part)
 
 __all__ = ["VENUES", "Recorder", "record", "parse_symbols", "check_args", "book_subscription_depth"]
 
@@ -446,6 +446,11 @@ class Recorder:
             if m is None:
                 raise ConfigError(f"--symbols: {s} is not a {self.venue} USDT-margined linear perpetual")
             st.unified = m["symbol"]
+            prec = m.get("precision") or {}
+            write_meta(self.dest, self.venue, s, {"venue": self.venue, "symbol": s, "ccxt_symbol": m["symbol"],
+                                                  "tick": prec.get("price"), "lot": prec.get("amount"),
+                                                  "depth": self.depth, "book_subscription": self.sub_depth,
+                                                  "ccxt_version": ccxt.__version__})
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -28,7 +28,9 @@ from fake_l2 import FakeL2  # noqa: E402
 
 from crucible.record import Recorder, book_subscription_depth, parse_symbols  # noqa: E402
 from forge.core.errors import ConfigError, DataError  # noqa: E402
-from forge.data.l2 import compact_day, day_files, load_gaps, load_l2, load_trades, stream_dir, write_part  # noqa: E402
+from forge.data.l2 import (compact_day, day_files, load_gaps, load_l2, load_meta, load_trades, stream_dir,  # noqa: E402
+                           write_part)
+from forge.features.l2lens import lens_states, load_lens_bars  # noqa: E402
 
 SYM = "BTCUSDT"
 DEPTH = 20
@@ -147,6 +149,15 @@ def test_normal_recording_rows_equal_what_was_served(tmp_path, venue):
         assert sorted(gaps["stream"].to_list()) == ["l2", "trades"] and set(gaps["reason"]) == {"start"}
         assert gaps.filter(pl.col("stream") == "l2")["end_nonce"].to_list() == [snap]
         assert rec.stats["dup_trades"] == 0 and rec.stats["reconnects"] == 0
+        # the market as recorded (tick from ccxt's market), and the Liquidity Lens bars on the recording
+        meta = load_meta(tmp_path, venue, SYM)
+        assert meta["tick"] == 0.1 and meta["depth"] == DEPTH and meta["ccxt_symbol"] == "BTC/USDT:USDT"
+        t0 = int(book.ts_ms[0]) // 60_000 * 60_000
+        bars = load_lens_bars(tmp_path, venue, SYM, t0, int(book.ts_ms[-1]) + 60_000, k=5)
+        e = lens_states(book, k=5)["ofi_e"]
+        assert bars["n_states"].sum() == len(book) and bars["ofi_n"].sum() == len(book) - 1
+        assert np.nansum(bars["ofi"].to_numpy()) == pytest.approx(np.nansum(e))
+        assert bars["gap"][0]  # the recording's first minute: the start gap marker
 
 
 @pytest.mark.parametrize("venue", VENUES)

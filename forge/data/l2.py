@@ -18,6 +18,9 @@ leaves whole part files and, at worst, a ``.tmp`` file the reader ignores.  Comp
 file first and then deletes the parts; a kill between the two leaves both, and the reader then reads only
 the day file (the parts are copies of its rows).
 
+``DIR/<venue>/<SYMBOL>/meta.json`` describes the market as recorded: ``tick`` (price step, quote per base),
+``lot`` (size step, base units), ``depth``, the ccxt symbol and version (:func:`write_meta` / :func:`load_meta`).
+
 Schemas (Parquet, polars dtypes):
 
 * ``l2`` — one row per book state: ``ts_ms`` Int64 (exchange time of the state, ms UTC), ``recv_ms`` Int64
@@ -54,7 +57,7 @@ from forge.core.errors import DataError
 
 __all__ = ["STREAMS", "L2Book", "l2_schema", "TRADE_SCHEMA", "GAP_SCHEMA", "stream_dir", "day_of_ms",
            "write_part", "compact_day", "day_files", "read_stream", "load_l2", "load_trades", "load_gaps",
-           "list_symbols"]
+           "list_symbols", "write_meta", "load_meta"]
 
 STREAMS = ("l2", "trades", "gaps")
 DAY_MS = 86_400_000
@@ -285,3 +288,26 @@ def list_symbols(root: str | Path, venue: str) -> list[str]:
     d = Path(root) / venue
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
+
+
+def write_meta(root: str | Path, venue: str, symbol: str, meta: dict) -> Path:
+    """Atomically write ``root/<venue>/<SYMBOL>/meta.json`` (tick, lot, depth, ccxt symbol / version)."""
+    from forge.core.artifacts import atomic_write_json
+
+    return atomic_write_json(Path(root) / venue / symbol.upper() / "meta.json", meta)
+
+
+def load_meta(root: str | Path, venue: str, symbol: str) -> dict:
+    """The recording's ``meta.json`` ({} when absent); raises DataError for a malformed file."""
+    import json
+
+    p = Path(root) / venue / symbol.upper() / "meta.json"
+    if not p.is_file():
+        return {}
+    try:
+        out = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable meta.json ({exc})", file=p) from None
+    if not isinstance(out, dict):
+        raise DataError("meta.json: expected a JSON object", file=p)
+    return out
