@@ -142,6 +142,7 @@ class _Sym:
     book_keys: _Recent = field(default_factory=lambda: _Recent(RECENT_BOOK_KEYS))
     trade_ids: _Recent = field(default_factory=lambda: _Recent(RECENT_TRADE_IDS))
     bybit_u: Optional[int] = None
+    lens: Any = None     # forge.features.l2lens.LiveLens once the market (tick) is known
 
 
 class Recorder:
@@ -151,13 +152,16 @@ class Recorder:
     clock: () -> int ms UTC (default the wall clock).  flush_seconds: part-file interval.  backoff: (first,
     max) reconnect delay, seconds.  idle_seconds: a book stream silent this long is reconnected.
     ws_url / rest_url: replace the mainnet WebSocket base URL / REST origin (loopback fakes).
-    progress: callback receiving event dicts ({"event": "gap" | "reconnect" | "flush" | "rotate" | "error", ...}).
+    lens_k: levels / ticks of the live Liquidity Lens (:class:`forge.features.l2lens.LiveLens`, one per
+    symbol, fed every recorded state; each closed 1-minute bar is a "lens" progress event); None = off.
+    progress: callback receiving event dicts ({"event": "gap" | "reconnect" | "flush" | "rotate" | "error" |
+    "lens", ...}).
     """
 
     def __init__(self, venue: str, symbols: list[str], depth: int = 20, dest: str = "artifacts/l2", *,
                  clock: Optional[Callable[[], int]] = None, flush_seconds: float = 1.0,
                  backoff: tuple[float, float] = (0.5, 30.0), idle_seconds: float = 30.0,
-                 ws_url: Optional[str] = None, rest_url: Optional[str] = None,
+                 ws_url: Optional[str] = None, rest_url: Optional[str] = None, lens_k: Optional[int] = 5,
                  progress: Optional[Callable[[dict], None]] = None) -> None:
         check_args(venue, depth)
         if not flush_seconds > 0:
@@ -171,6 +175,9 @@ class Recorder:
         self._last_now = 0
         self.flush_seconds, self.backoff, self.idle_seconds = float(flush_seconds), backoff, float(idle_seconds)
         self.ws_url, self.rest_url = ws_url, rest_url
+        if lens_k is not None and (not isinstance(lens_k, int) or not 1 <= lens_k <= self.depth):
+            raise ConfigError(f"--lens-k {lens_k!r}: expected an integer in 1..{self.depth} (the recorded depth)")
+        self.lens_k = lens_k
         self._progress = progress or (lambda e: None)
         self._stop: Optional[asyncio.Event] = None
         self._day: Optional[str] = None
@@ -190,6 +197,8 @@ class Recorder:
         return t
 
     def _open_gap(self, st: _Sym, stream: str, reason: str) -> None:
+        if stream == "l2" and st.lens is not None:
+            st.lens.mark_gap()
         if st.pending[stream] is None:
             st.pending[stream] = (reason, st.last[stream])
 
@@ -229,7 +238,11 @@ class Recorder:
         st.l2.append((ts, recv, nonce, -1 if seq is None else int(seq), *arrs))
         st.last["l2"] = (recv, ts, nonce)
         self.stats["l2_rows"] += 1
+        after_gap = st.pending["l2"] is not None
         self._close_gap(st, "l2", recv, ts, nonce)
+        if st.lens is not None:
+            for bar in st.lens.push(ts, *arrs, after_gap=after_gap):
+                self._progress({"event": "lens", "symbol": st.symbol, **bar})
 
     def _trade_row(self, st: _Sym, t: dict) -> None:
         tid = t.get("id")
@@ -447,6 +460,11 @@ class Recorder:
                 raise ConfigError(f"--symbols: {s} is not a {self.venue} USDT-margined linear perpetual")
             st.unified = m["symbol"]
             prec = m.get("precision") or {}
+            if self.lens_k is not None:
+                from forge.features.l2lens import LiveLens
+
+                tick = prec.get("price")
+                st.lens = LiveLens(self.depth, self.lens_k, float(tick) if tick else None)
             write_meta(self.dest, self.venue, s, {"venue": self.venue, "symbol": s, "ccxt_symbol": m["symbol"],
                                                   "tick": prec.get("price"), "lot": prec.get("amount"),
                                                   "depth": self.depth, "book_subscription": self.sub_depth,

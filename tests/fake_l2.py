@@ -18,7 +18,8 @@ formats ccxt 4.5 parses, from its ``pro/binance.py`` / ``pro/bybit.py`` and the 
 
 The book model is exact: :meth:`FakeL2.update` changes levels (size 0 deletes), advances the update id
 and remembers the state at every id (:meth:`FakeL2.state`, top ``n`` levels) so a test can check each
-recorded row against the state the exchange had at that id.  Faults: ``update(..., send=False)`` (a lost
+recorded row against the state the exchange had at that id; ``ts_offset_ms`` shifts the exchange's
+clock.  Faults: ``update(..., send=False)`` (a lost
 message: a sequence gap for the client), :meth:`FakeL2.disconnect` (every WebSocket closed), and
 ``replay_trades`` (on every new trade subscription the last k trades are sent again, as an exchange or a
 proxy may after a reconnect).  Prices quote per base, sizes base units, times ms UTC.
@@ -52,6 +53,7 @@ class FakeL2:
         self.sub_count = {(s, k): 0 for s in self.symbols for k in ("depth", "trade")}
         self.snapshots: list[tuple[str, int]] = []   # (symbol, lastUpdateId) served over REST
         self.replay_trades = 0
+        self.ts_offset_ms = 0
         self._next_trade = 5_000_000
         self._bybit_seq = 7_000_000_000
         self.loop = asyncio.new_event_loop()
@@ -108,6 +110,10 @@ class FakeL2:
         self._ready.set()
         self.loop.run_forever()
 
+    def _now(self) -> int:
+        """The exchange's clock (ms): the wall clock shifted by ``ts_offset_ms`` (tests move it to a minute edge)."""
+        return int(time.time() * 1000) + self.ts_offset_ms
+
     # ------------------------------------------------------------------ book model
 
     def _top(self, s: str, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
@@ -144,7 +150,7 @@ class FakeL2:
             pu = b["u"]
             b["u"] = u = pu + 1
             b["states"][u] = self._top(s, 1000)
-            now = int(time.time() * 1000)
+            now = self._now()
             if self.venue == "binanceusdm":
                 msg = {"e": "depthUpdate", "E": now, "T": now - 1, "s": s, "U": u, "u": u, "pu": pu,
                        "b": [[str(p), str(q)] for p, q in bids], "a": [[str(p), str(q)] for p, q in asks]}
@@ -162,7 +168,7 @@ class FakeL2:
     def trade(self, s: str, price: float, amount: float, taker_side: str) -> str:
         """Push one trade (taker_side "buy" | "sell"); returns its id."""
         with self.lock:
-            now = int(time.time() * 1000)
+            now = self._now()
             if self.venue == "binanceusdm":
                 self._next_trade += 1
                 tid = str(self._next_trade)
@@ -226,7 +232,7 @@ class FakeL2:
                                       "stepSize": "0.001"},
                                      {"filterType": "MIN_NOTIONAL", "notional": "100"}],
                          "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC", "FOK", "GTX"]})
-        return web.json_response({"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+        return web.json_response({"timezone": "UTC", "serverTime": self._now(), "rateLimits": [],
                                   "exchangeFilters": [], "assets": [], "symbols": syms})
 
     async def _depth(self, request: web.Request) -> web.Response:
@@ -238,7 +244,7 @@ class FakeL2:
             bids, asks = self._top(s, limit)
             u = self.books[s]["u"]
             self.snapshots.append((s, u))
-        now = int(time.time() * 1000)
+        now = self._now()
         return web.json_response({"lastUpdateId": u, "E": now, "T": now - 1,
                                   "bids": [[str(p), str(q)] for p, q in bids],
                                   "asks": [[str(p), str(q)] for p, q in asks]})
@@ -252,7 +258,7 @@ class FakeL2:
                 "unifiedMarginTrade": True, "fundingInterval": 480, "copyTrading": "both"} for s in self.symbols]
         return web.json_response({"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "nextPageCursor": "",
                                                                           "list": lst},
-                                  "retExtInfo": {}, "time": int(time.time() * 1000)})
+                                  "retExtInfo": {}, "time": self._now()})
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None)
@@ -312,7 +318,7 @@ class FakeL2:
                     self.subs.append((ws, s, "depth"))
                     self.sub_count[(s, "depth")] += 1
                     bids, asks = self._top(s, int(parts[1]))
-                    now = int(time.time() * 1000)
+                    now = self._now()
                     self._bybit_seq += 3
                     out.append({"topic": topic, "type": "snapshot", "ts": now,
                                 "data": {"s": s, "b": [[str(p), str(q)] for p, q in bids],

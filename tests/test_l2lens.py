@@ -121,3 +121,70 @@ def test_bad_arguments_are_data_errors():
     with pytest.raises(DataError, match="no recorded book states"):
         lens_bars(empty)
     assert lens_bars(empty, start_ms=T0, end_ms=T0 + 120_000)["gap"].to_list() == [True, True]
+
+
+def _random_states(n, seed=3, depth=4):
+    rng = np.random.default_rng(seed)
+    ts = T0 + 7_000 + np.cumsum(rng.integers(200, 9_000, n))
+    mid = 1000 + np.cumsum(rng.integers(-1, 2, n))
+    states = []
+    for i in range(n):
+        bids = [((mid[i] - j) / 10, float(rng.integers(1, 9))) for j in range(depth) if rng.random() > 0.15]
+        asks = [((mid[i] + 1 + j) / 10, float(rng.integers(1, 9))) for j in range(depth) if rng.random() > 0.15]
+        states.append((bids, asks))
+    return _book(states, ts, depth=depth), ts
+
+
+def test_live_lens_emits_the_batch_bars_one_state_at_a_time():
+    from forge.features.l2lens import LiveLens
+
+    book, ts = _random_states(120)
+    end = (int(ts[-1]) // 60_000 + 1) * 60_000
+    batch = lens_bars(book, k=2, tick=0.1, start_ms=T0, end_ms=end)
+    live = LiveLens(4, k=2, tick=0.1)
+    got = []
+    for i in range(len(book)):
+        got += live.push(ts[i], book.bid_px[i], book.bid_sz[i], book.ask_px[i], book.ask_sz[i])
+    df = pl.DataFrame(got)  # every bar but the last was closed by a later state
+    assert df["open_time"].to_list() == batch["open_time"].to_list()[:-1]
+    for c in batch.columns:
+        np.testing.assert_allclose(df[c].to_numpy().astype(float), batch[c].to_numpy().astype(float)[:-1],
+                                   equal_nan=True, err_msg=c)
+    # closing the last bar by the clock: the last state holds to the close (the batch's recording ends there)
+    last = live.close_until(end)
+    assert len(last) == 1 and last[0]["n_states"] == batch["n_states"][-1] and last[0]["ofi"] == batch["ofi"][-1]
+    assert last[0]["pressure_close"] == batch["pressure_close"][-1]
+    assert batch["n_states"].sum() == 120 and batch["ofi_n"].sum() == 119
+    # a bar in the middle, loaded alone with the state holding at its start and the first state after its close
+    # (which says only that the last state held to the close), equals the full run's bar
+    mid_bar = int(batch["open_time"][4])
+    keep = (book.ts_ms < mid_bar + 60_000)
+    first = int(np.flatnonzero(book.ts_ms >= mid_bar)[0]) - 1
+    sub = L2Book(*(getattr(book, f)[first:keep.sum() + 1] for f in ("ts_ms", "recv_ms", "nonce", "seq", "bid_px", "bid_sz",
+                                                                 "ask_px", "ask_sz", "after_gap")))
+    one = lens_bars(sub, k=2, tick=0.1, start_ms=mid_bar, end_ms=mid_bar + 60_000)
+    for c in ("pressure", "density", "spread", "pressure_close", "n_states"):
+        assert one[c][0] == pytest.approx(batch[c][4]), c
+    # ofi differs only by the increment into the carried state, which is outside the bar
+    assert one["ofi"][0] == pytest.approx(batch["ofi"][4])
+
+
+def test_live_lens_flags_bars_while_a_gap_is_open():
+    from forge.features.l2lens import LiveLens
+
+    book, ts = _random_states(40, seed=5)
+    live = LiveLens(4, k=2)
+    out = []
+    for i in range(20):
+        out += live.push(ts[i], book.bid_px[i], book.bid_sz[i], book.ask_px[i], book.ask_sz[i])
+    live.mark_gap()
+    gap_bar = int(ts[19]) // 60_000 * 60_000
+    resume = int(ts[19]) + 150_000  # the stream comes back 2.5 minutes later
+    out += live.push(resume, book.bid_px[20], book.bid_sz[20], book.ask_px[20], book.ask_sz[20], after_gap=True)
+    out += live.close_until(resume + 60_000)
+    df = pl.DataFrame(out)
+    flagged = df.filter(pl.col("gap"))["open_time"].to_list()
+    assert flagged == list(range(gap_bar, resume // 60_000 * 60_000 + 1, 60_000))
+    last = df.filter(pl.col("open_time") == resume // 60_000 * 60_000).row(0, named=True)
+    assert last["n_states"] == 1 and last["ofi_n"] == 0  # no OFI increment across the gap
+    assert not df.filter(pl.col("open_time") < gap_bar)["gap"].any()

@@ -372,3 +372,32 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "NOPEUSDT is not a binanceusdm" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_live_lens_bars_during_recording_equal_the_lens_of_the_recording(tmp_path):
+    from forge.features.l2lens import load_lens_bars as llb
+
+    with FakeL2("binanceusdm", (SYM,)) as fake:
+        _initial(fake)
+        now = int(time.time() * 1000)
+        edge = (now // 60_000 + 2) * 60_000
+        fake.ts_offset_ms = edge - now - 8000  # the exchange's clock crosses a minute 8 s into the test
+        events = []
+        rec = _recorder(fake, tmp_path, progress=events.append, lens_k=3)
+        with _running(rec):
+            _wait(_synced(fake))
+            _wait(lambda: rec.stats["l2_rows"] >= 1)
+            assert fake._now() < edge - 500
+            _push(fake, 6)
+            _wait(lambda: fake._now() > edge + 200)
+            _push(fake, 3, start=6)
+            _wait(lambda: any(e["event"] == "lens" for e in events))
+        lens = [e for e in events if e["event"] == "lens"]
+        assert [e["open_time"] for e in lens] == [edge - 60_000]
+        bars = llb(tmp_path, "binanceusdm", SYM, edge - 60_000, edge, k=3)
+        assert bars.height == 1
+        for c in ("ofi", "ofi_n", "n_states", "pressure", "pressure_ticks", "density", "spread", "pressure_close",
+                  "mid_close", "gap"):
+            assert lens[0][c] == pytest.approx(bars[c][0]), c
+        assert lens[0]["n_states"] == 7 and lens[0]["gap"]  # the snapshot + 6 updates; the start gap's minute
+        assert lens[0]["density"] == lens[0]["density"]  # a number: the tick came from the market (0.1)

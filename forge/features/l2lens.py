@@ -20,7 +20,8 @@ simulator and on recorded books):
 * ``spread`` — best ask - best bid (quote per base); ``mid`` — their mean.
 
 Bars (:func:`lens_bars`): 1-minute bars on the UTC clock by the states' **exchange** time; a bar's values use
-only states inside it (and the state holding at its start), so they are known at its close — a terminal at
+only states inside it and the state holding at its start (a state before ``start_ms`` passed in counts only
+for its time inside the bars), so they are known at its close — a terminal at
 bar t uses no later data.  Per bar: ``ofi`` (sum of e_n over its states), ``ofi_n`` (increments summed),
 ``n_states``, the time-weighted means ``pressure``, ``pressure_ticks``, ``density``, ``spread`` over the
 time each state held inside the bar, the values at the close ``pressure_close`` / ``mid_close``, and
@@ -40,9 +41,11 @@ from forge.data.l2 import L2Book, load_gaps, load_l2, load_meta
 from forge.features.l2lens_nb import (depth_levels_nb, depth_ticks_nb, minute_bars_nb, ofi_increments_nb,
                                       pressure_nb)
 
-__all__ = ["lens_states", "lens_bars", "load_lens_bars", "BAR_MS"]
+__all__ = ["lens_states", "lens_bars", "load_lens_bars", "LiveLens", "BAR_MS"]
 
 BAR_MS = 60_000
+LOOKBACK_MS = 5 * BAR_MS
+"""How far before ``start_ms`` :func:`load_lens_bars` looks for the state holding at the first bar's start."""
 _VALUES = ("pressure", "pressure_ticks", "density", "spread", "mid")
 
 
@@ -126,8 +129,93 @@ def lens_bars(book: L2Book, gaps: pl.DataFrame | None = None, *, k: int = 5, tic
 def load_lens_bars(root: str | Path, venue: str, symbol: str, start_ms: int, end_ms: int, *, k: int = 5,
                    tick: float | None = None) -> pl.DataFrame:
     """:func:`lens_bars` of a recording (``crucible record``) over [start_ms, end_ms) (ms UTC, whole minutes);
-    tick: default the recorded market's tick (``meta.json``), None when not recorded."""
-    book = load_l2(root, venue, symbol, start_ms, end_ms)
+    tick: default the recorded market's tick (``meta.json``), None when not recorded.  The states of the
+    :data:`LOOKBACK_MS` before ``start_ms`` are read too, for the book holding at the first bar's start, and
+    those after ``end_ms``: the next state says the last one held until the close (no value after the close
+    enters a bar)."""
+    # + the state holding at the start, and the states just after the end (the last one held to the close)
+    book = load_l2(root, venue, symbol, int(start_ms) - LOOKBACK_MS, int(end_ms) + LOOKBACK_MS)
     if tick is None:
         tick = load_meta(root, venue, symbol).get("tick")
     return lens_bars(book, load_gaps(root, venue, symbol), k=k, tick=tick, start_ms=start_ms, end_ms=end_ms)
+
+
+class LiveLens:
+    """The Liquidity Lens on a live stream of book states: the same 1-minute bars as :func:`lens_bars`,
+    emitted as each bar closes (``crucible record`` feeds one per symbol).
+
+    depth: levels per side of the states pushed.  k, tick: as in :func:`lens_states`.  A bar closes when a
+    state with a later exchange minute arrives (:meth:`push`) or when :meth:`close_until` is told the time;
+    its values equal :func:`lens_bars` on the same states (the state holding at a bar's start is carried
+    over).  Gaps: :meth:`mark_gap` (a stream lost data) flags the open bar and every bar closed until a state
+    arrives with ``after_gap=True``; that state's OFI increment is not taken.  A state whose exchange time
+    is earlier than the previous one is taken at the previous time (exchange clocks are monotone per
+    symbol; this only guards against a broken one).
+    """
+
+    def __init__(self, depth: int, k: int = 5, tick: float | None = None) -> None:
+        if not isinstance(depth, (int, np.integer)) or depth < 1:
+            raise DataError(f"depth {depth!r}: expected an integer >= 1")
+        self.depth, self.k, self.tick = int(depth), int(k), tick
+        _check(L2Book(*([np.zeros(0, dtype=np.int64)] * 4), *([np.zeros((0, self.depth))] * 4),
+                      np.zeros(0, dtype=bool)), self.k, tick)
+        self._rows: list[tuple] = []   # (ts, after_gap, bpx, bsz, apx, asz): the carry state first, then the open bar's
+        self._bar: int | None = None   # open bar start, ms
+        self._has_carry = False
+        self._gap_open = False
+        self._gap_bar = False
+
+    def mark_gap(self) -> None:
+        """A gap began: flag the open bar and the bars until the next ``after_gap`` state."""
+        self._gap_open = True
+        self._gap_bar = True
+
+    def push(self, ts_ms: int, bid_px: np.ndarray, bid_sz: np.ndarray, ask_px: np.ndarray, ask_sz: np.ndarray,
+             after_gap: bool = False) -> list[dict]:
+        """Add one state ((depth,) float64 arrays, best first, NaN-padded); returns the bars it closed, oldest
+        first, as dicts with the :func:`lens_bars` columns."""
+        ts = int(ts_ms)
+        if self._rows and ts < self._rows[-1][0]:
+            ts = self._rows[-1][0]
+        b = ts // BAR_MS * BAR_MS
+        out: list[dict] = []
+        if self._bar is None:
+            self._bar = b
+        elif b > self._bar:
+            out = self.close_until(b)
+        self._rows.append((ts, bool(after_gap), np.asarray(bid_px, dtype=np.float64),
+                           np.asarray(bid_sz, dtype=np.float64), np.asarray(ask_px, dtype=np.float64),
+                           np.asarray(ask_sz, dtype=np.float64)))
+        if after_gap:
+            self._gap_open = False
+            self._gap_bar = True
+        return out
+
+    def close_until(self, t_ms: int) -> list[dict]:
+        """Close every bar ending at or before ``t_ms`` (exchange time, ms); returns them as dicts."""
+        if self._bar is None:
+            return []
+        end = int(t_ms) // BAR_MS * BAR_MS
+        if end <= self._bar:
+            return []
+        # the last state holds to the close (a sentinel copy at `end`, outside the bars; after a gap opened
+        # it does not hold: the book since then is unknown)
+        rows = self._rows + [(end, self._gap_open, *self._rows[-1][2:])]
+        n = len(rows)
+        z = np.zeros((n, self.depth))
+        book = L2Book(np.array([r[0] for r in rows], dtype=np.int64), np.zeros(n, dtype=np.int64),
+                      np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                      *(np.vstack([r[j] for r in rows]) if n else z for j in range(2, 6)),
+                      np.array([(r[1] or (i == 0 and not self._has_carry)) for i, r in enumerate(rows)], dtype=bool))
+        bars = lens_bars(book, None, k=self.k, tick=self.tick, start_ms=self._bar, end_ms=end)
+        gap = bars["gap"].to_numpy().copy()
+        if self._gap_bar:
+            gap[0] = True
+        if self._gap_open:
+            gap[:] = True
+        bars = bars.with_columns(pl.Series("gap", gap))
+        self._gap_bar = self._gap_open
+        self._rows = [self._rows[-1]]
+        self._has_carry = True
+        self._bar = end
+        return bars.to_dicts()

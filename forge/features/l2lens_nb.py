@@ -87,7 +87,8 @@ def minute_bars_nb(ts_ms, e, values, after_gap, t0, n_bars, bar_ms):
 
     ts_ms: (n,) int64 exchange time of each state, non-decreasing.  e: (n,) OFI increments (NaN = none).
     values: (n, m) state variables, each state's value holding from its ts until the next state's ts; the
-    hold stops at a state flagged ``after_gap`` (the book in between is unknown) and at the last state.
+    hold stops at a state flagged ``after_gap`` (the book in between is unknown) and at the last state; a
+    state before ``t0`` counts only for the time it holds inside the bars (it is the book at their start).
     returns ofi (n_bars,) sum of e over the bar's states, n_e (n_bars,) int64 count of e, n_states (n_bars,)
     int64, twa (n_bars, m) time-weighted mean of each value over the held time inside the bar (NaN where
     none), close (n_bars, m) the value of the last state with ts < bar end (NaN if that state is before a
@@ -101,18 +102,25 @@ def minute_bars_nb(ts_ms, e, values, after_gap, t0, n_bars, bar_ms):
     close = np.full((n_bars, m), np.nan)
     for i in range(n):
         b = (ts_ms[i] - t0) // bar_ms
-        if b < 0 or b >= n_bars:
+        if b >= n_bars:
             continue
-        n_st[b] += 1
-        if not np.isnan(e[i]):
-            ofi[b] += e[i]
-            n_e[b] += 1
-        known = not (i + 1 < n and after_gap[i + 1] and ts_ms[i + 1] >= t0 + (b + 1) * bar_ms)
-        for c in range(m):
-            close[b, c] = values[i, c] if known else np.nan  # NaN: a gap opened after it, still open at the close
-        # hold until the next state (not across a gap), split over the bars it spans
+        if b >= 0:
+            n_st[b] += 1
+            if not np.isnan(e[i]):
+                ofi[b] += e[i]
+                n_e[b] += 1
+            known = not (i + 1 < n and after_gap[i + 1] and ts_ms[i + 1] >= t0 + (b + 1) * bar_ms)
+            for c in range(m):
+                close[b, c] = values[i, c] if known else np.nan  # NaN: a gap opened after it, still open at the close
+        # hold until the next state (not across a gap), split over the bars it spans; a state before t0
+        # holds into the first bar
         if i + 1 < n and not after_gap[i + 1]:
             s, t_end = ts_ms[i], ts_ms[i + 1]
+            if s < t0:
+                s = t0
+                if t_end > t0:
+                    for c in range(m):
+                        close[0, c] = values[i, c]
             while s < t_end:
                 bb = (s - t0) // bar_ms
                 if bb >= n_bars:
