@@ -32,9 +32,10 @@ away while the writer is busy), and every trade ccxt parses.  Rules:
 * **No duplicates.** Trades are de-duplicated by exchange trade id across reconnects and restarts (the
   ids of the latest recorded day are loaded at start); book states by (exchange timestamp, nonce).
 * **Durability.** Rows are flushed every ``flush_seconds`` to an atomically renamed part file (a kill
-  loses at most the rows of the last interval); at the first flush after UTC midnight on the receive clock
-  the finished day's parts are compacted into ``YYYY-MM-DD.parquet``; days left uncompacted by a killed
-  recorder are compacted at the next start.
+  loses at most the rows of the last interval); after each UTC hour on the receive clock a worker thread
+  compacts the finished hour's parts into ``hour-HH.parquet``, and after UTC midnight the finished day into
+  ``YYYY-MM-DD.parquet`` (rotation); whatever a killed recorder left uncompacted is compacted at the next
+  start.
 
 The clock is injected (``clock``: ms since the epoch), so rotation is testable; receive times never go
 backwards.  All times are ms UTC; prices quote currency per base unit; sizes base units.
@@ -54,9 +55,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 
-from forge.core.errors import ConfigError
-from forge.data.l2 import (GAP_SCHEMA, STREAMS, TRADE_SCHEMA, compact_day, day_files, day_of_ms, l2_schema,
-                           stream_dir, write_meta, write_part)
+from forge.core.errors import ConfigError, DataError
+from forge.data.l2 import (GAP_SCHEMA, STREAMS, TRADE_SCHEMA, compact_day, compact_hour, day_files, day_of_ms,
+                           l2_schema, stream_dir, write_meta, write_part)
 
 __all__ = ["VENUES", "Recorder", "record", "parse_symbols", "check_args", "book_subscription_depth"]
 
@@ -184,7 +185,8 @@ class Recorder:
         self._serial = 0
         self._markets: Any = None
         self.stats = {"l2_rows": 0, "trade_rows": 0, "gaps": 0, "reconnects": 0, "sequence_gaps": 0,
-                      "dup_trades": 0, "dup_books": 0, "parts": 0, "bytes": 0, "compacted_days": 0}
+                      "dup_trades": 0, "dup_books": 0, "parts": 0, "bytes": 0, "compacted_hours": 0,
+                      "compacted_days": 0}
 
     # ------------------------------------------------------------------ clock, gaps, rows
 
@@ -280,43 +282,66 @@ class Recorder:
         return out
 
     def flush(self) -> int:
-        """Write every buffered row to part files (one per symbol, stream and receive day); at the first
-        flush of a new UTC day, compact the finished days.  returns the rows written."""
+        """Write every buffered row to part files (one per symbol, stream and receive hour).  returns the rows
+        written.  Finished hours and days are compacted by :meth:`compact` (in a worker thread when running)."""
         now = self.now()
         rows = 0
         for st in self.syms.values():
             for stream, df, tcol in self._frames(st):
-                days = df[tcol].map_elements(day_of_ms, return_dtype=pl.String)
-                for day in days.unique(maintain_order=True).to_list():
-                    part = df.filter(days == day)
+                hours = (df[tcol] // 3_600_000).to_numpy()
+                for h in dict.fromkeys(hours.tolist()):
+                    part = df.filter(pl.Series(hours == h))
                     self._serial += 1
-                    p = write_part(self.dest, self.venue, st.symbol, stream, day, part, self._serial)
+                    p = write_part(self.dest, self.venue, st.symbol, stream, day_of_ms(h * 3_600_000), part,
+                                   self._serial)
                     self.stats["parts"] += 1
                     self.stats["bytes"] += p.stat().st_size
                     rows += part.height
         today = day_of_ms(now)
         if self._day is not None and today != self._day:
             self._progress({"event": "rotate", "from": self._day, "to": today})
-            self._compact_before(today)
         self._day = today
+        self._hour_now = now // 3_600_000
         return rows
 
-    def _compact_before(self, today: str) -> None:
+    def compact(self, before_ms: int | None = None) -> None:
+        """Compact every finished hour and day (receive clock before ``before_ms``, default the last flush):
+        hours of the current day into ``hour-HH.parquet``, earlier days into ``YYYY-MM-DD.parquet``.  Safe
+        beside :meth:`flush` (which writes only the current hour's parts)."""
+        hour_now = (before_ms // 3_600_000) if before_ms is not None else getattr(self, "_hour_now", None)
+        if hour_now is None:
+            return
+        today = day_of_ms(hour_now * 3_600_000)
+        h_now = hour_now % 24
         for st in self.syms.values():
             for stream in STREAMS:
                 sd = stream_dir(self.dest, self.venue, st.symbol, stream)
                 if not sd.is_dir():
                     continue
-                for p in sorted(sd.iterdir()):
-                    if p.is_dir() and p.name < today:
-                        if compact_day(self.dest, self.venue, st.symbol, stream, p.name) is not None:
+                for d in sorted(sd.iterdir()):
+                    if not d.is_dir():
+                        continue
+                    if d.name < today:
+                        if compact_day(self.dest, self.venue, st.symbol, stream, d.name) is not None:
                             self.stats["compacted_days"] += 1
+                    elif d.name == today:
+                        for h in sorted({int(p.name.split("-")[1]) // 3_600_000 % 24 for p in d.glob("part-*.parquet")}):
+                            if h < h_now and compact_hour(self.dest, self.venue, st.symbol, stream, today, h) is not None:
+                                self.stats["compacted_hours"] += 1
+
+    def _compact_logged(self, before_ms: int) -> None:
+        try:
+            self.compact(before_ms)
+        except Exception as exc:  # a damaged part must not stop the recording; the next hour retries
+            log.exception("compaction failed")
+            self._progress({"event": "error", "what": "compact", "error": f"{type(exc).__name__}: {str(exc)[:160]}"})
 
     def _resume(self) -> None:
         """Compact days a killed recorder left open; load the last rows and recent ids (de-duplication and
         the first gap's start)."""
-        self._day = day_of_ms(self.now())
-        self._compact_before(self._day)
+        now = self.now()
+        self._day, self._hour_now = day_of_ms(now), now // 3_600_000
+        self.compact(now)
         for st in self.syms.values():
             for stream in ("l2", "trades"):
                 files = day_files(self.dest, self.venue, st.symbol, stream)
@@ -529,11 +554,29 @@ class Recorder:
             delay = min(delay * 2, self.backoff[1])
 
     async def _flusher(self) -> None:
-        while not self._stop.is_set():
-            await self._sleep(self.flush_seconds)
-            n = self.flush()
-            if n:
-                self._progress({"event": "flush", "rows": n, **self.stats})
+        try:
+            await self._flush_loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # cannot write: stop everything (run() re-raises it)
+            self._stop.set()
+            raise
+
+    async def _flush_loop(self) -> None:
+        compacting: Optional[asyncio.Future] = None
+        last_hour = getattr(self, "_hour_now", None)
+        try:
+            while not self._stop.is_set():
+                await self._sleep(self.flush_seconds)
+                n = self.flush()
+                if n:
+                    self._progress({"event": "flush", "rows": n, **self.stats})
+                if self._hour_now != last_hour and (compacting is None or compacting.done()):
+                    last_hour = self._hour_now  # an hour (maybe a day) finished: compact it off the event loop
+                    compacting = asyncio.ensure_future(asyncio.to_thread(self._compact_logged, self._hour_now * 3_600_000))
+        finally:
+            if compacting is not None:
+                await asyncio.shield(compacting)
 
     # ------------------------------------------------------------------ run
 
@@ -564,8 +607,17 @@ class Recorder:
             self._stop.set()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.flush()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+            try:
+                self.flush()
+            except OSError as exc:
+                failed.append(exc)
+            if failed:
+                exc = failed[0]
+                if isinstance(exc, OSError):
+                    raise DataError(f"cannot write the recording under {self.dest}: {exc}") from None
+                raise exc
         return {"venue": self.venue, "symbols": list(self.syms), "depth": self.depth, "dest": str(self.dest),
                 "seconds": round(time.monotonic() - t0, 3), **self.stats}
 

@@ -28,8 +28,8 @@ from fake_l2 import FakeL2  # noqa: E402
 
 from crucible.record import Recorder, book_subscription_depth, parse_symbols  # noqa: E402
 from forge.core.errors import ConfigError, DataError  # noqa: E402
-from forge.data.l2 import (compact_day, day_files, load_gaps, load_l2, load_meta, load_trades, stream_dir,  # noqa: E402
-                           write_part)
+from forge.data.l2 import (compact_day, compact_hour, day_files, load_gaps, load_l2, load_meta,  # noqa: E402
+                           load_trades, stream_dir, write_part)
 from forge.features.l2lens import lens_states, load_lens_bars  # noqa: E402
 
 SYM = "BTCUSDT"
@@ -227,8 +227,8 @@ def test_sequence_gap_writes_marker_and_resyncs(tmp_path, venue):
 def test_rotation_at_utc_midnight_with_an_injected_clock(tmp_path):
     now = int(time.time() * 1000)
     midnight = (now // 86_400_000 + 1) * 86_400_000
-    offset = midnight - now - 2500  # the recorder's clock reaches midnight 2.5 s into the test
-    clock = lambda: int(time.time() * 1000) + offset  # noqa: E731
+    shift = {"ms": 0}
+    clock = lambda: int(time.time() * 1000) + shift["ms"]  # noqa: E731
     day1 = datetime.fromtimestamp((midnight - 1) / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
     day2 = (datetime.fromtimestamp(midnight / 1000, tz=timezone.utc)).strftime("%Y-%m-%d")
     with FakeL2("binanceusdm", (SYM,)) as fake:
@@ -236,8 +236,11 @@ def test_rotation_at_utc_midnight_with_an_injected_clock(tmp_path):
         rec = _recorder(fake, tmp_path, clock=clock)
         with _running(rec):
             _wait(_synced(fake))
+            _wait(lambda: rec.stats["l2_rows"] >= 1)
+            shift["ms"] = midnight - int(time.time() * 1000) - 1500  # the receive clock jumps to 1.5 s before midnight
             _push(fake, 5)
             _wait(lambda: rec.stats["trade_rows"] >= 5)
+            assert clock() < midnight
             _wait(lambda: clock() > midnight + 400)  # past midnight and past a flush
             _push(fake, 5, start=5)
             _wait(lambda: rec.stats["trade_rows"] >= 10)
@@ -343,6 +346,22 @@ def test_reader_prefers_a_finished_day_file_over_leftover_parts_and_ignores_tmp(
     assert compact_day(tmp_path, "bybit", SYM, "trades", "2024-06-01") == sd / "2024-06-01.parquet"
     assert not (sd / "2024-06-01").exists()
     assert load_trades(tmp_path, "bybit", SYM, t0 + 2, t0 + 3)["id"].to_list() == ["2"]
+    # hours: parts of 00:xx and 01:xx; the finished hour 00 is compacted, a kill leaves its parts behind too
+    h1 = t0 + 3_600_000
+    write_part(tmp_path, "bybit", SYM, "trades", "2024-06-02", _trades_df([10, 11], t0 + 86_400_000), 3)
+    write_part(tmp_path, "bybit", SYM, "trades", "2024-06-02", _trades_df([12], t0 + 86_400_000 + 3_600_000), 4)
+    p0 = write_part(tmp_path, "bybit", SYM, "trades", "2024-06-02", _trades_df([13], t0 + 86_400_000), 5)
+    hf = compact_hour(tmp_path, "bybit", SYM, "trades", "2024-06-02", 0)
+    assert hf.name == "hour-00.parquet" and not p0.exists() and h1
+    p0.parent.joinpath("x").mkdir()  # an unrelated entry: the day directory is still removed only when empty
+    p0.parent.joinpath("x").rmdir()
+    write_part(tmp_path, "bybit", SYM, "trades", "2024-06-02", _trades_df([10], t0 + 86_400_000), 6)  # a leftover copy
+    days = day_files(tmp_path, "bybit", SYM, "trades")
+    assert [p.name for p in days["2024-06-02"]][0] == "hour-00.parquet" and len(days["2024-06-02"]) == 2
+    assert load_trades(tmp_path, "bybit", SYM)["id"].to_list() == ["1", "2", "3", "10", "11", "13", "12"]
+    compact_day(tmp_path, "bybit", SYM, "trades", "2024-06-02")
+    assert not (sd / "2024-06-02").exists()
+    assert load_trades(tmp_path, "bybit", SYM)["id"].to_list() == ["1", "2", "3", "10", "11", "13", "12"]
     (sd / "2024-06-01.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="unreadable Parquet"):
         load_trades(tmp_path, "bybit", SYM)
@@ -401,3 +420,22 @@ def test_live_lens_bars_during_recording_equal_the_lens_of_the_recording(tmp_pat
             assert lens[0][c] == pytest.approx(bars[c][0]), c
         assert lens[0]["n_states"] == 7 and lens[0]["gap"]  # the snapshot + 6 updates; the start gap's minute
         assert lens[0]["density"] == lens[0]["density"]  # a number: the tick came from the market (0.1)
+
+
+def test_a_recording_that_cannot_be_written_stops_with_a_data_error(tmp_path):
+    with FakeL2("binanceusdm", (SYM,)) as fake:
+        _initial(fake)
+        dest = tmp_path / "rec"
+        rec = _recorder(fake, dest)
+        with pytest.raises(DataError, match="cannot write the recording"):
+            with _running(rec):
+                _wait(_synced(fake))
+                _wait(lambda: rec.stats["parts"] >= 1)
+                # the disk refuses new part files (a file where the day's directory must be; root ignores modes)
+                import shutil
+
+                for d in stream_dir(dest, "binanceusdm", SYM, "l2").iterdir():
+                    shutil.rmtree(d)
+                    d.write_text("in the way")
+                _push(fake, 3)
+                _wait(lambda: rec._stop is not None and rec._stop.is_set(), 20)

@@ -7,16 +7,19 @@ the format (written and read by one paired module).
 Layout under a recording directory ``DIR``::
 
     DIR/<venue>/<SYMBOL>/<stream>/YYYY-MM-DD.parquet            a finished (compacted) UTC day
-    DIR/<venue>/<SYMBOL>/<stream>/YYYY-MM-DD/part-*.parquet     the parts of a day still being written
+    DIR/<venue>/<SYMBOL>/<stream>/YYYY-MM-DD/hour-HH.parquet    a finished hour of the day being written
+    DIR/<venue>/<SYMBOL>/<stream>/YYYY-MM-DD/part-*.parquet     the parts of the hour being written
     stream = "l2" | "trades" | "gaps"
 
 The day of a row is the UTC day of its **local receive time** (``recv_ms``), which never goes backwards in
 the writer, so a day stops receiving rows when the receive clock passes midnight; the reader filters on the
 exchange timestamp (``ts_ms``) and therefore also reads the day before the requested start.  Every file is
 written to a temporary name in its directory, fsynced and renamed (atomic on POSIX): a killed writer
-leaves whole part files and, at worst, a ``.tmp`` file the reader ignores.  Compacting a day writes the day
-file first and then deletes the parts; a kill between the two leaves both, and the reader then reads only
-the day file (the parts are copies of its rows).
+leaves whole part files and, at worst, a ``.tmp`` file the reader ignores.  A part holds rows of one UTC
+hour (its name starts with its first row's receive time).  Compacting an hour (a day) writes the hour (day)
+file first and then deletes its sources; a kill between the two leaves both, and the reader then reads
+only the compacted file (the sources are copies of its rows).  Hourly compaction keeps a day at tens of
+files instead of one part per flush (86,400 a day at the default 1 s).
 
 ``DIR/<venue>/<SYMBOL>/meta.json`` describes the market as recorded: ``tick`` (price step, quote per base),
 ``lot`` (size step, base units), ``depth``, the ccxt symbol and version (:func:`write_meta` / :func:`load_meta`).
@@ -56,13 +59,14 @@ import polars as pl
 from forge.core.errors import DataError
 
 __all__ = ["STREAMS", "L2Book", "l2_schema", "TRADE_SCHEMA", "GAP_SCHEMA", "stream_dir", "day_of_ms",
-           "write_part", "compact_day", "day_files", "read_stream", "load_l2", "load_trades", "load_gaps",
+           "hour_of_ms", "write_part", "compact_hour", "compact_day", "day_files", "read_stream", "load_l2", "load_trades", "load_gaps",
            "list_symbols", "write_meta", "load_meta"]
 
 STREAMS = ("l2", "trades", "gaps")
 DAY_MS = 86_400_000
 _DAY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 _DAYDIR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_HOUR_RE = re.compile(r"^hour-(\d{2})\.parquet$")
 
 TRADE_SCHEMA = {"id": pl.String, "ts_ms": pl.Int64, "recv_ms": pl.Int64, "price": pl.Float64,
                 "amount": pl.Float64, "side": pl.Int8}
@@ -110,38 +114,90 @@ def _atomic_parquet(df: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def hour_of_ms(ms: int) -> int:
+    """UTC hour (0-23) of a time in ms since the epoch."""
+    return int(ms) // 3_600_000 % 24
+
+
 def write_part(root: str | Path, venue: str, symbol: str, stream: str, day: str, df: pl.DataFrame,
                serial: int) -> Path:
-    """Atomically write one part file of ``day`` (rows already in the stream's schema); returns its path.
+    """Atomically write one part file of ``day`` (rows already in the stream's schema, all in one UTC hour
+    of their receive time); returns its path.
 
     serial: a number increasing within the writer's life (with the first row's receive time it names the
-    part, ``part-<recv_ms:013d>-<serial:08d>.parquet``, so parts sort in write order)."""
-    first = int(df["recv_ms"][0]) if df.height and "recv_ms" in df.columns else int(df["end_recv_ms"][0])
+    part, ``part-<recv_ms:013d>-<serial:08d>.parquet``, so parts sort in write order and name their hour)."""
+    first = int(df["recv_ms"][0]) if "recv_ms" in df.columns else int(df["end_recv_ms"][0])
     d = stream_dir(root, venue, symbol, stream) / day
     return _atomic_parquet(df, d / f"part-{first:013d}-{int(serial):08d}.parquet")
 
 
-def _parts(daydir: Path) -> list[Path]:
-    return sorted(p for p in daydir.glob("part-*.parquet") if p.is_file())
+def _part_hour(p: Path) -> int:
+    return hour_of_ms(int(p.name.split("-")[1]))
+
+
+def _parts(daydir: Path, hour: int | None = None) -> list[Path]:
+    ps = sorted(p for p in daydir.glob("part-*.parquet") if p.is_file())
+    return ps if hour is None else [p for p in ps if _part_hour(p) == hour]
+
+
+def _hours(daydir: Path) -> dict[int, Path]:
+    out = {}
+    for p in daydir.glob("hour-*.parquet"):
+        m = _HOUR_RE.match(p.name)
+        if m and p.is_file():
+            out[int(m.group(1))] = p
+    return out
+
+
+def _day_sources(daydir: Path) -> list[Path]:
+    """The files holding a day directory's rows in order: per hour the hour file when it exists (its parts
+    are then leftover copies), else the hour's parts."""
+    if not daydir.is_dir():
+        return []
+    hours = _hours(daydir)
+    by_hour: dict[int, list[Path]] = {h: [p] for h, p in hours.items()}
+    for p in _parts(daydir):
+        h = _part_hour(p)
+        if h not in hours:
+            by_hour.setdefault(h, []).append(p)
+    return [p for h in sorted(by_hour) for p in by_hour[h]]
+
+
+def _remove_dir_files(daydir: Path, files: list[Path], tmps: bool = False) -> None:
+    for p in files:
+        p.unlink(missing_ok=True)
+    if tmps:  # only for a finished day: a writer may be writing a .tmp of the current hour
+        for tmp in daydir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def compact_hour(root: str | Path, venue: str, symbol: str, stream: str, day: str, hour: int) -> Path | None:
+    """Merge the parts of a finished ``hour`` of ``day`` into ``<day>/hour-HH.parquet`` (atomic), then delete
+    them (an hour file already there is kept and its leftover parts deleted).  returns the hour file or None."""
+    daydir = stream_dir(root, venue, symbol, stream) / day
+    hfile = daydir / f"hour-{int(hour):02d}.parquet"
+    parts = _parts(daydir, int(hour)) if daydir.is_dir() else []
+    if not hfile.exists():
+        if not parts:
+            return None
+        _atomic_parquet(pl.concat([_read(p) for p in parts], how="vertical"), hfile)
+    _remove_dir_files(daydir, parts)
+    return hfile
 
 
 def compact_day(root: str | Path, venue: str, symbol: str, stream: str, day: str) -> Path | None:
-    """Merge the parts of a finished ``day`` into ``<day>.parquet`` (atomic), then delete the parts.
-
-    A day file that already exists (a kill after writing it and before deleting the parts) is kept and
-    its leftover parts are deleted.  returns the day file, or None when the day has neither."""
+    """Merge a finished ``day``'s hour files and parts into ``<day>.parquet`` (atomic), then delete them and
+    the day directory.  A day file that already exists (a kill after writing it and before the deletions) is
+    kept and the leftovers deleted.  returns the day file, or None when the day has no rows."""
     sd = stream_dir(root, venue, symbol, stream)
     daydir, dayfile = sd / day, sd / f"{day}.parquet"
-    parts = _parts(daydir) if daydir.is_dir() else []
     if not dayfile.exists():
-        if not parts:
+        src = _day_sources(daydir)
+        if not src:
             return None
-        _atomic_parquet(pl.concat([_read(p) for p in parts], how="vertical"), dayfile)
-    for p in parts:
-        p.unlink()
+        _atomic_parquet(pl.concat([_read(p) for p in src], how="vertical"), dayfile)
     if daydir.is_dir():
-        for tmp in daydir.glob(".*.tmp"):
-            tmp.unlink()
+        _remove_dir_files(daydir, _parts(daydir) + list(_hours(daydir).values()), tmps=True)
         try:
             daydir.rmdir()
         except OSError:
@@ -157,8 +213,8 @@ def _read(path: Path) -> pl.DataFrame:
 
 
 def day_files(root: str | Path, venue: str, symbol: str, stream: str) -> dict[str, list[Path]]:
-    """Every recorded day of a stream -> the files holding its rows (the day file alone when it exists,
-    else the day's part files in write order)."""
+    """Every recorded day of a stream -> the files holding its rows, in order: the day file alone when it
+    exists, else per hour the hour file when it exists, else that hour's part files in write order."""
     sd = stream_dir(root, venue, symbol, stream)
     out: dict[str, list[Path]] = {}
     if not sd.is_dir():
@@ -169,9 +225,9 @@ def day_files(root: str | Path, venue: str, symbol: str, stream: str) -> dict[st
             out[m.group(1)] = [p]
     for p in sd.iterdir():
         if p.is_dir() and _DAYDIR_RE.match(p.name) and p.name not in out:
-            parts = _parts(p)
-            if parts:
-                out[p.name] = parts
+            src = _day_sources(p)
+            if src:
+                out[p.name] = src
     return dict(sorted(out.items()))
 
 
