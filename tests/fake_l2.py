@@ -139,6 +139,37 @@ class FakeL2:
                send: bool = True) -> int:
         """Apply one diff (size 0 deletes a level), advance the update id by one and push the message
         (unless ``send`` is False: the message is lost on the way).  returns the new update id."""
+        u, msg, targets = self._update(s, bids, asks, send)
+        for ws in targets:
+            self._send(ws, msg)
+        return u
+
+    def burst(self, s: str, n: int, seed: int = 0) -> None:
+        """n random book updates (one level per side among the best 20) each followed by a trade, all sent
+        from the server's loop in one go (no round trip per message): a load test of the client."""
+        import random
+
+        rng = random.Random(seed)
+        out = []
+        for j in range(n):
+            bids, asks = self.books[s]["bids"], self.books[s]["asks"]
+            bb = sorted(bids, reverse=True)[rng.randrange(min(20, len(bids)))]
+            aa = sorted(asks)[rng.randrange(min(20, len(asks)))]
+            _u, m1, t1 = self._update(s, [(bb, float(rng.randint(1, 50)))], [(aa, float(rng.randint(1, 50)))], True)
+            _i, m2, t2 = self._trade(s, aa, 0.001 * (1 + j % 7), "buy" if j % 2 else "sell")
+            out.append((m1, t1))
+            out.append((m2, t2))
+
+        async def _all() -> None:
+            for m, targets in out:
+                data = json.dumps(m)
+                for ws in targets:
+                    if not ws.closed:
+                        await ws.send_str(data)
+
+        asyncio.run_coroutine_threadsafe(_all(), self.loop).result(600)
+
+    def _update(self, s: str, bids: Any, asks: Any, send: bool) -> tuple[int, dict, list]:
         with self.lock:
             b = self.books[s]
             for side, lv in (("bids", bids), ("asks", asks)):
@@ -161,12 +192,16 @@ class FakeL2:
                                 "a": [[str(p), str(q)] for p, q in asks], "u": u, "seq": self._bybit_seq},
                        "cts": now - 1}
             targets = [ws for ws, ss, k in self.subs if ss == s and k == "depth"] if send else []
-        for ws in targets:
-            self._send(ws, msg)
-        return u
+        return u, msg, targets
 
     def trade(self, s: str, price: float, amount: float, taker_side: str) -> str:
         """Push one trade (taker_side "buy" | "sell"); returns its id."""
+        tid, msg, targets = self._trade(s, price, amount, taker_side)
+        for ws in targets:
+            self._send(ws, msg)
+        return tid
+
+    def _trade(self, s: str, price: float, amount: float, taker_side: str) -> tuple[str, dict, list]:
         with self.lock:
             now = self._now()
             if self.venue == "binanceusdm":
@@ -181,9 +216,7 @@ class FakeL2:
                                  "p": str(price), "L": "PlusTick", "i": tid, "BT": False}]}
             self.trades[s].append(msg)
             targets = [ws for ws, ss, k in self.subs if ss == s and k == "trade"]
-        for ws in targets:
-            self._send(ws, msg)
-        return tid
+        return tid, msg, targets
 
     def disconnect(self) -> None:
         """Close every WebSocket (the clients see the connection drop)."""
