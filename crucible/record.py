@@ -17,7 +17,7 @@ Feeds (ccxt.pro 4.5, read from its source):
 * **bybit** — ``orderbook.<N>.<SYMBOL>`` (N the smallest of 1 / 50 / 200 / 1000 that is >= ``depth``) and
   ``publicTrade.<SYMBOL>`` on ``/v5/public/linear``; Bybit pushes a snapshot on subscribe and then deltas
   whose update id ``u`` increases by one per message (a snapshot with ``u = 1`` after a restart of
-  Bybit's service).  ccxt 4.5 does not check ``u``; the recorder does: a delta whose ``u`` is not the
+  Bybit's service; on the 1-level stream an unchanged book is re-sent as a snapshot with the same ``u``).  ccxt 4.5 does not check ``u``; the recorder does: a delta whose ``u`` is not the
   previous ``u + 1`` is a sequence gap.
 
 Every book state ccxt applies is recorded (a hook on ccxt's per-message handler, so no state is coalesced
@@ -398,14 +398,15 @@ class Recorder:
                 kind = message.get("type")
                 u = None if u is None else int(u)
                 if kind == "delta" and (st.bybit_u is None or u is None or u != st.bybit_u + 1):
-                    st.bybit_u = None  # broken chain: drop the book, make the watcher resubscribe
-                    self.orderbooks.pop(st.unified, None)
                     from ccxt.base.errors import ChecksumError
 
-                    client.reject(ChecksumError(f"bybit {st.symbol}: update id {u} after {st.bybit_u}"),
-                                  "orderbook:" + st.unified)
+                    err = ChecksumError(f"bybit {st.symbol}: update id {u} after {st.bybit_u}")
+                    st.bybit_u = None  # broken chain: drop the book, make the watcher resubscribe
+                    self.orderbooks.pop(st.unified, None)
+                    client.reject(err, "orderbook:" + st.unified)
                     return None
-                if kind == "snapshot" and st.bybit_u is not None and u != st.bybit_u + 1:
+                if kind == "snapshot" and st.bybit_u is not None and u not in (st.bybit_u, st.bybit_u + 1):
+                    # (the 1-level stream re-sends an unchanged book as a snapshot with the same u every 3 s)
                     rec._open_gap(st, "l2", "sequence")  # a mid-stream snapshot (e.g. u = 1 after a restart)
                     rec.stats["sequence_gaps"] += 1
                 super().handle_order_book(client, message)

@@ -218,6 +218,24 @@ class FakeL2:
             targets = [ws for ws, ss, k in self.subs if ss == s and k == "trade"]
         return tid, msg, targets
 
+    def bybit_restart(self, s: str) -> int:
+        """Bybit's service restarts: the update id starts again at 1 and a snapshot is pushed on the open
+        connections (the client must overwrite its book).  returns the new update id (1)."""
+        with self.lock:
+            b = self.books[s]
+            b["u"] = 1
+            b["states"][1] = self._top(s, 1000)
+            bids, asks = self._top(s, self.bybit_depth)
+            now = self._now()
+            self._bybit_seq += 3
+            msg = {"topic": f"orderbook.{self.bybit_depth}.{s}", "type": "snapshot", "ts": now,
+                   "data": {"s": s, "b": [[str(p), str(q)] for p, q in bids], "a": [[str(p), str(q)] for p, q in asks],
+                            "u": 1, "seq": self._bybit_seq}, "cts": now - 1}
+            targets = [ws for ws, ss, k in self.subs if ss == s and k == "depth"]
+        for ws in targets:
+            self._send(ws, msg)
+        return 1
+
     def disconnect(self) -> None:
         """Close every WebSocket (the clients see the connection drop)."""
         async def _close() -> None:

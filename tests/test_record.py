@@ -224,6 +224,26 @@ def test_sequence_gap_writes_marker_and_resyncs(tmp_path, venue):
         assert g["end_nonce"] == [u for s, u in fake.snapshots if s == SYM][1] == after
 
 
+def test_bybit_service_restart_snapshot_is_a_sequence_gap_without_reconnect(tmp_path):
+    with FakeL2("bybit", (SYM,)) as fake:
+        _initial(fake)
+        rec = _recorder(fake, tmp_path)
+        with _running(rec):
+            _wait(_synced(fake))
+            n1, _ = _push(fake, 3)
+            _wait(lambda: rec.stats["l2_rows"] >= 4)
+            fake.books[SYM]["bids"][99.85] = 4.0  # changed while Bybit's service restarts
+            one = fake.bybit_restart(SYM)
+            n2, _ = _push(fake, 3, start=3)  # u = 2, 3, 4 continue from the restart snapshot
+            _wait(lambda: rec.stats["l2_rows"] >= 8)
+        book = load_l2(tmp_path, "bybit", SYM)
+        _check_rows_equal_states(fake, book)
+        assert book.nonce.tolist()[-4:] == [one] + n2 == [1, 2, 3, 4]
+        g = load_gaps(tmp_path, "bybit", SYM).filter(pl.col("reason") == "sequence").row(0, named=True)
+        assert g["start_nonce"] == n1[-1] and g["end_nonce"] == 1
+        assert rec.stats["reconnects"] == 0 and rec.stats["sequence_gaps"] == 1
+
+
 def test_rotation_at_utc_midnight_with_an_injected_clock(tmp_path):
     now = int(time.time() * 1000)
     midnight = (now // 86_400_000 + 1) * 86_400_000

@@ -26,7 +26,8 @@ files instead of one part per flush (86,400 a day at the default 1 s).
 
 Schemas (Parquet, polars dtypes):
 
-* ``l2`` — one row per book state: ``ts_ms`` Int64 (exchange time of the state, ms UTC), ``recv_ms`` Int64
+* ``l2`` — one row per book state: ``ts_ms`` Int64 (exchange time of the state, ms UTC: Binance's event time
+  ``E`` of the diff, or the REST snapshot's ``T``; Bybit's ``ts``), ``recv_ms`` Int64
   (local receive time, ms UTC), ``nonce`` Int64 (the exchange's update id of the state: Binance ``u`` /
   REST ``lastUpdateId``, Bybit ``u``; -1 when the exchange gives none), ``seq`` Int64 (Bybit's cross
   sequence ``seq``; -1 elsewhere), ``bid_px`` / ``bid_sz`` / ``ask_px`` / ``ask_sz`` Array(Float64, depth)
