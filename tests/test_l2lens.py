@@ -188,3 +188,23 @@ def test_live_lens_flags_bars_while_a_gap_is_open():
     last = df.filter(pl.col("open_time") == resume // 60_000 * 60_000).row(0, named=True)
     assert last["n_states"] == 1 and last["ofi_n"] == 0  # no OFI increment across the gap
     assert not df.filter(pl.col("open_time") < gap_bar)["gap"].any()
+
+
+def test_policy_book_inputs_hand_worked():
+    from forge.features.l2lens import LiveLens, policy_book_inputs
+
+    # top now: bid 100 x 12, ask 101 x 5 (mid 100.5); before: bid 100 x 10, ask 101 x 8 -> e = 5 (CKS)
+    spread, imb, ofi = policy_book_inputs((100, 10, 101, 8), (100, 12, 101, 5), +1)
+    assert spread == pytest.approx(1 / 100.5 * 1e3)
+    assert imb == pytest.approx(7 / 17) and ofi == pytest.approx(5 / 17)
+    _s, imb_s, ofi_s = policy_book_inputs((100, 10, 101, 8), (100, 12, 101, 5), -1)  # a seller sees the mirror
+    assert imb_s == pytest.approx(-7 / 17) and ofi_s == pytest.approx(-5 / 17)
+    assert policy_book_inputs(None, (100, 12, 101, 5), 1)[2] == 0.0
+    # a large flow is clipped at +-1, as in the simulator's environment
+    assert policy_book_inputs((99, 50, 100, 50), (101, 1, 102, 1), 1)[2] == 1.0
+    with pytest.raises(DataError):
+        policy_book_inputs(None, (101, 1, 100, 1), 1)
+    live = LiveLens(2)
+    assert live.top() is None
+    live.push(T0, np.array([100.0, 99.9]), np.array([3.0, 1.0]), np.array([100.1, 100.2]), np.array([2.0, 9.0]))
+    assert live.top() == (100.0, 3.0, 100.1, 2.0)

@@ -41,7 +41,7 @@ from forge.data.l2 import L2Book, load_gaps, load_l2, load_meta
 from forge.features.l2lens_nb import (depth_levels_nb, depth_ticks_nb, minute_bars_nb, ofi_increments_nb,
                                       pressure_nb)
 
-__all__ = ["lens_states", "lens_bars", "load_lens_bars", "LiveLens", "BAR_MS"]
+__all__ = ["lens_states", "lens_bars", "load_lens_bars", "LiveLens", "policy_book_inputs", "BAR_MS"]
 
 BAR_MS = 60_000
 LOOKBACK_MS = 5 * BAR_MS
@@ -140,6 +140,35 @@ def load_lens_bars(root: str | Path, venue: str, symbol: str, start_ms: int, end
     return lens_bars(book, load_gaps(root, venue, symbol), k=k, tick=tick, start_ms=start_ms, end_ms=end_ms)
 
 
+def policy_book_inputs(prev_top: tuple[float, float, float, float] | None, top: tuple[float, float, float, float],
+                       side: int) -> tuple[float, float, float]:
+    """The execution policy's book inputs from a live book, normalised as the LOB simulator's execution
+    environment computes them (:mod:`forge.execution.lob_env`, features ``spread``, ``imbalance``, ``ofi`` of
+    :data:`forge.execution.policy_nb.FEATURE_NAMES`).
+
+    top, prev_top: (best bid, bid size, best ask, ask size) now and at the previous decision (None at the
+    first).  side: +1 buy, -1 sell.  returns (spread / mid * 1e3, side * (q_b - q_a) / (q_b + q_a),
+    clip(side * e / (q_b + q_a), -1, 1)) with e the CKS (2014) increment between the two states (one
+    increment over the decision step, as in the simulator); imbalance and OFI 0 for an empty top."""
+    from forge.sim.lens_nb import ofi_nb
+
+    pb, qb, pa, qa = (float(x) for x in top)
+    if side not in (1, -1):
+        raise DataError(f"side {side!r}: expected +1 (buy) or -1 (sell)")
+    if not (np.isfinite(pb) and np.isfinite(pa) and pa > pb > 0):
+        raise DataError(f"top of book {top!r}: expected a best bid below a best ask")
+    mid = 0.5 * (pb + pa)
+    depth = qb + qa
+    imb = side * (qb - qa) / depth if depth > 0 else 0.0
+    if prev_top is None or depth <= 0:
+        ofi = 0.0
+    else:
+        p0 = [float(x) for x in prev_top]
+        e = ofi_nb(p0[0], p0[1], p0[2], p0[3], pb, qb, pa, qa)
+        ofi = max(-1.0, min(1.0, side * e / depth))
+    return (pa - pb) / mid * 1e3, imb, ofi
+
+
 class LiveLens:
     """The Liquidity Lens on a live stream of book states: the same 1-minute bars as :func:`lens_bars`,
     emitted as each bar closes (``crucible record`` feeds one per symbol).
@@ -164,6 +193,14 @@ class LiveLens:
         self._has_carry = False
         self._gap_open = False
         self._gap_bar = False
+
+    def top(self) -> tuple[float, float, float, float] | None:
+        """(best bid, bid size, best ask, ask size) of the latest state pushed (None before any): the input of
+        :func:`policy_book_inputs`."""
+        if not self._rows:
+            return None
+        r = self._rows[-1]
+        return float(r[2][0]), float(r[3][0]), float(r[4][0]), float(r[5][0])
 
     def mark_gap(self) -> None:
         """A gap began: flag the open bar and the bars until the next ``after_gap`` state."""
