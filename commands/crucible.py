@@ -211,6 +211,7 @@ def crucible_record(
     dest: Annotated[Path, typer.Option("--dest", help="Recording directory (DEST/<venue>/<SYMBOL>/{l2,trades,gaps}/YYYY-MM-DD.parquet).")] = Path("artifacts/l2"),
     max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Stop after this many seconds (> 0; default: until Ctrl-C / SIGTERM).")] = None,
     flush_seconds: Annotated[float, typer.Option("--flush-seconds", help="Part-file interval: a kill loses at most this many seconds of rows.")] = 1.0,
+    idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="Reconnect a book stream silent this long (a stalled connection); raise it for quiet symbols.")] = 30.0,
     lens_k: Annotated[int, typer.Option("--lens-k", help="Levels / ticks of the live Liquidity Lens line printed per symbol and minute (OFI, book pressure, density, spread).")] = 5,
     ws_url: Annotated[Optional[str], typer.Option("--ws-url", hidden=True, help="WebSocket base URL override (loopback fakes).")] = None,
     rest_url: Annotated[Optional[str], typer.Option("--rest-url", hidden=True, help="REST origin override (loopback fakes).")] = None,
@@ -229,6 +230,8 @@ def crucible_record(
         raise ConfigError(f"--max-seconds {max_seconds}: expected > 0")
     if not flush_seconds > 0:
         raise ConfigError(f"--flush-seconds {flush_seconds}: expected > 0")
+    if not idle_seconds > 0:
+        raise ConfigError(f"--idle-seconds {idle_seconds}: expected > 0")
 
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
@@ -254,7 +257,7 @@ def crucible_record(
     console.print(escape(f"recording {venue} {','.join(syms)} depth {depth} -> {dest} (mainnet public feed)"),
                   highlight=False)
     s = record(venue, syms, depth, str(dest), max_seconds, flush_seconds=flush_seconds, ws_url=ws_url,
-               rest_url=rest_url, lens_k=lens_k, progress=on_event)
+               rest_url=rest_url, lens_k=lens_k, idle_seconds=idle_seconds, progress=on_event)
     console.print(escape(f"recorded {s['l2_rows']:,} book states, {s['trade_rows']:,} trades, {s['gaps']} gap markers, "
                          f"{s['reconnects']} reconnects ({s['sequence_gaps']} sequence gaps); dropped duplicates: "
                          f"{s['dup_trades']} trades, {s['dup_books']} books; {s['parts']} part files, "

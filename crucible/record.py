@@ -25,8 +25,10 @@ away while the writer is busy), and every trade ccxt parses.  Rules:
 
 * **Gap markers.** Each stream's first connection, every reconnection (the socket dropped, an error, or
   no book update for ``idle_seconds``) and every sequence gap writes a gap row from the last row recorded
-  before it to the first row after it (:data:`forge.data.l2.GAP_SCHEMA`); a restart after a kill starts
-  its first gap at the last row the killed recorder wrote.  A sequence gap re-synchronises at once (a new
+  before it to the first book state after it, or for trades to the exchange's acknowledgement of the new
+  subscription (no trade is missed after it; the first trade may come much later)
+  (:data:`forge.data.l2.GAP_SCHEMA`); a restart after a kill starts its first gap at the last row the
+  killed recorder wrote.  A sequence gap re-synchronises at once (a new
   connection: a fresh REST snapshot on Binance, a fresh snapshot message on Bybit); network errors back
   off exponentially (``backoff`` = (first, max) seconds, doubled per consecutive failure).
 * **No duplicates.** Trades are de-duplicated by exchange trade id across reconnects and restarts (the
@@ -248,7 +250,7 @@ class Recorder:
 
     def _trade_row(self, st: _Sym, t: dict) -> None:
         tid = t.get("id")
-        if tid is None or t.get("timestamp") is None:
+        if tid is None or t.get("timestamp") is None or t.get("price") is None or t.get("amount") is None:
             return
         tid = str(tid)
         if tid in st.trade_ids:
@@ -380,6 +382,12 @@ class Recorder:
                         rec._book_row(st, orderbook, orderbook.get("timestamp"), orderbook.get("nonce"), None)
                     return ob
 
+                def handle_subscription_status(self, client: Any, message: dict) -> Any:
+                    out = super().handle_subscription_status(client, message)
+                    if message.get("error") is None:
+                        rec._subscribed(getattr(self, "_rec_target", None))
+                    return out
+
                 def handle_trade(self, client: Any, message: dict) -> None:
                     super().handle_trade(client, message)
                     st = rec._by_id(message.get("s"))
@@ -389,6 +397,12 @@ class Recorder:
             return _Binance
 
         class _Bybit(base):  # type: ignore[misc, valid-type]
+            def handle_subscription_status(self, client: Any, message: dict) -> Any:
+                out = super().handle_subscription_status(client, message)
+                if message.get("success") is not False:
+                    rec._subscribed(getattr(self, "_rec_target", None))
+                return out
+
             def handle_order_book(self, client: Any, message: dict) -> None:
                 data = message.get("data") or {}
                 st = rec._by_id(data.get("s")) if isinstance(data, dict) else None
@@ -430,6 +444,15 @@ class Recorder:
 
         return _Bybit
 
+    def _subscribed(self, target: Any) -> None:
+        """The exchange acknowledged a subscription: a trade stream misses nothing from now on, so its gap
+        ends here (a book's gap ends at its first state, the snapshot)."""
+        if not target or target[1] != "trades":
+            return
+        st = target[0]
+        if st.pending["trades"] is not None:
+            self._close_gap(st, "trades", self.now(), None, None)
+
     def _by_unified(self, unified: Any) -> Optional[_Sym]:
         for st in self.syms.values():
             if st.unified == unified:
@@ -439,7 +462,7 @@ class Recorder:
     def _by_id(self, mid: Any) -> Optional[_Sym]:
         return self.syms.get(str(mid).upper()) if mid is not None else None
 
-    def _make_pro(self) -> Any:
+    def _make_pro(self, st: Optional[_Sym] = None, stream: Optional[str] = None) -> Any:
         opts: dict[str, Any] = {"enableRateLimit": True, "newUpdates": True}
         if self.venue == "bybit":
             opts["options"] = {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}
@@ -458,6 +481,7 @@ class Recorder:
                 api["ws"] = {**api["ws"], "public": {**api["ws"]["public"], "linear": self.ws_url}}
         if self._markets is not None:
             pro.set_markets(self._markets)
+        pro._rec_target = (st, stream)
         return pro
 
     async def _load_markets(self) -> None:
@@ -509,7 +533,7 @@ class Recorder:
         delay = self.backoff[0]
         self._open_gap(st, stream, "start")
         while not self._stop.is_set():
-            pro = self._make_pro()
+            pro = self._make_pro(st, stream)
             st.bybit_u = None if stream == "l2" else st.bybit_u
             reason = None
             try:

@@ -41,7 +41,8 @@ Schemas (Parquet, polars dtypes):
   "reconnect": the connection dropped or stalled; "sequence": the exchange's update ids jumped and the book
   was re-synchronised), ``start_recv_ms`` / ``start_ts_ms`` / ``start_nonce`` Int64 (the last row recorded
   before the gap; null when none is known), ``end_recv_ms`` / ``end_ts_ms`` / ``end_nonce`` Int64 (the first
-  row recorded after it).  Data between start and end is missing; the book rows on either side are exact.
+  book state recorded after it; for trades the receive time of the subscription's acknowledgement, with
+  null ``end_ts_ms`` / ``end_nonce``).  Data between start and end is missing; the book rows on either side are exact.
 """
 
 from __future__ import annotations
