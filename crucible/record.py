@@ -340,7 +340,15 @@ class Recorder:
 
     def _resume(self) -> None:
         """Compact days a killed recorder left open; load the last rows and recent ids (de-duplication and
-        the first gap's start)."""
+        the first gap's start).  A recording of another depth under the same directory is refused (one
+        schema per symbol)."""
+        from forge.data.l2 import load_meta
+
+        for s in self.syms:
+            old = load_meta(self.dest, self.venue, s).get("depth")
+            if old is not None and int(old) != self.depth:
+                raise ConfigError(f"--depth {self.depth}: {self.dest}/{self.venue}/{s} holds a depth-{old} recording; "
+                                  f"use --depth {old} or another --dest")
         now = self.now()
         self._day, self._hour_now = day_of_ms(now), now // 3_600_000
         self.compact(now)
@@ -351,7 +359,11 @@ class Recorder:
                     continue
                 cols = ["ts_ms", "recv_ms"] + (["nonce"] if stream == "l2" else ["id"])
                 recent = list(files.values())[-2:]
-                df = pl.concat([pl.read_parquet(p, columns=cols) for fs in recent for p in fs], how="vertical")
+                try:
+                    df = pl.concat([pl.read_parquet(p, columns=cols) for fs in recent for p in fs], how="vertical")
+                except Exception as exc:  # a damaged file left in the recording
+                    raise DataError(f"cannot resume the recording of {st.symbol} under {self.dest}: "
+                                    f"{type(exc).__name__}: {str(exc)[:160]}") from None
                 if df.height == 0:
                     continue
                 df = df.sort("recv_ms", maintain_order=True)

@@ -399,6 +399,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert book_subscription_depth("binanceusdm", 20) == 1000
     with pytest.raises(ConfigError, match="depth"):
         Recorder("bybit", [SYM], 0, str(tmp_path))
+    from forge.data.l2 import write_meta
+
+    write_meta(tmp_path, "bybit", SYM, {"depth": 50})
+    with pytest.raises(ConfigError, match="holds a depth-50 recording"):
+        asyncio.run(Recorder("bybit", [SYM], 20, str(tmp_path)).run(1))
     exe = Path(sys.executable).parent / "crucible"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args, msg in ((["--venue", "kraken", "--symbols", SYM], "--venue 'kraken'"),
