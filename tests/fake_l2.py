@@ -22,7 +22,7 @@ recorded row against the state the exchange had at that id; ``ts_offset_ms`` shi
 clock.  Faults: ``update(..., send=False)`` (a lost
 message: a sequence gap for the client), :meth:`FakeL2.disconnect` (every WebSocket closed), and
 ``replay_trades`` (on every new trade subscription the last k trades are sent again, as an exchange or a
-proxy may after a reconnect).  Prices quote per base, sizes base units, times ms UTC.
+proxy may after a reconnect) and ``hold_subscriptions`` (new subscriptions wait unanswered while True).  Prices quote per base, sizes base units, times ms UTC.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class FakeL2:
         self.snapshots: list[tuple[str, int]] = []   # (symbol, lastUpdateId) served over REST
         self.replay_trades = 0
         self.ts_offset_ms = 0
+        self.hold_subscriptions = False  # True: new subscriptions wait (unacknowledged) until it is False again
         self._next_trade = 5_000_000
         self._bybit_seq = 7_000_000_000
         self.loop = asyncio.new_event_loop()
@@ -331,9 +332,14 @@ class FakeL2:
     def _replay(self, s: str) -> list[dict]:
         return list(self.trades[s][-self.replay_trades:]) if self.replay_trades else []
 
+    async def _hold(self) -> None:
+        while self.hold_subscriptions:
+            await asyncio.sleep(0.01)
+
     async def _binance_request(self, ws: Any, req: dict) -> None:
         if req.get("method") != "SUBSCRIBE":
             return
+        await self._hold()
         new = []
         for p in req.get("params", []):
             sym, kind = p.split("@")[0].upper(), p.split("@")[1]
@@ -358,6 +364,7 @@ class FakeL2:
             return
         if op != "subscribe":
             return
+        await self._hold()
         await ws.send_str(json.dumps({"success": True, "ret_msg": "", "conn_id": "fake", "req_id": req.get("req_id"),
                                       "op": "subscribe"}))
         out = []

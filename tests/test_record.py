@@ -166,13 +166,14 @@ def test_disconnect_reconnects_with_gap_marker_and_no_duplicate_trades(tmp_path,
         _initial(fake)
         fake.replay_trades = 3  # a new trade subscription re-sends the last 3 trades
         rec = _recorder(fake, tmp_path)
-        rec.backoff = (1.0, 2.0)  # the recorder stays away 1 s: the next update happens while it is disconnected
         with _running(rec):
             _wait(_synced(fake))
             n1, t1 = _push(fake, 6)
             _wait(lambda: rec.stats["trade_rows"] >= 6 and rec.stats["l2_rows"] >= 7)
+            fake.hold_subscriptions = True  # the recorder cannot re-subscribe yet ...
             fake.disconnect()
-            missed = fake.update(SYM, asks=[(min(fake.books[SYM]["asks"]), 0.0)])  # nobody subscribed
+            missed = fake.update(SYM, asks=[(min(fake.books[SYM]["asks"]), 0.0)])  # ... so it misses this update
+            fake.hold_subscriptions = False
             _wait(_synced(fake, 2))
             _wait(lambda: rec.stats["dup_trades"] >= 3)
             _wait(lambda: rec.stats["l2_rows"] >= 8)
