@@ -302,7 +302,13 @@ def test_sigkill_leaves_readable_files_and_a_restart_adds_no_duplicates(tmp_path
             _wait(_synced(fake), 90)
             _wait(lambda: fake.sub_count[(SYM, "trade")] >= 1, 30)
             n1, t1 = _push(fake, 8)
-            time.sleep(1.5)  # > flush interval: these rows are on disk
+
+            def on_disk() -> bool:
+                try:
+                    return set(t1) <= set(load_trades(tmp_path, "binanceusdm", SYM)["id"].to_list())
+                except DataError:  # a part renamed while it is listed
+                    return False
+            _wait(on_disk, 30)  # flushed within the interval (0.2 s) of arrival
             _push(fake, 2, start=8)  # may or may not be flushed before the kill
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -467,3 +473,22 @@ def test_a_recording_that_cannot_be_written_stops_with_a_data_error(tmp_path):
                     d.write_text("in the way")
                 _push(fake, 3)
                 _wait(lambda: rec._stop is not None and rec._stop.is_set(), 20)
+
+
+def test_reader_relists_when_a_recorder_compacts_while_it_reads(tmp_path, monkeypatch):
+    import forge.data.l2 as l2
+
+    t0 = 1_717_200_000_000
+    write_part(tmp_path, "bybit", SYM, "trades", "2024-06-01", _trades_df([1, 2], t0), 1)
+    real = l2.day_files
+    calls = {"n": 0}
+
+    def stale(*a, **k):  # the first listing names a part compacted away before it is read
+        calls["n"] += 1
+        out = real(*a, **k)
+        if calls["n"] == 1:
+            out = {d: fs + [fs[0].with_name("part-1717200000000-99999999.parquet")] for d, fs in out.items()}
+        return out
+
+    monkeypatch.setattr(l2, "day_files", stale)
+    assert load_trades(tmp_path, "bybit", SYM)["id"].to_list() == ["1", "2"] and calls["n"] == 2

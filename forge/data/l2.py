@@ -207,9 +207,17 @@ def compact_day(root: str | Path, venue: str, symbol: str, stream: str, day: str
     return dayfile
 
 
+class _Vanished(Exception):
+    """A listed file was removed before it was read (compacted by a running recorder)."""
+
+
 def _read(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise _Vanished(str(path))
     try:
         return pl.read_parquet(path)
+    except FileNotFoundError:
+        raise _Vanished(str(path)) from None
     except Exception as exc:  # polars raises ComputeError / OSError for a damaged file
         raise DataError(f"unreadable Parquet file ({type(exc).__name__}: {str(exc)[:120]})", file=path) from None
 
@@ -244,17 +252,23 @@ def _days_between(start_ms: int, end_ms: int) -> set[str]:
 
 
 def read_stream(root: str | Path, venue: str, symbol: str, stream: str, start_ms: int | None = None,
-                end_ms: int | None = None, *, time_col: str | None = None) -> pl.DataFrame:
+                end_ms: int | None = None, *, time_col: str | None = None, _retry: int = 0) -> pl.DataFrame:
     """Rows of one stream in receive order, optionally only those with ``start_ms <= time_col < end_ms``
     (``time_col``: ``ts_ms`` for l2 / trades, ``end_recv_ms`` for gaps by default).  An empty frame when
-    nothing is recorded.  raises DataError naming an unreadable file."""
+    nothing is recorded.  A recorder may compact while this reads: files compacted away meanwhile make it
+    list the directory again.  raises DataError naming an unreadable file."""
     files = day_files(root, venue, symbol, stream)
     if start_ms is not None and end_ms is not None:
         if end_ms <= start_ms:
             raise DataError(f"empty time range: end {end_ms} <= start {start_ms} (ms)")
         want = _days_between(start_ms, end_ms)
         files = {d: f for d, f in files.items() if d in want}
-    frames = [_read(p) for fs in files.values() for p in fs]
+    try:
+        frames = [_read(p) for fs in files.values() for p in fs]
+    except _Vanished:
+        if _retry >= 3:
+            raise DataError(f"the recording under {root} keeps changing while it is read (compaction)") from None
+        return read_stream(root, venue, symbol, stream, start_ms, end_ms, time_col=time_col, _retry=_retry + 1)
     if not frames:
         return pl.DataFrame()
     df = pl.concat(frames, how="vertical")
