@@ -236,8 +236,13 @@ def crucible_record(
     def on_event(e: dict[str, Any]) -> None:
         kind = e.get("event")
         if kind == "gap":
-            console.print(escape(f"gap {e['symbol']} {e['stream']} ({e['reason']}): {e['start_recv_ms']} -> "
-                                 f"{e['end_recv_ms']}"), highlight=False)
+            def hms(ms: Any) -> str:
+                if ms is None:
+                    return "(nothing recorded before)"
+                return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+            console.print(escape(f"gap {e['symbol']} {e['stream']} ({e['reason']}): {hms(e['start_recv_ms'])} -> "
+                                 f"{hms(e['end_recv_ms'])} UTC (receive time)"), highlight=False)
         elif kind in ("reconnect", "error"):
             console.print(escape(f"{kind} {e.get('symbol', '')} {e.get('stream', e.get('what', ''))}: "
                                  f"{e.get('reason', '')} {e.get('error', '')}"), highlight=False)
