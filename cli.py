@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from commands.crucible import crucible_live, crucible_status, crucible_verify
+from commands.crucible import crucible_live, crucible_record, crucible_status, crucible_verify
 from commands.data import data_download
 from commands.edge import (  # noqa: F401  (re-exported: the exit-code table and the edge, one place)
     EXIT_DATA,
@@ -131,6 +131,7 @@ gauntlet_app.command("show")(gauntlet_show)
 crucible_app.command("live")(crucible_live)
 crucible_app.command("status")(crucible_status)
 crucible_app.command("verify")(crucible_verify)
+crucible_app.command("record")(crucible_record)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -201,3 +201,69 @@ def crucible_verify(files: Annotated[list[Path], typer.Argument(help="Genome JSO
         table.add_row(str(f), g.sha256[:16], ", ".join(g.features), str(g.lookback), str(len(g.tokens)))
     console.print(table)
     console.print(f"[green]{len(files)} genome file(s) valid[/]")
+
+
+@edge
+def crucible_record(
+    venue: Annotated[str, typer.Option("--venue", help="binanceusdm | bybit (mainnet public feeds; no keys needed).")],
+    symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT (USDT linear perpetuals).")],
+    depth: Annotated[int, typer.Option("--depth", help="Book levels per side stored (1..1000).")] = 20,
+    dest: Annotated[Path, typer.Option("--dest", help="Recording directory (DEST/<venue>/<SYMBOL>/{l2,trades,gaps}/YYYY-MM-DD.parquet).")] = Path("artifacts/l2"),
+    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Stop after this many seconds (> 0; default: until Ctrl-C / SIGTERM).")] = None,
+    flush_seconds: Annotated[float, typer.Option("--flush-seconds", help="Part-file interval: a kill loses at most this many seconds of rows.")] = 1.0,
+    idle_seconds: Annotated[float, typer.Option("--idle-seconds", help="Reconnect a book stream silent this long (a stalled connection); raise it for quiet symbols.")] = 30.0,
+    lens_k: Annotated[int, typer.Option("--lens-k", help="Levels / ticks of the live Liquidity Lens line printed per symbol and minute (OFI, book pressure, density, spread).")] = 5,
+    ws_url: Annotated[Optional[str], typer.Option("--ws-url", hidden=True, help="WebSocket base URL override (loopback fakes).")] = None,
+    rest_url: Annotated[Optional[str], typer.Option("--rest-url", hidden=True, help="REST origin override (loopback fakes).")] = None,
+) -> None:
+    """Record L2 order books (top --depth levels, exchange time, receive time, update id) and trades from a
+    mainnet public feed to daily Parquet files, rotating at UTC midnight, with gap markers on every
+    (re)connect and sequence gap.  Testnet books are not evidence, so only mainnet feeds are recorded.
+    Ctrl-C / SIGTERM: the buffered rows are flushed, then the summary is printed."""
+    from crucible.record import check_args, parse_symbols, record
+
+    check_args(venue, depth)
+    if not 1 <= lens_k <= depth:
+        raise ConfigError(f"--lens-k {lens_k}: expected 1..{depth} (the recorded depth)")
+    syms = parse_symbols(symbols)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ConfigError(f"--max-seconds {max_seconds}: expected > 0")
+    if not flush_seconds > 0:
+        raise ConfigError(f"--flush-seconds {flush_seconds}: expected > 0")
+    if not idle_seconds > 0:
+        raise ConfigError(f"--idle-seconds {idle_seconds}: expected > 0")
+
+    def on_event(e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if kind == "gap":
+            def hms(ms: Any) -> str:
+                if ms is None:
+                    return "(nothing recorded before)"
+                return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+            console.print(escape(f"gap {e['symbol']} {e['stream']} ({e['reason']}): {hms(e['start_recv_ms'])} -> "
+                                 f"{hms(e['end_recv_ms'])} UTC (receive time)"), highlight=False)
+        elif kind in ("reconnect", "error"):
+            console.print(escape(f"{kind} {e.get('symbol', '')} {e.get('stream', e.get('what', ''))}: "
+                                 f"{e.get('reason', '')} {e.get('error', '')}"), highlight=False)
+        elif kind == "lens":
+            t = datetime.fromtimestamp(e["open_time"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+            def f(x: Any, fmt: str) -> str:
+                return "—" if x is None or x != x else format(x, fmt)
+
+            console.print(escape(f"lens {e['symbol']} {t}: OFI {f(e['ofi'], '+,.4g')} ({e['ofi_n']} updates), pressure "
+                                 f"{f(e['pressure'], '+.3f')} (close {f(e['pressure_close'], '+.3f')}), density "
+                                 f"{f(e['density'], ',.4g')}/tick, spread {f(e['spread'], '.6g')}"
+                                 + (" [gap]" if e["gap"] else "")), highlight=False)
+        elif kind == "rotate":
+            console.print(escape(f"rotated {e['from']} -> {e['to']} (finished day compacted)"), highlight=False)
+
+    console.print(escape(f"recording {venue} {','.join(syms)} depth {depth} -> {dest} (mainnet public feed)"),
+                  highlight=False)
+    s = record(venue, syms, depth, str(dest), max_seconds, flush_seconds=flush_seconds, ws_url=ws_url,
+               rest_url=rest_url, lens_k=lens_k, idle_seconds=idle_seconds, progress=on_event)
+    console.print(escape(f"recorded {s['l2_rows']:,} book states, {s['trade_rows']:,} trades, {s['gaps']} gap markers, "
+                         f"{s['reconnects']} reconnects ({s['sequence_gaps']} sequence gaps); dropped duplicates: "
+                         f"{s['dup_trades']} trades, {s['dup_books']} books; {s['parts']} part files, "
+                         f"{s['bytes']:,} bytes in {s['seconds']:.1f} s -> {s['dest']}"), highlight=False)
