@@ -273,7 +273,7 @@ def test_backtest_kelly_option_sizes_from_the_runs_in_sample_range(tmp_path):
     from commands.backtest import _kelly_sized
     from forge.core.runconfig import config_from_dict as run_config
 
-    o, c, t, pos = _bars(3000, 3, 1e-4)
+    o, c, t, pos = _bars(3000, 3, 3e-3)  # an edge above the default costs of flipping every other bar
     split = {"in_sample": {"first_open_ms": int(t[0]), "last_open_ms": int(t[1499])},
              "out_of_sample": {"first_open_ms": int(t[1500]), "last_open_ms": int(t[-1])}}
     cfg = run_config({"execution": {"sizing": "kelly", "kelly_cap": 0.5, "max_leverage": 0.8}})
