@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--popsize", type=int, default=12)
     ap.add_argument("--sigma0", type=float, default=0.5)
     ap.add_argument("--policy-out", type=str, default=str(Path(__file__).with_name("execution_policy.json")))
+    ap.add_argument("--x0", type=str, default="", help="start CMA-ES at this policy JSON's weights")
     ap.add_argument("--sim-only", action="store_true", help="skip the kline comparison and the throughput")
     args = ap.parse_args()
     from commands.execution import parse_seeds
@@ -70,6 +71,7 @@ def main() -> None:
         train = parse_seeds(args.train_seeds)
         pol, hist = train_policy(train, env, generations=args.generations, popsize=args.popsize,
                                  sigma0=args.sigma0, seed=0,
+                                 x0=ExecutionPolicy.load(args.x0).weights if args.x0 else None,
                                  on_generation=lambda r: print(json.dumps(r), flush=True))
         pol.save(args.policy_out)
         res["training"] = {"seeds": train, "generations": args.generations, "popsize": args.popsize,

@@ -32,8 +32,10 @@ __all__ = ["paired_cost_test", "train_policy"]
 
 def train_policy(train_seeds: list[int], env: EnvConfig = EnvConfig(), *, generations: int = 20,
                  popsize: int = 10, sigma0: float = 0.5, seed: int = 0,
-                 on_generation: Callable[[dict[str, Any]], None] | None = None) -> tuple[ExecutionPolicy, list[dict[str, Any]]]:
-    """CMA-ES search of the policy weights on ``train_seeds`` (simulator seeds).
+                 on_generation: Callable[[dict[str, Any]], None] | None = None,
+                 x0: np.ndarray | None = None) -> tuple[ExecutionPolicy, list[dict[str, Any]]]:
+    """CMA-ES search of the policy weights on ``train_seeds`` (simulator seeds), started at ``x0``
+    ((N_ACTIONS, N_FEATURES) weights; default always-maker-then-cross).
 
     returns (the best policy seen -- its ``info`` records seeds, env, cost, generations --, one history row
     per generation {"generation", "best_cost_bps", "mean_cost_bps", "evaluations"}).
@@ -43,7 +45,7 @@ def train_policy(train_seeds: list[int], env: EnvConfig = EnvConfig(), *, genera
 
     if not train_seeds or generations < 1 or popsize < 4 or not sigma0 > 0:
         raise ConfigError("train_policy needs >= 1 seed, generations >= 1, popsize >= 4, sigma0 > 0")
-    x0 = maker_then_cross().ravel()
+    x0 = (maker_then_cross() if x0 is None else np.asarray(x0, dtype=np.float64).reshape(N_ACTIONS, N_FEATURES)).ravel()
     es = cma.CMAEvolutionStrategy(x0, sigma0, {"seed": seed + 1, "popsize": popsize, "maxiter": generations,
                                               "verbose": -9})
 
