@@ -289,3 +289,46 @@ def test_backtest_kelly_option_sizes_from_the_runs_in_sample_range(tmp_path):
         _kelly_sized(o, c, t, pos, late, cfg)
     with pytest.raises(ConfigError, match="sizing"):
         run_config({"execution": {"sizing": "optimal"}})
+
+
+@pytest.mark.slow
+def test_validate_publishes_policy_and_in_sample_kelly_from_the_run_config(tmp_path):
+    """``gauntlet validate`` on a planted-edge run whose config says ``[execution] mode = "policy"``, a policy
+    file and ``sizing = "kelly"``: the survivor's signed meta carries that policy and the Kelly multiplier of
+    its in-sample rows; validating again with another policy (``--policy``) publishes a second champion of
+    the same genome under another name."""
+    import dataclasses
+
+    from forge.backtest.fills import ExecutionConfig
+    from forge.core.runconfig import load_run_config
+    from forge.data.loader import load_bars
+    from forge.execution.sizing import kelly_sizing
+    from gauntlet.config import GauntletConfig
+    from gauntlet.context import RunContext
+    from gauntlet.validate import validate_run
+    from loop.honesty import oracle_genome, oracle_run
+
+    pol_file = POLICY.save(tmp_path / "policy.json")
+    bars, _ = load_bars(["synthetic:planted?seed=3&days=20&strength=0.2"])
+    cfg = load_run_config(None)
+    cfg = dataclasses.replace(cfg, execution=ExecutionConfig(mode="policy", policy=str(pol_file), sizing="kelly"))
+    run_dir = oracle_run(bars, oracle_genome(240), tmp_path / "run", cfg, cfg.evolve.in_sample_fraction)
+    out = tmp_path / "champions"
+    rep = validate_run(run_dir, GauntletConfig(seed=0).validate(), publish_dir=out, bars=bars)
+    assert rep.verdicts[0]["survived"] and len(rep.published) == 1
+    g, meta = verify_champion(rep.published[0])
+    assert Path(rep.published[0]).name == f"{champion_stem(g.sha256, POLICY.sha256)}.meta.json"
+    assert meta["policy"]["sha256"] == POLICY.sha256
+    ctx = RunContext.load(run_dir, bars=bars)
+    o, c, t = ctx.arrays((0, ctx.bars.height))
+    want = kelly_sizing(o, c, t, ctx.candidates[0].position, ctx.in_sample, ctx.backtest)
+    assert meta["sizing"]["multiplier"] == pytest.approx(want["multiplier"]) and meta["sizing"]["n_bars"] == \
+        ctx.in_sample[1] - ctx.in_sample[0] < ctx.bars.height
+    assert champion_sizing(meta) == meta["sizing"]["multiplier"] > 0
+    other = ExecutionPolicy(np.where(maker_then_cross() > 0, 3.0, 0.0))
+    rep2 = validate_run(run_dir, GauntletConfig(seed=0).validate(), publish_dir=out, bars=bars, policy=other)
+    assert len(rep2.published) == 1 and rep2.published[0] != rep.published[0]
+    _g2, meta2 = verify_champion(rep2.published[0])
+    assert meta_key(meta2) != meta_key(meta) and _g2.sha256 == g.sha256
+    assert sorted(p.name for p in out.glob("*.meta.json")) == sorted(
+        [f"{champion_stem(g.sha256, POLICY.sha256)}.meta.json", f"{champion_stem(g.sha256, other.sha256)}.meta.json"])
