@@ -173,7 +173,12 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     chosen = ("out-of-sample" if split is not None else "all") if bars_range == "auto" else bars_range
     sizing_info = None
     if cfg.execution.sizing == "kelly":
-        pos, sizing_info = _kelly_sized(o, c, t, pos, split, cfg)
+        from forge.core.runconfig import resolve_costs
+        from forge.data.discovery import market_type
+
+        # the costs of the backtest shown: [backtest] as written for taker, the preset resolved for the kline model
+        bcfg = cfg.backtest if cfg.execution.mode == "taker" else resolve_costs(cfg, [market_type(cov)])[0].backtest
+        pos, sizing_info = _kelly_sized(o, c, t, pos, split, cfg, bcfg)
     if chosen != "all":
         if split is None:
             raise ConfigError(f"--bars {chosen}: {genome_path} is not in a run directory (no manifest.json beside "
@@ -197,11 +202,12 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
 
 
 def _kelly_sized(o: np.ndarray, c: np.ndarray, t: np.ndarray, pos: np.ndarray, split: dict[str, Any] | None,
-                 cfg: Any) -> tuple[np.ndarray, dict[str, Any]]:
+                 cfg: Any, backtest: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """``[execution] sizing = "kelly"``: the positions times the fractional Kelly multiplier measured on the
     run's in-sample bars only (``forge.execution.sizing.kelly_sizing``; the taker backtest with
     ``[backtest]`` costs), or on every bar given when the genome has no run split (then the whole backtest
-    is in-sample, and the result says so).  raises ConfigError when the data holds < 2 in-sample bars."""
+    is in-sample, and the result says so); backtest: the costs (default ``cfg.backtest``).  raises ConfigError
+    when the data holds < 2 in-sample bars."""
     from forge.execution.sizing import kelly_sizing
 
     if split is not None:
@@ -214,7 +220,8 @@ def _kelly_sized(o: np.ndarray, c: np.ndarray, t: np.ndarray, pos: np.ndarray, s
     else:
         rows, label = (0, t.shape[0]), "every bar given (no run split beside the genome: an in-sample backtest)"
     ex = cfg.execution
-    info = kelly_sizing(o, c, t, pos, rows, cfg.backtest, cap=ex.kelly_cap, max_leverage=ex.max_leverage,
+    info = kelly_sizing(o, c, t, pos, rows, cfg.backtest if backtest is None else backtest, cap=ex.kelly_cap,
+                        max_leverage=ex.max_leverage,
                         sized_on=label)
     return pos * info["multiplier"], info
 
