@@ -289,6 +289,10 @@ def test_backtest_kelly_option_sizes_from_the_runs_in_sample_range(tmp_path):
         _kelly_sized(o, c, t, pos, late, cfg)
     with pytest.raises(ConfigError, match="sizing"):
         run_config({"execution": {"sizing": "optimal"}})
+    # the default is unit sizing (off), in the dataclass and in the shipped config
+    from forge.core.runconfig import load_run_config
+
+    assert run_config({}).execution.sizing == "unit" == load_run_config(None).execution.sizing
 
 
 @pytest.mark.slow
