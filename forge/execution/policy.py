@@ -61,7 +61,6 @@ class ExecutionPolicy:
             raise ConfigError("policy weights must be finite")
         if np.any(w[:, len(feats):] != 0.0):
             raise ConfigError(f"policy weights on slots outside its declared features {list(feats)} must be 0")
-        w.setflags(write=False)
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "features", feats)
 
