@@ -40,18 +40,26 @@ class GenomeBacktest:
     initial_capital: float = 200.0
     bars_range: str = "all"
     """"in-sample", "out-of-sample" (of the run the genome came from) or "all" (every bar given)."""
+    applied_sizing: dict[str, Any] | None = None
+    """``[execution] sizing = "kelly"``: the multiplier applied to the positions and the bars it was measured on
+    (``forge.execution.sizing.kelly_sizing``); None = unit sizing."""
 
     @property
-    def sizing(self) -> dict[str, float]:
-        """Fractional Kelly (``forge.execution.intents.kelly_fraction``) from this backtest's per-bar returns:
-        {"kelly_cap", "max_leverage", "kelly_multiplier"} (the factor the targets would be scaled by; not
-        applied to the backtest above)."""
+    def sizing(self) -> dict[str, Any]:
+        """Unit sizing: fractional Kelly (``forge.execution.intents.kelly_fraction``) from this backtest's per-bar
+        returns, {"method": "unit", "kelly_cap", "max_leverage", "kelly_multiplier"} (the factor the targets
+        would be scaled by; not applied, and measured on the bars shown -- out-of-sample ones for a run's
+        genome -- so it is a diagnostic, never a size).  Kelly sizing: the applied multiplier's record,
+        measured on in-sample bars only (``applied_sizing``), with "kelly_multiplier" = its multiplier."""
+        if self.applied_sizing is not None:
+            return {**self.applied_sizing, "kelly_multiplier": self.applied_sizing["multiplier"], "applied": True}
         from forge.execution.intents import kelly_fraction
 
         eq = np.r_[self.initial_capital, np.asarray(self.result.equity, dtype=np.float64)]
         r = np.divide(eq[1:], eq[:-1], out=np.ones(eq.shape[0] - 1), where=eq[:-1] > 0) - 1.0
         cap, lev = self.kelly
-        return {"kelly_cap": cap, "max_leverage": lev, "kelly_multiplier": kelly_fraction(r, cap, lev)}
+        return {"method": "unit", "kelly_cap": cap, "max_leverage": lev, "kelly_multiplier": kelly_fraction(r, cap, lev),
+                "applied": False}
 
     def summary(self) -> dict[str, Any]:
         """Plain-data summary: genome (sha256, expression, features, lookback), data (source, bars,
@@ -163,6 +171,14 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
         raise ConfigError(f"--bars {bars_range!r}: expected one of {', '.join(BAR_RANGES)}")
     split = run_split(genome_path)
     chosen = ("out-of-sample" if split is not None else "all") if bars_range == "auto" else bars_range
+    sizing_info = None
+    if cfg.execution.sizing == "kelly":
+        from forge.core.runconfig import resolve_costs
+        from forge.data.discovery import market_type
+
+        # the costs of the backtest shown: [backtest] as written for taker, the preset resolved for the kline model
+        bcfg = cfg.backtest if cfg.execution.mode == "taker" else resolve_costs(cfg, [market_type(cov)])[0].backtest
+        pos, sizing_info = _kelly_sized(o, c, t, pos, split, cfg, bcfg)
     if chosen != "all":
         if split is None:
             raise ConfigError(f"--bars {chosen}: {genome_path} is not in a run directory (no manifest.json beside "
@@ -180,8 +196,34 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
         bh = run_backtest(o, c, t, np.ones(bars.height), cfg.backtest)
         return GenomeBacktest(genome, str(genome_path), bars, res, bh, cov.source, execution=None,
                               kelly=(cfg.execution.kelly_cap, cfg.execution.max_leverage),
-                              initial_capital=cfg.backtest.initial_capital, bars_range=chosen)
-    return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos, chosen)
+                              initial_capital=cfg.backtest.initial_capital, bars_range=chosen,
+                              applied_sizing=sizing_info)
+    return _kline_backtest(genome, str(genome_path), bars, cov, cfg, pos, chosen, sizing_info)
+
+
+def _kelly_sized(o: np.ndarray, c: np.ndarray, t: np.ndarray, pos: np.ndarray, split: dict[str, Any] | None,
+                 cfg: Any, backtest: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``[execution] sizing = "kelly"``: the positions times the fractional Kelly multiplier measured on the
+    run's in-sample bars only (``forge.execution.sizing.kelly_sizing``; the taker backtest with
+    ``[backtest]`` costs), or on every bar given when the genome has no run split (then the whole backtest
+    is in-sample, and the result says so); backtest: the costs (default ``cfg.backtest``).  raises ConfigError
+    when the data holds < 2 in-sample bars."""
+    from forge.execution.sizing import kelly_sizing
+
+    if split is not None:
+        r = split["in_sample"]
+        keep = np.flatnonzero((t >= int(r["first_open_ms"])) & (t <= int(r["last_open_ms"])))
+        if keep.shape[0] < 2:
+            raise ConfigError("[execution] sizing = \"kelly\": the data holds fewer than 2 bars of the run's in-sample "
+                              "range, the only bars the Kelly multiplier may be measured on; pass the run's data")
+        rows, label = (int(keep[0]), int(keep[-1]) + 1), "in-sample (the run's in-sample range)"
+    else:
+        rows, label = (0, t.shape[0]), "every bar given (no run split beside the genome: an in-sample backtest)"
+    ex = cfg.execution
+    info = kelly_sizing(o, c, t, pos, rows, cfg.backtest if backtest is None else backtest, cap=ex.kelly_cap,
+                        max_leverage=ex.max_leverage,
+                        sized_on=label)
+    return pos * info["multiplier"], info
 
 
 @dataclass
@@ -194,7 +236,7 @@ class _KlineRun:
 
 
 def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any, cfg: Any, pos: np.ndarray,
-                    bars_range: str = "all") -> GenomeBacktest:
+                    bars_range: str = "all", sizing_info: dict[str, Any] | None = None) -> GenomeBacktest:
     """``[execution] mode`` kline-limit / policy: the kline fill model (forge.backtest.fills) with the [costs]
     preset resolved for the data (maker and taker fee), for the genome and for buy-and-hold alike."""
     from forge.backtest.fills import execution_costs, run_kline_backtest
@@ -222,7 +264,7 @@ def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any,
             "costs": execution_costs(raw.fills, col["close"])}
     return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, execution=info,
                           kelly=(ex.kelly_cap, ex.max_leverage), initial_capital=rcfg.backtest.initial_capital,
-                          bars_range=bars_range)
+                          bars_range=bars_range, applied_sizing=sizing_info)
 
 
 def trades_frame(bt: GenomeBacktest) -> pl.DataFrame:

@@ -121,6 +121,11 @@ def execution_eval(
                            "always-taker": evaluate_policy(always_taker(), s, env, fixed_action=A_MARKET),
                            "maker-then-cross": evaluate_policy(always_taker(), s, env, fixed_action=A_TOUCH),
                            "policy": evaluate_policy(pol.weights, s, env)}
+    if len(s) >= 2:
+        from forge.execution_train import paired_cost_test
+
+        res["paired"] = {b: paired_cost_test(res["policy"]["per_seed_cost_bps"], res[b]["per_seed_cost_bps"])
+                         for b in ("always-taker", "maker-then-cross")}
     if bars:
         res["klines"] = kline_comparison([str(b) for b in bars], preset, pol.weights)
     if as_json:
@@ -131,6 +136,10 @@ def execution_eval(
         r = res[k]
         console.print(f"  {k:17s} cost {r['cost_bps']:7.3f} bp  fees {r['fee_bps']:6.3f}  maker {r['maker_share']:.2f}"
                       f"  fill-rate {r['fill_rate']:.2f}  markout {r['markout_bps']:+.2f} bp", highlight=False)
+    for b, p in res.get("paired", {}).items():
+        console.print(f"  policy vs {b}: {p['wins']} wins / {p['ties']} ties / {p['losses']} losses, mean "
+                      f"{p['mean_diff_bps']:+.3f} bp [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (95 %), Wilcoxon p "
+                      f"{p['wilcoxon_p_less']:.3g}", highlight=False)
     if bars:
         kl = res["klines"]
         console.print(f"kline fill model, {kl['bars']:,} bars, preset {preset}:", highlight=False)

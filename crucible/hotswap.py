@@ -45,7 +45,19 @@ from forge.backtest.costs import bps, fill_price, taker_fee
 from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import GenomeError
 from forge.gp import Genome
-from forge.core.champion import MAX_BYTES, MAX_DEPTH, MAX_TOKENS, SIGNING_KEY_ENV, champion_regime_model, verify_champion
+from forge.core.champion import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_TOKENS,
+    SIGNING_KEY_ENV,
+    champion_key,
+    champion_policy,
+    champion_regime_model,
+    champion_sizing,
+    champion_stem,
+    meta_key,
+    verify_champion,
+)
 from forge.features.regimes import is_regime_feature
 
 __all__ = ["Challenger", "PitCrew", "promotion_test"]
@@ -60,7 +72,9 @@ class Challenger:
 
     genome; meta: its publish meta; symbol; started_ms: open time of the first shadow bar; ledger: paper
     ledger (capital = the slot capital); pending: target exposure waiting for the next open (or None);
-    equity_curve: paper equity marks (USDT), one per shadow bar.
+    equity_curve: paper equity marks (USDT), one per shadow bar.  From the meta: ``policy`` (its execution
+    policy, None = always-taker), ``size_multiplier`` (its signed sizing, 1.0 = unit; the shadow ledger trades
+    the targets times it, as the slot will) and ``identity`` (``forge.core.champion.champion_key``).
     """
 
     genome: Genome
@@ -72,10 +86,22 @@ class Challenger:
     pending_qty: float | None = None
     target: float = 0.0
     equity_curve: list[float] = field(default_factory=list)
+    policy: Any = field(init=False, default=None)
+    size_multiplier: float = field(init=False, default=1.0)
+
+    def __post_init__(self) -> None:
+        meta = self.meta if isinstance(self.meta, dict) else {}
+        pol = champion_policy(meta, self.source)
+        self.policy = None if pol.is_always_taker else pol
+        self.size_multiplier = champion_sizing(meta, self.source)
+
+    @property
+    def identity(self) -> str:
+        return champion_key(self.genome.sha256, None if self.policy is None else self.policy.sha256)
 
     @property
     def key(self) -> str:
-        return "ch:" + self.genome.sha256[:16]
+        return "ch:" + champion_stem(self.genome.sha256, None if self.policy is None else self.policy.sha256)
 
     def on_bar(self, open_: float, close: float, target: float, taker_fee_bps: float, slippage_bps: float,
                min_notional: float) -> None:
@@ -88,7 +114,7 @@ class Challenger:
         eq = self.ledger.equity(close)
         self.equity_curve.append(eq)
         if target != self.target and eq > 0:
-            qty = target * eq / close - self.ledger.units
+            qty = target * self.size_multiplier * eq / close - self.ledger.units
             if abs(qty) * close >= min_notional or (target == 0 and self.ledger.units != 0):
                 self.pending_qty = qty
             self.target = target
@@ -209,7 +235,9 @@ class PitCrew:
     def scan(self, known_sha: set[str]) -> tuple[list[tuple[Genome, dict[str, Any], str]], list[tuple[str, str]]]:
         """Examine new or changed ``*.meta.json`` files.
 
-        known_sha: genome checksums already on the bench or in shadow (skipped).
+        known_sha: identities (``forge.core.champion.champion_key``: the genome sha256 for an always-taker
+        champion, genome + policy sha256 otherwise) already on the bench or in shadow (skipped), so the same
+        genome published with another policy is a new challenger.
         returns (accepted [(genome, meta, meta path)], rejected [(file, reason)]).  Never raises for a
         bad file: every exception while examining one file is a rejection of that file.
         """
@@ -260,7 +288,7 @@ class PitCrew:
                 msg = str(exc) if isinstance(exc, GenomeError) else f"{p}: {type(exc).__name__}: {str(exc)[:200]}"
                 rejected.append((str(p), msg[:500]))
                 continue
-            if genome.sha256 in known_sha:
+            if meta_key(meta) in known_sha:
                 continue
             if not key:
                 msg = (f"{p}: unsigned champion accepted ({SIGNING_KEY_ENV} not set and signatures not required "

@@ -7,7 +7,11 @@ the champion file), ``run_id``, ``request`` (the replacement request it served),
 ``parent_genome_sha256`` (the seed genome), ``verdict`` (``{"survived", "p": {stage: p-value}}`` of the
 gauntlet) and ``gauntlet_report_sha256``; ``since_ms`` / ``since_bar`` (when it took the slot) and
 ``previous_left`` (why the champion before it left: replaced by a better challenger, or killed at the
-$200 rule).
+$200 rule); for a champion published with an execution policy or a sizing multiplier also ``policy_sha256``,
+``champion`` (its identity, ``forge.core.champion.champion_key``) and ``size_multiplier`` -- absent for
+always-taker, unit-sized champions, whose records are as before.  The ``swap`` / ``rearm`` event carries
+the full policy document (``policy``) and ``size_multiplier`` (:func:`champion_extras`), from which a
+restart restores the slot's policy (:func:`policy_from_event`).
 
 Re-arming.  A killed slot stays dead until a validated champion published for it (its signed lineage
 names the slot) or, failing that, for its symbol has finished its shadow period.  Against a dead slot the
@@ -33,7 +37,7 @@ from crucible.slots import Ledger, Slot
 from forge.gp import Genome
 from forge.core.requests import FINAL, read_state
 
-__all__ = ["initial_lineage", "challenger_lineage", "rearm_test", "LoopMixin"]
+__all__ = ["initial_lineage", "challenger_lineage", "champion_extras", "policy_from_event", "rearm_test", "LoopMixin"]
 
 
 def initial_lineage(ref: str, genome: Genome) -> dict[str, Any]:
@@ -54,12 +58,40 @@ def challenger_lineage(ch: Challenger, since_ms: int, since_bar: int, previous_l
     """Lineage of a promoted challenger from its (verified, signed) champion meta."""
     meta = ch.meta if isinstance(ch.meta, dict) else {}
     lin = meta.get("lineage") if isinstance(meta.get("lineage"), dict) else {}
-    return {"genome": ch.genome.sha256, "expression": ch.genome.expression(),
-            "source": str(lin.get("source") or "published"), "ref": ch.source,
-            "run_id": meta.get("run_id"), "request": lin.get("request"), "slot_requested": lin.get("slot"),
-            "parent_genome_sha256": lin.get("parent_genome_sha256") or None, "verdict": _verdict(meta),
-            "gauntlet_report_sha256": meta.get("gauntlet_report_sha256"), "since_ms": int(since_ms),
-            "since_bar": int(since_bar), "previous_left": previous_left}
+    out = {"genome": ch.genome.sha256, "expression": ch.genome.expression(),
+           "source": str(lin.get("source") or "published"), "ref": ch.source,
+           "run_id": meta.get("run_id"), "request": lin.get("request"), "slot_requested": lin.get("slot"),
+           "parent_genome_sha256": lin.get("parent_genome_sha256") or None, "verdict": _verdict(meta),
+           "gauntlet_report_sha256": meta.get("gauntlet_report_sha256"), "since_ms": int(since_ms),
+           "since_bar": int(since_bar), "previous_left": previous_left}
+    if ch.policy is not None:
+        out.update(policy_sha256=ch.policy.sha256, champion=ch.identity)
+    if ch.size_multiplier != 1.0:
+        out["size_multiplier"] = ch.size_multiplier
+    return out
+
+
+def champion_extras(ch: Challenger) -> dict[str, Any]:
+    """The fields a ``swap`` / ``rearm`` event adds for a challenger with a policy or a sizing multiplier: the
+    policy document and the multiplier (empty for always-taker, unit-sized champions: their events are as
+    before)."""
+    out: dict[str, Any] = {}
+    if ch.policy is not None:
+        out["policy"] = ch.policy.to_dict()
+    if ch.size_multiplier != 1.0:
+        out["size_multiplier"] = ch.size_multiplier
+    return out
+
+
+def policy_from_event(data: dict[str, Any]) -> tuple[Any, float]:
+    """(policy or None = always-taker, size multiplier) recorded by a journaled ``swap`` / ``rearm`` / ``rollback``
+    event (:func:`champion_extras`).  raises GenomeError when the recorded policy fails its sha256 check."""
+    from forge.core.champion import champion_policy, champion_sizing
+
+    pol = champion_policy({"policy": data.get("policy")}, "journal")
+    m = data.get("size_multiplier")
+    mult = champion_sizing({"sizing": {"method": "kelly", "multiplier": m}}, "journal") if m is not None else 1.0
+    return (None if pol.is_always_taker else pol), mult
 
 
 def rearm_test(challenger_equity: np.ndarray, *, alpha: float) -> dict[str, Any]:
@@ -98,21 +130,24 @@ class LoopMixin:
         lineage = challenger_lineage(ch, now, self.bar_no, left)
         old = s.genome
         self._new_life(s)
-        self._apply_rearm(s, ch.genome, lineage)
+        self._apply_rearm(s, ch.genome, lineage, policy=ch.policy, size_multiplier=ch.size_multiplier)
         with self.journal:
             self.journal.event("rearm", now, s.id, genome=ch.genome.to_dict(), old=old.sha256,
                                new=ch.genome.sha256, capital=s.capital, weight=s.weight, lineage=lineage,
-                               source=ch.source)
+                               source=ch.source, **champion_extras(ch))
             self.journal.commit()
         self._emit("swap", slot=s.id, old=old.sha256[:16], new=ch.genome.sha256[:16], rearm=True,
                    run_id=lineage["run_id"], request=lineage["request"])
         return True
 
-    def _apply_rearm(self, s: Slot, genome: Genome, lineage: dict[str, Any], weight: float | None = None) -> None:
-        """The slot's champion and status from a re-arm (also replayed from the journal on restart, in event
-        order, with the journaled ``weight``); its new ledger and marks: :meth:`_new_life`."""
+    def _apply_rearm(self, s: Slot, genome: Genome, lineage: dict[str, Any], weight: float | None = None, *,
+                     policy: Any = None, size_multiplier: float = 1.0) -> None:
+        """The slot's champion (genome, policy, size multiplier) and status from a re-arm (also replayed from
+        the journal on restart, in event order, with the journaled ``weight``); its new ledger and marks:
+        :meth:`_new_life`."""
         s.previous.append(s.genome)
         s.genome = genome
+        s.policy, s.size_multiplier = policy, float(size_multiplier)
         s.genome_since = self.bar_no
         s.lineage = lineage
         s.status = "live"
@@ -123,7 +158,7 @@ class LoopMixin:
         s.weight = float(weight)
         self.counters["swaps"] += 1
         self.counters["rearms"] += 1
-        self.genome_book.setdefault(genome.sha256, (genome, s.symbol, None))
+        self.genome_book.setdefault(s.identity, (genome, s.symbol, None))
 
     def _new_life(self, s: Slot) -> None:
         """A re-armed slot's fresh ledger (its configured capital) and equity marks reset to it.  The dead

@@ -20,7 +20,7 @@ import numpy as np
 from crucible.allocator import cwo_step_nb
 from crucible.hotswap import Challenger
 from crucible.journal import OPEN_STATUSES
-from crucible.lineage import challenger_lineage
+from crucible.lineage import challenger_lineage, champion_extras
 from crucible.slots import Ledger
 from crucible.venues.base import Bar
 from crucible.watchtower import breaches_floor, write_replacement_request
@@ -63,11 +63,12 @@ class OversightMixin:
             s.status = "killed"
             s.weight = 0.0
             self.counters["kills"] += 1
-            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256)
+            self.journal.event("kill", now, s.id, equity=eq, floor=floor, genome=s.genome.sha256,
+                               **({"champion": s.identity} if s.policy is not None else {}))
             self.journal.commit()  # the kill is durable before its flattening order
             self.flatten(s, "kill", bar_time)
-            self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
-            seed, score = self._best_genome(s.symbol, exclude=s.genome.sha256, now=now)
+            self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)), s.identity)
+            seed, score = self._best_genome(s.symbol, exclude=s.identity, now=now)
             path = write_replacement_request(self.cfg.general.requests_dir, slot=s.id, symbol=s.symbol,
                                              time_ms=now, equity=eq, killed=s.genome, seed=seed, seed_score=score)
             self.requests.append(str(path))
@@ -76,13 +77,16 @@ class OversightMixin:
             self._emit("kill", slot=s.id, equity=eq, request=str(path))
             self._alert("kill", now, slot=s.id, equity=eq, floor=floor, genome=s.genome.sha256[:16])
 
-    def _remember(self, g: Genome, symbol: str, score: float | None) -> None:
-        old = self.genome_book.get(g.sha256)
-        self.genome_book[g.sha256] = (g, symbol, score if score is not None else (old[2] if old else None))
+    def _remember(self, g: Genome, symbol: str, score: float | None, key: str | None = None) -> None:
+        """Book ``g``'s live score under its champion identity ``key`` (``forge.core.champion.champion_key``;
+        default the genome sha256 = an always-taker champion)."""
+        k = g.sha256 if key is None else key
+        old = self.genome_book.get(k)
+        self.genome_book[k] = (g, symbol, score if score is not None else (old[2] if old else None))
 
     def _best_genome(self, symbol: str, exclude: str, now: int | None = None) -> tuple[Genome, float | None]:
-        """The request's seed: the best live-scored genome of ``symbol`` other than ``exclude`` (else the killed
-        genome itself), as a copy whose ``meta.selected_on`` (``forge.core.provenance``) says it was selected on
+        """The request's seed: the best live-scored genome of ``symbol`` other than the champion identity
+        ``exclude`` (else the killed genome itself), as a copy whose ``meta.selected_on`` (``forge.core.provenance``) says it was selected on
         every bar up to ``now`` -- the live marks it was ranked on are the tail of the replacement run's
         window, and its own champion run saw earlier bars; ``forge serve`` / ``forge evolve`` keep such a
         seed out of any run whose out-of-sample range those bars overlap."""
@@ -96,13 +100,13 @@ class OversightMixin:
     def _rank_genomes(self, symbol: str, exclude: str) -> tuple[Genome, float | None]:
         for s in self.slots.values():  # current champions' live scores
             if s.symbol == symbol and s.status == "live":
-                self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)))
-        cands = [(sc if sc is not None else -np.inf, g) for g, sym, sc in self.genome_book.values()
-                 if sym == symbol and g.sha256 != exclude]
+                self._remember(s.genome, s.symbol, sharpe_per_bar_of_equity(self.marks.curve(s.id)), s.identity)
+        cands = [(sc if sc is not None else -np.inf, k, g) for k, (g, sym, sc) in self.genome_book.items()
+                 if sym == symbol and k != exclude]
         if not cands:
             g, _sym, sc = self.genome_book[exclude]
             return g, sc
-        sc, g = max(cands, key=lambda x: (x[0], x[1].sha256))
+        sc, _k, g = max(cands, key=lambda x: (x[0], x[1]))
         return g, (None if not np.isfinite(sc) else float(sc))
 
     def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
@@ -119,7 +123,7 @@ class OversightMixin:
                 continue  # every live champion of its symbol is newer than shadow_bars: keep shadowing
             del self.challengers[key]
             score = ch.score()
-            self._remember(ch.genome, ch.symbol, score)
+            self._remember(ch.genome, ch.symbol, score, ch.identity)
             if dead is not None and self._rearm(dead, ch, now):  # a dead slot first; refused: a live one may follow
                 continue
             best = None
@@ -135,24 +139,25 @@ class OversightMixin:
                     self.journal.event("shadow_end", now, None, genome=ch.genome.sha256, score=score, promoted=False)
                 continue
             s, champ = best
-            self._remember(s.genome, s.symbol, champ)
+            self._remember(s.genome, s.symbol, champ, s.identity)
             test = next((t for t in reversed(self.pit.tests) if t["slot"] == s.id
                          and t["genome"] == ch.genome.sha256), {})
             s.lineage = challenger_lineage(ch, now, self.bar_no, "replaced: the challenger's shadow record beat it "
                                            f"(Diebold-Mariano p = {test.get('p_value', float('nan')):.3g})")
             s.previous.append(s.genome)
             s.genome = ch.genome
+            s.policy, s.size_multiplier = ch.policy, ch.size_multiplier
             s.genome_since = self.bar_no
             self.counters["swaps"] += 1
             with self.journal:
                 self.journal.event("swap", now, s.id, genome=ch.genome.to_dict(), old=s.previous[-1].sha256,
                                    new=ch.genome.sha256, challenger_score=score, champion_score=champ,
-                                   source=ch.source, lineage=s.lineage)
+                                   source=ch.source, lineage=s.lineage, **champion_extras(ch))
                 self.journal.commit()
             self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
                        challenger_score=score, champion_score=champ)
         if self.bar_no % hs.poll_bars == 0:
-            known = {s.genome.sha256 for s in self.slots.values()} | {c.genome.sha256 for c in self.challengers.values()}
+            known = {s.identity for s in self.slots.values()} | {c.identity for c in self.challengers.values()}
             known |= set(self.genome_book)
             accepted, rejected = self.pit.scan(known)
             for path, reason in rejected:
@@ -179,9 +184,10 @@ class OversightMixin:
                         continue
                 ch = Challenger(g, meta, targets[0], bar_time, Ledger(cap), path)
                 self.challengers[ch.key] = ch
-                self.genome_book.setdefault(g.sha256, (g, ch.symbol, None))
+                self.genome_book.setdefault(ch.identity, (g, ch.symbol, None))
                 with self.journal:
-                    self.journal.event("shadow_start", now, None, genome=g.sha256, file=path, symbol=ch.symbol)
+                    self.journal.event("shadow_start", now, None, genome=g.sha256, file=path, symbol=ch.symbol,
+                                       **({"champion": ch.identity} if ch.policy is not None else {}))
                 self._emit("challenger", result="shadow", genome=g.sha256[:16], file=path)
 
     def _check_challenger_feeds(self, g, symbol: str, path: str) -> None:

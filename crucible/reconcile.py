@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from crucible.lineage import policy_from_event
 from crucible.journal import OPEN_STATUSES, JournalError
 from crucible.slots import is_own_order_id, new_bench_id
 from crucible.venues.base import BAR_FIELDS, Bar, VenueError, VenueNetworkError, VenueRejected
@@ -137,11 +138,13 @@ class ReconcileMixin:
                 elif s.previous:
                     s.previous.pop()
                 s.genome = g
-                self.genome_book.setdefault(g.sha256, (g, s.symbol, None))
+                s.policy, s.size_multiplier = policy_from_event(d)
+                self.genome_book.setdefault(s.identity, (g, s.symbol, None))
                 self.counters["swaps"] += ev["kind"] == "swap"
             elif ev["kind"] == "rearm" and s is not None:  # its new ledger: in _rebuild, in time order
+                pol, mult = policy_from_event(d)
                 self._apply_rearm(s, Genome.from_dict(d["genome"], source="journal"), d.get("lineage") or {},
-                                  d.get("weight"))
+                                  d.get("weight"), policy=pol, size_multiplier=mult)
                 rearms.append((int(ev["time_ms"]), s.id))
             elif ev["kind"] == "kill" and s is not None:
                 s.status = "killed"

@@ -435,7 +435,8 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
 
     def _size(self, s: Slot, t: float, eq: float, price: float) -> float | None:
         """The order (signed base units) taking slot ``s`` to target exposure ``t`` in [-1, 1] at ``price``, or None
-        when it cannot trade (equity <= 0 and no units to close).
+        when it cannot trade (equity <= 0 and no units to close).  The target is first multiplied by the slot's
+        ``size_multiplier`` (the champion's signed fractional-Kelly sizing; 1.0 for unit-sized champions).
 
         The target notional is ``t x (equity - capital waiting to leave the slot)``, clipped to
         ``max_leverage x equity / (1 + fee + slippage + exposure_buffer_bps)``: at every decision |target notional|
@@ -447,7 +448,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
             return None
         base = max(0.0, eq - self.pending_out.get(s.id, 0.0))
         cap = self.leverage[s.id] * eq / (1.0 + self._buffer)
-        notional = max(-cap, min(cap, t * base))
+        notional = max(-cap, min(cap, t * s.size_multiplier * base))  # the champion's signed sizing (1.0 = unit)
         qty = notional / price - s.ledger.units
         if not s.perpetual and qty > 0:  # spot: a buy (a cover and a new long together) is paid from cash
             qty = min(qty, max(0.0, s.ledger.cash) / (price * (1.0 + self._buffer)))

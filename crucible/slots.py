@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from crucible.venues.base import Fill
+from forge.core.champion import champion_key
 from forge.core.errors import ConfigError
 from forge.gp import Genome
 
@@ -289,6 +290,12 @@ class Slot:
     status: "live" | "killed" | "stopped"; target: last target exposure ordered in [-1, 1];
     weight: CWO capital weight; previous: earlier champions, newest last (rollback); lineage: where the
     current champion came from (:mod:`crucible.lineage`).
+    policy: the champion's execution policy (``forge.execution.policy.ExecutionPolicy`` from its signed meta;
+    None = always-taker, every configured genome and every champion published without one);
+    size_multiplier: its signed sizing multiplier (``forge.core.champion.champion_sizing``: fractional Kelly
+    measured in-sample; 1.0 = unit sizing) applied to its targets by the runtime's sizing;
+    ``identity``: the champion's key (genome sha256, policy sha256) as one string
+    (``forge.core.champion.champion_key``: the genome sha256 alone for always-taker).
     perpetual: the slot trades a linear perpetual (cost preset "futures": its units pay funding), else spot.
     Recent equity marks live in the runtime's :class:`MarkBook`.
     """
@@ -307,9 +314,15 @@ class Slot:
     genome_since: int = 0
     perpetual: bool = False
     lineage: dict[str, Any] = field(default_factory=dict)
+    policy: Any = None
+    size_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.capital)
+
+    @property
+    def identity(self) -> str:
+        return champion_key(self.genome.sha256, None if self.policy is None else self.policy.sha256)
 
     def equity(self) -> float:
         """USDT: the ledger's cash + units * mark (cash alone before the first mark)."""
@@ -329,4 +342,5 @@ class Slot:
                 "transfers": self.ledger.transfers, "pnl": self.own_equity() - self.capital,
                 "costs": "futures" if self.perpetual else "spot", "funding": self.ledger.funding,
                 "fills": self.ledger.n_fills, "previous": [g.sha256[:16] for g in self.previous],
-                "lineage": self.lineage}
+                "lineage": self.lineage, "policy": None if self.policy is None else self.policy.sha256[:16],
+                "size_multiplier": self.size_multiplier}

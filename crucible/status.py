@@ -21,7 +21,8 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     """Read a journal.
 
     returns {"journal", "venue", "started_ms", "last_bar_ms", "slots": [{"slot", "symbol", "status",
-    "genome", "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "lineage",
+    "genome", "policy" (the champion's execution policy sha256[:16], None = always-taker), "champion" (its
+    identity as a file stem: genome[:16], or genome[:16]-policy[:16]), "capital", "equity", "cash", "units", "mark", "weight", "time_ms", "transfers", "pnl", "lineage",
     "swaps" (swaps and re-arms), "rearms", "kills", "fills", "fees"}], "counts": {"orders", "fills", "swaps",
     "rearms", "kills", "requests", "reweights", "transfers", "rejects", "open_orders"}, "recent": [last 10
     events {"time_ms", "kind", "slot", "data"}], "requests": [each replacement request the bench wrote:
@@ -72,9 +73,14 @@ def _status(p: Path) -> dict[str, Any]:
             moved = sum(_amount(e, sid) for e in events[life + 1:] if e["kind"] == "transfer"
                         and (r.get("time_ms") is None or e["time_ms"] <= r["time_ms"]))
             eqv = r.get("equity")
+            pol16 = str((lineage.get(sid) or {}).get("policy_sha256") or "")[:16] or None
             rows.append({
                 "slot": sid, "symbol": m.get("symbol"), "status": r.get("status", "?"),
-                "genome": genome_now.get(sid, m.get("genome")), "capital": cap, "equity": eqv, "cash": r.get("cash"),
+                "genome": genome_now.get(sid, m.get("genome")),
+                "policy": pol16,
+                "champion": f"{str(genome_now.get(sid, m.get('genome')))[:16]}-{pol16}" if pol16 else
+                genome_now.get(sid, m.get("genome")),
+                "capital": cap, "equity": eqv, "cash": r.get("cash"),
                 "units": r.get("units"), "mark": r.get("mark"), "weight": r.get("weight"),
                 "time_ms": r.get("time_ms"), "transfers": moved,
                 "pnl": None if eqv is None or cap is None else float(eqv) - float(cap) - moved,
@@ -149,12 +155,17 @@ def lineage_origin(lin: dict[str, Any] | None) -> str:
     """One cell: where the champion came from (builtin / file / run id and request) and its verdict."""
     if not lin:
         return "—"
+    extra = ""
+    if lin.get("policy_sha256"):
+        extra += f", policy {str(lin['policy_sha256'])[:12]}"
+    if lin.get("size_multiplier") is not None:
+        extra += f", size x{float(lin['size_multiplier']):.3g}"
     if lin.get("run_id"):
         v = lin.get("verdict") or {}
         tag = "validated" if v.get("survived") else "unvalidated"
         req = f" for {lin['request']}" if lin.get("request") else ""
-        return f"{lin.get('source')}: {lin['run_id']}{req} ({tag})"
-    return str(lin.get("ref") or lin.get("source") or "—")
+        return f"{lin.get('source')}: {lin['run_id']}{req} ({tag}{extra})"
+    return str(lin.get("ref") or lin.get("source") or "—") + (f" ({extra[2:]})" if extra else "")
 
 
 def lineage_lines(report: dict[str, Any]) -> list[str]:

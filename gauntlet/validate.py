@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from forge.core.artifacts import atomic_write_text
+from forge.core.champion import champion_stem
 from forge.core.errors import ConfigError
 from forge.core.rundir import FILES
 from forge.core.jsonsafe import dumps as json_dumps
@@ -252,7 +253,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
                  lineage: dict[str, Any] | None = None, candidates: str | int | None = None,
-                 allow_risk_timing: bool = False) -> GauntletReport:
+                 allow_risk_timing: bool = False, policy: Any = None) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -261,7 +262,12 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     bars: the run's own bars in memory (polars frame), instead of reloading its data;
     symbol: the symbol published champions trade (default: the run manifest's); lineage: recorded in each
     published champion's signed meta (:func:`gauntlet.publish.publish_champion`); allow_risk_timing: publish
-    survivors labelled risk timing too (default: directional survivors only; see :func:`publishable`).
+    survivors labelled risk timing too (default: directional survivors only; see :func:`publishable`);
+    policy: the execution policy published champions trade with (``forge.execution.policy.ExecutionPolicy``;
+    None: the run config's ``[execution] policy`` file when its mode is "policy", else always-taker), signed
+    into each meta with its sha256 (:func:`gauntlet.publish.publish_champion`).  The run config's
+    ``[execution] sizing = "kelly"`` signs each champion's fractional-Kelly multiplier, measured on the run's
+    in-sample rows only (``forge.execution.sizing.kelly_sizing``), into its meta.
 
     Holdout mode is automatic when ``data`` holds bars after the run's last bar (``RunContext.load``): only
     those bars are evaluated; the test is pre-registered on ``candidates`` ("champion" — the default in a
@@ -300,9 +306,10 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                          "edge_kind": kind, "stages": stages})
         verdicts[-1]["published"] = publish_dir is not None and publishable(verdicts[-1], allow_risk_timing)
         say(f"{cand.name}: {'SURVIVED' if survived else 'rejected (' + ', '.join(failed) + ')'} [{kind}]")
+    pol, ex = _run_policy(ctx, policy) if publish_dir is not None else (None, None)
     # the report is written first, so every published champion's signed meta names the report's sha256
-    published = [str(Path(publish_dir) / f"{v['sha256'][:16]}.meta.json") for v in verdicts
-                 if v["published"]] if publish_dir is not None else []
+    published = [str(Path(publish_dir) / f"{champion_stem(v['sha256'], pol.sha256 if pol else None)}.meta.json")
+                 for v in verdicts if v["published"]] if publish_dir is not None else []
     report = GauntletReport(Path(run_dir), cfg, verdicts, _shared_json(shared), published,
                             time.perf_counter() - t0, ctx, allow_risk_timing=allow_risk_timing)
     report.text = json_dumps(report.to_dict())
@@ -319,5 +326,34 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                                  verdict={n: s.to_dict() for n, s in v["stages"].items()}, library=ctx.library,
                                  regime_model=ctx.regimes,
                                  report_sha256=digest, lineage=lineage, edge_kind=v["edge_kind"],
-                                 selected_on=selection_ranges(ctx))
+                                 selected_on=selection_ranges(ctx), policy=pol,
+                                 sizing=_in_sample_sizing(ctx, cand, ex) if ex.sizing == "kelly" else None)
     return report
+
+
+def _run_policy(ctx: RunContext, policy: Any) -> tuple[Any, Any]:
+    """(the execution policy published champions carry -- ``policy``, else the run config's ``[execution]
+    policy`` file when its mode is "policy", else None = always-taker --, the run's ExecutionConfig).
+    raises ConfigError for an unreadable or tampered policy file."""
+    from forge.core.runconfig import config_from_dict
+    from forge.execution.policy import ExecutionPolicy
+
+    ex = config_from_dict(ctx.manifest.config, f"{ctx.run_dir}/manifest.json").execution
+    if policy is None and ex.mode == "policy" and ex.policy:
+        policy = ExecutionPolicy.load(ex.policy)
+    return policy, ex
+
+
+def _in_sample_sizing(ctx: RunContext, cand: Any, ex: Any) -> dict[str, Any]:
+    """The candidate's fractional-Kelly record on the run's in-sample rows (never the evaluation rows).
+    raises ConfigError when the bars given hold fewer than 2 in-sample rows (a holdout on fresh bars only)."""
+    from forge.core.errors import ConfigError
+    from forge.execution.sizing import kelly_sizing
+
+    a, b = ctx.in_sample
+    if b - a < 2:
+        raise ConfigError("[execution] sizing = \"kelly\": the bars given hold fewer than 2 of the run's in-sample "
+                          "bars, the only ones the Kelly multiplier may be measured on; pass data that holds them")
+    o, c, t = ctx.arrays((0, ctx.bars.height))
+    return kelly_sizing(o, c, t, cand.position, (a, b), ctx.backtest, cap=ex.kelly_cap,
+                        max_leverage=ex.max_leverage, sized_on="in-sample (the run's in-sample rows)")

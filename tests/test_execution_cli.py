@@ -52,5 +52,8 @@ def test_forge_execution_train_and_eval(tmp_path):
     d = json.loads(r.stdout)
     assert d["label"] == "simulated microstructure"
     assert d["maker-then-cross"]["cost_bps"] < d["always-taker"]["cost_bps"]
+    r = CliRunner().invoke(cli.forge_app, ["execution", "eval", "--policy", str(out), "--seeds", "2-3", "--minutes", "8"])
+    assert r.exit_code == 0, r.output
+    assert "policy vs maker-then-cross:" in r.output and "wins" in r.output  # the paired per-seed comparison
     r = CliRunner().invoke(cli.forge_app, ["execution", "eval", "--seeds", "x-y"])
     assert r.exit_code == 2 and "--seeds" in r.output

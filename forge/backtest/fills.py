@@ -88,6 +88,9 @@ class ExecutionConfig:
     the tick from the prices' decimals, no lot, no minimum).  vol_halflife: bars of the volatility EWMA.
     kelly_cap: fraction of the Kelly multiplier used for sizing, (0, 1] (0.5 = half Kelly, the seeds'
     default); max_leverage: bound of that multiplier (> 0); see ``forge.execution.intents.kelly_fraction``.
+    sizing: "unit" (default: targets as the genome outputs them) or "kelly" (targets times the fractional
+    Kelly multiplier measured on the run's in-sample bars, ``forge.execution.sizing``; applied by
+    ``forge backtest`` and carried into published champions' signed meta for the Crucible).
     """
 
     mode: str = "taker"
@@ -102,6 +105,7 @@ class ExecutionConfig:
     policy: str = ""
     kelly_cap: float = 0.5
     max_leverage: float = 1.0
+    sizing: str = "unit"
 
     def validate(self) -> None:
         if self.mode not in EXECUTION_MODES:
@@ -124,6 +128,8 @@ class ExecutionConfig:
             raise ConfigError(f"execution.kelly_cap must be in (0, 1], got {self.kelly_cap}")
         if not (self.max_leverage > 0.0 and math.isfinite(self.max_leverage)):
             raise ConfigError(f"execution.max_leverage must be > 0, got {self.max_leverage}")
+        if self.sizing not in ("unit", "kelly"):
+            raise ConfigError(f"execution.sizing must be unit or kelly, got {self.sizing!r}")
 
 
 @dataclass(frozen=True)

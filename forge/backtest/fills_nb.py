@@ -203,7 +203,7 @@ def kline_exec_nb(
     close_peak = 0.0
     v2 = 0.0
     lam = 1.0 - math.exp(-math.log(2.0) / vol_halflife) if vol_halflife > 0 else 1.0
-    x = np.zeros(N_FEATURES)
+    x = np.zeros(max(N_FEATURES, weights.shape[1]))  # slots past F_OFI stay 0: not observable on klines
     check_funding = funding_rate != 0.0
     for t in range(n):
         o = open_[t]

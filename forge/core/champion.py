@@ -2,13 +2,17 @@
 
 Layout::
 
-    artifacts/champions/<genome sha256[:16]>.json   genome (versioned JSON, forge.gp.Genome)
-    artifacts/champions/<genome sha256[:16]>.meta.json
+    artifacts/champions/<stem>.json   genome (versioned JSON, forge.gp.Genome)
+    artifacts/champions/<stem>.meta.json     (stem: :func:`champion_stem`, <genome sha256[:16]> for an
+                                              always-taker champion, <genome[:16]>-<policy sha256[:16]> else)
         {"schema": "forge-champion/2", "file": "<name>.json", "sha256": <hex of the genome file bytes>,
          "genome_sha256": ..., "run_id", "symbol", "features", "feature_library": <file name> | null,
          "survived": true, "verdict": {...}, "gauntlet_report_sha256": <hex> | null, "published_utc",
          "lineage": {"source": "forge serve" | ..., "slot", "request", "parent_genome_sha256", ...} | null,
          "policy": <execution policy JSON, forge.execution.policy, with its "sha256"> | absent/null,
+         "sizing": {"method": "kelly", "multiplier": f, "kelly_cap", "max_leverage", "sized_on", ...} | absent/null
+             (the fractional-Kelly multiplier of the champion's targets, measured on its in-sample bars;
+             absent = unit sizing, the targets as the genome outputs them),
          "edge_kind": "directional" | "risk timing" | null  (gauntlet.stages.edge_kind; absent in older files),
          "selected_on": [{"first_open_ms", "last_open_ms", "n_bars", ...}, ...] | null  (the bars that selected the
              genome, forge.core.provenance; absent in older files, which then count as of unknown provenance),
@@ -18,7 +22,11 @@ Layout::
 
 ``policy`` (issue 31): the execution policy the champion trades with, signed with the rest of the meta.
 Absent or null = always-taker, so champions published before it load and trade as before.  A champion's
-identity is (genome sha256, policy sha256): :func:`champion_identity`.
+identity is (genome sha256, policy sha256): :func:`champion_identity`; its one-string form
+:func:`champion_key` is the genome sha256 alone for always-taker (every earlier file name, journal record
+and lineage keeps its key) and ``<genome sha256>+<policy sha256>`` otherwise, so one genome published with
+two policies has two file names, two journal identities and two lineages.  A policy whose sha256 does not
+match its weights is refused (one line naming the file); the HMAC covers it with the rest of the meta.
 
 Signature (schema ``forge-champion/2``): HMAC-SHA256 with the key in ``FORGE_SIGNING_KEY`` over
 ``b"forge-champion/2\\n" + canonical(meta without "hmac_sha256") + b"\\n" + genome file bytes``, where
@@ -52,7 +60,7 @@ from forge.core.safeio import MAX_BYTES, MAX_DEPTH, json_depth, loads_limited, r
 from forge.gp import Genome
 
 __all__ = ["verify_champion", "champion_regime_model", "champion_signature", "SIGNING_KEY_ENV", "SCHEMA", "LEGACY_SCHEMAS", "MAX_BYTES",
-           "champion_identity", "champion_policy", "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
+           "champion_identity", "champion_key", "champion_policy", "champion_sizing", "champion_stem", "meta_key", "MAX_DEPTH", "MAX_TOKENS", "json_depth", "loads_limited", "read_regular_file"]
 
 SIGNING_KEY_ENV = "FORGE_SIGNING_KEY"
 SCHEMA = "forge-champion/2"
@@ -123,6 +131,8 @@ def _check_meta(meta: Any, where: Path) -> None:
 
     if meta.get("policy") is not None:
         champion_policy(meta, where)
+    if meta.get("sizing") is not None:
+        champion_sizing(meta, where)
 
 
 def champion_policy(meta: dict[str, Any], where: Path | str = "<meta>") -> Any:
@@ -170,6 +180,43 @@ def champion_regime_model(meta_path: str | Path, meta: dict[str, Any], max_bytes
     if hashlib.sha256(data).hexdigest() != sha:
         raise GenomeError(f"{path}: sha256 does not match {meta_path.name} (regime model tampered or incomplete)")
     return path
+
+
+def champion_key(genome_sha256: str, policy_sha256: str | None = None) -> str:
+    """One string for the identity (genome sha256, policy sha256): the genome sha256 alone when the policy is
+    None or always-taker (``forge.execution.policy.ALWAYS_TAKER_SHA256``), else ``"<genome>+<policy>"``."""
+    from forge.execution.policy import ALWAYS_TAKER_SHA256
+
+    if policy_sha256 is None or policy_sha256 == ALWAYS_TAKER_SHA256:
+        return str(genome_sha256)
+    return f"{genome_sha256}+{policy_sha256}"
+
+
+def meta_key(meta: dict[str, Any]) -> str:
+    """:func:`champion_key` of a champion meta.  raises GenomeError on a malformed policy field."""
+    return champion_key(*champion_identity(meta))
+
+
+def champion_stem(genome_sha256: str, policy_sha256: str | None = None) -> str:
+    """File stem of a published champion: ``<genome sha256[:16]>`` for always-taker (the name every earlier
+    release wrote), else ``<genome sha256[:16]>-<policy sha256[:16]>``."""
+    key = champion_key(genome_sha256, policy_sha256)
+    return genome_sha256[:16] if key == genome_sha256 else f"{genome_sha256[:16]}-{str(policy_sha256)[:16]}"
+
+
+def champion_sizing(meta: dict[str, Any], where: Path | str = "<meta>") -> float:
+    """The multiplier of the champion's targets: ``meta["sizing"]["multiplier"]`` (fractional Kelly measured on
+    its in-sample bars, ``forge.execution.sizing``), 1.0 when the field is absent or null (unit sizing).
+    raises GenomeError when the field is not {"method": "kelly", "multiplier": finite number in [0, 100]}."""
+    d = meta.get("sizing")
+    if d is None:
+        return 1.0
+    m = d.get("multiplier") if isinstance(d, dict) else None
+    if not (isinstance(d, dict) and d.get("method") == "kelly" and isinstance(m, (int, float))
+            and not isinstance(m, bool) and math.isfinite(m) and 0.0 <= m <= 100.0):
+        raise GenomeError(f"{where}: field 'sizing' must be {{\"method\": \"kelly\", \"multiplier\": a number in "
+                          "[0, 100], ...} or null")
+    return float(m)
 
 
 def _survived(meta: dict[str, Any]) -> bool:

@@ -6,7 +6,8 @@ fixed stream of intents from a planted strategy: every ``intent_every_min`` minu
 ``intent_lots`` lots, side and urgency drawn from ``forge.core.rng.generator(seed, "exec", "intents")``, a
 deadline of :func:`forge.execution.intents.deadline` decision steps of ``step_s`` seconds.  At each step
 the policy (:mod:`forge.execution.policy_nb`) sees the state (spread, top-of-book imbalance, OFI of the last
-step, volatility, urgency, time to deadline, fraction filled) and acts:
+step and its EWMA, book pressure over 5 ticks, volatility, urgency, time to deadline, fraction filled, the
+price's drift since the decision, the queue ahead of the child) and acts:
 
 * market: cancel the resting child, market order for the rest (taker fee), intent done;
 * touch: a limit at the best bid (buy) / best ask (sell);
@@ -42,9 +43,13 @@ from forge.execution.policy_nb import (
     A_TOUCH,
     A_WAIT,
     F_BIAS,
+    F_DRIFT,
     F_FILLED,
     F_IMBALANCE,
     F_OFI,
+    F_OFI_EMA,
+    F_PRESSURE,
+    F_QUEUE,
     F_SPREAD,
     F_TAU,
     F_URGENCY,
@@ -53,8 +58,8 @@ from forge.execution.policy_nb import (
     policy_action_nb,
 )
 from forge.sim import agents_nb as K
-from forge.sim.book_nb import BUY, NO_PRICE, O_ALIVE, O_UID, SELL, book_top_nb
-from forge.sim.lens_nb import ofi_nb
+from forge.sim.book_nb import BUY, NO_PRICE, O_ALIVE, O_UID, SELL, book_queue_ahead_nb, book_top_nb
+from forge.sim.lens_nb import book_pressure_nb, ofi_nb
 
 __all__ = ["EnvConfig", "evaluate_policy", "run_episode"]
 
@@ -150,6 +155,7 @@ def run_episode(weights: np.ndarray, seed: int, env: EnvConfig = EnvConfig(), *,
         book_top_nb(sim.lv, sim.bk, top)
         prev = top.copy()
         prev_mid = mid0
+        ofi_ema = 0.0
         crossed = False
         for step in range(dl + 1):
             book_top_nb(sim.lv, sim.bk, top)
@@ -181,6 +187,13 @@ def run_episode(weights: np.ndarray, seed: int, env: EnvConfig = EnvConfig(), *,
                 x[F_IMBALANCE] = side * (qb - qa) / depth if depth > 0 else 0.0
                 e = ofi_nb(prev[0], prev[2], prev[1], prev[3], bb, qb, ba, qa) if step > 0 else 0.0
                 x[F_OFI] = max(-1.0, min(1.0, side * e / depth)) if depth > 0 else 0.0
+                ofi_ema = 0.5 * ofi_ema + 0.5 * x[F_OFI]
+                x[F_OFI_EMA] = ofi_ema
+                x[F_PRESSURE] = side * book_pressure_nb(sim.lv, sim.bk, 5)
+                x[F_DRIFT] = side * (mid - mid0) / mid0 * 1e3
+                alive = oid >= 0 and sim.o[oid, O_ALIVE] == 1 and sim.o[oid, O_UID] == uid
+                ahead = book_queue_ahead_nb(sim.o, sim.lv, oid) if alive else (qb if side > 0 else qa)
+                x[F_QUEUE] = min(10.0, max(0.0, ahead / lots))
                 act = int(policy_action_nb(weights, x))
             t_dec += time.perf_counter() - t_a
             n_dec += 1

@@ -18,7 +18,22 @@ F_IMBALANCE     top-of-book imbalance (bid - ask) / (bid + ask), signed yes     
 F_OFI           order-flow imbalance of the last step (Cont, Kukanov &  yes        0 (absent)
                 Stoikov 2014) / top depth, signed by the side, clipped
                 to [-1, 1]
+F_PRESSURE      book pressure: (bid - ask lots) / (bid + ask lots)      yes        0 (absent)
+                within 5 ticks of each best
+                (``forge.sim.lens_nb.book_pressure_nb``), signed by side
+F_DRIFT         side x (mid - decision mid) / decision mid, units of    yes        0 (absent)
+                10 bp (+ = the price ran away from the order)
+F_QUEUE         lots ahead of the resting child in its level's FIFO     yes        0 (absent)
+                (``book_queue_ahead_nb``; when none rests, the lots at
+                the touch it would join) / parent lots, clipped to
+                [0, 10]
+F_OFI_EMA       EWMA (weight 1/2 per step) of the signed, clipped       yes        0 (absent)
+                F_OFI
 ==============  =======================================================  =========  =========
+
+The first eight slots are the layout of the first policies (``FEATURE_NAMES_V1``); a policy document names
+the slots it uses (:mod:`forge.execution.policy`), so those files load unchanged with zero weight on the
+later slots.
 
 Actions (``A_*``): A_MARKET (cross now: market order for the rest), A_TOUCH (limit at the touch: the
 best bid for a buy / best ask for a sell; on klines the estimated one), A_INSIDE (limit one tick inside
@@ -49,8 +64,15 @@ F_TAU = 4
 F_FILLED = 5
 F_IMBALANCE = 6
 F_OFI = 7
-N_FEATURES = 8
-FEATURE_NAMES = ("bias", "spread", "vol", "urgency", "tau", "filled", "imbalance", "ofi")
+F_PRESSURE = 8
+F_DRIFT = 9
+F_QUEUE = 10
+F_OFI_EMA = 11
+N_FEATURES = 12
+FEATURE_NAMES = ("bias", "spread", "vol", "urgency", "tau", "filled", "imbalance", "ofi", "pressure", "drift",
+                 "queue", "ofi_ema")
+FEATURE_NAMES_V1 = FEATURE_NAMES[:8]
+"""The layout of the first (eight-input) policies, e.g. the default always-taker's document."""
 KLINE_FEATURES = ("bias", "spread", "vol", "urgency", "tau", "filled")
 """The inputs a kline-bar context observes (imbalance and OFI are 0 there)."""
 
@@ -71,12 +93,14 @@ def maker_then_cross() -> np.ndarray:
 
 @njit(cache=True, error_model="numpy")
 def policy_action_nb(weights, x):
-    """argmax_a weights[a] . x; weights (N_ACTIONS, N_FEATURES) float64, x (N_FEATURES,) float64."""
+    """argmax_a weights[a] . x; weights (N_ACTIONS, k) float64, x (m,) float64; the first min(k, m) inputs
+    are read (a shorter state reads as zeros beyond its end)."""
     best = 0
     best_s = -np.inf
+    nf = min(weights.shape[1], x.shape[0])
     for a in range(weights.shape[0]):
         s = 0.0
-        for f in range(weights.shape[1]):
+        for f in range(nf):
             s += weights[a, f] * x[f]
         if s > best_s:
             best_s = s
