@@ -58,7 +58,8 @@ keeps resting, ``PartiallyFilled``), one execution each (``isMaker: true``).  ``
 order (retCode 110001 for one that is unknown or no longer open); ``/v5/order/disconnected-cancel-all`` arms the
 dead-man's switch (``timeWindow`` s, recorded in ``dcp_window``); :meth:`FakeBybit.fire_dcp` cancels every open
 order as the exchange does once the window has passed without the client.  :meth:`FakeBybit.set_book` moves the
-touch (tests of post-only rejections).
+touch and ``cross_next_post_only = n`` makes the next n PostOnly orders find the book moved through their
+price (tests of post-only rejections).
 
 Times are ms UTC; quantities base units (signed where noted); money USDT.
 """
@@ -117,6 +118,7 @@ class FakeBybit:
         self.limit_fill_share = limit_fill_share
         self.book_override: tuple[float, float] | None = None
         self.dcp_window: int | None = None
+        self.cross_next_post_only = 0  # the next n PostOnly orders find the book moved through their price
         self.dcp_fired = 0
         self.balance0 = balance
         self.n_closed = history
@@ -394,6 +396,9 @@ class FakeBybit:
         bid, ask = self.book()
         crosses = px >= ask if buy else px <= bid
         post_only = str(b.get("timeInForce") or "") == "PostOnly"
+        if post_only and self.cross_next_post_only > 0:  # the book moved between the client's look and its order
+            self.cross_next_post_only -= 1
+            crosses = True
         if crosses and not post_only:
             return 200, {"retCode": 10001, "retMsg": "fake: crossing limit orders are not served", "result": {},
                          "time": 0}

@@ -77,6 +77,7 @@ class ReplayVenue(Venue):
         self._rules: dict[str, MarketRules] = {}
         self._cancel_faults: deque[str] = deque()
         self.post_only_rejects = 0  # post-only limit orders refused (tests)
+        self.cross_next_post_only = 0  # the next n post-only orders are refused as crossing (tests)
         self.cancels = 0  # cancel requests that reached the venue (tests)
         self._resting: list[str] = []  # client order ids of resting limit orders, in submission order
         self._limit_px: dict[str, float] = {}
@@ -301,6 +302,9 @@ class ReplayVenue(Venue):
             last = float(self._cols[symbol]["close"][r - 1]) if r else float(self._cols[symbol]["open"][0])
             s = bps(self.slippage_bps)
             crosses = price >= last * (1.0 + s) if qty > 0 else price <= last * (1.0 - s)
+            if self.cross_next_post_only > 0:  # the market moved through the price before the order arrived (tests)
+                self.cross_next_post_only -= 1
+                crosses = True
             if crosses or fault == "post_only":
                 self.post_only_rejects += 1
                 raise VenuePostOnlyReject(f"post-only {client_order_id} at {price} would cross (last {last})")
