@@ -430,3 +430,31 @@ def test_ccxt_limit_order_params_and_post_only_mapping(fake_exchange, bybit_keys
         assert v.cancel_all_after(45) and fk.dcp_window == 45
     finally:
         v.close()
+
+
+# ----------------------------------------------------------------------------- crucible status
+
+
+def test_status_shows_execution_metrics_within_80_columns(tmp_path):
+    from rich.console import Console
+
+    from commands.crucible import execution_view, status_view
+    from crucible.status import status
+
+    cfg = _cfg(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum", "capital": 1000.0},
+                                {"id": "t", "symbol": SYM, "genome": "builtin:meanrev", "capital": 1000.0,
+                                 "execution_policy": "always-taker"}])
+    run_live(cfg, venue=_replay(200))
+    rep = status(cfg.general.journal)
+    ex = rep["execution"]
+    assert set(ex) == {"a", "t"} and ex["a"]["limit_orders"] > 0 and ex["t"]["limit_orders"] == 0
+    assert ex["t"]["fee_bps"] == pytest.approx(5.0, rel=1e-3) and ex["a"]["fee_bps"] < 5.0  # taker vs maker fees
+    con = Console(width=80, record=True)
+    con.print(status_view(rep, 80))
+    con.print(execution_view(rep, 80))
+    text = con.export_text()
+    assert "…" not in text and max(len(ln) for ln in text.splitlines()) <= 80
+    assert "Execution" in text and "mk15" in text and "rej%" in text
+    old = tmp_path / "old.sqlite"  # a journal from before issue 31 has no execution tables
+    Journal(old).close()
+    assert status(old)["execution"] == {}
