@@ -64,7 +64,7 @@ from crucible.journal import OPEN_STATUSES
 from crucible.journal_exec import ExecBook
 from crucible.reconcile import own_client_id
 from crucible.slots import Slot, client_order_id
-from crucible.venues.base import Bar, OrderState, VenueError, VenueNetworkError
+from crucible.venues.base import Bar, OrderState, VenueError, VenueNetworkError, VenueRejected
 from forge.backtest.fills import limit_price
 from forge.backtest.spread import corwin_schultz_half_spread
 from forge.core.errors import ConfigError
@@ -349,7 +349,10 @@ class PassiveMixin:
                     return True
                 return False  # acked, yet unknown to the venue: the order sync's lost-order rule decides
             if st.status == "open":
-                self.venue.cancel_order(sym, cid)
+                try:
+                    self.venue.cancel_order(sym, cid)
+                except VenueRejected:  # "not open (any more)": filled or cancelled meanwhile -- the lookup says which
+                    pass
                 self.counters["cancels"] += 1
                 st = self.venue.fetch_order(sym, cid)
                 if st is None or st.status == "open":
@@ -437,7 +440,7 @@ class PassiveMixin:
                 continue
             try:
                 self.venue.cancel_order(st.symbol, cid)
-            except VenueNetworkError as exc:
+            except (VenueNetworkError, VenueRejected) as exc:
                 log.warning("stray order %s not cancelled (%s)", cid, str(exc)[:120])
             self.counters["stray_cancels"] += 1
             self.journal.event("stray_order_cancelled", now, jo["slot"] if jo else None, client_order_id=cid,

@@ -16,7 +16,7 @@ from crucible.config import config_from_dict
 from crucible.journal import OPEN_STATUSES, Journal
 from crucible.journal_exec import slot_exec_metrics
 from crucible.runtime import Runtime, run_live
-from crucible.venues.base import VenuePostOnlyReject
+from crucible.venues.base import VenuePostOnlyReject, VenueRejected
 from crucible.venues.ccxt_venue import CcxtVenue
 from crucible.venues.replay import ReplayVenue
 from forge.backtest.fills import kline_limit_fill
@@ -424,9 +424,10 @@ def test_ccxt_limit_order_params_and_post_only_mapping(fake_exchange, bybit_keys
             v.create_limit_order(SYM, 0.01, ask, "pa-2")
         assert v.fetch_order(SYM, "pa-2").reason == "post_only"
         v.cancel_order(SYM, "pa-1")
-        v.cancel_order(SYM, "pa-1")  # already cancelled: a no-op
-        v.cancel_order(SYM, "pa-none")  # unknown: a no-op
-        assert v.fetch_order(SYM, "pa-1").status == "canceled"
+        for cid in ("pa-1", "pa-none"):  # already cancelled / unknown: refused (110001), the lookup tells which
+            with pytest.raises(VenueRejected, match="OrderNotFound"):
+                v.cancel_order(SYM, cid)
+        assert v.fetch_order(SYM, "pa-1").status == "canceled" and v.fetch_order(SYM, "pa-none") is None
         assert v.cancel_all_after(45) and fk.dcp_window == 45
     finally:
         v.close()

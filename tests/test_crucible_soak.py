@@ -253,12 +253,12 @@ class _InProcess:
     """The uninterrupted reference: the same driver steps (run_live until the last bar, then the settle
     reconcile) in a thread of the test process, with the Popen-like ``poll`` the lock-step loop uses."""
 
-    def __init__(self, d: Path, fk: FakeBybit, until: int) -> None:
+    def __init__(self, d: Path, fk: FakeBybit, until: int, policy: str = "") -> None:
         from crucible.venues.ccxt_venue import CcxtVenue
 
         self.pid = f"ref{os.getpid()}"
         self.out: dict = {}
-        cfg = make_cfg(d, bench_id=BENCH, cwo_interval=1e9)
+        cfg = make_cfg(d, bench_id=BENCH, cwo_interval=1e9, policy=policy)
         v = CcxtVenue("bybit", [SYM], api_url=fk.rest_url, ws_url=fk.ws_url, feed="ws", timeout_ms=3000)
         use_exchange_clock(v)
 
@@ -294,7 +294,7 @@ class _InProcess:
 
 
 def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list[float]] | None,
-                 end_ms: int) -> dict:
+                 end_ms: int, policy: str = "") -> dict:
     """Close ``n_bars`` bars in lock step with the runtime; kill_at None: the uninterrupted reference (in this
     process), else the runtime subprocess is killed ``kill_at[i]`` seconds after bar i closes (each delay one
     kill, then an immediate restart); end_ms: open time of the last bar (the same for both runs: client order
@@ -309,7 +309,7 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
     with FakeBybit(bars, history=400) as fk:
         fk.bar_clock = True
         args = ("--rest", fk.rest_url, "--ws", fk.ws_url, "--until-ms", str(until), "--cwo-interval", "1e9",
-                "--exchange-clock", "--ready", "--settle")
+                "--exchange-clock", "--ready", "--settle", *(("--policy", policy) if policy else ()))
 
         def alive(p):
             if p.poll() is not None:
@@ -317,7 +317,7 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
                 raise AssertionError(f"runtime ended early: {str(err)[-3000:]}")
             return p
 
-        p = _InProcess(d, fk, until) if kill_at is None else _spawn(d, *args)
+        p = _InProcess(d, fk, until, policy) if kill_at is None else _spawn(d, *args)
         assert _wait_ready(d, p)
         for i in range(n_bars):
             if i > 0:  # the runtime has committed the newest closed bar
@@ -338,19 +338,21 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
         assert out["summary"]["stopped_by"] == "until", out["summary"]
         assert out["reconcile"]["position_diff"] == {}
         ex = _exchange_state(fk)
-    cfg = make_cfg(d, bench_id=BENCH)
+    cfg = make_cfg(d, bench_id=BENCH, policy=policy)
     return {"journal": journal_state(journal), "exchange": ex, "ledgers": ledgers(cfg, _replay_venue(1)),
-            "kills": kills}
+            "kills": kills, "exec": exec_state(journal) if policy else None}
 
 
-def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
+def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, policy: str = "") -> dict:
     rng = random.Random(seed)
     kill_at: dict[int, list[float]] = {}
     for _ in range(kills):
         kill_at.setdefault(rng.randrange(n_bars), []).append(rng.uniform(0.0, 0.25))
     end_ms = (int(time.time() * 1000) // 60_000 - 5) * 60_000  # every bar in the wall clock's past
-    ref = exchange_run(tmp_path, "ref", n_bars, None, end_ms)
-    got = exchange_run(tmp_path, "soak", n_bars, kill_at, end_ms)
+    ref = exchange_run(tmp_path, "ref", n_bars, None, end_ms, policy)
+    got = exchange_run(tmp_path, "soak", n_bars, kill_at, end_ms, policy)
+    if policy:
+        assert got["exec"]["intents"] == ref["exec"]["intents"] and got["exec"]["orders"] == ref["exec"]["orders"]
     assert got["kills"] == kills
     a, b = ref["journal"], got["journal"]
     _no_duplicate_ids(b)
@@ -367,6 +369,14 @@ def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
 
 def test_exchange_kill9_soak_fast(tmp_path, bybit_keys):
     exchange_soak(tmp_path, kills=2, n_bars=80, seed=5)
+
+
+def test_exchange_kill9_soak_passive_resting_orders(tmp_path, bybit_keys):
+    """Issue 31 on the fake Bybit (PostOnly limits resting at the touch, cancel/replace each bar, the fake fills
+    them when a later bar trades through): kill -9 a random moment after randomly chosen bars; the restarted bench
+    ends with the uninterrupted run's orders, fills, intents and the exchange's books, each client id once."""
+    r = exchange_soak(tmp_path, kills=2, n_bars=60, seed=31, policy="maker-then-cross")
+    assert r["orders"] > 20
 
 
 @pytest.mark.slow

@@ -288,8 +288,9 @@ class Venue(ABC):
 
     @abstractmethod
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
-        """Cancel an open order (no-op if already closed or unknown to the venue; the caller looks the order up for
-        its final state).  raises VenueNetworkError when the outcome is unknown."""
+        """Cancel an open order.  One the venue does not hold open (already filled or cancelled, unknown) is a no-op
+        or refused with VenueRejected, as the venue answers; either way the caller looks the order up for its final
+        state.  raises VenueNetworkError when the outcome is unknown."""
 
     @abstractmethod
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:

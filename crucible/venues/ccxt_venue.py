@@ -414,15 +414,11 @@ class CcxtVenue(CcxtFeedMixin, Venue):
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
         """ccxt ``cancel_order(None, symbol, params)`` by client order id: Bybit ``{"orderLinkId": id}`` (ccxt 4.5's
         ``bybit.cancel_order_request`` passes params through untranslated, so ``clientOrderId`` would not reach
-        Bybit), Binance ``{"clientOrderId": id}`` (ccxt sends ``origClientOrderId``); an order the exchange does not hold open (unknown, filled or already cancelled:
-        Bybit 110001, Binance -2011, ccxt OrderNotFound) is a no-op — the caller looks it up for its final state."""
-        try:
-            key = "orderLinkId" if self.exchange_id == "bybit" else "clientOrderId"
-            self._call(self.ex.cancel_order, None, self._usym[symbol], {key: client_order_id})
-        except VenueRejected as exc:
-            if "OrderNotFound" in str(exc) or "110001" in str(exc) or "-2011" in str(exc):
-                return
-            raise
+        Bybit), Binance ``{"clientOrderId": id}`` (ccxt sends ``origClientOrderId``).  An order the exchange does not
+        hold open (unknown, filled or already cancelled: Bybit 110001, Binance -2011, ccxt OrderNotFound) is refused
+        with VenueRejected -- the caller looks the order up for its final state."""
+        key = "orderLinkId" if self.exchange_id == "bybit" else "clientOrderId"
+        self._call(self.ex.cancel_order, None, self._usym[symbol], {key: client_order_id})
 
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
         # Bybit pages executions (newest first, 50 per page by default): follow the cursor to the end
