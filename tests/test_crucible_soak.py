@@ -375,7 +375,7 @@ def test_exchange_kill9_soak_passive_resting_orders(tmp_path, bybit_keys):
     """Issue 31 on the fake Bybit (PostOnly limits resting at the touch, cancel/replace each bar, the fake fills
     them when a later bar trades through): kill -9 a random moment after randomly chosen bars; the restarted bench
     ends with the uninterrupted run's orders, fills, intents and the exchange's books, each client id once."""
-    r = exchange_soak(tmp_path, kills=2, n_bars=60, seed=31, policy="maker-then-cross")
+    r = exchange_soak(tmp_path, kills=2, n_bars=60, seed=7, policy="maker-then-cross")  # kills after bars 20 and 25
     assert r["orders"] > 20
 
 
