@@ -154,15 +154,19 @@ class ExecBook:
     def markouts(self, symbol: str, open_time: int, close: float) -> None:
         """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles."""
         keep = []
+        upd: dict[int, list[tuple[float, str]]] = {}
         for p in self.pending:
-            if p["symbol"] == symbol:
+            if p["symbol"] == symbol and open_time >= p["ref_bar"] + 60_000:
+                done = p["done"]
                 for k in MARKOUTS:
-                    if not p["done"][k] and open_time >= p["ref_bar"] + 60_000 * k:
-                        v = 1e4 * p["side"] * (close - p["price"]) / p["price"]
-                        self.db.execute(f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?", (v, p["trade_id"]))
-                        p["done"][k] = True
-            if not all(p["done"].values()):
-                keep.append(p)
+                    if not done[k] and open_time >= p["ref_bar"] + 60_000 * k:
+                        upd.setdefault(k, []).append((1e4 * p["side"] * (close - p["price"]) / p["price"], p["trade_id"]))
+                        done[k] = True
+                if done[MARKOUTS[-1]] and all(done.values()):
+                    continue
+            keep.append(p)
+        for k, rows in upd.items():
+            self.db.executemany(f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?", rows)
         self.pending = keep
 
 
