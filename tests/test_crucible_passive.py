@@ -459,3 +459,60 @@ def test_status_shows_execution_metrics_within_80_columns(tmp_path):
     old = tmp_path / "old.sqlite"  # a journal from before issue 31 has no execution tables
     Journal(old).close()
     assert status(old)["execution"] == {}
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("point", ["intent_saved", "sent_not_acked"])
+def test_fake_bybit_crash_around_a_limit_send_recovers_exactly(tmp_path, bybit_keys, point):
+    """A crash right after a limit order's intent was committed (never sent), or after the venue accepted it (the
+    ack lost): the restart sends it once under the journaled id (it was decided on the latest closed bar), or finds
+    it by that id; the intent goes on working; a flatten then cancels exactly that order."""
+    import time
+
+    from crucible.venues.base import Bar
+    from fake_bybit import FakeBybit, sample_bars
+
+    end = (int(time.time() * 1000) // 60_000 - 1) * 60_000  # latest closed minute, like a real exchange
+    with FakeBybit(sample_bars(450, end_ms=end), history=450) as fk:
+        v = CcxtVenue("bybit", [SYM], api_url=fk.rest_url, ws_url=fk.ws_url, timeout_ms=3000, feed="poll")
+        cfg = _cfg(tmp_path, deadline=6)
+
+        def crash(p, ctx):
+            if p == point:
+                raise _Crash(p)
+
+        try:
+            j = Journal(cfg.general.journal)
+            rt = Runtime(cfg, v, j, fault=crash)
+            rt.engine.latest = lambda genomes, hist: {k: 1.0 for k in genomes}
+            rt.restore()
+            rt.reconcile()
+            h = v.history(SYM, 1)
+            t = int(h["open_time"][-1])
+            bar = Bar(SYM, t, *(float(h[c][-1]) for c in ("open", "high", "low", "close", "volume")))
+            with pytest.raises(_Crash):
+                rt.process_bar({SYM: bar})
+            j.close()
+            at_venue = sorted(fk.state()["orders"])
+            if v.now_ms() >= end + 2 * 60_000 - 2_000:
+                pytest.skip("the minute rolled over: the bar is no longer the latest closed bar")
+            j = Journal(cfg.general.journal)
+            rt2 = Runtime(cfg, v, j)
+            rt2.restore()
+            rt2.reconcile()
+            cids = [o["client_order_id"] for o in j.orders()]
+            assert len(cids) == 1 and rt2.exec_book.orders[cids[0]]["kind"] == "limit"
+            assert at_venue == ([] if point == "intent_saved" else cids)
+            assert sorted(fk.state()["orders"]) == cids  # sent once, under the journaled id
+            assert j.order(cids[0])["status"] == "acked" and fk.state()["orders"][cids[0]]["status"] == "New"
+            assert "a" in rt2.exec_book.working and rt2.slots["a"].target == 1.0  # the intent goes on
+            with j:
+                assert rt2._clear_resting(rt2.slots["a"])
+            assert fk.state()["orders"][cids[0]]["status"] == "Cancelled" and j.order(cids[0])["status"] == "canceled"
+            assert fk.open_orders() == [] and "a" not in rt2.exec_book.working
+            j.close()
+        finally:
+            v.close()
