@@ -427,16 +427,17 @@ class ExecutionMixin:
 
     def _halt(self, reason: str, now: int, action: str | None = None) -> None:
         """Stop trading (no new orders; marks and fills go on) and say why: a ``halt`` event, a log line, a
-        progress event and an alert.  With ``action`` "flatten" (default ``[crucible] on_mismatch``) every slot's
-        units are closed first."""
+        progress event and an alert.  Resting limit orders of passive slots are cancelled either way; with ``action``
+        "flatten" (default ``[crucible] on_mismatch``) every slot's units are closed first."""
         self.halted = reason
         action = action or self.cfg.general.on_mismatch
         with self.journal:
             self.journal.event("halt", now, None, reason=reason, action=action)
+            for s in self.slots.values():
+                self._clear_resting(s, now)  # a halted bench leaves no resting order (passive slots), flatten or not
             if action == "flatten":
                 bar_time = (now // 60_000 - 1) * 60_000
                 for s in self.slots.values():
-                    self._clear_resting(s, now)  # resting orders are cancelled before the flatten
                     if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
                         self.flatten(s, "mismatch", bar_time)
         log.error("trading halted (%s): %s", action, reason)

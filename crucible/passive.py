@@ -33,7 +33,7 @@ target change; an always-taker slot (the default) never enters this module and t
    "post-only: ...", a ``post_only_reject`` event), counted, and do not back the slot off: the intent goes on
    and the next bar re-decides (the deadline crosses the rest).
 4. **Kill rule, kill switch, halt, stale feed, flatten**: a slot's resting orders are cancelled and its intent
-   retired first (:meth:`PassiveMixin._clear_resting`), then its units are closed by a market order (reduce-only on
+   retired first (a halt cancels them even when it does not flatten) (:meth:`PassiveMixin._clear_resting`), then its units are closed by a market order (reduce-only on
    perpetuals where it reduces the bench's net position, as before); a cancel not yet confirmed is retried every
    bar (:meth:`PassiveMixin._retry_cancels`) and the flatten follows once it is.
 5. **Restart** (:meth:`PassiveMixin._reconcile_resting`, before the journal/venue reconcile): a limit order
@@ -147,21 +147,24 @@ class PassiveMixin:
 
     def _passive_target(self, slot_id: str) -> float | None:
         """The target a passive slot is working towards, from the journal: its working intent's, else the later of
-        its last intent and its last standing order outside intents (a flatten); None for a taker slot."""
+        its last intent and its last standing order outside intents (a flatten; an intent a flatten or halt retired
+        gives way to that flatten's order, or NaN -- re-size at the next signal); None for a taker slot."""
         if slot_id not in self.policies:
             return None
         it = self.exec_book.working.get(slot_id)
         if it is not None:
             return float(it["target"])
         db = self.journal.db
-        r = db.execute("SELECT target, bar_time FROM exec_intents WHERE slot=? ORDER BY bar_time DESC, rowid DESC LIMIT 1",
-                       (slot_id,)).fetchone()
+        r = db.execute("SELECT target, bar_time, status FROM exec_intents WHERE slot=? ORDER BY bar_time DESC, rowid DESC"
+                       " LIMIT 1", (slot_id,)).fetchone()
         o = db.execute("SELECT o.target, o.bar_time FROM orders o LEFT JOIN order_exec e USING(client_order_id) "
                        "WHERE o.slot=? AND e.intent_id IS NULL AND o.status NOT IN "
                        "('abandoned','rejected','canceled','lost','collided') ORDER BY o.bar_time DESC, o.rowid DESC "
                        "LIMIT 1", (slot_id,)).fetchone()
         if r is None and o is None:
             return 0.0
+        if r is not None and r[2] == "canceled":  # retired by a flatten / halt: the flatten's order, else re-size
+            return float(o[0]) if o is not None and o[1] >= r[1] else float("nan")
         if o is None or (r is not None and r[1] >= o[1]):
             return float(r[0])
         return float(o[0])
@@ -383,6 +386,7 @@ class PassiveMixin:
         it = self.exec_book.working.get(slot.id)
         if it is not None:
             self.exec_book.update_intent(it, now, status="canceled")
+            slot.target = float("nan")  # not reached: a flatten sets 0, else the next signal re-sizes
         ok = True
         for o in self.journal.orders(OPEN_STATUSES):
             if o["slot"] == slot.id and self._is_limit(o["client_order_id"]):
@@ -395,11 +399,11 @@ class PassiveMixin:
 
     def _retry_cancels(self, bar_time: int, now: int) -> None:
         """Cancels that were not confirmed: try again; a slot whose orders are all closed now and that should be flat
-        (killed, stopped, halted or target 0) is flattened."""
+        (killed, stopped, or its flatten waited for this cancel: target 0) is flattened."""
         for sid in sorted(self._cancel_due):
             s = self.slots[sid]
             if self._clear_resting(s, now) and s.ledger.units != 0.0 and not self.journal.has_open_order(sid) \
-                    and (s.status != "live" or s.target == 0.0 or self.halted is not None) and s.mark > 0:
+                    and (s.status != "live" or s.target == 0.0) and s.mark > 0:
                 self.flatten(s, "cleanup", bar_time)
 
     # ------------------------------------------------------------------ dead-man's switch

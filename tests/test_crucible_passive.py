@@ -516,3 +516,30 @@ def test_fake_bybit_crash_around_a_limit_send_recovers_exactly(tmp_path, bybit_k
             j.close()
         finally:
             v.close()
+
+
+@pytest.mark.parametrize("exchange,want", [
+    ("bybit", {"orderType": "Limit", "timeInForce": "PostOnly", "orderLinkId": "cid-1", "reduceOnly": True}),
+    ("binanceusdm", {"type": "LIMIT", "timeInForce": "GTX", "newClientOrderId": "cid-1", "reduceOnly": True}),
+])
+def test_limit_params_reach_each_exchange_as_its_post_only_flag(exchange, want):
+    """Offline (no network): the venue's limit-order params through ccxt's own request builder give Bybit
+    ``timeInForce=PostOnly`` + ``orderLinkId`` and Binance USDⓈ-M ``timeInForce=GTX`` + ``newClientOrderId``."""
+    import ccxt
+
+    from crucible.venues.ccxt_venue import limit_order_params
+
+    m = {"id": "BTCUSDT", "symbol": "BTC/USDT:USDT", "base": "BTC", "quote": "USDT", "settle": "USDT", "baseId": "BTC",
+         "quoteId": "USDT", "settleId": "USDT", "type": "swap", "spot": False, "margin": False, "swap": True,
+         "future": False, "option": False, "contract": True, "linear": True, "inverse": False, "active": True,
+         "contractSize": 1, "precision": {"amount": 0.001, "price": 0.1},
+         "limits": {"amount": {"min": 0.001}, "price": {}, "cost": {"min": 100}},
+         "info": {"orderTypes": ["LIMIT", "MARKET"]}}
+    ex = getattr(ccxt, exchange)()
+    ex.set_markets([m])
+    req = ex.create_order_request("BTC/USDT:USDT", "limit", "buy", 0.01, 60000.0,
+                                  limit_order_params("cid-1", post_only=True, reduce_only=True))
+    assert {k: req.get(k) for k in want} == want
+    plain = ex.create_order_request("BTC/USDT:USDT", "limit", "buy", 0.01, 60000.0,
+                                    limit_order_params("cid-2", post_only=False, reduce_only=False))
+    assert plain.get("timeInForce") not in ("PostOnly", "GTX") and not plain.get("reduceOnly")

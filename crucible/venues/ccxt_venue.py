@@ -58,7 +58,7 @@ from crucible.venues.base import (Bar, VenueError, Fill, MarketRules, OrderState
                                   VenueDuplicateOrder, VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
 
-__all__ = ["CcxtVenue", "KEY_ENV", "FEEDS"]
+__all__ = ["CcxtVenue", "KEY_ENV", "FEEDS", "POST_ONLY_REJECT_BYBIT", "limit_order_params"]
 
 log = logging.getLogger("crucible.ccxt")
 
@@ -69,6 +69,18 @@ WS_FEED_EXCHANGES = ("bybit",)
 _MIN = 60_000
 
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
+
+
+def limit_order_params(client_order_id: str, *, post_only: bool, reduce_only: bool) -> dict[str, Any]:
+    """ccxt params of a limit order: ``clientOrderId`` (Bybit ``orderLinkId``, Binance ``newClientOrderId``),
+    ``postOnly`` (Bybit ``timeInForce=PostOnly``, Binance USDⓈ-M ``timeInForce=GTX``), ``reduceOnly``; checked
+    against ccxt's own request builders offline in tests/test_crucible_passive.py."""
+    params: dict[str, Any] = {"clientOrderId": client_order_id}
+    if post_only:
+        params["postOnly"] = True
+    if reduce_only:
+        params["reduceOnly"] = True
+    return params
 
 
 def _keys(exchange_id: str) -> tuple[str | None, str | None]:
@@ -321,11 +333,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             raise VenueRejected(f"limit order {qty} @ {price} is below {symbol}'s lot/tick ({str(exc)[:120]})") from None
         if amount <= 0 or px <= 0:
             raise VenueRejected(f"limit order {qty} @ {price} rounds to 0 at {symbol}'s lot/tick")
-        params: dict[str, Any] = {"clientOrderId": client_order_id}
-        if post_only:
-            params["postOnly"] = True
-        if reduce_only:
-            params["reduceOnly"] = True
+        params = limit_order_params(client_order_id, post_only=post_only, reduce_only=reduce_only)
         o = self._call(self.ex.create_order, usym, "limit", "buy" if qty > 0 else "sell", amount, px, params)
         st = self._order_state(o, symbol)
         st = OrderState(st.order_id, client_order_id, symbol, float(np.sign(qty)) * amount, st.filled, st.status,
