@@ -101,7 +101,7 @@ class ExecBook:
     # ------------------------------------------------------------------ intents
 
     def add_intent(self, row: dict[str, Any]) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO exec_intents({', '.join(_INTENT_COLS)}) VALUES "
+        self.db.execute(f"INSERT INTO exec_intents({', '.join(_INTENT_COLS)}) VALUES "
                         f"({','.join('?' * len(_INTENT_COLS))})", tuple(row[c] for c in _INTENT_COLS))
         if row["status"] == "working":
             self.working[row["slot"]] = dict(row)
@@ -114,6 +114,11 @@ class ExecBook:
         if it["status"] != "working":
             if self.working.get(it["slot"]) is it:
                 del self.working[it["slot"]]
+
+    def intent_exists(self, intent_id: str) -> bool:
+        """Whether an intent with this id (``<slot>-<decision bar>``) was ever journaled."""
+        w = next((it for it in self.working.values() if it["id"] == intent_id), None)
+        return w is not None or self.db.execute("SELECT 1 FROM exec_intents WHERE id=?", (intent_id,)).fetchone() is not None
 
     def intent_orders(self, intent_id: str) -> list[str]:
         """Client order ids sent for an intent, oldest first."""

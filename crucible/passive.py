@@ -188,6 +188,8 @@ class PassiveMixin:
         if bar_time < self.reject_until.get(s.id, -1) and not over:
             return
         book = self.exec_book
+        if book.intent_exists(f"{s.id}-{bar_time}"):
+            return  # decided on this bar already: a bar re-processed after a restart (its commit point saved the intent)
         it = book.working.get(s.id)
         if it is not None:
             if not self._close_intent_orders(it, now):
