@@ -40,7 +40,8 @@ target change; an always-taker slot (the default) never enters this module and t
    journaled on the latest closed bar that never reached the venue is sent now; any open order at the venue under
    this bench's valid id that the journal holds closed is cancelled (a cancel whose confirmation the crash lost);
    one the journal does not know at all halts the bench (the journal lost an order).  Working intents continue
-   from the journal (their ``last_bar`` keeps a bar re-processed after a restart from being worked twice).
+   from the journal: a bar re-processed after a restart decides no intent whose id (``<slot>-<bar>``) a commit point
+   of that bar already saved, and works no intent twice (its ``last_bar``).
 6. **Dead-man's switch**: with ``[execution] cancel_all_after_seconds`` > 0, exchange venues re-arm the venue's
    cancel-all-after every bar while a passive slot trades (:meth:`crucible.venues.base.Venue.cancel_all_after`).
 7. **Metrics** (every slot's orders and fills, taker ones too): ``order_exec`` / ``exec_fills`` rows -- fees,
