@@ -111,9 +111,8 @@ class ExecBook:
         it.update(changes, updated_ms=now_ms)
         sets = ", ".join(f"{k}=?" for k in (*changes, "updated_ms"))
         self.db.execute(f"UPDATE exec_intents SET {sets} WHERE id=?", (*changes.values(), now_ms, it["id"]))
-        if it["status"] != "working":
-            if self.working.get(it["slot"]) is it:
-                del self.working[it["slot"]]
+        if it["status"] != "working" and self.working.get(it["slot"]) is it:
+            del self.working[it["slot"]]
 
     def intent_exists(self, intent_id: str) -> bool:
         """Whether an intent with this id (``<slot>-<decision bar>``) was ever journaled."""

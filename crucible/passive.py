@@ -65,17 +65,37 @@ from crucible.journal import OPEN_STATUSES
 from crucible.journal_exec import ExecBook
 from crucible.reconcile import own_client_id
 from crucible.slots import Slot, client_order_id
-from crucible.venues.base import Bar, OrderState, VenueError, VenueNetworkError, VenueRejected
+from crucible.venues.base import (
+    Bar,
+    OrderState,
+    VenueError,
+    VenueNetworkError,
+    VenueRejected,
+)
 from forge.backtest.fills import limit_price
 from forge.backtest.spread import corwin_schultz_half_spread
 from forge.core.errors import ConfigError
 from forge.execution.intents import deadline as intent_deadline
-from forge.execution.intents import round_order, urgency as intent_urgency
+from forge.execution.intents import round_order
+from forge.execution.intents import urgency as intent_urgency
 from forge.execution.policy import ALWAYS_TAKER_SHA256, ExecutionPolicy
-from forge.execution.policy_nb import (A_INSIDE, A_MARKET, A_TOUCH, ACTION_NAMES, F_BIAS, F_FILLED, F_SPREAD, F_TAU,
-                                       F_URGENCY, F_VOL, N_FEATURES, maker_then_cross, policy_action_nb)
+from forge.execution.policy_nb import (
+    A_INSIDE,
+    A_MARKET,
+    A_TOUCH,
+    ACTION_NAMES,
+    F_BIAS,
+    F_FILLED,
+    F_SPREAD,
+    F_TAU,
+    F_URGENCY,
+    F_VOL,
+    N_FEATURES,
+    maker_then_cross,
+    policy_action_nb,
+)
 
-__all__ = ["PassiveMixin", "QUEUE_WARNING", "VOL_HALFLIFE", "resolve_policy"]
+__all__ = ["QUEUE_WARNING", "VOL_HALFLIFE", "PassiveMixin", "resolve_policy"]
 
 log = logging.getLogger("crucible")
 

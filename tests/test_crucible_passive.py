@@ -472,8 +472,9 @@ def test_fake_bybit_crash_around_a_limit_send_recovers_exactly(tmp_path, bybit_k
     it by that id; the intent goes on working; a flatten then cancels exactly that order."""
     import time
 
-    from crucible.venues.base import Bar
     from fake_bybit import FakeBybit, sample_bars
+
+    from crucible.venues.base import Bar
 
     end = (int(time.time() * 1000) // 60_000 - 1) * 60_000  # latest closed minute, like a real exchange
     with FakeBybit(sample_bars(450, end_ms=end), history=450) as fk:
