@@ -72,11 +72,14 @@ def crucible_live(
                 state["outage"] = e if kind == "outage" else None
         elif kind == "start":
             slots = e.get("slots")
-            state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [])
+            state.update(venue=e.get("venue"), slots=list(slots) if isinstance(slots, (list, tuple)) else [],
+                         warning=e.get("warning"))
             if live_view:
                 throttle.flush()
             else:
                 console.print(f"crucible: venue {e.get('venue')}, {len(state['slots'])} slots", highlight=False)
+                if e.get("warning"):  # passive slots on a testnet (crucible.passive.QUEUE_WARNING)
+                    console.print(escape(f"warning: {e['warning']}"), highlight=False)
         elif kind == "bar":
             state.update(slots=e["slots"], time=e["time_ms"], bars=e["bars"])
             if live_view:
@@ -168,6 +171,33 @@ def status_view(rep: dict[str, Any], width: int) -> Any:
     return fit_table(title, cols, rows, width)
 
 
+def execution_view(rep: dict[str, Any], width: int) -> Any:
+    """``crucible status``'s execution table (issue 31) from ``rep["execution"]``
+    (:func:`crucible.journal_exec.slot_exec_metrics`): per slot fills, fees and slippage against the decision price
+    (bp of the decision-price notional), the share of the intended units filled passively, the post-only reject
+    rate and the markouts 1 / 5 / 15 minutes after the fills (bp; + = the price moved the fill's way), fitted to
+    ``width`` columns (``commands.ui.fit_table``), with a note on the units."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from commands.ui import fit_table
+
+    def f(x: Any, fmt: str) -> str:
+        return "—" if x is None or (isinstance(x, float) and x != x) else format(x, fmt)
+
+    cols = [("slot", "left"), ("fills", "right"), ("fee", "right"), ("slip", "right"), ("fill%", "right"),
+            ("rej%", "right"), ("mk1", "right"), ("mk5", "right"), ("mk15", "right")]
+    rows = [[sid, str(m["fills"]), f(m["fee_bps"], ".2f"), f(m["slippage_bps"], "+.2f"),
+             f(100 * m["fill_rate"] if m["fill_rate"] == m["fill_rate"] else None, ".1f"),
+             f(100 * m["reject_rate"] if m["reject_rate"] == m["reject_rate"] else None, ".1f"),
+             f(m["markout_1_bps"], "+.2f"), f(m["markout_5_bps"], "+.2f"), f(m["markout_15_bps"], "+.2f")]
+            for sid, m in sorted(rep["execution"].items())]
+    note = Text("fee, slip (vs the decision price), mk1/5/15 (markouts 1/5/15 min after the fill; + = moved the fill's "
+                "way): bp; fill% = intended units filled passively; rej% = post-only orders refused as crossing",
+                style="dim")
+    return Group(fit_table("Execution (per slot)", cols, rows, width), note)
+
+
 @edge
 def crucible_status(
     journal: Annotated[Path, typer.Option("--journal", help="SQLite journal.")] = Path("artifacts/crucible/journal.sqlite"),
@@ -182,6 +212,8 @@ def crucible_status(
         print(json_dumps(rep))
         return
     console.print(status_view(rep, console.width))
+    if rep.get("execution"):
+        console.print(execution_view(rep, console.width))
     for line in lineage_lines(rep) + request_lines(rep):
         console.print(escape(line), highlight=False)
 

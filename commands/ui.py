@@ -336,8 +336,8 @@ def crucible_dashboard(state: dict[str, Any], events: Iterable[str] = ()) -> Any
     state: {"venue": str, "time": venue time of the last bar, ms since epoch
     (None before the first bar), "bars": int, "slots": [{"slot", "symbol",
     "status", "genome", "equity" (USDT), "weight" (fraction of capital),
-    "target" (position, -1..1), "fills"}]}.  events: recent event lines,
-    shown as the caption (oldest first).
+    "target" (position, -1..1), "fills"}], "warning": str (optional: shown above the events, e.g. that testnet
+    fills say nothing about real queue position)}.  events: recent event lines, shown as the caption (oldest first).
     """
     from rich.markup import escape
     from rich.table import Table
@@ -348,7 +348,8 @@ def crucible_dashboard(state: dict[str, Any], events: Iterable[str] = ()) -> Any
     total = sum(float(sl.get("equity") or 0.0) for sl in state.get("slots", []))
     t = Table(title=f"Crucible — {state.get('venue')}  {when} UTC  {state.get('bars', 0):,} bars  "
                     f"equity {total:,.2f} USDT",
-              caption="\n".join(ev) or None, caption_justify="left")
+              caption="\n".join(([f"[yellow]warning: {escape(state['warning'])}[/]"] if state.get("warning") else [])
+                                + ev) or None, caption_justify="left")
     for col in ("slot", "symbol", "status", "strategy", "equity", "weight", "target", "fills"):
         t.add_column(col, justify="left" if col in ("slot", "symbol", "status", "strategy") else "right",
                      no_wrap=col in ("equity", "weight", "target", "fills"), overflow="fold")

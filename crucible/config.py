@@ -3,7 +3,7 @@ validated up front (unknown keys, wrong types and bad values raise
 ConfigError naming the file, table and key).
 
 Tables: ``[crucible]`` (paths, order id prefix, history window), ``[replay]``,
-``[costs]``, ``[hotswap]``, ``[watchtower]``, ``[cwo]`` and one ``[[slots]]``
+``[costs]``, ``[hotswap]``, ``[watchtower]``, ``[cwo]``, ``[execution]`` and one ``[[slots]]``
 table per slot.  A slot's ``genome`` is a genome JSON path (relative paths
 resolve against the current directory) or ``builtin:NAME``
 (:mod:`crucible.builtin`).
@@ -22,7 +22,11 @@ from forge.core.errors import ConfigError
 from forge.core.requests import ServeConfig
 
 __all__ = ["CrucibleConfig", "GeneralConfig", "ReplayConfig", "CostsConfig", "HotswapConfig", "WatchtowerConfig",
-           "CwoConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH"]
+           "CwoConfig", "ExecutionLiveConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH",
+           "NAMED_POLICIES"]
+
+NAMED_POLICIES = ("always-taker", "maker-then-cross")
+"""Execution policies a config may name instead of a ``forge execution train`` JSON path."""
 
 DEFAULT_CONFIG_PATH = Path("configs/crucible.toml")
 _ID = re.compile(r"^[A-Za-z0-9]{1,8}$")
@@ -241,6 +245,42 @@ class CwoConfig:
 
 
 @dataclass(frozen=True)
+class ExecutionLiveConfig:
+    """``[execution]`` (issue 31 part 5): how the bench turns a slot's target change into orders.
+
+    policy: "always-taker" (default; also ""): a market order per target change, exactly as before;
+    "maker-then-cross": rest a post-only limit at the touch every bar, cross the rest at the deadline; or the path
+    of an execution policy JSON (``forge execution train``, :class:`forge.execution.policy.ExecutionPolicy`).  A
+    slot's own ``execution_policy`` overrides it.  deadline_bars: bars an intent of zero urgency may rest
+    (:func:`forge.execution.intents.deadline`; >= 0); post_only: limit orders are post-only (Bybit PostOnly,
+    Binance GTX); spread_window: two-bar Corwin-Schultz estimates averaged when the venue has no book (the replay
+    venue; as ``[execution] spread_window`` of the backtest); cancel_all_after_seconds: the exchange's dead-man's
+    switch, re-armed every bar while a passive slot trades (0 = off; Bybit 3..300 s); maker_fee_bps (-1 = the
+    ``[costs]`` taker fee) and max_volume_share ((0, 1]): the replay venue's resting-order fills (the kline fill
+    model of :mod:`forge.backtest.fills`)."""
+
+    policy: str = "always-taker"
+    deadline_bars: int = 5
+    post_only: bool = True
+    spread_window: int = 20
+    cancel_all_after_seconds: float = 0.0
+    maker_fee_bps: float = -1.0
+    max_volume_share: float = 0.1
+
+    def validate(self) -> None:
+        if not 0 <= self.deadline_bars <= 1440:
+            raise ConfigError(f"deadline_bars must be in [0, 1440], got {self.deadline_bars}")
+        if not 1 <= self.spread_window <= 10_000:
+            raise ConfigError(f"spread_window must be in [1, 10000], got {self.spread_window}")
+        if not 0 <= self.cancel_all_after_seconds <= 300:
+            raise ConfigError(f"cancel_all_after_seconds must be in [0, 300], got {self.cancel_all_after_seconds}")
+        if not (self.maker_fee_bps == -1.0 or 0.0 <= self.maker_fee_bps < 10_000):
+            raise ConfigError(f"maker_fee_bps must be -1 (the taker fee) or in [0, 10000), got {self.maker_fee_bps}")
+        if not 0.0 < self.max_volume_share <= 1.0:
+            raise ConfigError(f"max_volume_share must be in (0, 1], got {self.max_volume_share}")
+
+
+@dataclass(frozen=True)
 class SlotConfig:
     """id: 1-8 letters/digits (part of every client order id); symbol: e.g. BTCUSDT; genome: path or
     builtin:NAME; capital: the slot's virtual capital, USDT; costs: cost preset of the instrument traded —
@@ -259,6 +299,7 @@ class SlotConfig:
     max_leverage: float = 0.0  # 0 = [crucible] max_leverage
     regime: int = -1
     regime_model: str = ""
+    execution_policy: str = ""  # "" = [execution] policy; else as that key (issue 31)
 
     def validate(self) -> None:
         if self.regime < -1:
@@ -295,6 +336,7 @@ class CrucibleConfig:
     watchtower: WatchtowerConfig = field(default_factory=WatchtowerConfig)
     cwo: CwoConfig = field(default_factory=CwoConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (loop.serve)
+    execution: ExecutionLiveConfig = field(default_factory=ExecutionLiveConfig)  # passive orders (issue 31)
     source: str = "defaults"
 
     def presets(self, exchange: bool) -> dict[str, str]:
@@ -323,7 +365,7 @@ class CrucibleConfig:
 _SECTIONS = {"crucible": ("general", GeneralConfig), "replay": ("replay", ReplayConfig),
              "costs": ("costs", CostsConfig), "hotswap": ("hotswap", HotswapConfig),
              "watchtower": ("watchtower", WatchtowerConfig), "cwo": ("cwo", CwoConfig),
-             "serve": ("serve", ServeConfig)}
+             "serve": ("serve", ServeConfig), "execution": ("execution", ExecutionLiveConfig)}
 
 
 def config_from_dict(d: dict[str, Any], source: str = "dict") -> CrucibleConfig:

@@ -31,7 +31,7 @@ from typing import Any
 from crucible.journal import OPEN_STATUSES
 from crucible.slots import Slot, client_order_id, is_own_order_id, parse_client_order_id
 from crucible.venues.base import (Bar, Fill, OrderState, VenueAuthError, VenueDuplicateOrder, VenueError,
-                                  VenueNetworkError, VenueRejected)
+                                  VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from forge.backtest.costs import funding_payment, is_funding_time
 
 __all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING", "MAX_REISSUES"]
@@ -93,7 +93,12 @@ class ExecutionMixin:
             self._halt(f"foreign order under this bench's ids: {threat}", now)
 
     def _revert_target(self, slot_id: str) -> None:
-        """Set the slot's target to that of its last order still standing (for abandoned/rejected orders)."""
+        """Set the slot's target to that of its last order still standing (for abandoned/rejected orders); a passive
+        slot's is the target its intents work towards (:meth:`PassiveMixin._passive_target`)."""
+        pt = self._passive_target(slot_id)
+        if pt is not None:
+            self.slots[slot_id].target = pt
+            return
         rows = [o for o in self.journal.orders() if o["slot"] == slot_id
                 and o["status"] not in CLOSED_STATUSES_NOT_STANDING]
         s = self.slots[slot_id]
@@ -124,6 +129,7 @@ class ExecutionMixin:
                     self.counters["duplicates_ignored"] += 1
                     continue
                 slot.ledger.apply_fill(f)
+                self._exec_fill(f, slot)
                 n += 1
                 self.counters["fills"] += 1
                 if self._progress_on:
@@ -178,6 +184,9 @@ class ExecutionMixin:
                     self._resolve_found(o, st, now)  # a foreign order under this id: never ours
                     continue
                 if st.status in ("filled", "canceled", "rejected") and abs(self.journal.filled_qty(cid) - st.filled) < 1e-12:
+                    if self._is_limit(cid):  # a resting order closed: its intent decides what follows
+                        self._finish_limit(o, st, now)
+                        continue
                     self.journal.set_order_status(cid, st.status, now, venue_order_id=st.order_id)
                     if st.filled != 0.0 and abs(st.filled) < abs(st.qty) - 1e-12:  # partial fill, rest cancelled
                         self.journal.event("partial", now, o["slot"], client_order_id=cid, qty=st.qty, filled=st.filled)
@@ -232,9 +241,10 @@ class ExecutionMixin:
 
     def _matches_intent(self, o: dict[str, Any], st: OrderState) -> bool:
         """Whether the venue's order ``st`` under an intent's id is that intent: same symbol, side, quantity (at the
-        venue's lot size) and type (market)."""
+        venue's lot size) and type (market, or limit for an intent's resting order)."""
         want = self.venue.round_qty(o["symbol"], float(o["qty"]))
-        return (st.symbol == o["symbol"] and st.order_type == "market" and st.qty != 0.0
+        kind = "limit" if self._is_limit(o["client_order_id"]) else "market"
+        return (st.symbol == o["symbol"] and st.order_type == kind and st.qty != 0.0
                 and math.copysign(1.0, st.qty) == math.copysign(1.0, want)
                 and abs(abs(st.qty) - abs(want)) <= 1e-9 * max(1.0, abs(want)))
 
@@ -302,10 +312,15 @@ class ExecutionMixin:
             return
         found: list[OrderState] = []
         reduce_only = cid in self._reduce_only
+        lim = self.exec_book.orders.get(cid)
+        lim = lim if lim is not None and lim["kind"] == "limit" else None
 
         def attempt() -> None:
             try:
-                if reduce_only:
+                if lim is not None:
+                    st = self.venue.create_limit_order(sym, o["qty"], lim["price"], cid, post_only=bool(lim["post_only"]),
+                                                       reduce_only=bool(lim["reduce_only"]))
+                elif reduce_only:
                     st = self.venue.create_market_order(sym, o["qty"], cid, reduce_only=True)
                 else:
                     st = self.venue.create_market_order(sym, o["qty"], cid)
@@ -322,6 +337,8 @@ class ExecutionMixin:
                 if isinstance(exc, VenueAuthError):
                     raise VenueAuthError(str(exc)) from None  # not retried: the keys need fixing
                 raise VenueNetworkError(str(exc)) from None
+            except VenuePostOnlyReject as exc:  # it would have crossed: nothing rests; the intent re-decides
+                self._post_only_rejected(o, now, str(exc))
             except VenueRejected as exc:
                 dup = isinstance(exc, VenueDuplicateOrder) or "duplicate" in str(exc).lower()
                 st = self.venue.fetch_order(sym, cid) if dup else None
@@ -356,7 +373,7 @@ class ExecutionMixin:
         return self.place_many([(slot, qty, target, reason)], bar_time, reduce_only=reduce_only)[0]
 
     def place_many(self, orders: list[tuple[Slot, float, float, str]], bar_time: int,
-                   reduce_only: bool = False) -> list[str]:
+                   reduce_only: bool = False, exec_ctx: dict[str, Any] | None = None) -> list[str]:
         """Journal the intents of several orders (slot, qty, target, reason) in one committed transaction,
         then send them one by one; returns their client order ids.  An acknowledgement lost in a crash
         is recovered at restart by client order id (the intent is already durable)."""
@@ -370,6 +387,7 @@ class ExecutionMixin:
                     self._reduce_only.add(cid)
                 self.journal.add_intent(client_order_id=cid, slot=slot.id, symbol=slot.symbol, qty=qty,
                                         target=target, bar_time=bar_time, seq=seq, reason=reason, now_ms=now)
+                self._exec_note_order(cid, slot, reduce_only, reason, bar_time, exec_ctx)
                 slot.target = target
                 cids.append(cid)
             if self.commit_points:  # the intents (and the bar's writes so far) are durable before any send
@@ -409,12 +427,14 @@ class ExecutionMixin:
 
     def _halt(self, reason: str, now: int, action: str | None = None) -> None:
         """Stop trading (no new orders; marks and fills go on) and say why: a ``halt`` event, a log line, a
-        progress event and an alert.  With ``action`` "flatten" (default ``[crucible] on_mismatch``) every slot's
-        units are closed first."""
+        progress event and an alert.  Resting limit orders of passive slots are cancelled either way; with ``action``
+        "flatten" (default ``[crucible] on_mismatch``) every slot's units are closed first."""
         self.halted = reason
         action = action or self.cfg.general.on_mismatch
         with self.journal:
             self.journal.event("halt", now, None, reason=reason, action=action)
+            for s in self.slots.values():
+                self._clear_resting(s, now)  # a halted bench leaves no resting order (passive slots), flatten or not
             if action == "flatten":
                 bar_time = (now // 60_000 - 1) * 60_000
                 for s in self.slots.values():
@@ -425,7 +445,11 @@ class ExecutionMixin:
         self._alert("halt", now, reason=reason, action=action)
 
     def flatten(self, slot: Slot, reason: str, bar_time: int) -> None:
-        """Market order closing the slot's units (skipped when a closing order is already in flight)."""
+        """Market order closing the slot's units (skipped when a closing order is already in flight); a passive slot's
+        resting orders are cancelled first (the flatten waits for a cancel not yet confirmed, retried every bar)."""
+        if not self._clear_resting(slot):
+            slot.target = 0.0
+            return
         pending = [o for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == slot.id]
         if any(o["target"] == 0.0 for o in pending):
             slot.target = 0.0

@@ -47,6 +47,7 @@ class OversightMixin:
             self.stopped_by = "kill_switch"
         for s in self.slots.values():
             if s.status == "live" or s.ledger.units != 0.0:
+                self._clear_resting(s)  # resting orders are cancelled before the flatten
                 if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
                     self.flatten(s, "killswitch", bar_time)
                 if s.status == "live":

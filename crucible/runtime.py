@@ -60,6 +60,7 @@ from crucible.journal import OPEN_STATUSES, Journal, JournalError, JournalLock, 
 from crucible.lineage import LoopMixin, initial_lineage
 from crucible.oversight import OversightMixin
 from crucible.panel import PanelSignals, setup_runtime_panel
+from crucible.passive import PassiveMixin
 from crucible.reconcile import ReconcileMixin
 from crucible.signals import ChunkedSignals, SignalEngine, check_genome
 from crucible.slots import MarkBook, Slot, bench_key, key_fingerprint
@@ -91,7 +92,7 @@ KILL_FILE_POLL_BARS = 16  # replay venue: bars between looks at the kill file (e
 FaultHook = Callable[[str, dict[str, Any]], None]
 
 
-class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
+class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, LoopMixin):
     """The bench running on one venue with one journal (see module docstring).
 
     cfg: CrucibleConfig; venue: a Venue; journal: an open Journal; progress: callback receiving event
@@ -206,6 +207,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self.stopped_by = "end"
         self.until_ms: int | None = None
         self.reconcile_report: dict[str, Any] = {}
+        self._init_passive()  # execution policies, the journal's execution tables (crucible.passive)
 
     def _alert(self, kind: str, now: int, **data: Any) -> None:
         """An operator alert (:mod:`crucible.alerts`: the log and the configured webhook; never blocks)."""
@@ -219,6 +221,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         (a later start with another key is refused in ``__init__``), the intents that collided with foreign
         orders, the capital waiting to leave each slot (last ``transfer`` event) and the UTC day's starting
         equity (last ``day_start`` event)."""
+        self.exec_book.reload()
         super().restore()
         j = self.journal
         if j.get_meta("bench_key_id") is None:
@@ -239,6 +242,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         pending = [o for o in self.journal.orders(OPEN_STATUSES) if o["status"] in ("unknown", "intent")]
         for o in pending:
             self._check_unresolved([o], now, reissue=o["bar_time"] >= latest)
+        self._reconcile_resting(now)  # passive slots: unsent resting orders of the latest bar, stray open orders
         return super().reconcile()
 
     def request_exit(self, signame: str) -> None:
@@ -300,6 +304,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
 
     def _process_bar(self, bars: dict[str, Bar], now: int, bar_time: int, stale: bool) -> None:
         cfg = self.cfg
+        self._exec_bar = bar_time
         with self.journal:
             if self._perp and bars:
                 self._book_funding(bars)  # units held into this bar's open, before its fills
@@ -314,6 +319,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 if b is not None:
                     s.mark = b.close
             self.marks.push([s.equity() for s in self.slots.values()])
+            self._exec_marks(bars, bar_time)  # markouts of earlier fills (crucible.passive)
+            if self._cancel_due:
+                self._retry_cancels(bar_time, now)  # resting orders whose cancel was not confirmed yet
             for s in self.slots.values():  # terminated slots left with units (an order was in flight): close them
                 if s.status != "live" and s.ledger.units != 0.0 and not self.journal.has_open_order(s.id) \
                         and s.mark > 0:
@@ -337,6 +345,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                     if cfg.hotswap.enabled:
                         self._pit_crew(bars, bar_time, now)
                     self._signals(bars, bar_time)
+                    if self.policies:
+                        self._work_intents(bars, bar_time)  # passive slots: cancel/replace, cross at the deadline
+                        self._arm_dcp(now)
                 except VenueError as exc:
                     self._note_outage(exc, now)
             if self._bar_failed:
@@ -413,6 +424,9 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
                 over = abs(s.ledger.units) * bar.close > lev * max(eq, 0.0) * (1.0 + 1e-9)  # drifted past its cap
                 if t == s.target and not over:
                     continue
+                if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)
+                    self._passive_signal(s, t, over, bar, bar_time)
+                    continue
                 if self.journal.has_open_order(s.id):
                     continue  # one order in flight per slot; retry at the next bar
                 if bar_time < self.reject_until.get(s.id, -1) and not over:
@@ -465,7 +479,11 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self._check_key_permissions()
         self.restore()
         hist_t = self._start_with_venue()
-        self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name)
+        warn = self.passive_warning()
+        if warn:
+            log.warning(warn)
+        self._emit("start", slots=[s.summary() for s in self.slots.values()], venue=self.venue.name,
+                   **({"warning": warn} if warn else {}))
         latest = max((int(t[-1]) for t in hist_t.values() if len(t)), default=None)
         if self.last_bar_ms is None and latest is not None:
             # the last closed bar before this bench's first one, recorded at its first start (committed now):
@@ -588,6 +606,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         with self.journal:
             self.journal.event("stale", now, None, seconds=stale_s)
             for s in self.slots.values():
+                self._clear_resting(s, now)  # resting orders are cancelled before the flatten
                 if s.ledger.units != 0.0 and not self.journal.has_open_order(s.id):
                     self.flatten(s, "stale feed", bar_time)
                     self.counters["stale_flattens"] += 1

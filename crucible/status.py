@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from crucible.journal import OPEN_STATUSES, Journal, JournalError
+from crucible.journal_exec import slot_exec_metrics
 from forge.core.errors import ConfigError
 from forge.core.requests import read_state
 
@@ -28,7 +29,9 @@ def status(journal_path: str | Path) -> dict[str, Any]:
     events {"time_ms", "kind", "slot", "data"}], "requests": [each replacement request the bench wrote:
     {"path", "slot", "time_ms", "status" (the Forge worker's ``.serve.json`` status: claimed | served |
     unserved, or "pending" when it has none yet), "reason", "quarantined", "crashes", "attempts"}],
-    "halts": [the ``halt`` events' reasons], "chain_seq": the last chained money event}.  ``lineage`` is where the slot's current champion came from
+    "halts": [the ``halt`` events' reasons], "chain_seq": the last chained money event, "execution": per-slot
+    execution metrics (:func:`crucible.journal_exec.slot_exec_metrics`: fees, slippage against the decision price,
+    fill rate, post-only reject rate, markouts; {} for a journal from before issue 31)}.  ``lineage`` is where the slot's current champion came from
     (:mod:`crucible.lineage`: source, run id, request, parent genome, gauntlet verdict, since when, why the
     previous one left).
     Money in USDT, from the latest equity snapshot: ``weight`` is the CWO capital weight; ``transfers`` the
@@ -104,7 +107,7 @@ def _status(p: Path) -> dict[str, Any]:
             "SELECT 1 FROM sqlite_master WHERE name='chain'").fetchone() else None
         return {"journal": str(p), "venue": j.get_meta("venue"), "started_ms": j.get_meta("started_ms"),
                 "last_bar_ms": j.get_meta("last_bar_ms"), "slots": rows, "counts": counts, "recent": recent,
-                "requests": reqs, "halts": halts, "chain_seq": seq}
+                "requests": reqs, "halts": halts, "chain_seq": seq, "execution": slot_exec_metrics(j.db)}
     finally:
         j.close()
 

@@ -3,7 +3,7 @@ on a ``ReplayVenue`` served by the test process (so the simulated exchange outli
 
 usage: python tests/crucible_driver.py --dir DIR (--rest URL --ws URL | --replay HOST:PORT)
        [--max-bars N] [--until-ms MS] [--bench-id ID] [--cwo-interval S] [--ready] [--exchange-clock]
-       [--kill-at intent_saved|sent_not_acked|fills_fetched|bar_done --kill-nth K] [--settle]
+       [--kill-at intent_saved|sent_not_acked|fills_fetched|bar_done --kill-nth K] [--settle] [--policy NAME]
 
 Builds the test config (three slots on BTCUSDT: builtin momentum, meanrev, trend; journal, champions,
 requests and kill file under DIR; history_bars 400; no hot-swap; kill floor 0), connects a venue and calls
@@ -37,7 +37,8 @@ from typing import Any
 AUTHKEY_ENV = "CRUCIBLE_SOAK_AUTHKEY"
 
 
-def make_cfg(d: Path, *, bench_id: str = "", cwo_interval: float | None = None, stale_seconds: float = 20.0) -> Any:
+def make_cfg(d: Path, *, bench_id: str = "", cwo_interval: float | None = None, stale_seconds: float = 20.0,
+             policy: str = "") -> Any:
     from crucible.config import config_from_dict
 
     raw: dict[str, Any] = {
@@ -52,6 +53,8 @@ def make_cfg(d: Path, *, bench_id: str = "", cwo_interval: float | None = None, 
     }
     if cwo_interval is not None:
         raw["cwo"] = {"interval_seconds": cwo_interval}
+    if policy:  # issue 31: passive execution (resting post-only limits, cross at the deadline)
+        raw["execution"] = {"policy": policy, "deadline_bars": 4}
     return config_from_dict(raw, "crucible_driver")
 
 
@@ -123,8 +126,17 @@ def _remote_venue_cls() -> type:
         def next_bars(self, timeout_s=None):
             return self._c("next_bars", timeout_s)
 
-        def create_market_order(self, symbol, qty, client_order_id):
+        def create_market_order(self, symbol, qty, client_order_id, *, reduce_only=False):
+            if reduce_only:
+                return self._c("create_market_order", symbol, qty, client_order_id, reduce_only=True)
             return self._c("create_market_order", symbol, qty, client_order_id)
+
+        def create_limit_order(self, symbol, qty, price, client_order_id, *, post_only=True, reduce_only=False):
+            return self._c("create_limit_order", symbol, qty, price, client_order_id, post_only=post_only,
+                           reduce_only=reduce_only)
+
+        def market_rules(self, symbol):
+            return self._c("market_rules", symbol)
 
         def fetch_order(self, symbol, client_order_id):
             return self._c("fetch_order", symbol, client_order_id)
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kill-at", choices=["intent_saved", "sent_not_acked", "fills_fetched", "bar_done"])
     ap.add_argument("--kill-nth", type=int, default=1)
     ap.add_argument("--settle", action="store_true")
+    ap.add_argument("--policy", default="", help="[execution] policy (issue 31), e.g. maker-then-cross")
     a = ap.parse_args(argv)
     if (a.replay is None) == (a.rest is None or a.ws is None):
         ap.error("give either --rest and --ws, or --replay")
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from crucible.journal import Journal
     from crucible.runtime import Runtime, run_live
 
-    cfg = make_cfg(a.dir, bench_id=a.bench_id, cwo_interval=a.cwo_interval)
+    cfg = make_cfg(a.dir, bench_id=a.bench_id, cwo_interval=a.cwo_interval, policy=a.policy)
     if a.replay is not None:
         host, port = a.replay.rsplit(":", 1)
         v = _remote_venue_cls()((host, int(port)), os.environ[AUTHKEY_ENV].encode())

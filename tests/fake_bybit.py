@@ -47,6 +47,20 @@ step's pushes; "duplicate": the next step's messages are each sent twice and the
 messages are replayed after them; "skip": the next step's messages are not sent at all, as if lost
 on the way, with the connection kept).
 
+Limit orders (issue 31): ``orderType: Limit`` with ``price`` (a multiple of the 0.10 tick) rests as ``New``; the
+book (``/v5/market/orderbook``) is the last close -/+ ``spread_ticks`` ticks.  ``timeInForce: PostOnly`` at or
+through the opposite side is accepted and cancelled at once with ``rejectReason: EC_PostOnlyWillTakeLiquidity``
+(Bybit v5's behaviour: retCode 0, then status ``Cancelled``); a non-post-only crossing limit is refused.  Each
+:meth:`FakeBybit.step` matches the resting orders against the bar that closes: a buy fills only when the bar's
+low trades *through* its price (low < price; a sell: high > price), at its price, with ``maker_fee_rate``, for at
+most ``limit_fill_share`` of the order's quantity per bar (rounded down to the lot, at least one lot; the rest
+keeps resting, ``PartiallyFilled``), one execution each (``isMaker: true``).  ``/v5/order/cancel`` cancels an open
+order (retCode 110001 for one that is unknown or no longer open); ``/v5/order/disconnected-cancel-all`` arms the
+dead-man's switch (``timeWindow`` s, recorded in ``dcp_window``); :meth:`FakeBybit.fire_dcp` cancels every open
+order as the exchange does once the window has passed without the client.  :meth:`FakeBybit.set_book` moves the
+touch and ``cross_next_post_only = n`` makes the next n PostOnly orders find the book moved through their
+price (tests of post-only rejections).
+
 Times are ms UTC; quantities base units (signed where noted); money USDT.
 """
 
@@ -64,6 +78,7 @@ from aiohttp import WSMsgType, web
 __all__ = ["FakeBybit", "sample_bars"]
 
 LOT = 0.001
+TICK = 0.10
 
 
 def sample_bars(n: int, *, end_ms: int | None = None, offset: int = 0) -> list[tuple[int, float, float, float, float, float]]:
@@ -91,12 +106,20 @@ class FakeBybit:
     """
 
     def __init__(self, bars: list[tuple], *, history: int = 400, symbol: str = "BTCUSDT",
-                 balance: float = 10_000.0, fee_rate: float = 0.00055) -> None:
+                 balance: float = 10_000.0, fee_rate: float = 0.00055, maker_fee_rate: float = 0.0002,
+                 spread_ticks: int = 1, limit_fill_share: float = 1.0) -> None:
         if not 1 <= history <= len(bars):
             raise ValueError(f"history must be in 1..{len(bars)}, got {history}")
         self.bars = [tuple(b) for b in bars]
         self.symbol = symbol
         self.fee_rate = fee_rate
+        self.maker_fee_rate = maker_fee_rate
+        self.spread_ticks = spread_ticks
+        self.limit_fill_share = limit_fill_share
+        self.book_override: tuple[float, float] | None = None
+        self.dcp_window: int | None = None
+        self.cross_next_post_only = 0  # the next n PostOnly orders find the book moved through their price
+        self.dcp_fired = 0
         self.balance0 = balance
         self.n_closed = history
         self.lock = threading.RLock()
@@ -246,6 +269,7 @@ class FakeBybit:
                 return False
             self.n_closed += 1
             i = self.n_closed - 1
+            self._match_resting(self.bars[i])
             msgs = [self._kline(i, True)]
             if self.n_closed < len(self.bars):
                 msgs.append(self._kline(self.n_closed, False))
@@ -294,6 +318,113 @@ class FakeBybit:
         if code != 200 or payload.get("retCode") != 0:
             raise ValueError(f"external order refused: {payload}")
         return payload["result"]["orderId"]
+
+    def book(self) -> tuple[float, float]:
+        """(best bid, best ask): the last close -/+ ``spread_ticks`` ticks, or what :meth:`set_book` set."""
+        with self.lock:
+            if self.book_override is not None:
+                return self.book_override
+            c = self.bars[self.n_closed - 1][4]
+            mid = round(c / TICK) * TICK
+            return round(mid - self.spread_ticks * TICK, 2), round(mid + self.spread_ticks * TICK, 2)
+
+    def set_book(self, bid: float | None, ask: float | None = None) -> None:
+        """Pin the touch to (bid, ask) (None: back to the close -/+ spread_ticks)."""
+        with self.lock:
+            self.book_override = None if bid is None else (float(bid), float(ask))
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [o for o in self.orders.values() if o["status"] in ("New", "PartiallyFilled")]
+
+    def fire_dcp(self) -> int:
+        """The dead-man's switch fires (the client stayed away past ``dcp_window``): every open order is cancelled;
+        returns how many.  raises RuntimeError when it was never armed."""
+        with self.lock:
+            if not self.dcp_window:
+                raise RuntimeError("disconnected-cancel-all was not armed")
+            n = 0
+            for o in self.open_orders():
+                o["status"] = "Cancelled"
+                o["rejectReason"] = "EC_CancelForNoFullFill"
+                n += 1
+            self.dcp_fired += 1
+            return n
+
+    def _match_resting(self, bar: tuple) -> None:
+        """The kline trade-through rule against the bar that just closed (module docstring)."""
+        _t, _o, h, lo, _c, _v = bar
+        for o in list(self.open_orders()):
+            px = o["price"]
+            buy = o["side"] == "Buy"
+            if not ((lo < px) if buy else (h > px)):
+                continue
+            qty, done = float(o["qty"]), float(o["filled"])
+            left = round(qty - done, 9)
+            share = max(1, int(round(qty * self.limit_fill_share / LOT, 9))) * LOT
+            q = round(min(left, share), 9)
+            signed = q if buy else -q
+            fee = round(q * px * self.maker_fee_rate, 8)
+            self._book(signed, px, fee)
+            self._n += 1
+            o["filled"] = f"{done + q:.3f}"
+            o["cum_value"] = o.get("cum_value", 0.0) + q * px
+            o["fee"] = o.get("fee", 0.0) + fee
+            o["status"] = "Filled" if q >= left - 1e-12 else "PartiallyFilled"
+            o["t_upd"] = int(time.time() * 1000)
+            self.executions.append({
+                "symbol": self.symbol, "orderId": o["orderId"], "orderLinkId": o["orderLinkId"], "side": o["side"],
+                "orderPrice": str(px), "orderQty": o["qty"], "leavesQty": f"{left - q:.3f}", "orderType": "Limit",
+                "execFee": f"{fee:.8f}", "execId": f"exec-{self._n:06d}", "execPrice": str(px), "execQty": f"{q:.3f}",
+                "execType": "Trade", "execValue": f"{q * px:.8f}", "execTime": str(o["t_upd"]), "isMaker": True,
+                "feeRate": str(self.maker_fee_rate), "markPrice": str(px), "closedSize": "0", "seq": self._n,
+                "createType": "CreateByUser"})
+
+    def _create_limit(self, b: dict[str, Any]) -> tuple[int, Any]:
+        link = b.get("orderLinkId") or ""
+        if link and link in self.orders:
+            return 200, {"retCode": 110072, "retMsg": "OrderLinkedID is duplicate", "result": {}, "time": 0}
+        qty, px = float(b.get("qty") or 0), float(b.get("price") or 0)
+        steps = round(qty / LOT)
+        if steps < 1 or abs(steps * LOT - qty) > 1e-9 or px <= 0 or abs(round(px / TICK) * TICK - px) > 1e-9:
+            return 200, {"retCode": 10001, "retMsg": f"fake: qty {b.get('qty')} / price {b.get('price')} off the "
+                         f"lot {LOT} / tick {TICK}", "result": {}, "time": 0}
+        buy = b["side"] == "Buy"
+        reduce_only = b.get("reduceOnly") in (True, "true", "True", 1, "1")
+        if reduce_only and (self.position == 0 or (self.position > 0) == buy or qty > abs(self.position) + 1e-9):
+            return 200, {"retCode": 110017, "retMsg": "Reduce-only rule not satisfied", "result": {}, "time": 0}
+        bid, ask = self.book()
+        crosses = px >= ask if buy else px <= bid
+        post_only = str(b.get("timeInForce") or "") == "PostOnly"
+        if post_only and self.cross_next_post_only > 0:  # the book moved between the client's look and its order
+            self.cross_next_post_only -= 1
+            crosses = True
+        if crosses and not post_only:
+            return 200, {"retCode": 10001, "retMsg": "fake: crossing limit orders are not served", "result": {},
+                         "time": 0}
+        self._n += 1
+        t = int(time.time() * 1000)
+        o = {"orderId": f"oid-{self._n}", "orderLinkId": link, "side": b["side"], "qty": f"{qty:.3f}", "price": px,
+             "fee": 0.0, "t": t, "t_upd": t, "filled": "0.000", "status": "New", "reduceOnly": reduce_only,
+             "type": "Limit", "tif": "PostOnly" if post_only else "GTC", "rejectReason": "EC_NoError",
+             "cum_value": 0.0}
+        if crosses:  # Bybit accepts a crossing PostOnly order and cancels it at once
+            o["status"], o["rejectReason"] = "Cancelled", "EC_PostOnlyWillTakeLiquidity"
+            self.post_only_rejects = getattr(self, "post_only_rejects", 0) + 1
+        self.orders[link] = o
+        return self._ok({"orderId": o["orderId"], "orderLinkId": link})
+
+    def _cancel(self, q: dict[str, Any]) -> tuple[int, Any]:
+        link, oid = q.get("orderLinkId"), q.get("orderId")
+        o = self.orders.get(link) if link else next((x for x in self.orders.values() if x["orderId"] == oid), None)
+        if o is None or o["status"] not in ("New", "PartiallyFilled"):
+            return 200, {"retCode": 110001, "retMsg": "order not exists or too late to cancel", "result": {},
+                         "retExtInfo": {}, "time": int(time.time() * 1000)}
+        o["status"] = "Cancelled"
+        o["rejectReason"] = "EC_PerCancelRequest"
+        o["t_upd"] = int(time.time() * 1000)
+        self.cancels = getattr(self, "cancels", 0) + 1
+        return self._ok({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
 
     def bar_clock_ms(self) -> int:
         """The exchange clock of the bars: 1 s into the forming bar (after the last bar: 1 s after it closed)."""
@@ -453,9 +584,15 @@ class FakeBybit:
                  "availableToWithdraw": f"{wallet:.8f}"}]}]})
         if path == "/v5/order/create":
             return self._create(q)
-        if path == "/v5/order/cancel":  # market orders are done on arrival: every cancel is too late or unknown
-            return 200, {"retCode": 110001, "retMsg": "order not exists or too late to cancel", "result": {},
-                         "retExtInfo": {}, "time": int(time.time() * 1000)}
+        if path == "/v5/order/cancel":  # market orders are done on arrival: only resting limits can be cancelled
+            return self._cancel(q)
+        if path == "/v5/order/disconnected-cancel-all":
+            self.dcp_window = int(q.get("timeWindow") or 0)
+            return self._ok({})
+        if path == "/v5/market/orderbook":
+            bid, ask = self.book()
+            return self._ok({"s": sym, "b": [[f"{bid:.2f}", "5.000"]], "a": [[f"{ask:.2f}", "5.000"]],
+                             "ts": int(time.time() * 1000), "u": self._n, "seq": self._n})
         if path in ("/v5/order/realtime", "/v5/order/history"):
             link, oid = q.get("orderLinkId"), q.get("orderId")
             if link or oid:
@@ -463,8 +600,8 @@ class FakeBybit:
                                                               if x["orderId"] == oid), None)
                 rows = [self._order_row(o)] if o and (not q.get("symbol") or q["symbol"] == sym) else []
             else:
-                rows = [] if path == "/v5/order/realtime" else [self._order_row(o) for o in
-                                                                 reversed(list(self.orders.values()))][:50]
+                rows = ([self._order_row(o) for o in self.open_orders()] if path == "/v5/order/realtime" else
+                        [self._order_row(o) for o in reversed(list(self.orders.values()))][:50])
             return self._ok({"category": "linear", "list": rows, "nextPageCursor": ""})
         if path == "/v5/execution/list":
             return self._execution_list(q)
@@ -505,6 +642,9 @@ class FakeBybit:
 
     def _create(self, b: dict[str, Any], fault: str | None = None) -> tuple[int, Any]:
         link = b.get("orderLinkId") or ""
+        if b.get("symbol") == self.symbol and b.get("orderType") == "Limit" and b.get("side") in ("Buy", "Sell") \
+                and fault is None:
+            return self._create_limit(b)
         if b.get("symbol") != self.symbol or b.get("orderType") != "Market" or b.get("side") not in ("Buy", "Sell"):
             return 200, {"retCode": 10001, "retMsg": "fake: only market orders on the served symbol",
                          "result": {}, "time": 0}
@@ -563,6 +703,16 @@ class FakeBybit:
 
     def _order_row(self, o: dict[str, Any]) -> dict[str, Any]:
         filled = float(o["filled"])
+        if o.get("type") == "Limit":
+            avg = o["cum_value"] / filled if filled else 0.0
+            return {"orderId": o["orderId"], "orderLinkId": o["orderLinkId"], "symbol": self.symbol,
+                    "price": str(o["price"]), "qty": o["qty"], "side": o["side"], "orderStatus": o["status"],
+                    "avgPrice": str(avg) if filled else "", "cumExecQty": o["filled"],
+                    "cumExecValue": f"{o['cum_value']:.8f}", "cumExecFee": f"{o['fee']:.8f}",
+                    "leavesQty": f"{float(o['qty']) - filled:.3f}" if o["status"] in ("New", "PartiallyFilled")
+                    else "0", "orderType": "Limit", "timeInForce": o["tif"], "createdTime": str(o["t"]),
+                    "updatedTime": str(o["t_upd"]), "positionIdx": 0, "reduceOnly": bool(o.get("reduceOnly")),
+                    "rejectReason": o["rejectReason"]}
         return {"orderId": o["orderId"], "orderLinkId": o["orderLinkId"], "symbol": self.symbol, "price": "0",
                 "qty": o["qty"], "side": o["side"], "orderStatus": o["status"], "avgPrice": str(o["price"]),
                 "cumExecQty": o["filled"], "cumExecValue": f"{filled * o['price']:.8f}",

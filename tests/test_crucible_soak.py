@@ -124,9 +124,22 @@ def _replay_venue(n_bars: int) -> ReplayVenue:
     return ReplayVenue({SYM: load_sample()[0].head(400 + n_bars)}, start=400)
 
 
-def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: float = 0.6) -> dict:
+def exec_state(path: Path) -> dict:
+    """The journal's execution tables (issue 31) without wall-clock fields: intents, order execution rows, fills'
+    execution facts with their markouts."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {"intents": db.execute("SELECT id, slot, qty, target, urgency, deadline, decision_price, bar_time, status,"
+                                      " age, last_bar FROM exec_intents ORDER BY id").fetchall(),
+                "orders": db.execute("SELECT * FROM order_exec ORDER BY client_order_id").fetchall(),
+                "fills": db.execute("SELECT * FROM exec_fills ORDER BY trade_id").fetchall()}
+    finally:
+        db.close()
+
+
+def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: float = 0.6, policy: str = "") -> dict:
     ref_dir = tmp_path / "ref"
-    ref_cfg = make_cfg(ref_dir, bench_id=BENCH)
+    ref_cfg = make_cfg(ref_dir, bench_id=BENCH, policy=policy)
     ref_venue = _replay_venue(n_bars)
     ref = run_live(ref_cfg, venue=ref_venue)
     assert ref["stopped_by"] == "end" and ref["orders"] > 50, ref
@@ -138,8 +151,9 @@ def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: f
     address, _server = serve_replay(venue, AUTHKEY)
     rng = random.Random(seed)
     done = 0
+    extra = ("--policy", policy) if policy else ()
     while True:
-        p = _spawn(d, "--replay", f"{address[0]}:{address[1]}", "--ready")
+        p = _spawn(d, "--replay", f"{address[0]}:{address[1]}", "--ready", *extra)
         if done >= kills or not _wait_ready(d, p):
             out = _finish(p)
             break
@@ -155,8 +169,10 @@ def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: f
     assert done >= kills, f"the replay ended after {done} kills; give it more bars"
     assert out["summary"]["stopped_by"] == "end"
 
-    cfg = make_cfg(d, bench_id=BENCH)
+    cfg = make_cfg(d, bench_id=BENCH, policy=policy)
     a, b = journal_state(Path(ref_cfg.general.journal)), journal_state(journal)
+    if policy:  # resting orders: the intents, their orders and the fills' execution facts are the same too
+        assert exec_state(journal) == exec_state(Path(ref_cfg.general.journal))
     _no_duplicate_ids(b)
     assert len(b["orders"]) == len(a["orders"]) and b["orders"] == a["orders"]
     assert b["fills"] == a["fills"]
@@ -169,6 +185,14 @@ def replay_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, max_delay: f
 
 def test_replay_kill9_soak_fast(tmp_path):
     replay_soak(tmp_path, kills=3, n_bars=2000, seed=11)
+
+
+def test_replay_kill9_soak_passive_resting_orders(tmp_path):
+    """Issue 31: the same soak with every slot resting post-only limits (maker-then-cross): kill -9 at random moments
+    with orders resting at the venue; the restarts end with the uninterrupted run's orders, fills, intents and the
+    venue's books, no order twice."""
+    r = replay_soak(tmp_path, kills=3, n_bars=1500, seed=31, policy="maker-then-cross")
+    assert r["orders"] > 100
 
 
 @pytest.mark.slow
@@ -229,12 +253,12 @@ class _InProcess:
     """The uninterrupted reference: the same driver steps (run_live until the last bar, then the settle
     reconcile) in a thread of the test process, with the Popen-like ``poll`` the lock-step loop uses."""
 
-    def __init__(self, d: Path, fk: FakeBybit, until: int) -> None:
+    def __init__(self, d: Path, fk: FakeBybit, until: int, policy: str = "") -> None:
         from crucible.venues.ccxt_venue import CcxtVenue
 
         self.pid = f"ref{os.getpid()}"
         self.out: dict = {}
-        cfg = make_cfg(d, bench_id=BENCH, cwo_interval=1e9)
+        cfg = make_cfg(d, bench_id=BENCH, cwo_interval=1e9, policy=policy)
         v = CcxtVenue("bybit", [SYM], api_url=fk.rest_url, ws_url=fk.ws_url, feed="ws", timeout_ms=3000)
         use_exchange_clock(v)
 
@@ -270,7 +294,7 @@ class _InProcess:
 
 
 def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list[float]] | None,
-                 end_ms: int) -> dict:
+                 end_ms: int, policy: str = "") -> dict:
     """Close ``n_bars`` bars in lock step with the runtime; kill_at None: the uninterrupted reference (in this
     process), else the runtime subprocess is killed ``kill_at[i]`` seconds after bar i closes (each delay one
     kill, then an immediate restart); end_ms: open time of the last bar (the same for both runs: client order
@@ -285,7 +309,7 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
     with FakeBybit(bars, history=400) as fk:
         fk.bar_clock = True
         args = ("--rest", fk.rest_url, "--ws", fk.ws_url, "--until-ms", str(until), "--cwo-interval", "1e9",
-                "--exchange-clock", "--ready", "--settle")
+                "--exchange-clock", "--ready", "--settle", *(("--policy", policy) if policy else ()))
 
         def alive(p):
             if p.poll() is not None:
@@ -293,7 +317,7 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
                 raise AssertionError(f"runtime ended early: {str(err)[-3000:]}")
             return p
 
-        p = _InProcess(d, fk, until) if kill_at is None else _spawn(d, *args)
+        p = _InProcess(d, fk, until, policy) if kill_at is None else _spawn(d, *args)
         assert _wait_ready(d, p)
         for i in range(n_bars):
             if i > 0:  # the runtime has committed the newest closed bar
@@ -314,19 +338,21 @@ def exchange_run(tmp_path: Path, name: str, n_bars: int, kill_at: dict[int, list
         assert out["summary"]["stopped_by"] == "until", out["summary"]
         assert out["reconcile"]["position_diff"] == {}
         ex = _exchange_state(fk)
-    cfg = make_cfg(d, bench_id=BENCH)
+    cfg = make_cfg(d, bench_id=BENCH, policy=policy)
     return {"journal": journal_state(journal), "exchange": ex, "ledgers": ledgers(cfg, _replay_venue(1)),
-            "kills": kills}
+            "kills": kills, "exec": exec_state(journal) if policy else None}
 
 
-def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
+def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int, policy: str = "") -> dict:
     rng = random.Random(seed)
     kill_at: dict[int, list[float]] = {}
     for _ in range(kills):
         kill_at.setdefault(rng.randrange(n_bars), []).append(rng.uniform(0.0, 0.25))
     end_ms = (int(time.time() * 1000) // 60_000 - 5) * 60_000  # every bar in the wall clock's past
-    ref = exchange_run(tmp_path, "ref", n_bars, None, end_ms)
-    got = exchange_run(tmp_path, "soak", n_bars, kill_at, end_ms)
+    ref = exchange_run(tmp_path, "ref", n_bars, None, end_ms, policy)
+    got = exchange_run(tmp_path, "soak", n_bars, kill_at, end_ms, policy)
+    if policy:
+        assert got["exec"]["intents"] == ref["exec"]["intents"] and got["exec"]["orders"] == ref["exec"]["orders"]
     assert got["kills"] == kills
     a, b = ref["journal"], got["journal"]
     _no_duplicate_ids(b)
@@ -343,6 +369,14 @@ def exchange_soak(tmp_path: Path, kills: int, n_bars: int, seed: int) -> dict:
 
 def test_exchange_kill9_soak_fast(tmp_path, bybit_keys):
     exchange_soak(tmp_path, kills=2, n_bars=80, seed=5)
+
+
+def test_exchange_kill9_soak_passive_resting_orders(tmp_path, bybit_keys):
+    """Issue 31 on the fake Bybit (PostOnly limits resting at the touch, cancel/replace each bar, the fake fills
+    them when a later bar trades through): kill -9 a random moment after randomly chosen bars; the restarted bench
+    ends with the uninterrupted run's orders, fills, intents and the exchange's books, each client id once."""
+    r = exchange_soak(tmp_path, kills=2, n_bars=60, seed=7, policy="maker-then-cross")  # kills after bars 20 and 25
+    assert r["orders"] > 20
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ import numpy as np
 
 from forge.core.errors import ForgeError
 
-__all__ = ["Bar", "Fill", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder", "VenueError",
-           "VenueNetworkError", "VenueRejected"]
+__all__ = ["Bar", "Fill", "MarketRules", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder",
+           "VenueError", "VenueNetworkError", "VenuePostOnlyReject", "VenueRejected"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,14 @@ class VenueRejected(VenueError):
 class VenueDuplicateOrder(VenueRejected):
     """The venue refused an order because it already holds one under that client order id (nothing new was
     created); the runtime fetches that order and compares it with its intent."""
+
+
+class VenuePostOnlyReject(VenueRejected):
+    """A post-only limit order was refused because it would have crossed the book (taken liquidity): nothing
+    rests and nothing filled.  Binance USDⓈ-M answers ``-5022`` (ccxt ``OrderNotFillable``); Bybit accepts the
+    order and cancels it at once with ``rejectReason = EC_PostOnlyWillTakeLiquidity`` (the venue looks it up);
+    the replay venue refuses a buy at or above its estimated ask (a sell at or below its bid).  The runtime
+    journals and counts it and lets the intent fall back per its policy (next bar: re-decide; deadline: cross)."""
 
 
 class VenueAuthError(VenueError):
@@ -172,7 +180,8 @@ class OrderState:
 
     status: "open" | "filled" | "canceled" | "rejected"; qty: signed base
     units requested; filled: signed base units filled so far; order_type: "market", "limit", ...
-    (lowercase, as ccxt).
+    (lowercase, as ccxt); price: a limit order's price (quote per unit; 0 for market orders); reason: why the venue
+    closed it where it says ("post_only" for a post-only order cancelled because it would have crossed; "" else).
     """
 
     order_id: str
@@ -183,9 +192,21 @@ class OrderState:
     status: str
     time_ms: int
     order_type: str = "market"
+    price: float = 0.0
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """A market's order rules: tick (quote per unit, > 0: the price step), lot (base units, >= 0: the size step,
+    0 = none) and min_notional (quote, >= 0: the smallest order value)."""
+
+    tick: float
+    lot: float = 0.0
+    min_notional: float = 0.0
 
 
 BAR_FIELDS = ("open_time", "open", "high", "low", "close", "volume", "quote_volume", "count",
@@ -232,6 +253,31 @@ class Venue(ABC):
         raises VenueNetworkError when the outcome is unknown.
         """
 
+    def create_limit_order(self, symbol: str, qty: float, price: float, client_order_id: str, *,
+                           post_only: bool = True, reduce_only: bool = False) -> OrderState:
+        """Rest a limit order for ``qty`` signed base units at ``price`` (quote per unit, already on the venue's tick:
+        :meth:`market_rules`) under ``client_order_id``; ``post_only``: it may only add liquidity (Bybit
+        ``timeInForce=PostOnly``, Binance USDⓈ-M ``timeInForce=GTX``); ``reduce_only`` as for market orders.
+
+        Idempotent by client order id (VenueDuplicateOrder).  raises VenuePostOnlyReject when a post-only order
+        would cross, VenueNetworkError when the outcome is unknown, VenueRejected otherwise.  Default: the venue
+        has no limit orders (VenueRejected), so passive policies fall back to market orders."""
+        raise VenueRejected(f"{self.name}: limit orders are not supported")
+
+    def market_rules(self, symbol: str) -> MarketRules:
+        """Tick, lot and minimum notional of ``symbol`` (default: a 1e-8 tick, no lot, no minimum)."""
+        return MarketRules(1e-8)
+
+    def touch(self, symbol: str) -> tuple[float, float] | None:
+        """The current best bid and ask (quote per unit) where the venue has a book; None when it has none (the
+        runtime then estimates the touch from the bars, as the kline fill model)."""
+        return None
+
+    def cancel_all_after(self, seconds: float) -> bool:
+        """Arm (or re-arm) the venue's dead-man's switch: every open order is cancelled if the bench does not call
+        again within ``seconds`` (0 disarms).  returns False when the venue offers none (default)."""
+        return False
+
     @abstractmethod
     def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         """The order with this client order id, or None if the venue never accepted it."""
@@ -242,7 +288,9 @@ class Venue(ABC):
 
     @abstractmethod
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
-        """Cancel an open order (no-op if already closed)."""
+        """Cancel an open order.  One the venue does not hold open (already filled or cancelled, unknown) is a no-op
+        or refused with VenueRejected, as the venue answers; either way the caller looks the order up for its final
+        state.  raises VenueNetworkError when the outcome is unknown."""
 
     @abstractmethod
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:

@@ -54,19 +54,33 @@ from typing import Any
 
 import numpy as np
 
-from crucible.venues.base import (Bar, Fill, OrderState, RetryPolicy, Venue, VenueAuthError, VenueDuplicateOrder,
-                                  VenueNetworkError, VenueRejected)
+from crucible.venues.base import (Bar, VenueError, Fill, MarketRules, OrderState, RetryPolicy, Venue, VenueAuthError,
+                                  VenueDuplicateOrder, VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
 
-__all__ = ["CcxtVenue", "KEY_ENV", "FEEDS"]
+__all__ = ["CcxtVenue", "KEY_ENV", "FEEDS", "POST_ONLY_REJECT_BYBIT", "limit_order_params"]
 
 log = logging.getLogger("crucible.ccxt")
 
 FEEDS = ("auto", "ws", "poll")
+POST_ONLY_REJECT_BYBIT = "EC_PostOnlyWillTakeLiquidity"
+"""Bybit v5 ``rejectReason`` of a PostOnly order cancelled because it would have taken liquidity."""
 WS_FEED_EXCHANGES = ("bybit",)
 _MIN = 60_000
 
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
+
+
+def limit_order_params(client_order_id: str, *, post_only: bool, reduce_only: bool) -> dict[str, Any]:
+    """ccxt params of a limit order: ``clientOrderId`` (Bybit ``orderLinkId``, Binance ``newClientOrderId``),
+    ``postOnly`` (Bybit ``timeInForce=PostOnly``, Binance USDⓈ-M ``timeInForce=GTX``), ``reduceOnly``; checked
+    against ccxt's own request builders offline in tests/test_crucible_passive.py."""
+    params: dict[str, Any] = {"clientOrderId": client_order_id}
+    if post_only:
+        params["postOnly"] = True
+    if reduce_only:
+        params["reduceOnly"] = True
+    return params
 
 
 def _keys(exchange_id: str) -> tuple[str | None, str | None]:
@@ -208,6 +222,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             raise VenueAuthError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.DuplicateOrderId as exc:
             raise VenueDuplicateOrder(f"duplicate client order id ({exc})"[:300]) from None
+        except (ccxt.OrderNotFillable, ccxt.OrderImmediatelyFillable) as exc:  # Binance -5022: GTX would cross
+            raise VenuePostOnlyReject(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.NetworkError as exc:  # includes RequestTimeout, ExchangeNotAvailable, DDoSProtection
             raise VenueNetworkError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         except ccxt.ExchangeError as exc:
@@ -281,9 +297,16 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         amount, filled = float(o.get("amount") or 0.0), float(o.get("filled") or 0.0)
         if st == "filled" and filled < amount - 1e-12:  # closed with a remainder: cancelled after a partial fill
             st = "canceled"
+        otype = str(o.get("type") or "market").lower()
+        info = o.get("info") or {}
+        reason = ""
+        if otype == "limit" and filled == 0.0 and (
+                str(info.get("rejectReason") or "") == POST_ONLY_REJECT_BYBIT
+                or (o.get("status") == "expired" and str(info.get("timeInForce") or "").upper() == "GTX")):
+            st, reason = "rejected", "post_only"  # Bybit cancels a crossing PostOnly order; Binance expires a GTX one
         return OrderState(str(o.get("id")), str(o.get("clientOrderId") or ""), symbol,
                           sign * amount, sign * filled, st, int(o.get("timestamp") or self.now_ms()),
-                          str(o.get("type") or "market").lower())
+                          otype, float(o.get("price") or 0.0) if otype == "limit" else 0.0, reason)
 
     def create_market_order(self, symbol: str, qty: float, client_order_id: str, *,
                             reduce_only: bool = False) -> OrderState:
@@ -302,6 +325,81 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         st = self._order_state(o, symbol)
         return OrderState(st.order_id, client_order_id, symbol, np.sign(qty) * amount, st.filled, st.status,
                           st.time_ms)
+
+    def create_limit_order(self, symbol: str, qty: float, price: float, client_order_id: str, *,
+                           post_only: bool = True, reduce_only: bool = False) -> OrderState:
+        """A limit order through ccxt ``create_order(symbol, "limit", side, amount, price, params)``: amount at the
+        lot (``amount_to_precision``), price at the tick (``price_to_precision``); params ``clientOrderId``,
+        ``postOnly`` (ccxt sends Bybit ``timeInForce=PostOnly`` and Binance USDⓈ-M ``timeInForce=GTX``,
+        ccxt 4.5 ``bybit.create_order_request`` / ``binance.create_order_request``), ``reduceOnly``.
+        A crossing post-only order: Binance refuses it (``-5022``, ccxt OrderNotFillable -> VenuePostOnlyReject);
+        Bybit accepts and cancels it (``rejectReason`` EC_PostOnlyWillTakeLiquidity), so on Bybit the order is looked
+        up once after the create and a post-only cancellation raises VenuePostOnlyReject too (if that lookup
+        fails, the runtime's next lookup reports the order "rejected" with reason "post_only")."""
+        usym = self._usym[symbol]
+        try:
+            amount = float(self.ex.amount_to_precision(usym, abs(qty)))
+            px = float(self.ex.price_to_precision(usym, price))
+        except self._ccxt.InvalidOrder as exc:
+            raise VenueRejected(f"limit order {qty} @ {price} is below {symbol}'s lot/tick ({str(exc)[:120]})") from None
+        if amount <= 0 or px <= 0:
+            raise VenueRejected(f"limit order {qty} @ {price} rounds to 0 at {symbol}'s lot/tick")
+        params = limit_order_params(client_order_id, post_only=post_only, reduce_only=reduce_only)
+        o = self._call(self.ex.create_order, usym, "limit", "buy" if qty > 0 else "sell", amount, px, params)
+        st = self._order_state(o, symbol)
+        st = OrderState(st.order_id, client_order_id, symbol, float(np.sign(qty)) * amount, st.filled, st.status,
+                        st.time_ms, "limit", px)
+        if post_only and self.exchange_id == "bybit":
+            try:
+                now = self.fetch_order(symbol, client_order_id)
+            except VenueError:
+                now = None
+            if now is not None and now.reason == "post_only":
+                raise VenuePostOnlyReject(f"post-only {client_order_id} at {px} would take liquidity (Bybit "
+                                          f"{POST_ONLY_REJECT_BYBIT})")
+            if now is not None:
+                st = now
+        return st
+
+    def market_rules(self, symbol: str) -> MarketRules:
+        """Tick (``precision.price``), lot (``precision.amount``) and minimum notional (``limits.cost.min``, 0 when
+        the exchange gives none) of the linear market, from ccxt's loaded markets (precision mode TICK_SIZE)."""
+        m = self.ex.market(self._usym[symbol])
+        prec, lim = m.get("precision") or {}, m.get("limits") or {}
+        tick = float(prec.get("price") or 0.0)
+        if tick >= 1.0 and self.ex.precisionMode != self._ccxt.TICK_SIZE:  # DECIMAL_PLACES: digits, not a step
+            tick = 10.0 ** -tick
+        lot = float(prec.get("amount") or 0.0)
+        if lot >= 1.0 and self.ex.precisionMode != self._ccxt.TICK_SIZE:
+            lot = 10.0 ** -lot
+        return MarketRules(tick if tick > 0 else 1e-8, lot, float((lim.get("cost") or {}).get("min") or 0.0))
+
+    def touch(self, symbol: str) -> tuple[float, float] | None:
+        """Best bid and ask from ccxt ``fetch_order_book(symbol, 1)`` (None when a side is empty)."""
+        b = self._read(self.ex.fetch_order_book, self._usym[symbol], 1)
+        bids, asks = b.get("bids") or [], b.get("asks") or []
+        if not bids or not asks:
+            return None
+        return float(bids[0][0]), float(asks[0][0])
+
+    def cancel_all_after(self, seconds: float) -> bool:
+        """The exchange's dead-man's switch.  Bybit: ccxt ``cancel_all_orders_after(ms)`` -> ``POST
+        /v5/order/disconnected-cancel-all`` {timeWindow: s, product: DERIVATIVES} (Bybit's DCP: it cancels the
+        account's orders once the *private WebSocket* has been disconnected for ``timeWindow`` s, 3..300; a bench
+        trading over REST only arms the window, so on Bybit this protects a session that also holds that socket).
+        Binance USDⓈ-M: ccxt has no unified call; the raw ``POST /fapi/v1/countdownCancelAll`` {symbol,
+        countdownTime: ms} per symbol (ccxt ``fapiPrivatePostCountdownCancelAll``): a countdown the next call resets,
+        0 cancels it.  returns True when armed, False where the exchange offers none."""
+        if self.exchange_id == "bybit":
+            window = 0 if seconds <= 0 else int(min(300, max(3, round(seconds))))
+            self._call(self.ex.cancel_all_orders_after, window * 1000)
+            return True
+        if self.exchange_id == "binanceusdm":
+            for s in self.symbols:
+                self._call(self.ex.fapiPrivatePostCountdownCancelAll,
+                           {"symbol": self.ex.market(self._usym[s])["id"], "countdownTime": int(max(0.0, seconds) * 1000)})
+            return True
+        return False
 
     def fetch_order(self, symbol: str, client_order_id: str) -> OrderState | None:
         usym = self._usym[symbol]
@@ -333,7 +431,13 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         return out
 
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
-        self._call(self.ex.cancel_order, None, self._usym[symbol], {"clientOrderId": client_order_id})
+        """ccxt ``cancel_order(None, symbol, params)`` by client order id: Bybit ``{"orderLinkId": id}`` (ccxt 4.5's
+        ``bybit.cancel_order_request`` passes params through untranslated, so ``clientOrderId`` would not reach
+        Bybit), Binance ``{"clientOrderId": id}`` (ccxt sends ``origClientOrderId``).  An order the exchange does not
+        hold open (unknown, filled or already cancelled: Bybit 110001, Binance -2011, ccxt OrderNotFound) is refused
+        with VenueRejected -- the caller looks the order up for its final state."""
+        key = "orderLinkId" if self.exchange_id == "bybit" else "clientOrderId"
+        self._call(self.ex.cancel_order, None, self._usym[symbol], {key: client_order_id})
 
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
         # Bybit pages executions (newest first, 50 per page by default): follow the cursor to the end

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from crucible.venues.base import (BAR_FIELDS, Bar, Fill, OrderState, Venue, VenueDuplicateOrder, VenueNetworkError,
-                                  VenueRejected)
+from crucible.venues.base import (BAR_FIELDS, Bar, Fill, MarketRules, OrderState, Venue, VenueDuplicateOrder,
+                                  VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from forge.backtest.costs import bps, fill_price, funding_payment, is_funding_time, taker_fee
-from forge.backtest.fills import kline_limit_fill
+from forge.backtest.fills import infer_tick, kline_limit_fill
 from forge.data.schema import BAR_MS
 
 __all__ = ["ReplayVenue"]
@@ -48,7 +48,8 @@ class ReplayVenue(Venue):
     of bars (of the merged timeline) that are history before the replay's
     first bar; end: timeline index to stop at (exclusive; None = all);
     balance: starting cash, USDT; taker_fee_bps, slippage_bps: cost model
-    (defaults match ``BacktestConfig``); funding_rate_8h, perpetual: the symbols traded as linear
+    (defaults match ``BacktestConfig``); maker_fee_bps (default: the taker fee), max_volume_share, lot_size,
+    tick_size (0: inferred from the prices): resting limit orders (module docstring); funding_rate_8h, perpetual: the symbols traded as linear
     perpetuals pay ``funding_rate_8h`` on the account's position at every 8 h funding time (as the
     backtester and the slot ledgers, :mod:`forge.backtest.costs`); speed: see module docstring;
     stop_event: a threading.Event that interrupts pacing sleeps.
@@ -61,7 +62,8 @@ class ReplayVenue(Venue):
                  balance: float = 10_000.0, taker_fee_bps: float = 10.0, slippage_bps: float = 1.0,
                  speed: float | None = None, stop_event: threading.Event | None = None,
                  funding_rate_8h: float = 0.0, perpetual: tuple[str, ...] | list[str] = (),
-                 maker_fee_bps: float | None = None, max_volume_share: float = 0.1, lot_size: float = 0.0) -> None:
+                 maker_fee_bps: float | None = None, max_volume_share: float = 0.1, lot_size: float = 0.0,
+                 tick_size: float = 0.0) -> None:
         if not bars:
             raise ValueError("ReplayVenue needs at least one symbol's bars")
         self.funding_rate_8h = float(funding_rate_8h)
@@ -71,6 +73,12 @@ class ReplayVenue(Venue):
         self.maker_fee_bps = self.taker_fee_bps if maker_fee_bps is None else float(maker_fee_bps)
         self.max_volume_share = float(max_volume_share)
         self.lot_size = float(lot_size)
+        self.tick_size = float(tick_size)
+        self._rules: dict[str, MarketRules] = {}
+        self._cancel_faults: deque[str] = deque()
+        self.post_only_rejects = 0  # post-only limit orders refused (tests)
+        self.cross_next_post_only = 0  # the next n post-only orders are refused as crossing (tests)
+        self.cancels = 0  # cancel requests that reached the venue (tests)
         self._resting: list[str] = []  # client order ids of resting limit orders, in submission order
         self._limit_px: dict[str, float] = {}
         self.speed = speed
@@ -123,7 +131,8 @@ class ReplayVenue(Venue):
         "drop_after_accept" (order accepted, response lost -> VenueNetworkError),
         "network_before" (request lost before the venue -> VenueNetworkError),
         "http_5xx" / "rate_limit" (refused with an error, nothing created -> VenueNetworkError),
-        "reject" (refused, nothing created -> VenueRejected, as insufficient margin).
+        "reject" (refused, nothing created -> VenueRejected, as insufficient margin);
+        and for ``create_limit_order`` also "post_only" (refused as crossing -> VenuePostOnlyReject).
         """
         self._faults.extend(faults)
 
@@ -259,29 +268,71 @@ class ReplayVenue(Venue):
                 self._pos[o.symbol] += dq
                 done = q >= left
                 self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.filled + dq,
-                                               "filled" if done else "open", o.time_ms)
+                                               "filled" if done else "open", o.time_ms, "limit", price)
                 if done:
                     continue
             still.append(cid)
         self._resting = still
 
-    def create_limit_order(self, symbol: str, qty: float, price: float, client_order_id: str) -> OrderState:
+    def create_limit_order(self, symbol: str, qty: float, price: float, client_order_id: str, *,
+                           post_only: bool = True, reduce_only: bool = False) -> OrderState:
         """Rest a limit order of ``qty`` base units (signed: + buy) at ``price`` (quote per unit) until filled
         or cancelled (maker; fills by the kline fill model from the next bar on).
-        raises VenueRejected on an unknown symbol, a zero/non-finite qty or price, or a duplicate id."""
+
+        Post-only: refused (VenuePostOnlyReject) when it would cross the replay's estimated touch -- a buy at or
+        above ``close * (1 + slippage_bps / 1e4)`` of the last closed bar (its ask), a sell at or below
+        ``close * (1 - slippage_bps / 1e4)`` (its bid); a limit the kline fill model prices (below the close for
+        a buy) is never refused, as in the backtest.  Faults queued by :meth:`inject` apply to this call as to a
+        market order ("post_only" forces a post-only refusal).
+        raises VenueRejected on an unknown symbol, a zero/non-finite qty or price, a reduce-only order that does not
+        reduce; VenueDuplicateOrder on a known id."""
+        fault = self._faults.popleft() if self._faults else None
+        if fault in ("network_before", "http_5xx", "rate_limit"):
+            raise VenueNetworkError(f"replay fault {fault} on {client_order_id}")
+        if fault == "reject":
+            raise VenueRejected(f"replay fault: insufficient margin for {client_order_id}")
         if symbol not in self._cols:
             raise VenueRejected(f"unknown symbol {symbol!r}")
         if not (math.isfinite(qty) and qty != 0.0 and math.isfinite(price) and price > 0.0):
             raise VenueRejected(f"limit order needs a finite non-zero qty and price > 0, got {qty!r} @ {price!r}")
         if client_order_id in self._orders:
-            raise VenueRejected(f"duplicate client order id {client_order_id}")
+            raise VenueDuplicateOrder(f"duplicate client order id {client_order_id}")
+        if post_only:
+            r = self._idx(symbol)
+            last = float(self._cols[symbol]["close"][r - 1]) if r else float(self._cols[symbol]["open"][0])
+            s = bps(self.slippage_bps)
+            crosses = price >= last * (1.0 + s) if qty > 0 else price <= last * (1.0 - s)
+            if self.cross_next_post_only > 0:  # the market moved through the price before the order arrived (tests)
+                self.cross_next_post_only -= 1
+                crosses = True
+            if crosses or fault == "post_only":
+                self.post_only_rejects += 1
+                raise VenuePostOnlyReject(f"post-only {client_order_id} at {price} would cross (last {last})")
+        if reduce_only:
+            self._check_reduce(symbol, qty, client_order_id)
         self.submits += 1
         self._n_orders += 1
-        o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
+        o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms(),
+                       "limit", float(price))
         self._orders[client_order_id] = o
         self._limit_px[client_order_id] = float(price)
         self._resting.append(client_order_id)
+        if fault == "drop_after_accept":
+            raise VenueNetworkError(f"replay fault: response to {client_order_id} lost after accept")
         return o
+
+    def market_rules(self, symbol: str) -> MarketRules:
+        """The replay's rules: ``tick_size`` (0: inferred from the symbol's prices, :func:`forge.backtest.fills.infer_tick`),
+        ``lot_size``, no minimum notional."""
+        if symbol not in self._rules:
+            tick = self.tick_size if self.tick_size > 0 else infer_tick(self._cols[symbol]["close"])
+            self._rules[symbol] = MarketRules(tick, self.lot_size, 0.0)
+        return self._rules[symbol]
+
+    def _check_reduce(self, symbol: str, qty: float, cid: str) -> None:
+        pos = self._pos[symbol] + sum(self._orders[c].qty for c in self._pending if self._orders[c].symbol == symbol)
+        if pos == 0.0 or (pos > 0) == (qty > 0) or abs(qty) > abs(pos) + 1e-12:
+            raise VenueRejected(f"reduce-only order {cid} ({qty}) would not reduce the position {pos}")
 
     # ------------------------------------------------------------------ orders
 
@@ -299,9 +350,7 @@ class ReplayVenue(Venue):
         if client_order_id in self._orders:
             raise VenueDuplicateOrder(f"duplicate client order id {client_order_id}")
         if reduce_only:
-            pos = self._pos[symbol] + sum(self._orders[c].qty for c in self._pending if self._orders[c].symbol == symbol)
-            if pos == 0.0 or (pos > 0) == (qty > 0) or abs(qty) > abs(pos) + 1e-12:
-                raise VenueRejected(f"reduce-only order {client_order_id} ({qty}) would not reduce the position {pos}")
+            self._check_reduce(symbol, qty, client_order_id)
         self.submits += 1
         self._n_orders += 1
         o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
@@ -318,12 +367,26 @@ class ReplayVenue(Venue):
         return [self._orders[c] for c in (*self._pending, *self._resting)
                 if symbol is None or self._orders[c].symbol == symbol]
 
+    def inject_cancel(self, *faults: str) -> None:
+        """Queue faults for the next ``cancel_order`` calls, one per call: "drop_after_accept" (cancelled, the
+        response lost -> VenueNetworkError), "network_before" (not cancelled -> VenueNetworkError)."""
+        self._cancel_faults.extend(faults)
+
     def cancel_order(self, symbol: str, client_order_id: str) -> None:
+        fault = self._cancel_faults.popleft() if self._cancel_faults else None
+        if fault == "network_before":
+            raise VenueNetworkError(f"replay fault: cancel of {client_order_id} lost before the venue")
+        self.cancels += 1
+        self._cancel(client_order_id)
+        if fault == "drop_after_accept":
+            raise VenueNetworkError(f"replay fault: response to the cancel of {client_order_id} lost")
+
+    def _cancel(self, client_order_id: str) -> None:
         if client_order_id in self._resting:
             self._resting.remove(client_order_id)
             o = self._orders[client_order_id]
             self._orders[client_order_id] = OrderState(o.order_id, o.client_order_id, o.symbol, o.qty, o.filled,
-                                                       "canceled", o.time_ms)
+                                                       "canceled", o.time_ms, "limit", o.price)
             return
         if client_order_id in self._pending:
             self._pending.remove(client_order_id)
