@@ -185,6 +185,7 @@ class Runtime(ReconcileMixin, ExecutionMixin, OversightMixin, LoopMixin):
         self._journaled_weights: dict[str, float] | None = None
         self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
         self._alive_ids: tuple[str, ...] = ()
+        self._cwo_rows: tuple[tuple[int, ...], Any] = ((), None)  # (live slot rows, as an int64 array) of the CWO
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
