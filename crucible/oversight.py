@@ -54,10 +54,11 @@ class OversightMixin:
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
         for s in self.slots.values():
-            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional,
-                                                                       s.ledger.transfers):
+            if s.status != "live" or s.mark <= 0:
                 continue
             eq = s.equity()
+            if not breaches_floor(eq, floor, min_notional, s.ledger.transfers):
+                continue
             self.kill_info[s.id] = {"equity": eq, "time_ms": now, "bar": self.bar_no}
             s.status = "killed"
             s.weight = 0.0
