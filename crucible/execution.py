@@ -347,10 +347,20 @@ class ExecutionMixin:
                 else:
                     self._rejected(o, str(exc), now)
 
-        policy = self.retry.bounded(self._bar_deadline if self._bar_deadline is not None
-                                    else self.retry.clock() + budget)
+        deadline = self._bar_deadline if self._bar_deadline is not None else self.retry.clock() + budget
         try:
-            policy.call(attempt)
+            try:
+                attempt()  # the first attempt needs no retry policy (most sends: built only when one fails)
+            except VenueNetworkError as first:
+                policy = self.retry.bounded(deadline)
+                failed = [first]
+
+                def again() -> None:  # the policy's first call is the attempt that just failed
+                    if failed:
+                        raise failed.pop()
+                    attempt()
+
+                policy.call(again)
         except VenueError as exc:  # budget spent (or auth): the order stays "unknown", resolved by lookup later
             self._note_outage(exc, now)
         if found:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -93,16 +94,36 @@ def chain_hash(prev: str, seq: int, kind: str, ref: str, data: str) -> str:
     return hashlib.sha256(f"{prev}\n{seq}\n{kind}\n{ref}\n{data}".encode()).hexdigest()
 
 
+_STR = json.encoder.encode_basestring_ascii  # the C string encoder _CANON itself uses (ensure_ascii)
+_isfinite = math.isfinite
+
+
 def _fill_data(trade_id: str, cid: str, slot: str | None, symbol: str, qty: float, price: float, fee: float,
                time_ms: int) -> str:
-    return _CANON.encode({"trade_id": trade_id, "cid": cid, "slot": slot, "symbol": symbol, "qty": float(qty),
-                          "price": float(price), "fee": float(fee), "time_ms": int(time_ms)})
+    """The chained content of a fill: ``_CANON.encode`` of its fields (sorted keys, compact), byte for byte.
+    The common case (string ids, finite numbers) is formatted directly -- the same text the encoder writes
+    (``float.__repr__``, ``int.__repr__``, the encoder's own string escaping) at a fraction of its cost."""
+    qty, price, fee, time_ms = float(qty), float(price), float(fee), int(time_ms)
+    if (type(trade_id) is str and type(cid) is str and type(symbol) is str and (slot is None or type(slot) is str)
+            and _isfinite(qty) and _isfinite(price) and _isfinite(fee)):
+        return (f'{{"cid":{_STR(cid)},"fee":{fee!r},"price":{price!r},"qty":{qty!r},'
+                f'"slot":{"null" if slot is None else _STR(slot)},"symbol":{_STR(symbol)},"time_ms":{time_ms!r},'
+                f'"trade_id":{_STR(trade_id)}}}')
+    return _CANON.encode({"trade_id": trade_id, "cid": cid, "slot": slot, "symbol": symbol, "qty": qty,
+                          "price": price, "fee": fee, "time_ms": time_ms})
 
 
 def _intent_data(cid: str, slot: str, symbol: str, qty: float, target: float, bar_time: int, seq: int,
                  reason: str) -> str:
-    return _CANON.encode({"cid": cid, "slot": slot, "symbol": symbol, "qty": float(qty), "target": float(target),
-                          "bar_time": int(bar_time), "seq": int(seq), "reason": reason})
+    """The chained content of an order intent: ``_CANON.encode`` of its fields, byte for byte (see
+    :func:`_fill_data`)."""
+    qty, target, bar_time, seq = float(qty), float(target), int(bar_time), int(seq)
+    if (type(cid) is str and type(slot) is str and type(symbol) is str and type(reason) is str
+            and _isfinite(qty) and _isfinite(target)):
+        return (f'{{"bar_time":{bar_time!r},"cid":{_STR(cid)},"qty":{qty!r},"reason":{_STR(reason)},'
+                f'"seq":{seq!r},"slot":{_STR(slot)},"symbol":{_STR(symbol)},"target":{target!r}}}')
+    return _CANON.encode({"cid": cid, "slot": slot, "symbol": symbol, "qty": qty, "target": target,
+                          "bar_time": bar_time, "seq": seq, "reason": reason})
 
 
 _WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
@@ -182,6 +203,7 @@ class Journal:
             self.db.row_factory = sqlite3.Row
             self._deferred: dict[str, Any] = {}
             self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
+            self._chain_rows: list[tuple[int, str, str, str, str]] = []  # chain links carried to the commit
             self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
             if not readonly and synchronous == "NORMAL":  # replay: fewer checkpoints (each one fsyncs the file)
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
@@ -213,6 +235,7 @@ class Journal:
                                " ORDER BY created_ms, rowid", st).fetchall()
         self._open = {r["client_order_id"]: dict(r) for r in rows}
         self._booked: dict[str, None] = {}  # the last booked trade ids, oldest first (a subset of the file)
+        self._slot_of: dict[str, str] = {}  # client order id -> slot of the last intents (a subset of the file)
         self._filled = {cid: 0.0 for cid in self._open}
         for cid, q in self.db.execute("SELECT client_order_id, SUM(qty) FROM fills GROUP BY client_order_id"):
             if cid in self._filled:
@@ -232,9 +255,10 @@ class Journal:
         """Append one money event to the chain (in the current transaction; anchored after its commit)."""
         seq = self._chain_seq + 1
         h = chain_hash(self._chain_head, seq, kind, ref, data)
-        self.db.execute("INSERT INTO chain(seq, kind, ref, data, hash) VALUES (?,?,?,?,?)", (seq, kind, ref, data, h))
+        self._chain_rows.append((seq, kind, ref, data, h))  # inserted with the commit (one executemany)
         self._chain_seq, self._chain_head = seq, h
         if not self._batch:
+            self._flush_rows()
             self._anchor()
 
     def _anchor(self) -> None:
@@ -377,6 +401,7 @@ class Journal:
         rebuild the in-memory state from the file; never hides the error that caused it."""
         self._deferred.clear()
         self._events.clear()
+        self._chain_rows.clear()
         self._acks.clear()
         if self.db.in_transaction:
             try:
@@ -419,6 +444,9 @@ class Journal:
 
     def _flush_rows(self) -> None:
         """Write the event inserts and order acknowledgements carried in memory (in their original order)."""
+        if self._chain_rows:
+            self.db.executemany("INSERT INTO chain(seq, kind, ref, data, hash) VALUES (?,?,?,?,?)", self._chain_rows)
+            self._chain_rows.clear()
         if self._events:
             self.db.executemany("INSERT INTO events(time_ms, kind, slot, data) VALUES (?,?,?,?)", self._events)
             self._events.clear()
@@ -431,6 +459,7 @@ class Journal:
         """Roll back an open batch, close the database, release the single-writer lock (also one passed in)."""
         try:
             self._events.clear()
+            self._chain_rows.clear()
             self._acks.clear()
             if self._batch:
                 self._batch = 0
@@ -473,6 +502,7 @@ class Journal:
                                                                seq, reason))
             key = (slot, int(bar_time))
             self._seq[key] = max(self._seq.get(key, -1), int(seq))
+            self._remember_slot(client_order_id, slot)
             self._filled[client_order_id] = 0.0
             self._open[client_order_id] = {
                 "client_order_id": client_order_id, "slot": slot, "symbol": symbol, "qty": float(qty),
@@ -526,8 +556,19 @@ class Journal:
         o = self._open.get(client_order_id)
         if o is not None:
             return o["slot"]
+        slot = self._slot_of.get(client_order_id)  # an order's slot never changes; the cache is reset on rollback
+        if slot is not None:
+            return slot
         row = self.db.execute("SELECT slot FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        self._remember_slot(client_order_id, row[0])
+        return row[0]
+
+    def _remember_slot(self, client_order_id: str, slot: str) -> None:
+        self._slot_of[client_order_id] = slot
+        if len(self._slot_of) > 4096:
+            del self._slot_of[next(iter(self._slot_of))]
 
     def orders(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Orders (oldest first), optionally only those with a status in ``statuses``."""

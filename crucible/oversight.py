@@ -56,10 +56,11 @@ class OversightMixin:
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
         for s in self.slots.values():
-            if s.status != "live" or s.mark <= 0 or not breaches_floor(s.equity(), floor, min_notional,
-                                                                       s.ledger.transfers):
+            if s.status != "live" or s.mark <= 0:
                 continue
             eq = s.equity()
+            if not breaches_floor(eq, floor, min_notional, s.ledger.transfers):
+                continue
             self.kill_info[s.id] = {"equity": eq, "time_ms": now, "bar": self.bar_no}
             s.status = "killed"
             s.weight = 0.0
@@ -202,13 +203,19 @@ class OversightMixin:
     def _cwo(self, now: int) -> None:
         cwo = self.cfg.cwo
         slots = list(self.slots.values())
-        alive = [i for i, s in enumerate(slots) if s.status == "live"]
-        for s in slots:
-            s.weight = 0.0 if s.status != "live" else s.weight
         extra: dict = {}
+        alive = []
+        for i, s in enumerate(slots):
+            if s.status == "live":
+                alive.append(i)
+            else:
+                s.weight = 0.0
         if alive:
+            key = tuple(alive)
+            if self._cwo_rows[0] != key:  # the live rows change only on kills, re-arms and stops
+                self._cwo_rows = (key, np.array(alive, dtype=np.int64))
             old = np.array([slots[i].weight for i in alive])
-            new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), np.array(alive, dtype=np.int64),
+            new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), self._cwo_rows[1],
                               old, cwo.drawdown_penalty,
                               min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
             if self.regime_alloc is not None:  # regime slots: tilt toward the predicted regime (crucible.panel)
@@ -220,7 +227,13 @@ class OversightMixin:
         self.last_cwo_ms = now
         self.counters["reweights"] += 1
         prev = self._journaled_weights
-        if prev is None or prev.keys() != w.keys() or any(abs(x - prev[k]) > WEIGHT_TOL for k, x in w.items()):
+        moved = prev is None or prev.keys() != w.keys()
+        if not moved:
+            for k, x in w.items():
+                if abs(x - prev[k]) > WEIGHT_TOL:
+                    moved = True
+                    break
+        if moved:
             with self.journal:
                 self.journal.event("reweight", now, None, weights=w, **extra)
             self._journaled_weights = w
@@ -232,14 +245,18 @@ class OversightMixin:
         if self._progress_on:
             self._emit("reweight", weights=w)
 
-    def _free_capital(self, s) -> float:
+    def _free_capital(self, s, open_orders: list[dict] | None = None) -> float:
         """USDT that may leave slot ``s`` now: what keeps its exposure (the larger of the units held and the units held
         plus those of its orders in flight: a reducing order frees capital only once it has filled) within
         ``max_leverage`` x its equity after the move, and (spot) no more than its cash less what its buys in
-        flight will cost, so a transfer never creates leverage or negative cash."""
+        flight will cost, so a transfer never creates leverage or negative cash.  open_orders: the journal's
+        open orders when the caller has them already (default: asked from the journal)."""
         eq = s.equity()
-        flight = sum(o["qty"] for o in self.journal.orders(OPEN_STATUSES) if o["slot"] == s.id)  # decided, unfilled
-        held = max(abs(s.ledger.units), abs(s.ledger.units + flight))  # a reducing order counts once it has filled
+        if open_orders is None:
+            open_orders = self.journal.orders(OPEN_STATUSES)
+        flight = sum(o["qty"] for o in open_orders if o["slot"] == s.id)  # decided, unfilled
+        units = s.ledger.units
+        held = max(abs(units), abs(units + flight))  # a reducing order counts once it has filled
         room = eq - held * s.mark / self.leverage[s.id]
         if not s.perpetual:
             room = min(room, s.ledger.cash - max(0.0, flight) * s.mark * (1.0 + self._buffer))
@@ -257,24 +274,29 @@ class OversightMixin:
         live = [s for s in self.slots.values() if s.status == "live" and s.mark > 0]
         if not live or not self.cfg.cwo.move_capital:
             return
-        bench = sum(s.equity() for s in live) + self.reserve
+        equity = [s.equity() for s in live]
+        bench = sum(equity) + self.reserve
         if bench <= 0:
             return
-        amounts = {s.id: s.weight * bench - s.equity() for s in live}
+        amounts = {s.id: s.weight * bench - e for s, e in zip(live, equity)}
         pending: dict[str, float] = {}
+        open_orders = None
         for s in live:
             a = amounts[s.id]
             if a < 0:
-                room = self._free_capital(s)
+                if open_orders is None:  # one look at the orders in flight for every slot of this reweight
+                    open_orders = self.journal.orders(OPEN_STATUSES)
+                room = self._free_capital(s, open_orders)
                 if -a > room:
                     pending[s.id] = -a - room
                     amounts[s.id] = -room
-        out = -sum(a for a in amounts.values() if a < 0)
-        inn = sum(a for a in amounts.values() if a > 0)
+        vals = list(amounts.values())
+        out = -sum([a for a in vals if a < 0])
+        inn = sum([a for a in vals if a > 0])
         avail = out + max(self.reserve, 0.0)
         if inn > avail:
             amounts = {k: (a * avail / inn if a > 0 else a) for k, a in amounts.items()}
-        moved = sum(abs(a) for a in amounts.values())
+        moved = sum([abs(a) for a in amounts.values()])
         if moved < self.cfg.general.min_order_notional:
             amounts = {}
         else:

@@ -191,6 +191,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self._journaled_weights: dict[str, float] | None = None
         self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
         self._alive_ids: tuple[str, ...] = ()
+        self._cwo_rows: tuple[tuple[int, ...], Any] = ((), None)  # (live slot rows, as an int64 array) of the CWO
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
@@ -264,12 +265,14 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                               for s in self.slots.values() if s.ledger.units != 0.0],
                 "orders": [o["client_order_id"] for o in self.journal.orders(OPEN_STATUSES)]}
 
-    def _daily_loss(self, now: int) -> None:
+    def _daily_loss(self, now: int, equity: list[float] | None = None) -> None:
         """The bench-level daily loss stop: the bench's equity (slots + reserve) at its first bar of the UTC day is
         kept (journaled ``day_start``); once it has fallen by ``daily_loss_limit`` USDT the bench is flattened and
-        halted (an alert says so)."""
+        halted (an alert says so).  equity: every slot's equity now, in slot order, when the caller has it."""
         limit = self.cfg.general.daily_loss_limit
-        eq = float(sum(s.equity() for s in self.slots.values()) + self.reserve)
+        if equity is None:
+            equity = [s.equity() for s in self.slots.values()]
+        eq = float(sum(equity) + self.reserve)
         day = now // 86_400_000
         if self._day is None or self._day[0] != day:
             self._day = (day, eq)
@@ -314,20 +317,22 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                     self._scan_foreign(now)  # foreign orders are seen every bar, not only when ours are in flight
             except VenueError as exc:  # fills/orders unknown this bar: mark and report, trade nothing
                 self._note_outage(exc, now)
+            equity = []
             for s in self.slots.values():
                 b = bars.get(s.symbol)
                 if b is not None:
                     s.mark = b.close
-            self.marks.push([s.equity() for s in self.slots.values()])
+                equity.append(s.equity())
+            self.marks.push(equity)
             self._exec_marks(bars, bar_time)  # markouts of earlier fills (crucible.passive)
             if self._cancel_due:
                 self._retry_cancels(bar_time, now)  # resting orders whose cancel was not confirmed yet
             for s in self.slots.values():  # terminated slots left with units (an order was in flight): close them
                 if s.status != "live" and s.ledger.units != 0.0 and not self.journal.has_open_order(s.id) \
                         and s.mark > 0:
-                    self.flatten(s, "cleanup", bar_time)
+                    self.flatten(s, "cleanup", bar_time)  # an order: no ledger moves before _daily_loss
             if bars:
-                self._daily_loss(now)
+                self._daily_loss(now, equity)
             trading = not self.kill_requested and self.halted is None and not self._bar_failed and not stale
             if stale:
                 self.counters["stale_bars"] += 1
@@ -385,13 +390,15 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
 
     def _signals(self, bars: dict[str, Bar], bar_time: int) -> None:
         g = self.cfg.general
+        journal, leverage, reject_until = self.journal, self.leverage, self.reject_until
         for sym, bar in bars.items():
             live = [s for s in self.slots.values() if s.symbol == sym and s.status == "live"]
-            chs = [c for c in self.challengers.values() if c.symbol == sym]
+            chs = [c for c in self.challengers.values() if c.symbol == sym] if self.challengers else []
             if not live and not chs:
                 continue
             genomes = {s.id: s.genome for s in live}
-            genomes.update({c.key: c.genome for c in chs})
+            for c in chs:
+                genomes[c.key] = c.genome
             panel = {k: g for k, g in genomes.items() if self.panel.handles(g)}  # crucible.panel's genomes
             if panel:
                 genomes = {k: g for k, g in genomes.items() if k not in panel}
@@ -415,26 +422,26 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 c.on_bar(bar.open, bar.close, targets.get(c.key, c.target), self.cfg.costs.taker_fee_bps,
                          self.cfg.costs.slippage_bps, g.min_order_notional)
             batch: list[tuple[Slot, float, float, str]] = []
+            close = bar.close
             for s in live:
                 t = targets.get(s.id)
                 if t is None:
                     continue
                 eq = s.equity()
-                lev = self.leverage[s.id]
-                over = abs(s.ledger.units) * bar.close > lev * max(eq, 0.0) * (1.0 + 1e-9)  # drifted past its cap
+                over = abs(s.ledger.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
                 if t == s.target and not over:
                     continue
                 if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)
                     self._passive_signal(s, t, over, bar, bar_time)
                     continue
-                if self.journal.has_open_order(s.id):
+                if journal.has_open_order(s.id):
                     continue  # one order in flight per slot; retry at the next bar
-                if bar_time < self.reject_until.get(s.id, -1) and not over:
+                if bar_time < reject_until.get(s.id, -1) and not over:
                     continue  # backing off after a rejection (an order reducing an over-cap exposure still goes)
-                qty = self._size(s, t, eq, bar.close)
+                qty = self._size(s, t, eq, close)
                 if qty is None:
                     continue
-                if qty == 0.0 or (abs(qty) * bar.close < g.min_order_notional and t != 0.0):
+                if qty == 0.0 or (abs(qty) * close < g.min_order_notional and t != 0.0):
                     s.target = t
                     continue
                 batch.append((s, qty, t, "signal"))

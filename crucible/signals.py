@@ -168,8 +168,18 @@ class ChunkedSignals:
         """
         out: dict[str, float] = {}
         missing: dict[str, Genome] = {}
+        chunks = self._chunks
         for k, g in genomes.items():
-            v = self._lookup((symbol, g.sha256), bar_time)
+            key = (symbol, g.sha256)
+            c = chunks.get(key)
+            if c is not None:  # the common case inline: the bar after the one read last from this chunk
+                i = c[2] + 1
+                times = c[0]
+                if i < len(times) and times[i] == bar_time:
+                    c[2] = i
+                    out[k] = c[1][i]
+                    continue
+            v = self._lookup(key, bar_time)
             if v is None:
                 missing[k] = g
             else:

@@ -16,6 +16,7 @@ same accounting as the backtester: ``equity = cash + units * mark`` where
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -91,14 +92,29 @@ def key_fingerprint(key: bytes) -> str:
     return hmac.new(key, b"crucible bench key fingerprint/1", hashlib.sha256).hexdigest()[:16]
 
 
+_PAIRS36 = [a + b for a in _DIGITS36 for b in _DIGITS36]  # the 1,296 two-digit base-36 strings, in order
+
+
 def _b36(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
+    """``n`` >= 0 as ``width`` lowercase base-36 digits (zero-padded; two digits per step).
+    raises ValueError when it does not fit."""
+    out = ""
+    while width >= 2:
+        n, r = divmod(n, 1296)
+        out = _PAIRS36[r] + out
+        width -= 2
+    if width:
         n, r = divmod(n, 36)
-        out.append(_DIGITS36[r])
+        out = _DIGITS36[r] + out
     if n:
         raise ValueError("value too large for its base-36 field")
-    return "".join(reversed(out))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _minute36(minute: int) -> str:
+    """The bar minute field of a client order id (:data:`MINUTE_CHARS` base-36 digits; the orders of a bar share it)."""
+    return _b36(minute, MINUTE_CHARS)
 
 
 def _tag(key: bytes, body: str, n: int) -> str:
@@ -128,7 +144,7 @@ def client_order_id(prefix: str, slot: str, bar_time_ms: int, seq: int, bench: s
                          f"at most {NAME_BUDGET} characters together")
     if not 0 <= seq < 36 ** SEQ_CHARS:
         raise ValueError(f"order sequence {seq} out of range (< {36 ** SEQ_CHARS} per slot and bar)")
-    body = f"{prefix}-{bench}-{slot}-{_b36(bar_time_ms // 60_000, MINUTE_CHARS)}{_b36(seq, SEQ_CHARS)}"
+    body = f"{prefix}-{bench}-{slot}-{_minute36(bar_time_ms // 60_000)}{_PAIRS36[seq]}"  # seq: 2 digits
     return body + _tag(key, body, min(TAG_MAX, ORDER_ID_MAX - len(body)))
 
 
@@ -173,6 +189,11 @@ def is_own_order_id(cid: str, key: bytes, prefix: str, bench: str) -> bool:
     return hmac.compare_digest(want, cid)
 
 
+def _sign(x: float) -> float:
+    """``numpy.sign`` of a Python float, as a float (-1.0, 0.0, 1.0; NaN for NaN) without the numpy call."""
+    return 1.0 if x > 0 else (-1.0 if x < 0 else (0.0 if x == 0 else float("nan")))
+
+
 @dataclass
 class Ledger:
     """Cash + units account of one slot (or a shadow challenger).
@@ -202,19 +223,20 @@ class Ledger:
         self.cash -= qty * price + fee
         self.fees += fee
         self.realised -= fee
-        if self.units == 0 or np.sign(self.units) == np.sign(qty):
-            new = self.units + qty
-            self.avg_price = (self.avg_price * abs(self.units) + price * abs(qty)) / abs(new)
+        units = self.units
+        if units == 0 or _sign(units) == _sign(qty):
+            new = units + qty
+            self.avg_price = (self.avg_price * abs(units) + price * abs(qty)) / abs(new)
             self.units = new
         else:
-            closed = min(abs(qty), abs(self.units))
-            self.realised += closed * (price - self.avg_price) * np.sign(self.units)
-            new = self.units + qty
+            closed = min(abs(qty), abs(units))
+            self.realised += closed * (price - self.avg_price) * _sign(units)
+            new = units + qty
             if abs(new) < 1e-15:
                 new = 0.0
             if new == 0.0:
                 self.avg_price = 0.0
-            elif np.sign(new) != np.sign(self.units):
+            elif _sign(new) != _sign(units):
                 self.avg_price = price
             self.units = new
         self.n_fills += 1
