@@ -22,8 +22,8 @@ paper's probability of loss, the share of splits whose in-sample best has a test
 two apart: a pool with no skill has its in-sample best lose in about half the test halves (more net of costs),
 a pool of profitable variants rarely. So the stage fails (overfit) only when PBO >= ``pbo_threshold`` AND the
 probability of loss >= ``pbo_loss_threshold`` (0.2). Measured on pure-noise pools (t(4) hourly P&L, 100-400
-hours, 16 blocks, 150 pools per cell; ``tests/test_gauntlet_pbo.py``): among the pools whose PBO >= 0.5, the
-probability of loss falls below 0.2 in <= 5 % with 3 representatives and ~0 % with 8 or 20, so the relief
+hours, 16 blocks, 150 pools per cell; the verdict rule is tested in ``tests/test_gauntlet_pbo.py``): among the pools whose PBO >= 0.5, the
+probability of loss falls below 0.2 in 2.8-6.2 % with 3 representatives and 0 % with 8 or 20, so the relief
 almost never reaches a no-skill search; pools of eight profitable variants (hourly Sharpe 0.15) stay below it in
 94 % of their PBO >= 0.5 cases. The stage is a threshold stage: it can only lower the Gauntlet's false-pass
 level, never raise it above the hypothesis tests' sizes. Junk (dominated) trials are out before CSCV, so they
