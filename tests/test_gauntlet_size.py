@@ -96,9 +96,9 @@ def test_null_suite_studentised_gate_beats_the_mean_statistic_in_every_cell():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured (RESULTS.md, 'Gauntlet sizes'): on 3-day markets the studentised "
-                   "permutation gate still rejects 8-9 % and dowhy 7-10 % at 5 % for positions scaled to "
-                   "volatility (bound 6.9 %)")
+@pytest.mark.xfail(strict=True, reason="measured (RESULTS.md, 'Gauntlet sizes'): pcmci's null x vol cell rejects 8.6 % and dowhy's 7.6 % "
+                   "at 5 % (bound 6.9 %); permutation is at size in every non-drifting cell since the "
+                   "aligned-bootstrap intersection (RESULTS.md, 'Gauntlet power on small searches')")
 def test_null_suite_every_gate_at_its_size_where_the_null_holds():
     """The issue's criterion: P(p <= alpha) <= alpha + 2 s.e. at 0.01, 0.05, 0.10 in every cell of the
     non-drifting null markets (on the drift market volatility-dependent exposure is real risk timing, which
