@@ -26,7 +26,9 @@ class GauntletConfig:
     trials correlated above this are one cluster; trial_dominated_level: a
     trial whose in-sample net Sharpe is significantly negative at this level
     is dominated (a fee burner) and left out of the clusters, PBO and N;
-    pbo_blocks: CSCV blocks S (even); pbo_threshold: PBO must be below;
+    pbo_blocks: CSCV blocks S (even); pbo_threshold: PBO must be below, unless
+    the in-sample best's probability of loss over the CSCV splits is below
+    pbo_loss_threshold (a family of profitable variants, ``gauntlet.stages.pbo``);
     permutation_shifts: circular shifts of the position (timing test);
     bootstrap_reps for the circular block bootstrap (diagnostic, block length by
     Politis–White); spa_reps and spa_min_points (hourly points below which SPA
@@ -49,6 +51,7 @@ class GauntletConfig:
     trial_dominated_level: float = 0.01
     pbo_blocks: int = 16
     pbo_threshold: float = 0.5
+    pbo_loss_threshold: float = 0.2
     permutation_shifts: int = 199
     bootstrap_reps: int = 999
     spa_reps: int = 500
@@ -67,7 +70,7 @@ class GauntletConfig:
 
         if self.pbo_blocks % 2 or self.pbo_blocks < 4:
             raise ConfigError(f"gauntlet.pbo_blocks must be even and >= 4, got {self.pbo_blocks}")
-        for name in ("alpha", "dsr_threshold", "pbo_threshold", "trial_max_correlation", "trial_dominated_level"):
+        for name in ("alpha", "dsr_threshold", "pbo_threshold", "pbo_loss_threshold", "trial_max_correlation", "trial_dominated_level"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"gauntlet.{name} must be in (0, 1], got {getattr(self, name)}")
         unknown = set(self.gating) - set(STAGE_ORDER)

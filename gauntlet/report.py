@@ -448,7 +448,9 @@ def _causal_graph_html(cands: list[dict[str, Any]]) -> str:
         if "graph" not in det:
             continue
         adj = ", ".join(det.get("adjustment_set") or []) or "empty"
-        items.append(f"<li>#{c['rank']}: adjustment set {{{html.escape(adj)}}}; graph "
+        dup = "".join(f"; {html.escape(str(k))} is the input {html.escape(str(v))} (not adjusted)"
+                      for k, v in (det.get("parents_that_are_inputs") or {}).items())
+        items.append(f"<li>#{c['rank']}: adjustment set {{{html.escape(adj)}}}{dup}; graph "
                      f"<span class='expr'>{html.escape('; '.join(det['graph']))}</span></li>")
     if not items:
         return ""

@@ -13,7 +13,8 @@ it on the evaluation range:
 - ``pcmci``: the HAC t-test of return ~ held position + the PCMCI market parents (parents found once
   per market draw, as the stage does once per run);
 - ``dowhy``: the circular-shift placebo p-value of the backdoor estimate, adjusted for the set DoWhy
-  identifies on the PCMCI graph (the position's driver an unobserved input).
+  identifies on the PCMCI graph (the position's driver an unobserved input; a parent that duplicates it is
+  that input, ``dowhy_refute.duplicate_inputs``).
 
 A stage is at its size at level alpha when P(p <= alpha) <= alpha + 2 s.e., s.e. = sqrt(alpha (1 - alpha)
 / draws) (the Monte Carlo binomial standard error). ``benchmarks/gauntlet_size.py`` runs the study.
@@ -79,7 +80,7 @@ def stage_pvalues(bars: Any, positions: dict[str, tuple[np.ndarray, np.ndarray]]
     from forge.causal import vol_standardized
     from forge.data.gaps import realised_returns
     from forge.features import compute_features
-    from gauntlet.stages.dowhy_refute import causal_graph, identify_adjustment, shift_placebo_pvalue
+    from gauntlet.stages.dowhy_refute import causal_graph, duplicate_inputs, identify_adjustment, shift_placebo_pvalue
     from gauntlet.stages.pcmci import MARKET_STATE, market_parents, position_link
     from gauntlet.stages.permutation import circular_shift_mean_pvalue, circular_shift_pvalue
     from gauntlet.stats import market_hedged, psr_pvalue
@@ -127,7 +128,10 @@ def stage_pvalues(bars: Any, positions: dict[str, tuple[np.ndarray, np.ndarray]]
             held = np.zeros_like(ret_z)
             held[1:] = pos[:-1]
             rows = np.arange(1, len(ret_z))
-            ctrl = np.column_stack([pser[n][rows] for n in adj]) if adj else np.empty((rows.size, 0))
+            # a parent that is the position's driver is that input, not a confounder (as the stage; lookback 0)
+            dup = duplicate_inputs(mk["parents"], mk["series"], {"driver": driver}, 0)
+            use = [n for n in adj if n not in dup]
+            ctrl = np.column_stack([pser[n][rows] for n in use]) if use else np.empty((rows.size, 0))
             ok = np.isfinite(ret_z[rows]) & np.isfinite(ctrl).all(axis=1)
             if ok.sum() > 200 and np.std(held[rows][ok]) > 0:
                 row["dowhy"] = shift_placebo_pvalue(held[rows][ok], ret_z[rows][ok], ctrl[ok], shifts, seed)[0]

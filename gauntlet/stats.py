@@ -275,13 +275,21 @@ def effective_trials(returns: np.ndarray, max_correlation: float = 0.5,
 class PBOResult:
     """pbo: share of CSCV splits whose in-sample best is below the out-of-sample
     median (logit <= 0); logits: (C(S, S/2),) float64 lambda per split;
-    n_splits, n_blocks, n_strategies."""
+    n_splits, n_blocks, n_strategies; is_sharpe / oos_sharpe: (C,) float64 Sharpe of the in-sample best on
+    the training and on the test half of each split (per period of the rows given); prob_loss: share of
+    splits whose in-sample best has test-half Sharpe <= 0 (the "probability of loss"); degradation: (slope,
+    intercept) of the least-squares line oos_sharpe ~ is_sharpe (the "performance degradation"). The last
+    three are Bailey, Borwein, López de Prado & Zhu's (2017, section 2.3) companion statistics of PBO."""
 
     pbo: float
     logits: np.ndarray
     n_splits: int
     n_blocks: int
     n_strategies: int
+    is_sharpe: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    oos_sharpe: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    prob_loss: float = float("nan")
+    degradation: tuple[float, float] = (float("nan"), float("nan"))
 
 
 def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
@@ -292,8 +300,11 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
     strategies by Sharpe on the training half, takes the best, and records
     lambda = logit(relative rank of that strategy on the test half).
     Per-block sums and sums of squares are precomputed, so each split costs O(S N).
+    Also returned, per split, the in-sample best's Sharpe on both halves, from which the paper's companion
+    statistics follow: the probability of loss (share of splits where that strategy's test-half Sharpe is
+    <= 0) and the performance degradation (slope and intercept of test-half on training-half Sharpe).
     raises ValueError for an odd S or too few rows/strategies.
-    Bailey, Borwein, López de Prado & Zhu 2017.
+    Bailey, Borwein, López de Prado & Zhu 2017 (section 2.3).
     """
     m = np.nan_to_num(np.asarray(returns, dtype=np.float64))
     t, n = m.shape
@@ -317,17 +328,24 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
         return np.where(sd > 0, mu / np.where(sd > 0, sd, 1.0), 0.0)
 
     logits = np.empty(train.shape[0])
+    is_best, oos_best = np.empty(train.shape[0]), np.empty(train.shape[0])
     for lo in range(0, train.shape[0], 2048):  # chunks keep the (C, N) matrices small
         w = ind[lo:lo + 2048]
         sr_tr, sr_te = sharpe(w), sharpe(1.0 - w)
         best = np.argmax(sr_tr, axis=1)
         b = sr_te[np.arange(w.shape[0]), best][:, None]
+        is_best[lo:lo + 2048] = sr_tr[np.arange(w.shape[0]), best]
+        oos_best[lo:lo + 2048] = b[:, 0]
         # relative rank in (0, 1) of the in-sample best on the test half (average ranks for ties)
         rank = (sr_te < b).sum(axis=1) + ((sr_te == b).sum(axis=1) + 1) / 2.0
         wr = rank / (n + 1.0)
         logits[lo:lo + 2048] = np.log(wr / (1.0 - wr))
     lg = logits
-    return PBOResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=lg.size, n_blocks=n_blocks, n_strategies=n)
+    dx = is_best - is_best.mean()
+    slope = float(dx @ (oos_best - oos_best.mean()) / (dx @ dx)) if float(dx @ dx) > 0 else 0.0
+    return PBOResult(pbo=float(np.mean(lg <= 0.0)), logits=lg, n_splits=lg.size, n_blocks=n_blocks, n_strategies=n,
+                     is_sharpe=is_best, oos_sharpe=oos_best, prob_loss=float(np.mean(oos_best <= 0.0)),
+                     degradation=(slope, float(oos_best.mean() - slope * is_best.mean())))
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,8 @@ def _shared_json(shared: dict[str, Any]) -> dict[str, Any]:
         "var_sharpe_per_bar": t.var_sharpe, "sample": "in-sample, net of costs, market-hedged"}
     return {"trials": trials,
             "pbo": None if p is None else {"pbo": p.pbo, "n_splits": p.n_splits, "n_blocks": p.n_blocks,
-                                           "n_strategies": p.n_strategies, "logits": p.logits.tolist()},
+                                           "n_strategies": p.n_strategies, "logits": p.logits.tolist(),
+                                           "prob_loss": p.prob_loss, "degradation": list(p.degradation)},
             "pbo_skip": shared.get("pbo_skip"), "psr_family": shared["psr_family"], "spa": shared["spa"],
             "ledger": shared["ledger"].to_dict() if shared.get("ledger") is not None else None,
             "n_trials_dsr": shared.get("n_trials_dsr"),

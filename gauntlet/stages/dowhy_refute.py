@@ -8,8 +8,14 @@ Graph (``causal_graph``), over variables known at the decision (close t-1) and t
 - the genome's input features (lag 1) — edges input -> position (the position is a deterministic function
   of them) and position -> ret (the effect tested);
 - parent -> input for every parent and input: the market state and the features are computed from the same
-  bars, so each parent may cause each input (assumed, never ruled out: more adjustment, not less). A parent
-  that *is* an input is one node, a direct confounder.
+  bars, so each parent may cause each input (assumed, never ruled out: more adjustment, not less).
+- A parent that duplicates an input (``duplicate_inputs``: the same series as an input terminal — the same
+  name, |corr| >= ``DUPLICATE_CORR`` with it, or with it over the same causal volatility estimate, as PCMCI's
+  "return" is the terminal ``ret_1`` standardised — at a lag the genome can read, 1..lookback + 1) *is* that
+  input: the rule's own input under another name. It is merged into the input node, which lies on the path
+  parent -> input -> position -> ret: what it says about the return is what the position was built from, not a
+  confounder to adjust on. Adjusting on it conditions on the position's own driver (positivity fails; a
+  planted edge found through ``ret_1`` lost its placebo significance, p 0.15, with ``return_lag1`` in the set).
 The inputs are declared unobserved for adjustment: the position is a deterministic function of them, so
 conditioning on them violates positivity (the old stage's symptom: a smoothed copy of the input absorbed the
 effect and flipped its sign). DoWhy's ``CausalModel(graph=...)``/``identify_effect`` (Pearl 2009, backdoor
@@ -35,6 +41,8 @@ from forge.features import compute_features
 from gauntlet.stages import StageResult
 
 NAME = "dowhy"
+DUPLICATE_CORR = 0.99
+"""|Pearson rho| at or above which a PCMCI parent and an input terminal are one series (``duplicate_inputs``)."""
 STATE_CANDIDATES = ("vol_60", "rsi_14", "ret_15", "taker_imb_20", "vol_z_60", "mtf_ret_1h", "atr_14", "ret_60")
 
 
@@ -60,9 +68,14 @@ def shift_placebo_pvalue(treatment: np.ndarray, outcome: np.ndarray, controls: n
     scheme (full-model residuals, raw coefficient) had a placebo distribution pinched towards 0 whenever a
     shifted treatment resembles the original (a clock position shifted by a day is itself; a persistent
     volatility-driven one nearly so): measured 9-17 % false rejections at 5 % on those null positions.
+    The shifts break the treatment's alignment with the outcome's residual volatility, which studentising
+    corrects only to first order (volatility-driven positions were rejected 7-10 % at 5 % on 3-day GARCH
+    markets), so p is the larger of the placebo p and the studentised stationary-bootstrap p of the aligned
+    residual pairs (M t, M y) (``gauntlet.stages.permutation.aligned_bootstrap_pvalue``, as the permutation gate;
+    Politis & Romano 1994; Berger 1982 for the intersection).
     treatment, outcome: (T,) float64; controls: (T, k). returns: (p, effect, placebo t statistics (shifts,)).
     """
-    from gauntlet.stages.permutation import robust_slope_t
+    from gauntlet.stages.permutation import aligned_bootstrap_pvalue, robust_slope_t
 
     n = treatment.shape[0]
     q, _ = np.linalg.qr(np.column_stack([np.ones_like(treatment), controls]))
@@ -80,7 +93,10 @@ def shift_placebo_pvalue(treatment: np.ndarray, outcome: np.ndarray, controls: n
     for i, k in enumerate(ks):
         null[i] = float(robust_slope_t(resid(np.roll(treatment, int(k))), y_res))
     ge = int(np.sum(null >= t_obs - 1e-12 * max(abs(t_obs), 1e-300))) if den > 0 else shifts
-    return (1.0 + ge) / (1.0 + shifts), eff, null
+    p = (1.0 + ge) / (1.0 + shifts)
+    if den > 0:  # and the aligned bootstrap of the residualised pairs: both must reject (see the docstring)
+        p = max(p, aligned_bootstrap_pvalue(t_res, y_res, shifts, seed + 1)["p"])
+    return p, eff, null
 
 
 def dowhy_refutations(df, common: list[str], simulations: int, seed: int) -> dict:
@@ -130,31 +146,65 @@ def select_controls(candidates: dict[str, np.ndarray], inputs: list[np.ndarray],
     return kept, worst
 
 
-def causal_graph(parents: list[tuple[str, int]], inputs: list[str]):
+def duplicate_inputs(parents: list[tuple[str, int]], parent_series: dict[str, np.ndarray],
+                     input_series: dict[str, np.ndarray], lookback: int,
+                     threshold: float = DUPLICATE_CORR) -> dict[str, str]:
+    """PCMCI parents that are one of the genome's inputs under another name (or the same name).
+
+    parents: (name, lag >= 1) market parents of the return; parent_series: name -> (T,) float64 the parent
+    variable on the tested rows (unlagged); input_series: input terminal -> (T,) float64 on the same rows
+    (unlagged); lookback: bars of history the genome's operators read (``Genome.lookback``): an input enters
+    the position at lags 1..lookback + 1. A parent duplicates input f when its lag is in that range and it is
+    the same name, or |corr| >= ``threshold`` with f or with f over its causal EWMA volatility
+    (``forge.causal.vol_standardized``, half-life 60 bars: the standardisation of PCMCI's "return"), on the
+    rows where both are finite. returns: parent node name "<name>_lag<L>" -> input node "<f>_lag1".
+    """
+    from forge.causal import vol_standardized
+
+    def rho(a: np.ndarray, b: np.ndarray) -> float:
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 30 or not (np.std(a[ok]) > 0 and np.std(b[ok]) > 0):
+            return 0.0
+        return abs(float(np.corrcoef(a[ok], b[ok])[0, 1]))
+
+    out: dict[str, str] = {}
+    std = {f: vol_standardized(np.asarray(v, dtype=np.float64)) for f, v in input_series.items()}
+    for name, lag in parents:
+        if not 1 <= lag <= int(lookback) + 1:
+            continue
+        for f, v in input_series.items():
+            x = parent_series.get(name)
+            if name == f or (x is not None and max(rho(x, v), rho(x, std[f])) >= threshold):
+                out[f"{name}_lag{lag}"] = f"{f}_lag1"
+                break
+    return out
+
+
+def causal_graph(parents: list[tuple[str, int]], inputs: list[str], duplicates: dict[str, str] | None = None):
     """The DAG DoWhy identifies on (see the module docstring).
 
     parents: PCMCI market parents of the return as (name, lag >= 1); inputs: the genome's input features
-    (taken at lag 1). Nodes are named "<name>_lag<L>"; "position" and "ret" are treatment and outcome.
-    returns: (networkx.DiGraph with input nodes that are not parents marked observed="no", parent node
-    names, input node names).
+    (taken at lag 1); duplicates: parent node -> input node for parents that are an input
+    (``duplicate_inputs``): merged into the input. Nodes are named "<name>_lag<L>"; "position" and "ret" are
+    treatment and outcome. returns: (networkx.DiGraph with the input nodes marked observed="no", the parent
+    node names that remain nodes of their own (the candidates for adjustment), input node names).
     """
     import networkx as nx
 
+    dup = dict(duplicates or {})
     g = nx.DiGraph()
-    pnodes = [f"{n}_lag{lag}" for n, lag in parents]
+    pnodes = [n for n in (f"{n}_lag{lag}" for n, lag in parents) if n not in dup]
     inodes = [f"{f}_lag1" for f in inputs]
     g.add_node("position")
     g.add_node("ret")
     g.add_edge("position", "ret")
     for i in inodes:
-        if i not in pnodes:
-            g.add_node(i, observed="no")
+        g.add_node(i, observed="no")
         g.add_edge(i, "position")
     for pn in pnodes:
         g.add_edge(pn, "ret")
         for i in inodes:
-            if i != pn:
-                g.add_edge(pn, i)
+            g.add_edge(pn, i)
         if not inodes:
             g.add_edge(pn, "position")  # the position's inputs unknown: every parent may drive it
     return g, pnodes, inodes
@@ -192,7 +242,9 @@ def run(ctx, cand, cfg, shared) -> StageResult:
         shared["dowhy_parent_series"] = {**{n: st.row(n) for n in MARKET_STATE}, "return": ctx.return_z}
     full = shared["dowhy_parent_series"]
     inputs = [f for f in dict.fromkeys(cand.genome.features) if f in ctx.features.names]
-    graph, pnodes, inodes = causal_graph(parents, inputs)
+    dup = duplicate_inputs(parents, {n: full[n][rows] for n, _ in parents},
+                           {f: ctx.features.row(f)[rows] for f in inputs}, cand.genome.lookback)
+    graph, pnodes, inodes = causal_graph(parents, inputs, dup)
     series = {f"{n}_lag{lag}": np.roll(full[n], lag)[rows] for n, lag in parents}
     series.update({f"{f}_lag1": np.roll(ctx.features.row(f), 1)[rows] for f in inputs})
     frame = pd.DataFrame({"position": held[rows], "ret": ret[rows],
@@ -209,7 +261,8 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     if rows.size < 200 or np.std(tr) == 0:
         return StageResult(NAME, "placebo p-value", None, None, cfg.alpha, False,
                            "position never varies (or too few rows): effect not identifiable",
-                           {"rows": int(rows.size), "graph": edges, "adjustment_set": common})
+                           {"rows": int(rows.size), "graph": edges, "adjustment_set": common,
+                            "parents_that_are_inputs": dup})
     p, eff, null = shift_placebo_pvalue(tr, y, x, cfg.dowhy_placebo_shifts, cfg.seed + cand.rank)
     passed = p <= cfg.alpha and eff > 0
     if passed or cand is ctx.candidates[0]:  # the refuters are diagnostics: run where a reader needs them
@@ -218,12 +271,14 @@ def run(ctx, cand, cfg, shared) -> StageResult:
         estimator_ok = not any(r["significant"] for r in ref["refuters"].values())
     else:
         ref, estimator_ok = {"skipped": "diagnostic refuters run for the champion and passing candidates"}, True
+    merged = "".join(f", {k} is the input {v}" for k, v in dup.items())
     reason = (f"effect {eff:+.3f} sigma/bar per unit position, backdoor set on the PCMCI graph "
-              f"{{{', '.join(common) or 'empty'}}}, circular-shift placebo p {p:.3f} "
+              f"{{{', '.join(common) or 'empty'}}}{merged}, circular-shift placebo p {p:.3f} "
               f"{'<=' if p <= cfg.alpha else '>'} {cfg.alpha}"
               + ("" if estimator_ok else " (diagnostic: a DoWhy refuter flags the estimator)"))
     return StageResult(NAME, "placebo p-value", p, p, cfg.alpha, passed, reason, {
         "effect": eff, "placebo_t_mean": float(null.mean()), "placebo_t_std": float(null.std()),
-        "placebo": "Freedman-Lane circular shifts, HC0-studentised t",
+        "placebo": "Freedman-Lane circular shifts, HC0-studentised t; and the aligned stationary bootstrap",
         "graph": edges, "adjustment_set": common, "common_causes": common, "treatment_inputs": inodes,
+        "parents_that_are_inputs": dup,
         "identification": "DoWhy identify_effect (backdoor) on the PCMCI graph", "max_abs_corr_with_inputs": corr, "rows": int(rows.size), "dowhy": ref, "estimator_ok": estimator_ok})

@@ -21,6 +21,7 @@ length sized to the sample and flagged uninformative below ``spa_min_points`` ho
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -72,10 +73,18 @@ def circular_shift_pvalue(position: np.ndarray, market: np.ndarray, shifts: int,
     coefficients", JASA 112(519)). Under the null of no predictability the products (h_t - hbar) e_t of a
     predictable position and a martingale-difference return are uncorrelated, so White's HC0 suffices
     (no HAC lag). Circular shifts keep both series' autocorrelation (Ebisuzaki 1997, J. of Climate 10(9)).
-    p = (1 + #{shifted t >= observed t}) / (1 + K) (Phipson & Smyth 2010); ties count against the
+    p_shift = (1 + #{shifted t >= observed t}) / (1 + K) (Phipson & Smyth 2010); ties count against the
     candidate, so a constant position (t = 0 for every shift) gets p = 1.
 
-    returns: {"p", "observed_t", "slope", "null_t_mean", "null_t_std", "shifts"}.
+    The shifts break the position's alignment with the return's volatility, which the studentisation
+    corrects only to first order: on 3-day GARCH/t(4) markets a position scaled to trailing volatility was
+    rejected 8-10 % at 5 % (observed t sd 1.04 against shifted t sd 0.96). So the reported p is
+    max(p_shift, p_bootstrap), p_bootstrap the studentised stationary bootstrap of the aligned P&L
+    (``aligned_bootstrap_pvalue``, K resamples, seed + 1): both must reject, which keeps the level at the
+    smaller of the two sizes (Berger 1982) and costs power only where one of them lacks it.
+
+    returns: {"p", "p_shift", "p_bootstrap", "bootstrap_t", "bootstrap_block", "observed_t", "slope",
+    "null_t_mean", "null_t_std", "shifts"}.
     raises ValueError for T < 20 or shapes that differ.
     """
     pos = np.clip(np.nan_to_num(np.asarray(position, dtype=np.float64)), -1.0, 1.0)
@@ -101,8 +110,52 @@ def circular_shift_pvalue(position: np.ndarray, market: np.ndarray, shifts: int,
     ge = int(np.sum(null >= obs - 1e-12 * max(abs(obs), 1e-300)))
     if not sxx > 0:
         ge = k
-    return {"p": (1.0 + ge) / (1.0 + k), "observed_t": obs, "slope": slope, "null_t_mean": float(null.mean()),
+    p_shift = (1.0 + ge) / (1.0 + k)
+    boot = aligned_bootstrap_pvalue(held, m, k, seed + 1)
+    return {"p": max(p_shift, boot["p"]), "p_shift": p_shift, "p_bootstrap": boot["p"], "bootstrap_t": boot["t"],
+            "bootstrap_block": boot["block"], "observed_t": obs, "slope": slope, "null_t_mean": float(null.mean()),
             "null_t_std": float(null.std()), "shifts": int(k)}
+
+
+def aligned_bootstrap_pvalue(held: np.ndarray, market: np.ndarray, reps: int, seed: int) -> dict[str, Any]:
+    """Studentised stationary-bootstrap p-value of the timing P&L, resampling (position, return) pairs together.
+
+    held: (T,) float64 position held during each bar; market: (T,) float64 return of that bar (aligned: the
+    caller has already lagged the position); reps: bootstrap resamples B; seed: their RNG.
+    u_t = (h_t - hbar)(m_t - mbar) is the bar's P&L about the mean exposure (the numerator of the slope, as in
+    ``robust_slope_t``); H0: E[u_t] = 0 (no timing). t = sqrt(T) ubar / sd(u); each resample u* (Politis &
+    Romano 1994 stationary bootstrap, arch ``StationaryBootstrap``, mean block length by Politis & White 2004
+    on u, capped at T/10) gives t* = sqrt(T) (ubar* - ubar) / sd(u*), the studentised root centred at the
+    sample (Götze & Künsch 1996, Ann. Statist. 24(5): the studentised block bootstrap of a mean of dependent
+    data is second-order accurate). p = (1 + #{t* >= t}) / (1 + B).
+
+    Why beside the circular shifts: a shift keeps the position's own autocorrelation and exposure but
+    breaks its *alignment* with the return's volatility. A position that scales with trailing volatility
+    holds most when |m_t| is largest, so its P&L terms are sigma_t^2 z_t — heavier-tailed, fewer effective
+    observations — while a shifted copy's are sigma_{t-k} sigma_t z_t; studentising equalises the variances but
+    not the shapes, and on 3-day GARCH/t(4) markets the shift test rejected 8-10 % at 5 %. The bootstrap
+    resamples the aligned pairs, so the observed statistic and its reference distribution share that shape;
+    it in turn keeps only short-range dependence. The gate requires both (``run``: p = max of the two; an
+    intersection of two tests has level <= the smaller of their sizes, Berger 1982).
+    returns: {"p", "t", "block", "reps"}; p = 1 for a constant position.
+    """
+    from arch.bootstrap import StationaryBootstrap
+
+    h = np.nan_to_num(np.asarray(held, dtype=np.float64))
+    m = np.nan_to_num(np.asarray(market, dtype=np.float64))
+    n = h.size
+    u = (h - h.mean()) * (m - m.mean())
+    sd = float(u.std(ddof=1)) if n > 1 else 0.0
+    if n < 20 or not sd > 0 or not np.std(h) > 0:
+        return {"p": 1.0, "t": 0.0, "block": 0, "reps": int(reps)}
+    t_obs = math.sqrt(n) * float(u.mean()) / sd
+    block = politis_white_block(u, max(n // 10, 1))
+    ubar = float(u.mean())
+    bs = StationaryBootstrap(block, u, seed=np.random.default_rng(seed))
+    roots = bs.apply(lambda x: np.array([math.sqrt(x.size) * (x.mean() - ubar) / max(float(x.std(ddof=1)), 1e-300)]),
+                     reps)[:, 0]
+    ge = int(np.sum(roots >= t_obs - 1e-12 * max(abs(t_obs), 1e-300)))
+    return {"p": (1.0 + ge) / (1.0 + reps), "t": t_obs, "block": int(block), "reps": int(reps)}
 
 
 def circular_shift_mean_pvalue(position: np.ndarray, backtest: Any, shifts: int, seed: int) -> float:
@@ -185,9 +238,11 @@ def run(ctx, cand, cfg, shared) -> StageResult:
     net_mean = float(np.nanmean(cand.oos_result.returns))
     passed = res["p"] <= cfg.alpha and res["observed_t"] > res["null_t_mean"]
     reason = (f"timing: robust t {res['observed_t']:+.2f} of return on position vs {res['shifts']} circular "
-              f"shifts {res['null_t_mean']:+.2f} ± {res['null_t_std']:.2f}, p {res['p']:.3f} "
+              f"shifts {res['null_t_mean']:+.2f} ± {res['null_t_std']:.2f} (p {res['p_shift']:.3f}), aligned "
+              f"bootstrap p {res['p_bootstrap']:.3f}: p {res['p']:.3f} "
               f"{'<=' if res['p'] <= cfg.alpha else '>'} {cfg.alpha} (net mean {net_mean:+.2e}/bar)")
     return StageResult(NAME, "circular-shift p-value", res["p"], res["p"], cfg.alpha, passed, reason, {
-        **res, "statistic": "HC0-studentised slope t (Chung & Romano 2013; DiCiccio & Romano 2017)",
+        **res, "statistic": "HC0-studentised slope t vs circular shifts (Chung & Romano 2013; DiCiccio & Romano 2017) "
+                            "and studentised stationary bootstrap of the aligned P&L (Politis & Romano 1994); p = max",
         "observed_net_mean": net_mean, "bootstrap_p_hedged_mean": boot_p, "hedged_mean_per_bar": mean,
         "bootstrap_block_bars": block, "bootstrap_reps": cfg.bootstrap_reps, "spa": spa})
