@@ -516,7 +516,7 @@ def _u(i):
     return np.uint64(i)
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _exact_at_t(x, j, w, kind, wts):
     """``_exact_at`` (the same operations) of window x[_u(j-w+1 .. j)], j an array index."""
     s = j - w + 1
@@ -556,7 +556,7 @@ def _exact_at_t(x, j, w, kind, wts):
     return (x[_u(j)] - m) / sd
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _nan_rule_blk(x, ox, y, oy, two, w, out, oo, t0, t1, ist):
     """The NaN rule of the rolling kernels over bars [t0, t1): out is NaN at bar t when a NaN of x (or of
     y when ``two``) is among the bars (t - w, t]; the latest NaN bar is carried in ist.  A block without a
@@ -583,7 +583,7 @@ def _nan_rule_blk(x, ox, y, oy, two, w, out, oo, t0, t1, ist):
     ist[_I_LAST_NAN] = last_nan
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
     """The windows ``_rolling_blk`` recomputes in full at every bar (every window of ``ts_rank``, and
     windows <= ``SMALL_W``) over bars [t0, t1), with the loops interchanged: the position in the window
@@ -721,7 +721,7 @@ def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
     fs[3] = u
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
     """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq.  Windows
     recomputed in full go to ``_exact_blk``, the EMA to ``_ema_blk``; the loop below is the running
@@ -892,7 +892,7 @@ def _corr_from_centred_t(mx, my, sxx, syy, sxy, w):
     return (sxy / w) / (sx * sy)
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _corr_exact_blk(x, ox, y, oy, w, out, oo, t0, t1, ist, scr):
     """``ts_corr`` windows <= ``SMALL_W`` over bars [t0, t1): ``_centred_sums_t`` and
     ``_corr_from_centred_t`` of every bar with the loops interchanged (window position outer, the block's
