@@ -45,14 +45,41 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and every live descendant, each with its reaped
+    children (/proc/PID/stat fields utime, stime, cutime, cstime); 0.0 where /proc is not readable."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}
+    try:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    f = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick)  # ppid; utime stime cutime cstime
+    except OSError:
+        return 0.0
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (pp, _s) in stats.items() if pp == p)
+    return total
+
+
 def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, float | str]:
-    """Seconds from starting ``forge evolve`` to its run banner and to its first "gen 0/" line; the child
-    is terminated after that line.  raises RuntimeError when it exits without printing it."""
+    """Seconds from starting ``forge evolve`` to its run banner and to its first "gen 0/" line, and the CPU
+    seconds its process tree (warm-up children and fitness workers included) had used by that line; the
+    child is terminated after that line.  raises RuntimeError when it exits without printing it."""
     t0 = time.perf_counter()
     cmd = [*FORGE, "evolve", "--run-dir", str(out), "--force", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     banner = gen0 = None
+    cpu = float("nan")
     lines = []
     notes = []
     try:
@@ -66,6 +93,7 @@ def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, floa
                 notes.append(line.strip())
             if line.startswith("gen 0/"):
                 gen0 = t
+                cpu = _tree_cpu(proc.pid)
                 break
     finally:
         proc.terminate()
@@ -77,6 +105,7 @@ def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, floa
     if gen0 is None:
         raise RuntimeError("forge evolve ended without a 'gen 0/' line:\n" + "\n".join(lines[-20:]))
     return {"to_banner_s": round(banner or float("nan"), 1), "to_gen0_s": round(gen0, 1),
+            "cpu_to_gen0_s": round(cpu, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
             "compile_note": notes[0] if notes else ""}
 
 
