@@ -45,14 +45,41 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and every live descendant, each with its reaped
+    children (/proc/PID/stat fields utime, stime, cutime, cstime); 0.0 where /proc is not readable."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}
+    try:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    f = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick)  # ppid; utime stime cutime cstime
+    except OSError:
+        return 0.0
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (pp, _s) in stats.items() if pp == p)
+    return total
+
+
 def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, float | str]:
-    """Seconds from starting ``forge evolve`` to its run banner and to its first "gen 0/" line; the child
-    is terminated after that line.  raises RuntimeError when it exits without printing it."""
+    """Seconds from starting ``forge evolve`` to its run banner and to its first "gen 0/" line, and the CPU
+    seconds its process tree (warm-up children and fitness workers included) had used by that line; the
+    child is terminated after that line.  raises RuntimeError when it exits without printing it."""
     t0 = time.perf_counter()
     cmd = [*FORGE, "evolve", "--run-dir", str(out), "--force", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     banner = gen0 = None
+    cpu = float("nan")
     lines = []
     notes = []
     try:
@@ -66,6 +93,7 @@ def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, floa
                 notes.append(line.strip())
             if line.startswith("gen 0/"):
                 gen0 = t
+                cpu = _tree_cpu(proc.pid)
                 break
     finally:
         proc.terminate()
@@ -77,13 +105,20 @@ def clock(cache: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, floa
     if gen0 is None:
         raise RuntimeError("forge evolve ended without a 'gen 0/' line:\n" + "\n".join(lines[-20:]))
     return {"to_banner_s": round(banner or float("nan"), 1), "to_gen0_s": round(gen0, 1),
+            "cpu_to_gen0_s": round(cpu, 1), "loadavg_1m": round(os.getloadavg()[0], 2),
             "compile_note": notes[0] if notes else ""}
 
 
-def warmup(cache: Path) -> float:
+def warmup(cache: Path) -> dict[str, float]:
+    """``forge warmup`` into ``cache``: wall seconds and CPU seconds of it and its children (RUSAGE_CHILDREN)."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([*FORGE, "warmup"], cwd=ROOT, env=_env(cache), check=True, stdout=subprocess.DEVNULL)
-    return round(time.perf_counter() - t0, 1)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": round(time.perf_counter() - t0, 1),
+            "cpu_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1)}
 
 
 PROFILE_CHILD = r"""
@@ -175,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="only the per-kernel compile profile")
     ap.add_argument("--vm", action="store_true", help="only the VM's compile profile (run_program_nb and callees)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--cold-only", action="store_true", help="with --clock: only the cold and warm runs (no forge warmup)")
     args = ap.parse_args(argv)
     both = not (args.clock or args.profile or args.vm)
     load = os.getloadavg()
@@ -186,14 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.clock or both:
             cold = clock(tmp / "cache", tmp / "run")
             warm = clock(tmp / "cache", tmp / "run")
-            wu = warmup(tmp / "cache2")
-            after = clock(tmp / "cache2", tmp / "run")
+            if args.cold_only:
+                wu, after = {"wall_s": float("nan"), "cpu_s": float("nan")}, dict(warm, to_banner_s="-", to_gen0_s="-",
+                                                                                 cpu_to_gen0_s="-", loadavg_1m="-")
+            else:
+                wu = warmup(tmp / "cache2")
+                after = clock(tmp / "cache2", tmp / "run")
             figures["clock"] = {"cold": cold, "warm": warm, "warmup_s": wu, "after_warmup": after}
             print("\nforge evolve (default config, embedded sample, piped, COLUMNS=80)")
-            print(f"{'numba cache':<26}{'to banner s':>12}{'to gen 0/ s':>12}")
+            print(f"{'numba cache':<30}{'to banner s':>12}{'to gen 0/ s':>12}{'CPU s':>8}{'load':>7}")
             for name, c in (("empty (cold)", cold), ("warm (second run)", warm),
-                            (f"after forge warmup ({wu:.0f} s)", after)):
-                print(f"{name:<26}{c['to_banner_s']:>12}{c['to_gen0_s']:>12}")
+                            (f"after forge warmup ({wu['wall_s']:.0f} s)", after)):
+                print(f"{name:<30}{c['to_banner_s']:>12}{c['to_gen0_s']:>12}{c['cpu_to_gen0_s']:>8}"
+                      f"{c['loadavg_1m']:>7}")
+            print(f"forge warmup: {wu['wall_s']} s wall, {wu['cpu_s']} CPU s (its child processes)")
             if cold["compile_note"]:
                 print(f"cold run said: {cold['compile_note'][:200]}")
         if args.profile or both:

@@ -112,10 +112,13 @@ def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *
     dask_banner = _preflight(cfg, run_dir, force) if resume is None else ""
     where: dict[str, Any] = {"run_dir": resume if resume is not None else run_dir, "gen": None}
     view = EvolveProgress(out, live=out.is_terminal)
-    on_event = _progress_handler(out, cfg, view, where, dask_banner)
+    # dask workers compile on their own machines; here the kernels compile in two child processes from now
+    # on, while this process loads the data and runs the causal filter, and the run waits for them before
+    # its fitness workers start (the "start" event), so no two processes compile the same kernels
+    job = _start_compile(view, cfg.coevolution.enabled) if cfg.evolve.backend == "loky" else None
+    on_event = _progress_handler(out, cfg, view, where, dask_banner,
+                                 before_workers=lambda: _finish_compile(view, job))
     try:
-        if cfg.evolve.backend == "loky":  # dask workers compile on their own machines
-            _compile_first(view, cfg.coevolution.enabled)
         if resume is not None:
             result = resume_run(resume, progress=on_event, generations=gens)
         else:
@@ -125,6 +128,8 @@ def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *
         err_console.print(interrupted_message(where["run_dir"], where["gen"]), highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
+        if job is not None:
+            job.stop()
         view.stop()
     if as_json:
         print(json_dumps(evolve_summary(result)))
@@ -133,24 +138,35 @@ def _evolve_one(cfg: Any, run_dir: Optional[Path], force: bool, as_json: bool, *
     console.print(f"[green]wrote[/] {result.run_dir}  ({result.manifest['candidates_evaluated']:,} candidates evaluated)")
 
 
-def _compile_first(view: Any, coevolution: bool) -> None:
-    """Fill numba's cache before the run when it lacks a kernel the run uses (``forge.warmup``: the VM and
-    the other kernels compiled side by side in two processes, so the run's workers only load them),
-    showing how far along it is on ``view`` (EvolveProgress).  A failed warm-up is reported and the run
-    compiles what it needs itself."""
+def _start_compile(view: Any, coevolution: bool) -> Any:
+    """Start filling numba's cache when it lacks a kernel the run uses (``forge.warmup.Warmup``: the VM and
+    the other kernels compiled side by side in two child processes, the causal filter's kernels left to
+    this process's own filter); returns the running job, or None when the cache is complete.  Shows the
+    cache state on ``view`` (EvolveProgress)."""
     import os
 
-    from forge.warmup import cache_state, run_modules, warmup
+    from forge.warmup import Warmup, cache_state, run_modules
 
     state = cache_state(run_modules(coevolution))
     view.cached = state
     if state.complete:
-        return
+        return None
     view.compiling(state)
+    return Warmup(parallel=(os.cpu_count() or 1) > 1, coevolution=coevolution, causal=False)
+
+
+def _finish_compile(view: Any, job: Any) -> None:
+    """Wait for the warm-up ``job`` (None: nothing to wait for), showing how far along it is on ``view``.
+    A failed warm-up is reported and the run compiles what it still needs itself."""
+    if job is None:
+        return
     try:
-        _secs, state = warmup(parallel=(os.cpu_count() or 1) > 1, progress=view.compiling, coevolution=coevolution)
+        _secs, state = job.wait(progress=view.compiling)
     except RuntimeError as exc:
         err_console.print(f"{exc}; the run compiles its kernels itself", highlight=False, markup=False)
+        from forge.warmup import cache_state
+
+        view.cached = cache_state(job.mods)
         return
     view.compiling(state)
 
@@ -207,11 +223,12 @@ def _causal_table(e: dict[str, Any], cfg: Any) -> Table:
     return table
 
 
-def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any],
-                      dask_banner: str) -> Callable[[dict[str, Any]], None]:
+def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any], dask_banner: str,
+                      before_workers: Callable[[], None] = lambda: None) -> Callable[[dict[str, Any]], None]:
     """The progress callback of one evolve run: prints the causal table and the run banner to ``out``,
     drives ``view`` (EvolveProgress) and records the run directory and last generation in ``where``
-    (what Ctrl-C reports)."""
+    (what Ctrl-C reports).  before_workers: called at the "start" event, after the banner and before the
+    run starts its fitness workers (the kernel warm-up is waited for there)."""
 
     def on_event(e: dict[str, Any]) -> None:
         if e["event"] == "causal":
@@ -232,6 +249,7 @@ def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any],
             workers = f"jobs={e['jobs']}" if cfg.evolve.backend != "dask" else (dask_banner or "backend dask")
             out.print(f"μ={e['population']} λ={e['offspring']} {workers} features: {', '.join(e['features'])}",
                       highlight=False)
+            before_workers()
             view.start(e["generations"])
         elif e["event"] == "generation":
             where["gen"] = e.get("gen")

@@ -28,16 +28,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["KERNELS", "SIM_MODULES", "CacheState", "cache_state", "run_modules", "warmup"]
+__all__ = ["KERNELS", "SIM_MODULES", "CacheState", "Warmup", "cache_state", "run_modules", "warmup"]
 
 KERNELS: dict[str, tuple[str, ...]] = {
     "forge.features.features_nb": ("higher_tf_map_nb", "log_return_nb", "rolling_mean_std_nb", "wilder_atr_nb",
                                    "wilder_rsi_nb", "zscore_nb"),
     "forge.causal": ("_vol_standardized_nb",),
-    "forge.gp.vm_nb": ("_centred_sums_t", "_corr_blk", "_corr_from_centred_t", "_ema_weights", "_latch_blk",
-                       "_min_hold_blk", "_ema_blk", "_roll_mean_blk", "_roll_std_blk", "_roll_min_blk",
-                       "_roll_max_blk", "_roll_rank_blk", "_roll_zscore_blk", "_roll_ema_blk", "apply_blk",
-                       "_run_blocks_nb", "run_program_nb"),
+    "forge.gp.vm_nb": ("_centred_sums_t", "_corr_blk", "_corr_exact_blk", "_corr_from_centred_t", "_ema_weights",
+                       "_latch_blk", "_min_hold_blk", "_nan_rule_blk", "_exact_at_t", "_exact_sums_blk",
+                       "_exact_minmax_blk", "_exact_rank_blk", "_sums_blk", "_minmax_blk", "_ema_blk",
+                       "_roll_mean_blk", "_roll_std_blk", "_roll_min_blk", "_roll_max_blk", "_roll_rank_blk",
+                       "_roll_zscore_blk", "_roll_ema_blk", "apply_blk", "_run_blocks_nb", "run_program_nb"),
     "forge.backtest.backtest_nb": ("backtest_metrics_nb", "backtest_record_nb"),
     "forge.sim.rng_nb": ("exponential_nb", "laplace_nb", "next_u64_nb", "normal_nb", "randint_nb", "uniform_nb"),
     "forge.sim.book_nb": ("_release", "_rescan_ask", "_rescan_bid", "_rest", "_unlink", "_untrack",
@@ -124,10 +125,12 @@ def _compile_vm() -> None:
     run_compiled(prog, X, BufferPool())
 
 
-def _compile_rest(folder: str, coevolution: bool = True) -> None:
+def _compile_rest(folder: str, coevolution: bool = True, causal: bool = True) -> None:
     """Compile every other kernel of :data:`KERNELS` by a tiny ``forge evolve`` run (features, causal filter,
     backtests, a co-evolution encounter in the simulator, the out-of-sample report) whose programs are
-    replaced by a fixed position series, so this process never compiles the VM the other one is compiling."""
+    replaced by a fixed position series, so this process never compiles the VM the other one is compiling.
+    causal: False skips the causal filter (a ``forge evolve`` that started this warm-up compiles the
+    filter's kernels itself, in its own causal filter, at the same time)."""
     from pathlib import Path
 
     import numpy as np
@@ -142,47 +145,74 @@ def _compile_rest(folder: str, coevolution: bool = True) -> None:
     vm.run_program_nb = fixed
     cfg = load_run_config(None)
     cfg = with_overrides(cfg, "evolve", population=6, generations=1, jobs=1, checkpoint=False)
-    cfg = with_overrides(cfg, "causal", max_samples=3000)
+    cfg = with_overrides(cfg, "causal", max_samples=3000, enabled=causal)
     cfg = with_overrides(cfg, "coevolution", adversarial_top=1, predators=2, enabled=coevolution)
     evolve(cfg, run_dir=Path(folder) / "run")
 
 
+class Warmup:
+    """A warm-up under way: the VM compiling in one child process, every other kernel in another (side by
+    side when ``parallel``, else the second starts when the first is done), started on construction so the
+    caller can do other work meanwhile -- ``forge evolve`` loads its data and runs its causal filter while
+    they compile (``causal=False``: the children leave the filter's kernels to it).  The children inherit
+    the environment (``NUMBA_CACHE_DIR``).  coevolution: False leaves the simulator's kernels out.
+    :meth:`wait` for the result, :meth:`stop` to end the children early (idempotent)."""
+
+    def __init__(self, parallel: bool = True, coevolution: bool = True, causal: bool = True):
+        self.t0 = time.perf_counter()
+        self.mods = run_modules(coevolution)
+        self._tmp = tempfile.TemporaryDirectory(prefix="forge-warmup-")
+        self._cmds = [[sys.executable, "-m", "forge.warmup", "vm"],
+                      [sys.executable, "-m", "forge.warmup", "rest", self._tmp.name,
+                       "coev" if coevolution else "no-coev", "causal" if causal else "no-causal"]]
+        self._parallel = parallel
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[object] = []
+        self._launch(self._cmds[0])
+        if parallel:
+            self._launch(self._cmds[1])
+
+    def _launch(self, cmd: list[str]) -> None:
+        log = tempfile.TemporaryFile()
+        self._logs.append(log)
+        self._procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()))
+
+    def wait(self, progress: Callable[[CacheState], None] | None = None,
+             poll: float = 1.0) -> tuple[float, CacheState]:
+        """Wait for both children, calling ``progress`` with the :func:`cache_state` (of :func:`run_modules`)
+        every ``poll`` seconds meanwhile.  returns (seconds since the start, final state).  raises
+        RuntimeError with the child's last output when one fails (the children are stopped either way)."""
+        try:
+            _wait(self._procs[0], progress, poll, self.mods)
+            if not self._parallel:
+                self._launch(self._cmds[1])
+            _wait(self._procs[1], progress, poll, self.mods)
+            for p, log in zip(self._procs, self._logs):
+                if p.returncode:
+                    log.seek(0)  # type: ignore[attr-defined]
+                    tail = log.read().decode(errors="replace").strip().splitlines()[-5:]  # type: ignore[attr-defined]
+                    raise RuntimeError(f"kernel warm-up ({' '.join(p.args[3:4])}) failed: " + " | ".join(tail))
+        finally:
+            self.stop()
+        return time.perf_counter() - self.t0, cache_state(self.mods)
+
+    def stop(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+        self._tmp.cleanup()
+
+
 def warmup(parallel: bool = True, progress: Callable[[CacheState], None] | None = None,
            poll: float = 1.0, coevolution: bool = True) -> tuple[float, CacheState]:
-    """Fill numba's cache with every kernel of :data:`KERNELS`: the VM in one child process and the rest in
-    another, side by side when ``parallel`` (else one after the other); ``progress`` gets the
-    :func:`cache_state` every ``poll`` seconds while they run.  The children inherit the environment
-    (``NUMBA_CACHE_DIR``).  coevolution: False leaves the simulator's kernels out (a run without
-    co-evolution never compiles them); the states are of :func:`run_modules` then.  returns (seconds,
-    final state).  raises RuntimeError with the child's last
+    """Fill numba's cache with every kernel of :data:`KERNELS` (:class:`Warmup`, waited for): the VM in one
+    child process and the rest in another, side by side when ``parallel`` (else one after the other);
+    ``progress`` gets the :func:`cache_state` every ``poll`` seconds while they run.  coevolution: False
+    leaves the simulator's kernels out (a run without co-evolution never compiles them); the states are of
+    :func:`run_modules` then.  returns (seconds, final state).  raises RuntimeError with the child's last
     output when one fails."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="forge-warmup-") as tmp:
-        cmds = [[sys.executable, "-m", "forge.warmup", "vm"],
-                [sys.executable, "-m", "forge.warmup", "rest", tmp, "coev" if coevolution else "no-coev"]]
-        mods = run_modules(coevolution)
-        procs: list[subprocess.Popen[bytes]] = []
-        logs = []
-        try:
-            for cmd in cmds:
-                log = tempfile.TemporaryFile()
-                logs.append(log)
-                procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()))
-                if not parallel:
-                    _wait(procs[-1], progress, poll, mods)
-            for p in procs:
-                _wait(p, progress, poll, mods)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-                    p.wait()
-        for p, log in zip(procs, logs):
-            if p.returncode:
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
-                raise RuntimeError(f"kernel warm-up ({' '.join(p.args[3:4])}) failed: " + " | ".join(tail))
-    return time.perf_counter() - t0, cache_state(mods)
+    return Warmup(parallel, coevolution).wait(progress, poll)
 
 
 def _wait(p: subprocess.Popen[bytes], progress: Callable[[CacheState], None] | None, poll: float,
@@ -200,4 +230,5 @@ if __name__ == "__main__":  # the warm-up's child processes: python -m forge.war
     if sys.argv[1] == "vm":
         _compile_vm()
     else:
-        _compile_rest(sys.argv[2], coevolution=sys.argv[3] != "no-coev")
+        _compile_rest(sys.argv[2], coevolution=sys.argv[3] != "no-coev",
+                      causal=len(sys.argv) < 5 or sys.argv[4] != "no-causal")

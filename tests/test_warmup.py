@@ -109,3 +109,49 @@ def test_warmup_fills_an_empty_cache_and_evolve_then_compiles_nothing(tmp_path):
                        text=True, cwd=REPO)
     assert e.returncode == 0, e.stderr[-2000:]
     assert "compiling" not in e.stdout and "gen 0: evaluating the initial population…" in e.stdout
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_failing_warmup_child_is_reported_with_its_name_and_both_children_are_ended(monkeypatch, parallel):
+    """Warmup starts its children on construction; wait() raises RuntimeError naming the failed one (here the
+    interpreter is /bin/false, so both fail at once) and leaves no child running."""
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    job = warmup.Warmup(parallel=parallel, coevolution=False, causal=False)
+    assert len(job._procs) == (2 if parallel else 1)  # the sequential form starts the second after the first
+    with pytest.raises(RuntimeError, match=r"kernel warm-up \(vm\) failed"):
+        job.wait(poll=0.05)
+    assert all(p.poll() is not None for p in job._procs)
+    job.stop()  # idempotent
+
+
+def test_a_finished_warmup_reports_the_real_cache_state_of_the_run_s_modules(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "executable", "/bin/true")  # children that compile nothing
+    job = warmup.Warmup(parallel=True, coevolution=False)
+    assert job._cmds[1][-2:] == ["no-coev", "causal"]
+    secs, state = job.wait(poll=0.05)
+    assert secs >= 0 and state.total == sum(len(warmup.KERNELS[m]) for m in warmup.run_modules(False))
+    assert state.total < sum(len(v) for v in warmup.KERNELS.values())  # the simulator's kernels left out
+
+
+def test_forge_evolve_waits_for_the_warmup_after_the_banner_and_before_the_workers():
+    """The run banner (data loaded, causal filter done) is printed while the kernels may still compile; the
+    warm-up is waited for at the "start" event, before the progress view starts generation 0 (and the run
+    its fitness workers)."""
+    from commands.evolve import _progress_handler
+    from forge.core.runconfig import load_run_config
+
+    order = []
+
+    class View:
+        def start(self, generations):
+            order.append("view.start")
+
+    con = Console(file=io.StringIO(), width=200, force_terminal=False, color_system=None)
+    span = {"first": "2024-01-01T00:00:00", "last": "2024-01-02T00:00:00"}
+    on_event = _progress_handler(con, load_run_config(None), View(), {"run_dir": None, "gen": None}, "",
+                                 before_workers=lambda: order.append(("wait", con.file.getvalue().count("\n"))))
+    on_event({"event": "start", "run_id": "r", "run_dir": None, "n_bars": 10, "jobs": 2, "population": 4,
+              "offspring": 4, "features": ["ret_1"], "generations": 1,
+              "split": {"in_sample": span, "out_of_sample": span}})
+    assert order == [("wait", 2), "view.start"]  # after the two banner lines

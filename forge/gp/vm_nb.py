@@ -516,7 +516,7 @@ def _u(i):
     return np.uint64(i)
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _exact_at_t(x, j, w, kind, wts):
     """``_exact_at`` (the same operations) of window x[_u(j-w+1 .. j)], j an array index."""
     s = j - w + 1
@@ -556,7 +556,7 @@ def _exact_at_t(x, j, w, kind, wts):
     return (x[_u(j)] - m) / sd
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _nan_rule_blk(x, ox, y, oy, two, w, out, oo, t0, t1, ist):
     """The NaN rule of the rolling kernels over bars [t0, t1): out is NaN at bar t when a NaN of x (or of
     y when ``two``) is among the bars (t - w, t]; the latest NaN bar is carried in ist.  A block without a
@@ -583,87 +583,283 @@ def _nan_rule_blk(x, ox, y, oy, two, w, out, oo, t0, t1, ist):
     ist[_I_LAST_NAN] = last_nan
 
 
-@njit(inline="always", **NO_NRT)
-def _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
-    """The windows ``_rolling_blk`` recomputes in full at every bar (every window of ``ts_rank``, and
-    windows <= ``SMALL_W``) over bars [t0, t1), with the loops interchanged: the position in the window
-    outer, the block's bars inner, so each pass is an element-wise loop over the block that vectorises.
-    Every bar still combines its window's values in window order with the operations of
-    ``_exact_at_t``, so the output is the same bit for bit.  scr: (>= 3, >= t1 - t0) float64 scratch."""
+@njit(**NO_NRT)
+def _exact_minmax_blk(x, ox, w, kind, y, oy, t0, t1, ist):
+    """The min / max windows recomputed in full at every bar (windows <= ``SMALL_W``) over bars [t0, t1),
+    with the loops interchanged: the position in the window outer, the block's bars inner, so each pass
+    is an element-wise loop over the block that vectorises.  Every bar still combines its window's values
+    in window order with the operations of ``_exact_at_t``, so the output is the same bit for bit.
+    kind: ``_MIN`` or ``_MAX`` (a literal: one compiled copy each, the test folded away)."""
     L = t1 - t0
     qa = min(max(0, w - 1 - t0), L)  # bars before w - 1 have no full window (NaN by the NaN rule below)
     n = L - qa
     b0 = t0 + qa - ox - w + 1  # index in x of the first value of bar (t0 + qa)'s window
     vy = y[t0 + qa - oy:t1 - oy]
-    if kind == _MIN or kind == _MAX:
-        xs = x[b0:b0 + n]
+    xs = x[b0:b0 + n]
+    for q in range(n):
+        vy[q] = xs[q]
+    for i in range(1, w):
+        xs = x[b0 + i:b0 + i + n]
         for q in range(n):
-            vy[q] = xs[q]
-        for i in range(1, w):
-            xs = x[b0 + i:b0 + i + n]
-            for q in range(n):
-                v = xs[q]
-                if kind == _MIN:
-                    vy[q] = v if v < vy[q] else vy[q]
-                else:
-                    vy[q] = v if v > vy[q] else vy[q]
-    elif kind == _RANK:
-        xt = x[b0 + w - 1:b0 + w - 1 + n]
-        for q in range(n):
-            vy[q] = 0.0
-        for i in range(w):
-            xs = x[b0 + i:b0 + i + n]
-            for q in range(n):
-                vy[q] += 1.0 if xs[q] < xt[q] else 0.0
-        for q in range(n):
-            vy[q] = vy[q] / (w - 1.0)
-    else:
-        acc = scr[0, :n]
-        for q in range(n):
-            acc[q] = 0.0
-        for i in range(w):
-            xs = x[b0 + i:b0 + i + n]
-            if kind == _EMA:
-                wi = wts[i]
-                for q in range(n):
-                    acc[q] += xs[q] * wi
+            v = xs[q]
+            if kind == _MIN:
+                vy[q] = v if v < vy[q] else vy[q]
             else:
-                for q in range(n):
-                    acc[q] += xs[q]
-        if kind == _EMA:
-            for q in range(n):
-                vy[q] = acc[q]
-        elif kind == _MEAN:
-            for q in range(n):
-                vy[q] = acc[q] / w
-        else:
-            m = scr[1, :n]
-            ss = scr[2, :n]
-            for q in range(n):
-                m[q] = acc[q] / w
-                ss[q] = 0.0
-            for i in range(w):
-                xs = x[b0 + i:b0 + i + n]
-                for q in range(n):
-                    d = xs[q] - m[q]
-                    ss[q] += d * d
-            xt = x[b0 + w - 1:b0 + w - 1 + n]
-            for q in range(n):  # selects (the flat window's quotient is discarded)
-                sd = np.sqrt(ss[q] / w)
-                if kind == _STD:
-                    vy[q] = sd
-                else:
-                    z = (xt[q] - m[q]) / sd
-                    vy[q] = 0.0 if sd <= STD_REL_EPS * abs(m[q]) else z
+                vy[q] = v if v > vy[q] else vy[q]
     _nan_rule_blk(x, ox, x, ox, False, w, y, oy, t0, t1, ist)
 
 
-@njit(**NO_NRT)  # not inlined: one compiled copy serves every _roll_*_blk (cold start, issue 27)
+@njit(**NO_NRT)
+def _exact_rank_blk(x, ox, w, y, oy, t0, t1, ist):
+    """``ts_rank`` over bars [t0, t1): every window in full (as ``_exact_minmax_blk``, loops interchanged;
+    bit-identical to ``_exact_at_t``)."""
+    L = t1 - t0
+    qa = min(max(0, w - 1 - t0), L)
+    n = L - qa
+    b0 = t0 + qa - ox - w + 1
+    vy = y[t0 + qa - oy:t1 - oy]
+    xt = x[b0 + w - 1:b0 + w - 1 + n]
+    for q in range(n):
+        vy[q] = 0.0
+    for i in range(w):
+        xs = x[b0 + i:b0 + i + n]
+        for q in range(n):
+            vy[q] += 1.0 if xs[q] < xt[q] else 0.0
+    for q in range(n):
+        vy[q] = vy[q] / (w - 1.0)
+    _nan_rule_blk(x, ox, x, ox, False, w, y, oy, t0, t1, ist)
+
+
+@njit(**NO_NRT)
+def _exact_sums_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr):
+    """The mean / std / z-score / EMA windows <= ``SMALL_W`` over bars [t0, t1), recomputed in full at every
+    bar (as ``_exact_minmax_blk``, loops interchanged; bit-identical to ``_exact_at_t``).  kind: a literal
+    of ``_MEAN``, ``_STD``, ``_ZSCORE``, ``_EMA``.  scr: (>= 3, >= t1 - t0) float64 scratch."""
+    L = t1 - t0
+    qa = min(max(0, w - 1 - t0), L)
+    n = L - qa
+    b0 = t0 + qa - ox - w + 1
+    vy = y[t0 + qa - oy:t1 - oy]
+    acc = scr[0, :n]
+    for q in range(n):
+        acc[q] = 0.0
+    for i in range(w):
+        xs = x[b0 + i:b0 + i + n]
+        if kind == _EMA:
+            wi = wts[i]
+            for q in range(n):
+                acc[q] += xs[q] * wi
+        else:
+            for q in range(n):
+                acc[q] += xs[q]
+    if kind == _EMA:
+        for q in range(n):
+            vy[q] = acc[q]
+    elif kind == _MEAN:
+        for q in range(n):
+            vy[q] = acc[q] / w
+    else:
+        m = scr[1, :n]
+        ss = scr[2, :n]
+        for q in range(n):
+            m[q] = acc[q] / w
+            ss[q] = 0.0
+        for i in range(w):
+            xs = x[b0 + i:b0 + i + n]
+            for q in range(n):
+                d = xs[q] - m[q]
+                ss[q] += d * d
+        xt = x[b0 + w - 1:b0 + w - 1 + n]
+        for q in range(n):  # selects (the flat window's quotient is discarded)
+            sd = np.sqrt(ss[q] / w)
+            if kind == _STD:
+                vy[q] = sd
+            else:
+                z = (xt[q] - m[q]) / sd
+                vy[q] = 0.0 if sd <= STD_REL_EPS * abs(m[q]) else z
+    _nan_rule_blk(x, ox, x, ox, False, w, y, oy, t0, t1, ist)
+
+
+@njit(**NO_NRT)
+def _minmax_blk(x, ox, w, kind, y, oy, t0, t1, ist, dq):
+    """``_rolling_nb``'s min / max of windows > ``SMALL_W`` over bars [t0, t1) by the monotonic deque (the
+    ring dq, its head / tail and the latest NaN bar carried in ist).  kind: ``_MIN`` or ``_MAX`` (a literal)."""
+    mask = dq.shape[0] - 1
+    last_nan = ist[_I_LAST_NAN]
+    head = ist[_I_HEAD]
+    tail = ist[_I_TAIL]
+    for t in range(t0, t1):
+        j = t - ox
+        xt = x[_u(j)]
+        if np.isnan(xt):
+            last_nan = t
+            head = 0
+            tail = 0
+        else:
+            while tail > head and ((kind == _MAX and x[_u(dq[_u((tail - 1) & mask)] - ox)] <= xt)
+                                   or (kind == _MIN and x[_u(dq[_u((tail - 1) & mask)] - ox)] >= xt)):
+                tail -= 1
+            dq[_u(tail & mask)] = t
+            tail += 1
+        if t - last_nan < w:
+            y[_u(t - oy)] = np.nan
+            continue
+        s = t - w + 1
+        while dq[_u(head & mask)] < s:
+            head += 1
+        y[_u(t - oy)] = x[_u(dq[_u(head & mask)] - ox)]
+    ist[_I_LAST_NAN] = last_nan
+    ist[_I_HEAD] = head
+    ist[_I_TAIL] = tail
+
+
+@njit(**NO_NRT)
+def _sums_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, wts):
+    """``_rolling_nb``'s running mean / std / z-score of windows > ``SMALL_W`` over bars [t0, t1), resumed
+    from / saved to the state rows fs, ist.  kind: ``_MEAN``, ``_STD`` or ``_ZSCORE`` (a literal)."""
+    last_nan = ist[_I_LAST_NAN]
+    since = ist[_I_SINCE]
+    run = ist[_I_RUN]
+    last_inf = ist[_I_LAST_INF]
+    head = ist[_I_HEAD]
+    tail = ist[_I_TAIL]
+    shift = fs[0]
+    s1 = fs[1]
+    s2 = fs[2]
+    for t in range(t0, t1):
+        j = t - ox
+        xt = x[_u(j)]
+        run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
+        if np.isinf(xt):
+            last_inf = t
+        if np.isnan(xt):
+            last_nan = t
+            head = 0
+            tail = 0
+        if t - last_nan < w:
+            y[_u(t - oy)] = np.nan
+            continue
+        s = t - w + 1
+        if run >= w or t - last_inf < w:
+            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, int(kind), wts)
+            since = w
+            continue
+        fresh = t - last_nan == w or since >= w
+        if not fresh:
+            d_in = xt - shift
+            d_out = x[_u(s - 1 - ox)] - shift
+            s1 += d_in - d_out
+            s2 += d_in * d_in - d_out * d_out
+            since += 1
+            if kind != _MEAN:
+                var = s2 / w - (s1 / w) * (s1 / w)
+                fresh = var <= CANCEL * (s2 / w)
+        if fresh:
+            acc = 0.0
+            for i in range(s - ox, j + 1):
+                acc += x[_u(i)]
+            shift = acc / w
+            s1 = 0.0
+            s2 = 0.0
+            for i in range(s - ox, j + 1):
+                d = x[_u(i)] - shift
+                s1 += d
+                s2 += d * d
+            since = 0
+            if kind != _MEAN:
+                y[_u(t - oy)] = _exact_at_t(x, j, w, int(kind), wts)
+                continue
+        m = shift + s1 / w
+        if kind == _MEAN:
+            y[_u(t - oy)] = m
+            continue
+        var = s2 / w - (s1 / w) * (s1 / w)
+        sd = np.sqrt(var) if var > 0.0 else 0.0
+        if kind == _STD:
+            y[_u(t - oy)] = sd
+        elif sd <= STD_REL_EPS * abs(m):
+            y[_u(t - oy)] = 0.0
+        else:
+            y[_u(t - oy)] = (xt - m) / sd
+    ist[_I_LAST_NAN] = last_nan
+    ist[_I_SINCE] = since
+    ist[_I_RUN] = run
+    ist[_I_LAST_INF] = last_inf
+    ist[_I_HEAD] = head
+    ist[_I_TAIL] = tail
+    fs[0] = shift
+    fs[1] = s1
+    fs[2] = s2
+
+
+# One compiled function per rolling kind, each calling the kernels of its kind with the kind a literal
+# (numba compiles one copy per literal value and lowers it as a constant, so LLVM folds the kind tests):
+# windows recomputed in full (``_exact_*_blk``: every ts_rank window and windows <= ``SMALL_W``), the EMA
+# recursion (``_ema_blk``), the running sums (``_sums_blk``) or the min / max deque (``_minmax_blk``).
+# Grouped by what they share, so each kernel holds only the code of its kinds: numba types every branch
+# of a function whatever its literal arguments, and type inference and lowering were the first run's
+# compile time (benchmarks/cold_start.py, issue 27; they are called, not inline='always', because
+# numba's inlining copies the callee's IR with its whole variable scope per block).  A call per block
+# (2048 bars) costs nothing measurable; every kind runs the same operations in the same order as before.
+@njit(**NO_NRT)
+def _roll_mean_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_sums_blk(x, ox, w, _MEAN, y, oy, t0, t1, ist, wts, scr)
+    else:
+        _sums_blk(x, ox, w, _MEAN, y, oy, t0, t1, fs, ist, wts)
+
+
+@njit(**NO_NRT)
+def _roll_std_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_sums_blk(x, ox, w, _STD, y, oy, t0, t1, ist, wts, scr)
+    else:
+        _sums_blk(x, ox, w, _STD, y, oy, t0, t1, fs, ist, wts)
+
+
+@njit(**NO_NRT)
+def _roll_zscore_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_sums_blk(x, ox, w, _ZSCORE, y, oy, t0, t1, ist, wts, scr)
+    else:
+        _sums_blk(x, ox, w, _ZSCORE, y, oy, t0, t1, fs, ist, wts)
+
+
+@njit(**NO_NRT)
+def _roll_min_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_minmax_blk(x, ox, w, _MIN, y, oy, t0, t1, ist)
+    else:
+        _minmax_blk(x, ox, w, _MIN, y, oy, t0, t1, ist, dq)
+
+
+@njit(**NO_NRT)
+def _roll_max_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_minmax_blk(x, ox, w, _MAX, y, oy, t0, t1, ist)
+    else:
+        _minmax_blk(x, ox, w, _MAX, y, oy, t0, t1, ist, dq)
+
+
+@njit(**NO_NRT)
+def _roll_rank_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    _exact_rank_blk(x, ox, w, y, oy, t0, t1, ist)
+
+
+@njit(**NO_NRT)
+def _roll_ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
+    if w <= SMALL_W:
+        _exact_sums_blk(x, ox, w, _EMA, y, oy, t0, t1, ist, wts, scr)
+    else:
+        _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w)
+
+
+@njit(**NO_NRT)
 def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
-    """``_rolling_blk``'s EMA (windows > ``SMALL_W``) over bars [t0, t1) with a fast path: a bar whose input
+    """``_rolling_nb``'s EMA (windows > ``SMALL_W``) over bars [t0, t1) with a fast path: a bar whose input
     is finite, with no NaN or infinity in its window, no flat run of w bars and no exact recompute due, only
     advances the recursion (the state tests of the full path all come out the same way there).  Every
-    other bar takes the full path, the same statements as ``_rolling_blk``; the output is the same bit
+    other bar takes the full path, the same statements as ``_rolling_nb``; the output is the same bit
     for bit.  Most bars of a position series take the fast path, so the recursion's own dependency chain
     is most of the cost."""
     last_nan = ist[_I_LAST_NAN]
@@ -698,7 +894,7 @@ def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
             continue
         s = t - w + 1
         if run >= w or t - last_inf < w:
-            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, _EMA, wts)
+            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, int(_EMA), wts)
             since = w
             t += 1
             continue
@@ -719,145 +915,6 @@ def _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w):
     ist[_I_HEAD] = head
     ist[_I_TAIL] = tail
     fs[3] = u
-
-
-@njit(inline="always", **NO_NRT)
-def _rolling_blk(x, ox, w, kind, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    """``_rolling_nb`` over bars [t0, t1), resumed from / saved to the state rows fs, ist, dq.  Windows
-    recomputed in full go to ``_exact_blk``, the EMA to ``_ema_blk``; the loop below is the running
-    mean / std / z-score and the min / max deque of windows > ``SMALL_W``."""
-    if kind == _RANK or w <= SMALL_W:
-        _exact_blk(x, ox, w, kind, y, oy, t0, t1, ist, wts, scr)
-        return
-    if kind == _EMA:
-        _ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, wts, total, beta, beta_w)
-        return
-    mask = dq.shape[0] - 1
-    last_nan = ist[_I_LAST_NAN]
-    since = ist[_I_SINCE]
-    run = ist[_I_RUN]
-    last_inf = ist[_I_LAST_INF]
-    head = ist[_I_HEAD]
-    tail = ist[_I_TAIL]
-    shift = fs[0]
-    s1 = fs[1]
-    s2 = fs[2]
-    for t in range(t0, t1):
-        j = t - ox
-        xt = x[_u(j)]
-        if kind != _MIN and kind != _MAX:  # only the flat / infinity rule reads these
-            run = run + 1 if t > 0 and xt == x[_u(j - 1)] else 1
-            if np.isinf(xt):
-                last_inf = t
-        if np.isnan(xt):
-            last_nan = t
-            head = 0
-            tail = 0
-        elif (kind == _MIN or kind == _MAX) and w > SMALL_W:
-            while tail > head and ((kind == _MAX and x[_u(dq[_u((tail - 1) & mask)] - ox)] <= xt)
-                                   or (kind == _MIN and x[_u(dq[_u((tail - 1) & mask)] - ox)] >= xt)):
-                tail -= 1
-            dq[_u(tail & mask)] = t
-            tail += 1
-        if t - last_nan < w:
-            y[_u(t - oy)] = np.nan
-            continue
-        s = t - w + 1
-        if kind == _MIN or kind == _MAX:
-            while dq[_u(head & mask)] < s:
-                head += 1
-            y[_u(t - oy)] = x[_u(dq[_u(head & mask)] - ox)]
-            continue
-        if run >= w or t - last_inf < w:
-            y[_u(t - oy)] = y[_u(t - oy - 1)] if run > w and t - last_inf >= w else _exact_at_t(x, j, w, kind, wts)
-            since = w
-            continue
-        fresh = t - last_nan == w or since >= w
-        if not fresh:
-            d_in = xt - shift
-            d_out = x[_u(s - 1 - ox)] - shift
-            s1 += d_in - d_out
-            s2 += d_in * d_in - d_out * d_out
-            since += 1
-            if kind != _MEAN:
-                var = s2 / w - (s1 / w) * (s1 / w)
-                fresh = var <= CANCEL * (s2 / w)
-        if fresh:
-            acc = 0.0
-            for i in range(s - ox, j + 1):
-                acc += x[_u(i)]
-            shift = acc / w
-            s1 = 0.0
-            s2 = 0.0
-            for i in range(s - ox, j + 1):
-                d = x[_u(i)] - shift
-                s1 += d
-                s2 += d * d
-            since = 0
-            if kind != _MEAN:
-                y[_u(t - oy)] = _exact_at_t(x, j, w, kind, wts)
-                continue
-        m = shift + s1 / w
-        if kind == _MEAN:
-            y[_u(t - oy)] = m
-            continue
-        var = s2 / w - (s1 / w) * (s1 / w)
-        sd = np.sqrt(var) if var > 0.0 else 0.0
-        if kind == _STD:
-            y[_u(t - oy)] = sd
-        elif sd <= STD_REL_EPS * abs(m):
-            y[_u(t - oy)] = 0.0
-        else:
-            y[_u(t - oy)] = (xt - m) / sd
-    ist[_I_LAST_NAN] = last_nan
-    ist[_I_SINCE] = since
-    ist[_I_RUN] = run
-    ist[_I_LAST_INF] = last_inf
-    ist[_I_HEAD] = head
-    ist[_I_TAIL] = tail
-    fs[0] = shift
-    fs[1] = s1
-    fs[2] = s2
-
-
-# One compiled function per rolling kind (each inlines ``_rolling_blk`` once, with its kind a constant) so
-# ``apply_blk`` calls them instead of inlining eight copies: numba's inlining and type inference grow
-# faster than linearly with a function's size, and the eight inlined copies made ``apply_blk`` the
-# first run's longest compilation (benchmarks/cold_start.py, issue 27).  The call per block (2048 bars)
-# costs nothing measurable; the code of each kind is the same as when it was inlined.
-@njit(**NO_NRT)
-def _roll_mean_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _MEAN, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_std_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _STD, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_min_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _MIN, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_max_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _MAX, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_rank_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _RANK, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_zscore_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _ZSCORE, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
-
-
-@njit(**NO_NRT)
-def _roll_ema_blk(x, ox, w, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr):
-    _rolling_blk(x, ox, w, _EMA, y, oy, t0, t1, fs, ist, dq, wts, total, beta, beta_w, scr)
 
 
 @njit(**NO_NRT)
@@ -892,7 +949,7 @@ def _corr_from_centred_t(mx, my, sxx, syy, sxy, w):
     return (sxy / w) / (sx * sy)
 
 
-@njit(inline="always", **NO_NRT)
+@njit(**NO_NRT)
 def _corr_exact_blk(x, ox, y, oy, w, out, oo, t0, t1, ist, scr):
     """``ts_corr`` windows <= ``SMALL_W`` over bars [t0, t1): ``_centred_sums_t`` and
     ``_corr_from_centred_t`` of every bar with the loops interchanged (window position outer, the block's
@@ -1076,7 +1133,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
     of two > w) carry the state of stateful opcodes between calls (zeroed / ist[0] = -1 etc. by
     ``init_state_nb`` before bar 0); wts ((>= w,) float64) and ec ((3,) total, beta, beta**w) are the
     truncated-EMA weights of ``_ema_weights(w)``; scr ((>= 5, >= t1 - t0) float64) is scratch of the
-    windows recomputed in full (``_exact_blk``).  y must not alias an input.
+    windows recomputed in full (``_exact_*_blk``).  y must not alias an input.
     """
     L = t1 - t0
     # views of the block [t0, t1) of each operand: element-wise loops index from 0 (no negative-index
@@ -1298,6 +1355,6 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
             ec[i, 0] = total
             ec[i, 1] = beta
             ec[i, 2] = beta ** wi
-    scr = np.empty((5, block))  # scratch of the windows recomputed in full (_exact_blk, _corr_exact_blk)
+    scr = np.empty((5, block))  # scratch of the windows recomputed in full (_exact_sums_blk, _corr_exact_blk)
     _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep,
                    scr)
