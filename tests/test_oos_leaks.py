@@ -117,6 +117,5 @@ def test_shipped_calibration_records_an_in_sample_range_that_excludes_the_defaul
     bars, market, oos = sample
     rng = DataRange.from_dict(json.loads(SHIPPED.read_text())["settings"]["data_range"], str(SHIPPED))
     assert rng.n_bars == 287_224 and not rng.overlaps(oos) and rng.last_open_ms < oos.first_open_ms
-    cfg = load_run_config(CONFIG_DIR / "default.toml")
-    assert cfg.coevolution.enabled
+    cfg = with_overrides(load_run_config(CONFIG_DIR / "default.toml"), "coevolution", enabled=True)  # --coevolution on
     refuse_out_of_sample_leaks(cfg, [market], None)
