@@ -150,17 +150,37 @@ class CostsConfig:
     """taker_fee_bps, slippage_bps: as ``forge.backtest.BacktestConfig`` (replay venue and shadow ledgers);
     funding_rate_8h: perpetual funding rate per 8 h, a fraction (as ``BacktestConfig.funding_rate_8h``), paid by
     the units of every ``futures`` slot at each funding time (:mod:`forge.backtest.costs`) on the replay venue,
-    and on exchange venues when the venue does not report its current rate."""
+    and on exchange venues when the venue does not report its current rate; funding_interval_h: hours between
+    funding times (int in [1, 24], 8 by default; the perpetual's own interval, as the Forge reads it from the
+    funding history: many Binance perpetuals settle every 4 h or 1 h), the rate per 8 h scaled to it
+    (``forge.backtest.costs.funding_rate_per_event``: the same funding per day), as the backtester charges."""
 
     taker_fee_bps: float = 10.0
     slippage_bps: float = 1.0
     funding_rate_8h: float = 0.0
+    funding_interval_h: int = 8
+
+    @property
+    def funding_interval_ms(self) -> int:
+        """ms between funding times."""
+        return int(self.funding_interval_h) * 3_600_000
+
+    @property
+    def funding_rate_event(self) -> float:
+        """The configured rate charged at each funding time (``funding_rate_8h`` scaled to the interval)."""
+        from forge.backtest.costs import funding_rate_per_event
+
+        return funding_rate_per_event(self.funding_rate_8h, self.funding_interval_ms)
 
     def validate(self) -> None:
         if not (0 <= self.taker_fee_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
             raise ConfigError("taker_fee_bps and slippage_bps must be in [0, 10000)")
         if not -1.0 < self.funding_rate_8h < 1.0:
             raise ConfigError(f"funding_rate_8h must be a fraction in (-1, 1), got {self.funding_rate_8h}")
+        if isinstance(self.funding_interval_h, bool) or not isinstance(self.funding_interval_h, int) \
+                or not 1 <= self.funding_interval_h <= 24:
+            raise ConfigError(f"funding_interval_h must be a whole number of hours in [1, 24], "
+                              f"got {self.funding_interval_h!r}")
 
 
 @dataclass(frozen=True)

@@ -413,19 +413,19 @@ class ExecutionMixin:
 
     def _book_funding(self, bars: dict[str, Bar]) -> None:
         """Perpetual funding of the ``futures`` slots (:mod:`forge.backtest.costs`, as the backtester): at a bar
-        whose open is a funding time (multiple of 8 h UTC) the units held into that open pay
+        whose open is a funding time (a multiple of ``[costs] funding_interval_h``, 8 h by default, UTC) the units held into that open pay
         ``units * open * rate`` (before that open's fills are booked); rate: the venue's current rate
-        (:meth:`Venue.funding_rate`), else ``[costs] funding_rate_8h``.  Booked in the slot ledger and journaled
+        (:meth:`Venue.funding_rate`, per funding event), else ``[costs] funding_rate_8h`` scaled to the interval.  Booked in the slot ledger and journaled
         as a ``funding`` event {units, price, rate, amount} (restore replays it)."""
         for s in self._perp:
             b = bars.get(s.symbol)
-            if b is None or s.ledger.units == 0.0 or not is_funding_time(b.open_time):
+            if b is None or s.ledger.units == 0.0 or not is_funding_time(b.open_time, self.cfg.costs.funding_interval_ms):
                 continue
             key = (s.symbol, b.open_time)
             rate = self._funding_rates.get(key)
             if rate is None:
-                rate = self.venue.funding_rate(s.symbol)
-                rate = self.cfg.costs.funding_rate_8h if rate is None else float(rate)
+                rate = self.venue.funding_rate(s.symbol)  # per funding event
+                rate = self.cfg.costs.funding_rate_event if rate is None else float(rate)
                 self._funding_rates = {key: rate}  # one funding time at a time
             amount = funding_payment(s.ledger.units, b.open, rate)
             if amount == 0.0:

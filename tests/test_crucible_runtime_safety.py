@@ -590,3 +590,41 @@ def test_cost_presets_per_slot(tmp_path):
         cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum", "costs": "perp"}])
     with pytest.raises(ConfigError, match="on_mismatch"):
         cfg_for(tmp_path, crucible={"on_mismatch": "ignore"})
+
+
+def test_funding_at_the_configured_interval_on_slots_and_the_replay_venue(tmp_path):
+    """[costs] funding_interval_h = 4: a futures slot pays at every 4 h open it holds units into, at the rate
+    per 8 h scaled to 4 h (the backtester's rule, forge.backtest.costs), and the replay venue's account pays the
+    same (issue 30 part 3: the interval is the perpetual's own, not a hard-coded 8 h)."""
+    from crucible.runtime import run_live
+    from forge.backtest.costs import funding_payment, is_funding_time
+
+    g = long_genome(tmp_path)
+    rate = 0.001
+    cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": g, "costs": "futures"}],
+                  costs={"funding_rate_8h": rate, "funding_interval_h": 4}, cwo={"move_capital": False})
+    v = _replay(2000, 300, funding_rate_8h=rate, funding_interval_h=4, perpetual=[SYM])
+    s = run_live(cfg, venue=v)
+    j = Journal(cfg.general.journal, readonly=True)
+    try:
+        ev = j.events("funding")
+    finally:
+        j.close()
+    h4 = 4 * 3_600_000
+    assert len(ev) >= 5  # 1,700 bars span at least five 4 h funding times
+    assert any(not is_funding_time(e["time_ms"]) for e in ev)  # some at 04:00/12:00/20:00: not 8 h times
+    for e in ev:
+        d = e["data"]
+        assert is_funding_time(e["time_ms"], h4) and d["rate"] == rate / 2
+        assert d["amount"] == funding_payment(d["units"], d["price"], rate / 2)
+    a = s["slots"][0]
+    assert v.fetch_balance() == pytest.approx(cfg.replay.balance - (200.0 - a["cash"]), abs=1e-9)
+
+
+def test_funding_interval_is_validated_in_the_crucible_config():
+    from crucible.config import CostsConfig
+    from forge.core.errors import ConfigError
+
+    for bad in (0, 25, 2.5, True):
+        with pytest.raises(ConfigError, match="funding_interval_h"):
+            CostsConfig(funding_interval_h=bad).validate()

@@ -71,6 +71,7 @@ def make_venue(cfg: CrucibleConfig, venue: str = "replay", *, speed: float | Non
         return ReplayVenue(bars, start=start, end=None if mb is None else start + mb, balance=cfg.replay.balance,
                            taker_fee_bps=cfg.costs.taker_fee_bps, slippage_bps=cfg.costs.slippage_bps,
                            speed=sp or None, stop_event=stop_event, funding_rate_8h=cfg.costs.funding_rate_8h,
+                           funding_interval_h=cfg.costs.funding_interval_h,
                            perpetual=perp, max_volume_share=cfg.execution.max_volume_share,
                            maker_fee_bps=None if cfg.execution.maker_fee_bps < 0 else cfg.execution.maker_fee_bps)
     if venue in ("bybit-testnet", "binance-demo"):

@@ -34,7 +34,7 @@ import polars as pl
 
 from crucible.venues.base import (BAR_FIELDS, Bar, Fill, MarketRules, OrderState, Venue, VenueDuplicateOrder,
                                   VenueNetworkError, VenuePostOnlyReject, VenueRejected)
-from forge.backtest.costs import bps, fill_price, funding_payment, is_funding_time, taker_fee
+from forge.backtest.costs import bps, fill_price, funding_payment, funding_rate_per_event, is_funding_time, taker_fee
 from forge.backtest.fills import infer_tick, kline_limit_fill
 from forge.data.schema import BAR_MS
 
@@ -50,7 +50,7 @@ class ReplayVenue(Venue):
     balance: starting cash, USDT; taker_fee_bps, slippage_bps: cost model
     (defaults match ``BacktestConfig``); maker_fee_bps (default: the taker fee), max_volume_share, lot_size,
     tick_size (0: inferred from the prices): resting limit orders (module docstring); funding_rate_8h, perpetual: the symbols traded as linear
-    perpetuals pay ``funding_rate_8h`` on the account's position at every 8 h funding time (as the
+    perpetuals pay ``funding_rate_8h`` (scaled to ``funding_interval_h``) on the account's position at every funding time (as the
     backtester and the slot ledgers, :mod:`forge.backtest.costs`); speed: see module docstring;
     stop_event: a threading.Event that interrupts pacing sleeps.
     raises ValueError for empty frames or start outside the data.
@@ -61,12 +61,14 @@ class ReplayVenue(Venue):
     def __init__(self, bars: dict[str, pl.DataFrame], *, start: int = 0, end: int | None = None,
                  balance: float = 10_000.0, taker_fee_bps: float = 10.0, slippage_bps: float = 1.0,
                  speed: float | None = None, stop_event: threading.Event | None = None,
-                 funding_rate_8h: float = 0.0, perpetual: tuple[str, ...] | list[str] = (),
+                 funding_rate_8h: float = 0.0, funding_interval_h: int = 8, perpetual: tuple[str, ...] | list[str] = (),
                  maker_fee_bps: float | None = None, max_volume_share: float = 0.1, lot_size: float = 0.0,
                  tick_size: float = 0.0) -> None:
         if not bars:
             raise ValueError("ReplayVenue needs at least one symbol's bars")
         self.funding_rate_8h = float(funding_rate_8h)
+        self.funding_interval_ms = int(funding_interval_h) * 3_600_000
+        self.funding_rate_event = funding_rate_per_event(self.funding_rate_8h, self.funding_interval_ms)
         self.perpetual = tuple(s for s in perpetual if s in bars)
         self.taker_fee_bps = float(taker_fee_bps)
         self.slippage_bps = float(slippage_bps)
@@ -209,18 +211,18 @@ class ReplayVenue(Venue):
             rows[sym] = r
             if r and times[r - 1] == t:
                 out[sym] = Bar(sym, *rec[r - 1].item())
-        if self.perpetual and self.funding_rate_8h and is_funding_time(t):
+        if self.perpetual and self.funding_rate_8h and is_funding_time(t, self.funding_interval_ms):
             for sym in self.perpetual:
                 b = out.get(sym)
                 if b is not None and self._pos[sym] != 0.0:  # the position held into this open pays
-                    self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_8h)
+                    self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_event)
         self._fill_pending(out)
         self._fill_resting(out)
         return out
 
     def funding_rate(self, symbol: str) -> float | None:
-        """The configured funding rate for a perpetual symbol, None for spot symbols."""
-        return self.funding_rate_8h if symbol in self.perpetual else None
+        """The configured funding rate per funding event for a perpetual symbol, None for spot symbols."""
+        return self.funding_rate_event if symbol in self.perpetual else None
 
     def _fill_pending(self, bars: dict[str, Bar]) -> None:
         s = bps(self.slippage_bps)
