@@ -10,19 +10,23 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Atomically write UTF-8 ``text`` to ``path`` (parents created). returns the Path."""
+def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Atomically create ``path`` (parents created) from ``write(tmp_path)``, which writes the whole content to
+    the temporary file it is given (e.g. ``DataFrame.write_parquet``); the file is then fsynced, renamed onto
+    ``path`` and the directory fsynced.  On any error the temporary file is removed and the error re-raised;
+    ``path`` is untouched.  returns the Path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
@@ -35,6 +39,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     finally:
         os.close(dfd)
     return p
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``path`` (parents created). returns the Path."""
+    return atomic_write_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _json_safe(obj: Any) -> Any:

@@ -47,9 +47,7 @@ Schemas (Parquet, polars dtypes):
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +56,7 @@ from typing import Iterable
 import numpy as np
 import polars as pl
 
+from forge.core.artifacts import atomic_write_with
 from forge.core.errors import DataError
 
 __all__ = ["STREAMS", "L2Book", "l2_schema", "TRADE_SCHEMA", "GAP_SCHEMA", "stream_dir", "day_of_ms",
@@ -96,24 +95,7 @@ def day_of_ms(ms: int) -> str:
 
 
 def _atomic_parquet(df: pl.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
+    return atomic_write_with(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
 
 
 def hour_of_ms(ms: int) -> int:
