@@ -486,6 +486,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self._check_key_permissions()
         self.restore()
         hist_t = self._start_with_venue()
+        self._warm_signals()
         warn = self.passive_warning()
         if warn:
             log.warning(warn)
@@ -522,6 +523,25 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         # venue and de-duplicated by trade id).
         with self.journal:
             return self._loop(max_bars, stale_s, t0, group_commit_s=GROUP_COMMIT_S)
+
+    def _warm_signals(self) -> None:
+        """Compile the signal kernels before the first bar: every live slot's (and challenger's) genome is run once on
+        the venue's latest ``history_bars`` per symbol, results discarded.  A fresh install compiles the numba kernels
+        on first use (tens of seconds on a loaded 2-core machine); inside a bar that time counts against
+        ``bar_order_deadline_seconds`` and the bar's intents were dropped unsent ("abandoned"): the first orders of a
+        cold start differed from a warm one.  Panel genomes (:mod:`crucible.panel`) compile on their first bar."""
+        t0 = time.perf_counter()
+        for sym in sorted({s.symbol for s in self.slots.values()}):
+            genomes = {s.id: s.genome for s in self.slots.values() if s.symbol == sym and s.status == "live"}
+            genomes.update({c.key: c.genome for c in self.challengers.values() if c.symbol == sym})
+            genomes = {k: g for k, g in genomes.items() if not self.panel.handles(g)}
+            if not genomes:
+                continue
+            try:
+                self.engine.positions(genomes, self.venue.history(sym, self.cfg.general.history_bars))
+            except VenueError as exc:  # the first bar compiles instead
+                log.warning("signal warm-up for %s skipped: %s", sym, exc)
+        log.info("signal kernels ready in %.1f s", time.perf_counter() - t0)
 
     def _loop(self, max_bars: int | None, stale_s: float, t0: float, group_commit_s: float = 0.0) -> dict[str, Any]:
         stale = False

@@ -240,3 +240,46 @@ def test_cli_until_rejects_a_bad_time():
 
     r = CliRunner().invoke(crucible_app, ["live", "--until", "yesterday"])
     assert r.exit_code != 0 and "ISO 8601" in r.output
+
+
+def test_first_bar_compile_time_does_not_drop_its_orders(tmp_path, monkeypatch):
+    """A fresh install compiles the signal kernels on first use (tens of seconds on a loaded machine).  The runtime
+    compiles them before its first bar (Runtime._warm_signals), so that time never counts against the bar's order
+    deadline: with the first signal evaluation made slower than the deadline, no intent is dropped and the orders are
+    those of a warm run (a clean-clone CI run once abandoned the first bar's orders this way)."""
+    import dataclasses
+    import time as _time
+
+    from crucible.journal import Journal
+    from crucible.runtime import run_live
+    from crucible.signals import SignalEngine
+    from crucible.venues.replay import ReplayVenue
+    from crucible_driver import make_cfg
+    from forge.data.loader import load_sample
+
+    def run(d, slow_first: bool):
+        cfg = make_cfg(d, bench_id="warm")
+        cfg = dataclasses.replace(cfg, general=dataclasses.replace(cfg.general, bar_order_deadline_seconds=0.3))
+        calls = []
+        real = SignalEngine.positions
+
+        def positions(self, genomes, bars):
+            calls.append(1)
+            if slow_first and len(calls) == 1:
+                _time.sleep(0.6)  # a cold compile: longer than the bar's order deadline
+            return real(self, genomes, bars)
+
+        monkeypatch.setattr(SignalEngine, "positions", positions)
+        out = run_live(cfg, venue=ReplayVenue({"BTCUSDT": load_sample()[0].head(700)}, start=400))
+        j = Journal(cfg.general.journal, readonly=True)
+        try:
+            orders = [(o["client_order_id"], o["qty"], o["status"]) for o in j.orders()]
+        finally:
+            j.close()
+        return out, orders
+
+    out_cold, cold = run(tmp_path / "cold", slow_first=True)
+    out_warm, warm = run(tmp_path / "warm", slow_first=False)
+    assert out_cold["orders"] > 0 and out_cold["dropped_intents"] == 0
+    assert not [o for o in cold if o[2] == "abandoned"]
+    assert cold == warm
