@@ -281,6 +281,14 @@ class PassiveMixin:
                 continue
             book.update_intent(it, now, age=it["age"] + 1, last_bar=bar_time)  # wait
 
+    def _warm_passive(self) -> None:
+        """Compile the passive path's kernels before the first bar (the Corwin-Schultz half-spread of the kline
+        model, the policy's action): see :meth:`crucible.runtime.Runtime._warm_kernels`.  Results are discarded."""
+        for sid, pol in sorted(self.policies.items()):
+            s = self.slots[sid]
+            self._half_spread(s.symbol, self.venue.market_rules(s.symbol).tick)
+            policy_action_nb(pol.weights, np.zeros(N_FEATURES))
+
     def _history(self, symbol: str, n: int) -> dict[str, np.ndarray]:
         if self._at is not None:
             return self.venue.history_at(symbol, n, self._at)  # type: ignore[attr-defined]
@@ -375,6 +383,8 @@ class PassiveMixin:
                     return True
                 return False  # acked, yet unknown to the venue: the order sync's lost-order rule decides
             if st.status == "open":
+                if self.commit_points:  # a commit point: a restart never processes a bar again with this cancel done
+                    self.journal.commit()
                 try:
                     self.venue.cancel_order(sym, cid)
                 except VenueRejected:  # "not open (any more)": filled or cancelled meanwhile -- the lookup says which

@@ -233,6 +233,26 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         day = j.events("day_start")[-1:]
         if day:
             self._day = (int(day[0]["data"]["day"]), float(day[0]["data"]["equity"]))
+        self._restore_targets()
+
+    def _restore_targets(self) -> None:
+        """The slots' targets as they were at the end of the last committed bar (journal meta ``slot_targets``,
+        written with the cursor): a target the journal's orders do not show -- NaN ("re-size at the next signal")
+        after a capital transfer left the exposure off target or capital waiting to leave (``_move_capital``), or a
+        signal too small to trade -- survives a restart, so the next bar decides as the uninterrupted run did.  A
+        slot with an order or execution intent decided after that bar (a commit point of a bar processed again
+        now) keeps the target :meth:`_revert_target` gave it from that order."""
+        snap = self.journal.get_meta("slot_targets")
+        if not snap or snap.get("bar") != self.last_bar_ms:
+            return
+        bar = int(self.last_bar_ms)
+        db = self.journal.db
+        later = {r[0] for r in db.execute("SELECT DISTINCT slot FROM orders WHERE bar_time > ?", (bar,))}
+        if self.exec_book.ok:
+            later |= {r[0] for r in db.execute("SELECT DISTINCT slot FROM exec_intents WHERE bar_time > ?", (bar,))}
+        for sid, t in (snap.get("targets") or {}).items():
+            if sid in self.slots and sid not in later:
+                self.slots[sid].target = float("nan") if t is None else float(t)
 
     def reconcile(self) -> dict[str, Any]:
         """Check the orders whose outcome is unknown against the venue first (a foreign order under one of their ids
@@ -368,6 +388,9 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 self.journal.equity_snapshot(now, [(s.id, s.equity(), s.ledger.cash, s.ledger.units, s.mark,
                                                     s.weight, s.status) for s in self.slots.values()])
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
+            # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
+            self.journal.set_meta_at_commit("slot_targets", {"bar": bar_time, "targets": {
+                s.id: (s.target if s.target == s.target else None) for s in self.slots.values()}})
         self.last_bar_ms = bar_time
         self._after_bar(bar_time)
 
@@ -486,7 +509,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self._check_key_permissions()
         self.restore()
         hist_t = self._start_with_venue()
-        self._warm_signals()
+        self._warm_kernels()
         warn = self.passive_warning()
         if warn:
             log.warning(warn)
@@ -524,10 +547,11 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         with self.journal:
             return self._loop(max_bars, stale_s, t0, group_commit_s=GROUP_COMMIT_S)
 
-    def _warm_signals(self) -> None:
-        """Compile the signal kernels before the first bar: every live slot's (and challenger's) genome is run once on
-        the venue's latest ``history_bars`` per symbol, results discarded.  A fresh install compiles the numba kernels
-        on first use (tens of seconds on a loaded 2-core machine); inside a bar that time counts against
+    def _warm_kernels(self) -> None:
+        """Compile the numba kernels a bar uses before the first bar: every live slot's (and challenger's) genome is
+        run once on the venue's latest ``history_bars`` per symbol, and the passive slots' pricing and policy kernels
+        once (:meth:`PassiveMixin._warm_passive`), results discarded.  A fresh install compiles the kernels on first
+        use (tens of seconds on a loaded 2-core machine); inside a bar that time counts against
         ``bar_order_deadline_seconds`` and the bar's intents were dropped unsent ("abandoned"): the first orders of a
         cold start differed from a warm one.  Panel genomes (:mod:`crucible.panel`) compile on their first bar."""
         t0 = time.perf_counter()
@@ -541,7 +565,11 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 self.engine.positions(genomes, self.venue.history(sym, self.cfg.general.history_bars))
             except VenueError as exc:  # the first bar compiles instead
                 log.warning("signal warm-up for %s skipped: %s", sym, exc)
-        log.info("signal kernels ready in %.1f s", time.perf_counter() - t0)
+        try:
+            self._warm_passive()
+        except VenueError as exc:
+            log.warning("passive execution warm-up skipped: %s", exc)
+        log.info("kernels ready in %.1f s", time.perf_counter() - t0)
 
     def _loop(self, max_bars: int | None, stale_s: float, t0: float, group_commit_s: float = 0.0) -> dict[str, Any]:
         stale = False

@@ -112,7 +112,10 @@ def test_closed_loop_rearms_a_dead_slot_through_worker_and_runtime_kills(tmp_pat
     out, _ = second.communicate(timeout=1800)
     assert second.returncode == 0, out[-2000:]
     st = read_state(request)
-    assert st["status"] == "served" and st["attempts"][0]["resumed"] is True, st
+    why = {"status": st.get("status"), "reason": st.get("reason"), "crashes": st.get("crashes"),
+           "attempts": [{k: a.get(k) for k in ("status", "resumed", "error", "reasons")} for a in st["attempts"]],
+           "output": out[-3000:]}
+    assert st["status"] == "served" and st["attempts"][0]["resumed"] is True, json.dumps(why, default=str)[:6000]
     assert len(st["attempts"]) == 1 and [p.name for p in runs.iterdir() if p.is_dir()] == [f"{request.stem}-a0"]
     published = st["attempts"][0]["published"]
     assert published
