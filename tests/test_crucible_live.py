@@ -331,7 +331,11 @@ def _kill9_and_recover(tmp_path, fk, point: str, nth: int) -> None:
         assert first["new_fills"] >= 1
     assert all(o["status"] not in ("intent", "unknown") for o in orders.values())
     out = assert_ledger_equals_exchange(Path(driver_cfg(tmp_path).general.journal), fk)
-    assert out["fills"] >= nth  # (the run summary predates the settle, which books the last bar's fills)
+    # the orders sent before the kill filled (the run summary predates the settle, which books the last bar's
+    # fills); at intent_saved the killed intent fills only when it was resent -- abandoned (the restart came after
+    # its bar: a loaded machine), it never existed at the venue
+    least = nth - 1 + len(first["resent"]) if point == "intent_saved" else nth
+    assert out["fills"] >= least, (out, first)
 
 
 def test_kill9_sent_not_acked_then_restart_ledger_equals_exchange(tmp_path, fake_exchange):
