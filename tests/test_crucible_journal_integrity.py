@@ -201,12 +201,17 @@ def test_consistent_perpetual_account_balances_to_zero(tmp_path, bybit_keys):
     """Fake Bybit (a linear perpetual wallet: balance + realised P&L - fees): after trading, the reconcile's
     balance difference is ~0 (the old formula compared the wallet with spot-like cash and showed the open
     position's notional, e.g. 263.2 USDT)."""
-    from crucible_driver import make_cfg as driver_cfg
     from fake_bybit import FakeBybit, sample_bars
     from test_crucible_live import _settle, make_venue
+    from test_crucible_runtime_safety import SYM, cfg_for, long_genome
 
     with FakeBybit(sample_bars(600), history=400) as fk:
-        cfg = driver_cfg(tmp_path)
+        # a slot that holds a long throughout: the position is open at the end whichever bars a loaded machine
+        # skips as stale (with the three switching builtins alone the run sometimes ended flat)
+        cfg = cfg_for(tmp_path, slots=[{"id": "a", "symbol": SYM, "genome": "builtin:momentum"},
+                                       {"id": "b", "symbol": SYM, "genome": "builtin:meanrev"},
+                                       {"id": "c", "symbol": SYM, "genome": long_genome(tmp_path)}],
+                      watchtower={"kill_floor": 0.0})
         v = make_venue(fk)
         try:
             fk.run_clock(0.04)
