@@ -67,7 +67,7 @@ from crucible.slots import MarkBook, Slot, bench_key, key_fingerprint
 from crucible.venues.base import BAR_FIELDS, Bar, RetryPolicy, Venue, VenueError
 from crucible.venues.factory import VENUES, make_venue
 from crucible.watchtower import kill_switch_engaged
-from forge.core.errors import ConfigError
+from forge.core.errors import ConfigError, GenomeError
 from forge.gp import Genome
 
 __all__ = ["Runtime", "run_live", "make_venue", "VENUES", "Supervised", "WorkerFactory"]
@@ -563,7 +563,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 continue
             try:
                 self.engine.positions(genomes, self.venue.history(sym, self.cfg.general.history_bars))
-            except VenueError as exc:  # the first bar compiles instead
+            except (VenueError, GenomeError) as exc:  # the first bar compiles (or reports the genome) instead
                 log.warning("signal warm-up for %s skipped: %s", sym, exc)
         try:
             self._warm_passive()
