@@ -184,3 +184,22 @@ def test_aligned_bootstrap_brings_volatility_driven_positions_to_size():
     assert np.mean(shift <= 0.05) > _bound(0.05, n)  # the shift test alone: over its size here
     for a in (0.01, 0.05, 0.10):
         assert np.mean(gate <= a) <= _bound(a, n), (a, np.mean(gate <= a))
+
+
+def _pcmci_replication(draws: int, seed0: int = 50_000):
+    from gauntlet.size import null_pvalues, size_table
+
+    rows = [r for i in range(draws) for r in null_pvalues("null", seed0 + i, stages=("pcmci",))]
+    return {c["position"]: c for c in size_table(rows) if c["market"] == "null" and c["stage"] == "pcmci"}
+
+
+@pytest.mark.slow
+def test_pcmci_at_its_size_for_volatility_driven_positions_on_unused_seeds():
+    """The replication behind the strict xfail above (RESULTS.md, "Sizes of the causal gates on replication seeds"):
+    on 2,000 null draws from seeds the fixed suite never uses (50,000-51,999, chosen before the run), the pcmci
+    gate is at its size at 1 / 5 / 10 % for positions that scale with volatility or its inverse (measured 0.85 /
+    4.75 / 10.4 % and 1.1 / 5.1 / 10.7 %, bounds 1.44 / 5.97 / 11.34 %), where the fixed seeds gave 8.6 % at 5 %."""
+    table = _pcmci_replication(2000)
+    for pos in ("vol", "inv_vol"):
+        for a, lv in table[pos]["levels"].items():
+            assert lv["at_size"], (pos, a, lv)
