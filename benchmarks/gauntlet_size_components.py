@@ -38,7 +38,11 @@ def _design(kind: str, seed: int, positions: tuple[str, ...]) -> list[dict]:
     from forge.data.gaps import realised_returns
     from forge.data.synthetic import null_positions, synthetic_bars
     from forge.features import compute_features
-    from gauntlet.stages.dowhy_refute import causal_graph, duplicate_inputs, identify_adjustment
+    from gauntlet.stages.dowhy_refute import (
+        causal_graph,
+        duplicate_inputs,
+        identify_adjustment,
+    )
     from gauntlet.stages.pcmci import MARKET_STATE, market_parents
 
     bars, _ = synthetic_bars(seed, 0.0, 3, kind=kind)
