@@ -12,7 +12,8 @@ default costs, ``benchmarks/gauntlet_strengths.json``); draw i uses seed 30_000 
 
 writes benchmarks/gauntlet_size.json (every p-value and the rejection table) and prints, per stage and
 (market, position), P(p <= alpha) against alpha + 2 Monte-Carlo s.e. at alpha = 0.01, 0.05, 0.10.
-Draw i of market kind k uses seed 10_000 + i (the same seeds for every kind).
+Draw i of market kind k uses seed 10_000 + i (the same seeds for every kind; ``--seed0 S``: S + i, a replication
+on seeds the fixed suite never used); ``--markets`` restricts the study to some of the null markets.
 """
 
 from __future__ import annotations
@@ -74,12 +75,18 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     ap.add_argument("--summarize", action="store_true", help="tabulate the rows an earlier (interrupted) run wrote")
     ap.add_argument("--power", default="", help="planted strengths: measure power instead of size")
+    ap.add_argument("--seed0", type=int, default=10_000, help="draw i uses seed SEED0 + i (the fixed suite: 10000)")
+    ap.add_argument("--markets", default=",".join(NULL_MARKETS), help="comma-separated subset of " + ",".join(NULL_MARKETS))
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("gauntlet_size.json"))
     a = ap.parse_args()
     stages = tuple(x for x in a.stages.split(",") if x)
     if a.power:
         return power_main(a, stages)
-    jobs = [(k, 10_000 + i, a.days, stages) for i in range(a.draws) for k in NULL_MARKETS]
+    markets = tuple(x for x in a.markets.split(",") if x)
+    bad = [m for m in markets if m not in NULL_MARKETS]
+    if bad:
+        ap.error(f"--markets: {bad} not among {list(NULL_MARKETS)}")
+    jobs = [(k, a.seed0 + i, a.days, stages) for i in range(a.draws) for k in markets]
     t0 = time.time()
     rows: list[dict] = []
     part = a.out.with_suffix(".rows.jsonl")  # every finished draw, so an interrupted study keeps its rows
@@ -94,9 +101,9 @@ def main() -> None:
                 fh.write("".join(json.dumps(x) + "\n" for x in r))
                 fh.flush()
     table = size_table(rows)
-    a.out.write_text(json.dumps({"draws": a.draws, "days": a.days, "markets": list(NULL_MARKETS), "stages": list(stages),
+    a.out.write_text(json.dumps({"draws": a.draws, "days": a.days, "markets": list(markets), "seed0": a.seed0, "stages": list(stages),
                                  "seconds": round(time.time() - t0, 1), "table": table, "rows": rows}) + "\n")
-    print(f"{a.draws} draws x {len(NULL_MARKETS)} markets, {a.days} days each, {time.time() - t0:.0f} s")
+    print(f"{a.draws} draws x {len(markets)} markets, {a.days} days each, {time.time() - t0:.0f} s")
     print(f"{'stage':18s}{'market':10s}{'position':9s}" + "".join(f"  a={x:<4} (bound)" for x in LEVELS))
     for c in table:
         cells = "".join(f"  {c['levels'][x]['rate']:.3f} ({c['levels'][x]['bound']:.3f}){'' if c['levels'][x]['at_size'] else '*'}"

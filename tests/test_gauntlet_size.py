@@ -73,6 +73,50 @@ def test_studentised_circular_shift_keeps_its_power_on_a_persistent_edge():
     assert circular_shift_pvalue(pos, r, 199, 0)["p"] <= 0.01
 
 
+def _sign_flip_rates(kind: str, seeds: range, flips: int, use_raw: bool) -> tuple[float, float]:
+    """Pooled rejection rates at 5 % of the pcmci link test (``position_link``, no parents: HAC t) and of the
+    classical-OLS t, for the suite's position scaled to trailing volatility, under random sign flips of the
+    return given its volatility path."""
+    import statsmodels.api as sm
+
+    from forge.causal import vol_standardized
+    from forge.data.gaps import realised_returns
+    from forge.data.synthetic import null_positions, synthetic_bars
+    from gauntlet.stages.pcmci import position_link
+
+    hac, ols = [], []
+    rng = np.random.default_rng(7)
+    for seed in seeds:
+        bars, _ = synthetic_bars(seed, 0.0, 3, kind=kind)
+        r = realised_returns(bars["close"].to_numpy().astype(float), bars["open_time"].to_numpy())
+        y0 = r if use_raw else vol_standardized(r)
+        pos = null_positions(bars)["vol"][0]
+        for _ in range(flips):
+            y = np.abs(y0) * rng.choice([-1.0, 1.0], size=y0.size)  # NaN stays NaN
+            hac.append(position_link(pos, y, {}, [])["p"])
+            ok = np.isfinite(y[1:])
+            fit = sm.OLS(y[1:][ok], sm.add_constant(pos[:-1][ok])).fit()
+            ols.append(float(fit.tvalues[1] > 1.645))
+    return float(np.mean(np.array(hac) <= 0.05)), float(np.mean(ols))
+
+
+def test_pcmci_link_test_is_exact_given_the_volatility_path():
+    """The mechanism behind the null x vol cells (issue 29, helper volsize). On the suite's markets the return's
+    sign is independent of its volatility path (symmetric innovations, GARCH on squares) and the ``vol`` position
+    reads only |returns|, so random sign flips of the return give the exact null of the link test conditional on
+    the volatility path. The stage's HAC t is at its size under it (on the vol-standardised return the stage
+    uses and even on raw returns), while a classical OLS t on raw returns is not: heteroskedasticity aligned
+    with the position is handled by the studentisation. An excess on a fixed set of seeds therefore lies in
+    those draws' realised signs, not in the test's calibration (RESULTS.md, "Sizes of the causal gates ...")."""
+    draws = 6 * 60
+    for raw in (False, True):
+        hac, ols = _sign_flip_rates("heavy", range(10_000, 10_006), 60, raw)
+        assert hac <= _bound(0.05, draws), (raw, hac)
+        assert hac >= 0.05 - 2 * math.sqrt(0.05 * 0.95 / draws), (raw, hac)  # at size, not conservative
+        if raw:
+            assert ols > _bound(0.05, draws), ols  # the classical t: over its size on raw GARCH returns
+
+
 def _suite(draws: int, stages: tuple[str, ...]):
     from forge.data.synthetic import NULL_MARKETS
     from gauntlet.size import null_pvalues, size_table
@@ -96,9 +140,12 @@ def test_null_suite_studentised_gate_beats_the_mean_statistic_in_every_cell():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured (RESULTS.md, 'Gauntlet sizes'): pcmci's null x vol cell rejects 8.6 % and dowhy's 7.6 % "
-                   "at 5 % (bound 6.9 %); permutation is at size in every non-drifting cell since the "
-                   "aligned-bootstrap intersection (RESULTS.md, 'Gauntlet power on small searches')")
+@pytest.mark.xfail(strict=True, reason="measured (RESULTS.md, 'Sizes of the causal gates on replication seeds'): on the fixed "
+                   "seeds pcmci's null x vol cell rejects 8.6 % and dowhy's 7.6 % at 5 % (bound 6.9 %), a property of those "
+                   "draws' realised signs (the link test is exact given the volatility path: "
+                   "test_pcmci_link_test_is_exact_given_the_volatility_path; on seeds 50,000-50,499 the same cells are "
+                   "4.2 % / 3.4 %, while pcmci null x inv_vol at 1 % is then 2.2 % > 1.9 %): a gate at its exact size misses "
+                   "one of its 48 two-s.e. cell bounds by chance; only conservative gates meet this criterion every time")
 def test_null_suite_every_gate_at_its_size_where_the_null_holds():
     """The issue's criterion: P(p <= alpha) <= alpha + 2 s.e. at 0.01, 0.05, 0.10 in every cell of the
     non-drifting null markets (on the drift market volatility-dependent exposure is real risk timing, which
@@ -137,3 +184,22 @@ def test_aligned_bootstrap_brings_volatility_driven_positions_to_size():
     assert np.mean(shift <= 0.05) > _bound(0.05, n)  # the shift test alone: over its size here
     for a in (0.01, 0.05, 0.10):
         assert np.mean(gate <= a) <= _bound(a, n), (a, np.mean(gate <= a))
+
+
+def _pcmci_replication(draws: int, seed0: int = 50_000):
+    from gauntlet.size import null_pvalues, size_table
+
+    rows = [r for i in range(draws) for r in null_pvalues("null", seed0 + i, stages=("pcmci",))]
+    return {c["position"]: c for c in size_table(rows) if c["market"] == "null" and c["stage"] == "pcmci"}
+
+
+@pytest.mark.slow
+def test_pcmci_at_its_size_for_volatility_driven_positions_on_unused_seeds():
+    """The replication behind the strict xfail above (RESULTS.md, "Sizes of the causal gates on replication seeds"):
+    on 2,000 null draws from seeds the fixed suite never uses (50,000-51,999, chosen before the run), the pcmci
+    gate is at its size at 1 / 5 / 10 % for positions that scale with volatility or its inverse (measured 0.85 /
+    4.75 / 10.4 % and 1.1 / 5.1 / 10.7 %, bounds 1.44 / 5.97 / 11.34 %), where the fixed seeds gave 8.6 % at 5 %."""
+    table = _pcmci_replication(2000)
+    for pos in ("vol", "inv_vol"):
+        for a, lv in table[pos]["levels"].items():
+            assert lv["at_size"], (pos, a, lv)
