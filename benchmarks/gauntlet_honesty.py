@@ -14,6 +14,9 @@ and be summarised at any time with ``--summarize``.
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets "" --null-seeds 30 --planted-seeds 0 \
         --population 24 --generations 3 --days 14 --out benchmarks/gauntlet_honesty_null_small.jsonl
     .venv/bin/python benchmarks/gauntlet_honesty.py --summarize
+    # item 9 on the current gates (false passes per null kind and per budget: --summarize splits both)
+    .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets "" --planted-seeds 0 --jobs 1 \
+        --kinds null,drift,heavy,seasonal --null-seeds 5 --seed-offset 300 --out benchmarks/gauntlet_honesty_null_v2.jsonl
 """
 
 from __future__ import annotations
@@ -46,8 +49,11 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=200)
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--coevolution", action="store_true", help="co-evolution on (off by default for the study)")
+    ap.add_argument("--jobs", type=int, default=None, help="fitness worker processes (default: the config's; "
+                    "results do not depend on it)")
     ap.add_argument("--out", default=str(HERE / "gauntlet_honesty_runs.jsonl"))
-    ap.add_argument("--summarize", action="store_true", help="summarise --out and write gauntlet_honesty.json")
+    ap.add_argument("--summarize", action="store_true", help="summarise --out and write --summary-json")
+    ap.add_argument("--summary-json", default=str(HERE / "gauntlet_honesty.json"))
     a = ap.parse_args()
     from forge.core.runconfig import load_run_config
 
@@ -70,7 +76,7 @@ def main() -> None:
         summary = summarize(runs, n_oos=n_oos)
         summary["runs_file"] = out.name
         summary["command"] = "python " + " ".join(sys.argv)
-        (HERE / "gauntlet_honesty.json").write_text(json.dumps(summary, indent=1))
+        Path(a.summary_json).write_text(json.dumps(summary, indent=1))
         print(json.dumps(summary, indent=1))
         return
     table = json.loads(STRENGTHS.read_text())
@@ -84,7 +90,7 @@ def main() -> None:
         run_study(a.null_seeds, a.planted_seeds, targets, Path(work), modes=tuple(a.modes.split(",")),
                   days=a.days, progress=print, sink=sink, seed_offset=a.seed_offset, population=a.population,
                   kinds=tuple(k for k in a.kinds.split(",") if k),
-                  generations=a.generations, coevolution=a.coevolution)
+                  generations=a.generations, coevolution=a.coevolution, jobs=a.jobs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import polars as pl
 
 from forge.backtest import BacktestConfig, run_backtest
 from forge.data.gaps import bars_since_gap
-from forge.data.synthetic import DRIFT_TOTAL, LATENT_PHI, LEAK, LEAK_NOISE, MARKETS, synthetic_bars  # noqa: F401
+from forge.data.synthetic import (DRIFT_TOTAL, LATENT_PHI, LEAK, LEAK_NOISE, MARKETS, NULL_MARKETS,  # noqa: F401
+                                  synthetic_bars)
 from forge.gp import Genome
 from forge.gp.primitives import WINDOWS
 from forge.strategy import genome_positions, strategy_features
@@ -85,12 +86,14 @@ def strength_for_net_sharpe(target: float, costs: BacktestConfig, *, lo: float =
 
 
 def _evolve_config(seed: int, work: Path, population: int, generations: int, config: Path | None,
-                  coevolution: bool):
+                  coevolution: bool, jobs: int | None = None):
     from forge.core.runconfig import load_run_config, with_overrides
 
     cfg = load_run_config(config)
     cfg = with_overrides(cfg, "evolve", seed=seed, population=population, generations=generations,
                          output_dir=str(work))
+    if jobs is not None:  # fitness workers only: results do not depend on it
+        cfg = with_overrides(cfg, "evolve", jobs=jobs)
     if not coevolution:
         cfg = with_overrides(cfg, "coevolution", enabled=False)
     return cfg
@@ -139,6 +142,19 @@ class HonestyRun:
     champion_expression: str
     beta: float | None = None
     champion_edge_kind: str | None = None  # gauntlet.stages.edge_kind label (None in rows written before it)
+    population: int | None = None  # the search budget of an "evolve" run (None: oracle, or rows written before it)
+    generations: int | None = None
+    days: int | None = None  # market length (None: the sample's 14 days, or rows written before it)
+    seconds: float | None = None  # wall time of the run (evolve + validate)
+
+    @property
+    def budget(self) -> str:
+        """"pop P x G gens, D d" for an evolve run ("oracle" for no search; "unrecorded" for older rows)."""
+        if self.mode == "oracle":
+            return "oracle"
+        if self.population is None:
+            return "unrecorded"
+        return f"pop {self.population} x {self.generations} gens, {self.days or 14} d"
 
     @property
     def champion_published(self) -> bool:
@@ -190,7 +206,7 @@ def run_oracle(seed: int, strength: float, work: Path, *, days: int | None = 20,
 
 def run_one(seed: int, strength: float, work: Path, *, population: int = 24, generations: int = 3,
             days: int | None = None, kind: str | None = None, target: float | None = None,
-            config: Path | None = None, coevolution: bool = False,
+            config: Path | None = None, coevolution: bool = False, jobs: int | None = None,
             gauntlet_overrides: dict[str, Any] | None = None) -> HonestyRun:
     """Evolve (``config``, default the packaged default, at the given search size) on a synthetic market and
     validate the hall of fame."""
@@ -200,9 +216,12 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     from gauntlet.config import GauntletConfig
     from gauntlet.validate import validate_run
 
+    import time
+
+    t0 = time.perf_counter()
     kind = kind or ("planted" if strength > 0 else "null")
     bars, _ = synthetic_bars(seed, strength, days, kind=kind)
-    cfg = _evolve_config(seed, work, population, generations, config, coevolution)
+    cfg = _evolve_config(seed, work, population, generations, config, coevolution, jobs)
     run_dir = work / f"evolve-{kind}-{strength:g}-{seed}"
     # each study market is its own data: a ledger of its own (in-memory bars share one clock and one key)
     from forge.core.runconfig import with_overrides
@@ -211,7 +230,10 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     evolve(cfg, bars=bars, run_dir=run_dir)
     gcfg = dataclasses.replace(GauntletConfig(seed=seed), **(gauntlet_overrides or {})).validate()
     rep = validate_run(run_dir, gcfg, publish_dir=None, bars=bars)
-    return _record("evolve", kind, seed, strength, target, rep)
+    r = _record("evolve", kind, seed, strength, target, rep)
+    r.population, r.generations, r.days = population, generations, days
+    r.seconds = round(time.perf_counter() - t0, 1)
+    return r
 
 
 def _cp(k: int, n: int) -> list[float]:
@@ -229,15 +251,18 @@ def power_ceiling(net_sharpe_per_bar: float, n_obs: int, alpha: float = 0.05) ->
 
 
 def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any]:
-    """False passes with Clopper-Pearson 95 % intervals (per null kind), power per (mode, target) beside
-    its ceiling, and KS uniformity of the null p-values of every stage."""
+    """False passes with Clopper-Pearson 95 % intervals (all null runs, per null kind of
+    ``forge.data.synthetic.NULL_MARKETS`` and per search budget, each with its champions' stage pass rates),
+    power per (mode, target) beside its ceiling, and KS uniformity of the null p-values of every stage."""
     from scipy import stats
 
     out: dict[str, Any] = {}
-    null = [r for r in runs if r.kind in ("null", "drift")]
+    null = [r for r in runs if r.kind in NULL_MARKETS]
     if null:
         fd: dict[str, Any] = {}
-        for group, rs in [("all", null)] + [(k, [r for r in null if r.kind == k]) for k in ("null", "drift")]:
+        groups = ([("all", null)] + [(k, [r for r in null if r.kind == k]) for k in NULL_MARKETS]
+                  + [(f"budget: {b}", [r for r in null if r.budget == b]) for b in sorted({r.budget for r in null})])
+        for group, rs in groups:
             if rs:
                 k = sum(r.champion_survived for r in rs)
                 k_any = sum(r.any_survived for r in rs)
@@ -247,7 +272,12 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
                              "champions_published": k_pub, "published_rate": k_pub / len(rs),
                              "published_clopper_pearson_95": _cp(k_pub, len(rs)),
                              "edge_kinds": {lab: sum(r.champion_edge_kind == lab for r in rs if r.champion_survived)
-                                            for lab in ("directional", "risk timing", "no alpha")}}
+                                            for lab in ("directional", "risk timing", "no alpha")},
+                             "stage_pass_rate": {s: float(np.mean([r.stage_passed.get(s, False) for r in rs]))
+                                                 for s in rs[0].stage_passed}}
+                secs = [r.seconds for r in rs if r.seconds is not None]
+                if secs:
+                    fd[group]["seconds_median"] = float(np.median(secs))
         out["false_pass"] = fd
         cal = {}
         for stage in sorted({s for r in null for s in r.stage_p}):
@@ -298,8 +328,8 @@ def run_study(null_seeds: int, planted_seeds: int, targets: dict[float, tuple[fl
             f"[{', '.join(n for n, ok in r.stage_passed.items() if not ok)}] {r.champion_expression}")
 
     for mode in modes:
-        for kind in kinds:
-            for seed in range(seed_offset, seed_offset + null_seeds):
+        for seed in range(seed_offset, seed_offset + null_seeds):  # kinds inner: a cut-short study covers each
+            for kind in kinds:
                 one(mode, 1000 + seed, 0.0, kind, None)
         for tgt, (strength, window) in targets.items():
             for seed in range(seed_offset, seed_offset + planted_seeds):
