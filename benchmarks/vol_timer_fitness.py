@@ -127,7 +127,7 @@ def main() -> None:
         print(f"{t['kind']:8} {t['rule']:14} {t['costs']:5} {t['objective']:16} {t['above_flat']:6.0%} "
               f"{t['above_buy_hold']:6.0%} {t['median']:9.3f}")
     if a.out:
-        Path(a.out).write_text(json.dumps({"args": vars(a), "summary": table, "rows": rows}, indent=1))
+        Path(a.out).write_text(json.dumps({"args": vars(a), "summary": table, "rows": rows}, separators=(",", ":")))
 
 
 if __name__ == "__main__":
