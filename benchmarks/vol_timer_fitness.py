@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--strength", type=float, default=None,
                     help="planted strength (default: the one calibrated for net per-bar Sharpe 0.05)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--rows", action="store_true", help="also write every (market, rule, costs, objective) row to --out")
     a = ap.parse_args()
     run = load_run_config(None)
     net = run.backtest
@@ -127,7 +128,8 @@ def main() -> None:
         print(f"{t['kind']:8} {t['rule']:14} {t['costs']:5} {t['objective']:16} {t['above_flat']:6.0%} "
               f"{t['above_buy_hold']:6.0%} {t['median']:9.3f}")
     if a.out:
-        Path(a.out).write_text(json.dumps({"args": vars(a), "summary": table, "rows": rows}, separators=(",", ":")))
+        out = {"args": vars(a), "summary": table, **({"rows": rows} if a.rows else {})}
+        Path(a.out).write_text(json.dumps(out, indent=1 if not a.rows else None))
 
 
 if __name__ == "__main__":
