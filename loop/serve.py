@@ -33,7 +33,10 @@ the reason — the worker then takes the next request.  A worker that dies while
 memory, a crash in native code) leaves the request ``claimed``; the next worker to claim it records the
 crash (``crashes``), and after :data:`forge.core.requests.QUARANTINE_AFTER` (2) crashes the request is
 quarantined: ``unserved`` with ``quarantined: true``.  A worker stopped by a signal marks the request
-``interrupted`` (not a crash: it resumes from its checkpoint).
+``interrupted`` (not a crash: it resumes from its checkpoint).  The signal handler's ``SystemExit`` can be
+discarded by Python (raised inside a ctypes callback -- llvmlite's, while numba compiles -- or a finaliser),
+so an exit watchdog thread ends a signalled worker :data:`EXIT_GRACE_S` seconds later whatever the main
+thread is doing, first marking its claimed request ``interrupted`` (:func:`force_interrupted_exit`).
 
 Configuration is the ``[serve]`` table of a Crucible config (:class:`ServeConfig`); its empty
 ``requests_dir`` / ``champions_dir`` / ``data`` default to the same config's ``[crucible]`` folders and
@@ -48,7 +51,9 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -77,6 +82,14 @@ __all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_reques
            "STATE_SCHEMA"]
 
 Say = Callable[[str], None]
+EXIT_GRACE_S = 5.0  # seconds a signalled worker's main thread has to unwind before the exit watchdog ends it
+_STATE_LOCK = threading.Lock()  # this process's writes of a request state: the main thread vs the exit watchdog
+_SERVING: set[Path] = set()  # the requests this process holds claimed
+
+
+def _save_state(request: Path, state: dict[str, Any]) -> None:
+    with _STATE_LOCK:
+        atomic_write_json(state_path(request), state)
 
 
 @dataclass(frozen=True)
@@ -335,7 +348,8 @@ def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
     if not got:
         return None
     state: dict[str, Any] = {}
-    save = lambda: atomic_write_json(state_path(request), state)  # noqa: E731
+    save = lambda: _save_state(request, state)  # noqa: E731
+    _SERVING.add(request)
     try:
         prev = read_state(request)
         state = prev or {"schema": STATE_SCHEMA, "request": request.name, "attempts": [], "created_utc": _utc()}
@@ -411,7 +425,36 @@ def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
                 pass
         raise
     finally:
+        _SERVING.discard(request)
         claim.release()
+
+
+def force_interrupted_exit(code: int, say: Say | None = None, lock_timeout_s: float = 5.0) -> None:
+    """End this process now (``os._exit(code)``), first marking every request it holds claimed
+    ``interrupted`` (its state written under the state lock, so a write of the main thread cannot overwrite
+    it; when the lock is not free within ``lock_timeout_s`` nothing is written and the next claim counts a
+    crash).  The exit watchdog of :class:`Worker` calls it when a signal's ``SystemExit`` did not end the main
+    thread: Python discards an exception raised by a signal handler that runs inside a ctypes callback (e.g.
+    llvmlite's object-cache notification while numba compiles) or a finaliser ("Exception ignored ..."), and
+    the worker would go on serving after its runtime died.  Never returns."""
+    try:
+        if _STATE_LOCK.acquire(timeout=lock_timeout_s):
+            for request in sorted(_SERVING):
+                st = read_state(request)
+                if st and st.get("status") == "claimed" and st.get("worker_pid") == os.getpid() \
+                        and not st.get("interrupted_utc"):
+                    st["interrupted_utc"] = _utc()
+                    atomic_write_json(state_path(request), st)
+                    if say is not None:
+                        say(f"{request.name}: marked interrupted (resumes from its checkpoint)")
+    except BaseException:  # noqa: BLE001 - exiting regardless; the next claim then records a crash
+        pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def serve_pending(loop: Loop, *, say: Say | None = None, stop: threading.Event | None = None) -> list[dict[str, Any]]:
@@ -444,17 +487,35 @@ class Worker:
     and between requests when ``stop`` is set or ``parent_pid`` (the supervising ``crucible live``) is
     gone."""
 
-    def __init__(self, loop: Loop, *, say: Say | None = None, parent_pid: int | None = None) -> None:
+    def __init__(self, loop: Loop, *, say: Say | None = None, parent_pid: int | None = None,
+                 exit_grace_s: float = EXIT_GRACE_S) -> None:
         self.loop, self.say, self.parent_pid = loop, say or (lambda _m: None), parent_pid
+        self.exit_grace_s = exit_grace_s
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.signalled = threading.Event()
+        self.exit_code = 0
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         """Stop now: unwinding releases the claim and shuts the evolution pool down; every record is
-        written atomically, so the request resumes from its last checkpoint."""
+        written atomically, so the request resumes from its last checkpoint.  Only the first signal raises
+        (a second one must not cut short the ``interrupted`` write of the first); when its ``SystemExit`` is
+        swallowed (see :func:`force_interrupted_exit`) the exit watchdog ends the process ``exit_grace_s``
+        later."""
         self.stop.set()
         self.wake.set()
-        raise SystemExit(128 + signum)
+        if self.signalled.is_set():
+            return
+        self.exit_code = 128 + signum
+        self.signalled.set()
+        raise SystemExit(self.exit_code)
+
+    def _exit_watchdog(self) -> None:
+        self.signalled.wait()
+        time.sleep(self.exit_grace_s)  # the main thread had its chance to unwind (and exit) normally
+        self.say(f"forge serve: the main thread did not stop within {self.exit_grace_s:g} s of the signal "
+                 "(its SystemExit was swallowed); exiting now")
+        force_interrupted_exit(self.exit_code, self.say)
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
@@ -464,6 +525,7 @@ class Worker:
         observer = Observer()
         observer.schedule(_Wake(self.wake), str(self.loop.requests_dir), recursive=False)
         observer.start()
+        threading.Thread(target=self._exit_watchdog, name="forge-serve-exit-watchdog", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.say(f"forge serve: watching {self.loop.requests_dir} (pid {os.getpid()})")

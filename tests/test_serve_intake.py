@@ -181,6 +181,62 @@ def test_stopped_worker_is_not_a_crash(tmp_path, monkeypatch):
     assert "crashes" not in st and st["status"] == "unserved" and "ValueError: after a stop" in st["reason"]
 
 
+_SWALLOW = textwrap.dedent("""
+    import ctypes, sys, time
+    from pathlib import Path
+    import loop.serve as serve
+    CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    def cmp(_a, _b):  # runs inside a C call, as llvmlite's object-cache callback does while numba compiles:
+        while True:   # the SystemExit the SIGTERM handler raises here is printed and discarded by ctypes
+            time.sleep(0.05)
+    def stubborn(*_a, **_k):
+        Path(sys.argv[2]).write_text("evolving")
+        keys = (ctypes.c_int * 2)(2, 1)
+        while True:  # the main thread goes on "evolving": only the exit watchdog can end it
+            ctypes.CDLL(None).qsort(keys, 2, ctypes.sizeof(ctypes.c_int), CMP(cmp))
+    serve.evolve = stubborn
+    raise SystemExit(serve.Worker(serve.load_serve_config(sys.argv[1]), say=print, exit_grace_s=1.0).run())
+""")
+
+
+def test_signal_swallowed_by_a_ctypes_callback_still_stops_the_worker_and_marks_interrupted(tmp_path):
+    """CI (clean clone, cold numba cache) once quarantined the loop test's request: its worker, SIGTERMed by
+    PR_SET_PDEATHSIG when the runtime was killed, was compiling; the handler's SystemExit was raised inside
+    llvmlite's ctypes callback, where Python discards it, so the worker went on and the request was left
+    ``claimed`` and later counted as a second crash.  Here the worker's evolution runs inside a ctypes
+    callback the same way: the process must still exit (the exit watchdog) with exit code 143 and the
+    request ``interrupted``, not a crash."""
+    _config(tmp_path)
+    req = _req(tmp_path, "p1")
+    marker = tmp_path / "evolving"
+    proc = subprocess.Popen([sys.executable, "-c", _SWALLOW, str(tmp_path / "loop.toml"), str(marker)], cwd=REPO,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate(timeout=5)[0][-1500:] if proc.poll() is not None else "no start"
+        time.sleep(0.3)  # inside the callback's sleep
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Exception ignored on calling ctypes callback" in out and "SystemExit: 143" in out, out[-1500:]
+    assert proc.returncode == 143, out[-1500:]
+    st = read_state(req)
+    assert st["status"] == "claimed" and st["interrupted_utc"] and "crashes" not in st, st
+    st = serve_request(load_serve_config(tmp_path / "loop.toml"), req, stop=_stopped())
+    assert st is None and "crashes" not in read_state(req)  # the next claim: no crash recorded
+
+
+def _stopped() -> threading.Event:
+    ev = threading.Event()
+    ev.set()
+    return ev
+
+
 def test_crucible_verify_uses_the_hardened_reader(tmp_path):
     good = tmp_path / "g.json"
     good.write_text(builtin_genome("flow").to_json())
