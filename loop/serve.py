@@ -85,10 +85,15 @@ Say = Callable[[str], None]
 EXIT_GRACE_S = 5.0  # seconds a signalled worker's main thread has to unwind before the exit watchdog ends it
 _STATE_LOCK = threading.Lock()  # this process's writes of a request state: the main thread vs the exit watchdog
 _SERVING: set[Path] = set()  # the requests this process holds claimed
+_SIGNALLED: list[str] = []  # the UTC time this worker was told to stop (set once, by mark_interrupted)
 
 
 def _save_state(request: Path, state: dict[str, Any]) -> None:
+    """Write a request state; once this worker was signalled, a still-``claimed`` state keeps its
+    ``interrupted`` mark (a main thread that went on after a swallowed SystemExit cannot erase it)."""
     with _STATE_LOCK:
+        if _SIGNALLED and state.get("status") == "claimed":
+            state.setdefault("interrupted_utc", _SIGNALLED[0])
         atomic_write_json(state_path(request), state)
 
 
@@ -429,24 +434,41 @@ def serve_request(loop: Loop, request: Path, *, say: Say | None = None,
         claim.release()
 
 
-def force_interrupted_exit(code: int, say: Say | None = None, lock_timeout_s: float = 5.0) -> None:
-    """End this process now (``os._exit(code)``), first marking every request it holds claimed
-    ``interrupted`` (its state written under the state lock, so a write of the main thread cannot overwrite
-    it; when the lock is not free within ``lock_timeout_s`` nothing is written and the next claim counts a
-    crash).  The exit watchdog of :class:`Worker` calls it when a signal's ``SystemExit`` did not end the main
-    thread: Python discards an exception raised by a signal handler that runs inside a ctypes callback (e.g.
-    llvmlite's object-cache notification while numba compiles) or a finaliser ("Exception ignored ..."), and
-    the worker would go on serving after its runtime died.  Never returns."""
+def mark_interrupted(*, blocking: bool, timeout_s: float = 5.0, say: Say | None = None) -> bool:
+    """Record that this worker was told to stop: every request it holds ``claimed`` gets ``interrupted_utc``
+    on disk now, and later saves keep it (:func:`_save_state`), so whatever happens next -- the normal
+    unwind, a SystemExit that Python discards, a crash in native code -- the next claim resumes the request
+    from its checkpoint instead of counting a crash.  ``blocking=False`` (the signal handler, which runs in
+    the main thread and may have interrupted a save holding the lock) skips the write when the lock is
+    busy: the unwinding save then writes the mark.  returns whether the states were written."""
+    if not _SIGNALLED:
+        _SIGNALLED.append(_utc())
+    if not _STATE_LOCK.acquire(blocking, timeout_s if blocking else -1):
+        return False
     try:
-        if _STATE_LOCK.acquire(timeout=lock_timeout_s):
-            for request in sorted(_SERVING):
-                st = read_state(request)
-                if st and st.get("status") == "claimed" and st.get("worker_pid") == os.getpid() \
-                        and not st.get("interrupted_utc"):
-                    st["interrupted_utc"] = _utc()
-                    atomic_write_json(state_path(request), st)
-                    if say is not None:
-                        say(f"{request.name}: marked interrupted (resumes from its checkpoint)")
+        for request in sorted(_SERVING):
+            st = read_state(request)
+            if st and st.get("status") == "claimed" and st.get("worker_pid") == os.getpid() \
+                    and not st.get("interrupted_utc"):
+                st["interrupted_utc"] = _SIGNALLED[0]
+                atomic_write_json(state_path(request), st)
+                if say is not None:
+                    say(f"{request.name}: marked interrupted (resumes from its checkpoint)")
+        return True
+    except (OSError, ForgeError):
+        return False
+    finally:
+        _STATE_LOCK.release()
+
+
+def force_interrupted_exit(code: int, say: Say | None = None) -> None:
+    """End this process now (``os._exit(code)``) after :func:`mark_interrupted` (waiting at most 5 s for the
+    state lock).  The exit watchdog of :class:`Worker` calls it when a signal's ``SystemExit`` did not end
+    the process: Python discards an exception raised by a signal handler that runs inside a ctypes callback
+    (e.g. llvmlite's object-cache callbacks while numba compiles or loads its cache) or a finaliser
+    ("Exception ignored ..."), and the worker would go on serving after its runtime died.  Never returns."""
+    try:
+        mark_interrupted(blocking=True, say=say)
     except BaseException:  # noqa: BLE001 - exiting regardless; the next claim then records a crash
         pass
     finally:
@@ -508,13 +530,14 @@ class Worker:
             return
         self.exit_code = 128 + signum
         self.signalled.set()
+        mark_interrupted(blocking=False)
         raise SystemExit(self.exit_code)
 
     def _exit_watchdog(self) -> None:
         self.signalled.wait()
         time.sleep(self.exit_grace_s)  # the main thread had its chance to unwind (and exit) normally
-        self.say(f"forge serve: the main thread did not stop within {self.exit_grace_s:g} s of the signal "
-                 "(its SystemExit was swallowed); exiting now")
+        self.say(f"forge serve: still running {self.exit_grace_s:g} s after the signal (its SystemExit was "
+                 "discarded, or the unwind is slow); exiting now")
         force_interrupted_exit(self.exit_code, self.say)
 
     def _parent_alive(self) -> bool:
