@@ -253,7 +253,10 @@ def power_ceiling(net_sharpe_per_bar: float, n_obs: int, alpha: float = 0.05) ->
 def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any]:
     """False passes with Clopper-Pearson 95 % intervals (all null runs, per null kind of
     ``forge.data.synthetic.NULL_MARKETS`` and per search budget, each with its champions' stage pass rates),
-    power per (mode, target) beside its ceiling, and KS uniformity of the null p-values of every stage."""
+    power per (mode, target) beside its ceiling -- power counts champions that are published (survived and
+    labelled directional, :attr:`HonestyRun.champion_published`) and use the planted column; a survivor
+    labelled risk timing is not published by default, so it is counted in ``passed_using_planted`` only --
+    and KS uniformity of the null p-values of every stage."""
     from scipy import stats
 
     out: dict[str, Any] = {}
@@ -292,9 +295,10 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
         for tgt in sorted({r.target_net_sharpe for r in runs if r.kind == "planted" and r.mode == mode
                            and r.target_net_sharpe is not None}):
             rs = [r for r in runs if r.kind == "planted" and r.mode == mode and r.target_net_sharpe == tgt]
-            k = sum(r.champion_survived and r.champion_uses_planted for r in rs)
-            row = {"runs": len(rs), "strength": rs[0].strength, "passed_using_planted": k, "power": k / len(rs),
-                   "clopper_pearson_95": _cp(k, len(rs)),
+            k_pass = sum(r.champion_survived and r.champion_uses_planted for r in rs)
+            k = sum(r.champion_published and r.champion_uses_planted for r in rs)  # what validate publishes
+            row = {"runs": len(rs), "strength": rs[0].strength, "passed_using_planted": k_pass,
+                   "published_using_planted": k, "power": k / len(rs), "clopper_pearson_95": _cp(k, len(rs)),
                    "realised_net_sharpe_mean": float(np.mean([r.realised_net_sharpe or 0.0 for r in rs])),
                    "stage_pass_rate": {s: float(np.mean([r.stage_passed[s] for r in rs])) for s in rs[0].stage_passed}}
             if n_oos:

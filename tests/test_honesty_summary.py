@@ -49,3 +49,18 @@ def test_rows_written_before_the_budget_fields_load_as_unrecorded():
     fp = summarize(runs)["false_pass"]
     assert fp["budget: unrecorded"]["runs"] == fp["all"]["runs"] == len(runs)
     assert sum(fp[k]["runs"] for k in ("null", "drift", "heavy", "seasonal")) == len(runs)
+
+
+def test_power_counts_published_champions_not_risk_timing_survivors():
+    """A planted run whose champion survives but is labelled risk timing is not published by default
+    (``gauntlet validate`` publishes directional survivors only), so it is no power."""
+    def planted(seed: int, edge: str | None) -> HonestyRun:
+        return HonestyRun(mode="evolve", kind="planted", seed=seed, strength=0.13, target_net_sharpe=0.05,
+                          realised_net_sharpe=0.05, champion_survived=True, champion_uses_planted=True,
+                          any_survived=True, stage_p={"psr": 0.01}, stage_passed={s: True for s in STAGES},
+                          champion_expression="x", champion_edge_kind=edge, population=200, generations=10,
+                          days=20, seconds=50.0)
+
+    row = summarize([planted(0, "directional"), planted(1, "risk timing"), planted(2, None)])["power"]["evolve@0.05"]
+    assert row["passed_using_planted"] == 3 and row["published_using_planted"] == 2  # None: a row from before the label
+    assert row["power"] == pytest.approx(2 / 3)
