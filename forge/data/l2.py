@@ -299,6 +299,24 @@ def _matrix(col: pl.Series, depth: int) -> np.ndarray:
     return np.ascontiguousarray(col.to_numpy(), dtype=np.float64).reshape(col.len(), depth)
 
 
+def _after_gap(recv: np.ndarray, nonce: np.ndarray, l2_gaps: pl.DataFrame) -> np.ndarray:
+    """(n,) bool: the state each gap marker ends at -- the first row received in the marker's
+    ``end_recv_ms`` whose nonce is its ``end_nonce`` (else the first row of that millisecond).  Rows that
+    merely share the millisecond (a re-synchronising snapshot and the update received with it) are not
+    flagged: the live recorder flags the one state, and research must see the same book."""
+    after = np.zeros(recv.shape[0], dtype=bool)
+    if l2_gaps.height == 0:
+        return after
+    ends = l2_gaps["end_recv_ms"].to_numpy().astype(np.int64)
+    cand = np.flatnonzero(np.isin(recv, ends))  # the few rows received in a gap's last millisecond
+    for r, nz in zip(ends.tolist(), l2_gaps["end_nonce"].to_list()):
+        rows = cand[recv[cand] == r]
+        if rows.size:
+            hit = rows[nonce[rows] == nz] if nz is not None else rows[:0]
+            after[hit[0] if hit.size else rows[0]] = True
+    return after
+
+
 def load_l2(root: str | Path, venue: str, symbol: str, start_ms: int | None = None,
             end_ms: int | None = None) -> L2Book:
     """The recorded book states of ``venue``/``symbol`` with ``start_ms <= ts_ms < end_ms`` (ms UTC; None =
@@ -315,11 +333,11 @@ def load_l2(root: str | Path, venue: str, symbol: str, start_ms: int | None = No
         return L2Book(z, z, z, z, m, m, m, m, np.zeros(0, dtype=bool))
     depth = int(df.schema["bid_px"].size)
     recv = df["recv_ms"].to_numpy().astype(np.int64)
-    ends = gaps.filter(pl.col("stream") == "l2")["end_recv_ms"].drop_nulls().to_numpy().astype(np.int64)
-    after = np.isin(recv, ends)
+    nonce = df["nonce"].to_numpy().astype(np.int64)
+    after = _after_gap(recv, nonce, gaps.filter(pl.col("stream") == "l2").drop_nulls("end_recv_ms"))
     after[0] = True  # nothing is known before the first row of the range
     return L2Book(ts_ms=df["ts_ms"].to_numpy().astype(np.int64), recv_ms=recv,
-                  nonce=df["nonce"].to_numpy().astype(np.int64), seq=df["seq"].to_numpy().astype(np.int64),
+                  nonce=nonce, seq=df["seq"].to_numpy().astype(np.int64),
                   bid_px=_matrix(df["bid_px"], depth), bid_sz=_matrix(df["bid_sz"], depth),
                   ask_px=_matrix(df["ask_px"], depth), ask_sz=_matrix(df["ask_sz"], depth), after_gap=after)
 
