@@ -312,7 +312,7 @@ def _after_gap(recv: np.ndarray, nonce: np.ndarray, l2_gaps: pl.DataFrame) -> np
     for r, nz in zip(ends.tolist(), l2_gaps["end_nonce"].to_list()):
         rows = cand[recv[cand] == r]
         if rows.size:
-            hit = rows[nonce[rows] == nz] if nz is not None else rows[:0]
+            hit = rows[nonce[rows] == nz] if nz is not None else rows
             after[hit[0] if hit.size else rows[0]] = True
     return after
 
