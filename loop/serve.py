@@ -35,8 +35,10 @@ crash (``crashes``), and after :data:`forge.core.requests.QUARANTINE_AFTER` (2) 
 quarantined: ``unserved`` with ``quarantined: true``.  A worker stopped by a signal marks the request
 ``interrupted`` (not a crash: it resumes from its checkpoint).  The signal handler's ``SystemExit`` can be
 discarded by Python (raised inside a ctypes callback -- llvmlite's, while numba compiles -- or a finaliser),
-so an exit watchdog thread ends a signalled worker :data:`EXIT_GRACE_S` seconds later whatever the main
-thread is doing, first marking its claimed request ``interrupted`` (:func:`force_interrupted_exit`).
+and the handler runs only when the main thread next executes Python code; so a signal thread learns of the
+signal from a wakeup fd at once, marks the request, and an exit watchdog ends a signalled worker
+:data:`EXIT_GRACE_S` seconds later whatever the main thread is doing (:func:`force_interrupted_exit`; see
+:class:`Worker`).  The same thread stops the worker mid-request when its supervising parent is gone.
 
 Configuration is the ``[serve]`` table of a Crucible config (:class:`ServeConfig`); its empty
 ``requests_dir`` / ``champions_dir`` / ``data`` default to the same config's ``[crucible]`` folders and
@@ -45,12 +47,14 @@ Configuration is the ``[serve]`` table of a Crucible config (:class:`ServeConfig
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -83,6 +87,8 @@ __all__ = ["ServeConfig", "load_serve_config", "pending_requests", "serve_reques
 
 Say = Callable[[str], None]
 EXIT_GRACE_S = 5.0  # seconds a signalled worker's main thread has to unwind before the exit watchdog ends it
+HARD_EXIT_S = 10.0  # then seconds until the C-level faulthandler timer dumps the stacks and exits (code 1)
+PARENT_POLL_S = 0.5  # seconds between checks that the supervising parent is alive
 _STATE_LOCK = threading.Lock()  # this process's writes of a request state: the main thread vs the exit watchdog
 _SERVING: set[Path] = set()  # the requests this process holds claimed
 _SIGNALLED: list[str] = []  # the UTC time this worker was told to stop (set once, by mark_interrupted)
@@ -506,8 +512,20 @@ class Worker:
     """The long-running worker: a watchdog observer on the requests folder wakes it, and it rescans every
     ``poll_seconds`` anyway (events can be missed on some file systems).  It stops at once on
     SIGTERM/SIGINT (exit code 128 + signal; a request being served resumes later from its checkpoint),
-    and between requests when ``stop`` is set or ``parent_pid`` (the supervising ``crucible live``) is
-    gone."""
+    and when ``parent_pid`` (the supervising ``crucible live``) is gone, even mid-request (a thread checks
+    the parent every :data:`PARENT_POLL_S` seconds and signals this process SIGTERM); between requests it
+    also stops when ``stop`` is set.
+
+    A signal is learnt twice: by Python's handler (:meth:`_on_signal`, which raises ``SystemExit`` in the
+    main thread for a normal unwind, but runs only when the main thread next executes Python code) and, at
+    once, by a signal thread reading the byte the C-level handler writes to a wakeup fd
+    (:func:`signal.set_wakeup_fd`).  That thread marks the claimed request ``interrupted`` and starts the
+    exit deadline whatever the main thread does (a long native call that releases the GIL: an LLVM pass
+    while numba compiles, a LightGBM or polars call; a ctypes callback that discards the ``SystemExit``):
+    :meth:`_exit_watchdog` ends the process ``exit_grace_s`` seconds after the signal, and a
+    :func:`faulthandler.dump_traceback_later` timer (C level, no GIL needed) ``HARD_EXIT_S`` seconds later
+    dumps every thread's stack to the log and exits with code 1.  ``kill -USR1 <pid>`` dumps the stacks
+    without stopping (:func:`faulthandler.register`)."""
 
     def __init__(self, loop: Loop, *, say: Say | None = None, parent_pid: int | None = None,
                  exit_grace_s: float = EXIT_GRACE_S) -> None:
@@ -515,8 +533,29 @@ class Worker:
         self.exit_grace_s = exit_grace_s
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.signalled = threading.Event()
+        self.signalled = threading.Event()  # armed: the exit deadline runs (set once, by _arm)
+        self._raised = threading.Event()  # the handler raised its SystemExit (only the first signal raises)
+        self._arm_lock = threading.RLock()
+        self._hard_armed = False
         self.exit_code = 0
+
+    def _arm(self, signum: int, *, from_handler: bool) -> None:
+        """Record the first signal's exit code, stop, and start the exit deadline (once per process); mark
+        the claimed request interrupted.  The handler (main thread, maybe inside a save holding the state
+        lock) marks without blocking; the signal thread waits for the lock, and arms the C-level timer."""
+        with self._arm_lock:  # re-entrant: a second signal's handler can run inside the first one's
+            first = not self.signalled.is_set()
+            if first:
+                self.exit_code = 128 + signum
+                self.stop.set()
+                self.wake.set()
+                self.signalled.set()
+            hard = not from_handler and not self._hard_armed
+            self._hard_armed = self._hard_armed or hard
+        if hard:
+            faulthandler.dump_traceback_later(self.exit_grace_s + HARD_EXIT_S, exit=True)
+        if first or not from_handler:
+            mark_interrupted(blocking=not from_handler)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         """Stop now: unwinding releases the claim and shuts the evolution pool down; every record is
@@ -526,31 +565,58 @@ class Worker:
         later."""
         self.stop.set()
         self.wake.set()
-        if self.signalled.is_set():
+        self._arm(signum, from_handler=True)
+        if self._raised.is_set():
             return
-        self.exit_code = 128 + signum
-        self.signalled.set()
-        mark_interrupted(blocking=False)
+        self._raised.set()
         raise SystemExit(self.exit_code)
+
+    def _signal_thread(self, sock: socket.socket) -> None:
+        """Read the signal numbers the C-level handler writes to the wakeup fd; every ``PARENT_POLL_S``
+        seconds check the parent (gone: SIGTERM this process, as ``PR_SET_PDEATHSIG`` would)."""
+        sock.settimeout(PARENT_POLL_S)
+        told_parent = False
+        while True:
+            try:
+                data = sock.recv(64)
+            except TimeoutError:
+                data = b""
+            except OSError:
+                return
+            for signum in data:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self._arm(signum, from_handler=False)
+            if not told_parent and not self._parent_alive():
+                told_parent = True
+                self.say(f"forge serve: parent {self.parent_pid} is gone; stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def _exit_watchdog(self) -> None:
         self.signalled.wait()
         time.sleep(self.exit_grace_s)  # the main thread had its chance to unwind (and exit) normally
         self.say(f"forge serve: still running {self.exit_grace_s:g} s after the signal (its SystemExit was "
-                 "discarded, or the unwind is slow); exiting now")
+                 "discarded, or the main thread is in a long native call, or the unwind is slow); exiting now")
         force_interrupted_exit(self.exit_code, self.say)
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
 
     def run(self) -> int:
+        """Serve until stopped (main thread only: it installs signal handlers).  returns 0; a signal ends
+        it with ``SystemExit(128 + signal)``."""
         self.loop.requests_dir.mkdir(parents=True, exist_ok=True)
         observer = Observer()
         observer.schedule(_Wake(self.wake), str(self.loop.requests_dir), recursive=False)
         observer.start()
-        threading.Thread(target=self._exit_watchdog, name="forge-serve-exit-watchdog", daemon=True).start()
+        rsock, wsock = socket.socketpair()
+        wsock.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if hasattr(signal, "SIGUSR1"):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        threading.Thread(target=self._exit_watchdog, name="forge-serve-exit-watchdog", daemon=True).start()
+        threading.Thread(target=self._signal_thread, args=(rsock,), name="forge-serve-signals", daemon=True).start()
         self.say(f"forge serve: watching {self.loop.requests_dir} (pid {os.getpid()})")
         try:
             while not self.stop.is_set() and self._parent_alive():
@@ -560,6 +626,7 @@ class Worker:
         finally:
             observer.stop()
             observer.join(timeout=5)
+        signal.set_wakeup_fd(old_fd)
         self.say("forge serve: stopped")
         return 0
 

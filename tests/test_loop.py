@@ -104,7 +104,16 @@ def test_closed_loop_rearms_a_dead_slot_through_worker_and_runtime_kills(tmp_pat
         worker2 = read_state(request)["worker_pid"]
         os.kill(first.pid, signal.SIGKILL)  # the runtime dies mid-evolve ...
         first.wait()
-        _wait(lambda: _gone(worker2), 30, "the worker to stop with its runtime")  # ... and its worker with it
+        try:  # ... and its worker with it
+            _wait(lambda: _gone(worker2), 30, "the worker to stop with its runtime")
+        except BaseException:
+            if not _gone(worker2):  # its stacks (faulthandler on SIGUSR1) and log, then end it
+                os.kill(worker2, signal.SIGUSR1)
+                time.sleep(1.0)
+                os.kill(worker2, signal.SIGKILL)
+            log = runs / "worker.log"
+            print("worker log tail:\n" + (log.read_text()[-6000:] if log.exists() else "(none)"))
+            raise
     finally:
         if first.poll() is None:
             first.kill()

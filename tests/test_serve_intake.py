@@ -235,6 +235,114 @@ def test_signal_swallowed_by_a_ctypes_callback_still_stops_the_worker_and_marks_
     assert st is None and "crashes" not in read_state(req)  # the next claim: no crash recorded
 
 
+_STUCK = textwrap.dedent("""
+    import ctypes, os, sys, time
+    from pathlib import Path
+    import numba
+    import loop.serve as serve
+    usleep = ctypes.CDLL(None).usleep
+    usleep.argtypes, usleep.restype = (ctypes.c_uint,), ctypes.c_int
+    @numba.njit(nogil=True, cache=False)
+    def spin(n):  # a native loop that releases the GIL and never returns to Python
+        while n >= 0:
+            usleep(20000)
+            n += 1
+        return n
+    def stuck(*_a, **_k):
+        Path(sys.argv[2]).write_text("evolving")
+        while True:
+            if sys.argv[3] == "native":
+                spin(0)
+            time.sleep(0.05)
+    serve.evolve = stuck
+    spin.compile("(int64,)")
+    parent = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    raise SystemExit(serve.Worker(serve.load_serve_config(sys.argv[1]), say=print, parent_pid=parent,
+                                  exit_grace_s=1.0).run())
+""")
+
+
+def _wait_for(marker: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate(timeout=5)[0][-1500:] if proc.poll() is not None else "no start"
+
+
+def test_signal_during_a_native_call_that_never_returns_still_stops_the_worker(tmp_path):
+    """CI (stop 33): ``crucible live`` was SIGKILLed, its worker got SIGTERM (``PR_SET_PDEATHSIG``) and was
+    still running 30 s later.  Python runs a signal handler only when the main thread next executes Python
+    code; here it is in a numba ``nogil`` loop that never returns, so only the signal thread (wakeup fd)
+    learns of the signal: it must mark the request ``interrupted`` and the exit watchdog end the process
+    within its grace (1 s here).  On the code before the signal thread the worker never exits."""
+    _config(tmp_path)
+    req = _req(tmp_path, "p1")
+    marker = tmp_path / "evolving"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(tmp_path / "loop.toml"), str(marker), "native"],
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(marker, proc)
+        time.sleep(0.5)  # inside spin()
+        t0 = time.monotonic()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and took < 20, (proc.returncode, took, out[-1500:])
+    assert "exiting now" in out, out[-1500:]
+    st = read_state(req)
+    assert st["status"] == "claimed" and st["interrupted_utc"] and "crashes" not in st, st
+
+
+_PARENT = textwrap.dedent("""
+    import os, subprocess, sys, time
+    log = open(sys.argv[3], "w")
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[4], sys.argv[1], sys.argv[2], "python",
+                              str(os.getpid())], stdout=log, stderr=subprocess.STDOUT)
+    print(child.pid, flush=True)
+    time.sleep(3600)
+""")
+
+
+def test_worker_stops_mid_request_when_its_parent_is_gone_without_a_death_signal(tmp_path):
+    """Where ``PR_SET_PDEATHSIG`` is missing (not Linux) or lost, the worker's parent watch must stop it even
+    while it serves a request (before: only between requests, so it evolved on for minutes after the
+    runtime died).  The parent here starts the worker without the death signal and is then SIGKILLed."""
+    _config(tmp_path)
+    req = _req(tmp_path, "p1")
+    marker, log = tmp_path / "evolving", tmp_path / "worker.log"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path / "loop.toml"), str(marker), str(log),
+                               _STUCK], cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        _wait_for(marker, parent)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    break
+            except OSError:
+                break
+            time.sleep(0.1)
+        alive = time.monotonic() >= deadline
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    if alive:
+        os.kill(worker, 9)
+    out = log.read_text()
+    assert not alive, out[-1500:]
+    assert "is gone; stopping" in out, out[-1500:]
+    st = read_state(req)
+    assert st["status"] == "claimed" and st["interrupted_utc"] and "crashes" not in st, st
+
+
 def _stopped() -> threading.Event:
     ev = threading.Event()
     ev.set()
