@@ -10,6 +10,10 @@ and be summarised at any time with ``--summarize``.
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes oracle --null-seeds 40 --planted-seeds 40
     # end to end (default search 200 x 10, co-evolution off)
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets 0.05 --null-seeds 20 --planted-seeds 10
+    # the same under the futures fee preset (5 bps taker + funding; strengths calibrated per preset)
+    .venv/bin/python benchmarks/gauntlet_honesty.py --calibrate 0.05 --preset futures
+    .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --preset futures --targets 0.05 --null-seeds 0 \
+        --planted-seeds 10 --jobs 1
     # the pipeline's false passes at a reduced budget (issue 29): published = survived and labelled directional
     .venv/bin/python benchmarks/gauntlet_honesty.py --modes evolve --targets "" --null-seeds 30 --planted-seeds 0 \
         --population 24 --generations 3 --days 14 --out benchmarks/gauntlet_honesty_null_small.jsonl
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -34,6 +39,19 @@ from loop.honesty import HonestyRun, run_study, strength_for_net_sharpe, summari
 
 HERE = Path(__file__).resolve().parent
 STRENGTHS = HERE / "gauntlet_strengths.json"
+
+
+def _preset_config(preset: str, work: Path) -> Path:
+    """The packaged configs/default.toml with its ``[costs] preset`` set to ``preset`` (written under work)."""
+    from forge.core.config import CONFIG_DIR
+
+    text = (Path(CONFIG_DIR) / "default.toml").read_text()
+    new, n = re.subn(r'(?m)^preset = "auto"', f'preset = "{preset}"', text, count=1)
+    if n != 1:
+        raise SystemExit("configs/default.toml: no [costs] preset = \"auto\" line to replace")
+    out = work / f"default-{preset}.toml"
+    out.write_text(new)
+    return out
 
 
 def main() -> None:
@@ -51,22 +69,28 @@ def main() -> None:
     ap.add_argument("--coevolution", action="store_true", help="co-evolution on (off by default for the study)")
     ap.add_argument("--jobs", type=int, default=None, help="fitness worker processes (default: the config's; "
                     "results do not depend on it)")
+    ap.add_argument("--preset", default=None, choices=("spot", "futures"),
+                    help="[costs] preset of the runs and of --calibrate (default: the config's, auto: spot for "
+                    "synthetic bars); strengths are stored per preset")
     ap.add_argument("--out", default=str(HERE / "gauntlet_honesty_runs.jsonl"))
     ap.add_argument("--summarize", action="store_true", help="summarise --out and write --summary-json")
     ap.add_argument("--summary-json", default=str(HERE / "gauntlet_honesty.json"))
     a = ap.parse_args()
-    from forge.core.runconfig import load_run_config
+    from forge.core.runconfig import load_run_config, resolve_costs
 
-    costs = load_run_config(None).backtest
+    config = _preset_config(a.preset, Path(tempfile.mkdtemp(prefix="honesty-cfg-"))) if a.preset else None
+    costs = resolve_costs(load_run_config(config), ["spot"])[0].backtest
+    key = (lambda t: f"{t:g}") if a.preset in (None, "spot") else (lambda t: f"{a.preset}:{t:g}")
     if a.calibrate:
         table = json.loads(STRENGTHS.read_text()) if STRENGTHS.is_file() else {}
         for tgt in (float(x) for x in a.calibrate.split(",")):
             t0 = time.perf_counter()
             s, w = strength_for_net_sharpe(tgt, costs)
-            table[f"{tgt:g}"] = {"strength": s, "window": w, "taker_fee_bps": costs.taker_fee_bps,
-                                 "slippage_bps": costs.slippage_bps, "seconds": round(time.perf_counter() - t0, 1)}
+            table[key(tgt)] = {"strength": s, "window": w, "taker_fee_bps": costs.taker_fee_bps,
+                                 "slippage_bps": costs.slippage_bps, "funding_rate_8h": costs.funding_rate_8h,
+                               "preset": a.preset or "auto", "seconds": round(time.perf_counter() - t0, 1),
+                               "command": "python " + " ".join(sys.argv)}
             print(f"net per-bar Sharpe {tgt:g}: strength {s:.4f}, oracle window {w}")
-        table["command"] = "python " + " ".join(sys.argv)
         STRENGTHS.write_text(json.dumps(table, indent=1))
         return
     out = Path(a.out)
@@ -80,7 +104,8 @@ def main() -> None:
         print(json.dumps(summary, indent=1))
         return
     table = json.loads(STRENGTHS.read_text())
-    targets = {float(t): (table[t]["strength"], table[t]["window"]) for t in a.targets.split(",") if t}
+    targets = {float(t): (table[key(float(t))]["strength"], table[key(float(t))]["window"])
+               for t in a.targets.split(",") if t}
 
     def sink(r: HonestyRun) -> None:
         with out.open("a") as fh:
@@ -90,7 +115,7 @@ def main() -> None:
         run_study(a.null_seeds, a.planted_seeds, targets, Path(work), modes=tuple(a.modes.split(",")),
                   days=a.days, progress=print, sink=sink, seed_offset=a.seed_offset, population=a.population,
                   kinds=tuple(k for k in a.kinds.split(",") if k),
-                  generations=a.generations, coevolution=a.coevolution, jobs=a.jobs)
+                  generations=a.generations, coevolution=a.coevolution, jobs=a.jobs, config=config)
 
 
 if __name__ == "__main__":

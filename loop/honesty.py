@@ -146,6 +146,8 @@ class HonestyRun:
     generations: int | None = None
     days: int | None = None  # market length (None: the sample's 14 days, or rows written before it)
     seconds: float | None = None  # wall time of the run (evolve + validate)
+    taker_fee_bps: float | None = None  # the fee the run's [costs] preset applied (None: oracle, or rows written before it)
+    cost_preset: str | None = None  # that preset (spot / futures / manual)
 
     @property
     def budget(self) -> str:
@@ -233,6 +235,10 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     r = _record("evolve", kind, seed, strength, target, rep)
     r.population, r.generations, r.days = population, generations, days
     r.seconds = round(time.perf_counter() - t0, 1)
+    from forge.core.rundir import read_manifest
+
+    costs = read_manifest(run_dir).costs or {}
+    r.taker_fee_bps, r.cost_preset = costs.get("taker_fee_bps"), costs.get("preset")
     return r
 
 
@@ -291,19 +297,21 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
                               "ks_p": float(ks.pvalue), "rejects_at_5pct": float(np.mean(np.array(ps) <= 0.05))}
         out["calibration"] = cal
     power = {}
+    preset = lambda r: r.cost_preset or "spot"  # noqa: E731 - rows before the field ran the spot preset
     for mode in ("oracle", "evolve"):
-        for tgt in sorted({r.target_net_sharpe for r in runs if r.kind == "planted" and r.mode == mode
-                           and r.target_net_sharpe is not None}):
-            rs = [r for r in runs if r.kind == "planted" and r.mode == mode and r.target_net_sharpe == tgt]
+        for tgt, pre in sorted({(r.target_net_sharpe, preset(r)) for r in runs if r.kind == "planted"
+                                and r.mode == mode and r.target_net_sharpe is not None}):
+            rs = [r for r in runs if r.kind == "planted" and r.mode == mode and r.target_net_sharpe == tgt
+                  and preset(r) == pre]
             k_pass = sum(r.champion_survived and r.champion_uses_planted for r in rs)
             k = sum(r.champion_published and r.champion_uses_planted for r in rs)  # what validate publishes
-            row = {"runs": len(rs), "strength": rs[0].strength, "passed_using_planted": k_pass,
+            row = {"runs": len(rs), "strength": rs[0].strength, "cost_preset": pre, "passed_using_planted": k_pass,
                    "published_using_planted": k, "power": k / len(rs), "clopper_pearson_95": _cp(k, len(rs)),
                    "realised_net_sharpe_mean": float(np.mean([r.realised_net_sharpe or 0.0 for r in rs])),
                    "stage_pass_rate": {s: float(np.mean([r.stage_passed[s] for r in rs])) for s in rs[0].stage_passed}}
             if n_oos:
                 row["ceiling"] = power_ceiling(tgt, n_oos)
-            power[f"{mode}@{tgt:g}"] = row
+            power[f"{mode}@{tgt:g}" + ("" if pre == "spot" else f" {pre}")] = row
     out["power"] = power
     return out
 

@@ -64,3 +64,22 @@ def test_power_counts_published_champions_not_risk_timing_survivors():
     row = summarize([planted(0, "directional"), planted(1, "risk timing"), planted(2, None)])["power"]["evolve@0.05"]
     assert row["passed_using_planted"] == 3 and row["published_using_planted"] == 2  # None: a row from before the label
     assert row["power"] == pytest.approx(2 / 3)
+
+
+def test_power_is_split_by_cost_preset():
+    """Runs at one net target under the spot and the futures preset use different strengths: never pooled."""
+    def planted(seed: int, preset: str | None, published: bool) -> HonestyRun:
+        return HonestyRun(mode="evolve", kind="planted", seed=seed, strength=0.13 if preset != "futures" else 0.116,
+                          target_net_sharpe=0.05, realised_net_sharpe=0.05, champion_survived=published,
+                          champion_uses_planted=True, any_survived=published, stage_p={"psr": 0.01},
+                          stage_passed={s: True for s in STAGES}, champion_expression="x",
+                          champion_edge_kind="directional", population=200, generations=10, days=20,
+                          cost_preset=preset, taker_fee_bps=None if preset is None else {"spot": 10.0, "futures": 5.0}[preset])
+
+    runs = [planted(1, None, True), planted(2, "spot", False), planted(3, "futures", True), planted(4, "futures", True),
+            planted(5, "futures", False)]
+    p = summarize(runs)["power"]
+    assert set(p) == {"evolve@0.05", "evolve@0.05 futures"}
+    assert (p["evolve@0.05"]["runs"], p["evolve@0.05"]["published_using_planted"]) == (2, 1)
+    fut = p["evolve@0.05 futures"]
+    assert (fut["runs"], fut["published_using_planted"], fut["strength"], fut["cost_preset"]) == (3, 2, 0.116, "futures")
