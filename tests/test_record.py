@@ -459,6 +459,102 @@ def test_live_lens_bars_during_recording_equal_the_lens_of_the_recording(tmp_pat
         assert lens[0]["density"] == lens[0]["density"]  # a number: the tick came from the market (0.1)
 
 
+@pytest.mark.parametrize("venue", VENUES)
+def test_live_lens_bars_over_minutes_with_a_reconnect_equal_the_lens_of_the_recording(tmp_path, venue):
+    """Six minutes of exchange time (the fake's clock is moved minute by minute), several book updates a
+    minute, and a dropped connection in the third minute that re-synchronises in the fourth: every live lens
+    bar equals load_lens_bars of the written files on every column.  The receive clock is held still from the
+    reconnect until the updates after it are recorded, so the re-synchronising snapshot shares its receive
+    millisecond with later rows (as on a loaded machine): a loader that flags every row of that millisecond
+    "after a gap" drops their OFI increments and differs from the live lens."""
+    now = int(time.time() * 1000)
+    m0 = (now // 60_000 + 10) * 60_000  # exchange minutes m0 .. m0 + 5 (+ one state in m0 + 6)
+    if (m0 + 7 * 60_000) // 86_400_000 != now // 86_400_000:  # keep exchange and receive times on one UTC day
+        m0 -= 30 * 60_000
+    frozen: dict = {"ms": None}
+
+    def clock() -> int:  # the receive clock: the wall clock, or held at frozen["ms"]
+        return frozen["ms"] if frozen["ms"] is not None else int(time.time() * 1000)
+
+    with FakeL2(venue, (SYM,)) as fake:
+        _initial(fake)
+
+        def at(minute: int, sec: float) -> None:  # the exchange's clock reads m0 + minute:sec now
+            fake.ts_offset_ms = m0 + minute * 60_000 + int(sec * 1000) - int(time.time() * 1000)
+
+        step = {"j": 0}
+
+        def push(k: int) -> None:
+            rows = rec.stats["l2_rows"]
+            for _ in range(k):
+                j = step["j"]
+                step["j"] += 1
+                if j % 3 == 0:
+                    fake.update(SYM, bids=[(100.0, 5.0 + j)], asks=[(100.1, 2.0 + 0.5 * j)])
+                elif j % 3 == 1:
+                    fake.update(SYM, bids=[(99.9, 1.0 + j)], asks=[(100.1, 0.0)])  # the best ask moves up
+                else:
+                    fake.update(SYM, bids=[(100.0, 0.0)], asks=[(100.1, 1.5 + j)])  # ... back; the best bid down
+            _wait(lambda: rec.stats["l2_rows"] >= rows + k)
+
+        at(0, 5)
+        events: list = []
+        rec = _recorder(fake, tmp_path, progress=events.append, lens_k=3, clock=clock)
+        with _running(rec):
+            _wait(_synced(fake))
+            _wait(lambda: rec.stats["l2_rows"] >= 1)
+            push(3)
+            at(0, 40)
+            push(2)
+            at(1, 10)
+            push(4)
+            at(2, 5)
+            push(3)
+            fake.hold_subscriptions = True  # the drop: the recorder cannot re-subscribe yet ...
+            fake.disconnect()
+            at(2, 50)
+            fake.update(SYM, bids=[(99.8, 9.0)])  # ... so it misses this update (the snapshot has it)
+            at(3, 5)
+            frozen["ms"] = int(time.time() * 1000)
+            rows = rec.stats["l2_rows"]
+            fake.hold_subscriptions = False
+            _wait(_synced(fake, 2))
+            _wait(lambda: rec.stats["l2_rows"] >= rows + 1)  # the re-synchronising snapshot
+            push(3)  # received in the snapshot's millisecond (the receive clock is held)
+            frozen["ms"] = None
+            at(3, 30)
+            push(2)
+            at(4, 10)
+            push(4)
+            at(5, 20)
+            push(3)
+            at(6, 5)
+            push(1)  # closes the bar of m0 + 5
+            _wait(lambda: sum(e["event"] == "lens" for e in events) >= 6)
+        live = [e for e in events if e["event"] == "lens"]
+        assert [e["open_time"] for e in live] == [m0 + 60_000 * i for i in range(6)]
+        gaps = load_gaps(tmp_path, venue, SYM).filter(pl.col("stream") == "l2")
+        assert gaps.filter(pl.col("reason") == "reconnect").height == 1
+        book = load_l2(tmp_path, venue, SYM)
+        g = gaps.filter(pl.col("reason") == "reconnect").row(0, named=True)
+        assert (book.recv_ms == g["end_recv_ms"]).sum() >= 2  # the snapshot shares its millisecond
+        bars = load_lens_bars(tmp_path, venue, SYM, m0, m0 + 6 * 60_000, k=3)
+        assert bars.height == len(live) == 6
+        assert bars["gap"].to_list() == [True, False, True, True, False, False]  # the start; the drop's two minutes
+        assert (bars["n_states"].to_numpy() >= 3).all()
+        for i, want in enumerate(bars.iter_rows(named=True)):
+            got = live[i]
+            for c, w in want.items():
+                v = got[c]
+                if c in ("open_time", "ofi_n", "n_states", "gap"):
+                    assert v == w, (i, c, v, w)
+                elif np.isnan(w):  # NaN equals NaN
+                    assert np.isnan(v), (i, c, v, w)
+                else:
+                    assert v == pytest.approx(w, rel=1e-12), (i, c, v, w)
+        assert book.after_gap.sum() == gaps.height  # one state after each l2 marker
+
+
 def test_a_recording_that_cannot_be_written_stops_with_a_data_error(tmp_path):
     with FakeL2("binanceusdm", (SYM,)) as fake:
         _initial(fake)
