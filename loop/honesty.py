@@ -297,7 +297,9 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
                               "ks_p": float(ks.pvalue), "rejects_at_5pct": float(np.mean(np.array(ps) <= 0.05))}
         out["calibration"] = cal
     power = {}
-    preset = lambda r: r.cost_preset or "spot"  # noqa: E731 - rows before the field ran the spot preset
+
+    def preset(r: HonestyRun) -> str:
+        return r.cost_preset or "spot"  # rows written before the field ran the spot preset
     for mode in ("oracle", "evolve"):
         for tgt, pre in sorted({(r.target_net_sharpe, preset(r)) for r in runs if r.kind == "planted"
                                 and r.mode == mode and r.target_net_sharpe is not None}):

@@ -563,9 +563,7 @@ class Worker:
         (a second one must not cut short the ``interrupted`` write of the first); when its ``SystemExit`` is
         swallowed (see :func:`force_interrupted_exit`) the exit watchdog ends the process ``exit_grace_s``
         later."""
-        self.stop.set()
-        self.wake.set()
-        self._arm(signum, from_handler=True)
+        self._arm(signum, from_handler=True)  # sets stop and wake
         if self._raised.is_set():
             return
         self._raised.set()
