@@ -1,0 +1,233 @@
+"""Power and false passes of the default search + Gauntlet on planted and null *panels* (issue 30, "How it is
+measured"): ``benchmarks/universe_power.py`` runs it at scale; a test runs its pieces small.
+
+Panels are :func:`forge.data.panels.planted_panel` markets, three **spot** instruments on one clock (the issue
+measures under the spot preset) sharing a market factor: a large cap ``MKTUSDT``, a leader ``LEADUSDT`` and the
+traded ``FOLLUSDT``.  Classes (the edge is planted in FOLLUSDT; strength 0 is the class's null panel):
+``lead_lag`` (it catches up with the leader's *idiosyncratic* move), ``column`` (its trade count alone carries a
+latent its returns follow), ``clock`` (an intraday seasonality with a random phase), ``regime`` (a taker-flow
+rule whose direction flips with a market-wide volatility regime: about flat ungated).
+
+Planted strength is stated **net of the run's costs**, as in :mod:`loop.honesty`: the per-bar Sharpe, after the
+spot preset's taker fee and slippage, of the best oracle rule of the class (:func:`panel_oracle_genome`, a
+genome the search can build from its default terminals; w in the GP's windows) on long panels of that strength
+(:func:`panel_net_sharpe`); :func:`strength_for_panel_sharpe` inverts it by bisection.
+
+A run (:func:`run_panel`) writes the panel as Binance kline files, runs ``forge evolve --universe
+MKTUSDT,LEADUSDT,FOLLUSDT --trade FOLLUSDT`` at the given config (default: the packaged ``default.toml``,
+co-evolution off) and ``gauntlet validate`` with the default gates on the run directory, exactly as a user
+would; the row says whether the champion was published (survived and labelled directional) and whether it
+reads the class's carrier (:func:`reads_carrier`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from forge.backtest import BacktestConfig, run_backtest
+from forge.data.gaps import bars_since_gap
+from forge.data.panel import Instrument, build_panel
+from forge.data.panels import PANEL_KINDS, planted_panel, write_klines
+from forge.gp import Genome
+from forge.gp.primitives import WINDOWS
+from forge.strategy import genome_positions, strategy_features
+from loop.honesty import HonestyRun, _cp, _record
+
+__all__ = ["SYMBOLS", "CARRIER", "PANEL_KINDS", "reads_carrier", "panel_oracle_genome", "panel_net_sharpe", "strength_for_panel_sharpe",
+           "panel_frame", "run_panel", "summarize_panels"]
+
+SYMBOLS = ("MKTUSDT", "LEADUSDT", "FOLLUSDT")
+"""(large cap, leader, traded follower) of every study panel."""
+CARRIER = "__LEADUSDT_spot"
+"""Suffix of the leader's terminals: a champion reading one reads the lead-lag carrier."""
+_COUNT = {"count_z_60", "avg_trade_z_60"}  # the traded instrument's features that read its trade count
+_CLOCK = {"mod_sin", "mod_cos", "hour_utc"}  # the minute-of-day terminals
+_TAKER = {"taker_imb", "taker_imb_20"}
+_VOL = {"vol_20", "vol_240", "atr_14"}
+
+
+def reads_carrier(kind: str, features: list[str] | tuple[str, ...]) -> bool:
+    """Does a champion reading ``features`` read the carrier of class ``kind``: a leader terminal (lead_lag),
+    the traded instrument's trade count (column), its minute of day (clock), or both its taker flow and a
+    volatility terminal or regime probability (regime)?"""
+    f = set(features)
+    if kind == "lead_lag":
+        return any(x.endswith(CARRIER) for x in f)
+    if kind == "column":
+        return bool(f & _COUNT)
+    if kind == "clock":
+        return bool(f & _CLOCK)
+    if kind == "regime":
+        return bool(f & _TAKER) and bool(f & _VOL or any(x.startswith("regime_") for x in f))
+    raise ValueError(f"kind must be one of {PANEL_KINDS}, got {kind!r}")
+
+
+def panel_oracle_genome(kind: str = "lead_lag", window: int = 60, params: dict[str, float] | None = None) -> Genome:
+    """The class's oracle rule (``params``: the panel's, :func:`forge.data.panels.planted_panel`):
+
+    * lead_lag: ``pos_sign(ts_mean(sub(ret_15__LEADUSDT_spot, ret_15__MKTUSDT_spot), w))`` -- the leader's
+      15-bar return net of the market's, smoothed: the catch-up the follower makes;
+    * column: ``pos_sign(ts_mean(count_z_60, w))``;
+    * clock: ``pos_sign(add(mul_c(mod_sin, cos phase), mul_c(mod_cos, sin phase)))`` (no window);
+    * regime: ``pos_sign(if_then_else(gt_c(vol_240, threshold), neg(ts_mean(taker_imb, w)), ts_mean(taker_imb,
+      w)))``."""
+    p = params or {}
+    w = f"window:{window}"
+    if kind == "lead_lag":
+        return Genome.from_tokens(["pos_sign", "ts_mean", "sub", "feature:ret_15__LEADUSDT_spot",
+                                   "feature:ret_15__MKTUSDT_spot", w], [])
+    if kind == "column":
+        return Genome.from_tokens(["pos_sign", "ts_mean", "feature:count_z_60", w], [])
+    if kind == "clock":
+        ph = float(p["phase"])
+        return Genome.from_tokens(["pos_sign", "add", "mul_c", "feature:mod_sin", "const:0", "mul_c",
+                                   "feature:mod_cos", "const:1"], [np.cos(ph), np.sin(ph)])
+    if kind == "regime":
+        return Genome.from_tokens(["pos_sign", "if_then_else", "gt_c", "feature:vol_240", "const:0", "neg",
+                                   "ts_mean", "feature:taker_imb", w, "ts_mean", "feature:taker_imb", w],
+                                  [float(p["vol_threshold"])])
+    raise ValueError(f"kind must be one of {PANEL_KINDS}, got {kind!r}")
+
+
+def panel_frame(n_bars: int, seed: int, strength: float, kind: str = "lead_lag"
+                ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], dict[str, float]]:
+    """(panel frame traded on FOLLUSDT spot as ``forge evolve --universe`` builds it, the raw frames, the
+    panel's parameters)."""
+    frames, params = planted_panel(kind, n_bars, seed=seed, strength=strength, symbols=SYMBOLS)
+    others = {Instrument(s, "spot"): frames[s] for s in SYMBOLS[:2]}
+    return build_panel(frames[SYMBOLS[2]], others), frames, params
+
+
+def _oracle_sharpes(panel: pl.DataFrame, costs: BacktestConfig, kind: str, params: dict[str, float]
+                    ) -> dict[int, float]:
+    from gauntlet.stats import sharpe_per_bar
+
+    g0 = panel_oracle_genome(kind, WINDOWS[0], params)
+    fm = strategy_features(panel, tuple(g0.features), None)
+    bsg = bars_since_gap(panel["open_time"].to_numpy())
+    o = panel["open"].to_numpy().astype(np.float64)
+    c = panel["close"].to_numpy().astype(np.float64)
+    t = panel["open_time"].to_numpy().astype(np.int64)
+    windows = WINDOWS if any(tok.startswith("window:") for tok in g0.tokens) else WINDOWS[:1]
+    return {w: sharpe_per_bar(run_backtest(o, c, t, genome_positions(panel_oracle_genome(kind, w, params), fm, bsg),
+                                           costs).returns) for w in windows}
+
+
+def panel_net_sharpe(strength: float, costs: BacktestConfig, *, kind: str = "lead_lag", days: int = 120,
+                     seeds: tuple[int, ...] = (7, 8)) -> tuple[float, int]:
+    """Per-bar Sharpe after ``costs`` of the best oracle rule of ``kind`` (:func:`panel_oracle_genome`) at
+    ``strength``: the mean over ``seeds`` panels of ``days`` days, best window.  returns (net Sharpe, window)."""
+    per_w: dict[int, list[float]] = {}
+    for s in seeds:
+        panel, _, params = panel_frame(days * 1440, s, strength, kind)
+        for w, v in _oracle_sharpes(panel, costs, kind, params).items():
+            per_w.setdefault(w, []).append(v)
+    best = max(per_w, key=lambda w: float(np.mean(per_w[w])))
+    return float(np.mean(per_w[best])), best
+
+
+def strength_for_panel_sharpe(target: float, costs: BacktestConfig, *, lo: float = 0.0, hi: float = 8.0,
+                              iters: int = 12, **kw: Any) -> tuple[float, int]:
+    """Bisection for the strength whose best oracle rule nets ``target`` per-bar Sharpe after ``costs``
+    (``kw``: :func:`panel_net_sharpe`'s, e.g. ``kind``).  returns (strength, window).  raises ValueError when
+    ``hi`` is not strong enough."""
+    if panel_net_sharpe(hi, costs, **kw)[0] < target:
+        raise ValueError(f"strength {hi} nets less than {target}; raise hi")
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if panel_net_sharpe(mid, costs, **kw)[0] < target:
+            lo = mid
+        else:
+            hi = mid
+    return hi, panel_net_sharpe(hi, costs, **kw)[1]
+
+
+def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag", days: int = 20,
+              target: float | None = None,
+              config: Path | None = None, jobs: int | None = 1, population: int | None = None,
+              generations: int | None = None) -> HonestyRun:
+    """One study run: write the panel (``kind``, ``seed``, ``strength``; the row's kind is ``kind``, or at
+    strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others) under
+    ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (``config``: default the packaged
+    default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given), then
+    ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
+    from forge.core.rundir import read_manifest
+    from forge.core.runconfig import load_run_config, with_overrides
+    from forge.evolution.run import evolve
+    from gauntlet.config import GauntletConfig
+    from gauntlet.validate import validate_run
+
+    t0 = time.perf_counter()
+    cls = kind
+    kind = cls if strength > 0 else ("null" if cls == "lead_lag" else f"null_{cls}")
+    name = f"panel-{kind}-{strength:g}-{seed}"
+    data = work / f"{name}-data"
+    for s, f in planted_panel(cls, days * 1440, seed=seed, strength=strength, symbols=SYMBOLS)[0].items():
+        write_klines(f, data, s, "spot")
+    cfg = load_run_config(config)
+    ev = {"seed": seed, "output_dir": str(work), "data": (str(data),),
+          "trial_ledger": str(work / f"{name}.ledger.jsonl")}  # each study market is its own data
+    if jobs is not None:
+        ev["jobs"] = jobs
+    if population is not None:
+        ev["population"] = population
+    if generations is not None:
+        ev["generations"] = generations
+    cfg = with_overrides(cfg, "evolve", **ev)
+    cfg = with_overrides(cfg, "coevolution", enabled=False)
+    cfg = with_overrides(cfg, "universe", symbols=SYMBOLS, trade=(SYMBOLS[2],))
+    run_dir = work / name
+    evolve(cfg, run_dir=run_dir)
+    gcfg = GauntletConfig(seed=seed).validate()
+    rep = validate_run(run_dir, gcfg, publish_dir=None)
+    r = _record("evolve", kind, seed, strength, target, rep)
+    r.champion_uses_planted = reads_carrier(cls, rep.verdicts[0]["features"])
+    r.population, r.generations, r.days = cfg.evolve.population, cfg.evolve.generations, days
+    r.seconds = round(time.perf_counter() - t0, 1)
+    costs = read_manifest(run_dir).costs or {}
+    r.taker_fee_bps, r.cost_preset = costs.get("taker_fee_bps"), costs.get("preset")
+    return r
+
+
+def summarize_panels(runs: list[HonestyRun]) -> dict[str, Any]:
+    """Per null kind (``null``, ``null_<class>``) and for all null rows together (``null_all``): false passes
+    (published champions) with a Clopper-Pearson 95 % interval and the champions reading the lead-lag carrier;
+    per planted class and target (``<class>@<target>``): power = published champions that read the class's
+    carrier, its interval, the realised out-of-sample net Sharpe, edge-kind labels and the stages' pass rates."""
+    out: dict[str, Any] = {}
+
+    def stages(rs: list[HonestyRun]) -> dict[str, float]:
+        return {s: float(np.mean([r.stage_passed.get(s, False) for r in rs])) for s in rs[0].stage_passed}
+
+    def kinds(rs: list[HonestyRun]) -> dict[str, int]:
+        return {lab: sum(r.champion_edge_kind == lab for r in rs) for lab in ("directional", "risk timing", "no alpha")}
+
+    def secs(rs: list[HonestyRun]) -> float:
+        return float(np.median([r.seconds or 0.0 for r in rs]))
+
+    null = [r for r in runs if r.kind.startswith("null")]
+    groups = [(k, [r for r in null if r.kind == k]) for k in sorted({r.kind for r in null})]
+    for name, rs in groups + ([("null_all", null)] if len(groups) > 1 else []):
+        k = sum(r.champion_published for r in rs)
+        out[name] = {"runs": len(rs), "published": k, "rate": k / len(rs), "clopper_pearson_95": _cp(k, len(rs)),
+                     "survived": sum(r.champion_survived for r in rs),
+                     "runs_with_any_survivor": sum(r.any_survived for r in rs),
+                     "champion_reads_leader": sum(any(CARRIER in x for x in r.champion_expression.split(","))
+                                                  for r in rs),
+                     "edge_kinds": kinds(rs), "stage_pass_rate": stages(rs), "seconds_median": secs(rs)}
+    planted = [r for r in runs if not r.kind.startswith("null")]
+    for cls, tgt in sorted({(r.kind, r.target_net_sharpe) for r in planted}, key=lambda x: (x[0], x[1] or 0.0)):
+        rs = [r for r in planted if r.kind == cls and r.target_net_sharpe == tgt]
+        k = sum(r.champion_published and r.champion_uses_planted for r in rs)
+        out[f"{cls}@{tgt:g}" if tgt is not None else cls] = {
+            "runs": len(rs), "strength": rs[0].strength, "published_reading_carrier": k, "power": k / len(rs),
+            "clopper_pearson_95": _cp(k, len(rs)), "published": sum(r.champion_published for r in rs),
+            "champion_reads_carrier": sum(r.champion_uses_planted for r in rs),
+            "realised_net_sharpe_mean": float(np.mean([r.realised_net_sharpe or 0.0 for r in rs])),
+            "edge_kinds": kinds(rs), "stage_pass_rate": stages(rs), "seconds_median": secs(rs)}
+    return out
