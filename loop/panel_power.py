@@ -150,11 +150,13 @@ def strength_for_panel_sharpe(target: float, costs: BacktestConfig, *, lo: float
 def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag", days: int = 20,
               target: float | None = None,
               config: Path | None = None, jobs: int | None = 1, population: int | None = None,
-              generations: int | None = None) -> HonestyRun:
+              generations: int | None = None, causal: bool = True) -> HonestyRun:
     """One study run: write the panel (``kind``, ``seed``, ``strength``; the row's kind is ``kind``, or at
-    strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others) under
+    strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others; ``_nocausal`` appended without the
+    filter) under
     ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (``config``: default the packaged
-    default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given), then
+    default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given; ``causal``
+    False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search), then
     ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
     from forge.core.rundir import read_manifest
     from forge.core.runconfig import load_run_config, with_overrides
@@ -180,6 +182,8 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
         ev["generations"] = generations
     cfg = with_overrides(cfg, "evolve", **ev)
     cfg = with_overrides(cfg, "coevolution", enabled=False)
+    if not causal:
+        cfg = with_overrides(cfg, "causal", enabled=False)
     cfg = with_overrides(cfg, "universe", symbols=SYMBOLS, trade=(SYMBOLS[2],))
     run_dir = work / name
     evolve(cfg, run_dir=run_dir)
@@ -187,6 +191,8 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     rep = validate_run(run_dir, gcfg, publish_dir=None)
     r = _record("evolve", kind, seed, strength, target, rep)
     r.champion_uses_planted = reads_carrier(cls, rep.verdicts[0]["features"])
+    if not causal:
+        r.kind += "_nocausal"  # summarized apart from the default search
     r.population, r.generations, r.days = cfg.evolve.population, cfg.evolve.generations, days
     r.seconds = round(time.perf_counter() - t0, 1)
     costs = read_manifest(run_dir).costs or {}
