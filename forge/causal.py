@@ -143,6 +143,7 @@ def pcmci_links_into(
     cond_ind_test: str = "parcorr",
     autoregressive_sources: bool = True,
     target_autoregressive: bool = False,
+    exogenous: Sequence[int] = (),
     seed: int = 0,
 ) -> list[LinkTest]:
     """PCMCI over ``data`` with links restricted to those into ``target``.
@@ -157,6 +158,14 @@ def pcmci_links_into(
     the MCI test conditions on the source's past (the measured setting).
     target_autoregressive: also test the target's own lags (the market's own
     lags when the target is the return); they are reported and BH-counted.
+    exogenous: sources that are deterministic functions of time (the UTC
+    clock terminals): they get no autoregressive links, so the MCI test does
+    not condition them on their own past.  Such a series has no innovation
+    (its value at t-1 is a function of its values at t-2..t-6), so that
+    conditioning would leave it no variance and no link could ever be found;
+    nothing in the data causes the clock, so it has no parents to condition
+    on (Runge et al. 2019, Sci. Adv. 5:eaau4996: MCI conditions a source on
+    its parents).
     returns: one LinkTest per (source, lag) with BH q-values over all of them,
     sorted by p-value. raises DataError if fewer than 50 complete rows remain.
     """
@@ -179,8 +188,10 @@ def pcmci_links_into(
     parents = src + ([target] if target_autoregressive else [])
     links[target] = {(i, -tau): "-?>" for i in parents for tau in range(tau_min, tau_max + 1)}
     if autoregressive_sources:
+        exo = set(exogenous)
         for i in src:
-            links[i] = {(i, -tau): "-?>" for tau in range(tau_min, tau_max + 1)}
+            if i not in exo:
+                links[i] = {(i, -tau): "-?>" for tau in range(tau_min, tau_max + 1)}
     pcmci = PCMCI(dataframe=df, cond_ind_test=_cond_test(cond_ind_test, seed), verbosity=0)
     res = pcmci.run_pcmci(link_assumptions=links, tau_min=tau_min, tau_max=tau_max,
                           pc_alpha=pc_alpha, fdr_method="none")
@@ -327,11 +338,21 @@ def _smoothed_links(vals: np.ndarray, names: tuple[str, ...], lookbacks: tuple[i
             continue
         info["tested"][str(w)] = complete
         links = pcmci_links_into(data, [col[j] for j in use] + ["__return__"], len(use), tau_min=1, tau_max=2,
-                                 pc_alpha=cfg.pc_alpha, cond_ind_test=cfg.cond_ind_test, seed=seed)
+                                 pc_alpha=cfg.pc_alpha, cond_ind_test=cfg.cond_ind_test,
+                                 exogenous=_clock_columns([names[fast[j]] for j in use]), seed=seed)
         rows += [(t.source, t.lag, t.value, t.p) for t in links]
     q = benjamini_hochberg(np.array([x[3] for x in rows])) if rows else np.array([])
     out = [LinkTest(src, lag, v, p, float(qq)) for (src, lag, v, p), qq in zip(rows, q)]
     return sorted(out, key=lambda t: (t.p, t.source, t.lag)), info
+
+
+def _clock_columns(names: Sequence[str]) -> list[int]:
+    """Indices of the columns that are clock terminals (``forge.features.registry.CLOCK_FEATURES``, of the
+    traded instrument or, in a panel, of another: the same function of open_time)."""
+    from forge.data.panel import split_panel_name
+    from forge.features.registry import CLOCK_FEATURES
+
+    return [i for i, n in enumerate(names) if split_panel_name(n)[0] in CLOCK_FEATURES]
 
 
 def _smoothed_source(name: str) -> tuple[str, int]:
@@ -387,7 +408,8 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     col_names = [names[i] for i in usable] + ["__return__"]
     target = len(col_names) - 1
     links = pcmci_links_into(data, col_names, target, tau_min=1, tau_max=cfg.tau_max, pc_alpha=cfg.pc_alpha,
-                             cond_ind_test=cfg.cond_ind_test, seed=seed) if usable else []
+                             cond_ind_test=cfg.cond_ind_test, exogenous=_clock_columns(col_names),
+                             seed=seed) if usable else []
     significant = {t.source for t in links if t.q <= cfg.alpha_level}
     smooth_sig: dict[str, LinkTest] = {}
     for t in smooth_links:  # sorted by p: the first significant link per feature is its best

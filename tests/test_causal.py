@@ -146,3 +146,33 @@ def test_rolling_mean_complete_matches_numpy_and_never_bridges_nan():
         win = x[max(0, t - 4): t + 1]
         want = np.nan if t < 4 or not np.isfinite(win).all() else win.mean()
         np.testing.assert_allclose(m[t], want, rtol=1e-12, equal_nan=True)
+
+
+def _clock_market(strength: float, n: int = 20_000, seed: int = 0):
+    """Minute-of-day terminals and a return whose mean follows sin(minute of day): an intraday seasonality."""
+    rng = np.random.default_rng(seed)
+    minute = np.arange(n) % 1440
+    mod_sin, mod_cos = np.sin(2 * np.pi * minute / 1440), np.cos(2 * np.pi * minute / 1440)
+    noise = rng.normal(size=n)
+    fwd = strength * np.sin(2 * np.pi * (minute + 1) / 1440) + rng.normal(size=n)
+    fm = FeatureMatrix(names=("mod_sin", "mod_cos", "noise"), values=np.vstack([mod_sin, mod_cos, noise]),
+                       lookbacks=(0, 0, 0))
+    return fm, fwd
+
+
+def test_clock_terminals_are_exogenous_so_a_seasonality_is_kept():
+    """A clock terminal is a deterministic function of time: conditioned on its own past (the MCI test's
+    autoregressive links) it has no variance left, so a real seasonality could never be kept.  Declared
+    exogenous it is tested against the return's parents only: kept when planted, dropped on noise."""
+    cfg = CausalConfig(tau_max=3, keep_at_least=0, max_samples=20_000, smooth_windows=())
+    fm, fwd = _clock_market(0.08)
+    assert "mod_sin" in causal_filter(fm, fwd, cfg, seed=0).kept
+    r = np.concatenate(([np.nan], fwd[:-1]))
+    data = np.column_stack([fm.values[0], fm.values[2], r])
+    auto = pcmci_links_into(data, ["mod_sin", "noise", "ret"], 2, tau_max=3)
+    assert min(t.p for t in auto if t.source == "mod_sin") > 1e-3  # the old conditioning: a numerical residue
+    exo = pcmci_links_into(data, ["mod_sin", "noise", "ret"], 2, tau_max=3, exogenous=[0])
+    assert min(t.p for t in exo if t.source == "mod_sin") < 1e-4
+    for seed in range(3):
+        fm0, fwd0 = _clock_market(0.0, seed=seed)
+        assert not {"mod_sin", "mod_cos"} & set(causal_filter(fm0, fwd0, cfg, seed=0).kept)
