@@ -112,3 +112,14 @@ def test_summary_counts_published_champions_reading_the_carrier():
     assert s["null_all"]["runs"] == 3 and s["null_regime"]["published"] == 0
     lo, hi = s["null_all"]["clopper_pearson_95"]
     assert 0.0 < lo < 1 / 3 < hi < 1.0
+
+
+@pytest.mark.slow
+def test_run_panel_is_forge_evolve_on_a_universe_then_gauntlet_validate(tmp_path):
+    from loop.panel_power import run_panel
+
+    r = run_panel(5, 0.0, tmp_path, kind="clock", days=6, population=16, generations=1)
+    assert r.kind == "null_clock" and r.mode == "evolve" and r.cost_preset == "spot" and r.taker_fee_bps == 10.0
+    assert r.population == 16 and r.generations == 1 and r.days == 6 and r.seconds > 0
+    assert set(r.stage_passed) >= {"oos", "psr", "dsr", "permutation", "pcmci", "dowhy"}
+    assert (tmp_path / "panel-null_clock-0-5" / "manifest.json").is_file()
