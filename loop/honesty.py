@@ -70,19 +70,27 @@ def net_sharpe(strength: float, costs: BacktestConfig, *, days: int = 120, seeds
     return float(np.mean(per_w[best])), best
 
 
+def bisect_strength(net: Callable[[float], tuple[float, int]], target: float, lo: float, hi: float,
+                    iters: int) -> tuple[float, int]:
+    """Bisection on [lo, hi] for the smallest strength (to 2**-iters of the range) whose ``net(strength)`` =
+    (net per-bar Sharpe, oracle window) reaches ``target``.  returns (strength, window).  raises ValueError
+    when ``hi`` is not strong enough."""
+    if net(hi)[0] < target:
+        raise ValueError(f"strength {hi} nets less than {target}; raise hi")
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if net(mid)[0] < target:
+            lo = mid
+        else:
+            hi = mid
+    return hi, net(hi)[1]
+
+
 def strength_for_net_sharpe(target: float, costs: BacktestConfig, *, lo: float = 0.0, hi: float = 1.0,
                             iters: int = 14, **kw: Any) -> tuple[float, int]:
     """Bisection for the strength whose best oracle rule nets ``target`` per-bar Sharpe after ``costs``.
     returns: (strength, best window). raises ValueError when ``hi`` is not strong enough."""
-    if net_sharpe(hi, costs, **kw)[0] < target:
-        raise ValueError(f"strength {hi} nets less than {target}; raise hi")
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        if net_sharpe(mid, costs, **kw)[0] < target:
-            lo = mid
-        else:
-            hi = mid
-    return hi, net_sharpe(hi, costs, **kw)[1]
+    return bisect_strength(lambda s: net_sharpe(s, costs, **kw), target, lo, hi, iters)
 
 
 def _evolve_config(seed: int, work: Path, population: int, generations: int, config: Path | None,

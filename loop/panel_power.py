@@ -36,7 +36,7 @@ from forge.data.panels import PANEL_KINDS, planted_panel, write_klines
 from forge.gp import Genome
 from forge.gp.primitives import WINDOWS
 from forge.strategy import genome_positions, strategy_features
-from loop.honesty import HonestyRun, _cp, _record
+from loop.honesty import HonestyRun, _cp, _record, bisect_strength
 
 __all__ = ["SYMBOLS", "CARRIER", "PANEL_KINDS", "reads_carrier", "panel_oracle_genome", "panel_net_sharpe", "strength_for_panel_sharpe",
            "panel_frame", "run_panel", "summarize_panels"]
@@ -136,15 +136,7 @@ def strength_for_panel_sharpe(target: float, costs: BacktestConfig, *, lo: float
     """Bisection for the strength whose best oracle rule nets ``target`` per-bar Sharpe after ``costs``
     (``kw``: :func:`panel_net_sharpe`'s, e.g. ``kind``).  returns (strength, window).  raises ValueError when
     ``hi`` is not strong enough."""
-    if panel_net_sharpe(hi, costs, **kw)[0] < target:
-        raise ValueError(f"strength {hi} nets less than {target}; raise hi")
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        if panel_net_sharpe(mid, costs, **kw)[0] < target:
-            lo = mid
-        else:
-            hi = mid
-    return hi, panel_net_sharpe(hi, costs, **kw)[1]
+    return bisect_strength(lambda s: panel_net_sharpe(s, costs, **kw), target, lo, hi, iters)
 
 
 def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag", days: int = 20,
