@@ -215,8 +215,7 @@ def summarize_panels(runs: list[HonestyRun]) -> dict[str, Any]:
         out[name] = {"runs": len(rs), "published": k, "rate": k / len(rs), "clopper_pearson_95": _cp(k, len(rs)),
                      "survived": sum(r.champion_survived for r in rs),
                      "runs_with_any_survivor": sum(r.any_survived for r in rs),
-                     "champion_reads_leader": sum(any(CARRIER in x for x in r.champion_expression.split(","))
-                                                  for r in rs),
+                     "champion_reads_leader": sum(CARRIER in r.champion_expression for r in rs),
                      "edge_kinds": kinds(rs), "stage_pass_rate": stages(rs), "seconds_median": secs(rs)}
     planted = [r for r in runs if not r.kind.startswith("null")]
     for cls, tgt in sorted({(r.kind, r.target_net_sharpe) for r in planted}, key=lambda x: (x[0], x[1] or 0.0)):
