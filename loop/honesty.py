@@ -240,11 +240,18 @@ def run_one(seed: int, strength: float, work: Path, *, population: int = 24, gen
     evolve(cfg, bars=bars, run_dir=run_dir)
     gcfg = dataclasses.replace(GauntletConfig(seed=seed), **(gauntlet_overrides or {})).validate()
     rep = validate_run(run_dir, gcfg, publish_dir=None, bars=bars)
-    r = _record("evolve", kind, seed, strength, target, rep)
-    r.population, r.generations, r.days = population, generations, days
-    r.seconds = round(time.perf_counter() - t0, 1)
+    return _stamp(_record("evolve", kind, seed, strength, target, rep), run_dir, population, generations, days, t0)
+
+
+def _stamp(r: HonestyRun, run_dir: Path, population: int, generations: int, days: int | None,
+           t0: float) -> HonestyRun:
+    """An evolve row's budget, wall time since ``t0`` (``time.perf_counter``) and the run manifest's cost preset."""
+    import time
+
     from forge.core.rundir import read_manifest
 
+    r.population, r.generations, r.days = population, generations, days
+    r.seconds = round(time.perf_counter() - t0, 1)
     costs = read_manifest(run_dir).costs or {}
     r.taker_fee_bps, r.cost_preset = costs.get("taker_fee_bps"), costs.get("preset")
     return r

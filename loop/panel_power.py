@@ -36,7 +36,7 @@ from forge.data.panels import PANEL_KINDS, planted_panel, write_klines
 from forge.gp import Genome
 from forge.gp.primitives import WINDOWS
 from forge.strategy import genome_positions, strategy_features
-from loop.honesty import HonestyRun, _cp, _record, bisect_strength
+from loop.honesty import HonestyRun, _cp, _record, _stamp, bisect_strength
 
 __all__ = ["SYMBOLS", "CARRIER", "PANEL_KINDS", "reads_carrier", "panel_oracle_genome", "panel_net_sharpe", "strength_for_panel_sharpe",
            "panel_frame", "run_panel", "summarize_panels"]
@@ -150,7 +150,6 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given; ``causal``
     False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search), then
     ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
-    from forge.core.rundir import read_manifest
     from forge.core.runconfig import load_run_config, with_overrides
     from forge.evolution.run import evolve
     from gauntlet.config import GauntletConfig
@@ -185,11 +184,7 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     r.champion_uses_planted = reads_carrier(cls, rep.verdicts[0]["features"])
     if not causal:
         r.kind += "_nocausal"  # summarized apart from the default search
-    r.population, r.generations, r.days = cfg.evolve.population, cfg.evolve.generations, days
-    r.seconds = round(time.perf_counter() - t0, 1)
-    costs = read_manifest(run_dir).costs or {}
-    r.taker_fee_bps, r.cost_preset = costs.get("taker_fee_bps"), costs.get("preset")
-    return r
+    return _stamp(r, run_dir, cfg.evolve.population, cfg.evolve.generations, days, t0)
 
 
 def summarize_panels(runs: list[HonestyRun]) -> dict[str, Any]:
