@@ -116,6 +116,25 @@ def run_split(genome_path: str | Path) -> dict[str, Any] | None:
     return split if isinstance(split, dict) and "out_of_sample" in split else None
 
 
+def _with_l2(genome: Any, genome_path: str | Path, bars: Any) -> Any:
+    """``bars`` with the recorded-book columns a genome reading L2 terminals needs, from its ``meta.l2`` (or
+    its run's manifest) record; unchanged for any other genome.  raises ConfigError without a record,
+    DataError when the recording is gone or does not cover the bars."""
+    from forge.features.l2terminals import is_l2_feature, reattach_l2
+
+    reads = sorted(f for f in genome.features if is_l2_feature(f))
+    if not reads:
+        return bars
+    rec = (genome.meta or {}).get("l2")
+    near = Path(genome_path).with_name("manifest.json")
+    if rec is None and near.is_file():
+        rec = (json.loads(near.read_text()).get("universe") or {}).get("l2")
+    if not rec:
+        raise ConfigError(f"{genome_path} reads recorded L2 books ({', '.join(reads)}) but records no recording "
+                          "(meta.l2); backtest a run's champion.json")
+    return reattach_l2(bars, rec, check_digest=False)
+
+
 def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
                     config: str | Path | None = None, library: str | Path | None = None,
                     bars_range: str = "auto") -> GenomeBacktest:
@@ -162,6 +181,7 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
         bars, cov = load_bars([str(p) for p in data] if data else None)
     if bars.height < 2:
         raise ConfigError(f"--data: {bars.height} bar(s); a backtest needs at least 2")
+    bars = _with_l2(genome, genome_path, bars)
     fm = strategy_features(bars, genome.features, library)
     t = bars["open_time"].to_numpy()
     o = bars["open"].to_numpy().astype(np.float64)

@@ -39,6 +39,7 @@ import numpy as np
 from forge.core.errors import GenomeError
 from forge.data.gaps import bars_since_gap
 from forge.data.panel import split_panel_name
+from forge.features.l2terminals import is_l2_feature
 from forge.features.regimes import is_regime_feature
 from forge.features import FEATURES, BarArrays
 from forge.gp import BufferPool, Genome, Program
@@ -53,6 +54,11 @@ def check_features(genome: Genome, history_bars: int | None = None) -> None:
     :mod:`crucible.panel`) nor a regime terminal (``regime_p<i>`` / ``regime_next_p<i>``, filtered live with the
     champion's frozen model); or, with ``history_bars`` given, if it needs more history than that (see
     :func:`check_genome`)."""
+    book = sorted(f for f in genome.features if is_l2_feature(f))
+    if book:
+        raise GenomeError(f"genome {genome.sha256[:12]} reads recorded L2 book terminals ({', '.join(book)}); the "
+                          "live runtime feeds slots klines only (no live order-book feed per slot yet), so it "
+                          "cannot compute them: this champion can be validated and backtested, not run live")
     missing = [f for f in genome.features if f not in FEATURES and not is_regime_feature(f)
                and split_panel_name(f)[0] not in FEATURES]
     panel = [f for f in missing if split_panel_name(f)[1] is not None]

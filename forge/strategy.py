@@ -29,6 +29,7 @@ from forge.core.errors import ConfigError
 from forge.data.panel import Instrument, panel_name, split_panel_name
 from forge.data.schema import BAR_COLUMNS
 from forge.features import FEATURES, BarArrays, FeatureMatrix, compute_features
+from forge.features.l2terminals import is_l2_feature, l2_features
 from forge.features.library import FeatureLibrary, library_features, load_feature_library
 from forge.features.regimes import RegimeModel, is_regime_feature, load_regime_model, regime_features
 from forge.gp import BufferPool, Genome, Program, compile_program, parse_tokens, run_program
@@ -146,7 +147,8 @@ def strategy_features(
     """Terminal features for ``names`` on ``bars``: registry features plus
     synthesized ones from a feature library (``forge synthesize``) plus the
     filtered / predicted state probabilities of a frozen regime model
-    (``regime_p<i>``, ``regime_next_p<i>``; ``forge.features.regimes``).
+    (``regime_p<i>``, ``regime_next_p<i>``; ``forge.features.regimes``) plus the L2 terminals
+    (``l2_*``, :mod:`forge.features.l2terminals`) of a frame carrying recorded-book columns.
 
     bars: bar frame (``forge.data.schema``), oldest first, or a panel frame (``forge.data.panel``: then
     ``<feature>__<TAG>`` names are features of instrument TAG, NaN where it has no bar); names: feature
@@ -172,6 +174,9 @@ def strategy_features(
             sub = FeatureLibrary(lib.raw_inputs, tuple(wanted), lib.meta)
             lnames, vals, lbs = library_features(sub, bars)
             lib_vals.update({n: (vals[i], lbs[i]) for i, n in enumerate(lnames)})
+    wanted_l2 = tuple(n for n in names if is_l2_feature(n))
+    if wanted_l2:
+        lib_vals.update(l2_features(bars, wanted_l2))
     lib_vals.update(_panel_features(bars, tuple(n for n in names if n not in lib_vals)))
     base = [n for n in names if n not in lib_vals]
     unknown = [n for n in base if n not in FEATURES]

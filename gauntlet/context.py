@@ -27,6 +27,7 @@ from forge.data.gaps import bars_since_gap, realised_returns
 from forge.data.loader import coverage_of, load_bars
 from forge.data.discovery import load_symbol_bars
 from forge.data.panel import load_run_panel
+from forge.features.l2terminals import reattach_l2
 from forge.features import FeatureMatrix
 from forge.gp import BufferPool, Genome
 from forge.core.runconfig import config_from_dict
@@ -311,6 +312,9 @@ class RunContext:
             source = cov.source
         if ev[1] - ev[0] < MIN_EVALUATION_BARS:
             raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least {MIN_EVALUATION_BARS}")
+        l2 = (manifest.universe or {}).get("l2")
+        if l2:  # recorded-book terminals: the same recording joined again (refused when it changed since the run)
+            bars = reattach_l2(bars, l2, check_digest=not holdout and not overlap)
         features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,

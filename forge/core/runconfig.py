@@ -7,7 +7,7 @@ defaults below apply).  Tables: ``[evolve]`` (:class:`EvolveConfig`), ``[fitness
 fee preset by market, applied to [backtest] by :func:`resolve_costs` once the data is known), ``[regimes]``
 (:class:`RegimeConfig`, the predictive-regime terminals), ``[execution]`` (``forge.backtest.fills.ExecutionConfig``:
 taker | kline-limit | policy fill model; evolution stays taker), ``[universe]`` (:class:`UniverseConfig`, a panel of
-instruments on one clock).  :func:`load_run_config` reads a
+instruments on one clock), ``[l2]`` (:class:`L2Config`, recorded L2 books as terminals).  :func:`load_run_config` reads a
 file through ``forge.core.config.load_config``; :func:`with_overrides` applies command-line flags and
 re-validates.  Loading a config imports no simulator, model or causal library.
 """
@@ -37,7 +37,7 @@ https://www.binance.com/en/fee/futureFee).  The backtester fills market orders, 
 charged; the maker fee is recorded for reference."""
 
 __all__ = [
-    "COST_PRESETS", "CausalConfig", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
+    "COST_PRESETS", "CausalConfig", "L2Config", "CoevolutionConfig", "CostsConfig", "EvolveConfig", "FitnessConfig", "OBJECTIVES",
     "PANEL_FEATURES", "RegimeConfig",
     "RunConfig", "SECTIONS", "SurrogateConfig", "UniverseConfig", "config_from_dict", "config_to_dict", "load_run_config",
     "resolve_costs", "with_overrides",
@@ -476,6 +476,34 @@ class UniverseConfig:
 
 
 @dataclass(frozen=True)
+class L2Config:
+    """``[l2]``: recorded L2 books as terminals of the traded instrument (``forge evolve --l2 DIR``;
+    :mod:`forge.features.l2terminals`).
+
+    dir: a ``crucible record`` directory ("" = no L2 terminals); venue: its venue folder ("" = the only one
+    holding the traded symbol); k: levels / ticks of the depth measures; features: the L2 terminals added
+    (empty = every one of ``forge.features.l2terminals.L2_FEATURES``).  The recording is joined on the bars'
+    UTC minutes; bars it does not cover have NaN L2 terminals (flat).
+    """
+
+    dir: str = ""
+    venue: str = ""
+    k: int = 5
+    features: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if not 1 <= self.k <= 100:
+            raise ConfigError(f"l2.k must be an integer in [1, 100] (levels / ticks), got {self.k!r}")
+        from forge.features.l2terminals import L2_FEATURES  # noqa: PLC0415
+
+        unknown = [f for f in self.features if f not in L2_FEATURES]
+        if unknown:
+            raise ConfigError(f"l2.features: unknown L2 terminal(s) {unknown}; known: {', '.join(L2_FEATURES)}")
+        if (self.venue or self.features) and not self.dir:
+            raise ConfigError("l2.venue / l2.features need l2.dir (the recording, --l2 DIR)")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything ``forge evolve`` needs, validated (one field per TOML table; ``source``: where it came from)."""
 
@@ -489,6 +517,7 @@ class RunConfig:
     regimes: RegimeConfig = field(default_factory=RegimeConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     universe: UniverseConfig = field(default_factory=UniverseConfig)
+    l2: L2Config = field(default_factory=L2Config)
     source: str = "<defaults>"
 
 

@@ -38,6 +38,7 @@ from forge.core.rundir import (
     write_json_file, write_manifest, write_run_config,
 )
 from forge.data.discovery import load_symbol_bars, market_type, symbol_of
+from forge.features.l2terminals import L2_FEATURES, attach_l2, is_l2_feature
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.ranges import DataRange, refuse_overlap
 from forge.data.loader import Coverage, coverage_of, load_bars
@@ -152,9 +153,18 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
         funding = _funding_record(ec.data, loaded[0][0] or symbol_of(loaded[0][2]), split.in_sample_ms[1])
         if not ec.features:
             feature_names = default_features("futures", funding["interval_h"])
+    l2 = None
+    if cfg.l2.dir:
+        if len(loaded) != 1:
+            raise ConfigError("--l2 joins one recording onto the traded instrument's bars; it cannot be combined "
+                              f"with --symbols ({', '.join(s for s, _b, _c in loaded)})")
+        sym, b, cov = loaded[0]
+        b, l2 = attach_l2(b, cfg.l2.dir, sym or symbol_of(cov), venue=cfg.l2.venue, k=cfg.l2.k)
+        loaded = [(sym, b, cov)]
+        feature_names = feature_names + tuple(n for n in (cfg.l2.features or L2_FEATURES) if n not in feature_names)
     if library is not None:
         feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
-    universe = {"funding": funding} if funding is not None else None
+    universe = {k: v for k, v in (("funding", funding), ("l2", l2)) if v is not None} or None
     markets = [Market.build(sym, b, cov, feature_names, ec.in_sample_fraction, library, universe=universe)
                for sym, b, cov in loaded]
     return markets, library
@@ -195,6 +205,10 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
     own = tuple(ec.features) or (default_features("futures", funding["interval_h"]) if funding else DEFAULT_FEATURES)
     others = tuple(uc.features) or PANEL_FEATURES
     names = own + tuple(panel_name(f, i) for tag, i in insts.items() if tag != tinst.tag for f in others)
+    l2 = None
+    if cfg.l2.dir:
+        panel, l2 = attach_l2(panel, cfg.l2.dir, tinst.symbol, venue=cfg.l2.venue, k=cfg.l2.k)
+        names = names + tuple(n for n in (cfg.l2.features or L2_FEATURES) if n not in names)
     if library is not None:
         names = names + tuple(n for n in library.names if n not in names)
     cover = panel_coverage(panel, covs)
@@ -202,7 +216,7 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
                 "naming": "<feature>__<SYMBOL>_<spot|perp> for non-traded instruments; bare names = the traded one",
                 "instruments": {tag: {"symbol": i.symbol, "market": i.market, **cover[tag]}
                                 for tag, i in insts.items()},
-                "funding": funding}
+                "funding": funding, **({"l2": l2} if l2 is not None else {})}
     return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe=universe)
 
 
@@ -585,6 +599,8 @@ def hall_of_fame_report(hof: tools.HallOfFame | list[Any], codec: Codec, markets
         if markets[0].universe is not None and markets[0].universe.get("trade"):  # a panel genome: what it trades
             meta["universe"] = {"trade": markets[0].universe["trade"],
                                 "instruments": list(markets[0].universe["instruments"])}
+        if (markets[0].universe or {}).get("l2") and any(is_l2_feature(f) for f in genome.features):
+            meta["l2"] = markets[0].universe["l2"]  # the recording its book terminals are rebuilt from
         genome = dataclasses.replace(genome, meta=meta)
         several = len(markets) > 1
         members.append(HallOfFameMember(
