@@ -32,7 +32,7 @@ STRENGTHS = ROOT / "benchmarks" / "gauntlet_strengths.json"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calibrate", type=float, help="net per-bar Sharpe target to calibrate the strength for")
-    ap.add_argument("--kind", choices=("lead_lag", "column", "clock", "regime"), default="lead_lag")
+    ap.add_argument("--kind", choices=("lead_lag", "column", "clock", "regime", "book"), default="lead_lag")
     ap.add_argument("--null", action="store_true", help="run the class's null panels (strength 0)")
     ap.add_argument("--target", type=float, default=0.05, help="lead_lag: the calibrated net Sharpe target")
     ap.add_argument("--seeds", type=int, default=10)

@@ -315,6 +315,8 @@ class RunContext:
         l2 = (manifest.universe or {}).get("l2")
         if l2:  # recorded-book terminals: the same recording joined again (refused when it changed since the run)
             bars = reattach_l2(bars, l2, check_digest=not holdout and not overlap)
+            source = (f"{source} + L2 books {l2['venue']}/{l2['symbol']} from {l2['dir']} "
+                      f"({float(bars['l2_valid'].mean()):.0%} of bars recorded)")
         features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,

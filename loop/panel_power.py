@@ -6,7 +6,10 @@ measures under the spot preset) sharing a market factor: a large cap ``MKTUSDT``
 traded ``FOLLUSDT``.  Classes (the edge is planted in FOLLUSDT; strength 0 is the class's null panel):
 ``lead_lag`` (it catches up with the leader's *idiosyncratic* move), ``column`` (its trade count alone carries a
 latent its returns follow), ``clock`` (an intraday seasonality with a random phase), ``regime`` (a taker-flow
-rule whose direction flips with a market-wide volatility regime: about flat ungated).
+rule whose direction flips with a market-wide volatility regime: about flat ungated).  A fifth class, ``book``,
+is one instrument (``BOOKUSDT``) whose next return follows its **recorded order book's** depth imbalance
+(:func:`forge.data.planted_l2.planted_l2_market`; no kline column carries it), evolved with ``--l2`` on the
+recording: the power of the L2 terminals (issue 31 part 4).
 
 Planted strength is stated **net of the run's costs**, as in :mod:`loop.honesty`: the per-bar Sharpe, after the
 spot preset's taker fee and slippage, of the best oracle rule of the class (:func:`panel_oracle_genome`, a
@@ -38,7 +41,7 @@ from forge.gp.primitives import WINDOWS
 from forge.strategy import genome_positions, strategy_features
 from loop.honesty import HonestyRun, _cp, _record, _stamp, bisect_strength
 
-__all__ = ["SYMBOLS", "CARRIER", "PANEL_KINDS", "reads_carrier", "panel_oracle_genome", "panel_net_sharpe", "strength_for_panel_sharpe",
+__all__ = ["SYMBOLS", "CARRIER", "PANEL_KINDS", "STUDY_KINDS", "BOOK_SYMBOL", "reads_carrier", "panel_oracle_genome", "panel_net_sharpe", "strength_for_panel_sharpe",
            "panel_frame", "run_panel", "summarize_panels"]
 
 SYMBOLS = ("MKTUSDT", "LEADUSDT", "FOLLUSDT")
@@ -49,13 +52,20 @@ _COUNT = {"count_z_60", "avg_trade_z_60"}  # the traded instrument's features th
 _CLOCK = {"mod_sin", "mod_cos", "hour_utc"}  # the minute-of-day terminals
 _TAKER = {"taker_imb", "taker_imb_20"}
 _VOL = {"vol_20", "vol_240", "atr_14"}
+_BOOK = {"l2_pressure", "l2_pressure_close"}  # the terminals that read the recorded depth imbalance
+STUDY_KINDS = (*PANEL_KINDS, "book")
+"""The panel classes plus ``book`` (an L2 recording's depth imbalance; ``forge evolve --l2``)."""
+BOOK_SYMBOL = "BOOKUSDT"
+BOOK_VENUE = "binanceusdm"
 
 
 def reads_carrier(kind: str, features: list[str] | tuple[str, ...]) -> bool:
     """Does a champion reading ``features`` read the carrier of class ``kind``: a leader terminal (lead_lag),
     the traded instrument's trade count (column), its minute of day (clock), or both its taker flow and a
-    volatility terminal or regime probability (regime)?"""
+    volatility terminal or regime probability (regime), the recorded book's depth imbalance (book)?"""
     f = set(features)
+    if kind == "book":
+        return bool(f & _BOOK)
     if kind == "lead_lag":
         return any(x.endswith(CARRIER) for x in f)
     if kind == "column":
@@ -75,7 +85,8 @@ def panel_oracle_genome(kind: str = "lead_lag", window: int = 60, params: dict[s
     * column: ``pos_sign(ts_mean(count_z_60, w))``;
     * clock: ``pos_sign(add(mul_c(mod_sin, cos phase), mul_c(mod_cos, sin phase)))`` (no window);
     * regime: ``pos_sign(if_then_else(gt_c(vol_240, threshold), neg(ts_mean(taker_imb, w)), ts_mean(taker_imb,
-      w)))``."""
+      w)))``;
+    * book: ``pos_sign(ts_mean(l2_pressure, w))``."""
     p = params or {}
     w = f"window:{window}"
     if kind == "lead_lag":
@@ -87,6 +98,8 @@ def panel_oracle_genome(kind: str = "lead_lag", window: int = 60, params: dict[s
         ph = float(p["phase"])
         return Genome.from_tokens(["pos_sign", "add", "mul_c", "feature:mod_sin", "const:0", "mul_c",
                                    "feature:mod_cos", "const:1"], [np.cos(ph), np.sin(ph)])
+    if kind == "book":
+        return Genome.from_tokens(["pos_sign", "ts_mean", "feature:l2_pressure", w], [])
     if kind == "regime":
         return Genome.from_tokens(["pos_sign", "if_then_else", "gt_c", "feature:vol_240", "const:0", "neg",
                                    "ts_mean", "feature:taker_imb", w, "ts_mean", "feature:taker_imb", w],
@@ -97,10 +110,33 @@ def panel_oracle_genome(kind: str = "lead_lag", window: int = 60, params: dict[s
 def panel_frame(n_bars: int, seed: int, strength: float, kind: str = "lead_lag"
                 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], dict[str, float]]:
     """(panel frame traded on FOLLUSDT spot as ``forge evolve --universe`` builds it, the raw frames, the
-    panel's parameters)."""
+    panel's parameters); for ``book``, BOOKUSDT's bars with its recording joined as ``forge evolve --l2`` does
+    (written to a temporary directory and read back)."""
+    if kind == "book":
+        import tempfile
+
+        from forge.features.l2terminals import attach_l2
+
+        with tempfile.TemporaryDirectory(prefix="book-") as tmp:
+            bars = _write_book_market(Path(tmp), n_bars, seed, strength)[0]
+            frame, _rec = attach_l2(bars, tmp, BOOK_SYMBOL, venue=BOOK_VENUE)
+        return frame, {BOOK_SYMBOL: bars}, {}
     frames, params = planted_panel(kind, n_bars, seed=seed, strength=strength, symbols=SYMBOLS)
     others = {Instrument(s, "spot"): frames[s] for s in SYMBOLS[:2]}
     return build_panel(frames[SYMBOLS[2]], others), frames, params
+
+
+def _write_book_market(root: Path | None, n_bars: int, seed: int, strength: float, klines: Path | None = None):
+    """The book class's market (:func:`forge.data.planted_l2.planted_l2_market`, recorded from the first bar);
+    written as a recording under ``root`` and as kline files under ``klines`` when given."""
+    from forge.data.planted_l2 import planted_l2_market, write_recording
+
+    bars, book, gaps, p = planted_l2_market(n_bars, seed=seed, strength=strength)
+    if root is not None:
+        write_recording(root, BOOK_VENUE, BOOK_SYMBOL, book, gaps)
+    if klines is not None:
+        write_klines(bars, klines, BOOK_SYMBOL, "spot")
+    return bars, book, gaps, p
 
 
 def _oracle_sharpes(panel: pl.DataFrame, costs: BacktestConfig, kind: str, params: dict[str, float]
@@ -146,7 +182,7 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     """One study run: write the panel (``kind``, ``seed``, ``strength``; the row's kind is ``kind``, or at
     strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others; ``_nocausal`` appended without the
     filter) under
-    ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (``config``: default the packaged
+    ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (book: on BOOKUSDT with ``--l2`` on its recording) (``config``: default the packaged
     default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given; ``causal``
     False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search), then
     ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
@@ -160,8 +196,11 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     kind = cls if strength > 0 else ("null" if cls == "lead_lag" else f"null_{cls}")
     name = f"panel-{kind}-{strength:g}-{seed}"
     data = work / f"{name}-data"
-    for s, f in planted_panel(cls, days * 1440, seed=seed, strength=strength, symbols=SYMBOLS)[0].items():
-        write_klines(f, data, s, "spot")
+    if cls == "book":
+        _write_book_market(work / f"{name}-l2", days * 1440, seed, strength, klines=data)
+    else:
+        for s, f in planted_panel(cls, days * 1440, seed=seed, strength=strength, symbols=SYMBOLS)[0].items():
+            write_klines(f, data, s, "spot")
     cfg = load_run_config(config)
     ev = {"seed": seed, "output_dir": str(work), "data": (str(data),),
           "trial_ledger": str(work / f"{name}.ledger.jsonl")}  # each study market is its own data
@@ -175,7 +214,10 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     cfg = with_overrides(cfg, "coevolution", enabled=False)
     if not causal:
         cfg = with_overrides(cfg, "causal", enabled=False)
-    cfg = with_overrides(cfg, "universe", symbols=SYMBOLS, trade=(SYMBOLS[2],))
+    if cls == "book":
+        cfg = with_overrides(cfg, "l2", dir=str(work / f"{name}-l2"))
+    else:
+        cfg = with_overrides(cfg, "universe", symbols=SYMBOLS, trade=(SYMBOLS[2],))
     run_dir = work / name
     evolve(cfg, run_dir=run_dir)
     gcfg = GauntletConfig(seed=seed).validate()

@@ -31,6 +31,15 @@ def test_oracle_earns_after_costs_when_planted_and_not_on_the_null_panel(kind, c
     assert null < 0.01, null  # the best of the oracle's windows on a panel without the edge: fees, no edge
 
 
+def test_book_oracle_earns_after_costs_when_planted_and_not_on_the_null_book(costs):
+    planted, _ = panel_net_sharpe(0.4, costs, kind="book", days=30, seeds=(11,))
+    null, _ = panel_net_sharpe(0.0, costs, kind="book", days=30, seeds=(11,))
+    assert planted > 0.04, planted
+    assert null < 0.01, null
+    assert reads_carrier("book", ["ret_1", "l2_pressure_close"])
+    assert not reads_carrier("book", ["l2_spread_bps", "l2_ofi_z_60", "count_z_60"])  # not the planted imbalance
+
+
 def test_bisection_hits_the_target(costs):
     s, _w = strength_for_panel_sharpe(0.05, costs, kind="clock", days=30, seeds=(11,), iters=9)
     assert panel_net_sharpe(s, costs, kind="clock", days=30, seeds=(11,))[0] >= 0.05

@@ -93,7 +93,9 @@ class Manifest:
     costs: the fee preset that applied (``forge.core.runconfig.resolve_costs``; None in older manifests);
     universe: a panel run's instruments ({"trade": tag, "instruments": {tag: {"symbol", "market", "coverage",
     "on_clock"}}, "specs", "naming", "funding": {"interval_h", "source", "feature"}}; None for a single-symbol
-    run and in older manifests) -- the Gauntlet and ``forge backtest`` rebuild the same panel from it.
+    run and in older manifests) -- the Gauntlet and ``forge backtest`` rebuild the same panel from it;
+    ``universe["l2"]``: the L2 recording joined as terminals (``forge.features.l2terminals.attach_l2``'s record,
+    with the digest a rebuild must match), also in a single-symbol run's record.
     """
 
     run_id: str
