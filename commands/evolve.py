@@ -43,6 +43,7 @@ def evolve(
     universe: Annotated[Optional[str], typer.Option("--universe", help="Comma-separated instruments on one clock, SYMBOL[:spot|perp], e.g. BTCUSDT,FILUSDT,ALGOUSDT: the strategy reads every instrument's features (ret_5__BTCUSDT_spot) and trades --trade.")] = None,
     trade: Annotated[Optional[str], typer.Option("--trade", help="Instrument(s) of --universe to trade; A,B evolves one strategy per traded instrument (one run directory each).")] = None,
     l2: Annotated[Optional[Path], typer.Option("--l2", help="A `crucible record` directory: its L2 books of the traded symbol, as 1-minute Liquidity Lens bars, become terminals (l2_ofi_z_60, l2_pressure, ...; NaN = flat where nothing was recorded).")] = None,
+    l2_symbols: Annotated[Optional[str], typer.Option("--l2-symbols", help="With --universe: other instruments whose recorded books are joined too (terminals l2_pressure__BTCUSDT_perp); default: the traded one's only.")] = None,
     l2_venue: Annotated[Optional[str], typer.Option("--l2-venue", help="Venue folder of the --l2 recording (default: the only one holding the traded symbol).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a final summary object as strict JSON on stdout (progress goes to stderr).")] = False,
 ) -> None:
@@ -53,7 +54,7 @@ def evolve(
             "--out": out, "--run-dir": run_dir, "--features": features, "--seed-genome": seed_genome,
             "--causal-filter": causal_filter, "--surrogate": surrogate, "--coevolution": coevolution,
             "--symbols": symbols, "--universe": universe, "--trade": trade, "--jobs": jobs, "--backend": backend, "--scheduler": scheduler,
-            "--l2": l2, "--l2-venue": l2_venue,
+            "--l2": l2, "--l2-venue": l2_venue, "--l2-symbols": l2_symbols,
             "--force": force or None})
     lib_path = features if features and features.lower().endswith(".json") else None
     if lib_path and not Path(lib_path).is_file():
@@ -80,7 +81,7 @@ def evolve(
         symbols=tuple(x.strip().upper() for x in symbols.split(",") if x.strip()) if symbols else None,
         ),
         universe=dict(symbols=_csv(universe), trade=_csv(trade)),
-        l2=dict(dir=str(l2) if l2 else None, venue=l2_venue),
+        l2=dict(dir=str(l2) if l2 else None, venue=l2_venue, symbols=_csv(l2_symbols)),
     )
     trades = cfg.universe.trade
     if len(trades) > 1:  # one strategy per traded instrument: one run each

@@ -315,8 +315,9 @@ class RunContext:
         l2 = (manifest.universe or {}).get("l2")
         if l2:  # recorded-book terminals: the same recording joined again (refused when it changed since the run)
             bars = reattach_l2(bars, l2, check_digest=not holdout and not overlap)
-            source = (f"{source} + L2 books {l2['venue']}/{l2['symbol']} from {l2['dir']} "
-                      f"({float(bars['l2_valid'].mean()):.0%} of bars recorded)")
+            books = ", ".join(f"{b['venue']}/{b['symbol']} ({b['valid_ratio']:.0%} of the run's bars)"
+                              for b in l2["books"])
+            source = f"{source} + L2 books {books} from {l2['books'][0]['dir']}"
         features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,

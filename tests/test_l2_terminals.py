@@ -112,12 +112,12 @@ def test_evolve_with_l2_finds_a_book_edge_the_gauntlet_passes_and_rebuilds(tmp_p
     assert r.exit_code == 0, r.output
     run = tmp_path / "run"
     man = json.loads((run / "manifest.json").read_text())
-    l2 = man["universe"]["l2"]
+    l2 = man["universe"]["l2"]["books"][0]
     assert l2["venue"] == VENUE and l2["symbol"] == SYM and len(l2["digest"]) == 64
     assert set(L2_FEATURES) <= set(man["causal_filter"]["candidates"])
     champ = Genome.load(run / "champion.json")
     assert {"l2_pressure", "l2_pressure_close"} & set(champ.features), champ.features  # it reads the book
-    assert champ.meta["l2"]["digest"] == l2["digest"]
+    assert champ.meta["l2"]["books"][0]["digest"] == l2["digest"]
     g = CliRunner().invoke(gauntlet_app, ["validate", str(run), "--no-publish"])
     assert g.exit_code == 0, g.output
     cands = json.loads((run / "gauntlet_report.json").read_text())["candidates"]
@@ -194,7 +194,7 @@ def test_reattach_refuses_a_changed_recording_only_when_asked(recorded, tmp_path
     root, bars, frame, rec, _p = recorded
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    moved = {**rec, "dir": str(copy)}
+    moved = {"books": [{**rec, "dir": str(copy)}]}
     assert reattach_l2(bars, moved, check_digest=True)["l2_pressure"].equals(frame["l2_pressure"])
     sorted((copy / VENUE / SYM / "l2").glob("*.parquet"))[1].unlink()
     with pytest.raises(DataError, match="changed since the run"):
@@ -209,3 +209,43 @@ def test_live_intake_refuses_a_champion_reading_the_book_in_one_line():
     with pytest.raises(GenomeError, match="reads recorded L2 book terminals") as e:
         check_genome(g, 3000)
     assert "\n" not in str(e.value)
+
+
+def test_a_universe_reads_another_instruments_book(tmp_path):
+    """The leader's recorded book carries the follower's next return: with --universe and --l2-symbols the
+    leader's terminals are ``l2_*__BOOKUSDT_spot`` (the same values as when it is traded), the traded follower
+    has no recording (its own book is optional then), and the search finds the leader's book."""
+    from forge.data.panels import bars_from_returns
+
+    lead, book, gaps, p = planted_l2_market(6 * 1440, seed=9, strength=0.0)
+    rng = np.random.default_rng(10)
+    r = 1e-3 * rng.normal(size=lead.height)
+    r[1:] += 1e-3 * 0.3 * p[:-1]
+    foll = bars_from_returns(r, rng)
+    write_klines(lead, tmp_path / "klines", SYM)
+    write_klines(foll, tmp_path / "klines", "FOLLUSDT")
+    write_recording(tmp_path / "rec", VENUE, SYM, book, gaps)
+    res = CliRunner().invoke(forge_app, ["evolve", "-c", str(SMOKE), "--data", str(tmp_path / "klines"),
+                                         "--universe", f"{SYM},FOLLUSDT", "--trade", "FOLLUSDT",
+                                         "--l2", str(tmp_path / "rec"), "--l2-symbols", SYM,
+                                         "--run-dir", str(tmp_path / "run"), "--coevolution", "off"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    (bk,) = man["universe"]["l2"]["books"]
+    assert bk["instrument"] == f"{SYM}_spot" and bk["symbol"] == SYM
+    cands = set(man["causal_filter"]["candidates"])
+    assert {f"{n}__{SYM}_spot" for n in L2_FEATURES} <= cands and not set(L2_FEATURES) & cands
+    champ = Genome.load(tmp_path / "run" / "champion.json")
+    assert any(f.startswith("l2_pressure") and f.endswith(f"__{SYM}_spot") for f in champ.features), champ.features
+    # the leader's terminal on the panel equals its book's terminal with the leader traded, on the shared rows
+    from forge.strategy import strategy_features as sf
+    from forge.data.panel import load_run_panel
+
+    panel, _c, _ = load_run_panel([str(tmp_path / "klines")], man["universe"])
+    panel = reattach_l2(panel, man["universe"]["l2"], check_digest=True)
+    own, _ = attach_l2(lead, tmp_path / "rec", SYM)
+    a = sf(panel, (f"l2_pressure__{SYM}_spot",), None).values[0]
+    b = sf(own, ("l2_pressure",), None).values[0]
+    np.testing.assert_array_equal(a, b)
+    g = CliRunner().invoke(gauntlet_app, ["validate", str(tmp_path / "run"), "--no-publish"])
+    assert g.exit_code == 0, g.output

@@ -482,14 +482,17 @@ class L2Config:
 
     dir: a ``crucible record`` directory ("" = no L2 terminals); venue: its venue folder ("" = the only one
     holding the traded symbol); k: levels / ticks of the depth measures; features: the L2 terminals added
-    (empty = every one of ``forge.features.l2terminals.L2_FEATURES``).  The recording is joined on the bars'
-    UTC minutes; bars it does not cover have NaN L2 terminals (flat).
+    (empty = every one of ``forge.features.l2terminals.L2_FEATURES``); symbols: with ``[universe]``, other
+    instruments of the universe whose recorded books are joined too (terminals ``<name>__<SYMBOL>_<market>``;
+    empty = the traded instrument's book only).  The recording is joined on the bars' UTC minutes; bars it
+    does not cover have NaN L2 terminals (flat).
     """
 
     dir: str = ""
     venue: str = ""
     k: int = 5
     features: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not 1 <= self.k <= 100:
@@ -499,8 +502,12 @@ class L2Config:
         unknown = [f for f in self.features if f not in L2_FEATURES]
         if unknown:
             raise ConfigError(f"l2.features: unknown L2 terminal(s) {unknown}; known: {', '.join(L2_FEATURES)}")
-        if (self.venue or self.features) and not self.dir:
-            raise ConfigError("l2.venue / l2.features need l2.dir (the recording, --l2 DIR)")
+        if (self.venue or self.features or self.symbols) and not self.dir:
+            raise ConfigError("l2.venue / l2.features / l2.symbols need l2.dir (the recording, --l2 DIR)")
+        from forge.data.panel import parse_instrument  # noqa: PLC0415
+
+        for x in self.symbols:
+            parse_instrument(x)
 
 
 @dataclass(frozen=True)

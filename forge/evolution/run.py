@@ -38,7 +38,7 @@ from forge.core.rundir import (
     write_json_file, write_manifest, write_run_config,
 )
 from forge.data.discovery import load_symbol_bars, market_type, symbol_of
-from forge.features.l2terminals import L2_FEATURES, attach_l2, is_l2_feature
+from forge.features.l2terminals import L2_FEATURES, attach_l2, has_recording, is_l2_feature
 from forge.data.gaps import bars_since_gap, forward_returns
 from forge.data.ranges import DataRange, refuse_overlap
 from forge.data.loader import Coverage, coverage_of, load_bars
@@ -158,9 +158,12 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
         if len(loaded) != 1:
             raise ConfigError("--l2 joins one recording onto the traded instrument's bars; it cannot be combined "
                               f"with --symbols ({', '.join(s for s, _b, _c in loaded)})")
+        if cfg.l2.symbols:
+            raise ConfigError("[l2] symbols (--l2-symbols) joins the books of other instruments of a universe; "
+                              "this run has no --universe")
         sym, b, cov = loaded[0]
-        b, l2 = attach_l2(b, cfg.l2.dir, sym or symbol_of(cov), venue=cfg.l2.venue, k=cfg.l2.k)
-        loaded = [(sym, b, cov)]
+        b, rec = attach_l2(b, cfg.l2.dir, sym or symbol_of(cov), venue=cfg.l2.venue, k=cfg.l2.k)
+        loaded, l2 = [(sym, b, cov)], {"books": [rec]}
         feature_names = feature_names + tuple(n for n in (cfg.l2.features or L2_FEATURES) if n not in feature_names)
     if library is not None:
         feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
@@ -207,8 +210,20 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
     names = own + tuple(panel_name(f, i) for tag, i in insts.items() if tag != tinst.tag for f in others)
     l2 = None
     if cfg.l2.dir:
-        panel, l2 = attach_l2(panel, cfg.l2.dir, tinst.symbol, venue=cfg.l2.venue, k=cfg.l2.k)
-        names = names + tuple(n for n in (cfg.l2.features or L2_FEATURES) if n not in names)
+        l2 = {"books": []}
+        wanted = tuple(cfg.l2.features or L2_FEATURES)
+        if not cfg.l2.symbols or has_recording(cfg.l2.dir, tinst.symbol, cfg.l2.venue):
+            # the traded book (optional when other books are asked for and it was not recorded)
+            panel, rec = attach_l2(panel, cfg.l2.dir, tinst.symbol, venue=cfg.l2.venue, k=cfg.l2.k)
+            l2["books"].append(rec)
+            names = names + tuple(n for n in wanted if n not in names)
+        for spec in cfg.l2.symbols:
+            inst = _universe_instrument(insts, spec)
+            if inst.tag == tinst.tag:
+                continue
+            panel, rec = attach_l2(panel, cfg.l2.dir, inst.symbol, venue=cfg.l2.venue, k=cfg.l2.k, instrument=inst)
+            l2["books"].append(rec)
+            names = names + tuple(panel_name(f, inst) for f in wanted)
     if library is not None:
         names = names + tuple(n for n in library.names if n not in names)
     cover = panel_coverage(panel, covs)
@@ -218,6 +233,19 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
                                 for tag, i in insts.items()},
                 "funding": funding, **({"l2": l2} if l2 is not None else {})}
     return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe=universe)
+
+
+def _universe_instrument(insts: dict[str, Any], spec: str) -> Any:
+    """The universe instrument an ``[l2] symbols`` spec (``SYMBOL[:market]``) names; raises ConfigError when the
+    universe holds none (or several: give the market)."""
+    from forge.data.panel import MARKETS, parse_instrument
+
+    sym, mkt = parse_instrument(spec)
+    hits = [i for i in insts.values() if i.symbol == sym and (mkt is None or i.market == MARKETS[mkt])]
+    if len(hits) != 1:
+        raise ConfigError(f"[l2] symbols: {spec!r} is {'not an instrument' if not hits else 'ambiguous'} of the "
+                          f"universe ({', '.join(insts)}){'; give SYMBOL:spot or SYMBOL:perp' if hits else ''}")
+    return hits[0]
 
 
 def _synthesize_in_run(cfg: RunConfig, markets: list[Market], run_dir: Path | None, resume: bool,

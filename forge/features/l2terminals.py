@@ -24,6 +24,10 @@ run's ``[l2]`` config):
 
 Windows restart after every invalid bar and every kline gap (the "bars since gap" of
 :func:`l2_bars_since_gap`), as the registry's features restart after kline gaps.
+
+In a universe (``--universe``) the books of other instruments can be joined too (``[l2] symbols``): their
+columns and terminals carry the instrument's tag as every panel terminal does (``l2_pressure__BTCUSDT_perp``,
+:func:`forge.data.panel.panel_name`), on the traded instrument's minutes.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ import polars as pl
 from forge.core.errors import ConfigError, DataError
 from forge.data.gaps import bars_since_gap
 from forge.data.l2 import list_symbols
+from forge.data.panel import Instrument, panel_name, split_panel_name
 from forge.data.schema import BAR_MS
 from forge.features import features_nb as K
 
 __all__ = ["L2_COLUMNS", "L2_FEATURES", "L2_PREFIX", "L2Feature", "attach_l2", "is_l2_feature", "l2_bars_since_gap",
-           "l2_features", "l2_digest", "recorded_venue", "reattach_l2"]
+           "l2_features", "l2_digest", "has_recording", "recorded_venue", "reattach_l2"]
 
 L2_PREFIX = "l2_"
 """Prefix of every L2 column of a frame and of every L2 terminal."""
@@ -103,8 +108,9 @@ L2_FEATURES: dict[str, L2Feature] = {f.name: f for f in (
 
 
 def is_l2_feature(name: str) -> bool:
-    """True for an L2 terminal name (:data:`L2_FEATURES`)."""
-    return name in L2_FEATURES
+    """True for an L2 terminal name: one of :data:`L2_FEATURES`, bare (the traded instrument's book) or with an
+    instrument tag (``l2_pressure__BTCUSDT_perp``)."""
+    return split_panel_name(name)[0] in L2_FEATURES
 
 
 def l2_bars_since_gap(open_time: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -127,25 +133,31 @@ def l2_features(bars: pl.DataFrame, names: Sequence[str]) -> dict[str, tuple[np.
     returns {name: ((n,) float64 values, NaN where the bar is not valid or the window not refilled; lookback)}.
     raises ConfigError for an unknown name or a frame without L2 columns."""
     names = tuple(names)
-    unknown = [n for n in names if n not in L2_FEATURES]
+    unknown = [n for n in names if not is_l2_feature(n)]
     if unknown:
         raise ConfigError(f"unknown L2 terminal(s) {unknown}; known: {', '.join(L2_FEATURES)}")
-    if not names:
-        return {}
-    missing = [c for c in L2_COLUMNS if c not in bars.columns]
-    if missing:
-        raise ConfigError(f"features {list(names)} read recorded L2 books, but the bars carry no L2 columns "
-                          f"({missing[0]}, ...): pass the recording (forge evolve --l2 DIR; a run's genome "
-                          "rebuilds it from its manifest's [l2] record)")
-    cols = {c: bars[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in L2_COLUMNS if c != "l2_valid"}
-    valid = bars["l2_valid"].fill_null(False).to_numpy().astype(bool)
-    cols["l2_valid"] = valid
-    bsg = l2_bars_since_gap(bars["open_time"].to_numpy(), valid)
-    out = {}
+    by_tag: dict[str | None, list[str]] = {}
     for n in names:
-        spec = L2_FEATURES[n]
-        v = np.asarray(spec.compute(cols, bsg), dtype=np.float64)
-        out[n] = (np.where(valid, v, np.nan), spec.lookback)
+        by_tag.setdefault(split_panel_name(n)[1], []).append(n)
+    out = {}
+    t = bars["open_time"].to_numpy()
+    for tag, full in by_tag.items():
+        inst = Instrument.from_tag(tag) if tag is not None else None
+        missing = [panel_name(c, inst) for c in L2_COLUMNS if panel_name(c, inst) not in bars.columns]
+        if missing:
+            raise ConfigError(f"features {full} read recorded L2 books, but the bars carry no such L2 columns "
+                              f"({missing[0]}, ...): pass the recording (forge evolve --l2 DIR"
+                              + (f" --l2-symbols {inst.symbol}" if inst is not None else "")
+                              + "; a run's genome rebuilds it from its manifest's l2 record)")
+        cols = {c: bars[panel_name(c, inst)].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                for c in L2_COLUMNS if c != "l2_valid"}
+        valid = bars[panel_name("l2_valid", inst)].fill_null(False).to_numpy().astype(bool)
+        cols["l2_valid"] = valid
+        bsg = l2_bars_since_gap(t, valid)
+        for n in full:
+            spec = L2_FEATURES[split_panel_name(n)[0]]
+            v = np.asarray(spec.compute(cols, bsg), dtype=np.float64)
+            out[n] = (np.where(valid, v, np.nan), spec.lookback)
     return out
 
 
@@ -169,31 +181,40 @@ def recorded_venue(root: str | Path, symbol: str, venue: str = "") -> str:
     return holding[0]
 
 
+def has_recording(root: str | Path, symbol: str, venue: str = "") -> bool:
+    """Does ``root`` hold a recording of ``symbol`` (under ``venue`` when given)?"""
+    root = Path(root)
+    venues = [venue] if venue else (sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+    return any(symbol.upper() in list_symbols(root, v) for v in venues)
+
+
 def _listing(root: Path, venues: list[str]) -> str:
     items = [f"{v}/{s}" for v in venues for s in list_symbols(root, v)]
     return ", ".join(items) if items else "none"
 
 
-def l2_digest(bars: pl.DataFrame) -> str:
-    """sha256 of a frame's L2 columns (the bytes the terminals are computed from), hex: recorded in the manifest
-    so a rebuild on a recording that changed since the run is refused."""
+def l2_digest(bars: pl.DataFrame, instrument: Instrument | None = None) -> str:
+    """sha256 of a frame's L2 columns of one book (the bytes the terminals are computed from), hex: recorded in
+    the manifest so a rebuild on a recording that changed since the run is refused."""
     h = hashlib.sha256()
-    for c in L2_COLUMNS:
+    for c in (panel_name(x, instrument) for x in L2_COLUMNS):
         a = bars[c].to_numpy()
         h.update(c.encode())
         h.update(np.ascontiguousarray(np.nan_to_num(a.astype(np.float64), nan=-1e300)).tobytes())
     return h.hexdigest()
 
 
-def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str = "", k: int = 5
-              ) -> tuple[pl.DataFrame, dict[str, Any]]:
+def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str = "", k: int = 5,
+              instrument: Instrument | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Join the Liquidity Lens bars of ``symbol``'s recording under ``root`` onto ``bars`` (module docstring).
 
     bars: a bar frame (BAR_SCHEMA or a panel frame), strictly increasing open_time on whole UTC minutes;
-    symbol: the traded instrument's exchange symbol; venue: the recording's venue folder ("" = the only one
-    holding the symbol); k: levels / ticks of the depth measures.
+    symbol: the exchange symbol of the book; venue: the recording's venue folder ("" = the only one holding the
+    symbol); k: levels / ticks of the depth measures; instrument: the universe instrument whose book it is
+    (None = the traded one: bare column names; else suffixed ``__<TAG>``).
     returns (the frame with :data:`L2_COLUMNS` added, the manifest's record {"dir", "venue", "symbol", "k",
-    "tick", "bars", "valid_bars", "valid_ratio", "first_ms", "last_ms", "gap_bars", "digest"}).
+    "instrument" (tag or None), "tick", "bars", "valid_bars", "valid_ratio", "first_ms", "last_ms",
+    "gap_bars", "digest"}).
     raises DataError when the recording is missing, unreadable or holds no valid bar in the bars' range.
     """
     from forge.data.l2 import load_meta
@@ -206,12 +227,13 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     start, end = int(t[0]), int(t[-1]) + BAR_MS
     lens = load_lens_bars(root, venue, symbol.upper(), start, end, k=int(k))
     valid = (lens["n_states"] > 0) & ~lens["gap"]
-    add = lens.select(["open_time", *(pl.col(v).alias(c) for c, v in _LENS.items())]).with_columns(
-        valid.alias("l2_valid"))
-    out = bars.drop([c for c in L2_COLUMNS if c in bars.columns]).join(add, on="open_time", how="left",
-                                                                         coalesce=True)
-    out = out.with_columns(pl.col("l2_valid").fill_null(False))
-    v = out["l2_valid"].to_numpy()
+    name = lambda c: panel_name(c, instrument)  # noqa: E731
+    add = lens.select(["open_time", *(pl.col(v).alias(name(c)) for c, v in _LENS.items())]).with_columns(
+        valid.alias(name("l2_valid")))
+    out = bars.drop([name(c) for c in L2_COLUMNS if name(c) in bars.columns]).join(
+        add, on="open_time", how="left", coalesce=True)
+    out = out.with_columns(pl.col(name("l2_valid")).fill_null(False))
+    v = out[name("l2_valid")].to_numpy()
     if not v.any():
         from datetime import datetime, timezone
 
@@ -222,21 +244,24 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     idx = np.flatnonzero(v)
     meta = load_meta(root, venue, symbol)
     rec = {"dir": str(Path(root).resolve()), "venue": venue, "symbol": symbol.upper(), "k": int(k),
+           "instrument": instrument.tag if instrument is not None else None,
            "tick": meta.get("tick"), "bars": int(out.height), "valid_bars": int(v.sum()),
            "valid_ratio": float(v.mean()), "first_ms": int(t[idx[0]]), "last_ms": int(t[idx[-1]]),
-           "gap_bars": int(lens["gap"].sum()), "digest": l2_digest(out)}
+           "gap_bars": int(lens["gap"].sum()), "digest": l2_digest(out, instrument)}
     return out, rec
 
 
 def reattach_l2(bars: pl.DataFrame, record: dict[str, Any], *, check_digest: bool) -> pl.DataFrame:
-    """Rebuild a run's L2 columns from its manifest record (:func:`attach_l2`'s) on ``bars``.
+    """Rebuild a run's L2 columns from its manifest record ({"books": [:func:`attach_l2`'s records]}) on ``bars``.
 
     check_digest: the bars are the run's own (the Gauntlet and ``forge backtest`` on the run's data): refuse
-    when the recording changed since the run (its digest differs).  raises DataError naming the recording."""
-    out, rec = attach_l2(bars, record["dir"], record["symbol"], venue=record.get("venue", ""),
-                         k=int(record.get("k", 5)))
-    if check_digest and record.get("digest") and rec["digest"] != record["digest"]:
-        raise DataError(f"the L2 recording {record['dir']} ({record['venue']}/{record['symbol']}) changed since the "
-                        f"run: its lens bars over the run's range differ (digest {rec['digest'][:12]} vs the "
-                        f"manifest's {record['digest'][:12]}); the run's L2 terminals cannot be rebuilt")
-    return out
+    when a recording changed since the run (its digest differs).  raises DataError naming the recording."""
+    for book in record["books"]:
+        inst = Instrument.from_tag(book["instrument"]) if book.get("instrument") else None
+        bars, rec = attach_l2(bars, book["dir"], book["symbol"], venue=book.get("venue", ""),
+                              k=int(book.get("k", 5)), instrument=inst)
+        if check_digest and book.get("digest") and rec["digest"] != book["digest"]:
+            raise DataError(f"the L2 recording {book['dir']} ({book['venue']}/{book['symbol']}) changed since the "
+                            f"run: its lens bars over the run's range differ (digest {rec['digest'][:12]} vs the "
+                            f"manifest's {book['digest'][:12]}); the run's L2 terminals cannot be rebuilt")
+    return bars
