@@ -346,6 +346,43 @@ def _smoothed_links(vals: np.ndarray, names: tuple[str, ...], lookbacks: tuple[i
     return sorted(out, key=lambda t: (t.p, t.source, t.lag)), info
 
 
+def gated_columns(vals: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...],
+                                                                      dict[str, tuple[str, str]]]:
+    """Regime-gated copies of the features, so that a linear test can see a link whose **sign flips with the
+    regime** (ungated its partial correlation is ~0): for every filtered regime probability ``regime_p<i>`` among
+    ``names`` (the frozen model's, ``forge.features.regimes``; the last state is left out, its probability being
+    one minus the others') and every feature x that is neither a regime nor a clock terminal, the column
+    z(x)_t * (p_i,t - mean p_i), z the in-sample standardisation.  A gated column with a significant link into
+    the return keeps its source x (the GP builds the gate with ``mul``/``if_then_else`` on the kept regime
+    terminal, which the run keeps anyway).  This is the interaction term of a varying-coefficient regression
+    (Hastie & Tibshirani 1993, J. R. Statist. Soc. B 55(4), 757-796) tested inside PCMCI, so it is conditioned on
+    the ungated features like any other candidate parent.
+
+    vals: (k, n) float64 feature values (NaN missing); names: (k,) names.  returns ((m, n) float64 gated columns,
+    their names ``gate(<x>, <regime_p<i>>)``, {gated name: (x, regime terminal)}); m = 0 without regime terminals.
+    """
+    from forge.features.regimes import is_regime_feature
+
+    gates = sorted((i for i, n in enumerate(names) if n.startswith("regime_p") and is_regime_feature(n)),
+                   key=lambda i: names[i])[:-1]
+    clock = set(_clock_columns(names))
+    sources = [i for i, n in enumerate(names) if not is_regime_feature(n) and i not in clock]
+    rows, out_names, src = [], [], {}
+    for g in gates:
+        gv = vals[g] - np.nanmean(vals[g])
+        for i in sources:
+            x = vals[i]
+            sd = float(np.nanstd(x)) if np.isfinite(x).sum() > 1 else 0.0
+            if sd == 0.0:
+                continue
+            rows.append((x - np.nanmean(x)) / sd * gv)
+            name = f"gate({names[i]}, {names[g]})"
+            out_names.append(name)
+            src[name] = (names[i], names[g])
+    values = np.vstack(rows) if rows else np.empty((0, vals.shape[1]))
+    return values, tuple(out_names), src
+
+
 def _clock_columns(names: Sequence[str]) -> list[int]:
     """Indices of the columns that are clock terminals (``forge.features.registry.CLOCK_FEATURES``, of the
     traded instrument or, in a panel, of another: the same function of open_time)."""
@@ -391,45 +428,62 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
     r[1:] = fwd[:-1]
     r = vol_standardized(r)  # z-scores: ParCorr's p-values assume homoscedastic noise
     smooth_links, smooth_info = _smoothed_links(vals, names, tuple(features.lookbacks), r, cfg, seed)
+    gated_names, gated_src = (), {}
+    if cfg.gated:
+        gvals, gated_names, gated_src = gated_columns(vals, names)
+        if gated_names:
+            vals = np.vstack([vals, gvals])
+    all_names = names + gated_names
     if cfg.aggregate_minutes > 1:
         vals, r = _aggregate(vals, r, cfg.aggregate_minutes)
     if r.shape[0] > cfg.max_samples:
         vals, r = vals[:, -cfg.max_samples:], r[-cfg.max_samples:]
     reasons: dict[str, str] = {}
     usable = []
-    for i, n in enumerate(names):
+    for i, n in enumerate(all_names):
         v = vals[i][np.isfinite(vals[i])]
         if v.size < 50 or float(np.std(v)) == 0.0:
+            if n in gated_src:
+                continue
             reasons[n] = "dropped: constant or almost all missing"
         else:
             usable.append(i)
     cols = [vals[i] for i in usable] + [r]
     data = np.column_stack(cols) if usable else r[:, None]
-    col_names = [names[i] for i in usable] + ["__return__"]
+    col_names = [all_names[i] for i in usable] + ["__return__"]
     target = len(col_names) - 1
     links = pcmci_links_into(data, col_names, target, tau_min=1, tau_max=cfg.tau_max, pc_alpha=cfg.pc_alpha,
                              cond_ind_test=cfg.cond_ind_test, exogenous=_clock_columns(col_names),
                              seed=seed) if usable else []
-    significant = {t.source for t in links if t.q <= cfg.alpha_level}
+    gated_sig: dict[str, LinkTest] = {}
+    for t in links:  # sorted by p: a gated column's first significant link keeps its source feature
+        if t.source in gated_src and t.q <= cfg.alpha_level and gated_src[t.source][0] not in gated_sig:
+            gated_sig[gated_src[t.source][0]] = t
+    significant = {t.source for t in links if t.q <= cfg.alpha_level and t.source not in gated_src}
     smooth_sig: dict[str, LinkTest] = {}
     for t in smooth_links:  # sorted by p: the first significant link per feature is its best
         feat = _smoothed_source(t.source)[0]
         if t.q <= cfg.alpha_level and feat not in smooth_sig:
             smooth_sig[feat] = t
-    kept = [n for n in names if n in significant or n in smooth_sig]
+    kept = [n for n in names if n in significant or n in smooth_sig or n in gated_sig]
     for n in kept:
         if n in significant:
             t = min((t for t in links if t.source == n), key=lambda t: t.p)
             reasons[n] = f"kept: lag {t.lag}, partial corr {t.value:+.4f}, q {t.q:.2e}"
+        elif n in gated_sig:
+            t = gated_sig[n]
+            reasons[n] = (f"kept: gated by {gated_src[t.source][1]} ({t.source}), lag {t.lag}, partial corr "
+                          f"{t.value:+.4f}, q {t.q:.2e}")
         else:
             t, w = smooth_sig[n], _smoothed_source(smooth_sig[n].source)[1]
             reasons[n] = (f"kept: smoothed form {t.source} (sampled every {w} bars), lag {t.lag} block(s), "
                           f"partial corr {t.value:+.4f}, q {t.q:.2e}")
-    significant |= set(smooth_sig)
+    significant |= set(smooth_sig) | set(gated_sig)
     if len(kept) < cfg.keep_at_least:
         best: dict[str, float] = {}
         for t in links:
-            best[t.source] = min(best.get(t.source, 1.0), t.p)
+            if t.source not in gated_src:
+                best[t.source] = min(best.get(t.source, 1.0), t.p)
         for n in sorted((n for n in best if n not in significant), key=lambda n: (best[n], n)):
             if len(kept) >= cfg.keep_at_least:
                 break
@@ -438,7 +492,7 @@ def causal_filter(features: Any, fwd_return: np.ndarray, cfg: Any, *, seed: int 
         kept = [n for n in names if n in set(kept)]
     for n in names:
         reasons.setdefault(n, "dropped: no link with q <= alpha_level")
-    settings = {k: getattr(cfg, k) for k in ("tau_max", "pc_alpha", "alpha_level", "max_samples",
+    settings = {k: getattr(cfg, k) for k in ("tau_max", "pc_alpha", "alpha_level", "max_samples", "gated",
                                              "aggregate_minutes", "cond_ind_test", "keep_at_least")}
     settings["smooth_windows"] = list(smooth_info["windows"])
     settings["smooth_max_lookback"] = int(getattr(cfg, "smooth_max_lookback", 1))

@@ -178,13 +178,14 @@ def strength_for_panel_sharpe(target: float, costs: BacktestConfig, *, lo: float
 def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag", days: int = 20,
               target: float | None = None,
               config: Path | None = None, jobs: int | None = 1, population: int | None = None,
-              generations: int | None = None, causal: bool = True) -> HonestyRun:
+              generations: int | None = None, causal: bool = True, regimes: bool = False) -> HonestyRun:
     """One study run: write the panel (``kind``, ``seed``, ``strength``; the row's kind is ``kind``, or at
     strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others; ``_nocausal`` appended without the
     filter) under
     ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (book: on BOOKUSDT with ``--l2`` on its recording) (``config``: default the packaged
     default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given; ``causal``
-    False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search), then
+    False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search;
+    ``regimes`` True: with the predictive-regime terminals, ``[regimes] enabled``, rows ``_regimes``), then
     ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
     from forge.core.runconfig import load_run_config, with_overrides
     from forge.evolution.run import evolve
@@ -214,6 +215,8 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     cfg = with_overrides(cfg, "coevolution", enabled=False)
     if not causal:
         cfg = with_overrides(cfg, "causal", enabled=False)
+    if regimes:
+        cfg = with_overrides(cfg, "regimes", enabled=True)
     if cls == "book":
         cfg = with_overrides(cfg, "l2", dir=str(work / f"{name}-l2"))
     else:
@@ -226,6 +229,8 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     r.champion_uses_planted = reads_carrier(cls, rep.verdicts[0]["features"])
     if not causal:
         r.kind += "_nocausal"  # summarized apart from the default search
+    if regimes:
+        r.kind += "_regimes"
     return _stamp(r, run_dir, cfg.evolve.population, cfg.evolve.generations, days, t0)
 
 

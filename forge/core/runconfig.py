@@ -252,7 +252,9 @@ class CausalConfig:
     also tested in smoothed form, its w-bar mean sampled every w bars against
     the next w bars' return (issue 17 item 7: a slow component of a raw column
     the registry does not name); () = off.  smooth_min_blocks: fewest w-bar
-    blocks a window needs to be tested.
+    blocks a window needs to be tested.  gated: when the run has regime terminals (``[regimes]``), every
+    feature is also tested gated by each regime's filtered probability (``forge.causal.gated_columns``), so a
+    rule whose sign flips with the regime keeps its input; no effect without regime terminals.
     """
 
     enabled: bool = True
@@ -266,6 +268,7 @@ class CausalConfig:
     smooth_windows: tuple[int, ...] = (20, 60)
     smooth_max_lookback: int = 1
     smooth_min_blocks: int = 100
+    gated: bool = True
 
     def validate(self) -> None:
         if not 1 <= self.tau_max <= 60:
