@@ -176,3 +176,45 @@ def test_clock_terminals_are_exogenous_so_a_seasonality_is_kept():
     for seed in range(3):
         fm0, fwd0 = _clock_market(0.0, seed=seed)
         assert not {"mod_sin", "mod_cos"} & set(causal_filter(fm0, fwd0, cfg, seed=0).kept)
+
+
+def _regime_flip(n: int, seed: int, strength: float):
+    """x predicts the next return with a sign that flips between two persistent regimes (ungated ~0); the
+    regime terminals are noisy filtered probabilities of the state, as a fitted HMM gives them."""
+    rng = np.random.default_rng(seed)
+    state = np.cumsum(rng.random(n) < 1 / 500) % 2
+    x = np.zeros(n)
+    e = rng.standard_normal(n)
+    for t in range(1, n):
+        x[t] = 0.8 * x[t - 1] + e[t]
+    p1 = np.clip(np.where(state == 1, 0.85, 0.15) + 0.1 * rng.standard_normal(n), 0.0, 1.0)
+    fwd = strength * np.where(state == 0, 1.0, -1.0) * x + rng.standard_normal(n)
+    fwd[-1] = np.nan
+    names = ("x", "noise", "regime_p0", "regime_p1", "regime_next_p0", "regime_next_p1")
+    vals = np.vstack([x, rng.standard_normal(n), 1 - p1, p1, 1 - p1, p1])
+    return FeatureMatrix(names=names, values=vals, lookbacks=(1,) * len(names)), fwd
+
+
+def test_gated_pass_keeps_an_input_whose_sign_flips_with_the_regime():
+    fm, fwd = _regime_flip(8000, 1, 0.12)
+    base = dict(tau_max=2, keep_at_least=0, max_samples=8000, smooth_windows=())
+    off = causal_filter(fm, fwd, CausalConfig(**base, gated=False), seed=0)
+    assert "x" not in off.kept  # linear ParCorr cannot see it ungated
+    on = causal_filter(fm, fwd, CausalConfig(**base), seed=0)
+    assert "x" in on.kept and "gated by regime_p0" in on.reasons["x"], on.reasons
+    assert "noise" not in on.kept
+    # only one gate for two states (p1 = 1 - p0), and none from the predicted probabilities or for a regime itself
+    assert {t.source for t in on.links if t.source.startswith("gate(")} <= {"gate(x, regime_p0)",
+                                                                            "gate(noise, regime_p0)"}
+    hits = 0
+    for seed in range(4):  # the gated pass on data without the effect
+        fm0, fwd0 = _regime_flip(4000, 50 + seed, 0.0)
+        hits += len(causal_filter(fm0, fwd0, CausalConfig(**{**base, "max_samples": 4000}), seed=seed).kept)
+    assert hits <= 1
+
+
+def test_gated_pass_does_nothing_without_regime_terminals():
+    fm, fwd = _planted(3000, seed=4)
+    a = causal_filter(fm, fwd, CausalConfig(tau_max=2, max_samples=3000), seed=0)
+    b = causal_filter(fm, fwd, CausalConfig(tau_max=2, max_samples=3000, gated=False), seed=0)
+    assert a.kept == b.kept and [(t.source, t.lag, t.p) for t in a.links] == [(t.source, t.lag, t.p) for t in b.links]
