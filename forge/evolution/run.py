@@ -158,13 +158,10 @@ def _load_markets(cfg: RunConfig, bars: pl.DataFrame | None, coverage: Coverage 
         if len(loaded) != 1:
             raise ConfigError("--l2 joins one recording onto the traded instrument's bars; it cannot be combined "
                               f"with --symbols ({', '.join(s for s, _b, _c in loaded)})")
-        if cfg.l2.symbols:
-            raise ConfigError("[l2] symbols (--l2-symbols) joins the books of other instruments of a universe; "
-                              "this run has no --universe")
         sym, b, cov = loaded[0]
-        b, rec = attach_l2(b, cfg.l2.dir, sym or symbol_of(cov), venue=cfg.l2.venue, k=cfg.l2.k)
-        loaded, l2 = [(sym, b, cov)], {"books": [rec]}
-        feature_names = feature_names + tuple(n for n in (cfg.l2.features or L2_FEATURES) if n not in feature_names)
+        b, added, l2 = _join_l2(cfg, b, sym or symbol_of(cov))
+        loaded = [(sym, b, cov)]
+        feature_names = feature_names + tuple(n for n in added if n not in feature_names)
     if library is not None:
         feature_names = feature_names + tuple(n for n in library.names if n not in feature_names)
     universe = {k: v for k, v in (("funding", funding), ("l2", l2)) if v is not None} or None
@@ -210,20 +207,8 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
     names = own + tuple(panel_name(f, i) for tag, i in insts.items() if tag != tinst.tag for f in others)
     l2 = None
     if cfg.l2.dir:
-        l2 = {"books": []}
-        wanted = tuple(cfg.l2.features or L2_FEATURES)
-        if not cfg.l2.symbols or has_recording(cfg.l2.dir, tinst.symbol, cfg.l2.venue):
-            # the traded book (optional when other books are asked for and it was not recorded)
-            panel, rec = attach_l2(panel, cfg.l2.dir, tinst.symbol, venue=cfg.l2.venue, k=cfg.l2.k)
-            l2["books"].append(rec)
-            names = names + tuple(n for n in wanted if n not in names)
-        for spec in cfg.l2.symbols:
-            inst = _universe_instrument(insts, spec)
-            if inst.tag == tinst.tag:
-                continue
-            panel, rec = attach_l2(panel, cfg.l2.dir, inst.symbol, venue=cfg.l2.venue, k=cfg.l2.k, instrument=inst)
-            l2["books"].append(rec)
-            names = names + tuple(panel_name(f, inst) for f in wanted)
+        panel, added, l2 = _join_l2(cfg, panel, tinst.symbol, insts, tinst.tag)
+        names = names + tuple(n for n in added if n not in names)
     if library is not None:
         names = names + tuple(n for n in library.names if n not in names)
     cover = panel_coverage(panel, covs)
@@ -233,6 +218,31 @@ def _load_panel_market(cfg: RunConfig, library: FeatureLibrary | None) -> Market
                                 for tag, i in insts.items()},
                 "funding": funding, **({"l2": l2} if l2 is not None else {})}
     return Market.build(tinst.tag, panel, covs[tinst.tag], names, ec.in_sample_fraction, library, universe=universe)
+
+
+def _join_l2(cfg: RunConfig, frame: pl.DataFrame, symbol: str, insts: dict[str, Any] | None = None,
+             traded: str | None = None) -> tuple[pl.DataFrame, tuple[str, ...], dict[str, Any]]:
+    """``[l2]``: join the traded instrument's recorded book (``symbol``; optional when ``[l2] symbols`` names
+    other books and it was not recorded) and each ``[l2] symbols`` book of the universe (``insts``, tags ->
+    Instrument; ``traded`` its traded tag) onto ``frame``.  returns (frame, the L2 terminals added, the manifest
+    record {"books": [attach_l2 records]}).  raises ConfigError / DataError."""
+    if cfg.l2.symbols and insts is None:
+        raise ConfigError("[l2] symbols (--l2-symbols) joins the books of other instruments of a universe; "
+                          "this run has no --universe")
+    wanted = tuple(cfg.l2.features or L2_FEATURES)
+    books: list[dict[str, Any]] = []
+    names: tuple[str, ...] = ()
+    if not cfg.l2.symbols or has_recording(cfg.l2.dir, symbol, cfg.l2.venue):
+        frame, rec = attach_l2(frame, cfg.l2.dir, symbol, venue=cfg.l2.venue, k=cfg.l2.k)
+        books.append(rec)
+        names += wanted
+    for spec in cfg.l2.symbols:
+        inst = _universe_instrument(insts, spec)
+        if inst.tag != traded:
+            frame, rec = attach_l2(frame, cfg.l2.dir, inst.symbol, venue=cfg.l2.venue, k=cfg.l2.k, instrument=inst)
+            books.append(rec)
+            names += tuple(panel_name(f, inst) for f in wanted)
+    return frame, names, {"books": books}
 
 
 def _universe_instrument(insts: dict[str, Any], spec: str) -> Any:
