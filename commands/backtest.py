@@ -116,7 +116,7 @@ def run_split(genome_path: str | Path) -> dict[str, Any] | None:
     return split if isinstance(split, dict) and "out_of_sample" in split else None
 
 
-def _with_l2(genome: Any, genome_path: str | Path, bars: Any) -> Any:
+def _with_l2(genome: Any, genome_path: str | Path, bars: Any, l2_dir: str | Path | None = None) -> Any:
     """``bars`` with the recorded-book columns a genome reading L2 terminals needs, from its ``meta.l2`` (or
     its run's manifest) record; unchanged for any other genome.  raises ConfigError without a record,
     DataError when the recording is gone or does not cover the bars."""
@@ -132,12 +132,12 @@ def _with_l2(genome: Any, genome_path: str | Path, bars: Any) -> Any:
     if not rec:
         raise ConfigError(f"{genome_path} reads recorded L2 books ({', '.join(reads)}) but records no recording "
                           "(meta.l2); backtest a run's champion.json")
-    return reattach_l2(bars, rec, check_digest=False)
+    return reattach_l2(bars, rec, check_digest=False, root=l2_dir)
 
 
 def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None = None, *,
                     config: str | Path | None = None, library: str | Path | None = None,
-                    bars_range: str = "auto") -> GenomeBacktest:
+                    bars_range: str = "auto", l2_dir: str | Path | None = None) -> GenomeBacktest:
     """Backtest one genome file.
 
     genome_path: genome JSON (e.g. a run's champion.json); data: kline files
@@ -147,7 +147,8 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
     features (None: the ``feature_library.json`` next to the genome if any); bars_range: "out-of-sample"
     / "in-sample" (the bars of that range of the run whose ``manifest.json`` sits beside the genome, by
     open time; positions are computed on every bar before, so look-backs are warm), "all", or "auto"
-    (out-of-sample for a run's genome, else all).  raises GenomeError, DataError, ConfigError (also for
+    (out-of-sample for a run's genome, else all); l2_dir: the genome's L2 recording (``forge evolve --l2``) at
+    another path than its record's.  raises GenomeError, DataError, ConfigError (also for
     a range without a run, or no bar of the given data in it).
     """
     from forge.backtest import run_backtest
@@ -181,7 +182,7 @@ def backtest_genome(genome_path: str | Path, data: Sequence[str | Path] | None =
         bars, cov = load_bars([str(p) for p in data] if data else None)
     if bars.height < 2:
         raise ConfigError(f"--data: {bars.height} bar(s); a backtest needs at least 2")
-    bars = _with_l2(genome, genome_path, bars)
+    bars = _with_l2(genome, genome_path, bars, l2_dir)
     fm = strategy_features(bars, genome.features, library)
     t = bars["open_time"].to_numpy()
     o = bars["open"].to_numpy().astype(np.float64)

@@ -28,6 +28,7 @@ def gauntlet_validate(
     max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", help="Validate only the top N of the hall of fame.")] = None,
     allow_risk_timing: Annotated[bool, typer.Option("--allow-risk-timing", help="Publish survivors labelled risk timing too (default: directional survivors only).")] = False,
     candidates: Annotated[Optional[str], typer.Option("--candidates", help="Candidates tested: champion, all or N (top N); default: the champion in a holdout, all otherwise.")] = None,
+    l2: Annotated[Optional[Path], typer.Option("--l2", help="The run's L2 recording (forge evolve --l2) at another path than its manifest's; its book bars must still match the run's digest.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="Execution policy JSON (forge execution train) signed into published champions (default: the run config's [execution] policy in mode policy, else always-taker).")] = None,
 ) -> None:
     """Validate a run's hall of fame: OOS, look-ahead, DSR, PBO, permutation/SPA, PCMCI, DoWhy → verdicts.
@@ -50,7 +51,7 @@ def gauntlet_validate(
     result = validate_run(run_dir, cfg, data=[str(p) for p in data] if data else None, allow_overlap=allow_overlap,
                           publish_dir=None if no_publish else publish_dir, max_candidates=max_candidates,
                           allow_risk_timing=allow_risk_timing,
-                          candidates=candidates, policy=pol,
+                          candidates=candidates, policy=pol, l2_dir=l2,
                           progress=None if as_json else (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False)))
     # one strict-JSON text for the file validate_run wrote and for --json
     text = result.text

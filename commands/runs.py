@@ -161,6 +161,7 @@ def backtest_cmd(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the equity and drawdown plot (PNG).")] = None,
     bars_range: Annotated[str, typer.Option("--bars", help="auto (out-of-sample for a run's genome, else all) | out-of-sample | in-sample | all.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as strict JSON.")] = False,
+    l2: Annotated[Optional[Path], typer.Option("--l2", help="The genome's L2 recording (forge evolve --l2) at another path than its record's.")] = None,
 ) -> None:
     """Backtest one genome on chosen bars: metrics next to buy-and-hold, trade list, equity plot. A run's
     genome (a champion.json beside its manifest) runs on the run's out-of-sample bars by default."""
@@ -171,7 +172,7 @@ def backtest_cmd(
     if trades is not None and trades.suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--trades {trades}: expected a .csv or .parquet file name")
     check_data_paths(data, panel_symbols(genome))
-    bt = backtest_genome(genome, data, config=config, library=features_lib, bars_range=bars_range)
+    bt = backtest_genome(genome, data, config=config, library=features_lib, bars_range=bars_range, l2_dir=l2)
     files = {}
     if trades is not None:
         files["trades"] = str(write_trades(bt, trades))

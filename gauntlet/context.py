@@ -232,10 +232,12 @@ class RunContext:
     @classmethod
     def load(cls, run_dir: str | Path, data: Sequence[str | Path] | None = None, *,
              allow_overlap: bool = False, max_candidates: int | None = None,
-             bars: pl.DataFrame | None = None, candidates: str | int | None = None) -> RunContext:
+             bars: pl.DataFrame | None = None, candidates: str | int | None = None,
+             l2_dir: str | Path | None = None) -> RunContext:
         """Load a run directory through the run-directory contract (``forge.core.rundir``). bars: the run's
         own bars in memory (e.g. a synthetic market the run was evolved on; the manifest's split applies),
-        instead of reloading its data. candidates / max_candidates: which hall-of-fame members
+        instead of reloading its data; l2_dir: the run's L2 recording at another path than its manifest's
+        (``forge.features.l2terminals.reattach_l2``). candidates / max_candidates: which hall-of-fame members
         (``candidate_limit``). With ``data`` holding bars after the run's last bar the context is a
         holdout (``holdout`` True): those bars are evaluated, every earlier bar given only warms features up.
         Raises RunDirError (missing/corrupt files) or DataError (bars that do not match the run, fewer than
@@ -314,10 +316,10 @@ class RunContext:
             raise DataError(f"evaluation range has {ev[1] - ev[0]} bars; need at least {MIN_EVALUATION_BARS}")
         l2 = (manifest.universe or {}).get("l2")
         if l2:  # recorded-book terminals: the same recording joined again (refused when it changed since the run)
-            bars = reattach_l2(bars, l2, check_digest=not holdout and not overlap)
+            bars = reattach_l2(bars, l2, check_digest=not holdout and not overlap, root=l2_dir)
             books = ", ".join(f"{b['venue']}/{b['symbol']} ({b['valid_ratio']:.0%} of the run's bars)"
                               for b in l2["books"])
-            source = f"{source} + L2 books {books} from {l2['books'][0]['dir']}"
+            source = f"{source} + L2 books {books} from {l2_dir or l2['books'][0]['dir']}"
         features = strategy_features(bars, manifest.features, library, regimes)
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,

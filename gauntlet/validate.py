@@ -254,7 +254,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
                  max_candidates: int | None = None, bars: Any = None,
                  progress: Callable[[str], None] | None = None, symbol: str | None = None,
                  lineage: dict[str, Any] | None = None, candidates: str | int | None = None,
-                 allow_risk_timing: bool = False, policy: Any = None) -> GauntletReport:
+                 allow_risk_timing: bool = False, policy: Any = None,
+                 l2_dir: str | Path | None = None) -> GauntletReport:
     """Validate a ``forge evolve`` run directory.
 
     data: bars to evaluate on (default: the run's own out-of-sample range);
@@ -268,7 +269,8 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     None: the run config's ``[execution] policy`` file when its mode is "policy", else always-taker), signed
     into each meta with its sha256 (:func:`gauntlet.publish.publish_champion`).  The run config's
     ``[execution] sizing = "kelly"`` signs each champion's fractional-Kelly multiplier, measured on the run's
-    in-sample rows only (``forge.execution.sizing.kelly_sizing``), into its meta.
+    in-sample rows only (``forge.execution.sizing.kelly_sizing``), into its meta.  l2_dir: the run's L2 recording
+    at another path than its manifest's (``forge evolve --l2``; the rebuilt bars must match the run's digest).
 
     Holdout mode is automatic when ``data`` holds bars after the run's last bar (``RunContext.load``): only
     those bars are evaluated; the test is pre-registered on ``candidates`` ("champion" — the default in a
@@ -284,7 +286,7 @@ def validate_run(run_dir: str | Path, cfg: GauntletConfig, *, data: Sequence[str
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     ctx = RunContext.load(run_dir, data, allow_overlap=allow_overlap, max_candidates=max_candidates,
-                          bars=bars, candidates=candidates)
+                          bars=bars, candidates=candidates, l2_dir=l2_dir)
     say(f"loaded {len(ctx.candidates)} candidates, {ctx.evaluation[1] - ctx.evaluation[0]:,} evaluation bars"
         + (" (holdout: bars after the run's last bar)" if ctx.holdout else ""))
     shared = _shared(ctx, cfg)

@@ -126,6 +126,16 @@ def test_evolve_with_l2_finds_a_book_edge_the_gauntlet_passes_and_rebuilds(tmp_p
     assert passed, [(c["expression"], {n: s["passed"] for n, s in c["stages"].items()}) for c in cands]
     b = CliRunner().invoke(forge_app, ["backtest", str(run / "champion.json"), "--data", str(data)])
     assert b.exit_code == 0 and "out-of-sample" in b.output, b.output
+    # the recording moves: it is found with --l2, and a missing one is one clear line
+    moved = tmp_path / "moved"
+    rec.rename(moved)
+    g = CliRunner().invoke(gauntlet_app, ["validate", str(run), "--no-publish"])
+    assert g.exit_code == DataError.exit_code and "is not there" in g.output and "--l2 DIR" in g.output, g.output
+    g = CliRunner().invoke(gauntlet_app, ["validate", str(run), "--no-publish", "--l2", str(moved)])
+    assert g.exit_code == 0 and str(moved) in json.loads((run / "gauntlet_report.json").read_text())["data_source"]
+    b = CliRunner().invoke(forge_app, ["backtest", str(run / "champion.json"), "--data", str(data), "--l2", str(moved)])
+    assert b.exit_code == 0, b.output
+    moved.rename(rec)
     # the recording changes after the run: the Gauntlet refuses to rebuild other terminals than the run's
     day = sorted((rec / VENUE / SYM / "l2").glob("*.parquet"))[2]
     day.unlink()

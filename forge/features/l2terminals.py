@@ -251,14 +251,20 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     return out, rec
 
 
-def reattach_l2(bars: pl.DataFrame, record: dict[str, Any], *, check_digest: bool) -> pl.DataFrame:
+def reattach_l2(bars: pl.DataFrame, record: dict[str, Any], *, check_digest: bool,
+                root: str | Path | None = None) -> pl.DataFrame:
     """Rebuild a run's L2 columns from its manifest record ({"books": [:func:`attach_l2`'s records]}) on ``bars``.
 
     check_digest: the bars are the run's own (the Gauntlet and ``forge backtest`` on the run's data): refuse
-    when a recording changed since the run (its digest differs).  raises DataError naming the recording."""
+    when a recording changed since the run (its digest differs); root: the recording at another path than the
+    record's (moved, or another machine; the digest still applies).  raises DataError naming the recording."""
     for book in record["books"]:
+        where = Path(root) if root is not None else Path(book["dir"])
+        if not where.is_dir():
+            raise DataError(f"the run's L2 recording {where} ({book['venue']}/{book['symbol']}) is not there; pass "
+                            "its location (gauntlet validate --l2 DIR, forge backtest --l2 DIR)")
         inst = Instrument.from_tag(book["instrument"]) if book.get("instrument") else None
-        bars, rec = attach_l2(bars, book["dir"], book["symbol"], venue=book.get("venue", ""),
+        bars, rec = attach_l2(bars, where, book["symbol"], venue=book.get("venue", ""),
                               k=int(book.get("k", 5)), instrument=inst)
         if check_digest and book.get("digest") and rec["digest"] != book["digest"]:
             raise DataError(f"the L2 recording {book['dir']} ({book['venue']}/{book['symbol']}) changed since the "
