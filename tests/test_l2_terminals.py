@@ -19,8 +19,13 @@ from forge.core.errors import ConfigError, DataError, GenomeError
 from forge.core.runconfig import load_run_config, with_overrides
 from forge.data.panels import write_klines
 from forge.data.planted_l2 import planted_l2_market, write_recording
-from forge.features.l2terminals import (L2_FEATURES, attach_l2, l2_bars_since_gap, l2_features,
-                                        reattach_l2)
+from forge.features.l2terminals import (
+    L2_FEATURES,
+    attach_l2,
+    l2_bars_since_gap,
+    l2_features,
+    reattach_l2,
+)
 from forge.gp import Genome
 from forge.strategy import strategy_features
 
@@ -77,7 +82,7 @@ def test_terminals_have_no_look_ahead(recorded):
 
 
 def test_planted_edge_is_carried_by_the_book_alone(recorded, tmp_path):
-    _root, bars, frame, _rec, _p = recorded
+    _root, _bars, frame, _rec, _p = recorded
     fm = strategy_features(frame, ("l2_pressure", "count_z_60", "vol_z_60", "taker_imb", "clv"), None)
     r = np.diff(np.log(frame["close"].to_numpy()), prepend=np.nan)
 
@@ -161,7 +166,7 @@ def test_bad_recordings_are_one_clear_line(tmp_path):
         "two venues": (["--l2", str(tmp_path / "two")], "choose one with --l2-venue"),
         "wrong venue": (["--l2", str(rec), "--l2-venue", "bybit"], "no recording of BOOKUSDT under venue 'bybit'"),
     }
-    b, book, gaps, _ = planted_l2_market(3 * 1440, seed=5, strength=0.3)
+    _b, book, gaps, _ = planted_l2_market(3 * 1440, seed=5, strength=0.3)
     write_recording(tmp_path / "other", VENUE, "ELSEUSDT", book, gaps)
     shutil.copytree(rec, tmp_path / "two")
     shutil.copytree(rec / VENUE, tmp_path / "two" / "bybit")
@@ -248,14 +253,13 @@ def test_a_universe_reads_another_instruments_book(tmp_path):
     champ = Genome.load(tmp_path / "run" / "champion.json")
     assert any(f.startswith("l2_pressure") and f.endswith(f"__{SYM}_spot") for f in champ.features), champ.features
     # the leader's terminal on the panel equals its book's terminal with the leader traded, on the shared rows
-    from forge.strategy import strategy_features as sf
     from forge.data.panel import load_run_panel
 
     panel, _c, _ = load_run_panel([str(tmp_path / "klines")], man["universe"])
     panel = reattach_l2(panel, man["universe"]["l2"], check_digest=True)
     own, _ = attach_l2(lead, tmp_path / "rec", SYM)
-    a = sf(panel, (f"l2_pressure__{SYM}_spot",), None).values[0]
-    b = sf(own, ("l2_pressure",), None).values[0]
+    a = strategy_features(panel, (f"l2_pressure__{SYM}_spot",), None).values[0]
+    b = strategy_features(own, ("l2_pressure",), None).values[0]
     np.testing.assert_array_equal(a, b)
     g = CliRunner().invoke(gauntlet_app, ["validate", str(tmp_path / "run"), "--no-publish"])
     assert g.exit_code == 0, g.output

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,20 @@ from forge.data.panel import Instrument, panel_name, split_panel_name
 from forge.data.schema import BAR_MS
 from forge.features import features_nb as K
 
-__all__ = ["L2_COLUMNS", "L2_FEATURES", "L2_PREFIX", "L2Feature", "attach_l2", "is_l2_feature", "l2_bars_since_gap",
-           "l2_features", "l2_digest", "has_recording", "recorded_venue", "reattach_l2"]
+__all__ = [
+    "L2_COLUMNS",
+    "L2_FEATURES",
+    "L2_PREFIX",
+    "L2Feature",
+    "attach_l2",
+    "has_recording",
+    "is_l2_feature",
+    "l2_bars_since_gap",
+    "l2_digest",
+    "l2_features",
+    "reattach_l2",
+    "recorded_venue",
+]
 
 L2_PREFIX = "l2_"
 """Prefix of every L2 column of a frame and of every L2 terminal."""
@@ -227,7 +240,7 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     start, end = int(t[0]), int(t[-1]) + BAR_MS
     lens = load_lens_bars(root, venue, symbol.upper(), start, end, k=int(k))
     valid = (lens["n_states"] > 0) & ~lens["gap"]
-    name = lambda c: panel_name(c, instrument)  # noqa: E731
+    name = lambda c: panel_name(c, instrument)
     add = lens.select(["open_time", *(pl.col(v).alias(name(c)) for c, v in _LENS.items())]).with_columns(
         valid.alias(name("l2_valid")))
     out = bars.drop([name(c) for c in L2_COLUMNS if name(c) in bars.columns]).join(
@@ -235,9 +248,7 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     out = out.with_columns(pl.col(name("l2_valid")).fill_null(False))
     v = out[name("l2_valid")].to_numpy()
     if not v.any():
-        from datetime import datetime, timezone
-
-        iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+        iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
         raise DataError(f"--l2 {root}: the recording of {venue}/{symbol.upper()} has no book state without a gap "
                         f"inside the bars' range {iso(start)} → {iso(end - BAR_MS)} UTC; record that range or "
                         "pass bars it covers")
