@@ -30,35 +30,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 T0 = 1718582400000  # first bar of the synthetic markets' clock (the embedded sample's)
 
 
-def _config(tmp: Path, spec: str, a: argparse.Namespace) -> Path:
-    table = {"runs_dir": str(tmp / "runs"), "population": a.population, "generations": a.generations,
-             "window_days": a.days - 1, "min_bars": 2000, "max_attempts": a.attempts}
-    lines = ["[crucible]", f'requests_dir = "{tmp / "requests"}"', f'champions_dir = "{tmp / "champions"}"',
-             "[replay]", f'data = ["NULLUSDT={spec}"]', "[serve]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-    p = tmp / "loop.toml"
-    p.write_text("\n".join(lines) + "\n")
-    return p
+def _loop(tmp: Path, spec: str, a: argparse.Namespace):
+    """The worker setup of one request: the packaged evolve and gauntlet configs (co-evolution off, a trial
+    ledger of this market only), ``[serve]`` at the study's budget, folders under ``tmp``."""
+    from forge.core.requests import ServeConfig
+    from forge.core.runconfig import load_run_config, with_overrides
+    from gauntlet.config import load_gauntlet_config
+    from loop.serve import Loop
+
+    sc = ServeConfig(runs_dir=str(tmp / "runs"), population=a.population, generations=a.generations,
+                     window_days=a.days - 1, min_bars=2000, max_attempts=a.attempts).validate()
+    rc = with_overrides(load_run_config(None), "evolve", trial_ledger=str(tmp / "ledger.jsonl"))
+    rc = with_overrides(rc, "coevolution", enabled=False)
+    return Loop(sc, tmp / "requests", tmp / "champions", tmp / "runs", {"NULLUSDT": [spec]}, "serve_false_passes",
+                rc, load_gauntlet_config(None))
 
 
 def serve_one(kind: str, seed: int, a: argparse.Namespace) -> dict:
     """Serve one request on a fresh null market of ``kind``; returns its row."""
     from crucible.builtin import builtin_genome
     from crucible.watchtower import write_replacement_request
-    from loop.serve import load_serve_config, serve_request
+    from loop.serve import serve_request
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="serve-fp-") as d:
         tmp = Path(d)
         spec = f"synthetic:{kind}?seed={seed}&days={a.days}" + (f"&strength={a.strength}" if kind == "planted" else "")
-        loop = load_serve_config(_config(tmp, spec, a))
-        ledger = str(tmp / "ledger.jsonl")  # this market's own trials only
-        import dataclasses
-
-        from forge.core.runconfig import with_overrides
-
-        rc = with_overrides(loop.run_config, "evolve", trial_ledger=ledger)
-        loop = dataclasses.replace(loop, run_config=with_overrides(rc, "coevolution", enabled=False))
+        loop = _loop(tmp, spec, a)
         req = write_replacement_request(tmp / "requests", slot="s1", symbol="NULLUSDT",
                                         time_ms=T0 + int((a.days - 0.5) * 86_400_000),
                                         equity=0.5, killed=builtin_genome("meanrev"), seed=builtin_genome("flow"),
