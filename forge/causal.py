@@ -368,14 +368,17 @@ def gated_columns(vals: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray,
     clock = set(_clock_columns(names))
     sources = [i for i, n in enumerate(names) if not is_regime_feature(n) and i not in clock]
     rows, out_names, src = [], [], {}
+    if not gates:
+        return np.empty((0, vals.shape[1])), (), {}
+    z = {}
+    for i in sources:  # each source standardised once
+        sd = float(np.nanstd(vals[i])) if np.isfinite(vals[i]).sum() > 1 else 0.0
+        if sd > 0.0:
+            z[i] = (vals[i] - np.nanmean(vals[i])) / sd
     for g in gates:
         gv = vals[g] - np.nanmean(vals[g])
-        for i in sources:
-            x = vals[i]
-            sd = float(np.nanstd(x)) if np.isfinite(x).sum() > 1 else 0.0
-            if sd == 0.0:
-                continue
-            rows.append((x - np.nanmean(x)) / sd * gv)
+        for i in (i for i in sources if i in z):
+            rows.append(z[i] * gv)
             name = f"gate({names[i]}, {names[g]})"
             out_names.append(name)
             src[name] = (names[i], names[g])

@@ -248,10 +248,10 @@ def _join_l2(cfg: RunConfig, frame: pl.DataFrame, symbol: str, insts: dict[str, 
 def _universe_instrument(insts: dict[str, Any], spec: str) -> Any:
     """The universe instrument an ``[l2] symbols`` spec (``SYMBOL[:market]``) names; raises ConfigError when the
     universe holds none (or several: give the market)."""
-    from forge.data.panel import MARKETS, parse_instrument
+    from forge.data.panel import parse_instrument
 
-    sym, mkt = parse_instrument(spec)
-    hits = [i for i in insts.values() if i.symbol == sym and (mkt is None or i.market == MARKETS[mkt])]
+    sym, mkt = parse_instrument(spec)  # the market is canonical ("spot" | "perp") or None
+    hits = [i for i in insts.values() if i.symbol == sym and (mkt is None or i.market == mkt)]
     if len(hits) != 1:
         raise ConfigError(f"[l2] symbols: {spec!r} is {'not an instrument' if not hits else 'ambiguous'} of the "
                           f"universe ({', '.join(insts)}){'; give SYMBOL:spot or SYMBOL:perp' if hits else ''}")

@@ -52,7 +52,6 @@ from forge.features import features_nb as K
 __all__ = [
     "L2_COLUMNS",
     "L2_FEATURES",
-    "L2_PREFIX",
     "L2Feature",
     "attach_l2",
     "has_recording",
@@ -63,9 +62,6 @@ __all__ = [
     "reattach_l2",
     "recorded_venue",
 ]
-
-L2_PREFIX = "l2_"
-"""Prefix of every L2 column of a frame and of every L2 terminal."""
 
 L2_COLUMNS: tuple[str, ...] = ("l2_ofi", "l2_pressure", "l2_pressure_close", "l2_density", "l2_spread",
                                "l2_mid_close", "l2_n_states", "l2_valid")
@@ -132,12 +128,10 @@ def l2_bars_since_gap(open_time: np.ndarray, valid: np.ndarray) -> np.ndarray:
     open_time: (n,) int64 ms; valid: (n,) bool."""
     kline = bars_since_gap(np.ascontiguousarray(open_time, dtype=np.int64))
     v = np.asarray(valid, dtype=bool)
-    out = np.zeros(v.shape[0], dtype=np.int64)
-    run = -1
-    for i in range(v.shape[0]):
-        run = (run + 1 if (run >= 0 and kline[i] > 0) else 0) if v[i] else -1
-        out[i] = max(run, 0)
-    return out
+    i = np.arange(v.shape[0], dtype=np.int64)
+    starts = v & (np.concatenate(([True], ~v[:-1])) | (kline == 0))  # a run of valid bars begins
+    first = np.maximum.accumulate(np.where(starts, i, 0))  # the start of the run each bar is in
+    return np.where(v, i - first, 0)
 
 
 def l2_features(bars: pl.DataFrame, names: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
@@ -180,7 +174,7 @@ def recorded_venue(root: str | Path, symbol: str, venue: str = "") -> str:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"--l2 {root}: no such recording directory")
-    venues = sorted(p.name for p in root.iterdir() if p.is_dir())
+    venues = _venues(root)
     holding = [v for v in venues if symbol.upper() in list_symbols(root, v)]
     if venue:
         if venue not in holding:
@@ -196,9 +190,13 @@ def recorded_venue(root: str | Path, symbol: str, venue: str = "") -> str:
 
 def has_recording(root: str | Path, symbol: str, venue: str = "") -> bool:
     """Does ``root`` hold a recording of ``symbol`` (under ``venue`` when given)?"""
-    root = Path(root)
-    venues = [venue] if venue else (sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+    venues = [venue] if venue else _venues(Path(root))
     return any(symbol.upper() in list_symbols(root, v) for v in venues)
+
+
+def _venues(root: Path) -> list[str]:
+    """The venue folders of a recording directory, sorted ([] when it is not a directory)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
 def _listing(root: Path, venues: list[str]) -> str:
