@@ -3,7 +3,7 @@ validated up front (unknown keys, wrong types and bad values raise
 ConfigError naming the file, table and key).
 
 Tables: ``[crucible]`` (paths, order id prefix, history window), ``[replay]``,
-``[costs]``, ``[hotswap]``, ``[watchtower]``, ``[cwo]``, ``[execution]`` and one ``[[slots]]``
+``[costs]``, ``[hotswap]``, ``[watchtower]``, ``[cwo]``, ``[execution]``, ``[l2]`` and one ``[[slots]]``
 table per slot.  A slot's ``genome`` is a genome JSON path (relative paths
 resolve against the current directory) or ``builtin:NAME``
 (:mod:`crucible.builtin`).
@@ -22,7 +22,7 @@ from forge.core.errors import ConfigError
 from forge.core.requests import ServeConfig
 
 __all__ = ["CrucibleConfig", "GeneralConfig", "ReplayConfig", "CostsConfig", "HotswapConfig", "WatchtowerConfig",
-           "CwoConfig", "ExecutionLiveConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH",
+           "CwoConfig", "ExecutionLiveConfig", "L2LiveConfig", "SlotConfig", "load_crucible_config", "DEFAULT_CONFIG_PATH",
            "NAMED_POLICIES"]
 
 NAMED_POLICIES = ("always-taker", "maker-then-cross")
@@ -301,6 +301,35 @@ class ExecutionLiveConfig:
 
 
 @dataclass(frozen=True)
+class L2LiveConfig:
+    """``[l2]``: the order books that slots reading recorded-book terminals (``l2_*``,
+    :mod:`forge.features.l2terminals`) and the execution policy's book inputs see (:mod:`crucible.books`).
+
+    dir: on the replay venue, the ``crucible record`` directory whose books the replayed minutes read ("" = no
+    books); on exchange venues, where the live book feed records ("" = ``l2`` beside the journal).  live: exchange
+    venues run a live book feed (``crucible record``'s Recorder on the **mainnet public** feed, in a thread of the
+    bench; the books research was evolved on are mainnet books too).  venue: the recording's venue folder
+    (replay; "" = the only one holding the symbol) or the feed's exchange ("" = the bench venue's: binanceusdm for
+    binance-demo, bybit for bybit-testnet).  k: levels / ticks of the depth measures (as the run's ``[l2] k``);
+    depth: levels recorded per side (1..1000, >= k).  ws_url / rest_url: the feed's WebSocket base / REST
+    origin instead of mainnet's (loopback fakes in tests)."""
+
+    dir: str = ""
+    live: bool = False
+    venue: str = ""
+    k: int = 5
+    depth: int = 20
+    ws_url: str = ""
+    rest_url: str = ""
+
+    def validate(self) -> None:
+        if not 1 <= self.depth <= 1000 or not 1 <= self.k <= self.depth:
+            raise ConfigError(f"need 1 <= k <= depth <= 1000, got k = {self.k}, depth = {self.depth}")
+        if self.venue not in ("", "binanceusdm", "bybit"):
+            raise ConfigError(f"venue {self.venue!r}: expected \"\", \"binanceusdm\" or \"bybit\"")
+
+
+@dataclass(frozen=True)
 class SlotConfig:
     """id: 1-8 letters/digits (part of every client order id); symbol: e.g. BTCUSDT; genome: path or
     builtin:NAME; capital: the slot's virtual capital, USDT; costs: cost preset of the instrument traded —
@@ -357,6 +386,7 @@ class CrucibleConfig:
     cwo: CwoConfig = field(default_factory=CwoConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)  # the Forge worker of the closed loop (loop.serve)
     execution: ExecutionLiveConfig = field(default_factory=ExecutionLiveConfig)  # passive orders (issue 31)
+    l2: L2LiveConfig = field(default_factory=L2LiveConfig)  # order books of the slots (crucible.books)
     source: str = "defaults"
 
     def presets(self, exchange: bool) -> dict[str, str]:
@@ -385,7 +415,8 @@ class CrucibleConfig:
 _SECTIONS = {"crucible": ("general", GeneralConfig), "replay": ("replay", ReplayConfig),
              "costs": ("costs", CostsConfig), "hotswap": ("hotswap", HotswapConfig),
              "watchtower": ("watchtower", WatchtowerConfig), "cwo": ("cwo", CwoConfig),
-             "serve": ("serve", ServeConfig), "execution": ("execution", ExecutionLiveConfig)}
+             "serve": ("serve", ServeConfig), "execution": ("execution", ExecutionLiveConfig),
+             "l2": ("l2", L2LiveConfig)}
 
 
 def config_from_dict(d: dict[str, Any], source: str = "dict") -> CrucibleConfig:

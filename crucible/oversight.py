@@ -176,7 +176,7 @@ class OversightMixin:
                 cap = min(s.capital for s in self.slots.values())
                 if self.panel.handles(g):  # its regime model (checked at intake) and the venue's feeds
                     try:
-                        self.panel.register(g, self.pit.models.get(g.sha256), where=path)
+                        self.panel.register(g, self.pit.models.get(g.sha256), where=path, symbol=targets[0])
                         self._check_challenger_feeds(g, targets[0], path)
                     except (GenomeError, ConfigError) as exc:
                         self.counters["rejected_files"] += 1

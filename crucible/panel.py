@@ -42,14 +42,15 @@ import polars as pl
 
 from forge.core.errors import ConfigError, GenomeError
 from forge.data.gaps import bars_since_gap
-from forge.data.panel import Instrument, build_panel, genome_tags
+from forge.data.panel import Instrument, build_panel, genome_tags, split_panel_name
 from forge.data.schema import BAR_MS, BAR_SCHEMA
 from forge.features import FeatureMatrix
+from forge.features.l2terminals import is_l2_feature
 from forge.features.regimes import RegimeModel, is_regime_feature, load_regime_model
 from forge.gp import BufferPool, Genome, Program
 from forge.strategy import genome_positions, strategy_features
 
-__all__ = ["PanelSignals", "genome_reads", "is_panel_genome", "feed_symbol", "frame_of"]
+__all__ = ["PanelSignals", "genome_reads", "genome_books", "is_panel_genome", "feed_symbol", "frame_of"]
 
 
 def genome_reads(genome: Genome) -> tuple[tuple[str, ...], bool]:
@@ -57,10 +58,21 @@ def genome_reads(genome: Genome) -> tuple[tuple[str, ...], bool]:
     return genome_tags(genome.features), any(is_regime_feature(f) for f in genome.features)
 
 
+def genome_books(genome: Genome, symbol: str) -> tuple[tuple[str, str | None], ...]:
+    """The order books ``genome`` reads as recorded-book terminals (``l2_*``) when it trades ``symbol``: sorted
+    (venue symbol, instrument tag or None for the traded instrument's own book)."""
+    out = set()
+    for f in genome.features:
+        if is_l2_feature(f):
+            tag = split_panel_name(f)[1]
+            out.add((feed_symbol(tag), tag) if tag is not None else (symbol.upper(), None))
+    return tuple(sorted(out, key=lambda x: (x[0], x[1] or "")))
+
+
 def is_panel_genome(genome: Genome) -> bool:
-    """True when the genome needs this module (other instruments' features or regime terminals)."""
+    """True when the genome needs this module (other instruments' features, regime terminals or order books)."""
     tags, reg = genome_reads(genome)
-    return bool(tags) or reg
+    return bool(tags) or reg or any(is_l2_feature(f) for f in genome.features)
 
 
 def feed_symbol(tag: str) -> str:
@@ -111,15 +123,31 @@ class PanelSignals:
         self.skips = 0
         self.chunks_computed = 0
         self._handles: dict[str, bool] = {}
+        self.books: Any = None  # crucible.books.RecordedBooks / LiveBooks, or None (no books: L2 genomes refused)
         self._wait_until: tuple[int, float] | None = None  # (bar open time, clock time the wait for it ends)
 
     # ------------------------------------------------------------------ registration
 
-    def register(self, genome: Genome, model: RegimeModel | str | Path | None = None, where: str = "") -> None:
+    def register(self, genome: Genome, model: RegimeModel | str | Path | None = None, where: str = "",
+                 symbol: str = "") -> None:
         """Accept ``genome`` for live panel signals.  model: its frozen regime model (required when it reads
-        regime terminals).  raises GenomeError in one line: a regime genome without a model, or a terminal the
-        model does not have."""
+        regime terminals); symbol: the venue symbol it trades (its own book, for L2 terminals).  raises
+        GenomeError in one line: a regime genome without a model, a terminal the model does not have, or a genome
+        reading an order book the bench has no source of (:mod:`crucible.books`)."""
         _tags, reg = genome_reads(genome)
+        books = genome_books(genome, symbol or "?")
+        if books:
+            what = where or "genome " + genome.sha256[:12]
+            terms = ", ".join(sorted(f for f in genome.features if is_l2_feature(f)))
+            if self.books is None:
+                raise GenomeError(f"{what}: reads recorded L2 book terminals ({terms}) but the bench has no order "
+                                  "books: set [l2] dir (the replay venue: a `crucible record` directory) or [l2] live "
+                                  "= true (exchange venues: a live book feed)")
+            lacking = sorted(b for b, _t in books if not self.books.has(b))
+            if lacking:
+                src = "the live book feed" if self.books.live else f"the recording {self.books.root}"
+                raise GenomeError(f"{what}: reads the order book of {', '.join(lacking)} ({terms}), which {src} "
+                                  "does not hold")
         if not reg:
             return
         if model is None:
@@ -155,19 +183,27 @@ class PanelSignals:
     # ------------------------------------------------------------------ readiness
 
     def await_instruments(self, venue: Any, tags: set[str], bar_time: int) -> set[str]:
-        """Wait until every instrument in ``tags`` has closed ``bar_time``, at most until ``wait_s`` after the
-        first wait of this bar (one budget per bar, shared by every traded symbol); returns the tags still late."""
-        closed = getattr(venue, "bar_closed", None)
-        if closed is None or not tags:
+        """Wait until every instrument in ``tags`` has closed ``bar_time`` (and every order book ``"l2:<symbol>"``
+        in it its lens bar, :mod:`crucible.books`), at most until ``wait_s`` after the first wait of this bar (one
+        budget per bar, shared by every traded symbol); returns the tags still late."""
+        bars_closed = getattr(venue, "bar_closed", None)
+        books = self.books
+
+        def closed(t: str) -> bool:
+            if t.startswith("l2:"):
+                return books is None or books.closed(t[3:], bar_time)
+            return bars_closed is None or bars_closed(feed_symbol(t), bar_time)
+
+        if not tags:
             return set()
-        late = {t for t in tags if not closed(feed_symbol(t), bar_time)}
+        late = {t for t in tags if not closed(t)}
         if self._wait_until is None or self._wait_until[0] != bar_time:  # one wait budget per bar, for every symbol
             self._wait_until = (bar_time, self._clock() + self.wait_s)
         deadline = self._wait_until[1]
         while late and self._clock() < deadline:
             if self._stop_wait(min(0.05, max(0.0, deadline - self._clock()))):
                 break
-            late = {t for t in late if not closed(feed_symbol(t), bar_time)}
+            late = {t for t in late if not closed(t)}
         return late
 
     # ------------------------------------------------------------------ targets
@@ -190,6 +226,11 @@ class PanelSignals:
             return {k: np.zeros(0) for k in genomes}
         tags = tuple(sorted({t for g in genomes.values() for t in genome_reads(g)[0]}))
         panel = self._panel(traded, tags, others)
+        for book, tag in sorted({b for g in genomes.values() for b in genome_books(g, symbol)},
+                                key=lambda x: (x[0], x[1] or "")):
+            if self.books is None:
+                raise GenomeError(f"a genome trading {symbol} reads the order book of {book}, but the bench has no books")
+            panel = self.books.attach(panel, book, Instrument.from_tag(tag) if tag is not None else None)
         times = panel["open_time"].to_numpy()
         bsg = bars_since_gap(times)
         plain = tuple(sorted({f for g in genomes.values() for f in g.features if not is_regime_feature(f)}))
@@ -219,16 +260,19 @@ class PanelSignals:
         """Targets at ``bar_time`` of the panel genomes trading ``symbol`` whose instruments have all closed it
         (waiting as the module docstring says); a genome with a late instrument is left out (its slot skips the
         bar) and ``report("panel_skip", key=..., bar_time=..., late=[tags], waited_s=...)`` is called."""
-        tags = {t for g in genomes.values() for t in genome_reads(g)[0]}
+        needs = {k: set(genome_reads(g)[0]) | {f"l2:{b}" for b, _t in genome_books(g, symbol)}
+                 for k, g in genomes.items()}
+        tags = set().union(*needs.values()) if needs else set()
         t0 = self._clock()
         late = self.await_instruments(venue, tags, bar_time) if at is None else set()
-        ready = {k: g for k, g in genomes.items() if not (set(genome_reads(g)[0]) & late)}
+        ready = {k: g for k, g in genomes.items() if not (needs[k] & late)}
         for k, g in genomes.items():
             if k not in ready:
                 self.skips += 1
                 if report is not None:
-                    report("panel_skip", key=k, bar_time=bar_time, late=sorted(set(genome_reads(g)[0]) & late),
-                           waited_s=round(self._clock() - t0, 3))
+                    err = getattr(self.books, "error", None) if any(x.startswith("l2:") for x in needs[k] & late) else None
+                    report("panel_skip", key=k, bar_time=bar_time, late=sorted(needs[k] & late),
+                           waited_s=round(self._clock() - t0, 3), **({"book_feed_error": err} if err else {}))
         return self.latest(venue, symbol, ready, bar_time, at=at) if ready else {}
 
     def latest(self, venue: Any, symbol: str, genomes: Mapping[str, Genome], bar_time: int, *,
@@ -444,19 +488,26 @@ def make_regime_allocator(cfg: Any, slots: Mapping[str, Any], panel: PanelSignal
 
 
 def setup_runtime_panel(rt: Any) -> RegimeAllocator | None:
-    """Called once by :class:`crucible.runtime.Runtime`: register every slot's panel genome (its regime model:
+    """Called once by :class:`crucible.runtime.Runtime`: build the bench's order books (``[l2]``,
+    :func:`crucible.books.make_books`), register every slot's panel genome (its regime model:
     :func:`slot_regime_model`), check that the venue feeds what each reads, build the regime allocator.
     raises ConfigError / GenomeError in one line."""
+    from crucible.books import make_books
+
     cfg, venue = rt.cfg, rt.venue
     symbols = tuple(getattr(venue, "symbols", ()) or ())
     markets = {s.symbol: ("perp" if s.perpetual else "spot") for s in rt.slots.values()}
+    books = {b for s in rt.slots.values() for b, _t in genome_books(s.genome, s.symbol)}
+    if cfg.l2.live:  # the feed serves the policy's book inputs of every traded symbol too
+        books |= {s.symbol for s in rt.slots.values()}
+    rt.panel.books = make_books(cfg, venue, rt.journal.path, books)
     models: dict[str, Path | None] = {}
     for sc in cfg.slots:
         s = rt.slots[sc.id]
         models[sc.id] = slot_regime_model(sc.regime_model, sc.genome)
         if not is_panel_genome(s.genome):
             continue
-        rt.panel.register(s.genome, models[sc.id], where=f"{cfg.source} [[slots]] {sc.id}")
+        rt.panel.register(s.genome, models[sc.id], where=f"{cfg.source} [[slots]] {sc.id}", symbol=s.symbol)
         if symbols:
             check_slot_feeds(sc.id, s.symbol, markets[s.symbol], s.genome, symbols, markets)
     return make_regime_allocator(cfg, rt.slots, rt.panel, models)

@@ -18,8 +18,9 @@ target change; an always-taker slot (the default) never enters this module and t
    crosses with a market order (reason "cross"); otherwise the policy picks an action from the state of
    :mod:`forge.execution.policy_nb` (spread: the venue's touch where it has a book, else the Corwin-Schultz
    estimate of the bars; volatility: EWMA of close-to-close log returns over the history window, half-life
-   ``VOL_HALFLIFE`` bars; urgency; time to deadline; fraction filled; book imbalance and order-flow imbalance
-   are 0 -- the bench reads no L2 book yet): market -> cross now; touch -> a post-only limit at the best bid (buy)
+   ``VOL_HALFLIFE`` bars; urgency; time to deadline; fraction filled; the book inputs -- imbalance, order-flow
+   imbalance and its EWMA, pressure, drift, queue -- from the live book feed where the bench runs one (``[l2]
+   live``, :meth:`PassiveMixin._book_inputs`), else 0 as on klines): market -> cross now; touch -> a post-only limit at the best bid (buy)
    / ask (sell), or on a bookless venue at ``close * (1 -/+ h)`` rounded away from the market
    (:func:`forge.backtest.fills.limit_price`, the kline fill model's price); inside -> one tick inside the
    touch when the spread allows (bookless: half a half-spread from the close); wait -> nothing this bar.  Every
@@ -85,7 +86,13 @@ from forge.execution.policy_nb import (
     A_TOUCH,
     ACTION_NAMES,
     F_BIAS,
+    F_DRIFT,
     F_FILLED,
+    F_IMBALANCE,
+    F_OFI,
+    F_OFI_EMA,
+    F_PRESSURE,
+    F_QUEUE,
     F_SPREAD,
     F_TAU,
     F_URGENCY,
@@ -94,6 +101,8 @@ from forge.execution.policy_nb import (
     maker_then_cross,
     policy_action_nb,
 )
+from forge.features.l2lens import policy_book_inputs
+from forge.features.l2lens_nb import depth_ticks_nb, pressure_nb
 
 __all__ = ["QUEUE_WARNING", "VOL_HALFLIFE", "PassiveMixin", "resolve_policy"]
 
@@ -132,6 +141,7 @@ class PassiveMixin:
         self._cancel_due: set[str] = set()  # slots whose resting orders could not be cancelled yet (retried every bar)
         self._exec_bar: int | None = None  # open time of the bar being processed (fills' reference bar)
         self._dcp_armed = False
+        self._book_ctx: dict[str, dict[str, Any]] = {}  # intent id -> its book inputs' memory (live book feed)
         for k in ("intents", "limit_orders", "post_only_rejects", "cancels", "crosses", "stray_cancels"):
             self.counters[k] = 0
 
@@ -321,7 +331,46 @@ class PassiveMixin:
         x[F_URGENCY] = float(it["urgency"])
         x[F_TAU] = left / it["deadline"] if it["deadline"] > 0 else 0.0
         x[F_FILLED] = frac
+        self._book_inputs(x, s.symbol, it)
         return int(policy_action_nb(self.policies[s.id].weights, x))
+
+    def _book_inputs(self, x: np.ndarray, symbol: str, it: dict[str, Any]) -> None:
+        """The policy's book inputs from the live book feed (:mod:`crucible.books`), as the LOB simulator's execution
+        environment defines them (:mod:`forge.execution.lob_env`): F_IMBALANCE and F_OFI
+        (:func:`forge.features.l2lens.policy_book_inputs`; the OFI increment since this intent's previous decision,
+        0 at its first), F_OFI_EMA (weight 1/2 per decision), F_PRESSURE (side x depth imbalance within 5 ticks of
+        the bests), F_DRIFT (side x (mid - the mid at the intent's first decision) / that mid, units of 10 bp) and
+        F_QUEUE (the size resting at the touch the order joins / the intent's size, clipped to [0, 10]: the feed's
+        book is mainnet's, where the bench's testnet order does not rest, so this is the queue a mainnet order at
+        the touch would join).  Without a feed (the replay venue, or before the feed's first state, or while its
+        stream is in a gap) they stay 0, the kline context; the memory of an intent is not journaled, so a restart
+        starts it again (OFI and drift 0 at its first decision after the restart)."""
+        books = getattr(self.panel, "books", None)
+        st = books.state(symbol) if books is not None else None
+        if st is None:
+            return
+        bpx, bsz, apx, asz, tick = st
+        top = (float(bpx[0]), float(bsz[0]), float(apx[0]), float(asz[0]))
+        if not (np.isfinite(top[0]) and np.isfinite(top[2]) and top[2] > top[0] > 0):
+            return
+        side = 1 if it["qty"] > 0 else -1
+        ctx = self._book_ctx.get(it["id"])
+        if ctx is None:
+            if len(self._book_ctx) > 4 * max(1, len(self.slots)):  # intents of the past: forget them
+                for k in list(self._book_ctx)[: len(self._book_ctx) // 2]:
+                    del self._book_ctx[k]
+            ctx = self._book_ctx[it["id"]] = {"prev": None, "ema": 0.0, "mid0": 0.5 * (top[0] + top[2])}
+        _spread, imb, ofi = policy_book_inputs(ctx["prev"], top, side)
+        ctx["prev"] = top
+        ctx["ema"] = 0.5 * ctx["ema"] + 0.5 * ofi
+        x[F_IMBALANCE], x[F_OFI], x[F_OFI_EMA] = imb, ofi, ctx["ema"]
+        if tick:
+            db = depth_ticks_nb(bpx[None, :], bsz[None, :], float(tick), 5, True)
+            da = depth_ticks_nb(apx[None, :], asz[None, :], float(tick), 5, False)
+            x[F_PRESSURE] = side * float(pressure_nb(db, da)[0])
+        mid = 0.5 * (top[0] + top[2])
+        x[F_DRIFT] = side * (mid - ctx["mid0"]) / ctx["mid0"] * 1e3
+        x[F_QUEUE] = min(10.0, max(0.0, (top[1] if side > 0 else top[3]) / abs(float(it["qty"]))))
 
     def _limit_price(self, symbol: str, side: int, act: int, b: Bar, tick: float) -> float:
         touch = self.venue.touch(symbol)

@@ -508,6 +508,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         t0 = time.perf_counter()
         self._check_key_permissions()
         self.restore()
+        if self.panel.books is not None and self.panel.books.live:
+            self.panel.books.start()  # the live book feed (crucible.books): its first lens bar closes a minute on
         hist_t = self._start_with_venue()
         self._warm_kernels()
         warn = self.passive_warning()
@@ -791,6 +793,8 @@ def run_live(config: str | Path | CrucibleConfig | None = None, *, venue: str | 
             rt.supervisor.stop()
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
+        if rt.panel.books is not None:
+            rt.panel.books.close()
         rt.alerts.close()
         journal.close()
         if own_venue:

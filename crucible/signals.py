@@ -51,16 +51,12 @@ __all__ = ["ChunkedSignals", "LiveRegimes", "SignalEngine", "check_features", "c
 def check_features(genome: Genome, history_bars: int | None = None) -> None:
     """raises GenomeError if the genome reads a feature the live engines cannot compute: outside the registry,
     and neither a registry feature of another instrument (``<feature>__<TAG>``, fed as a panel slot,
-    :mod:`crucible.panel`) nor a regime terminal (``regime_p<i>`` / ``regime_next_p<i>``, filtered live with the
-    champion's frozen model); or, with ``history_bars`` given, if it needs more history than that (see
-    :func:`check_genome`)."""
-    book = sorted(f for f in genome.features if is_l2_feature(f))
-    if book:
-        raise GenomeError(f"genome {genome.sha256[:12]} reads recorded L2 book terminals ({', '.join(book)}); the "
-                          "live runtime feeds slots klines only (no live order-book feed per slot yet), so it "
-                          "cannot compute them: this champion can be validated and backtested, not run live")
+    :mod:`crucible.panel`), a regime terminal (``regime_p<i>`` / ``regime_next_p<i>``, filtered live with the
+    champion's frozen model) nor a recorded-book terminal (``l2_*``, from the bench's books,
+    :mod:`crucible.books`; whether the bench has them is checked when the panel registers the genome); or, with
+    ``history_bars`` given, if it needs more history than that (see :func:`check_genome`)."""
     missing = [f for f in genome.features if f not in FEATURES and not is_regime_feature(f)
-               and split_panel_name(f)[0] not in FEATURES]
+               and not is_l2_feature(f) and split_panel_name(f)[0] not in FEATURES]
     panel = [f for f in missing if split_panel_name(f)[1] is not None]
     if panel:
         raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {panel} of other instruments whose base "
@@ -113,7 +109,7 @@ class SignalEngine:
         for g in genomes.values():
             check_features(g)
             if any(f not in FEATURES for f in g.features):
-                raise GenomeError(f"genome {g.sha256[:12]} reads other instruments or regime terminals: its signals "
+                raise GenomeError(f"genome {g.sha256[:12]} reads other instruments, regime or book terminals: its signals "
                                   "come from crucible.panel.PanelSignals, not the one-symbol engine")
         bsg = bars_since_gap(t)
 

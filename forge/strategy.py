@@ -29,7 +29,7 @@ from forge.core.errors import ConfigError
 from forge.data.panel import Instrument, panel_name, split_panel_name
 from forge.data.schema import BAR_COLUMNS
 from forge.features import FEATURES, BarArrays, FeatureMatrix, compute_features
-from forge.features.l2terminals import is_l2_feature, l2_features
+from forge.features.l2terminals import L2_FEATURES, is_l2_feature, l2_features
 from forge.features.library import FeatureLibrary, library_features, load_feature_library
 from forge.features.regimes import RegimeModel, is_regime_feature, load_regime_model, regime_features
 from forge.gp import BufferPool, Genome, Program, compile_program, parse_tokens, run_program
@@ -72,7 +72,9 @@ def required_history(genome: Genome) -> int:
 
     The program's lookback is computed with each feature's warm-up extended by its burn-in
     (``FEATURES[f].lookback + feature_burn_in(f)``) on the path where the program reads it, plus 1.
-    Features outside the registry (synthesized libraries) count their registry-free lookback as 0.
+    Recorded-book terminals (:data:`forge.features.l2terminals.L2_FEATURES`) count their lookback in bars (a
+    window of valid book bars is at least that many bars).  Features outside the registry (synthesized
+    libraries) count their registry-free lookback as 0.
     returns: int >= 1.  raises GenomeError for a malformed genome.
     """
     lbs = {}
@@ -80,6 +82,8 @@ def required_history(genome: Genome) -> int:
         base, _tag = split_panel_name(f)
         if base in FEATURES:
             lbs[f] = FEATURES[base].lookback + feature_burn_in(base)
+        elif base in L2_FEATURES:
+            lbs[f] = L2_FEATURES[base].lookback
     return tree_lookback(parse_tokens(genome.tokens, genome.constants, genome.root), lbs) + 1
 
 

@@ -1,7 +1,7 @@
 """Recorded L2 books as GP terminals (``forge evolve --l2 DIR``, forge.features.l2terminals): NaN where nothing
 was recorded, no look-ahead, an edge carried by the book alone is found and passed while its null is not, the
 Gauntlet and ``forge backtest`` rebuild the same terminals (and refuse a recording that changed), bad input is
-one clear line, and the live intake refuses such a champion."""
+one clear line, and the live intake counts the book windows in the history a champion needs."""
 
 from __future__ import annotations
 
@@ -217,13 +217,19 @@ def test_reattach_refuses_a_changed_recording_only_when_asked(recorded, tmp_path
     assert reattach_l2(bars, moved, check_digest=False).height == bars.height  # a holdout on other bars
 
 
-def test_live_intake_refuses_a_champion_reading_the_book_in_one_line():
+def test_live_intake_counts_the_book_windows_in_the_history_a_champion_needs():
+    """The intake accepts book terminals (the bench's books feed them: tests/test_crucible_books.py) and counts their
+    windows of valid book bars in the history a champion needs."""
     from crucible.signals import check_genome
+    from forge.strategy import required_history
 
-    g = Genome.from_tokens(["pos_sign", "feature:l2_pressure"], [])
-    with pytest.raises(GenomeError, match="reads recorded L2 book terminals") as e:
-        check_genome(g, 3000)
+    g = Genome.from_tokens(["pos_sign", "feature:l2_ofi_z_60"], [])
+    assert required_history(g) == 60
+    check_genome(g, 60)
+    with pytest.raises(GenomeError, match="needs 60 closed bars") as e:
+        check_genome(g, 59)
     assert "\n" not in str(e.value)
+    check_genome(Genome.from_tokens(["pos_sign", "feature:l2_pressure__BOOKUSDT_perp"], []), 2)
 
 
 def test_a_universe_reads_another_instruments_book(tmp_path):

@@ -202,6 +202,16 @@ class LiveLens:
         r = self._rows[-1]
         return float(r[2][0]), float(r[3][0]), float(r[4][0]), float(r[5][0])
 
+    def last_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(bid prices, bid sizes, ask prices, ask sizes) of the latest state pushed ((depth,) float64, best first,
+        NaN-padded; None before any, or while a gap is open: the book since then is unknown).  Safe to call
+        from another thread than the one pushing (it reads one list element)."""
+        rows = self._rows
+        if not rows or self._gap_open:
+            return None
+        r = rows[-1]
+        return r[2], r[3], r[4], r[5]
+
     def mark_gap(self) -> None:
         """A gap began: flag the open bar and the bars until the next ``after_gap`` state."""
         self._gap_open = True

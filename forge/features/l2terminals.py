@@ -56,6 +56,7 @@ __all__ = [
     "attach_l2",
     "has_recording",
     "is_l2_feature",
+    "join_lens",
     "l2_bars_since_gap",
     "l2_digest",
     "l2_features",
@@ -215,6 +216,23 @@ def l2_digest(bars: pl.DataFrame, instrument: Instrument | None = None) -> str:
     return h.hexdigest()
 
 
+def join_lens(bars: pl.DataFrame, lens: pl.DataFrame, instrument: Instrument | None = None) -> pl.DataFrame:
+    """Left-join Liquidity Lens bars (:func:`forge.features.l2lens.lens_bars` columns: ``open_time`` Int64 ms,
+    ``ofi``, ``pressure``, ``pressure_close``, ``density``, ``spread``, ``mid_close`` Float64, ``n_states``,
+    ``gap`` Boolean; any order, at most one row per minute) onto ``bars`` as :data:`L2_COLUMNS` (names suffixed
+    ``__<TAG>`` for ``instrument``), replacing earlier ones.  ``l2_valid`` = the minute has a lens bar with
+    states and no gap marker; every other minute is null / False (nothing is filled).  The one join of research
+    (:func:`attach_l2`) and the live runtime (``crucible.books``)."""
+    name = lambda c: panel_name(c, instrument)  # noqa: E731
+    valid = (pl.col("n_states") > 0) & ~pl.col("gap")
+    add = lens.select(["open_time", *(pl.col(v).cast(pl.Float64 if c != "l2_n_states" else pl.Int64).alias(name(c))
+                                      for c, v in _LENS.items()), valid.alias(name("l2_valid"))])
+    out = bars.drop([name(c) for c in L2_COLUMNS if name(c) in bars.columns]).join(
+        add.with_columns(pl.col("open_time").cast(bars.schema["open_time"])), on="open_time", how="left",
+        coalesce=True)
+    return out.with_columns(pl.col(name("l2_valid")).fill_null(False))
+
+
 def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str = "", k: int = 5,
               instrument: Instrument | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Join the Liquidity Lens bars of ``symbol``'s recording under ``root`` onto ``bars`` (module docstring).
@@ -237,14 +255,8 @@ def attach_l2(bars: pl.DataFrame, root: str | Path, symbol: str, *, venue: str =
     t = bars["open_time"].to_numpy()
     start, end = int(t[0]), int(t[-1]) + BAR_MS
     lens = load_lens_bars(root, venue, symbol.upper(), start, end, k=int(k))
-    valid = (lens["n_states"] > 0) & ~lens["gap"]
-    name = lambda c: panel_name(c, instrument)
-    add = lens.select(["open_time", *(pl.col(v).alias(name(c)) for c, v in _LENS.items())]).with_columns(
-        valid.alias(name("l2_valid")))
-    out = bars.drop([name(c) for c in L2_COLUMNS if name(c) in bars.columns]).join(
-        add, on="open_time", how="left", coalesce=True)
-    out = out.with_columns(pl.col(name("l2_valid")).fill_null(False))
-    v = out[name("l2_valid")].to_numpy()
+    out = join_lens(bars, lens, instrument)
+    v = out[panel_name("l2_valid", instrument)].to_numpy()
     if not v.any():
         iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
         raise DataError(f"--l2 {root}: the recording of {venue}/{symbol.upper()} has no book state without a gap "

@@ -1,0 +1,330 @@
+"""Order books in the Crucible (crucible.books): a slot reading recorded-book terminals (``l2_*``) replayed over
+the research recording gets the research targets bar for bar; the live book feed (crucible record's Recorder in
+the bench, on a loopback fake of the exchange's public feed) gives the terminals research would compute on the
+recording it writes; a late book skips the bar; a bench without books refuses such a champion in one line; the
+execution policy reads its book inputs from the live feed."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import crucible.panel as cpanel
+from crucible.config import config_from_dict
+from crucible.journal import Journal
+from crucible.runtime import run_live
+from crucible.venues.factory import make_venue
+from forge.core.errors import ConfigError, GenomeError
+from forge.data.gaps import bars_since_gap
+from forge.data.panels import write_klines
+from forge.data.planted_l2 import planted_l2_market, write_recording
+from forge.features.l2terminals import attach_l2
+from forge.gp import Genome
+from forge.strategy import genome_positions, strategy_features
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SYM, VENUE = "BOOKUSDT", "binanceusdm"
+FROM = 700  # the recording starts at this bar: the replay trades flat before it
+# the planted book's edge (pressure), and a window over valid book bars (a z-score and a smoothed close pressure)
+PRESSURE = Genome.from_tokens(["pos_sign", "feature:l2_pressure"], [])
+MIXED = Genome.from_tokens(["long_short", "gt_c", "feature:l2_ofi_z_60", "const:0", "lt_c", "ts_mean",
+                            "feature:l2_pressure_close", "window:10", "const:1"], [0.5, -0.1])
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    root = tmp_path_factory.mktemp("books")
+    bars, book, gaps, _p = planted_l2_market(2600, seed=5, strength=0.3, record_from=FROM)
+    rec = root / "rec"
+    write_recording(rec, VENUE, SYM, book, gaps)
+    klines = write_klines(bars, root / "klines", SYM, "perp")
+    return bars, rec, klines
+
+
+def _cfg(tmp: Path, market, genomes: dict[str, Genome], l2: dict | None = None, **general):
+    _bars, rec, klines = market
+    slots = []
+    for sid, g in genomes.items():
+        p = tmp / f"{sid}.json"
+        p.write_text(g.to_json())
+        slots.append({"id": sid, "symbol": SYM, "genome": str(p), "costs": "futures"})
+    return config_from_dict({
+        "crucible": {"journal": str(tmp / "j.sqlite"), "champions_dir": str(tmp / "champions"),
+                     "requests_dir": str(tmp / "req"), "kill_file": str(tmp / "KILL"), "history_bars": 300, **general},
+        "replay": {"data": [f"{SYM}={klines}"], "warmup_bars": 200, "prefetch_bars": 256},
+        "l2": {"dir": str(rec), **(l2 or {})},
+        "hotswap": {"enabled": False}, "slots": slots}, "test")
+
+
+def _research(market, genomes):
+    bars, rec, _k = market
+    frame, _r = attach_l2(bars, rec, SYM)
+    t = frame["open_time"].to_numpy()
+    return {k: dict(zip(t.tolist(), genome_positions(g, strategy_features(frame, g.features),
+                                                     bars_since_gap(t)).tolist()))
+            for k, g in genomes.items()}, frame
+
+
+def _record(monkeypatch):
+    seen: list[tuple[str, int, float]] = []
+    orig = cpanel.PanelSignals.targets
+
+    def targets(self, venue, symbol, genomes, bar_time, **kw):
+        out = orig(self, venue, symbol, genomes, bar_time, **kw)
+        seen.extend((k, bar_time, v) for k, v in out.items())
+        return out
+
+    monkeypatch.setattr(cpanel.PanelSignals, "targets", targets)
+    return seen
+
+
+@pytest.mark.parametrize("prefetch", [256, 0])
+def test_replayed_book_slots_get_the_research_targets_bar_for_bar(tmp_path, market, monkeypatch, prefetch):
+    genomes = {"press": PRESSURE, "mixed": MIXED}
+    cfg = _cfg(tmp_path, market, genomes).with_("replay", prefetch_bars=prefetch)
+    seen = _record(monkeypatch)
+    out = run_live(cfg, max_bars=2300 if prefetch else 700)
+    assert out["panel_skips"] == 0
+    research, frame = _research(market, genomes)
+    got = {(k, t): v for k, t, v in seen}
+    assert len(got) == 2 * out["bars"]
+    for (k, t), v in got.items():
+        assert v == research[k][t], (k, t, v, research[k][t])
+    valid = dict(zip(frame["open_time"].to_list(), frame["l2_valid"].to_list()))
+    times = sorted({t for _k, t in got})
+    assert any(not valid[t] for t in times) and any(valid[t] for t in times)  # before the recording / across its gap
+    assert all(got[("press", t)] == 0.0 for t in times if not valid[t])  # no book: flat, as research
+    assert sum(got[("press", t)] != 0.0 for t in times) > 150  # and on the book it trades
+    assert out["fills"] > 0
+
+
+def test_a_bench_without_books_refuses_a_book_champion_in_one_line(tmp_path, market):
+    cfg = _cfg(tmp_path, market, {"press": PRESSURE}).with_("l2", dir="")
+    with pytest.raises(GenomeError, match=r"reads recorded L2 book terminals \(l2_pressure\) but the bench has no "
+                                          r"order books: set \[l2\] dir") as e:
+        run_live(cfg, max_bars=5)
+    assert "\n" not in str(e.value)
+    other = tmp_path / "other"
+    _bars, book, gaps, _p = planted_l2_market(300, seed=1, record_from=10)
+    write_recording(other, VENUE, "ELSEUSDT", book, gaps)
+    cfg = _cfg(tmp_path, market, {"press": PRESSURE}).with_("l2", dir=str(other))
+    with pytest.raises(GenomeError, match="reads the order book of BOOKUSDT .* which the recording .* does not hold"):
+        run_live(cfg, max_bars=5)
+    with pytest.raises(ConfigError, match="no such recording directory"):
+        run_live(_cfg(tmp_path, market, {"press": PRESSURE}).with_("l2", dir=str(tmp_path / "nope")), max_bars=5)
+    with pytest.raises(ConfigError, match="needs an exchange venue"):
+        run_live(_cfg(tmp_path, market, {"press": PRESSURE}).with_("l2", live=True), max_bars=5)
+    with pytest.raises(ConfigError, match=r"\[l2\].*k <= depth"):
+        _cfg(tmp_path, market, {"press": PRESSURE}, l2={"k": 30, "depth": 20})
+
+
+def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypatch):
+    cfg = _cfg(tmp_path, market, {"press": PRESSURE}, panel_wait_seconds=0.02)
+    v = make_venue(cfg)
+    late = set()
+    seen = _record(monkeypatch)
+    from crucible.books import RecordedBooks
+
+    def closed(self, symbol, t):  # the book of every 40th minute has not closed in time (a feed that went down)
+        if (t // 60_000) % 40 == 0:
+            late.add(t)
+            self.error = "ConnectionError: lost"
+            return False
+        return True
+
+    monkeypatch.setattr(RecordedBooks, "closed", closed)
+    v.bar_closed = lambda symbol, t: True  # a venue that waits for books (as exchange venues do)
+    try:
+        out = run_live(cfg, venue=v, max_bars=400, fresh=True)
+    finally:
+        v.close()
+    assert out["panel_skips"] == len(late) > 0
+    j = Journal(cfg.general.journal)
+    try:
+        ev = j.events("panel_skip")
+    finally:
+        j.close()
+    assert len(ev) == len(late)
+    assert all(e["slot"] == "press" and e["data"]["late"] == [f"l2:{SYM}"] for e in ev)
+    assert all(e["data"]["book_feed_error"] == "ConnectionError: lost" for e in ev)
+    assert not {t for _k, t, _v in seen} & late
+
+
+# ---------------------------------------------------------------------------------------------- the live feed
+
+
+def _wait(pred, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("venue", ["binanceusdm", "bybit"])
+def test_live_feed_terminals_equal_research_on_the_recording_it_writes(tmp_path, venue):
+    """Four minutes of exchange time on the loopback fake (the fake's clock moved minute by minute), a dropped
+    connection in the second: the feed's lens bars, joined onto the bars by the bench, give the L2 terminals that
+    research (attach_l2 on the recording the feed wrote) gives, and its latest state is the fake's book."""
+    from fake_l2 import FakeL2
+
+    from crucible.books import LiveBooks
+    from forge.features.l2terminals import L2_COLUMNS
+    from forge.data.panel import panel_name  # noqa: F401
+
+    now = int(time.time() * 1000)
+    m0 = (now // 60_000 + 10) * 60_000
+    if (m0 + 6 * 60_000) // 86_400_000 != now // 86_400_000:
+        m0 -= 30 * 60_000
+    with FakeL2(venue, ("BTCUSDT",)) as fake:
+        fake.set_book("BTCUSDT", [(round(100.0 - 0.1 * i, 1), 1.0 + i) for i in range(40)],
+                      [(round(100.1 + 0.1 * i, 1), 2.0 + i) for i in range(40)])
+
+        def at(minute: int, sec: float) -> None:
+            fake.ts_offset_ms = m0 + minute * 60_000 + int(sec * 1000) - int(time.time() * 1000)
+
+        books = LiveBooks(venue, ["BTCUSDT"], tmp_path / "l2", depth=20, k=3, ws_url=fake.ws_url,
+                          rest_url=fake.rest_url)
+        books.rec.flush_seconds, books.rec.backoff = 0.2, (0.05, 0.5)
+        step = {"j": 0}
+
+        def push(k: int) -> None:
+            rows = books.rec.stats["l2_rows"]
+            for _ in range(k):
+                j = step["j"]
+                step["j"] += 1
+                if j % 3 == 0:
+                    fake.update("BTCUSDT", bids=[(100.0, 5.0 + j)], asks=[(100.1, 2.0 + 0.5 * j)])
+                elif j % 3 == 1:
+                    fake.update("BTCUSDT", bids=[(99.9, 1.0 + j)], asks=[(100.1, 0.0)])
+                else:
+                    fake.update("BTCUSDT", bids=[(100.0, 0.0)], asks=[(100.1, 1.5 + j)])
+            _wait(lambda: books.rec.stats["l2_rows"] >= rows + k)
+
+        at(0, 5)
+        books.start()
+        try:
+            _wait(lambda: books.rec.stats["l2_rows"] >= 1)
+            push(3)
+            at(1, 10)
+            push(4)
+            fake.disconnect()
+            _wait(lambda: fake.sub_count[("BTCUSDT", "depth")] >= 2)
+            _wait(lambda: books.rec.stats["gaps"] >= 2)
+            push(3)
+            at(2, 20)
+            push(4)
+            at(3, 15)
+            push(3)
+            at(4, 5)
+            push(1)  # closes the bar of m0 + 3
+            _wait(lambda: books.closed("BTCUSDT", m0 + 3 * 60_000))
+            assert not books.closed("BTCUSDT", m0 + 4 * 60_000)
+            st = books.state("BTCUSDT")
+            bids, asks = fake.state("BTCUSDT", fake.books["BTCUSDT"]["u"], 20)
+            assert st is not None and st[0][0] == bids[0][0] and st[1][0] == bids[0][1] and st[2][0] == asks[0][0]
+            assert st[4] == pytest.approx(0.1)
+        finally:
+            books.close()
+        assert books.error is None or "ended" in books.error
+    times = m0 + 60_000 * np.arange(-2, 4, dtype=np.int64)  # two minutes before the feed, then its four
+    frame = pl.DataFrame({"open_time": times, "close": np.full(times.shape[0], 100.0)})
+    live = books.attach(frame, "BTCUSDT")
+    research, _rec = attach_l2(frame, tmp_path / "l2", "BTCUSDT", k=3)
+    assert live["l2_valid"].to_list() == research["l2_valid"].to_list()
+    assert live["l2_valid"].to_list()[:2] == [False, False] and any(live["l2_valid"].to_list())
+    for c in L2_COLUMNS:
+        a, b = live[c].to_numpy().astype(float), research[c].to_numpy().astype(float)
+        np.testing.assert_allclose(a, b, rtol=1e-12, equal_nan=True, err_msg=c)
+    # a restart reads the bars before its feed started back from its own recording
+    again = LiveBooks(venue, ["BTCUSDT"], tmp_path / "l2", depth=20, k=3)
+    again._on_event({"event": "lens", "symbol": "BTCUSDT", **{c: v for c, v in zip(
+        ("open_time", "ofi", "pressure", "pressure_close", "density", "spread", "mid_close", "n_states", "gap"),
+        (int(m0 + 4 * 60_000), 0.0, 0.1, 0.1, 1.0, 0.1, 100.05, 3, False))}})
+    back = again.attach(frame.vstack(pl.DataFrame({"open_time": [m0 + 4 * 60_000], "close": [100.0]})), "BTCUSDT")
+    assert back["l2_valid"].to_list()[:-1] == research["l2_valid"].to_list()
+    np.testing.assert_allclose(back["l2_pressure"].to_numpy()[:-1].astype(float),
+                               research["l2_pressure"].to_numpy().astype(float), rtol=1e-12, equal_nan=True)
+    assert back["l2_pressure"][-1] == 0.1 and back["l2_valid"][-1]
+
+
+def test_policy_book_inputs_from_the_feed_are_the_simulators_by_hand():
+    """Hand-worked: a buy intent of 2 units on a book 100.0 x 3 / 100.1 x 1 (tick 0.1), then the bid grows to 5 and
+    the ask moves up to 100.2 x 4."""
+    from types import SimpleNamespace
+
+    from crucible.passive import PassiveMixin
+    from forge.execution.policy_nb import (F_DRIFT, F_IMBALANCE, F_OFI, F_OFI_EMA, F_PRESSURE, F_QUEUE,
+                                           N_FEATURES)
+
+    nan = np.nan
+    states = [
+        (np.array([100.0, 99.9, 99.5]), np.array([3.0, 2.0, 9.0]), np.array([100.1, 100.3, nan]),
+         np.array([1.0, 1.0, nan]), 0.1),
+        (np.array([100.0, 99.9, 99.5]), np.array([5.0, 2.0, 9.0]), np.array([100.2, 100.3, nan]),
+         np.array([4.0, 1.0, nan]), 0.1),
+    ]
+    feed = SimpleNamespace(state=lambda symbol: states[0])
+    r = PassiveMixin.__new__(PassiveMixin)
+    r.panel, r._book_ctx, r.slots = SimpleNamespace(books=feed), {}, {"a": None}
+    it = {"id": "a-1", "qty": 2.0}
+    x = np.zeros(N_FEATURES)
+    r._book_inputs(x, "BTCUSDT", it)
+    assert x[F_IMBALANCE] == pytest.approx((3 - 1) / 4)
+    assert x[F_OFI] == 0.0 and x[F_OFI_EMA] == 0.0 and x[F_DRIFT] == 0.0  # the intent's first decision
+    # within 5 ticks of the bests: bids 100.0, 99.9 (99.5 is 6 ticks behind) = 5; asks 100.1, 100.3 = 2
+    assert x[F_PRESSURE] == pytest.approx((5 - 2) / 7)
+    assert x[F_QUEUE] == pytest.approx(3 / 2)  # the bid a buy joins holds 3 units; the intent is 2
+    feed.state = lambda symbol: states[1]
+    x = np.zeros(N_FEATURES)
+    r._book_inputs(x, "BTCUSDT", it)
+    # CKS (2014): e = q^b_n [P^b_n >= P^b] - q^b [P^b_n <= P^b] - q^a_n [P^a_n <= P^a] + q^a [P^a_n >= P^a]
+    e = 5.0 - 3.0 - 0.0 + 1.0
+    assert x[F_OFI] == pytest.approx(min(1.0, e / (5 + 4)))
+    assert x[F_OFI_EMA] == pytest.approx(0.5 * x[F_OFI])
+    assert x[F_DRIFT] == pytest.approx((100.1 - 100.05) / 100.05 * 1e3)
+    assert x[F_IMBALANCE] == pytest.approx((5 - 4) / 9)
+    sell = np.zeros(N_FEATURES)
+    r._book_inputs(sell, "BTCUSDT", {"id": "a-2", "qty": -1.0})
+    assert sell[F_IMBALANCE] == pytest.approx(-(5 - 4) / 9) and sell[F_QUEUE] == pytest.approx(4.0)
+    none = np.zeros(N_FEATURES)
+    r.panel = SimpleNamespace(books=None)  # no feed (the replay venue): the kline context, every book input 0
+    r._book_inputs(none, "BTCUSDT", it)
+    assert not none.any()
+
+
+@pytest.mark.parametrize("books", [True, False])
+def test_a_book_challenger_shadows_on_a_bench_with_books_and_is_rejected_without(tmp_path, market, monkeypatch,
+                                                                                 books):
+    from gauntlet.publish import publish_champion
+
+    plain = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
+    cfg = _cfg(tmp_path, market, {"plain": plain}).with_("hotswap", enabled=True, poll_bars=5, shadow_bars=5000)
+    if not books:
+        cfg = cfg.with_("l2", dir="")
+    publish_champion(MIXED, Path(cfg.general.champions_dir), run_id="r", symbol=SYM, features=list(MIXED.features),
+                     verdict={})
+    monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
+    seen = _record(monkeypatch)
+    run_live(cfg, max_bars=1200)
+    j = Journal(cfg.general.journal)
+    try:
+        starts, rejects = j.events("shadow_start"), j.events("reject")
+    finally:
+        j.close()
+    if not books:
+        assert not starts and len(rejects) == 1
+        assert "reads recorded L2 book terminals" in rejects[0]["data"]["reason"]
+        assert "the bench has no order books" in rejects[0]["data"]["reason"]
+        return
+    assert [e["data"]["genome"] for e in starts] == [MIXED.sha256] and not rejects
+    research, _frame = _research(market, {"mixed": MIXED})
+    mine = [(t, v) for k, t, v in seen if k == "ch:" + MIXED.sha256[:16]]
+    assert len(mine) > 1000 and all(v == research["mixed"][t] for t, v in mine)
+    assert any(v != 0.0 for _t, v in mine)
