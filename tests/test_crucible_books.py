@@ -328,3 +328,88 @@ def test_a_book_challenger_shadows_on_a_bench_with_books_and_is_rejected_without
     mine = [(t, v) for k, t, v in seen if k == "ch:" + MIXED.sha256[:16]]
     assert len(mine) > 1000 and all(v == research["mixed"][t] for t, v in mine)
     assert any(v != 0.0 for _t, v in mine)
+
+
+def test_exchange_bench_trades_on_the_live_feeds_books_as_research_would(tmp_path, bybit_keys, monkeypatch):
+    """The real CcxtVenue on the loopback fake Bybit (klines, orders) with ``[l2] live = true`` (the Recorder in the
+    bench, on a loopback fake of Bybit's public book feed): each minute the feed's lens bar closes, the bar
+    arrives, and the book slot's target is what research computes (attach_l2) on the recording the feed wrote;
+    the passive policy's state carries the feed's book inputs."""
+    from fake_bybit import FakeBybit, sample_bars
+    from fake_l2 import FakeL2
+
+    from crucible.passive import PassiveMixin
+    from crucible.runtime import Runtime
+    from crucible.venues.ccxt_venue import CcxtVenue
+    from forge.execution.policy_nb import F_IMBALANCE, F_QUEUE
+
+    sym, n, hist, steps = "BTCUSDT", 72, 60, 8
+    end = (int(time.time() * 1000) // 60_000 - 1) * 60_000
+    bars = sample_bars(n, end_ms=end)
+    times = [int(b[0]) for b in bars]
+    genome = tmp_path / "press.json"
+    genome.write_text(PRESSURE.to_json())
+    xs: list[np.ndarray] = []
+    orig_inputs = PassiveMixin._book_inputs
+
+    def book_inputs(self, x, symbol, it):
+        orig_inputs(self, x, symbol, it)
+        xs.append(x.copy())
+
+    monkeypatch.setattr(PassiveMixin, "_book_inputs", book_inputs)
+    seen = _record(monkeypatch)
+    with FakeL2("bybit", (sym,)) as feed, FakeBybit(bars, history=hist) as fk:
+        feed.set_book(sym, [(round(100.0 - 0.1 * i, 1), 1.0 + i) for i in range(40)],
+                      [(round(100.1 + 0.1 * i, 1), 2.0 + i) for i in range(40)])
+        cfg = config_from_dict({
+            "crucible": {"journal": str(tmp_path / "j.sqlite"), "champions_dir": str(tmp_path / "champions"),
+                         "requests_dir": str(tmp_path / "req"), "kill_file": str(tmp_path / "KILL"),
+                         "history_bars": 50, "bench_id": "book1", "panel_wait_seconds": 20.0},
+            "hotswap": {"enabled": False}, "cwo": {"move_capital": False},
+            "execution": {"policy": "maker-then-cross", "deadline_bars": 3},
+            "l2": {"live": True, "k": 3, "dir": str(tmp_path / "l2"), "ws_url": feed.ws_url,
+                   "rest_url": feed.rest_url},
+            "slots": [{"id": "a", "symbol": sym, "genome": str(genome), "capital": 1000.0}]}, "test")
+        v = CcxtVenue("bybit", [sym], api_url=fk.rest_url, ws_url=fk.ws_url, timeout_ms=3000, feed="poll",
+                      poll_seconds=0.02)
+        j = Journal(cfg.general.journal)
+        rt = Runtime(cfg, v, j, sleep=lambda d: False)
+        books = rt.panel.books
+        try:
+            assert books is not None and books.live and books.symbols == (sym,)
+            books.rec.flush_seconds, books.rec.backoff = 0.2, (0.05, 0.5)
+            rt.restore()
+            rt.reconcile()
+            v.history(sym, 1)
+            feed.ts_offset_ms = times[hist] + 5_000 - int(time.time() * 1000)  # the exchange's clock: the first bar
+            books.start()
+            _wait(lambda: books.rec.stats["l2_rows"] >= 1)
+            for i in range(steps):
+                t = times[hist + i]  # the bar the next step closes
+                feed.ts_offset_ms = t + 20_000 - int(time.time() * 1000)
+                rows = books.rec.stats["l2_rows"]
+                lean = 1.0 if i % 3 else -1.0  # the book leans to the bid, then to the ask
+                feed.update(sym, bids=[(100.0, 6.0 + 4 * lean + i)], asks=[(100.1, 6.0 - 4 * lean)])
+                feed.update(sym, bids=[(99.9, 3.0 + i)])
+                feed.ts_offset_ms = t + 61_000 - int(time.time() * 1000)
+                feed.update(sym, asks=[(100.2, 3.0 + i)])  # the next minute's first state closes the lens bar
+                _wait(lambda: books.rec.stats["l2_rows"] >= rows + 3)
+                _wait(lambda: books.closed(sym, t))
+                assert fk.step() == 1
+                b = v.next_bars(timeout_s=10)
+                assert b is not None and b[sym].open_time == t
+                rt.process_bar(b)
+        finally:
+            books.close()
+            j.close()
+            v.close()
+    got = {bt: val for k, bt, val in seen if k == "a"}
+    assert sorted(got) == times[hist:hist + steps]
+    frame = pl.DataFrame({"open_time": np.array(times, dtype=np.int64), "close": np.array([b[4] for b in bars])})
+    research, _rec = attach_l2(frame, tmp_path / "l2", sym, k=3)
+    want = dict(zip(times, genome_positions(PRESSURE, strategy_features(research, PRESSURE.features),
+                                            bars_since_gap(np.array(times, dtype=np.int64))).tolist()))
+    valid = dict(zip(times, research["l2_valid"].to_list()))
+    assert all(got[t] == want[t] for t in got)
+    assert sum(valid[t] for t in got) >= steps - 2 and {got[t] for t in got if valid[t]} == {1.0, -1.0}
+    assert xs and any(x[F_IMBALANCE] != 0.0 for x in xs) and all(x[F_QUEUE] > 0 for x in xs)
