@@ -197,6 +197,14 @@ def test_l2_config_is_validated_and_not_combined_with_symbols(tmp_path):
                                        "--symbols", f"{SYM},OTHRUSDT", "--gens", "0",
                                        "--run-dir", str(tmp_path / "r")])
     assert r.exit_code == ConfigError.exit_code and "cannot be combined with --symbols" in r.output, r.output
+    # --l2-symbols: only with a universe, and only its instruments
+    for flags, want in ((["--symbols", SYM, "--l2-symbols", SYM], "this run has no --universe"),
+                        (["--universe", f"{SYM},OTHRUSDT", "--trade", "OTHRUSDT", "--l2-symbols", "ZZZUSDT"],
+                         "'ZZZUSDT' is not an instrument of the universe")):
+        r = CliRunner().invoke(forge_app, ["evolve", "-c", str(SMOKE), "--data", str(data), "--l2", str(rec),
+                                           "--gens", "0", "--run-dir", str(tmp_path / "s"), *flags])
+        assert r.exit_code == ConfigError.exit_code and want in r.output, (flags, r.output)
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 def test_features_without_the_recording_are_a_config_error(recorded):
