@@ -119,7 +119,55 @@ class LinkTest:
     q: float
 
 
+COND_IND_TESTS = ("parcorr", "robust_parcorr", "parcorr_hc")
+"""Conditional-independence tests :func:`pcmci_links_into` accepts (see :func:`_cond_test`)."""
+
+
+def hc_partial_corr_pvalue(rx: np.ndarray, ry: np.ndarray, dof: int) -> float:
+    """Two-sided p of zero partial correlation, studentised robustly to (conditional) heteroskedasticity.
+
+    rx, ry: (T,) OLS residuals of X and Y on the conditions Z (Frisch–Waugh: their correlation is the partial
+    correlation); dof: T - dim (as ParCorr's analytic test).  Statistic: Dalla, Giraitis & Phillips (2022),
+    "Robust tests for white noise and cross-correlation", *Econometric Theory* 38(5), 913-941, eq. (2.4):
+    ``t = sum(e_t) / sqrt(sum(e_t^2))`` with ``e_t = rx_t ry_t`` -- the White (1980) HC0 score statistic of the
+    coefficient of X in ``Y ~ X + Z`` under the null.  Unlike ParCorr's t, whose variance assumes
+    Var(rx ry) = Var(rx) Var(ry), it stays N(0, 1) when the variance of one series moves with the other's level
+    (volatility clustering, heavy tails: Romano & Thombs 1996).  p from Student's t with ``dof`` degrees of
+    freedom (-> the normal of the source as T grows); NaN when dof < 1 or the products are all zero."""
+    e = np.asarray(rx, dtype=np.float64) * np.asarray(ry, dtype=np.float64)
+    ss = float(np.dot(e, e))
+    if dof < 1 or not ss > 0:
+        return float("nan")
+    from scipy import stats
+
+    t = float(e.sum()) / np.sqrt(ss)
+    return float(2.0 * stats.t.sf(abs(t), dof))
+
+
+def _parcorr_hc():
+    """tigramite's ParCorr with the heteroskedasticity-robust significance of :func:`hc_partial_corr_pvalue`
+    (the dependence measure, PCMCI's ``val_matrix``, stays the partial correlation)."""
+    from tigramite.independence_tests.parcorr import ParCorr
+
+    class ParCorrHC(ParCorr):
+        @property
+        def measure(self):
+            return "par_corr_hc"
+
+        def _get_p_value(self, val, array, xyz, T, dim, data_type=None, sig_override=None):
+            if (sig_override or self.significance) != "analytic":
+                return super()._get_p_value(val, array, xyz, T, dim, data_type, sig_override)
+            rx = self._get_single_residuals(np.array(array, dtype=np.float64), target_var=0)
+            ry = self._get_single_residuals(np.array(array, dtype=np.float64), target_var=1)
+            return hc_partial_corr_pvalue(rx, ry, T - dim)
+
+    return ParCorrHC(significance="analytic")
+
+
 def _cond_test(name: str, seed: int):
+    """The tigramite CondIndTest called ``name``: "parcorr" (analytic Student t of the partial correlation),
+    "robust_parcorr" (rank-to-Gaussian marginals first; Runge 2018) or "parcorr_hc" (the partial correlation
+    with a heteroskedasticity-robust t, :func:`hc_partial_corr_pvalue`)."""
     from tigramite.independence_tests.parcorr import ParCorr
 
     if name == "parcorr":
@@ -128,7 +176,9 @@ def _cond_test(name: str, seed: int):
         from tigramite.independence_tests.robust_parcorr import RobustParCorr
 
         return RobustParCorr(significance="analytic")
-    raise ConfigError(f"cond_ind_test must be 'parcorr' or 'robust_parcorr', got {name!r}")
+    if name == "parcorr_hc":
+        return _parcorr_hc()
+    raise ConfigError(f"cond_ind_test must be one of {', '.join(COND_IND_TESTS)}, got {name!r}")
 
 
 def pcmci_links_into(

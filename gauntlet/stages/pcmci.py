@@ -29,16 +29,19 @@ MARKET_STATE = ("vol_60", "mtf_ret_1h")
 
 
 def market_parents(ret: np.ndarray, market: np.ndarray, names: tuple[str, ...], tau_max: int, pc_alpha: float,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, cond_ind_test: str = "parcorr_hc") -> dict[str, Any]:
     """PCMCI links into the return from the market state and the return's own lags.
 
     ret: (T,) float64 vol-standardised return realised in bar t (NaN across gaps); market: (k, T) state
-    variables known at each bar's close. returns: {"parents": [(name, lag)], "links": [...every tested link]}.
+    variables known at each bar's close; cond_ind_test: the CI test (``forge.causal.COND_IND_TESTS``; default the
+    heteroskedasticity-robust partial correlation, ``forge.causal.hc_partial_corr_pvalue``: ParCorr's analytic p
+    found false parents on null markets in 11-19 % of draws per lag at 5 %, benchmarks/RESULTS.md).
+    returns: {"parents": [(name, lag)], "links": [...every tested link]}.
     """
     data = np.column_stack([*market, ret])
     cols = [*names, "return"]
     links = pcmci_links_into(data, cols, len(cols) - 1, tau_max=tau_max, pc_alpha=pc_alpha,
-                             target_autoregressive=True, seed=seed)
+                             target_autoregressive=True, seed=seed, cond_ind_test=cond_ind_test)
     parents = [(t.source, t.lag) for t in links if t.p <= pc_alpha]
     return {"parents": parents, "links": [{"source": t.source, "lag": t.lag, "partial_corr": t.value, "p": t.p}
                                           for t in links]}
