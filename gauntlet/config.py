@@ -34,7 +34,8 @@ class GauntletConfig:
     Politis–White); spa_reps and spa_min_points (hourly points below which SPA
     is reported as uninformative); pcmci_tau_max, pcmci_pc_alpha (PCMCI's
     regularisation level selecting the market's confounders),
-    pcmci_max_samples; dowhy_max_samples, dowhy_placebo_shifts,
+    pcmci_cond_ind_test (the graph's CI test, ``forge.causal.COND_IND_TESTS``: "parcorr_hc", the
+    heteroskedasticity-robust partial correlation, by default), pcmci_max_samples; dowhy_max_samples, dowhy_placebo_shifts,
     dowhy_simulations (per DoWhy refuter, diagnostic; the dowhy stage's
     adjustment set is identified by DoWhy on the PCMCI graph); gating: stages whose failure rejects a
     candidate (the others are reported as diagnostics); seed: root of every
@@ -58,6 +59,7 @@ class GauntletConfig:
     spa_min_points: int = 200
     pcmci_tau_max: int = 3
     pcmci_pc_alpha: float = 0.05
+    pcmci_cond_ind_test: str = "parcorr_hc"
     pcmci_max_samples: int = 100_000
     dowhy_max_samples: int = 20000
     dowhy_placebo_shifts: int = 199
@@ -76,6 +78,11 @@ class GauntletConfig:
         unknown = set(self.gating) - set(STAGE_ORDER)
         if unknown:
             raise ConfigError(f"gauntlet.gating: unknown stages {sorted(unknown)}; known: {list(STAGE_ORDER)}")
+        from forge.causal import COND_IND_TESTS
+
+        if self.pcmci_cond_ind_test not in COND_IND_TESTS:
+            raise ConfigError(f"gauntlet.pcmci_cond_ind_test must be one of {', '.join(COND_IND_TESTS)}, got "
+                              f"{self.pcmci_cond_ind_test!r}")
         for name in ("lookahead_points", "max_trials", "bootstrap_reps", "spa_reps", "permutation_shifts",
                      "dowhy_placebo_shifts", "subperiods", "pcmci_tau_max"):
             if getattr(self, name) < 1:

@@ -1,7 +1,9 @@
 """Causal link position -> next return, with PCMCI supplying the market's confounders.
 
 Step 1 (once per run): tigramite PCMCI (Runge et al. 2019, "Detecting and quantifying causal associations
-in large nonlinear time series datasets", Science Advances 5(11)) with ParCorr, ``tau_min = 1``, links
+in large nonlinear time series datasets", Science Advances 5(11)) with the partial correlation studentised
+robustly to heteroskedasticity (``pcmci_cond_ind_test = "parcorr_hc"``, ``forge.causal.hc_partial_corr_pvalue``:
+Dalla, Giraitis & Phillips 2022; ParCorr's analytic p over-rejects on volatility-clustered returns), ``tau_min = 1``, links
 restricted to those into the vol-standardised return from the market's own state (volatility, 1-hour trend,
 the return's own lags): the links with MCI p <= ``pcmci_pc_alpha`` are the market's parents of the return.
 
@@ -81,7 +83,8 @@ def market_graph(ctx, cfg, shared) -> dict[str, Any]:
         a = max(a, b - cfg.pcmci_max_samples)
         ret = ctx.return_z[a:b]
         state = compute_features(ctx.bars, MARKET_STATE).values[:, a:b]
-        graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed)
+        graph = market_parents(ret, state, MARKET_STATE, cfg.pcmci_tau_max, cfg.pcmci_pc_alpha, cfg.seed,
+                               cond_ind_test=cfg.pcmci_cond_ind_test)
         shared["pcmci_market"] = {"ret": ret, "series": {**dict(zip(MARKET_STATE, state)), "return": ret},
                                   "rows": (a, b), **graph}
     return shared["pcmci_market"]
