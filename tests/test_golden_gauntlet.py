@@ -44,14 +44,17 @@ def golden_verdict(tmp: Path, market: str) -> dict[str, Any]:
 # Issue 29 added the edge_kind stage (a label, not gating): its p-value is the new key; no other value changed.
 # Issue 29 follow-up (gauntlet-power): the permutation gate's p is max(circular-shift p, aligned stationary-bootstrap
 # p); on the null market the bootstrap's is the larger (0.16 -> 0.17); every other value unchanged.
+# Issue 29 (PCMCI's oversized graph): the market graph's CI test is the HC-studentised partial correlation
+# (pcmci_cond_ind_test = "parcorr_hc"); the graph's parents change, so the pcmci p-values (planted 5.243e-17 ->
+# 1.361e-17, null 0.09011 -> 0.09274) and the null's dowhy p (0.115 -> 0.12, its adjustment set) moved; no verdict changed.
 GOLDEN: dict[str, dict[str, Any]] = {
     "planted": {"survived": True, "failed": [], "stages": {
         "oos": [None, 72.73], "lookahead": [None, 0.0], "psr": [1.036e-13, 1.036e-13], "dsr": [None, None],
-        "pbo": [None, None], "permutation": [0.005, 0.005], "pcmci": [5.243e-17, 5.243e-17], "dowhy": [0.005, 0.005],
+        "pbo": [None, None], "permutation": [0.005, 0.005], "pcmci": [1.361e-17, 1.361e-17], "dowhy": [0.005, 0.005],
         "edge_kind": [6.985e-09, 6.985e-09]}},
     "null": {"survived": False, "failed": ["psr", "permutation", "pcmci", "dowhy"], "stages": {
         "oos": [None, -2.546], "lookahead": [None, 0.0], "psr": [0.8004, 0.8004], "dsr": [None, None],
-        "pbo": [None, None], "permutation": [0.17, 0.17], "pcmci": [0.09011, 0.09011], "dowhy": [0.115, 0.115],
+        "pbo": [None, None], "permutation": [0.17, 0.17], "pcmci": [0.09274, 0.09274], "dowhy": [0.12, 0.12],
         "edge_kind": [0.8538, 0.8538]}},
 }
 
