@@ -245,7 +245,8 @@ class CausalConfig:
     after Benjamini-Hochberg over the return's candidate parents;
     max_samples: most recent in-sample rows used (runtime bound);
     aggregate_minutes: bars aggregated before the test (1 = none);
-    cond_ind_test: "parcorr"; keep_at_least: features kept (smallest p)
+    cond_ind_test: "parcorr" (the measured default) or "parcorr_hc" (its heteroskedasticity-robust p,
+    ``forge.causal.hc_partial_corr_pvalue``, as the Gauntlet's graph uses); keep_at_least: features kept (smallest p)
     when fewer pass.  smooth_windows: windows w (bars, each one of the GP's
     window lengths) at which every per-bar feature (lookback <=
     smooth_max_lookback: raw kline columns such as taker_imb, clv, ret_1) is
@@ -280,8 +281,8 @@ class CausalConfig:
             raise ConfigError(f"max_samples must be >= 500, got {self.max_samples}")
         if self.aggregate_minutes < 1:
             raise ConfigError(f"aggregate_minutes must be >= 1, got {self.aggregate_minutes}")
-        if self.cond_ind_test != "parcorr":
-            raise ConfigError(f"cond_ind_test must be 'parcorr', got {self.cond_ind_test!r}")
+        if self.cond_ind_test not in ("parcorr", "parcorr_hc"):
+            raise ConfigError(f"cond_ind_test must be 'parcorr' or 'parcorr_hc', got {self.cond_ind_test!r}")
         if self.keep_at_least < 1:
             raise ConfigError(f"keep_at_least must be >= 1, got {self.keep_at_least}")
         if any(int(w) < 2 for w in self.smooth_windows):
