@@ -24,10 +24,11 @@ bar (``panel_skip`` with ``late = ["l2:BTCUSDT"]``), never trade on a book it ha
 recorded state, or with a gap marker (reconnects, sequence gaps, the feed's start), have ``l2_valid`` False and
 NaN terminals, as in research: the VM's root trades flat there.
 
-**Policy inputs** (:meth:`LiveBooks.state`): the latest book state, from which :mod:`crucible.passive` computes the
-execution policy's imbalance, order-flow imbalance, book pressure, drift and queue inputs on the simulator's
-definitions (:func:`forge.features.l2lens.policy_book_inputs`).  The replay venue has no book states for the
-policy (its context is the kline one: those inputs are 0).
+**Policy inputs** (:meth:`LiveBooks.state`, :meth:`RecordedBooks.state`): the book state at the decision -- the
+latest live one, or on the replay venue the recorded one holding at the bar's close -- from which
+:mod:`crucible.passive` computes the execution policy's imbalance, order-flow imbalance, book pressure, drift and
+queue inputs on the simulator's definitions (:func:`forge.features.l2lens.policy_book_inputs`).  Without books (or
+inside a gap) those inputs are 0, the kline context.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import polars as pl
 from forge.core.errors import ConfigError, DataError
 from forge.data.panel import Instrument
 from forge.data.schema import BAR_MS
+from forge.data.l2 import load_gaps, load_l2, load_meta
 from forge.features.l2lens import load_lens_bars
 from forge.features.l2terminals import has_recording, join_lens, recorded_venue
 
@@ -79,6 +81,7 @@ class RecordedBooks:
             raise ConfigError(f"[l2] dir {root}: no such recording directory")
         self.venue, self.k = venue, int(k)
         self.error: str | None = None
+        self._states: dict[str, tuple] = {}  # symbol -> (lo, hi, L2Book of [lo, hi), tick, gap starts, gap ends)
 
     def has(self, symbol: str) -> bool:
         """Whether the recording holds ``symbol``'s book."""
@@ -99,9 +102,29 @@ class RecordedBooks:
         lens = load_lens_bars(self.root, venue, symbol.upper(), span[0], span[1], k=self.k)
         return join_lens(frame, lens, instrument)
 
-    def state(self, symbol: str) -> None:
-        """No book state for the policy on the replay venue (its context is the kline one)."""
-        return None
+    def state(self, symbol: str, at_ms: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None] | None:
+        """The recorded book state holding at ``at_ms`` (the latest with exchange time < at_ms; the replay venue's
+        decision time, a bar's close), as :meth:`LiveBooks.state`; None without a time, before the recording, or
+        while a gap marker covers ``at_ms`` (the book was not seen then).  States are read in 6-hour windows."""
+        if at_ms is None or not self.has(symbol):
+            return None
+        at = int(at_ms)
+        c = self._states.get(symbol)
+        if c is None or not c[0] <= at - 5 * BAR_MS or at >= c[1]:
+            venue = recorded_venue(self.root, symbol, self.venue)
+            lo, hi = at - 5 * BAR_MS, at + 6 * 3_600_000
+            gaps = load_gaps(self.root, venue, symbol.upper())
+            g = gaps.filter(pl.col("stream") == "l2")
+            c = self._states[symbol] = (lo, hi, load_l2(self.root, venue, symbol.upper(), lo, hi),
+                                        load_meta(self.root, venue, symbol).get("tick"),
+                                        g["start_ts_ms"].fill_null(np.iinfo(np.int64).min).to_numpy(),
+                                        g["end_ts_ms"].fill_null(np.iinfo(np.int64).max).to_numpy())
+        _lo, _hi, book, tick, g0, g1 = c
+        i = int(np.searchsorted(book.ts_ms, at, side="left")) - 1
+        if i < 0 or np.any((g0 <= at) & (g1 >= at)):
+            return None
+        return book.bid_px[i], book.bid_sz[i], book.ask_px[i], book.ask_sz[i], (float(tick) if tick else None)
 
     def close(self) -> None:
         pass
@@ -229,9 +252,11 @@ class LiveBooks:
         lens = pl.DataFrame(rows, schema=_LENS_SCHEMA) if rows else pl.DataFrame(schema=_LENS_SCHEMA)
         return join_lens(frame, lens, instrument)
 
-    def state(self, symbol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None] | None:
+    def state(self, symbol: str, at_ms: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None] | None:
         """The latest book state of ``symbol``: (bid prices, bid sizes, ask prices, ask sizes) as (depth,) float64
-        arrays, best first, NaN-padded, and the market's tick (None unknown); None before the first state."""
+        arrays, best first, NaN-padded, and the market's tick (None unknown); None before the first state or while
+        the stream is in a gap.  at_ms: ignored (the live book is the book now)."""
         st = self.rec.syms.get(symbol.upper())
         lens = getattr(st, "lens", None)
         if lens is None:

@@ -342,11 +342,12 @@ class PassiveMixin:
         the bests), F_DRIFT (side x (mid - the mid at the intent's first decision) / that mid, units of 10 bp) and
         F_QUEUE (the size resting at the touch the order joins / the intent's size, clipped to [0, 10]: the feed's
         book is mainnet's, where the bench's testnet order does not rest, so this is the queue a mainnet order at
-        the touch would join).  Without a feed (the replay venue, or before the feed's first state, or while its
-        stream is in a gap) they stay 0, the kline context; the memory of an intent is not journaled, so a restart
+        the touch would join).  On the replay venue with ``[l2] dir`` the state is the recorded one holding at the
+        decision (the bar's close).  Without books (or before the first state, or while the stream is in a gap)
+        they stay 0, the kline context; the memory of an intent is not journaled, so a restart
         starts it again (OFI and drift 0 at its first decision after the restart)."""
         books = getattr(self.panel, "books", None)
-        st = books.state(symbol) if books is not None else None
+        st = books.state(symbol, self.venue.now_ms()) if books is not None else None
         if st is None:
             return
         bpx, bsz, apx, asz, tick = st

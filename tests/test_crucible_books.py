@@ -270,9 +270,10 @@ def test_policy_book_inputs_from_the_feed_are_the_simulators_by_hand():
         (np.array([100.0, 99.9, 99.5]), np.array([5.0, 2.0, 9.0]), np.array([100.2, 100.3, nan]),
          np.array([4.0, 1.0, nan]), 0.1),
     ]
-    feed = SimpleNamespace(state=lambda symbol: states[0])
+    feed = SimpleNamespace(state=lambda symbol, at=None: states[0])
     r = PassiveMixin.__new__(PassiveMixin)
     r.panel, r._book_ctx, r.slots = SimpleNamespace(books=feed), {}, {"a": None}
+    r.venue = SimpleNamespace(now_ms=lambda: 0)
     it = {"id": "a-1", "qty": 2.0}
     x = np.zeros(N_FEATURES)
     r._book_inputs(x, "BTCUSDT", it)
@@ -281,7 +282,7 @@ def test_policy_book_inputs_from_the_feed_are_the_simulators_by_hand():
     # within 5 ticks of the bests: bids 100.0, 99.9 (99.5 is 6 ticks behind) = 5; asks 100.1, 100.3 = 2
     assert x[F_PRESSURE] == pytest.approx((5 - 2) / 7)
     assert x[F_QUEUE] == pytest.approx(3 / 2)  # the bid a buy joins holds 3 units; the intent is 2
-    feed.state = lambda symbol: states[1]
+    feed.state = lambda symbol, at=None: states[1]
     x = np.zeros(N_FEATURES)
     r._book_inputs(x, "BTCUSDT", it)
     # CKS (2014): e = q^b_n [P^b_n >= P^b] - q^b [P^b_n <= P^b] - q^a_n [P^a_n <= P^a] + q^a [P^a_n >= P^a]
@@ -413,3 +414,39 @@ def test_exchange_bench_trades_on_the_live_feeds_books_as_research_would(tmp_pat
     assert all(got[t] == want[t] for t in got)
     assert sum(valid[t] for t in got) >= steps - 2 and {got[t] for t in got if valid[t]} == {1.0, -1.0}
     assert xs and any(x[F_IMBALANCE] != 0.0 for x in xs) and all(x[F_QUEUE] > 0 for x in xs)
+
+
+def test_replay_policy_inputs_come_from_the_recorded_book_at_each_decision(tmp_path, market, monkeypatch):
+    """A passive slot on the replay venue with ``[l2] dir``: at every decision the policy's imbalance is the recorded
+    state's holding at the bar's close (the latest state before it), signed by the side; 0 before the recording."""
+    from crucible.passive import PassiveMixin
+    from forge.data.l2 import load_gaps, load_l2
+    from forge.execution.policy_nb import F_IMBALANCE, F_QUEUE
+
+    _bars, rec, _k = market
+    seen: list[tuple[int, int, float, float, float]] = []
+    orig = PassiveMixin._book_inputs
+
+    def book_inputs(self, x, symbol, it):
+        orig(self, x, symbol, it)
+        seen.append((self.venue.now_ms(), 1 if it["qty"] > 0 else -1, x[F_IMBALANCE], x[F_QUEUE], abs(it["qty"])))
+
+    monkeypatch.setattr(PassiveMixin, "_book_inputs", book_inputs)
+    cfg = _cfg(tmp_path, market, {"press": PRESSURE})
+    cfg = cfg.with_("execution", policy="maker-then-cross", deadline_bars=3)
+    run_live(cfg, max_bars=1500)
+    assert len(seen) > 40
+    book = load_l2(rec, VENUE, SYM)
+    g = load_gaps(rec, VENUE, SYM)
+    lost = [(a, b) for a, b in zip(g["start_ts_ms"].to_list(), g["end_ts_ms"].to_list()) if a is not None]
+    on_book = 0
+    for at, side, imb, queue, qty in seen:
+        i = int(np.searchsorted(book.ts_ms, at, side="left")) - 1
+        if i < 0 or any(a <= at <= b for a, b in lost):  # before the recording, or the book not seen then
+            assert imb == 0.0 and queue == 0.0
+            continue
+        qb, qa = book.bid_sz[i, 0], book.ask_sz[i, 0]
+        assert imb == pytest.approx(side * (qb - qa) / (qb + qa), abs=1e-12)
+        assert queue == pytest.approx(min(10.0, (qb if side > 0 else qa) / qty), rel=1e-12)
+        on_book += 1
+    assert on_book > 40
