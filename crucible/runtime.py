@@ -472,9 +472,14 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 self.place_many(batch, bar_time)
 
     def _panel_skip(self, kind: str, key: str, **data: Any) -> None:
-        """A panel slot (or challenger) skipped a bar: an instrument it reads had not closed it in time."""
+        """A panel slot (or challenger) skipped a bar: an instrument it reads had not closed it in time (an operator
+        alert, once, when the live book feed went down: ``book_feed_error``)."""
         self.counters["panel_skips"] += 1
         self.journal.event(kind, self.venue.now_ms(), key if key in self.slots else None, genome_key=key, **data)
+        if data.get("book_feed_error") and not getattr(self, "_book_feed_alerted", False):
+            self._book_feed_alerted = True
+            self._alert("book_feed_down", self.venue.now_ms(), error=data["book_feed_error"],
+                        note="slots reading order books skip every bar until the bench restarts with a feed")
         self._emit(kind, key=key, **data)
 
     def _size(self, s: Slot, t: float, eq: float, price: float) -> float | None:

@@ -124,7 +124,7 @@ def test_a_bench_without_books_refuses_a_book_champion_in_one_line(tmp_path, mar
         _cfg(tmp_path, market, {"press": PRESSURE}, l2={"k": 30, "depth": 20})
 
 
-def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypatch):
+def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypatch, caplog):
     cfg = _cfg(tmp_path, market, {"press": PRESSURE}, panel_wait_seconds=0.02)
     v = make_venue(cfg)
     late = set()
@@ -153,6 +153,7 @@ def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypat
     assert len(ev) == len(late)
     assert all(e["slot"] == "press" and e["data"]["late"] == [f"l2:{SYM}"] for e in ev)
     assert all(e["data"]["book_feed_error"] == "ConnectionError: lost" for e in ev)
+    assert sum("ALERT book_feed_down" in r.getMessage() for r in caplog.records) == 1  # the operator is told once
     assert not {t for _k, t, _v in seen} & late
 
 
