@@ -39,3 +39,20 @@ def _run_index_in_tmp(tmp_path_factory):
         os.environ.pop("FORGE_RUN_INDEX", None)
     else:
         os.environ["FORGE_RUN_INDEX"] = old
+
+
+@pytest.fixture()
+def panel_targets(monkeypatch):
+    """Every target ``crucible.panel.PanelSignals.targets`` returns during the test, as [(key, bar_time, value)]."""
+    import crucible.panel as cpanel
+
+    seen: list[tuple[str, int, float]] = []
+    orig = cpanel.PanelSignals.targets
+
+    def targets(self, venue, symbol, genomes, bar_time, **kw):
+        out = orig(self, venue, symbol, genomes, bar_time, **kw)
+        seen.extend((k, bar_time, v) for k, v in out.items())
+        return out
+
+    monkeypatch.setattr(cpanel.PanelSignals, "targets", targets)
+    return seen

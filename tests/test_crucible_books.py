@@ -14,7 +14,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-import crucible.panel as cpanel
 from crucible.config import config_from_dict
 from crucible.journal import Journal
 from crucible.runtime import run_live
@@ -71,24 +70,13 @@ def _research(market, genomes):
             for k, g in genomes.items()}, frame
 
 
-def _record(monkeypatch):
-    seen: list[tuple[str, int, float]] = []
-    orig = cpanel.PanelSignals.targets
-
-    def targets(self, venue, symbol, genomes, bar_time, **kw):
-        out = orig(self, venue, symbol, genomes, bar_time, **kw)
-        seen.extend((k, bar_time, v) for k, v in out.items())
-        return out
-
-    monkeypatch.setattr(cpanel.PanelSignals, "targets", targets)
-    return seen
 
 
 @pytest.mark.parametrize("prefetch", [256, 0])
-def test_replayed_book_slots_get_the_research_targets_bar_for_bar(tmp_path, market, monkeypatch, prefetch):
+def test_replayed_book_slots_get_the_research_targets_bar_for_bar(tmp_path, market, monkeypatch, prefetch, panel_targets):
     genomes = {"press": PRESSURE, "mixed": MIXED}
     cfg = _cfg(tmp_path, market, genomes).with_("replay", prefetch_bars=prefetch)
-    seen = _record(monkeypatch)
+    seen = panel_targets
     out = run_live(cfg, max_bars=2300 if prefetch else 700)
     assert out["panel_skips"] == 0
     research, frame = _research(market, genomes)
@@ -124,11 +112,11 @@ def test_a_bench_without_books_refuses_a_book_champion_in_one_line(tmp_path, mar
         _cfg(tmp_path, market, {"press": PRESSURE}, l2={"k": 30, "depth": 20})
 
 
-def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypatch, caplog):
+def test_a_late_book_skips_the_bar_and_is_journalled(tmp_path, market, monkeypatch, caplog, panel_targets):
     cfg = _cfg(tmp_path, market, {"press": PRESSURE}, panel_wait_seconds=0.02)
     v = make_venue(cfg)
     late = set()
-    seen = _record(monkeypatch)
+    seen = panel_targets
     from crucible.books import RecordedBooks
 
     def closed(self, symbol, t):  # the book of every 40th minute has not closed in time (a feed that went down)
@@ -303,7 +291,7 @@ def test_policy_book_inputs_from_the_feed_are_the_simulators_by_hand():
 
 @pytest.mark.parametrize("books", [True, False])
 def test_a_book_challenger_shadows_on_a_bench_with_books_and_is_rejected_without(tmp_path, market, monkeypatch,
-                                                                                 books):
+                                                                                 books, panel_targets):
     from gauntlet.publish import publish_champion
 
     plain = Genome.from_tokens(["pos_sign", "feature:ret_1"], [])
@@ -313,7 +301,7 @@ def test_a_book_challenger_shadows_on_a_bench_with_books_and_is_rejected_without
     publish_champion(MIXED, Path(cfg.general.champions_dir), run_id="r", symbol=SYM, features=list(MIXED.features),
                      verdict={})
     monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
-    seen = _record(monkeypatch)
+    seen = panel_targets
     run_live(cfg, max_bars=1200)
     j = Journal(cfg.general.journal)
     try:
@@ -332,7 +320,7 @@ def test_a_book_challenger_shadows_on_a_bench_with_books_and_is_rejected_without
     assert any(v != 0.0 for _t, v in mine)
 
 
-def test_exchange_bench_trades_on_the_live_feeds_books_as_research_would(tmp_path, bybit_keys, monkeypatch):
+def test_exchange_bench_trades_on_the_live_feeds_books_as_research_would(tmp_path, bybit_keys, monkeypatch, panel_targets):
     """The real CcxtVenue on the loopback fake Bybit (klines, orders) with ``[l2] live = true`` (the Recorder in the
     bench, on a loopback fake of Bybit's public book feed): each minute the feed's lens bar closes, the bar
     arrives, and the book slot's target is what research computes (attach_l2) on the recording the feed wrote;
@@ -359,7 +347,7 @@ def test_exchange_bench_trades_on_the_live_feeds_books_as_research_would(tmp_pat
         xs.append(x.copy())
 
     monkeypatch.setattr(PassiveMixin, "_book_inputs", book_inputs)
-    seen = _record(monkeypatch)
+    seen = panel_targets
     with FakeL2("bybit", (sym,)) as feed, FakeBybit(bars, history=hist) as fk:
         feed.set_book(sym, [(round(100.0 - 0.1 * i, 1), 1.0 + i) for i in range(40)],
                       [(round(100.1 + 0.1 * i, 1), 2.0 + i) for i in range(40)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import crucible.panel as cpanel
@@ -64,25 +63,14 @@ def _research(data, genomes):
     return out, panel
 
 
-def _record(monkeypatch):
-    seen: list[tuple[str, int, float]] = []
-    orig = cpanel.PanelSignals.targets
-
-    def targets(self, venue, symbol, genomes, bar_time, **kw):
-        out = orig(self, venue, symbol, genomes, bar_time, **kw)
-        seen.extend((k, bar_time, v) for k, v in out.items())
-        return out
-
-    monkeypatch.setattr(cpanel.PanelSignals, "targets", targets)
-    return seen
 
 
 @pytest.mark.parametrize("prefetch", [256, 0])
-def test_replayed_panel_targets_equal_research_bar_for_bar(tmp_path, data, monkeypatch, prefetch):
+def test_replayed_panel_targets_equal_research_bar_for_bar(tmp_path, data, monkeypatch, prefetch, panel_targets):
     genomes = {"lead": LEAD, "mixed": MIXED}
     cfg = _cfg(tmp_path, data, genomes)
     cfg = cfg.with_("replay", prefetch_bars=prefetch)
-    seen = _record(monkeypatch)
+    seen = panel_targets
     out = run_live(cfg, max_bars=2600 if prefetch else 900)
     assert out["panel_skips"] == 0
     research, panel = _research(data, genomes)
@@ -98,7 +86,7 @@ def test_replayed_panel_targets_equal_research_bar_for_bar(tmp_path, data, monke
     assert any(v != 0.0 for (k, t), v in got.items() if k == "lead")  # and it trades: not a flat genome
 
 
-def test_late_instrument_skips_the_bar_and_is_journalled(tmp_path, data, monkeypatch):
+def test_late_instrument_skips_the_bar_and_is_journalled(tmp_path, data, monkeypatch, panel_targets):
     cfg = _cfg(tmp_path, data, {"lead": LEAD}, panel_wait_seconds=0.02)
     v = make_venue(cfg)
     late = set()
@@ -110,7 +98,7 @@ def test_late_instrument_skips_the_bar_and_is_journalled(tmp_path, data, monkeyp
         return True
 
     v.bar_closed = bar_closed
-    seen = _record(monkeypatch)
+    seen = panel_targets
     try:
         out = run_live(cfg, venue=v, max_bars=400, fresh=True)
     finally:
@@ -173,7 +161,7 @@ def test_ccxt_feed_aux_instrument_never_holds_back_delivery_and_reports_closed()
     assert v.bar_closed("BUSDT", 2 * m)
 
 
-def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rejected(tmp_path, data, monkeypatch):
+def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rejected(tmp_path, data, monkeypatch, panel_targets):
     from gauntlet.publish import publish_champion
 
     cfg = _cfg(tmp_path, data, {"lead": LEAD})
@@ -183,7 +171,7 @@ def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rej
     for g in (MIXED, unfed):
         publish_champion(g, champions, run_id="r", symbol="AUSDT", features=list(g.features), verdict={})
     monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
-    seen = _record(monkeypatch)
+    seen = panel_targets
     run_live(cfg, max_bars=600)
     j = Journal(cfg.general.journal)
     try:
@@ -197,7 +185,7 @@ def test_panel_challenger_shadows_on_the_fed_instruments_and_an_unfed_one_is_rej
     assert len(mine) > 500 and all(v == research["mixed"][t] for t, v in mine)
 
 
-def test_panel_and_regime_terminals_in_one_genome_equal_research(tmp_path, data, monkeypatch):
+def test_panel_and_regime_terminals_in_one_genome_equal_research(tmp_path, data, monkeypatch, panel_targets):
     """A genome gating another instrument's return by the traded instrument's regime: live == research."""
     from forge.features.regimes import write_regime_model
     from test_crucible_regimes import two_state_model
@@ -208,7 +196,7 @@ def test_panel_and_regime_terminals_in_one_genome_equal_research(tmp_path, data,
     cfg = _cfg(tmp_path, data, {"both": g})
     cfg = type(cfg)(**{**cfg.__dict__, "slots": tuple(
         type(s)(**{**s.__dict__, "regime_model": str(model)}) for s in cfg.slots)})
-    seen = _record(monkeypatch)
+    seen = panel_targets
     run_live(cfg, max_bars=2000)
     root, _a, _b = data
     _t, panel, _c, _i = load_panel([root], ["BUSDT:spot"], "AUSDT:perp")

@@ -12,7 +12,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-import crucible.panel as cpanel
 from crucible.allocator import regime_tilt
 from crucible.config import config_from_dict
 from crucible.hotswap import PitCrew
@@ -85,21 +84,13 @@ def _genome_file(tmp: Path, name: str, g: Genome) -> str:
     return str(p)
 
 
-def test_replayed_regime_targets_equal_research(tmp_path, chain, monkeypatch):
+def test_replayed_regime_targets_equal_research(tmp_path, chain, monkeypatch, panel_targets):
     bars, _s, data, model = chain
     slots = [{"id": "gated", "symbol": "XUSDT", "genome": _genome_file(tmp_path, "g", GATED), "costs": "spot",
               "regime_model": str(model)},
              {"id": "pred", "symbol": "XUSDT", "genome": _genome_file(tmp_path, "p", PRED), "costs": "spot",
               "regime_model": str(model)}]
-    seen: list[tuple[str, int, float]] = []
-    orig = cpanel.PanelSignals.targets
-
-    def rec(self, venue, symbol, genomes, bar_time, **kw):
-        out = orig(self, venue, symbol, genomes, bar_time, **kw)
-        seen.extend((k, bar_time, v) for k, v in out.items())
-        return out
-
-    monkeypatch.setattr(cpanel.PanelSignals, "targets", rec)
+    seen = panel_targets
     run_live(_cfg(tmp_path, data, slots), max_bars=2500)
     t = bars["open_time"].to_numpy()
     research = {}
@@ -230,22 +221,14 @@ def test_regime_slot_config_is_validated(tmp_path, chain):
 
 
 def test_regime_challenger_shadows_with_its_shipped_model_and_a_tampered_one_is_rejected(tmp_path, chain,
-                                                                                          monkeypatch):
+                                                                                          monkeypatch, panel_targets):
     bars, _s, data, model = chain
     champions = tmp_path / "champions"
     _publish(champions, GATED, model)
     bad = _publish(champions, PRED, model)
     shipped = champions / json.loads(bad.read_text())["regime_model"]
     shipped.write_text(shipped.read_text().replace("0.995", "0.99", 1))
-    seen: list[tuple[str, int, float]] = []
-    orig = cpanel.PanelSignals.targets
-
-    def rec(self, venue, symbol, genomes, bar_time, **kw):
-        out = orig(self, venue, symbol, genomes, bar_time, **kw)
-        seen.extend((k, bar_time, v) for k, v in out.items())
-        return out
-
-    monkeypatch.setattr(cpanel.PanelSignals, "targets", rec)
+    seen = panel_targets
     monkeypatch.delenv("FORGE_SIGNING_KEY", raising=False)
     cfg = _cfg(tmp_path, data, [{"id": "base", "symbol": "XUSDT", "genome": "builtin:momentum", "costs": "spot"}])
     cfg = cfg.with_("hotswap", enabled=True, poll_bars=5, shadow_bars=1000)
