@@ -163,9 +163,12 @@ class LiveBooks:
     # ------------------------------------------------------------------ the feed thread
 
     def start(self) -> None:
-        """Start the feed (idempotent)."""
+        """Start the feed (idempotent).  The recording folders' single-writer lock is taken here, before the
+        thread starts (:meth:`crucible.record.Recorder.lock`), so a bench whose ``[l2] dir`` another recorder writes
+        does not start.  raises ConfigError naming that recorder's pid."""
         if self._thread is not None:
             return
+        self.rec.lock()
 
         def main() -> None:
             try:
@@ -191,6 +194,7 @@ class LiveBooks:
         self.rec.stop_threadsafe()
         th.join(timeout)
         self._thread = None
+        self.rec.unlock()
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         if ev.get("event") == "lens":

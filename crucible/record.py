@@ -33,6 +33,9 @@ away while the writer is busy), and every trade ccxt parses.  Rules:
   off exponentially (``backoff`` = (first, max) seconds, doubled per consecutive failure).
 * **No duplicates.** Trades are de-duplicated by exchange trade id across reconnects and restarts (the
   ids of the latest recorded day are loaded at start); book states by (exchange timestamp, nonce).
+* **One writer.** Each symbol's folder has a single-writer lock (``.recorder.lock``, an ``flock`` the OS drops
+  when the recorder exits, ``kill -9`` included): a second recorder of the same book is refused at start with
+  the first one's pid (:meth:`Recorder.lock`), whether it is ``crucible record`` or a bench's live book feed.
 * **Durability.** Rows are flushed every ``flush_seconds`` to an atomically renamed part file (a kill
   loses at most the rows of the last interval); after each UTC hour on the receive clock a worker thread
   compacts the finished hour's parts into ``hour-HH.parquet``, and after UTC midnight the finished day into
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections import deque
@@ -186,6 +190,7 @@ class Recorder:
         self._day: Optional[str] = None
         self._serial = 0
         self._markets: Any = None
+        self._locks: dict[str, Any] = {}  # symbol -> the open lock file of its folder (lock())
         self.stats = {"l2_rows": 0, "trade_rows": 0, "gaps": 0, "reconnects": 0, "sequence_gaps": 0,
                       "dup_trades": 0, "dup_books": 0, "parts": 0, "bytes": 0, "compacted_hours": 0,
                       "compacted_days": 0}
@@ -622,12 +627,59 @@ class Recorder:
         if self._stop is not None:
             self._stop.set()
 
+    def lock(self) -> None:
+        """Take the single-writer lock of every recorded symbol's folder (``DEST/<venue>/<SYMBOL>/.recorder.lock``:
+        an exclusive, non-blocking ``fcntl.flock`` the OS drops when the holder exits, ``kill -9`` included; the
+        holder's pid is written in it).  Two recorders of one book would write every row twice and compact the
+        same files.  Idempotent; :meth:`run` takes it, :meth:`unlock` (or the end of ``run``) drops it.  raises
+        ConfigError naming the other recorder's pid."""
+        import fcntl
+
+        for sym in self.syms:
+            if sym in self._locks:
+                continue
+            path = stream_dir(self.dest, self.venue, sym, "l2").parent / ".recorder.lock"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")  # noqa: SIM115 - held open while recording: the descriptor is the lock
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                pid = fh.read().strip() or "unknown"
+                fh.close()
+                self.unlock()
+                raise ConfigError(f"{path.parent}: another recorder (pid {pid}) is recording {self.venue}/{sym} "
+                                  "there; stop it, or record into another directory") from None
+            fh.truncate(0)
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            self._locks[sym] = fh
+
+    def unlock(self) -> None:
+        """Drop the folders' locks (idempotent)."""
+        for fh in self._locks.values():
+            try:
+                fh.truncate(0)
+            finally:
+                fh.close()
+        self._locks.clear()
+
     async def run(self, max_seconds: Optional[float] = None) -> dict:
         """Record until :meth:`stop` or ``max_seconds`` (wall clock); flush and return a summary dict
-        (rows, gaps, reconnects, duplicates dropped, parts and bytes written, seconds)."""
+        (rows, gaps, reconnects, duplicates dropped, parts and bytes written, seconds).  Holds the folders'
+        single-writer lock (:meth:`lock`) while it runs."""
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         t0 = time.monotonic()
+        held = bool(self._locks)
+        self.lock()
+        try:
+            return await self._run(t0, max_seconds)
+        finally:
+            if not held:
+                self.unlock()
+
+    async def _run(self, t0: float, max_seconds: Optional[float]) -> dict:
         self._resume()
         tasks: list[asyncio.Task] = []
         try:

@@ -591,3 +591,32 @@ def test_reader_relists_when_a_recorder_compacts_while_it_reads(tmp_path, monkey
 
     monkeypatch.setattr(l2, "day_files", stale)
     assert load_trades(tmp_path, "bybit", SYM)["id"].to_list() == ["1", "2"] and calls["n"] == 2
+
+
+def test_a_second_recorder_of_the_same_book_is_refused_with_the_first_ones_pid(tmp_path):
+    """Two writers of one folder would record every row twice and compact the same files: the second is refused at
+    start (a bench's live feed too, before its thread starts); another symbol, or the same one after the first
+    stopped, records."""
+    import os
+
+    from crucible.books import LiveBooks
+
+    first = Recorder("binanceusdm", [SYM], DEPTH, str(tmp_path))
+    first.lock()
+    try:
+        second = Recorder("binanceusdm", ["ETHUSDT", SYM], DEPTH, str(tmp_path))
+        with pytest.raises(ConfigError, match=rf"another recorder \(pid {os.getpid()}\) is recording binanceusdm/"
+                                              rf"{SYM}") as e:
+            second.lock()
+        assert "\n" not in str(e.value) and not second._locks  # nothing half-held
+        feed = LiveBooks("binanceusdm", [SYM], tmp_path, depth=DEPTH)
+        with pytest.raises(ConfigError, match="another recorder"):
+            feed.start()
+        assert feed._thread is None
+        Recorder("binanceusdm", ["ETHUSDT"], DEPTH, str(tmp_path)).lock()  # another book: fine
+        Recorder("bybit", [SYM], DEPTH, str(tmp_path)).lock()  # another venue's folder: fine
+    finally:
+        first.unlock()
+    again = Recorder("binanceusdm", [SYM], DEPTH, str(tmp_path))
+    again.lock()
+    again.unlock()
