@@ -443,8 +443,10 @@ def _no_nan(reason: Any) -> str:
 def _causal_graph_html(cands: list[dict[str, Any]]) -> str:
     """The dowhy stage's graph (edges) and DoWhy's backdoor adjustment set, per candidate that has them."""
     items = []
+    test = ""
     for c in cands:
         det = ((c.get("stages") or {}).get("dowhy") or {}).get("details") or {}
+        test = test or (((c.get("stages") or {}).get("pcmci") or {}).get("details") or {}).get("graph_test", "")
         if "graph" not in det:
             continue
         adj = ", ".join(det.get("adjustment_set") or []) or "empty"
@@ -454,8 +456,9 @@ def _causal_graph_html(cands: list[dict[str, Any]]) -> str:
                      f"<span class='expr'>{html.escape('; '.join(det['graph']))}</span></li>")
     if not items:
         return ""
-    return ("<h2>Causal graph (dowhy stage)</h2><p>Edges from the PCMCI stage's market parents of the return and "
-            "the genome's inputs; DoWhy's identify_effect chose the backdoor adjustment set.</p><ul>"
+    how = f" (PCMCI's CI test: {html.escape(str(test))})" if test else ""
+    return ("<h2>Causal graph (dowhy stage)</h2><p>Edges from the PCMCI stage's market parents of the return"
+            f"{how} and the genome's inputs; DoWhy's identify_effect chose the backdoor adjustment set.</p><ul>"
             + "".join(items) + "</ul>")
 
 

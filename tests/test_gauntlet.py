@@ -171,7 +171,11 @@ def test_cli_validate_report_schema_html_and_exit_codes(smoke_run_dir, tmp_path)
             assert set(s) >= {"statistic", "p_value", "threshold", "passed", "reason"} and s["reason"]
         assert c["survived"] == all(c["stages"][n]["passed"] for n in rep["config"]["gating"])
         assert c["stages"]["lookahead"]["passed"]  # evolved strategies never look ahead
+        if c["stages"]["pcmci"]["details"]:  # the graph names its CI test (the packaged default)
+            assert c["stages"]["pcmci"]["details"]["graph_test"] == "parcorr_hc"
     text = html.read_text()
+    if any(c["stages"]["dowhy"]["details"].get("graph") for c in rep["candidates"]):
+        assert "PCMCI's CI test: parcorr_hc" in text
     assert text.startswith("<!doctype html>") and "data:image/png;base64," in text and "http" not in text.split("<body>")[1][:2000]
     # only directional survivors are published by default (--allow-risk-timing publishes risk timing too)
     assert len(rep["published"]) == sum(c["survived"] and c["edge_kind"] == "directional" for c in rep["candidates"])

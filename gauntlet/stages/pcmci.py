@@ -108,4 +108,4 @@ def run(ctx, cand, cfg, shared) -> StageResult:
               f"market parent{'s' if len(mk['parents']) != 1 else ''}")
     return StageResult(NAME, "HAC p-value", res["p"], res["p"], cfg.alpha, passed, reason, {
         **res, "market_parents": [list(x) for x in mk["parents"]], "market_links": mk["links"],
-        "n_samples": b - a, "market_state": list(MARKET_STATE)})
+        "n_samples": b - a, "market_state": list(MARKET_STATE), "graph_test": cfg.pcmci_cond_ind_test})
