@@ -439,3 +439,37 @@ def test_replay_policy_inputs_come_from_the_recorded_book_at_each_decision(tmp_p
         assert queue == pytest.approx(min(10.0, (qb if side > 0 else qa) / qty), rel=1e-12)
         on_book += 1
     assert on_book > 40
+
+
+def test_a_slot_reading_another_instruments_book_gets_the_research_targets(tmp_path, market, panel_targets):
+    """A slot trading FOLLUSDT reads BOOKUSDT's book (``l2_pressure__BOOKUSDT_perp``, research's ``--l2-symbols``
+    naming): the bench feeds BOOKUSDT's klines and joins its recorded book on FOLLUSDT's minutes, as research's
+    panel does."""
+    from forge.data.panel import Instrument, load_panel
+    from forge.data.panels import bars_from_returns
+    from forge.features.l2terminals import join_lens
+    from forge.features.l2lens import load_lens_bars
+
+    bars, rec, klines = market
+    rng = np.random.default_rng(3)
+    foll = bars_from_returns(1e-3 * rng.normal(size=bars.height), rng)
+    fk = write_klines(foll, tmp_path / "klines", "FOLLUSDT", "perp")
+    g = Genome.from_tokens(["pos_sign", "feature:l2_pressure__BOOKUSDT_perp"], [])
+    p = tmp_path / "g.json"
+    p.write_text(g.to_json())
+    cfg = config_from_dict({
+        "crucible": {"journal": str(tmp_path / "j.sqlite"), "champions_dir": str(tmp_path / "champions"),
+                     "requests_dir": str(tmp_path / "req"), "kill_file": str(tmp_path / "KILL"), "history_bars": 300},
+        "replay": {"data": [f"FOLLUSDT={fk}", f"{SYM}={klines}"], "warmup_bars": 200, "prefetch_bars": 256},
+        "l2": {"dir": str(rec)}, "hotswap": {"enabled": False},
+        "slots": [{"id": "f", "symbol": "FOLLUSDT", "genome": str(p), "costs": "futures"}]}, "test")
+    out = run_live(cfg, max_bars=1500)
+    assert out["panel_skips"] == 0
+    _t, panel, _c, _i = load_panel([klines.parents[3], fk.parents[3]], [f"{SYM}:perp"], "FOLLUSDT:perp")
+    t = panel["open_time"].to_numpy()
+    lens = load_lens_bars(rec, VENUE, SYM, int(t[0]), int(t[-1]) + 60_000)
+    frame = join_lens(panel, lens, Instrument.from_tag(f"{SYM}_perp"))
+    want = dict(zip(t.tolist(), genome_positions(g, strategy_features(frame, g.features), bars_since_gap(t)).tolist()))
+    got = {bt: v for k, bt, v in panel_targets if k == "f"}
+    assert len(got) == out["bars"] and all(v == want[bt] for bt, v in got.items())
+    assert {v for v in got.values()} == {-1.0, 0.0, 1.0}  # flat before the recording, both ways on it
