@@ -57,3 +57,27 @@ def test_forge_execution_train_and_eval(tmp_path):
     assert "policy vs maker-then-cross:" in r.output and "wins" in r.output  # the paired per-seed comparison
     r = CliRunner().invoke(cli.forge_app, ["execution", "eval", "--seeds", "x-y"])
     assert r.exit_code == 2 and "--seeds" in r.output
+
+
+def test_forge_evolve_says_its_fitness_is_taker_when_a_fill_model_is_configured(tmp_path, monkeypatch):
+    """``[execution] mode`` other than taker: the run banner says what the mode applies to (forge backtest, the
+    champions in the Crucible) and that evolution and the Gauntlet score with taker fills; nothing for taker."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from commands.evolve import _progress_handler
+    from forge.core.runconfig import load_run_config, with_overrides
+
+    monkeypatch.setattr("forge.core.runs.record_run", lambda *a, **k: None)
+    event = {"event": "start", "run_id": "r", "run_dir": "", "n_bars": 10, "jobs": 1, "population": 4, "offspring": 4,
+             "generations": 0, "features": ["ret_1"],
+             "split": {"in_sample": {"first": "2024-01-01T00:00", "last": "2024-01-02T00:00"},
+                       "out_of_sample": {"first": "2024-01-02T00:01", "last": "2024-01-03T00:00"}}}
+    view = SimpleNamespace(start=lambda n: None)
+    for mode, want in (("kline-limit", True), ("taker", False)):
+        buf = io.StringIO()
+        cfg = with_overrides(load_run_config(None), "execution", mode=mode)
+        _progress_handler(Console(file=buf, width=200), cfg, view, {"run_dir": None}, "")(event)
+        assert ("evolution and the Gauntlet score with taker fills" in buf.getvalue()) is want, buf.getvalue()
