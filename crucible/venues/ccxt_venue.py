@@ -129,12 +129,15 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self._public_opts = {k: v for k, v in opts.items() if k not in ("apiKey", "secret")}
         self.ex = getattr(ccxt, exchange_id)(opts)
         self._sandbox = sandbox
-        if sandbox:
+        if sandbox and exchange_id == "binanceusdm":
+            # ccxt 4.5 refuses every private call to the futures testnet (NotSupported: "testnet/sandbox mode is not
+            # supported for futures anymore"); Binance's demo trading (demo-fapi.binance.com) is the sandbox now
+            self.ex.enable_demo_trading(True)
+        elif sandbox:
             self.ex.set_sandbox_mode(True)
         self._api_url = api_url
         if api_url is not None:
-            api = self.ex.urls["api"]
-            self.ex.urls["api"] = {k: api_url for k in api} if isinstance(api, dict) else api_url
+            self._point_api_at(api_url)
         self.name = f"{exchange_id}{'-sandbox' if sandbox else ''}"
         self.exchange_id = exchange_id
         # aux_symbols: perpetuals fed for panel slots (crucible.panel) but not traded: they never hold back the
@@ -169,6 +172,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self.ws_reconnects = 0  # WebSocket connections lost (observability, tests)
         self.backfills = 0  # REST backfills run by the WebSocket feed
         self.ws_messages = 0  # kline messages received
+        self._cid_of_order: dict[str, str] = {}  # venue order id -> client order id (Binance trades carry only the former)
         try:
             self.ex.load_markets()
         except ccxt.NetworkError as exc:
@@ -188,6 +192,36 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self._closing = threading.Event()
         if self.feed == "ws":
             self._start_ws()
+
+    def _point_api_at(self, api_url: str) -> None:
+        """Send every REST request to ``api_url``'s scheme and host, keeping each ``urls['api']`` entry's path
+        (Binance's ``/fapi/v1``, ``/fapi/v2``, ``/fapi/v3`` tell its API versions apart; Bybit's entries have none),
+        and let ccxt classify error codes as for the original URLs (Binance picks its USDⓈ-M error table by the
+        URL's host, e.g. -5022 -> OrderNotFillable)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        new = urlsplit(api_url)
+        api = self.ex.urls["api"]
+        if not isinstance(api, dict):
+            self.ex.urls["api"] = api_url
+            return
+        bases: dict[str, str] = {}
+        for k, v in list(api.items()):
+            if not isinstance(v, str):
+                api[k] = api_url
+                continue
+            old = urlsplit(v)
+            api[k] = urlunsplit((new.scheme, new.netloc, new.path.rstrip("/") + old.path, "", ""))
+            bases[api[k]] = v
+        by_url = getattr(self.ex, "get_exceptions_by_url", None)
+        if by_url is not None:
+            def classify(url: str | None, kind: str, _orig=by_url, _bases=sorted(bases.items(), key=lambda kv: -len(kv[0]))):
+                for here, there in _bases:
+                    if url and url.startswith(here):
+                        return _orig(there + url[len(here):], kind)
+                return _orig(url, kind)
+
+            self.ex.get_exceptions_by_url = classify
 
     def __repr__(self) -> str:  # never show credentials
         return f"CcxtVenue({self.name}, {list(self.symbols)}, feed={self.feed})"
@@ -299,6 +333,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             st = "canceled"
         otype = str(o.get("type") or "market").lower()
         info = o.get("info") or {}
+        if o.get("id") and o.get("clientOrderId"):
+            self._cid_of_order[str(o["id"])] = str(o["clientOrderId"])
         reason = ""
         if otype == "limit" and filled == 0.0 and (
                 str(info.get("rejectReason") or "") == POST_ONLY_REJECT_BYBIT
@@ -375,8 +411,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         return MarketRules(tick if tick > 0 else 1e-8, lot, float((lim.get("cost") or {}).get("min") or 0.0))
 
     def touch(self, symbol: str) -> tuple[float, float] | None:
-        """Best bid and ask from ccxt ``fetch_order_book(symbol, 1)`` (None when a side is empty)."""
-        b = self._read(self.ex.fetch_order_book, self._usym[symbol], 1)
+        """Best bid and ask from ccxt ``fetch_order_book(symbol, n)`` (None when a side is empty): n = 1, or 5 on
+        Binance USDⓈ-M, whose ``/fapi/v1/depth`` takes only 5, 10, 20, 50, 100, 500, 1000 (-4021 otherwise)."""
+        b = self._read(self.ex.fetch_order_book, self._usym[symbol], 5 if self.exchange_id == "binanceusdm" else 1)
         bids, asks = b.get("bids") or [], b.get("asks") or []
         if not bids or not asks:
             return None
@@ -447,11 +484,27 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         for t in trades:
             sign = 1.0 if t["side"] == "buy" else -1.0
             fee = float((t.get("fee") or {}).get("cost") or 0.0)
-            cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or ""
+            cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or self._client_id_of(
+                symbol, str(t.get("order") or ""))
             out.append(Fill(str(t["id"]), str(t.get("order") or ""), str(cid), symbol, sign * float(t["amount"]),
                             float(t["price"]), abs(fee), int(t["timestamp"])))
         out.sort(key=lambda f: (f.time_ms, f.trade_id))
         return out
+
+    def _client_id_of(self, symbol: str, order_id: str) -> str:
+        """The client order id of a venue order id: Binance's ``userTrades`` carry only ``orderId``, so an id not seen
+        in an order response is looked up once (``GET /fapi/v1/order?orderId=``); "" when the exchange has no such
+        order (or the trade names none)."""
+        if not order_id:
+            return ""
+        if order_id not in self._cid_of_order:
+            try:
+                self._order_state(self._read(self.ex.fetch_order, order_id, self._usym[symbol]), symbol)
+            except VenueRejected as exc:
+                if "OrderNotFound" not in str(exc):
+                    raise
+            self._cid_of_order.setdefault(order_id, "")
+        return self._cid_of_order[order_id]
 
     def fetch_positions(self) -> dict[str, float]:
         out = {}
