@@ -444,8 +444,10 @@ class FakeBinance:
             return self._create(p)
         if path == "/fapi/v1/order":
             o = self._find(p)
-            if o is None:
+            if o is None and method == "GET":
                 raise _ApiError(-2013, "Order does not exist.")
+            if o is None:
+                raise _ApiError(-2011, "Unknown order sent.")
             if method == "GET":
                 return self._order_row(o, with_time=True)
             if o["status"] not in OPEN:
