@@ -133,6 +133,30 @@ def test_binance_gtx_rests_at_the_touch_and_fills_only_when_the_price_trades_thr
             v.close()
 
 
+def test_binance_partial_fill_then_cancel_keeps_the_filled_part(bybit_keys):
+    """limit_fill_share 0.5: a bar through the price fills half (PARTIALLY_FILLED, still open); the cancel leaves a
+    canceled order with its filled quantity and one maker trade."""
+    with FakeBinance(_flat(60), history=58, limit_fill_share=0.5) as fk:
+        v = _venue(fk)
+        try:
+            bid, _ask = v.touch(SYM)
+            v.create_limit_order(SYM, 0.01, bid, "bn-h1")
+            t = fk.bars[fk.n_closed][0]
+            fk.bars[fk.n_closed] = (t, PX, PX, bid - 0.1, PX, 1.0)
+            fk.step()
+            st = v.fetch_order(SYM, "bn-h1")
+            assert (st.status, st.filled) == ("open", pytest.approx(0.005))
+            assert fk.state()["orders"]["bn-h1"]["status"] == "PARTIALLY_FILLED"
+            v.cancel_order(SYM, "bn-h1")
+            st = v.fetch_order(SYM, "bn-h1")
+            assert (st.status, st.filled, st.qty) == ("canceled", pytest.approx(0.005), pytest.approx(0.01))
+            (f,) = v.fetch_fills(SYM, v.now_ms() - 60_000)
+            assert f.qty == pytest.approx(0.005) and f.price == pytest.approx(bid)
+            assert v.fetch_positions() == {SYM: pytest.approx(0.005)}
+        finally:
+            v.close()
+
+
 def test_binance_crossing_gtx_is_refused_with_5022(venue, fake_binance):
     fk = fake_binance
     bid, ask = fk.book()
@@ -426,3 +450,29 @@ def test_runtime_crash_after_a_gtx_send_recovers_exactly(tmp_path, bybit_keys):
             j.close()
         finally:
             v.close()
+
+
+@pytest.mark.parametrize("fault", ["drop", "5xx", "429"])
+def test_runtime_send_never_duplicates_when_the_order_response_is_lost(tmp_path, fake_binance, bybit_keys, fault):
+    """The create's response is lost (processed, connection dropped), or the exchange answers 503 / 429 (nothing
+    done): the runtime looks the order up by its client id (origClientOrderId) and sends it at most once more under
+    the same id; fills fetched twice are booked once."""
+    fk = fake_binance
+    v = _venue(fk)
+    cfg = _cfg(tmp_path)
+    j = Journal(cfg.general.journal)
+    try:
+        rt = Runtime(cfg, v, j)
+        rt.restore()
+        fk.inject_rest(fault)
+        cid = rt.place(rt.slots["a"], 0.01, 1.0, "test", 1_718_000_000_000)
+        assert list(fk.state()["orders"]) == [cid] and ("/fapi/v1/order", fault) in fk.faults_hit
+        assert j.order(cid)["status"] == "acked"
+        since = v.now_ms() - 60_000
+        rt._sync_fills([SYM], since)
+        rt._sync_fills([SYM], since)
+        assert [f["trade_id"] for f in j.fills()] == list(fk.state()["trades"])
+        assert rt.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
+    finally:
+        j.close()
+        v.close()

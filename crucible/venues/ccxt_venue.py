@@ -1,12 +1,24 @@
-"""CcxtVenue: a real exchange through ccxt (Bybit testnet, Binance USDⓈ-M demo/testnet).
+"""CcxtVenue: a real exchange through ccxt (Bybit testnet, Binance USDⓈ-M demo trading).
 
 Keys come only from environment variables (``CRUCIBLE_API_KEY`` /
 ``CRUCIBLE_API_SECRET``, or ``BYBIT_API_KEY`` / ``BYBIT_API_SECRET``,
 ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``); they are handed to ccxt and
-never logged, journaled or included in ``repr``.  ``sandbox=True`` calls
-``set_sandbox_mode(True)`` (Bybit testnet; Binance futures testnet/demo).
-``api_url`` replaces every entry of ccxt's ``urls['api']`` (tests point it at
-a fake exchange on 127.0.0.1).
+never logged, journaled or included in ``repr``.  ``sandbox=True`` is Bybit's
+testnet (``set_sandbox_mode(True)``) and Binance USDⓈ-M's demo trading
+(``enable_demo_trading(True)``, demo-fapi.binance.com: ccxt 4.5 refuses every
+private call to the retired futures testnet).  ``api_url`` replaces the scheme
+and host of every entry of ccxt's ``urls['api']``, keeping its path (Binance's
+``/fapi/v1`` | ``/fapi/v2`` | ``/fapi/v3``), and ccxt still reads error codes as
+for the original URLs (tests point it at a fake exchange on 127.0.0.1:
+tests/fake_bybit.py, tests/fake_binance.py).
+
+Binance USDⓈ-M specifics: a GTX (post-only) order that would cross is refused
+with ``-5022`` (ccxt ``OrderNotFillable`` -> :class:`VenuePostOnlyReject`); a
+duplicate ``newClientOrderId`` is ``-4116`` (-> :class:`VenueDuplicateOrder`);
+a cancel of an order not open is ``-2011``; ``userTrades`` rows carry the
+``orderId`` only, so a fill's client order id is resolved from the order
+responses seen, else by one ``GET /fapi/v1/order?orderId=`` per order; the
+touch reads ``/fapi/v1/depth`` with limit 5 (it takes 5, 10, 20, ... only).
 
 Symbols are given as exchange ids (``BTCUSDT``) and traded as linear USDT
 perpetuals (``BTC/USDT:USDT``).  Client order ids travel as ccxt's
@@ -94,8 +106,8 @@ def _keys(exchange_id: str) -> tuple[str | None, str | None]:
 class CcxtVenue(CcxtFeedMixin, Venue):
     """Live venue over a ccxt exchange (synchronous API; the WebSocket feed runs in its own thread).
 
-    exchange_id: "bybit" or "binanceusdm"; symbols: exchange symbol ids ("BTCUSDT"); sandbox: testnet;
-    api_url: override of every REST ``urls['api']`` entry; feed: "auto" | "ws" | "poll" (see module
+    exchange_id: "bybit" or "binanceusdm"; symbols: exchange symbol ids ("BTCUSDT"); sandbox: Bybit testnet /
+    Binance demo trading; api_url: scheme and host for every REST ``urls['api']`` entry (paths kept); feed: "auto" | "ws" | "poll" (see module
     docstring; "ws" needs Bybit and ccxt.pro); ws_url: override of the public linear WebSocket URL;
     poll_seconds: REST polling interval of the "poll" feed (s); ws_backoff: (first, max) reconnect delay
     (s); ws_idle_seconds: no kline message for this long → backfill over REST; stop_event: interrupts
