@@ -205,16 +205,23 @@ def test_binance_countdown_cancel_all_arms_disarms_and_fires(venue, fake_binance
     assert fk.fire_countdown() == 1 and venue.fetch_open_orders(SYM) == []
 
 
-def test_binance_balance_and_positions_follow_the_fills(venue, fake_binance):
+def test_binance_balance_is_the_wallet_and_positions_follow_the_fills(venue, fake_binance):
+    """fetch_balance is the wallet (starting balance + realised P&L - fees; the Venue contract, as Bybit's
+    ``walletBalance``), not ccxt's ``total`` on Binance (``marginBalance``, which adds the open position's unrealised
+    P&L); positions are positionRisk's signed ``positionAmt``."""
     fk = fake_binance
     assert venue.fetch_balance() == pytest.approx(10_000.0) and venue.fetch_positions() == {}
     venue.create_market_order(SYM, 0.02, "bn-p1")
     venue.create_market_order(SYM, -0.03, "bn-p2")
     assert venue.fetch_positions() == {SYM: pytest.approx(-0.01)}
+    t = fk.bars[fk.n_closed][0]
+    fk.bars[fk.n_closed] = (t, 61_000.0, 61_000.0, 61_000.0, 61_000.0, 1.0)  # the mark moves: uPnL of the short
+    fk.step()
     st = fk.state()
-    mark = fk.bars[fk.n_closed - 1][4]
-    upl = st["position"] * (mark - fk.avg_price)
-    assert venue.fetch_balance() == pytest.approx(st["wallet"] + upl, abs=1e-6)  # margin balance = wallet + uPnL
+    upl = st["position"] * (61_000.0 - fk.avg_price)
+    assert abs(upl) > 10.0
+    assert venue.fetch_balance() == pytest.approx(st["wallet"], abs=1e-6)
+    assert float(venue.ex.fetch_balance()["USDT"]["total"]) == pytest.approx(st["wallet"] + upl, abs=1e-6)
     fees = sum(f.fee for f in venue.fetch_fills(SYM, venue.now_ms() - 60_000))
     assert fees == pytest.approx(st["fees"], rel=1e-9)
 
@@ -476,3 +483,26 @@ def test_runtime_send_never_duplicates_when_the_order_response_is_lost(tmp_path,
     finally:
         j.close()
         v.close()
+
+
+def test_runtime_reconcile_with_an_open_position_and_a_moved_mark_does_not_halt(bench):
+    """A restart's reconcile compares the venue's wallet with the journal's realised P&L - fees: an open position's
+    unrealised P&L (the mark 1 % away) is not a balance difference."""
+    b = bench(deadline=2)
+    fk = b.fk
+    b.bar(1.0)
+    for _ in range(6):
+        b.bar()
+        if fk.state()["position"] > 0 and not fk.open_orders():
+            break
+    assert fk.state()["position"] > 0
+    c = fk.bars[fk.n_closed - 1][4] * 1.01
+    for i in range(fk.n_closed, fk.n_closed + 2):
+        fk.bars[i] = (fk.bars[i][0], c, c, c, c, 1.0)
+    b.bar()
+    rep = b.rt.reconcile()
+    assert rep["position_diff"] == {} and b.rt.halted is None, b.rt.halted
+    bc = rep["balance_check"]
+    assert abs(rep["balance_diff"]) <= bc["tolerance"], rep
+    assert bc["venue"] == pytest.approx(fk.state()["wallet"], abs=1e-6)
+    _ledger_equals_exchange(b)

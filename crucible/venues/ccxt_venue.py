@@ -543,5 +543,12 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             return None
 
     def fetch_balance(self) -> float:
+        """The USDT wallet balance (fees and realised P&L included, no unrealised P&L): ccxt's ``total`` on Bybit
+        (``walletBalance``); on Binance USDⓈ-M ccxt's ``total`` is ``marginBalance`` (wallet + unrealised P&L), so the
+        account's ``assets[USDT].walletBalance`` is read instead."""
         b = self._read(self.ex.fetch_balance)
+        if self.exchange_id == "binanceusdm":
+            for a in (b.get("info") or {}).get("assets") or []:
+                if a.get("asset") == "USDT" and a.get("walletBalance") is not None:
+                    return float(a["walletBalance"])
         return float((b.get("USDT") or {}).get("total") or 0.0)
