@@ -1,6 +1,7 @@
 """A fake Binance USDⓈ-M futures REST API on 127.0.0.1 for testing the real ``CcxtVenue("binanceusdm")`` (no mocks
 of the adapter).  Sister of tests/fake_bybit.py: the same ``aiohttp.web`` server in its own thread and event loop,
-the same bar clock (:meth:`FakeBinance.step` closes the next historical 1-minute bar) and the same kline fill rule
+the same bar clock (:meth:`FakeBinance.step` closes the next historical 1-minute bar, driven by the test or by
+:meth:`FakeBinance.run_clock` on a timer) and the same kline fill rule
 for resting limit orders.  REST only (the venue polls klines on Binance; no WebSocket).
 
 Routes (what ccxt 4.5 ``binanceusdm`` calls for CcxtVenue; the paths keep Binance's ``/fapi/v1``, ``/fapi/v2`` and
@@ -182,7 +183,8 @@ class FakeBinance:
         return self.port
 
     def stop(self) -> None:
-        """Stop the server and join its thread."""
+        """Stop the clock and the server, join their threads."""
+        self.stop_clock()
         if self._loop is None:
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -222,6 +224,24 @@ class FakeBinance:
                 self._match_resting(self.bars[self.n_closed - 1])
                 done += 1
         return done
+
+    def run_clock(self, interval_s: float) -> None:
+        """Close one bar every ``interval_s`` seconds (a daemon thread) until the bars run out or :meth:`stop_clock`."""
+        self.stop_clock()
+        stop = self._clock_stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(interval_s) and self.step() == 1:
+                pass
+
+        self._clock = threading.Thread(target=tick, name="fake-binance-clock", daemon=True)
+        self._clock.start()
+
+    def stop_clock(self) -> None:
+        if getattr(self, "_clock", None) is not None:
+            self._clock_stop.set()
+            self._clock.join(5)
+            self._clock = None
 
     def last(self) -> float:
         return self.bars[self.n_closed - 1][4]

@@ -506,3 +506,71 @@ def test_runtime_reconcile_with_an_open_position_and_a_moved_mark_does_not_halt(
     assert abs(rep["balance_diff"]) <= bc["tolerance"], rep
     assert bc["venue"] == pytest.approx(fk.state()["wallet"], abs=1e-6)
     _ledger_equals_exchange(b)
+
+
+def _assert_journal_equals_exchange(journal_path: Path, fk: FakeBinance) -> dict:
+    """The journal equals the fake exchange: fills by trade id (client ids through the trades' order ids), orders
+    by client order id, the net position."""
+    st = fk.state()
+    j = Journal(journal_path, readonly=True)
+    try:
+        fills, orders = j.fills(), j.orders()
+    finally:
+        j.close()
+    booked = [f["trade_id"] for f in fills]
+    assert len(booked) == len(set(booked)) and sorted(booked) == sorted(st["trades"])  # none twice, lost or foreign
+    cid_of = {o["orderId"]: cid for cid, o in st["orders"].items()}
+    for f in fills:
+        t = st["trades"][f["trade_id"]]
+        sign = 1.0 if t["side"] == "BUY" else -1.0
+        assert f["client_order_id"] == cid_of[t["orderId"]]
+        assert f["qty"] == pytest.approx(sign * float(t["qty"]), abs=1e-12)
+        assert f["price"] == pytest.approx(float(t["price"]), rel=1e-12)
+        assert f["fee"] == pytest.approx(float(t["commission"]), rel=1e-9)
+    by_cid = {o["client_order_id"]: o for o in orders}
+    assert set(st["orders"]) <= set(by_cid)  # every exchange order is journaled
+    assert all(o["status"] not in ("intent", "unknown") for o in orders), orders
+    assert sum(f["qty"] for f in fills) == pytest.approx(st["position"], abs=1e-9)
+    return {"fills": len(fills), "orders": len(orders)}
+
+
+def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(tmp_path, fake_binance, bybit_keys):
+    """``crucible live``'s loop (run_live) on the fake Binance with three builtin slots under the passive policy
+    (GTX limits, crossing at the deadline), bars on a timer, and dropped / 503 / 429 responses on the order and
+    trade endpoints: every fill booked once, every exchange order journaled, the positions equal."""
+    from crucible.runtime import run_live
+    from crucible_driver import make_cfg
+
+    fk = fake_binance
+    cfg = make_cfg(tmp_path, policy="maker-then-cross")
+    v = _venue(fk)
+    injected = []
+
+    def progress(e):
+        if e["event"] == "bar" and e["bars"] in (3, 9):
+            for kind in ("drop", "5xx", "429"):
+                fk.inject_rest(kind)
+            fk.inject_rest("5xx", "/fapi/v1/userTrades")
+            injected.append(e["bars"])
+
+    try:
+        fk.run_clock(0.3)  # bars slower than the bar loop: a bar whose successor already closed is not traded
+        s = run_live(cfg, venue=v, max_bars=16, progress=progress)
+        fk.stop_clock()
+        j = Journal(cfg.general.journal)
+        try:
+            rt = Runtime(cfg, v, j)
+            rt.restore()
+            rep = rt.reconcile()
+        finally:
+            j.close()
+    finally:
+        fk.stop_clock()
+        v.close()
+    assert s["bars"] == 16 and s["stopped_by"] == "max_bars" and injected == [3, 9]
+    assert {("/fapi/v1/order", k) for k in ("drop", "5xx", "429")} <= set(fk.faults_hit)
+    assert rep["position_diff"] == {}
+    limits = [o for o in fk.state()["orders"].values() if o["type"] == "LIMIT"]
+    assert limits and all(o["tif"] == "GTX" for o in limits)
+    out = _assert_journal_equals_exchange(Path(cfg.general.journal), fk)
+    assert out["fills"] >= 2 and s["limit_orders"] >= 2, (out, s)
