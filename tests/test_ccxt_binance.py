@@ -574,3 +574,29 @@ def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(
     assert limits and all(o["tif"] == "GTX" for o in limits)
     out = _assert_journal_equals_exchange(Path(cfg.general.journal), fk)
     assert out["fills"] >= 2 and s["limit_orders"] >= 2, (out, s)
+
+
+def test_run_live_with_a_wrong_secret_ends_with_a_one_line_auth_error(tmp_path, fake_binance, monkeypatch):
+    """``crucible live`` started with a wrong API secret: the start-up reconcile is refused (-1022) and the run ends
+    with VenueAuthError (a one-line error at the CLI, exit code 6), not a traceback; no order is ever sent."""
+    import threading
+
+    from crucible.runtime import run_live
+
+    monkeypatch.setenv("CRUCIBLE_BENCH_KEY", "test-bench-key-0123456789")
+    monkeypatch.setenv("CRUCIBLE_API_KEY", "test-key")
+    monkeypatch.setenv("CRUCIBLE_API_SECRET", "not-the-secret")
+    fk = fake_binance
+    stop = threading.Event()
+    v = _venue(fk)
+    cfg = _cfg(tmp_path)
+    timer = threading.Timer(20.0, stop.set)  # a safety net only: the run must not wait for it
+    timer.start()
+    try:
+        with pytest.raises(VenueAuthError, match="-1022") as exc:
+            run_live(cfg, venue=v, stop_event=stop)
+    finally:
+        timer.cancel()
+        v.close()
+    assert not stop.is_set() and "\n" not in str(exc.value) and exc.value.exit_code == 6
+    assert -1022 in fk.auth_failures and not any(m == "POST" for m, _p in fk.paths)
