@@ -32,7 +32,8 @@ order up by id before any resend); quantity off the step -> -1111; price off the
 MIN_NOTIONAL without reduceOnly -> -4164; a reduceOnly order that would not reduce the position -> -2022
 "ReduceOnly Order is rejected."; a GTX (post-only) order at or through the opposite touch -> -5022 "Due to the order
 could not be executed as maker, the Post Only order will be rejected. The order will not be recorded in the order
-history" (the real API's answer since 2023: the order is not booked at all); lookups of an unknown order -> -2013
+history" (the real API's answer since 2023: the order is not booked at all; ``gtx_expires = True`` books it and
+answers EXPIRED instead, the earlier behaviour); lookups of an unknown order -> -2013
 "Order does not exist."; a cancel of an order that is unknown, filled or already cancelled -> -2011 "Unknown order
 sent.".
 
@@ -134,6 +135,7 @@ class FakeBinance:
         self.fees = 0.0
         self.book_override: tuple[float, float] | None = None
         self.cross_next_post_only = 0
+        self.gtx_expires = False  # True: a crossing GTX order is booked and answered EXPIRED (Binance before -5022)
         self.countdowns: dict[str, tuple[int, int]] = {}  # symbol -> (countdownTime ms, armed at server ms)
         self.countdown_calls: list[tuple[str, int]] = []  # (symbol, countdownTime) of every call
         self.countdown_fired = 0  # countdowns that expired (orders cancelled)
@@ -623,6 +625,15 @@ class FakeBinance:
         if tif == "GTX" and self.cross_next_post_only > 0:  # the book moved between the client's look and its order
             self.cross_next_post_only -= 1
             crosses = True
+        if tif == "GTX" and crosses and self.gtx_expires:
+            self.post_only_rejects += 1
+            self._n += 1
+            now = self.now_ms()
+            o = {"orderId": 8_000_000 + self._n, "clientOrderId": cid, "side": side, "type": typ, "tif": tif,
+                 "qty": round(qty, 9), "price": price, "filled": 0.0, "cum_quote": 0.0, "status": "EXPIRED",
+                 "reduceOnly": reduce_only, "t": now, "t_upd": now}
+            self.orders[cid] = o
+            return self._order_row(o)
         if tif == "GTX" and crosses:
             self.post_only_rejects += 1
             raise _ApiError(-5022, "Due to the order could not be executed as maker, the Post Only order will be "

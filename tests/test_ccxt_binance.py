@@ -172,6 +172,18 @@ def test_binance_crossing_gtx_is_refused_with_5022(venue, fake_binance):
     assert f.fee == pytest.approx(0.0005 * 0.01 * ask, rel=1e-6)
 
 
+def test_binance_gtx_answered_expired_is_a_post_only_reject_too(venue, fake_binance):
+    """The earlier Binance behaviour (a crossing GTX order accepted and EXPIRED at once): VenuePostOnlyReject as
+    well, and the lookup reports it rejected with reason "post_only"."""
+    fk = fake_binance
+    fk.gtx_expires = True
+    with pytest.raises(VenuePostOnlyReject, match="answered expired"):
+        venue.create_limit_order(SYM, 0.01, fk.book()[1], "bn-e1")
+    st = venue.fetch_order(SYM, "bn-e1")
+    assert (st.status, st.reason, st.filled) == ("rejected", "post_only", 0.0)
+    assert fk.state()["orders"]["bn-e1"]["status"] == "EXPIRED" and venue.fetch_open_orders(SYM) == []
+
+
 def test_binance_cancel_open_filled_and_unknown_orders(venue, fake_binance):
     """An open order is cancelled; an unknown, filled or already cancelled one is refused (-2011, ccxt OrderNotFound ->
     VenueRejected) and the lookup tells which (the venue's documented behaviour)."""

@@ -380,7 +380,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         lot (``amount_to_precision``), price at the tick (``price_to_precision``); params ``clientOrderId``,
         ``postOnly`` (ccxt sends Bybit ``timeInForce=PostOnly`` and Binance USDⓈ-M ``timeInForce=GTX``,
         ccxt 4.5 ``bybit.create_order_request`` / ``binance.create_order_request``), ``reduceOnly``.
-        A crossing post-only order: Binance refuses it (``-5022``, ccxt OrderNotFillable -> VenuePostOnlyReject);
+        A crossing post-only order: Binance refuses it (``-5022``, ccxt OrderNotFillable -> VenuePostOnlyReject; a
+        GTX order answered EXPIRED at once, Binance's behaviour before -5022, raises VenuePostOnlyReject too);
         Bybit accepts and cancels it (``rejectReason`` EC_PostOnlyWillTakeLiquidity), so on Bybit the order is looked
         up once after the create and a post-only cancellation raises VenuePostOnlyReject too (if that lookup
         fails, the runtime's next lookup reports the order "rejected" with reason "post_only")."""
@@ -395,6 +396,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         params = limit_order_params(client_order_id, post_only=post_only, reduce_only=reduce_only)
         o = self._call(self.ex.create_order, usym, "limit", "buy" if qty > 0 else "sell", amount, px, params)
         st = self._order_state(o, symbol)
+        if post_only and st.reason == "post_only":  # answered closed at once: e.g. Binance's older EXPIRED GTX
+            raise VenuePostOnlyReject(f"post-only {client_order_id} at {px} would take liquidity (the exchange "
+                                      f"answered {o.get('status')})")
         st = OrderState(st.order_id, client_order_id, symbol, float(np.sign(qty)) * amount, st.filled, st.status,
                         st.time_ms, "limit", px)
         if post_only and self.exchange_id == "bybit":
