@@ -1,8 +1,7 @@
 """A fake Binance USDⓈ-M futures REST API on 127.0.0.1 for testing the real ``CcxtVenue("binanceusdm")`` (no mocks
 of the adapter).  Sister of tests/fake_bybit.py: the same ``aiohttp.web`` server in its own thread and event loop,
 the same bar clock (:meth:`FakeBinance.step` closes the next historical 1-minute bar, driven by the test or by
-:meth:`FakeBinance.run_clock` on a timer) and the same kline fill rule
-for resting limit orders.  REST only (the venue polls klines on Binance; no WebSocket).
+:meth:`FakeBinance.run_clock` on a timer) and the same kline fill rule for resting limit orders.  REST only (the venue polls klines on Binance; no WebSocket).
 
 Routes (what ccxt 4.5 ``binanceusdm`` calls for CcxtVenue; the paths keep Binance's ``/fapi/v1``, ``/fapi/v2`` and
 ``/fapi/v3`` prefixes, so point every ``urls['api']`` entry's scheme and host at :attr:`FakeBinance.rest_url`):
@@ -45,7 +44,7 @@ trades *through* its price (low < price; a sell: high > price; touching is no fi
 ``maker_fee_rate``, for at most ``limit_fill_share`` of the order's quantity per bar (rounded down to the lot, at least
 one lot; the rest keeps resting, PARTIALLY_FILLED).  Every fill is one trade in ``/fapi/v1/userTrades``
 (``commission`` >= 0 in USDT, ``maker``, ``realizedPnl``; trades carry ``orderId``, not the client id -- as Binance).
-The book is the last close (rounded to the tick) -/+ ``spread_ticks`` ticks, 5 lots a side, or what
+The book is the last close (rounded to the tick) -/+ ``spread_ticks`` ticks, 5 BTC a side, or what
 :meth:`set_book` pins; ``cross_next_post_only = n`` makes the next n GTX orders find the book moved through them.
 
 Dead-man's switch: ``POST /fapi/v1/countdownCancelAll`` {symbol, countdownTime ms} arms (or, with 0, disarms) a
@@ -66,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import re
 import threading
 import time

@@ -101,6 +101,10 @@ def test_binance_market_order_with_client_id_fills_with_the_taker_fee(venue, fak
     assert st.status == "filled" and fk.state()["orders"]["bn-m3"]["reduceOnly"] is True
     with pytest.raises(VenueRejected, match="-2022"):  # a reduce-only buy would not reduce the long
         venue.create_market_order(SYM, 0.002, "bn-m4", reduce_only=True)
+    fk.inject_rest("margin")
+    with pytest.raises(VenueRejected, match="InsufficientFunds.*-2019"):
+        venue.create_market_order(SYM, 0.01, "bn-m5")
+    assert "bn-m5" not in fk.state()["orders"]
 
 
 @pytest.mark.parametrize("side", [1, -1])

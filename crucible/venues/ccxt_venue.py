@@ -511,7 +511,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         """The client order id of a venue order id: Binance's ``userTrades`` carry only ``orderId``, so an id not seen
         in an order response is looked up once (``GET /fapi/v1/order?orderId=``); "" when the exchange has no such
         order (or the trade names none)."""
-        if not order_id:
+        if not order_id or self.exchange_id != "binanceusdm":  # Bybit executions carry orderLinkId ("" is none)
             return ""
         if order_id not in self._cid_of_order:
             try:
