@@ -73,10 +73,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-
 from fake_bybit import sample_bars
 
-__all__ = ["FakeBinance", "sample_bars", "LOT", "TICK"]
+__all__ = ["LOT", "TICK", "FakeBinance", "sample_bars"]
 
 LOT = 0.001
 TICK = 0.10
@@ -191,11 +190,11 @@ class FakeBinance:
         self._thread.join(10)
         self._loop = None
 
-    def __enter__(self) -> "FakeBinance":
+    def __enter__(self) -> FakeBinance:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
@@ -536,7 +535,7 @@ class FakeBinance:
         im = abs(self.position) * mark / LEVERAGE
         oim = sum((o["qty"] - o["filled"]) * o["price"] for o in self.open_orders()) / LEVERAGE
         avail = wallet + upl - im - oim
-        f = lambda x: f"{x:.8f}"  # noqa: E731
+        f = lambda x: f"{x:.8f}"
         asset = {"asset": "USDT", "walletBalance": f(wallet), "unrealizedProfit": f(upl), "marginBalance": f(wallet + upl),
                  "maintMargin": f(im * 0.1), "initialMargin": f(im + oim), "positionInitialMargin": f(im),
                  "openOrderInitialMargin": f(oim), "crossWalletBalance": f(wallet), "crossUnPnl": f(upl),

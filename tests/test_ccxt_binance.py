@@ -11,14 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_binance import FakeBinance, sample_bars
 
 from crucible.config import config_from_dict
 from crucible.journal import Journal
 from crucible.journal_exec import slot_exec_metrics
 from crucible.runtime import Runtime
-from crucible.venues.base import VenueAuthError, VenueDuplicateOrder, VenuePostOnlyReject, VenueRejected
+from crucible.venues.base import (
+    VenueAuthError,
+    VenueDuplicateOrder,
+    VenuePostOnlyReject,
+    VenueRejected,
+)
 from crucible.venues.ccxt_venue import CcxtVenue
 
 SYM = "BTCUSDT"
@@ -73,7 +77,7 @@ def test_binance_urls_markets_and_the_demo_sandbox(venue, fake_binance):
 
 def test_binance_market_order_with_client_id_fills_with_the_taker_fee(venue, fake_binance, bybit_keys):
     fk = fake_binance
-    bid, ask = fk.book()
+    _bid, ask = fk.book()
     st = venue.create_market_order(SYM, 0.0104, "bn-m1")
     assert st.status == "filled" and st.filled == pytest.approx(0.010) and st.client_order_id == "bn-m1"
     o = fk.state()["orders"]["bn-m1"]
@@ -554,8 +558,9 @@ def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(
     """``crucible live``'s loop (run_live) on the fake Binance with three builtin slots under the passive policy
     (GTX limits, crossing at the deadline), bars on a timer, and dropped / 503 / 429 responses on the order and
     trade endpoints: every fill booked once, every exchange order journaled, the positions equal."""
-    from crucible.runtime import run_live
     from crucible_driver import make_cfg
+
+    from crucible.runtime import run_live
 
     fk = fake_binance
     cfg = make_cfg(tmp_path, policy="maker-then-cross")

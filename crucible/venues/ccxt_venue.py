@@ -227,11 +227,13 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             bases[api[k]] = v
         by_url = getattr(self.ex, "get_exceptions_by_url", None)
         if by_url is not None:
-            def classify(url: str | None, kind: str, _orig=by_url, _bases=sorted(bases.items(), key=lambda kv: -len(kv[0]))):
-                for here, there in _bases:
+            longest_first = sorted(bases.items(), key=lambda kv: -len(kv[0]))
+
+            def classify(url: str | None, kind: str) -> dict:
+                for here, there in longest_first:
                     if url and url.startswith(here):
-                        return _orig(there + url[len(here):], kind)
-                return _orig(url, kind)
+                        return by_url(there + url[len(here):], kind)
+                return by_url(url, kind)
 
             self.ex.get_exceptions_by_url = classify
 
