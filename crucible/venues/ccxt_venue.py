@@ -1,12 +1,24 @@
-"""CcxtVenue: a real exchange through ccxt (Bybit testnet, Binance USDⓈ-M demo/testnet).
+"""CcxtVenue: a real exchange through ccxt (Bybit testnet, Binance USDⓈ-M demo trading).
 
 Keys come only from environment variables (``CRUCIBLE_API_KEY`` /
 ``CRUCIBLE_API_SECRET``, or ``BYBIT_API_KEY`` / ``BYBIT_API_SECRET``,
 ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``); they are handed to ccxt and
-never logged, journaled or included in ``repr``.  ``sandbox=True`` calls
-``set_sandbox_mode(True)`` (Bybit testnet; Binance futures testnet/demo).
-``api_url`` replaces every entry of ccxt's ``urls['api']`` (tests point it at
-a fake exchange on 127.0.0.1).
+never logged, journaled or included in ``repr``.  ``sandbox=True`` is Bybit's
+testnet (``set_sandbox_mode(True)``) and Binance USDⓈ-M's demo trading
+(``enable_demo_trading(True)``, demo-fapi.binance.com: ccxt 4.5 refuses every
+private call to the retired futures testnet).  ``api_url`` replaces the scheme
+and host of every entry of ccxt's ``urls['api']``, keeping its path (Binance's
+``/fapi/v1`` | ``/fapi/v2`` | ``/fapi/v3``), and ccxt still reads error codes as
+for the original URLs (tests point it at a fake exchange on 127.0.0.1:
+tests/fake_bybit.py, tests/fake_binance.py).
+
+Binance USDⓈ-M specifics: a GTX (post-only) order that would cross is refused
+with ``-5022`` (ccxt ``OrderNotFillable`` -> :class:`VenuePostOnlyReject`); a
+duplicate ``newClientOrderId`` is ``-4116`` (-> :class:`VenueDuplicateOrder`);
+a cancel of an order not open is ``-2011``; ``userTrades`` rows carry the
+``orderId`` only, so a fill's client order id is resolved from the order
+responses seen, else by one ``GET /fapi/v1/order?orderId=`` per order; the
+touch reads ``/fapi/v1/depth`` with limit 5 (it takes 5, 10, 20, ... only).
 
 Symbols are given as exchange ids (``BTCUSDT``) and traded as linear USDT
 perpetuals (``BTC/USDT:USDT``).  Client order ids travel as ccxt's
@@ -94,8 +106,8 @@ def _keys(exchange_id: str) -> tuple[str | None, str | None]:
 class CcxtVenue(CcxtFeedMixin, Venue):
     """Live venue over a ccxt exchange (synchronous API; the WebSocket feed runs in its own thread).
 
-    exchange_id: "bybit" or "binanceusdm"; symbols: exchange symbol ids ("BTCUSDT"); sandbox: testnet;
-    api_url: override of every REST ``urls['api']`` entry; feed: "auto" | "ws" | "poll" (see module
+    exchange_id: "bybit" or "binanceusdm"; symbols: exchange symbol ids ("BTCUSDT"); sandbox: Bybit testnet /
+    Binance demo trading; api_url: scheme and host for every REST ``urls['api']`` entry (paths kept); feed: "auto" | "ws" | "poll" (see module
     docstring; "ws" needs Bybit and ccxt.pro); ws_url: override of the public linear WebSocket URL;
     poll_seconds: REST polling interval of the "poll" feed (s); ws_backoff: (first, max) reconnect delay
     (s); ws_idle_seconds: no kline message for this long → backfill over REST; stop_event: interrupts
@@ -129,12 +141,15 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self._public_opts = {k: v for k, v in opts.items() if k not in ("apiKey", "secret")}
         self.ex = getattr(ccxt, exchange_id)(opts)
         self._sandbox = sandbox
-        if sandbox:
+        if sandbox and exchange_id == "binanceusdm":
+            # ccxt 4.5 refuses every private call to the futures testnet (NotSupported: "testnet/sandbox mode is not
+            # supported for futures anymore"); Binance's demo trading (demo-fapi.binance.com) is the sandbox now
+            self.ex.enable_demo_trading(True)
+        elif sandbox:
             self.ex.set_sandbox_mode(True)
         self._api_url = api_url
         if api_url is not None:
-            api = self.ex.urls["api"]
-            self.ex.urls["api"] = {k: api_url for k in api} if isinstance(api, dict) else api_url
+            self._point_api_at(api_url)
         self.name = f"{exchange_id}{'-sandbox' if sandbox else ''}"
         self.exchange_id = exchange_id
         # aux_symbols: perpetuals fed for panel slots (crucible.panel) but not traded: they never hold back the
@@ -169,6 +184,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self.ws_reconnects = 0  # WebSocket connections lost (observability, tests)
         self.backfills = 0  # REST backfills run by the WebSocket feed
         self.ws_messages = 0  # kline messages received
+        self._cid_of_order: dict[str, str] = {}  # venue order id -> client order id (Binance trades carry only the former)
         try:
             self.ex.load_markets()
         except ccxt.NetworkError as exc:
@@ -188,6 +204,38 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self._closing = threading.Event()
         if self.feed == "ws":
             self._start_ws()
+
+    def _point_api_at(self, api_url: str) -> None:
+        """Send every REST request to ``api_url``'s scheme and host, keeping each ``urls['api']`` entry's path
+        (Binance's ``/fapi/v1``, ``/fapi/v2``, ``/fapi/v3`` tell its API versions apart; Bybit's entries have none),
+        and let ccxt classify error codes as for the original URLs (Binance picks its USDⓈ-M error table by the
+        URL's host, e.g. -5022 -> OrderNotFillable)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        new = urlsplit(api_url)
+        api = self.ex.urls["api"]
+        if not isinstance(api, dict):
+            self.ex.urls["api"] = api_url
+            return
+        bases: dict[str, str] = {}
+        for k, v in list(api.items()):
+            if not isinstance(v, str):
+                api[k] = api_url
+                continue
+            old = urlsplit(v)
+            api[k] = urlunsplit((new.scheme, new.netloc, new.path.rstrip("/") + old.path, "", ""))
+            bases[api[k]] = v
+        by_url = getattr(self.ex, "get_exceptions_by_url", None)
+        if by_url is not None:
+            longest_first = sorted(bases.items(), key=lambda kv: -len(kv[0]))
+
+            def classify(url: str | None, kind: str) -> dict:
+                for here, there in longest_first:
+                    if url and url.startswith(here):
+                        return by_url(there + url[len(here):], kind)
+                return by_url(url, kind)
+
+            self.ex.get_exceptions_by_url = classify
 
     def __repr__(self) -> str:  # never show credentials
         return f"CcxtVenue({self.name}, {list(self.symbols)}, feed={self.feed})"
@@ -299,6 +347,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             st = "canceled"
         otype = str(o.get("type") or "market").lower()
         info = o.get("info") or {}
+        if o.get("id") and o.get("clientOrderId"):
+            self._cid_of_order[str(o["id"])] = str(o["clientOrderId"])
         reason = ""
         if otype == "limit" and filled == 0.0 and (
                 str(info.get("rejectReason") or "") == POST_ONLY_REJECT_BYBIT
@@ -332,7 +382,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         lot (``amount_to_precision``), price at the tick (``price_to_precision``); params ``clientOrderId``,
         ``postOnly`` (ccxt sends Bybit ``timeInForce=PostOnly`` and Binance USDⓈ-M ``timeInForce=GTX``,
         ccxt 4.5 ``bybit.create_order_request`` / ``binance.create_order_request``), ``reduceOnly``.
-        A crossing post-only order: Binance refuses it (``-5022``, ccxt OrderNotFillable -> VenuePostOnlyReject);
+        A crossing post-only order: Binance refuses it (``-5022``, ccxt OrderNotFillable -> VenuePostOnlyReject; a
+        GTX order answered EXPIRED at once, Binance's behaviour before -5022, raises VenuePostOnlyReject too);
         Bybit accepts and cancels it (``rejectReason`` EC_PostOnlyWillTakeLiquidity), so on Bybit the order is looked
         up once after the create and a post-only cancellation raises VenuePostOnlyReject too (if that lookup
         fails, the runtime's next lookup reports the order "rejected" with reason "post_only")."""
@@ -347,6 +398,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         params = limit_order_params(client_order_id, post_only=post_only, reduce_only=reduce_only)
         o = self._call(self.ex.create_order, usym, "limit", "buy" if qty > 0 else "sell", amount, px, params)
         st = self._order_state(o, symbol)
+        if post_only and st.reason == "post_only":  # answered closed at once: e.g. Binance's older EXPIRED GTX
+            raise VenuePostOnlyReject(f"post-only {client_order_id} at {px} would take liquidity (the exchange "
+                                      f"answered {o.get('status')})")
         st = OrderState(st.order_id, client_order_id, symbol, float(np.sign(qty)) * amount, st.filled, st.status,
                         st.time_ms, "limit", px)
         if post_only and self.exchange_id == "bybit":
@@ -375,8 +429,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         return MarketRules(tick if tick > 0 else 1e-8, lot, float((lim.get("cost") or {}).get("min") or 0.0))
 
     def touch(self, symbol: str) -> tuple[float, float] | None:
-        """Best bid and ask from ccxt ``fetch_order_book(symbol, 1)`` (None when a side is empty)."""
-        b = self._read(self.ex.fetch_order_book, self._usym[symbol], 1)
+        """Best bid and ask from ccxt ``fetch_order_book(symbol, n)`` (None when a side is empty): n = 1, or 5 on
+        Binance USDⓈ-M, whose ``/fapi/v1/depth`` takes only 5, 10, 20, 50, 100, 500, 1000 (-4021 otherwise)."""
+        b = self._read(self.ex.fetch_order_book, self._usym[symbol], 5 if self.exchange_id == "binanceusdm" else 1)
         bids, asks = b.get("bids") or [], b.get("asks") or []
         if not bids or not asks:
             return None
@@ -447,11 +502,27 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         for t in trades:
             sign = 1.0 if t["side"] == "buy" else -1.0
             fee = float((t.get("fee") or {}).get("cost") or 0.0)
-            cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or ""
+            cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or self._client_id_of(
+                symbol, str(t.get("order") or ""))
             out.append(Fill(str(t["id"]), str(t.get("order") or ""), str(cid), symbol, sign * float(t["amount"]),
                             float(t["price"]), abs(fee), int(t["timestamp"])))
         out.sort(key=lambda f: (f.time_ms, f.trade_id))
         return out
+
+    def _client_id_of(self, symbol: str, order_id: str) -> str:
+        """The client order id of a venue order id: Binance's ``userTrades`` carry only ``orderId``, so an id not seen
+        in an order response is looked up once (``GET /fapi/v1/order?orderId=``); "" when the exchange has no such
+        order (or the trade names none)."""
+        if not order_id or self.exchange_id != "binanceusdm":  # Bybit executions carry orderLinkId ("" is none)
+            return ""
+        if order_id not in self._cid_of_order:
+            try:
+                self._order_state(self._read(self.ex.fetch_order, order_id, self._usym[symbol]), symbol)
+            except VenueRejected as exc:
+                if "OrderNotFound" not in str(exc):
+                    raise
+            self._cid_of_order.setdefault(order_id, "")
+        return self._cid_of_order[order_id]
 
     def fetch_positions(self) -> dict[str, float]:
         out = {}
@@ -478,5 +549,12 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             return None
 
     def fetch_balance(self) -> float:
+        """The USDT wallet balance (fees and realised P&L included, no unrealised P&L): ccxt's ``total`` on Bybit
+        (``walletBalance``); on Binance USDⓈ-M ccxt's ``total`` is ``marginBalance`` (wallet + unrealised P&L), so the
+        account's ``assets[USDT].walletBalance`` is read instead."""
         b = self._read(self.ex.fetch_balance)
+        if self.exchange_id == "binanceusdm":
+            for a in (b.get("info") or {}).get("assets") or []:
+                if a.get("asset") == "USDT" and a.get("walletBalance") is not None:
+                    return float(a["walletBalance"])
         return float((b.get("USDT") or {}).get("total") or 0.0)
