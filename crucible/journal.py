@@ -67,6 +67,22 @@ ANCHOR_SCHEMA = "crucible-anchor/1"
 GENESIS = "0" * 64
 _CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 _JSON = json.JSONEncoder(default=str)  # json.dumps(data, default=str) without building an encoder per event
+_C_ENCODER = json.encoder.c_make_encoder
+
+
+def _make_event_encoder():
+    """``_JSON.encode`` for an event's data dict: the C encoder ``JSONEncoder.iterencode`` builds on every call, built
+    once (same default, string escaping, separators and float formatting, so the same text); without the C
+    accelerator, ``_JSON.encode`` itself."""
+    if _C_ENCODER is None:
+        return _JSON.encode
+    enc = _C_ENCODER(None, _JSON.default, json.encoder.encode_basestring_ascii, _JSON.indent, _JSON.key_separator,
+                     _JSON.item_separator, _JSON.sort_keys, _JSON.skipkeys, _JSON.allow_nan)
+    join = "".join
+    return lambda data: join(enc(data, 0))
+
+
+_encode_event = _make_event_encoder()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -637,7 +653,7 @@ class Journal:
 
     def event(self, kind: str, time_ms: int, slot: str | None = None, **data: Any) -> None:
         """Append an event (swap, kill, reweight, request, killswitch, reject, reconcile, stale, ...)."""
-        row = (int(time_ms), kind, slot, _JSON.encode(data))
+        row = (int(time_ms), kind, slot, _encode_event(data))
         if kind in MONEY_EVENTS and self._chain_on:
             self._chain(kind, kind, row[3])
         if self._batch:

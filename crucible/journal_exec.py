@@ -53,6 +53,7 @@ _INTENT_COLS = ("id", "slot", "symbol", "qty", "target", "urgency", "deadline", 
                 "age", "last_bar", "created_ms", "updated_ms")
 _ORDER_COLS = ("client_order_id", "intent_id", "kind", "price", "post_only", "reduce_only", "action", "decision_price",
                "placed_bar")
+_ADD_ORDER = f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES ({','.join('?' * len(_ORDER_COLS))})"
 
 
 def exec_tables(db: sqlite3.Connection) -> set[str]:
@@ -127,12 +128,11 @@ class ExecBook:
 
     def add_order(self, cid: str, *, intent_id: str | None, kind: str, price: float, post_only: bool,
                   reduce_only: bool, action: str, decision_price: float, placed_bar: int) -> None:
-        row = {"client_order_id": cid, "intent_id": intent_id, "kind": kind, "price": float(price),
-               "post_only": int(post_only), "reduce_only": int(reduce_only), "action": action,
-               "decision_price": float(decision_price), "placed_bar": int(placed_bar)}
-        self.db.execute(f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES "
-                        f"({','.join('?' * len(_ORDER_COLS))})", tuple(row[c] for c in _ORDER_COLS))
-        self.orders.setdefault(cid, row)
+        vals = (cid, intent_id, kind, float(price), int(post_only), int(reduce_only), action, float(decision_price),
+                int(placed_bar))  # in _ORDER_COLS order
+        self.db.execute(_ADD_ORDER, vals)
+        if cid not in self.orders:
+            self.orders[cid] = dict(zip(_ORDER_COLS, vals))
 
     def is_limit(self, cid: str) -> bool:
         o = self.orders.get(cid)
