@@ -221,6 +221,7 @@ class Journal:
             self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
             self._chain_rows: list[tuple[int, str, str, str, str]] = []  # chain links carried to the commit
             self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
+            self._carried: list[tuple[Any, Any]] = []  # (flush, drop) of writes other tables carry to the commit
             if not readonly and synchronous == "NORMAL":  # replay: fewer checkpoints (each one fsyncs the file)
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
             self._open: dict[str, dict[str, Any]] = {}
@@ -412,6 +413,12 @@ class Journal:
             if isinstance(exc, sqlite3.Error) and str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
                 raise write_error(self.path, exc) from None
 
+    def carry(self, flush: Any, drop: Any) -> None:
+        """Register writes of another table carried in memory to the commit (as this journal's event inserts):
+        ``flush()`` executes them (at every commit and before this journal reads its own tables), ``drop()`` forgets
+        them (rollback, close)."""
+        self._carried.append((flush, drop))
+
     def _abort(self) -> None:
         """Roll the open transaction back (SQLite may have rolled it back itself: disk full, I/O error) and
         rebuild the in-memory state from the file; never hides the error that caused it."""
@@ -419,6 +426,8 @@ class Journal:
         self._events.clear()
         self._chain_rows.clear()
         self._acks.clear()
+        for _flush, drop in self._carried:
+            drop()
         if self.db.in_transaction:
             try:
                 self.db.execute("ROLLBACK")
@@ -470,6 +479,8 @@ class Journal:
             self.db.executemany("UPDATE orders SET status='acked', updated_ms=?, venue_order_id=COALESCE(?, venue_order_id)"
                                 " WHERE client_order_id=?", [(t, v, c) for c, (t, v) in self._acks.items()])
             self._acks.clear()
+        for flush, _drop in self._carried:
+            flush()
 
     def close(self) -> None:
         """Roll back an open batch, close the database, release the single-writer lock (also one passed in)."""
@@ -477,6 +488,8 @@ class Journal:
             self._events.clear()
             self._chain_rows.clear()
             self._acks.clear()
+            for _flush, drop in self._carried:
+                drop()
             if self._batch:
                 self._batch = 0
                 if self.db.in_transaction:

@@ -53,6 +53,7 @@ _INTENT_COLS = ("id", "slot", "symbol", "qty", "target", "urgency", "deadline", 
                 "age", "last_bar", "created_ms", "updated_ms")
 _ORDER_COLS = ("client_order_id", "intent_id", "kind", "price", "post_only", "reduce_only", "action", "decision_price",
                "placed_bar")
+_SET_MARKOUT = {k: f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?" for k in MARKOUTS}
 _ADD_ORDER = f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES ({','.join('?' * len(_ORDER_COLS))})"
 
 
@@ -79,10 +80,26 @@ class ExecBook:
         except sqlite3.OperationalError:  # a read-only journal (a reader restoring slot state)
             pass
         self.ok = len(exec_tables(self.db)) == 3
+        self._marks: dict[int, list[tuple[float, str]]] = {k: [] for k in MARKOUTS}  # UPDATEs carried to the commit
+        if hasattr(journal, "carry"):
+            journal.carry(self._flush_marks, self._drop_marks)
         self.reload()
+
+    def _flush_marks(self) -> None:
+        """Write the settled markouts carried in memory (each (fill, horizon) is set once: the order of the UPDATEs
+        does not change the rows)."""
+        for k, rows in self._marks.items():
+            if rows:
+                self.db.executemany(_SET_MARKOUT[k], rows)
+                rows.clear()
+
+    def _drop_marks(self) -> None:
+        for rows in self._marks.values():
+            rows.clear()
 
     def reload(self) -> None:
         """(Re)build the mirrors from the file (empty for a read-only journal without the tables)."""
+        self._flush_marks()
         if not self.ok:
             self.working, self.orders, self.pending = {}, {}, []
             return
@@ -156,21 +173,20 @@ class ExecBook:
                                  "ref_bar": int(ref_bar), "done": {k: False for k in MARKOUTS}})
 
     def markouts(self, symbol: str, open_time: int, close: float) -> None:
-        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles."""
+        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles (the
+        UPDATEs are carried to the journal's commit, :meth:`crucible.journal.Journal.carry`)."""
         keep = []
-        upd: dict[int, list[tuple[float, str]]] = {}
+        marks = self._marks
         for p in self.pending:
             if p["symbol"] == symbol and open_time >= p["ref_bar"] + 60_000:
                 done = p["done"]
                 for k in MARKOUTS:
                     if not done[k] and open_time >= p["ref_bar"] + 60_000 * k:
-                        upd.setdefault(k, []).append((1e4 * p["side"] * (close - p["price"]) / p["price"], p["trade_id"]))
+                        marks[k].append((1e4 * p["side"] * (close - p["price"]) / p["price"], p["trade_id"]))
                         done[k] = True
                 if done[MARKOUTS[-1]] and all(done.values()):
                     continue
             keep.append(p)
-        for k, rows in upd.items():
-            self.db.executemany(f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?", rows)
         self.pending = keep
 
 
