@@ -503,6 +503,17 @@ class Journal:
             if self.lock is not None:
                 self.lock.release()
 
+    def open_qty_by_slot(self) -> dict[str, float]:
+        """slot -> signed base units of its orders in an open status (intent / acked / unknown), summed in the
+        journal's order (as ``sum(o["qty"] for o in orders(OPEN_STATUSES) if o["slot"] == slot)``: the same float);
+        slots without one are absent."""
+        out: dict[str, float] = {}
+        for o in self._open.values():
+            if o["status"] in OPEN_STATUSES:
+                sid = o["slot"]
+                out[sid] = out.get(sid, 0) + o["qty"]
+        return out
+
     def has_open_order(self, slot: str) -> bool:
         """True if ``slot`` has an order in an open status (intent / acked / unknown)."""
         return any(o["slot"] == slot for o in self._open.values())
