@@ -24,6 +24,8 @@ open by the runtime (``CREATE TABLE IF NOT EXISTS``) and readers treat them as e
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import sqlite3
 from typing import Any
@@ -100,21 +102,34 @@ class ExecBook:
     def reload(self) -> None:
         """(Re)build the mirrors from the file (empty for a read-only journal without the tables)."""
         self._flush_marks()
+        self._due: dict[str, list[tuple[int, int, int, int, float, str]]] = {}  # markouts still open, see _expect
         if not self.ok:
-            self.working, self.orders, self.pending = {}, {}, []
+            self.working, self.orders = {}, {}
             return
         rows = self.db.execute(f"SELECT {', '.join(_INTENT_COLS)} FROM exec_intents WHERE status='working'"
                                " ORDER BY created_ms, rowid").fetchall()
         self.working: dict[str, dict[str, Any]] = {r[1]: dict(zip(_INTENT_COLS, r)) for r in rows}
         self.orders: dict[str, dict[str, Any]] = {
             r[0]: dict(zip(_ORDER_COLS, r)) for r in self.db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM order_exec")}
-        self.pending: list[dict[str, Any]] = [
-            {"trade_id": r[0], "symbol": r[1], "side": r[2], "price": r[3], "ref_bar": r[4],
-             "done": {k: v is not None for k, v in zip(MARKOUTS, r[5:])}}
-            for r in self.db.execute("SELECT e.trade_id, f.symbol, e.side, e.price, e.ref_bar, e.markout_1, e.markout_5,"
-                                     " e.markout_15 FROM exec_fills e JOIN fills f USING(trade_id)"
-                                     " WHERE e.markout_15 IS NULL OR e.markout_5 IS NULL OR e.markout_1 IS NULL"
-                                     " ORDER BY e.rowid")]
+        for r in self.db.execute("SELECT e.trade_id, f.symbol, e.side, e.price, e.ref_bar, e.markout_1, e.markout_5,"
+                                 " e.markout_15 FROM exec_fills e JOIN fills f USING(trade_id)"
+                                 " WHERE e.markout_15 IS NULL OR e.markout_5 IS NULL OR e.markout_1 IS NULL"
+                                 " ORDER BY e.rowid"):
+            self._expect(r[0], r[1], r[2], r[3], r[4], [k for k, v in zip(MARKOUTS, r[5:]) if v is None])
+
+    _seq = itertools.count()
+
+    def _expect(self, trade_id: str, symbol: str, side: int, price: float, ref_bar: int, horizons) -> None:
+        """Markouts of a fill still to settle: one heap entry (due bar open ms, tie-break, horizon, side, price,
+        trade id) per horizon k, due at the first bar of ``symbol`` opening at or after ``ref_bar + k`` minutes."""
+        h = self._due.setdefault(symbol, [])
+        for k in horizons:
+            heapq.heappush(h, (int(ref_bar) + 60_000 * k, next(self._seq), k, side, price, trade_id))
+
+    @property
+    def pending(self) -> int:
+        """Markouts (fill x horizon) not settled yet."""
+        return sum(len(h) for h in self._due.values())
 
     # ------------------------------------------------------------------ intents
 
@@ -169,25 +184,21 @@ class ExecBook:
                               (trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"),
                                o["decision_price"], int(ref_bar)))
         if cur.rowcount == 1:
-            self.pending.append({"trade_id": trade_id, "symbol": symbol, "side": side, "price": price,
-                                 "ref_bar": int(ref_bar), "done": {k: False for k in MARKOUTS}})
+            self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
 
     def markouts(self, symbol: str, open_time: int, close: float) -> None:
-        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles (the
-        UPDATEs are carried to the journal's commit, :meth:`crucible.journal.Journal.carry`)."""
-        keep = []
+        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles, i.e.
+        ``1e4 * side * (close - price) / price`` of each fill whose horizon k has passed (``open_time >= ref_bar + k``
+        minutes) and is not set yet.  The UPDATEs are carried to the journal's commit
+        (:meth:`crucible.journal.Journal.carry`; each fill x horizon is set once, so their order does not matter)."""
+        h = self._due.get(symbol)
+        if not h or h[0][0] > open_time:
+            return
         marks = self._marks
-        for p in self.pending:
-            if p["symbol"] == symbol and open_time >= p["ref_bar"] + 60_000:
-                done = p["done"]
-                for k in MARKOUTS:
-                    if not done[k] and open_time >= p["ref_bar"] + 60_000 * k:
-                        marks[k].append((1e4 * p["side"] * (close - p["price"]) / p["price"], p["trade_id"]))
-                        done[k] = True
-                if done[MARKOUTS[-1]] and all(done.values()):
-                    continue
-            keep.append(p)
-        self.pending = keep
+        pop = heapq.heappop
+        while h and h[0][0] <= open_time:
+            _due, _n, k, side, price, trade_id = pop(h)
+            marks[k].append((1e4 * side * (close - price) / price, trade_id))
 
 
 def slot_exec_metrics(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:

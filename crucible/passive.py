@@ -159,9 +159,9 @@ class PassiveMixin:
 
     def _exec_marks(self, bars: dict[str, Bar], bar_time: int) -> None:
         """The bar closed: settle the markouts it reaches."""
-        if self.exec_book.pending:
-            for sym, b in bars.items():
-                self.exec_book.markouts(sym, b.open_time, b.close)
+        markouts = self.exec_book.markouts
+        for sym, b in bars.items():
+            markouts(sym, b.open_time, b.close)
 
     def _is_limit(self, cid: str) -> bool:
         return self.exec_book.is_limit(cid)
