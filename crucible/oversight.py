@@ -291,12 +291,20 @@ class OversightMixin:
         amounts = {s.id: s.weight * bench - e for s, e in zip(live, equity)}
         pending: dict[str, float] = {}
         flight = None
+        leverage, buffer = self.leverage, self._buffer
         for s, e in zip(live, equity):
             a = amounts[s.id]
             if a < 0:
                 if flight is None:  # one look at the orders in flight for every slot of this reweight
                     flight = self.journal.open_qty_by_slot()
-                room = self._free_capital(s, flight=flight.get(s.id, 0), eq=e)
+                # _free_capital(s, flight=..., eq=e), inline (the same operations)
+                fl = flight.get(s.id, 0)
+                units = s.ledger.units
+                held = max(abs(units), abs(units + fl))
+                room = e - held * s.mark / leverage[s.id]
+                if not s.perpetual:
+                    room = min(room, s.ledger.cash - max(0.0, fl) * s.mark * (1.0 + buffer))
+                room = max(0.0, room)
                 if -a > room:
                     pending[s.id] = -a - room
                     amounts[s.id] = -room
@@ -316,13 +324,17 @@ class OversightMixin:
         if not amounts and pending == self.pending_out:
             return
         for s in live:
-            if s.id not in amounts:
+            a = amounts.get(s.id)
+            if a is None:
                 continue
-            s.ledger.transfer(amounts[s.id])
+            led = s.ledger
+            led.cash += a  # led.transfer(a), inline
+            led.transfers += a
             t = s.target
-            if t == t and t != 0.0 and s.mark > 0:  # re-size when the exposure is now off target
-                eq = s.equity()
-                if eq > 0 and abs(s.ledger.units * s.mark - t * eq) > REBALANCE_TOL * eq:
+            mark = s.mark
+            if t == t and t != 0.0 and mark > 0:  # re-size when the exposure is now off target
+                eq = led.cash + led.units * mark  # s.equity() (mark > 0)
+                if eq > 0 and abs(led.units * mark - t * eq) > REBALANCE_TOL * eq:
                     s.target = float("nan")
         for sid in pending:
             if self.slots[sid].target != 0.0:
