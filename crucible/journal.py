@@ -455,16 +455,17 @@ class Journal:
 
     def set_meta_at_commit(self, key: str, value: Any) -> None:
         """Like :meth:`set_meta`, written once just before the transaction commits (a cursor updated every
-        bar costs one write per commit, not one per bar); outside a transaction it is written now."""
+        bar costs one write per commit, not one per bar); outside a transaction it is written now.  value: JSON-able,
+        or a callable without arguments returning it (called only if it is still the key's value at the write)."""
         if self._batch:
             self._deferred[key] = value
         else:
-            self.set_meta(key, value)
+            self.set_meta(key, value() if callable(value) else value)
 
     def _flush_deferred(self) -> None:
         self._flush_rows()
         for k, v in self._deferred.items():
-            self.set_meta(k, v)
+            self.set_meta(k, v() if callable(v) else v)
         self._deferred.clear()
 
     def _flush_rows(self) -> None:

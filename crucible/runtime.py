@@ -390,8 +390,10 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                                                     s.weight, s.status) for s in self.slots.values()])
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
             # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
-            self.journal.set_meta_at_commit("slot_targets", {"bar": bar_time, "targets": {
-                s.id: (s.target if s.target == s.target else None) for s in self.slots.values()}})
+            # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
+            keys, tg = list(self.slots), [s.target for s in self.slots.values()]
+            self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
+                k: (t if t == t else None) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
         self._after_bar(bar_time)
 
