@@ -48,6 +48,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from math import isnan
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -393,7 +394,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
             keys, tg = list(self.slots), [s.target for s in self.slots.values()]
             self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
-                k: (t if t == t else None) for k, t in zip(keys, tg)}})
+                k: (None if isnan(t) else t) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
         self._after_bar(bar_time)
 
