@@ -47,6 +47,12 @@ def test_order_id_tag_is_the_hmac_of_the_body():
         body = cid[: len(cid) - 12]
         d = int.from_bytes(hmac.new(REPLAY_DEFAULT_KEY, body.encode(), hashlib.sha256).digest()[:8], "big")
         assert cid[-12:] == _b36(d, 13)[:12] == _tag(REPLAY_DEFAULT_KEY, body, 12)
+    r = random.Random(2)
+    for _ in range(300):  # keys shorter and longer than the 64-byte block, any bytes
+        key = bytes(r.getrandbits(8) for _ in range(r.randint(16, 150)))
+        body = "".join(r.choice("abc-XYZ019é") for _ in range(r.randint(1, 40)))
+        d = int.from_bytes(hmac.new(key, body.encode(), hashlib.sha256).digest()[:8], "big")
+        assert _tag(key, body, 11) == _b36(d, 13)[:11]
 
 
 @pytest.mark.parametrize("cls, values", [
