@@ -82,26 +82,33 @@ class ExecBook:
         except sqlite3.OperationalError:  # a read-only journal (a reader restoring slot state)
             pass
         self.ok = len(exec_tables(self.db)) == 3
-        self._marks: dict[int, list[tuple[float, str]]] = {k: [] for k in MARKOUTS}  # UPDATEs carried to the commit
+        # writes carried to the journal's commit (crucible.journal.Journal.carry): order_exec inserts, markouts
+        self._order_rows: list[tuple] = []
+        self._marks: dict[int, list[tuple[float, str]]] = {k: [] for k in MARKOUTS}
         if hasattr(journal, "carry"):
-            journal.carry(self._flush_marks, self._drop_marks)
+            journal.carry(self.flush, self._drop)
         self.reload()
 
-    def _flush_marks(self) -> None:
-        """Write the settled markouts carried in memory (each (fill, horizon) is set once: the order of the UPDATEs
-        does not change the rows)."""
+    def flush(self) -> None:
+        """Write the rows carried in memory: ``order_exec`` inserts in their order, then the settled markouts (each
+        (fill, horizon) is set once, so the order of the UPDATEs does not change the rows).  Called at every commit of
+        the journal; a direct read of these tables inside a transaction calls it first."""
+        if self._order_rows:
+            self.db.executemany(_ADD_ORDER, self._order_rows)
+            self._order_rows.clear()
         for k, rows in self._marks.items():
             if rows:
                 self.db.executemany(_SET_MARKOUT[k], rows)
                 rows.clear()
 
-    def _drop_marks(self) -> None:
+    def _drop(self) -> None:
+        self._order_rows.clear()
         for rows in self._marks.values():
             rows.clear()
 
     def reload(self) -> None:
         """(Re)build the mirrors from the file (empty for a read-only journal without the tables)."""
-        self._flush_marks()
+        self.flush()
         self._due: dict[str, list[tuple[int, int, int, int, float, str]]] = {}  # markouts still open, see _expect
         if not self.ok:
             self.working, self.orders = {}, {}
@@ -162,7 +169,7 @@ class ExecBook:
                   reduce_only: bool, action: str, decision_price: float, placed_bar: int) -> None:
         vals = (cid, intent_id, kind, float(price), int(post_only), int(reduce_only), action, float(decision_price),
                 int(placed_bar))  # in _ORDER_COLS order
-        self.db.execute(_ADD_ORDER, vals)
+        self._order_rows.append(vals)  # INSERT OR IGNORE at the commit (flush)
         if cid not in self.orders:
             self.orders[cid] = dict(zip(_ORDER_COLS, vals))
 

@@ -176,3 +176,27 @@ def test_meta_at_commit_takes_a_callable(tmp_path):
     j.set_meta_at_commit("k", lambda: [3])  # outside a transaction: written now
     assert j.get_meta("k") == [3]
     j.close()
+
+
+def test_order_exec_rows_are_carried_to_the_commit(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    book = ExecBook(j)
+    ro = sqlite3.connect(tmp_path / "j.sqlite")
+    count = "SELECT COUNT(*) FROM order_exec"
+    kw = dict(intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False, action="signal",
+              decision_price=100.0, placed_bar=0)
+    with pytest.raises(RuntimeError), j:
+        book.add_order("c0", **kw)
+        raise RuntimeError("crash mid-bar")
+    assert ro.execute(count).fetchone()[0] == 0
+    with j:
+        book.add_order("c1", **kw)
+        book.add_order("c1", **{**kw, "action": "again"})  # INSERT OR IGNORE: the first row stays
+        book.add_order("c2", **kw)
+        assert ro.execute(count).fetchone()[0] == 0
+        book.flush()  # a read of the table inside the transaction flushes first
+        assert [r[0] for r in j.db.execute("SELECT client_order_id FROM order_exec ORDER BY rowid")] == ["c1", "c2"]
+    assert [r[:2] for r in ro.execute("SELECT client_order_id, action FROM order_exec ORDER BY rowid")] == [
+        ("c1", "signal"), ("c2", "signal")]
+    ro.close()
+    j.close()
