@@ -183,8 +183,8 @@ def test_order_exec_rows_are_carried_to_the_commit(tmp_path):
     book = ExecBook(j)
     ro = sqlite3.connect(tmp_path / "j.sqlite")
     count = "SELECT COUNT(*) FROM order_exec"
-    kw = dict(intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False, action="signal",
-              decision_price=100.0, placed_bar=0)
+    kw = {"intent_id": None, "kind": "market", "price": 0.0, "post_only": False, "reduce_only": False,
+          "action": "signal", "decision_price": 100.0, "placed_bar": 0}
     with pytest.raises(RuntimeError), j:
         book.add_order("c0", **kw)
         raise RuntimeError("crash mid-bar")
