@@ -67,6 +67,22 @@ ANCHOR_SCHEMA = "crucible-anchor/1"
 GENESIS = "0" * 64
 _CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 _JSON = json.JSONEncoder(default=str)  # json.dumps(data, default=str) without building an encoder per event
+_C_ENCODER = json.encoder.c_make_encoder
+
+
+def _make_event_encoder():
+    """``_JSON.encode`` for an event's data dict: the C encoder ``JSONEncoder.iterencode`` builds on every call, built
+    once (same default, string escaping, separators and float formatting, so the same text); without the C
+    accelerator, ``_JSON.encode`` itself."""
+    if _C_ENCODER is None:
+        return _JSON.encode
+    enc = _C_ENCODER(None, _JSON.default, json.encoder.encode_basestring_ascii, _JSON.indent, _JSON.key_separator,
+                     _JSON.item_separator, _JSON.sort_keys, _JSON.skipkeys, _JSON.allow_nan)
+    join = "".join
+    return lambda data: join(enc(data, 0))
+
+
+_encode_event = _make_event_encoder()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -205,6 +221,7 @@ class Journal:
             self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
             self._chain_rows: list[tuple[int, str, str, str, str]] = []  # chain links carried to the commit
             self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
+            self._carried: list[tuple[Any, Any]] = []  # (flush, drop) of writes other tables carry to the commit
             if not readonly and synchronous == "NORMAL":  # replay: fewer checkpoints (each one fsyncs the file)
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
             self._open: dict[str, dict[str, Any]] = {}
@@ -396,6 +413,12 @@ class Journal:
             if isinstance(exc, sqlite3.Error) and str(getattr(exc, "sqlite_errorname", "")).startswith(_WRITE_FAILURES):
                 raise write_error(self.path, exc) from None
 
+    def carry(self, flush: Any, drop: Any) -> None:
+        """Register writes of another table carried in memory to the commit (as this journal's event inserts):
+        ``flush()`` executes them (at every commit and before this journal reads its own tables), ``drop()`` forgets
+        them (rollback, close)."""
+        self._carried.append((flush, drop))
+
     def _abort(self) -> None:
         """Roll the open transaction back (SQLite may have rolled it back itself: disk full, I/O error) and
         rebuild the in-memory state from the file; never hides the error that caused it."""
@@ -403,6 +426,8 @@ class Journal:
         self._events.clear()
         self._chain_rows.clear()
         self._acks.clear()
+        for _flush, drop in self._carried:
+            drop()
         if self.db.in_transaction:
             try:
                 self.db.execute("ROLLBACK")
@@ -430,16 +455,17 @@ class Journal:
 
     def set_meta_at_commit(self, key: str, value: Any) -> None:
         """Like :meth:`set_meta`, written once just before the transaction commits (a cursor updated every
-        bar costs one write per commit, not one per bar); outside a transaction it is written now."""
+        bar costs one write per commit, not one per bar); outside a transaction it is written now.  value: JSON-able,
+        or a callable without arguments returning it (called only if it is still the key's value at the write)."""
         if self._batch:
             self._deferred[key] = value
         else:
-            self.set_meta(key, value)
+            self.set_meta(key, value() if callable(value) else value)
 
     def _flush_deferred(self) -> None:
         self._flush_rows()
         for k, v in self._deferred.items():
-            self.set_meta(k, v)
+            self.set_meta(k, v() if callable(v) else v)
         self._deferred.clear()
 
     def _flush_rows(self) -> None:
@@ -454,6 +480,8 @@ class Journal:
             self.db.executemany("UPDATE orders SET status='acked', updated_ms=?, venue_order_id=COALESCE(?, venue_order_id)"
                                 " WHERE client_order_id=?", [(t, v, c) for c, (t, v) in self._acks.items()])
             self._acks.clear()
+        for flush, _drop in self._carried:
+            flush()
 
     def close(self) -> None:
         """Roll back an open batch, close the database, release the single-writer lock (also one passed in)."""
@@ -461,6 +489,8 @@ class Journal:
             self._events.clear()
             self._chain_rows.clear()
             self._acks.clear()
+            for _flush, drop in self._carried:
+                drop()
             if self._batch:
                 self._batch = 0
                 if self.db.in_transaction:
@@ -473,6 +503,17 @@ class Journal:
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+    def open_qty_by_slot(self) -> dict[str, float]:
+        """slot -> signed base units of its orders in an open status (intent / acked / unknown), summed in the
+        journal's order (as ``sum(o["qty"] for o in orders(OPEN_STATUSES) if o["slot"] == slot)``: the same float);
+        slots without one are absent."""
+        out: dict[str, float] = {}
+        for o in self._open.values():
+            if o["status"] in OPEN_STATUSES:
+                sid = o["slot"]
+                out[sid] = out.get(sid, 0) + o["qty"]
+        return out
 
     def has_open_order(self, slot: str) -> bool:
         """True if ``slot`` has an order in an open status (intent / acked / unknown)."""
@@ -637,7 +678,7 @@ class Journal:
 
     def event(self, kind: str, time_ms: int, slot: str | None = None, **data: Any) -> None:
         """Append an event (swap, kill, reweight, request, killswitch, reject, reconcile, stale, ...)."""
-        row = (int(time_ms), kind, slot, _JSON.encode(data))
+        row = (int(time_ms), kind, slot, _encode_event(data))
         if kind in MONEY_EVENTS and self._chain_on:
             self._chain(kind, kind, row[3])
         if self._batch:

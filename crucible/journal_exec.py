@@ -24,6 +24,8 @@ open by the runtime (``CREATE TABLE IF NOT EXISTS``) and readers treat them as e
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import sqlite3
 from typing import Any
@@ -53,6 +55,8 @@ _INTENT_COLS = ("id", "slot", "symbol", "qty", "target", "urgency", "deadline", 
                 "age", "last_bar", "created_ms", "updated_ms")
 _ORDER_COLS = ("client_order_id", "intent_id", "kind", "price", "post_only", "reduce_only", "action", "decision_price",
                "placed_bar")
+_SET_MARKOUT = {k: f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?" for k in MARKOUTS}
+_ADD_ORDER = f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES ({','.join('?' * len(_ORDER_COLS))})"
 
 
 def exec_tables(db: sqlite3.Connection) -> set[str]:
@@ -78,25 +82,61 @@ class ExecBook:
         except sqlite3.OperationalError:  # a read-only journal (a reader restoring slot state)
             pass
         self.ok = len(exec_tables(self.db)) == 3
+        # writes carried to the journal's commit (crucible.journal.Journal.carry): order_exec inserts, markouts
+        self._order_rows: list[tuple] = []
+        self._marks: dict[int, list[tuple[float, str]]] = {k: [] for k in MARKOUTS}
+        if hasattr(journal, "carry"):
+            journal.carry(self.flush, self._drop)
         self.reload()
+
+    def flush(self) -> None:
+        """Write the rows carried in memory: ``order_exec`` inserts in their order, then the settled markouts (each
+        (fill, horizon) is set once, so the order of the UPDATEs does not change the rows).  Called at every commit of
+        the journal; a direct read of these tables inside a transaction calls it first."""
+        if self._order_rows:
+            self.db.executemany(_ADD_ORDER, self._order_rows)
+            self._order_rows.clear()
+        for k, rows in self._marks.items():
+            if rows:
+                self.db.executemany(_SET_MARKOUT[k], rows)
+                rows.clear()
+
+    def _drop(self) -> None:
+        self._order_rows.clear()
+        for rows in self._marks.values():
+            rows.clear()
 
     def reload(self) -> None:
         """(Re)build the mirrors from the file (empty for a read-only journal without the tables)."""
+        self.flush()
+        self._due: dict[str, list[tuple[int, int, int, int, float, str]]] = {}  # markouts still open, see _expect
         if not self.ok:
-            self.working, self.orders, self.pending = {}, {}, []
+            self.working, self.orders = {}, {}
             return
         rows = self.db.execute(f"SELECT {', '.join(_INTENT_COLS)} FROM exec_intents WHERE status='working'"
                                " ORDER BY created_ms, rowid").fetchall()
         self.working: dict[str, dict[str, Any]] = {r[1]: dict(zip(_INTENT_COLS, r)) for r in rows}
         self.orders: dict[str, dict[str, Any]] = {
             r[0]: dict(zip(_ORDER_COLS, r)) for r in self.db.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM order_exec")}
-        self.pending: list[dict[str, Any]] = [
-            {"trade_id": r[0], "symbol": r[1], "side": r[2], "price": r[3], "ref_bar": r[4],
-             "done": {k: v is not None for k, v in zip(MARKOUTS, r[5:])}}
-            for r in self.db.execute("SELECT e.trade_id, f.symbol, e.side, e.price, e.ref_bar, e.markout_1, e.markout_5,"
-                                     " e.markout_15 FROM exec_fills e JOIN fills f USING(trade_id)"
-                                     " WHERE e.markout_15 IS NULL OR e.markout_5 IS NULL OR e.markout_1 IS NULL"
-                                     " ORDER BY e.rowid")]
+        for r in self.db.execute("SELECT e.trade_id, f.symbol, e.side, e.price, e.ref_bar, e.markout_1, e.markout_5,"
+                                 " e.markout_15 FROM exec_fills e JOIN fills f USING(trade_id)"
+                                 " WHERE e.markout_15 IS NULL OR e.markout_5 IS NULL OR e.markout_1 IS NULL"
+                                 " ORDER BY e.rowid"):
+            self._expect(r[0], r[1], r[2], r[3], r[4], [k for k, v in zip(MARKOUTS, r[5:]) if v is None])
+
+    _seq = itertools.count()
+
+    def _expect(self, trade_id: str, symbol: str, side: int, price: float, ref_bar: int, horizons) -> None:
+        """Markouts of a fill still to settle: one heap entry (due bar open ms, tie-break, horizon, side, price,
+        trade id) per horizon k, due at the first bar of ``symbol`` opening at or after ``ref_bar + k`` minutes."""
+        h = self._due.setdefault(symbol, [])
+        for k in horizons:
+            heapq.heappush(h, (int(ref_bar) + 60_000 * k, next(self._seq), k, side, price, trade_id))
+
+    @property
+    def pending(self) -> int:
+        """Markouts (fill x horizon) not settled yet."""
+        return sum(len(h) for h in self._due.values())
 
     # ------------------------------------------------------------------ intents
 
@@ -127,12 +167,11 @@ class ExecBook:
 
     def add_order(self, cid: str, *, intent_id: str | None, kind: str, price: float, post_only: bool,
                   reduce_only: bool, action: str, decision_price: float, placed_bar: int) -> None:
-        row = {"client_order_id": cid, "intent_id": intent_id, "kind": kind, "price": float(price),
-               "post_only": int(post_only), "reduce_only": int(reduce_only), "action": action,
-               "decision_price": float(decision_price), "placed_bar": int(placed_bar)}
-        self.db.execute(f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES "
-                        f"({','.join('?' * len(_ORDER_COLS))})", tuple(row[c] for c in _ORDER_COLS))
-        self.orders.setdefault(cid, row)
+        vals = (cid, intent_id, kind, float(price), int(post_only), int(reduce_only), action, float(decision_price),
+                int(placed_bar))  # in _ORDER_COLS order
+        self._order_rows.append(vals)  # INSERT OR IGNORE at the commit (flush)
+        if cid not in self.orders:
+            self.orders[cid] = dict(zip(_ORDER_COLS, vals))
 
     def is_limit(self, cid: str) -> bool:
         o = self.orders.get(cid)
@@ -152,26 +191,21 @@ class ExecBook:
                               (trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"),
                                o["decision_price"], int(ref_bar)))
         if cur.rowcount == 1:
-            self.pending.append({"trade_id": trade_id, "symbol": symbol, "side": side, "price": price,
-                                 "ref_bar": int(ref_bar), "done": {k: False for k in MARKOUTS}})
+            self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
 
     def markouts(self, symbol: str, open_time: int, close: float) -> None:
-        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles."""
-        keep = []
-        upd: dict[int, list[tuple[float, str]]] = {}
-        for p in self.pending:
-            if p["symbol"] == symbol and open_time >= p["ref_bar"] + 60_000:
-                done = p["done"]
-                for k in MARKOUTS:
-                    if not done[k] and open_time >= p["ref_bar"] + 60_000 * k:
-                        upd.setdefault(k, []).append((1e4 * p["side"] * (close - p["price"]) / p["price"], p["trade_id"]))
-                        done[k] = True
-                if done[MARKOUTS[-1]] and all(done.values()):
-                    continue
-            keep.append(p)
-        for k, rows in upd.items():
-            self.db.executemany(f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?", rows)
-        self.pending = keep
+        """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles, i.e.
+        ``1e4 * side * (close - price) / price`` of each fill whose horizon k has passed (``open_time >= ref_bar + k``
+        minutes) and is not set yet.  The UPDATEs are carried to the journal's commit
+        (:meth:`crucible.journal.Journal.carry`; each fill x horizon is set once, so their order does not matter)."""
+        h = self._due.get(symbol)
+        if not h or h[0][0] > open_time:
+            return
+        marks = self._marks
+        pop = heapq.heappop
+        while h and h[0][0] <= open_time:
+            _due, _n, k, side, price, trade_id = pop(h)
+            marks[k].append((1e4 * side * (close - price) / price, trade_id))
 
 
 def slot_exec_metrics(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:

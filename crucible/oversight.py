@@ -245,16 +245,21 @@ class OversightMixin:
         if self._progress_on:
             self._emit("reweight", weights=w)
 
-    def _free_capital(self, s, open_orders: list[dict] | None = None) -> float:
+    def _free_capital(self, s, open_orders: list[dict] | None = None, *, flight: float | None = None,
+                      eq: float | None = None) -> float:
         """USDT that may leave slot ``s`` now: what keeps its exposure (the larger of the units held and the units held
         plus those of its orders in flight: a reducing order frees capital only once it has filled) within
         ``max_leverage`` x its equity after the move, and (spot) no more than its cash less what its buys in
         flight will cost, so a transfer never creates leverage or negative cash.  open_orders: the journal's
-        open orders when the caller has them already (default: asked from the journal)."""
-        eq = s.equity()
-        if open_orders is None:
-            open_orders = self.journal.orders(OPEN_STATUSES)
-        flight = sum(o["qty"] for o in open_orders if o["slot"] == s.id)  # decided, unfilled
+        open orders when the caller has them already (default: asked from the journal); flight: the slot's units in
+        flight when the caller summed them already (:meth:`crucible.journal.Journal.open_qty_by_slot`); eq: its
+        equity now when the caller has it."""
+        if eq is None:
+            eq = s.equity()
+        if flight is None:
+            if open_orders is None:
+                open_orders = self.journal.orders(OPEN_STATUSES)
+            flight = sum(o["qty"] for o in open_orders if o["slot"] == s.id)  # decided, unfilled
         units = s.ledger.units
         held = max(abs(units), abs(units + flight))  # a reducing order counts once it has filled
         room = eq - held * s.mark / self.leverage[s.id]
@@ -271,22 +276,35 @@ class OversightMixin:
         slot is re-sized at the next bar as if it had already left (:meth:`Runtime._size`) and it moves at a later
         reweight, once the reducing order has filled (at the next bar's open).  Inflows are scaled to what actually
         leaves plus the reserve."""
-        live = [s for s in self.slots.values() if s.status == "live" and s.mark > 0]
-        if not live or not self.cfg.cwo.move_capital:
+        if not self.cfg.cwo.move_capital:
             return
-        equity = [s.equity() for s in live]
+        live, equity = [], []
+        for s in self.slots.values():
+            if s.status == "live" and s.mark > 0:
+                live.append(s)
+                equity.append(s.equity())
+        if not live:
+            return
         bench = sum(equity) + self.reserve
         if bench <= 0:
             return
         amounts = {s.id: s.weight * bench - e for s, e in zip(live, equity)}
         pending: dict[str, float] = {}
-        open_orders = None
-        for s in live:
+        flight = None
+        leverage, buffer = self.leverage, self._buffer
+        for s, e in zip(live, equity):
             a = amounts[s.id]
             if a < 0:
-                if open_orders is None:  # one look at the orders in flight for every slot of this reweight
-                    open_orders = self.journal.orders(OPEN_STATUSES)
-                room = self._free_capital(s, open_orders)
+                if flight is None:  # one look at the orders in flight for every slot of this reweight
+                    flight = self.journal.open_qty_by_slot()
+                # _free_capital(s, flight=..., eq=e), inline (the same operations)
+                fl = flight.get(s.id, 0)
+                units = s.ledger.units
+                held = max(abs(units), abs(units + fl))
+                room = e - held * s.mark / leverage[s.id]
+                if not s.perpetual:
+                    room = min(room, s.ledger.cash - max(0.0, fl) * s.mark * (1.0 + buffer))
+                room = max(0.0, room)
                 if -a > room:
                     pending[s.id] = -a - room
                     amounts[s.id] = -room
@@ -306,13 +324,17 @@ class OversightMixin:
         if not amounts and pending == self.pending_out:
             return
         for s in live:
-            if s.id not in amounts:
+            a = amounts.get(s.id)
+            if a is None:
                 continue
-            s.ledger.transfer(amounts[s.id])
+            led = s.ledger
+            led.cash += a  # led.transfer(a), inline
+            led.transfers += a
             t = s.target
-            if t == t and t != 0.0 and s.mark > 0:  # re-size when the exposure is now off target
-                eq = s.equity()
-                if eq > 0 and abs(s.ledger.units * s.mark - t * eq) > REBALANCE_TOL * eq:
+            mark = s.mark
+            if t == t and t != 0.0 and mark > 0:  # re-size when the exposure is now off target
+                eq = led.cash + led.units * mark  # s.equity() (mark > 0)
+                if eq > 0 and abs(led.units * mark - t * eq) > REBALANCE_TOL * eq:
                     s.target = float("nan")
         for sid in pending:
             if self.slots[sid].target != 0.0:

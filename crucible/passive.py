@@ -169,9 +169,9 @@ class PassiveMixin:
 
     def _exec_marks(self, bars: dict[str, Bar], bar_time: int) -> None:
         """The bar closed: settle the markouts it reaches."""
-        if self.exec_book.pending:
-            for sym, b in bars.items():
-                self.exec_book.markouts(sym, b.open_time, b.close)
+        markouts = self.exec_book.markouts
+        for sym, b in bars.items():
+            markouts(sym, b.open_time, b.close)
 
     def _is_limit(self, cid: str) -> bool:
         return self.exec_book.is_limit(cid)
@@ -185,6 +185,7 @@ class PassiveMixin:
         it = self.exec_book.working.get(slot_id)
         if it is not None:
             return float(it["target"])
+        self.exec_book.flush()  # its order_exec rows carried to the commit are read below
         db = self.journal.db
         r = db.execute("SELECT target, bar_time, status FROM exec_intents WHERE slot=? ORDER BY bar_time DESC, rowid DESC"
                        " LIMIT 1", (slot_id,)).fetchone()

@@ -48,6 +48,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from math import isnan
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -118,6 +119,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self.fault = fault or (lambda point, ctx: None)
         g = cfg.general
         live = getattr(venue, "live", False)
+        self._live = bool(live)  # an exchange venue (class attribute; a replay venue has none)
         # outage policy: order submits are retried (same client order id, after a lookup) under this policy;
         # on the replay venue nothing really sleeps (the budget is spent on the sum of the delays)
         self.retry = RetryPolicy(budget_s=60.0 * g.retry_budget_minutes, base_s=g.retry_base_seconds,
@@ -333,7 +335,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 self._book_funding(bars)  # units held into this bar's open, before its fills
             try:
                 self._sync_open_orders(now)
-                if getattr(self.venue, "live", False):
+                if self._live:
                     self._scan_foreign(now)  # foreign orders are seen every bar, not only when ours are in flight
             except VenueError as exc:  # fills/orders unknown this bar: mark and report, trade nothing
                 self._note_outage(exc, now)
@@ -389,8 +391,10 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                                                     s.weight, s.status) for s in self.slots.values()])
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
             # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
-            self.journal.set_meta_at_commit("slot_targets", {"bar": bar_time, "targets": {
-                s.id: (s.target if s.target == s.target else None) for s in self.slots.values()}})
+            # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
+            keys, tg = list(self.slots), [s.target for s in self.slots.values()]
+            self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
+                k: (None if isnan(t) else t) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
         self._after_bar(bar_time)
 
@@ -407,7 +411,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         replay — a few milliseconds at full speed); once engaged it stays engaged."""
         if self.stopped_by == "kill_switch":
             return True
-        if not getattr(self.venue, "live", False) and self.bar_no % KILL_FILE_POLL_BARS:
+        if not self._live and self.bar_no % KILL_FILE_POLL_BARS:
             return False
         return kill_switch_engaged(self.cfg.general.kill_file)
 

@@ -117,8 +117,25 @@ def _minute36(minute: int) -> str:
     return _b36(minute, MINUTE_CHARS)
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translation tables: key bytes XOR the HMAC pads (RFC 2104)
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_sha256_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after the inner and outer padded key blocks of HMAC-SHA256 (RFC 2104; keys longer than the
+    64-byte block are hashed first), so each tag hashes only its message."""
+    k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return hashlib.sha256(k.translate(_IPAD)), hashlib.sha256(k.translate(_OPAD))
+
+
 def _tag(key: bytes, body: str, n: int) -> str:
-    d = int.from_bytes(hmac.new(key, body.encode(), hashlib.sha256).digest()[:8], "big")
+    inner, outer = _hmac_sha256_pads(key)
+    h = inner.copy()
+    h.update(body.encode())
+    o = outer.copy()
+    o.update(h.digest())
+    d = int.from_bytes(o.digest()[:8], "big")  # = hmac.new(key, body, sha256).digest()[:8]
     return _b36(d, 13)[:n]
 
 

@@ -24,6 +24,7 @@ possible.  ``faults`` lets tests inject exchange failures (see
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import threading
 from collections import deque
@@ -39,6 +40,28 @@ from forge.backtest.fills import infer_tick, kline_limit_fill
 from forge.data.schema import BAR_MS
 
 __all__ = ["ReplayVenue"]
+
+ROW_CHUNK = 4096  # bars of a symbol converted to Python values at a time (one ``tolist`` instead of one per bar)
+
+
+def _maker(cls):
+    """``cls(*values)`` for a frozen dataclass, without the ``object.__setattr__`` per field its ``__init__`` makes:
+    the same object (fields, equality, hash, repr).  values: every field, in declaration order (no defaults)."""
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    new = object.__new__
+
+    def make(*values):
+        o = new(cls)
+        o.__dict__.update(zip(names, values))
+        return o
+
+    make.__doc__ = f"{cls.__name__}(*values) of all {len(names)} fields {names}"
+    return make
+
+
+_bar = _maker(Bar)
+_fill = _maker(Fill)
+_order = _maker(OrderState)
 
 
 class ReplayVenue(Venue):
@@ -104,6 +127,7 @@ class ReplayVenue(Venue):
                 rec[c] = cols[c]
             self._rec[sym] = rec  # one record per bar: Bar(symbol, *rec[i].item()) in one call
             times.append(cols["open_time"])
+        self._row_chunk: dict[str, tuple[int, list[tuple]]] = {}  # symbol -> (first row, rec[first:...].tolist())
         self.symbols = tuple(bars)
         self._timeline = np.unique(np.concatenate(times))
         self._end = len(self._timeline) if end is None else min(int(end), len(self._timeline))
@@ -204,13 +228,18 @@ class ReplayVenue(Venue):
         t = int(self._timeline[self._cursor])
         out: dict[str, Bar] = {}
         rows = self._rows
+        chunks = self._row_chunk
         for sym, rec in self._rec.items():
             times, r = self._times[sym], rows[sym]
             while r < len(times) and times[r] <= t:  # = searchsorted(open_time, t, "right"), one step at a time
                 r += 1
             rows[sym] = r
             if r and times[r - 1] == t:
-                out[sym] = Bar(sym, *rec[r - 1].item())
+                i = r - 1
+                c = chunks.get(sym)
+                if c is None or not c[0] <= i < c[0] + len(c[1]):  # = rec[i].item() for the next ROW_CHUNK rows
+                    c = chunks[sym] = (i, rec[i:i + ROW_CHUNK].tolist())
+                out[sym] = _bar(sym, *c[1][i - c[0]])
         if self.perpetual and self.funding_rate_8h and is_funding_time(t, self.funding_interval_ms):
             for sym in self.perpetual:
                 b = out.get(sym)
@@ -237,12 +266,12 @@ class ReplayVenue(Venue):
             price = fill_price(bar.open, o.qty, s)
             fee = taker_fee(o.qty, price, fee_rate)
             self._n_trades += 1
-            fill = Fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, o.qty, price, fee, bar.open_time)
+            fill = _fill(f"R{o.symbol}-{self._n_trades}", o.order_id, cid, o.symbol, o.qty, price, fee, bar.open_time)
             self._fills[o.symbol].append(fill)
             self._cash -= o.qty * price + fee
             pos = self._pos[o.symbol] + o.qty
             self._pos[o.symbol] = 0.0 if abs(pos) < 1e-15 else pos  # as the ledgers: no float dust position
-            self._orders[cid] = OrderState(o.order_id, cid, o.symbol, o.qty, o.qty, "filled", o.time_ms)
+            self._orders[cid] = _order(o.order_id, cid, o.symbol, o.qty, o.qty, "filled", o.time_ms, "market", 0.0, "")
         self._pending = still
 
     def _fill_resting(self, bars: dict[str, Bar]) -> None:
@@ -355,7 +384,7 @@ class ReplayVenue(Venue):
             self._check_reduce(symbol, qty, client_order_id)
         self.submits += 1
         self._n_orders += 1
-        o = OrderState(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms())
+        o = _order(f"O{self._n_orders}", client_order_id, symbol, float(qty), 0.0, "open", self.now_ms(), "market", 0.0, "")
         self._orders[client_order_id] = o
         self._pending.append(client_order_id)
         if fault == "drop_after_accept":
