@@ -73,6 +73,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from loopback import start_server
 from fake_bybit import sample_bars
 
 __all__ = ["LOT", "TICK", "FakeBinance", "sample_bars"]
@@ -150,36 +151,7 @@ class FakeBinance:
 
     def start(self) -> int:
         """Serve on 127.0.0.1 (a free port) in a daemon thread; returns the port."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        err: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                app = web.Application()
-                app.router.add_route("*", "/{tail:.*}", self._rest)
-                self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.2)
-                loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, "127.0.0.1", 0)
-                loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]
-            except BaseException as exc:  # pragma: no cover - surfaced to the caller
-                err.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="fake-binance", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if err or self.port is None:
-            raise RuntimeError(f"fake Binance did not start: {err}")
-        return self.port
+        return start_server(self, lambda app: app.router.add_route("*", "/{tail:.*}", self._rest), "fake-binance")
 
     def stop(self) -> None:
         """Stop the clock and the server, join their threads."""

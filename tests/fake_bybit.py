@@ -74,6 +74,7 @@ from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from loopback import start_server
 
 __all__ = ["FakeBybit", "sample_bars"]
 
@@ -154,37 +155,11 @@ class FakeBybit:
 
     def start(self) -> int:
         """Serve on 127.0.0.1 (a free port) in a daemon thread; returns the port."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        err: list[BaseException] = []
+        def routes(app: web.Application) -> None:
+            app.router.add_get("/v5/public/linear", self._ws)
+            app.router.add_route("*", "/{tail:.*}", self._rest)
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                app = web.Application()
-                app.router.add_get("/v5/public/linear", self._ws)
-                app.router.add_route("*", "/{tail:.*}", self._rest)
-                self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.2)
-                loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, "127.0.0.1", 0)
-                loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]
-            except BaseException as exc:  # pragma: no cover - surfaced to the caller
-                err.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="fake-bybit", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if err or self.port is None:
-            raise RuntimeError(f"fake Bybit did not start: {err}")
-        return self.port
+        return start_server(self, routes, "fake-bybit")
 
     def stop(self) -> None:
         """Stop the clock, close WebSockets and the server, join the thread."""
