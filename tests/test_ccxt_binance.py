@@ -575,7 +575,7 @@ def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(
             injected.append(e["bars"])
 
     try:
-        fk.run_clock(0.3)  # bars slower than the bar loop: a bar whose successor already closed is not traded
+        fk.run_clock(1.0)  # bars slower than the bar loop, also under load: a bar whose successor closed is not traded
         s = run_live(cfg, venue=v, max_bars=16, progress=progress)
         fk.stop_clock()
         j = Journal(cfg.general.journal)
