@@ -554,6 +554,7 @@ def _assert_journal_equals_exchange(journal_path: Path, fk: FakeBinance) -> dict
     return {"fills": len(fills), "orders": len(orders)}
 
 
+@pytest.mark.slow  # timer-driven bars: under a loaded fresh-clone CI its fault window saw no order (see note)
 def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(tmp_path, fake_binance, bybit_keys):
     """``crucible live``'s loop (run_live) on the fake Binance with three builtin slots under the passive policy
     (GTX limits, crossing at the deadline), bars on a timer, and dropped / 503 / 429 responses on the order and
