@@ -41,15 +41,20 @@ HERE = Path(__file__).resolve().parent
 STRENGTHS = HERE / "gauntlet_strengths.json"
 
 
-def _preset_config(preset: str, work: Path) -> Path:
-    """The packaged configs/default.toml with its ``[costs] preset`` set to ``preset`` (written under work)."""
+def _preset_config(preset: str | None, work: Path, execution: str = "taker", policy: str = "") -> Path:
+    """The packaged configs/default.toml with its ``[costs] preset`` set to ``preset`` (None: kept) and its
+    ``[execution] mode`` / ``policy`` set (written under work)."""
     from forge.core.config import CONFIG_DIR
 
-    text = (Path(CONFIG_DIR) / "default.toml").read_text()
-    new, n = re.subn(r'(?m)^preset = "auto"', f'preset = "{preset}"', text, count=1)
-    if n != 1:
-        raise SystemExit("configs/default.toml: no [costs] preset = \"auto\" line to replace")
-    out = work / f"default-{preset}.toml"
+    new = (Path(CONFIG_DIR) / "default.toml").read_text()
+    subs = [(r'(?m)^mode = "taker"', f'mode = "{execution}"'), (r'(?m)^policy = ""', f'policy = {json.dumps(policy)}')]
+    if preset:
+        subs.append((r'(?m)^preset = "auto"', f'preset = "{preset}"'))
+    for pat, rep in subs:
+        new, n = re.subn(pat, rep, new, count=1)
+        if n != 1:
+            raise SystemExit(f"configs/default.toml: no line matching {pat!r} to replace")
+    out = work / f"default-{preset or 'auto'}-{execution}.toml"
     out.write_text(new)
     return out
 
@@ -72,13 +77,19 @@ def main() -> None:
     ap.add_argument("--preset", default=None, choices=("spot", "futures"),
                     help="[costs] preset of the runs and of --calibrate (default: the config's, auto: spot for "
                     "synthetic bars); strengths are stored per preset")
+    ap.add_argument("--execution", default="taker", choices=("taker", "kline-limit", "policy"),
+                    help="[execution] mode the runs are evolved and validated with (the kline fill model for "
+                    "kline-limit / policy); strengths stay those calibrated with taker fills (equal gross edge)")
+    ap.add_argument("--policy", default="", help="execution policy JSON for --execution policy")
     ap.add_argument("--out", default=str(HERE / "gauntlet_honesty_runs.jsonl"))
     ap.add_argument("--summarize", action="store_true", help="summarise --out and write --summary-json")
     ap.add_argument("--summary-json", default=str(HERE / "gauntlet_honesty.json"))
     a = ap.parse_args()
     from forge.core.runconfig import load_run_config, resolve_costs
 
-    config = _preset_config(a.preset, Path(tempfile.mkdtemp(prefix="honesty-cfg-"))) if a.preset else None
+    config = (_preset_config(a.preset, Path(tempfile.mkdtemp(prefix="honesty-cfg-")), a.execution,
+                             str(Path(a.policy).resolve()) if a.policy else "")
+              if a.preset or a.execution != "taker" else None)
     costs = resolve_costs(load_run_config(config), ["spot"])[0].backtest
     key = (lambda t: f"{t:g}") if a.preset in (None, "spot") else (lambda t: f"{a.preset}:{t:g}")
     if a.calibrate:

@@ -255,10 +255,10 @@ def _progress_handler(out: Any, cfg: Any, view: Any, where: dict[str, Any], dask
             out.print(f"μ={e['population']} λ={e['offspring']} {workers} features: {', '.join(e['features'])}",
                       highlight=False)
             if cfg.execution.mode != "taker":
-                out.print(f"note: [execution] mode = {cfg.execution.mode!r} applies to forge backtest and to the "
-                          "champions' execution in the Crucible; evolution and the Gauntlet score with taker fills "
-                          "(benchmarks/RESULTS.md: the kline fill model's backtest is below half the taker's speed)",
-                          highlight=False)
+                out.print(f"note: [execution] mode = {cfg.execution.mode!r}: fitness, the out-of-sample report and "
+                          "the Gauntlet score positions with the kline fill model (passive limits filled only when a "
+                          "later bar trades through them); the default is taker because that backtest is below half "
+                          "the taker's speed (benchmarks/RESULTS.md)", highlight=False)
             before_workers()
             view.start(e["generations"])
         elif e["event"] == "generation":

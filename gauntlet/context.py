@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from forge.backtest import BacktestConfig, BacktestResult, run_backtest
+from forge.backtest.fills import FillModel, KlineInputs
 from forge.causal import vol_standardized
 from forge.core.errors import ConfigError, DataError
 from forge.core.rundir import FILES, Manifest, iter_evaluated, read_hall_of_fame, read_manifest
@@ -124,7 +125,10 @@ class RunContext:
     bars; in_sample / evaluation: (start, stop) row ranges; overlap: True when
     the evaluation rows overlap the in-sample range (only with allow_overlap); holdout: True when the
     evaluation rows are bars after the run's last bar (fresh data; in_sample is then the run's in-sample
-    rows inside the bars given, or (0, 0) when they do not hold them).
+    rows inside the bars given, or (0, 0) when they do not hold them).  fill: the run's fill model
+    (``forge.backtest.fills.FillModel`` from its ``[execution]`` and resolved costs): every net backtest of a
+    candidate, a trial and buy-and-hold goes through it (:meth:`backtest_rows`), so validation scores the
+    fills evolution selected with.
     """
 
     run_dir: Path
@@ -144,6 +148,7 @@ class RunContext:
     n_evaluated: int = 0
     regimes: Path | None = None  # the run's frozen regime_model.json (published beside its champions), or None
     ledger: Any = None  # forge.core.ledger.LedgerTally of the run's in-sample bars, or None (no ledger entry)
+    fill: FillModel = field(default_factory=FillModel)
     _market: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     _arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -172,9 +177,19 @@ class RunContext:
                                  self.open_time[a:b].astype(np.int64))
         return self._arrays[key]
 
+    @functools.cached_property
+    def kline(self) -> KlineInputs | None:
+        """The kline fill model's inputs on every bar (None when the fill model is taker)."""
+        return self.fill.inputs(*(self.bars[k].to_numpy() for k in ("high", "low", "close", "volume")))
+
     def backtest_rows(self, position: np.ndarray, rows: tuple[int, int]) -> BacktestResult:
+        """The net backtest of ``position`` (all bars) restarted at rows[0], under the run's fill model."""
         o, c, t = self.arrays(rows)
-        return run_backtest(o, c, t, position[rows[0]:rows[1]], self.backtest)
+        a, b = rows
+        if self.fill.taker:
+            return run_backtest(o, c, t, position[a:b], self.backtest)
+        kl = self.kline
+        return self.fill.run(o, c, t, position[a:b], self.backtest, kl.rows(a, b) if kl is not None else None)
 
     def market_returns(self, rows: tuple[int, int]) -> np.ndarray:
         """(rows[1] - rows[0],) float64 per-bar gross return of buy-and-hold on ``rows`` (the market factor
@@ -324,9 +339,8 @@ class RunContext:
         bsg = bars_since_gap(bars["open_time"].to_numpy())
         ctx = cls(run_dir=run_dir, manifest=manifest, backtest=cfg.backtest, bars=bars, features=features,
                   in_sample=in_sample, evaluation=ev, candidates=[], library=library, data_source=source,
-                  overlap=overlap, holdout=holdout, regimes=regimes)
-        o, c, tt = ctx.arrays(ev)
-        ctx.buy_and_hold = run_backtest(o, c, tt, np.ones(len(o)), ctx.backtest)
+                  overlap=overlap, holdout=holdout, regimes=regimes, fill=run_fill_model(manifest, cfg))
+        ctx.buy_and_hold = ctx.backtest_rows(np.ones(bars.height), ev)
         pool = BufferPool()
         limit = candidate_limit(candidates, max_candidates, holdout=holdout)
         for m in hall[: limit or len(hall)]:
@@ -344,6 +358,19 @@ class RunContext:
             ctx.trial_genomes = [cd.genome for cd in ctx.candidates]
         ctx.ledger = ledger_tally(run_dir, manifest)
         return ctx
+
+
+def run_fill_model(manifest: Manifest, cfg: Any) -> FillModel:
+    """The fill model the run was evolved with: its ``[execution]`` with the manifest's resolved costs
+    (``forge.evolution.run.run_fill_model``).  raises ConfigError when its policy file is unreadable or is not
+    the policy the run recorded (sha256 in the manifest's ``costs.execution``)."""
+    costs = manifest.costs or {}
+    fill = FillModel.for_run(cfg.execution, costs, cfg.backtest.taker_fee_bps)
+    want = (costs.get("execution") or {}).get("policy_sha256")
+    if want and fill.policy_sha256 != want:
+        raise ConfigError(f"[execution] policy {cfg.execution.policy!r}: sha256 {fill.policy_sha256[:12]}… is not the "
+                          f"policy the run was evolved with ({want[:12]}…); restore that file")
+    return fill
 
 
 def ledger_tally(run_dir: Path, manifest: Manifest) -> Any:

@@ -316,6 +316,17 @@ def _shared_html(d: dict[str, Any]) -> str:
     return "<p>" + "; ".join(parts) + ".</p>" if parts else ""
 
 
+def fills_sentence(execution: dict[str, Any] | None) -> str:
+    """One sentence on the fill model the returns were scored with (a report's ``execution`` record)."""
+    if not execution or execution.get("mode", "taker") == "taker":
+        return "Fills: market (taker) orders at the next open, with the run's taker fee and slippage."
+    what = ("resting limits at the estimated touch, crossing at the deadline" if execution["mode"] == "kline-limit"
+            else f"the execution policy {str(execution.get('policy_sha256') or '')[:12]}")
+    return (f"Fills: the kline fill model, {what}: a limit fills only when a later bar trades through it, at most "
+            f"{float(execution.get('max_volume_share', 0.1)):.0%} of that bar's volume, maker fee "
+            f"{float(execution.get('maker_fee_bps') or 0):g} bp; Corwin-Schultz half-spread for crossing.")
+
+
 def render_html(report: Any, max_plots: int = 5) -> str:
     """The report page as one HTML string (see module docstring). report: gauntlet.validate.GauntletReport."""
     import matplotlib
@@ -387,6 +398,7 @@ figure{{margin:14px 0}} figure img{{width:100%;height:auto;display:block}} figca
 <h1>Gauntlet report — run {esc(str(d['run_id']))}</h1>
 <p class="verdict"><b>{n_surv}</b> of {len(cands)} candidate{'s' if len(cands) != 1 else ''} survive{_edge_line(cands)}.</p>
 <p>Evaluation bars {esc(ev['first'][:16])} → {esc(ev['last'][:16])} ({n_ev:,} bars) from {esc(str(d['data_source']))}.
+{esc(fills_sentence(d.get('execution')))}
 {_evaluation_note(ev)}
 {_provenance_html(d.get('provenance'))}</p>
 <h2>Out-of-sample metrics</h2>

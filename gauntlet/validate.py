@@ -63,6 +63,7 @@ class GauntletReport:
             "run_id": ctx.manifest.run_id,
             "created_utc": datetime.now(timezone.utc).isoformat(),
             "data_source": ctx.data_source,
+            "execution": ctx.fill.describe(),
             "evaluation": {"rows": list(ctx.evaluation), "first": _iso(ctx.open_time[ctx.evaluation[0]]),
                            "last": _iso(ctx.open_time[ctx.evaluation[1] - 1]), "overlaps_in_sample": ctx.overlap,
                            "holdout": ctx.holdout, "mode": "holdout" if ctx.holdout else "run"},

@@ -107,9 +107,13 @@ def _evolve_config(seed: int, work: Path, population: int, generations: int, con
     return cfg
 
 
-def oracle_run(bars: pl.DataFrame, genome: Genome, run_dir: Path, cfg: Any, in_sample_fraction: float) -> Path:
+def oracle_run(bars: pl.DataFrame, genome: Genome, run_dir: Path, cfg: Any, in_sample_fraction: float,
+               costs: dict[str, Any] | None = None) -> Path:
     """Write a run directory (``forge.core.rundir``) whose hall of fame and trials are one hand-written genome
-    (no search), so the gauntlet validates it exactly as it validates ``forge evolve`` output. returns run_dir."""
+    (no search), so the gauntlet validates it exactly as it validates ``forge evolve`` output.  cfg: the run
+    config as the manifest records it (resolve its costs first: the gauntlet reads fees from it); costs: the
+    manifest's cost record (``resolve_costs``' second value, with the fill model under "execution").
+    returns run_dir."""
     from forge.core import rundir
     from forge.data.split import holdout_split
     from forge.core.runconfig import config_to_dict
@@ -122,7 +126,8 @@ def oracle_run(bars: pl.DataFrame, genome: Genome, run_dir: Path, cfg: Any, in_s
         config=config_to_dict(cfg), config_source="loop.honesty.oracle_run",
         data={"coverage": None, "n_bars": bars.height, "symbol": None}, symbols=None, symbol_aggregate=None,
         split=split.to_dict(), features=list(genome.features), causal_filter=None, coevolution=None,
-        pset_version=genome.pset_version, candidates_evaluated=1, generations_run=0, resumed=False, seconds=0.0,
+        costs=costs, pset_version=genome.pset_version, candidates_evaluated=1, generations_run=0, resumed=False,
+        seconds=0.0,
         packages={}, platform={}, files={"hall_of_fame": rundir.FILES.hall_of_fame,
                                          "evaluated": rundir.FILES.evaluated}))
     rundir.write_hall_of_fame(run_dir, rundir.HallOfFame(run_id=run_dir.name, members=(rundir.HallOfFameMember(
@@ -154,8 +159,9 @@ class HonestyRun:
     generations: int | None = None
     days: int | None = None  # market length (None: the sample's 14 days, or rows written before it)
     seconds: float | None = None  # wall time of the run (evolve + validate)
-    taker_fee_bps: float | None = None  # the fee the run's [costs] preset applied (None: oracle, or rows written before it)
+    taker_fee_bps: float | None = None  # the fee the run's [costs] preset applied (None: rows written before it)
     cost_preset: str | None = None  # that preset (spot / futures / manual)
+    execution_mode: str | None = None  # [execution] mode the run was scored with (None: rows before it = taker)
 
     @property
     def budget(self) -> str:
@@ -204,14 +210,20 @@ def run_oracle(seed: int, strength: float, work: Path, *, days: int | None = 20,
     from gauntlet.config import GauntletConfig
     from gauntlet.validate import validate_run
 
+    from forge.backtest.fills import FillModel
+    from forge.core.runconfig import resolve_costs
+
     kind = kind or ("planted" if strength > 0 else "null")
     bars, _ = synthetic_bars(seed, strength, days, kind=kind)
-    cfg = load_run_config(config)
+    cfg, costs = resolve_costs(load_run_config(config), ["unknown"])  # the config's [costs] preset, as evolve does
+    costs = {**costs, "execution": FillModel.for_run(cfg.execution, costs, costs["taker_fee_bps"]).describe()}
     run_dir = oracle_run(bars, oracle_genome(window), work / f"oracle-{kind}-{strength:g}-{seed}", cfg,
-                         cfg.evolve.in_sample_fraction)
+                         cfg.evolve.in_sample_fraction, costs)
     gcfg = dataclasses.replace(GauntletConfig(seed=seed), **(gauntlet_overrides or {})).validate()
     rep = validate_run(run_dir, gcfg, publish_dir=None, bars=bars)
-    return _record("oracle", kind, seed, strength, target, rep)
+    r = _record("oracle", kind, seed, strength, target, rep)
+    r.taker_fee_bps, r.cost_preset, r.execution_mode = costs["taker_fee_bps"], costs["preset"], cfg.execution.mode
+    return r
 
 
 def run_one(seed: int, strength: float, work: Path, *, population: int = 24, generations: int = 3,
@@ -254,6 +266,7 @@ def _stamp(r: HonestyRun, run_dir: Path, population: int, generations: int, days
     r.seconds = round(time.perf_counter() - t0, 1)
     costs = read_manifest(run_dir).costs or {}
     r.taker_fee_bps, r.cost_preset = costs.get("taker_fee_bps"), costs.get("preset")
+    r.execution_mode = (costs.get("execution") or {}).get("mode", "taker")
     return r
 
 
@@ -273,19 +286,27 @@ def power_ceiling(net_sharpe_per_bar: float, n_obs: int, alpha: float = 0.05) ->
 
 def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any]:
     """False passes with Clopper-Pearson 95 % intervals (all null runs, per null kind of
-    ``forge.data.synthetic.NULL_MARKETS`` and per search budget, each with its champions' stage pass rates),
-    power per (mode, target) beside its ceiling -- power counts champions that are published (survived and
+    ``forge.data.synthetic.NULL_MARKETS``, per search budget and per (cost preset, ``[execution] mode``), each
+    with its champions' stage pass rates), power per (mode, target, cost preset, execution mode) beside its ceiling -- power counts champions that are published (survived and
     labelled directional, :attr:`HonestyRun.champion_published`) and use the planted column; a survivor
     labelled risk timing is not published by default, so it is counted in ``passed_using_planted`` only --
     and KS uniformity of the null p-values of every stage."""
     from scipy import stats
 
     out: dict[str, Any] = {}
+
+    def preset(r: HonestyRun) -> str:
+        return r.cost_preset or "spot"  # rows written before the field ran the spot preset
+
+    def fills(r: HonestyRun) -> str:
+        return r.execution_mode or "taker"  # rows written before the field scored taker fills
     null = [r for r in runs if r.kind in NULL_MARKETS]
     if null:
         fd: dict[str, Any] = {}
         groups = ([("all", null)] + [(k, [r for r in null if r.kind == k]) for k in NULL_MARKETS]
-                  + [(f"budget: {b}", [r for r in null if r.budget == b]) for b in sorted({r.budget for r in null})])
+                  + [(f"budget: {b}", [r for r in null if r.budget == b]) for b in sorted({r.budget for r in null})]
+                  + [(f"fills: {pre} {e}", [r for r in null if fills(r) == e and preset(r) == pre])
+                     for pre, e in sorted({(preset(r), fills(r)) for r in null})])
         for group, rs in groups:
             if rs:
                 k = sum(r.champion_survived for r in rs)
@@ -312,23 +333,21 @@ def summarize(runs: list[HonestyRun], n_oos: int | None = None) -> dict[str, Any
                               "ks_p": float(ks.pvalue), "rejects_at_5pct": float(np.mean(np.array(ps) <= 0.05))}
         out["calibration"] = cal
     power = {}
-
-    def preset(r: HonestyRun) -> str:
-        return r.cost_preset or "spot"  # rows written before the field ran the spot preset
     for mode in ("oracle", "evolve"):
-        for tgt, pre in sorted({(r.target_net_sharpe, preset(r)) for r in runs if r.kind == "planted"
-                                and r.mode == mode and r.target_net_sharpe is not None}):
+        for tgt, pre, ex in sorted({(r.target_net_sharpe, preset(r), fills(r)) for r in runs if r.kind == "planted"
+                                    and r.mode == mode and r.target_net_sharpe is not None}):
             rs = [r for r in runs if r.kind == "planted" and r.mode == mode and r.target_net_sharpe == tgt
-                  and preset(r) == pre]
+                  and preset(r) == pre and fills(r) == ex]
             k_pass = sum(r.champion_survived and r.champion_uses_planted for r in rs)
             k = sum(r.champion_published and r.champion_uses_planted for r in rs)  # what validate publishes
-            row = {"runs": len(rs), "strength": rs[0].strength, "cost_preset": pre, "passed_using_planted": k_pass,
+            row = {"runs": len(rs), "strength": rs[0].strength, "cost_preset": pre, "execution_mode": ex,
+                   "passed_using_planted": k_pass,
                    "published_using_planted": k, "power": k / len(rs), "clopper_pearson_95": _cp(k, len(rs)),
                    "realised_net_sharpe_mean": float(np.mean([r.realised_net_sharpe or 0.0 for r in rs])),
                    "stage_pass_rate": {s: float(np.mean([r.stage_passed[s] for r in rs])) for s in rs[0].stage_passed}}
             if n_oos:
                 row["ceiling"] = power_ceiling(tgt, n_oos)
-            power[f"{mode}@{tgt:g}" + ("" if pre == "spot" else f" {pre}")] = row
+            power[f"{mode}@{tgt:g}" + ("" if pre == "spot" else f" {pre}") + ("" if ex == "taker" else f" {ex}")] = row
     out["power"] = power
     return out
 

@@ -59,9 +59,9 @@ def test_forge_execution_train_and_eval(tmp_path):
     assert r.exit_code == 2 and "--seeds" in r.output
 
 
-def test_forge_evolve_says_its_fitness_is_taker_when_a_fill_model_is_configured(tmp_path, monkeypatch):
-    """``[execution] mode`` other than taker: the run banner says what the mode applies to (forge backtest, the
-    champions in the Crucible) and that evolution and the Gauntlet score with taker fills; nothing for taker."""
+def test_forge_evolve_says_its_fitness_uses_the_kline_model_when_a_fill_model_is_configured(tmp_path, monkeypatch):
+    """``[execution] mode`` other than taker: the run banner says that fitness, the out-of-sample report and the
+    Gauntlet score with the kline fill model; nothing for taker."""
     import io
     from types import SimpleNamespace
 
@@ -80,4 +80,4 @@ def test_forge_evolve_says_its_fitness_is_taker_when_a_fill_model_is_configured(
         buf = io.StringIO()
         cfg = with_overrides(load_run_config(None), "execution", mode=mode)
         _progress_handler(Console(file=buf, width=200), cfg, view, {"run_dir": None}, "")(event)
-        assert ("evolution and the Gauntlet score with taker fills" in buf.getvalue()) is want, buf.getvalue()
+        assert ("the Gauntlet score positions with the kline fill model" in buf.getvalue()) is want, buf.getvalue()

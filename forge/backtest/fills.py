@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from forge.backtest import BacktestConfig
+from forge.backtest import TRADE_DTYPE, BacktestConfig, BacktestResult, run_backtest
 from forge.backtest import backtest_nb as _bk
 from forge.backtest import fills_nb as _k
 from forge.backtest.metrics import Metrics
@@ -55,6 +55,8 @@ __all__ = [
     "EXECUTION_MODES",
     "FILL_DTYPE",
     "ExecutionConfig",
+    "FillModel",
+    "KlineInputs",
     "KlineResult",
     "execution_costs",
     "infer_tick",
@@ -332,3 +334,142 @@ def kline_throughput(n_bars: int = 400_000, seed: int = 0, repeats: int = 20, mo
     kh = best(lambda: run_kline_backtest(open_, high, low, close, vol, open_time, position, cfg, ex, half_spread=hs))
     return {"n_bars": n_bars, "kline_bars_per_s": n_bars / kl, "taker_bars_per_s": n_bars / tk, "ratio": tk / kl,
             "kline_precomputed_spread_bars_per_s": n_bars / kh, "ratio_precomputed_spread": tk / kh, "mode": mode}
+
+
+@dataclass(frozen=True)
+class KlineInputs:
+    """What the kline fill model reads beyond (open, close, open_time) on one row range.
+
+    high, low, volume: (n,) float64 (quote per unit, base units); half_spread: (n,) float64 Corwin-Schultz
+    estimate known at each close (fraction of price), computed on every bar up to the range's last, so a
+    range starting late sees the estimate of the bars before it (causal); tick: the price tick (quote)."""
+
+    high: np.ndarray
+    low: np.ndarray
+    volume: np.ndarray
+    half_spread: np.ndarray
+    tick: float
+
+    def rows(self, a: int, b: int) -> KlineInputs:
+        """The rows [a, b) (views)."""
+        return KlineInputs(self.high[a:b], self.low[a:b], self.volume[a:b], self.half_spread[a:b], self.tick)
+
+    def take(self, idx: np.ndarray) -> KlineInputs:
+        """The rows ``idx`` (copies)."""
+        return KlineInputs(self.high[idx], self.low[idx], self.volume[idx], self.half_spread[idx], self.tick)
+
+
+@dataclass(frozen=True)
+class FillModel:
+    """The fill model a run scores target positions with: ``[execution] mode`` resolved for its market.
+
+    ``taker`` is :func:`forge.backtest.run_backtest` (market orders at the next open, ``slippage_bps``),
+    bit-identical to a run without a fill model; ``kline-limit`` and ``policy`` are
+    :func:`run_kline_backtest` with ``maker_fee_bps`` (resolved: the [costs] preset's maker fee unless
+    [execution] sets one) and, for ``policy``, the policy's (N_ACTIONS, N_FEATURES) weights stored flat in
+    ``weights`` (so the model is hashable) with its sha256.  Evolution's fitness, its out-of-sample report and
+    the Gauntlet's returns all go through :meth:`run`, so the selection and its validation see one fill model.
+    Build it with :meth:`for_run`."""
+
+    execution: ExecutionConfig = ExecutionConfig()
+    maker_fee_bps: float = 0.0
+    weights: tuple[float, ...] = ()
+    policy_sha256: str = ""
+
+    @property
+    def taker(self) -> bool:
+        return self.execution.mode == "taker"
+
+    @classmethod
+    def for_run(cls, execution: ExecutionConfig, costs: dict[str, Any] | None, taker_fee_bps: float) -> FillModel:
+        """The model of a run whose ``[execution]`` is ``execution`` and whose resolved cost record is ``costs``
+        (``forge.core.runconfig.resolve_costs``' second value, the manifest's ``costs``; its ``maker_fee_bps``
+        is None under a manual preset: the taker fee is used then).  Mode "policy" loads ``execution.policy``
+        (empty: always-taker weights).  raises ConfigError (bad config, unreadable policy file)."""
+        execution.validate()
+        if execution.mode == "taker":
+            return cls(execution, float(taker_fee_bps))
+        maker = execution.maker_fee_bps
+        if maker < 0:
+            rec = (costs or {}).get("maker_fee_bps")
+            maker = float(rec) if rec is not None else float(taker_fee_bps)
+        w: tuple[float, ...] = ()
+        sha = ""
+        if execution.mode == "policy":
+            from forge.execution.policy import ExecutionPolicy
+
+            pol = ExecutionPolicy.load(execution.policy) if execution.policy else ExecutionPolicy.always_taker()
+            w, sha = tuple(float(v) for v in pol.weights.ravel()), pol.sha256
+        return cls(execution, float(maker), w, sha)
+
+    def describe(self) -> dict[str, Any]:
+        """{"mode", "maker_fee_bps", "policy_sha256", "deadline_bars", "max_volume_share", "spread_window"}:
+        what a manifest or report records of the model."""
+        ex = self.execution
+        return {"mode": ex.mode, "maker_fee_bps": None if self.taker else self.maker_fee_bps,
+                "policy_sha256": self.policy_sha256 or None, "deadline_bars": ex.deadline_bars,
+                "max_volume_share": ex.max_volume_share, "spread_window": ex.spread_window}
+
+    def inputs(self, high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> KlineInputs | None:
+        """The kline inputs of bars (None for taker): (n,) float64 arrays, the tick (``[execution] tick_size``
+        or inferred from the closes) and the Corwin-Schultz half-spread over all of them.
+        raises ValueError on bad bars (``forge.backtest.spread.corwin_schultz_half_spread``)."""
+        if self.taker:
+            return None
+        from forge.backtest.spread import corwin_schultz_half_spread
+
+        h, lo, c, v = (_col(x, nm) for x, nm in ((high, "high"), (low, "low"), (close, "close"), (volume, "volume")))
+        tick = self.execution.tick_size if self.execution.tick_size > 0 else infer_tick(c)
+        return KlineInputs(h, lo, v, corwin_schultz_half_spread(h, lo, c, window=self.execution.spread_window,
+                                                                 tick=tick), tick)
+
+    def run(self, open_: np.ndarray, close: np.ndarray, open_time: np.ndarray, position: np.ndarray,
+            cfg: BacktestConfig, kline: KlineInputs | None = None) -> BacktestResult:
+        """Backtest ``position`` under this model on one row range (inputs as :func:`forge.backtest.run_backtest`;
+        ``kline``: the same rows' :class:`KlineInputs`, required unless taker).  returns BacktestResult: for the
+        kline model, returns are the simple per-bar equity returns of its equity curve (the taker convention,
+        ``equity[-1]`` = initial capital), position_held the exposure held at each close after that bar's fills
+        and trades its fills as TRADE_DTYPE records (price = fill price, fee = taker or maker fee).
+        raises ValueError / ConfigError as the backtesters."""
+        if self.taker:
+            return run_backtest(open_, close, open_time, position, cfg)
+        if kline is None:
+            raise ValueError(f"[execution] mode {self.execution.mode!r}: the kline fill model needs high, low, volume")
+        ex = self.execution if self.execution.tick_size > 0 else _replace(self.execution, tick_size=kline.tick)
+        w = np.asarray(self.weights, dtype=np.float64).reshape(N_ACTIONS, N_FEATURES) if self.weights else None
+        r = run_kline_backtest(open_, kline.high, kline.low, close, kline.volume, open_time, position, cfg, ex,
+                               maker_fee_bps=self.maker_fee_bps, weights=w, half_spread=kline.half_spread)
+        return kline_as_backtest(r, close, cfg.initial_capital)
+
+
+def _replace(ex: ExecutionConfig, **kw: Any) -> ExecutionConfig:
+    import dataclasses
+
+    return dataclasses.replace(ex, **kw)
+
+
+def kline_as_backtest(r: KlineResult, close: np.ndarray, initial_capital: float) -> BacktestResult:
+    """A :class:`KlineResult` in :class:`forge.backtest.BacktestResult`'s shape (see :meth:`FillModel.run`)."""
+    eq = r.equity
+    n = eq.shape[0]
+    prev = np.empty(n)
+    prev[0] = initial_capital
+    prev[1:] = eq[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ret = np.where(prev > 0.0, eq / prev - 1.0, 0.0)
+    f = r.fills
+    per_bar = np.zeros(n)
+    np.add.at(per_bar, f["bar"], f["units"])
+    units = np.cumsum(per_bar)
+    c = np.asarray(close, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        held = np.where(eq > 0.0, units * c / eq, 0.0)
+    trades = np.empty(f.shape[0], dtype=TRADE_DTYPE)
+    for name in ("bar", "open_time", "side", "units", "price", "fee"):
+        trades[name] = f[name]
+    trades["notional"] = np.abs(f["units"]) * f["price"]
+    idx = f["bar"]
+    before = np.where(idx > 0, held[np.maximum(idx - 1, 0)], 0.0)
+    trades["position_before"] = before
+    trades["position_after"] = held[idx] if idx.size else np.empty(0)
+    return BacktestResult(equity=eq, returns=ret, position_held=held, trades=trades, metrics=r.metrics)

@@ -18,6 +18,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from forge.backtest import BacktestConfig, backtest_metrics, run_backtest
+from forge.backtest.fills import FillModel, KlineInputs
 from forge.core.errors import ConfigError
 from forge.core.rundir import EvaluatedRecord
 from forge.core.rng import shielded_global_random
@@ -36,6 +37,7 @@ Result = tuple[float, dict[str, Any]]
 _WORKER_CACHE: dict[str, SubtreeCache] = {}
 _WORKER_MARKET: dict[tuple[str, BacktestConfig], MarketReference] = {}
 _ARRAYS = ("X", "open_", "close", "open_time", "bars_since_gap")
+_KLINE = ("high", "low", "volume", "half_spread")
 _SHARED: dict[str, tuple[MarketArrays, ...]] = {}
 
 
@@ -85,13 +87,18 @@ def _market(data: MarketArrays, bt: BacktestConfig) -> MarketReference:
 
 
 def _score(genome: Genome, data: MarketArrays, cache: SubtreeCache | None, pool: BufferPool, bt: BacktestConfig,
-           fit: FitnessConfig, max_size: int) -> tuple[float, dict[str, Any]]:
-    """(fitness, metrics dict) of one genome on one segment."""
+           fit: FitnessConfig, max_size: int, fill: FillModel | None = None) -> tuple[float, dict[str, Any]]:
+    """(fitness, metrics dict) of one genome on one segment; fill: the run's fill model (None = taker)."""
     pos = genome_positions(genome, data.features, data.bars_since_gap, pool, cache)
-    if not uses_returns(fit):
-        m = backtest_metrics(data.open_, data.close, data.open_time, pos, bt)
-        return backtest_fitness(m, len(genome.tokens), max_size, fit), m.to_dict()
-    res = run_backtest(data.open_, data.close, data.open_time, pos, bt)
+    if fill is None or fill.taker:
+        if not uses_returns(fit):
+            m = backtest_metrics(data.open_, data.close, data.open_time, pos, bt)
+            return backtest_fitness(m, len(genome.tokens), max_size, fit), m.to_dict()
+        res = run_backtest(data.open_, data.close, data.open_time, pos, bt)
+    else:
+        res = fill.run(data.open_, data.close, data.open_time, pos, bt, data.kline)
+        if not uses_returns(fit):
+            return backtest_fitness(res.metrics, len(genome.tokens), max_size, fit), res.metrics.to_dict()
     f, parts = skill_fitness(res.metrics, res.returns, _market(data, bt), len(genome.tokens), max_size, fit,
                              bt.periods_per_year)
     return f, {**res.metrics.to_dict(), **parts}
@@ -104,24 +111,33 @@ class SharedSegments:
     receiving the arrays with each task."""
 
     folder: str
-    meta: tuple[tuple[tuple[str, ...], tuple[int, ...], str, str], ...]  # (names, lookbacks, token, symbol)
+    # (names, lookbacks, token, symbol, the kline inputs' tick or None when the segment has none)
+    meta: tuple[tuple[tuple[str, ...], tuple[int, ...], str, str, float | None], ...]
 
     @classmethod
     def write(cls, segments: tuple[MarketArrays, ...], folder: str) -> SharedSegments:
         for i, seg in enumerate(segments):
             for name in _ARRAYS:
                 np.save(os.path.join(folder, f"{i}_{name}.npy"), getattr(seg, name))
-        return cls(folder, tuple((s.feature_names, s.feature_lookbacks, s.token, s.symbol) for s in segments))
+            if seg.kline is not None:
+                for name in _KLINE:
+                    np.save(os.path.join(folder, f"{i}_{name}.npy"), getattr(seg.kline, name))
+        return cls(folder, tuple((s.feature_names, s.feature_lookbacks, s.token, s.symbol,
+                                  s.kline.tick if s.kline is not None else None) for s in segments))
 
     def load(self) -> tuple[MarketArrays, ...]:
         """The segments (cached per process)."""
         got = _SHARED.get(self.folder)
         if got is None:
             _SHARED.clear()  # one run's segments at a time per worker
+
+            def arrays(i: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+                return {n: np.load(os.path.join(self.folder, f"{i}_{n}.npy"), mmap_mode="r") for n in names}
+
             got = _SHARED[self.folder] = tuple(
-                MarketArrays(names, lookbacks, token=token, symbol=symbol,
-                             **{n: np.load(os.path.join(self.folder, f"{i}_{n}.npy"), mmap_mode="r") for n in _ARRAYS})
-                for i, (names, lookbacks, token, symbol) in enumerate(self.meta))
+                MarketArrays(names, lookbacks, token=token, symbol=symbol, **arrays(i, _ARRAYS),
+                             kline=KlineInputs(**arrays(i, _KLINE), tick=tick) if tick is not None else None)
+                for i, (names, lookbacks, token, symbol, tick) in enumerate(self.meta))
         return got
 
 
@@ -133,6 +149,7 @@ def evaluate_chunk(
     max_size: int,
     cache_mb: int = 0,
     aggregate: str = "mean",
+    fill: FillModel | None = None,
 ) -> tuple[list[Result], int, int]:
     """Fitness and in-sample metrics of each genome (runs in a worker).
 
@@ -142,7 +159,8 @@ def evaluate_chunk(
 
     segments: one in-sample segment per symbol; the fitness is the mean (or
     the worst, ``aggregate="worst"``) over segments; metrics are the first
-    segment's, plus ``per_symbol`` when there are several.
+    segment's, plus ``per_symbol`` when there are several.  fill: the run's fill model
+    (``forge.backtest.fills.FillModel``; None or taker = ``forge.backtest.run_backtest``).
     returns (results, subtree-cache hits, misses, CPU seconds of this process for the chunk) for this chunk.
     """
     t0 = time.process_time()
@@ -156,7 +174,7 @@ def evaluate_chunk(
         genome = gd if isinstance(gd, Genome) else Genome.from_dict(gd)
         fits, mets = [], []
         for data, cache in zip(segments, caches):
-            f, met = _score(genome, data, cache, pool, bt, fit, max_size)
+            f, met = _score(genome, data, cache, pool, bt, fit, max_size, fill)
             fits.append(f)
             mets.append(met)
         metrics = dict(mets[0])
@@ -181,9 +199,13 @@ class Evaluator:
 
     def __init__(self, data: MarketArrays | tuple[MarketArrays, ...], bt: BacktestConfig, fit: FitnessConfig,
                  max_size: int, jobs: int, cache_mb: int = 0, backend: str = "loky", scheduler: str = "",
-                 aggregate: str = "mean"):
+                 aggregate: str = "mean", fill: FillModel | None = None):
         self.data = (data,) if isinstance(data, MarketArrays) else tuple(data)
         self.bt, self.fit, self.max_size, self.jobs, self.aggregate = bt, fit, max_size, jobs, aggregate
+        self.fill = fill  # the run's fill model (None or taker: forge.backtest.run_backtest)
+        if fill is not None and not fill.taker and any(d.kline is None for d in self.data):
+            raise ConfigError(f"[execution] mode {fill.execution.mode!r}: a segment has no kline inputs "
+                              "(build it with MarketArrays.from_bars(..., fill=...))")
         self.cache_mb = cache_mb
         self.memo: dict[str, Result] = {}
         self.genomes: dict[str, Genome] = {}
@@ -235,7 +257,7 @@ class Evaluator:
 
     def _run_chunks(self, dicts: list[Genome]) -> tuple[list[Result], int, int, float]:
         """(results in the order of ``dicts`` (genomes), cache hits, cache misses, CPU seconds in the workers)."""
-        args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate)
+        args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate, self.fill)
         if self._client is None and self._parallel is None:
             return self.map(evaluate_chunk, [(dicts, self.data, *args)])[0]
         # strided chunks (genome i goes to chunk i mod n): neighbours in the population tend to have

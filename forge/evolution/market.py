@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from forge.backtest.fills import FillModel, KlineInputs
 from forge.data.gaps import bars_since_gap
 from forge.data.loader import Coverage
 from forge.data.split import Split, holdout_split
@@ -35,7 +36,8 @@ class MarketArrays:
 
     X: (k, n) float64 features; open_/close: (n,) float64 USDT per unit;
     open_time: (n,) int64 ms; bars_since_gap: (n,) int64.  token: identity
-    of the segment (keys the workers' subtree caches).
+    of the segment (keys the workers' subtree caches).  kline: the kline fill model's inputs on the same
+    rows (``forge.backtest.fills.KlineInputs``; None when the run's fill model is taker).
     """
 
     feature_names: tuple[str, ...]
@@ -47,13 +49,20 @@ class MarketArrays:
     bars_since_gap: np.ndarray
     token: str
     symbol: str = ""
+    kline: KlineInputs | None = None
 
     @classmethod
     def from_bars(cls, bars: pl.DataFrame, features: FeatureMatrix, rows: tuple[int, int],
-                  symbol: str = "") -> MarketArrays:
+                  symbol: str = "", fill: FillModel | None = None) -> MarketArrays:
+        """The rows [a, b) of ``bars``; fill: the run's fill model (its kline inputs are computed on the bars
+        up to b, so the half-spread estimate at the first row sees the bars before it: causal)."""
         a, b = rows
         t = bars["open_time"].to_numpy()
         bsg = bars_since_gap(t)
+        kline = None
+        if fill is not None and not fill.taker:
+            cols = [bars[k].to_numpy()[:b] for k in ("high", "low", "close", "volume")]
+            kline = fill.inputs(*cols).rows(a, b)
         return cls(
             feature_names=tuple(features.names),
             feature_lookbacks=tuple(features.lookbacks),
@@ -63,7 +72,7 @@ class MarketArrays:
             open_time=np.ascontiguousarray(t[a:b], dtype=np.int64),
             bars_since_gap=np.ascontiguousarray(bsg[a:b]),
             token=content_token(features.names, features.values[:, a:b], bars["close"].to_numpy()[a:b]),
-            symbol=symbol,
+            symbol=symbol, kline=kline,
         )
 
     @property
@@ -84,6 +93,7 @@ class MarketArrays:
             self, X=np.ascontiguousarray(self.X[:, idx]), open_=self.open_[idx], close=self.close[idx],
             open_time=self.open_time[idx], bars_since_gap=bsg,
             token=Genome.canonical_hash(f"{self.token}|windows{bounds}"),
+            kline=self.kline.take(idx) if self.kline is not None else None,
         )
 
     def tail(self, n: int) -> MarketArrays:
@@ -92,6 +102,8 @@ class MarketArrays:
             self, X=np.ascontiguousarray(self.X[:, -n:]), open_=self.open_[-n:].copy(), close=self.close[-n:].copy(),
             open_time=self.open_time[-n:].copy(), bars_since_gap=self.bars_since_gap[-n:].copy(),
             token=Genome.canonical_hash(f"{self.token}|tail{n}"),
+            kline=self.kline.take(np.arange(self.open_.shape[0] - n, self.open_.shape[0])) if self.kline is not None
+            else None,
         )
 
 
@@ -122,6 +134,6 @@ class Market:
                            lookbacks=tuple(self.features.lookbacks[i] for i in idx))
         return dataclasses.replace(self, features=fm)
 
-    def in_sample_arrays(self) -> MarketArrays:
-        """The in-sample segment fitness is computed on."""
-        return MarketArrays.from_bars(self.bars, self.features, self.split.in_sample, self.symbol)
+    def in_sample_arrays(self, fill: FillModel | None = None) -> MarketArrays:
+        """The in-sample segment fitness is computed on (with the kline inputs of ``fill`` unless taker)."""
+        return MarketArrays.from_bars(self.bars, self.features, self.split.in_sample, self.symbol, fill)

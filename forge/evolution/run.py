@@ -27,7 +27,7 @@ import polars as pl
 from deap import gp, tools
 
 from forge import __version__
-from forge.backtest import buy_and_hold, run_backtest
+from forge.backtest import buy_and_hold
 from forge.causal import CausalReport, causal_filter
 from forge.core import rng
 from forge.core.config import resolve_path, to_dict
@@ -48,6 +48,7 @@ from forge.evolution.coevolution import Adversary, Arena, Coevolution
 from forge.core.runconfig import RunConfig, config_from_dict, config_to_dict, resolve_costs
 from forge.evolution.evaluator import Evaluator
 from forge.evolution.loop import ProgressFn, Recorder, Toolbox, ea_mu_plus_lambda, full_evaluation, initial_generation
+from forge.backtest.fills import FillModel, KlineInputs
 from forge.evolution.market import Market, MarketArrays
 from forge.evolution.operators import sel_best_distinct, var_one
 from forge.evolution.surrogate import Screen, Surrogate
@@ -405,6 +406,20 @@ def _filter_features(cfg: RunConfig, markets: list[Market], run_dir: Path, notif
     return [m.select(names) for m in markets], report
 
 
+def run_fill_model(cfg: RunConfig, markets: list[Market]) -> FillModel:
+    """The run's fill model (``[execution] mode`` with the [costs] preset's maker fee resolved for these
+    markets, ``forge.backtest.fills.FillModel.for_run``): fitness, the out-of-sample report and the Gauntlet
+    score positions with it.  raises ConfigError (bad [execution], unreadable policy file)."""
+    costs = resolve_costs(cfg, [market_type(m.coverage) for m in markets], _funding_hours(markets))[1]
+    return FillModel.for_run(cfg.execution, costs, costs["taker_fee_bps"])
+
+
+def _kline_rows(fill: FillModel, bars: pl.DataFrame, rows: tuple[int, int]) -> KlineInputs | None:
+    """The kline inputs of ``rows`` (estimated on the bars up to rows[1]; None for taker)."""
+    kl = fill.inputs(*(bars[k].to_numpy()[:rows[1]] for k in ("high", "low", "close", "volume")))
+    return kl.rows(*rows) if kl is not None else None
+
+
 def _proxy_segment(data_is: MarketArrays, cfg: RunConfig) -> MarketArrays:
     """The surrogate's proxy data: ``proxy_windows`` windows spread over the in-sample segment."""
     sc = cfg.surrogate
@@ -475,7 +490,8 @@ def evolve(
         markets, causal_report = _filter_features(cfg, markets, run_dir, notify)
     causal_dropped = frozenset(candidates - set(markets[0].features.names))
     feature_names = markets[0].features.names
-    segments = tuple(m.in_sample_arrays() for m in markets)
+    fill = run_fill_model(cfg, markets)
+    segments = tuple(m.in_sample_arrays(fill) for m in markets)
     pset = build_pset(feature_names)
     codec, ops = Codec(pset), gp_ops.Operators(pset, max_depth=ec.max_depth, max_size=ec.max_size)
     use_surrogate = cfg.surrogate.enabled and ec.generations > 0
@@ -485,9 +501,9 @@ def evolve(
             "surrogate": use_surrogate, "resume": resume})
     pool_kw = dict(backend=ec.backend, scheduler=ec.scheduler)
     with Evaluator(segments, cfg.backtest, cfg.fitness, ec.max_size, ec.jobs, ec.subtree_cache_mb,
-                   aggregate=ec.symbol_aggregate, **pool_kw) as evaluator, \
+                   aggregate=ec.symbol_aggregate, fill=fill, **pool_kw) as evaluator, \
             Evaluator(_proxy_segment(segments[0], cfg), cfg.backtest, cfg.fitness, ec.max_size, ec.jobs,
-                      **pool_kw) as proxy_eval:
+                      fill=fill, **pool_kw) as proxy_eval:
         coev = (Coevolution(cfg.coevolution, Arena(cfg.coevolution, feature_names, library, seed=ec.seed,
                                                    regimes=regimes),
                             rng.generator(ec.seed, "coevolution"), map_tasks=evaluator.map)
@@ -537,7 +553,8 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         split=primary.split.to_dict(), features=list(primary.features.names),
         causal_filter=causal_report.to_dict() if causal_report is not None else None,
         coevolution=adversary.report() if adversary is not None else None,
-        costs=resolve_costs(cfg, [market_type(m.coverage) for m in markets], _funding_hours(markets))[1],
+        costs={**resolve_costs(cfg, [market_type(m.coverage) for m in markets], _funding_hours(markets))[1],
+               "execution": run_fill_model(cfg, markets).describe()},
         universe=primary.universe,
         pset_version=champion.pset_version, candidates_evaluated=n_evaluated,
         generations_run=cfg.evolve.generations, resumed=resumed, seconds=seconds, packages=_package_versions(),
@@ -615,23 +632,27 @@ def hall_of_fame_report(hof: tools.HallOfFame | list[Any], codec: Codec, markets
                         cfg: RunConfig) -> list[HallOfFameMember]:
     """Genome, fitness and in-/out-of-sample metrics of each hall-of-fame member, with buy-and-hold over the
     same out-of-sample bars (the first market's; every market's under ``*_per_symbol`` when there are
-    several).  Positions are computed on all bars (warm-ups filled before the out-of-sample range)."""
+    several).  Positions are computed on all bars (warm-ups filled before the out-of-sample range); every
+    backtest uses the run's fill model (:func:`run_fill_model`), buy-and-hold's too."""
+    fill = run_fill_model(cfg, markets)
     oos_arrays, bh = [], []
     for m in markets:
         t = m.bars["open_time"].to_numpy().astype(np.int64)
         o = m.bars["open"].to_numpy().astype(np.float64)
         c = m.bars["close"].to_numpy().astype(np.float64)
         a, b = m.split.out_of_sample
-        oos_arrays.append((o[a:b], c[a:b], t[a:b], bars_since_gap(t), (a, b)))
-        bh.append(buy_and_hold(o[a:b], c[a:b], t[a:b], cfg.backtest).to_dict())
+        kl = _kline_rows(fill, m.bars, (a, b))
+        oos_arrays.append((o[a:b], c[a:b], t[a:b], bars_since_gap(t), (a, b), kl))
+        bh.append((buy_and_hold(o[a:b], c[a:b], t[a:b], cfg.backtest) if fill.taker else
+                   fill.run(o[a:b], c[a:b], t[a:b], np.ones(b - a), cfg.backtest, kl).metrics).to_dict())
     members = []
     pool = BufferPool()
     for rank, ind in enumerate(hof):
         genome = codec.to_genome(ind)
         oos = []
-        for m, (o, c, t, bsg, (a, b)) in zip(markets, oos_arrays):
+        for m, (o, c, t, bsg, (a, b), kl) in zip(markets, oos_arrays):
             pos = genome_positions(genome, m.features, bsg, pool)
-            oos.append(run_backtest(o, c, t, pos[a:b], cfg.backtest).metrics.to_dict())
+            oos.append(fill.run(o, c, t, pos[a:b], cfg.backtest, kl).metrics.to_dict())
         fitness = float(ind.fitness.values[0])
         meta = {"run_fitness": fitness, "rank": rank, "in_sample": ind.metrics, "out_of_sample": oos[0]}
         if markets[0].universe is not None and markets[0].universe.get("trade"):  # a panel genome: what it trades
