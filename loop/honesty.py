@@ -366,7 +366,9 @@ def run_study(null_seeds: int, planted_seeds: int, targets: dict[float, tuple[fl
 
     def one(mode: str, seed: int, strength: float, kind: str, target: float | None, window: int = 240) -> None:
         if mode == "oracle":
-            r = run_oracle(seed, strength, work, days=days, target=target, kind=kind, window=window)
+            # the study's config (its [costs] preset and [execution] mode) applies to oracle runs too
+            r = run_oracle(seed, strength, work, days=days, target=target, kind=kind, window=window,
+                           config=evolve_kw.get("config"))
         else:
             r = run_one(seed, strength, work, days=days, target=target, kind=kind, **evolve_kw)
         runs.append(r)
