@@ -34,6 +34,7 @@ inside a gap) those inputs are 0, the kline context.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import threading
 from collections.abc import Iterable
@@ -152,6 +153,7 @@ class LiveBooks:
         self.keep_bars = int(keep_bars)
         self._lock = threading.Lock()
         self._bars: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in self.symbols}
+        self._times: dict[str, list[int]] = {s: [] for s in self.symbols}  # sorted keys of _bars[symbol]
         self._last: dict[str, int] = {}      # symbol -> open time of the latest closed lens bar
         self._from_disk: set[str] = set()    # symbols whose earlier bars were read back from the recording
         self.error: str | None = None        # why the feed stopped, once it did
@@ -202,11 +204,19 @@ class LiveBooks:
             t = int(ev["open_time"])
             with self._lock:
                 bars = self._bars.setdefault(sym, {})
+                times = self._times.setdefault(sym, [])
+                if t not in bars:
+                    if not times or t > times[-1]:
+                        times.append(t)  # the usual case: lens bars close in time order
+                    else:
+                        bisect.insort(times, t)
                 bars[t] = {c: ev[c] for c in LENS_COLUMNS}
                 self._last[sym] = max(t, self._last.get(sym, t))
                 if len(bars) > 2 * self.keep_bars:
-                    for old in sorted(bars)[: len(bars) - self.keep_bars]:
+                    cut = len(times) - self.keep_bars
+                    for old in times[:cut]:
                         del bars[old]
+                    del times[:cut]
         elif ev.get("event") == "error":
             log.warning("book feed: %s", ev)
 
@@ -241,6 +251,7 @@ class LiveBooks:
             bars = self._bars.setdefault(symbol, {})
             for row in lens.select(LENS_COLUMNS).iter_rows(named=True):
                 bars.setdefault(int(row["open_time"]), row)
+            self._times[symbol] = sorted(bars)  # once per symbol: the bars read back precede the feed's
 
     def attach(self, frame: pl.DataFrame, symbol: str, instrument: Instrument | None = None) -> pl.DataFrame:
         """``frame`` with ``symbol``'s live lens bars joined as the L2 columns (minutes without a closed lens bar
@@ -250,9 +261,9 @@ class LiveBooks:
         if span is None:
             return join_lens(frame, pl.DataFrame(schema=_LENS_SCHEMA), instrument)
         self._read_back(symbol, span[0])
-        with self._lock:
-            mem = self._bars.get(symbol, {})
-            rows = [mem[t] for t in sorted(mem) if span[0] <= t < span[1]]
+        with self._lock:  # the lens bars with span[0] <= open time < span[1]: O(log n + window) per call
+            mem, times = self._bars.get(symbol, {}), self._times.get(symbol, [])
+            rows = [mem[t] for t in times[bisect.bisect_left(times, span[0]):bisect.bisect_left(times, span[1])]]
         lens = pl.DataFrame(rows, schema=_LENS_SCHEMA) if rows else pl.DataFrame(schema=_LENS_SCHEMA)
         return join_lens(frame, lens, instrument)
 

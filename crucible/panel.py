@@ -123,6 +123,8 @@ class PanelSignals:
         self.skips = 0
         self.chunks_computed = 0
         self._handles: dict[str, bool] = {}
+        self._reads: dict[str, tuple[tuple[str, ...], bool]] = {}  # genome sha256 -> genome_reads
+        self._books: dict[tuple[str, str], tuple[tuple[str, str | None], ...]] = {}  # (sha256, symbol) -> genome_books
         self.books: Any = None  # crucible.books.RecordedBooks / LiveBooks, or None (no books: L2 genomes refused)
         self._wait_until: tuple[int, float] | None = None  # (bar open time, clock time the wait for it ends)
 
@@ -208,6 +210,21 @@ class PanelSignals:
 
     # ------------------------------------------------------------------ targets
 
+    def _reads_of(self, genome: Genome) -> tuple[tuple[str, ...], bool]:
+        """:func:`genome_reads`, computed once per genome (keyed by its sha256: a hot-swapped genome is a new key)."""
+        r = self._reads.get(genome.sha256)
+        if r is None:
+            r = self._reads[genome.sha256] = genome_reads(genome)
+        return r
+
+    def _books_of(self, genome: Genome, symbol: str) -> tuple[tuple[str, str | None], ...]:
+        """:func:`genome_books`, computed once per genome and traded symbol."""
+        key = (genome.sha256, symbol)
+        b = self._books.get(key)
+        if b is None:
+            b = self._books[key] = genome_books(genome, symbol)
+        return b
+
     def _panel(self, traded: Mapping[str, np.ndarray], tags: tuple[str, ...],
                others: Callable[[str, int, int], Mapping[str, np.ndarray]]) -> pl.DataFrame:
         """The panel frame of the traded window and the other instruments' bars of the same span."""
@@ -224,9 +241,9 @@ class PanelSignals:
         n = np.asarray(traded["open_time"]).shape[0]
         if n == 0:
             return {k: np.zeros(0) for k in genomes}
-        tags = tuple(sorted({t for g in genomes.values() for t in genome_reads(g)[0]}))
+        tags = tuple(sorted({t for g in genomes.values() for t in self._reads_of(g)[0]}))
         panel = self._panel(traded, tags, others)
-        for book, tag in sorted({b for g in genomes.values() for b in genome_books(g, symbol)},
+        for book, tag in sorted({b for g in genomes.values() for b in self._books_of(g, symbol)},
                                 key=lambda x: (x[0], x[1] or "")):
             if self.books is None:
                 raise GenomeError(f"a genome trading {symbol} reads the order book of {book}, but the bench has no books")
@@ -260,7 +277,7 @@ class PanelSignals:
         """Targets at ``bar_time`` of the panel genomes trading ``symbol`` whose instruments have all closed it
         (waiting as the module docstring says); a genome with a late instrument is left out (its slot skips the
         bar) and ``report("panel_skip", key=..., bar_time=..., late=[tags], waited_s=...)`` is called."""
-        needs = {k: set(genome_reads(g)[0]) | {f"l2:{b}" for b, _t in genome_books(g, symbol)}
+        needs = {k: set(self._reads_of(g)[0]) | {f"l2:{b}" for b, _t in self._books_of(g, symbol)}
                  for k, g in genomes.items()}
         tags = set().union(*needs.values()) if needs else set()
         t0 = self._clock()

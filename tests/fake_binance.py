@@ -54,7 +54,12 @@ countdowns now (the bench went away for longer than the window).
 
 Faults: :meth:`FakeBinance.inject_rest` ("drop": processed, then the connection is dropped without a response;
 "5xx": HTTP 503, nothing done; "429": HTTP 429 with code -1003, nothing done; "margin": -2019 "Margin is
-insufficient." on ``/fapi/v1/order`` only).
+insufficient." on ``/fapi/v1/order`` only) arms faults that fire on the next requests that arrive for a path
+(optionally one method only: ``method="POST"`` on ``/fapi/v1/order`` hits the next creates, not lookups or
+cancels), whenever they come; :meth:`FakeBinance.faults_pending` counts those armed and not yet served, so a test
+driven by a timer waits for its faults to be consumed instead of guessing when the client will send.
+:meth:`FakeBinance.run_clock` with ``paced_by`` closes a bar only ``interval_s`` after the client signalled it
+processed the previous one (a loaded machine slows the bars down with the client instead of making it skip them).
 
 Wallet: starting ``balance`` + realised P&L - commissions (average-cost method), one-way mode (``positionSide``
 BOTH), leverage 20.  Times are ms UTC; quantities base units; money USDT.
@@ -140,8 +145,9 @@ class FakeBinance:
         self.post_only_rejects = 0
         self.cancels = 0
         self.auth_failures: list[int] = []  # Binance codes of refused signed requests
-        self.rest_faults: dict[str, deque[str]] = {}
-        self.faults_hit: list[tuple[str, str]] = []
+        self.rest_faults: dict[str, deque[str]] = {}  # path, or "METHOD path", -> armed faults, next first
+        self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
+        self.fault_log: list[tuple[str, str, str]] = []  # (method, path, kind) of REST faults served
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -196,13 +202,26 @@ class FakeBinance:
                 done += 1
         return done
 
-    def run_clock(self, interval_s: float) -> None:
-        """Close one bar every ``interval_s`` seconds (a daemon thread) until the bars run out or :meth:`stop_clock`."""
+    def run_clock(self, interval_s: float, *, paced_by: threading.Event | None = None) -> None:
+        """Close one bar every ``interval_s`` seconds (a daemon thread) until the bars run out or :meth:`stop_clock`.
+
+        paced_by: the client sets this event when it is ready for the next bar (it processed the last one); each bar
+        then closes ``interval_s`` after the event was set (the event is cleared when it is taken), never earlier --
+        the clock runs on its own thread and timer, but cannot get ahead of a client slowed down by machine load."""
         self.stop_clock()
         stop = self._clock_stop = threading.Event()
 
+        def ready() -> bool:
+            if paced_by is None:
+                return True
+            while not paced_by.wait(0.05):
+                if stop.is_set():
+                    return False
+            paced_by.clear()
+            return True
+
         def tick() -> None:
-            while not stop.wait(interval_s) and self.step() == 1:
+            while ready() and not stop.wait(interval_s) and self.step() == 1:
                 pass
 
         self._clock = threading.Thread(target=tick, name="fake-binance-clock", daemon=True)
@@ -234,15 +253,23 @@ class FakeBinance:
         with self.lock:
             return [o for o in self.orders.values() if o["status"] in OPEN]
 
-    def inject_rest(self, kind: str, path: str = "/fapi/v1/order", n: int = 1) -> None:
-        """Queue ``n`` faults ("drop" | "5xx" | "429" | "margin", see module docstring) for the next requests to
-        ``path`` (``"*"``: any path)."""
+    def inject_rest(self, kind: str, path: str = "/fapi/v1/order", n: int = 1, *, method: str | None = None) -> None:
+        """Arm ``n`` faults ("drop" | "5xx" | "429" | "margin", see module docstring) for the next requests to
+        ``path`` (``"*"``: any path) that arrive, whenever they come; method: only requests with this HTTP method
+        ("POST": creates on ``/fapi/v1/order``), None: any.  A request takes a fault armed for its method and path
+        first, then one for its path, then one for ``"*"``."""
         if kind not in ("drop", "5xx", "429", "margin"):
             raise ValueError(kind)
         if kind == "margin" and path != "/fapi/v1/order":
             raise ValueError("margin applies to /fapi/v1/order only")
+        key = path if method is None else f"{method.upper()} {path}"
         with self.lock:
-            self.rest_faults.setdefault(path, deque()).extend([kind] * n)
+            self.rest_faults.setdefault(key, deque()).extend([kind] * n)
+
+    def faults_pending(self) -> int:
+        """Faults armed by :meth:`inject_rest` and not served yet."""
+        with self.lock:
+            return sum(len(q) for q in self.rest_faults.values())
 
     def fire_countdown(self) -> int:
         """Every armed countdown expires now (the client stayed away past its window): their symbols' open orders are
@@ -324,10 +351,12 @@ class FakeBinance:
         path = request.path
         with self.lock:
             self.paths.append((request.method, path))
-            faults = self.rest_faults.get(path) or self.rest_faults.get("*")
+            faults = (self.rest_faults.get(f"{request.method} {path}") or self.rest_faults.get(path)
+                      or self.rest_faults.get("*"))
             fault = faults.popleft() if faults else None
             if fault:
                 self.faults_hit.append((path, fault))
+                self.fault_log.append((request.method, path, fault))
         if fault == "5xx":
             return web.Response(status=503, text="<html>503 Service Temporarily Unavailable</html>",
                                 content_type="text/html")

@@ -554,11 +554,20 @@ def _assert_journal_equals_exchange(journal_path: Path, fk: FakeBinance) -> dict
     return {"fills": len(fills), "orders": len(orders)}
 
 
-@pytest.mark.slow  # timer-driven bars: under a loaded fresh-clone CI its fault window saw no order (see note)
 def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(tmp_path, fake_binance, bybit_keys):
     """``crucible live``'s loop (run_live) on the fake Binance with three builtin slots under the passive policy
-    (GTX limits, crossing at the deadline), bars on a timer, and dropped / 503 / 429 responses on the order and
-    trade endpoints: every fill booked once, every exchange order journaled, the positions equal."""
+    (GTX limits, crossing at the deadline), bars on the fake's own timer, and two rounds of faults: the next three
+    order creates (whenever they come) have their response dropped (processed), answered 503 and answered 429
+    (nothing done), and the next fill query is answered 503; the second round is armed once the first was served,
+    and the run ends a few bars after the second was.  Every fill booked once, every exchange order journaled, the
+    positions equal.
+
+    Load-independent by construction: the faults fire on the next requests that arrive rather than at a bar number,
+    and the clock is paced by the loop (each bar closes 0.3 s after the runtime finished the previous one), so a
+    loaded machine slows the run down instead of making it skip bars (a bar whose successor already closed is not
+    traded) and leave the faults unserved."""
+    import threading
+
     from crucible_driver import make_cfg
 
     from crucible.runtime import run_live
@@ -566,18 +575,34 @@ def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(
     fk = fake_binance
     cfg = make_cfg(tmp_path, policy="maker-then-cross")
     v = _venue(fk)
-    injected = []
+    pace, stop = threading.Event(), threading.Event()
+    armed: list[int] = []  # the bar after which each round of faults was armed
+    served: list[int] = []  # the bar by whose end each round had been served
+    settle = 6  # bars after the last round (> deadline_bars 4): its intents cross, fill and are synced
+
+    def arm(bar: int) -> None:
+        for kind in ("drop", "5xx", "429"):
+            fk.inject_rest(kind, method="POST")  # the next creates on /fapi/v1/order
+        fk.inject_rest("5xx", "/fapi/v1/userTrades")
+        armed.append(bar)
 
     def progress(e):
-        if e["event"] == "bar" and e["bars"] in (3, 9):
-            for kind in ("drop", "5xx", "429"):
-                fk.inject_rest(kind)
-            fk.inject_rest("5xx", "/fapi/v1/userTrades")
-            injected.append(e["bars"])
+        if e["event"] == "bar":
+            n = e["bars"]
+            if len(served) < len(armed) and fk.faults_pending() == 0:
+                served.append(n)
+            if not armed and n >= 2:
+                arm(n)
+            elif len(armed) == 1 and len(served) == 1:
+                arm(n)
+            elif len(served) == 2 and n >= served[-1] + settle:
+                stop.set()  # before the pace: the loop ends after this bar
+        if e["event"] in ("start", "bar", "stale"):
+            pace.set()  # the next bar closes 0.3 s from now
 
     try:
-        fk.run_clock(1.0)  # bars slower than the bar loop, also under load: a bar whose successor closed is not traded
-        s = run_live(cfg, venue=v, max_bars=16, progress=progress)
+        fk.run_clock(0.3, paced_by=pace)
+        s = run_live(cfg, venue=v, max_bars=120, progress=progress, stop_event=stop)
         fk.stop_clock()
         j = Journal(cfg.general.journal)
         try:
@@ -589,9 +614,13 @@ def test_run_live_passive_on_fake_binance_with_faults_never_duplicates_or_loses(
     finally:
         fk.stop_clock()
         v.close()
-    assert s["bars"] == 16 and s["stopped_by"] == "max_bars" and injected == [3, 9]
-    assert {("/fapi/v1/order", k) for k in ("drop", "5xx", "429")} <= set(fk.faults_hit)
-    assert rep["position_diff"] == {}
+    assert s["stopped_by"] == "stop_event" and len(armed) == len(served) == 2, (s["stopped_by"], armed, served,
+                                                                                 fk.faults_pending())
+    assert s["stale_bars"] == 0  # the paced clock: every bar was traded
+    hits = [(m, k) for m, p, k in fk.fault_log if p == "/fapi/v1/order"]
+    assert hits == [("POST", k) for k in ("drop", "5xx", "429")] * 2, fk.fault_log
+    assert fk.faults_hit.count(("/fapi/v1/userTrades", "5xx")) == 2
+    assert rep["position_diff"] == {} and rt.halted is None, rt.halted
     limits = [o for o in fk.state()["orders"].values() if o["type"] == "LIMIT"]
     assert limits and all(o["tif"] == "GTX" for o in limits)
     out = _assert_journal_equals_exchange(Path(cfg.general.journal), fk)
