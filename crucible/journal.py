@@ -324,7 +324,7 @@ class Journal:
             return doubts
         prev, good, broken = GENESIS, 0, None
         chained: dict[tuple[str, str], str] = {}
-        at_anchor = None
+        at_anchor = GENESIS  # an anchor at seq 0 (written before any money event) holds the genesis hash
         for seq, kind, ref, data, h in self.db.execute("SELECT seq, kind, ref, data, hash FROM chain ORDER BY seq"):
             if seq != good + 1 or chain_hash(prev, seq, kind, ref, data) != h:
                 broken = seq

@@ -255,3 +255,22 @@ def test_write_failure_names_its_cause_and_stops_trading(tmp_path, sample, fault
     assert set(v.state()["orders"]) <= {o["client_order_id"] for o in j.orders()}
     assert len(v.state()["orders"]) >= orders
     j.close()
+
+
+def test_a_journal_closed_before_its_first_money_event_reopens_clean(tmp_path):
+    """A new journal that commits only events (no order or fill yet) writes its anchor at seq 0 with the genesis
+    hash; reopening it must not find a doubt (it did: the verifier compared that anchor with no hash at all, so a
+    bench restarted before it ever traded halted itself)."""
+    jpath = tmp_path / "journal.sqlite"
+    j = Journal(jpath)
+    with j:
+        j.event("start", 0, note="no money yet")
+    j.close()
+    j = Journal(jpath)
+    assert j.doubts == [], j.doubts
+    j.add_intent(client_order_id="cr-a-1-0", slot="a", symbol=SYM, qty=1.0, target=1.0, bar_time=0, seq=0,
+                 reason="signal", now_ms=0)
+    j.close()
+    j = Journal(jpath)
+    assert j.doubts == [] and j.chain_seq == 1, j.doubts
+    j.close()
