@@ -344,7 +344,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 b = bars.get(s.symbol)
                 if b is not None:
                     s.mark = b.close
-                equity.append(s.equity())
+                led, mark = s.ledger, s.mark
+                equity.append(led.cash + led.units * mark if mark > 0 else led.cash)  # s.equity()
             self.marks.push(equity)
             self._exec_marks(bars, bar_time)  # markouts of earlier fills (crucible.passive)
             if self._cancel_due:
@@ -426,7 +427,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             genomes = {s.id: s.genome for s in live}
             for c in chs:
                 genomes[c.key] = c.genome
-            panel = {k: g for k, g in genomes.items() if self.panel.handles(g)}  # crucible.panel's genomes
+            panel = self.panel.split(genomes)  # crucible.panel's genomes
             if panel:
                 genomes = {k: g for k, g in genomes.items() if k not in panel}
             if self._at is not None:  # re-processing a bar after a restart: the venue as it was then
@@ -454,8 +455,9 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 t = targets.get(s.id)
                 if t is None:
                     continue
-                eq = s.equity()
-                over = abs(s.ledger.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
+                led, mark = s.ledger, s.mark
+                eq = led.cash + led.units * mark if mark > 0 else led.cash  # s.equity()
+                over = abs(led.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
                 if t == s.target and not over:
                     continue
                 if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)

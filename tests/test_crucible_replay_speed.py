@@ -200,3 +200,46 @@ def test_order_exec_rows_are_carried_to_the_commit(tmp_path):
         ("c1", "signal"), ("c2", "signal")]
     ro.close()
     j.close()
+
+
+# ---------------------------------------------------------------------------------------------- fourth pass
+
+
+def test_cwo_row_scores_are_the_per_row_scores_bit_for_bit():
+    """``allocator._scores_rows_nb`` (every row's sums advanced together, each return divided once) gives the floats of
+    ``scores_nb`` on the rows, including the edge cases (fewer than 3 marks, a mark <= 0, a flat curve)."""
+    from crucible.allocator import _scores_rows_nb, scores_nb
+
+    rng = np.random.default_rng(5)
+    for _ in range(1500):
+        ns, m = int(rng.integers(1, 8)), int(rng.choice([0, 1, 2, 3, 4, 10, 241]))
+        buf = np.cumsum(rng.normal(0, rng.choice([0.1, 1, 10, 60]), (ns, 2 * m + 5)), axis=1) + rng.choice([0.0, 50, 200])
+        if rng.random() < 0.2:
+            buf[rng.integers(ns), rng.integers(buf.shape[1])] = 0.0
+        if rng.random() < 0.2:
+            buf[rng.integers(ns), :] = 200.0
+        lo = int(rng.integers(0, m + 5))
+        w = buf[:, lo: lo + m]  # a strided view, as MarkBook.window
+        rows = np.array(sorted(rng.choice(ns, int(rng.integers(1, ns + 1)), replace=False)), dtype=np.int64)
+        try:
+            want = scores_nb(np.ascontiguousarray(w[rows]), 1.0)
+        except ZeroDivisionError:
+            with pytest.raises(ZeroDivisionError):
+                _scores_rows_nb(w, rows, 1.0)
+            continue
+        got = _scores_rows_nb(w, rows, 1.0)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+def test_panel_split_is_the_handles_filter(monkeypatch):
+    from types import SimpleNamespace
+
+    from crucible import panel as panel_mod
+
+    monkeypatch.setattr(panel_mod, "is_panel_genome", lambda g: g.sha256.startswith("p"))
+    p = panel_mod.PanelSignals(100)
+    gs = {f"k{i}": SimpleNamespace(sha256=sha) for i, sha in enumerate(["a1", "p2", "b3", "p4", "p2"])}
+    for _ in range(2):  # computed, then memoised
+        assert p.split(gs) == {k: g for k, g in gs.items() if p.handles(g)} == {"k1": gs["k1"], "k3": gs["k3"],
+                                                                                "k4": gs["k4"]}
+    assert p.split({}) == {}
