@@ -243,3 +243,68 @@ def test_panel_split_is_the_handles_filter(monkeypatch):
         assert p.split(gs) == {k: g for k, g in gs.items() if p.handles(g)} == {"k1": gs["k1"], "k3": gs["k3"],
                                                                                 "k4": gs["k4"]}
     assert p.split({}) == {}
+
+
+def test_exec_fill_rows_are_carried_with_their_markouts_and_equal_the_direct_writes(tmp_path):
+    """exec_fills inserts carried to the commit, markouts settled before that written in the row: the table is the one
+    the immediate INSERT + later UPDATEs wrote (same rows, same rowids), at every commit."""
+    def run(path, carried):
+        j = Journal(path, synchronous="NORMAL")
+        book = (ExecBook if carried else _Direct)(j)
+        r = random.Random(11)
+        for n in range(30):
+            with j:
+                cid, t0 = f"c{n}", 60_000 * n
+                j.add_intent(client_order_id=cid, slot="a", symbol="S", qty=1.0, target=1.0, bar_time=t0, seq=0,
+                             reason="signal", now_ms=t0)
+                book.add_order(cid, intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False,
+                               action="signal", decision_price=100.0, placed_bar=t0)
+                f = Fill(f"t{n}", f"o{n}", cid, "S", r.choice([-1, 1]) * r.uniform(0.1, 2), r.uniform(90, 110), 0.01,
+                         t0 + 60_000)
+                j.add_fill(f, "a")
+                book.add_fill(f.trade_id, "a", "S", cid, f.qty, f.price, f.fee, t0 + 60_000)
+                assert bool(book._fill_rows) == carried
+                book.markouts("S", t0 + 60_000, 100 + 0.3 * n)
+                if n % 7 == 3:
+                    j.commit()  # a commit point mid-bar
+            if n % 4 == 0:
+                with j:
+                    pass
+        rows = j.db.execute("SELECT rowid, * FROM exec_fills ORDER BY rowid").fetchall()
+        j.close()
+        return [tuple(x) for x in rows]
+
+    class _Direct(ExecBook):  # the pre-carry writes: an INSERT at once, markouts as UPDATEs at the commit
+        def add_fill(self, trade_id, slot, symbol, cid, qty, price, fee, ref_bar):
+            o = self.orders.get(cid)
+            side = 1 if qty > 0 else -1
+            cur = self.db.execute("INSERT OR IGNORE INTO exec_fills(trade_id, slot, client_order_id, side, qty, price,"
+                                  " fee, maker, decision_price, ref_bar) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                  (trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"),
+                                   o["decision_price"], int(ref_bar)))
+            if cur.rowcount == 1:
+                self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
+
+    got, want = run(tmp_path / "a.sqlite", True), run(tmp_path / "b.sqlite", False)
+    assert got == want and len(got) == 30 and sum(x[11] is not None for x in got) > 20
+
+
+def test_carried_exec_fill_rows_are_dropped_on_rollback_and_a_duplicate_keeps_the_first(tmp_path):
+    j = Journal(tmp_path / "j.sqlite", synchronous="NORMAL")
+    book = ExecBook(j)
+    book.add_order("c", intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False, action="signal",
+                   decision_price=100.0, placed_bar=0)
+    with pytest.raises(RuntimeError), j:
+        book.add_fill("t0", "a", "S", "c", 1.0, 100.0, 0.1, 0)
+        raise RuntimeError("crash mid-bar")
+    assert j.db.execute("SELECT COUNT(*) FROM exec_fills").fetchone()[0] == 0
+    with j:
+        book.add_fill("t1", "a", "S", "c", 1.0, 100.0, 0.1, 0)
+        book.add_fill("t1", "a", "S", "c", 2.0, 101.0, 0.1, 0)  # INSERT OR IGNORE: the first row stays
+    assert [tuple(x) for x in j.db.execute("SELECT trade_id, qty FROM exec_fills")] == [("t1", 1.0)]
+    assert book.pending == 2 * len(MARKOUTS)  # t0's (rolled back, still in the mirror, as before) and t1's, once
+    with j:  # a carried row whose trade id the file already holds: ignored, the markouts reloaded from the file
+        book.add_fill("t1", "a", "S", "c", 3.0, 102.0, 0.1, 0)
+    assert [tuple(x) for x in j.db.execute("SELECT trade_id, qty FROM exec_fills")] == [("t1", 1.0)]
+    assert book.pending == 0  # rebuilt from the file (exec_fills joined with fills: this test books no fills rows)
+    j.close()
