@@ -115,7 +115,8 @@ class OversightMixin:
 
     def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
         hs = self.cfg.hotswap
-        done = [(-c.score(), k, c) for k, c in self.challengers.items() if len(c.equity_curve) >= hs.shadow_bars]
+        done = [(-c.score(), k, c) for k, c in self.challengers.items() if len(c.equity_curve) >= hs.shadow_bars] \
+            if self.challengers else ()
         for _neg, key, ch in sorted(done, key=lambda x: x[:2]):  # the best shadow record first
             dead = self._dead_slot_for(ch)
             # a champion is compared only over bars it held its slot: at least shadow_bars of them
@@ -161,8 +162,10 @@ class OversightMixin:
             self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
                        challenger_score=score, champion_score=champ)
         if self.bar_no % hs.poll_bars == 0:
-            known = {s.identity for s in self.slots.values()} | {c.identity for c in self.challengers.values()}
-            known |= set(self.genome_book)
+            def known() -> set[str]:  # built only when the directory is examined
+                k = {s.identity for s in self.slots.values()} | {c.identity for c in self.challengers.values()}
+                return k | set(self.genome_book)
+
             accepted, rejected = self.pit.scan(known)
             for path, reason in rejected:
                 self.counters["rejected_files"] += 1
@@ -242,10 +245,10 @@ class OversightMixin:
         else:  # moves below WEIGHT_TOL are not taken: the weights in force are always the journaled ones
             for s in slots:
                 s.weight = prev[s.id]
-            w = dict(prev)
+            w = prev
         self._move_capital(now)
         if self._progress_on:
-            self._emit("reweight", weights=w)
+            self._emit("reweight", weights=dict(w))
 
     def _free_capital(self, s, open_orders: list[dict] | None = None, *, flight: float | None = None,
                       eq: float | None = None) -> float:

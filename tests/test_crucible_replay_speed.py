@@ -308,3 +308,20 @@ def test_carried_exec_fill_rows_are_dropped_on_rollback_and_a_duplicate_keeps_th
     assert [tuple(x) for x in j.db.execute("SELECT trade_id, qty FROM exec_fills")] == [("t1", 1.0)]
     assert book.pending == 0  # rebuilt from the file (exec_fills joined with fills: this test books no fills rows)
     j.close()
+
+
+def test_replay_fetch_fills_since_is_the_bisection():
+    import bisect
+
+    v = ReplayVenue({"BTCUSDT": load_sample()[0].head(60)}, start=10)
+    r = random.Random(4)
+    t, fills = 0, []
+    for n in range(200):
+        t += r.choice([0, 0, 60_000, 120_000])  # several fills per bar, gaps
+        fills.append(_maker(Fill)(f"R{n}", f"O{n}", f"c{n}", "BTCUSDT", 1.0, 100.0, 0.1, t))
+    for m in (0, 1, 3, 9, 40, 200):
+        v._fills["BTCUSDT"] = fills[:m]
+        for since in [-1, 0, *range(0, t + 180_000, 30_000)]:
+            want = fills[:m][bisect.bisect_left(fills[:m], since, key=lambda f: f.time_ms):]
+            assert v.fetch_fills("BTCUSDT", since) == want
+    assert v.fetch_fills("ETHUSDT", 0) == []
