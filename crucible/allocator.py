@@ -104,6 +104,61 @@ def scores_nb(marks: np.ndarray, drawdown_penalty: float) -> np.ndarray:
 
 
 @njit(cache=True)
+def _scores_rows_nb(marks: np.ndarray, rows: np.ndarray, drawdown_penalty: float) -> np.ndarray:
+    """``scores_nb(marks[rows], drawdown_penalty)`` with the same floats: each row's sums (the Sharpe's mean, then its
+    squared deviations) are accumulated in the same order, but the rows' sums advance together (one bar of every
+    row at a time: independent chains the CPU overlaps) and each return ``e[i] / e[i - 1] - 1`` is divided once."""
+    k = rows.shape[0]
+    n = marks.shape[1]
+    g = np.empty(k)
+    sh = np.zeros(k)
+    ok = np.empty(k, dtype=np.int64)  # rows whose Sharpe is computed (n >= 3, every mark but the last > 0)
+    nok = 0
+    if n >= 3:
+        for j in range(k):
+            r = rows[j]
+            good = True
+            for i in range(n - 1):
+                if marks[r, i] <= 0.0:
+                    good = False
+                    break
+            if good:
+                ok[nok] = j
+                nok += 1
+    if nok:
+        ret = np.empty((n, nok))
+        m = np.zeros(nok)
+        for i in range(1, n):
+            for q in range(nok):
+                r = rows[ok[q]]
+                x = marks[r, i] / marks[r, i - 1] - 1.0
+                ret[i, q] = x
+                m[q] += x
+        for q in range(nok):
+            m[q] /= n - 1
+        ss = np.zeros(nok)
+        for i in range(1, n):
+            for q in range(nok):
+                d = ret[i, q] - m[q]
+                ss[q] += d * d
+        for q in range(nok):
+            sd = np.sqrt(ss[q] / (n - 2))
+            sh[ok[q]] = m[q] / sd if sd > 0.0 else 0.0
+    for j in range(k):
+        r = rows[j]
+        if n == 0:
+            dd = 0.0
+        else:
+            peak = marks[r, 0]
+            for i in range(1, n):
+                if marks[r, i] > peak:
+                    peak = marks[r, i]
+            dd = 1.0 - marks[r, n - 1] / peak if peak > 0.0 else 1.0
+        g[j] = sh[j] - drawdown_penalty * dd
+    return g
+
+
+@njit(cache=True)
 def cwo_step_nb(marks: np.ndarray, rows: np.ndarray, old: np.ndarray, drawdown_penalty: float, lo: float, hi: float,
                 eta: float, max_turnover: float) -> np.ndarray:
     """:func:`scores_nb` of ``marks[rows]`` then one :func:`eg_weights` step, in one call (the runtime's CWO).
@@ -111,12 +166,7 @@ def cwo_step_nb(marks: np.ndarray, rows: np.ndarray, old: np.ndarray, drawdown_p
     marks: (n_slots, m) float64 equity marks, newest last; rows: (k,) int64 rows of the live slots; old: (k,)
     their current weights; lo = min(min_weight, 1/k).  returns (k,) float64, the same numbers as
     ``eg_weights(old, scores_nb(marks[rows], drawdown_penalty), cfg)``."""
-    k = rows.shape[0]
-    g = np.empty(k)
-    for j in range(k):
-        e = np.ascontiguousarray(marks[rows[j]])
-        g[j] = sharpe_per_bar_of_equity_nb(e) - drawdown_penalty * drawdown_from_peak_nb(e)
-    return _eg_step_nb(old, g, lo, hi, eta, max_turnover)
+    return _eg_step_nb(old, _scores_rows_nb(marks, rows, drawdown_penalty), lo, hi, eta, max_turnover)
 
 
 def eg_weights(old: np.ndarray, scores: np.ndarray, cfg: CwoConfig) -> np.ndarray:

@@ -34,13 +34,17 @@ from crucible.venues.base import (Bar, Fill, OrderState, VenueAuthError, VenueDu
                                   VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from forge.backtest.costs import funding_payment, is_funding_time
 
-__all__ = ["ExecutionMixin", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING", "MAX_REISSUES"]
+__all__ = ["ExecutionMixin", "no_fault", "MAX_REJECT_BACKOFF_BARS", "CLOSED_STATUSES_NOT_STANDING", "MAX_REISSUES"]
 
 log = logging.getLogger("crucible")
 
 MAX_REJECT_BACKOFF_BARS = 1440  # a slot's order-rejection backoff doubles up to one day of bars
 CLOSED_STATUSES_NOT_STANDING = ("abandoned", "rejected", "canceled", "lost", "collided")
 MAX_REISSUES = 3  # an intent whose client order id collides with a foreign order is re-issued at most this often
+
+
+def no_fault(point: str, ctx: dict[str, Any]) -> None:
+    """The runtime's fault hook when none is given (its calls and their context dicts are skipped then)."""
 
 
 class ExecutionMixin:
@@ -113,7 +117,8 @@ class ExecutionMixin:
         fetched: list[Fill] = []
         for sym in symbols:
             fetched.extend(self.venue.fetch_fills(sym, since_ms))
-        self.fault("fills_fetched", {"fills": fetched})
+        if self.fault is not no_fault:
+            self.fault("fills_fetched", {"fills": fetched})
         now = self.venue.now_ms()
         with self.journal:
             for f in fetched:
@@ -156,10 +161,11 @@ class ExecutionMixin:
         open_orders = self.journal.orders(OPEN_STATUSES)
         if not open_orders:
             return
-        self._check_unresolved(open_orders, now)  # before any of their fills can be booked
-        open_orders = self.journal.orders(OPEN_STATUSES)
-        if not open_orders:
-            return
+        if any(o["status"] in ("unknown", "intent") for o in open_orders):  # the only ones _check_unresolved looks up
+            self._check_unresolved(open_orders, now)  # before any of their fills can be booked
+            open_orders = self.journal.orders(OPEN_STATUSES)
+            if not open_orders:
+                return
         since = min(o["created_ms"] for o in open_orders) - 60_000
         self._sync_fills(sorted({o["symbol"] for o in open_orders}), since, now if self._at is not None else None)
         timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
@@ -324,7 +330,8 @@ class ExecutionMixin:
                     st = self.venue.create_market_order(sym, o["qty"], cid, reduce_only=True)
                 else:
                     st = self.venue.create_market_order(sym, o["qty"], cid)
-                self.fault("sent_not_acked", {"order": o})
+                if self.fault is not no_fault:
+                    self.fault("sent_not_acked", {"order": o})
                 self.journal.set_order_status(cid, "acked", now, venue_order_id=st.order_id)
                 self.reject_count.pop(o["slot"], None)
                 return
@@ -404,7 +411,8 @@ class ExecutionMixin:
                 self.journal.commit()
             for cid, (slot, qty, target, reason) in zip(cids, orders):
                 o = self.journal.order(cid)
-                self.fault("intent_saved", {"order": o})
+                if self.fault is not no_fault:
+                    self.fault("intent_saved", {"order": o})
                 self.counters["orders"] += 1
                 self._send(o)
                 if self._progress_on:

@@ -232,12 +232,14 @@ class PitCrew:
         except OSError:
             return []
 
-    def scan(self, known_sha: set[str]) -> tuple[list[tuple[Genome, dict[str, Any], str]], list[tuple[str, str]]]:
+    def scan(self, known_sha: set[str] | Callable[[], set[str]]) -> tuple[list[tuple[Genome, dict[str, Any], str]],
+                                                                          list[tuple[str, str]]]:
         """Examine new or changed ``*.meta.json`` files.
 
         known_sha: identities (``forge.core.champion.champion_key``: the genome sha256 for an always-taker
         champion, genome + policy sha256 otherwise) already on the bench or in shadow (skipped), so the same
-        genome published with another policy is a new challenger.
+        genome published with another policy is a new challenger.  It may be a callable returning that set: called only
+        when the directory is examined (most polls return at its unchanged signature).
         returns (accepted [(genome, meta, meta path)], rejected [(file, reason)]).  Never raises for a
         bad file: every exception while examining one file is a rejection of that file.
         """
@@ -252,6 +254,8 @@ class PitCrew:
         if dsig == self._dir_sig and self._polls % self.full_check_every:
             return accepted, rejected
         self._dir_sig = dsig
+        if callable(known_sha):
+            known_sha = known_sha()
         for name, p in self._entries():
             try:
                 st = os.lstat(p)

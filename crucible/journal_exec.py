@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import sqlite3
 from typing import Any
 
 __all__ = ["EXEC_SCHEMA", "MARKOUTS", "ExecBook", "exec_tables", "slot_exec_metrics"]
+
+log = logging.getLogger("crucible")
 
 MARKOUTS = (1, 5, 15)
 """Markout horizons, minutes after the fill's bar."""
@@ -57,6 +60,11 @@ _ORDER_COLS = ("client_order_id", "intent_id", "kind", "price", "post_only", "re
                "placed_bar")
 _SET_MARKOUT = {k: f"UPDATE exec_fills SET markout_{k}=? WHERE trade_id=?" for k in MARKOUTS}
 _ADD_ORDER = f"INSERT OR IGNORE INTO order_exec({', '.join(_ORDER_COLS)}) VALUES ({','.join('?' * len(_ORDER_COLS))})"
+_FILL_COLS = ("trade_id", "slot", "client_order_id", "side", "qty", "price", "fee", "maker", "decision_price", "ref_bar")
+_ADD_FILL = f"INSERT OR IGNORE INTO exec_fills({', '.join(_FILL_COLS)}) VALUES ({','.join('?' * len(_FILL_COLS))})"
+_ADD_FILL_MARKED = (f"INSERT OR IGNORE INTO exec_fills({', '.join(_FILL_COLS)}, {', '.join(f'markout_{k}' for k in MARKOUTS)})"
+                    f" VALUES ({','.join('?' * (len(_FILL_COLS) + len(MARKOUTS)))})")
+_MARK_COL = {k: len(_FILL_COLS) + i for i, k in enumerate(MARKOUTS)}  # a markout's place in a carried exec_fills row
 
 
 def exec_tables(db: sqlite3.Connection) -> set[str]:
@@ -82,27 +90,39 @@ class ExecBook:
         except sqlite3.OperationalError:  # a read-only journal (a reader restoring slot state)
             pass
         self.ok = len(exec_tables(self.db)) == 3
-        # writes carried to the journal's commit (crucible.journal.Journal.carry): order_exec inserts, markouts
+        # writes carried to the journal's commit (crucible.journal.Journal.carry): order_exec inserts, exec_fills
+        # inserts (trade id -> row; a markout settled before the row is written goes into the row), markouts
         self._order_rows: list[tuple] = []
+        self._fill_rows: dict[str, list] = {}
         self._marks: dict[int, list[tuple[float, str]]] = {k: [] for k in MARKOUTS}
         if hasattr(journal, "carry"):
             journal.carry(self.flush, self._drop)
         self.reload()
 
     def flush(self) -> None:
-        """Write the rows carried in memory: ``order_exec`` inserts in their order, then the settled markouts (each
-        (fill, horizon) is set once, so the order of the UPDATEs does not change the rows).  Called at every commit of
+        """Write the rows carried in memory: ``order_exec`` inserts in their order, ``exec_fills`` inserts in their order
+        (with the markouts settled before the commit), then the other settled markouts (each (fill, horizon) is set
+        once, so the order of the UPDATEs does not change the rows).  Called at every commit of
         the journal; a direct read of these tables inside a transaction calls it first."""
         if self._order_rows:
             self.db.executemany(_ADD_ORDER, self._order_rows)
             self._order_rows.clear()
+        lost = 0
+        if self._fill_rows:
+            rows = list(self._fill_rows.values())
+            self._fill_rows.clear()
+            lost = len(rows) - self.db.executemany(_ADD_FILL_MARKED, rows).rowcount
         for k, rows in self._marks.items():
             if rows:
                 self.db.executemany(_SET_MARKOUT[k], rows)
                 rows.clear()
+        if lost:  # a row under a trade id whose fills row was new (never written by the bench): the file decides
+            log.error("exec_fills: %d carried row(s) found their trade id already written; markouts reloaded", lost)
+            self.reload()
 
     def _drop(self) -> None:
         self._order_rows.clear()
+        self._fill_rows.clear()
         for rows in self._marks.values():
             rows.clear()
 
@@ -186,12 +206,19 @@ class ExecBook:
         if o is None:  # an order from before issue 31 (no execution row): nothing to measure against
             return
         side = 1 if qty > 0 else -1
-        cur = self.db.execute("INSERT OR IGNORE INTO exec_fills(trade_id, slot, client_order_id, side, qty, price, fee,"
-                              " maker, decision_price, ref_bar) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                              (trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"),
-                               o["decision_price"], int(ref_bar)))
-        if cur.rowcount == 1:
-            self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
+        row = [trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"), o["decision_price"],
+               int(ref_bar), None, None, None]
+        if getattr(self.j, "_batch", 0):
+            # inside the journal's transaction: carried to its commit (flush), INSERT OR IGNORE as below.  The row is
+            # new: the bench writes an exec_fills row only with the fills row of the same trade id, in the same
+            # transaction, and this fill's fills row was just written (a carried row found written after all is
+            # logged at the flush and the markouts reloaded from the file)
+            if trade_id in self._fill_rows:
+                return  # the same trade id twice in one transaction: the first row stays
+            self._fill_rows[trade_id] = row
+        elif self.db.execute(_ADD_FILL, row[: len(_FILL_COLS)]).rowcount != 1:
+            return
+        self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
 
     def markouts(self, symbol: str, open_time: int, close: float) -> None:
         """A bar of ``symbol`` (open ``open_time`` ms) closed at ``close``: set every open markout it settles, i.e.
@@ -201,11 +228,16 @@ class ExecBook:
         h = self._due.get(symbol)
         if not h or h[0][0] > open_time:
             return
-        marks = self._marks
+        marks, carried = self._marks, self._fill_rows
         pop = heapq.heappop
         while h and h[0][0] <= open_time:
             _due, _n, k, side, price, trade_id = pop(h)
-            marks[k].append((1e4 * side * (close - price) / price, trade_id))
+            v = 1e4 * side * (close - price) / price
+            row = carried.get(trade_id)
+            if row is not None:  # its row is not written yet: the markout goes in with it (the same row at the commit)
+                row[_MARK_COL[k]] = v
+            else:
+                marks[k].append((v, trade_id))
 
 
 def slot_exec_metrics(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:

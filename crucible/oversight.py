@@ -23,7 +23,7 @@ from crucible.journal import OPEN_STATUSES
 from crucible.lineage import challenger_lineage, champion_extras
 from crucible.slots import Ledger
 from crucible.venues.base import Bar
-from crucible.watchtower import breaches_floor, write_replacement_request
+from crucible.watchtower import write_replacement_request
 from forge.backtest.metrics import sharpe_per_bar_of_equity
 from forge.core.errors import ConfigError, GenomeError
 from forge.gp import Genome
@@ -56,10 +56,12 @@ class OversightMixin:
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
         for s in self.slots.values():
-            if s.status != "live" or s.mark <= 0:
+            mark = s.mark
+            if s.status != "live" or mark <= 0:
                 continue
-            eq = s.equity()
-            if not breaches_floor(eq, floor, min_notional, s.ledger.transfers):
+            led = s.ledger
+            eq = led.cash + led.units * mark  # s.equity() (mark > 0)
+            if not (eq - led.transfers <= floor or eq < min_notional):  # breaches_floor(eq, floor, min_notional, ...)
                 continue
             self.kill_info[s.id] = {"equity": eq, "time_ms": now, "bar": self.bar_no}
             s.status = "killed"
@@ -113,7 +115,8 @@ class OversightMixin:
 
     def _pit_crew(self, bars: dict[str, Bar], bar_time: int, now: int) -> None:
         hs = self.cfg.hotswap
-        done = [(-c.score(), k, c) for k, c in self.challengers.items() if len(c.equity_curve) >= hs.shadow_bars]
+        done = [(-c.score(), k, c) for k, c in self.challengers.items() if len(c.equity_curve) >= hs.shadow_bars] \
+            if self.challengers else ()
         for _neg, key, ch in sorted(done, key=lambda x: x[:2]):  # the best shadow record first
             dead = self._dead_slot_for(ch)
             # a champion is compared only over bars it held its slot: at least shadow_bars of them
@@ -159,8 +162,10 @@ class OversightMixin:
             self._emit("swap", slot=s.id, old=s.previous[-1].sha256[:16], new=ch.genome.sha256[:16],
                        challenger_score=score, champion_score=champ)
         if self.bar_no % hs.poll_bars == 0:
-            known = {s.identity for s in self.slots.values()} | {c.identity for c in self.challengers.values()}
-            known |= set(self.genome_book)
+            def known() -> set[str]:  # built only when the directory is examined
+                k = {s.identity for s in self.slots.values()} | {c.identity for c in self.challengers.values()}
+                return k | set(self.genome_book)
+
             accepted, rejected = self.pit.scan(known)
             for path, reason in rejected:
                 self.counters["rejected_files"] += 1
@@ -240,10 +245,10 @@ class OversightMixin:
         else:  # moves below WEIGHT_TOL are not taken: the weights in force are always the journaled ones
             for s in slots:
                 s.weight = prev[s.id]
-            w = dict(prev)
+            w = prev
         self._move_capital(now)
         if self._progress_on:
-            self._emit("reweight", weights=w)
+            self._emit("reweight", weights=dict(w))
 
     def _free_capital(self, s, open_orders: list[dict] | None = None, *, flight: float | None = None,
                       eq: float | None = None) -> float:
@@ -280,53 +285,54 @@ class OversightMixin:
             return
         live, equity = [], []
         for s in self.slots.values():
-            if s.status == "live" and s.mark > 0:
+            mark = s.mark
+            if s.status == "live" and mark > 0:
                 live.append(s)
-                equity.append(s.equity())
+                led = s.ledger
+                equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
         if not live:
             return
         bench = sum(equity) + self.reserve
         if bench <= 0:
             return
-        amounts = {s.id: s.weight * bench - e for s, e in zip(live, equity)}
+        # the amounts as a list in the order of ``live`` (a dict slot -> amount only for the event)
+        amounts = [s.weight * bench - e for s, e in zip(live, equity)]
         pending: dict[str, float] = {}
         flight = None
         leverage, buffer = self.leverage, self._buffer
-        for s, e in zip(live, equity):
-            a = amounts[s.id]
+        for j, a in enumerate(amounts):
             if a < 0:
+                s = live[j]
                 if flight is None:  # one look at the orders in flight for every slot of this reweight
                     flight = self.journal.open_qty_by_slot()
                 # _free_capital(s, flight=..., eq=e), inline (the same operations)
-                fl = flight.get(s.id, 0)
-                units = s.ledger.units
+                sid = s.id
+                fl = flight.get(sid, 0)
+                led = s.ledger
+                units = led.units
                 held = max(abs(units), abs(units + fl))
-                room = e - held * s.mark / leverage[s.id]
+                room = equity[j] - held * s.mark / leverage[sid]
                 if not s.perpetual:
-                    room = min(room, s.ledger.cash - max(0.0, fl) * s.mark * (1.0 + buffer))
+                    room = min(room, led.cash - max(0.0, fl) * s.mark * (1.0 + buffer))
                 room = max(0.0, room)
                 if -a > room:
-                    pending[s.id] = -a - room
-                    amounts[s.id] = -room
-        vals = list(amounts.values())
-        out = -sum([a for a in vals if a < 0])
-        inn = sum([a for a in vals if a > 0])
+                    pending[sid] = -a - room
+                    amounts[j] = -room
+        out = -sum([a for a in amounts if a < 0])
+        inn = sum([a for a in amounts if a > 0])
         avail = out + max(self.reserve, 0.0)
         if inn > avail:
-            amounts = {k: (a * avail / inn if a > 0 else a) for k, a in amounts.items()}
-        moved = sum([abs(a) for a in amounts.values()])
+            amounts = [(a * avail / inn if a > 0 else a) for a in amounts]
+        moved = sum([abs(a) for a in amounts])
         if moved < self.cfg.general.min_order_notional:
-            amounts = {}
+            if pending == self.pending_out:
+                return
+            amounts = []
         else:
             cap = self.cfg.cwo.max_turnover * bench
             if moved > cap:
-                amounts = {k: a * cap / moved for k, a in amounts.items()}
-        if not amounts and pending == self.pending_out:
-            return
-        for s in live:
-            a = amounts.get(s.id)
-            if a is None:
-                continue
+                amounts = [a * cap / moved for a in amounts]
+        for s, a in zip(live, amounts):
             led = s.ledger
             led.cash += a  # led.transfer(a), inline
             led.transfers += a
@@ -340,7 +346,8 @@ class OversightMixin:
             if self.slots[sid].target != 0.0:
                 self.slots[sid].target = float("nan")  # re-size down now: its capital waits for that fill
         self.pending_out = pending
-        self.reserve -= sum(amounts.values())
+        self.reserve -= sum(amounts)
+        amounts = {s.id: a for s, a in zip(live, amounts)}
         self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve, pending=pending)
         if self._progress_on:
             self._emit("transfer", amounts=amounts, reserve=self.reserve, pending=pending)

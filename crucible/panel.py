@@ -174,6 +174,18 @@ class PanelSignals:
             v = self._handles[genome.sha256] = is_panel_genome(genome)
         return v
 
+    def split(self, genomes: dict[str, Genome]) -> dict[str, Genome]:
+        """The entries of ``genomes`` whose signals come from here (:meth:`handles` of each, in their order)."""
+        memo = self._handles
+        out: dict[str, Genome] = {}
+        for k, g in genomes.items():
+            v = memo.get(g.sha256)
+            if v is None:
+                v = self.handles(g)
+            if v:
+                out[k] = g
+        return out
+
     def regimes_of(self, model: RegimeModel):
         """The LiveRegimes filter bank of ``model`` (one per model, one filter per symbol inside)."""
         r = self._regimes.get(id(model))

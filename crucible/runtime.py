@@ -55,7 +55,7 @@ from typing import Any, Protocol
 from crucible.alerts import AlertSink
 from crucible.builtin import resolve_genome
 from crucible.config import CrucibleConfig, load_crucible_config
-from crucible.execution import ExecutionMixin
+from crucible.execution import ExecutionMixin, no_fault
 from crucible.hotswap import Challenger, PitCrew
 from crucible.journal import OPEN_STATUSES, Journal, JournalError, JournalLock, archive_journal
 from crucible.lineage import LoopMixin, initial_lineage
@@ -116,7 +116,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self.journal = journal
         self.progress = progress or (lambda e: None)
         self.stop_event = stop_event or threading.Event()
-        self.fault = fault or (lambda point, ctx: None)
+        self.fault = fault or no_fault
         g = cfg.general
         live = getattr(venue, "live", False)
         self._live = bool(live)  # an exchange venue (class attribute; a replay venue has none)
@@ -344,7 +344,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 b = bars.get(s.symbol)
                 if b is not None:
                     s.mark = b.close
-                equity.append(s.equity())
+                led, mark = s.ledger, s.mark
+                equity.append(led.cash + led.units * mark if mark > 0 else led.cash)  # s.equity()
             self.marks.push(equity)
             self._exec_marks(bars, bar_time)  # markouts of earlier fills (crucible.passive)
             if self._cancel_due:
@@ -392,7 +393,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
             # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
             # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
-            keys, tg = list(self.slots), [s.target for s in self.slots.values()]
+            keys, tg = self.slots.keys(), [s.target for s in self.slots.values()]  # (the bench's slots never change)
             self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
                 k: (None if isnan(t) else t) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
@@ -401,7 +402,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
     def _after_bar(self, bar_time: int) -> None:
         self.bar_no += 1
         self.counters["bars"] += 1
-        self.fault("bar_done", {"bar_time": bar_time, "bar_no": self.bar_no})
+        if self.fault is not no_fault:
+            self.fault("bar_done", {"bar_time": bar_time, "bar_no": self.bar_no})
         if self._progress_on:
             self._emit("bar", time_ms=bar_time, bars=self.counters["bars"],
                        slots=[s.summary() for s in self.slots.values()])
@@ -426,7 +428,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             genomes = {s.id: s.genome for s in live}
             for c in chs:
                 genomes[c.key] = c.genome
-            panel = {k: g for k, g in genomes.items() if self.panel.handles(g)}  # crucible.panel's genomes
+            panel = self.panel.split(genomes)  # crucible.panel's genomes
             if panel:
                 genomes = {k: g for k, g in genomes.items() if k not in panel}
             if self._at is not None:  # re-processing a bar after a restart: the venue as it was then
@@ -454,8 +456,9 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                 t = targets.get(s.id)
                 if t is None:
                     continue
-                eq = s.equity()
-                over = abs(s.ledger.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
+                led, mark = s.ledger, s.mark
+                eq = led.cash + led.units * mark if mark > 0 else led.cash  # s.equity()
+                over = abs(led.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
                 if t == s.target and not over:
                     continue
                 if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)

@@ -200,3 +200,128 @@ def test_order_exec_rows_are_carried_to_the_commit(tmp_path):
         ("c1", "signal"), ("c2", "signal")]
     ro.close()
     j.close()
+
+
+# ---------------------------------------------------------------------------------------------- fourth pass
+
+
+def test_cwo_row_scores_are_the_per_row_scores_bit_for_bit():
+    """``allocator._scores_rows_nb`` (every row's sums advanced together, each return divided once) gives the floats of
+    ``scores_nb`` on the rows, including the edge cases (fewer than 3 marks, a mark <= 0, a flat curve)."""
+    from crucible.allocator import _scores_rows_nb, scores_nb
+
+    rng = np.random.default_rng(5)
+    for _ in range(1500):
+        ns, m = int(rng.integers(1, 8)), int(rng.choice([0, 1, 2, 3, 4, 10, 241]))
+        buf = np.cumsum(rng.normal(0, rng.choice([0.1, 1, 10, 60]), (ns, 2 * m + 5)), axis=1) + rng.choice([0.0, 50, 200])
+        if rng.random() < 0.2:
+            buf[rng.integers(ns), rng.integers(buf.shape[1])] = 0.0
+        if rng.random() < 0.2:
+            buf[rng.integers(ns), :] = 200.0
+        lo = int(rng.integers(0, m + 5))
+        w = buf[:, lo: lo + m]  # a strided view, as MarkBook.window
+        rows = np.array(sorted(rng.choice(ns, int(rng.integers(1, ns + 1)), replace=False)), dtype=np.int64)
+        try:
+            want = scores_nb(np.ascontiguousarray(w[rows]), 1.0)
+        except ZeroDivisionError:
+            with pytest.raises(ZeroDivisionError):
+                _scores_rows_nb(w, rows, 1.0)
+            continue
+        got = _scores_rows_nb(w, rows, 1.0)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+
+def test_panel_split_is_the_handles_filter(monkeypatch):
+    from types import SimpleNamespace
+
+    from crucible import panel as panel_mod
+
+    monkeypatch.setattr(panel_mod, "is_panel_genome", lambda g: g.sha256.startswith("p"))
+    p = panel_mod.PanelSignals(100)
+    gs = {f"k{i}": SimpleNamespace(sha256=sha) for i, sha in enumerate(["a1", "p2", "b3", "p4", "p2"])}
+    for _ in range(2):  # computed, then memoised
+        assert p.split(gs) == {k: g for k, g in gs.items() if p.handles(g)} == {"k1": gs["k1"], "k3": gs["k3"],
+                                                                                "k4": gs["k4"]}
+    assert p.split({}) == {}
+
+
+def test_exec_fill_rows_are_carried_with_their_markouts_and_equal_the_direct_writes(tmp_path):
+    """exec_fills inserts carried to the commit, markouts settled before that written in the row: the table is the one
+    the immediate INSERT + later UPDATEs wrote (same rows, same rowids), at every commit."""
+    def run(path, carried):
+        j = Journal(path, synchronous="NORMAL")
+        book = (ExecBook if carried else _Direct)(j)
+        r = random.Random(11)
+        for n in range(30):
+            with j:
+                cid, t0 = f"c{n}", 60_000 * n
+                j.add_intent(client_order_id=cid, slot="a", symbol="S", qty=1.0, target=1.0, bar_time=t0, seq=0,
+                             reason="signal", now_ms=t0)
+                book.add_order(cid, intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False,
+                               action="signal", decision_price=100.0, placed_bar=t0)
+                f = Fill(f"t{n}", f"o{n}", cid, "S", r.choice([-1, 1]) * r.uniform(0.1, 2), r.uniform(90, 110), 0.01,
+                         t0 + 60_000)
+                j.add_fill(f, "a")
+                book.add_fill(f.trade_id, "a", "S", cid, f.qty, f.price, f.fee, t0 + 60_000)
+                assert bool(book._fill_rows) == carried
+                book.markouts("S", t0 + 60_000, 100 + 0.3 * n)
+                if n % 7 == 3:
+                    j.commit()  # a commit point mid-bar
+            if n % 4 == 0:
+                with j:
+                    pass
+        rows = j.db.execute("SELECT rowid, * FROM exec_fills ORDER BY rowid").fetchall()
+        j.close()
+        return [tuple(x) for x in rows]
+
+    class _Direct(ExecBook):  # the pre-carry writes: an INSERT at once, markouts as UPDATEs at the commit
+        def add_fill(self, trade_id, slot, symbol, cid, qty, price, fee, ref_bar):
+            o = self.orders.get(cid)
+            side = 1 if qty > 0 else -1
+            cur = self.db.execute("INSERT OR IGNORE INTO exec_fills(trade_id, slot, client_order_id, side, qty, price,"
+                                  " fee, maker, decision_price, ref_bar) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                  (trade_id, slot, cid, side, abs(qty), price, fee, int(o["kind"] == "limit"),
+                                   o["decision_price"], int(ref_bar)))
+            if cur.rowcount == 1:
+                self._expect(trade_id, symbol, side, price, ref_bar, MARKOUTS)
+
+    got, want = run(tmp_path / "a.sqlite", True), run(tmp_path / "b.sqlite", False)
+    assert got == want and len(got) == 30 and sum(x[11] is not None for x in got) > 20
+
+
+def test_carried_exec_fill_rows_are_dropped_on_rollback_and_a_duplicate_keeps_the_first(tmp_path):
+    j = Journal(tmp_path / "j.sqlite", synchronous="NORMAL")
+    book = ExecBook(j)
+    book.add_order("c", intent_id=None, kind="market", price=0.0, post_only=False, reduce_only=False, action="signal",
+                   decision_price=100.0, placed_bar=0)
+    with pytest.raises(RuntimeError), j:
+        book.add_fill("t0", "a", "S", "c", 1.0, 100.0, 0.1, 0)
+        raise RuntimeError("crash mid-bar")
+    assert j.db.execute("SELECT COUNT(*) FROM exec_fills").fetchone()[0] == 0
+    with j:
+        book.add_fill("t1", "a", "S", "c", 1.0, 100.0, 0.1, 0)
+        book.add_fill("t1", "a", "S", "c", 2.0, 101.0, 0.1, 0)  # INSERT OR IGNORE: the first row stays
+    assert [tuple(x) for x in j.db.execute("SELECT trade_id, qty FROM exec_fills")] == [("t1", 1.0)]
+    assert book.pending == 2 * len(MARKOUTS)  # t0's (rolled back, still in the mirror, as before) and t1's, once
+    with j:  # a carried row whose trade id the file already holds: ignored, the markouts reloaded from the file
+        book.add_fill("t1", "a", "S", "c", 3.0, 102.0, 0.1, 0)
+    assert [tuple(x) for x in j.db.execute("SELECT trade_id, qty FROM exec_fills")] == [("t1", 1.0)]
+    assert book.pending == 0  # rebuilt from the file (exec_fills joined with fills: this test books no fills rows)
+    j.close()
+
+
+def test_replay_fetch_fills_since_is_the_bisection():
+    import bisect
+
+    v = ReplayVenue({"BTCUSDT": load_sample()[0].head(60)}, start=10)
+    r = random.Random(4)
+    t, fills = 0, []
+    for n in range(200):
+        t += r.choice([0, 0, 60_000, 120_000])  # several fills per bar, gaps
+        fills.append(_maker(Fill)(f"R{n}", f"O{n}", f"c{n}", "BTCUSDT", 1.0, 100.0, 0.1, t))
+    for m in (0, 1, 3, 9, 40, 200):
+        v._fills["BTCUSDT"] = fills[:m]
+        for since in [-1, 0, *range(0, t + 180_000, 30_000)]:
+            want = fills[:m][bisect.bisect_left(fills[:m], since, key=lambda f: f.time_ms):]
+            assert v.fetch_fills("BTCUSDT", since) == want
+    assert v.fetch_fills("ETHUSDT", 0) == []

@@ -48,13 +48,13 @@ def _maker(cls):
     """``cls(*values)`` for a frozen dataclass, without the ``object.__setattr__`` per field its ``__init__`` makes:
     the same object (fields, equality, hash, repr).  values: every field, in declaration order (no defaults)."""
     names = tuple(f.name for f in dataclasses.fields(cls))
-    new = object.__new__
-
-    def make(*values):
-        o = new(cls)
-        o.__dict__.update(zip(names, values))
-        return o
-
+    assert all(n.isidentifier() and not n.startswith("_") for n in names)
+    # def make(f1, f2, ...): _o = _new(_cls); _d = _o.__dict__; _d["f1"] = f1; ...; return _o  (one store per field)
+    src = (f"def make({', '.join(names)}):\n    _o = _new(_cls)\n    _d = _o.__dict__\n"
+           + "".join(f"    _d[{n!r}] = {n}\n" for n in names) + "    return _o\n")
+    ns: dict = {"_new": object.__new__, "_cls": cls}
+    exec(src, ns)  # noqa: S102 -- the source is built from the dataclass's own field names only
+    make = ns["make"]
     make.__doc__ = f"{cls.__name__}(*values) of all {len(names)} fields {names}"
     return make
 
@@ -429,7 +429,13 @@ class ReplayVenue(Venue):
         fills = self._fills.get(symbol, [])  # appended in time order
         if since_ms is None:
             return list(fills)
-        return fills[bisect.bisect_left(fills, since_ms, key=lambda f: f.time_ms):]
+        i = len(fills)  # = bisect_left(fills, since_ms, key=time_ms): a few steps back from the end, else the bisection
+        lo = max(0, i - 8)
+        while i > lo and fills[i - 1].time_ms >= since_ms:
+            i -= 1
+        if i == lo and i and fills[i - 1].time_ms >= since_ms:
+            i = bisect.bisect_left(fills, since_ms, lo=0, hi=i, key=lambda f: f.time_ms)
+        return fills[i:]
 
     def fetch_positions(self) -> dict[str, float]:
         return {s: q for s, q in self._pos.items() if q != 0.0}
