@@ -32,6 +32,7 @@ Sources: the trade-through rule is the standard conservative bar-data assumption
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -435,17 +436,11 @@ class FillModel:
             return run_backtest(open_, close, open_time, position, cfg)
         if kline is None:
             raise ValueError(f"[execution] mode {self.execution.mode!r}: the kline fill model needs high, low, volume")
-        ex = self.execution if self.execution.tick_size > 0 else _replace(self.execution, tick_size=kline.tick)
+        ex = self.execution if self.execution.tick_size > 0 else dataclasses.replace(self.execution, tick_size=kline.tick)
         w = np.asarray(self.weights, dtype=np.float64).reshape(N_ACTIONS, N_FEATURES) if self.weights else None
         r = run_kline_backtest(open_, kline.high, kline.low, close, kline.volume, open_time, position, cfg, ex,
                                maker_fee_bps=self.maker_fee_bps, weights=w, half_spread=kline.half_spread)
         return kline_as_backtest(r, close, cfg.initial_capital)
-
-
-def _replace(ex: ExecutionConfig, **kw: Any) -> ExecutionConfig:
-    import dataclasses
-
-    return dataclasses.replace(ex, **kw)
 
 
 def kline_as_backtest(r: KlineResult, close: np.ndarray, initial_capital: float) -> BacktestResult:
