@@ -260,27 +260,25 @@ def _kline_backtest(genome: Any, genome_path: str, bars: pl.DataFrame, cov: Any,
                     bars_range: str = "all", sizing_info: dict[str, Any] | None = None) -> GenomeBacktest:
     """``[execution] mode`` kline-limit / policy: the kline fill model (forge.backtest.fills) with the [costs]
     preset resolved for the data (maker and taker fee), for the genome and for buy-and-hold alike."""
-    from forge.backtest.fills import execution_costs, run_kline_backtest
+    from forge.backtest.fills import FillModel, execution_costs
     from forge.core.runconfig import resolve_costs
     from forge.data.discovery import market_type
-    from forge.execution.policy import ExecutionPolicy
 
     rcfg, rec = resolve_costs(cfg, [market_type(cov)])
     ex = rcfg.execution
-    maker = ex.maker_fee_bps if ex.maker_fee_bps >= 0 else (rec.get("maker_fee_bps") or rcfg.backtest.taker_fee_bps)
-    pol = ExecutionPolicy.load(ex.policy) if (ex.mode == "policy" and ex.policy) else ExecutionPolicy.always_taker()
+    model = FillModel.for_run(ex, rec, rcfg.backtest.taker_fee_bps)
     col = {k: bars[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")}
     t = bars["open_time"].to_numpy().astype(np.int64)
 
     def run(p: np.ndarray) -> Any:
-        r = run_kline_backtest(col["open"], col["high"], col["low"], col["close"], col["volume"], t, p, rcfg.backtest,
-                               ex, maker_fee_bps=float(maker), weights=pol.weights)
+        r = model.kline_backtest(col["open"], col["high"], col["low"], col["close"], col["volume"], t, p,
+                                 rcfg.backtest)
         return r, _KlineRun(r.equity, r.fills, r.metrics)
 
     raw, res = run(pos)
     _, bh = run(np.ones(bars.height))
     info = {"mode": ex.mode, "preset": rec["preset"], "taker_fee_bps": rcfg.backtest.taker_fee_bps,
-            "maker_fee_bps": float(maker), "policy_sha256": pol.sha256, "tick": raw.tick,
+            "maker_fee_bps": model.maker_fee_bps, "policy_sha256": model.policy_sha256 or None, "tick": raw.tick,
             "median_half_spread_bps": float(1e4 * np.median(raw.half_spread)),
             "costs": execution_costs(raw.fills, col["close"])}
     return GenomeBacktest(genome, genome_path, bars, res, bh, cov.source, execution=info,

@@ -436,11 +436,23 @@ class FillModel:
             return run_backtest(open_, close, open_time, position, cfg)
         if kline is None:
             raise ValueError(f"[execution] mode {self.execution.mode!r}: the kline fill model needs high, low, volume")
-        ex = self.execution if self.execution.tick_size > 0 else dataclasses.replace(self.execution, tick_size=kline.tick)
-        w = np.asarray(self.weights, dtype=np.float64).reshape(N_ACTIONS, N_FEATURES) if self.weights else None
-        r = run_kline_backtest(open_, kline.high, kline.low, close, kline.volume, open_time, position, cfg, ex,
-                               maker_fee_bps=self.maker_fee_bps, weights=w, half_spread=kline.half_spread)
+        r = self.kline_backtest(open_, kline.high, kline.low, close, kline.volume, open_time, position, cfg,
+                                half_spread=kline.half_spread, tick=kline.tick)
         return kline_as_backtest(r, close, cfg.initial_capital)
+
+    def kline_backtest(self, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                       volume: np.ndarray, open_time: np.ndarray, position: np.ndarray, cfg: BacktestConfig, *,
+                       half_spread: np.ndarray | None = None, tick: float = 0.0) -> KlineResult:
+        """:func:`run_kline_backtest` under this model (its maker fee, its policy's weights; ``half_spread`` /
+        ``tick``: precomputed inputs, else estimated from the bars) as its raw :class:`KlineResult` (fills as
+        FILL_DTYPE, the half-spread used), for callers that report fills.  Valid in every mode: "taker" here
+        is always-market through the kline model (the estimated half-spread instead of ``slippage_bps``).
+        raises ValueError / ConfigError as :func:`run_kline_backtest`."""
+        ex = self.execution if (self.execution.tick_size > 0 or tick <= 0) else dataclasses.replace(
+            self.execution, tick_size=tick)
+        w = np.asarray(self.weights, dtype=np.float64).reshape(N_ACTIONS, N_FEATURES) if self.weights else None
+        return run_kline_backtest(open_, high, low, close, volume, open_time, position, cfg, ex,
+                                  maker_fee_bps=self.maker_fee_bps, weights=w, half_spread=half_spread)
 
 
 def kline_as_backtest(r: KlineResult, close: np.ndarray, initial_capital: float) -> BacktestResult:
