@@ -538,7 +538,8 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
             adversary: Adversary | None, resumed: bool, seconds: float, notify: ProgressFn) -> EvolveResult:
     """Hall-of-fame report (out-of-sample touched here, once), champion and manifest."""
     distinct = distinct_members(state.hall_of_fame, codec, markets[0], cfg.evolve.hall_of_fame_size)
-    members = hall_of_fame_report(distinct, codec, markets, cfg)
+    fill = run_fill_model(cfg, markets)
+    members = hall_of_fame_report(distinct, codec, markets, cfg, fill=fill)
     champion = members[0].to_genome()
     primary = markets[0]
     manifest = Manifest(
@@ -554,7 +555,7 @@ def _finish(cfg: RunConfig, run_dir: Path, run_id: str, markets: list[Market], s
         causal_filter=causal_report.to_dict() if causal_report is not None else None,
         coevolution=adversary.report() if adversary is not None else None,
         costs={**resolve_costs(cfg, [market_type(m.coverage) for m in markets], _funding_hours(markets))[1],
-               "execution": run_fill_model(cfg, markets).describe()},
+               "execution": fill.describe()},
         universe=primary.universe,
         pset_version=champion.pset_version, candidates_evaluated=n_evaluated,
         generations_run=cfg.evolve.generations, resumed=resumed, seconds=seconds, packages=_package_versions(),
@@ -629,12 +630,13 @@ def distinct_members(hof: tools.HallOfFame, codec: Codec, market: Market, size: 
 
 
 def hall_of_fame_report(hof: tools.HallOfFame | list[Any], codec: Codec, markets: list[Market],
-                        cfg: RunConfig) -> list[HallOfFameMember]:
+                        cfg: RunConfig, *, fill: FillModel | None = None) -> list[HallOfFameMember]:
     """Genome, fitness and in-/out-of-sample metrics of each hall-of-fame member, with buy-and-hold over the
     same out-of-sample bars (the first market's; every market's under ``*_per_symbol`` when there are
     several).  Positions are computed on all bars (warm-ups filled before the out-of-sample range); every
-    backtest uses the run's fill model (:func:`run_fill_model`), buy-and-hold's too."""
-    fill = run_fill_model(cfg, markets)
+    backtest uses the run's fill model (``fill``; default :func:`run_fill_model`), buy-and-hold's too."""
+    if fill is None:
+        fill = run_fill_model(cfg, markets)
     oos_arrays, bh = [], []
     for m in markets:
         t = m.bars["open_time"].to_numpy().astype(np.int64)
