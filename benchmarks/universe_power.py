@@ -43,6 +43,8 @@ def main() -> None:
                     help="off: evolve without the PCMCI feature filter (a diagnostic; the default search has it on)")
     ap.add_argument("--regimes", choices=("on", "off"), default="off",
                     help="on: with the predictive-regime terminals ([regimes] enabled; rows *_regimes)")
+    ap.add_argument("--synthesize", type=float, default=0.0,
+                    help="[evolve] synthesize on with this budget in seconds (rows <kind>_synth); 0 = off (default)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--summarize", nargs="*", type=Path, help="JSON-lines files to summarize")
     ap.add_argument("--summary-json", type=Path)
@@ -87,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="universe-power-") as tmp:
         for seed in range(a.seed_offset, a.seed_offset + a.seeds):
             r = run_panel(seed, strength, Path(tmp), kind=a.kind, days=a.days, target=target, jobs=a.jobs,
-                          causal=a.causal == "on", regimes=a.regimes == "on")
+                          causal=a.causal == "on", regimes=a.regimes == "on", synthesize=a.synthesize)
             with a.out.open("a") as fh:
                 fh.write(json.dumps(r.to_dict()) + "\n")
             print(f"{r.kind} seed {seed}: {'PUBLISHED' if r.champion_published else 'rejected'} "

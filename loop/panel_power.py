@@ -25,6 +25,7 @@ reads the class's carrier (:func:`reads_carrier`).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,28 @@ def reads_carrier(kind: str, features: list[str] | tuple[str, ...]) -> bool:
     if kind == "regime":
         return bool(f & _TAKER) and bool(f & _VOL or any(x.startswith("regime_") for x in f))
     raise ValueError(f"kind must be one of {PANEL_KINDS}, got {kind!r}")
+
+
+_RAW_CARRIER = {"log_count": "count_z_60"}  # a library tree reading the raw trade count reads the column carrier
+
+
+def library_reads(run_dir: Path, features: list[str]) -> list[str]:
+    """The base-feature names standing for what the run's synthesized features among ``features`` read: for each
+    ``syn_*`` name in the run directory's frozen ``feature_library.json``, the carrier name of every raw input its
+    tree reads (``log_count`` -> ``count_z_60``); [] without a library.  raises ConfigError on a bad library."""
+    from forge.core.rundir import FILES
+    from forge.features.library import load_feature_library
+
+    path = Path(run_dir) / FILES.feature_library
+    if not path.is_file() or not any(f.startswith("syn_") for f in features):
+        return []
+    lib = load_feature_library(path)
+    out = []
+    for feat in lib.features:
+        if feat.name in features:
+            names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", feat.genome.expression()))
+            out += [base for raw, base in _RAW_CARRIER.items() if raw in names]
+    return out
 
 
 def panel_oracle_genome(kind: str = "lead_lag", window: int = 60, params: dict[str, float] | None = None) -> Genome:
@@ -178,14 +201,17 @@ def strength_for_panel_sharpe(target: float, costs: BacktestConfig, *, lo: float
 def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag", days: int = 20,
               target: float | None = None,
               config: Path | None = None, jobs: int | None = 1, population: int | None = None,
-              generations: int | None = None, causal: bool = True, regimes: bool = False) -> HonestyRun:
+              generations: int | None = None, causal: bool = True, regimes: bool = False,
+              synthesize: float = 0.0) -> HonestyRun:
     """One study run: write the panel (``kind``, ``seed``, ``strength``; the row's kind is ``kind``, or at
     strength 0 ``null`` for lead_lag and ``null_<kind>`` for the others; ``_nocausal`` appended without the
     filter) under
     ``work``, ``forge evolve`` on it as a universe trading FOLLUSDT (book: on BOOKUSDT with ``--l2`` on its recording) (``config``: default the packaged
     default.toml; co-evolution off; ``population`` / ``generations``: that config's unless given; ``causal``
     False: without the PCMCI feature filter, a diagnostic of where power is lost, not the default search;
-    ``regimes`` True: with the predictive-regime terminals, ``[regimes] enabled``, rows ``_regimes``), then
+    ``regimes`` True: with the predictive-regime terminals, ``[regimes] enabled``, rows ``_regimes``;
+    ``synthesize`` > 0: ``[evolve] synthesize`` on with that budget in seconds, rows ``_synth``: a synthesized
+    feature whose tree reads the carrier's raw input counts as reading the carrier, :func:`library_reads`), then
     ``gauntlet validate``.  returns the row (``champion_uses_planted``: :func:`reads_carrier` of the class)."""
     from forge.core.runconfig import load_run_config, with_overrides
     from forge.evolution.run import evolve
@@ -217,6 +243,8 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
         cfg = with_overrides(cfg, "causal", enabled=False)
     if regimes:
         cfg = with_overrides(cfg, "regimes", enabled=True)
+    if synthesize > 0:
+        cfg = with_overrides(cfg, "evolve", synthesize=True, synthesize_seconds=float(synthesize))
     if cls == "book":
         cfg = with_overrides(cfg, "l2", dir=str(work / f"{name}-l2"))
     else:
@@ -226,11 +254,14 @@ def run_panel(seed: int, strength: float, work: Path, *, kind: str = "lead_lag",
     gcfg = GauntletConfig(seed=seed).validate()
     rep = validate_run(run_dir, gcfg, publish_dir=None)
     r = _record("evolve", kind, seed, strength, target, rep)
-    r.champion_uses_planted = reads_carrier(cls, rep.verdicts[0]["features"])
+    feats = list(rep.verdicts[0]["features"])
+    r.champion_uses_planted = reads_carrier(cls, feats + library_reads(run_dir, feats))
     if not causal:
         r.kind += "_nocausal"  # summarized apart from the default search
     if regimes:
         r.kind += "_regimes"
+    if synthesize > 0:
+        r.kind += "_synth"
     return _stamp(r, run_dir, cfg.evolve.population, cfg.evolve.generations, days, t0)
 
 
