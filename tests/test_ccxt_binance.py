@@ -7,6 +7,7 @@ orders, the kill rule's cancel-then-reduce-only order, the dead-man's switch, a 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -272,6 +273,109 @@ def test_binance_clock_off_the_exchange_is_resynchronised_once(venue, fake_binan
     fake_binance.time_offset_ms = -8_000  # the server clock is 8 s behind ours: our timestamps look ahead (-1021)
     assert venue.fetch_balance() == pytest.approx(10_000.0)
     assert venue.clock_resyncs == 1 and ("GET", "/fapi/v1/time") in fake_binance.paths
+
+
+# ----------------------------------------------------------------------------- fill paging (GET /fapi/v1/userTrades)
+
+DAY = 86_400_000
+
+
+def _trade_calls(fk: FakeBinance, n0: int) -> int:
+    return sum(1 for _m, p in fk.paths[n0:] if p == "/fapi/v1/userTrades")
+
+
+def _want(fk: FakeBinance, since: int) -> list[str]:
+    """The fake's trade ids at or after ``since``, in fetch_fills' order (time, trade id)."""
+    rows = sorted((t for t in fk.state()["trades"].values() if t["time"] >= since), key=lambda t: (t["time"], str(t["id"])))
+    return [str(t["id"]) for t in rows]
+
+
+def test_fake_binance_user_trades_follow_the_documented_rules(venue, fake_binance):
+    """The fake's ``userTrades`` (what the paging relies on): limit default 500, at most 1000; neither time -> the
+    most recent rows of the last 7 days; startTime -> the earliest rows from it; over 7 days -> -4166; fromId with
+    a time -> -4133."""
+    fk = fake_binance
+    now = fk.now_ms()
+    fk.add_trades([now - 2 * DAY + i for i in range(1_200)])
+    ids = sorted(int(t) for t in fk.state()["trades"])
+    raw = venue.ex.fapiPrivateGetUserTrades
+    assert [int(r["id"]) for r in raw({"symbol": SYM})] == ids[-500:]
+    assert [int(r["id"]) for r in raw({"symbol": SYM, "startTime": now - 3 * DAY})] == ids[:500]
+    assert len(raw({"symbol": SYM, "startTime": now - 3 * DAY, "limit": 5_000})) == 1_000
+    assert [int(r["id"]) for r in raw({"symbol": SYM, "fromId": ids[1_000], "limit": 1_000})] == ids[1_000:]
+    with pytest.raises(VenueRejected, match="-4166"):
+        venue._call(raw, {"symbol": SYM, "startTime": now - 8 * DAY, "endTime": now})
+    with pytest.raises(VenueRejected, match="-4133"):
+        venue._call(raw, {"symbol": SYM, "startTime": now - DAY, "fromId": ids[0]})
+
+
+def test_binance_fetch_fills_pages_past_1000_rows_without_duplicates(venue, fake_binance):
+    """2,600 fills in the hour since ``since_ms``, three per millisecond (page boundaries fall inside a millisecond):
+    all returned once, in (time, trade id) order; fills before ``since_ms`` are not; ceil(n / 1000) requests (the
+    next page starts at the last page's newest millisecond, inclusive); one order lookup resolves the client id.
+    One request (Binance's default limit 500) missed 2,100 of them."""
+    fk = fake_binance
+    now = fk.now_ms()
+    since = now - 3_600_000
+    fk.add_trades([since - 5_000] * 3, cid="bn-before")
+    n = 2_600
+    fk.add_trades([since + i // 3 for i in range(n)], cid="bn-many")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, since)
+    assert len(fills) == n and [f.trade_id for f in fills] == _want(fk, since)
+    assert len({f.trade_id for f in fills}) == n and {f.client_order_id for f in fills} == {"bn-many"}
+    assert sum(f.qty for f in fills) == pytest.approx(n * 0.001)
+    calls = _trade_calls(fk, n0)
+    assert calls <= math.ceil(n / 1000) + 1 and calls == 3, calls
+    assert fk.paths[n0:].count(("GET", "/fapi/v1/order")) == 1
+
+
+def test_binance_fetch_fills_spans_more_than_7_days_and_quiet_weeks(venue, fake_binance):
+    """Fills over the 20 days since ``since_ms``, with 12 days without any (an empty 7-day window must not end the
+    paging) and fills on both sides of each window's edge: all returned, in 3 requests (two 7-day windows with
+    startTime and endTime, then startTime only up to the exchange's now).  One request (ccxt's startTime with
+    endTime = startTime + 7 days) returned only the first two days'."""
+    fk = fake_binance
+    now = fk.now_ms()
+    since = now - 20 * DAY
+    old = [since + i * 3_600_000 for i in range(48)]  # days -20 .. -18
+    edge = [since + 7 * DAY + d for d in (-2, -1, 0, 1)]  # the first window's last and the second's first ms
+    tail_start = now - 7 * DAY + 3_600_000  # the last window (startTime only) begins about here
+    around = [tail_start + d * 10_000 for d in range(-12, 13)]  # every 10 s for 4 min across it
+    recent = [now - 5 * DAY + i * 3_600_000 for i in range(5 * 24 - 1)]  # hourly over the last 5 days
+    fk.add_trades(old, cid="bn-old")
+    fk.add_trades(edge, side="SELL", cid="bn-edge")
+    fk.add_trades(around, cid="bn-around")
+    fk.add_trades(recent, side="SELL", cid="bn-recent")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, since)
+    want = _want(fk, since)
+    assert len(want) == len(old) + len(edge) + len(around) + len(recent)
+    assert [f.trade_id for f in fills] == want
+    calls = _trade_calls(fk, n0)
+    assert calls <= math.ceil(20 / 7) + 1 and calls == 3, calls
+    assert venue.fetch_positions() == {SYM: pytest.approx(fk.state()["position"])}
+    # since_ms None: the last 7 days (Binance's own default span), complete
+    assert [f.trade_id for f in venue.fetch_fills(SYM)] == _want(fk, now - 7 * DAY) == _want(fk, around[0])
+
+
+def test_binance_fetch_fills_over_1000_fills_in_one_millisecond(venue, fake_binance):
+    """1,500 fills sharing one millisecond (one order sweeping the book) two days ago: a full page all in it goes
+    on by fromId, then by time from the next millisecond -- all returned once.  The same a week and more ago (fromId
+    reaches back only 7 days) is an error, not a short list."""
+    fk = fake_binance
+    now = fk.now_ms()
+    ms = now - 9 * DAY
+    fk.add_trades([ms] * 1_100, cid="bn-old-sweep")
+    with pytest.raises(VenueRejected, match="cannot be fetched completely"):
+        venue.fetch_fills(SYM, ms - DAY)
+    ms = now - 2 * DAY
+    fk.add_trades([ms - 1] + [ms] * 1_500 + [ms + 1] * 2, cid="bn-sweep")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, ms - DAY)
+    assert [f.trade_id for f in fills] == _want(fk, ms - DAY) and len(fills) == 1_503
+    assert len({f.trade_id for f in fills}) == 1_503 and {f.client_order_id for f in fills} == {"bn-sweep"}
+    assert _trade_calls(fk, n0) == 4  # from ms - 1 day (full), from ms (full, one ms), fromId, from ms + 1
 
 
 # ----------------------------------------------------------------------------- the runtime on the fake
