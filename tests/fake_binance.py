@@ -61,7 +61,9 @@ insufficient." on ``/fapi/v1/order`` only) arms faults that fire on the next req
 cancels), whenever they come; :meth:`FakeBinance.faults_pending` counts those armed and not yet served, so a test
 driven by a timer waits for its faults to be consumed instead of guessing when the client will send.
 :meth:`FakeBinance.run_clock` with ``paced_by`` closes a bar only ``interval_s`` after the client signalled it
-processed the previous one (a loaded machine slows the bars down with the client instead of making it skip them).
+processed the previous one (a loaded machine slows the bars down with the client instead of making it skip them);
+``paced_by_klines`` paces it by the client's klines polls instead (a client in another process, killed and
+restarted: the clock waits for it).  :attr:`FakeBinance.creates` logs every order create (client id, outcome).
 
 Wallet: starting ``balance`` + realised P&L - commissions (average-cost method), one-way mode (``positionSide``
 BOTH), leverage 20.  Times are ms UTC; quantities base units; money USDT.
@@ -150,6 +152,8 @@ class FakeBinance:
         self.rest_faults: dict[str, deque[str]] = {}  # path, or "METHOD path", -> armed faults, next first
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
         self.fault_log: list[tuple[str, str, str]] = []  # (method, path, kind) of REST faults served
+        self.creates: list[tuple[str, str]] = []  # (newClientOrderId, "ok" or the Binance error code) of every create
+        self._klines_served = threading.Event()  # a klines request was served since the last bar closed
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -201,25 +205,31 @@ class FakeBinance:
                 self._expire_countdowns()
                 self.n_closed += 1
                 self._match_resting(self.bars[self.n_closed - 1])
+                self._klines_served.clear()  # a klines request from now on has seen this bar
                 done += 1
         return done
 
-    def run_clock(self, interval_s: float, *, paced_by: threading.Event | None = None) -> None:
+    def run_clock(self, interval_s: float, *, paced_by: threading.Event | None = None,
+                  paced_by_klines: bool = False) -> None:
         """Close one bar every ``interval_s`` seconds (a daemon thread) until the bars run out or :meth:`stop_clock`.
 
         paced_by: the client sets this event when it is ready for the next bar (it processed the last one); each bar
         then closes ``interval_s`` after the event was set (the event is cleared when it is taken), never earlier --
-        the clock runs on its own thread and timer, but cannot get ahead of a client slowed down by machine load."""
+        the clock runs on its own thread and timer, but cannot get ahead of a client slowed down by machine load.
+        paced_by_klines: the same pacing across processes (a client in a subprocess, killed and restarted): each bar
+        closes ``interval_s`` after the first ``/fapi/v1/klines`` request served since the previous bar closed (the
+        client has seen the newest bar; the poll feed asks only while it waits for the next one), so the clock pauses
+        while no client is alive and never runs more than one bar ahead of the client's polls."""
         self.stop_clock()
         stop = self._clock_stop = threading.Event()
 
         def ready() -> bool:
-            if paced_by is None:
-                return True
-            while not paced_by.wait(0.05):
-                if stop.is_set():
-                    return False
-            paced_by.clear()
+            for ev in ((paced_by,) if paced_by is not None else ()) + ((self._klines_served,) if paced_by_klines else ()):
+                while not ev.wait(0.05):
+                    if stop.is_set():
+                        return False
+                if ev is paced_by:
+                    paced_by.clear()
             return True
 
         def tick() -> None:
@@ -452,7 +462,9 @@ class FakeBinance:
                 return {"serverTime": self.now_ms()}
             self._symbol(p)
             if path == "/fapi/v1/klines":
-                return self._klines(p)
+                rows = self._klines(p)
+                self._klines_served.set()
+                return rows
             bid, ask = self.book()
             if path == "/fapi/v1/depth":
                 limit = int(p.get("limit", 500))
@@ -486,7 +498,13 @@ class FakeBinance:
                  "maintMarginRatio": 0.004, "cum": 0.0}]}]
         self._symbol(p)
         if path == "/fapi/v1/order" and method == "POST":
-            return self._create(p)
+            try:
+                row = self._create(p)
+            except _ApiError as exc:
+                self.creates.append((str(p.get("newClientOrderId", "")), str(exc.code)))
+                raise
+            self.creates.append((str(p.get("newClientOrderId", "")), "ok"))
+            return row
         if path == "/fapi/v1/order":
             o = self._find(p)
             if o is None and method == "GET":
