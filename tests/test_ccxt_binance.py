@@ -7,7 +7,11 @@ orders, the kill rule's cancel-then-reduce-only order, the dead-man's switch, a 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -755,3 +759,81 @@ def test_run_live_with_a_wrong_secret_ends_with_a_one_line_auth_error(tmp_path, 
         v.close()
     assert not stop.is_set() and "\n" not in str(exc.value) and exc.value.exit_code == 6
     assert -1022 in fk.auth_failures and not any(m == "POST" for m, _p in fk.paths)
+
+
+# ----------------------------------------------------------------------------- kill -9 of a bench in its own process
+
+DRIVER = Path(__file__).with_name("crucible_driver.py")
+
+
+def _driver(fk: FakeBinance, d: Path, until_ms: int, *extra: str) -> subprocess.CompletedProcess:
+    """tests/crucible_driver.py on ``CcxtVenue("binanceusdm")`` against ``fk``, until the bar closing at ``until_ms``
+    (the fake's last one) has been processed; this checkout's packages first on the path."""
+    root = DRIVER.parents[1]
+    env = {**os.environ, "CRUCIBLE_API_KEY": "test-key", "CRUCIBLE_API_SECRET": "test-secret",
+           "CRUCIBLE_BENCH_KEY": "test-bench-key-0123456789",
+           "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, str(DRIVER), "--dir", str(d), "--exchange", "binanceusdm", "--rest", fk.rest_url,
+           "--until-ms", str(until_ms), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
+
+
+@pytest.mark.parametrize("policy,point,nth", [
+    ("maker-then-cross", "sent_not_acked", 3),
+    ("maker-then-cross", "fills_fetched", 2),
+    ("maker-then-cross", "intent_saved", 3),
+    ("maker-then-cross", "bar_done", 8),
+    ("", "sent_not_acked", 2),  # the market policy
+])
+def test_kill9_on_fake_binance_then_restart_ledger_equals_exchange(tmp_path, policy, point, nth):
+    """The Crucible in its own process on the fake Binance (three builtin slots, passive GTX limits or market
+    orders) is SIGKILLed at the nth ``point``, restarted on the same journal and run to the fake's last bar, then
+    settled (restore + reconcile): no client order id created twice (no -4116: nothing resent that the exchange
+    had), every userTrades fill booked exactly once as executed, the journal's position is the exchange's, and
+    every order still resting at the exchange is one the journal holds open.
+
+    Load-independent: the fake's clock is paced by the bench's klines polls (a bar closes 50 ms after the bench
+    has seen the previous one; it waits while no bench runs: start-up, the kill, the restart), and the bars are
+    finite, so the exchange stands still once the restarted bench has processed the last one -- the settle compares
+    a frozen exchange, whatever the machine's load did to the timing."""
+    from crucible_driver import make_cfg
+
+    bars = sample_bars(460)
+    until = bars[-1][0] + 60_000
+    extra = ("--policy", policy) if policy else ()
+    with FakeBinance(bars, history=400) as fk:
+        fk.run_clock(0.05, paced_by_klines=True)
+        try:
+            p1 = _driver(fk, tmp_path, until, "--kill-at", point, "--kill-nth", str(nth), *extra)
+            assert p1.returncode == -9, (p1.returncode, p1.stdout[-500:], p1.stderr[-3000:])
+            before = fk.state()
+            p2 = _driver(fk, tmp_path, until, "--settle", *extra)
+            assert p2.returncode == 0, p2.stderr[-3000:]
+            assert fk.remaining == 0  # the exchange stands still from here on
+        finally:
+            fk.stop_clock()
+        out = json.loads(p2.stdout.strip().splitlines()[-1])
+        s, rep = out["summary"], out["reconcile"]
+        assert s["stopped_by"] == "until", s["stopped_by"]
+        assert rep["position_diff"] == {} and rep["doubts"] == [], rep
+        ok = [cid for cid, res in fk.creates if res == "ok"]
+        assert len(ok) == len(set(ok)) == len(fk.state()["orders"])  # each client order id created once
+        assert not [c for c in fk.creates if c[1] == "-4116"], fk.creates  # and never sent again
+        journal = make_cfg(tmp_path).general.journal
+        j = Journal(journal, readonly=True)
+        try:
+            restart = j.events("reconcile")[1]["data"]  # [0]: first start, [1]: the restart, [2]: the settle
+            orders = {o["client_order_id"]: o for o in j.orders()}
+        finally:
+            j.close()
+        if point == "intent_saved":  # committed, never sent: resent under its id, or abandoned (its bar had passed)
+            assert len(restart["resent"]) + len(restart["abandoned"]) >= 1, restart
+            assert not set(restart["resent"] + restart["abandoned"]) & set(before["orders"])
+        elif point == "sent_not_acked":  # at the exchange, never acknowledged in the journal: found by its id
+            assert restart["resolved"] and set(restart["resolved"]) <= set(before["orders"]), restart
+        elif point == "fills_fetched":  # filled, not booked: booked by the restart
+            assert restart["new_fills"] >= 1, restart
+        got = _assert_journal_equals_exchange(Path(journal), fk)
+        assert got["fills"] >= 2, got
+        for o in fk.open_orders():  # still resting: the journal holds it open
+            assert orders[o["clientOrderId"]]["status"] == "acked", (o, orders.get(o["clientOrderId"]))
