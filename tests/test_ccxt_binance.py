@@ -587,6 +587,45 @@ def test_runtime_crash_after_a_gtx_send_recovers_exactly(tmp_path, bybit_keys):
             v.close()
 
 
+def test_restart_of_a_bench_started_over_7_days_ago_books_the_fill_of_the_order_in_flight(tmp_path, fake_binance,
+                                                                                          bybit_keys):
+    """A bench trading for 10 days is killed after a market order filled but before its ack was journaled: the
+    restart's reconcile fetches the fills since the bench started (10 days ago, so over several 7-day windows of
+    userTrades) and books this one; the journal's position is the exchange's.  With one request (ccxt's window of
+    the 7 days after startTime) the fill was missed: a position difference at restart."""
+    fk = fake_binance
+    v = _venue(fk)
+    cfg = _cfg(tmp_path)
+
+    def crash(p, ctx):
+        if p == "sent_not_acked":
+            raise _Crash(p)
+
+    try:
+        j = Journal(cfg.general.journal)
+        rt = Runtime(cfg, v, j, fault=crash)
+        rt.restore()
+        j.set_meta("started_ms", v.now_ms() - 10 * DAY)
+        with pytest.raises(_Crash):
+            rt.place(rt.slots["a"], 0.01, 1.0, "test", 1_718_000_000_000)
+        j.close()
+        assert len(fk.state()["trades"]) == 1
+        j = Journal(cfg.general.journal)
+        try:
+            rt2 = Runtime(cfg, v, j)
+            rt2.restore()
+            n0 = len(fk.paths)
+            rep = rt2.reconcile()
+            assert rep["new_fills"] == 1 and [f["trade_id"] for f in j.fills()] == list(fk.state()["trades"])
+            assert rep["position_diff"] == {} and rt2.halted is None, (rep, rt2.halted)
+            assert rt2.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
+            assert _trade_calls(fk, n0) <= 3  # 10 days: one 7-day window, then the last (startTime only)
+        finally:
+            j.close()
+    finally:
+        v.close()
+
+
 @pytest.mark.parametrize("fault", ["drop", "5xx", "429"])
 def test_runtime_send_never_duplicates_when_the_order_response_is_lost(tmp_path, fake_binance, bybit_keys, fault):
     """The create's response is lost (processed, connection dropped), or the exchange answers 503 / 429 (nothing
