@@ -538,12 +538,14 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         last 7 days (the most recent rows); ``fromId`` (trades with id >= it) cannot be sent with either time (-4133);
         only the past 6 months are served.
 
-        Why not ccxt's ``paginate`` (``fetch_paginated_call_dynamic``, ccxt 4.5): by default it walks *backward* with
-        ``until`` = the oldest row's time - 1 and no ``since`` per request, so every request is "endTime only" (Binance:
-        the 7 days before it), a 7-day gap without trades ends it early, and rows sharing the page's boundary
-        millisecond are skipped; ``paginationDirection: forward`` steps ``since`` to the newest row's time + 1 (the
-        same boundary loss) and stops at the first empty page (a quiet week ends it); both stop silently after
-        ``paginationCalls`` (default 10) requests and retry failed pages on their own.  It deduplicates by id.
+        Why not ccxt's ``paginate`` (``fetch_paginated_call_dynamic``, ccxt 4.5): by default it walks *backward*: the
+        first request sends no time (the most recent rows), every next one ``until`` = the oldest row's time - 1 and
+        no ``since``, i.e. "endTime only" (Binance: the 7 days before it, earliest rows first), so rows between pages
+        are skipped, a 7-day gap without trades ends it, and rows sharing the boundary millisecond are lost;
+        ``paginationDirection: forward`` steps ``since`` to the newest row's time + 1 (the same boundary loss) and
+        stops at the first empty page (a quiet week ends it); both stop silently after ``paginationCalls`` (default
+        10) requests and retry failed pages themselves; it does deduplicate by id.  Against tests/fake_binance.py:
+        backward 2000 and forward 2596 of 2600 fills in one hour; 119 and 48 of 167 over 20 days with a quiet week.
 
         The loop here: 7-day time windows from ``since_ms`` (clamped to the 6 months Binance serves), each sent as
         ``startTime`` + ``endTime`` (a span of 7 days - 1 ms), all of them in the past; the last window, which
@@ -553,8 +555,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         page is short.  A full page all in one millisecond (over 1000 fills at once, e.g. one order sweeping the book)
         continues by ``fromId`` = its largest id + 1 with no times, keeping the rows of that millisecond, then goes
         on from the next one; without times Binance filters to the last 7 days, so such a millisecond older than
-        that (less the skew margin) raises VenueRejected instead of dropping fills.  Requests: one per window (about
-        days/7 + 1) plus one per further 999 rows; each is one ``_read`` (retried on network errors)."""
+        that (less the skew margin) raises VenueRejected instead of dropping fills.  Requests: one per window
+        (ceil((days - 7) / 7) + 1) plus one per further full page (a page adds 1000 rows less those of its newest
+        millisecond); each is one ``_read`` (retried on network errors)."""
         usym = self._usym[symbol]
         now = int(self.ex.nonce())  # the exchange's clock as the signed requests' timestamp estimates it
         start = now - _BINANCE_WINDOW_MS if since_ms is None else int(since_ms)
