@@ -2,8 +2,10 @@
 (tests/fake_binance.py; issue 31 part 5): market and post-only (GTX) limit orders under client order ids, fills with
 Binance's commissions (taker 5 bp, maker 2 bp, the futures preset), the kline trade-through rule for resting orders,
 -5022 post-only rejections, -2011 cancels, the countdownCancelAll dead-man's switch, balance and positions, signed
-requests (a wrong key or secret is a one-line error), and the runtime's passive order path end to end (resting
-orders, the kill rule's cancel-then-reduce-only order, the dead-man's switch, a crash around a limit send)."""
+requests (a wrong key or secret is a one-line error), fill paging (userTrades' 1000 rows and 7 days per request),
+the runtime's passive order path end to end (resting orders, the kill rule's cancel-then-reduce-only order, the
+dead-man's switch, a crash around a limit send), and kill -9 of the Crucible in its own process (tests/crucible_driver.py
+``--exchange binanceusdm``)."""
 
 from __future__ import annotations
 
