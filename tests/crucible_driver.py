@@ -1,8 +1,8 @@
 """Run the Crucible in its own process, for kill -9 tests: on a real ``CcxtVenue`` against a (fake) Bybit, or
 on a ``ReplayVenue`` served by the test process (so the simulated exchange outlives the killed trader).
 
-usage: python tests/crucible_driver.py --dir DIR (--rest URL --ws URL | --replay HOST:PORT)
-       [--max-bars N] [--until-ms MS] [--bench-id ID] [--cwo-interval S] [--ready] [--exchange-clock]
+usage: python tests/crucible_driver.py --dir DIR (--rest URL --ws URL | --exchange binanceusdm --rest URL
+       | --replay HOST:PORT) [--max-bars N] [--until-ms MS] [--bench-id ID] [--cwo-interval S] [--ready] [--exchange-clock]
        [--kill-at intent_saved|sent_not_acked|fills_fetched|bar_done --kill-nth K] [--settle] [--policy NAME]
 
 Builds the test config (three slots on BTCUSDT: builtin momentum, meanrev, trend; journal, champions,
@@ -10,6 +10,8 @@ requests and kill file under DIR; history_bars 400; no hot-swap; kill floor 0), 
 ``crucible.runtime.run_live(cfg, venue=..., fault=hook, max_bars=N, until_ms=MS)``:
 
 * ``--rest/--ws``: ``CcxtVenue("bybit", feed="ws")`` (keys from ``CRUCIBLE_API_KEY`` / ``CRUCIBLE_API_SECRET``);
+* ``--exchange binanceusdm --rest URL``: ``CcxtVenue("binanceusdm", feed="poll")`` against tests/fake_binance.py (REST
+  only: the bars are polled every 20 ms; the same keys);
 * ``--replay HOST:PORT``: the ``ReplayVenue`` the test serves with :func:`serve_replay` (a
   ``multiprocessing.managers`` server, authkey from ``CRUCIBLE_SOAK_AUTHKEY``), wrapped in
   :class:`RemoteReplayVenue`; the journal is resumed, never archived.
@@ -199,6 +201,8 @@ def ready_progress(d: Path):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True, type=Path)
+    ap.add_argument("--exchange", choices=["bybit", "binanceusdm"], default="bybit",
+                    help="the CcxtVenue exchange of --rest (binanceusdm: REST only, no --ws)")
     ap.add_argument("--rest")
     ap.add_argument("--ws")
     ap.add_argument("--replay", help="HOST:PORT of a served ReplayVenue")
@@ -208,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cwo-interval", type=float)
     ap.add_argument("--ready", action="store_true")
     ap.add_argument("--exchange-clock", action="store_true",
-                    help="the venue clock is the exchange's (/v5/market/time), not this machine's")
+                    help="the venue clock is the exchange's (/v5/market/time, /fapi/v1/time), not this machine's")
     ap.add_argument("--kill-at", choices=["intent_saved", "sent_not_acked", "fills_fetched", "bar_done"])
     ap.add_argument("--kill-nth", type=int, default=1)
     ap.add_argument("--settle", action="store_true")
     ap.add_argument("--policy", default="", help="[execution] policy (issue 31), e.g. maker-then-cross")
     a = ap.parse_args(argv)
-    if (a.replay is None) == (a.rest is None or a.ws is None):
-        ap.error("give either --rest and --ws, or --replay")
+    exchange = a.rest is not None and (a.ws is not None or a.exchange == "binanceusdm")
+    if (a.replay is None) == (not exchange) or (a.exchange == "binanceusdm" and (a.ws or a.replay)):
+        ap.error("give either --rest and --ws, --exchange binanceusdm and --rest, or --replay")
 
     from crucible.journal import Journal
     from crucible.runtime import Runtime, run_live
@@ -227,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from crucible.venues.ccxt_venue import CcxtVenue
 
-        v = CcxtVenue("bybit", ["BTCUSDT"], api_url=a.rest, ws_url=a.ws, feed="ws", timeout_ms=3000)
+        if a.exchange == "binanceusdm":
+            v = CcxtVenue("binanceusdm", ["BTCUSDT"], api_url=a.rest, feed="poll", poll_seconds=0.02, timeout_ms=3000)
+        else:
+            v = CcxtVenue("bybit", ["BTCUSDT"], api_url=a.rest, ws_url=a.ws, feed="ws", timeout_ms=3000)
         if a.exchange_clock:
             use_exchange_clock(v)
     try:

@@ -43,7 +43,9 @@ GTX) rests as NEW, except a marketable GTC limit, which fills at once at the tou
 trades *through* its price (low < price; a sell: high > price; touching is no fill), at its price, with
 ``maker_fee_rate``, for at most ``limit_fill_share`` of the order's quantity per bar (rounded down to the lot, at least
 one lot; the rest keeps resting, PARTIALLY_FILLED).  Every fill is one trade in ``/fapi/v1/userTrades``
-(``commission`` >= 0 in USDT, ``maker``, ``realizedPnl``; trades carry ``orderId``, not the client id -- as Binance).
+(``commission`` >= 0 in USDT, ``maker``, ``realizedPnl``; trades carry ``orderId``, not the client id -- as Binance);
+``userTrades`` pages as Binance documents it (limit <= 1000, 7-day spans, fromId; see ``_user_trades``), and
+:meth:`FakeBinance.add_trades` books thousands of fills, or fills weeks old, at once (paging tests).
 The book is the last close (rounded to the tick) -/+ ``spread_ticks`` ticks, 5 BTC a side, or what
 :meth:`set_book` pins; ``cross_next_post_only = n`` makes the next n GTX orders find the book moved through them.
 
@@ -59,7 +61,9 @@ insufficient." on ``/fapi/v1/order`` only) arms faults that fire on the next req
 cancels), whenever they come; :meth:`FakeBinance.faults_pending` counts those armed and not yet served, so a test
 driven by a timer waits for its faults to be consumed instead of guessing when the client will send.
 :meth:`FakeBinance.run_clock` with ``paced_by`` closes a bar only ``interval_s`` after the client signalled it
-processed the previous one (a loaded machine slows the bars down with the client instead of making it skip them).
+processed the previous one (a loaded machine slows the bars down with the client instead of making it skip them);
+``paced_by_klines`` paces it by the client's klines polls instead (a client in another process, killed and
+restarted: the clock waits for it).  :attr:`FakeBinance.creates` logs every order create (client id, outcome).
 
 Wallet: starting ``balance`` + realised P&L - commissions (average-cost method), one-way mode (``positionSide``
 BOTH), leverage 20.  Times are ms UTC; quantities base units; money USDT.
@@ -148,6 +152,8 @@ class FakeBinance:
         self.rest_faults: dict[str, deque[str]] = {}  # path, or "METHOD path", -> armed faults, next first
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
         self.fault_log: list[tuple[str, str, str]] = []  # (method, path, kind) of REST faults served
+        self.creates: list[tuple[str, str]] = []  # (newClientOrderId, "ok" or the Binance error code) of every create
+        self._klines_served = threading.Event()  # a klines request was served since the last bar closed
         self._n = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -199,25 +205,31 @@ class FakeBinance:
                 self._expire_countdowns()
                 self.n_closed += 1
                 self._match_resting(self.bars[self.n_closed - 1])
+                self._klines_served.clear()  # a klines request from now on has seen this bar
                 done += 1
         return done
 
-    def run_clock(self, interval_s: float, *, paced_by: threading.Event | None = None) -> None:
+    def run_clock(self, interval_s: float, *, paced_by: threading.Event | None = None,
+                  paced_by_klines: bool = False) -> None:
         """Close one bar every ``interval_s`` seconds (a daemon thread) until the bars run out or :meth:`stop_clock`.
 
         paced_by: the client sets this event when it is ready for the next bar (it processed the last one); each bar
         then closes ``interval_s`` after the event was set (the event is cleared when it is taken), never earlier --
-        the clock runs on its own thread and timer, but cannot get ahead of a client slowed down by machine load."""
+        the clock runs on its own thread and timer, but cannot get ahead of a client slowed down by machine load.
+        paced_by_klines: the same pacing across processes (a client in a subprocess, killed and restarted): each bar
+        closes ``interval_s`` after the first ``/fapi/v1/klines`` request served since the previous bar closed (the
+        client has seen the newest bar; the poll feed asks only while it waits for the next one), so the clock pauses
+        while no client is alive and never runs more than one bar ahead of the client's polls."""
         self.stop_clock()
         stop = self._clock_stop = threading.Event()
 
         def ready() -> bool:
-            if paced_by is None:
-                return True
-            while not paced_by.wait(0.05):
-                if stop.is_set():
-                    return False
-            paced_by.clear()
+            for ev in ((paced_by,) if paced_by is not None else ()) + ((self._klines_served,) if paced_by_klines else ()):
+                while not ev.wait(0.05):
+                    if stop.is_set():
+                        return False
+                if ev is paced_by:
+                    paced_by.clear()
             return True
 
         def tick() -> None:
@@ -279,6 +291,28 @@ class FakeBinance:
                 raise RuntimeError("countdownCancelAll was not armed")
             return self._expire_countdowns(force=True)
 
+    def add_trades(self, times_ms: list[int], *, side: str = "BUY", qty: float = LOT, price: float | None = None,
+                   cid: str | None = None) -> str:
+        """Book a GTC limit order (client id ``cid``, default ``hist-<n>``) filled by one maker trade of ``qty`` at
+        each of ``times_ms`` (server ms, ascending, none before the newest trade: trade ids ascend with time, as
+        Binance's), at ``price`` (default the last close at the tick); position and wallet follow.  For paging tests
+        (thousands of fills, fills weeks old) without driving orders one by one.  returns the client id."""
+        times = [int(t) for t in times_ms]
+        with self.lock:
+            if times != sorted(times) or (self.trades and times and times[0] < self.trades[-1]["time"]):
+                raise ValueError("trade times must ascend from the newest trade's")
+            px = round(round((self.last() if price is None else price) / TICK) * TICK, 2)
+            self._n += 1
+            cid = cid or f"hist-{self._n}"
+            now = self.now_ms()
+            o = {"orderId": 8_000_000 + self._n, "clientOrderId": cid, "side": side, "type": "LIMIT", "tif": "GTC",
+                 "qty": round(qty * len(times), 9), "price": px, "filled": 0.0, "cum_quote": 0.0, "status": "NEW",
+                 "reduceOnly": False, "t": times[0] if times else now, "t_upd": now}
+            self.orders[cid] = o
+            for t in times:
+                self._book_fill(o, qty, px, maker=True, time_ms=t)
+        return cid
+
     def state(self) -> dict[str, Any]:
         """Exchange-side truth: {"orders": {clientOrderId: order}, "trades": {trade id (str): trade}, "position": net
         signed base units, "wallet": USDT, "fees": USDT}."""
@@ -300,8 +334,9 @@ class FakeBinance:
 
     # ------------------------------------------------------------------ accounting
 
-    def _book_fill(self, o: dict[str, Any], qty: float, price: float, maker: bool) -> None:
-        """One trade of order ``o``: ``qty`` > 0 base units at ``price``; updates the order, position and wallet."""
+    def _book_fill(self, o: dict[str, Any], qty: float, price: float, maker: bool, time_ms: int | None = None) -> None:
+        """One trade of order ``o``: ``qty`` > 0 base units at ``price`` (at ``time_ms``, default now); updates the
+        order, position and wallet."""
         buy = o["side"] == "BUY"
         fee = round(qty * price * (self.maker_fee_rate if maker else self.taker_fee_rate), 8)
         signed = qty if buy else -qty
@@ -330,7 +365,7 @@ class FakeBinance:
             "buyer": buy, "commission": f"{fee:.8f}", "commissionAsset": "USDT", "id": 100_000 + self._n,
             "maker": maker, "orderId": o["orderId"], "price": f"{price:.2f}", "qty": f"{qty:.3f}",
             "quoteQty": f"{qty * price:.8f}", "realizedPnl": f"{realised:.8f}", "side": o["side"],
-            "positionSide": "BOTH", "symbol": self.symbol, "time": now})
+            "positionSide": "BOTH", "symbol": self.symbol, "time": now if time_ms is None else int(time_ms)})
 
     def _match_resting(self, bar: tuple) -> None:
         """The kline trade-through rule against the bar that just closed (module docstring)."""
@@ -427,7 +462,9 @@ class FakeBinance:
                 return {"serverTime": self.now_ms()}
             self._symbol(p)
             if path == "/fapi/v1/klines":
-                return self._klines(p)
+                rows = self._klines(p)
+                self._klines_served.set()
+                return rows
             bid, ask = self.book()
             if path == "/fapi/v1/depth":
                 limit = int(p.get("limit", 500))
@@ -461,7 +498,13 @@ class FakeBinance:
                  "maintMarginRatio": 0.004, "cum": 0.0}]}]
         self._symbol(p)
         if path == "/fapi/v1/order" and method == "POST":
-            return self._create(p)
+            try:
+                row = self._create(p)
+            except _ApiError as exc:
+                self.creates.append((str(p.get("newClientOrderId", "")), str(exc.code)))
+                raise
+            self.creates.append((str(p.get("newClientOrderId", "")), "ok"))
+            return row
         if path == "/fapi/v1/order":
             o = self._find(p)
             if o is None and method == "GET":
@@ -663,10 +706,18 @@ class FakeBinance:
         return row
 
     def _user_trades(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades`` as Binance documents it (USDⓈ-M "Account Trade List"): ``limit`` default 500,
+        max 1000; rows ordered by trade id; ``fromId`` with ``startTime`` or ``endTime`` -> -4133; ``endTime -
+        startTime`` over 7 days -> -4166; neither time -> the last 7 days ("Default gets most recent trades": without
+        ``fromId`` the most recent ``limit`` rows, with it the first ``limit`` rows from that id -- the literal reading
+        of the docs, under which fromId never reaches past the last 7 days); ``startTime`` only -> 7 days from it,
+        ``endTime`` only -> the 7 days before it, the earliest ``limit`` rows of the span first.  Not modelled: "only
+        the past 6 months" (the client never asks for more)."""
         limit = max(1, min(1000, int(p.get("limit", 500))))
         start, end = p.get("startTime"), p.get("endTime")
         if "fromId" in p and (start or end):
             raise _ApiError(-4133, "fromId cannot be sent with startTime or endTime.")
+        latest = start is None and end is None and "fromId" not in p
         if start is None and end is None:
             end = self.now_ms()
             start = end - 7 * 86_400_000
@@ -677,5 +728,6 @@ class FakeBinance:
         start, end = int(start), int(end)
         if end - start > 7 * 86_400_000:
             raise _ApiError(-4166, "The time between startTime and endTime cannot be longer than 7 days.")
-        rows = [t for t in self.trades if start <= t["time"] <= end and t["id"] >= int(p.get("fromId", 0))]
-        return rows[:limit]
+        rows = sorted((t for t in self.trades if start <= t["time"] <= end and t["id"] >= int(p.get("fromId", 0))),
+                      key=lambda t: t["id"])
+        return rows[-limit:] if latest else rows[:limit]

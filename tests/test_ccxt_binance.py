@@ -2,11 +2,18 @@
 (tests/fake_binance.py; issue 31 part 5): market and post-only (GTX) limit orders under client order ids, fills with
 Binance's commissions (taker 5 bp, maker 2 bp, the futures preset), the kline trade-through rule for resting orders,
 -5022 post-only rejections, -2011 cancels, the countdownCancelAll dead-man's switch, balance and positions, signed
-requests (a wrong key or secret is a one-line error), and the runtime's passive order path end to end (resting
-orders, the kill rule's cancel-then-reduce-only order, the dead-man's switch, a crash around a limit send)."""
+requests (a wrong key or secret is a one-line error), fill paging (userTrades' 1000 rows and 7 days per request),
+the runtime's passive order path end to end (resting orders, the kill rule's cancel-then-reduce-only order, the
+dead-man's switch, a crash around a limit send), and kill -9 of the Crucible in its own process (tests/crucible_driver.py
+``--exchange binanceusdm``)."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -274,6 +281,109 @@ def test_binance_clock_off_the_exchange_is_resynchronised_once(venue, fake_binan
     assert venue.clock_resyncs == 1 and ("GET", "/fapi/v1/time") in fake_binance.paths
 
 
+# ----------------------------------------------------------------------------- fill paging (GET /fapi/v1/userTrades)
+
+DAY = 86_400_000
+
+
+def _trade_calls(fk: FakeBinance, n0: int) -> int:
+    return sum(1 for _m, p in fk.paths[n0:] if p == "/fapi/v1/userTrades")
+
+
+def _want(fk: FakeBinance, since: int) -> list[str]:
+    """The fake's trade ids at or after ``since``, in fetch_fills' order (time, trade id)."""
+    rows = sorted((t for t in fk.state()["trades"].values() if t["time"] >= since), key=lambda t: (t["time"], str(t["id"])))
+    return [str(t["id"]) for t in rows]
+
+
+def test_fake_binance_user_trades_follow_the_documented_rules(venue, fake_binance):
+    """The fake's ``userTrades`` (what the paging relies on): limit default 500, at most 1000; neither time -> the
+    most recent rows of the last 7 days; startTime -> the earliest rows from it; over 7 days -> -4166; fromId with
+    a time -> -4133."""
+    fk = fake_binance
+    now = fk.now_ms()
+    fk.add_trades([now - 2 * DAY + i for i in range(1_200)])
+    ids = sorted(int(t) for t in fk.state()["trades"])
+    raw = venue.ex.fapiPrivateGetUserTrades
+    assert [int(r["id"]) for r in raw({"symbol": SYM})] == ids[-500:]
+    assert [int(r["id"]) for r in raw({"symbol": SYM, "startTime": now - 3 * DAY})] == ids[:500]
+    assert len(raw({"symbol": SYM, "startTime": now - 3 * DAY, "limit": 5_000})) == 1_000
+    assert [int(r["id"]) for r in raw({"symbol": SYM, "fromId": ids[1_000], "limit": 1_000})] == ids[1_000:]
+    with pytest.raises(VenueRejected, match="-4166"):
+        venue._call(raw, {"symbol": SYM, "startTime": now - 8 * DAY, "endTime": now})
+    with pytest.raises(VenueRejected, match="-4133"):
+        venue._call(raw, {"symbol": SYM, "startTime": now - DAY, "fromId": ids[0]})
+
+
+def test_binance_fetch_fills_pages_past_1000_rows_without_duplicates(venue, fake_binance):
+    """2,600 fills in the hour since ``since_ms``, three per millisecond (page boundaries fall inside a millisecond):
+    all returned once, in (time, trade id) order; fills before ``since_ms`` are not; ceil(n / 1000) requests (the
+    next page starts at the last page's newest millisecond, inclusive); one order lookup resolves the client id.
+    One request (Binance's default limit 500) missed 2,100 of them."""
+    fk = fake_binance
+    now = fk.now_ms()
+    since = now - 3_600_000
+    fk.add_trades([since - 5_000] * 3, cid="bn-before")
+    n = 2_600
+    fk.add_trades([since + i // 3 for i in range(n)], cid="bn-many")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, since)
+    assert len(fills) == n and [f.trade_id for f in fills] == _want(fk, since)
+    assert len({f.trade_id for f in fills}) == n and {f.client_order_id for f in fills} == {"bn-many"}
+    assert sum(f.qty for f in fills) == pytest.approx(n * 0.001)
+    calls = _trade_calls(fk, n0)
+    assert calls <= math.ceil(n / 1000) + 1 and calls == 3, calls
+    assert fk.paths[n0:].count(("GET", "/fapi/v1/order")) == 1
+
+
+def test_binance_fetch_fills_spans_more_than_7_days_and_quiet_weeks(venue, fake_binance):
+    """Fills over the 20 days since ``since_ms``, with 12 days without any (an empty 7-day window must not end the
+    paging) and fills on both sides of each window's edge: all returned, in 3 requests (two 7-day windows with
+    startTime and endTime, then startTime only up to the exchange's now).  One request (ccxt's startTime with
+    endTime = startTime + 7 days) returned only the first two days'."""
+    fk = fake_binance
+    now = fk.now_ms()
+    since = now - 20 * DAY
+    old = [since + i * 3_600_000 for i in range(48)]  # days -20 .. -18
+    edge = [since + 7 * DAY + d for d in (-2, -1, 0, 1)]  # the first window's last and the second's first ms
+    tail_start = now - 7 * DAY + 3_600_000  # the last window (startTime only) begins about here
+    around = [tail_start + d * 10_000 for d in range(-12, 13)]  # every 10 s for 4 min across it
+    recent = [now - 5 * DAY + i * 3_600_000 for i in range(5 * 24 - 1)]  # hourly over the last 5 days
+    fk.add_trades(old, cid="bn-old")
+    fk.add_trades(edge, side="SELL", cid="bn-edge")
+    fk.add_trades(around, cid="bn-around")
+    fk.add_trades(recent, side="SELL", cid="bn-recent")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, since)
+    want = _want(fk, since)
+    assert len(want) == len(old) + len(edge) + len(around) + len(recent)
+    assert [f.trade_id for f in fills] == want
+    calls = _trade_calls(fk, n0)
+    assert calls <= math.ceil(20 / 7) + 1 and calls == 3, calls
+    assert venue.fetch_positions() == {SYM: pytest.approx(fk.state()["position"])}
+    # since_ms None: the last 7 days (Binance's own default span), complete
+    assert [f.trade_id for f in venue.fetch_fills(SYM)] == _want(fk, now - 7 * DAY) == _want(fk, around[0])
+
+
+def test_binance_fetch_fills_over_1000_fills_in_one_millisecond(venue, fake_binance):
+    """1,500 fills sharing one millisecond (one order sweeping the book) two days ago: a full page all in it goes
+    on by fromId, then by time from the next millisecond -- all returned once.  The same a week and more ago (fromId
+    reaches back only 7 days) is an error, not a short list."""
+    fk = fake_binance
+    now = fk.now_ms()
+    ms = now - 9 * DAY
+    fk.add_trades([ms] * 1_100, cid="bn-old-sweep")
+    with pytest.raises(VenueRejected, match="cannot be fetched completely"):
+        venue.fetch_fills(SYM, ms - DAY)
+    ms = now - 2 * DAY
+    fk.add_trades([ms - 1] + [ms] * 1_500 + [ms + 1] * 2, cid="bn-sweep")
+    n0 = len(fk.paths)
+    fills = venue.fetch_fills(SYM, ms - DAY)
+    assert [f.trade_id for f in fills] == _want(fk, ms - DAY) and len(fills) == 1_503
+    assert len({f.trade_id for f in fills}) == 1_503 and {f.client_order_id for f in fills} == {"bn-sweep"}
+    assert _trade_calls(fk, n0) == 4  # from ms - 1 day (full), from ms (full, one ms), fromId, from ms + 1
+
+
 # ----------------------------------------------------------------------------- the runtime on the fake
 
 
@@ -479,6 +589,45 @@ def test_runtime_crash_after_a_gtx_send_recovers_exactly(tmp_path, bybit_keys):
             v.close()
 
 
+def test_restart_of_a_bench_started_over_7_days_ago_books_the_fill_of_the_order_in_flight(tmp_path, fake_binance,
+                                                                                          bybit_keys):
+    """A bench trading for 10 days is killed after a market order filled but before its ack was journaled: the
+    restart's reconcile fetches the fills since the bench started (10 days ago, so over several 7-day windows of
+    userTrades) and books this one; the journal's position is the exchange's.  With one request (ccxt's window of
+    the 7 days after startTime) the fill was missed: a position difference at restart."""
+    fk = fake_binance
+    v = _venue(fk)
+    cfg = _cfg(tmp_path)
+
+    def crash(p, ctx):
+        if p == "sent_not_acked":
+            raise _Crash(p)
+
+    try:
+        j = Journal(cfg.general.journal)
+        rt = Runtime(cfg, v, j, fault=crash)
+        rt.restore()
+        j.set_meta("started_ms", v.now_ms() - 10 * DAY)
+        with pytest.raises(_Crash):
+            rt.place(rt.slots["a"], 0.01, 1.0, "test", 1_718_000_000_000)
+        j.close()
+        assert len(fk.state()["trades"]) == 1
+        j = Journal(cfg.general.journal)
+        try:
+            rt2 = Runtime(cfg, v, j)
+            rt2.restore()
+            n0 = len(fk.paths)
+            rep = rt2.reconcile()
+            assert rep["new_fills"] == 1 and [f["trade_id"] for f in j.fills()] == list(fk.state()["trades"])
+            assert rep["position_diff"] == {} and rt2.halted is None, (rep, rt2.halted)
+            assert rt2.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
+            assert _trade_calls(fk, n0) <= 3  # 10 days: one 7-day window, then the last (startTime only)
+        finally:
+            j.close()
+    finally:
+        v.close()
+
+
 @pytest.mark.parametrize("fault", ["drop", "5xx", "429"])
 def test_runtime_send_never_duplicates_when_the_order_response_is_lost(tmp_path, fake_binance, bybit_keys, fault):
     """The create's response is lost (processed, connection dropped), or the exchange answers 503 / 429 (nothing
@@ -651,3 +800,81 @@ def test_run_live_with_a_wrong_secret_ends_with_a_one_line_auth_error(tmp_path, 
         v.close()
     assert not stop.is_set() and "\n" not in str(exc.value) and exc.value.exit_code == 6
     assert -1022 in fk.auth_failures and not any(m == "POST" for m, _p in fk.paths)
+
+
+# ----------------------------------------------------------------------------- kill -9 of a bench in its own process
+
+DRIVER = Path(__file__).with_name("crucible_driver.py")
+
+
+def _driver(fk: FakeBinance, d: Path, until_ms: int, *extra: str) -> subprocess.CompletedProcess:
+    """tests/crucible_driver.py on ``CcxtVenue("binanceusdm")`` against ``fk``, until the bar closing at ``until_ms``
+    (the fake's last one) has been processed; this checkout's packages first on the path."""
+    root = DRIVER.parents[1]
+    env = {**os.environ, "CRUCIBLE_API_KEY": "test-key", "CRUCIBLE_API_SECRET": "test-secret",
+           "CRUCIBLE_BENCH_KEY": "test-bench-key-0123456789",
+           "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, str(DRIVER), "--dir", str(d), "--exchange", "binanceusdm", "--rest", fk.rest_url,
+           "--until-ms", str(until_ms), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
+
+
+@pytest.mark.parametrize("policy,point,nth", [
+    ("maker-then-cross", "sent_not_acked", 3),
+    ("maker-then-cross", "fills_fetched", 2),
+    ("maker-then-cross", "intent_saved", 3),
+    ("maker-then-cross", "bar_done", 8),
+    ("", "sent_not_acked", 2),  # the market policy
+])
+def test_kill9_on_fake_binance_then_restart_ledger_equals_exchange(tmp_path, policy, point, nth):
+    """The Crucible in its own process on the fake Binance (three builtin slots, passive GTX limits or market
+    orders) is SIGKILLed at the nth ``point``, restarted on the same journal and run to the fake's last bar, then
+    settled (restore + reconcile): no client order id created twice (no -4116: nothing resent that the exchange
+    had), every userTrades fill booked exactly once as executed, the journal's position is the exchange's, and
+    every order still resting at the exchange is one the journal holds open.
+
+    Load-independent: the fake's clock is paced by the bench's klines polls (a bar closes 50 ms after the bench
+    has seen the previous one; it waits while no bench runs: start-up, the kill, the restart), and the bars are
+    finite, so the exchange stands still once the restarted bench has processed the last one -- the settle compares
+    a frozen exchange, whatever the machine's load did to the timing."""
+    from crucible_driver import make_cfg
+
+    bars = sample_bars(460)
+    until = bars[-1][0] + 60_000
+    extra = ("--policy", policy) if policy else ()
+    with FakeBinance(bars, history=400) as fk:
+        fk.run_clock(0.05, paced_by_klines=True)
+        try:
+            p1 = _driver(fk, tmp_path, until, "--kill-at", point, "--kill-nth", str(nth), *extra)
+            assert p1.returncode == -9, (p1.returncode, p1.stdout[-500:], p1.stderr[-3000:])
+            before = fk.state()
+            p2 = _driver(fk, tmp_path, until, "--settle", *extra)
+            assert p2.returncode == 0, p2.stderr[-3000:]
+            assert fk.remaining == 0  # the exchange stands still from here on
+        finally:
+            fk.stop_clock()
+        out = json.loads(p2.stdout.strip().splitlines()[-1])
+        s, rep = out["summary"], out["reconcile"]
+        assert s["stopped_by"] == "until", s["stopped_by"]
+        assert rep["position_diff"] == {} and rep["doubts"] == [], rep
+        ok = [cid for cid, res in fk.creates if res == "ok"]
+        assert len(ok) == len(set(ok)) == len(fk.state()["orders"])  # each client order id created once
+        assert not [c for c in fk.creates if c[1] == "-4116"], fk.creates  # and never sent again
+        journal = make_cfg(tmp_path).general.journal
+        j = Journal(journal, readonly=True)
+        try:
+            restart = j.events("reconcile")[1]["data"]  # [0]: first start, [1]: the restart, [2]: the settle
+            orders = {o["client_order_id"]: o for o in j.orders()}
+        finally:
+            j.close()
+        if point == "intent_saved":  # committed, never sent: resent under its id, or abandoned (its bar had passed)
+            assert len(restart["resent"]) + len(restart["abandoned"]) >= 1, restart
+            assert not set(restart["resent"] + restart["abandoned"]) & set(before["orders"])
+        elif point == "sent_not_acked":  # at the exchange, never acknowledged in the journal: found by its id
+            assert restart["resolved"] and set(restart["resolved"]) <= set(before["orders"]), restart
+        elif point == "fills_fetched":  # filled, not booked: booked by the restart
+            assert restart["new_fills"] >= 1, restart
+        got = _assert_journal_equals_exchange(Path(journal), fk)
+        assert got["fills"] >= 2, got
+        for o in fk.open_orders():  # still resting: the journal holds it open
+            assert orders[o["clientOrderId"]]["status"] == "acked", (o, orders.get(o["clientOrderId"]))

@@ -17,7 +17,8 @@ with ``-5022`` (ccxt ``OrderNotFillable`` -> :class:`VenuePostOnlyReject`); a
 duplicate ``newClientOrderId`` is ``-4116`` (-> :class:`VenueDuplicateOrder`);
 a cancel of an order not open is ``-2011``; ``userTrades`` rows carry the
 ``orderId`` only, so a fill's client order id is resolved from the order
-responses seen, else by one ``GET /fapi/v1/order?orderId=`` per order; the
+responses seen, else by one ``GET /fapi/v1/order?orderId=`` per order; ``userTrades`` answers at most 1000 rows
+and 7 days per request, so ``fetch_fills`` pages it (7-day windows, then by time or ``fromId``); the
 touch reads ``/fapi/v1/depth`` with limit 5 (it takes 5, 10, 20, ... only).
 
 Symbols are given as exchange ids (``BTCUSDT``) and traded as linear USDT
@@ -79,6 +80,10 @@ POST_ONLY_REJECT_BYBIT = "EC_PostOnlyWillTakeLiquidity"
 """Bybit v5 ``rejectReason`` of a PostOnly order cancelled because it would have taken liquidity."""
 WS_FEED_EXCHANGES = ("bybit",)
 _MIN = 60_000
+_BINANCE_PAGE = 1000  # GET /fapi/v1/userTrades: limit, max 1000
+_BINANCE_WINDOW_MS = 7 * 86_400_000 - 1  # endTime - startTime: "cannot be longer than 7 days"
+_BINANCE_HISTORY_MS = 180 * 86_400_000  # "Only support querying trade in the past 6 months"
+_BINANCE_SKEW_MS = 3_600_000  # margin of the last window ("startTime" only) against clock differences
 
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
 
@@ -495,19 +500,106 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         self._call(self.ex.cancel_order, None, self._usym[symbol], {key: client_order_id})
 
     def fetch_fills(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
-        # Bybit pages executions (newest first, 50 per page by default): follow the cursor to the end
-        params = {"paginate": True, "paginationCalls": 100} if self.exchange_id == "bybit" else {}
-        trades = self._read(self.ex.fetch_my_trades, self._usym[symbol], since_ms, None, params)
-        out = []
+        """Every execution of ``symbol`` at or after ``since_ms`` up to now: a list of :class:`Fill` sorted by
+        ``(time_ms, trade_id)``, each trade id once.
+
+        Bybit: ccxt's own pagination of ``/v5/execution/list`` (``paginate``, newest first, following the cursor; at
+        most 100 calls).  Binance USDⓈ-M: :meth:`_binance_user_trades`, an explicit loop over ``GET
+        /fapi/v1/userTrades`` -- one request answers at most 1000 rows and at most 7 days from ``startTime``, so one
+        call (what this did before) silently missed fills: the 501st after ``since_ms`` and everything more than 7
+        days after it.  since_ms None: Binance, the last 7 days (its own default span); Bybit, ccxt's default.
+
+        raises VenueNetworkError when a page still fails after the read retries (``retry``; a page is retried on its
+        own, the pages before it are not fetched again), VenueAuthError / VenueRejected as every call; Binance:
+        VenueRejected when more than 1000 fills share one millisecond older than fromId paging reaches (see
+        :meth:`_binance_user_trades`) -- never a silently short list."""
+        if self.exchange_id == "binanceusdm":
+            trades = self._binance_user_trades(symbol, since_ms)
+        else:  # Bybit pages executions (newest first, 50 per page by default): follow the cursor to the end
+            params = {"paginate": True, "paginationCalls": 100} if self.exchange_id == "bybit" else {}
+            trades = self._read(self.ex.fetch_my_trades, self._usym[symbol], since_ms, None, params)
+        out: dict[str, Fill] = {}
         for t in trades:
             sign = 1.0 if t["side"] == "buy" else -1.0
             fee = float((t.get("fee") or {}).get("cost") or 0.0)
             cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or self._client_id_of(
                 symbol, str(t.get("order") or ""))
-            out.append(Fill(str(t["id"]), str(t.get("order") or ""), str(cid), symbol, sign * float(t["amount"]),
-                            float(t["price"]), abs(fee), int(t["timestamp"])))
-        out.sort(key=lambda f: (f.time_ms, f.trade_id))
-        return out
+            f = Fill(str(t["id"]), str(t.get("order") or ""), str(cid), symbol, sign * float(t["amount"]),
+                     float(t["price"]), abs(fee), int(t["timestamp"]))
+            out.setdefault(f.trade_id, f)
+        return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
+
+    def _binance_user_trades(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
+        """Every ``GET /fapi/v1/userTrades`` row of ``symbol`` from ``since_ms`` to now, as ccxt trades, deduplicated
+        by trade id (any order).
+
+        Binance's rules (USDⓈ-M "Account Trade List"): at most ``limit`` rows (default 500, max 1000), ordered by trade
+        id, the earliest first from ``startTime``; ``endTime - startTime`` at most 7 days (-4166); with neither, the
+        last 7 days (the most recent rows); ``fromId`` (trades with id >= it) cannot be sent with either time (-4133);
+        only the past 6 months are served.
+
+        Why not ccxt's ``paginate`` (``fetch_paginated_call_dynamic``, ccxt 4.5): by default it walks *backward*: the
+        first request sends no time (the most recent rows), every next one ``until`` = the oldest row's time - 1 and
+        no ``since``, i.e. "endTime only" (Binance: the 7 days before it, earliest rows first), so rows between pages
+        are skipped, a 7-day gap without trades ends it, and rows sharing the boundary millisecond are lost;
+        ``paginationDirection: forward`` steps ``since`` to the newest row's time + 1 (the same boundary loss) and
+        stops at the first empty page (a quiet week ends it); both stop silently after ``paginationCalls`` (default
+        10) requests and retry failed pages themselves; it does deduplicate by id.  Against tests/fake_binance.py:
+        backward 2000 and forward 2596 of 2600 fills in one hour; 119 and 48 of 167 over 20 days with a quiet week.
+
+        The loop here: 7-day time windows from ``since_ms`` (clamped to the 6 months Binance serves), each sent as
+        ``startTime`` + ``endTime`` (a span of 7 days - 1 ms), all of them in the past; the last window, which
+        begins at least an hour (``_BINANCE_SKEW_MS``) after now - 7 days, is sent with ``startTime`` only, so the
+        exchange's own clock ends it (7 days later, past its now).  A full page (1000 rows) is followed by the next
+        from its newest row's time *inclusive* (rows of that millisecond come again and are dropped by id), until a
+        page is short.  A full page all in one millisecond (over 1000 fills at once, e.g. one order sweeping the book)
+        continues by ``fromId`` = its largest id + 1 with no times, keeping the rows of that millisecond, then goes
+        on from the next one; without times Binance filters to the last 7 days, so such a millisecond older than
+        that (less the skew margin) raises VenueRejected instead of dropping fills.  Requests: one per window
+        (ceil((days - 7) / 7) + 1) plus one per further full page (a page adds 1000 rows less those of its newest
+        millisecond); each is one ``_read`` (retried on network errors)."""
+        usym = self._usym[symbol]
+        now = int(self.ex.nonce())  # the exchange's clock as the signed requests' timestamp estimates it
+        start = now - _BINANCE_WINDOW_MS if since_ms is None else int(since_ms)
+        start = max(start, now - _BINANCE_HISTORY_MS)
+        last_start = now - _BINANCE_WINDOW_MS + _BINANCE_SKEW_MS  # from here on: startTime only
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            final = start >= last_start
+            end = None if final else min(start + _BINANCE_WINDOW_MS, last_start - 1)
+            cursor = start
+            while True:  # pages of the window [start, end] (end None: to the exchange's now)
+                params = {} if end is None else {"endTime": end}
+                page = self._read(self.ex.fetch_my_trades, usym, cursor, _BINANCE_PAGE, params)
+                for t in page:
+                    seen.setdefault(str(t["id"]), t)
+                if len(page) < _BINANCE_PAGE:
+                    break
+                newest = max(int(t["timestamp"]) for t in page)
+                if newest > cursor:
+                    cursor = newest  # inclusive: the rest of that millisecond comes with the next page
+                    continue
+                self._binance_same_ms(symbol, cursor, page, seen, now)
+                cursor += 1
+                if end is not None and cursor > end:
+                    break
+            if final:
+                break
+            start = end + 1
+        return list(seen.values())
+
+    def _binance_same_ms(self, symbol: str, ms: int, page: list[dict[str, Any]], seen: dict[str, dict[str, Any]],
+                         now: int) -> None:
+        """The rows of millisecond ``ms`` after a full page all in it: by ``fromId`` (no times), into ``seen``."""
+        if ms < now - _BINANCE_WINDOW_MS + _BINANCE_SKEW_MS:
+            raise VenueRejected(f"{self.name}: over {_BINANCE_PAGE} fills of {symbol} at {ms} ms; Binance pages them "
+                                f"by fromId within its last 7 days only, so they cannot be fetched completely")
+        while len(page) >= _BINANCE_PAGE and all(int(t["timestamp"]) == ms for t in page):
+            from_id = max(int(t["id"]) for t in page) + 1
+            page = self._read(self.ex.fetch_my_trades, self._usym[symbol], None, _BINANCE_PAGE, {"fromId": from_id})
+            for t in page:
+                if int(t["timestamp"]) == ms:
+                    seen.setdefault(str(t["id"]), t)
 
     def _client_id_of(self, symbol: str, order_id: str) -> str:
         """The client order id of a venue order id: Binance's ``userTrades`` carry only ``orderId``, so an id not seen
