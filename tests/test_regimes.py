@@ -185,6 +185,19 @@ def test_fit_needs_enough_bars():
 
 
 @pytest.mark.slow
+def test_bic_picks_the_planted_number_of_states_on_short_series():
+    """3,000 and 5,000 bars of the planted 3-regime chain (seed 1): EM from hmmlearn's uniform transition start
+    settled in a 3-state optimum no better than 2 states (log L -9,783 vs -9,787 on 5,000 bars) and BIC chose 4;
+    the sticky first start (``STICKY_START``) reaches the planted optimum (-7,900) and BIC chooses 3."""
+    for n in (3000, 5000):
+        b3, s3 = planted(n, [1e-4, 5e-4, 2e-3], [1.0, 2.0, 3.0], 0.995, 1)
+        m3 = fit_regime_model(b3, seed=0)
+        assert m3.n_states == 3, (n, m3.selection)
+        filt, _ = m3.filter(b3)
+        assert (filt.argmax(axis=1)[50:] == s3[50:]).mean() > 0.95
+
+
+@pytest.mark.slow
 def test_bic_picks_the_planted_number_of_states():
     """Planted 3-regime and 2-regime chains (8,000 bars, cap 4): BIC picks 3 and 2; the filtered argmax
     recovers the planted state on > 95 % of bars; with the cap at 2 the 3-regime chain gets 2."""

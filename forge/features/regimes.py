@@ -8,8 +8,9 @@ transition matrix A; given s_t = i the observation x_t (d,) is Gaussian N(mu_i, 
 realised volatility over the last ``rv_window`` returns, and log(1 + volume); each standardised by its in-sample mean and standard
 deviation (frozen with the model).
 
-Fitting (:func:`fit_regime_model`): hmmlearn's ``GaussianHMM`` (Baum-Welch EM, k-means initialisation,
-``random_state`` from the run seed) on the IN-SAMPLE bars only (contiguous runs of complete observations
+Fitting (:func:`fit_regime_model`): hmmlearn's ``GaussianHMM`` (Baum-Welch EM; the first start from
+volatility-quantile groups with a sticky transition matrix, P(stay) = ``STICKY_START``, the others k-means with
+hmmlearn's uniform one, ``random_state`` from the run seed) on the IN-SAMPLE bars only (contiguous runs of complete observations
 are separate sequences), for every k in [min_states, max_states] (2..4 by default, the cap); the k of the
 smallest BIC = -2 log L + p log n (Schwarz 1978; p = free parameters, hmmlearn's ``bic``) is kept.  States are
 ordered by their mean log realised volatility (state 0 = calmest; by the return variance when realised
@@ -228,6 +229,15 @@ def _runs(ok: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     return out
 
 
+STICKY_START = 0.99
+"""P(stay) on the diagonal of the first EM start's transition matrix (off-diagonal mass split evenly).  Regimes
+persist (Hamilton 1989: a Markov-switching state lasts many periods); from hmmlearn's uniform start (P(stay) =
+1/k) EM on a few thousand bars settles in fast-switching optima that waste a state, so BIC over-counts states:
+on 5,000 bars of a planted 3-regime chain (P(stay) 0.995) the uniform start reached a 3-state log-likelihood of
+-9,783 (the 2-state one's, so BIC chose 4 states), the sticky start -7,900 (the planted parameters' level), and
+BIC chose 3 (``benchmarks/regimes_bic.py --bars 5000``)."""
+
+
 def _quantile_init(Xs: np.ndarray, lengths: list[int], k: int, inputs: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Initial means (k, d) and covariances (k, d, d): the observations split into k equal groups by a
     volatility proxy (|standardised return| plus the standardised volume / realised volatility when they are
@@ -306,10 +316,12 @@ def fit_regime_model(bars: pl.DataFrame, *, inputs: tuple[str, ...] = DEFAULT_IN
         for r in range(n_init):
             hmm = GaussianHMM(n_components=k, covariance_type=covariance_type, n_iter=n_iter, tol=1e-3,
                               random_state=(seed + 1009 * r) % (2**32 - 1), min_covar=1e-5,
-                              covars_prior=1e-6, init_params="stmc" if r else "st")
+                              covars_prior=1e-6, init_params="stmc" if r else "s")
             if r == 0:  # first run: states initialised as quantile groups of a volatility proxy (see _quantile_init)
-                hmm.means_, cov = _quantile_init(Xs, lengths, k, inputs)
+                hmm.means_, cov = _quantile_init(Xs, lengths, k, inputs)  # and a sticky start (STICKY_START)
                 hmm.covars_ = cov if covariance_type == "full" else np.stack([np.diag(c) for c in cov])
+                hmm.transmat_ = np.full((k, k), (1.0 - STICKY_START) / (k - 1))
+                np.fill_diagonal(hmm.transmat_, STICKY_START)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
