@@ -318,7 +318,8 @@ class FakeBybit:
         without driving orders one by one.  returns the order link id."""
         times = [int(t) for t in times_ms]
         with self.lock:
-            if times != sorted(times) or (self.executions and times and times[0] < int(self.executions[-1]["execTime"])):
+            newest = int(self.executions[-1]["execTime"]) if self.executions else None
+            if times != sorted(times) or (newest is not None and times and times[0] < newest):
                 raise ValueError("execution times must ascend from the newest execution's")
             px = round(round((self.bars[self.n_closed - 1][4] if price is None else price) / TICK) * TICK, 2)
             self._n += 1
@@ -797,7 +798,8 @@ class FakeBybit:
             off = int(off_s)
         rows = [e for e in self.executions
                 if start <= int(e["execTime"]) <= end and q.get("symbol") in (None, "", e["symbol"])
-                and q.get("orderLinkId") in (None, "", e["orderLinkId"]) and q.get("execType") in (None, "", e["execType"])]
+                and q.get("orderLinkId") in (None, "", e["orderLinkId"])
+                and q.get("execType") in (None, "", e["execType"])]
         rows = sorted(reversed(rows), key=lambda e: -int(e["execTime"]))  # newest first; ties: newest booked first
         page = rows[off: off + limit]
         more = off + limit < len(rows) or (self.last_page_cursor and bool(page))

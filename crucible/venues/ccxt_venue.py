@@ -588,7 +588,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                 request["endTime"] = end
             cursor, cursors = "", set()
             for _page in range(_BYBIT_MAX_PAGES):
-                resp = self._read(self.ex.privateGetV5ExecutionList, {**request, "cursor": cursor} if cursor else request)
+                query = {**request, "cursor": cursor} if cursor else request
+                resp = self._read(self.ex.privateGetV5ExecutionList, query)
                 result = (resp or {}).get("result") or {}
                 rows = result.get("list") or []
                 for t in self.ex.parse_trades(rows, market):
@@ -602,8 +603,8 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                                         f"cursor {cursor!r}; its executions cannot be fetched completely")
                 cursors.add(cursor)
             else:
-                raise VenueRejected(f"{self.name}: over {_BYBIT_MAX_PAGES} pages of {symbol}'s executions in the 7 days "
-                                    f"from {start} ms; they cannot be fetched completely")
+                raise VenueRejected(f"{self.name}: over {_BYBIT_MAX_PAGES} pages of {symbol}'s executions in the 7 "
+                                    f"days from {start} ms; they cannot be fetched completely")
             if final:
                 break
             start = end  # the boundary millisecond again: see the docstring
