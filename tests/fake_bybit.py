@@ -61,6 +61,13 @@ order as the exchange does once the window has passed without the client.  :meth
 touch and ``cross_next_post_only = n`` makes the next n PostOnly orders find the book moved through their
 price (tests of post-only rejections).
 
+Executions (``/v5/execution/list``, see ``_execution_list``): served as Bybit v5 documents "Get Trade History" --
+newest first, ``limit`` 1..100 (default 50), at most 7 days per request (neither time: the last 7 days; ``startTime``
+only: the 7 days from it; ``endTime`` only: the 7 days before it; both further apart -> retCode 10001), the past 730
+days only, paged by an opaque ``nextPageCursor`` bound to its query; ``last_page_cursor`` (default True) gives every
+non-empty page a cursor, so the end is an empty page.  :meth:`FakeBybit.add_executions` books thousands of fills,
+or fills weeks old, at once (paging tests); ``execution_requests`` records every query served.
+
 Times are ms UTC; quantities base units (signed where noted); money USDT.
 """
 
@@ -70,6 +77,7 @@ import asyncio
 import json
 import threading
 import time
+import zlib
 from collections import deque
 from typing import Any
 
@@ -136,6 +144,10 @@ class FakeBybit:
         self.faults_hit: list[tuple[str, str]] = []  # (path, kind) of REST faults served
         self.rest_forming = False
         self.bar_clock = False
+        # /v5/execution/list: True (default) gives every non-empty page a nextPageCursor, so the end of a window is an
+        # empty page (ccxt's sample response has a cursor on a one-row page); False: "" on the last page
+        self.last_page_cursor = True
+        self.execution_requests: list[dict[str, Any]] = []  # the query of every /v5/execution/list request served
         # /v5/user/query-api "permissions" of the key (Bybit: e.g. {"ContractTrade": ["Order", "Position"],
         # "Wallet": ["AccountTransfer", "Withdraw"]}); tests set "Withdraw" to see the Crucible refuse the key
         self.api_permissions: dict[str, list[str]] = {"ContractTrade": ["Order", "Position"]}
@@ -293,6 +305,47 @@ class FakeBybit:
         if code != 200 or payload.get("retCode") != 0:
             raise ValueError(f"external order refused: {payload}")
         return payload["result"]["orderId"]
+
+    def now_ms(self) -> int:
+        """The exchange's clock (the wall clock): the "now" of /v5/execution/list's default windows."""
+        return int(time.time() * 1000)
+
+    def add_executions(self, times_ms: list[int], *, side: str = "Buy", qty: float = LOT, price: float | None = None,
+                       order_link_id: str | None = None) -> str:
+        """Book a GTC limit order (``order_link_id``, default ``hist-<n>``) filled by one maker execution of ``qty``
+        at each of ``times_ms`` (ms, ascending, none before the newest execution), at ``price`` (default the last
+        close at the tick); position and wallet follow.  For paging tests (thousands of fills, fills weeks old)
+        without driving orders one by one.  returns the order link id."""
+        times = [int(t) for t in times_ms]
+        with self.lock:
+            newest = int(self.executions[-1]["execTime"]) if self.executions else None
+            if times != sorted(times) or (newest is not None and times and times[0] < newest):
+                raise ValueError("execution times must ascend from the newest execution's")
+            px = round(round((self.bars[self.n_closed - 1][4] if price is None else price) / TICK) * TICK, 2)
+            self._n += 1
+            link = order_link_id or f"hist-{self._n}"
+            total = round(qty * len(times), 9)
+            o = {"orderId": f"oid-{self._n}", "orderLinkId": link, "side": side, "qty": f"{total:.3f}", "price": px,
+                 "fee": 0.0, "t": times[0] if times else self.now_ms(), "t_upd": times[-1] if times else self.now_ms(),
+                 "filled": "0.000", "status": "New", "reduceOnly": False, "type": "Limit", "tif": "GTC",
+                 "rejectReason": "EC_NoError", "cum_value": 0.0}
+            self.orders[link] = o
+            done = 0.0
+            for t in times:
+                self._n += 1
+                fee = round(qty * px * self.maker_fee_rate, 8)
+                self._book(qty if side == "Buy" else -qty, px, fee)
+                done = round(done + qty, 9)
+                o["filled"], o["cum_value"], o["fee"] = f"{done:.3f}", o["cum_value"] + qty * px, o["fee"] + fee
+                o["status"] = "Filled" if done >= total - 1e-12 else "PartiallyFilled"
+                self.executions.append({
+                    "symbol": self.symbol, "orderId": o["orderId"], "orderLinkId": link, "side": side,
+                    "orderPrice": str(px), "orderQty": o["qty"], "leavesQty": f"{total - done:.3f}",
+                    "orderType": "Limit", "execFee": f"{fee:.8f}", "execId": f"exec-{self._n:06d}", "execPrice": str(px),
+                    "execQty": f"{qty:.3f}", "execType": "Trade", "execValue": f"{qty * px:.8f}", "execTime": str(t),
+                    "isMaker": True, "feeRate": str(self.maker_fee_rate), "markPrice": str(px), "closedSize": "0",
+                    "seq": self._n, "createType": "CreateByUser"})
+        return link
 
     def book(self) -> tuple[float, float]:
         """(best bid, best ask): the last close -/+ ``spread_ticks`` ticks, or what :meth:`set_book` set."""
@@ -695,13 +748,60 @@ class FakeBybit:
                 "leavesQty": "0", "orderType": "Market", "timeInForce": "IOC", "createdTime": str(o["t"]),
                 "updatedTime": str(o["t"]), "positionIdx": 0, "reduceOnly": bool(o.get("reduceOnly"))}
 
+    EXEC_SPAN_MS = 7 * 86_400_000  # "endTime - startTime <= 7 days"
+    EXEC_HISTORY_MS = 730 * 86_400_000  # "Unified account supports getting the past 730 days historical trades data"
+
     def _execution_list(self, q: dict[str, Any]) -> tuple[int, Any]:
-        start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
-        limit = max(1, min(100, int(q.get("limit", 50))))
-        rows = [e for e in reversed(self.executions)  # newest first, like Bybit
-                if start <= int(e["execTime"]) <= end and q.get("symbol") in (None, e["symbol"])
-                and q.get("orderLinkId") in (None, e["orderLinkId"])]
-        off = int(q.get("cursor") or 0)
+        """``GET /v5/execution/list`` as Bybit documents it (v5 "Get Trade History"): ``category`` required; ``limit``
+        1..100, default 50 (outside -> 10001); rows sorted by ``execTime`` descending (ties: the newest booked first);
+        neither ``startTime`` nor ``endTime`` -> the last 7 days; ``startTime`` only -> [startTime, startTime + 7
+        days]; ``endTime`` only -> [endTime - 7 days, endTime]; both -> ``endTime - startTime <= 7 days`` (else
+        10001; the real message text is not documented), both bounds inclusive here; executions older than 730 days
+        are not served; ``execType``, ``symbol``, ``orderLinkId`` filter.  ``cursor``: the opaque ``nextPageCursor``
+        of the previous page, valid only with the same query (another window, symbol, limit or filter -> 10001);
+        with ``last_page_cursor`` (default) every non-empty page carries one, so a window ends with an empty page."""
+        self.execution_requests.append(dict(q))
+
+        def refuse(msg: str) -> tuple[int, Any]:
+            return 200, {"retCode": 10001, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": self.now_ms()}
+
+        if q.get("category") not in ("linear", "inverse", "spot", "option"):
+            return refuse("params error: category is invalid")
+        try:
+            limit = int(q.get("limit", 50))
+            start = None if q.get("startTime") in (None, "") else int(q["startTime"])
+            end = None if q.get("endTime") in (None, "") else int(q["endTime"])
+        except ValueError:
+            return refuse("params error: limit/startTime/endTime must be integers")
+        if not 1 <= limit <= 100:
+            return refuse(f"params error: limit must be in [1, 100], got {limit}")
+        now = self.now_ms()
+        if start is None and end is None:
+            start, end = now - self.EXEC_SPAN_MS, now
+        elif end is None:
+            end = start + self.EXEC_SPAN_MS
+        elif start is None:
+            start = end - self.EXEC_SPAN_MS
+        if end < start:
+            return refuse("params error: startTime must not be after endTime")
+        if end - start > self.EXEC_SPAN_MS:
+            return refuse("params error: endTime - startTime cannot exceed 7 days")
+        start = max(start, now - self.EXEC_HISTORY_MS)
+        key = "|".join(str(q.get(k, "")) for k in ("category", "symbol", "orderLinkId", "execType", "startTime",
+                                                   "endTime", "limit"))
+        off = 0
+        if q.get("cursor"):
+            cur = str(q["cursor"])
+            off_s, _, sig = cur.partition(":")
+            if not off_s.isdigit() or sig != f"{zlib.crc32(key.encode()):08x}":
+                return refuse("params error: cursor is invalid for this query")
+            off = int(off_s)
+        rows = [e for e in self.executions
+                if start <= int(e["execTime"]) <= end and q.get("symbol") in (None, "", e["symbol"])
+                and q.get("orderLinkId") in (None, "", e["orderLinkId"])
+                and q.get("execType") in (None, "", e["execType"])]
+        rows = sorted(reversed(rows), key=lambda e: -int(e["execTime"]))  # newest first; ties: newest booked first
         page = rows[off: off + limit]
-        nxt = str(off + limit) if off + limit < len(rows) else ""
-        return self._ok({"category": "linear", "list": page, "nextPageCursor": nxt})
+        more = off + limit < len(rows) or (self.last_page_cursor and bool(page))
+        nxt = f"{off + len(page)}:{zlib.crc32(key.encode()):08x}" if more else ""
+        return self._ok({"category": q.get("category"), "list": page, "nextPageCursor": nxt})

@@ -293,11 +293,16 @@ def test_run_live_on_fake_bybit_with_faults_never_duplicates_or_loses(tmp_path, 
 
 
 def _driver(fk, d: Path, max_bars: int, *extra: str) -> subprocess.CompletedProcess:
+    """tests/crucible_driver.py on ``CcxtVenue("bybit")`` against ``fk`` for ``max_bars`` bars; this checkout's
+    packages first on the path (an absolute PYTHONPATH of the repository root this file lives in, not an inherited
+    relative one that depends on the working directory)."""
+    root = DRIVER.parents[1]
     env = {**os.environ, "CRUCIBLE_API_KEY": "test-key", "CRUCIBLE_API_SECRET": "test-secret",
-           "CRUCIBLE_BENCH_KEY": "test-bench-key-0123456789"}
+           "CRUCIBLE_BENCH_KEY": "test-bench-key-0123456789",
+           "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, str(DRIVER), "--dir", str(d), "--rest", fk.rest_url, "--ws", fk.ws_url,
            "--max-bars", str(max_bars), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=DRIVER.parents[1])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=root)
 
 
 def _kill9_and_recover(tmp_path, fk, point: str, nth: int) -> None:

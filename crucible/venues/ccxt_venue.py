@@ -21,6 +21,10 @@ responses seen, else by one ``GET /fapi/v1/order?orderId=`` per order; ``userTra
 and 7 days per request, so ``fetch_fills`` pages it (7-day windows, then by time or ``fromId``); the
 touch reads ``/fapi/v1/depth`` with limit 5 (it takes 5, 10, 20, ... only).
 
+Bybit fills: ``GET /v5/execution/list`` answers at most 100 rows (a ``nextPageCursor`` pages on) and 7 days per
+request, the past 730 days, so ``fetch_fills`` walks 7-day windows (``startTime`` + ``endTime``) and follows the
+cursor in each (:meth:`CcxtVenue._bybit_executions`), not ccxt's ``paginate``.
+
 Symbols are given as exchange ids (``BTCUSDT``) and traded as linear USDT
 perpetuals (``BTC/USDT:USDT``).  Client order ids travel as ccxt's
 ``clientOrderId`` param (Bybit ``orderLinkId``, Binance ``newClientOrderId``).
@@ -84,6 +88,11 @@ _BINANCE_PAGE = 1000  # GET /fapi/v1/userTrades: limit, max 1000
 _BINANCE_WINDOW_MS = 7 * 86_400_000 - 1  # endTime - startTime: "cannot be longer than 7 days"
 _BINANCE_HISTORY_MS = 180 * 86_400_000  # "Only support querying trade in the past 6 months"
 _BINANCE_SKEW_MS = 3_600_000  # margin of the last window ("startTime" only) against clock differences
+_BYBIT_PAGE = 100  # GET /v5/execution/list: limit [1, 100], default 50
+_BYBIT_WINDOW_MS = 7 * 86_400_000  # "If both are passed, the rule is endTime - startTime <= 7 days"
+_BYBIT_HISTORY_MS = 730 * 86_400_000  # "Unified account supports getting the past 730 days historical trades data"
+_BYBIT_SKEW_MS = 3_600_000  # margin of the last window ("startTime" only) against clock differences
+_BYBIT_MAX_PAGES = 10_000  # per 7-day window (a million executions): past it VenueRejected, never a short list
 
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
 
@@ -503,21 +512,26 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         """Every execution of ``symbol`` at or after ``since_ms`` up to now: a list of :class:`Fill` sorted by
         ``(time_ms, trade_id)``, each trade id once.
 
-        Bybit: ccxt's own pagination of ``/v5/execution/list`` (``paginate``, newest first, following the cursor; at
-        most 100 calls).  Binance USDⓈ-M: :meth:`_binance_user_trades`, an explicit loop over ``GET
-        /fapi/v1/userTrades`` -- one request answers at most 1000 rows and at most 7 days from ``startTime``, so one
-        call (what this did before) silently missed fills: the 501st after ``since_ms`` and everything more than 7
-        days after it.  since_ms None: Binance, the last 7 days (its own default span); Bybit, ccxt's default.
+        Bybit: :meth:`_bybit_executions`, an explicit loop over ``GET /v5/execution/list`` -- one request answers at
+        most 100 rows (a cursor pages on) and at most 7 days (``startTime`` only: the 7 days after it), so ccxt's
+        ``paginate`` (what this did before: ``startTime`` = ``since_ms``, never an ``endTime``, at most 100 calls)
+        silently returned only the first 7 days after ``since_ms`` and at most 10,000 rows of them.  Binance USDⓈ-M:
+        :meth:`_binance_user_trades`, an explicit loop over ``GET /fapi/v1/userTrades`` -- one request answers at most
+        1000 rows and at most 7 days from ``startTime``, so one call (what this did before) silently missed fills: the
+        501st after ``since_ms`` and everything more than 7 days after it.  since_ms None: the last 7 days (both
+        exchanges' own default span).
 
         raises VenueNetworkError when a page still fails after the read retries (``retry``; a page is retried on its
         own, the pages before it are not fetched again), VenueAuthError / VenueRejected as every call; Binance:
         VenueRejected when more than 1000 fills share one millisecond older than fromId paging reaches (see
-        :meth:`_binance_user_trades`) -- never a silently short list."""
+        :meth:`_binance_user_trades`); Bybit: VenueRejected when a window's cursor repeats or does not end (see
+        :meth:`_bybit_executions`) -- never a silently short list."""
         if self.exchange_id == "binanceusdm":
             trades = self._binance_user_trades(symbol, since_ms)
-        else:  # Bybit pages executions (newest first, 50 per page by default): follow the cursor to the end
-            params = {"paginate": True, "paginationCalls": 100} if self.exchange_id == "bybit" else {}
-            trades = self._read(self.ex.fetch_my_trades, self._usym[symbol], since_ms, None, params)
+        elif self.exchange_id == "bybit":
+            trades = self._bybit_executions(symbol, since_ms)
+        else:
+            trades = self._read(self.ex.fetch_my_trades, self._usym[symbol], since_ms)
         out: dict[str, Fill] = {}
         for t in trades:
             sign = 1.0 if t["side"] == "buy" else -1.0
@@ -528,6 +542,73 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                      float(t["price"]), abs(fee), int(t["timestamp"]))
             out.setdefault(f.trade_id, f)
         return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
+
+    def _bybit_executions(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
+        """Every ``GET /v5/execution/list`` row (``execType=Trade``) of ``symbol`` from ``since_ms`` to now, as ccxt
+        trades (``parse_trades``, the parser ccxt's ``fetch_my_trades`` uses), deduplicated by execution id (any order).
+
+        Bybit's rules (v5 "Get Trade History"): rows sorted by ``execTime`` descending (the newest first; the order of
+        rows sharing an ``execTime`` is not defined); ``limit`` 1..100, default 50; ``cursor`` = the previous page's
+        ``nextPageCursor``; neither ``startTime`` nor ``endTime`` -> the last 7 days; ``startTime`` only -> startTime
+        to startTime + 7 days; ``endTime`` only -> the 7 days before it; both -> ``endTime - startTime <= 7 days``;
+        a unified account is served the past 730 days.
+
+        Why not ccxt's ``paginate`` (``fetch_paginated_call_cursor``, ccxt 4.5): every request sends ``startTime`` =
+        ``since`` and no ``endTime``, so Bybit answers only the 7 days after ``since_ms``, and the cursor walks those
+        7 days only (newest first); it stops without an error after ``paginationCalls`` requests (100 here: 10,000
+        rows), and retries failed pages itself.  Against tests/fake_bybit.py: 51 of 196 fills over 20 days with a
+        quiet week (only the first 7 days), 10,000 of 10,050 fills in one hour (the oldest 50 lost), none at all for
+        ``since_ms`` 0 (the 7 days after the epoch).
+
+        The loop here: 7-day windows from ``since_ms`` (clamped to the 730 days Bybit serves; None: now - 7 days), each
+        sent as ``startTime`` + ``endTime`` (``endTime - startTime`` = 7 days, the documented maximum), all in the
+        past; consecutive windows share their boundary millisecond (whether Bybit's ``startTime`` or ``endTime`` is
+        inclusive, no millisecond falls between two windows; a row seen twice is dropped by id); the last window,
+        which begins at least an hour (``_BYBIT_SKEW_MS``) after now - 7 days, is sent with ``startTime`` only, so
+        the exchange's own clock ends it.  Within a window: pages of 100 rows following ``nextPageCursor`` until a
+        page is empty or comes without a cursor (rows sharing a millisecond are the cursor's business, not split by
+        time as on Binance).  A cursor that repeats, or a window over ``_BYBIT_MAX_PAGES`` pages, raises VenueRejected
+        (completeness cannot be guaranteed).  Requests: one per window (ceil((days - 7 + 1/24) / 7) + 1 for ``since_ms``
+        ``days`` ago; 105 for 730 days) plus one per further page of 100 rows, plus one empty page per non-empty window
+        when Bybit gives the last page a cursor; each is one ``_read`` (retried on network errors)."""
+        usym = self._usym[symbol]
+        market = self.ex.market(usym)
+        now = int(self.ex.nonce())  # the exchange's clock as the signed requests' timestamp estimates it
+        start = now - _BYBIT_WINDOW_MS if since_ms is None else int(since_ms)
+        start = max(start, now - _BYBIT_HISTORY_MS)
+        first = start
+        last_start = now - _BYBIT_WINDOW_MS + _BYBIT_SKEW_MS  # from here on: startTime only
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            final = start >= last_start
+            end = None if final else min(start + _BYBIT_WINDOW_MS, last_start)
+            request: dict[str, Any] = {"category": "linear", "symbol": market["id"], "execType": "Trade",
+                                       "startTime": start, "limit": _BYBIT_PAGE}
+            if end is not None:
+                request["endTime"] = end
+            cursor, cursors = "", set()
+            for _page in range(_BYBIT_MAX_PAGES):
+                query = {**request, "cursor": cursor} if cursor else request
+                resp = self._read(self.ex.privateGetV5ExecutionList, query)
+                result = (resp or {}).get("result") or {}
+                rows = result.get("list") or []
+                for t in self.ex.parse_trades(rows, market):
+                    if int(t["timestamp"]) >= first:
+                        seen.setdefault(str(t["id"]), t)
+                cursor = str(result.get("nextPageCursor") or "")
+                if not rows or not cursor:
+                    break
+                if cursor in cursors:
+                    raise VenueRejected(f"{self.name}: /v5/execution/list of {symbol} from {start} ms repeated the "
+                                        f"cursor {cursor!r}; its executions cannot be fetched completely")
+                cursors.add(cursor)
+            else:
+                raise VenueRejected(f"{self.name}: over {_BYBIT_MAX_PAGES} pages of {symbol}'s executions in the 7 "
+                                    f"days from {start} ms; they cannot be fetched completely")
+            if final:
+                break
+            start = end  # the boundary millisecond again: see the docstring
+        return list(seen.values())
 
     def _binance_user_trades(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
         """Every ``GET /fapi/v1/userTrades`` row of ``symbol`` from ``since_ms`` to now, as ccxt trades, deduplicated
