@@ -340,7 +340,7 @@ def test_auth_errors_skip_trading_and_never_book(tmp_path, fake_exchange, bybit_
     try:
         fk.inject_rest("auth", "/v5/order/create", 3)
         fk.inject_rest("auth", "/v5/execution/list", 3)
-        step_all(fk, [(rt, v)], 6)  # never raises
+        step_all(fk, [(rt, v)], 10)  # never raises (each auth fault costs a bar: 6 of them, then trading)
         rt._sync_fills([SYM], 0)
         out = [e["data"]["error"] for e in j.events("outage")]
     finally:
