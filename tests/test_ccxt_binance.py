@@ -822,8 +822,8 @@ def _driver(fk: FakeBinance, d: Path, until_ms: int, *extra: str) -> subprocess.
 @pytest.mark.parametrize("policy,point,nth", [
     ("maker-then-cross", "sent_not_acked", 3),
     ("maker-then-cross", "fills_fetched", 2),
-    ("maker-then-cross", "intent_saved", 3),
-    ("maker-then-cross", "bar_done", 8),
+    pytest.param("maker-then-cross", "intent_saved", 3, marks=pytest.mark.slow),  # the default run keeps the
+    pytest.param("maker-then-cross", "bar_done", 8, marks=pytest.mark.slow),  # money-critical points (~10 s each)
     ("", "sent_not_acked", 2),  # the market policy
 ])
 def test_kill9_on_fake_binance_then_restart_ledger_equals_exchange(tmp_path, policy, point, nth):
