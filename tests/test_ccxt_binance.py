@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fake_binance import FakeBinance, sample_bars
+from restart_scenarios import crash_after_send_then_restart
 
 from crucible.config import config_from_dict
 from crucible.journal import Journal
@@ -597,35 +598,16 @@ def test_restart_of_a_bench_started_over_7_days_ago_books_the_fill_of_the_order_
     the 7 days after startTime) the fill was missed: a position difference at restart."""
     fk = fake_binance
     v = _venue(fk)
-    cfg = _cfg(tmp_path)
-
-    def crash(p, ctx):
-        if p == "sent_not_acked":
-            raise _Crash(p)
-
     try:
-        j = Journal(cfg.general.journal)
-        rt = Runtime(cfg, v, j, fault=crash)
-        rt.restore()
-        j.set_meta("started_ms", v.now_ms() - 10 * DAY)
-        with pytest.raises(_Crash):
-            rt.place(rt.slots["a"], 0.01, 1.0, "test", 1_718_000_000_000)
-        j.close()
-        assert len(fk.state()["trades"]) == 1
-        j = Journal(cfg.general.journal)
-        try:
-            rt2 = Runtime(cfg, v, j)
-            rt2.restore()
-            n0 = len(fk.paths)
-            rep = rt2.reconcile()
-            assert rep["new_fills"] == 1 and [f["trade_id"] for f in j.fills()] == list(fk.state()["trades"])
-            assert rep["position_diff"] == {} and rt2.halted is None, (rep, rt2.halted)
-            assert rt2.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
-            assert _trade_calls(fk, n0) <= 3  # 10 days: one 7-day window, then the last (startTime only)
-        finally:
-            j.close()
+        r = crash_after_send_then_restart(_cfg(tmp_path), v, started_days_ago=10,
+                                          venue_trades=lambda: fk.state()["trades"],
+                                          requests=lambda: _trade_calls(fk, 0))
     finally:
         v.close()
+    assert r["report"]["new_fills"] == 1 and r["journal_fills"] == r["venue_trades"]
+    assert r["report"]["position_diff"] == {} and r["halted"] is None, r
+    assert r["units"] == pytest.approx(fk.state()["position"])
+    assert r["requests"] <= 3  # 10 days: one 7-day window, then the last (startTime only)
 
 
 @pytest.mark.parametrize("fault", ["drop", "5xx", "429"])

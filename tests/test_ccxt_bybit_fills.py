@@ -10,10 +10,9 @@ import math
 
 import pytest
 from fake_bybit import FakeBybit, sample_bars
+from restart_scenarios import crash_after_send_then_restart
 
 from crucible.config import config_from_dict
-from crucible.journal import Journal
-from crucible.runtime import Runtime
 from crucible.venues.base import RetryPolicy, VenueNetworkError, VenueRejected
 from crucible.venues.ccxt_venue import CcxtVenue
 
@@ -214,33 +213,12 @@ def test_restart_of_a_bybit_bench_started_over_7_days_ago_books_the_fill_of_the_
         "slots": [{"id": "a", "symbol": SYM, "genome": "builtin:momentum"}],
     }, "test")
 
-    class _Crash(Exception):
-        pass
-
-    def crash(p, ctx):
-        if p == "sent_not_acked":
-            raise _Crash(p)
-
     try:
-        j = Journal(cfg.general.journal)
-        rt = Runtime(cfg, v, j, fault=crash)
-        rt.restore()
-        j.set_meta("started_ms", v.now_ms() - 10 * DAY)
-        with pytest.raises(_Crash):
-            rt.place(rt.slots["a"], 0.01, 1.0, "test", 1_718_000_000_000)
-        j.close()
-        assert len(fk.state()["executions"]) == 1
-        j = Journal(cfg.general.journal)
-        try:
-            rt2 = Runtime(cfg, v, j)
-            rt2.restore()
-            n0 = len(fk.execution_requests)
-            rep = rt2.reconcile()
-            assert rep["new_fills"] == 1 and [f["trade_id"] for f in j.fills()] == list(fk.state()["executions"])
-            assert rep["position_diff"] == {} and rt2.halted is None, (rep, rt2.halted)
-            assert rt2.slots["a"].ledger.units == pytest.approx(fk.state()["position"])
-            assert len([q for q in fk.execution_requests[n0:] if not q.get("cursor")]) == 2
-        finally:
-            j.close()
+        r = crash_after_send_then_restart(cfg, v, started_days_ago=10, venue_trades=lambda: fk.state()["executions"],
+                                          requests=lambda: len([q for q in fk.execution_requests if not q.get("cursor")]))
     finally:
         v.close()
+    assert r["report"]["new_fills"] == 1 and r["journal_fills"] == r["venue_trades"]
+    assert r["report"]["position_diff"] == {} and r["halted"] is None, r
+    assert r["units"] == pytest.approx(fk.state()["position"])
+    assert r["requests"] == 2  # two windows (first pages; no cursor)
