@@ -167,6 +167,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
                                      perpetual=presets[sc.id] == "futures", lineage=initial_lineage(sc.genome, g))
         self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
+        self._slot_list = tuple(self.slots.values())  # the bench's slots in order (they never change after this)
         # panel slots (other instruments' features, regime terminals) and regime slots: crucible.panel
         self.panel = PanelSignals(cfg.general.history_bars, pf, cfg.general.panel_wait_seconds, live=live,
                                   stop_wait=self.stop_event.wait if live else None)
@@ -193,7 +194,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self._journaled_weights: dict[str, float] | None = None
         self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
         self._alive_ids: tuple[str, ...] = ()
-        self._cwo_rows: tuple[tuple[int, ...], Any] = ((), None)  # (live slot rows, as an int64 array) of the CWO
+        self._cwo_rows: tuple[list[int], Any] = ([], None)  # (live slot rows, as an int64 array) of the CWO
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
