@@ -316,11 +316,16 @@ class OversightMixin:
                 led = s.ledger
                 units = led.units
                 mark = s.mark
-                held = max(abs(units), abs(units + fl))
+                held, h2 = abs(units), abs(units + fl)
+                if h2 > held:  # max(abs(units), abs(units + fl))
+                    held = h2
                 room = e - held * mark / self.leverage[sid]
                 if not s.perpetual:
-                    room = min(room, led.cash - max(0.0, fl) * mark * (1.0 + self._buffer))
-                room = max(0.0, room)
+                    r2 = led.cash - (fl if fl > 0.0 else 0.0) * mark * (1.0 + self._buffer)  # max(0.0, fl)
+                    if r2 < room:  # min(room, r2)
+                        room = r2
+                if not room > 0.0:  # max(0.0, room)
+                    room = 0.0
                 if -a > room:
                     pending[sid] = -a - room
                     a = -room
@@ -330,7 +335,7 @@ class OversightMixin:
                 inn += a
             amounts.append(a)
         out = -out
-        avail = out + max(reserve, 0.0)
+        avail = out + (0.0 if 0.0 > reserve else reserve)  # out + max(reserve, 0.0)
         if inn > avail:
             amounts = [(a * avail / inn if a > 0 else a) for a in amounts]
         moved = 0
