@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from crucible.allocator import cwo_step_nb
+from crucible.allocator import cwo_step_marks_nb
 from crucible.hotswap import Challenger
 from crucible.journal import OPEN_STATUSES
 from crucible.lineage import challenger_lineage, champion_extras
@@ -222,9 +222,11 @@ class OversightMixin:
             if rows[0] != alive:  # the live rows change only on kills, re-arms and stops
                 rows = self._cwo_rows = (alive, np.array(alive, dtype=np.int64))
             old = np.array([slots[i].weight for i in alive])
-            new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), rows[1],
-                              old, cwo.drawdown_penalty,
-                              min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
+            mb = self.marks
+            lo, hi = mb.span(cwo.lookback_bars + 1)  # cwo_step_nb(mb.window(...), ...) with the returns kept
+            new = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, lo, hi, rows[1],
+                                    old, cwo.drawdown_penalty,
+                                    min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
             if self.regime_alloc is not None:  # regime slots: tilt toward the predicted regime (crucible.panel)
                 new, extra = self.regime_alloc.apply(self.venue, now - 60_000, [slots[i].id for i in alive], old,
                                                      new, cwo)

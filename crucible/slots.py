@@ -297,12 +297,17 @@ class MarkBook:
         self.keep = max(int(keep), 1)
         self._buf = np.zeros((len(slot_ids), 2 * self.keep))
         self.n = 0
+        # returns of the marks kept for the CWO (crucible.allocator.cwo_step_marks_nb): _ret[r, c] is
+        # _buf[r, c] / _buf[r, c - 1] - 1 for 1 <= c < _ret_n[0]; a slide or a reset invalidates them all
+        self._ret = np.zeros_like(self._buf)
+        self._ret_n = np.zeros(1, dtype=np.int64)
 
     def push(self, marks: list[float]) -> None:
         """Append one bar's marks, in slot_ids order."""
         if self.n == self._buf.shape[1]:
             self._buf[:, : self.keep] = self._buf[:, self.n - self.keep: self.n]
             self.n = self.keep
+            self._ret_n[0] = 0
         self._buf[:, self.n] = marks
         self.n += 1
 
@@ -310,10 +315,17 @@ class MarkBook:
         """(n_slots, m) view of the last ``m = min(last, available)`` marks."""
         return self._buf[:, max(0, self.n - int(last)): self.n]
 
+    def span(self, last: int) -> tuple[int, int]:
+        """(lo, hi): :meth:`window` ``(last)`` is ``_buf[:, lo:hi]``."""
+        n = self.n
+        lo = n - int(last)
+        return (lo if lo > 0 else 0), n
+
     def reset(self, slot_id: str, value: float) -> None:
         """Overwrite every kept mark of one slot with ``value`` (a re-armed slot starts a new equity curve:
         its refill must not read as a return)."""
         self._buf[self.row[slot_id], : self.n] = value
+        self._ret_n[0] = 0
 
     def curve(self, slot_id: str, last: int | None = None) -> np.ndarray:
         """(m,) view of one slot's last ``last`` marks (all kept marks when None)."""
