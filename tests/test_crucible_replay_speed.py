@@ -369,3 +369,43 @@ def test_cwo_step_on_the_markbook_is_the_window_step_bit_for_bit():
             assert got.tobytes() == want.tobytes()
             steps += 1
     assert steps > 3000
+
+
+def test_carried_closing_status_writes_the_rows_of_immediate_updates(tmp_path):
+    """A closing status set inside a transaction is carried to the commit (one executemany): the orders rows are those of
+    the immediate UPDATEs, reads of the table inside the transaction see it, a later status of the same order takes
+    its venue order id / error as COALESCE would, and a rollback drops it with the rest of the transaction."""
+    def run(path, batch):
+        j = Journal(path, synchronous="NORMAL")
+        for k in range(4):
+            j.add_intent(client_order_id=f"c{k}", slot="a", symbol="S", qty=1.0 + k, target=0.5, bar_time=60_000,
+                         seq=k, reason="signal", now_ms=1)
+        steps = [("c0", "acked", 2, "v0", None), ("c0", "filled", 3, None, None), ("c1", "rejected", 4, None, "no margin"),
+                 ("c2", "acked", 5, "v2", None), ("c2", "canceled", 6, "v2b", None), ("c3", "filled", 7, "v3", None),
+                 ("c3", "unknown", 8, None, None), ("c3", "filled", 9, None, None)]
+        if batch:
+            with j:
+                for cid, st, t, v, e in steps:
+                    j.set_order_status(cid, st, t, venue_order_id=v, error=e)
+                    if cid == "c0" and st == "filled":
+                        assert [o["status"] for o in j.orders() if o["client_order_id"] == "c0"] == ["filled"]
+                        assert j.order("c0")["status"] == "filled" and j.has_open_order("a")
+                        assert "c0" not in [o["client_order_id"] for o in j.orders(OPEN_STATUSES)]
+        else:
+            for cid, st, t, v, e in steps:
+                j.set_order_status(cid, st, t, venue_order_id=v, error=e)
+        rows = [tuple(r) for r in j.db.execute("SELECT rowid, * FROM orders ORDER BY rowid")]
+        opened = sorted(o["client_order_id"] for o in j.orders(OPEN_STATUSES))
+        j.close()
+        return rows, opened
+
+    assert run(tmp_path / "a.sqlite", True) == run(tmp_path / "b.sqlite", False)
+    j = Journal(tmp_path / "c.sqlite", synchronous="NORMAL")
+    j.add_intent(client_order_id="x", slot="a", symbol="S", qty=1.0, target=0.5, bar_time=60_000, seq=0,
+                 reason="signal", now_ms=1)
+    with pytest.raises(RuntimeError):
+        with j:
+            j.set_order_status("x", "filled", 2)
+            raise RuntimeError("crash mid-bar")
+    assert j.db.execute("SELECT status FROM orders").fetchall()[0][0] == "intent" and j.has_open_order("a")
+    j.close()
