@@ -76,6 +76,7 @@ __all__ = ["Runtime", "run_live", "make_venue", "VENUES", "Supervised", "WorkerF
 
 _status_of = operator.attrgetter("status")
 _genome_of = operator.attrgetter("genome")
+_target_of = operator.attrgetter("target")
 
 
 class Supervised(Protocol):
@@ -406,7 +407,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
             # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
             # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
-            keys, tg = self.slots.keys(), [s.target for s in self.slots.values()]  # (the bench's slots never change)
+            keys, tg = self.slots.keys(), tuple(map(_target_of, self._slot_list))  # (the bench's slots never change)
             self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
                 k: (None if isnan(t) else t) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
