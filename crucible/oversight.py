@@ -224,7 +224,7 @@ class OversightMixin:
             old = np.array([slots[i].weight for i in alive])
             mb = self.marks
             lo, hi = mb.span(cwo.lookback_bars + 1)  # cwo_step_nb(mb.window(...), ...) with the returns kept
-            new = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, lo, hi, rows[1],
+            new = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, mb._bad, lo, hi, rows[1],
                                     old, cwo.drawdown_penalty,
                                     min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
             if self.regime_alloc is not None:  # regime slots: tilt toward the predicted regime (crucible.panel)

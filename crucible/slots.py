@@ -314,6 +314,7 @@ class MarkBook:
         # _buf[r, c] / _buf[r, c - 1] - 1 for 1 <= c < _ret_n[0]; a slide or a reset invalidates them all
         self._ret = np.zeros_like(self._buf)
         self._ret_n = np.zeros(1, dtype=np.int64)
+        self._bad = np.full(len(slot_ids), -1, dtype=np.int64)  # per row: the last column <= _ret_n[0] - 2 with a mark <= 0
 
     def push(self, marks: list[float]) -> None:
         """Append one bar's marks, in slot_ids order."""

@@ -331,9 +331,9 @@ def test_replay_fetch_fills_since_is_the_bisection():
 
 
 def test_cwo_step_on_the_markbook_is_the_window_step_bit_for_bit():
-    """``allocator.cwo_step_marks_nb`` (the returns of the MarkBook kept across calls, three rows' sums advancing
-    together) gives the floats of ``cwo_step_nb`` on ``MarkBook.window``: across slides, resets, calls skipped, marks
-    <= 0 and NaN, short windows and changing live rows."""
+    """``allocator.cwo_step_marks_nb`` (the returns of the MarkBook and its last mark <= 0 per row kept across calls,
+    three rows' sums and peaks advancing together) gives the floats of ``cwo_step_nb`` on ``MarkBook.window``: across
+    slides, resets, calls skipped, marks <= 0 and NaN, short windows and changing live rows."""
     from crucible.allocator import cwo_step_marks_nb, cwo_step_nb
     from crucible.slots import MarkBook
 
@@ -344,9 +344,10 @@ def test_cwo_step_on_the_markbook_is_the_window_step_bit_for_bit():
         last = int(rng.choice([1, 2, 3, 4, 241, keep]))
         mb = MarkBook([f"s{i}" for i in range(ns)], keep)
         eq, vol = rng.choice([0.0, 50.0, 200.0]) + np.zeros(ns), rng.choice([0.1, 1, 10, 60])
+        bad_rate = rng.choice([1.0, 5.0])  # x the 1 % / 0.5 % / 0.5 % rates of zero, NaN and negative marks
         for _step in range(int(rng.integers(5, 700))):
             eq = eq + rng.normal(0, vol, ns)
-            x, u = eq.copy(), rng.random()
+            x, u = eq.copy(), rng.random() / bad_rate
             if u < 0.01:
                 x[rng.integers(ns)] = 0.0
             elif u < 0.015:
@@ -365,7 +366,7 @@ def test_cwo_step_on_the_markbook_is_the_window_step_bit_for_bit():
             want = cwo_step_nb(mb.window(last), rows, old, *args)
             lo, hi = mb.span(last)
             assert mb._buf[:, lo:hi].base is mb.window(last).base and (lo, hi) == (max(0, mb.n - last), mb.n)
-            got = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, lo, hi, rows, old, *args)
+            got = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, mb._bad, lo, hi, rows, old, *args)
             assert got.tobytes() == want.tobytes()
             steps += 1
     assert steps > 3000
