@@ -210,10 +210,12 @@ class OversightMixin:
         slots = self._slot_list
         extra: dict = {}
         alive = []
+        weights = []  # the live slots' weights, in slot order
         i = 0
         for s in slots:
             if s.status == "live":
                 alive.append(i)
+                weights.append(s.weight)
             else:
                 s.weight = 0.0
             i += 1
@@ -221,7 +223,7 @@ class OversightMixin:
             rows = self._cwo_rows
             if rows[0] != alive:  # the live rows change only on kills, re-arms and stops
                 rows = self._cwo_rows = (alive, np.array(alive, dtype=np.int64))
-            old = np.array([slots[i].weight for i in alive])
+            old = np.array(weights)
             mb = self.marks
             lo, hi = mb.span(cwo.lookback_bars + 1)  # cwo_step_nb(mb.window(...), ...) with the returns kept
             new = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, mb._bad, lo, hi, rows[1],
