@@ -55,9 +55,11 @@ class OversightMixin:
 
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
-        for s in self.slots.values():
+        for s in self._slot_list:
+            if s.status != "live":
+                continue
             mark = s.mark
-            if s.status != "live" or mark <= 0:
+            if mark <= 0:
                 continue
             led = s.ledger
             eq = led.cash + led.units * mark  # s.equity() (mark > 0)

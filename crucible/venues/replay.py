@@ -247,8 +247,10 @@ class ReplayVenue(Venue):
                 b = out.get(sym)
                 if b is not None and self._pos[sym] != 0.0:  # the position held into this open pays
                     self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_event)
-        self._fill_pending(out)
-        self._fill_resting(out)
+        if self._pending:  # (each is a no-op without orders waiting)
+            self._fill_pending(out)
+        if self._resting:
+            self._fill_resting(out)
         return out
 
     def funding_rate(self, symbol: str) -> float | None:
