@@ -213,11 +213,17 @@ class OversightMixin:
         extra: dict = {}
         alive = []
         weights = []  # the live slots' weights, in slot order
+        held, equity = [], []  # the live slots with a mark and their equity, for _move_capital (unchanged until then)
         i = 0
         for s in slots:
             if s.status == "live":
                 alive.append(i)
                 weights.append(s.weight)
+                mark = s.mark
+                if mark > 0:
+                    held.append(s)
+                    led = s.ledger
+                    equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
             else:
                 s.weight = 0.0
             i += 1
@@ -255,7 +261,7 @@ class OversightMixin:
             for s in slots:
                 s.weight = prev[s.id]
             w = prev
-        self._move_capital(now)
+        self._move_capital(now, held, equity)
         if self._progress_on:
             self._emit("reweight", weights=dict(w))
 
@@ -281,7 +287,7 @@ class OversightMixin:
             room = min(room, s.ledger.cash - max(0.0, flight) * s.mark * (1.0 + self._buffer))
         return max(0.0, room)
 
-    def _move_capital(self, now: int) -> None:
+    def _move_capital(self, now: int, live: list | None = None, equity: list[float] | None = None) -> None:
         """Move cash between slot ledgers so each live slot's equity approaches weight x bench equity
         (bench equity = live slots' equity + reserve), scaled down so that sum |transfer| <= max_turnover x
         bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve, pending}.
@@ -292,13 +298,14 @@ class OversightMixin:
         leaves plus the reserve."""
         if not self.cfg.cwo.move_capital:
             return
-        live, equity = [], []
-        for s in self._slot_list:
-            mark = s.mark
-            if s.status == "live" and mark > 0:
-                live.append(s)
-                led = s.ledger
-                equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
+        if live is None:  # (the CWO passes them: the live slots with a mark > 0, in slot order, and their equity)
+            live, equity = [], []
+            for s in self._slot_list:
+                mark = s.mark
+                if s.status == "live" and mark > 0:
+                    live.append(s)
+                    led = s.ledger
+                    equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
         if not live:
             return
         reserve = self.reserve
@@ -310,7 +317,7 @@ class OversightMixin:
         amounts = []
         pending: dict[str, float] = {}
         flight = None
-        out = inn = 0
+        out = inn = moved = 0  # moved: sum([abs(a) for a in amounts]) unless the inflows are scaled below
         for s, e in zip(live, equity):
             a = s.weight * bench - e
             if a < 0:
@@ -340,13 +347,14 @@ class OversightMixin:
             elif a > 0:
                 inn += a
             amounts.append(a)
+            moved += abs(a)
         out = -out
         avail = out + (0.0 if 0.0 > reserve else reserve)  # out + max(reserve, 0.0)
         if inn > avail:
             amounts = [(a * avail / inn if a > 0 else a) for a in amounts]
-        moved = 0
-        for a in amounts:
-            moved += abs(a)
+            moved = 0
+            for a in amounts:
+                moved += abs(a)
         if moved < self.cfg.general.min_order_notional:
             if pending == self.pending_out:
                 return
