@@ -484,7 +484,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                     continue
                 led, mark = s.ledger, s.mark
                 eq = led.cash + led.units * mark if mark > 0 else led.cash  # s.equity()
-                over = abs(led.units) * close > leverage[s.id] * (0.0 if 0.0 > eq else eq) * (1.0 + 1e-9)  # past its cap
+                units = led.units  # past its cap (never when flat: 0 * close > a leverage (> 0) x max(eq, 0) is False)
+                over = units != 0.0 and abs(units) * close > leverage[s.id] * (0.0 if 0.0 > eq else eq) * (1.0 + 1e-9)
                 if t == s.target and not over:
                     continue
                 if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)

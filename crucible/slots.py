@@ -254,7 +254,7 @@ class Ledger:
         self.fees += fee
         self.realised -= fee
         units = self.units
-        if units == 0 or _sign(units) == _sign(qty):
+        if units == 0 or (units > 0 and qty > 0) or (units < 0 and qty < 0):  # units == 0 or _sign(units) == _sign(qty)
             new = units + qty
             self.avg_price = (self.avg_price * abs(units) + price * abs(qty)) / abs(new)
             self.units = new
