@@ -59,8 +59,6 @@ log = logging.getLogger("crucible")
 
 OPEN_STATUSES = ("intent", "acked", "unknown")
 _OPEN_SET = frozenset(OPEN_STATUSES)
-_SET_STATUS = ("UPDATE orders SET status=?, updated_ms=?, venue_order_id=COALESCE(?, venue_order_id),"
-               " error=COALESCE(?, error) WHERE client_order_id=?")
 NORMAL_AUTOCHECKPOINT_PAGES = 10_000
 """WAL pages between automatic checkpoints of a ``synchronous=NORMAL`` journal (SQLite's default is 1,000; a
 checkpoint fsyncs the database file, the commits themselves do not)."""
@@ -224,8 +222,6 @@ class Journal:
             self._events: list[tuple[int, str, str | None, str]] = []  # inserts carried to the commit
             self._chain_rows: list[tuple[int, str, str, str, str]] = []  # chain links carried to the commit
             self._acks: dict[str, tuple[int, str | None]] = {}  # cid -> (now_ms, venue_order_id) of an "acked"
-            # cid -> (status, now_ms, venue_order_id, error) of a closing status update carried to the commit
-            self._final: dict[str, tuple[str, int, str | None, str | None]] = {}
             self._carried: list[tuple[Any, Any]] = []  # (flush, drop) of writes other tables carry to the commit
             if not readonly and synchronous == "NORMAL":  # replay: fewer checkpoints (each one fsyncs the file)
                 self.db.execute(f"PRAGMA wal_autocheckpoint={NORMAL_AUTOCHECKPOINT_PAGES}")
@@ -431,7 +427,6 @@ class Journal:
         self._events.clear()
         self._chain_rows.clear()
         self._acks.clear()
-        self._final.clear()
         for _flush, drop in self._carried:
             drop()
         if self.db.in_transaction:
@@ -474,10 +469,6 @@ class Journal:
             self.set_meta(k, v() if callable(v) else v)
         self._deferred.clear()
 
-    def flush_carried(self) -> None:
-        """Execute the writes carried to the commit now (in their order), before a direct SQL read of the tables."""
-        self._flush_rows()
-
     def _flush_rows(self) -> None:
         """Write the event inserts and order acknowledgements carried in memory (in their original order)."""
         if self._chain_rows:
@@ -490,9 +481,6 @@ class Journal:
             self.db.executemany("UPDATE orders SET status='acked', updated_ms=?, venue_order_id=COALESCE(?, venue_order_id)"
                                 " WHERE client_order_id=?", [(t, v, c) for c, (t, v) in self._acks.items()])
             self._acks.clear()
-        if self._final:
-            self.db.executemany(_SET_STATUS, [(*u, c) for c, u in self._final.items()])
-            self._final.clear()
         for flush, _drop in self._carried:
             flush()
 
@@ -502,7 +490,6 @@ class Journal:
             self._events.clear()
             self._chain_rows.clear()
             self._acks.clear()
-            self._final.clear()
             for _flush, drop in self._carried:
                 drop()
             if self._batch:
@@ -570,24 +557,10 @@ class Journal:
     def set_order_status(self, client_order_id: str, status: str, now_ms: int, *, venue_order_id: str | None = None,
                          error: str | None = None) -> None:
         """Set an order's status.  Inside a transaction an "acked" of an order held in memory is carried to the
-        commit (one UPDATE at most, none when a final status replaces it first), and so is a closing status (filled,
-        rejected, ...) of an order held in memory (its UPDATE executed with the others at the commit, or before any read
-        of the orders table); the row is the same either way.  A later update of a carried order's status takes the
-        carried one's venue order id / error where it gives none (as the two UPDATEs' COALESCE would)."""
+        commit (one UPDATE at most, none when a final status replaces it first); the row is the same either way."""
         ack = self._acks.pop(client_order_id, None)
         if ack is not None and venue_order_id is None:
             venue_order_id = ack[1]
-        fin = self._final.pop(client_order_id, None) if self._final else None
-        if fin is not None:  # (not reached by the bench: a closed order's status is not set again in a transaction)
-            if venue_order_id is None:
-                venue_order_id = fin[2]
-            if error is None:
-                error = fin[3]
-        if self._batch and status not in OPEN_STATUSES and client_order_id in self._open:
-            self._final[client_order_id] = (status, now_ms, venue_order_id, error)
-            self._open.pop(client_order_id, None)
-            self._filled.pop(client_order_id, None)
-            return
         if status == "acked" and self._batch and error is None and client_order_id in self._open:
             self._acks[client_order_id] = (now_ms, venue_order_id)
             row = self._open[client_order_id]
@@ -595,7 +568,10 @@ class Journal:
             if venue_order_id is not None:
                 row["venue_order_id"] = venue_order_id
             return
-        self.db.execute(_SET_STATUS, (status, now_ms, venue_order_id, error, client_order_id))
+        self.db.execute(
+            "UPDATE orders SET status=?, updated_ms=?, venue_order_id=COALESCE(?, venue_order_id),"
+            " error=COALESCE(?, error) WHERE client_order_id=?",
+            (status, now_ms, venue_order_id, error, client_order_id))
         if status in OPEN_STATUSES:
             row = self._open.get(client_order_id)
             if row is None:

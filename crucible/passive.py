@@ -185,7 +185,7 @@ class PassiveMixin:
         it = self.exec_book.working.get(slot_id)
         if it is not None:
             return float(it["target"])
-        self.journal.flush_carried()  # its order_exec rows and the orders' status updates carried to the commit are read below
+        self.exec_book.flush()  # its order_exec rows carried to the commit are read below
         db = self.journal.db
         r = db.execute("SELECT target, bar_time, status FROM exec_intents WHERE slot=? ORDER BY bar_time DESC, rowid DESC"
                        " LIMIT 1", (slot_id,)).fetchone()
