@@ -22,7 +22,8 @@ from numba import njit
 from crucible.config import CwoConfig
 from forge.backtest.metrics_nb import drawdown_from_peak_nb, sharpe_per_bar_of_equity_nb
 
-__all__ = ["regime_tilt", "eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score", "cwo_step_nb"]
+__all__ = ["regime_tilt", "eg_weights", "project_bounded_simplex", "reweight", "scores_nb", "slot_score", "cwo_step_nb",
+           "cwo_step_marks_nb"]
 
 
 @njit(cache=True)
@@ -167,6 +168,108 @@ def cwo_step_nb(marks: np.ndarray, rows: np.ndarray, old: np.ndarray, drawdown_p
     their current weights; lo = min(min_weight, 1/k).  returns (k,) float64, the same numbers as
     ``eg_weights(old, scores_nb(marks[rows], drawdown_penalty), cfg)``."""
     return _eg_step_nb(old, _scores_rows_nb(marks, rows, drawdown_penalty), lo, hi, eta, max_turnover)
+
+
+@njit(cache=True)
+def _marks_scores_nb(buf: np.ndarray, ret: np.ndarray, ret_n: np.ndarray, bad: np.ndarray, lo: int, hi: int,
+                     rows: np.ndarray, drawdown_penalty: float) -> np.ndarray:
+    """``_scores_rows_nb(buf[:, lo:hi], rows, drawdown_penalty)`` with the same floats, on a :class:`crucible.slots.MarkBook`
+    buffer whose returns are kept across calls: ``ret[r, c] = buf[r, c] / buf[r, c - 1] - 1`` for ``1 <= c < ret_n[0]``
+    (the columns below ``hi`` not yet divided are divided here, once; a zero divisor leaves a value no score reads: its
+    row is not scored), and ``bad[r]``, the last column ``c <= ret_n[0] - 2`` with ``buf[r, c] <= 0`` (-1: none), so a
+    row's "every mark but the last > 0" is ``bad[r] < lo``.  Each scored row's sums are accumulated in the same order
+    as ``_scores_rows_nb``'s (its peak with its mean), three rows advancing together (independent chains in registers)."""
+    nr = buf.shape[0]
+    c0 = ret_n[0]
+    if c0 <= 1:  # nothing kept (new, slid or reset): from the first column
+        c0 = 1
+        for r in range(nr):
+            bad[r] = -1
+    for c in range(c0, hi):
+        for r in range(nr):
+            d = buf[r, c - 1]
+            if d <= 0.0:
+                bad[r] = c - 1
+            ret[r, c] = buf[r, c] / d - 1.0 if d != 0.0 else 0.0
+    if hi > ret_n[0]:
+        ret_n[0] = hi
+    k = rows.shape[0]
+    n = hi - lo
+    g = np.empty(k)
+    sh = np.zeros(k)
+    dd = np.empty(k)
+    ok = np.empty(k, dtype=np.int64)  # rows whose Sharpe is computed (n >= 3, every mark but the last > 0)
+    nok = 0
+    for j in range(k):
+        r = rows[j]
+        if n >= 3 and bad[r] < lo:
+            ok[nok] = j
+            nok += 1
+        elif n <= 0:
+            dd[j] = 0.0
+        else:
+            peak = buf[r, lo]
+            for c in range(lo + 1, hi):
+                if buf[r, c] > peak:
+                    peak = buf[r, c]
+            dd[j] = 1.0 - buf[r, hi - 1] / peak if peak > 0.0 else 1.0
+    q = 0
+    while q < nok:  # rows q, q1, q2 (the last group repeats its last row when fewer are left)
+        q1 = q + 1 if q + 1 < nok else q
+        q2 = q + 2 if q + 2 < nok else q1
+        r0, r1, r2 = rows[ok[q]], rows[ok[q1]], rows[ok[q2]]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        p0, p1, p2 = buf[r0, lo], buf[r1, lo], buf[r2, lo]
+        for c in range(lo + 1, hi):
+            a0 += ret[r0, c]
+            a1 += ret[r1, c]
+            a2 += ret[r2, c]
+            x0, x1, x2 = buf[r0, c], buf[r1, c], buf[r2, c]
+            if x0 > p0:
+                p0 = x0
+            if x1 > p1:
+                p1 = x1
+            if x2 > p2:
+                p2 = x2
+        a0 /= n - 1
+        a1 /= n - 1
+        a2 /= n - 1
+        b0 = 0.0
+        b1 = 0.0
+        b2 = 0.0
+        for c in range(lo + 1, hi):
+            d0 = ret[r0, c] - a0
+            d1 = ret[r1, c] - a1
+            d2 = ret[r2, c] - a2
+            b0 += d0 * d0
+            b1 += d1 * d1
+            b2 += d2 * d2
+        sd = np.sqrt(b0 / (n - 2))
+        sh[ok[q]] = a0 / sd if sd > 0.0 else 0.0
+        sd = np.sqrt(b1 / (n - 2))
+        sh[ok[q1]] = a1 / sd if sd > 0.0 else 0.0
+        sd = np.sqrt(b2 / (n - 2))
+        sh[ok[q2]] = a2 / sd if sd > 0.0 else 0.0
+        dd[ok[q]] = 1.0 - buf[r0, hi - 1] / p0 if p0 > 0.0 else 1.0
+        dd[ok[q1]] = 1.0 - buf[r1, hi - 1] / p1 if p1 > 0.0 else 1.0
+        dd[ok[q2]] = 1.0 - buf[r2, hi - 1] / p2 if p2 > 0.0 else 1.0
+        q += 3
+    for j in range(k):
+        g[j] = sh[j] - drawdown_penalty * dd[j]
+    return g
+
+
+@njit(cache=True)
+def cwo_step_marks_nb(buf: np.ndarray, ret: np.ndarray, ret_n: np.ndarray, bad: np.ndarray, lo: int, hi: int,
+                      rows: np.ndarray, old: np.ndarray, drawdown_penalty: float, lo_w: float, hi_w: float, eta: float,
+                      max_turnover: float) -> np.ndarray:
+    """:func:`cwo_step_nb` of the window ``buf[:, lo:hi]`` of a :class:`crucible.slots.MarkBook` (its ``_buf``, ``_ret``,
+    ``_ret_n``, ``_bad``: :meth:`MarkBook.span`), the same numbers, with the returns kept across calls
+    (:func:`_marks_scores_nb`)."""
+    return _eg_step_nb(old, _marks_scores_nb(buf, ret, ret_n, bad, lo, hi, rows, drawdown_penalty), lo_w, hi_w, eta,
+                       max_turnover)
 
 
 def eg_weights(old: np.ndarray, scores: np.ndarray, cfg: CwoConfig) -> np.ndarray:

@@ -161,12 +161,19 @@ class ExecutionMixin:
         open_orders = self.journal.orders(OPEN_STATUSES)
         if not open_orders:
             return
-        if any(o["status"] in ("unknown", "intent") for o in open_orders):  # the only ones _check_unresolved looks up
-            self._check_unresolved(open_orders, now)  # before any of their fills can be booked
-            open_orders = self.journal.orders(OPEN_STATUSES)
-            if not open_orders:
-                return
-        since = min(o["created_ms"] for o in open_orders) - 60_000
+        for o in open_orders:  # any "unknown" / "intent": the only ones _check_unresolved looks up
+            if o["status"] in ("unknown", "intent"):
+                self._check_unresolved(open_orders, now)  # before any of their fills can be booked
+                open_orders = self.journal.orders(OPEN_STATUSES)
+                if not open_orders:
+                    return
+                break
+        since = None  # min(o["created_ms"] for o in open_orders) - 60_000, as a loop
+        for o in open_orders:
+            t = o["created_ms"]
+            if since is None or t < since:
+                since = t
+        since -= 60_000
         self._sync_fills(sorted({o["symbol"] for o in open_orders}), since, now if self._at is not None else None)
         timeout_ms = 1000.0 * self.cfg.general.order_lookup_timeout_seconds
         with self.journal:

@@ -58,6 +58,7 @@ log = logging.getLogger("crucible")
 
 
 OPEN_STATUSES = ("intent", "acked", "unknown")
+_OPEN_SET = frozenset(OPEN_STATUSES)
 NORMAL_AUTOCHECKPOINT_PAGES = 10_000
 """WAL pages between automatic checkpoints of a ``synchronous=NORMAL`` journal (SQLite's default is 1,000; a
 checkpoint fsyncs the database file, the commits themselves do not)."""
@@ -517,7 +518,10 @@ class Journal:
 
     def has_open_order(self, slot: str) -> bool:
         """True if ``slot`` has an order in an open status (intent / acked / unknown)."""
-        return any(o["slot"] == slot for o in self._open.values())
+        for o in self._open.values():
+            if o["slot"] == slot:
+                return True
+        return False
 
     # ------------------------------------------------------------------ meta
 
@@ -613,9 +617,11 @@ class Journal:
 
     def orders(self, statuses: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Orders (oldest first), optionally only those with a status in ``statuses``."""
+        if statuses is OPEN_STATUSES:  # the common call, served from the in-memory mirror (as below)
+            return [dict(o) for o in self._open.values() if o["status"] in _OPEN_SET]
         if statuses is not None:
             st = set(statuses)
-            if st <= set(OPEN_STATUSES):  # served from the in-memory mirror
+            if st <= _OPEN_SET:  # served from the in-memory mirror
                 return [dict(o) for o in self._open.values() if o["status"] in st]
         self._flush_rows()
         if statuses is None:

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from crucible.allocator import cwo_step_nb
+from crucible.allocator import cwo_step_marks_nb
 from crucible.hotswap import Challenger
 from crucible.journal import OPEN_STATUSES
 from crucible.lineage import challenger_lineage, champion_extras
@@ -55,9 +55,11 @@ class OversightMixin:
 
     def _watchtower(self, bar_time: int, now: int) -> None:
         floor, min_notional = self.cfg.watchtower.kill_floor, self.cfg.general.min_order_notional
-        for s in self.slots.values():
+        for s in self._slot_list:
+            if s.status != "live":
+                continue
             mark = s.mark
-            if s.status != "live" or mark <= 0:
+            if mark <= 0:
                 continue
             led = s.ledger
             eq = led.cash + led.units * mark  # s.equity() (mark > 0)
@@ -207,38 +209,51 @@ class OversightMixin:
 
     def _cwo(self, now: int) -> None:
         cwo = self.cfg.cwo
-        slots = list(self.slots.values())
+        slots = self._slot_list
         extra: dict = {}
         alive = []
-        for i, s in enumerate(slots):
+        weights = []  # the live slots' weights, in slot order
+        held, equity = [], []  # the live slots with a mark and their equity, for _move_capital (unchanged until then)
+        i = 0
+        for s in slots:
             if s.status == "live":
                 alive.append(i)
+                weights.append(s.weight)
+                mark = s.mark
+                if mark > 0:
+                    held.append(s)
+                    led = s.ledger
+                    equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
             else:
                 s.weight = 0.0
+            i += 1
         if alive:
-            key = tuple(alive)
-            if self._cwo_rows[0] != key:  # the live rows change only on kills, re-arms and stops
-                self._cwo_rows = (key, np.array(alive, dtype=np.int64))
-            old = np.array([slots[i].weight for i in alive])
-            new = cwo_step_nb(self.marks.window(cwo.lookback_bars + 1), self._cwo_rows[1],
-                              old, cwo.drawdown_penalty,
-                              min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
+            rows = self._cwo_rows
+            if rows[0] != alive:  # the live rows change only on kills, re-arms and stops
+                rows = self._cwo_rows = (alive, np.array(alive, dtype=np.int64))
+            old = np.array(weights)
+            mb = self.marks
+            lo, hi = mb.span(cwo.lookback_bars + 1)  # cwo_step_nb(mb.window(...), ...) with the returns kept
+            new = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, mb._bad, lo, hi, rows[1],
+                                    old, cwo.drawdown_penalty,
+                                    min(cwo.min_weight, 1.0 / len(alive)), cwo.max_weight, cwo.eta, cwo.max_turnover)
             if self.regime_alloc is not None:  # regime slots: tilt toward the predicted regime (crucible.panel)
                 new, extra = self.regime_alloc.apply(self.venue, now - 60_000, [slots[i].id for i in alive], old,
                                                      new, cwo)
             for i, x in zip(alive, new.tolist()):
                 slots[i].weight = x
-        w = {s.id: s.weight for s in slots}
         self.last_cwo_ms = now
         self.counters["reweights"] += 1
         prev = self._journaled_weights
-        moved = prev is None or prev.keys() != w.keys()
+        # moved: as comparing the dict {s.id: s.weight} with the journaled one (same keys, some |change| > WEIGHT_TOL)
+        moved = prev is None or prev.keys() != self.slots.keys()
         if not moved:
-            for k, x in w.items():
-                if abs(x - prev[k]) > WEIGHT_TOL:
+            for s in slots:
+                if abs(s.weight - prev[s.id]) > WEIGHT_TOL:
                     moved = True
                     break
         if moved:
+            w = {s.id: s.weight for s in slots}
             with self.journal:
                 self.journal.event("reweight", now, None, weights=w, **extra)
             self._journaled_weights = w
@@ -246,7 +261,7 @@ class OversightMixin:
             for s in slots:
                 s.weight = prev[s.id]
             w = prev
-        self._move_capital(now)
+        self._move_capital(now, held, equity)
         if self._progress_on:
             self._emit("reweight", weights=dict(w))
 
@@ -272,7 +287,7 @@ class OversightMixin:
             room = min(room, s.ledger.cash - max(0.0, flight) * s.mark * (1.0 + self._buffer))
         return max(0.0, room)
 
-    def _move_capital(self, now: int) -> None:
+    def _move_capital(self, now: int, live: list | None = None, equity: list[float] | None = None) -> None:
         """Move cash between slot ledgers so each live slot's equity approaches weight x bench equity
         (bench equity = live slots' equity + reserve), scaled down so that sum |transfer| <= max_turnover x
         bench equity; journals one ``transfer`` event {amounts: slot -> USDT in, reserve, pending}.
@@ -283,26 +298,29 @@ class OversightMixin:
         leaves plus the reserve."""
         if not self.cfg.cwo.move_capital:
             return
-        live, equity = [], []
-        for s in self.slots.values():
-            mark = s.mark
-            if s.status == "live" and mark > 0:
-                live.append(s)
-                led = s.ledger
-                equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
+        if live is None:  # (the CWO passes them: the live slots with a mark > 0, in slot order, and their equity)
+            live, equity = [], []
+            for s in self._slot_list:
+                mark = s.mark
+                if s.status == "live" and mark > 0:
+                    live.append(s)
+                    led = s.ledger
+                    equity.append(led.cash + led.units * mark)  # s.equity() (mark > 0)
         if not live:
             return
-        bench = sum(equity) + self.reserve
+        reserve = self.reserve
+        bench = sum(equity) + reserve
         if bench <= 0:
             return
-        # the amounts as a list in the order of ``live`` (a dict slot -> amount only for the event)
-        amounts = [s.weight * bench - e for s, e in zip(live, equity)]
+        # the amounts as a list in the order of ``live`` (a dict slot -> amount only for the event); out / inn: the sums
+        # of the negative / positive amounts in that order, as sum([...]) of them (an int 0 when there is none)
+        amounts = []
         pending: dict[str, float] = {}
         flight = None
-        leverage, buffer = self.leverage, self._buffer
-        for j, a in enumerate(amounts):
+        out = inn = moved = 0  # moved: sum([abs(a) for a in amounts]) unless the inflows are scaled below
+        for s, e in zip(live, equity):
+            a = s.weight * bench - e
             if a < 0:
-                s = live[j]
                 if flight is None:  # one look at the orders in flight for every slot of this reweight
                     flight = self.journal.open_qty_by_slot()
                 # _free_capital(s, flight=..., eq=e), inline (the same operations)
@@ -310,20 +328,33 @@ class OversightMixin:
                 fl = flight.get(sid, 0)
                 led = s.ledger
                 units = led.units
-                held = max(abs(units), abs(units + fl))
-                room = equity[j] - held * s.mark / leverage[sid]
+                mark = s.mark
+                held, h2 = abs(units), abs(units + fl)
+                if h2 > held:  # max(abs(units), abs(units + fl))
+                    held = h2
+                room = e - held * mark / self.leverage[sid]
                 if not s.perpetual:
-                    room = min(room, led.cash - max(0.0, fl) * s.mark * (1.0 + buffer))
-                room = max(0.0, room)
+                    r2 = led.cash - (fl if fl > 0.0 else 0.0) * mark * (1.0 + self._buffer)  # max(0.0, fl)
+                    if r2 < room:  # min(room, r2)
+                        room = r2
+                if not room > 0.0:  # max(0.0, room)
+                    room = 0.0
                 if -a > room:
                     pending[sid] = -a - room
-                    amounts[j] = -room
-        out = -sum([a for a in amounts if a < 0])
-        inn = sum([a for a in amounts if a > 0])
-        avail = out + max(self.reserve, 0.0)
+                    a = -room
+                if a < 0:
+                    out += a
+            elif a > 0:
+                inn += a
+            amounts.append(a)
+            moved += abs(a)
+        out = -out
+        avail = out + (0.0 if 0.0 > reserve else reserve)  # out + max(reserve, 0.0)
         if inn > avail:
             amounts = [(a * avail / inn if a > 0 else a) for a in amounts]
-        moved = sum([abs(a) for a in amounts])
+            moved = 0
+            for a in amounts:
+                moved += abs(a)
         if moved < self.cfg.general.min_order_notional:
             if pending == self.pending_out:
                 return
@@ -332,7 +363,11 @@ class OversightMixin:
             cap = self.cfg.cwo.max_turnover * bench
             if moved > cap:
                 amounts = [a * cap / moved for a in amounts]
+        total = 0
+        event_amounts = {}
         for s, a in zip(live, amounts):
+            total += a
+            event_amounts[s.id] = a
             led = s.ledger
             led.cash += a  # led.transfer(a), inline
             led.transfers += a
@@ -346,8 +381,7 @@ class OversightMixin:
             if self.slots[sid].target != 0.0:
                 self.slots[sid].target = float("nan")  # re-size down now: its capital waits for that fill
         self.pending_out = pending
-        self.reserve -= sum(amounts)
-        amounts = {s.id: a for s, a in zip(live, amounts)}
-        self.journal.event("transfer", now, None, amounts=amounts, reserve=self.reserve, pending=pending)
+        self.reserve = reserve = reserve - total  # reserve - sum(amounts)
+        self.journal.event("transfer", now, None, amounts=event_amounts, reserve=reserve, pending=pending)
         if self._progress_on:
-            self._emit("transfer", amounts=amounts, reserve=self.reserve, pending=pending)
+            self._emit("transfer", amounts=event_amounts, reserve=reserve, pending=pending)

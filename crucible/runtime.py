@@ -43,6 +43,7 @@ missed fills are booked, positions and balance are compared; only then does trad
 from __future__ import annotations
 
 import logging
+import operator
 import signal
 import sqlite3
 import threading
@@ -72,6 +73,10 @@ from forge.core.errors import ConfigError, GenomeError
 from forge.gp import Genome
 
 __all__ = ["Runtime", "run_live", "make_venue", "VENUES", "Supervised", "WorkerFactory"]
+
+_status_of = operator.attrgetter("status")
+_genome_of = operator.attrgetter("genome")
+_target_of = operator.attrgetter("target")
 
 
 class Supervised(Protocol):
@@ -167,6 +172,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             self.slots[sc.id] = Slot(sc.id, sc.symbol, g, sc.genome, sc.capital,
                                      perpetual=presets[sc.id] == "futures", lineage=initial_lineage(sc.genome, g))
         self._perp = [s for s in self.slots.values() if s.perpetual]  # slots whose units pay funding
+        self._slot_list = tuple(self.slots.values())  # the bench's slots in order (they never change after this)
+        self._signal_slots: dict[str, tuple] = {}  # symbol -> ((statuses, genomes), (live slots, genomes, panel)): _signals
         # panel slots (other instruments' features, regime terminals) and regime slots: crucible.panel
         self.panel = PanelSignals(cfg.general.history_bars, pf, cfg.general.panel_wait_seconds, live=live,
                                   stop_wait=self.stop_event.wait if live else None)
@@ -193,7 +200,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         self._journaled_weights: dict[str, float] | None = None
         self.marks = MarkBook(list(self.slots), 2 * max(cfg.cwo.lookback_bars + 1, cfg.hotswap.shadow_bars))
         self._alive_ids: tuple[str, ...] = ()
-        self._cwo_rows: tuple[tuple[int, ...], Any] = ((), None)  # (live slot rows, as an int64 array) of the CWO
+        self._cwo_rows: tuple[list[int], Any] = ([], None)  # (live slot rows, as an int64 array) of the CWO
         self.kill_requested = False
         self.counters = {"bars": 0, "orders": 0, "fills": 0, "swaps": 0, "kills": 0, "reweights": 0,
                          "rejected_files": 0, "duplicates_ignored": 0, "abandoned": 0, "resent": 0,
@@ -313,7 +320,14 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
         """Run one bar boundary (see module docstring) in one journal transaction, with a commit point
         before any order is sent.  now: venue time (ms) of the boundary (default: the venue clock)."""
         now = self.venue.now_ms() if now is None else now
-        bar_time = max(b.open_time for b in bars.values()) if bars else now - 60_000
+        if bars:
+            bar_time = None  # max(b.open_time for b in bars.values()), as a loop
+            for b in bars.values():
+                t = b.open_time
+                if bar_time is None or t > bar_time:
+                    bar_time = t
+        else:
+            bar_time = now - 60_000
         cfg = self.cfg
         self._bar_failed = False
         # one deadline for this bar's order work (sends, their retries, lookups): a jammed venue cannot hold the loop
@@ -393,7 +407,7 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             self.journal.set_meta_at_commit("last_bar_ms", bar_time)
             # the slots' targets at the end of this bar, with the cursor (restore: Runtime._restore_targets)
             # (the targets are taken now; the dict is built only for the bar whose cursor a commit writes)
-            keys, tg = self.slots.keys(), [s.target for s in self.slots.values()]  # (the bench's slots never change)
+            keys, tg = self.slots.keys(), tuple(map(_target_of, self._slot_list))  # (the bench's slots never change)
             self.journal.set_meta_at_commit("slot_targets", lambda: {"bar": bar_time, "targets": {
                 k: (None if isnan(t) else t) for k, t in zip(keys, tg)}})
         self.last_bar_ms = bar_time
@@ -420,17 +434,29 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
     def _signals(self, bars: dict[str, Bar], bar_time: int) -> None:
         g = self.cfg.general
         journal, leverage, reject_until = self.journal, self.leverage, self.reject_until
+        # the live slots of a symbol, their genomes and the panel's share of them are rebuilt only when a slot's status
+        # or genome changed (kills, swaps, re-arms, stops) or challengers shadow (then every bar)
+        slots = self._slot_list
+        sig = None if self.challengers else (tuple(map(_status_of, slots)), tuple(map(_genome_of, slots)))
+        memo = self._signal_slots
         for sym, bar in bars.items():
-            live = [s for s in self.slots.values() if s.symbol == sym and s.status == "live"]
-            chs = [c for c in self.challengers.values() if c.symbol == sym] if self.challengers else []
+            m = memo.get(sym) if sig is not None else None
+            if m is not None and m[0] == sig:
+                live, genomes, panel = m[1]
+                chs = []
+            else:
+                live = [s for s in slots if s.symbol == sym and s.status == "live"]
+                chs = [c for c in self.challengers.values() if c.symbol == sym] if self.challengers else []
+                genomes = {s.id: s.genome for s in live}
+                for c in chs:
+                    genomes[c.key] = c.genome
+                panel = self.panel.split(genomes)  # crucible.panel's genomes
+                if panel:
+                    genomes = {k: g for k, g in genomes.items() if k not in panel}
+                if sig is not None:
+                    memo[sym] = (sig, (live, genomes, panel))
             if not live and not chs:
                 continue
-            genomes = {s.id: s.genome for s in live}
-            for c in chs:
-                genomes[c.key] = c.genome
-            panel = self.panel.split(genomes)  # crucible.panel's genomes
-            if panel:
-                genomes = {k: g for k, g in genomes.items() if k not in panel}
             if self._at is not None:  # re-processing a bar after a restart: the venue as it was then
                 at = self._at
                 hist = lambda s_, n_: self.venue.history_at(s_, n_, at)  # type: ignore[attr-defined]  # noqa: E731
@@ -458,7 +484,8 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
                     continue
                 led, mark = s.ledger, s.mark
                 eq = led.cash + led.units * mark if mark > 0 else led.cash  # s.equity()
-                over = abs(led.units) * close > leverage[s.id] * max(eq, 0.0) * (1.0 + 1e-9)  # past its cap
+                units = led.units  # past its cap (never when flat: 0 * close > a leverage (> 0) x max(eq, 0) is False)
+                over = units != 0.0 and abs(units) * close > leverage[s.id] * (0.0 if 0.0 > eq else eq) * (1.0 + 1e-9)
                 if t == s.target and not over:
                     continue
                 if s.id in self.policies:  # a passive slot: the target change becomes an intent (crucible.passive)
@@ -502,12 +529,18 @@ class Runtime(ReconcileMixin, PassiveMixin, ExecutionMixin, OversightMixin, Loop
             return -s.ledger.units
         if eq <= 0:
             return None
-        base = max(0.0, eq - self.pending_out.get(s.id, 0.0))
+        # (max(a, b) / min(a, b) of two numbers written as ``b if b > a else a`` / ``b if b < a else a``: the same result)
+        base = eq - self.pending_out.get(s.id, 0.0)
+        base = base if base > 0.0 else 0.0  # max(0.0, eq - pending)
         cap = self.leverage[s.id] * eq / (1.0 + self._buffer)
-        notional = max(-cap, min(cap, t * s.size_multiplier * base))  # the champion's signed sizing (1.0 = unit)
+        notional = t * s.size_multiplier * base
+        notional = notional if notional < cap else cap  # min(cap, ...)
+        notional = notional if notional > -cap else -cap  # max(-cap, ...): the champion's signed sizing (1.0 = unit)
         qty = notional / price - s.ledger.units
         if not s.perpetual and qty > 0:  # spot: a buy (a cover and a new long together) is paid from cash
-            qty = min(qty, max(0.0, s.ledger.cash) / (price * (1.0 + self._buffer)))
+            cash = s.ledger.cash
+            buy = (cash if cash > 0.0 else 0.0) / (price * (1.0 + self._buffer))  # max(0.0, cash) / ...
+            qty = buy if buy < qty else qty  # min(qty, buy)
         return qty
 
     def run(self, max_bars: int | None = None, until_ms: int | None = None) -> dict[str, Any]:

@@ -144,6 +144,9 @@ class ChunkedSignals:
         self.history_bars = int(history_bars)
         self.prefetch_bars = int(prefetch_bars)
         self._chunks: dict[tuple[str, str], list] = {}  # (symbol, sha) -> [open_times, values, last index]
+        self._gen = 0  # bumped whenever _chunks changes
+        # symbol -> (_gen, the genomes' items, [(key, genome, its chunk or None)]): the chunks of the last call's genomes
+        self._groups: dict[str, tuple[int, tuple, list]] = {}
         self.chunks_computed = 0
 
     def _lookup(self, key: tuple[str, str], bar_time: int) -> float | None:
@@ -170,10 +173,12 @@ class ChunkedSignals:
         """
         out: dict[str, float] = {}
         missing: dict[str, Genome] = {}
-        chunks = self._chunks
-        for k, g in genomes.items():
-            key = (symbol, g.sha256)
-            c = chunks.get(key)
+        items = tuple(genomes.items())
+        grp = self._groups.get(symbol)
+        if grp is None or grp[0] != self._gen or grp[1] != items:  # the chunks looked up again
+            chunks = self._chunks
+            grp = self._groups[symbol] = (self._gen, items, [(k, g, chunks.get((symbol, g.sha256))) for k, g in items])
+        for k, g, c in grp[2]:
             if c is not None:  # the common case inline: the bar after the one read last from this chunk
                 i = c[2] + 1
                 times = c[0]
@@ -181,7 +186,7 @@ class ChunkedSignals:
                     c[2] = i
                     out[k] = c[1][i]
                     continue
-            v = self._lookup(key, bar_time)
+            v = self._lookup((symbol, g.sha256), bar_time)
             if v is None:
                 missing[k] = g
             else:
@@ -202,6 +207,7 @@ class ChunkedSignals:
         for k, g in missing.items():
             self._chunks[(symbol, g.sha256)] = [times, pos[k][first:].tolist(), 0]
             out[k] = float(pos[k][first])
+        self._gen += 1
         self.chunks_computed += 1
         return out
 

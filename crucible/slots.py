@@ -114,6 +114,11 @@ def _b36(n: int, width: int) -> str:
 @functools.lru_cache(maxsize=64)
 def _minute36(minute: int) -> str:
     """The bar minute field of a client order id (:data:`MINUTE_CHARS` base-36 digits; the orders of a bar share it)."""
+    if 0 <= minute < 36 ** MINUTE_CHARS:  # _b36(minute, 6), unrolled
+        p = _PAIRS36
+        minute, r3 = divmod(minute, 1296)
+        r1, r2 = divmod(minute, 1296)
+        return f"{p[r1]}{p[r2]}{p[r3]}"
     return _b36(minute, MINUTE_CHARS)
 
 
@@ -136,7 +141,15 @@ def _tag(key: bytes, body: str, n: int) -> str:
     o = outer.copy()
     o.update(h.digest())
     d = int.from_bytes(o.digest()[:8], "big")  # = hmac.new(key, body, sha256).digest()[:8]
-    return _b36(d, 13)[:n]
+    # _b36(d, 13)[:n], unrolled (d < 2**64: six two-digit steps leave a leading digit d < 4)
+    p = _PAIRS36
+    d, r6 = divmod(d, 1296)
+    d, r5 = divmod(d, 1296)
+    d, r4 = divmod(d, 1296)
+    d, r3 = divmod(d, 1296)
+    d, r2 = divmod(d, 1296)
+    d, r1 = divmod(d, 1296)
+    return f"{_DIGITS36[d]}{p[r1]}{p[r2]}{p[r3]}{p[r4]}{p[r5]}{p[r6]}"[:n]
 
 
 def new_bench_id() -> str:
@@ -241,7 +254,7 @@ class Ledger:
         self.fees += fee
         self.realised -= fee
         units = self.units
-        if units == 0 or _sign(units) == _sign(qty):
+        if units == 0 or (units > 0 and qty > 0) or (units < 0 and qty < 0):  # units == 0 or _sign(units) == _sign(qty)
             new = units + qty
             self.avg_price = (self.avg_price * abs(units) + price * abs(qty)) / abs(new)
             self.units = new
@@ -297,12 +310,18 @@ class MarkBook:
         self.keep = max(int(keep), 1)
         self._buf = np.zeros((len(slot_ids), 2 * self.keep))
         self.n = 0
+        # returns of the marks kept for the CWO (crucible.allocator.cwo_step_marks_nb): _ret[r, c] is
+        # _buf[r, c] / _buf[r, c - 1] - 1 for 1 <= c < _ret_n[0]; a slide or a reset invalidates them all
+        self._ret = np.zeros_like(self._buf)
+        self._ret_n = np.zeros(1, dtype=np.int64)
+        self._bad = np.full(len(slot_ids), -1, dtype=np.int64)  # per row: the last column <= _ret_n[0] - 2 with a mark <= 0
 
     def push(self, marks: list[float]) -> None:
         """Append one bar's marks, in slot_ids order."""
         if self.n == self._buf.shape[1]:
             self._buf[:, : self.keep] = self._buf[:, self.n - self.keep: self.n]
             self.n = self.keep
+            self._ret_n[0] = 0
         self._buf[:, self.n] = marks
         self.n += 1
 
@@ -310,10 +329,17 @@ class MarkBook:
         """(n_slots, m) view of the last ``m = min(last, available)`` marks."""
         return self._buf[:, max(0, self.n - int(last)): self.n]
 
+    def span(self, last: int) -> tuple[int, int]:
+        """(lo, hi): :meth:`window` ``(last)`` is ``_buf[:, lo:hi]``."""
+        n = self.n
+        lo = n - int(last)
+        return (lo if lo > 0 else 0), n
+
     def reset(self, slot_id: str, value: float) -> None:
         """Overwrite every kept mark of one slot with ``value`` (a re-armed slot starts a new equity curve:
         its refill must not read as a return)."""
         self._buf[self.row[slot_id], : self.n] = value
+        self._ret_n[0] = 0
 
     def curve(self, slot_id: str, last: int | None = None) -> np.ndarray:
         """(m,) view of one slot's last ``last`` marks (all kept marks when None)."""

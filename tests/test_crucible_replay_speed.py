@@ -325,3 +325,48 @@ def test_replay_fetch_fills_since_is_the_bisection():
             want = fills[:m][bisect.bisect_left(fills[:m], since, key=lambda f: f.time_ms):]
             assert v.fetch_fills("BTCUSDT", since) == want
     assert v.fetch_fills("ETHUSDT", 0) == []
+
+
+# ---------------------------------------------------------------------------------------------- fifth pass
+
+
+def test_cwo_step_on_the_markbook_is_the_window_step_bit_for_bit():
+    """``allocator.cwo_step_marks_nb`` (the returns of the MarkBook and its last mark <= 0 per row kept across calls,
+    three rows' sums and peaks advancing together) gives the floats of ``cwo_step_nb`` on ``MarkBook.window``: across
+    slides, resets, calls skipped, marks <= 0 and NaN, short windows and changing live rows."""
+    from crucible.allocator import cwo_step_marks_nb, cwo_step_nb
+    from crucible.slots import MarkBook
+
+    rng = np.random.default_rng(7)
+    steps = 0
+    for _ in range(25):
+        ns, keep = int(rng.integers(1, 8)), int(rng.choice([3, 5, 20, 241]))
+        last = int(rng.choice([1, 2, 3, 4, 241, keep]))
+        mb = MarkBook([f"s{i}" for i in range(ns)], keep)
+        eq, vol = rng.choice([0.0, 50.0, 200.0]) + np.zeros(ns), rng.choice([0.1, 1, 10, 60])
+        bad_rate = rng.choice([1.0, 5.0])  # x the 1 % / 0.5 % / 0.5 % rates of zero, NaN and negative marks
+        for _step in range(int(rng.integers(5, 700))):
+            eq = eq + rng.normal(0, vol, ns)
+            x, u = eq.copy(), rng.random() / bad_rate
+            if u < 0.01:
+                x[rng.integers(ns)] = 0.0
+            elif u < 0.015:
+                x[rng.integers(ns)] = np.nan
+            elif u < 0.02:
+                x[rng.integers(ns)] = -5.0
+            mb.push(x.tolist())
+            if rng.random() < 0.003:
+                mb.reset(f"s{rng.integers(ns)}", 200.0)
+            if rng.random() < 0.3:
+                continue  # no reweight at this bar
+            k = int(rng.integers(1, ns + 1))
+            rows = np.array(sorted(rng.choice(ns, k, replace=False)), dtype=np.int64)
+            old = rng.dirichlet(np.ones(k)) if rng.random() < 0.9 else np.zeros(k)
+            args = (1.0, min(0.02, 1.0 / k), 0.5, 0.5, 0.2)
+            want = cwo_step_nb(mb.window(last), rows, old, *args)
+            lo, hi = mb.span(last)
+            assert mb._buf[:, lo:hi].base is mb.window(last).base and (lo, hi) == (max(0, mb.n - last), mb.n)
+            got = cwo_step_marks_nb(mb._buf, mb._ret, mb._ret_n, mb._bad, lo, hi, rows, old, *args)
+            assert got.tobytes() == want.tobytes()
+            steps += 1
+    assert steps > 3000

@@ -130,6 +130,7 @@ class ReplayVenue(Venue):
         self._row_chunk: dict[str, tuple[int, list[tuple]]] = {}  # symbol -> (first row, rec[first:...].tolist())
         self.symbols = tuple(bars)
         self._timeline = np.unique(np.concatenate(times))
+        self._tl: list[int] = self._timeline.tolist()  # the timeline as Python ints (the clock reads it every call)
         self._end = len(self._timeline) if end is None else min(int(end), len(self._timeline))
         if not 0 <= start < self._end:
             raise ValueError(f"start {start} outside the replay's {self._end} bars")
@@ -170,9 +171,10 @@ class ReplayVenue(Venue):
         return self._cursor
 
     def now_ms(self) -> int:
-        if self._cursor < 0:
-            return int(self._timeline[0])
-        return int(self._timeline[self._cursor]) + BAR_MS
+        c = self._cursor
+        if c < 0:
+            return self._tl[0]
+        return self._tl[c] + BAR_MS
 
     def _idx(self, sym: str) -> int:
         """Rows of ``sym`` closed so far (kept up to date by :meth:`next_bars`)."""
@@ -225,7 +227,7 @@ class ReplayVenue(Venue):
             if self._stop.wait(60.0 / self.speed):
                 return None
         self._cursor += 1
-        t = int(self._timeline[self._cursor])
+        t = self._tl[self._cursor]
         out: dict[str, Bar] = {}
         rows = self._rows
         chunks = self._row_chunk
@@ -245,8 +247,10 @@ class ReplayVenue(Venue):
                 b = out.get(sym)
                 if b is not None and self._pos[sym] != 0.0:  # the position held into this open pays
                     self._cash -= funding_payment(self._pos[sym], b.open, self.funding_rate_event)
-        self._fill_pending(out)
-        self._fill_resting(out)
+        if self._pending:  # (each is a no-op without orders waiting)
+            self._fill_pending(out)
+        if self._resting:
+            self._fill_resting(out)
         return out
 
     def funding_rate(self, symbol: str) -> float | None:
