@@ -97,6 +97,26 @@ _BYBIT_MAX_PAGES = 10_000  # per 7-day window (a million executions): past it Ve
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
 
 
+def _fill_windows(since_ms: int | None, now: int, span_ms: int, history_ms: int, skew_ms: int, *,
+                 shared_boundary: bool) -> list[tuple[int, int | None]]:
+    """The request windows ``[(start, end), ...]`` (ms) of a fill history from ``since_ms`` (None: ``now - span_ms``,
+    the exchanges' own default span) to ``now``: clamped to the ``history_ms`` the exchange serves, each at most
+    ``span_ms`` long and all in the past; the last begins at least ``skew_ms`` after ``now - span_ms`` and has
+    end None (sent with its start only, so the exchange's own clock ends it).  shared_boundary: consecutive windows
+    share their boundary millisecond (Bybit: whichever bound is inclusive, none falls between two windows), else
+    the next starts 1 ms after the previous end (Binance: both bounds inclusive)."""
+    start = now - span_ms if since_ms is None else int(since_ms)
+    start = max(start, now - history_ms)
+    last_start = now - span_ms + skew_ms  # from here on: the start only
+    out: list[tuple[int, int | None]] = []
+    while start < last_start:
+        end = min(start + span_ms, last_start if shared_boundary else last_start - 1)
+        out.append((start, end))
+        start = end if shared_boundary else end + 1
+    out.append((start, None))
+    return out
+
+
 def limit_order_params(client_order_id: str, *, post_only: bool, reduce_only: bool) -> dict[str, Any]:
     """ccxt params of a limit order: ``clientOrderId`` (Bybit ``orderLinkId``, Binance ``newClientOrderId``),
     ``postOnly`` (Bybit ``timeInForce=PostOnly``, Binance USDⓈ-M ``timeInForce=GTX``), ``reduceOnly``; checked
@@ -573,15 +593,11 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         when Bybit gives the last page a cursor; each is one ``_read`` (retried on network errors)."""
         usym = self._usym[symbol]
         market = self.ex.market(usym)
-        now = int(self.ex.nonce())  # the exchange's clock as the signed requests' timestamp estimates it
-        start = now - _BYBIT_WINDOW_MS if since_ms is None else int(since_ms)
-        start = max(start, now - _BYBIT_HISTORY_MS)
-        first = start
-        last_start = now - _BYBIT_WINDOW_MS + _BYBIT_SKEW_MS  # from here on: startTime only
+        windows = _fill_windows(since_ms, int(self.ex.nonce()), _BYBIT_WINDOW_MS, _BYBIT_HISTORY_MS, _BYBIT_SKEW_MS,
+                               shared_boundary=True)  # nonce: the exchange's clock as signed requests estimate it
+        first = windows[0][0]
         seen: dict[str, dict[str, Any]] = {}
-        while True:
-            final = start >= last_start
-            end = None if final else min(start + _BYBIT_WINDOW_MS, last_start)
+        for start, end in windows:
             request: dict[str, Any] = {"category": "linear", "symbol": market["id"], "execType": "Trade",
                                        "startTime": start, "limit": _BYBIT_PAGE}
             if end is not None:
@@ -605,9 +621,6 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             else:
                 raise VenueRejected(f"{self.name}: over {_BYBIT_MAX_PAGES} pages of {symbol}'s executions in the 7 "
                                     f"days from {start} ms; they cannot be fetched completely")
-            if final:
-                break
-            start = end  # the boundary millisecond again: see the docstring
         return list(seen.values())
 
     def _binance_user_trades(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
@@ -641,13 +654,9 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         millisecond); each is one ``_read`` (retried on network errors)."""
         usym = self._usym[symbol]
         now = int(self.ex.nonce())  # the exchange's clock as the signed requests' timestamp estimates it
-        start = now - _BINANCE_WINDOW_MS if since_ms is None else int(since_ms)
-        start = max(start, now - _BINANCE_HISTORY_MS)
-        last_start = now - _BINANCE_WINDOW_MS + _BINANCE_SKEW_MS  # from here on: startTime only
         seen: dict[str, dict[str, Any]] = {}
-        while True:
-            final = start >= last_start
-            end = None if final else min(start + _BINANCE_WINDOW_MS, last_start - 1)
+        for start, end in _fill_windows(since_ms, now, _BINANCE_WINDOW_MS, _BINANCE_HISTORY_MS, _BINANCE_SKEW_MS,
+                                       shared_boundary=False):
             cursor = start
             while True:  # pages of the window [start, end] (end None: to the exchange's now)
                 params = {} if end is None else {"endTime": end}
@@ -664,9 +673,6 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                 cursor += 1
                 if end is not None and cursor > end:
                     break
-            if final:
-                break
-            start = end + 1
         return list(seen.values())
 
     def _binance_same_ms(self, symbol: str, ms: int, page: list[dict[str, Any]], seen: dict[str, dict[str, Any]],
