@@ -249,8 +249,7 @@ def run_backtest(
     p = cast(np.ndarray, p_opt)
     n = o.shape[0]
     # capacity: the number of target changes, an upper bound on fills
-    clean = np.clip(np.nan_to_num(p[:-1], nan=0.0), -1.0, 1.0)
-    cap = int(np.count_nonzero(np.diff(clean, prepend=0.0)))
+    cap = int(_k.count_target_changes_nb(_ro(p)))
     eq, ret, held = np.empty(n), np.empty(n), np.empty(n)
     cols = [np.empty(cap, TRADE_DTYPE[name]) for name in TRADE_DTYPE.names]
     out = np.empty(_k.N_METRICS, dtype=np.float64)

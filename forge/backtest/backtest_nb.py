@@ -71,6 +71,22 @@ def _clean_target(x):
     return x
 
 
+@njit(cache=True, error_model="numpy")
+def count_target_changes_nb(position):
+    """Number of bars i < n - 1 whose cleaned target (``_clean_target``) differs from bar i - 1's (0 before
+    the first bar): an upper bound on a backtest's fills, the trade columns' capacity.  position: (n,) float64.
+    Equals ``count_nonzero(diff(clip(nan_to_num(position[:-1]), -1, 1), prepend=0))`` without its four
+    temporaries (~40 µs per call on 8,000 bars, the proxy screen's window)."""
+    k = 0
+    prev = 0.0
+    for i in range(position.shape[0] - 1):
+        x = _clean_target(position[i])
+        if x != prev:
+            k += 1
+        prev = x
+    return k
+
+
 _BLOCK = 64
 _BLOCK_MASK = _BLOCK - 1
 

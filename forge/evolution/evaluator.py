@@ -87,8 +87,10 @@ def _market(data: MarketArrays, bt: BacktestConfig) -> MarketReference:
 
 
 def _score(genome: Genome, data: MarketArrays, cache: SubtreeCache | None, pool: BufferPool, bt: BacktestConfig,
-           fit: FitnessConfig, max_size: int, fill: FillModel | None = None) -> tuple[float, dict[str, Any]]:
-    """(fitness, metrics dict) of one genome on one segment; fill: the run's fill model (None = taker)."""
+           fit: FitnessConfig, max_size: int, fill: FillModel | None = None, proxy: bool = False
+           ) -> tuple[float, dict[str, Any]]:
+    """(fitness, metrics dict) of one genome on one segment; fill: the run's fill model (None = taker);
+    proxy: the surrogate's proxy screen (``skill_fitness(proxy=True)``)."""
     pos = genome_positions(genome, data.features, data.bars_since_gap, pool, cache)
     if fill is None or fill.taker:
         if not uses_returns(fit):
@@ -100,7 +102,7 @@ def _score(genome: Genome, data: MarketArrays, cache: SubtreeCache | None, pool:
         if not uses_returns(fit):
             return backtest_fitness(res.metrics, len(genome.tokens), max_size, fit), res.metrics.to_dict()
     f, parts = skill_fitness(res.metrics, res.returns, _market(data, bt), len(genome.tokens), max_size, fit,
-                             bt.periods_per_year)
+                             bt.periods_per_year, proxy)
     return f, {**res.metrics.to_dict(), **parts}
 
 
@@ -150,6 +152,7 @@ def evaluate_chunk(
     cache_mb: int = 0,
     aggregate: str = "mean",
     fill: FillModel | None = None,
+    proxy: bool = False,
 ) -> tuple[list[Result], int, int]:
     """Fitness and in-sample metrics of each genome (runs in a worker).
 
@@ -160,7 +163,8 @@ def evaluate_chunk(
     segments: one in-sample segment per symbol; the fitness is the mean (or
     the worst, ``aggregate="worst"``) over segments; metrics are the first
     segment's, plus ``per_symbol`` when there are several.  fill: the run's fill model
-    (``forge.backtest.fills.FillModel``; None or taker = ``forge.backtest.run_backtest``).
+    (``forge.backtest.fills.FillModel``; None or taker = ``forge.backtest.run_backtest``).  proxy: the
+    surrogate's proxy screen (the ``alpha`` scores by the one-pass kernel, ``skill_fitness(proxy=True)``).
     returns (results, subtree-cache hits, misses, CPU seconds of this process for the chunk) for this chunk.
     """
     t0 = time.process_time()
@@ -174,7 +178,7 @@ def evaluate_chunk(
         genome = gd if isinstance(gd, Genome) else Genome.from_dict(gd)
         fits, mets = [], []
         for data, cache in zip(segments, caches):
-            f, met = _score(genome, data, cache, pool, bt, fit, max_size, fill)
+            f, met = _score(genome, data, cache, pool, bt, fit, max_size, fill, proxy)
             fits.append(f)
             mets.append(met)
         metrics = dict(mets[0])
@@ -199,9 +203,10 @@ class Evaluator:
 
     def __init__(self, data: MarketArrays | tuple[MarketArrays, ...], bt: BacktestConfig, fit: FitnessConfig,
                  max_size: int, jobs: int, cache_mb: int = 0, backend: str = "loky", scheduler: str = "",
-                 aggregate: str = "mean", fill: FillModel | None = None):
+                 aggregate: str = "mean", fill: FillModel | None = None, proxy: bool = False):
         self.data = (data,) if isinstance(data, MarketArrays) else tuple(data)
         self.bt, self.fit, self.max_size, self.jobs, self.aggregate = bt, fit, max_size, jobs, aggregate
+        self.proxy = proxy  # the surrogate's proxy screen: skill_fitness(proxy=True)
         self.fill = fill  # the run's fill model (None or taker: forge.backtest.run_backtest)
         if fill is not None and not fill.taker and any(d.kline is None for d in self.data):
             raise ConfigError(f"[execution] mode {fill.execution.mode!r}: a segment has no kline inputs "
@@ -257,7 +262,7 @@ class Evaluator:
 
     def _run_chunks(self, dicts: list[Genome]) -> tuple[list[Result], int, int, float]:
         """(results in the order of ``dicts`` (genomes), cache hits, cache misses, CPU seconds in the workers)."""
-        args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate, self.fill)
+        args = (self.bt, self.fit, self.max_size, self.cache_mb, self.aggregate, self.fill, self.proxy)
         if self._client is None and self._parallel is None:
             return self.map(evaluate_chunk, [(dicts, self.data, *args)])[0]
         # strided chunks (genome i goes to chunk i mod n): neighbours in the population tend to have

@@ -173,12 +173,29 @@ def relative_ttt(ttt_bars: float, ttt_bh: float, n_bars: int) -> float:
     return (min(tb, n) - min(t, n)) / n
 
 
+def _alpha_scores_kernel(returns: np.ndarray, ref: MarketReference, periods: int, periods_per_year: float,
+                         resid_floor: float) -> list[float]:
+    """The ``alpha`` period scores by ``alpha_period_scores_nb`` (the proxy screen's path of skill_fitness); a
+    non-finite return goes to ``objective_scores``."""
+    from forge.evolution.fitness_nb import alpha_period_scores_nb
+
+    n = returns.shape[0]
+    edges = np.linspace(0, n, periods + 1).astype(np.int64)  # period_bounds' edges
+    out = np.empty(periods)
+    if not alpha_period_scores_nb(np.ascontiguousarray(returns, dtype=np.float64), ref.returns, ref.managed, edges,
+                                  float(periods_per_year), float(resid_floor), out):
+        return objective_scores("alpha", returns, ref.returns, periods, periods_per_year, ref.managed, resid_floor)
+    return out.tolist()
+
+
 def skill_fitness(m: Metrics, returns: np.ndarray, ref: MarketReference, size: int, max_size: int,
-                  cfg: FitnessConfig, periods_per_year: float) -> tuple[float, dict[str, Any]]:
+                  cfg: FitnessConfig, periods_per_year: float, proxy: bool = False) -> tuple[float, dict[str, Any]]:
     """Fitness for any objective (see FitnessConfig) and the record of its parts.
 
     m: whole-segment Metrics; returns: (n,) float64 the strategy's per-bar returns after costs; ref: the
-    segment's market.  returns (fitness, {"objective_score": S, "period_scores": [...] }) -- the second
+    segment's market.  proxy: the surrogate's proxy screen -- the ``alpha`` objective's period scores come
+    from the one-pass kernel ``forge.evolution.fitness_nb.alpha_period_scores_nb`` (equal to ``lstsq``'s to
+    ~1e-10, not bit for bit), not ``objective_scores``.  returns (fitness, {"objective_score": S, "period_scores": [...] }) -- the second
     empty when the strategy gets ``floor`` (too few fills, ruined, or a non-finite Sharpe under ``sharpe``;
     a flat strategy's undefined Sharpe is no reason to floor it under the other objectives).
     """
@@ -189,8 +206,11 @@ def skill_fitness(m: Metrics, returns: np.ndarray, ref: MarketReference, size: i
     if cfg.objective == "ttt_relative":
         score, scores, ttt_term = rel, [rel], 0.0
     else:
-        scores = objective_scores(cfg.objective, returns, ref.returns, cfg.periods, periods_per_year,
-                                  ref.managed, cfg.resid_sd_floor)
+        if proxy and cfg.objective == "alpha" and ref.managed is not None:
+            scores = _alpha_scores_kernel(returns, ref, cfg.periods, periods_per_year, cfg.resid_sd_floor)
+        else:
+            scores = objective_scores(cfg.objective, returns, ref.returns, cfg.periods, periods_per_year,
+                                      ref.managed, cfg.resid_sd_floor)
         score = aggregate_scores(scores, cfg.aggregate, cfg.robust_lambda)
         if cfg.objective == "sharpe":
             ttt_term = 0.0 if not math.isfinite(m.ttt_bars) else 1.0 - m.ttt_bars / max(m.n_bars, 1)

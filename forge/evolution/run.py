@@ -503,7 +503,7 @@ def evolve(
     with Evaluator(segments, cfg.backtest, cfg.fitness, ec.max_size, ec.jobs, ec.subtree_cache_mb,
                    aggregate=ec.symbol_aggregate, fill=fill, **pool_kw) as evaluator, \
             Evaluator(_proxy_segment(segments[0], cfg), cfg.backtest, cfg.fitness, ec.max_size, ec.jobs,
-                      fill=fill, **pool_kw) as proxy_eval:
+                      fill=fill, proxy=True, **pool_kw) as proxy_eval:
         coev = (Coevolution(cfg.coevolution, Arena(cfg.coevolution, feature_names, library, seed=ec.seed,
                                                    regimes=regimes),
                             rng.generator(ec.seed, "coevolution"), map_tasks=evaluator.map)
