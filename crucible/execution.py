@@ -30,7 +30,7 @@ from typing import Any
 
 from crucible.journal import OPEN_STATUSES
 from crucible.slots import Slot, client_order_id, is_own_order_id, parse_client_order_id
-from crucible.venues.base import (Bar, Fill, OrderState, VenueAuthError, VenueDuplicateOrder, VenueError,
+from crucible.venues.base import (VENUE_ACTIONS, Bar, Fill, OrderState, VenueAuthError, VenueDuplicateOrder, VenueError,
                                   VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from forge.backtest.costs import funding_payment, is_funding_time
 
@@ -83,8 +83,26 @@ class ExecutionMixin:
             self.foreign_units[symbol] = self.foreign_units.get(symbol, 0.0) + qty
 
     def _foreign_fill(self, f: Fill, now: int) -> None:
-        """Report (once per trade id, journaled) a fill at the venue that is not this bench's."""
+        """Report (once per trade id, journaled) a fill at the venue that is not this bench's.  An execution the venue
+        made itself (``Fill.venue_action``: a liquidation, an auto-deleveraging, a delisting's settlement) closed units
+        the slots' ledgers still hold: it halts the bench without flattening (flattening the ledgers' units would open
+        the position the venue just closed) and its units are not counted as explained, so a restart's reconcile
+        finds the difference too."""
         if f.trade_id in self.foreign_trades:
+            return
+        if f.venue_action:
+            self.foreign_trades.add(f.trade_id)
+            self.counters["foreign_fills"] += 1
+            what = VENUE_ACTIONS.get(f.venue_action, f.venue_action)
+            self.journal.event("venue_action_fill", now, None, fill=f.to_dict(), action=what)
+            log.error("the venue's own %s executed %+g %s at %g (trade %s)", what, f.qty, f.symbol, f.price,
+                      f.trade_id)
+            self._emit("foreign_fill", fill=f.to_dict())
+            self._alert("foreign_fill", now, fill=f.to_dict(), threat=what)
+            if self.halted is None:
+                self._halt(f"the venue's own {what} executed {f.qty:+g} {f.symbol} at {f.price:g} (trade {f.trade_id}, "
+                           f"{f.venue_action}): the slots' ledgers no longer describe the account; not flattened",
+                           now, action="halt")
             return
         self._count_foreign(f.trade_id, f.symbol, f.qty, f.time_ms)
         threat = self._suspicious(f.client_order_id)

@@ -62,7 +62,7 @@ _OPEN_SET = frozenset(OPEN_STATUSES)
 NORMAL_AUTOCHECKPOINT_PAGES = 10_000
 """WAL pages between automatic checkpoints of a ``synchronous=NORMAL`` journal (SQLite's default is 1,000; a
 checkpoint fsyncs the database file, the commits themselves do not)."""
-MONEY_EVENTS = frozenset({"transfer", "funding", "foreign_fill", "adopt", "rearm"})
+MONEY_EVENTS = frozenset({"transfer", "funding", "foreign_fill", "venue_action_fill", "adopt", "rearm"})
 """Event kinds that move money (besides order intents and fills): each is also a ``chain`` row."""
 ANCHOR_SCHEMA = "crucible-anchor/1"
 GENESIS = "0" * 64

@@ -347,6 +347,31 @@ class FakeBybit:
                     "seq": self._n, "createType": "CreateByUser"})
         return link
 
+    def add_venue_execution(self, qty: float, exec_type: str = "BustTrade", price: float | None = None) -> str:
+        """An execution the exchange makes itself of ``qty`` signed base units (``exec_type`` "BustTrade": a takeover
+        liquidation, "AdlTrade", "Delivery", "Settle"; no orderLinkId), position and wallet following, at ``price``
+        (default the last close); or, for ``exec_type`` "Funding", a funding-fee row (execQty the position's size,
+        the position unchanged).  returns its execId."""
+        with self.lock:
+            px = round(round((self.bars[self.n_closed - 1][4] if price is None else price) / TICK) * TICK, 2)
+            self._n += 1
+            t = self.now_ms()
+            if exec_type == "Funding":
+                side, q, fee = ("Buy" if self.position > 0 else "Sell"), abs(self.position), round(abs(self.position) * px * 1e-4, 8)
+                self.fees += fee
+            else:
+                side, q, fee = ("Buy" if qty > 0 else "Sell"), abs(qty), 0.0
+                self._book(qty, px, fee)
+            eid = f"exec-{self._n:06d}"
+            self.executions.append({
+                "symbol": self.symbol, "orderId": f"venue-{self._n}", "orderLinkId": "", "side": side,
+                "orderPrice": str(px), "orderQty": f"{q:.3f}", "leavesQty": "0", "orderType": "Market",
+                "execFee": f"{fee:.8f}", "execId": eid, "execPrice": str(px), "execQty": f"{q:.3f}",
+                "execType": exec_type, "execValue": f"{q * px:.8f}", "execTime": str(t), "isMaker": False,
+                "feeRate": "0.0001" if exec_type == "Funding" else "0", "markPrice": str(px), "closedSize": "0",
+                "seq": self._n, "createType": "CreateByClosing" if exec_type != "Funding" else ""})
+        return eid
+
     def book(self) -> tuple[float, float]:
         """(best bid, best ask): the last close -/+ ``spread_ticks`` ticks, or what :meth:`set_book` set."""
         with self.lock:

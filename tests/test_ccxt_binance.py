@@ -388,11 +388,11 @@ def test_binance_fetch_fills_over_1000_fills_in_one_millisecond(venue, fake_bina
 # ----------------------------------------------------------------------------- the runtime on the fake
 
 
-def _cfg(tmp: Path, *, deadline: int = 3):
+def _cfg(tmp: Path, *, deadline: int = 3, on_mismatch: str = "halt"):
     return config_from_dict({
         "crucible": {"journal": str(tmp / "journal.sqlite"), "champions_dir": str(tmp / "champions"),
                      "requests_dir": str(tmp / "requests"), "kill_file": str(tmp / "KILL"), "history_bars": 400,
-                     "snapshot_every": 1, "bench_id": "bnc1"},
+                     "snapshot_every": 1, "bench_id": "bnc1", "on_mismatch": on_mismatch},
         "hotswap": {"enabled": False},
         "cwo": {"move_capital": False},
         "execution": {"policy": "maker-then-cross", "deadline_bars": deadline, "cancel_all_after_seconds": 60.0},
@@ -860,3 +860,21 @@ def test_kill9_on_fake_binance_then_restart_ledger_equals_exchange(tmp_path, pol
         assert got["fills"] >= 2, got
         for o in fk.open_orders():  # still resting: the journal holds it open
             assert orders[o["clientOrderId"]]["status"] == "acked", (o, orders.get(o["clientOrderId"]))
+
+
+def test_runtime_binance_liquidation_order_halts_without_flattening(bench):
+    """Binance's own liquidation order (clientOrderId "autoclose-..."; USDⓈ-M user data stream docs) closes the
+    bench's position: the bench halts at once and never flattens units the exchange already closed."""
+    b = bench(on_mismatch="flatten")
+    for _ in range(3):
+        b.bar(1.0)
+    held = b.fk.state()["position"]
+    assert held > 0
+    b.fk.add_trades([b.fk.now_ms()], side="SELL", qty=held, cid="autoclose-1596107620040000020")
+    assert b.fk.state()["position"] == pytest.approx(0.0, abs=1e-12)
+    n_orders = len(b.j.orders())
+    for _ in range(3):
+        b.bar(1.0)
+    assert b.rt.halted is not None and "liquidation" in b.rt.halted and "not flattened" in b.rt.halted
+    assert len(b.j.orders()) == n_orders and b.fk.state()["position"] == pytest.approx(0.0, abs=1e-12)
+    assert len(b.j.events("venue_action_fill")) == 1 and not b.j.events("foreign_fill")

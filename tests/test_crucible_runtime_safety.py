@@ -628,3 +628,52 @@ def test_funding_interval_is_validated_in_the_crucible_config():
     for bad in (0, 25, 2.5, True):
         with pytest.raises(ConfigError, match="funding_interval_h"):
             CostsConfig(funding_interval_h=bad).validate()
+
+
+# ----------------------------------------------------------------------------- 5. the exchange's own executions
+
+
+def test_a_liquidation_halts_without_flattening_and_a_restart_stays_halted(tmp_path, fake_exchange, bybit_keys):
+    """A takeover liquidation (Bybit execType BustTrade: no orderLinkId) closes the bench's position: it is not a
+    foreign fill to explain away.  The bench halts at once, never flattens units the exchange already closed, keeps
+    the funding-fee rows out of its fills, and a restart's reconcile finds the difference."""
+    fk = fake_exchange
+    v = make_venue(fk)
+    cfg = cfg_for(tmp_path, crucible={"on_mismatch": "flatten"})  # the default action would flatten: it must not
+    rt, j = start(cfg, v)
+    try:
+        for _ in range(40):  # until the bench holds a position
+            step_all(fk, [(rt, v)], 1)
+            if abs(fk.state()["position"]) > 1e-9 and not j.orders(("intent", "acked", "unknown")):
+                break
+        held = fk.state()["position"]
+        assert abs(held) > 1e-9
+        funding_id = fk.add_venue_execution(0.0, "Funding")
+        liq_id = fk.add_venue_execution(-held, "BustTrade")
+        assert fk.state()["position"] == pytest.approx(0.0, abs=1e-12)
+        orders_before = len(j.orders())
+        step_all(fk, [(rt, v)], 5)
+        halted, orders_after = rt.halted, len(j.orders())
+        reported = [e["data"] for e in j.events("venue_action_fill")]
+        foreign = [e["data"]["fill"]["trade_id"] for e in j.events("foreign_fill")]
+        booked = {f["trade_id"] for f in j.fills()}
+    finally:
+        j.close()
+        v.close()
+    assert halted is not None and "liquidation" in halted and liq_id in halted and "not flattened" in halted
+    assert [r["fill"]["trade_id"] for r in reported] == [liq_id]  # once, not per bar
+    assert liq_id not in booked and liq_id not in foreign
+    assert funding_id not in booked and funding_id not in foreign and funding_id not in {r["fill"]["trade_id"] for r in reported}
+    assert orders_after == orders_before  # halted: no flatten of the units the exchange closed, no new orders
+    assert fk.state()["position"] == pytest.approx(0.0, abs=1e-12)
+
+    v2 = make_venue(fk)
+    rt2, j2 = start(cfg_for(tmp_path), v2)
+    try:
+        rep = rt2.reconcile_report
+        again = j2.events("venue_action_fill")
+    finally:
+        j2.close()
+        v2.close()
+    assert rep["position_diff"] == {SYM: pytest.approx(-held)}  # the liquidated units are a mismatch, not explained
+    assert rt2.halted is not None and len(again) == 1

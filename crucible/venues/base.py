@@ -20,7 +20,7 @@ import numpy as np
 
 from forge.core.errors import ForgeError
 
-__all__ = ["Bar", "Fill", "MarketRules", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder",
+__all__ = ["Bar", "Fill", "MarketRules", "VENUE_ACTIONS", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder",
            "VenueError", "VenueNetworkError", "VenuePostOnlyReject", "VenueRejected"]
 
 T = TypeVar("T")
@@ -151,6 +151,16 @@ class Bar:
         return self.open_time + 59_999
 
 
+VENUE_ACTIONS = {
+    # Bybit v5 execType (https://bybit-exchange.github.io/docs/v5/enum#exectype) of executions the exchange makes
+    "BustTrade": "liquidation (takeover)", "AdlTrade": "auto-deleveraging", "Delivery": "delivery (contract delisted)",
+    "Settle": "settlement (contract delisted)",
+    # Binance USDⓈ-M clientOrderId prefixes of the orders the exchange places itself (liquidation, ADL, delisting)
+    "autoclose-": "liquidation", "adl_autoclose": "auto-deleveraging", "settlement_autoclose-": "settlement",
+}
+"""Executions a venue makes on its own of an account's position -> what they are (``Fill.venue_action``)."""
+
+
 @dataclass(frozen=True)
 class Fill:
     """One execution (a trade) of an order.
@@ -158,7 +168,10 @@ class Fill:
     trade_id: venue trade id, unique per venue (the de-duplication key);
     client_order_id: the id the runtime gave the order; qty: signed base
     units (+ bought, - sold); price: quote per unit incl. slippage; fee: quote
-    currency (>= 0); time_ms: execution time.
+    currency (>= 0); time_ms: execution time; venue_action: "" for the execution of an order someone placed, else
+    the kind of execution the venue made on its own account of the position -- a liquidation, an auto-deleveraging,
+    a delivery or settlement (:data:`VENUE_ACTIONS`: Bybit's ``execType``, Binance's order-id prefix) -- which no
+    slot ledger can have booked.
     """
 
     trade_id: str
@@ -169,9 +182,14 @@ class Fill:
     price: float
     fee: float
     time_ms: int
+    venue_action: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; ``venue_action`` only when set (journal events of ordinary fills keep their text)."""
+        d = asdict(self)
+        if not self.venue_action:
+            del d["venue_action"]
+        return d
 
 
 @dataclass(frozen=True)

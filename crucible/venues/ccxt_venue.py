@@ -71,8 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from crucible.venues.base import (Bar, VenueError, Fill, MarketRules, OrderState, RetryPolicy, Venue, VenueAuthError,
-                                  VenueDuplicateOrder, VenueNetworkError, VenuePostOnlyReject, VenueRejected)
+from crucible.venues.base import (VENUE_ACTIONS, Bar, VenueError, Fill, MarketRules, OrderState, RetryPolicy, Venue,
+                                  VenueAuthError, VenueDuplicateOrder, VenueNetworkError, VenuePostOnlyReject,
+                                  VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
 
 __all__ = ["CcxtVenue", "KEY_ENV", "FEEDS", "POST_ONLY_REJECT_BYBIT", "limit_order_params"]
@@ -135,6 +136,19 @@ def _keys(exchange_id: str) -> tuple[str | None, str | None]:
         return k, s
     ek, es = KEY_ENV.get(exchange_id, ("", ""))
     return os.environ.get(ek) or None, os.environ.get(es) or None
+
+
+def _venue_action(trade: dict[str, Any], client_order_id: str) -> str:
+    """The ``Fill.venue_action`` of a ccxt trade: Bybit's ``execType`` when it is one the exchange makes itself
+    (``VENUE_ACTIONS``), or the prefix of a Binance order id the exchange placed (liquidation, ADL, settlement);
+    "" for an ordinary execution."""
+    kind = str((trade.get("info") or {}).get("execType") or "")
+    if kind in VENUE_ACTIONS:
+        return kind
+    for prefix in ("autoclose-", "adl_autoclose", "settlement_autoclose-"):
+        if client_order_id.startswith(prefix):
+            return prefix
+    return ""
 
 
 class CcxtVenue(CcxtFeedMixin, Venue):
@@ -559,12 +573,12 @@ class CcxtVenue(CcxtFeedMixin, Venue):
             cid = t.get("clientOrderId") or (t.get("info") or {}).get("orderLinkId") or self._client_id_of(
                 symbol, str(t.get("order") or ""))
             f = Fill(str(t["id"]), str(t.get("order") or ""), str(cid), symbol, sign * float(t["amount"]),
-                     float(t["price"]), abs(fee), int(t["timestamp"]))
+                     float(t["price"]), abs(fee), int(t["timestamp"]), _venue_action(t, str(cid)))
             out.setdefault(f.trade_id, f)
         return sorted(out.values(), key=lambda f: (f.time_ms, f.trade_id))
 
     def _bybit_executions(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
-        """Every ``GET /v5/execution/list`` row (``execType=Trade``) of ``symbol`` from ``since_ms`` to now, as ccxt
+        """Every ``GET /v5/execution/list`` row of ``symbol`` from ``since_ms`` to now but its Funding rows, as ccxt
         trades (``parse_trades``, the parser ccxt's ``fetch_my_trades`` uses), deduplicated by execution id (any order).
 
         Bybit's rules (v5 "Get Trade History"): rows sorted by ``execTime`` descending (the newest first; the order of
@@ -598,8 +612,11 @@ class CcxtVenue(CcxtFeedMixin, Venue):
         first = windows[0][0]
         seen: dict[str, dict[str, Any]] = {}
         for start, end in windows:
-            request: dict[str, Any] = {"category": "linear", "symbol": market["id"], "execType": "Trade",
-                                       "startTime": start, "limit": _BYBIT_PAGE}
+            # every execType: a liquidation (BustTrade), an auto-deleveraging (AdlTrade) or a delisting's Delivery /
+            # Settle changes the position too (``Fill.venue_action``); only Funding rows, fees on the position with
+            # its size as execQty, are not executions and are dropped below
+            request: dict[str, Any] = {"category": "linear", "symbol": market["id"], "startTime": start,
+                                       "limit": _BYBIT_PAGE}
             if end is not None:
                 request["endTime"] = end
             cursor, cursors = "", set()
@@ -608,7 +625,7 @@ class CcxtVenue(CcxtFeedMixin, Venue):
                 resp = self._read(self.ex.privateGetV5ExecutionList, query)
                 result = (resp or {}).get("result") or {}
                 rows = result.get("list") or []
-                for t in self.ex.parse_trades(rows, market):
+                for t in self.ex.parse_trades([r for r in rows if r.get("execType") != "Funding"], market):
                     if int(t["timestamp"]) >= first:
                         seen.setdefault(str(t["id"]), t)
                 cursor = str(result.get("nextPageCursor") or "")

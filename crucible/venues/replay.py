@@ -46,13 +46,18 @@ ROW_CHUNK = 4096  # bars of a symbol converted to Python values at a time (one `
 
 def _maker(cls):
     """``cls(*values)`` for a frozen dataclass, without the ``object.__setattr__`` per field its ``__init__`` makes:
-    the same object (fields, equality, hash, repr).  values: every field, in declaration order (no defaults)."""
-    names = tuple(f.name for f in dataclasses.fields(cls))
+    the same object (fields, equality, hash, repr).  values: the fields in declaration order; a field with a default
+    (a plain value, not a factory) may be left out, as in ``cls(...)``."""
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
     assert all(n.isidentifier() and not n.startswith("_") for n in names)
+    assert all(f.default_factory is dataclasses.MISSING for f in fields)
+    params = [n if f.default is dataclasses.MISSING else f"{n}=_default_{n}" for n, f in zip(names, fields)]
     # def make(f1, f2, ...): _o = _new(_cls); _d = _o.__dict__; _d["f1"] = f1; ...; return _o  (one store per field)
-    src = (f"def make({', '.join(names)}):\n    _o = _new(_cls)\n    _d = _o.__dict__\n"
+    src = (f"def make({', '.join(params)}):\n    _o = _new(_cls)\n    _d = _o.__dict__\n"
            + "".join(f"    _d[{n!r}] = {n}\n" for n in names) + "    return _o\n")
-    ns: dict = {"_new": object.__new__, "_cls": cls}
+    ns: dict = {"_new": object.__new__, "_cls": cls,
+                **{f"_default_{f.name}": f.default for f in fields if f.default is not dataclasses.MISSING}}
     exec(src, ns)  # noqa: S102 -- the source is built from the dataclass's own field names only
     make = ns["make"]
     make.__doc__ = f"{cls.__name__}(*values) of all {len(names)} fields {names}"
