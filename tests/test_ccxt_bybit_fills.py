@@ -222,3 +222,17 @@ def test_restart_of_a_bybit_bench_started_over_7_days_ago_books_the_fill_of_the_
     assert r["report"]["position_diff"] == {} and r["halted"] is None, r
     assert r["units"] == pytest.approx(fk.state()["position"])
     assert r["requests"] == 2  # two windows (first pages; no cursor)
+
+
+def test_fill_windows_older_than_the_exchange_serves_warn_once(caplog):
+    from crucible.venues.ccxt_venue import _fill_windows
+
+    day = 86_400_000
+    now = 1_000 * day
+    with caplog.at_level("WARNING", logger="crucible.ccxt"):
+        w = _fill_windows(now - 800 * day, now, 7 * day, 730 * day, 3_600_000, shared_boundary=True)
+        _fill_windows(now - 800 * day, now, 7 * day, 730 * day, 3_600_000, shared_boundary=True)
+        _fill_windows(now - 700 * day, now, 7 * day, 730 * day, 3_600_000, shared_boundary=True)
+    assert w[0][0] == now - 730 * day
+    warned = [r for r in caplog.records if "cannot be fetched" in r.getMessage()]
+    assert len(warned) == 1 and "800 days back" in warned[0].getMessage() and "730 days" in warned[0].getMessage()

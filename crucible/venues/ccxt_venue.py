@@ -98,16 +98,29 @@ _BYBIT_MAX_PAGES = 10_000  # per 7-day window (a million executions): past it Ve
 KEY_ENV = {"bybit": ("BYBIT_API_KEY", "BYBIT_API_SECRET"), "binanceusdm": ("BINANCE_API_KEY", "BINANCE_API_SECRET")}
 
 
+_CLAMP_WARNED: set[tuple[int, int]] = set()  # (history_ms, since_ms) already warned about (once per process)
+
+
 def _fill_windows(since_ms: int | None, now: int, span_ms: int, history_ms: int, skew_ms: int, *,
                  shared_boundary: bool) -> list[tuple[int, int | None]]:
     """The request windows ``[(start, end), ...]`` (ms) of a fill history from ``since_ms`` (None: ``now - span_ms``,
-    the exchanges' own default span) to ``now``: clamped to the ``history_ms`` the exchange serves, each at most
+    the exchanges' own default span) to ``now``: clamped to the ``history_ms`` the exchange serves (a warning, once per
+    ``since_ms``), each at most
     ``span_ms`` long and all in the past; the last begins at least ``skew_ms`` after ``now - span_ms`` and has
     end None (sent with its start only, so the exchange's own clock ends it).  shared_boundary: consecutive windows
     share their boundary millisecond (Bybit: whichever bound is inclusive, none falls between two windows), else
     the next starts 1 ms after the previous end (Binance: both bounds inclusive)."""
     start = now - span_ms if since_ms is None else int(since_ms)
-    start = max(start, now - history_ms)
+    if start < now - history_ms:
+        # the exchange serves no older fills: those are the journal's own (booked when they happened); a fill
+        # the journal lacks from then would show as the reconcile's position difference, never silently
+        key = (history_ms, start)
+        if key not in _CLAMP_WARNED:
+            _CLAMP_WARNED.add(key)
+            log.warning("fills before %d ms (%.0f days back) cannot be fetched: the exchange serves %d days; "
+                        "the journal's fills of that time stand", now - history_ms, (now - start) / 86_400_000,
+                        history_ms // 86_400_000)
+        start = now - history_ms
     last_start = now - span_ms + skew_ms  # from here on: the start only
     out: list[tuple[int, int | None]] = []
     while start < last_start:
