@@ -116,3 +116,4 @@ def test_fill_capacity_kernel_equals_its_numpy_definition():
         p[rng.random(n) < 0.5] = 0.0
         want = int(np.count_nonzero(np.diff(np.clip(np.nan_to_num(p[:-1], nan=0.0), -1.0, 1.0), prepend=0.0)))
         assert count_target_changes_nb(p) == want, n
+

@@ -195,7 +195,8 @@ def skill_fitness(m: Metrics, returns: np.ndarray, ref: MarketReference, size: i
     m: whole-segment Metrics; returns: (n,) float64 the strategy's per-bar returns after costs; ref: the
     segment's market.  proxy: the surrogate's proxy screen -- the ``alpha`` objective's period scores come
     from the one-pass kernel ``forge.evolution.fitness_nb.alpha_period_scores_nb`` (equal to ``lstsq``'s to
-    ~1e-10, not bit for bit), not ``objective_scores``.  returns (fitness, {"objective_score": S, "period_scores": [...] }) -- the second
+    ~1e-10, not bit for bit), not ``objective_scores``.
+    returns (fitness, {"objective_score": S, "period_scores": [...] }) -- the second
     empty when the strategy gets ``floor`` (too few fills, ruined, or a non-finite Sharpe under ``sharpe``;
     a flat strategy's undefined Sharpe is no reason to floor it under the other objectives).
     """

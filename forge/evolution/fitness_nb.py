@@ -28,10 +28,10 @@ def alpha_period_scores_nb(r, m, v, edges, periods_per_year, resid_floor, out):
     r, m, v: (n,) float64 per-bar returns of the strategy, the market and the volatility-managed market;
     edges: (k + 1,) int64 period boundaries (``period_bounds``: period j is [edges[j], edges[j+1]));
     periods_per_year: bars per year; resid_floor: ``FitnessConfig.resid_sd_floor``;
-    out: (k,) float64, written with each period's score -- 0.0 for fewer than 4 bars or a market whose sd
-    (ddof 1) is not > 0, as ``alpha_score``.  Collinear m and v (a singular centred 2 x 2 system) fall back to the regression
-    on m alone: the same intercept and residuals as lstsq's minimum-norm solution, since the intercept is
-    identified whenever m is not flat.  returns True, or False when a period holds a NaN or infinite value
+    out: (k,) float64, written with each period's score -- 0.0 for fewer than 4 bars or a market whose sd is 0,
+    as ``alpha_score``.  Collinear m and v (a singular centred 2 x 2 system) fall back to the
+    regression on m alone: the same intercept and residuals as lstsq's minimum-norm solution, since the intercept
+    is identified whenever m is not flat.  returns True, or False when a period holds a NaN or infinite value
     (its score is then not computed: ``alpha_score``'s ``nan_to_num`` and lstsq are the definition there).
     """
     ann = math.sqrt(periods_per_year)
