@@ -21,6 +21,7 @@ from numba import njit
 
 __all__ = ["alpha_period_scores_nb"]
 
+
 @njit(cache=True, error_model="numpy")
 def alpha_period_scores_nb(r, m, v, edges, periods_per_year, resid_floor, out):
     """Period scores of :func:`forge.evolution.fitness.alpha_score`, one per period.
