@@ -39,7 +39,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
                        "_exact_minmax_blk", "_exact_rank_blk", "_sums_blk", "_minmax_blk", "_ema_blk",
                        "_roll_mean_blk", "_roll_std_blk", "_roll_min_blk", "_roll_max_blk", "_roll_rank_blk",
                        "_roll_zscore_blk", "_roll_ema_blk", "apply_blk", "_run_blocks_nb", "run_program_nb"),
-    "forge.backtest.backtest_nb": ("backtest_metrics_nb", "backtest_record_nb"),
+    "forge.backtest.backtest_nb": ("backtest_metrics_nb", "backtest_record_nb", "count_target_changes_nb"),
+    "forge.evolution.fitness_nb": ("alpha_period_scores_nb",),
     "forge.sim.rng_nb": ("exponential_nb", "laplace_nb", "next_u64_nb", "normal_nb", "randint_nb", "uniform_nb"),
     "forge.sim.book_nb": ("_release", "_rescan_ask", "_rescan_bid", "_rest", "_unlink", "_untrack",
                           "book_accepts_nb", "book_cancel_nb", "book_depth_nb", "book_limit_nb", "book_match_nb",
@@ -54,7 +55,8 @@ included: each is cached on its own)."""
 
 WEIGHTS: dict[str, float] = {"forge.gp.vm_nb": 100.0, "forge.sim.agents_nb": 46.0,
                              "forge.backtest.backtest_nb": 13.0, "forge.sim.book_nb": 9.0,
-                             "forge.features.features_nb": 2.0, "forge.sim.rng_nb": 1.0, "forge.causal": 0.2}
+                             "forge.features.features_nb": 2.0, "forge.sim.rng_nb": 1.0, "forge.evolution.fitness_nb": 0.5,
+                             "forge.causal": 0.2}
 """Relative compile seconds per module (benchmarks/cold_start.py --profile, 2 cores), so the fraction
 shown while compiling follows the time it takes rather than the count of kernels."""
 
