@@ -302,3 +302,17 @@ def test_opcode_enum_matches_the_primitive_table():
     for p in PRIMITIVES:
         assert p.opcode == getattr(Op, p.name.rstrip("_").upper()), p.name
     assert sorted(by_op) == sorted(Op)
+
+
+def test_the_codec_remembers_genomes_by_tokens_and_exact_constants():
+    from forge.evolution.checkpoint import Codec
+    from forge.gp import build_pset, genome_from_individual
+
+    pset = build_pset(["f0", "f1"])
+    codec = Codec(pset)
+    toks = ["pos_sign", "add_c", "ts_min", "feature:f0", "window:5", "const:0"]
+    inds = [codec.new(individual_from_genome(Genome.from_tokens(toks, [c]), pset)) for c in (0.0, -0.0, 0.0, 0.25)]
+    got = [codec.to_genome(i) for i in inds]
+    assert [g.sha256 for g in got] == [genome_from_individual(i, pset).sha256 for i in inds]
+    assert got[0] is got[2] and got[0].sha256 != got[1].sha256  # a repeat is remembered; -0.0 is not 0.0
+    assert got[1].constants == (-0.0,) and str(got[1].constants[0]) == "-0.0"

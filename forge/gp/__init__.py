@@ -15,6 +15,7 @@ from forge.gp.pset import (
     deap_compile_function,
     generate,
     genome_from_individual,
+    individual_tokens,
     individual_from_genome,
 )
 from forge.gp.vm import BufferPool, Program, compile_program, run_program
@@ -32,6 +33,7 @@ __all__ = [
     "deap_compile_function",
     "generate",
     "genome_from_individual",
+    "individual_tokens",
     "individual_from_genome",
     "parse_tokens",
     "pset",

@@ -143,10 +143,9 @@ def generate(pset: gp.PrimitiveSetTyped, min_: int, max_: int, type_: type | Non
     return out
 
 
-def genome_from_individual(ind: Sequence[Any], pset: gp.PrimitiveSetTyped | None = None) -> Genome:
-    """Genome of a DEAP tree built on ``build_pset`` (constants numbered in
-    order); a tree whose root is a float series becomes a feature genome
-    (root "F").  raises GenomeError if the tree is not well typed."""
+def individual_tokens(ind: Sequence[Any]) -> tuple[tuple[str, ...], tuple[float, ...], str]:
+    """(tokens, constants, root) of a DEAP tree built on ``build_pset``: the arguments of ``Genome.from_tokens``
+    (constants numbered in order; root "F" when the tree's root is a float series, else "P")."""
     tokens: list[str] = []
     constants: list[float] = []
     for node in ind:
@@ -159,7 +158,13 @@ def genome_from_individual(ind: Sequence[Any], pset: gp.PrimitiveSetTyped | None
             tokens.append(f"window:{int(node.name.lstrip('w'))}")
         else:
             tokens.append(f"feature:{node.value}")
-    root = "F" if ind[0].ret is TYPES["F"] else "P"
+    return tuple(tokens), tuple(constants), "F" if ind[0].ret is TYPES["F"] else "P"
+
+
+def genome_from_individual(ind: Sequence[Any], pset: gp.PrimitiveSetTyped | None = None) -> Genome:
+    """Genome of a DEAP tree built on ``build_pset`` (:func:`individual_tokens`); a tree whose root is a float
+    series becomes a feature genome (root "F").  raises GenomeError if the tree is not well typed."""
+    tokens, constants, root = individual_tokens(ind)
     return Genome.from_tokens(tokens, constants, root=root)
 
 
@@ -262,5 +267,6 @@ __all__ = [
     "deap_compile_function",
     "generate",
     "genome_from_individual",
+    "individual_tokens",
     "individual_from_genome",
 ]
