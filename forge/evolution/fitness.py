@@ -9,6 +9,7 @@ formulas and their sources are in :class:`forge.core.runconfig.FitnessConfig`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -173,14 +174,21 @@ def relative_ttt(ttt_bars: float, ttt_bh: float, n_bars: int) -> float:
     return (min(tb, n) - min(t, n)) / n
 
 
+@functools.lru_cache(maxsize=64)
+def _period_edges(n: int, k: int) -> np.ndarray:
+    """(k + 1,) int64 edges of :func:`period_bounds` (read-only; one array per segment length)."""
+    edges = np.linspace(0, n, k + 1).astype(np.int64)
+    edges.flags.writeable = False
+    return edges
+
+
 def _alpha_scores_kernel(returns: np.ndarray, ref: MarketReference, periods: int, periods_per_year: float,
                          resid_floor: float) -> list[float]:
     """The ``alpha`` period scores by ``alpha_period_scores_nb`` (the proxy screen's path of skill_fitness); a
     non-finite return goes to ``objective_scores``."""
     from forge.evolution.fitness_nb import alpha_period_scores_nb
 
-    n = returns.shape[0]
-    edges = np.linspace(0, n, periods + 1).astype(np.int64)  # period_bounds' edges
+    edges = _period_edges(returns.shape[0], periods)
     out = np.empty(periods)
     if not alpha_period_scores_nb(np.ascontiguousarray(returns, dtype=np.float64), ref.returns, ref.managed, edges,
                                   float(periods_per_year), float(resid_floor), out):
