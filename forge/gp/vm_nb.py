@@ -1086,22 +1086,28 @@ def _corr_blk(x, ox, y, oy, w, out, oo, t0, t1, fs, ist, scr):
 
 @njit(**NO_NRT)
 def _latch_blk(enter, oe, leave, ol, thr, use_thr, w, y, oy, t0, t1, ist):
-    """``_latch_nb`` over bars [t0, t1); the latest enter / leave event indices carried in ist."""
+    """``_latch_nb`` over bars [t0, t1); the latest enter / leave event indices carried in ist.
+
+    Branch-free: the event indices are updated by selects and the output is one select of the three
+    tests combined with ``&`` (events are data-dependent, so branches on them mispredicted; the result is
+    the same integer / 0.0-1.0 logic, bit for bit).  use_thr: a literal at every call site (one compiled
+    copy each)."""
     last_e = ist[_I_LAST_E]
     last_l = ist[_I_LAST_L]
-    for t in range(t0, t1):
+    L = t1 - t0
+    ve = enter[t0 - oe:t1 - oe]
+    vl = leave[t0 - ol:t1 - ol]
+    vy = y[t0 - oy:t1 - oy]
+    for q in range(L):
+        t = t0 + q
         if use_thr:
-            v = enter[_u(t - oe)]
-            if v > thr:
-                last_e = t
-            if v < -thr:
-                last_l = t
+            v = ve[q]
+            last_e = t if v > thr else last_e
+            last_l = t if v < -thr else last_l
         else:
-            if enter[_u(t - oe)] > 0.5:
-                last_e = t
-            if leave[_u(t - ol)] > 0.5:
-                last_l = t
-        y[_u(t - oy)] = 1.0 if (last_e >= 0 and last_e >= t - w + 1 and last_e > last_l) else 0.0
+            last_e = t if ve[q] > 0.5 else last_e
+            last_l = t if vl[q] > 0.5 else last_l
+        vy[q] = 1.0 if ((last_e >= 0) & (last_e >= t - w + 1) & (last_e > last_l)) else 0.0
     ist[_I_LAST_E] = last_e
     ist[_I_LAST_L] = last_l
 
@@ -1109,16 +1115,33 @@ def _latch_blk(enter, oe, leave, ol, thr, use_thr, w, y, oy, t0, t1, ist):
 @njit(**NO_NRT)
 def _min_hold_blk(p, op_, w, y, oy, t0, t1, fs, ist):
     """``_min_hold_nb`` over bars [t0, t1); the run length, the confirmed bar and its value p[_u(conf)]
-    carried in ist / fs (p is never rewritten, so the carried value is p[_u(conf)] bit for bit)."""
+    carried in ist / fs (p is never rewritten, so the carried value is p[_u(conf)] bit for bit).
+
+    Branch-free (selects; bar 0, which has no previous bar, peeled off): the same run / confirmation
+    logic, the output a copy of a carried input value or 0.0, bit for bit."""
     run = ist[_I_RUN]
     conf = ist[_I_CONF]
     pconf = fs[7]
-    for t in range(t0, t1):
-        run = run + 1 if t > 0 and p[_u(t - op_)] == p[_u(t - 1 - op_)] else 1
+    ts = t0
+    if ts == 0 and t1 > 0:
+        run = 1
         if run >= w:
-            conf = t
-            pconf = p[_u(t - op_)]
-        y[_u(t - oy)] = pconf if (conf >= 0 and conf >= t - 2 * w + 1) else 0.0
+            conf = 0
+            pconf = p[_u(0 - op_)]
+        y[_u(0 - oy)] = pconf if (conf >= 0 and conf >= 0 - 2 * w + 1) else 0.0
+        ts = 1
+    L = t1 - ts
+    vp = p[ts - op_:t1 - op_]
+    vq = p[ts - 1 - op_:t1 - 1 - op_]
+    vy = y[ts - oy:t1 - oy]
+    for q in range(L):
+        t = ts + q
+        v = vp[q]
+        run = run + 1 if v == vq[q] else 1
+        c = run >= w
+        conf = t if c else conf
+        pconf = v if c else pconf
+        vy[q] = pconf if ((conf >= 0) & (conf >= t - 2 * w + 1)) else 0.0
     ist[_I_RUN] = run
     ist[_I_CONF] = conf
     fs[7] = pconf
