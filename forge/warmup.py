@@ -38,7 +38,8 @@ KERNELS: dict[str, tuple[str, ...]] = {
                        "_latch_blk", "_min_hold_blk", "_nan_rule_blk", "_exact_at_t", "_exact_sums_blk",
                        "_exact_minmax_blk", "_exact_rank_blk", "_sums_blk", "_minmax_blk", "_ema_blk",
                        "_roll_mean_blk", "_roll_std_blk", "_roll_min_blk", "_roll_max_blk", "_roll_rank_blk",
-                       "_roll_zscore_blk", "_roll_ema_blk", "apply_blk", "_run_blocks_nb", "run_program_nb"),
+                       "_roll_zscore_blk", "_roll_ema_blk", "apply_blk", "_run_blocks_nb", "run_program_nb",
+                       "run_program_store_nb"),
     "forge.backtest.backtest_nb": ("backtest_metrics_nb", "backtest_record_nb", "count_target_changes_nb"),
     "forge.evolution.fitness_nb": ("alpha_period_scores_nb",),
     "forge.sim.rng_nb": ("exponential_nb", "laplace_nb", "next_u64_nb", "normal_nb", "randint_nb", "uniform_nb"),
@@ -144,7 +145,13 @@ def _compile_rest(folder: str, coevolution: bool = True, causal: bool = True) ->
     def fixed(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):  # noqa: ANN001 - run_program_nb's arguments
         out[:] = np.sign(np.sin(np.arange(out.shape[0]) / 30.0)) if clip_root else X[0]
 
+    def fixed_store(op, dst, a, b, c, w, k, X, regs, out, clip_root, block, S, store):  # noqa: ANN001
+        fixed(op, dst, a, b, c, w, k, X, regs, out, clip_root, block)
+        for r in store[store >= 0]:  # the subtree cache's rows: defined values, not the program's
+            S[r] = X[0]
+
     vm.run_program_nb = fixed
+    vm.run_program_store_nb = fixed_store
     cfg = load_run_config(None)
     cfg = with_overrides(cfg, "evolve", population=6, generations=1, jobs=1, checkpoint=False)
     cfg = with_overrides(cfg, "causal", max_samples=3000, enabled=causal)

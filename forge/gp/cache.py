@@ -9,10 +9,11 @@ children's canonical forms, window, constant), in the rows of one
 preallocated matrix ``[features; cached subtrees]`` bounded by
 ``max_bytes`` (LRU eviction of rows).  A genome is then run as *one* VM
 program in which every cached subtree is read like a feature row; a missing
-subtree is computed the same way (its own inner windowed subtrees read from
-the cache) into a free row first.  Every node is computed by the same numba
-kernel (``forge.gp.vm_nb``) on the same inputs, so results are bitwise
-identical with the cache on or off.
+subtree is computed inside that same program, and the program also writes
+its values into a free row as it goes (``Program.store``), so a miss costs
+the copy of one row, not a program of its own whose row is read back.
+Every node is computed by the same numba kernel (``forge.gp.vm_nb``) on the
+same inputs, so results are bitwise identical with the cache on or off.
 """
 
 from __future__ import annotations
@@ -77,17 +78,23 @@ class SubtreeCache:
                 return row
         return None
 
-    def _substitute(self, node: Node, pinned: set[int], root: bool = False) -> tuple[str, Node] | None:
-        """(canonical key, node with every windowed subtree replaced by its cached row); None when the
-        cache is too small to hold the rows this tree needs at once.  ``root``: the node is the genome's
-        root, which is never cached -- a whole genome is evaluated once per run anyway (the evaluator's
-        memo), so caching it only wrote a row and ran one more program to copy it out."""
+    def _substitute(self, node: Node, pinned: set[int], stores: dict[int, int], pending: list[str],
+                    root: bool = False) -> tuple[str, Node] | None:
+        """(canonical key, node with every cached windowed subtree replaced by its row); a windowed subtree
+        not in the cache stays in the tree, gets a free row and is entered in ``stores`` (``id`` of its new
+        node -> row: the genome's program writes it there) and its key in ``pending``; None when the cache
+        is too small to hold the rows this tree needs at once.  ``root``: the node is the genome's root,
+        which is never cached -- a whole genome is evaluated once per run anyway (the evaluator's memo).
+
+        A second occurrence of a pending subtree in the same genome reads its row: the program is in
+        postfix order, the same order as this walk, so the first occurrence's instruction runs before
+        every reader of the row within each block (and the earlier blocks, the history, are written)."""
         if node.kind in ("feature", "window", "const"):
             return (node.value if node.kind == "feature" else repr(node.value)), node
         kids = []
         keys = []
         for ch in node.children:
-            sub = self._substitute(ch, pinned)
+            sub = self._substitute(ch, pinned, stores, pending)
             if sub is None:
                 return None
             keys.append(sub[0])
@@ -100,17 +107,23 @@ class SubtreeCache:
         if row is not None:
             self._lru.move_to_end(key)
             self.hits += 1
-        else:
-            self.misses += 1
-            row = self._row(pinned)
-            if row is None:
-                return None
-            # compute the subtree (its inner windowed subtrees already substituted) into its row
-            prog = compile_tree(new, self.index, len(self.names))
-            run_compiled(prog, self.M, self._pool, out=self.M[row])
-            self._lru[key] = row
+            pinned.add(row)
+            return key, Node("feature", self.names[row], "F")
+        self.misses += 1
+        row = self._row(pinned)
+        if row is None:
+            return None
+        # computed where it stands in the genome's program, which also writes it into its row
+        self._lru[key] = row
+        pending.append(key)
         pinned.add(row)
-        return key, Node("feature", self.names[row], "F")
+        stores[id(new)] = row
+        return key, new
+
+    def _forget(self, pending: list[str]) -> None:
+        """Drop the entries of ``pending`` (rows never written: their genome's program did not run)."""
+        for key in pending:
+            self._free.append(self._lru.pop(key))
 
     def run(self, genome: Genome) -> np.ndarray:
         """(n,) float64 output of ``genome`` (position, or raw series for a
@@ -120,13 +133,23 @@ class SubtreeCache:
         if missing:
             raise GenomeError(f"genome {genome.sha256[:12]} reads feature(s) {missing} that are not available")
         root = parse_tokens(genome.tokens, genome.constants, genome.root)
-        sub = self._substitute(root, set(), root=True)
-        tree = root if sub is None else sub[1]  # too small a cache for this tree: plain evaluation
+        stores: dict[int, int] = {}
+        pending: list[str] = []
+        sub = self._substitute(root, set(), stores, pending, root=True)
+        if sub is None:  # too small a cache for this tree: plain evaluation
+            self._forget(pending)
+            tree, stores = root, {}
+        else:
+            tree = sub[1]
         if tree.kind == "feature":
             tree = Node("prim", "add_c", "F", (tree, Node("const", 0.0, "C")))
-        prog = compile_tree(tree, self.index, len(self.names), is_position=genome.root == "P")
+        prog = compile_tree(tree, self.index, len(self.names), is_position=genome.root == "P", stores=stores)
         out = np.empty(self.n)
-        run_compiled(prog, self.M, self._pool, out=out)
+        try:
+            run_compiled(prog, self.M, self._pool, out=out, S=self.M)
+        except BaseException:
+            self._forget(pending if stores else [])
+            raise
         return out
 
     @staticmethod

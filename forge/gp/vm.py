@@ -21,7 +21,7 @@ import numpy as np
 from forge.core.errors import GenomeError
 from forge.gp.genome import Genome, Node, parse_tokens, tree_lookback
 from forge.gp.primitives import BY_NAME
-from forge.gp.vm_nb import DEFAULT_BLOCK, run_program_nb, tiled_shape
+from forge.gp.vm_nb import DEFAULT_BLOCK, run_program_nb, run_program_store_nb, tiled_shape
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,10 @@ class Program:
     constants (see ``forge.gp.vm_nb``); n_registers: scratch rows needed;
     lookback: bars of history read before the current bar, including the
     warm-up of the features read when their lookbacks were given;
-    n_features: rows the feature matrix must have; sha256: of the genome.
+    n_features: rows the feature matrix must have; sha256: of the genome;
+    store: None, or (m,) int64 -- instruction i's values are also written to
+    row store[i] of the matrix given to ``run_compiled`` as S (-1: not kept;
+    the subtree cache's rows).
     """
 
     op: np.ndarray
@@ -48,6 +51,7 @@ class Program:
     n_nodes: int
     sha256: str
     is_position: bool = True
+    store: np.ndarray | None = None
 
 
 class BufferPool:
@@ -90,10 +94,14 @@ def compile_program(
 
 
 def compile_tree(root: Node, index: Mapping[str, int], n_features: int, *, is_position: bool = False,
-                 feature_lookbacks: Mapping[str, int] | None = None, n_nodes: int = 0, sha256: str = "") -> Program:
+                 feature_lookbacks: Mapping[str, int] | None = None, n_nodes: int = 0, sha256: str = "",
+                 stores: Mapping[int, int] | None = None) -> Program:
     """Compile a parsed tree whose root is a primitive; features are rows ``index[name]`` of an
-    (n_features, n) matrix.  Used by :func:`compile_program` and the subtree cache."""
+    (n_features, n) matrix.  Used by :func:`compile_program` and the subtree cache.  stores: ``id(node)``
+    -> a row of the matrix S given to :func:`run_compiled`, which receives that node's values
+    (``Program.store``)."""
     rows: list[tuple[int, int, int, int, int, int, float]] = []
+    store: list[int] = []
     free: list[int] = []
     n_regs = 0
 
@@ -115,6 +123,8 @@ def compile_tree(root: Node, index: Mapping[str, int], n_features: int, *, is_po
                 free.append(-1 - code)
         ops = operands + [0] * (3 - len(operands))
         rows.append((BY_NAME[node.value].opcode, reg, ops[0], ops[1], ops[2], window, const))
+        if stores is not None:
+            store.append(stores.get(id(node), -1))
         return -1 - reg
 
     emit(root)
@@ -130,6 +140,7 @@ def compile_tree(root: Node, index: Mapping[str, int], n_features: int, *, is_po
         n_nodes=n_nodes,
         sha256=sha256,
         is_position=is_position,
+        store=np.array(store, dtype=np.int64) if stores is not None else None,
     )
 
 
@@ -148,9 +159,11 @@ def run_program(program: Program, X: np.ndarray, pool: BufferPool | None = None)
 
 
 def run_compiled(program: Program, X: np.ndarray, pool: BufferPool | None = None,
-                 out: np.ndarray | None = None) -> np.ndarray:
+                 out: np.ndarray | None = None, S: np.ndarray | None = None) -> np.ndarray:
     """:func:`run_program` without the shape check: X must be a C-contiguous (program.n_features, n)
-    float64 matrix; ``out`` ((n,) float64, may be a row of another matrix) receives the root."""
+    float64 matrix; ``out`` ((n,) float64, may be a row of another matrix) receives the root; S: the
+    writable C-contiguous (r, n) float64 matrix whose rows ``program.store`` names (required when it
+    names any; it may be the matrix X is, if no instruction reads a row that one writes)."""
     n = X.shape[1]
     _, row = tiled_shape(program.w, DEFAULT_BLOCK)
     regs = (pool or BufferPool()).get(program.op.shape[0], row)
@@ -159,6 +172,12 @@ def run_compiled(program: Program, X: np.ndarray, pool: BufferPool | None = None
     if X.flags.writeable:  # one compiled specialisation: X read-only whether or not it is a worker's memory map
         X = X.view()
         X.flags.writeable = False
-    run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, regs, out,
-                   program.is_position, DEFAULT_BLOCK)
+    if program.store is not None and program.store.shape[0] and program.store.max() >= 0:
+        if S is None:
+            raise ValueError("the program stores rows (Program.store) but no matrix S was given")
+        run_program_store_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, regs,
+                             out, program.is_position, DEFAULT_BLOCK, S, program.store)
+    else:
+        run_program_nb(program.op, program.dst, program.a, program.b, program.c, program.w, program.k, X, regs, out,
+                       program.is_position, DEFAULT_BLOCK)
     return out

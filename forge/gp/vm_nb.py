@@ -1275,7 +1275,7 @@ def apply_blk(o, xa, oa, xb, ob, xc, oc, w, k, y, oy, t0, t1, fs, ist, dq, wts, 
 
 @njit(**NO_NRT)
 def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec,
-                   keep, scr):
+                   keep, scr, S, store):
     m = op.shape[0]
     n = X.shape[1]
     for t0 in range(0, n, block):
@@ -1290,6 +1290,12 @@ def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, cli
             xc = X[cc] if cc >= 0 else regs[-1 - cc]
             apply_blk(op[i], xa, 0 if ca >= 0 else g0, xb, 0 if cb >= 0 else g0, xc, 0 if cc >= 0 else g0,
                       w[i], k[i], regs[i], g0, t0, t1, fs[i], ist[i], dq[i], wts[i], ec[i], scr)
+            r = store[i]
+            if r >= 0:  # the subtree cache keeps this instruction's values: copy the block into row r of S
+                vs = S[r][t0:t1]
+                vi = regs[i][t0 - g0:t1 - g0]
+                for q in range(t1 - t0):
+                    vs[q] = vi[q]
         vr = regs[m - 1][t0 - g0:t1 - g0]
         vo = out[t0:t1]
         if clip_root:  # a position: NaN -> 0, clipped to [-1, 1] (selects, so the loop vectorises)
@@ -1326,6 +1332,13 @@ def tiled_shape(w: np.ndarray, block: int) -> tuple[int, int]:
 
 @njit(cache=True)
 def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
+    """Run a compiled program over all bars (``run_program_store_nb`` storing nothing)."""
+    run_program_store_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block, np.empty((1, 1)),
+                         np.full(op.shape[0], -1, dtype=np.int64))
+
+
+@njit(cache=True)
+def run_program_store_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block, S, store):
     """Run a compiled program over all bars, block by block (cache-blocked; bit-identical to
     ``run_program_flat_nb``).
 
@@ -1333,8 +1346,12 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
     (>= m, H + block) float64 scratch, H = history columns >= max(w) + 1 (``tiled_shape``; contents
     undefined); out: (n,)
     float64 receives the root: a position (NaN -> 0, clipped to [-1, 1]) when clip_root, else the raw
-    series; block: bars per block (>= 1).  Allocates the per-instruction state (a few KB) and the
-    operand map (register -> the instruction that last wrote it) and runs ``_run_blocks_nb``.
+    series; block: bars per block (>= 1); S: (r, n) float64 rows written by the instructions i with
+    store[i] >= 0 (store: (m,) int64): S[store[i]] receives instruction i's values at every bar (the
+    subtree cache keeps a genome's windowed subtrees while the genome runs; S may be the matrix X is a
+    view of, as long as no instruction reads a row before it is written).  Allocates the per-instruction
+    state (a few KB) and the operand map (register -> the instruction that last wrote it) and runs
+    ``_run_blocks_nb``.
     """
     m = op.shape[0]
     wmax = 1
@@ -1380,4 +1397,4 @@ def run_program_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block):
             ec[i, 2] = beta ** wi
     scr = np.empty((5, block))  # scratch of the windows recomputed in full (_exact_sums_blk, _corr_exact_blk)
     _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep,
-                   scr)
+                   scr, S, store)
