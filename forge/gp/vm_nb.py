@@ -11,8 +11,13 @@ functions in ``forge.gp.primitives`` exactly (up to summation order).
 
 from __future__ import annotations
 
+import platform
+
+import llvmlite.ir as ir
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from forge.gp.opcodes import DIV_EPS, SMOOTH_STEP, STD_REL_EPS, Op
 
@@ -508,6 +513,48 @@ _I_LAST_NAN, _I_SINCE, _I_RUN, _I_LAST_INF, _I_HEAD, _I_TAIL, _I_RUNY = 0, 1, 2,
 _I_LAST_E, _I_LAST_L, _I_CONF = 0, 1, 1
 _N_ISTATE = 8
 _N_FSTATE = 8
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "x86", "i686")
+
+
+@intrinsic
+def _stream_store(typingctx, arr, idx, val):
+    """arr[idx] = val (a float64 array, idx >= 0, no bounds check) as a non-temporal store: the value goes
+    to memory without first reading its cache line and without evicting the block's working set.  Stored
+    as the double's 64 bits (x86 has a non-temporal store for integers, ``movnti``, not for doubles), so the
+    value is the same bit for bit.  For the subtree cache's rows, which are read again only by a later
+    genome; ``_store_fence`` after the last one."""
+    sig = types.void(arr, types.intp, types.float64)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False,
+                                       boundscheck=False)
+        i64 = ir.IntType(64)
+        st = builder.store(builder.bitcast(args[2], i64), builder.bitcast(ptr, i64.as_pointer()))
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Order the non-temporal stores before every later store (``sfence`` on x86, a fence elsewhere)."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(inline="always", **NO_NRT)
@@ -1295,7 +1342,7 @@ def _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, cli
                 vs = S[r][t0:t1]
                 vi = regs[i][t0 - g0:t1 - g0]
                 for q in range(t1 - t0):
-                    vs[q] = vi[q]
+                    _stream_store(vs, q, vi[q])
         vr = regs[m - 1][t0 - g0:t1 - g0]
         vo = out[t0:t1]
         if clip_root:  # a position: NaN -> 0, clipped to [-1, 1] (selects, so the loop vectorises)
@@ -1398,3 +1445,4 @@ def run_program_store_nb(op, dst, a, b, c, w, k, X, regs, out, clip_root, block,
     scr = np.empty((5, block))  # scratch of the windows recomputed in full (_exact_sums_blk, _corr_exact_blk)
     _run_blocks_nb(op, src_a, src_b, src_c, w, k, X, regs, hist, block, out, clip_root, fs, ist, dq, wts, ec, keep,
                    scr, S, store)
+    _store_fence()
