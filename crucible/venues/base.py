@@ -20,7 +20,7 @@ import numpy as np
 
 from forge.core.errors import ForgeError
 
-__all__ = ["Bar", "Fill", "MarketRules", "VENUE_ACTIONS", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder",
+__all__ = ["BINANCE_VENUE_ORDER_PREFIXES", "BYBIT_VENUE_EXEC_TYPES", "Bar", "Fill", "MarketRules", "VENUE_ACTIONS", "OrderState", "RetryPolicy", "Venue", "VenueAuthError", "VenueDuplicateOrder",
            "VenueError", "VenueNetworkError", "VenuePostOnlyReject", "VenueRejected"]
 
 T = TypeVar("T")
@@ -151,13 +151,16 @@ class Bar:
         return self.open_time + 59_999
 
 
-VENUE_ACTIONS = {
+BYBIT_VENUE_EXEC_TYPES = {
     # Bybit v5 execType (https://bybit-exchange.github.io/docs/v5/enum#exectype) of executions the exchange makes
     "BustTrade": "liquidation (takeover)", "AdlTrade": "auto-deleveraging", "Delivery": "delivery (contract delisted)",
     "Settle": "settlement (contract delisted)",
+}
+BINANCE_VENUE_ORDER_PREFIXES = {
     # Binance USDⓈ-M clientOrderId prefixes of the orders the exchange places itself (liquidation, ADL, delisting)
     "autoclose-": "liquidation", "adl_autoclose": "auto-deleveraging", "settlement_autoclose-": "settlement",
 }
+VENUE_ACTIONS = {**BYBIT_VENUE_EXEC_TYPES, **BINANCE_VENUE_ORDER_PREFIXES}
 """Executions a venue makes on its own of an account's position -> what they are (``Fill.venue_action``)."""
 
 

@@ -71,9 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from crucible.venues.base import (VENUE_ACTIONS, Bar, VenueError, Fill, MarketRules, OrderState, RetryPolicy, Venue,
-                                  VenueAuthError, VenueDuplicateOrder, VenueNetworkError, VenuePostOnlyReject,
-                                  VenueRejected)
+from crucible.venues.base import (BINANCE_VENUE_ORDER_PREFIXES, BYBIT_VENUE_EXEC_TYPES, Bar, Fill, MarketRules,
+                                  OrderState, RetryPolicy, Venue, VenueAuthError, VenueDuplicateOrder, VenueError,
+                                  VenueNetworkError, VenuePostOnlyReject, VenueRejected)
 from crucible.venues.ccxt_feed import CcxtFeedMixin
 
 __all__ = ["CcxtVenue", "KEY_ENV", "FEEDS", "POST_ONLY_REJECT_BYBIT", "limit_order_params"]
@@ -153,15 +153,12 @@ def _keys(exchange_id: str) -> tuple[str | None, str | None]:
 
 def _venue_action(trade: dict[str, Any], client_order_id: str) -> str:
     """The ``Fill.venue_action`` of a ccxt trade: Bybit's ``execType`` when it is one the exchange makes itself
-    (``VENUE_ACTIONS``), or the prefix of a Binance order id the exchange placed (liquidation, ADL, settlement);
+    (``BYBIT_VENUE_EXEC_TYPES``), or the prefix of a Binance order id the exchange placed (liquidation, ADL, settlement);
     "" for an ordinary execution."""
     kind = str((trade.get("info") or {}).get("execType") or "")
-    if kind in VENUE_ACTIONS:
+    if kind in BYBIT_VENUE_EXEC_TYPES:
         return kind
-    for prefix in ("autoclose-", "adl_autoclose", "settlement_autoclose-"):
-        if client_order_id.startswith(prefix):
-            return prefix
-    return ""
+    return next((p for p in BINANCE_VENUE_ORDER_PREFIXES if client_order_id.startswith(p)), "")
 
 
 class CcxtVenue(CcxtFeedMixin, Venue):

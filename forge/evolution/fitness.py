@@ -19,6 +19,7 @@ import numpy as np
 from forge.backtest import BacktestConfig, Metrics, buy_and_hold, run_backtest
 from forge.core.factors import factor_alpha, vol_managed_market
 from forge.core.runconfig import FitnessConfig
+from forge.evolution.fitness_nb import alpha_period_scores_nb
 
 __all__ = ["MarketReference", "aggregate_scores", "alpha_score", "backtest_fitness", "hedged", "market_reference",
            "objective_scores", "period_bounds", "relative_ttt", "sharpe_ratio", "skill_fitness", "uses_returns"]
@@ -186,8 +187,6 @@ def _alpha_scores_kernel(returns: np.ndarray, ref: MarketReference, periods: int
                          resid_floor: float) -> list[float]:
     """The ``alpha`` period scores by ``alpha_period_scores_nb`` (the proxy screen's path of skill_fitness); a
     non-finite return goes to ``objective_scores``."""
-    from forge.evolution.fitness_nb import alpha_period_scores_nb
-
     edges = _period_edges(returns.shape[0], periods)
     out = np.empty(periods)
     if not alpha_period_scores_nb(np.ascontiguousarray(returns, dtype=np.float64), ref.returns, ref.managed, edges,
